@@ -1,0 +1,142 @@
+// Package cli is the zeitwork command line: it picks the role or client
+// command named on the command line, parses its configuration, and runs it.
+// It owns exit codes and the wording of errors a person reads; the roles
+// themselves live in their own packages.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // the command ran and failed
+	ExitUsage    = 2 // bad arguments or configuration: nothing was done
+	ExitNotBuilt = 3 // the command exists but its role is not built yet
+)
+
+// Env is the process's outside world, passed in so tests can run commands
+// in-process with their own variables and output.
+type Env struct {
+	Environ []string
+	Stdout  io.Writer
+	Stderr  io.Writer
+}
+
+func (e Env) vars() map[string]string {
+	m := make(map[string]string, len(e.Environ))
+	for _, kv := range e.Environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+type command struct {
+	name    string
+	group   string // "role" or "client"
+	summary string
+	run     func(ctx context.Context, env Env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"api", "role", "public API (/v1) and dashboard", notBuilt[config.API]("the public API")},
+		{"operator", "role", "scheduler, deployment lifecycle, management API", notBuilt[config.Operator]("the operator (issue #5)")},
+		{"nodeagent", "role", "runs instances on a worker node, node-proxy", notBuilt[config.NodeAgent]("the node agent (issue #3)")},
+		{"builder", "role", "builds images from source with BuildKit", notBuilt[config.Builder]("the image builder (issue #4)")},
+		{"edge", "role", "TLS edge proxy routing hosts to instances", notBuilt[config.Edge]("the edge proxy (issue #6)")},
+		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
+		{"dev", "role", "the whole platform on this machine", runDev},
+		{"bootstrap", "role", "provision or recover a cluster over SSH", notBuiltPlain("cluster bootstrap")},
+		{"login", "client", "sign in to a Zeitwork API", notBuiltPlain("the CLI client")},
+		{"deploy", "client", "deploy a directory", notBuiltPlain("the CLI client")},
+		{"logs", "client", "stream a deployment's logs", notBuiltPlain("the CLI client")},
+		{"version", "client", "print the version", runVersion},
+	}
+}
+
+// Version is set at build time with -ldflags "-X ...cli.Version=...".
+var Version = "dev"
+
+// usageError is a mistake on the command line or in the configuration.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// errNotBuilt marks a command whose implementation has not landed.
+var errNotBuilt = errors.New("not built yet")
+
+// Main runs the command named by args[0] and returns the exit code.
+func Main(ctx context.Context, args []string, env Env) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(env.Stdout)
+		return ExitOK
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, env, args[1:])
+		switch {
+		case err == nil:
+			return ExitOK
+		case errors.Is(err, errNotBuilt):
+			fmt.Fprintf(env.Stderr, "zeitwork %s: %v\n", c.name, err)
+			return ExitNotBuilt
+		case errors.As(err, new(usageError)), errors.As(err, new(*config.Error)):
+			fmt.Fprintf(env.Stderr, "zeitwork %s: %v\n", c.name, err)
+			return ExitUsage
+		default:
+			fmt.Fprintf(env.Stderr, "zeitwork %s: %v\n", c.name, err)
+			return ExitFailure
+		}
+	}
+	fmt.Fprintf(env.Stderr, "zeitwork: unknown command %q; see `zeitwork help`\n", args[0])
+	return ExitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: zeitwork <command> [flags]")
+	for _, group := range []string{"role", "client"} {
+		title := map[string]string{"role": "\nRoles (servers; configured by environment variables):", "client": "\nClient commands:"}[group]
+		fmt.Fprintln(w, title)
+		for _, c := range commands() {
+			if c.group == group {
+				fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+			}
+		}
+	}
+}
+
+// notBuilt is a role whose work a later issue delivers. It still parses its
+// configuration, so a missing variable is reported as it will be then, and
+// then says plainly that it does nothing yet.
+func notBuilt[T any](what string) func(context.Context, Env, []string) error {
+	return func(_ context.Context, env Env, _ []string) error {
+		if _, err := config.ParseFrom[T](env.vars()); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s has not landed; this command does nothing", errNotBuilt, what)
+	}
+}
+
+func notBuiltPlain(what string) func(context.Context, Env, []string) error {
+	return func(context.Context, Env, []string) error {
+		return fmt.Errorf("%w: %s has not landed; this command does nothing", errNotBuilt, what)
+	}
+}
+
+func runVersion(_ context.Context, env Env, _ []string) error {
+	fmt.Fprintln(env.Stdout, "zeitwork", Version)
+	return nil
+}

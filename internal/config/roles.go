@@ -1,0 +1,100 @@
+package config
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// Database is how a role reaches Postgres, the single source of truth.
+type Database struct {
+	URL      PostgresURL `env:"DATABASE_URL,required,notEmpty"`
+	MaxConns int32       `env:"DATABASE_MAX_CONNS" envDefault:"10"`
+}
+
+// S3 is the object store (MinIO locally): uploaded sources, registry blobs.
+type S3 struct {
+	Endpoint        string `env:"S3_ENDPOINT,required,notEmpty"`
+	Region          string `env:"S3_REGION" envDefault:"us-east-1"`
+	Bucket          string `env:"S3_BUCKET,required,notEmpty"`
+	AccessKeyID     string `env:"S3_ACCESS_KEY_ID,required,notEmpty"`
+	SecretAccessKey Secret `env:"S3_SECRET_ACCESS_KEY,required,notEmpty"`
+}
+
+// Queue tunes the River task queue.
+type Queue struct {
+	Workers int `env:"QUEUE_WORKERS" envDefault:"10"`
+	// JobTimeout bounds a task's run unless its worker sets its own.
+	JobTimeout time.Duration `env:"QUEUE_JOB_TIMEOUT" envDefault:"10m"`
+	// RescueAfter is how long a task may run before it is presumed dead (its
+	// worker crashed) and handed to another worker.
+	RescueAfter time.Duration `env:"QUEUE_RESCUE_AFTER" envDefault:"15m"`
+}
+
+// Migrate configures `zeitwork migrate`.
+type Migrate struct {
+	Log      zlog.Config
+	Database Database
+	Timeout  time.Duration `env:"MIGRATE_TIMEOUT" envDefault:"5m"`
+}
+
+// Dev configures `zeitwork dev`. Its defaults are the endpoints that
+// scripts/deps.sh starts, so it runs with no variables set at all.
+type Dev struct {
+	LogFormat    zlog.Format `env:"LOG_FORMAT" envDefault:"text"`
+	LogLevel     slog.Level  `env:"LOG_LEVEL" envDefault:"info"`
+	DatabaseURL  PostgresURL `env:"DATABASE_URL" envDefault:"postgres://zeitwork:zeitwork@127.0.0.1:25432/zeitwork?sslmode=disable"`
+	S3Endpoint   string      `env:"S3_ENDPOINT" envDefault:"http://127.0.0.1:29000"`
+	S3Bucket     string      `env:"S3_BUCKET" envDefault:"zeitwork"`
+	RegistryAddr string      `env:"REGISTRY_ADDR" envDefault:"127.0.0.1:25000"`
+	BuildkitAddr string      `env:"BUILDKIT_ADDR" envDefault:"unix:///run/zeitwork-dev/buildkitd.sock"`
+	Containerd   string      `env:"CONTAINERD_ADDR" envDefault:"/run/zeitwork-dev/containerd.sock"`
+}
+
+// The roles below are filled in by later issues; today they hold what every
+// role needs, so that a missing DATABASE_URL is reported the same way now as
+// it will be then.
+
+// API configures `zeitwork api`.
+type API struct {
+	Log      zlog.Config
+	Database Database
+	Addr     string `env:"API_ADDR" envDefault:":8080"`
+}
+
+// Operator configures `zeitwork operator`.
+type Operator struct {
+	Log      zlog.Config
+	Database Database
+	Queue    Queue
+	Addr     string `env:"OPERATOR_ADDR" envDefault:":8081"`
+}
+
+// NodeAgent configures `zeitwork nodeagent`.
+type NodeAgent struct {
+	Log            zlog.Config
+	Database       Database
+	Addr           string `env:"NODEAGENT_ADDR" envDefault:":8082"`
+	ContainerdAddr string `env:"CONTAINERD_ADDR" envDefault:"/run/containerd/containerd.sock"`
+	// RuntimeHandler is the containerd runtime: io.containerd.kata.v2 in
+	// production, io.containerd.runc.v2 where there is no KVM.
+	RuntimeHandler string `env:"RUNTIME_HANDLER" envDefault:"io.containerd.runc.v2"`
+}
+
+// Builder configures `zeitwork builder`.
+type Builder struct {
+	Log          zlog.Config
+	Database     Database
+	Queue        Queue
+	BuildkitAddr string `env:"BUILDKIT_ADDR,required,notEmpty"`
+	RegistryAddr string `env:"REGISTRY_ADDR,required,notEmpty"`
+}
+
+// Edge configures `zeitwork edge`.
+type Edge struct {
+	Log       zlog.Config
+	Database  Database
+	HTTPAddr  string `env:"EDGE_HTTP_ADDR" envDefault:":80"`
+	HTTPSAddr string `env:"EDGE_HTTPS_ADDR" envDefault:":443"`
+}

@@ -1,0 +1,134 @@
+// Package queue is Zeitwork's task queue: River on the one Postgres database.
+// A task is enqueued in the same transaction as the rows that need it (a
+// webhook's deployment and its build task commit together or not at all),
+// any number of role replicas work the queue, and a task whose worker dies
+// mid-run is rescued and run again by another.
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// Task is the arguments of one kind of work. Kind names it in the database,
+// so it must never change once tasks of that kind exist.
+type Task = river.JobArgs
+
+// Worker does tasks of type T. It is River's interface: embed
+// river.WorkerDefaults[T] and implement Work.
+type Worker[T Task] = river.Worker[T]
+
+// Job is the task being worked, with its attempt count and id.
+type Job[T Task] = river.Job[T]
+
+// Workers is the set of task kinds a role works. Roles that only enqueue
+// (the API) pass none.
+type Workers struct{ w *river.Workers }
+
+// NewWorkers returns an empty set.
+func NewWorkers() *Workers { return &Workers{w: river.NewWorkers()} }
+
+// Register adds the worker for task type T.
+func Register[T Task](ws *Workers, w Worker[T]) {
+	river.AddWorker(ws.w, w)
+}
+
+// Queue enqueues tasks and, when it has workers, works them.
+type Queue struct {
+	client  *river.Client[pgx.Tx]
+	working bool
+}
+
+// ErrEnqueue wraps every enqueue failure.
+var ErrEnqueue = errors.New("enqueue task")
+
+// New returns a queue on pool. With workers it works the default queue once
+// started; with nil it only enqueues.
+func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logger) (*Queue, error) {
+	rc := &river.Config{
+		Logger:               zlog.Component(log, "queue"),
+		JobTimeout:           cfg.JobTimeout,
+		RescueStuckJobsAfter: cfg.RescueAfter,
+	}
+	if workers != nil {
+		rc.Workers = workers.w
+		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}}
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), rc)
+	if err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	return &Queue{client: client, working: workers != nil}, nil
+}
+
+// Start begins working tasks; it returns once the workers are running.
+func (q *Queue) Start(ctx context.Context) error {
+	if !q.working {
+		return errors.New("queue: no workers registered; this queue only enqueues")
+	}
+	return q.client.Start(ctx)
+}
+
+// Stop waits for running tasks to finish, or for ctx to end.
+func (q *Queue) Stop(ctx context.Context) error {
+	if !q.working {
+		return nil
+	}
+	return q.client.Stop(ctx)
+}
+
+// EnqueueTx adds task to the queue as part of tx: it becomes visible to
+// workers when tx commits, and disappears if tx rolls back.
+func (q *Queue) EnqueueTx(ctx context.Context, tx pgx.Tx, task Task) (int64, error) {
+	res, err := q.client.InsertTx(ctx, tx, task, nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w %s: %w", ErrEnqueue, task.Kind(), err)
+	}
+	return res.Job.ID, nil
+}
+
+// Enqueue adds task on its own, for work that no row depends on.
+func (q *Queue) Enqueue(ctx context.Context, task Task) (int64, error) {
+	res, err := q.client.Insert(ctx, task, nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w %s: %w", ErrEnqueue, task.Kind(), err)
+	}
+	return res.Job.ID, nil
+}
+
+// State is a task's place in its life: available, running, retryable,
+// completed, discarded, cancelled, scheduled, pending.
+type State = rivertype.JobState
+
+// Status is what the queue knows of one task.
+type Status struct {
+	State       State
+	Attempt     int
+	AttemptedAt *time.Time
+	Errors      []string
+}
+
+// Status reports on the task with the given id.
+func (q *Queue) Status(ctx context.Context, jobID int64) (Status, error) {
+	row, err := q.client.JobGet(ctx, jobID)
+	if err != nil {
+		return Status{}, fmt.Errorf("queue: task %d: %w", jobID, err)
+	}
+	s := Status{State: row.State, Attempt: row.Attempt, AttemptedAt: row.AttemptedAt}
+	for _, e := range row.Errors {
+		s.Errors = append(s.Errors, e.Error)
+	}
+	return s, nil
+}

@@ -1,0 +1,91 @@
+// Package testenv finds the real dependencies that tests run against
+// (Postgres, MinIO, the registry, buildkitd, containerd) at the endpoints
+// scripts/deps.sh starts them on, or where the same variables that
+// configure `zeitwork dev` point. A test whose dependency is missing is
+// skipped on a laptop, and fails under CI=true: CI never passes by skipping.
+package testenv
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/devenv"
+)
+
+// InCI reports whether missing dependencies must fail the run.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Unavailable ends the test because dependency dep cannot be used.
+func Unavailable(t testing.TB, dep string, err error) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("%s is required (CI=true) but unavailable: %v — run scripts/deps.sh up", dep, err)
+	}
+	t.Skipf("%s unavailable (%v); run scripts/deps.sh up, or set CI=true to make this a failure", dep, err)
+}
+
+// Endpoints returns where the local dependencies are: the dev defaults,
+// overridden by the usual variables.
+func Endpoints(t testing.TB) config.Dev {
+	t.Helper()
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	if u := os.Getenv("ZEITWORK_TEST_DATABASE_URL"); u != "" {
+		env["DATABASE_URL"] = u
+	}
+	cfg, err := config.ParseFrom[config.Dev](env)
+	if err != nil {
+		t.Fatalf("test environment: %v", err)
+	}
+	return cfg
+}
+
+// S3 returns the endpoints after checking that MinIO is alive.
+func S3(t testing.TB) config.Dev {
+	t.Helper()
+	e := Endpoints(t)
+	require(t, "MinIO", func(ctx context.Context) error { return devenv.HTTPOK(ctx, e.S3Endpoint+"/minio/health/live") })
+	return e
+}
+
+// Registry returns the registry's host:port after checking that it answers
+// the distribution API.
+func Registry(t testing.TB) string {
+	t.Helper()
+	e := Endpoints(t)
+	require(t, "registry", func(ctx context.Context) error { return devenv.HTTPOK(ctx, "http://"+e.RegistryAddr+"/v2/") })
+	return e.RegistryAddr
+}
+
+// Buildkit returns buildkitd's address after checking its socket accepts.
+func Buildkit(t testing.TB) string {
+	t.Helper()
+	e := Endpoints(t)
+	require(t, "buildkitd", func(ctx context.Context) error { return devenv.Dial(ctx, e.BuildkitAddr) })
+	return e.BuildkitAddr
+}
+
+// Containerd returns containerd's socket path after checking it accepts.
+func Containerd(t testing.TB) string {
+	t.Helper()
+	e := Endpoints(t)
+	require(t, "containerd", func(ctx context.Context) error { return devenv.Dial(ctx, "unix://"+e.Containerd) })
+	return e.Containerd
+}
+
+func require(t testing.TB, dep string, probe func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := probe(ctx); err != nil {
+		Unavailable(t, dep, err)
+	}
+}
