@@ -37,6 +37,14 @@ func MigrationSQL(from, to int) (string, error) {
 		fmt.Fprintf(&b, "-- River migration %03d: %s\n%s\n--> statement-breakpoint\n", v, mig.Name, strings.TrimSpace(sql))
 		versions = append(versions, fmt.Sprintf("('main', %d)", v))
 	}
+	if from <= 2 && to >= 4 {
+		rendered, err := enumFinalUpFront(b.String())
+		if err != nil {
+			return "", err
+		}
+		b.Reset()
+		b.WriteString(rendered)
+	}
 	fmt.Fprintf(&b, "INSERT INTO river_migration (line, version) VALUES %s;\n", strings.Join(versions, ", "))
 	return b.String(), nil
 }
@@ -49,4 +57,20 @@ func LatestRiverVersion() (int, error) {
 	}
 	all := m.AllVersions()
 	return all[len(all)-1].Version, nil
+}
+
+// River's version 4 adds 'pending' to river_job_state with ALTER TYPE ... ADD
+// VALUE and uses it at once. River runs each version in its own transaction;
+// drizzle (and so our applier) runs all pending migrations in one, and
+// Postgres forbids using an enum value added in the same transaction. On a
+// fresh database the enum is therefore created with its final values, in
+// the order ADD VALUE ... AFTER 'discarded' would give; version 4's ADD VALUE
+// IF NOT EXISTS then does nothing.
+func enumFinalUpFront(sql string) (string, error) {
+	const before = "  'discarded',\n  'retryable',"
+	const after = "  'discarded',\n  'pending',\n  'retryable',"
+	if strings.Count(sql, before) != 1 || !strings.Contains(sql, "ADD VALUE IF NOT EXISTS 'pending' AFTER 'discarded'") {
+		return "", fmt.Errorf("river_job_state no longer looks as queue.MigrationSQL expects; re-check enumFinalUpFront against River's migrations")
+	}
+	return strings.Replace(sql, before, after, 1), nil
 }

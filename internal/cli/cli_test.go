@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/zeitwork/zeitwork/internal/testdb"
+)
+
+func run(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = Main(context.Background(), args, Env{Environ: environ, Stdout: &out, Stderr: &errOut})
+	return code, out.String(), errOut.String()
+}
+
+func TestHelpListsEveryRole(t *testing.T) {
+	code, out, _ := run(t, nil, "help")
+	if code != ExitOK {
+		t.Fatalf("help exited %d", code)
+	}
+	for _, role := range []string{"api", "operator", "nodeagent", "builder", "edge", "migrate", "dev", "bootstrap", "deploy"} {
+		if !strings.Contains(out, "  "+role+" ") {
+			t.Errorf("help does not list %s:\n%s", role, out)
+		}
+	}
+	if code, _, errOut := run(t, nil, "frobnicate"); code != ExitUsage || !strings.Contains(errOut, `unknown command "frobnicate"`) {
+		t.Fatalf("unknown command: %d %q", code, errOut)
+	}
+}
+
+func TestRoleWithoutDatabaseURLNamesIt(t *testing.T) {
+	for _, role := range []string{"migrate", "api", "operator", "nodeagent", "edge"} {
+		code, _, errOut := run(t, []string{"PATH=/usr/bin"}, role)
+		if code != ExitUsage || !strings.Contains(errOut, "DATABASE_URL: required but not set") {
+			t.Errorf("%s without DATABASE_URL: exit %d, stderr %q", role, code, errOut)
+		}
+	}
+	code, _, errOut := run(t, []string{"DATABASE_URL=postgres://x@db/z", "BUILDKIT_ADDR="}, "builder")
+	if code != ExitUsage || !strings.Contains(errOut, "BUILDKIT_ADDR") || !strings.Contains(errOut, "REGISTRY_ADDR") {
+		t.Errorf("builder: exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestMalformedVariableIsNamed(t *testing.T) {
+	code, _, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d", "MIGRATE_TIMEOUT=forever"}, "migrate")
+	if code != ExitUsage || !strings.Contains(errOut, "MIGRATE_TIMEOUT") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestUnbuiltRolesSaySoAfterValidConfig(t *testing.T) {
+	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d"}, "operator")
+	if code != ExitNotBuilt || !strings.Contains(errOut, "not built yet") || out != "" {
+		t.Fatalf("operator: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+func TestMigrateUnreachableDatabase(t *testing.T) {
+	// A port that was just free: nothing listens there.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+
+	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://zeitwork:hunter2@" + addr + "/zeitwork", "MIGRATE_TIMEOUT=5s"}, "migrate")
+	if code != ExitFailure || !strings.Contains(errOut, "cannot reach the database at postgres://zeitwork:xxxxx@"+addr) {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if strings.Contains(errOut, "hunter2") {
+		t.Fatalf("password in error output: %q", errOut)
+	}
+}
+
+func TestMigrateAppliesThenIsNoOp(t *testing.T) {
+	url := testdb.Empty(t)
+	env := []string{"DATABASE_URL=" + url, "LOG_FORMAT=text"}
+	code, out, errOut := run(t, env, "migrate")
+	if code != ExitOK || !strings.Contains(out, "applied ") || !strings.Contains(out, "0000_init") {
+		t.Fatalf("first migrate: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = run(t, env, "migrate")
+	if code != ExitOK || !strings.HasPrefix(out, "database is up to date") {
+		t.Fatalf("second migrate: exit %d, stdout %q", code, out)
+	}
+
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM drizzle.__drizzle_migrations").Scan(&n); err != nil || n < 2 {
+		t.Fatalf("journal rows = %d, %v", n, err)
+	}
+}
+
+func TestMigrateForeignSchemaExitsAndChangesNothing(t *testing.T) {
+	url := testdb.Empty(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE TABLE projects (name text)"); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := run(t, []string{"DATABASE_URL=" + url}, "migrate")
+	if code != ExitFailure || !strings.Contains(errOut, "public.projects") || !strings.Contains(errOut, "refusing to migrate") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	var tables int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 1 {
+		t.Fatalf("%d tables after a refused migrate, want only the foreign one", tables)
+	}
+}

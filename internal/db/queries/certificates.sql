@@ -1,0 +1,25 @@
+-- name: CertificatePut :exec
+-- The edge's ACME storage: keys are slash-separated paths, and "directories"
+-- exist only as key prefixes.
+INSERT INTO certificates (key, value, modified_at)
+VALUES (@key, @value, now())
+ON CONFLICT (key) DO UPDATE
+SET value = excluded.value, modified_at = excluded.modified_at;
+
+-- name: CertificateGet :one
+SELECT * FROM certificates WHERE key = @key;
+
+-- name: CertificateStat :one
+SELECT key, octet_length(value)::bigint AS size_bytes, modified_at
+FROM certificates
+WHERE key = @key;
+
+-- name: CertificateListByPrefix :many
+SELECT key FROM certificates
+WHERE starts_with(key, @prefix::text)
+ORDER BY key;
+
+-- name: CertificateDelete :execrows
+-- Deletes @key and, if it is a "directory", everything below it.
+DELETE FROM certificates
+WHERE key = @key::text OR starts_with(key, @key::text || '/');

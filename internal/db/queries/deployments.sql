@@ -1,0 +1,67 @@
+-- name: DeploymentCreate :one
+INSERT INTO deployments (
+    id, project_id, source_type,
+    github_commit_sha, github_ref, commit_message, source_archive_key,
+    replicas, created_by_user_id
+) VALUES (
+    @id, @project_id, @source_type,
+    sqlc.narg(github_commit_sha), sqlc.narg(github_ref), sqlc.narg(commit_message), sqlc.narg(source_archive_key),
+    @replicas, sqlc.narg(created_by_user_id)
+)
+RETURNING *;
+
+-- name: DeploymentGetByID :one
+SELECT * FROM deployments WHERE id = @id;
+
+-- name: DeploymentGetForUpdate :one
+SELECT * FROM deployments WHERE id = @id FOR UPDATE;
+
+-- name: DeploymentListByProject :many
+-- Newest first; @created_before pages backwards (pass a future time for the first page).
+SELECT * FROM deployments
+WHERE project_id = @project_id AND created_at < @created_before
+ORDER BY created_at DESC, id DESC
+LIMIT @max_rows;
+
+-- name: DeploymentGetActiveByProject :one
+SELECT * FROM deployments
+WHERE project_id = @project_id AND status = 'active';
+
+-- name: DeploymentListByStatus :many
+SELECT * FROM deployments
+WHERE status = @status
+ORDER BY created_at, id
+LIMIT @max_rows;
+
+-- name: DeploymentSetStatus :one
+-- Moves the deployment to @status if it is still in one of @from_statuses and
+-- stamps that phase's timestamp; no row means someone else moved it first.
+-- @failure_reason is required for 'failed', @stop_at for 'retiring'.
+-- At most one deployment per project is 'active': retire the old one first,
+-- in the same transaction.
+UPDATE deployments
+SET status = @status::text,
+    failure_reason = CASE WHEN @status::text = 'failed' THEN sqlc.narg(failure_reason)::text ELSE failure_reason END,
+    stop_at = CASE WHEN @status::text = 'retiring' THEN sqlc.narg(stop_at)::timestamptz ELSE stop_at END,
+    building_at = CASE WHEN @status::text = 'building' THEN now() ELSE building_at END,
+    deploying_at = CASE WHEN @status::text = 'deploying' THEN now() ELSE deploying_at END,
+    active_at = CASE WHEN @status::text = 'active' THEN now() ELSE active_at END,
+    retiring_at = CASE WHEN @status::text = 'retiring' THEN now() ELSE retiring_at END,
+    stopped_at = CASE WHEN @status::text = 'stopped' THEN now() ELSE stopped_at END,
+    failed_at = CASE WHEN @status::text = 'failed' THEN now() ELSE failed_at END,
+    updated_at = now()
+WHERE id = @id AND status = ANY(@from_statuses::text[])
+RETURNING *;
+
+-- name: DeploymentSetImage :one
+UPDATE deployments
+SET image_id = @image_id::uuid, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: DeploymentListRetiringDue :many
+-- Retiring deployments whose grace period is over, oldest first.
+SELECT * FROM deployments
+WHERE status = 'retiring' AND stop_at <= now()
+ORDER BY stop_at
+LIMIT @max_rows;

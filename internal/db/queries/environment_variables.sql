@@ -1,0 +1,31 @@
+-- name: EnvironmentVariableUpsert :one
+-- Sets a variable; @id is used only when the name is new to the project.
+INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id)
+VALUES (@id, @project_id, @name, @value_ciphertext, @key_id)
+ON CONFLICT (project_id, name) DO UPDATE
+SET value_ciphertext = excluded.value_ciphertext,
+    key_id = excluded.key_id,
+    updated_at = now()
+RETURNING *;
+
+-- name: EnvironmentVariableListByProject :many
+SELECT * FROM environment_variables
+WHERE project_id = @project_id
+ORDER BY name;
+
+-- name: EnvironmentVariableDelete :execrows
+DELETE FROM environment_variables
+WHERE project_id = @project_id AND name = @name;
+
+-- name: EnvironmentVariableListNotKey :many
+-- Key rotation: the variables still encrypted with another key than @key_id.
+SELECT * FROM environment_variables
+WHERE key_id <> @key_id
+ORDER BY id
+LIMIT @max_rows;
+
+-- name: EnvironmentVariableReencrypt :execrows
+-- Key rotation: replaces the ciphertext only if it is still under @old_key_id.
+UPDATE environment_variables
+SET value_ciphertext = @value_ciphertext, key_id = @key_id, updated_at = now()
+WHERE id = @id AND key_id = @old_key_id;

@@ -1,0 +1,23 @@
+-- name: ImageUpsert :one
+-- Records a pushed image. A rebuild pushes the same repository:tag again, which
+-- updates the row (keeping its id) instead of failing.
+INSERT INTO images (id, project_id, build_id, repository, tag, digest, size_bytes)
+VALUES (@id, @project_id, sqlc.narg(build_id), @repository, @tag, @digest, sqlc.narg(size_bytes))
+ON CONFLICT (repository, tag) DO UPDATE
+SET build_id = excluded.build_id,
+    digest = excluded.digest,
+    size_bytes = excluded.size_bytes
+RETURNING *;
+
+-- name: ImageGetByID :one
+SELECT * FROM images WHERE id = @id;
+
+-- name: ImageListByProject :many
+SELECT * FROM images
+WHERE project_id = @project_id
+ORDER BY created_at DESC, id DESC
+LIMIT @max_rows;
+
+-- name: ImageDelete :execrows
+-- Fails while a deployment or an instance still uses the image.
+DELETE FROM images WHERE id = @id;

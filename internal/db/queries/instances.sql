@@ -1,0 +1,82 @@
+-- name: InstanceCreate :one
+-- A unique violation on instances_ipv6_address_unique means: pick another address.
+INSERT INTO instances (
+    id, deployment_id, node_id, image_id,
+    ipv6_address, port, cpu_millis, memory_mb
+) VALUES (
+    @id, @deployment_id, @node_id, @image_id,
+    @ipv6_address, @port, @cpu_millis, @memory_mb
+)
+RETURNING *;
+
+-- name: InstanceGetByID :one
+SELECT * FROM instances WHERE id = @id;
+
+-- name: InstanceListByNode :many
+-- What a node agent has to converge: everything meant to run, and everything
+-- meant to stop that has not stopped yet.
+SELECT * FROM instances
+WHERE node_id = @node_id
+  AND (desired_state = 'running' OR state NOT IN ('stopped', 'failed'))
+ORDER BY id;
+
+-- name: InstanceListByDeployment :many
+SELECT * FROM instances
+WHERE deployment_id = @deployment_id
+ORDER BY id;
+
+-- name: InstanceSetState :one
+-- Observed state, reported by the node agent.
+UPDATE instances
+SET state = @state::text,
+    state_reason = sqlc.narg(state_reason),
+    started_at = CASE WHEN @state::text = 'starting' THEN now() ELSE started_at END,
+    stopped_at = CASE WHEN @state::text IN ('stopped', 'failed') THEN now() ELSE stopped_at END,
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: InstanceIncrementRestartCount :one
+UPDATE instances
+SET restart_count = restart_count + 1, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: InstanceSetDesiredState :one
+UPDATE instances
+SET desired_state = @desired_state, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: InstanceStopByDeployment :many
+-- Asks every instance of a deployment to stop; returns the ones changed so
+-- their node agents can be woken.
+UPDATE instances
+SET desired_state = 'stopped', updated_at = now()
+WHERE deployment_id = @deployment_id AND desired_state <> 'stopped'
+RETURNING *;
+
+-- name: InstanceListRoutable :many
+-- The edge's route table: healthy instances of every project's active
+-- deployment, with the node-proxy that reaches them.
+SELECT
+    projects.id AS project_id,
+    projects.slug AS project_slug,
+    instances.deployment_id,
+    instances.id AS instance_id,
+    instances.ipv6_address,
+    instances.port,
+    nodes.id AS node_id,
+    nodes.internal_address AS node_internal_address
+FROM projects
+JOIN instances ON instances.deployment_id = projects.active_deployment_id
+JOIN nodes ON nodes.id = instances.node_id
+WHERE instances.desired_state = 'running'
+  AND instances.state = 'healthy'
+  AND nodes.status <> 'dead'
+ORDER BY projects.id, instances.id;
+
+-- name: InstanceDelete :execrows
+-- Only rows that are stopped for good can go.
+DELETE FROM instances
+WHERE id = @id AND desired_state = 'stopped' AND state IN ('stopped', 'failed');

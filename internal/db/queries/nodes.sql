@@ -1,0 +1,90 @@
+-- name: NodeRegister :one
+-- A node agent registers on start, keyed by its internal address. A new node
+-- gets @id and @ipv6_prefix (a unique violation on nodes_ipv6_prefix_unique
+-- means: pick another /64); a known node keeps its id, its /64 and what is
+-- allocated on it, and becomes active again.
+INSERT INTO nodes (
+    id, hostname, internal_address, region, labels,
+    cpu_millis, memory_mb, free_cpu_millis, free_memory_mb,
+    ipv6_prefix, agent_version
+) VALUES (
+    @id, @hostname, @internal_address, @region, @labels,
+    @cpu_millis, @memory_mb, @cpu_millis, @memory_mb,
+    @ipv6_prefix, @agent_version
+)
+ON CONFLICT (internal_address) DO UPDATE
+SET hostname = excluded.hostname,
+    region = excluded.region,
+    labels = excluded.labels,
+    cpu_millis = excluded.cpu_millis,
+    memory_mb = excluded.memory_mb,
+    free_cpu_millis = greatest(0, excluded.cpu_millis - (nodes.cpu_millis - nodes.free_cpu_millis)),
+    free_memory_mb = greatest(0, excluded.memory_mb - (nodes.memory_mb - nodes.free_memory_mb)),
+    agent_version = excluded.agent_version,
+    status = 'active',
+    last_heartbeat_at = now(),
+    updated_at = now()
+RETURNING *;
+
+-- name: NodeGetByID :one
+SELECT * FROM nodes WHERE id = @id;
+
+-- name: NodeList :many
+SELECT * FROM nodes ORDER BY hostname, id;
+
+-- name: NodeListIPv6Prefixes :many
+-- The /64s already taken, for choosing a new node's prefix.
+SELECT ipv6_prefix FROM nodes ORDER BY ipv6_prefix;
+
+-- name: NodeHeartbeat :one
+-- Returns the row so the agent learns whether it is being drained.
+UPDATE nodes
+SET last_heartbeat_at = now(), updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: NodeListSchedulable :many
+-- Active nodes heard from since @heartbeat_after, most free capacity first.
+SELECT * FROM nodes
+WHERE status = 'active' AND last_heartbeat_at > @heartbeat_after
+ORDER BY free_cpu_millis DESC, free_memory_mb DESC, id;
+
+-- name: NodeListStale :many
+-- Live nodes not heard from since @heartbeat_before: candidates to declare dead.
+SELECT * FROM nodes
+WHERE status IN ('active', 'draining') AND last_heartbeat_at < @heartbeat_before
+ORDER BY last_heartbeat_at;
+
+-- name: NodeSetStatus :one
+UPDATE nodes
+SET status = @status, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: NodeMarkDeadIfStale :one
+-- Declares a node dead only if it is still silent; no row: it came back (or is
+-- already dead).
+UPDATE nodes
+SET status = 'dead', updated_at = now()
+WHERE id = @id AND status <> 'dead' AND last_heartbeat_at < @heartbeat_before
+RETURNING *;
+
+-- name: NodeAllocate :one
+-- Reserves capacity for an instance; no row: not enough free capacity.
+UPDATE nodes
+SET free_cpu_millis = free_cpu_millis - @cpu_millis::int,
+    free_memory_mb = free_memory_mb - @memory_mb::int,
+    updated_at = now()
+WHERE id = @id
+  AND free_cpu_millis >= @cpu_millis::int
+  AND free_memory_mb >= @memory_mb::int
+RETURNING *;
+
+-- name: NodeRelease :one
+-- Gives back what NodeAllocate reserved, never above the node's total.
+UPDATE nodes
+SET free_cpu_millis = least(cpu_millis, free_cpu_millis + @cpu_millis::int),
+    free_memory_mb = least(memory_mb, free_memory_mb + @memory_mb::int),
+    updated_at = now()
+WHERE id = @id
+RETURNING *;

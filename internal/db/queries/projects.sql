@@ -1,0 +1,71 @@
+-- name: ProjectCreate :one
+INSERT INTO projects (
+    id, organisation_id, slug, name,
+    github_installation_id, github_repository_id, github_repository_full_name,
+    branch, root_directory, dockerfile_path,
+    port, replicas, cpu_millis, memory_mb, health_check_path
+) VALUES (
+    @id, @organisation_id, @slug, @name,
+    sqlc.narg(github_installation_id), sqlc.narg(github_repository_id), sqlc.narg(github_repository_full_name),
+    @branch, @root_directory, sqlc.narg(dockerfile_path),
+    @port, @replicas, @cpu_millis, @memory_mb, @health_check_path
+)
+RETURNING *;
+
+-- name: ProjectGetByID :one
+SELECT * FROM projects WHERE id = @id;
+
+-- name: ProjectGetBySlug :one
+SELECT * FROM projects WHERE slug = @slug;
+
+-- name: ProjectListByOrganisation :many
+SELECT * FROM projects
+WHERE organisation_id = @organisation_id
+ORDER BY slug;
+
+-- name: ProjectListByGithubRepository :many
+-- The projects a push to @branch of a repository deploys.
+SELECT projects.*
+FROM projects
+JOIN github_installations ON github_installations.id = projects.github_installation_id
+WHERE projects.github_repository_id = @github_repository_id::bigint
+  AND projects.branch = @branch
+  AND github_installations.suspended_at IS NULL
+ORDER BY projects.id;
+
+-- name: ProjectUpdateSettings :one
+UPDATE projects
+SET name = @name,
+    branch = @branch,
+    root_directory = @root_directory,
+    dockerfile_path = sqlc.narg(dockerfile_path),
+    port = @port,
+    replicas = @replicas,
+    cpu_millis = @cpu_millis,
+    memory_mb = @memory_mb,
+    health_check_path = @health_check_path,
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: ProjectSetRepository :one
+-- Null arguments disconnect the repository.
+UPDATE projects
+SET github_installation_id = sqlc.narg(github_installation_id),
+    github_repository_id = sqlc.narg(github_repository_id),
+    github_repository_full_name = sqlc.narg(github_repository_full_name),
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: ProjectSetActiveDeployment :one
+-- The deployment must belong to the project (projects_active_deployment_fk).
+UPDATE projects
+SET active_deployment_id = sqlc.narg(active_deployment_id), updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: ProjectDelete :execrows
+-- Removes deployments, builds, images, domains and variables with it; fails
+-- while instance rows of its deployments remain.
+DELETE FROM projects WHERE id = @id;
