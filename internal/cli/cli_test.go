@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
 func run(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
@@ -123,5 +125,41 @@ func TestMigrateForeignSchemaExitsAndChangesNothing(t *testing.T) {
 	}
 	if tables != 1 {
 		t.Fatalf("%d tables after a refused migrate, want only the foreign one", tables)
+	}
+}
+
+func TestDevCheckVerifiesStackAndMigrates(t *testing.T) {
+	url := testdb.Empty(t)
+	// Every dependency must be there for dev to proceed; ask testenv first
+	// so a missing one is reported (or fails under CI) by name.
+	testenv.Registry(t)
+	testenv.S3(t)
+	testenv.Buildkit(t)
+	testenv.Containerd(t)
+
+	code, out, errOut := run(t, append(os.Environ(), "DATABASE_URL="+url), "dev", "--check")
+	if code != ExitOK {
+		t.Fatalf("dev --check: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "not built yet"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dev output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "zeitwork@") && !strings.Contains(out, "xxxxx@") {
+		t.Errorf("dev printed a database password:\n%s", out)
+	}
+}
+
+func TestDevReportsDependencyThatIsDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := l.Addr().String()
+	l.Close()
+	code, _, errOut := run(t, []string{"REGISTRY_ADDR=" + deadAddr, "DATABASE_URL=postgres://u:p@" + deadAddr + "/x"}, "dev", "--check")
+	if code != ExitFailure || !strings.Contains(errOut, "registry at "+deadAddr) || !strings.Contains(errOut, "scripts/deps.sh up") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 }
