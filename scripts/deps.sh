@@ -1,0 +1,515 @@
+#!/usr/bin/env bash
+# Local dependencies of Zeitwork: Postgres, MinIO, registry (distribution v3), buildkitd, containerd.
+#
+#   scripts/deps.sh install   apt packages + build pinned binaries into a cache outside the repo
+#   scripts/deps.sh up        install, then start every daemon that is not healthy, wait for health
+#   scripts/deps.sh down      stop the daemons started by `up` (data is kept)
+#   scripts/deps.sh status    one line per daemon: healthy/unhealthy + endpoint (exit 1 if any unhealthy)
+#   scripts/deps.sh env       export lines for the endpoints (eval "$(scripts/deps.sh env)")
+#
+# Runs as root on Debian 12. Idempotent: a second `up` with everything healthy is a quick no-op.
+# Config templates live in deploy/dev/*.tmpl and are rendered into the state directory.
+set -euo pipefail
+
+# ---- pinned versions (registry/buildkitd come from tools/*/go.mod: one source of truth) ----
+MINIO_MODULE=github.com/minio/minio
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="$(realpath -m "${ZEITWORK_CACHE:-${HOME:-/root}/.cache/zeitwork}")"
+BIN_CACHE="$CACHE/bin"
+STATE="$(realpath -m "${ZEITWORK_DEV_STATE:-/var/lib/zeitwork-dev}")"
+RUN=/run/zeitwork-dev
+LOGS="$STATE/logs"
+PIDS="$STATE/pids"
+TEMPLATES="$REPO_ROOT/deploy/dev"
+
+APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates)
+
+# ---- fixed local endpoints (other code hardcodes these defaults) ----
+PG_PORT=25432
+PG_SOCKDIR="$RUN/postgres"
+DATABASE_URL="postgres://zeitwork:zeitwork@127.0.0.1:$PG_PORT/zeitwork?sslmode=disable"
+MINIO_ADDR=127.0.0.1:29000
+MINIO_CONSOLE_ADDR=127.0.0.1:29001
+S3_ENDPOINT="http://$MINIO_ADDR"
+S3_REGION=us-east-1
+S3_BUCKET=zeitwork
+S3_ACCESS_KEY_ID=zeitwork
+S3_SECRET_ACCESS_KEY=zeitwork-dev-secret
+REGISTRY_ADDR=127.0.0.1:25000
+BUILDKIT_SOCK="$RUN/buildkitd.sock"
+BUILDKIT_ADDR="unix://$BUILDKIT_SOCK"
+CONTAINERD_SOCK="$RUN/containerd.sock"
+
+DAEMONS=(postgres minio registry containerd buildkitd)
+
+export PATH="$PATH:/usr/local/go/bin:/usr/sbin:/sbin"
+
+# ---------------------------------------------------------------- helpers
+log() { printf '[deps] %s\n' "$*" >&2; }
+die() { printf '[deps] ERROR: %s\n' "$*" >&2; exit 1; }
+elapsed() { local d=$(( ${EPOCHREALTIME/[.,]/} - $1 )); printf '%d.%01ds' $((d / 1000000)) $((d % 1000000 / 100000)); }
+
+# step NAME CMD...: run CMD and print how long it took (nothing when CMD found its result cached)
+CACHED=()
+step() {
+  local name=$1 t0 n=${#CACHED[@]}; shift
+  t0=${EPOCHREALTIME/[.,]/}
+  "$@"
+  ((${#CACHED[@]} > n)) || log "$name: done in $(elapsed "$t0")"
+}
+
+module_version() { # module_version TOOLDIR MODULE -> version from the tools module's go.mod
+  local v
+  v=$(awk -v m="$2" '$1 == m { print $2; exit }' "$REPO_ROOT/tools/$1/go.mod")
+  [[ -n "$v" ]] || die "cannot find $2 in tools/$1/go.mod"
+  echo "$v"
+}
+REGISTRY_VERSION=$(module_version registry github.com/distribution/distribution/v3)
+BUILDKIT_VERSION=$(module_version buildkitd github.com/moby/buildkit)
+
+MINIO_BIN="$BIN_CACHE/minio-$MINIO_VERSION"
+REGISTRY_BIN="$BIN_CACHE/registry-$REGISTRY_VERSION"
+BUILDKITD_BIN="$BIN_CACHE/buildkitd-$BUILDKIT_VERSION"
+BUILDCTL_BIN="$BIN_CACHE/buildctl-$BUILDKIT_VERSION"
+
+pg_bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+  [[ -n "$d" && -x "$d/postgres" ]] || die "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin (run: $0 install)"
+  echo "$d"
+}
+
+# stale TEMPLATE DEST: 0 if DEST differs from what TEMPLATE renders to
+stale() {
+  ! sed -e "s|@STATE@|$STATE|g" -e "s|@RUN@|$RUN|g" \
+      -e "s|@S3_ACCESS_KEY@|$S3_ACCESS_KEY_ID|g" -e "s|@S3_SECRET_KEY@|$S3_SECRET_ACCESS_KEY|g" \
+      "$TEMPLATES/$1" | cmp -s - "$2"
+}
+
+# render TEMPLATE DEST: substitute @STATE@/@RUN@/... ; returns 0 if DEST changed
+render() {
+  local tmp changed=1
+  tmp=$(mktemp)
+  sed -e "s|@STATE@|$STATE|g" -e "s|@RUN@|$RUN|g" \
+      -e "s|@S3_ACCESS_KEY@|$S3_ACCESS_KEY_ID|g" -e "s|@S3_SECRET_KEY@|$S3_SECRET_ACCESS_KEY|g" \
+      "$TEMPLATES/$1" >"$tmp"
+  if [[ -f "$2" ]] && cmp -s "$tmp" "$2"; then changed=0; fi
+  if ((changed)); then mv "$tmp" "$2"; chmod 644 "$2"; else rm -f "$tmp"; fi
+  return $((1 - changed))
+}
+
+# ---------------------------------------------------------------- install
+apt_install() {
+  local missing=() p installed
+  installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${APT_PACKAGES[@]}" 2>/dev/null || true)
+  for p in "${APT_PACKAGES[@]}"; do
+    grep -qx "$p install ok installed" <<<"$installed" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    CACHED+=("apt: ${APT_PACKAGES[*]}")
+    return
+  fi
+  [[ $EUID -eq 0 ]] || die "apt: missing ${missing[*]}; run as root"
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+need_go() {
+  command -v go >/dev/null || die "go is required to build the dev binaries (not found in PATH or /usr/local/go/bin)"
+}
+
+# go_build_tool DEST TOOLDIR PKG: build PKG from the tools module into DEST atomically
+go_build_tool() {
+  local dest=$1 dir=$2 pkg=$3
+  if [[ -x "$dest" ]]; then CACHED+=("$(basename "$dest")"); return; fi
+  need_go
+  log "$(basename "$dest"): building $pkg (tools/$dir) ..."
+  (cd "$REPO_ROOT/tools/$dir" && GOWORK=off GOFLAGS= go build -o "$dest.tmp.$$" "$pkg") || { rm -f "$dest.tmp.$$"; die "build of $pkg failed"; }
+  mv -f "$dest.tmp.$$" "$dest"
+}
+
+build_minio() {
+  if [[ -x "$MINIO_BIN" ]]; then CACHED+=("$(basename "$MINIO_BIN")"); return; fi
+  need_go
+  local tmpbin="$BIN_CACHE/.minio-build.$$"
+  log "$(basename "$MINIO_BIN"): go install $MINIO_MODULE@$MINIO_VERSION (several minutes when cold) ..."
+  mkdir -p "$tmpbin"
+  (cd / && GOBIN="$tmpbin" GOFLAGS= go install "$MINIO_MODULE@$MINIO_VERSION") || { rm -rf "$tmpbin"; die "build of minio failed"; }
+  mv -f "$tmpbin/minio" "$MINIO_BIN"
+  rm -rf "$tmpbin"
+}
+
+cmd_install() {
+  local t0; t0=${EPOCHREALTIME/[.,]/}
+  step "apt packages" apt_install
+  mkdir -p "$BIN_CACHE"
+  # One builder at a time per cache (parallel `up`s on one machine share the binaries).
+  exec 9>"$BIN_CACHE/.lock"
+  flock 9
+  step "minio $MINIO_VERSION" build_minio
+  step "registry $REGISTRY_VERSION" go_build_tool "$REGISTRY_BIN" registry github.com/distribution/distribution/v3/cmd/registry
+  step "buildkitd $BUILDKIT_VERSION" go_build_tool "$BUILDKITD_BIN" buildkitd github.com/moby/buildkit/cmd/buildkitd
+  step "buildctl $BUILDKIT_VERSION" go_build_tool "$BUILDCTL_BIN" buildkitd github.com/moby/buildkit/cmd/buildctl
+  flock -u 9
+  exec 9>&-
+  local IFS=,
+  log "install: done in $(elapsed "$t0") (already there: ${CACHED[*]})"
+}
+
+# ---------------------------------------------------------------- process helpers
+pid_of() { # pid of our daemon NAME if alive, else empty
+  local f pid="" args=()
+  if [[ $1 == postgres ]]; then f="$STATE/postgres/postmaster.pid"; else f="$PIDS/$1.pid"; fi
+  [[ -r "$f" ]] || return 0
+  read -r pid 2>/dev/null <"$f" || true
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 0
+  # guard against pid reuse: the command line must mention the daemon (no forks: `up` stays fast)
+  mapfile -d "" args 2>/dev/null <"/proc/$pid/cmdline" || return 0
+  local want=$1; [[ $1 == registry ]] && want=registry-
+  [[ "${args[*]}" == *"$want"* ]] && echo "$pid"
+  return 0
+}
+
+port_user() { # describe who listens on 127.0.0.1:PORT (empty if nobody)
+  ss -Hltnp "sport = :$1" 2>/dev/null | awk '{ print $4, $6 }' | head -n1
+}
+
+sock_user() { # describe who listens on a unix socket path (empty if nobody)
+  ss -Hxlp 2>/dev/null | awk -v p="$1" '$5 == p { print $5, $9 }' | head -n1
+}
+
+# spawn NAME ENV... -- CMD...: start CMD detached (own session, no tty), pid file + log
+spawn() {
+  local name=$1; shift
+  local envs=()
+  while [[ $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  : >>"$LOGS/$name.log"
+  printf '\n==== %s starting %s\n' "$(date -Is)" "$name" >>"$LOGS/$name.log"
+  # the inner shell writes its own pid, then execs the daemon (correct with or without job control)
+  rm -f "$PIDS/$name.pid"
+  env "${envs[@]}" setsid nohup bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$PIDS/$name.pid" "$@" \
+    >>"$LOGS/$name.log" 2>&1 </dev/null 8>&- 9>&- &
+  local launcher=$! i
+  disown || true
+  for ((i = 0; i < 100; i++)); do
+    [[ -s "$PIDS/$name.pid" ]] && return 0
+    sleep 0.05
+  done
+  kill -0 "$launcher" 2>/dev/null || fail_start "$name" "could not be launched"
+}
+
+# wait_for NAME TIMEOUT: poll health_NAME until it passes; fail naming the daemon + its log
+wait_for() {
+  local name=$1 timeout=$2 deadline
+  deadline=$(( $(date +%s) + timeout ))
+  while ! "health_$name"; do
+    if [[ $name != postgres && -z "$(pid_of "$name")" ]]; then
+      fail_start "$name" "process exited"
+    fi
+    if (( $(date +%s) >= deadline )); then
+      fail_start "$name" "not healthy after ${timeout}s"
+    fi
+    sleep 0.2
+  done
+}
+
+fail_start() {
+  local log_file="$LOGS/$1.log"
+  [[ $1 == postgres ]] && log_file="$LOGS/postgres.log"
+  {
+    printf '[deps] ERROR: %s did not come up (%s). Log: %s\n' "$1" "$2" "$log_file"
+    if [[ -r "$log_file" ]]; then echo "---- last lines of $log_file"; tail -n 20 "$log_file"; echo "----"; fi
+  } >&2
+  exit 1
+}
+
+# preflight NAME PORT|SOCK: if it is not ours but the endpoint is taken, say so and fail
+preflight_port() {
+  local name=$1 port=$2 who
+  [[ -n "$(pid_of "$name")" ]] && return 0
+  who=$(port_user "$port")
+  [[ -z "$who" ]] || die "$name: port $port is already in use by something else ($who) and it is not a healthy $name; stop it or free the port"
+}
+preflight_sock() {
+  local name=$1 sock=$2 who
+  [[ -n "$(pid_of "$name")" ]] && return 0
+  who=$(sock_user "$sock")
+  [[ -z "$who" ]] || die "$name: socket $sock is in use by another process ($who) that is not a healthy $name"
+  rm -f "$sock"   # stale socket of a dead daemon
+}
+
+# ---------------------------------------------------------------- health checks
+s3curl() { curl -fsS --max-time 5 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY_ID:$S3_SECRET_ACCESS_KEY" "$@"; }
+
+health_postgres() {
+  local bin; bin=$(pg_bindir)
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 || return 1
+  [[ "$(PGPASSWORD=zeitwork PGCONNECT_TIMEOUT=3 "$bin/psql" -X -w -Atq "$DATABASE_URL" -c 'select 1' 2>/dev/null)" == 1 ]]
+}
+health_minio() {
+  curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT/minio/health/live" 2>/dev/null || return 1
+  s3curl -o /dev/null -I "$S3_ENDPOINT/$S3_BUCKET" 2>/dev/null
+}
+health_registry() {
+  [[ "$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' "http://$REGISTRY_ADDR/v2/" 2>/dev/null)" == 200 ]]
+}
+health_containerd() {
+  [[ -S "$CONTAINERD_SOCK" ]] || return 1
+  local out
+  out=$(timeout 5 ctr --address "$CONTAINERD_SOCK" version 2>/dev/null) || return 1
+  grep -q '^Server:' <<<"$out" && grep -q '^Client:' <<<"$out"
+}
+health_buildkitd() {
+  [[ -S "$BUILDKIT_SOCK" && -x "$BUILDCTL_BIN" ]] || return 1
+  local out   # no `| grep -q`: with pipefail an early-exiting grep can fail the check
+  out=$(timeout 5 "$BUILDCTL_BIN" --addr "$BUILDKIT_ADDR" debug workers 2>/dev/null) || return 1
+  [[ $(wc -l <<<"$out") -ge 2 ]]   # header + at least one worker
+}
+
+endpoint() {
+  case $1 in
+    postgres) echo "$DATABASE_URL" ;;
+    minio) echo "$S3_ENDPOINT (console http://$MINIO_CONSOLE_ADDR, bucket $S3_BUCKET)" ;;
+    registry) echo "http://$REGISTRY_ADDR" ;;
+    containerd) echo "$CONTAINERD_SOCK" ;;
+    buildkitd) echo "$BUILDKIT_ADDR" ;;
+  esac
+}
+
+# ---------------------------------------------------------------- starters
+start_postgres() {
+  local bin data="$STATE/postgres" logf="$LOGS/postgres.log"
+  bin=$(pg_bindir)
+  id postgres >/dev/null 2>&1 || die "postgres: system user 'postgres' missing (is the postgresql package installed?)"
+  install -d -o postgres -g postgres -m 2775 "$PG_SOCKDIR"
+  install -d -o postgres -g postgres -m 700 "$data"
+  touch "$logf" && chown postgres:postgres "$logf"
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "postgres: initdb ($bin) in $data"
+    runuser -u postgres -- "$bin/initdb" -D "$data" -U postgres -E UTF8 --locale=C.UTF-8 \
+      --auth-local=trust --auth-host=scram-sha-256 >>"$logf" 2>&1 || fail_start postgres "initdb failed"
+  fi
+  local have want
+  have=$(cat "$data/PG_VERSION"); want=$(basename "$(dirname "$bin")")
+  [[ "$have" == "$want" ]] || die "postgres: cluster in $data is version $have but the newest server is $want; move $data away (dev data) or install postgresql-$have"
+  render postgresql.conf.tmpl "$data/zeitwork.conf" || true
+  chown postgres:postgres "$data/zeitwork.conf"
+  grep -qx "include 'zeitwork.conf'" "$data/postgresql.conf" || echo "include 'zeitwork.conf'" >>"$data/postgresql.conf"
+
+  if ! "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 1; then
+    if [[ -z "$(pid_of postgres)" ]]; then
+      preflight_port postgres "$PG_PORT"
+      log "postgres: starting"
+      setsid runuser -u postgres -- "$bin/pg_ctl" start -D "$data" -l "$logf" -w -t 60 -s \
+        </dev/null >>"$logf" 2>&1 8>&- 9>&- || fail_start postgres "pg_ctl start failed"
+    fi
+    local deadline=$(( $(date +%s) + 60 ))
+    until "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 1; do
+      (( $(date +%s) < deadline )) || fail_start postgres "not accepting connections after 60s"
+      sleep 0.2
+    done
+  fi
+  # bootstrap role + database over our own socket (idempotent)
+  runuser -u postgres -- "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKDIR" -p "$PG_PORT" -d postgres >>"$logf" 2>&1 <<'SQL' \
+    || fail_start postgres "bootstrap of role/database zeitwork failed (is something else listening on 127.0.0.1:25432?)"
+SELECT 'CREATE ROLE zeitwork' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'zeitwork') \gexec
+ALTER ROLE zeitwork WITH LOGIN SUPERUSER PASSWORD 'zeitwork';
+SELECT 'CREATE DATABASE zeitwork OWNER zeitwork' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'zeitwork') \gexec
+SQL
+  wait_for postgres 30
+}
+
+start_minio() {
+  install -d -m 700 "$STATE/minio"
+  if [[ -z "$(pid_of minio)" ]]; then
+    preflight_port minio 29000
+    preflight_port minio 29001
+    log "minio: starting"
+    spawn minio MINIO_ROOT_USER="$S3_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$S3_SECRET_ACCESS_KEY" \
+      MINIO_UPDATE=off -- \
+      "$MINIO_BIN" server "$STATE/minio" --address "$MINIO_ADDR" --console-address "$MINIO_CONSOLE_ADDR"
+  fi
+  # wait for liveness, then create the bucket (200 or BucketAlreadyOwnedByYou both fine)
+  local deadline=$(( $(date +%s) + 90 ))
+  until curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT/minio/health/live" 2>/dev/null; do
+    [[ -n "$(pid_of minio)" ]] || fail_start minio "process exited"
+    (( $(date +%s) < deadline )) || fail_start minio "not live after 90s"
+    sleep 0.2
+  done
+  local out code
+  out=$(curl -sS --max-time 10 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY_ID:$S3_SECRET_ACCESS_KEY" \
+    -X PUT -w '\n%{http_code}' "$S3_ENDPOINT/$S3_BUCKET" 2>&1) || true
+  code=${out##*$'\n'}
+  if [[ $code != 200 ]] && ! grep -q BucketAlreadyOwnedByYou <<<"$out"; then
+    fail_start minio "creating bucket $S3_BUCKET failed: HTTP $code"
+  fi
+  wait_for minio 30
+}
+
+start_registry() {
+  install -d -m 755 "$STATE/registry"
+  local cfg="$STATE/registry/config.yml"
+  if render registry.yml.tmpl "$cfg" && [[ -n "$(pid_of registry)" ]]; then
+    log "registry: config changed, restarting"; stop_pidfile registry
+  fi
+  chmod 600 "$cfg"
+  if [[ -z "$(pid_of registry)" ]]; then
+    preflight_port registry 25000
+    log "registry: starting"
+    spawn registry OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none -- \
+      "$REGISTRY_BIN" serve "$cfg"
+  fi
+  wait_for registry 30
+}
+
+start_containerd() {
+  install -d -m 711 "$STATE/containerd" "$STATE/containerd/root"
+  install -d -m 711 "$RUN/containerd"
+  local cfg="$STATE/containerd/config.toml"
+  if render containerd.toml.tmpl "$cfg" && [[ -n "$(pid_of containerd)" ]]; then
+    log "containerd: config changed, restarting"; stop_pidfile containerd
+  fi
+  if [[ -z "$(pid_of containerd)" ]]; then
+    preflight_sock containerd "$CONTAINERD_SOCK"
+    log "containerd: starting"
+    spawn containerd -- "$(command -v containerd)" --config "$cfg"
+  fi
+  wait_for containerd 30
+}
+
+start_buildkitd() {
+  install -d -m 711 "$STATE/buildkitd"
+  local cfg="$STATE/buildkitd/buildkitd.toml"
+  if render buildkitd.toml.tmpl "$cfg" && [[ -n "$(pid_of buildkitd)" ]]; then
+    log "buildkitd: config changed, restarting"; stop_pidfile buildkitd
+  fi
+  if [[ -z "$(pid_of buildkitd)" ]]; then
+    preflight_sock buildkitd "$BUILDKIT_SOCK"
+    log "buildkitd: starting"
+    spawn buildkitd -- "$BUILDKITD_BIN" --root "$STATE/buildkitd" --addr "$BUILDKIT_ADDR" --config "$cfg"
+  fi
+  wait_for buildkitd 60
+}
+
+# ---------------------------------------------------------------- stop
+stop_pidfile() {
+  local name=$1 pid i
+  pid=$(pid_of "$name")
+  if [[ -z "$pid" ]]; then rm -f "$PIDS/$name.pid"; return 0; fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: still running after 15s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    sleep 0.2
+  fi
+  rm -f "$PIDS/$name.pid"
+}
+
+stop_postgres() {
+  local data="$STATE/postgres"
+  [[ -n "$(pid_of postgres)" ]] || return 0
+  runuser -u postgres -- "$(pg_bindir)/pg_ctl" stop -D "$data" -m fast -w -t 60 -s
+}
+
+# ---------------------------------------------------------------- commands
+setup_dirs() {
+  [[ $EUID -eq 0 ]] || die "must run as root (starts postgres as user postgres, containerd, buildkitd)"
+  install -d -m 755 "$STATE" "$LOGS" "$PIDS"
+  install -d -m 755 "$RUN"
+  # postgres must be able to traverse to its data directory
+  local d="$STATE"
+  while [[ "$d" != / ]]; do
+    [[ $(( $(stat -c '%a' "$d") & 1 )) -eq 1 ]] || die "postgres cannot traverse $d (mode $(stat -c '%a' "$d")); choose another ZEITWORK_DEV_STATE"
+    d=$(dirname "$d")
+  done
+}
+
+cmd_up() {
+  local t_all; t_all=${EPOCHREALTIME/[.,]/}
+  cmd_install
+  setup_dirs
+  cd /   # runuser -u postgres must not start in a directory it cannot read
+  exec 8>"$RUN/.lock"
+  flock 8
+  local name t0
+  for name in "${DAEMONS[@]}"; do
+    t0=${EPOCHREALTIME/[.,]/}
+    if "health_$name"; then
+      # ours, but its config template changed since it started: the starter restarts it
+      case $name in
+        registry) stale registry.yml.tmpl "$STATE/registry/config.yml" && [[ -n "$(pid_of "$name")" ]] && start_registry ;;
+        containerd) stale containerd.toml.tmpl "$STATE/containerd/config.toml" && [[ -n "$(pid_of "$name")" ]] && start_containerd ;;
+        buildkitd) stale buildkitd.toml.tmpl "$STATE/buildkitd/buildkitd.toml" && [[ -n "$(pid_of "$name")" ]] && start_buildkitd ;;
+      esac || true
+      log "$name: healthy, checked in $(elapsed "$t0")"
+    else
+      "start_$name"
+      log "$name: started, healthy after $(elapsed "$t0")"
+    fi
+  done
+  flock -u 8
+  echo
+  for name in "${DAEMONS[@]}"; do   # all passed their health check above
+    printf '%-10s %-9s %-6s %s\n' "$name" healthy "$(pid_of "$name")" "$(endpoint "$name")"
+  done
+  log "up: all healthy in $(elapsed "$t_all"); logs in $LOGS; eval \"\$($0 env)\" for the endpoints"
+}
+
+cmd_down() {
+  [[ $EUID -eq 0 ]] || die "must run as root"
+  local name
+  for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+    name=${DAEMONS[i]}
+    if [[ -n "$(pid_of "$name")" ]]; then
+      log "$name: stopping"
+      if [[ $name == postgres ]]; then stop_postgres; else stop_pidfile "$name"; fi
+    else
+      log "$name: not running"
+      rm -f "$PIDS/$name.pid"
+    fi
+  done
+  rm -f "$BUILDKIT_SOCK"
+  log "down: done (data kept in $STATE)"
+}
+
+cmd_status() {
+  local name bad=0 pid state
+  for name in "${DAEMONS[@]}"; do
+    pid=$(pid_of "$name")
+    if "health_$name"; then state=healthy; else state=unhealthy; bad=1; fi
+    printf '%-10s %-9s %-6s %s\n' "$name" "$state" "${pid:--}" "$(endpoint "$name")"
+  done
+  return $bad
+}
+
+cmd_env() {
+  cat <<EOF
+export DATABASE_URL='$DATABASE_URL'
+export S3_ENDPOINT=$S3_ENDPOINT
+export S3_REGION=$S3_REGION
+export S3_BUCKET=$S3_BUCKET
+export S3_ACCESS_KEY_ID=$S3_ACCESS_KEY_ID
+export S3_SECRET_ACCESS_KEY=$S3_SECRET_ACCESS_KEY
+export REGISTRY_ADDR=$REGISTRY_ADDR
+export BUILDKIT_ADDR=$BUILDKIT_ADDR
+export CONTAINERD_ADDR=$CONTAINERD_SOCK
+EOF
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  *) echo "usage: $0 {install|up|down|status|env}" >&2; exit 2 ;;
+esac
