@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
@@ -121,6 +122,12 @@ func TestNodeAllocateNeverOverAllocates(t *testing.T) {
 	}
 	if won != 3 || got.FreeCpuMillis != 100 || got.FreeMemoryMb != 2048-300 {
 		t.Fatalf("%d allocations won, free %dm/%dMB; want 3 and 100m/%dMB", won, got.FreeCpuMillis, got.FreeMemoryMb, 2048-300)
+	}
+
+	// A negative reservation would raise free above the node's capacity.
+	var pgErr *pgconn.PgError
+	if _, err := alloc(-5000, 0); !errors.As(err, &pgErr) || pgErr.ConstraintName != "nodes_free_cpu_millis_check" {
+		t.Fatalf("negative cpu reservation: err = %v, want nodes_free_cpu_millis_check", err)
 	}
 
 	// Releasing more than was reserved never raises free above the total.

@@ -187,11 +187,17 @@ func buildTemplate(admin string) (string, error) {
 	return name, nil
 }
 
-// dropStale removes test databases older than two hours (from killed runs)
-// and templates of other schema versions than current.
+// dropStale removes test databases older than two hours (left by killed
+// runs) and all but the newest few templates. Templates of other schema
+// versions are kept a while because another checkout's test run may be
+// copying them right now.
 func dropStale(ctx context.Context, conn *pgx.Conn, current string) {
-	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database
-		WHERE datname LIKE 'zw\_test\_%' OR (datname LIKE 'zw\_template\_%' AND datname NOT LIKE $1 || '%')`, current)
+	rows, err := conn.Query(ctx, `
+		SELECT datname FROM pg_database WHERE datname LIKE 'zw\_test\_%'
+		UNION ALL
+		(SELECT datname FROM pg_database
+		  WHERE datname LIKE 'zw\_template\_%' AND datname NOT LIKE $1 || '%'
+		  ORDER BY oid DESC OFFSET 4)`, current)
 	if err != nil {
 		return
 	}
@@ -201,14 +207,13 @@ func dropStale(ctx context.Context, conn *pgx.Conn, current string) {
 	}
 	cutoff := time.Now().Add(-2 * time.Hour).Unix()
 	for _, n := range names {
-		if strings.HasPrefix(n, "zw_template_") {
-			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // best effort
-			continue
+		if strings.HasPrefix(n, prefix) {
+			ts, _, _ := strings.Cut(strings.TrimPrefix(n, prefix), "_")
+			if sec, err := strconv.ParseInt(ts, 10, 64); err != nil || sec >= cutoff {
+				continue
+			}
 		}
-		ts, _, _ := strings.Cut(strings.TrimPrefix(n, prefix), "_")
-		if sec, err := strconv.ParseInt(ts, 10, 64); err == nil && sec < cutoff {
-			conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // best effort
-		}
+		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // best effort
 	}
 }
 

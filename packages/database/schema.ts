@@ -393,8 +393,8 @@ export const nodes = pgTable(
     check("nodes_cpu_millis_check", sql`${t.cpuMillis} > 0`),
     check("nodes_memory_mb_check", sql`${t.memoryMb} > 0`),
     // Scheduling decrements these; a placement that would overcommit fails here.
-    check("nodes_free_cpu_millis_check", sql`${t.freeCpuMillis} >= 0`),
-    check("nodes_free_memory_mb_check", sql`${t.freeMemoryMb} >= 0`),
+    check("nodes_free_cpu_millis_check", sql`${t.freeCpuMillis} BETWEEN 0 AND ${t.cpuMillis}`),
+    check("nodes_free_memory_mb_check", sql`${t.freeMemoryMb} BETWEEN 0 AND ${t.memoryMb}`),
   ],
 );
 
