@@ -79,3 +79,13 @@ func (q *Queries) BuildLogListByBuild(ctx context.Context, arg BuildLogListByBui
 	}
 	return items, nil
 }
+
+const buildLogNotify = `-- name: BuildLogNotify :exec
+SELECT pg_notify('build_logs', $1::text)
+`
+
+// Wakes followers of a build's log (LISTEN build_logs) after a flush.
+func (q *Queries) BuildLogNotify(ctx context.Context, buildID string) error {
+	_, err := q.db.Exec(ctx, buildLogNotify, buildID)
+	return err
+}

@@ -13,3 +13,7 @@ SELECT * FROM build_logs
 WHERE build_id = @build_id AND id > @after_id
 ORDER BY id
 LIMIT @max_rows;
+
+-- name: BuildLogNotify :exec
+-- Wakes followers of a build's log (LISTEN build_logs) after a flush.
+SELECT pg_notify('build_logs', @build_id::text);
