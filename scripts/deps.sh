@@ -24,7 +24,8 @@ LOGS="$STATE/logs"
 PIDS="$STATE/pids"
 TEMPLATES="$REPO_ROOT/deploy/dev"
 
-APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates)
+# busybox-static: a static shell for base images that tests build locally (no registry reachable).
+APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static)
 
 # ---- fixed local endpoints (other code hardcodes these defaults) ----
 PG_PORT=25432

@@ -1,0 +1,215 @@
+// Package builder turns a deployment's source into an image in the
+// registry: it claims build tasks from the queue, fetches and unpacks the
+// source, decides how to build it (internal/detect), runs BuildKit, pushes
+// the result with registry-backed cache, and streams the output into the
+// build's log.
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/docker/cli/cli/config/types"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	bk "github.com/moby/buildkit/client"
+	"github.com/moby/buildkit/session"
+	"github.com/moby/buildkit/session/auth/authprovider"
+	"github.com/moby/buildkit/util/progress/progressui"
+	"github.com/tonistiigi/fsutil"
+	"golang.org/x/sync/errgroup"
+)
+
+// Registry is where images and build cache go, and the credentials for it.
+// The credentials handed to a build are scoped to one project's repository
+// (production: a short-lived registry token for that repository only), so
+// a build can neither read nor overwrite another project's images.
+type Registry struct {
+	Host     string // e.g. registry.zeitwork.internal or 127.0.0.1:25000
+	Insecure bool   // plain HTTP (local development only)
+	Username string
+	Password string
+}
+
+func (r Registry) authConfig() types.AuthConfig {
+	return types.AuthConfig{ServerAddress: r.Host, Username: r.Username, Password: r.Password}
+}
+
+// Request is one image build.
+type Request struct {
+	ContextDir string // the unpacked source, at the project's root directory
+	Dockerfile []byte // the repository's own or a generated one
+	// DockerIgnore, when set, applies instead of the context's own
+	// .dockerignore (used with generated Dockerfiles).
+	DockerIgnore []byte
+	Repository   string // within the registry: the project id
+	Tag          string // the deployment id
+	Registry     Registry
+}
+
+// Image is what a successful build pushed.
+type Image struct {
+	Repository string // host/repository
+	Tag        string
+	Digest     string // sha256:...
+	Size       int64  // manifest + config + compressed layers, as stored
+}
+
+// Ref is the image's full reference by tag.
+func (i Image) Ref() string { return i.Repository + ":" + i.Tag }
+
+// ErrBuild wraps failures of the build itself (the user's Dockerfile, a
+// failing RUN, a missing base image), as opposed to infrastructure failures.
+var ErrBuild = errors.New("build failed")
+
+// BuildKit runs builds on one buildkitd.
+type BuildKit struct {
+	Addr string // unix:///run/buildkit/buildkitd.sock or tcp://...
+}
+
+// Build runs req and pushes the image; progress receives BuildKit's plain
+// text output as the build goes. Nothing is returned unless the push
+// finished, so a failed build never yields an image to record.
+func (b BuildKit) Build(ctx context.Context, req Request, progress io.Writer) (Image, error) {
+	c, err := bk.New(ctx, b.Addr)
+	if err != nil {
+		return Image{}, fmt.Errorf("connect to buildkitd: %w", err)
+	}
+	defer c.Close()
+
+	dfDir, err := os.MkdirTemp("", "zeitwork-dockerfile-")
+	if err != nil {
+		return Image{}, err
+	}
+	defer os.RemoveAll(dfDir)
+	if err := os.WriteFile(filepath.Join(dfDir, "Dockerfile"), req.Dockerfile, 0o644); err != nil {
+		return Image{}, err
+	}
+	if req.DockerIgnore != nil {
+		// The frontend prefers <Dockerfile>.dockerignore next to the
+		// Dockerfile over the context's .dockerignore.
+		if err := os.WriteFile(filepath.Join(dfDir, "Dockerfile.dockerignore"), req.DockerIgnore, 0o644); err != nil {
+			return Image{}, err
+		}
+	}
+	contextFS, err := fsutil.NewFS(req.ContextDir)
+	if err != nil {
+		return Image{}, fmt.Errorf("build context: %w", err)
+	}
+	dockerfileFS, err := fsutil.NewFS(dfDir)
+	if err != nil {
+		return Image{}, err
+	}
+
+	repo := req.Registry.Host + "/" + req.Repository
+	ref := repo + ":" + req.Tag
+	cacheRef := repo + ":buildcache"
+	insecure := fmt.Sprint(req.Registry.Insecure)
+	scoped := req.Registry.authConfig()
+
+	opt := bk.SolveOpt{
+		Frontend:      "dockerfile.v0",
+		FrontendAttrs: map[string]string{"filename": "Dockerfile"},
+		LocalMounts:   map[string]fsutil.FS{"context": contextFS, "dockerfile": dockerfileFS},
+		Exports: []bk.ExportEntry{{
+			Type:  bk.ExporterImage,
+			Attrs: map[string]string{"name": ref, "push": "true", "registry.insecure": insecure},
+		}},
+		// Registry-backed cache: any builder reuses any earlier build's
+		// layers of this project, whichever machine built them.
+		CacheExports: []bk.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{
+			"ref": cacheRef, "mode": "max", "registry.insecure": insecure, "ignore-error": "true",
+		}}},
+		CacheImports: []bk.CacheOptionsEntry{{Type: "registry", Attrs: map[string]string{
+			"ref": cacheRef, "registry.insecure": insecure,
+		}}},
+		Session: []session.Attachable{authprovider.NewDockerAuthProvider(authprovider.DockerAuthProviderConfig{
+			AuthConfigProvider: func(_ context.Context, host string, _ []string, _ authprovider.ExpireCachedAuthCheck) (types.AuthConfig, error) {
+				if host == req.Registry.Host {
+					return scoped, nil
+				}
+				return types.AuthConfig{}, nil // anonymous everywhere else (base images via the mirror)
+			},
+		})},
+	}
+
+	display, err := progressui.NewDisplay(progress, progressui.PlainMode)
+	if err != nil {
+		return Image{}, err
+	}
+	ch := make(chan *bk.SolveStatus)
+	var res *bk.SolveResponse
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error {
+		var err error
+		res, err = c.Solve(ectx, nil, opt, ch)
+		return err
+	})
+	eg.Go(func() error {
+		_, err := display.UpdateFrom(context.WithoutCancel(ectx), ch)
+		return err
+	})
+	if err := eg.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return Image{}, fmt.Errorf("build stopped: %w", context.Cause(ctx))
+		}
+		return Image{}, fmt.Errorf("%w: %s", ErrBuild, buildError(err))
+	}
+
+	digest := res.ExporterResponse["containerimage.digest"]
+	if !strings.HasPrefix(digest, "sha256:") {
+		return Image{}, fmt.Errorf("buildkit returned no image digest")
+	}
+	size, err := imageSize(ctx, repo+"@"+digest, req.Registry)
+	if err != nil {
+		return Image{}, fmt.Errorf("read pushed image: %w", err)
+	}
+	return Image{Repository: repo, Tag: req.Tag, Digest: digest, Size: size}, nil
+}
+
+// buildError trims BuildKit's gRPC wrapping down to what a user can act on.
+func buildError(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "rpc error: code = Unknown desc = ")
+	return msg
+}
+
+// imageSize is what the image takes in the registry: manifest, config and
+// compressed layers.
+func imageSize(ctx context.Context, ref string, reg Registry) (int64, error) {
+	var opts []name.Option
+	if reg.Insecure {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return 0, err
+	}
+	auth := authn.Anonymous
+	if reg.Username != "" {
+		auth = &authn.Basic{Username: reg.Username, Password: reg.Password}
+	}
+	img, err := remote.Image(r, remote.WithContext(ctx), remote.WithAuth(auth))
+	if err != nil {
+		return 0, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return 0, err
+	}
+	raw, err := img.RawManifest()
+	if err != nil {
+		return 0, err
+	}
+	size := int64(len(raw)) + m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return size, nil
+}
