@@ -1,0 +1,139 @@
+// Package nodeproxy is the node-proxy: the one door into a worker's
+// instances. The edge sends each request to the node that runs a healthy
+// instance of the app, naming the instance in a header and proving itself
+// with the cluster token; the node-proxy forwards it to that instance's
+// [ipv6]:port inside the node. Nothing else can open a connection to an
+// instance (the network policy drops it), so this is where isolation and
+// routing meet.
+package nodeproxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/httpapi"
+)
+
+// Headers the edge sets. Both are removed before the request reaches the
+// app: the token must never leak into customer code, and the app has no
+// business knowing instance ids.
+const (
+	HeaderInstance = "X-Zeitwork-Instance"
+	HeaderToken    = "X-Zeitwork-Proxy-Token"
+)
+
+// Target is where an instance listens and whether it may take traffic.
+type Target struct {
+	Addr    netip.AddrPort
+	Healthy bool
+}
+
+// Lookup finds a local instance; ok is false when this node has no such
+// instance.
+type Lookup func(ctx context.Context, instanceID uuid.UUID) (t Target, ok bool)
+
+// Proxy forwards edge traffic to local instances.
+type Proxy struct {
+	token  []byte
+	lookup Lookup
+	rp     *httputil.ReverseProxy
+	api    httpapi.Server
+}
+
+// New returns a proxy that admits requests carrying token.
+func New(token string, lookup Lookup, log *slog.Logger) *Proxy {
+	p := &Proxy{token: []byte(token), lookup: lookup, api: httpapi.Server{Log: log}}
+	transport := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64, // per instance: the edge multiplexes many clients onto few nodes
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // apps may take long to answer; the edge bounds whole requests
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false, // instances speak HTTP/1.1 (and upgrade to websockets)
+	}
+	p.rp = &httputil.ReverseProxy{
+		Transport:     transport,
+		FlushInterval: -1, // stream: server-sent events and chunked bodies go through as written
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			target := pr.In.Context().Value(targetKey{}).(netip.AddrPort)
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = target.String()
+			// The edge has already set X-Forwarded-*; Rewrite strips them
+			// from the outbound request, so put back what the edge said.
+			for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
+			}
+			pr.Out.Host = pr.In.Host
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			p.api.Handle(func(http.ResponseWriter, *http.Request) error { return upstreamError(err) }).ServeHTTP(w, r)
+		},
+	}
+	return p
+}
+
+type targetKey struct{}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.api.Middleware(p.api.Handle(p.serve)).ServeHTTP(w, r)
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
+	got := []byte(r.Header.Get(HeaderToken))
+	if len(p.token) == 0 || subtle.ConstantTimeCompare(got, p.token) != 1 {
+		return httpapi.Unauthorized()
+	}
+	raw := r.Header.Get(HeaderInstance)
+	instanceID, err := uuid.Parse(raw)
+	if err != nil {
+		return httpapi.BadRequest("%s header must be an instance id", HeaderInstance)
+	}
+	target, ok := p.lookup(r.Context(), instanceID)
+	if !ok {
+		return &httpapi.Error{Status: http.StatusBadGateway, Code: "instance_gone", Message: "instance " + instanceID.String() + " is not on this node"}
+	}
+	if !target.Healthy {
+		return httpapi.Unavailable("instance %s is not healthy", instanceID)
+	}
+	r.Header.Del(HeaderToken)
+	r.Header.Del(HeaderInstance)
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, target.Addr)))
+	return nil
+}
+
+// upstreamError says why the instance could not be reached. Refused and
+// unreachable mean the instance is gone or not listening (502, the edge
+// may retry elsewhere: nothing was sent); a timeout is 504.
+func upstreamError(err error) error {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return &httpapi.Error{Status: http.StatusBadGateway, Code: "instance_unreachable", Message: "instance refused the connection", Err: err}
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this response.
+		return &httpapi.Error{Status: 499, Code: "client_closed", Message: "client closed the request", Err: err}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return &httpapi.Error{Status: http.StatusGatewayTimeout, Code: "instance_timeout", Message: "instance did not answer in time", Err: err}
+	default:
+		msg := "instance failed to answer"
+		if strings.Contains(err.Error(), "EOF") {
+			msg = "instance closed the connection"
+		}
+		return &httpapi.Error{Status: http.StatusBadGateway, Code: "instance_error", Message: msg, Err: err}
+	}
+}
