@@ -44,6 +44,51 @@ func (q *Queries) ImageGetByID(ctx context.Context, id uuid.UUID) (Image, error)
 	return i, err
 }
 
+const imageList = `-- name: ImageList :many
+SELECT id, project_id, build_id, repository, tag, digest, size_bytes, created_at FROM images
+WHERE ($1::uuid IS NULL OR project_id = $1::uuid)
+  AND ($2::uuid = '00000000-0000-0000-0000-000000000000' OR id < $2::uuid)
+ORDER BY id DESC
+LIMIT $3
+`
+
+type ImageListParams struct {
+	ProjectID *uuid.UUID
+	Before    uuid.UUID
+	MaxRows   int32
+}
+
+// Newest first, optionally one project's, paged by id: @before is the last id
+// of the previous page (uuid.Nil for the first page).
+func (q *Queries) ImageList(ctx context.Context, arg ImageListParams) ([]Image, error) {
+	rows, err := q.db.Query(ctx, imageList, arg.ProjectID, arg.Before, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Image{}
+	for rows.Next() {
+		var i Image
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.BuildID,
+			&i.Repository,
+			&i.Tag,
+			&i.Digest,
+			&i.SizeBytes,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const imageListByProject = `-- name: ImageListByProject :many
 SELECT id, project_id, build_id, repository, tag, digest, size_bytes, created_at FROM images
 WHERE project_id = $1

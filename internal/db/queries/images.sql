@@ -21,3 +21,12 @@ LIMIT @max_rows;
 -- name: ImageDelete :execrows
 -- Fails while a deployment or an instance still uses the image.
 DELETE FROM images WHERE id = @id;
+
+-- name: ImageList :many
+-- Newest first, optionally one project's, paged by id: @before is the last id
+-- of the previous page (uuid.Nil for the first page).
+SELECT * FROM images
+WHERE (sqlc.narg(project_id)::uuid IS NULL OR project_id = sqlc.narg(project_id)::uuid)
+  AND (@before::uuid = '00000000-0000-0000-0000-000000000000' OR id < @before::uuid)
+ORDER BY id DESC
+LIMIT @max_rows;
