@@ -24,6 +24,8 @@ import (
 	"github.com/moby/buildkit/util/progress/progressui"
 	"github.com/tonistiigi/fsutil"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Registry is where images and build cache go, and the credentials for it.
@@ -82,6 +84,11 @@ func (b BuildKit) Build(ctx context.Context, req Request, progress io.Writer) (I
 		return Image{}, fmt.Errorf("connect to buildkitd: %w", err)
 	}
 	defer c.Close()
+	// Dialling is lazy: ask for the workers so an unreachable buildkitd is
+	// reported as what it is, an infrastructure failure worth a retry.
+	if _, err := c.ListWorkers(ctx); err != nil {
+		return Image{}, fmt.Errorf("buildkitd at %s unreachable: %w", b.Addr, err)
+	}
 
 	dfDir, err := os.MkdirTemp("", "zeitwork-dockerfile-")
 	if err != nil {
@@ -158,6 +165,9 @@ func (b BuildKit) Build(ctx context.Context, req Request, progress io.Writer) (I
 	if err := eg.Wait(); err != nil {
 		if ctx.Err() != nil {
 			return Image{}, fmt.Errorf("build stopped: %w", context.Cause(ctx))
+		}
+		if code := status.Code(err); code == codes.Unavailable || code == codes.Canceled {
+			return Image{}, fmt.Errorf("buildkitd at %s: %w", b.Addr, err)
 		}
 		return Image{}, fmt.Errorf("%w: %s", ErrBuild, buildError(err))
 	}

@@ -12,6 +12,48 @@ import (
 	"github.com/google/uuid"
 )
 
+const buildClaim = `-- name: BuildClaim :one
+UPDATE builds
+SET status = 'running',
+    builder_id = $1::text,
+    deadline_at = $2::timestamptz,
+    started_at = coalesce(started_at, now()),
+    updated_at = now()
+WHERE id = $3
+  AND (status = 'queued' OR (status = 'running' AND deadline_at < now()))
+RETURNING id, deployment_id, status, attempt, builder_id, detected_kind, deadline_at, started_at, finished_at, failure_reason, created_at, updated_at
+`
+
+type BuildClaimParams struct {
+	BuilderID  string
+	DeadlineAt time.Time
+	ID         uuid.UUID
+}
+
+// A builder takes the build until @deadline_at, which it keeps extending while
+// it works. A build whose deadline passed has lost its builder (the machine
+// died): another builder may take it over. No row: someone holds it, or it
+// has ended.
+func (q *Queries) BuildClaim(ctx context.Context, arg BuildClaimParams) (Build, error) {
+	row := q.db.QueryRow(ctx, buildClaim, arg.BuilderID, arg.DeadlineAt, arg.ID)
+	var i Build
+	err := row.Scan(
+		&i.ID,
+		&i.DeploymentID,
+		&i.Status,
+		&i.Attempt,
+		&i.BuilderID,
+		&i.DetectedKind,
+		&i.DeadlineAt,
+		&i.StartedAt,
+		&i.FinishedAt,
+		&i.FailureReason,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const buildCreate = `-- name: BuildCreate :one
 INSERT INTO builds (id, deployment_id, attempt)
 VALUES ($1, $2, $3)
@@ -232,6 +274,26 @@ func (q *Queries) BuildListExpired(ctx context.Context, maxRows int32) ([]Build,
 		return nil, err
 	}
 	return items, nil
+}
+
+const buildRequeue = `-- name: BuildRequeue :execrows
+UPDATE builds
+SET status = 'queued', builder_id = NULL, deadline_at = NULL, updated_at = now()
+WHERE id = $1 AND status = 'running' AND builder_id = $2::text
+`
+
+type BuildRequeueParams struct {
+	ID        uuid.UUID
+	BuilderID string
+}
+
+// Gives a build back after an infrastructure failure, for the task's retry.
+func (q *Queries) BuildRequeue(ctx context.Context, arg BuildRequeueParams) (int64, error) {
+	result, err := q.db.Exec(ctx, buildRequeue, arg.ID, arg.BuilderID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const buildSetDetectedKind = `-- name: BuildSetDetectedKind :execrows

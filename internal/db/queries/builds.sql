@@ -56,3 +56,24 @@ SELECT * FROM builds
 WHERE status = 'running' AND deadline_at < now()
 ORDER BY deadline_at
 LIMIT @max_rows;
+
+-- name: BuildClaim :one
+-- A builder takes the build until @deadline_at, which it keeps extending while
+-- it works. A build whose deadline passed has lost its builder (the machine
+-- died): another builder may take it over. No row: someone holds it, or it
+-- has ended.
+UPDATE builds
+SET status = 'running',
+    builder_id = @builder_id::text,
+    deadline_at = @deadline_at::timestamptz,
+    started_at = coalesce(started_at, now()),
+    updated_at = now()
+WHERE id = @id
+  AND (status = 'queued' OR (status = 'running' AND deadline_at < now()))
+RETURNING *;
+
+-- name: BuildRequeue :execrows
+-- Gives a build back after an infrastructure failure, for the task's retry.
+UPDATE builds
+SET status = 'queued', builder_id = NULL, deadline_at = NULL, updated_at = now()
+WHERE id = @id AND status = 'running' AND builder_id = @builder_id::text;

@@ -1,0 +1,135 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/queue"
+)
+
+// BuildTask asks a builder to run one build. It carries only the build's
+// id: everything else is read from the database when the task runs, so a
+// retried task sees the current state, not a stale copy.
+type BuildTask struct {
+	BuildID uuid.UUID `json:"build_id"`
+}
+
+// Kind implements queue.Task.
+func (BuildTask) Kind() string { return "build" }
+
+// InsertOpts make a build's task unique, so enqueuing twice (a retried
+// webhook) never runs the build twice at once.
+func (BuildTask) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// Source says what to build: a commit of the project's repository, or an
+// archive a CLI uploaded to the object store.
+type Source struct {
+	CommitSHA     string // 40 hex digits
+	Ref           string // e.g. refs/heads/main, for display
+	CommitMessage string
+	ArchiveKey    string // object key of an uploaded .tar.gz
+}
+
+var (
+	// ErrInvalidSource: the source reference cannot be built.
+	ErrInvalidSource = errors.New("invalid source")
+	// ErrProjectNotFound: no such project.
+	ErrProjectNotFound = errors.New("project not found")
+)
+
+var shaRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+func (s Source) validate(p db.Project) error {
+	switch {
+	case s.CommitSHA != "" && s.ArchiveKey != "":
+		return fmt.Errorf("%w: give a commit or an archive, not both", ErrInvalidSource)
+	case s.CommitSHA != "":
+		if !shaRe.MatchString(s.CommitSHA) {
+			return fmt.Errorf("%w: commit must be 40 lower-case hex digits", ErrInvalidSource)
+		}
+		if p.GithubRepositoryFullName == nil || p.GithubInstallationID == nil {
+			return fmt.Errorf("%w: project %s has no connected repository", ErrInvalidSource, p.Slug)
+		}
+	case s.ArchiveKey != "":
+		if strings.HasPrefix(s.ArchiveKey, "/") || path.Clean(s.ArchiveKey) != s.ArchiveKey || strings.Contains(s.ArchiveKey, "..") {
+			return fmt.Errorf("%w: archive key %q is not a clean object key", ErrInvalidSource, s.ArchiveKey)
+		}
+	default:
+		return fmt.Errorf("%w: give a commit or an archive", ErrInvalidSource)
+	}
+	return nil
+}
+
+// Requested is what RequestBuild created.
+type Requested struct {
+	Deployment db.Deployment
+	Build      db.Build
+}
+
+// RequestBuild creates a deployment of project from src, its first build,
+// and the task that runs it, in one transaction: either all three exist or
+// none does.
+func RequestBuild(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
+	var out Requested
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		qtx := db.New(tx)
+		p, err := qtx.ProjectGetByID(ctx, projectID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrProjectNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if err := src.validate(p); err != nil {
+			return err
+		}
+		params := db.DeploymentCreateParams{
+			ID: id.New(), ProjectID: p.ID, Replicas: p.Replicas, CreatedByUserID: createdBy, SourceType: "upload",
+		}
+		if src.CommitSHA != "" {
+			params.SourceType = "github"
+			params.GithubCommitSha = &src.CommitSHA
+			params.GithubRef = nonEmpty(src.Ref)
+			params.CommitMessage = nonEmpty(src.CommitMessage)
+		} else {
+			params.SourceArchiveKey = &src.ArchiveKey
+		}
+		if out.Deployment, err = qtx.DeploymentCreate(ctx, params); err != nil {
+			return err
+		}
+		if out.Build, err = qtx.BuildCreate(ctx, db.BuildCreateParams{ID: id.New(), DeploymentID: out.Deployment.ID, Attempt: 1}); err != nil {
+			return err
+		}
+		_, err = q.EnqueueTx(ctx, tx, BuildTask{BuildID: out.Build.ID})
+		return err
+	})
+	if err != nil {
+		return Requested{}, fmt.Errorf("request build: %w", err)
+	}
+	return out, nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// timeoutMargin is how much longer River lets a build task run than the
+// build's own deadline, so the builder records the timeout itself.
+const timeoutMargin = time.Minute

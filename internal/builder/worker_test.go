@@ -1,0 +1,325 @@
+package builder_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/buildlog"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// treeFetcher stands in for GitHub/S3: it writes a fixed tree.
+type treeFetcher map[string]string
+
+func (f treeFetcher) Fetch(_ context.Context, _ db.Project, _ db.Deployment, dir string) (string, error) {
+	for p, content := range f {
+		path := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
+// ownDockerfile plans with the tree's Dockerfile, as detection does when
+// there is one.
+func ownDockerfile(dir, _ string) (builder.Plan, error) {
+	df, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+	if err != nil {
+		return builder.Plan{}, errors.New("no Dockerfile and nothing else to build from")
+	}
+	return builder.Plan{Kind: "dockerfile", Dockerfile: df, Reasons: []string{"found Dockerfile"}}, nil
+}
+
+type harness struct {
+	pool    *pgxpool.Pool
+	q       *queue.Queue
+	project uuid.UUID
+	svc     *builder.Service
+	built   atomic.Int32
+}
+
+func newHarness(t *testing.T, tree treeFetcher) *harness {
+	t.Helper()
+	bkit, reg := stack(t)
+	pool := testdb.New(t)
+	h := &harness{pool: pool}
+	var err error
+	if h.q, err = queue.New(pool, nil, config.Queue{JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	h.project = project(t, pool)
+	h.svc = &builder.Service{
+		Pool: pool, BuildKit: bkit, Fetcher: tree, Plan: ownDockerfile, Log: zlog.Discard(),
+		Config: builder.Config{
+			BuilderID: "builder-test", Timeout: 2 * time.Minute, Lease: 3 * time.Second,
+			Registry: builder.Registry{Host: reg.Host, Insecure: true}, Logs: buildlog.DefaultLimits,
+			Built: func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error {
+				h.built.Add(1)
+				return nil
+			},
+		},
+	}
+	return h
+}
+
+func project(t *testing.T, pool *pgxpool.Pool) uuid.UUID {
+	t.Helper()
+	org, proj := id.New(), id.New()
+	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, org, slug); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO projects (id, organisation_id, slug, name) VALUES ($1, $2, $3, 'App')`, proj, org, slug); err != nil {
+		t.Fatal(err)
+	}
+	return proj
+}
+
+func (h *harness) request(t *testing.T) builder.Requested {
+	t.Helper()
+	r, err := builder.RequestBuild(context.Background(), h.pool, h.q, h.project, builder.Source{ArchiveKey: "uploads/" + id.New().String() + ".tar.gz"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (h *harness) state(t *testing.T, r builder.Requested) (db.Deployment, db.Build, []string) {
+	t.Helper()
+	ctx := context.Background()
+	q := db.New(h.pool)
+	d, err := q.DeploymentGetByID(ctx, r.Deployment.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := q.BuildGetByID(ctx, r.Build.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := buildlog.Page(ctx, q, r.Build.ID, uuid.Nil, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text []string
+	for _, l := range lines {
+		text = append(text, l.Text)
+	}
+	return d, b, text
+}
+
+func TestBuildSucceedsAndRecordsTheImage(t *testing.T) {
+	base := shellBase(t)
+	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\nRUN echo compiling the app\nCOPY app.txt /app.txt\n", "app.txt": "v1"})
+	r := h.request(t)
+	if r.Deployment.Status != "queued" || r.Build.Status != "queued" {
+		t.Fatalf("requested %+v %+v", r.Deployment.Status, r.Build.Status)
+	}
+	if err := h.svc.Run(context.Background(), r.Build.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	d, b, logs := h.state(t, r)
+	if d.Status != "deploying" || d.ImageID == nil || b.Status != "succeeded" || b.DetectedKind == nil || *b.DetectedKind != "dockerfile" {
+		t.Fatalf("after the build: deployment %s image %v, build %s", d.Status, d.ImageID, b.Status)
+	}
+	img, err := db.New(h.pool).ImageGetByID(context.Background(), *d.ImageID)
+	if err != nil || !strings.HasPrefix(img.Digest, "sha256:") || img.Tag != d.ID.String() || !strings.HasSuffix(img.Repository, "/"+h.project.String()) {
+		t.Fatalf("image row %+v, %v", img, err)
+	}
+	all := strings.Join(logs, "\n")
+	for _, want := range []string{"fetching source (uploaded archive)", "building as dockerfile: found Dockerfile", "compiling the app", "pushed "} {
+		if !strings.Contains(all, want) {
+			t.Errorf("build log lacks %q:\n%s", want, all)
+		}
+	}
+	if h.built.Load() != 1 {
+		t.Fatalf("Built hook ran %d times", h.built.Load())
+	}
+	// The task arriving again (a retry, a duplicate) does nothing.
+	if err := h.svc.Run(context.Background(), r.Build.ID, false); err != nil || h.built.Load() != 1 {
+		t.Fatalf("second run: %v, built %d", err, h.built.Load())
+	}
+}
+
+func TestFailedBuildFailsTheDeploymentWithTheReason(t *testing.T) {
+	base := shellBase(t)
+	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\nRUN echo tests failed >&2 && exit 2\n"})
+	r := h.request(t)
+	if err := h.svc.Run(context.Background(), r.Build.ID, false); err != nil {
+		t.Fatalf("a user's failing build is not an error to retry: %v", err)
+	}
+	d, b, logs := h.state(t, r)
+	if d.Status != "failed" || d.FailureReason == nil || !strings.Contains(*d.FailureReason, "exit code: 2") || d.ImageID != nil {
+		t.Fatalf("deployment %s %v image %v", d.Status, d.FailureReason, d.ImageID)
+	}
+	if b.Status != "failed" || !strings.Contains(strings.Join(logs, "\n"), "tests failed") {
+		t.Fatalf("build %s, logs %v", b.Status, logs)
+	}
+	var images int
+	h.pool.QueryRow(context.Background(), "SELECT count(*) FROM images").Scan(&images)
+	if images != 0 {
+		t.Fatalf("%d images recorded for a failed build", images)
+	}
+}
+
+func TestNothingToBuildIsAUserError(t *testing.T) {
+	h := newHarness(t, treeFetcher{"README.md": "hi"})
+	r := h.request(t)
+	if err := h.svc.Run(context.Background(), r.Build.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := h.state(t, r)
+	if d.Status != "failed" || !strings.Contains(*d.FailureReason, "nothing else to build from") {
+		t.Fatalf("deployment %s %v", d.Status, d.FailureReason)
+	}
+}
+
+func TestBuildHeldByAnotherBuilderIsNotRunTwice(t *testing.T) {
+	base := shellBase(t)
+	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\n"})
+	r := h.request(t)
+	ctx := context.Background()
+	q := db.New(h.pool)
+	if _, err := q.BuildClaim(ctx, db.BuildClaimParams{ID: r.Build.ID, BuilderID: "other", DeadlineAt: time.Now().Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	err := h.svc.Run(ctx, r.Build.ID, false)
+	var snooze *river.JobSnoozeError
+	if !errors.As(err, &snooze) {
+		t.Fatalf("Run on a held build = %v, want a snooze until the holder's lease ends", err)
+	}
+
+	// The other builder died: its lease runs out and this one takes over.
+	if _, err := h.pool.Exec(ctx, `UPDATE builds SET deadline_at = now() - interval '1 second' WHERE id = $1`, r.Build.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Run(ctx, r.Build.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	d, b, _ := h.state(t, r)
+	if d.Status != "deploying" || b.Status != "succeeded" || *b.BuilderID != "builder-test" {
+		t.Fatalf("after takeover: deployment %s, build %s by %v", d.Status, b.Status, b.BuilderID)
+	}
+}
+
+func TestCancelAndDeadlineStopARunningBuild(t *testing.T) {
+	base := shellBase(t)
+	for _, tc := range []struct {
+		name, want string
+		cancel     bool
+	}{
+		{"cancelled", "build cancelled", true},
+		{"deadline", "exceeded its deadline", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\nRUN sleep 120 # " + id.New().String() + "\n"})
+			h.svc.Config.Lease = 900 * time.Millisecond
+			if !tc.cancel {
+				h.svc.Config.Timeout = 3 * time.Second
+			}
+			r := h.request(t)
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() { done <- h.svc.Run(context.Background(), r.Build.ID, false) }()
+			if tc.cancel {
+				time.Sleep(time.Second)
+				if _, err := db.New(h.pool).BuildFinish(context.Background(), db.BuildFinishParams{ID: r.Build.ID, Status: "cancelled"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("the build kept running")
+			}
+			t.Logf("stopped after %s", time.Since(start).Round(time.Millisecond))
+			d, _, _ := h.state(t, r)
+			if d.Status != "failed" || !strings.Contains(*d.FailureReason, tc.want) {
+				t.Fatalf("deployment %s %v, want failed with %q", d.Status, d.FailureReason, tc.want)
+			}
+		})
+	}
+}
+
+func TestInfrastructureFailureIsRetriedThenFails(t *testing.T) {
+	h := newHarness(t, treeFetcher{"Dockerfile": "FROM scratch\n"})
+	h.svc.BuildKit = builder.BuildKit{Addr: "unix:///nonexistent/buildkitd.sock"}
+	r := h.request(t)
+	ctx := context.Background()
+	if err := h.svc.Run(ctx, r.Build.ID, false); err == nil {
+		t.Fatal("buildkitd unreachable was not reported for a retry")
+	}
+	d, b, _ := h.state(t, r)
+	if b.Status != "queued" || d.Status != "building" {
+		t.Fatalf("after a retryable failure: build %s, deployment %s", b.Status, d.Status)
+	}
+	if err := h.svc.Run(ctx, r.Build.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	d, b, _ = h.state(t, r)
+	if b.Status != "failed" || d.Status != "failed" || !strings.Contains(*d.FailureReason, "buildkitd") {
+		t.Fatalf("after the last attempt: build %s, deployment %s %v", b.Status, d.Status, d.FailureReason)
+	}
+}
+
+func TestRequestBuildValidatesAndWritesAllOrNothing(t *testing.T) {
+	pool := testdb.New(t)
+	q, err := queue.New(pool, nil, config.Queue{JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj := project(t, pool)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		project uuid.UUID
+		src     builder.Source
+		want    error
+	}{
+		{proj, builder.Source{}, builder.ErrInvalidSource},
+		{proj, builder.Source{CommitSHA: "abc"}, builder.ErrInvalidSource},
+		{proj, builder.Source{CommitSHA: strings.Repeat("a", 40)}, builder.ErrInvalidSource}, // no repository connected
+		{proj, builder.Source{CommitSHA: strings.Repeat("a", 40), ArchiveKey: "k"}, builder.ErrInvalidSource},
+		{proj, builder.Source{ArchiveKey: "../etc/passwd"}, builder.ErrInvalidSource},
+		{id.New(), builder.Source{ArchiveKey: "k.tar.gz"}, builder.ErrProjectNotFound},
+	} {
+		if _, err := builder.RequestBuild(ctx, pool, q, tc.project, tc.src, nil); !errors.Is(err, tc.want) {
+			t.Errorf("%+v: err = %v, want %v", tc.src, err, tc.want)
+		}
+	}
+	var deployments, builds, jobs int
+	pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM deployments), (SELECT count(*) FROM builds), (SELECT count(*) FROM river_job)").Scan(&deployments, &builds, &jobs)
+	if deployments+builds+jobs != 0 {
+		t.Fatalf("refused requests left %d deployments, %d builds, %d tasks", deployments, builds, jobs)
+	}
+	if _, err := builder.RequestBuild(ctx, pool, q, proj, builder.Source{ArchiveKey: "uploads/a.tar.gz"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM deployments), (SELECT count(*) FROM builds), (SELECT count(*) FROM river_job WHERE kind = 'build')").Scan(&deployments, &builds, &jobs)
+	if deployments != 1 || builds != 1 || jobs != 1 {
+		t.Fatalf("a good request wrote %d deployments, %d builds, %d tasks; want one each", deployments, builds, jobs)
+	}
+}
