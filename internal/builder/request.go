@@ -117,7 +117,10 @@ func RequestBuild(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, proje
 		_, err = q.EnqueueTx(ctx, tx, BuildTask{BuildID: out.Build.ID})
 		return err
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrInvalidSource), errors.Is(err, ErrProjectNotFound):
+		return Requested{}, err // already says what is wrong, for the client
+	case err != nil:
 		return Requested{}, fmt.Errorf("request build: %w", err)
 	}
 	return out, nil
