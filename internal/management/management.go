@@ -104,7 +104,7 @@ func (a *API) listImages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := struct {
-		Images []Image     `json:"images"`
+		Images []Image    `json:"images"`
 		Next   *uuid.UUID `json:"next"` // pass as ?before= for the next page
 	}{Images: make([]Image, len(rows))}
 	for i, row := range rows {
