@@ -1,0 +1,53 @@
+// Package network owns the network of a node's instances: each instance's
+// named network namespace, the veth pair that joins it to the node, its
+// addresses and routes, and the node's nftables policy that isolates
+// instances. It also does the address arithmetic of the cluster's ULA prefix.
+//
+// # Shape
+//
+// An instance's namespace (/run/netns/zw-<instance id>) holds lo and eth0.
+// eth0 has the instance's IPv6 address as a /128 (from the node's /64) and,
+// when IPv4 egress is on, a node-local IPv4 /32; its default routes point at
+// link-local gateways (fe80::1, 169.254.1.1) that sit on the host side of
+// the veth (zwh<last 8 hex digits of the id>). The node routes each /128 and
+// /32 to its veth. No bridge: each instance is a point-to-point link, so
+// instances share no layer 2 and cannot see each other's frames, and the
+// node's routing and nftables see every packet.
+//
+// # Policy
+//
+// Default deny (rules.nft.tmpl has the whole table): an instance sends only
+// from its own addresses; it may open connections to the internet through
+// the uplink (masqueraded to the node's address) and nothing else: not
+// another instance on this node or any other (the whole cluster prefix), not
+// the node itself, not private, link-local or special-purpose ranges. The
+// node may open connections to an instance's port and nothing else; replies
+// flow back by conntrack.
+//
+// Consequences the agent must plan for: an instance cannot use the node's
+// DNS resolver (it is a node service, and private ranges are blocked), so
+// instances must be given public resolvers, or the policy must grow an
+// explicit allowance for a resolver on the gateway address. And enabling
+// forwarding (Apply) makes the node route between all its interfaces: this
+// package polices only traffic to and from instances, so the host's own
+// firewall must keep forbidding the rest, as it must for any router.
+//
+// # Why netlink, and nft as a file
+//
+// Links, addresses and routes are made through netlink
+// (github.com/vishvananda/netlink) rather than by running ip(8): errors come
+// back as errno values rather than text to parse, state is read back typed
+// for the idempotence checks, a handle opened at a namespace works inside it
+// without switching threads, and a node setting up 50 instances does not
+// fork a few hundred processes. The nftables policy is the exception (see
+// rules.go): there, nft's own file format is the clearer and atomic tool.
+//
+// # State lives in the kernel
+//
+// Nothing is stored on disk: the namespaces are pinned in /run/netns, the
+// host veth's alias records the instance id and port, and its routes record
+// the addresses. List reads them back, so a restarted agent adopts what is
+// there (Setup on a correct attachment changes nothing) and tears down what
+// it no longer wants. Every object is named with a configured prefix, so
+// Reset removes exactly this package's objects and nothing of the host's.
+package network
