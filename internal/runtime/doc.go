@@ -1,0 +1,16 @@
+// Package runtime runs a node's instances on containerd: it pulls images
+// (with registry credentials), creates each instance as a container with the
+// configured runtime handler (runc, or Kata for a microVM per instance) and
+// its CPU, memory, environment and network namespace, starts, stops and
+// reports them, streams their exit and OOM events, and keeps their
+// stdout/stderr in size-bounded files.
+//
+// It owns one containerd namespace and keeps no state of its own: labels on
+// the containers carry what it needs, so an agent that restarts finds its
+// instances still running (their shims own them and their log files) and
+// adopts them with List. Deciding what should run is the convergence loop's
+// business; this package only does what it is told, and reports.
+//
+// KATA.md, next to this file, says how a node is set up for Kata with
+// Cloud Hypervisor or Firecracker.
+package runtime

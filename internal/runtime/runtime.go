@@ -1,0 +1,236 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/log"
+	"github.com/google/uuid"
+	"github.com/sirupsen/logrus"
+	logrusslog "github.com/sirupsen/logrus/hooks/slog"
+)
+
+// Runtime handlers: runc where there is no KVM, Kata (a microVM per
+// instance) in production.
+const (
+	HandlerRunc = "io.containerd.runc.v2"
+	HandlerKata = "io.containerd.kata.v2"
+)
+
+// Errors callers branch on. Every error the Runtime returns wraps one of
+// these where one applies, and always says which instance or image it is about.
+var (
+	// ErrImageNotFound: the registry does not have the image.
+	ErrImageNotFound = errors.New("image not found")
+	// ErrUnauthorized: the registry refused the credentials, or wanted some.
+	ErrUnauthorized = errors.New("registry refused access")
+	// ErrImageNotPulled: Create was called before Pull.
+	ErrImageNotPulled = errors.New("image not pulled")
+	// ErrNotFound: no instance with that id in this Runtime's namespace.
+	ErrNotFound = errors.New("instance not found")
+	// ErrExists: Create for an instance that already exists.
+	ErrExists = errors.New("instance already exists")
+	// ErrInvalidSpec: the Spec cannot be run as given.
+	ErrInvalidSpec = errors.New("invalid instance spec")
+)
+
+// Config says where containerd is and how instances are run. The agent
+// builds it from its own configuration; only Address, Namespace and LogDir
+// have no default.
+type Config struct {
+	// Address is containerd's socket.
+	Address string
+	// Namespace is the containerd namespace this agent owns: everything in
+	// it is an instance of this agent, and nothing outside it is touched.
+	Namespace string
+	// RuntimeHandler is the shim: HandlerRunc (default) or HandlerKata.
+	RuntimeHandler string
+	// RuntimeConfigPath, if set, is handed to the shim as its configuration
+	// file (runtime options ConfigPath). Kata reads it to pick the hypervisor
+	// (configuration-clh.toml, configuration-fc.toml); see KATA.md. Leave it
+	// empty for runc.
+	RuntimeConfigPath string
+	// Snapshotter unpacks images for instances; "" is containerd's default
+	// (overlayfs). Kata with Firecracker needs "devmapper".
+	Snapshotter string
+	// LogDir holds the instances' stdout/stderr, in a directory per
+	// namespace. It must be on a disk the shims can write as root.
+	LogDir string
+	// LogMaxBytes bounds one instance's log file: beyond it the file is
+	// rotated to <id>.log.1 (one generation kept), so an instance keeps at
+	// most about twice this much. Default 10 MiB.
+	LogMaxBytes int64
+	// LogCheckInterval is how often log sizes are checked. Default 5s.
+	LogCheckInterval time.Duration
+	// LogRetention is how long the logs of a removed instance are kept.
+	// Default 24h.
+	LogRetention time.Duration
+	// PlainHTTPRegistries are registry hosts (host or host:port) spoken to
+	// over plain HTTP. Every other registry is HTTPS only.
+	PlainHTTPRegistries []string
+	// Logger receives the Runtime's own logs; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.RuntimeHandler == "" {
+		c.RuntimeHandler = HandlerRunc
+	}
+	if c.LogMaxBytes == 0 {
+		c.LogMaxBytes = 10 << 20
+	}
+	if c.LogCheckInterval == 0 {
+		c.LogCheckInterval = 5 * time.Second
+	}
+	if c.LogRetention == 0 {
+		c.LogRetention = 24 * time.Hour
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Address == "" {
+		errs = append(errs, invalidField("Address", "containerd socket is required"))
+	}
+	if err := identifiers.Validate(c.Namespace); err != nil {
+		errs = append(errs, invalidField("Namespace", err.Error()))
+	}
+	if !filepath.IsAbs(c.LogDir) {
+		errs = append(errs, invalidField("LogDir", fmt.Sprintf("%q is not an absolute path", c.LogDir)))
+	}
+	if c.LogMaxBytes < 4096 {
+		errs = append(errs, invalidField("LogMaxBytes", fmt.Sprintf("%d is below 4096", c.LogMaxBytes)))
+	}
+	if c.LogCheckInterval < 0 || c.LogRetention < 0 {
+		errs = append(errs, invalidField("LogCheckInterval, LogRetention", "must not be negative"))
+	}
+	if !strings.HasPrefix(c.RuntimeHandler, "io.containerd.") {
+		errs = append(errs, invalidField("RuntimeHandler", fmt.Sprintf("%q is not a containerd runtime name (io.containerd.<name>.<version>)", c.RuntimeHandler)))
+	}
+	return errors.Join(errs...)
+}
+
+// Runtime runs instances as containerd containers in one namespace. It
+// holds no state of its own: everything it knows it reads back from
+// containerd, so a new Runtime after an agent restart sees (adopts) what the
+// previous one started, and closing it never touches a running instance.
+type Runtime struct {
+	cfg    Config
+	client *client.Client
+	log    *slog.Logger
+	clog   *log.Entry // containerd's own client logs, into log
+	logDir string     // cfg.LogDir/<namespace>
+
+	logsMu sync.Mutex
+	logs   map[uuid.UUID]*logState
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+// New connects to containerd and starts the Runtime's housekeeping (log
+// rotation, OOM bookkeeping). ctx bounds the connection attempt only.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("runtime config: %w", err)
+	}
+	c, err := client.New(cfg.Address, client.WithDefaultNamespace(cfg.Namespace))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", cfg.Address, err)
+	}
+	if _, err := c.Version(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
+	}
+	r := &Runtime{
+		cfg:    cfg,
+		client: c,
+		log:    cfg.Logger.With("namespace", cfg.Namespace, "runtime_handler", cfg.RuntimeHandler),
+		clog:   containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
+		logDir: filepath.Join(cfg.LogDir, cfg.Namespace),
+		logs:   map[uuid.UUID]*logState{},
+	}
+	if err := os.MkdirAll(r.logDir, 0o750); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("log directory: %w", err)
+	}
+	r.checkShim(ctx)
+
+	bg, stop := context.WithCancel(context.WithoutCancel(r.ns(ctx)))
+	r.stop = stop
+	r.done.Add(2)
+	go func() { defer r.done.Done(); r.rotateLoop(bg) }()
+	go func() { defer r.done.Done(); r.watchOOM(bg) }()
+	return r, nil
+}
+
+// Close stops the housekeeping and closes the connection. Instances keep
+// running: their shims, not this process, own them and their logs.
+func (r *Runtime) Close() error {
+	r.stop()
+	r.done.Wait()
+	return r.client.Close()
+}
+
+// ns puts the Runtime's namespace on ctx; every containerd call goes
+// through it, so nothing outside the namespace is ever touched.
+func (r *Runtime) ns(ctx context.Context) context.Context {
+	return log.WithLogger(namespaces.WithNamespace(ctx, r.cfg.Namespace), r.clog)
+}
+
+// containerdLogger sends the containerd client's own logs (logrus, to
+// stderr by default) to our logger: its routine notes ("fetch failed after
+// status: 404", which Pull turns into an error anyway) at debug level, its
+// warnings and errors as such.
+func containerdLogger(l *slog.Logger) *log.Entry {
+	lg := logrus.New()
+	lg.SetOutput(io.Discard)
+	lg.SetLevel(logrus.InfoLevel)
+	lg.AddHook(logrusslog.NewHook(l, &logrusslog.HookOptions{
+		LevelMapper: func(lv logrus.Level) slog.Level {
+			if lv >= logrus.InfoLevel {
+				return slog.LevelDebug
+			}
+			return logrusslog.Level(lv).Level()
+		},
+	}))
+	return logrus.NewEntry(lg)
+}
+
+// checkShim warns early when the configured shim is not installed, so a
+// node without Kata says so once at start rather than only in every
+// instance's failure. containerd resolves the shim on its own PATH, which
+// may differ from ours: this is a hint, never a refusal.
+func (r *Runtime) checkShim(ctx context.Context) {
+	if bin := shimBinary(r.cfg.RuntimeHandler); bin != "" {
+		if _, err := exec.LookPath(bin); err != nil {
+			r.log.WarnContext(ctx, "runtime shim not found on PATH; instances will fail to start unless containerd finds it", "shim", bin)
+		}
+	}
+}
+
+// shimBinary maps a runtime name to the binary containerd starts for it:
+// io.containerd.kata.v2 → containerd-shim-kata-v2.
+func shimBinary(handler string) string {
+	parts := strings.Split(handler, ".")
+	if len(parts) < 4 || parts[0] != "io" || parts[1] != "containerd" {
+		return ""
+	}
+	return "containerd-shim-" + strings.Join(parts[2:len(parts)-1], "-") + "-" + parts[len(parts)-1]
+}

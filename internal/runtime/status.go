@@ -1,0 +1,155 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	cgroup1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroup2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"github.com/google/uuid"
+)
+
+// State is what containerd says about an instance.
+type State string
+
+const (
+	// StateMissing: no such instance in this namespace.
+	StateMissing State = "missing"
+	// StateCreated: the container exists, its process has not been started,
+	// or its start failed, or it vanished with a reboot of the node: Start
+	// it.
+	StateCreated State = "created"
+	// StateRunning: its process is running.
+	StateRunning State = "running"
+	// StateExited: its process ended; ExitCode and OOMKilled say how.
+	StateExited State = "exited"
+	// StateUnknown: containerd reports something else (paused, or the shim
+	// cannot be reached); Detail says what.
+	StateUnknown State = "unknown"
+)
+
+// Status is one instance as containerd runs it.
+type Status struct {
+	InstanceID     uuid.UUID
+	State          State
+	PID            uint32 // 0 unless running
+	ExitCode       uint32 // when exited; 137 after SIGKILL, OOM kill included
+	OOMKilled      bool   // when exited: the kernel killed it for memory
+	StartedAt      time.Time
+	ExitedAt       time.Time
+	SpecHash       string // Spec.Hash() it was created from
+	Image          string
+	RuntimeHandler string
+	Detail         string // for StateUnknown
+}
+
+// Status reports one instance. A missing instance is StateMissing, not an
+// error; errors are for containerd itself failing.
+func (r *Runtime) Status(ctx context.Context, id uuid.UUID) (Status, error) {
+	ctx = r.ns(ctx)
+	info, err := r.client.ContainerService().Get(ctx, id.String())
+	if errdefs.IsNotFound(err) {
+		return Status{InstanceID: id, State: StateMissing}, nil
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("status %s: %w", id, err)
+	}
+	return r.status(ctx, info)
+}
+
+// List reports every instance in the namespace. After an agent restart this
+// is how it finds (adopts) the instances it already runs.
+func (r *Runtime) List(ctx context.Context) ([]Status, error) {
+	ctx = r.ns(ctx)
+	infos, err := r.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q", labelInstance))
+	if err != nil {
+		return nil, fmt.Errorf("list instances: %w", err)
+	}
+	out := make([]Status, 0, len(infos))
+	for _, info := range infos {
+		st, err := r.status(ctx, info)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+func (r *Runtime) status(ctx context.Context, info containers.Container) (Status, error) {
+	id, err := uuid.Parse(info.Labels[labelInstance])
+	if err != nil {
+		return Status{}, fmt.Errorf("container %s: label %s: %w", info.ID, labelInstance, err)
+	}
+	st := Status{
+		InstanceID:     id,
+		State:          StateCreated,
+		SpecHash:       info.Labels[labelSpecHash],
+		Image:          info.Image,
+		RuntimeHandler: info.Runtime.Name,
+		OOMKilled:      info.Labels[labelOOM] != "",
+	}
+	st.StartedAt, _ = time.Parse(time.RFC3339Nano, info.Labels[labelStartedAt])
+
+	ctr, err := r.client.LoadContainer(ctx, info.ID)
+	if err != nil {
+		if errdefs.IsNotFound(err) { // removed since it was listed
+			return Status{InstanceID: id, State: StateMissing}, nil
+		}
+		return Status{}, fmt.Errorf("status %s: %w", id, err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return st, nil
+	}
+	if err != nil {
+		st.State, st.Detail = StateUnknown, err.Error()
+		return st, nil
+	}
+	ts, err := task.Status(ctx)
+	if err != nil {
+		st.State, st.Detail = StateUnknown, err.Error()
+		return st, nil
+	}
+	switch ts.Status {
+	case client.Created:
+	case client.Running:
+		st.State, st.PID = StateRunning, task.Pid()
+	case client.Stopped:
+		st.State, st.ExitCode, st.ExitedAt = StateExited, ts.ExitStatus, ts.ExitTime
+		if !st.OOMKilled {
+			st.OOMKilled = oomKilled(ctx, task)
+		}
+	default:
+		st.State, st.Detail = StateUnknown, string(ts.Status)
+	}
+	return st, nil
+}
+
+// oomKilled asks the task's cgroup whether the kernel OOM-killed in it.
+// This is what survives an agent that was down when the OOM event went
+// by; it works with runc, whose exited task keeps its cgroup until it is
+// deleted. Kata's metrics have no OOM counter: there the OOM event, which
+// watchOOM records as a label, is the only witness.
+func oomKilled(ctx context.Context, task client.Task) bool {
+	m, err := task.Metrics(ctx)
+	if err != nil || m.Data == nil {
+		return false
+	}
+	v, err := typeurl.UnmarshalAny(m.Data)
+	if err != nil {
+		return false
+	}
+	switch m := v.(type) {
+	case *cgroup1.Metrics:
+		return m.GetMemoryOomControl().GetOomKill() > 0
+	case *cgroup2.Metrics:
+		return m.GetMemoryEvents().GetOomKill() > 0
+	}
+	return false
+}

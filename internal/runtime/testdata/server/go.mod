@@ -1,0 +1,3 @@
+module zeitwork.test/server
+
+go 1.22

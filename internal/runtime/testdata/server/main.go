@@ -1,0 +1,118 @@
+// Command server is the test image for internal/runtime: one static HTTP
+// server whose behaviours the tests choose through its environment and
+// request paths.
+//
+//	PORT          listen on 127.0.0.1:$PORT (the tests share the host network)
+//	GREETING      body of GET /
+//	EXIT_CODE     exit at once with this code, before listening
+//	IGNORE_TERM   ignore SIGTERM (otherwise it logs and exits 0)
+//
+//	GET /env?key=K         the value of $K
+//	GET /log?line=L&n=N    print "L i" N times to stdout (i = 1..N), then reply
+//	GET /exit?code=N       reply, then exit with code N
+//	GET /alloc?mb=N        allocate and touch N MiB, keep it
+//	GET /spin?ms=N         burn CPU for N ms of wall time; reply with the CPU µs used
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+var hoard [][]byte
+
+func main() {
+	if code := os.Getenv("EXIT_CODE"); code != "" {
+		n, _ := strconv.Atoi(code)
+		fmt.Printf("exiting at once with %d\n", n)
+		os.Exit(n)
+	}
+	sig := make(chan os.Signal, 1)
+	if os.Getenv("IGNORE_TERM") != "" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		signal.Notify(sig, syscall.SIGTERM)
+	}
+	go func() {
+		<-sig
+		fmt.Println("got SIGTERM, exiting")
+		os.Exit(0)
+	}()
+
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(os.Getenv("GREETING")))
+	})
+	http.HandleFunc("/env", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(os.Getenv(r.URL.Query().Get("key"))))
+	})
+	http.HandleFunc("/log", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil {
+			n = 1
+		}
+		line := r.URL.Query().Get("line")
+		out := bufio.NewWriter(os.Stdout)
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(out, "%s %d\n", line, i)
+			if out.Buffered() > 3500 {
+				out.Flush()
+			}
+		}
+		out.Flush()
+		w.Write([]byte("ok"))
+	})
+	http.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) {
+		code, _ := strconv.Atoi(r.URL.Query().Get("code"))
+		w.Write([]byte("bye"))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			fmt.Printf("exiting with %d on request\n", code)
+			os.Exit(code)
+		}()
+	})
+	http.HandleFunc("/alloc", func(w http.ResponseWriter, r *http.Request) {
+		mb, _ := strconv.Atoi(r.URL.Query().Get("mb"))
+		for i := 0; i < mb; i++ {
+			b := make([]byte, 1<<20)
+			for j := range b {
+				b[j] = byte(j)
+			}
+			hoard = append(hoard, b)
+		}
+		fmt.Fprintf(w, "holding %d MiB", len(hoard))
+	})
+	http.HandleFunc("/spin", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		before := cpuMicros()
+		end := time.Now().Add(time.Duration(ms) * time.Millisecond)
+		x := 0
+		for time.Now().Before(end) {
+			for i := 0; i < 10000; i++ {
+				x += i
+			}
+		}
+		fmt.Fprintf(w, "%d", cpuMicros()-before+int64(x&0))
+	})
+
+	fmt.Fprintln(os.Stderr, "stderr is captured too")
+	fmt.Printf("listening on %s\n", os.Getenv("PORT"))
+	if err := http.ListenAndServe("127.0.0.1:"+os.Getenv("PORT"), nil); err != nil {
+		fmt.Println(err)
+		os.Exit(1)
+	}
+}
+
+func cpuMicros() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano()/1000 + ru.Stime.Nano()/1000
+}
