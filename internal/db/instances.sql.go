@@ -230,6 +230,72 @@ func (q *Queries) InstanceListByNode(ctx context.Context, nodeID uuid.UUID) ([]I
 	return items, nil
 }
 
+const instanceListForAgent = `-- name: InstanceListForAgent :many
+SELECT instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at,
+       images.repository AS image_repository,
+       images.digest AS image_digest,
+       deployments.project_id,
+       projects.health_check_path
+FROM instances
+JOIN images ON images.id = instances.image_id
+JOIN deployments ON deployments.id = instances.deployment_id
+JOIN projects ON projects.id = deployments.project_id
+WHERE instances.node_id = $1
+  AND (instances.desired_state = 'running' OR instances.state NOT IN ('stopped', 'failed'))
+ORDER BY instances.id
+`
+
+type InstanceListForAgentRow struct {
+	Instance        Instance
+	ImageRepository string
+	ImageDigest     string
+	ProjectID       uuid.UUID
+	HealthCheckPath string
+}
+
+// What a node agent converges, with what it needs to run each instance: the
+// image to pull and the project whose variables and health check apply.
+func (q *Queries) InstanceListForAgent(ctx context.Context, nodeID uuid.UUID) ([]InstanceListForAgentRow, error) {
+	rows, err := q.db.Query(ctx, instanceListForAgent, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []InstanceListForAgentRow{}
+	for rows.Next() {
+		var i InstanceListForAgentRow
+		if err := rows.Scan(
+			&i.Instance.ID,
+			&i.Instance.DeploymentID,
+			&i.Instance.NodeID,
+			&i.Instance.ImageID,
+			&i.Instance.DesiredState,
+			&i.Instance.State,
+			&i.Instance.StateReason,
+			&i.Instance.Ipv6Address,
+			&i.Instance.Port,
+			&i.Instance.CpuMillis,
+			&i.Instance.MemoryMb,
+			&i.Instance.RestartCount,
+			&i.Instance.StartedAt,
+			&i.Instance.StoppedAt,
+			&i.Instance.CreatedAt,
+			&i.Instance.UpdatedAt,
+			&i.ImageRepository,
+			&i.ImageDigest,
+			&i.ProjectID,
+			&i.HealthCheckPath,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const instanceListRoutable = `-- name: InstanceListRoutable :many
 SELECT
     projects.id AS project_id,
@@ -289,6 +355,38 @@ func (q *Queries) InstanceListRoutable(ctx context.Context) ([]InstanceListRouta
 		return nil, err
 	}
 	return items, nil
+}
+
+const instanceResetRestartCount = `-- name: InstanceResetRestartCount :one
+UPDATE instances
+SET restart_count = 0, updated_at = now()
+WHERE id = $1
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+`
+
+// Healthy again after crashing: the next crash starts the backoff afresh.
+func (q *Queries) InstanceResetRestartCount(ctx context.Context, id uuid.UUID) (Instance, error) {
+	row := q.db.QueryRow(ctx, instanceResetRestartCount, id)
+	var i Instance
+	err := row.Scan(
+		&i.ID,
+		&i.DeploymentID,
+		&i.NodeID,
+		&i.ImageID,
+		&i.DesiredState,
+		&i.State,
+		&i.StateReason,
+		&i.Ipv6Address,
+		&i.Port,
+		&i.CpuMillis,
+		&i.MemoryMb,
+		&i.RestartCount,
+		&i.StartedAt,
+		&i.StoppedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
 }
 
 const instanceSetDesiredState = `-- name: InstanceSetDesiredState :one

@@ -80,3 +80,26 @@ ORDER BY projects.id, instances.id;
 -- Only rows that are stopped for good can go.
 DELETE FROM instances
 WHERE id = @id AND desired_state = 'stopped' AND state IN ('stopped', 'failed');
+
+-- name: InstanceListForAgent :many
+-- What a node agent converges, with what it needs to run each instance: the
+-- image to pull and the project whose variables and health check apply.
+SELECT sqlc.embed(instances),
+       images.repository AS image_repository,
+       images.digest AS image_digest,
+       deployments.project_id,
+       projects.health_check_path
+FROM instances
+JOIN images ON images.id = instances.image_id
+JOIN deployments ON deployments.id = instances.deployment_id
+JOIN projects ON projects.id = deployments.project_id
+WHERE instances.node_id = @node_id
+  AND (instances.desired_state = 'running' OR instances.state NOT IN ('stopped', 'failed'))
+ORDER BY instances.id;
+
+-- name: InstanceResetRestartCount :one
+-- Healthy again after crashing: the next crash starts the backoff afresh.
+UPDATE instances
+SET restart_count = 0, updated_at = now()
+WHERE id = @id
+RETURNING *;
