@@ -110,6 +110,34 @@ func (q *Queries) InstanceGetByID(ctx context.Context, id uuid.UUID) (Instance, 
 	return i, err
 }
 
+const instanceGetForUpdate = `-- name: InstanceGetForUpdate :one
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances WHERE id = $1 FOR UPDATE
+`
+
+func (q *Queries) InstanceGetForUpdate(ctx context.Context, id uuid.UUID) (Instance, error) {
+	row := q.db.QueryRow(ctx, instanceGetForUpdate, id)
+	var i Instance
+	err := row.Scan(
+		&i.ID,
+		&i.DeploymentID,
+		&i.NodeID,
+		&i.ImageID,
+		&i.DesiredState,
+		&i.State,
+		&i.StateReason,
+		&i.Ipv6Address,
+		&i.Port,
+		&i.CpuMillis,
+		&i.MemoryMb,
+		&i.RestartCount,
+		&i.StartedAt,
+		&i.StoppedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const instanceIncrementRestartCount = `-- name: InstanceIncrementRestartCount :one
 UPDATE instances
 SET restart_count = restart_count + 1, updated_at = now()

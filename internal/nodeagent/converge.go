@@ -17,6 +17,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/secret"
 )
@@ -78,7 +79,8 @@ type Converger struct {
 	Log     *slog.Logger
 
 	mu         sync.Mutex
-	started    map[uuid.UUID]time.Time // when the current run of an instance began
+	current    map[uuid.UUID]db.Instance // as last read and reported: the node-proxy routes by it
+	started    map[uuid.UUID]time.Time   // when the current run of an instance began
 	retryAt    map[uuid.UUID]time.Time // crashed: not before this
 	pullFailed map[uuid.UUID]int
 }
@@ -101,6 +103,12 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
+	c.mu.Lock()
+	c.current = make(map[uuid.UUID]db.Instance, len(want))
+	for _, d := range want {
+		c.current[d.Instance.ID] = d.Instance
+	}
+	c.mu.Unlock()
 	observed := make(map[uuid.UUID]runtime.Status, len(have))
 	for _, s := range have {
 		observed[s.InstanceID] = s
@@ -251,11 +259,7 @@ func (c *Converger) start(ctx context.Context, in db.Instance, _ *slog.Logger) {
 // healthy and is within its deadline.
 func (c *Converger) check(ctx context.Context, d desired, obs runtime.Status) bool {
 	in := d.Instance
-	target := netip.AddrPortFrom(in.Ipv6Address, uint16(in.Port))
-	if c.Policy.HostNetwork {
-		target = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(in.Port))
-	}
-	err := c.Probe(ctx, target, d.HealthCheckPath)
+	err := c.Probe(ctx, c.addr(in), d.HealthCheckPath)
 	if err == nil {
 		c.mu.Lock()
 		delete(c.pullFailed, in.ID)
@@ -363,7 +367,32 @@ func (c *Converger) report(ctx context.Context, in db.Instance, state, reason st
 		c.Log.WarnContext(ctx, "report state", "instance_id", in.ID, "state", state, "err", err)
 		return
 	}
+	c.mu.Lock()
+	if cur, ok := c.current[in.ID]; ok {
+		cur.State, cur.StateReason = state, r
+		c.current[in.ID] = cur
+	}
+	c.mu.Unlock()
 	c.Log.InfoContext(ctx, "instance state", "instance_id", in.ID, "state", state, "reason", reason)
+}
+
+// Target says where the node-proxy reaches an instance and whether it may
+// take traffic, from what the last pass saw and reported.
+func (c *Converger) Target(iid uuid.UUID) (addr netip.AddrPort, healthy, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	in, ok := c.current[iid]
+	if !ok || in.DesiredState != "running" {
+		return netip.AddrPort{}, false, false
+	}
+	return c.addr(in), in.State == "healthy", true
+}
+
+func (c *Converger) addr(in db.Instance) netip.AddrPort {
+	if c.Policy.HostNetwork {
+		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(in.Port))
+	}
+	return netip.AddrPortFrom(in.Ipv6Address, uint16(in.Port))
 }
 
 // environment decrypts the project's variables; they exist in plaintext
@@ -387,32 +416,37 @@ func (c *Converger) environment(ctx context.Context, projectID uuid.UUID) (map[s
 	return env, nil
 }
 
-// HTTPProbe is the default health check: an HTTP GET of path that answers
-// with any status below 500 within a second. A 404 still proves the app
-// is up and serving; a 5xx or no answer does not.
-func HTTPProbe(ctx context.Context, addr netip.AddrPort, path string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(addr.Addr().String(), strconv.Itoa(int(addr.Port())))+path, nil)
-	if err != nil {
-		return err
+// HTTPProbe returns the default health check: an HTTP GET of path that
+// answers with any status below 500 within a second. A 404 still proves the
+// app is up and serving; a 5xx or no answer does not. dial may be nil.
+func HTTPProbe(dial nodeproxy.Dialer) Prober {
+	transport := &http.Transport{DisableKeepAlives: true}
+	if dial != nil {
+		transport.DialContext = dial
 	}
-	req.Header.Set("User-Agent", "zeitwork-health-check")
-	resp, err := probeClient.Do(req)
-	if err != nil {
-		return err
+	client := &http.Client{
+		Transport: transport,
+		// A redirect is an answer: do not follow it somewhere else.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	resp.Body.Close()
-	if resp.StatusCode >= 500 {
-		return fmt.Errorf("status %s", resp.Status)
+	return func(ctx context.Context, addr netip.AddrPort, path string) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(addr.Addr().String(), strconv.Itoa(int(addr.Port())))+path, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("User-Agent", "zeitwork-health-check")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return nil
 	}
-	return nil
-}
-
-var probeClient = &http.Client{
-	Transport: &http.Transport{DisableKeepAlives: true},
-	// A redirect is an answer: do not follow it somewhere else.
-	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
 func deref(s *string) string {

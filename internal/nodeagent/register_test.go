@@ -17,7 +17,7 @@ import (
 
 var cluster = network.DefaultCluster
 
-func node(i int) nodeagent.Node {
+func testNode(i int) nodeagent.Node {
 	return nodeagent.Node{
 		Hostname: fmt.Sprintf("worker-%d", i), InternalAddress: fmt.Sprintf("100.64.0.%d:7000", i),
 		Region: "eu-central-1", CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test",
@@ -29,14 +29,14 @@ func TestRegisterKeepsIdentityAcrossRestarts(t *testing.T) {
 	ctx := context.Background()
 	state := t.TempDir()
 
-	first, err := nodeagent.Register(ctx, pool, cluster, state, node(1))
+	first, err := nodeagent.Register(ctx, pool, cluster, state, testNode(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !cluster.Contains(first.Ipv6Prefix.Addr()) || first.Ipv6Prefix.Bits() != 64 || first.Status != "active" {
 		t.Fatalf("registered %+v", first)
 	}
-	again, err := nodeagent.Register(ctx, pool, cluster, state, node(1))
+	again, err := nodeagent.Register(ctx, pool, cluster, state, testNode(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestRegisterKeepsIdentityAcrossRestarts(t *testing.T) {
 	// The state directory is lost (disk replaced): the node is recognised
 	// by its address and its old id is written back.
 	fresh := t.TempDir()
-	recovered, err := nodeagent.Register(ctx, pool, cluster, fresh, node(1))
+	recovered, err := nodeagent.Register(ctx, pool, cluster, fresh, testNode(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestManyNodesRegisteringAtOnceGetDistinctPrefixes(t *testing.T) {
 	)
 	for i := range nodes {
 		wg.Go(func() {
-			row, err := nodeagent.Register(ctx, pool, cluster, t.TempDir(), node(i+1))
+			row, err := nodeagent.Register(ctx, pool, cluster, t.TempDir(), testNode(i+1))
 			if err != nil {
 				t.Error(err)
 				return
@@ -91,12 +91,12 @@ func TestManyNodesRegisteringAtOnceGetDistinctPrefixes(t *testing.T) {
 func TestRegisterRefusesBadInput(t *testing.T) {
 	pool := testdb.New(t)
 	ctx := context.Background()
-	if _, err := nodeagent.Register(ctx, pool, netip.MustParsePrefix("10.0.0.0/8"), t.TempDir(), node(1)); err == nil {
+	if _, err := nodeagent.Register(ctx, pool, netip.MustParsePrefix("10.0.0.0/8"), t.TempDir(), testNode(1)); err == nil {
 		t.Fatal("an IPv4 cluster prefix was accepted")
 	}
 	state := t.TempDir()
 	os.WriteFile(filepath.Join(state, "node-id"), []byte("garbage"), 0o600)
-	if _, err := nodeagent.Register(ctx, pool, cluster, state, node(1)); err == nil {
+	if _, err := nodeagent.Register(ctx, pool, cluster, state, testNode(1)); err == nil {
 		t.Fatal("a corrupt node id file was accepted")
 	}
 }

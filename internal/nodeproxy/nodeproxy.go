@@ -51,11 +51,19 @@ type Proxy struct {
 	api    httpapi.Server
 }
 
-// New returns a proxy that admits requests carrying token.
-func New(token string, lookup Lookup, log *slog.Logger) *Proxy {
+// Dialer opens connections to instances.
+type Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// New returns a proxy that admits requests carrying token. dial may be nil
+// for a plain dialer; tests whose instances live in another network
+// namespace than the test pass one that dials from there.
+func New(token string, lookup Lookup, dial Dialer, log *slog.Logger) *Proxy {
 	p := &Proxy{token: []byte(token), lookup: lookup, api: httpapi.Server{Log: log}}
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
 	transport := &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dial,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   64, // per instance: the edge multiplexes many clients onto few nodes
 		IdleConnTimeout:       90 * time.Second,

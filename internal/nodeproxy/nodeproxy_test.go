@@ -35,7 +35,7 @@ func newFixture(t *testing.T) *fixture {
 	p := nodeproxy.New(token, func(_ context.Context, id uuid.UUID) (nodeproxy.Target, bool) {
 		tg, ok := f.instances[id]
 		return tg, ok
-	}, zlog.Discard())
+	}, nil, zlog.Discard())
 	f.proxy = httptest.NewServer(p)
 	t.Cleanup(f.proxy.Close)
 	return f

@@ -103,3 +103,6 @@ UPDATE instances
 SET restart_count = 0, updated_at = now()
 WHERE id = @id
 RETURNING *;
+
+-- name: InstanceGetForUpdate :one
+SELECT * FROM instances WHERE id = @id FOR UPDATE;

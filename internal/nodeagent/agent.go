@@ -1,0 +1,193 @@
+package nodeagent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+	"github.com/zeitwork/zeitwork/internal/runtime"
+)
+
+// Observer is what the node API reads from containerd.
+type Observer interface {
+	Status(ctx context.Context, id uuid.UUID) (runtime.Status, error)
+	List(ctx context.Context) ([]runtime.Status, error)
+}
+
+// Agent runs a node: heartbeats, convergence, the node API and the
+// node-proxy.
+type Agent struct {
+	Pool      *pgxpool.Pool
+	Node      db.Node
+	Converger *Converger
+	Observer  Observer
+	Events    func(ctx context.Context) (<-chan runtime.Event, error) // optional: wake on exits
+	Token     string                                                  // cluster token for the node API and the node-proxy
+	Version   string
+	Handler   string // the runtime handler instances run with
+	// Dial reaches instances for the node-proxy; nil dials from this
+	// process's network namespace, which is the node's in production.
+	Dial nodeproxy.Dialer
+
+	PollInterval      time.Duration // the safety net under LISTEN/NOTIFY
+	HeartbeatInterval time.Duration
+	Log               *slog.Logger
+
+	wake chan struct{}
+}
+
+// Wake makes the convergence loop run now.
+func (a *Agent) Wake() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves api and proxy listeners and converges until ctx ends.
+// Stopping the agent never stops instances: containerd's shims own them, and
+// the next agent adopts them.
+func (a *Agent) Run(ctx context.Context, api, proxy net.Listener) error {
+	a.wake = make(chan struct{}, 1)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.heartbeat(ctx) })
+	g.Go(func() error { return a.listen(ctx) })
+	g.Go(func() error { return a.converge(ctx) })
+	if a.Events != nil {
+		g.Go(func() error { return a.watchEvents(ctx) })
+	}
+	serve := func(l net.Listener, h http.Handler) {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	if api != nil {
+		serve(api, a.APIHandler())
+	}
+	if proxy != nil {
+		serve(proxy, nodeproxy.New(a.Token, a.lookup, a.Dial, a.Log))
+	}
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) lookup(_ context.Context, iid uuid.UUID) (nodeproxy.Target, bool) {
+	addr, healthy, ok := a.Converger.Target(iid)
+	return nodeproxy.Target{Addr: addr, Healthy: healthy}, ok
+}
+
+func (a *Agent) heartbeat(ctx context.Context) error {
+	t := time.NewTicker(a.HeartbeatInterval)
+	defer t.Stop()
+	q := db.New(a.Pool)
+	for {
+		if _, err := q.NodeHeartbeat(ctx, a.Node.ID); err != nil && ctx.Err() == nil {
+			a.Log.WarnContext(ctx, "heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// listen wakes the loop when the database says this node's instances
+// changed; if the connection drops it reconnects, and polling covers the gap.
+func (a *Agent) listen(ctx context.Context) error {
+	want := a.Node.ID.String()
+	for ctx.Err() == nil {
+		err := func() error {
+			pooled, err := a.Pool.Acquire(ctx)
+			if err != nil {
+				return err
+			}
+			// The connection stays LISTENing: take it out of the pool and
+			// close it when done, rather than hand it back to others.
+			conn := pooled.Hijack()
+			defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+			if _, err := conn.Exec(ctx, "LISTEN zeitwork_instances"); err != nil {
+				return err
+			}
+			a.Wake() // anything missed while not listening
+			for {
+				n, err := conn.WaitForNotification(ctx)
+				if err != nil {
+					return err
+				}
+				if n.Payload == want {
+					a.Wake()
+				}
+			}
+		}()
+		if ctx.Err() == nil {
+			a.Log.WarnContext(ctx, "listen for instance changes", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+func (a *Agent) converge(ctx context.Context) error {
+	for {
+		pending, err := a.Converger.Pass(ctx)
+		if err != nil && ctx.Err() == nil {
+			a.Log.WarnContext(ctx, "convergence pass failed", "err", err)
+		}
+		next := a.PollInterval
+		if pending > 0 {
+			// Something is starting: look again soon, so "healthy" is
+			// reported within a fraction of a second of being true.
+			next = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-a.wake:
+		case <-time.After(next):
+		}
+	}
+}
+
+func (a *Agent) watchEvents(ctx context.Context) error {
+	for ctx.Err() == nil {
+		ch, err := a.Events(ctx)
+		if err != nil {
+			a.Log.WarnContext(ctx, "runtime events", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		for range ch {
+			a.Wake()
+		}
+	}
+	return ctx.Err()
+}

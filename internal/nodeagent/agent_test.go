@@ -1,0 +1,379 @@
+package nodeagent_test
+
+// The node agent for real: containerd + runc, per-instance network
+// namespaces with the nftables policy, the node API and the node-proxy.
+// The "node" is a network namespace of the test's own, so the policy and
+// forwarding never touch the machine running the tests; the agent dials
+// instances from inside it.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sys/unix"
+
+	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+	"github.com/zeitwork/zeitwork/internal/runtime"
+	"github.com/zeitwork/zeitwork/internal/secret"
+	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+const clusterToken = "node-test-token"
+
+func randomTag() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// nodeNetns creates the network namespace that plays the node.
+func nodeNetns(t *testing.T, name string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "root (network namespaces)", fmt.Errorf("running as uid %d", os.Geteuid()))
+	}
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		testenv.Unavailable(t, "network namespaces (ip netns add)", fmt.Errorf("%v: %s", err, out))
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+	return "/run/netns/" + name
+}
+
+// dialFrom dials from inside the network namespace at path, as the agent
+// does on a real node, where that namespace is its own.
+func dialFrom(path string) nodeproxy.Dialer {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			// The thread is never unlocked: it dies with this goroutine
+			// instead of going back to the pool inside the namespace.
+			goruntime.LockOSThread()
+			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				ch <- result{nil, err}
+				return
+			}
+			defer unix.Close(fd)
+			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+				ch <- result{nil, err}
+				return
+			}
+			c, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
+			ch <- result{c, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
+}
+
+// appImage builds testdata/app into a FROM scratch image in the local registry.
+func appImage(t *testing.T) (repo, digest string) {
+	t.Helper()
+	reg := testenv.Registry(t)
+	bk := builder.BuildKit{Addr: testenv.Buildkit(t)}
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "app"), ".")
+	build.Dir = "testdata/app"
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build app: %v\n%s", err, out)
+	}
+	img, err := bk.Build(context.Background(), builder.Request{
+		ContextDir: dir, Dockerfile: []byte("FROM scratch\nCOPY app /app\nENTRYPOINT [\"/app\"]\n"),
+		Repository: "zeitwork-test/agent-app", Tag: "t" + randomTag(), Registry: builder.Registry{Host: reg, Insecure: true},
+	}, io.Discard)
+	if err != nil {
+		t.Fatalf("image: %v", err)
+	}
+	return img.Repository, img.Digest
+}
+
+type node struct {
+	t       *testing.T
+	api     string
+	proxy   string
+	rt      *runtime.Runtime
+	net     *network.Manager
+	cancel  context.CancelFunc
+	done    chan error
+	dial    nodeproxy.Dialer
+	row     db.Node
+	regHost string
+}
+
+// startAgent runs an agent on the node namespace; everything it makes is
+// found again by the next agent started with the same names.
+func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace, logDir, reg string, ring *secret.Ring) *node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	row, err := nodeagent.Register(ctx, p, network.DefaultCluster, state, nodeagent.Node{
+		Hostname: "worker-" + tag, InternalAddress: "127.0.0.1:" + tag, CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := runtime.New(ctx, runtime.Config{
+		Address: testenv.Containerd(t), Namespace: ctrNamespace, LogDir: logDir, PlainHTTPRegistries: []string{reg},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := network.DefaultConfig()
+	cfg.Table, cfg.LinkPrefix, cfg.NetnsPrefix, cfg.NodeNetns = "zwt"+tag, "zt"+tag[:3], "zwt"+tag+"-", nsPath
+	netm, err := network.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netm.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dial := dialFrom(nsPath)
+	policy := nodeagent.DefaultPolicy
+	policy.HealthDeadline, policy.StopGrace = 30*time.Second, 2*time.Second
+	log := zlog.Discard()
+	agent := &nodeagent.Agent{
+		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
+		PollInterval: 2 * time.Second, HeartbeatInterval: time.Second, Log: log,
+		Converger: &nodeagent.Converger{
+			Pool: p, NodeID: row.ID, Runtime: rt, Network: netm, Probe: nodeagent.HTTPProbe(dial), Secrets: ring, Policy: policy, Log: log,
+		},
+	}
+	apiL, _ := net.Listen("tcp", "127.0.0.1:0")
+	proxyL, _ := net.Listen("tcp", "127.0.0.1:0")
+	n := &node{t: t, api: "http://" + apiL.Addr().String(), proxy: "http://" + proxyL.Addr().String(), rt: rt, net: netm, cancel: cancel, done: make(chan error, 1), dial: dial, row: row, regHost: reg}
+	go func() { n.done <- agent.Run(ctx, apiL, proxyL) }()
+	return n
+}
+
+// stop stops the agent process as an upgrade would: instances keep running.
+func (n *node) stop() {
+	n.t.Helper()
+	n.cancel()
+	select {
+	case err := <-n.done:
+		if err != nil {
+			n.t.Fatalf("agent: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		n.t.Fatal("agent did not stop")
+	}
+	n.rt.Close()
+	n.net.Close()
+}
+
+func (n *node) call(method, path string, body any) (int, []byte) {
+	n.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, n.api+path, rd)
+	req.Header.Set("Authorization", "Bearer "+clusterToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (n *node) instance(iid uuid.UUID) nodeagent.Instance {
+	n.t.Helper()
+	code, b := n.call("GET", "/v1/instances/"+iid.String(), nil)
+	if code != 200 {
+		n.t.Fatalf("GET instance: %d %s", code, b)
+	}
+	var in nodeagent.Instance
+	json.Unmarshal(b, &in)
+	return in
+}
+
+func (n *node) waitState(iid uuid.UUID, want string, within time.Duration) nodeagent.Instance {
+	n.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		in := n.instance(iid)
+		if in.State == want {
+			return in
+		}
+		if in.State == "failed" || time.Now().After(deadline) {
+			n.t.Fatalf("instance %s is %s (%v), want %s", iid, in.State, in.StateReason, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// viaProxy sends a request through the node-proxy, as the edge does.
+func (n *node) viaProxy(iid uuid.UUID, path string) (int, string) {
+	n.t.Helper()
+	req, _ := http.NewRequest("GET", n.proxy+path, nil)
+	req.Host = "app.example.com"
+	req.Header.Set(nodeproxy.HeaderInstance, iid.String())
+	req.Header.Set(nodeproxy.HeaderToken, clusterToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
+	tag := randomTag()
+	nsPath := nodeNetns(t, "zwt"+tag+"-node")
+	repo, digest := appImage(t)
+	pool := testdb.New(t)
+	ctx := context.Background()
+	ring, _ := secret.ParseRing(secret.NewKey("k1"))
+
+	// A project with one variable, a deployment with its image.
+	org, proj, img, dep := id.New(), id.New(), id.New(), id.New()
+	slug := "p" + tag
+	for _, s := range []struct {
+		q    string
+		args []any
+	}{
+		{`INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, []any{org, slug}},
+		{`INSERT INTO projects (id, organisation_id, slug, name, health_check_path) VALUES ($1, $2, $3, 'App', '/healthz')`, []any{proj, org, slug}},
+		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, $3, 'v1', $4)`, []any{img, proj, repo, digest}},
+		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3)`, []any{dep, proj, img}},
+	} {
+		if _, err := pool.Exec(ctx, s.q, s.args...); err != nil {
+			t.Fatalf("%s: %v", s.q, err)
+		}
+	}
+	ct, kid := ring.Seal([]byte("hello from the vault"), secret.EnvContext(proj, "GREETING"))
+	if _, err := db.New(pool).EnvironmentVariableUpsert(ctx, db.EnvironmentVariableUpsertParams{ID: id.New(), ProjectID: proj, Name: "GREETING", ValueCiphertext: ct, KeyID: kid}); err != nil {
+		t.Fatal(err)
+	}
+
+	state, logDir, ctrNS := t.TempDir(), t.TempDir(), "zw-test-agent-"+tag
+	n := startAgent(t, pool, state, nsPath, tag, ctrNS, logDir, testenv.Registry(t), ring)
+	var ids []uuid.UUID
+	t.Cleanup(func() {
+		// Leave nothing running: stop every instance and the policy.
+		rt, err := runtime.New(context.Background(), runtime.Config{Address: testenv.Containerd(t), Namespace: ctrNS, LogDir: logDir})
+		if err == nil {
+			for _, iid := range ids {
+				rt.Stop(context.Background(), iid, time.Second)
+			}
+			rt.Close()
+		}
+		cfg := network.DefaultConfig()
+		cfg.Table, cfg.LinkPrefix, cfg.NetnsPrefix, cfg.NodeNetns = "zwt"+tag, "zt"+tag[:3], "zwt"+tag+"-", nsPath
+		if m, err := network.New(cfg); err == nil {
+			m.Reset(context.Background())
+			m.Close()
+		}
+	})
+
+	// Bad requests are refused before anything is written.
+	if code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": id.New(), "port": 8080, "cpu_millis": 250, "memory_mb": 128}); code != 404 {
+		t.Fatalf("unknown deployment: %d %s", code, b)
+	}
+	if code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": dep, "port": 0, "cpu_millis": 250, "memory_mb": 128}); code != 422 {
+		t.Fatalf("port 0: %d %s", code, b)
+	}
+
+	start := time.Now()
+	for range 2 {
+		code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": dep, "port": 8080, "cpu_millis": 250, "memory_mb": 128})
+		if code != 201 {
+			t.Fatalf("create instance: %d %s", code, b)
+		}
+		var in nodeagent.Instance
+		json.Unmarshal(b, &in)
+		ids = append(ids, in.ID)
+	}
+	a := n.waitState(ids[0], "healthy", 60*time.Second)
+	b := n.waitState(ids[1], "healthy", 60*time.Second)
+	t.Logf("two instances healthy %s after they were requested", time.Since(start).Round(time.Millisecond))
+	if a.Runtime == nil || a.Runtime.State != "running" || a.Runtime.PID == 0 {
+		t.Fatalf("instance A as containerd sees it: %+v", a.Runtime)
+	}
+
+	// The node-proxy reaches each instance at its own address, with the
+	// project's decrypted variable in its environment.
+	for _, in := range []nodeagent.Instance{a, b} {
+		code, body := n.viaProxy(in.ID, "/")
+		if code != 200 || body != in.Address+" hello from the vault" {
+			t.Fatalf("via node-proxy to %s: %d %q", in.Address, code, body)
+		}
+	}
+	// A cannot reach B; the node can.
+	code, body := n.viaProxy(a.ID, "/dial?addr="+net.JoinHostPort(b.Address, "8080"))
+	if code != 200 || !strings.HasPrefix(body, "error") {
+		t.Fatalf("instance A reached instance B: %d %q", code, body)
+	}
+	c, err := n.dial(ctx, "tcp", net.JoinHostPort(b.Address, "8080"))
+	if err != nil {
+		t.Fatalf("the node cannot reach B: %v", err)
+	}
+	c.Close()
+
+	// Restart the agent: the instances keep running, the same processes.
+	n.stop()
+	n = startAgent(t, pool, state, nsPath, tag, ctrNS, logDir, testenv.Registry(t), ring)
+	again := n.waitState(a.ID, "healthy", 30*time.Second)
+	if again.Runtime.PID != a.Runtime.PID {
+		t.Fatalf("agent restart restarted instance A: pid %d → %d", a.Runtime.PID, again.Runtime.PID)
+	}
+	if code, body := n.viaProxy(b.ID, "/"); code != 200 || !strings.HasPrefix(body, b.Address) {
+		t.Fatalf("after the agent restart: %d %q", code, body)
+	}
+
+	// Stop A through the node API: it ends stopped and its namespace goes.
+	if code, b := n.call("PUT", "/v1/instances/"+a.ID.String()+"/state", map[string]string{"state": "stopped"}); code != 200 {
+		t.Fatalf("stop: %d %s", code, b)
+	}
+	stopped := n.waitState(a.ID, "stopped", 30*time.Second)
+	if stopped.Runtime.State != "missing" {
+		t.Fatalf("stopped instance still in containerd: %+v", stopped.Runtime)
+	}
+	if _, err := os.Stat("/run/netns/zwt" + tag + "-" + a.ID.String()); !os.IsNotExist(err) {
+		t.Fatalf("stopped instance's network namespace remains: %v", err)
+	}
+	if code, _ := n.viaProxy(a.ID, "/"); code != 502 {
+		t.Fatalf("node-proxy to a stopped instance: %d", code)
+	}
+	if code, b := n.call("PUT", "/v1/instances/"+a.ID.String()+"/state", map[string]string{"state": "paused"}); code != 422 {
+		t.Fatalf("unknown state: %d %s", code, b)
+	}
+	if code, _ := n.call("DELETE", "/v1/instances/"+a.ID.String(), nil); code != 204 {
+		t.Fatalf("delete stopped instance: %d", code)
+	}
+	n.stop()
+}

@@ -1,0 +1,3 @@
+module zeitwork.test/app
+
+go 1.22
