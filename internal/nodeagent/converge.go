@@ -81,7 +81,7 @@ type Converger struct {
 	mu         sync.Mutex
 	current    map[uuid.UUID]db.Instance // as last read and reported: the node-proxy routes by it
 	started    map[uuid.UUID]time.Time   // when the current run of an instance began
-	retryAt    map[uuid.UUID]time.Time // crashed: not before this
+	retryAt    map[uuid.UUID]time.Time   // crashed: not before this
 	pullFailed map[uuid.UUID]int
 }
 
