@@ -11,6 +11,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/zeitwork/zeitwork/internal/cli/version"
 	"github.com/zeitwork/zeitwork/internal/config"
 )
 
@@ -51,7 +52,7 @@ func commands() []command {
 	return []command{
 		{"api", "role", "public API (/v1) and dashboard", notBuilt[config.API]("the public API")},
 		{"operator", "role", "scheduler, deployment lifecycle, management API", notBuilt[config.Operator]("the operator (issue #5)")},
-		{"nodeagent", "role", "runs instances on a worker node, node-proxy", notBuilt[config.NodeAgent]("the node agent (issue #3)")},
+		{"nodeagent", "role", "runs instances on a worker node, node-proxy", runNodeAgent},
 		{"builder", "role", "builds images from source with BuildKit", notBuilt[config.Builder]("the image builder (issue #4)")},
 		{"edge", "role", "TLS edge proxy routing hosts to instances", notBuilt[config.Edge]("the edge proxy (issue #6)")},
 		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
@@ -63,9 +64,6 @@ func commands() []command {
 		{"version", "client", "print the version", runVersion},
 	}
 }
-
-// Version is set at build time with -ldflags "-X ...cli.Version=...".
-var Version = "dev"
 
 // usageError is a mistake on the command line or in the configuration.
 type usageError struct{ err error }
@@ -137,6 +135,6 @@ func notBuiltPlain(what string) func(context.Context, Env, []string) error {
 }
 
 func runVersion(_ context.Context, env Env, _ []string) error {
-	fmt.Fprintln(env.Stdout, "zeitwork", Version)
+	fmt.Fprintln(env.Stdout, "zeitwork", version.Version)
 	return nil
 }

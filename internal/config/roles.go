@@ -2,6 +2,7 @@ package config
 
 import (
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -73,13 +74,36 @@ type Operator struct {
 
 // NodeAgent configures `zeitwork nodeagent`.
 type NodeAgent struct {
-	Log            zlog.Config
-	Database       Database
-	Addr           string `env:"NODEAGENT_ADDR" envDefault:":8082"`
+	Log      zlog.Config
+	Database Database
+	// InternalAddress is where the edge reaches this node's node-proxy
+	// (host:port on the private network); it also identifies the node.
+	InternalAddress string       `env:"NODE_INTERNAL_ADDRESS,required,notEmpty"`
+	Region          string       `env:"NODE_REGION"`
+	StateDir        string       `env:"NODE_STATE_DIR" envDefault:"/var/lib/zeitwork/nodeagent"`
+	CPUMillis       int32        `env:"NODE_CPU_MILLIS"` // 0: all of the machine's CPUs
+	MemoryMB        int32        `env:"NODE_MEMORY_MB"`  // 0: the machine's memory less 10%
+	ClusterPrefix   netip.Prefix `env:"CLUSTER_PREFIX" envDefault:"fd7a:7765:7400::/48"`
+	ClusterToken    Secret       `env:"CLUSTER_TOKEN,required,notEmpty"`
+	APIAddr         string       `env:"NODEAGENT_ADDR" envDefault:":8082"`
+	ProxyAddr       string       `env:"NODEPROXY_ADDR" envDefault:":8090"`
+	// Uplink is the interface instances' egress leaves by (NAT); empty:
+	// instances have no egress.
+	Uplink         string `env:"NETWORK_UPLINK"`
 	ContainerdAddr string `env:"CONTAINERD_ADDR" envDefault:"/run/containerd/containerd.sock"`
+	Namespace      string `env:"CONTAINERD_NAMESPACE" envDefault:"zeitwork"`
 	// RuntimeHandler is the containerd runtime: io.containerd.kata.v2 in
 	// production, io.containerd.runc.v2 where there is no KVM.
-	RuntimeHandler string `env:"RUNTIME_HANDLER" envDefault:"io.containerd.runc.v2"`
+	RuntimeHandler    string        `env:"RUNTIME_HANDLER" envDefault:"io.containerd.runc.v2"`
+	RuntimeConfigPath string        `env:"RUNTIME_CONFIG_PATH"`
+	Snapshotter       string        `env:"CONTAINERD_SNAPSHOTTER"`
+	LogDir            string        `env:"INSTANCE_LOG_DIR" envDefault:"/var/log/zeitwork/instances"`
+	RegistryUsername  string        `env:"REGISTRY_USERNAME"`
+	RegistryPassword  Secret        `env:"REGISTRY_PASSWORD"`
+	PlainHTTP         []string      `env:"REGISTRY_PLAIN_HTTP"` // registry hosts spoken to without TLS (dev only)
+	SecretsKeys       string        `env:"SECRETS_KEYS"`        // see internal/secret; needed for projects with variables
+	PollInterval      time.Duration `env:"NODE_POLL_INTERVAL" envDefault:"5s"`
+	HeartbeatInterval time.Duration `env:"NODE_HEARTBEAT_INTERVAL" envDefault:"5s"`
 }
 
 // Builder configures `zeitwork builder`.

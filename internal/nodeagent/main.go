@@ -1,0 +1,127 @@
+package nodeagent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zeitwork/zeitwork/internal/cli/version"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/runtime"
+	"github.com/zeitwork/zeitwork/internal/secret"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// Main runs `zeitwork nodeagent` until ctx ends.
+func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
+	var ring *secret.Ring
+	if cfg.SecretsKeys != "" {
+		r, err := secret.ParseRing(cfg.SecretsKeys)
+		if err != nil {
+			return &config.Error{Problems: []config.Problem{{Var: "SECRETS_KEYS", Reason: err.Error()}}}
+		}
+		ring = r
+	}
+	cpu, mem := cfg.CPUMillis, cfg.MemoryMB
+	if cpu == 0 {
+		cpu = int32(goruntime.NumCPU() * 1000)
+	}
+	if mem == 0 {
+		total, err := memTotalMB()
+		if err != nil {
+			return fmt.Errorf("NODE_MEMORY_MB is not set and the machine's memory is unknown: %w", err)
+		}
+		mem = total * 9 / 10 // the rest is the node's own
+	}
+	hostname, _ := os.Hostname()
+
+	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
+	if err != nil {
+		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
+	}
+	defer pool.Close()
+	node, err := Register(ctx, pool, cfg.ClusterPrefix, cfg.StateDir, Node{
+		Hostname: hostname, InternalAddress: cfg.InternalAddress, Region: cfg.Region,
+		CPUMillis: cpu, MemoryMB: mem, AgentVersion: version.Version,
+	})
+	if err != nil {
+		return err
+	}
+	log = log.With("node_id", node.ID)
+	log.InfoContext(ctx, "node registered", "ipv6_prefix", node.Ipv6Prefix, "cpu_millis", cpu, "memory_mb", mem)
+
+	rt, err := runtime.New(ctx, runtime.Config{
+		Address: cfg.ContainerdAddr, Namespace: cfg.Namespace, RuntimeHandler: cfg.RuntimeHandler,
+		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Snapshotter, LogDir: cfg.LogDir,
+		PlainHTTPRegistries: cfg.PlainHTTP, Logger: zlog.Component(log, "runtime"),
+	})
+	if err != nil {
+		return err
+	}
+	defer rt.Close() // instances keep running: the shims own them
+
+	ncfg := network.DefaultConfig()
+	ncfg.Cluster, ncfg.Uplink, ncfg.Logger = cfg.ClusterPrefix, cfg.Uplink, zlog.Component(log, "network")
+	netm, err := network.New(ncfg)
+	if err != nil {
+		return err
+	}
+	defer netm.Close()
+	if err := netm.Apply(ctx); err != nil {
+		return fmt.Errorf("network policy: %w", err)
+	}
+
+	policy := DefaultPolicy
+	if cfg.RegistryUsername != "" {
+		policy.RegistryAuth = &runtime.Auth{Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}
+	}
+	agent := &Agent{
+		Pool: pool, Node: node, Observer: rt, Events: rt.Events, Token: cfg.ClusterToken.Reveal(),
+		Version: version.Version, Handler: cfg.RuntimeHandler,
+		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
+		Converger: &Converger{
+			Pool: pool, NodeID: node.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(nil),
+			Secrets: ring, Policy: policy, Log: zlog.Component(log, "converge"),
+		},
+	}
+	api, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("NODEAGENT_ADDR %s: %w", cfg.APIAddr, err)
+	}
+	proxy, err := net.Listen("tcp", cfg.ProxyAddr)
+	if err != nil {
+		api.Close()
+		return fmt.Errorf("NODEPROXY_ADDR %s: %w", cfg.ProxyAddr, err)
+	}
+	log.InfoContext(ctx, "node agent serving", "api", api.Addr().String(), "proxy", proxy.Addr().String(), "runtime_handler", cfg.RuntimeHandler)
+	return agent.Run(ctx, api, proxy)
+}
+
+func memTotalMB() (int32, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseInt(fields[1], 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			return int32(kb / 1024), nil
+		}
+	}
+	return 0, fmt.Errorf("no MemTotal in /proc/meminfo")
+}
