@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 type Observer interface {
 	Status(ctx context.Context, id uuid.UUID) (runtime.Status, error)
 	List(ctx context.Context) ([]runtime.Status, error)
+	Logs(ctx context.Context, id uuid.UUID, follow bool) (io.ReadCloser, error)
 }
 
 // Agent runs a node: heartbeats, convergence, the node API and the
@@ -58,6 +60,11 @@ func (a *Agent) Wake() {
 // the next agent adopts them.
 func (a *Agent) Run(ctx context.Context, api, proxy net.Listener) error {
 	a.wake = make(chan struct{}, 1)
+	// Adopt what already runs before serving: a restarted agent's
+	// node-proxy must know its instances from the first request on.
+	if _, err := a.Converger.Pass(ctx); err != nil {
+		a.Log.WarnContext(ctx, "first convergence pass failed", "err", err)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.heartbeat(ctx) })
 	g.Go(func() error { return a.listen(ctx) })

@@ -159,7 +159,7 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 	}
 	dial := dialFrom(nsPath)
 	policy := nodeagent.DefaultPolicy
-	policy.HealthDeadline, policy.StopGrace = 30*time.Second, 2*time.Second
+	policy.HealthDeadline, policy.StopGrace = 8*time.Second, 2*time.Second
 	log := zlog.Discard()
 	agent := &nodeagent.Agent{
 		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
@@ -251,54 +251,116 @@ func (n *node) viaProxy(iid uuid.UUID, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
-	tag := randomTag()
-	nsPath := nodeNetns(t, "zwt"+tag+"-node")
-	repo, digest := appImage(t)
-	pool := testdb.New(t)
-	ctx := context.Background()
-	ring, _ := secret.ParseRing(secret.NewKey("k1"))
+// world is one node with its agent and a database to drive it.
+type world struct {
+	t      *testing.T
+	pool   *pgxpool.Pool
+	tag    string
+	nsPath string
+	ring   *secret.Ring
+	repo   string
+	digest string
+	state  string
+	logDir string
+	ctrNS  string
+	ids    []uuid.UUID
+}
 
-	// A project with one variable, a deployment with its image.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{t: t, tag: randomTag()}
+	w.nsPath = nodeNetns(t, "zwt"+w.tag+"-node")
+	w.repo, w.digest = appImage(t)
+	w.pool = testdb.New(t)
+	w.ring, _ = secret.ParseRing(secret.NewKey("k1"))
+	w.state, w.logDir, w.ctrNS = t.TempDir(), t.TempDir(), "zw-test-agent-"+w.tag
+	t.Cleanup(func() {
+		// Leave nothing running: stop every instance and the policy.
+		rt, err := runtime.New(context.Background(), runtime.Config{Address: testenv.Containerd(t), Namespace: w.ctrNS, LogDir: w.logDir})
+		if err == nil {
+			list, _ := rt.List(context.Background())
+			for _, s := range list {
+				rt.Stop(context.Background(), s.InstanceID, time.Second)
+			}
+			rt.Close()
+		}
+		cfg := network.DefaultConfig()
+		cfg.Table, cfg.LinkPrefix, cfg.NetnsPrefix, cfg.NodeNetns = "zwt"+w.tag, "zt"+w.tag[:3], "zwt"+w.tag+"-", w.nsPath
+		if m, err := network.New(cfg); err == nil {
+			m.Reset(context.Background())
+			m.Close()
+		}
+	})
+	return w
+}
+
+func (w *world) agent() *node {
+	return startAgent(w.t, w.pool, w.state, w.nsPath, w.tag, w.ctrNS, w.logDir, testenv.Registry(w.t), w.ring)
+}
+
+// deployment creates a project with vars and a deployment of digest.
+func (w *world) deployment(digest string, vars map[string]string) uuid.UUID {
+	w.t.Helper()
+	ctx := context.Background()
 	org, proj, img, dep := id.New(), id.New(), id.New(), id.New()
-	slug := "p" + tag
+	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
 	for _, s := range []struct {
 		q    string
 		args []any
 	}{
 		{`INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, []any{org, slug}},
 		{`INSERT INTO projects (id, organisation_id, slug, name, health_check_path) VALUES ($1, $2, $3, 'App', '/healthz')`, []any{proj, org, slug}},
-		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, $3, 'v1', $4)`, []any{img, proj, repo, digest}},
+		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, $3, $4, $5)`, []any{img, proj, w.repo, dep.String(), digest}},
 		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3)`, []any{dep, proj, img}},
 	} {
-		if _, err := pool.Exec(ctx, s.q, s.args...); err != nil {
-			t.Fatalf("%s: %v", s.q, err)
+		if _, err := w.pool.Exec(ctx, s.q, s.args...); err != nil {
+			w.t.Fatalf("%s: %v", s.q, err)
 		}
 	}
-	ct, kid := ring.Seal([]byte("hello from the vault"), secret.EnvContext(proj, "GREETING"))
-	if _, err := db.New(pool).EnvironmentVariableUpsert(ctx, db.EnvironmentVariableUpsertParams{ID: id.New(), ProjectID: proj, Name: "GREETING", ValueCiphertext: ct, KeyID: kid}); err != nil {
-		t.Fatal(err)
+	for name, value := range vars {
+		ct, kid := w.ring.Seal([]byte(value), secret.EnvContext(proj, name))
+		if _, err := db.New(w.pool).EnvironmentVariableUpsert(ctx, db.EnvironmentVariableUpsertParams{ID: id.New(), ProjectID: proj, Name: name, ValueCiphertext: ct, KeyID: kid}); err != nil {
+			w.t.Fatal(err)
+		}
 	}
+	return dep
+}
 
-	state, logDir, ctrNS := t.TempDir(), t.TempDir(), "zw-test-agent-"+tag
-	n := startAgent(t, pool, state, nsPath, tag, ctrNS, logDir, testenv.Registry(t), ring)
-	var ids []uuid.UUID
-	t.Cleanup(func() {
-		// Leave nothing running: stop every instance and the policy.
-		rt, err := runtime.New(context.Background(), runtime.Config{Address: testenv.Containerd(t), Namespace: ctrNS, LogDir: logDir})
-		if err == nil {
-			for _, iid := range ids {
-				rt.Stop(context.Background(), iid, time.Second)
+func (n *node) create(dep uuid.UUID, memoryMB int) uuid.UUID {
+	n.t.Helper()
+	code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": dep, "port": 8080, "cpu_millis": 250, "memory_mb": memoryMB})
+	if code != 201 {
+		n.t.Fatalf("create instance: %d %s", code, b)
+	}
+	var in nodeagent.Instance
+	json.Unmarshal(b, &in)
+	return in.ID
+}
+
+// waitFinal waits until the instance reaches one of states.
+func (n *node) waitFinal(iid uuid.UUID, within time.Duration, states ...string) nodeagent.Instance {
+	n.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		in := n.instance(iid)
+		for _, s := range states {
+			if in.State == s {
+				return in
 			}
-			rt.Close()
 		}
-		cfg := network.DefaultConfig()
-		cfg.Table, cfg.LinkPrefix, cfg.NetnsPrefix, cfg.NodeNetns = "zwt"+tag, "zt"+tag[:3], "zwt"+tag+"-", nsPath
-		if m, err := network.New(cfg); err == nil {
-			m.Reset(context.Background())
-			m.Close()
+		if time.Now().After(deadline) {
+			n.t.Fatalf("instance %s is %s (%v), want one of %v", iid, in.State, in.StateReason, states)
 		}
-	})
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	dep := w.deployment(w.digest, map[string]string{"GREETING": "hello from the vault"})
+
+	n := w.agent()
 
 	// Bad requests are refused before anything is written.
 	if code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": id.New(), "port": 8080, "cpu_millis": 250, "memory_mb": 128}); code != 404 {
@@ -309,15 +371,7 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	}
 
 	start := time.Now()
-	for range 2 {
-		code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": dep, "port": 8080, "cpu_millis": 250, "memory_mb": 128})
-		if code != 201 {
-			t.Fatalf("create instance: %d %s", code, b)
-		}
-		var in nodeagent.Instance
-		json.Unmarshal(b, &in)
-		ids = append(ids, in.ID)
-	}
+	ids := []uuid.UUID{n.create(dep, 128), n.create(dep, 128)}
 	a := n.waitState(ids[0], "healthy", 60*time.Second)
 	b := n.waitState(ids[1], "healthy", 60*time.Second)
 	t.Logf("two instances healthy %s after they were requested", time.Since(start).Round(time.Millisecond))
@@ -333,6 +387,11 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 			t.Fatalf("via node-proxy to %s: %d %q", in.Address, code, body)
 		}
 	}
+	// What the instance printed is captured and served by the node API.
+	if code, logs := n.call("GET", "/v1/instances/"+a.ID.String()+"/logs", nil); code != 200 || !strings.Contains(string(logs), "listening on port 8080") {
+		t.Fatalf("logs: %d %q", code, logs)
+	}
+
 	// A cannot reach B; the node can.
 	code, body := n.viaProxy(a.ID, "/dial?addr="+net.JoinHostPort(b.Address, "8080"))
 	if code != 200 || !strings.HasPrefix(body, "error") {
@@ -346,7 +405,7 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 
 	// Restart the agent: the instances keep running, the same processes.
 	n.stop()
-	n = startAgent(t, pool, state, nsPath, tag, ctrNS, logDir, testenv.Registry(t), ring)
+	n = w.agent()
 	again := n.waitState(a.ID, "healthy", 30*time.Second)
 	if again.Runtime.PID != a.Runtime.PID {
 		t.Fatalf("agent restart restarted instance A: pid %d → %d", a.Runtime.PID, again.Runtime.PID)
@@ -363,7 +422,7 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	if stopped.Runtime.State != "missing" {
 		t.Fatalf("stopped instance still in containerd: %+v", stopped.Runtime)
 	}
-	if _, err := os.Stat("/run/netns/zwt" + tag + "-" + a.ID.String()); !os.IsNotExist(err) {
+	if _, err := os.Stat("/run/netns/zwt" + w.tag + "-" + a.ID.String()); !os.IsNotExist(err) {
 		t.Fatalf("stopped instance's network namespace remains: %v", err)
 	}
 	if code, _ := n.viaProxy(a.ID, "/"); code != 502 {
@@ -376,4 +435,45 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 		t.Fatalf("delete stopped instance: %d", code)
 	}
 	n.stop()
+}
+
+// TestAgentReportsBadInstances: each kind of broken instance ends in a
+// state with the reason, never a stuck "starting", while a good instance
+// beside them keeps serving.
+func TestAgentReportsBadInstances(t *testing.T) {
+	w := newWorld(t)
+	n := w.agent()
+	defer n.stop()
+
+	good := n.create(w.deployment(w.digest, nil), 128)
+	noImage := n.create(w.deployment("sha256:"+strings.Repeat("0", 64), nil), 128)
+	crashes := n.create(w.deployment(w.digest, map[string]string{"EXIT_CODE": "3"}), 128)
+	tooSmall := n.create(w.deployment(w.digest, map[string]string{"ALLOC_MB": "96"}), 32)
+	silent := n.create(w.deployment(w.digest, map[string]string{"NO_LISTEN": "1"}), 128)
+
+	for _, tc := range []struct {
+		name   string
+		id     uuid.UUID
+		states []string
+		reason string
+	}{
+		{"image that does not exist", noImage, []string{"failed"}, "cannot pull image"},
+		{"command that exits at once", crashes, []string{"unhealthy", "failed"}, "exited with code 3"},
+		{"memory limit too small", tooSmall, []string{"failed", "unhealthy"}, "more than its 32 MiB of memory"},
+	} {
+		in := n.waitFinal(tc.id, 60*time.Second, tc.states...)
+		if in.StateReason == nil || !strings.Contains(*in.StateReason, tc.reason) {
+			t.Errorf("%s: %s with reason %v, want it to mention %q", tc.name, in.State, in.StateReason, tc.reason)
+		}
+		t.Logf("%s → %s: %s", tc.name, in.State, *in.StateReason)
+	}
+	if in := n.waitState(good, "healthy", 60*time.Second); in.Runtime.State != "running" {
+		t.Fatalf("the good instance: %+v", in)
+	}
+	// An app that never listens stays "starting" only until the health
+	// deadline (8 s in these tests), then is reported unhealthy.
+	in := n.waitFinal(silent, 90*time.Second, "unhealthy")
+	if !strings.Contains(*in.StateReason, "health check GET /healthz on port 8080 failed") {
+		t.Fatalf("silent app: %v", *in.StateReason)
+	}
 }

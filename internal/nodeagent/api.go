@@ -28,6 +28,7 @@ func (a *Agent) APIHandler() http.Handler {
 	route("GET /v1/instances/{id}", a.getInstance)
 	route("PUT /v1/instances/{id}/state", a.setState)
 	route("DELETE /v1/instances/{id}", a.deleteInstance)
+	route("GET /v1/instances/{id}/logs", a.instanceLogs)
 	return s.Router(mux)
 }
 
@@ -239,4 +240,43 @@ func (a *Agent) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 	a.Wake()
 	httpapi.WriteJSON(w, http.StatusAccepted, map[string]string{"status": "stopping", "detail": "the instance is being stopped; DELETE again once it has stopped to remove it"})
 	return nil
+}
+
+// instanceLogs streams an instance's stdout and stderr as captured on this
+// node (bounded and rotated by the runtime); ?follow=true keeps the
+// response open for new lines until the client goes away.
+func (a *Agent) instanceLogs(w http.ResponseWriter, r *http.Request) error {
+	iid, err := a.instanceID(r)
+	if err != nil {
+		return err
+	}
+	follow := r.URL.Query().Get("follow") == "true"
+	in, err := db.New(a.Pool).InstanceGetByID(r.Context(), iid)
+	if err != nil || in.NodeID != a.Node.ID {
+		return httpapi.NotFound("instance %s is not on this node", iid)
+	}
+	rc, err := a.Observer.Logs(r.Context(), iid, follow)
+	if errors.Is(err, runtime.ErrNotFound) {
+		return httpapi.NotFound("instance %s has no logs on this node", iid)
+	}
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	flusher := http.NewResponseController(w)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil // the client went away
+			}
+			_ = flusher.Flush()
+		}
+		if err != nil {
+			return nil // EOF, or the follow ended with the request
+		}
+	}
 }
