@@ -89,7 +89,11 @@ type NodeAgent struct {
 	ProxyAddr       string       `env:"NODEPROXY_ADDR" envDefault:":8090"`
 	// Uplink is the interface instances' egress leaves by (NAT); empty:
 	// instances have no egress.
-	Uplink         string `env:"NETWORK_UPLINK"`
+	Uplink string `env:"NETWORK_UPLINK"`
+	// NodeNetns, when set, is the network namespace that plays this node
+	// (several simulated workers on one machine: `zeitwork dev`). Empty in
+	// production: the agent's own namespace is the node's.
+	NodeNetns      string `env:"NETWORK_NODE_NETNS"`
 	ContainerdAddr string `env:"CONTAINERD_ADDR" envDefault:"/run/containerd/containerd.sock"`
 	Namespace      string `env:"CONTAINERD_NAMESPACE" envDefault:"zeitwork"`
 	// RuntimeHandler is the containerd runtime: io.containerd.kata.v2 in

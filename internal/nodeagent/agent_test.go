@@ -19,14 +19,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/sys/unix"
 
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/db"
@@ -63,37 +61,6 @@ func nodeNetns(t *testing.T, name string) string {
 		t.Fatalf("lo up: %v %s", err, out)
 	}
 	return "/run/netns/" + name
-}
-
-// dialFrom dials from inside the network namespace at path, as the agent
-// does on a real node, where that namespace is its own.
-func dialFrom(path string) nodeproxy.Dialer {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			// The thread is never unlocked: it dies with this goroutine
-			// instead of going back to the pool inside the namespace.
-			goruntime.LockOSThread()
-			fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-			if err != nil {
-				ch <- result{nil, err}
-				return
-			}
-			defer unix.Close(fd)
-			if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-				ch <- result{nil, err}
-				return
-			}
-			c, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
-			ch <- result{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
-	}
 }
 
 // appImage builds testdata/app into a FROM scratch image in the local registry.
@@ -157,7 +124,7 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 	if err := netm.Apply(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dial := dialFrom(nsPath)
+	dial := nodeproxy.Dialer(network.DialFrom(nsPath))
 	policy := nodeagent.DefaultPolicy
 	policy.HealthDeadline, policy.StopGrace = 8*time.Second, 2*time.Second
 	log := zlog.Discard()

@@ -70,7 +70,14 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	defer rt.Close() // instances keep running: the shims own them
 
 	ncfg := network.DefaultConfig()
-	ncfg.Cluster, ncfg.Uplink, ncfg.Logger = cfg.ClusterPrefix, cfg.Uplink, zlog.Component(log, "network")
+	ncfg.Cluster, ncfg.Uplink, ncfg.NodeNetns, ncfg.Logger = cfg.ClusterPrefix, cfg.Uplink, cfg.NodeNetns, zlog.Component(log, "network")
+	if cfg.NodeNetns != "" {
+		// Several agents on one machine: each owns its table, links and
+		// namespaces under its own names.
+		tag := node.ID.String()[30:]
+		ncfg.Table, ncfg.LinkPrefix, ncfg.NetnsPrefix = "zw"+tag, "z"+tag[:4], "zw-"+tag+"-"
+	}
+	dial := network.DialFrom(cfg.NodeNetns)
 	netm, err := network.New(ncfg)
 	if err != nil {
 		return err
@@ -86,10 +93,10 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	}
 	agent := &Agent{
 		Pool: pool, Node: node, Observer: rt, Events: rt.Events, Token: cfg.ClusterToken.Reveal(),
-		Version: version.Version, Handler: cfg.RuntimeHandler,
+		Version: version.Version, Handler: cfg.RuntimeHandler, Dial: dial,
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
 		Converger: &Converger{
-			Pool: pool, NodeID: node.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(nil),
+			Pool: pool, NodeID: node.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
 			Secrets: ring, Policy: policy, Log: zlog.Component(log, "converge"),
 		},
 	}
