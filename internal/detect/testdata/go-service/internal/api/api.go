@@ -1,0 +1,2 @@
+// Package api is the service.
+package api
