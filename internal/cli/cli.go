@@ -53,7 +53,7 @@ func commands() []command {
 		{"api", "role", "public API (/v1) and dashboard", notBuilt[config.API]("the public API")},
 		{"operator", "role", "scheduler, deployment lifecycle, management API", notBuilt[config.Operator]("the operator (issue #5)")},
 		{"nodeagent", "role", "runs instances on a worker node, node-proxy", runNodeAgent},
-		{"builder", "role", "builds images from source with BuildKit", notBuilt[config.Builder]("the image builder (issue #4)")},
+		{"builder", "role", "builds images from source with BuildKit", runBuilder},
 		{"edge", "role", "TLS edge proxy routing hosts to instances", notBuilt[config.Edge]("the edge proxy (issue #6)")},
 		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
 		{"dev", "role", "the whole platform on this machine", runDev},

@@ -115,8 +115,22 @@ type Builder struct {
 	Log          zlog.Config
 	Database     Database
 	Queue        Queue
+	S3           S3
+	BuilderID    string `env:"BUILDER_ID"` // default: hostname
 	BuildkitAddr string `env:"BUILDKIT_ADDR,required,notEmpty"`
 	RegistryAddr string `env:"REGISTRY_ADDR,required,notEmpty"`
+	// RegistryInsecure speaks plain HTTP to the registry (dev only).
+	RegistryInsecure bool   `env:"REGISTRY_INSECURE"`
+	RegistryUsername string `env:"REGISTRY_USERNAME"`
+	RegistryPassword Secret `env:"REGISTRY_PASSWORD"`
+	// BaseImageMirror is the registry generated Dockerfiles pull their base
+	// images through (a pull-through cache of Docker Hub in production).
+	BaseImageMirror  string        `env:"BASE_IMAGE_MIRROR" envDefault:"docker.io"`
+	GitHubAppID      int64         `env:"GITHUB_APP_ID"`
+	GitHubPrivateKey Secret        `env:"GITHUB_APP_PRIVATE_KEY"`
+	GitHubAPIURL     string        `env:"GITHUB_API_URL"`
+	BuildTimeout     time.Duration `env:"BUILD_TIMEOUT" envDefault:"15m"`
+	BuildLease       time.Duration `env:"BUILD_LEASE" envDefault:"30s"`
 }
 
 // Edge configures `zeitwork edge`.

@@ -1,0 +1,311 @@
+// Command nodeagent measures the node agent as a separate process on the
+// real stack (containerd + runc, the nftables policy, Postgres):
+//
+//   - time from "instance assigned" (row written) to "healthy", with the
+//     image not yet on the node and with it cached;
+//   - the same, 50 instances at once, and so instances converged per second;
+//   - the agent's memory (RSS) at rest and with 50 instances;
+//   - the reference: the runtime alone (pull + create + start + first HTTP
+//     answer, no database, no network policy), in the same run.
+//
+// Run it with bench/nodeagent/run.sh (root, after scripts/deps.sh up).
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/runtime"
+)
+
+func main() {
+	bin := flag.String("zeitwork", "", "path to the zeitwork binary")
+	adminURL := flag.String("db", "postgres://zeitwork:zeitwork@127.0.0.1:25432/zeitwork?sslmode=disable", "admin database URL")
+	reg := flag.String("registry", "127.0.0.1:25000", "registry")
+	bk := flag.String("buildkit", "unix:///run/zeitwork-dev/buildkitd.sock", "buildkitd")
+	ctrd := flag.String("containerd", "/run/zeitwork-dev/containerd.sock", "containerd socket")
+	n := flag.Int("n", 50, "instances in the batch")
+	flag.Parse()
+	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *n); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
+	ctx := context.Background()
+	tag := id.New().String()[30:]
+	work, err := os.MkdirTemp("", "zw-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	// A database of its own, migrated by the binary under test.
+	dbName := "zw_bench_" + tag
+	admin, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+dbName); err != nil {
+		return err
+	}
+	defer admin.Exec(context.Background(), "DROP DATABASE "+dbName+" WITH (FORCE)") //nolint:errcheck
+	dbURL := strings.Replace(adminURL, "/zeitwork?", "/"+dbName+"?", 1)
+	if out, err := exec.Command(bin, "migrate").CombinedOutput(); err != nil && !strings.Contains(string(out), "DATABASE_URL") {
+		return fmt.Errorf("migrate: %v %s", err, out)
+	}
+	mig := exec.Command(bin, "migrate")
+	mig.Env = append(os.Environ(), "DATABASE_URL="+dbURL)
+	if out, err := mig.CombinedOutput(); err != nil {
+		return fmt.Errorf("migrate: %v %s", err, out)
+	}
+
+	// The app image, built here and pushed to the local registry.
+	repo, digest, err := appImage(ctx, work, reg, bkAddr)
+	if err != nil {
+		return err
+	}
+	ref := repo + "@" + digest
+
+	// Reference: the runtime alone.
+	refCold, refWarm, err := runtimeAlone(ctx, ctrd, reg, ref, work, tag)
+	if err != nil {
+		return fmt.Errorf("reference: %w", err)
+	}
+
+	// The node: a network namespace of its own, and the agent as a process.
+	ns := "zwb" + tag
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		return fmt.Errorf("netns: %v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "delete", ns).Run()         //nolint:errcheck
+	exec.Command("ip", "-n", ns, "link", "set", "lo", "up").Run() //nolint:errcheck
+	ctrNS := "zw-bench-" + tag
+	agent := exec.Command(bin, "nodeagent")
+	agent.Env = append(os.Environ(),
+		"DATABASE_URL="+dbURL, "NODE_INTERNAL_ADDRESS=127.0.0.1:1"+tag[:4], "NODE_STATE_DIR="+filepath.Join(work, "state"),
+		"CLUSTER_TOKEN=bench", "NODEAGENT_ADDR=127.0.0.1:0", "NODEPROXY_ADDR=127.0.0.1:0",
+		"CONTAINERD_ADDR="+ctrd, "CONTAINERD_NAMESPACE="+ctrNS, "INSTANCE_LOG_DIR="+filepath.Join(work, "logs"),
+		"REGISTRY_PLAIN_HTTP="+reg, "NETWORK_NODE_NETNS=/run/netns/"+ns, "LOG_LEVEL=warn", "NODE_CPU_MILLIS=100000", "NODE_MEMORY_MB=100000")
+	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
+	if err := agent.Start(); err != nil {
+		return err
+	}
+	defer cleanup(ctrd, ctrNS, work, agent)
+
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	node, err := waitNode(ctx, pool)
+	if err != nil {
+		return err
+	}
+	dep, err := deployment(ctx, pool, repo, digest, tag)
+	if err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	rssRest := rss(agent.Process.Pid)
+
+	cold, err := timeHealthy(ctx, pool, node, dep, 1)
+	if err != nil {
+		return fmt.Errorf("cold: %w", err)
+	}
+	warm, err := timeHealthy(ctx, pool, node, dep, 1)
+	if err != nil {
+		return fmt.Errorf("warm: %w", err)
+	}
+	many, err := timeHealthy(ctx, pool, node, dep, batch)
+	if err != nil {
+		return fmt.Errorf("batch: %w", err)
+	}
+	rssBusy := rss(agent.Process.Pid)
+
+	fmt.Printf("| measurement | node agent | runtime alone (reference) |\n|---|---|---|\n")
+	fmt.Printf("| assigned → healthy, image not on the node | %s | %s |\n", ms(cold), ms(refCold))
+	fmt.Printf("| assigned → healthy, image cached | %s | %s |\n", ms(warm), ms(refWarm))
+	fmt.Printf("| %d instances assigned at once → all healthy | %s (%.1f instances/s) | — |\n", batch, ms(many), float64(batch)/many.Seconds())
+	fmt.Printf("| agent memory (RSS) at rest / with %d instances | %d MiB / %d MiB | — |\n", batch+2, rssRest>>10, rssBusy>>10)
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, error) {
+	dir := filepath.Join(work, "image")
+	os.MkdirAll(dir, 0o755) //nolint:errcheck
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "app"), ".")
+	build.Dir = "internal/nodeagent/testdata/app"
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("build app: %v %s", err, out)
+	}
+	img, err := builder.BuildKit{Addr: bkAddr}.Build(ctx, builder.Request{
+		ContextDir: dir, Dockerfile: []byte("FROM scratch\nCOPY app /app\nENTRYPOINT [\"/app\"]\n"),
+		Repository: "zeitwork-bench/app", Tag: "b" + id.New().String()[30:], Registry: builder.Registry{Host: reg, Insecure: true},
+	}, io.Discard)
+	return img.Repository, img.Digest, err
+}
+
+// runtimeAlone is the floor: what containerd + runc take for the same image
+// with nothing of ours around them but the runtime package.
+func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string) (cold, warm time.Duration, err error) {
+	ns := "zw-bench-ref-" + tag
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer rt.Close()
+	once := func(port int) (time.Duration, error) {
+		start := time.Now()
+		iid := id.New()
+		spec := runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 128, CPUMillis: 250}
+		if err := rt.Pull(ctx, ref, nil); err != nil {
+			return 0, err
+		}
+		if err := rt.Create(ctx, spec); err != nil {
+			return 0, err
+		}
+		defer rt.Stop(context.Background(), iid, time.Second) //nolint:errcheck
+		if err := rt.Start(ctx, iid); err != nil {
+			return 0, err
+		}
+		for time.Since(start) < time.Minute {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+			if err == nil {
+				resp.Body.Close()
+				return time.Since(start), nil
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return 0, fmt.Errorf("never answered")
+	}
+	if cold, err = once(38081); err != nil {
+		return 0, 0, err
+	}
+	warm, err = once(38082)
+	if err == nil {
+		_ = rt.RemoveImage(ctx, ref)
+	}
+	return cold, warm, err
+}
+
+func waitNode(ctx context.Context, pool *pgxpool.Pool) (db.Node, error) {
+	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(100 * time.Millisecond) {
+		nodes, err := db.New(pool).NodeList(ctx)
+		if err == nil && len(nodes) == 1 {
+			return nodes[0], nil
+		}
+	}
+	return db.Node{}, fmt.Errorf("the agent never registered")
+}
+
+func deployment(ctx context.Context, pool *pgxpool.Pool, repo, digest, tag string) (uuid.UUID, error) {
+	org, proj, img, dep := id.New(), id.New(), id.New(), id.New()
+	for _, s := range []struct {
+		q    string
+		args []any
+	}{
+		{`INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Bench')`, []any{org, "bench-" + tag}},
+		{`INSERT INTO projects (id, organisation_id, slug, name, health_check_path) VALUES ($1, $2, $3, 'Bench', '/healthz')`, []any{proj, org, "bench-" + tag}},
+		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, $3, 'bench', $4)`, []any{img, proj, repo, digest}},
+		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3)`, []any{dep, proj, img}},
+	} {
+		if _, err := pool.Exec(ctx, s.q, s.args...); err != nil {
+			return uuid.Nil, err
+		}
+	}
+	return dep, nil
+}
+
+// timeHealthy assigns n instances to the node and times until all are healthy.
+func timeHealthy(ctx context.Context, pool *pgxpool.Pool, node db.Node, dep uuid.UUID, n int) (time.Duration, error) {
+	start := time.Now()
+	var ids []uuid.UUID
+	for range n {
+		in, err := nodeagent.CreateInstance(ctx, pool, node, nodeagent.NewInstance{DeploymentID: dep, Port: 8080, CPUMillis: 100, MemoryMB: 64})
+		if err != nil {
+			return 0, err
+		}
+		ids = append(ids, in.ID)
+	}
+	q := db.New(pool)
+	for time.Since(start) < 5*time.Minute {
+		healthy := 0
+		for _, iid := range ids {
+			in, err := q.InstanceGetByID(ctx, iid)
+			if err != nil {
+				return 0, err
+			}
+			if in.State == "failed" {
+				return 0, fmt.Errorf("instance %s failed: %v", iid, *in.StateReason)
+			}
+			if in.State == "healthy" {
+				healthy++
+			}
+		}
+		if healthy == n {
+			return time.Since(start), nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("not all healthy after 5 minutes")
+}
+
+func rss(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+// cleanup stops the agent and everything it started.
+func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
+	agent.Process.Signal(os.Interrupt) //nolint:errcheck
+	agent.Wait()                       //nolint:errcheck
+	ctx := context.Background()
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ctrNS, LogDir: filepath.Join(work, "logs")})
+	if err != nil {
+		return
+	}
+	defer rt.Close()
+	list, _ := rt.List(ctx)
+	for _, s := range list {
+		rt.Stop(ctx, s.InstanceID, time.Second) //nolint:errcheck
+	}
+	_ = netip.Addr{}
+	_ = network.DefaultCluster
+}

@@ -1,0 +1,97 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/zeitwork/zeitwork/internal/buildlog"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/detect"
+	"github.com/zeitwork/zeitwork/internal/github"
+	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// DetectPlanner plans builds with internal/detect, base images taken from
+// images (a registry mirror in production, local images in tests).
+func DetectPlanner(images detect.BaseImages) Planner {
+	return func(dir, dockerfilePath string) (Plan, error) {
+		root, err := os.OpenRoot(dir)
+		if err != nil {
+			return Plan{}, err
+		}
+		defer root.Close()
+		p, err := detect.Detect(root.FS(), detect.Options{DockerfilePath: dockerfilePath, BaseImages: images})
+		if err != nil {
+			return Plan{}, err
+		}
+		return Plan{Kind: string(p.Kind), Dockerfile: p.Dockerfile, DockerIgnore: p.DockerIgnore, Reasons: p.Reasons}, nil
+	}
+}
+
+// Main runs `zeitwork builder` until ctx ends: it works build tasks, any
+// number of replicas side by side.
+func Main(ctx context.Context, cfg config.Builder, log *slog.Logger) error {
+	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
+	if err != nil {
+		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
+	}
+	defer pool.Close()
+
+	u, err := url.Parse(cfg.S3.Endpoint)
+	if err != nil || u.Host == "" {
+		return &config.Error{Problems: []config.Problem{{Var: "S3_ENDPOINT", Reason: "not a URL"}}}
+	}
+	s3, err := minio.New(u.Host, &minio.Options{
+		Creds: credentials.NewStaticV4(cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey.Reveal(), ""), Secure: u.Scheme == "https", Region: cfg.S3.Region,
+	})
+	if err != nil {
+		return fmt.Errorf("s3: %w", err)
+	}
+	var gh *github.Client
+	if cfg.GitHubAppID != 0 {
+		gh, err = github.New(github.Config{BaseURL: cfg.GitHubAPIURL, AppID: cfg.GitHubAppID, PrivateKey: []byte(cfg.GitHubPrivateKey.Reveal())})
+		if err != nil {
+			return &config.Error{Problems: []config.Problem{{Var: "GITHUB_APP_PRIVATE_KEY", Reason: err.Error()}}}
+		}
+	}
+	builderID := cfg.BuilderID
+	if builderID == "" {
+		host, _ := os.Hostname()
+		builderID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	svc := &Service{
+		Pool:     pool,
+		BuildKit: BuildKit{Addr: cfg.BuildkitAddr},
+		Fetcher:  SourceFetcher{Queries: db.New(pool), GitHub: gh, S3: s3, Bucket: cfg.S3.Bucket},
+		Plan:     DetectPlanner(detect.WithRegistry(strings.TrimSuffix(cfg.BaseImageMirror, "/"))),
+		Log:      zlog.Component(log, "build"),
+		Config: Config{
+			BuilderID: builderID, Timeout: cfg.BuildTimeout, Lease: cfg.BuildLease, Logs: buildlog.DefaultLimits,
+			Registry: Registry{Host: cfg.RegistryAddr, Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()},
+		},
+	}
+	workers := queue.NewWorkers()
+	queue.Register(workers, &Worker{Service: svc})
+	q, err := queue.New(pool, workers, cfg.Queue, log)
+	if err != nil {
+		return err
+	}
+	if err := q.Start(ctx); err != nil {
+		return fmt.Errorf("start queue: %w", err)
+	}
+	log.InfoContext(ctx, "builder working", "builder_id", builderID, "buildkit", cfg.BuildkitAddr, "registry", cfg.RegistryAddr, "github", gh != nil)
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.BuildTimeout)
+	defer cancel()
+	return q.Stop(stopCtx)
+}
