@@ -230,7 +230,6 @@ type world struct {
 	state  string
 	logDir string
 	ctrNS  string
-	ids    []uuid.UUID
 }
 
 func newWorld(t *testing.T) *world {

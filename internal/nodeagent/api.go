@@ -177,7 +177,7 @@ func (a *Agent) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if req.DeploymentID == uuid.Nil {
 		return httpapi.BadRequest("deployment_id is required")
 	}
-	in, err := CreateInstance(r.Context(), a.Pool, a.Node, NewInstance{DeploymentID: req.DeploymentID, Port: req.Port, CPUMillis: req.CPUMillis, MemoryMB: req.MemoryMB})
+	in, err := CreateInstance(r.Context(), a.Pool, a.Node, NewInstance(req))
 	if err != nil {
 		return domainError(err)
 	}
