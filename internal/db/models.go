@@ -187,21 +187,24 @@ type Instance struct {
 }
 
 type Node struct {
-	ID              uuid.UUID
-	Hostname        string
-	InternalAddress string
-	Region          string
-	Labels          []byte
-	CpuMillis       int32
-	MemoryMb        int32
-	FreeCpuMillis   int32
-	FreeMemoryMb    int32
-	Ipv6Prefix      netip.Prefix
-	Status          string
-	AgentVersion    string
-	LastHeartbeatAt time.Time
-	CreatedAt       time.Time
-	UpdatedAt       time.Time
+	ID                uuid.UUID
+	Hostname          string
+	InternalAddress   string
+	Region            string
+	Labels            []byte
+	CpuMillis         int32
+	MemoryMb          int32
+	FreeCpuMillis     int32
+	FreeMemoryMb      int32
+	Ipv6Prefix        netip.Prefix
+	Status            string
+	AgentVersion      string
+	LastHeartbeatAt   time.Time
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+	AvailableMemoryMb *int32
+	LoadMillis        *int32
+	InstancesRunning  *int32
 }
 
 type Operator struct {

@@ -21,7 +21,7 @@ SET free_cpu_millis = free_cpu_millis - $1::int,
 WHERE id = $3
   AND free_cpu_millis >= $1::int
   AND free_memory_mb >= $2::int
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
 `
 
 type NodeAllocateParams struct {
@@ -50,12 +50,15 @@ func (q *Queries) NodeAllocate(ctx context.Context, arg NodeAllocateParams) (Nod
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }
 
 const nodeGetByID = `-- name: NodeGetByID :one
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at FROM nodes WHERE id = $1
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes WHERE id = $1
 `
 
 func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
@@ -77,20 +80,40 @@ func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }
 
 const nodeHeartbeat = `-- name: NodeHeartbeat :one
 UPDATE nodes
-SET last_heartbeat_at = now(), updated_at = now()
-WHERE id = $1
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at
+SET last_heartbeat_at = now(),
+    available_memory_mb = $1::int,
+    load_millis = $2::int,
+    instances_running = $3::int,
+    updated_at = now()
+WHERE id = $4
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
 `
 
-// Returns the row so the agent learns whether it is being drained.
-func (q *Queries) NodeHeartbeat(ctx context.Context, id uuid.UUID) (Node, error) {
-	row := q.db.QueryRow(ctx, nodeHeartbeat, id)
+type NodeHeartbeatParams struct {
+	AvailableMemoryMb int32
+	LoadMillis        int32
+	InstancesRunning  int32
+	ID                uuid.UUID
+}
+
+// Records that the node is alive and what it observes of its resources;
+// returns the row so the agent learns whether it is being drained.
+func (q *Queries) NodeHeartbeat(ctx context.Context, arg NodeHeartbeatParams) (Node, error) {
+	row := q.db.QueryRow(ctx, nodeHeartbeat,
+		arg.AvailableMemoryMb,
+		arg.LoadMillis,
+		arg.InstancesRunning,
+		arg.ID,
+	)
 	var i Node
 	err := row.Scan(
 		&i.ID,
@@ -108,12 +131,15 @@ func (q *Queries) NodeHeartbeat(ctx context.Context, id uuid.UUID) (Node, error)
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }
 
 const nodeList = `-- name: NodeList :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at FROM nodes ORDER BY hostname, id
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes ORDER BY hostname, id
 `
 
 func (q *Queries) NodeList(ctx context.Context) ([]Node, error) {
@@ -141,6 +167,9 @@ func (q *Queries) NodeList(ctx context.Context) ([]Node, error) {
 			&i.LastHeartbeatAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AvailableMemoryMb,
+			&i.LoadMillis,
+			&i.InstancesRunning,
 		); err != nil {
 			return nil, err
 		}
@@ -178,7 +207,7 @@ func (q *Queries) NodeListIPv6Prefixes(ctx context.Context) ([]netip.Prefix, err
 }
 
 const nodeListSchedulable = `-- name: NodeListSchedulable :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at FROM nodes
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes
 WHERE status = 'active' AND last_heartbeat_at > $1
 ORDER BY free_cpu_millis DESC, free_memory_mb DESC, id
 `
@@ -209,6 +238,9 @@ func (q *Queries) NodeListSchedulable(ctx context.Context, heartbeatAfter time.T
 			&i.LastHeartbeatAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AvailableMemoryMb,
+			&i.LoadMillis,
+			&i.InstancesRunning,
 		); err != nil {
 			return nil, err
 		}
@@ -221,7 +253,7 @@ func (q *Queries) NodeListSchedulable(ctx context.Context, heartbeatAfter time.T
 }
 
 const nodeListStale = `-- name: NodeListStale :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at FROM nodes
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes
 WHERE status IN ('active', 'draining') AND last_heartbeat_at < $1
 ORDER BY last_heartbeat_at
 `
@@ -252,6 +284,9 @@ func (q *Queries) NodeListStale(ctx context.Context, heartbeatBefore time.Time) 
 			&i.LastHeartbeatAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.AvailableMemoryMb,
+			&i.LoadMillis,
+			&i.InstancesRunning,
 		); err != nil {
 			return nil, err
 		}
@@ -267,7 +302,7 @@ const nodeMarkDeadIfStale = `-- name: NodeMarkDeadIfStale :one
 UPDATE nodes
 SET status = 'dead', updated_at = now()
 WHERE id = $1 AND status <> 'dead' AND last_heartbeat_at < $2
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
 `
 
 type NodeMarkDeadIfStaleParams struct {
@@ -296,6 +331,9 @@ func (q *Queries) NodeMarkDeadIfStale(ctx context.Context, arg NodeMarkDeadIfSta
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }
@@ -322,7 +360,7 @@ SET hostname = excluded.hostname,
     status = 'active',
     last_heartbeat_at = now(),
     updated_at = now()
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
 `
 
 type NodeRegisterParams struct {
@@ -370,6 +408,9 @@ func (q *Queries) NodeRegister(ctx context.Context, arg NodeRegisterParams) (Nod
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }
@@ -380,7 +421,7 @@ SET free_cpu_millis = least(cpu_millis, free_cpu_millis + $1::int),
     free_memory_mb = least(memory_mb, free_memory_mb + $2::int),
     updated_at = now()
 WHERE id = $3
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
 `
 
 type NodeReleaseParams struct {
@@ -409,6 +450,9 @@ func (q *Queries) NodeRelease(ctx context.Context, arg NodeReleaseParams) (Node,
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }
@@ -417,7 +461,7 @@ const nodeSetStatus = `-- name: NodeSetStatus :one
 UPDATE nodes
 SET status = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
 `
 
 type NodeSetStatusParams struct {
@@ -444,6 +488,9 @@ func (q *Queries) NodeSetStatus(ctx context.Context, arg NodeSetStatusParams) (N
 		&i.LastHeartbeatAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.AvailableMemoryMb,
+		&i.LoadMillis,
+		&i.InstancesRunning,
 	)
 	return i, err
 }

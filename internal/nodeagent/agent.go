@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -110,7 +113,10 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	defer t.Stop()
 	q := db.New(a.Pool)
 	for {
-		if _, err := q.NodeHeartbeat(ctx, a.Node.ID); err != nil && ctx.Err() == nil {
+		obs := observe(ctx, a.Observer)
+		if _, err := q.NodeHeartbeat(ctx, db.NodeHeartbeatParams{
+			ID: a.Node.ID, AvailableMemoryMb: obs.availableMB, LoadMillis: obs.loadMillis, InstancesRunning: obs.running,
+		}); err != nil && ctx.Err() == nil {
 			a.Log.WarnContext(ctx, "heartbeat failed", "err", err)
 		}
 		select {
@@ -197,4 +203,34 @@ func (a *Agent) watchEvents(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+type observation struct {
+	availableMB, loadMillis, running int32
+}
+
+// observe reads what the node has left: memory the kernel says is
+// available, the 1-minute load, the instances containerd runs. A value that
+// cannot be read is reported as -1 rather than stopping the heartbeat.
+func observe(ctx context.Context, o Observer) observation {
+	obs := observation{availableMB: -1, loadMillis: -1, running: -1}
+	if kb, err := meminfo("MemAvailable:"); err == nil {
+		obs.availableMB = int32(kb / 1024)
+	}
+	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(raw)); len(f) > 0 {
+			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+				obs.loadMillis = int32(v * 1000)
+			}
+		}
+	}
+	if list, err := o.List(ctx); err == nil {
+		obs.running = 0
+		for _, s := range list {
+			if s.State == runtime.StateRunning {
+				obs.running++
+			}
+		}
+	}
+	return obs
 }

@@ -344,6 +344,23 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	if a.Runtime == nil || a.Runtime.State != "running" || a.Runtime.PID == 0 {
 		t.Fatalf("instance A as containerd sees it: %+v", a.Runtime)
 	}
+	// The heartbeat carries what the node observes.
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		row, err := db.New(w.pool).NodeGetByID(ctx, n.row.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.InstancesRunning != nil && *row.InstancesRunning == 2 && row.AvailableMemoryMb != nil && *row.AvailableMemoryMb > 0 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("heartbeat did not report 2 running instances and free memory: %v %v", row.InstancesRunning, row.AvailableMemoryMb)
+		}
+	}
+	// The node API wants the cluster token.
+	if resp, err := http.Get(n.api + "/v1/node/info"); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("node API without a token: %v %v", resp, err)
+	}
 
 	// The node-proxy reaches each instance at its own address, with the
 	// project's decrypted variable in its environment.

@@ -36,11 +36,11 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 		cpu = int32(goruntime.NumCPU() * 1000)
 	}
 	if mem == 0 {
-		total, err := memTotalMB()
+		kb, err := meminfo("MemTotal:")
 		if err != nil {
 			return fmt.Errorf("NODE_MEMORY_MB is not set and the machine's memory is unknown: %w", err)
 		}
-		mem = total * 9 / 10 // the rest is the node's own
+		mem = int32(kb/1024) * 9 / 10 // the rest is the node's own
 	}
 	hostname, _ := os.Hostname()
 
@@ -113,7 +113,8 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	return agent.Run(ctx, api, proxy)
 }
 
-func memTotalMB() (int32, error) {
+// meminfo reads one field of /proc/meminfo, in kB.
+func meminfo(field string) (int64, error) {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
 		return 0, err
@@ -122,13 +123,9 @@ func memTotalMB() (int32, error) {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, err := strconv.ParseInt(fields[1], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			return int32(kb / 1024), nil
+		if len(fields) >= 2 && fields[0] == field {
+			return strconv.ParseInt(fields[1], 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("no MemTotal in /proc/meminfo")
+	return 0, fmt.Errorf("no %s in /proc/meminfo", field)
 }

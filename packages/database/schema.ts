@@ -379,6 +379,12 @@ export const nodes = pgTable(
     status: text("status").notNull().default("active"),
     agentVersion: text("agent_version").notNull().default(""),
     lastHeartbeatAt: timestamptz("last_heartbeat_at").notNull().defaultNow(),
+    // What the agent observed at its last heartbeat, as opposed to the
+    // scheduler's reservations above: memory the kernel says is available,
+    // the 1-minute load average (x1000) and the instances running.
+    availableMemoryMb: integer("available_memory_mb"),
+    loadMillis: integer("load_millis"),
+    instancesRunning: integer("instances_running"),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },

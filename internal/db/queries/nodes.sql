@@ -37,9 +37,14 @@ SELECT * FROM nodes ORDER BY hostname, id;
 SELECT ipv6_prefix FROM nodes ORDER BY ipv6_prefix;
 
 -- name: NodeHeartbeat :one
--- Returns the row so the agent learns whether it is being drained.
+-- Records that the node is alive and what it observes of its resources;
+-- returns the row so the agent learns whether it is being drained.
 UPDATE nodes
-SET last_heartbeat_at = now(), updated_at = now()
+SET last_heartbeat_at = now(),
+    available_memory_mb = @available_memory_mb::int,
+    load_millis = @load_millis::int,
+    instances_running = @instances_running::int,
+    updated_at = now()
 WHERE id = @id
 RETURNING *;
 
