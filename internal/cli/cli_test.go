@@ -3,13 +3,19 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
@@ -141,7 +147,7 @@ func TestDevCheckVerifiesStackAndMigrates(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("dev --check: exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "not built yet"} {
+	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "Not built yet: api, operator, edge"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dev output lacks %q:\n%s", want, out)
 		}
@@ -161,5 +167,85 @@ func TestDevReportsDependencyThatIsDown(t *testing.T) {
 	code, _, errOut := run(t, []string{"REGISTRY_ADDR=" + deadAddr, "DATABASE_URL=postgres://u:p@" + deadAddr + "/x"}, "dev", "--check")
 	if code != ExitFailure || !strings.Contains(errOut, "registry at "+deadAddr) || !strings.Contains(errOut, "scripts/deps.sh up") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "root (simulated nodes are network namespaces)", fmt.Errorf("uid %d", os.Geteuid()))
+	}
+	testenv.Registry(t)
+	testenv.Buildkit(t)
+	testenv.Containerd(t)
+	url := testdb.Empty(t)
+	state := t.TempDir()
+	prefix := "zwt-dev" + id.New().String()[30:] + "-"
+	t.Cleanup(func() {
+		for i := 1; i <= 2; i++ {
+			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", prefix, i)).Run()
+		}
+	})
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	base := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	if base > 60000 {
+		base -= 5000
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() {
+		done <- Main(ctx, []string{"dev"}, Env{Environ: append(os.Environ(),
+			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_NETNS_PREFIX="+prefix,
+			fmt.Sprintf("DEV_PORT_BASE=%d", base), "LOG_LEVEL=warn"), Stdout: &out, Stderr: &errOut})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != ExitOK {
+				t.Errorf("dev exited %d after Ctrl-C:\n%s", code, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("dev did not stop")
+		}
+	}()
+
+	pool := testdb.Pool(t, url)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var nodes int
+		pool.QueryRow(context.Background(), "SELECT count(*) FROM nodes WHERE status = 'active'").Scan(&nodes)
+		if nodes == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d simulated nodes registered, want 2\n%s\n%s", nodes, out.String(), errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	secrets, err := os.ReadFile(filepath.Join(state, "secrets.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimPrefix(strings.Split(string(secrets), "\n")[0], "CLUSTER_TOKEN=")
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/v1/health", base+2), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	for {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 2's API never answered: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "builder     working build tasks") || !strings.Contains(out.String(), "node2") {
+		t.Fatalf("dev output:\n%s", out.String())
 	}
 }

@@ -6,18 +6,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
+	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 // runDev runs the platform on this machine. scripts/dev starts the
 // dependencies (scripts/deps.sh up) and then this; here we check that every
-// dependency really serves, migrate, and stay up watching them. The roles
-// join this command as their issues land.
+// dependency really serves, migrate, and run the roles that exist: the
+// builder and DEV_NODES simulated workers (node agents, each with a network
+// namespace as its node). The operator, API and edge join as they land.
 func runDev(ctx context.Context, env Env, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -52,13 +59,64 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(w, "  %-11s %s\n", d.Name, d.Endpoint)
 	}
 	fmt.Fprintf(w, "  migrations  %d applied now, %d already\n", len(res.Applied), res.Skipped)
-	fmt.Fprintln(w, "Roles (api, operator, nodeagent, builder, edge) are not built yet; they join `zeitwork dev` as their issues land.")
 	if *check {
+		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api, operator, edge.")
 		return nil
 	}
-	fmt.Fprintln(w, "Watching dependencies; Ctrl-C to stop (the dependencies keep running: scripts/deps.sh down stops them).")
-	watch(ctx, deps, log)
+	secrets, err := devenv.LoadSecrets(cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("dev secrets: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return builder.Main(ctx, devBuilder(cfg), zlog.Component(log, "builder")) })
+	fmt.Fprintf(w, "  builder     working build tasks on %s\n", cfg.BuildkitAddr)
+	for i := 1; i <= cfg.Nodes; i++ {
+		ncfg, err := devNode(cfg, secrets, i)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(log, fmt.Sprintf("node%d", i))) })
+		fmt.Fprintf(w, "  node%d       api http://%s, node-proxy %s, netns %s\n", i, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
+	}
+	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(cfg.StateDir, "secrets.env"))
+	fmt.Fprintln(w, "Not built yet: api, operator, edge. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
+	g.Go(func() error { watch(ctx, deps, log); return nil })
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
+		return err
+	}
 	return nil
+}
+
+func devBuilder(cfg config.Dev) config.Builder {
+	return config.Builder{
+		Log:          zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
+		Database:     config.Database{URL: cfg.DatabaseURL, MaxConns: 10},
+		Queue:        config.Queue{Workers: 2, JobTimeout: 20 * time.Minute, RescueAfter: 30 * time.Minute},
+		S3:           config.S3{Endpoint: cfg.S3Endpoint, Region: "us-east-1", Bucket: cfg.S3Bucket, AccessKeyID: cfg.S3AccessKey, SecretAccessKey: cfg.S3SecretKey},
+		BuilderID:    "dev-builder",
+		BuildkitAddr: cfg.BuildkitAddr, RegistryAddr: cfg.RegistryAddr, RegistryInsecure: true,
+		BaseImageMirror: "docker.io", BuildTimeout: 15 * time.Minute, BuildLease: 30 * time.Second,
+	}
+}
+
+func devNode(cfg config.Dev, s devenv.Secrets, i int) (config.NodeAgent, error) {
+	name := fmt.Sprintf("%s%d", cfg.NetnsPrefix, i)
+	ns, err := devenv.EnsureNetns(name)
+	if err != nil {
+		return config.NodeAgent{}, fmt.Errorf("simulated node %d needs a network namespace (run as root): %w", i, err)
+	}
+	proxy := fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+100+i)
+	return config.NodeAgent{
+		Log:             zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
+		Database:        config.Database{URL: cfg.DatabaseURL, MaxConns: 5},
+		InternalAddress: proxy, Region: "dev", StateDir: filepath.Join(cfg.StateDir, name),
+		CPUMillis: 2000, MemoryMB: 4096,
+		ClusterPrefix: network.DefaultCluster, ClusterToken: config.Secret(s.ClusterToken),
+		APIAddr: fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i), ProxyAddr: proxy, NodeNetns: ns,
+		ContainerdAddr: cfg.Containerd, Namespace: fmt.Sprintf("zeitwork-node%d", i), RuntimeHandler: "io.containerd.runc.v2",
+		LogDir: filepath.Join(cfg.StateDir, name, "logs"), PlainHTTP: []string{cfg.RegistryAddr}, SecretsKeys: s.SecretsKeys,
+		PollInterval: 5 * time.Second, HeartbeatInterval: 5 * time.Second,
+	}, nil
 }
 
 // watch re-probes the dependencies until ctx ends and logs every change, so

@@ -51,6 +51,19 @@ type Dev struct {
 	RegistryAddr string      `env:"REGISTRY_ADDR" envDefault:"127.0.0.1:25000"`
 	BuildkitAddr string      `env:"BUILDKIT_ADDR" envDefault:"unix:///run/zeitwork-dev/buildkitd.sock"`
 	Containerd   string      `env:"CONTAINERD_ADDR" envDefault:"/run/zeitwork-dev/containerd.sock"`
+	S3AccessKey  string      `env:"S3_ACCESS_KEY_ID" envDefault:"zeitwork"`
+	S3SecretKey  Secret      `env:"S3_SECRET_ACCESS_KEY" envDefault:"zeitwork-dev-secret"`
+	// StateDir keeps the platform's dev secrets and the simulated nodes'
+	// state between runs.
+	StateDir string `env:"DEV_STATE_DIR" envDefault:"/var/lib/zeitwork-dev/platform"`
+	// Nodes is how many worker nodes to simulate (each a network namespace
+	// with its own node agent, /64, containerd namespace and ports).
+	Nodes int `env:"DEV_NODES" envDefault:"3"`
+	// PortBase numbers the simulated nodes' ports: node i serves its API on
+	// PortBase+i and its node-proxy on PortBase+100+i.
+	PortBase int `env:"DEV_PORT_BASE" envDefault:"28100"`
+	// NetnsPrefix names the simulated nodes' network namespaces.
+	NetnsPrefix string `env:"DEV_NETNS_PREFIX" envDefault:"zw-dev-node"`
 }
 
 // The roles below are filled in by later issues; today they hold what every
