@@ -36,7 +36,8 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	log := zlog.Component(zlog.New(env.Stderr, zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel}), "dev")
+	root := zlog.New(env.Stderr, zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel})
+	log := zlog.Component(root, "dev")
 
 	deps := devenv.Dependencies(cfg)
 	var down []string
@@ -68,14 +69,14 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("dev secrets: %w", err)
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return builder.Main(ctx, devBuilder(cfg), zlog.Component(log, "builder")) })
+	g.Go(func() error { return builder.Main(ctx, devBuilder(cfg), zlog.Component(root, "builder")) })
 	fmt.Fprintf(w, "  builder     working build tasks on %s\n", cfg.BuildkitAddr)
 	for i := 1; i <= cfg.Nodes; i++ {
 		ncfg, err := devNode(cfg, secrets, i)
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(log, fmt.Sprintf("node%d", i))) })
+		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(root, fmt.Sprintf("node%d", i))) })
 		fmt.Fprintf(w, "  node%d       api http://%s, node-proxy %s, netns %s\n", i, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
 	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(cfg.StateDir, "secrets.env"))
