@@ -83,19 +83,7 @@ func newHarness(t *testing.T, tree treeFetcher) *harness {
 	return h
 }
 
-func project(t *testing.T, pool *pgxpool.Pool) uuid.UUID {
-	t.Helper()
-	org, proj := id.New(), id.New()
-	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, org, slug); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `INSERT INTO projects (id, organisation_id, slug, name) VALUES ($1, $2, $3, 'App')`, proj, org, slug); err != nil {
-		t.Fatal(err)
-	}
-	return proj
-}
+func project(t *testing.T, pool *pgxpool.Pool) uuid.UUID { return testdb.Project(t, pool) }
 
 func (h *harness) request(t *testing.T) builder.Requested {
 	t.Helper()

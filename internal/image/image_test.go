@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,19 +24,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
-func project(t *testing.T, pool *pgxpool.Pool) uuid.UUID {
-	t.Helper()
-	org, proj := id.New(), id.New()
-	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, org, slug); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `INSERT INTO projects (id, organisation_id, slug, name) VALUES ($1, $2, $3, 'App')`, proj, org, slug); err != nil {
-		t.Fatal(err)
-	}
-	return proj
-}
+func project(t *testing.T, pool *pgxpool.Pool) uuid.UUID { return testdb.Project(t, pool) }
 
 // pushed pushes a random two-layer image for project and records it.
 func pushed(t *testing.T, pool *pgxpool.Pool, reg string, proj uuid.UUID) db.Image {

@@ -50,16 +50,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{pool: pool, srv: httptest.NewServer(api.Handler()), reg: reg}
 	t.Cleanup(f.srv.Close)
 
-	org, proj := id.New(), id.New()
-	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, org, slug); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `INSERT INTO projects (id, organisation_id, slug, name) VALUES ($1, $2, $3, 'App')`, proj, org, slug); err != nil {
-		t.Fatal(err)
-	}
-	f.project = proj
+	f.project = testdb.Project(t, pool)
 	return f
 }
 

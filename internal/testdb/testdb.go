@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -224,4 +225,20 @@ func withDatabase(rawURL, name string) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// Project inserts an organisation and a project in it (the rows most tests
+// hang theirs off) and returns the project's id.
+func Project(t testing.TB, pool *pgxpool.Pool) uuid.UUID {
+	t.Helper()
+	org, proj := id.New(), id.New()
+	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, org, slug); err != nil {
+		t.Fatalf("testdb: organisation: %v", err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO projects (id, organisation_id, slug, name) VALUES ($1, $2, $3, 'App')`, proj, org, slug); err != nil {
+		t.Fatalf("testdb: project: %v", err)
+	}
+	return proj
 }
