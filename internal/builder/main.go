@@ -7,6 +7,9 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/minio/minio-go/v7"
@@ -18,6 +21,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/detect"
 	"github.com/zeitwork/zeitwork/internal/github"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/registryauth"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -79,6 +83,13 @@ func Main(ctx context.Context, cfg config.Builder, log *slog.Logger) error {
 			BuilderID: builderID, Timeout: cfg.BuildTimeout, Lease: cfg.BuildLease, Logs: buildlog.DefaultLimits,
 			Registry: Registry{Host: cfg.RegistryAddr, Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()},
 		},
+	}
+	if secret := cfg.RegistryCredentialSecret.Reveal(); secret != "" {
+		minter := &registryauth.Service{Secret: []byte(secret)}
+		svc.Config.Credentials = func(project uuid.UUID, ttl time.Duration) (string, string) {
+			principal := registryauth.ProjectPrincipal(project)
+			return principal, minter.Mint(principal, ttl)
+		}
 	}
 	workers := queue.NewWorkers()
 	queue.Register(workers, &Worker{Service: svc})

@@ -55,6 +55,10 @@ type Config struct {
 	Lease    time.Duration
 	Registry Registry
 	Logs     buildlog.Limits
+	// Credentials, when set, gives each build registry credentials of its
+	// own, valid only for its project's repository (see registryauth); the
+	// Registry's own username and password are then not handed to builds.
+	Credentials func(project uuid.UUID, ttl time.Duration) (username, password string)
 	// Built runs inside the transaction that records a successful build,
 	// e.g. to enqueue the deploy task; nil does nothing.
 	Built func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error
@@ -180,9 +184,13 @@ func (s *Service) build(ctx context.Context, dep db.Deployment, build db.Build, 
 	if _, err := q.BuildSetDetectedKind(ctx, db.BuildSetDetectedKindParams{ID: build.ID, DetectedKind: plan.Kind}); err != nil {
 		return Image{}, err
 	}
+	reg := s.Config.Registry
+	if s.Config.Credentials != nil {
+		reg.Username, reg.Password = s.Config.Credentials(p.ID, s.Config.Timeout+timeoutMargin)
+	}
 	return s.BuildKit.Build(ctx, Request{
 		ContextDir: dir, Dockerfile: plan.Dockerfile, DockerIgnore: plan.DockerIgnore,
-		Repository: p.ID.String(), Tag: dep.ID.String(), Registry: s.Config.Registry,
+		Repository: p.ID.String(), Tag: dep.ID.String(), Registry: reg,
 	}, logs.Stream(buildlog.Stdout))
 }
 

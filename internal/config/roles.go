@@ -136,6 +136,10 @@ type Builder struct {
 	RegistryInsecure bool   `env:"REGISTRY_INSECURE"`
 	RegistryUsername string `env:"REGISTRY_USERNAME"`
 	RegistryPassword Secret `env:"REGISTRY_PASSWORD"`
+	// RegistryCredentialSecret, when set, is the registry token service's
+	// credential key: each build then gets credentials for its project's
+	// repository only, instead of REGISTRY_USERNAME/PASSWORD.
+	RegistryCredentialSecret Secret `env:"REGISTRY_CREDENTIAL_SECRET"`
 	// BaseImageMirror is the registry generated Dockerfiles pull their base
 	// images through (a pull-through cache of Docker Hub in production).
 	BaseImageMirror  string        `env:"BASE_IMAGE_MIRROR" envDefault:"docker.io"`

@@ -21,6 +21,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/image"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/registryauth"
 )
 
 // API is the management API.
@@ -30,6 +31,9 @@ type API struct {
 	Images image.Store
 	Token  string
 	Log    *slog.Logger
+	// RegistryTokens, when set, serves the registry's token endpoint
+	// (GET /v1/registry/token, Basic credentials instead of the token).
+	RegistryTokens *registryauth.Service
 }
 
 // Handler returns the API's routes.
@@ -44,6 +48,9 @@ func (a *API) Handler() http.Handler {
 	route("GET /v1/images/{id}", a.getImage)
 	route("GET /v1/images/{id}/download", a.downloadImage)
 	route("DELETE /v1/images/{id}", a.deleteImage)
+	if a.RegistryTokens != nil {
+		mux.Handle("GET /v1/registry/token", a.RegistryTokens.Handler(s))
+	}
 	return s.Router(mux)
 }
 

@@ -7,7 +7,9 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -88,4 +90,21 @@ func require(t testing.TB, dep string, probe func(context.Context) error) {
 	if err := probe(ctx); err != nil {
 		Unavailable(t, dep, err)
 	}
+}
+
+// Binary returns the path of a server binary scripts/deps.sh built into the
+// cache (registry, minio, buildkitd, buildctl), for tests that start their
+// own instance with a special configuration.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("ZEITWORK_CACHE")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "zeitwork")
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "bin", name+"-v*"))
+	if len(matches) == 0 {
+		Unavailable(t, name+" binary", fmt.Errorf("none in %s/bin (scripts/deps.sh install builds it)", dir))
+	}
+	return matches[len(matches)-1]
 }
