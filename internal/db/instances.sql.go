@@ -324,6 +324,51 @@ func (q *Queries) InstanceListForAgent(ctx context.Context, nodeID uuid.UUID) ([
 	return items, nil
 }
 
+const instanceListLiveByDeployment = `-- name: InstanceListLiveByDeployment :many
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
+WHERE deployment_id = $1 AND desired_state = 'running' AND state <> 'failed'
+ORDER BY id
+`
+
+// A deployment's instances that count towards its replicas: meant to run
+// and not given up on.
+func (q *Queries) InstanceListLiveByDeployment(ctx context.Context, deploymentID uuid.UUID) ([]Instance, error) {
+	rows, err := q.db.Query(ctx, instanceListLiveByDeployment, deploymentID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Instance{}
+	for rows.Next() {
+		var i Instance
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeploymentID,
+			&i.NodeID,
+			&i.ImageID,
+			&i.DesiredState,
+			&i.State,
+			&i.StateReason,
+			&i.Ipv6Address,
+			&i.Port,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.RestartCount,
+			&i.StartedAt,
+			&i.StoppedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const instanceListRoutable = `-- name: InstanceListRoutable :many
 SELECT
     projects.id AS project_id,

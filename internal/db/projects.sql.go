@@ -160,6 +160,37 @@ func (q *Queries) ProjectGetBySlug(ctx context.Context, slug string) (Project, e
 	return i, err
 }
 
+const projectGetForUpdate = `-- name: ProjectGetForUpdate :one
+SELECT id, organisation_id, slug, name, github_installation_id, github_repository_id, github_repository_full_name, branch, root_directory, dockerfile_path, port, replicas, cpu_millis, memory_mb, health_check_path, active_deployment_id, created_at, updated_at FROM projects WHERE id = $1 FOR UPDATE
+`
+
+// Serialises activations of one project's deployments.
+func (q *Queries) ProjectGetForUpdate(ctx context.Context, id uuid.UUID) (Project, error) {
+	row := q.db.QueryRow(ctx, projectGetForUpdate, id)
+	var i Project
+	err := row.Scan(
+		&i.ID,
+		&i.OrganisationID,
+		&i.Slug,
+		&i.Name,
+		&i.GithubInstallationID,
+		&i.GithubRepositoryID,
+		&i.GithubRepositoryFullName,
+		&i.Branch,
+		&i.RootDirectory,
+		&i.DockerfilePath,
+		&i.Port,
+		&i.Replicas,
+		&i.CpuMillis,
+		&i.MemoryMb,
+		&i.HealthCheckPath,
+		&i.ActiveDeploymentID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const projectListByGithubRepository = `-- name: ProjectListByGithubRepository :many
 SELECT projects.id, projects.organisation_id, projects.slug, projects.name, projects.github_installation_id, projects.github_repository_id, projects.github_repository_full_name, projects.branch, projects.root_directory, projects.dockerfile_path, projects.port, projects.replicas, projects.cpu_millis, projects.memory_mb, projects.health_check_path, projects.active_deployment_id, projects.created_at, projects.updated_at
 FROM projects

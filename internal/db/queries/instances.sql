@@ -106,3 +106,10 @@ RETURNING *;
 
 -- name: InstanceGetForUpdate :one
 SELECT * FROM instances WHERE id = @id FOR UPDATE;
+
+-- name: InstanceListLiveByDeployment :many
+-- A deployment's instances that count towards its replicas: meant to run
+-- and not given up on.
+SELECT * FROM instances
+WHERE deployment_id = @deployment_id AND desired_state = 'running' AND state <> 'failed'
+ORDER BY id;

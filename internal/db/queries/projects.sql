@@ -69,3 +69,7 @@ RETURNING *;
 -- Removes deployments, builds, images, domains and variables with it; fails
 -- while instance rows of its deployments remain.
 DELETE FROM projects WHERE id = @id;
+
+-- name: ProjectGetForUpdate :one
+-- Serialises activations of one project's deployments.
+SELECT * FROM projects WHERE id = @id FOR UPDATE;

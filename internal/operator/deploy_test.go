@@ -1,0 +1,274 @@
+package operator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/operator"
+	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// spread places on the nodes with the fewest of this deployment's
+// instances: enough of a placer for the lifecycle's tests (the scheduler has
+// its own).
+func spread(nodes []db.Node, need operator.Need) ([]uuid.UUID, error) {
+	if len(nodes) == 0 {
+		return nil, errors.New("no live nodes")
+	}
+	avoid := map[uuid.UUID]bool{}
+	for _, a := range need.Avoid {
+		avoid[a] = true
+	}
+	var out []uuid.UUID
+	for i := 0; len(out) < need.Instances; i++ {
+		n := nodes[i%len(nodes)]
+		if avoid[n.ID] && i < len(nodes) {
+			continue
+		}
+		out = append(out, n.ID)
+	}
+	return out, nil
+}
+
+type cluster struct {
+	pool    *pgxpool.Pool
+	l       *operator.Lifecycle
+	project uuid.UUID
+	image   uuid.UUID
+}
+
+func newCluster(t *testing.T, nodes int) *cluster {
+	t.Helper()
+	pool := testdb.New(t)
+	ctx := context.Background()
+	for i := 1; i <= nodes; i++ {
+		if _, err := nodeagent.Register(ctx, pool, network.DefaultCluster, t.TempDir(), nodeagent.Node{
+			Hostname: fmt.Sprintf("w%d", i), InternalAddress: fmt.Sprintf("100.64.0.%d:8090", i), CPUMillis: 4000, MemoryMB: 8192,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &cluster{pool: pool, project: testdb.Project(t, pool), image: id.New()}
+	if _, err := pool.Exec(ctx, `INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, 'r/app', 'v1', 'sha256:' || repeat('b', 64))`, c.image, c.project); err != nil {
+		t.Fatal(err)
+	}
+	policy := operator.DefaultPolicy
+	policy.Poll = time.Millisecond
+	c.l = &operator.Lifecycle{Pool: pool, Place: spread, Policy: policy, Log: zlog.Discard()}
+	return c
+}
+
+// deployment creates a built deployment, ready for the operator.
+func (c *cluster) deployment(t *testing.T) uuid.UUID {
+	t.Helper()
+	dep := id.New()
+	if _, err := c.pool.Exec(context.Background(), `INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id, deploying_at)
+		VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3, now())`, dep, c.project, c.image); err != nil {
+		t.Fatal(err)
+	}
+	return dep
+}
+
+// step runs one Deploy step and says whether it is waiting.
+func (c *cluster) step(t *testing.T, dep uuid.UUID) bool {
+	t.Helper()
+	err := c.l.Deploy(context.Background(), dep)
+	var snooze *river.JobSnoozeError
+	if errors.As(err, &snooze) {
+		return true
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return false
+}
+
+// healthy plays the node agents: every instance of dep reports healthy.
+func (c *cluster) healthy(t *testing.T, dep uuid.UUID) {
+	t.Helper()
+	if _, err := c.pool.Exec(context.Background(), `UPDATE instances SET state = 'healthy' WHERE deployment_id = $1 AND desired_state = 'running'`, dep); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) status(t *testing.T, dep uuid.UUID) db.Deployment {
+	t.Helper()
+	d, err := db.New(c.pool).DeploymentGetByID(context.Background(), dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (c *cluster) active(t *testing.T) *uuid.UUID {
+	t.Helper()
+	p, err := db.New(c.pool).ProjectGetByID(context.Background(), c.project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.ActiveDeploymentID
+}
+
+func TestDeploymentGoesActiveOnlyWhenHealthyOnDistinctNodes(t *testing.T) {
+	c := newCluster(t, 3)
+	dep := c.deployment(t)
+	if !c.step(t, dep) {
+		t.Fatal("placing did not wait for health")
+	}
+	ins, _ := db.New(c.pool).InstanceListLiveByDeployment(context.Background(), dep)
+	nodes := map[uuid.UUID]bool{}
+	for _, in := range ins {
+		nodes[in.NodeID] = true
+	}
+	if len(ins) != 3 || len(nodes) != 3 {
+		t.Fatalf("%d instances on %d nodes, want 3 on 3", len(ins), len(nodes))
+	}
+	if !c.step(t, dep) || c.status(t, dep).Status != "deploying" || c.active(t) != nil {
+		t.Fatal("activated before the instances were healthy")
+	}
+	c.healthy(t, dep)
+	if c.step(t, dep) {
+		t.Fatal("still waiting with every instance healthy")
+	}
+	if d := c.status(t, dep); d.Status != "active" || d.ActiveAt == nil {
+		t.Fatalf("deployment %s", d.Status)
+	}
+	if a := c.active(t); a == nil || *a != dep {
+		t.Fatalf("project routes to %v, want %s", a, dep)
+	}
+}
+
+func TestNewDeploymentReplacesTheOldOneAfterTheGrace(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := context.Background()
+	first, second := c.deployment(t), c.deployment(t)
+	for _, dep := range []uuid.UUID{first, second} {
+		c.step(t, dep)
+		c.healthy(t, dep)
+		c.step(t, dep)
+	}
+	old := c.status(t, first)
+	if old.Status != "retiring" || old.StopAt == nil || time.Until(*old.StopAt) < 4*time.Minute {
+		t.Fatalf("replaced deployment: %s, stop at %v (want about 5 minutes from now)", old.Status, old.StopAt)
+	}
+	if a := c.active(t); *a != second {
+		t.Fatal("traffic did not move to the new deployment")
+	}
+	if n, err := c.l.Retire(ctx); err != nil || n != 0 {
+		t.Fatalf("retired %d before the grace period ended (%v)", n, err)
+	}
+	// The grace period passes.
+	c.pool.Exec(ctx, `UPDATE deployments SET stop_at = now() - interval '1 second' WHERE id = $1`, first)
+	if n, err := c.l.Retire(ctx); err != nil || n != 1 {
+		t.Fatalf("retired %d, %v", n, err)
+	}
+	if d := c.status(t, first); d.Status != "stopped" {
+		t.Fatalf("old deployment %s", d.Status)
+	}
+	var running int
+	c.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND desired_state = 'running'`, first).Scan(&running)
+	if running != 0 {
+		t.Fatalf("%d of the old deployment's instances still meant to run", running)
+	}
+}
+
+func TestOlderDeploymentHealthyLateNeverTakesTrafficBack(t *testing.T) {
+	c := newCluster(t, 3)
+	older, newer := c.deployment(t), c.deployment(t)
+	c.step(t, older)
+	c.step(t, newer)
+	c.healthy(t, newer)
+	c.step(t, newer)
+	c.healthy(t, older)
+	c.step(t, older)
+	if a := c.active(t); *a != newer {
+		t.Fatal("the older deployment took the traffic back")
+	}
+	if d := c.status(t, older); d.Status != "retiring" {
+		t.Fatalf("late older deployment is %s, want retiring", d.Status)
+	}
+}
+
+func TestUnhealthyOrUnplaceableDeploymentsFailWithReason(t *testing.T) {
+	c := newCluster(t, 3)
+	c.l.Policy.HealthyDeadline = 50 * time.Millisecond
+	dep := c.deployment(t)
+	c.step(t, dep)
+	c.pool.Exec(context.Background(), `UPDATE instances SET state = 'unhealthy', state_reason = 'exited with code 1' WHERE deployment_id = $1`, dep)
+	time.Sleep(60 * time.Millisecond)
+	c.step(t, dep)
+	d := c.status(t, dep)
+	if d.Status != "failed" || !strings.Contains(*d.FailureReason, "0 of 3 instances healthy") || !strings.Contains(*d.FailureReason, "exited with code 1") {
+		t.Fatalf("%s %v", d.Status, d.FailureReason)
+	}
+	if c.active(t) != nil {
+		t.Fatal("a failed deployment took traffic")
+	}
+
+	empty := newCluster(t, 0)
+	dep = empty.deployment(t)
+	empty.step(t, dep)
+	if d := empty.status(t, dep); d.Status != "failed" || !strings.Contains(*d.FailureReason, "no live nodes") {
+		t.Fatalf("with no nodes: %s %v", d.Status, d.FailureReason)
+	}
+}
+
+func TestRollback(t *testing.T) {
+	c := newCluster(t, 3)
+	ctx := context.Background()
+	q, err := queue.New(c.pool, nil, config.Queue{JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, second := c.deployment(t), c.deployment(t)
+	for _, dep := range []uuid.UUID{first, second} {
+		c.step(t, dep)
+		c.healthy(t, dep)
+		c.step(t, dep)
+	}
+	// Still retiring: traffic switches back at once.
+	if err := c.l.Rollback(ctx, q, first); err != nil {
+		t.Fatal(err)
+	}
+	if a := c.active(t); *a != first || c.status(t, second).Status != "retiring" {
+		t.Fatalf("rollback to a retiring deployment: active %v, second %s", a, c.status(t, second).Status)
+	}
+	// Stopped: it is deployed again, instances re-created.
+	c.pool.Exec(ctx, `UPDATE deployments SET stop_at = now() - interval '1 second' WHERE id = $1`, second)
+	c.l.Retire(ctx)
+	if err := c.l.Rollback(ctx, q, second); err != nil {
+		t.Fatal(err)
+	}
+	if d := c.status(t, second); d.Status != "deploying" {
+		t.Fatalf("rolled-back stopped deployment is %s", d.Status)
+	}
+	c.step(t, second)
+	c.healthy(t, second)
+	c.step(t, second)
+	if a := c.active(t); *a != second {
+		t.Fatal("rollback to a stopped deployment did not go live")
+	}
+	var live int
+	c.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND desired_state = 'running'`, second).Scan(&live)
+	if live != 3 {
+		t.Fatalf("%d live instances after the rollback", live)
+	}
+	if err := c.l.Rollback(ctx, q, id.New()); err == nil {
+		t.Fatal("rollback to an unknown deployment succeeded")
+	}
+}
