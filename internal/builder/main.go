@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -43,8 +44,10 @@ func DetectPlanner(images detect.BaseImages) Planner {
 }
 
 // Main runs `zeitwork builder` until ctx ends: it works build tasks, any
-// number of replicas side by side.
-func Main(ctx context.Context, cfg config.Builder, log *slog.Logger) error {
+// number of replicas side by side. built, if not nil, runs in the
+// transaction that records each successful build (the caller hands the
+// deployment on to the operator there).
+func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error, log *slog.Logger) error {
 	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
 	if err != nil {
 		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
@@ -82,6 +85,7 @@ func Main(ctx context.Context, cfg config.Builder, log *slog.Logger) error {
 		Config: Config{
 			BuilderID: builderID, Timeout: cfg.BuildTimeout, Lease: cfg.BuildLease, Logs: buildlog.DefaultLimits,
 			Registry: Registry{Host: cfg.RegistryAddr, Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()},
+			Built:    built,
 		},
 	}
 	if secret := cfg.RegistryCredentialSecret.Reveal(); secret != "" {

@@ -51,7 +51,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"api", "role", "public API (/v1) and dashboard", notBuilt[config.API]("the public API")},
-		{"operator", "role", "scheduler, deployment lifecycle, management API", notBuilt[config.Operator]("the operator (issue #5)")},
+		{"operator", "role", "scheduler, deployment lifecycle, management API", runOperator},
 		{"nodeagent", "role", "runs instances on a worker node, node-proxy", runNodeAgent},
 		{"builder", "role", "builds images from source with BuildKit", runBuilder},
 		{"edge", "role", "TLS edge proxy routing hosts to instances", notBuilt[config.Edge]("the edge proxy (issue #6)")},

@@ -17,6 +17,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -61,7 +62,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintf(w, "  migrations  %d applied now, %d already\n", len(res.Applied), res.Skipped)
 	if *check {
-		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api, operator, edge.")
+		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api, edge.")
 		return nil
 	}
 	secrets, err := devenv.LoadSecrets(cfg.StateDir)
@@ -69,8 +70,13 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("dev secrets: %w", err)
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return builder.Main(ctx, devBuilder(cfg), zlog.Component(root, "builder")) })
+	g.Go(func() error {
+		return builder.Main(ctx, devBuilder(cfg), handOnToOperator, zlog.Component(root, "builder"))
+	})
 	fmt.Fprintf(w, "  builder     working build tasks on %s\n", cfg.BuildkitAddr)
+	ocfg := devOperator(cfg, secrets)
+	g.Go(func() error { return operator.Main(ctx, ocfg, placer, zlog.Component(root, "operator")) })
+	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
 	for i := 1; i <= cfg.Nodes; i++ {
 		ncfg, err := devNode(cfg, secrets, i)
 		if err != nil {
@@ -80,12 +86,23 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(w, "  node%d       api http://%s, node-proxy %s, netns %s\n", i, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
 	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(cfg.StateDir, "secrets.env"))
-	fmt.Fprintln(w, "Not built yet: api, operator, edge. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
+	fmt.Fprintln(w, "Not built yet: api, edge. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
 	g.Go(func() error { watch(ctx, deps, log); return nil })
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
+}
+
+func devOperator(cfg config.Dev, s devenv.Secrets) config.Operator {
+	return config.Operator{
+		Log:          zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
+		Database:     config.Database{URL: cfg.DatabaseURL, MaxConns: 10},
+		Queue:        config.Queue{Workers: 10, JobTimeout: time.Minute, RescueAfter: 5 * time.Minute},
+		Addr:         fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-19), // 28081 by default
+		ClusterToken: config.Secret(s.ClusterToken), RegistryInsecure: true,
+		RetireGrace: cfg.RetireGrace, HealthyDeadline: 2 * time.Minute, NodeHeartbeatDeadline: 30 * time.Second,
+	}
 }
 
 func devBuilder(cfg config.Dev) config.Builder {

@@ -3,9 +3,14 @@ package cli
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/zeitwork/zeitwork/internal/builder"
+
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/operator"
+	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -24,5 +29,20 @@ func runBuilder(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "builder")
-	return builder.Main(ctx, cfg, log)
+	return builder.Main(ctx, cfg, handOnToOperator, log)
+}
+
+// handOnToOperator enqueues the deploy task of a freshly built deployment,
+// in the transaction that records the build.
+func handOnToOperator(ctx context.Context, tx pgx.Tx, d db.Deployment, _ db.Image) error {
+	return queue.EnqueueFromWorkerTx(ctx, tx, operator.DeployTask{DeploymentID: d.ID})
+}
+
+func runOperator(ctx context.Context, env Env, _ []string) error {
+	cfg, err := config.ParseFrom[config.Operator](env.vars())
+	if err != nil {
+		return err
+	}
+	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "operator")
+	return operator.Main(ctx, cfg, placer, log)
 }

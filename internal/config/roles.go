@@ -62,6 +62,8 @@ type Dev struct {
 	// PortBase numbers the simulated nodes' ports: node i serves its API on
 	// PortBase+i and its node-proxy on PortBase+100+i.
 	PortBase int `env:"DEV_PORT_BASE" envDefault:"28100"`
+	// RetireGrace is how long a replaced deployment keeps running.
+	RetireGrace time.Duration `env:"DEV_RETIRE_GRACE" envDefault:"5m"`
 	// NetnsPrefix names the simulated nodes' network namespaces.
 	NetnsPrefix string `env:"DEV_NETNS_PREFIX" envDefault:"zw-dev-node"`
 }
@@ -82,7 +84,22 @@ type Operator struct {
 	Log      zlog.Config
 	Database Database
 	Queue    Queue
-	Addr     string `env:"OPERATOR_ADDR" envDefault:":8081"`
+	// Addr serves the management API (/v1/images, /v1/registry/token).
+	Addr         string `env:"OPERATOR_ADDR" envDefault:":8081"`
+	ClusterToken Secret `env:"CLUSTER_TOKEN,required,notEmpty"`
+	// The registry as operators reach it: they read images (downloads)
+	// and delete them.
+	RegistryInsecure bool   `env:"REGISTRY_INSECURE"`
+	RegistryUsername string `env:"REGISTRY_USERNAME"`
+	RegistryPassword Secret `env:"REGISTRY_PASSWORD"`
+	// RegistryTokenKey (base64 Ed25519 seed, 32 bytes) and
+	// RegistryCredentialSecret make this operator the registry's token
+	// service; both unset: no token endpoint.
+	RegistryTokenKey         Secret        `env:"REGISTRY_TOKEN_KEY"`
+	RegistryCredentialSecret Secret        `env:"REGISTRY_CREDENTIAL_SECRET"`
+	RetireGrace              time.Duration `env:"RETIRE_GRACE" envDefault:"5m"`
+	HealthyDeadline          time.Duration `env:"HEALTHY_DEADLINE" envDefault:"2m"`
+	NodeHeartbeatDeadline    time.Duration `env:"NODE_HEARTBEAT_DEADLINE" envDefault:"30s"`
 }
 
 // NodeAgent configures `zeitwork nodeagent`.

@@ -132,3 +132,17 @@ func (q *Queue) Status(ctx context.Context, jobID int64) (Status, error) {
 	}
 	return s, nil
 }
+
+// EnqueueFromWorkerTx adds task as part of tx from inside a running task's
+// Work (ctx is the one River gave it): a task that finishes by handing on
+// to the next (a build to its deploy) does so without knowing the queue.
+func EnqueueFromWorkerTx(ctx context.Context, tx pgx.Tx, task Task) error {
+	client, err := river.ClientFromContextSafely[pgx.Tx](ctx)
+	if err != nil {
+		return fmt.Errorf("%w %s: not inside a task: %w", ErrEnqueue, task.Kind(), err)
+	}
+	if _, err := client.InsertTx(ctx, tx, task, nil); err != nil {
+		return fmt.Errorf("%w %s: %w", ErrEnqueue, task.Kind(), err)
+	}
+	return nil
+}
