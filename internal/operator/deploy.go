@@ -78,9 +78,28 @@ type DeployWorker struct {
 	Lifecycle *Lifecycle
 }
 
-// Work implements queue.Worker.
+// Timeout bounds a deploy task by the health deadline, with room to spare.
+func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
+	return w.Lifecycle.Policy.HealthyDeadline + time.Minute
+}
+
+// Work implements queue.Worker. It steps the deployment until it is done,
+// waiting Poll between steps in the task itself: handing the wait back to
+// the queue (a snooze) would cost the queue's scheduling interval, seconds,
+// on every step, and "healthy → active" must take milliseconds.
 func (w *DeployWorker) Work(ctx context.Context, job *queue.Job[DeployTask]) error {
-	return w.Lifecycle.Deploy(ctx, job.Args.DeploymentID)
+	for {
+		err := w.Lifecycle.Deploy(ctx, job.Args.DeploymentID)
+		var snooze *river.JobSnoozeError
+		if !errors.As(err, &snooze) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(w.Lifecycle.Policy.Poll):
+		}
+	}
 }
 
 // ErrCannotPlace wraps a placer's refusal.

@@ -61,6 +61,9 @@ func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logge
 		Logger:               zlog.Component(log, "queue"),
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
+		// Roles enqueue tasks that other roles work (a build hands on a
+		// deploy): a task kind this role has no worker for is normal.
+		SkipUnknownJobCheck: true,
 	}
 	if workers != nil {
 		rc.Workers = workers.w

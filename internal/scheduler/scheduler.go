@@ -37,6 +37,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -103,21 +104,38 @@ type Placement struct {
 	NodeID uuid.UUID
 }
 
-// candidate is an eligible node with what the selection needs precomputed.
+// candidate is an eligible node with everything the ordering needs copied
+// in, so comparisons do not chase pointers back into the view.
 type candidate struct {
-	score float64
-	idx   int32
-	fits  int32 // instances of the requested size the node can hold
-	avoid bool
+	score     int64
+	instances int
+	id        uuid.UUID
+	fits      int32 // instances of the requested size the node can hold
+	avoid     bool
+}
+
+// better is the placement order: nodes outside Avoid, then most free
+// capacity after placement, then fewer instances, then lower ID.
+func better(a, b *candidate) bool {
+	if a.avoid != b.avoid {
+		return !a.avoid
+	}
+	if a.score != b.score {
+		return a.score > b.score
+	}
+	if a.instances != b.instances {
+		return a.instances < b.instances
+	}
+	return bytes.Compare(a.id[:], b.id[:]) < 0
 }
 
 // Place decides where the missing instances of one deployment go. It returns
 // one Placement per instance to create (none if Existing already covers the
 // replicas), best node first. Errors are ErrInvalidRequest (wrapped) or
-// *CannotPlace.
+// *CannotPlace. The nodes slice is not modified.
 //
-// Cost: one pass over the nodes, then a bounded heap over the eligible ones,
-// O(n log k) for k instances; the nodes slice is not modified.
+// Cost: two passes over the nodes and a heap of at most k candidates, so
+// O(n log k) time for k instances and O(k) memory, whatever the cluster size.
 func Place(nodes []Node, req Request) ([]Placement, error) {
 	replicas, want, err := req.count()
 	if err != nil {
@@ -127,16 +145,19 @@ func Place(nodes []Node, req Request) ([]Placement, error) {
 		return nil, nil
 	}
 
-	// One pass: classify every node, keep the eligible ones. Precedence of the
-	// reasons is the order a user would fix them in; each node is counted
-	// once, under its first reason.
+	// Pass 1: classify every node. It yields the normalisation for the score
+	// and the exact room, so pass 2 needs to keep only k candidates. Each
+	// node is counted once, under its first reason, in the order a user would
+	// fix them.
 	cp := CannotPlace{
 		Instances: want, Replicas: replicas, Existing: req.Existing,
 		CPUMillis: req.CPUMillis, MemoryMB: req.MemoryMB, Region: req.Region,
 		Nodes: len(nodes),
 	}
 	cutoff := req.Now.Add(-req.HeartbeatDeadline)
-	cands := make([]candidate, 0, min(len(nodes), 1024))
+	// eligible remembers pass 1's verdict so pass 2 neither repeats the
+	// checks nor reads ineligible nodes: a bit per node.
+	eligible := make([]uint64, (len(nodes)+63)/64)
 	var room int64
 	var maxCPU, maxMem int32
 	for i := range nodes {
@@ -144,87 +165,133 @@ func Place(nodes []Node, req Request) ([]Placement, error) {
 		switch {
 		case n.Status == StatusDead:
 			cp.Dead++
-			continue
 		case n.Status == StatusDraining:
 			cp.Draining++
-			continue
 		case n.Status != StatusActive:
 			cp.Inactive++
-			continue
 		case n.LastHeartbeat.Before(cutoff):
 			cp.Stale++
-			continue
 		case req.Region != "" && n.Region != req.Region:
 			cp.WrongRegion++
-			continue
 		case n.FreeCPUMillis < req.CPUMillis:
 			cp.LowCPU++
 			cp.noteFree(n)
-			continue
 		case n.FreeMemoryMB < req.MemoryMB:
 			cp.LowMemory++
 			cp.noteFree(n)
-			continue
+		default:
+			eligible[i/64] |= 1 << (i % 64)
+			cp.Eligible++
+			room += int64(min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB))
+			maxCPU = max(maxCPU, n.FreeCPUMillis)
+			maxMem = max(maxMem, n.FreeMemoryMB)
 		}
-		fits := min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB)
-		room += int64(fits)
-		maxCPU = max(maxCPU, n.FreeCPUMillis)
-		maxMem = max(maxMem, n.FreeMemoryMB)
-		cands = append(cands, candidate{idx: int32(i), fits: fits, avoid: contains(req.Avoid, n.ID)})
 	}
-	// Nodes are independent, so the sum of what each can hold on its own is
-	// exactly what the cluster can hold: checking it up front means the
-	// selection below cannot fail, and bounds the allocation for huge Replicas.
+	// Nodes are independent, so the sum of what each holds on its own is
+	// exactly what the cluster holds: checking it up front means the
+	// selection below cannot fail, and bounds allocations for huge Replicas.
 	if room < int64(want) {
-		cp.Eligible = len(cands)
 		cp.Room = int(room)
 		return nil, &cp
 	}
 
-	for i := range cands {
-		n := &nodes[cands[i].idx]
-		cands[i].score = float64(n.FreeCPUMillis-req.CPUMillis)/float64(maxCPU) +
-			float64(n.FreeMemoryMB-req.MemoryMB)/float64(maxMem)
+	// Pass 2: keep the k best eligible nodes in a heap whose root is the
+	// worst kept, k = want, or all eligible nodes when there are fewer.
+	k := min(want, cp.Eligible)
+	h := make([]candidate, 0, k)
+	for w, word := range eligible {
+		for ; word != 0; word &= word - 1 {
+			i := w*64 + bits.TrailingZeros64(word)
+			n := &nodes[i]
+			// score is free CPU/maxCPU + free memory/maxMem after placement,
+			// multiplied through by maxCPU*maxMem: exact integers, so ties are
+			// real ties and the plan cannot depend on float rounding. Each
+			// product is below 2^62, so the sum fits in an int64.
+			c := candidate{
+				score: int64(n.FreeCPUMillis-req.CPUMillis)*int64(maxMem) +
+					int64(n.FreeMemoryMB-req.MemoryMB)*int64(maxCPU),
+				instances: n.Instances,
+				id:        n.ID,
+			}
+			// The common case on a large cluster: a node that cannot beat the
+			// worst one kept, decided on score alone before looking at Avoid.
+			if len(h) == k && !h[0].avoid && c.score < h[0].score {
+				continue
+			}
+			c.avoid = contains(req.Avoid, n.ID)
+			c.fits = min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB)
+			if len(h) < k {
+				h = append(h, c)
+				up(h, len(h)-1)
+			} else if better(&c, &h[0]) {
+				h[0] = c
+				down(h, 0)
+			}
+		}
 	}
-	better := func(a, b *candidate) bool {
-		if a.avoid != b.avoid {
-			return !a.avoid
+	slices.SortFunc(h, func(a, b candidate) int {
+		switch {
+		case better(&a, &b):
+			return -1
+		case better(&b, &a):
+			return 1
 		}
-		if a.score != b.score {
-			return a.score > b.score
-		}
-		na, nb := &nodes[a.idx], &nodes[b.idx]
-		if na.Instances != nb.Instances {
-			return na.Instances < nb.Instances
-		}
-		return bytes.Compare(na.ID[:], nb.ID[:]) < 0
-	}
+		return 0
+	})
 
 	out := make([]Placement, 0, want)
-	if len(cands) >= want {
-		for _, c := range topK(cands, want, better) {
-			out = append(out, Placement{NodeID: nodes[c.idx].ID})
+	if len(h) == want {
+		for _, c := range h {
+			out = append(out, Placement{NodeID: c.id})
 		}
 		return out, nil
 	}
-
-	// Fewer eligible nodes than instances (so len(cands) < want, small): deal
-	// round-robin, best node first, skipping nodes that are full. The room
-	// check above guarantees this terminates with want placements.
-	slices.SortFunc(cands, byBetter(better))
+	// Fewer eligible nodes than instances: deal round-robin, best node first,
+	// skipping nodes that are full. The room check above guarantees this
+	// ends with want placements.
 	for len(out) < want {
-		for i := range cands {
-			if cands[i].fits == 0 {
+		for i := range h {
+			if h[i].fits == 0 {
 				continue
 			}
-			cands[i].fits--
-			out = append(out, Placement{NodeID: nodes[cands[i].idx].ID})
+			h[i].fits--
+			out = append(out, Placement{NodeID: h[i].id})
 			if len(out) == want {
 				break
 			}
 		}
 	}
 	return out, nil
+}
+
+// up and down keep h a heap with the worst candidate at the root.
+func up(h []candidate, i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !better(&h[p], &h[i]) {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func down(h []candidate, i int) {
+	for {
+		l := 2*i + 1
+		if l >= len(h) {
+			return
+		}
+		w := l // the worse child
+		if r := l + 1; r < len(h) && better(&h[l], &h[r]) {
+			w = r
+		}
+		if !better(&h[i], &h[w]) {
+			return
+		}
+		h[i], h[w] = h[w], h[i]
+		i = w
+	}
 }
 
 // count validates req and returns the effective replica count and how many
@@ -258,62 +325,4 @@ func contains(ids []uuid.UUID, id uuid.UUID) bool {
 		}
 	}
 	return false
-}
-
-// topK returns the k best candidates, best first, in O(n log k): a min-heap
-// of size k whose root is the worst candidate kept so far.
-func topK(cands []candidate, k int, better func(a, b *candidate) bool) []candidate {
-	h := make([]candidate, 0, k)
-	// worse reports whether h[i] should sit above h[j] in the heap.
-	worse := func(i, j int) bool { return better(&h[j], &h[i]) }
-	down := func(i int) {
-		for {
-			l := 2*i + 1
-			if l >= len(h) {
-				return
-			}
-			m := l
-			if r := l + 1; r < len(h) && worse(r, l) {
-				m = r
-			}
-			if !worse(m, i) {
-				return
-			}
-			h[i], h[m] = h[m], h[i]
-			i = m
-		}
-	}
-	for _, c := range cands {
-		if len(h) < k {
-			h = append(h, c)
-			for i := len(h) - 1; i > 0; {
-				p := (i - 1) / 2
-				if !worse(i, p) {
-					break
-				}
-				h[i], h[p] = h[p], h[i]
-				i = p
-			}
-			continue
-		}
-		if better(&c, &h[0]) {
-			h[0] = c
-			down(0)
-		}
-	}
-	slices.SortFunc(h, byBetter(better))
-	return h
-}
-
-// byBetter turns a "better" predicate into a best-first comparison.
-func byBetter(better func(a, b *candidate) bool) func(a, b candidate) int {
-	return func(a, b candidate) int {
-		switch {
-		case better(&a, &b):
-			return -1
-		case better(&b, &a):
-			return 1
-		}
-		return 0
-	}
 }

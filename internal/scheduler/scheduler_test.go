@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -54,9 +55,9 @@ func TestPlace(t *testing.T) {
 		{
 			name: "score weighs CPU and memory normalised, not by unit",
 			build: func(c *schedulertest.Cluster) []uuid.UUID {
-				// Node 0 has a little more memory in MiB but far less CPU in
-				// relative terms; raw sums would prefer it.
-				return []uuid.UUID{c.Add(1000, 9000), c.Add(8000, 8000), c.Add(8000, 8000), c.Add(8000, 8000)}
+				// Node 0's raw sum (21000) beats the others' (20000), but it
+				// has an eighth of their CPU and not twice their memory.
+				return []uuid.UUID{c.Add(1000, 20000), c.Add(8000, 12000), c.Add(8000, 12000), c.Add(8000, 12000)}
 			},
 			req:  func(c *schedulertest.Cluster, _ []uuid.UUID) scheduler.Request { return c.Request(3, 100, 100) },
 			want: want{nodes: []int{1, 2, 3}},
@@ -291,7 +292,7 @@ func TestPlaceInvalidRequest(t *testing.T) {
 		{"negative memory", func(r *scheduler.Request) { r.MemoryMB = -512 }},
 		{"negative replicas", func(r *scheduler.Request) { r.Replicas = -1 }},
 		{"negative existing", func(r *scheduler.Request) { r.Existing = -1 }},
-		{"no clock", func(r *scheduler.Request) { r.Now = r.Now.AddDate(-3000, 0, 0); r.Now = r.Now.Truncate(0).AddDate(0, 0, 0); r.Now = zeroTime() }},
+		{"no clock", func(r *scheduler.Request) { r.Now = time.Time{} }},
 		{"no heartbeat deadline", func(r *scheduler.Request) { r.HeartbeatDeadline = 0 }},
 	}
 	for _, tt := range tests {
@@ -327,8 +328,9 @@ func TestPlaceDoesNotModifyNodes(t *testing.T) {
 func TestPlaceHugeReplicasFailsWithoutAllocating(t *testing.T) {
 	c := schedulertest.New()
 	c.AddN(3, 4000, 4096)
+	req := c.Request(1<<40, 1, 1)
 	allocs := testing.AllocsPerRun(10, func() {
-		_, err := scheduler.Place(c.Nodes(), c.Request(1<<40, 1, 1))
+		_, err := scheduler.Place(c.Nodes(), req)
 		var cp *scheduler.CannotPlace
 		if !errors.As(err, &cp) {
 			t.Fatalf("err = %v, want *CannotPlace", err)
