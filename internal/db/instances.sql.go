@@ -82,6 +82,58 @@ func (q *Queries) InstanceDelete(ctx context.Context, id uuid.UUID) (int64, erro
 	return result.RowsAffected(), nil
 }
 
+const instanceFailOnNode = `-- name: InstanceFailOnNode :many
+UPDATE instances
+SET desired_state = 'stopped', state = 'failed', state_reason = $1::text, stopped_at = now(), updated_at = now()
+WHERE node_id = $2 AND state NOT IN ('stopped', 'failed')
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+`
+
+type InstanceFailOnNodeParams struct {
+	Reason string
+	NodeID uuid.UUID
+}
+
+// A node was declared dead: its instances are lost. They will not come back
+// by themselves (the node may never return), so they are failed and asked to
+// stop (a node that does return cleans them up).
+func (q *Queries) InstanceFailOnNode(ctx context.Context, arg InstanceFailOnNodeParams) ([]Instance, error) {
+	rows, err := q.db.Query(ctx, instanceFailOnNode, arg.Reason, arg.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Instance{}
+	for rows.Next() {
+		var i Instance
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeploymentID,
+			&i.NodeID,
+			&i.ImageID,
+			&i.DesiredState,
+			&i.State,
+			&i.StateReason,
+			&i.Ipv6Address,
+			&i.Port,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.RestartCount,
+			&i.StartedAt,
+			&i.StoppedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const instanceGetByID = `-- name: InstanceGetByID :one
 SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances WHERE id = $1
 `
@@ -551,6 +603,51 @@ RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reas
 // their node agents can be woken.
 func (q *Queries) InstanceStopByDeployment(ctx context.Context, deploymentID uuid.UUID) ([]Instance, error) {
 	rows, err := q.db.Query(ctx, instanceStopByDeployment, deploymentID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Instance{}
+	for rows.Next() {
+		var i Instance
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeploymentID,
+			&i.NodeID,
+			&i.ImageID,
+			&i.DesiredState,
+			&i.State,
+			&i.StateReason,
+			&i.Ipv6Address,
+			&i.Port,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.RestartCount,
+			&i.StartedAt,
+			&i.StoppedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const instanceStopFailed = `-- name: InstanceStopFailed :many
+UPDATE instances
+SET desired_state = 'stopped', updated_at = now()
+WHERE desired_state = 'running' AND state = 'failed'
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+`
+
+// Failed instances still meant to run: they will be replaced, so they stop.
+func (q *Queries) InstanceStopFailed(ctx context.Context) ([]Instance, error) {
+	rows, err := q.db.Query(ctx, instanceStopFailed)
 	if err != nil {
 		return nil, err
 	}

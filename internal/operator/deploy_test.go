@@ -272,3 +272,114 @@ func TestRollback(t *testing.T) {
 		t.Fatal("rollback to an unknown deployment succeeded")
 	}
 }
+
+// live returns the deployment's instances that count, by node.
+func (c *cluster) live(t *testing.T, dep uuid.UUID) map[uuid.UUID]db.Instance {
+	t.Helper()
+	ins, err := db.New(c.pool).InstanceListLiveByDeployment(context.Background(), dep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[uuid.UUID]db.Instance{}
+	for _, in := range ins {
+		out[in.NodeID] = in
+	}
+	if len(out) != len(ins) {
+		t.Fatalf("two instances of one deployment on one node: %d instances, %d nodes", len(ins), len(out))
+	}
+	return out
+}
+
+func (c *cluster) activeDeployment(t *testing.T) uuid.UUID {
+	t.Helper()
+	dep := c.deployment(t)
+	c.step(t, dep)
+	c.healthy(t, dep)
+	c.step(t, dep)
+	return dep
+}
+
+func TestLostNodeInstancesAreReplacedElsewhere(t *testing.T) {
+	c := newCluster(t, 4)
+	ctx := context.Background()
+	dep := c.activeDeployment(t)
+	before := c.live(t, dep)
+	var lost uuid.UUID
+	for node := range before {
+		lost = node
+		break
+	}
+	c.pool.Exec(ctx, `UPDATE nodes SET last_heartbeat_at = now() - interval '10 minutes' WHERE id = $1`, lost)
+	start := time.Now()
+	if err := c.l.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("replacement placed %s after the node was found dead", time.Since(start).Round(time.Microsecond))
+	n, _ := db.New(c.pool).NodeGetByID(ctx, lost)
+	if n.Status != "dead" {
+		t.Fatalf("silent node is %s", n.Status)
+	}
+	old, _ := db.New(c.pool).InstanceGetByID(ctx, before[lost].ID)
+	if old.State != "failed" || old.DesiredState != "stopped" || !strings.Contains(*old.StateReason, "stopped heartbeating") {
+		t.Fatalf("instance on the dead node: %s/%s %v", old.State, old.DesiredState, old.StateReason)
+	}
+	after := c.live(t, dep)
+	if len(after) != 3 {
+		t.Fatalf("%d live instances after healing, want 3", len(after))
+	}
+	if _, ok := after[lost]; ok {
+		t.Fatal("replacement placed on the dead node")
+	}
+	// Healing again changes nothing.
+	if err := c.l.Heal(ctx); err != nil || len(c.live(t, dep)) != 3 {
+		t.Fatalf("second heal: %v, %d live", err, len(c.live(t, dep)))
+	}
+}
+
+func TestFailedInstanceIsReplaced(t *testing.T) {
+	c := newCluster(t, 4)
+	ctx := context.Background()
+	dep := c.activeDeployment(t)
+	var victim db.Instance
+	for _, in := range c.live(t, dep) {
+		victim = in
+		break
+	}
+	c.pool.Exec(ctx, `UPDATE instances SET state = 'failed', state_reason = 'exited with code 1; gave up after 5 restarts' WHERE id = $1`, victim.ID)
+	if err := c.l.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.New(c.pool).InstanceGetByID(ctx, victim.ID); got.DesiredState != "stopped" {
+		t.Fatal("the failed instance is still meant to run")
+	}
+	if n := len(c.live(t, dep)); n != 3 {
+		t.Fatalf("%d live instances, want 3", n)
+	}
+}
+
+func TestDrainMovesInstancesThenEmptiesTheNode(t *testing.T) {
+	c := newCluster(t, 4)
+	ctx := context.Background()
+	dep := c.activeDeployment(t)
+	var drained uuid.UUID
+	for node := range c.live(t, dep) {
+		drained = node
+		break
+	}
+	c.pool.Exec(ctx, `UPDATE nodes SET status = 'draining' WHERE id = $1`, drained)
+	c.l.Heal(ctx)
+	if n := len(c.live(t, dep)); n != 4 {
+		t.Fatalf("%d live instances while draining, want 3 + the one leaving", n)
+	}
+	// The draining node's instance stays until its replacement is healthy.
+	c.l.Heal(ctx)
+	if in := c.live(t, dep)[drained]; in.DesiredState != "running" {
+		t.Fatal("the draining instance stopped before its replacement was healthy")
+	}
+	c.healthy(t, dep)
+	c.l.Heal(ctx)
+	live := c.live(t, dep)
+	if _, ok := live[drained]; ok || len(live) != 3 {
+		t.Fatalf("after the replacement is healthy: %d live, drained node still has one: %v", len(live), ok)
+	}
+}

@@ -91,6 +91,9 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 			if _, err := lc.Retire(ctx); err != nil && ctx.Err() == nil {
 				log.WarnContext(ctx, "retire", "err", err)
 			}
+			if err := lc.Heal(ctx); err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, "heal", "err", err)
+			}
 		})
 	})
 	g.Go(func() error { return every(ctx, 30*time.Second, func() { sweep(ctx, pool, q, log) }) })

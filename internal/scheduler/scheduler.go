@@ -134,8 +134,9 @@ func better(a, b *candidate) bool {
 // replicas), best node first. Errors are ErrInvalidRequest (wrapped) or
 // *CannotPlace. The nodes slice is not modified.
 //
-// Cost: two passes over the nodes and a heap of at most k candidates, so
-// O(n log k) time for k instances and O(k) memory, whatever the cluster size.
+// Cost: O(n log k) time for n nodes and k instances, and a bit per node plus
+// k candidates of memory: one pass classifies, a second pass over the
+// eligible nodes only keeps the k best in a heap.
 func Place(nodes []Node, req Request) ([]Placement, error) {
 	replicas, want, err := req.count()
 	if err != nil {
@@ -146,7 +147,8 @@ func Place(nodes []Node, req Request) ([]Placement, error) {
 	}
 
 	// Pass 1: classify every node. It yields the normalisation for the score
-	// and the exact room, so pass 2 needs to keep only k candidates. Each
+	// and whether the eligible nodes have room, so pass 2 needs to keep only
+	// k candidates. Each
 	// node is counted once, under its first reason, in the order a user would
 	// fix them.
 	cp := CannotPlace{
@@ -182,7 +184,11 @@ func Place(nodes []Node, req Request) ([]Placement, error) {
 		default:
 			eligible[i/64] |= 1 << (i % 64)
 			cp.Eligible++
-			room += int64(min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB))
+			// Only whether room reaches want matters on success, so stop
+			// dividing once it does; on failure it is the exact total.
+			if room < int64(want) {
+				room += int64(min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB))
+			}
 			maxCPU = max(maxCPU, n.FreeCPUMillis)
 			maxMem = max(maxMem, n.FreeMemoryMB)
 		}
@@ -207,19 +213,20 @@ func Place(nodes []Node, req Request) ([]Placement, error) {
 			// multiplied through by maxCPU*maxMem: exact integers, so ties are
 			// real ties and the plan cannot depend on float rounding. Each
 			// product is below 2^62, so the sum fits in an int64.
-			c := candidate{
-				score: int64(n.FreeCPUMillis-req.CPUMillis)*int64(maxMem) +
-					int64(n.FreeMemoryMB-req.MemoryMB)*int64(maxCPU),
-				instances: n.Instances,
-				id:        n.ID,
-			}
+			score := int64(n.FreeCPUMillis-req.CPUMillis)*int64(maxMem) +
+				int64(n.FreeMemoryMB-req.MemoryMB)*int64(maxCPU)
 			// The common case on a large cluster: a node that cannot beat the
 			// worst one kept, decided on score alone before looking at Avoid.
-			if len(h) == k && !h[0].avoid && c.score < h[0].score {
+			if len(h) == k && !h[0].avoid && score < h[0].score {
 				continue
 			}
-			c.avoid = contains(req.Avoid, n.ID)
-			c.fits = min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB)
+			c := candidate{
+				score:     score,
+				instances: n.Instances,
+				id:        n.ID,
+				fits:      min(n.FreeCPUMillis/req.CPUMillis, n.FreeMemoryMB/req.MemoryMB),
+				avoid:     contains(req.Avoid, n.ID),
+			}
 			if len(h) < k {
 				h = append(h, c)
 				up(h, len(h)-1)

@@ -113,3 +113,19 @@ SELECT * FROM instances WHERE id = @id FOR UPDATE;
 SELECT * FROM instances
 WHERE deployment_id = @deployment_id AND desired_state = 'running' AND state <> 'failed'
 ORDER BY id;
+
+-- name: InstanceFailOnNode :many
+-- A node was declared dead: its instances are lost. They will not come back
+-- by themselves (the node may never return), so they are failed and asked to
+-- stop (a node that does return cleans them up).
+UPDATE instances
+SET desired_state = 'stopped', state = 'failed', state_reason = @reason::text, stopped_at = now(), updated_at = now()
+WHERE node_id = @node_id AND state NOT IN ('stopped', 'failed')
+RETURNING *;
+
+-- name: InstanceStopFailed :many
+-- Failed instances still meant to run: they will be replaced, so they stop.
+UPDATE instances
+SET desired_state = 'stopped', updated_at = now()
+WHERE desired_state = 'running' AND state = 'failed'
+RETURNING *;
