@@ -44,5 +44,5 @@ func runOperator(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "operator")
-	return operator.Main(ctx, cfg, placer, log)
+	return operator.Main(ctx, cfg, operator.SchedulerPlacer(cfg.NodeHeartbeatDeadline), log)
 }

@@ -221,6 +221,58 @@ func (q *Queries) InstanceIncrementRestartCount(ctx context.Context, id uuid.UUI
 	return i, err
 }
 
+const instanceList = `-- name: InstanceList :many
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
+WHERE ($1::uuid IS NULL OR deployment_id = $1::uuid)
+  AND ($2::uuid IS NULL OR node_id = $2::uuid)
+ORDER BY id DESC
+LIMIT $3
+`
+
+type InstanceListParams struct {
+	DeploymentID *uuid.UUID
+	NodeID       *uuid.UUID
+	MaxRows      int32
+}
+
+// Instances, optionally of one deployment and/or on one node, newest first.
+func (q *Queries) InstanceList(ctx context.Context, arg InstanceListParams) ([]Instance, error) {
+	rows, err := q.db.Query(ctx, instanceList, arg.DeploymentID, arg.NodeID, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Instance{}
+	for rows.Next() {
+		var i Instance
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeploymentID,
+			&i.NodeID,
+			&i.ImageID,
+			&i.DesiredState,
+			&i.State,
+			&i.StateReason,
+			&i.Ipv6Address,
+			&i.Port,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.RestartCount,
+			&i.StartedAt,
+			&i.StoppedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const instanceListByDeployment = `-- name: InstanceListByDeployment :many
 SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
 WHERE deployment_id = $1

@@ -31,6 +31,8 @@ type API struct {
 	Images image.Store
 	Token  string
 	Log    *slog.Logger
+	// Cluster, when set, serves the instance and node routes.
+	Cluster *Cluster
 	// RegistryTokens, when set, serves the registry's token endpoint
 	// (GET /v1/registry/token, Basic credentials instead of the token).
 	RegistryTokens *registryauth.Service
@@ -48,6 +50,16 @@ func (a *API) Handler() http.Handler {
 	route("GET /v1/images/{id}", a.getImage)
 	route("GET /v1/images/{id}/download", a.downloadImage)
 	route("DELETE /v1/images/{id}", a.deleteImage)
+	if a.Cluster != nil {
+		route("GET /v1/instances", a.listInstances)
+		route("POST /v1/instances", a.createInstance)
+		route("GET /v1/instances/{id}", a.getInstance)
+		route("PUT /v1/instances/{id}/state", a.setInstanceState)
+		route("DELETE /v1/instances/{id}", a.deleteInstance)
+		route("GET /v1/nodes", a.listNodes)
+		route("POST /v1/nodes/{id}/drain", a.setNodeStatus("draining"))
+		route("POST /v1/nodes/{id}/undrain", a.setNodeStatus("active"))
+	}
 	if a.RegistryTokens != nil {
 		mux.Handle("GET /v1/registry/token", a.RegistryTokens.Handler(s))
 	}

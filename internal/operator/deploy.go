@@ -314,3 +314,74 @@ func ignoreNoRows(err error) error {
 	}
 	return err
 }
+
+// AddInstance places one more instance of a deployment: on node when
+// given (it must be active and have room), else wherever the placer puts it.
+func (l *Lifecycle) AddInstance(ctx context.Context, depID uuid.UUID, node *uuid.UUID) (db.Instance, error) {
+	q := db.New(l.Pool)
+	dep, err := q.DeploymentGetByID(ctx, depID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.Instance{}, fmt.Errorf("%w: deployment %s", nodeagent.ErrNotFound, depID)
+	}
+	if err != nil {
+		return db.Instance{}, err
+	}
+	p, err := q.ProjectGetByID(ctx, dep.ProjectID)
+	if err != nil {
+		return db.Instance{}, err
+	}
+	nodes, err := q.NodeListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
+	if err != nil {
+		return db.Instance{}, err
+	}
+	var target *db.Node
+	if node != nil {
+		for i := range nodes {
+			if nodes[i].ID == *node {
+				target = &nodes[i]
+			}
+		}
+		if target == nil {
+			return db.Instance{}, fmt.Errorf("%w: node %s is not active or not heard from recently", nodeagent.ErrInvalid, *node)
+		}
+	} else {
+		live, err := q.InstanceListLiveByDeployment(ctx, dep.ID)
+		if err != nil {
+			return db.Instance{}, err
+		}
+		need := Need{DeploymentID: dep.ID, Instances: 1, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb}
+		for _, in := range live {
+			need.Avoid = append(need.Avoid, in.NodeID)
+		}
+		chosen, err := l.Place(nodes, need)
+		if err != nil {
+			return db.Instance{}, fmt.Errorf("%w: %v", ErrCannotPlace, err)
+		}
+		for i := range nodes {
+			if nodes[i].ID == chosen[0] {
+				target = &nodes[i]
+			}
+		}
+	}
+	return nodeagent.CreateInstance(ctx, l.Pool, *target, nodeagent.NewInstance{DeploymentID: dep.ID, Port: p.Port, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb})
+}
+
+// SetNodeStatus drains ("draining") or undrains ("active") a node; healing
+// moves a draining node's instances away.
+func (l *Lifecycle) SetNodeStatus(ctx context.Context, nodeID uuid.UUID, status string) (db.Node, error) {
+	if status != "draining" && status != "active" {
+		return db.Node{}, fmt.Errorf("%w: status %q", nodeagent.ErrInvalid, status)
+	}
+	q := db.New(l.Pool)
+	n, err := q.NodeGetByID(ctx, nodeID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.Node{}, fmt.Errorf("%w: node %s", nodeagent.ErrNotFound, nodeID)
+	}
+	if err != nil {
+		return db.Node{}, err
+	}
+	if n.Status == "dead" {
+		return db.Node{}, fmt.Errorf("%w: node %s is dead; it becomes active again when its agent registers", nodeagent.ErrInvalid, nodeID)
+	}
+	return q.NodeSetStatus(ctx, db.NodeSetStatusParams{ID: nodeID, Status: status})
+}

@@ -23,28 +23,6 @@ import (
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
-// spread places on the nodes with the fewest of this deployment's
-// instances: enough of a placer for the lifecycle's tests (the scheduler has
-// its own).
-func spread(nodes []db.Node, need operator.Need) ([]uuid.UUID, error) {
-	if len(nodes) == 0 {
-		return nil, errors.New("no live nodes")
-	}
-	avoid := map[uuid.UUID]bool{}
-	for _, a := range need.Avoid {
-		avoid[a] = true
-	}
-	var out []uuid.UUID
-	for i := 0; len(out) < need.Instances; i++ {
-		n := nodes[i%len(nodes)]
-		if avoid[n.ID] && i < len(nodes) {
-			continue
-		}
-		out = append(out, n.ID)
-	}
-	return out, nil
-}
-
 type cluster struct {
 	pool    *pgxpool.Pool
 	l       *operator.Lifecycle
@@ -69,7 +47,7 @@ func newCluster(t *testing.T, nodes int) *cluster {
 	}
 	policy := operator.DefaultPolicy
 	policy.Poll = time.Millisecond
-	c.l = &operator.Lifecycle{Pool: pool, Place: spread, Policy: policy, Log: zlog.Discard()}
+	c.l = &operator.Lifecycle{Pool: pool, Place: operator.SchedulerPlacer(policy.HeartbeatDeadline), Policy: policy, Log: zlog.Discard()}
 	return c
 }
 
@@ -223,7 +201,7 @@ func TestUnhealthyOrUnplaceableDeploymentsFailWithReason(t *testing.T) {
 	empty := newCluster(t, 0)
 	dep = empty.deployment(t)
 	empty.step(t, dep)
-	if d := empty.status(t, dep); d.Status != "failed" || !strings.Contains(*d.FailureReason, "no live nodes") {
+	if d := empty.status(t, dep); d.Status != "failed" || !strings.Contains(*d.FailureReason, "cannot place 3 instances") {
 		t.Fatalf("with no nodes: %s %v", d.Status, d.FailureReason)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -62,6 +63,15 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 
 	api := &management.API{
 		Pool: pool, Queue: q, Token: cfg.ClusterToken.Reveal(), Log: zlog.Component(log, "management"), RegistryTokens: tokens,
+		Cluster: &management.Cluster{
+			AddInstance: func(r *http.Request, dep uuid.UUID, node *uuid.UUID) (db.Instance, error) {
+				return lc.AddInstance(r.Context(), dep, node)
+			},
+			SetNodeStatus: func(r *http.Request, node uuid.UUID, status string) (db.Node, error) {
+				return lc.SetNodeStatus(r.Context(), node, status)
+			},
+			ErrCannotPlace: ErrCannotPlace,
+		},
 		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}},
 	}
 	l, err := net.Listen("tcp", cfg.Addr)

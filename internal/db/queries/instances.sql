@@ -129,3 +129,11 @@ UPDATE instances
 SET desired_state = 'stopped', updated_at = now()
 WHERE desired_state = 'running' AND state = 'failed'
 RETURNING *;
+
+-- name: InstanceList :many
+-- Instances, optionally of one deployment and/or on one node, newest first.
+SELECT * FROM instances
+WHERE (sqlc.narg(deployment_id)::uuid IS NULL OR deployment_id = sqlc.narg(deployment_id)::uuid)
+  AND (sqlc.narg(node_id)::uuid IS NULL OR node_id = sqlc.narg(node_id)::uuid)
+ORDER BY id DESC
+LIMIT @max_rows;

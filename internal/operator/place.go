@@ -1,0 +1,48 @@
+package operator
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/scheduler"
+)
+
+// SchedulerPlacer places with internal/scheduler: distinct nodes where
+// there are enough, by free capacity, never on dead, draining or silent
+// nodes, with a reason a person can act on when it cannot.
+func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
+	return func(nodes []db.Node, need Need) ([]uuid.UUID, error) {
+		view := make([]scheduler.Node, len(nodes))
+		for i, n := range nodes {
+			running := 0
+			if n.InstancesRunning != nil {
+				running = int(*n.InstancesRunning)
+			}
+			view[i] = scheduler.Node{
+				ID: n.ID, Region: n.Region, FreeCPUMillis: n.FreeCpuMillis, FreeMemoryMB: n.FreeMemoryMb,
+				Status: n.Status, LastHeartbeat: n.LastHeartbeatAt, Instances: running,
+			}
+		}
+		existing := len(need.Avoid)
+		placements, err := scheduler.Place(view, scheduler.Request{
+			DeploymentID: need.DeploymentID, Replicas: existing + need.Instances, Existing: existing,
+			CPUMillis: need.CPUMillis, MemoryMB: need.MemoryMB, Avoid: need.Avoid,
+			Now: time.Now(), HeartbeatDeadline: heartbeatDeadline,
+		})
+		if err != nil {
+			return nil, err
+		}
+		// The scheduler never places fewer than its minimum for a
+		// deployment; one more instance asked for is one more placed.
+		if len(placements) > need.Instances {
+			placements = placements[:need.Instances]
+		}
+		out := make([]uuid.UUID, len(placements))
+		for i, p := range placements {
+			out[i] = p.NodeID
+		}
+		return out, nil
+	}
+}
