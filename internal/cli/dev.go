@@ -75,7 +75,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	})
 	fmt.Fprintf(w, "  builder     working build tasks on %s\n", cfg.BuildkitAddr)
 	ocfg := devOperator(cfg, secrets)
-	g.Go(func() error { return operator.Main(ctx, ocfg, operator.SchedulerPlacer(ocfg.NodeHeartbeatDeadline), zlog.Component(root, "operator")) })
+	g.Go(func() error {
+		return operator.Main(ctx, ocfg, operator.SchedulerPlacer(ocfg.NodeHeartbeatDeadline), zlog.Component(root, "operator"))
+	})
 	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
 	for i := 1; i <= cfg.Nodes; i++ {
 		ncfg, err := devNode(cfg, secrets, i)
