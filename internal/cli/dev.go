@@ -103,7 +103,7 @@ func devOperator(cfg config.Dev, s devenv.Secrets) config.Operator {
 		Queue:        config.Queue{Workers: 10, JobTimeout: time.Minute, RescueAfter: 5 * time.Minute},
 		Addr:         fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-19), // 28081 by default
 		ClusterToken: config.Secret(s.ClusterToken), RegistryInsecure: true,
-		RetireGrace: cfg.RetireGrace, HealthyDeadline: 2 * time.Minute, NodeHeartbeatDeadline: 30 * time.Second,
+		RetireGrace: cfg.RetireGrace, HealthyDeadline: 2 * time.Minute, NodeHeartbeatDeadline: cfg.HeartbeatDeadline,
 	}
 }
 
@@ -135,7 +135,7 @@ func devNode(cfg config.Dev, s devenv.Secrets, i int) (config.NodeAgent, error) 
 		APIAddr: fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i), ProxyAddr: proxy, NodeNetns: ns,
 		ContainerdAddr: cfg.Containerd, Namespace: fmt.Sprintf("zeitwork-node%d", i), RuntimeHandler: "io.containerd.runc.v2",
 		LogDir: filepath.Join(cfg.StateDir, name, "logs"), PlainHTTP: []string{cfg.RegistryAddr}, SecretsKeys: s.SecretsKeys,
-		PollInterval: 5 * time.Second, HeartbeatInterval: 5 * time.Second,
+		PollInterval: 5 * time.Second, HeartbeatInterval: min(5*time.Second, cfg.HeartbeatDeadline/3),
 	}, nil
 }
 

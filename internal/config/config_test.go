@@ -31,6 +31,7 @@ func TestMalformedVariablesAreNamed(t *testing.T) {
 		"DATABASE_MAX_CONNS": "lots",
 		"LOG_LEVEL":          "shouty",
 		"QUEUE_RESCUE_AFTER": "soon",
+		"CLUSTER_TOKEN":      "t",
 	})
 	var cerr *Error
 	if !errors.As(err, &cerr) {
@@ -54,8 +55,9 @@ func TestURLPasswordNeverInErrors(t *testing.T) {
 
 func TestDefaultsAndValues(t *testing.T) {
 	cfg, err := ParseFrom[Operator](map[string]string{
-		"DATABASE_URL": "postgres://zeitwork:pw@127.0.0.1:5432/zeitwork",
-		"LOG_FORMAT":   "text",
+		"DATABASE_URL":  "postgres://zeitwork:pw@127.0.0.1:5432/zeitwork",
+		"LOG_FORMAT":    "text",
+		"CLUSTER_TOKEN": "t",
 	})
 	if err != nil {
 		t.Fatal(err)

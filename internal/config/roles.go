@@ -64,6 +64,9 @@ type Dev struct {
 	PortBase int `env:"DEV_PORT_BASE" envDefault:"28100"`
 	// RetireGrace is how long a replaced deployment keeps running.
 	RetireGrace time.Duration `env:"DEV_RETIRE_GRACE" envDefault:"5m"`
+	// HeartbeatDeadline is how long a simulated node may be silent before
+	// the operator declares it dead; nodes heartbeat three times as often.
+	HeartbeatDeadline time.Duration `env:"DEV_HEARTBEAT_DEADLINE" envDefault:"30s"`
 	// NetnsPrefix names the simulated nodes' network namespaces.
 	NetnsPrefix string `env:"DEV_NETNS_PREFIX" envDefault:"zw-dev-node"`
 }

@@ -90,6 +90,7 @@ func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
 const nodeHeartbeat = `-- name: NodeHeartbeat :one
 UPDATE nodes
 SET last_heartbeat_at = now(),
+    status = CASE WHEN status = 'dead' THEN 'active' ELSE status END,
     available_memory_mb = $1::int,
     load_millis = $2::int,
     instances_running = $3::int,
@@ -106,7 +107,9 @@ type NodeHeartbeatParams struct {
 }
 
 // Records that the node is alive and what it observes of its resources;
-// returns the row so the agent learns whether it is being drained.
+// returns the row so the agent learns whether it is being drained. A node
+// declared dead that speaks again is back: active (its lost instances were
+// failed and replaced meanwhile; its agent stops them).
 func (q *Queries) NodeHeartbeat(ctx context.Context, arg NodeHeartbeatParams) (Node, error) {
 	row := q.db.QueryRow(ctx, nodeHeartbeat,
 		arg.AvailableMemoryMb,

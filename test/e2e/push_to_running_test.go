@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
@@ -74,46 +75,58 @@ func upload(t *testing.T, data []byte) string {
 	return key
 }
 
-// TestPushToRunning: an uploaded repository is built, deployed as three
-// healthy instances on three nodes, and answers through each node-proxy; a
-// second deployment replaces it, and the first one's instances stop only
-// after the grace period.
-func TestPushToRunning(t *testing.T) {
+// platform is `zeitwork dev` running in this test process.
+type platform struct {
+	t       *testing.T
+	pool    *pgxpool.Pool
+	q       *db.Queries
+	state   string
+	prefix  string
+	base    int
+	token   string
+	api     string
+	dbURL   string
+	out     *bytes.Buffer
+	errOut  *bytes.Buffer
+	project uuid.UUID
+	archive []byte
+}
+
+func startPlatform(t *testing.T, nodes int, env ...string) *platform {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		testenv.Unavailable(t, "root (simulated nodes are network namespaces)", fmt.Errorf("uid %d", os.Geteuid()))
 	}
 	testenv.Registry(t)
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
-	archive := appArchive(t)
-	dbURL := testdb.Empty(t)
-	state := t.TempDir()
-	prefix := "zwe2e" + id.New().String()[30:] + "-"
+	p := &platform{t: t, archive: appArchive(t), dbURL: testdb.Empty(t), state: t.TempDir(), out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
+	p.prefix = "zwe2e" + id.New().String()[30:] + "-"
 	t.Cleanup(func() {
-		for i := 1; i <= 3; i++ {
-			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", prefix, i)).Run()
+		for i := 1; i <= 4; i++ {
+			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", p.prefix, i)).Run()
 		}
 	})
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	base := l.Addr().(*net.TCPAddr).Port%20000 + 30000
+	p.base = l.Addr().(*net.TCPAddr).Port%20000 + 30000
 	l.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, errOut bytes.Buffer
 	go func() {
-		done <- cli.Main(ctx, []string{"dev"}, cli.Env{Environ: append(os.Environ(),
-			"DATABASE_URL="+dbURL, "DEV_STATE_DIR="+state, "DEV_NODES=3", "DEV_NETNS_PREFIX="+prefix,
-			fmt.Sprintf("DEV_PORT_BASE=%d", base), "DEV_RETIRE_GRACE=3s", "LOG_LEVEL=warn"), Stdout: &out, Stderr: &errOut})
+		done <- cli.Main(ctx, []string{"dev"}, cli.Env{Environ: append(append(os.Environ(),
+			"DATABASE_URL="+p.dbURL, "DEV_STATE_DIR="+p.state, fmt.Sprintf("DEV_NODES=%d", nodes), "DEV_NETNS_PREFIX="+p.prefix,
+			fmt.Sprintf("DEV_PORT_BASE=%d", p.base), "LOG_LEVEL=warn"), env...), Stdout: p.out, Stderr: p.errOut})
 	}()
-	pool := testdb.Pool(t, dbURL)
+	p.pool = testdb.Pool(t, p.dbURL)
+	p.q = db.New(p.pool)
 	t.Cleanup(func() {
-		// Stop every instance: retire what is left, let the agents stop them.
-		pool.Exec(context.Background(), `UPDATE instances SET desired_state = 'stopped'`)
+		// Stop every instance: let the agents stop them, then stop dev.
+		p.pool.Exec(context.Background(), `UPDATE instances SET desired_state = 'stopped'`)
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
 			var n int
-			pool.QueryRow(context.Background(), `SELECT count(*) FROM instances WHERE state NOT IN ('stopped', 'failed')`).Scan(&n)
+			p.pool.QueryRow(context.Background(), `SELECT count(*) FROM instances i JOIN nodes n ON n.id = i.node_id WHERE i.state NOT IN ('stopped', 'failed') AND n.status <> 'dead'`).Scan(&n)
 			if n == 0 {
 				break
 			}
@@ -122,100 +135,120 @@ func TestPushToRunning(t *testing.T) {
 		cancel()
 		<-done
 	})
+	p.wait(60*time.Second, fmt.Sprintf("%d nodes to register", nodes), func() bool {
+		ns, _ := p.q.NodeList(context.Background())
+		return len(ns) == nodes
+	})
+	p.project = testdb.Project(t, p.pool)
+	p.pool.Exec(context.Background(), `UPDATE projects SET port = 8080, health_check_path = '/healthz', cpu_millis = 100, memory_mb = 64 WHERE id = $1`, p.project)
+	secrets, _ := os.ReadFile(filepath.Join(p.state, "secrets.env"))
+	p.token = strings.TrimPrefix(strings.Split(string(secrets), "\n")[0], "CLUSTER_TOKEN=")
+	p.api = fmt.Sprintf("http://127.0.0.1:%d", p.base-19)
+	return p
+}
 
-	q := db.New(pool)
-	waitFor(t, 60*time.Second, "3 nodes to register", func() bool {
-		nodes, _ := q.NodeList(context.Background())
-		return len(nodes) == 3
-	}, &out, &errOut)
-	project := testdb.Project(t, pool)
-	pool.Exec(context.Background(), `UPDATE projects SET port = 8080, health_check_path = '/healthz', cpu_millis = 100, memory_mb = 64 WHERE id = $1`, project)
-	secrets, _ := os.ReadFile(filepath.Join(state, "secrets.env"))
-	token := strings.TrimPrefix(strings.Split(string(secrets), "\n")[0], "CLUSTER_TOKEN=")
-	api := fmt.Sprintf("http://127.0.0.1:%d", base-19)
+func (p *platform) wait(within time.Duration, what string, cond func() bool) {
+	p.t.Helper()
+	waitFor(p.t, within, what, cond, p.out, p.errOut)
+}
 
-	deploy := func() (uuid.UUID, time.Duration) {
-		key := upload(t, archive)
-		start := time.Now()
-		body := fmt.Sprintf(`{"project_id": %q, "archive_key": %q}`, project, key)
-		req, _ := http.NewRequest("POST", api+"/v1/images", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var acc struct {
-			DeploymentID uuid.UUID `json:"deployment_id"`
-		}
-		json.NewDecoder(resp.Body).Decode(&acc)
-		if resp.StatusCode != 202 {
-			t.Fatalf("POST /v1/images: %d", resp.StatusCode)
-		}
-		waitFor(t, 3*time.Minute, "the deployment to go active", func() bool {
-			d, _ := q.DeploymentGetByID(context.Background(), acc.DeploymentID)
-			if d.Status == "failed" {
-				t.Fatalf("deployment failed: %v", *d.FailureReason)
-			}
-			return d.Status == "active"
-		}, &out, &errOut)
-		d, _ := q.DeploymentGetByID(context.Background(), acc.DeploymentID)
-		t.Logf("deployment %s: queued→building %s, building→deploying %s, deploying→active %s",
-			d.ID, d.BuildingAt.Sub(d.CreatedAt).Round(time.Millisecond), d.DeployingAt.Sub(*d.BuildingAt).Round(time.Millisecond), d.ActiveAt.Sub(*d.DeployingAt).Round(time.Millisecond))
-		return acc.DeploymentID, time.Since(start)
+// deploy uploads the app and asks for a build, then waits for it to be active.
+func (p *platform) deploy() (uuid.UUID, time.Duration) {
+	t := p.t
+	t.Helper()
+	key := upload(t, p.archive)
+	start := time.Now()
+	body := fmt.Sprintf(`{"project_id": %q, "archive_key": %q}`, p.project, key)
+	req, _ := http.NewRequest("POST", p.api+"/v1/images", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer resp.Body.Close()
+	var acc struct {
+		DeploymentID uuid.UUID `json:"deployment_id"`
+	}
+	json.NewDecoder(resp.Body).Decode(&acc)
+	if resp.StatusCode != 202 {
+		t.Fatalf("POST /v1/images: %d", resp.StatusCode)
+	}
+	p.wait(3*time.Minute, "the deployment to go active", func() bool {
+		d, _ := p.q.DeploymentGetByID(context.Background(), acc.DeploymentID)
+		if d.Status == "failed" {
+			t.Fatalf("deployment failed: %v", *d.FailureReason)
+		}
+		return d.Status == "active"
+	})
+	d, _ := p.q.DeploymentGetByID(context.Background(), acc.DeploymentID)
+	t.Logf("deployment %s: queued→building %s, building→deploying %s, deploying→active %s",
+		d.ID, d.BuildingAt.Sub(d.CreatedAt).Round(time.Millisecond), d.DeployingAt.Sub(*d.BuildingAt).Round(time.Millisecond), d.ActiveAt.Sub(*d.DeployingAt).Round(time.Millisecond))
+	return acc.DeploymentID, time.Since(start)
+}
 
-	first, took := deploy()
+// viaNodeProxy asks an instance for its address through its node's proxy.
+func (p *platform) viaNodeProxy(in db.Instance) {
+	t := p.t
+	t.Helper()
+	node, _ := p.q.NodeGetByID(context.Background(), in.NodeID)
+	req, _ := http.NewRequest("GET", "http://"+node.InternalAddress+"/", nil)
+	req.Header.Set(nodeproxy.HeaderInstance, in.ID.String())
+	req.Header.Set(nodeproxy.HeaderToken, p.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(b), in.Ipv6Address.String()) {
+		t.Fatalf("instance %s via %s: %d %q", in.ID, node.InternalAddress, resp.StatusCode, b)
+	}
+}
+
+// TestPushToRunning: an uploaded repository is built, deployed as three
+// healthy instances on three nodes, and answers through each node-proxy; a
+// second deployment replaces it, and the first one's instances stop only
+// after the grace period.
+func TestPushToRunning(t *testing.T) {
+	p := startPlatform(t, 3, "DEV_RETIRE_GRACE=3s")
+	ctx := context.Background()
+	first, took := p.deploy()
 	t.Logf("upload → built → 3 instances healthy → active: %s", took.Round(time.Millisecond))
-	instances, _ := q.InstanceListLiveByDeployment(context.Background(), first)
+	instances, _ := p.q.InstanceListLiveByDeployment(ctx, first)
 	nodes := map[uuid.UUID]bool{}
 	for _, in := range instances {
 		nodes[in.NodeID] = true
 		if in.State != "healthy" {
 			t.Fatalf("instance %s is %s in an active deployment", in.ID, in.State)
 		}
-		node, _ := q.NodeGetByID(context.Background(), in.NodeID)
-		// Through the node-proxy of the node the instance runs on, as the
-		// edge will send it.
-		req, _ := http.NewRequest("GET", "http://"+node.InternalAddress+"/", nil)
-		req.Header.Set(nodeproxy.HeaderInstance, in.ID.String())
-		req.Header.Set(nodeproxy.HeaderToken, token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), in.Ipv6Address.String()) {
-			t.Fatalf("instance %s via %s: %d %q", in.ID, node.InternalAddress, resp.StatusCode, b)
-		}
+		p.viaNodeProxy(in)
 	}
 	if len(instances) != 3 || len(nodes) != 3 {
 		t.Fatalf("%d instances on %d nodes, want 3 on 3", len(instances), len(nodes))
 	}
 
-	second, took := deploy()
+	second, took := p.deploy()
 	t.Logf("second deployment active in %s", took.Round(time.Millisecond))
-	p, _ := q.ProjectGetByID(context.Background(), project)
-	if p.ActiveDeploymentID == nil || *p.ActiveDeploymentID != second {
+	proj, _ := p.q.ProjectGetByID(ctx, p.project)
+	if proj.ActiveDeploymentID == nil || *proj.ActiveDeploymentID != second {
 		t.Fatal("the project does not route to the second deployment")
 	}
-	old, _ := q.DeploymentGetByID(context.Background(), first)
+	old, _ := p.q.DeploymentGetByID(ctx, first)
 	if old.Status != "retiring" {
 		t.Fatalf("first deployment is %s right after the switch, want retiring (grace period)", old.Status)
 	}
 	var stillRunning int
-	pool.QueryRow(context.Background(), `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'healthy'`, first).Scan(&stillRunning)
+	p.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'healthy'`, first).Scan(&stillRunning)
 	if stillRunning != 3 {
 		t.Fatalf("%d of the first deployment's instances healthy during the grace period, want 3", stillRunning)
 	}
-	waitFor(t, 60*time.Second, "the first deployment's instances to stop after the grace", func() bool {
+	p.wait(60*time.Second, "the first deployment's instances to stop after the grace", func() bool {
 		var n int
-		pool.QueryRow(context.Background(), `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'stopped'`, first).Scan(&n)
+		p.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'stopped'`, first).Scan(&n)
 		return n == 3
-	}, &out, &errOut)
-	if d, _ := q.DeploymentGetByID(context.Background(), first); d.Status != "stopped" {
+	})
+	if d, _ := p.q.DeploymentGetByID(ctx, first); d.Status != "stopped" {
 		t.Fatalf("first deployment %s", d.Status)
 	}
 }

@@ -38,9 +38,12 @@ SELECT ipv6_prefix FROM nodes ORDER BY ipv6_prefix;
 
 -- name: NodeHeartbeat :one
 -- Records that the node is alive and what it observes of its resources;
--- returns the row so the agent learns whether it is being drained.
+-- returns the row so the agent learns whether it is being drained. A node
+-- declared dead that speaks again is back: active (its lost instances were
+-- failed and replaced meanwhile; its agent stops them).
 UPDATE nodes
 SET last_heartbeat_at = now(),
+    status = CASE WHEN status = 'dead' THEN 'active' ELSE status END,
     available_memory_mb = @available_memory_mb::int,
     load_millis = @load_millis::int,
     instances_running = @instances_running::int,
