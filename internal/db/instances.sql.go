@@ -20,7 +20,7 @@ INSERT INTO instances (
     $1, $2, $3, $4,
     $5, $6, $7, $8
 )
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 type InstanceCreateParams struct {
@@ -64,6 +64,7 @@ func (q *Queries) InstanceCreate(ctx context.Context, arg InstanceCreateParams) 
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
@@ -86,7 +87,7 @@ const instanceFailOnNode = `-- name: InstanceFailOnNode :many
 UPDATE instances
 SET desired_state = 'stopped', state = 'failed', state_reason = $1::text, stopped_at = now(), updated_at = now()
 WHERE node_id = $2 AND state NOT IN ('stopped', 'failed')
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 type InstanceFailOnNodeParams struct {
@@ -123,6 +124,7 @@ func (q *Queries) InstanceFailOnNode(ctx context.Context, arg InstanceFailOnNode
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -135,7 +137,7 @@ func (q *Queries) InstanceFailOnNode(ctx context.Context, arg InstanceFailOnNode
 }
 
 const instanceGetByID = `-- name: InstanceGetByID :one
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances WHERE id = $1
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances WHERE id = $1
 `
 
 func (q *Queries) InstanceGetByID(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -158,12 +160,13 @@ func (q *Queries) InstanceGetByID(ctx context.Context, id uuid.UUID) (Instance, 
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
 
 const instanceGetForUpdate = `-- name: InstanceGetForUpdate :one
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances WHERE id = $1 FOR UPDATE
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) InstanceGetForUpdate(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -186,6 +189,7 @@ func (q *Queries) InstanceGetForUpdate(ctx context.Context, id uuid.UUID) (Insta
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
@@ -194,7 +198,7 @@ const instanceIncrementRestartCount = `-- name: InstanceIncrementRestartCount :o
 UPDATE instances
 SET restart_count = restart_count + 1, updated_at = now()
 WHERE id = $1
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 func (q *Queries) InstanceIncrementRestartCount(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -217,12 +221,13 @@ func (q *Queries) InstanceIncrementRestartCount(ctx context.Context, id uuid.UUI
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
 
 const instanceList = `-- name: InstanceList :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
 WHERE ($1::uuid IS NULL OR deployment_id = $1::uuid)
   AND ($2::uuid IS NULL OR node_id = $2::uuid)
 ORDER BY id DESC
@@ -262,6 +267,7 @@ func (q *Queries) InstanceList(ctx context.Context, arg InstanceListParams) ([]I
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -274,7 +280,7 @@ func (q *Queries) InstanceList(ctx context.Context, arg InstanceListParams) ([]I
 }
 
 const instanceListByDeployment = `-- name: InstanceListByDeployment :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
 WHERE deployment_id = $1
 ORDER BY id
 `
@@ -305,6 +311,7 @@ func (q *Queries) InstanceListByDeployment(ctx context.Context, deploymentID uui
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -317,7 +324,7 @@ func (q *Queries) InstanceListByDeployment(ctx context.Context, deploymentID uui
 }
 
 const instanceListByNode = `-- name: InstanceListByNode :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
 WHERE node_id = $1
   AND (desired_state = 'running' OR state NOT IN ('stopped', 'failed'))
 ORDER BY id
@@ -351,6 +358,7 @@ func (q *Queries) InstanceListByNode(ctx context.Context, nodeID uuid.UUID) ([]I
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -363,7 +371,7 @@ func (q *Queries) InstanceListByNode(ctx context.Context, nodeID uuid.UUID) ([]I
 }
 
 const instanceListForAgent = `-- name: InstanceListForAgent :many
-SELECT instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at,
+SELECT instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at, instances.capacity_released_at,
        images.repository AS image_repository,
        images.digest AS image_digest,
        deployments.project_id,
@@ -413,6 +421,7 @@ func (q *Queries) InstanceListForAgent(ctx context.Context, nodeID uuid.UUID) ([
 			&i.Instance.StoppedAt,
 			&i.Instance.CreatedAt,
 			&i.Instance.UpdatedAt,
+			&i.Instance.CapacityReleasedAt,
 			&i.ImageRepository,
 			&i.ImageDigest,
 			&i.ProjectID,
@@ -429,7 +438,7 @@ func (q *Queries) InstanceListForAgent(ctx context.Context, nodeID uuid.UUID) ([
 }
 
 const instanceListLiveByDeployment = `-- name: InstanceListLiveByDeployment :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
 WHERE deployment_id = $1 AND desired_state = 'running' AND state <> 'failed'
 ORDER BY id
 `
@@ -462,6 +471,7 @@ func (q *Queries) InstanceListLiveByDeployment(ctx context.Context, deploymentID
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -534,11 +544,59 @@ func (q *Queries) InstanceListRoutable(ctx context.Context) ([]InstanceListRouta
 	return items, nil
 }
 
+const instanceReleaseCapacity = `-- name: InstanceReleaseCapacity :many
+UPDATE instances
+SET capacity_released_at = now(), updated_at = now()
+WHERE desired_state = 'stopped' AND state IN ('stopped', 'failed') AND capacity_released_at IS NULL
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+`
+
+// Instances stopped for good whose reservation is still held: marks them
+// released and returns them, so the caller gives the capacity back to
+// their nodes in the same transaction.
+func (q *Queries) InstanceReleaseCapacity(ctx context.Context) ([]Instance, error) {
+	rows, err := q.db.Query(ctx, instanceReleaseCapacity)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Instance{}
+	for rows.Next() {
+		var i Instance
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeploymentID,
+			&i.NodeID,
+			&i.ImageID,
+			&i.DesiredState,
+			&i.State,
+			&i.StateReason,
+			&i.Ipv6Address,
+			&i.Port,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.RestartCount,
+			&i.StartedAt,
+			&i.StoppedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const instanceResetRestartCount = `-- name: InstanceResetRestartCount :one
 UPDATE instances
 SET restart_count = 0, updated_at = now()
 WHERE id = $1
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 // Healthy again after crashing: the next crash starts the backoff afresh.
@@ -562,6 +620,7 @@ func (q *Queries) InstanceResetRestartCount(ctx context.Context, id uuid.UUID) (
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
@@ -570,7 +629,7 @@ const instanceSetDesiredState = `-- name: InstanceSetDesiredState :one
 UPDATE instances
 SET desired_state = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 type InstanceSetDesiredStateParams struct {
@@ -598,6 +657,7 @@ func (q *Queries) InstanceSetDesiredState(ctx context.Context, arg InstanceSetDe
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
@@ -610,7 +670,7 @@ SET state = $1::text,
     stopped_at = CASE WHEN $1::text IN ('stopped', 'failed') THEN now() ELSE stopped_at END,
     updated_at = now()
 WHERE id = $3
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 type InstanceSetStateParams struct {
@@ -640,6 +700,7 @@ func (q *Queries) InstanceSetState(ctx context.Context, arg InstanceSetStatePara
 		&i.StoppedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CapacityReleasedAt,
 	)
 	return i, err
 }
@@ -648,7 +709,7 @@ const instanceStopByDeployment = `-- name: InstanceStopByDeployment :many
 UPDATE instances
 SET desired_state = 'stopped', updated_at = now()
 WHERE deployment_id = $1 AND desired_state <> 'stopped'
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 // Asks every instance of a deployment to stop; returns the ones changed so
@@ -679,6 +740,7 @@ func (q *Queries) InstanceStopByDeployment(ctx context.Context, deploymentID uui
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -694,7 +756,7 @@ const instanceStopFailed = `-- name: InstanceStopFailed :many
 UPDATE instances
 SET desired_state = 'stopped', updated_at = now()
 WHERE desired_state = 'running' AND state = 'failed'
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
 `
 
 // Failed instances still meant to run: they will be replaced, so they stop.
@@ -724,6 +786,7 @@ func (q *Queries) InstanceStopFailed(ctx context.Context) ([]Instance, error) {
 			&i.StoppedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
 		); err != nil {
 			return nil, err
 		}

@@ -168,22 +168,23 @@ type Image struct {
 }
 
 type Instance struct {
-	ID           uuid.UUID
-	DeploymentID uuid.UUID
-	NodeID       uuid.UUID
-	ImageID      uuid.UUID
-	DesiredState string
-	State        string
-	StateReason  *string
-	Ipv6Address  netip.Addr
-	Port         int32
-	CpuMillis    int32
-	MemoryMb     int32
-	RestartCount int32
-	StartedAt    *time.Time
-	StoppedAt    *time.Time
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	ID                 uuid.UUID
+	DeploymentID       uuid.UUID
+	NodeID             uuid.UUID
+	ImageID            uuid.UUID
+	DesiredState       string
+	State              string
+	StateReason        *string
+	Ipv6Address        netip.Addr
+	Port               int32
+	CpuMillis          int32
+	MemoryMb           int32
+	RestartCount       int32
+	StartedAt          *time.Time
+	StoppedAt          *time.Time
+	CreatedAt          time.Time
+	UpdatedAt          time.Time
+	CapacityReleasedAt *time.Time
 }
 
 type Node struct {

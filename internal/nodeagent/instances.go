@@ -150,8 +150,10 @@ func DeleteInstance(ctx context.Context, pool *pgxpool.Pool, nodeID, instanceID 
 		if _, err := q.InstanceDelete(ctx, instanceID); err != nil {
 			return err
 		}
-		if _, err := q.NodeRelease(ctx, db.NodeReleaseParams{ID: nodeID, CpuMillis: in.CpuMillis, MemoryMb: in.MemoryMb}); err != nil {
-			return err
+		if in.CapacityReleasedAt == nil { // the operator may have given it back already
+			if _, err := q.NodeRelease(ctx, db.NodeReleaseParams{ID: nodeID, CpuMillis: in.CpuMillis, MemoryMb: in.MemoryMb}); err != nil {
+				return err
+			}
 		}
 		deleted = true
 		return nil

@@ -163,6 +163,17 @@ func TestNewDeploymentReplacesTheOldOneAfterTheGrace(t *testing.T) {
 	if running != 0 {
 		t.Fatalf("%d of the old deployment's instances still meant to run", running)
 	}
+	// The agents stop them; healing gives their capacity back.
+	c.pool.Exec(ctx, `UPDATE instances SET state = 'stopped' WHERE deployment_id = $1`, first)
+	if err := c.l.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var reserved, held int
+	c.pool.QueryRow(ctx, `SELECT coalesce(sum(cpu_millis - free_cpu_millis), 0) FROM nodes`).Scan(&reserved)
+	c.pool.QueryRow(ctx, `SELECT coalesce(sum(cpu_millis), 0) FROM instances WHERE deployment_id = $1`, second).Scan(&held)
+	if reserved != held {
+		t.Fatalf("nodes reserve %dm CPU, the running deployment holds %dm: retired capacity not given back", reserved, held)
+	}
 }
 
 func TestOlderDeploymentHealthyLateNeverTakesTrafficBack(t *testing.T) {

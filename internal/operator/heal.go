@@ -38,6 +38,9 @@ func (l *Lifecycle) Heal(ctx context.Context) error {
 	if _, err := q.InstanceStopFailed(ctx); err != nil {
 		return err
 	}
+	if err := l.releaseCapacity(ctx); err != nil {
+		return err
+	}
 
 	active, err := q.DeploymentListByStatus(ctx, db.DeploymentListByStatusParams{Status: "active", MaxRows: 10000})
 	if err != nil {
@@ -96,4 +99,22 @@ func (l *Lifecycle) healDeployment(ctx context.Context, dep db.Deployment, drain
 		}
 	}
 	return nil
+}
+
+// releaseCapacity gives back the reservations of instances that stopped for
+// good (retired, replaced, lost), so their nodes can take new work.
+func (l *Lifecycle) releaseCapacity(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, l.Pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		released, err := q.InstanceReleaseCapacity(ctx)
+		if err != nil {
+			return err
+		}
+		for _, in := range released {
+			if _, err := q.NodeRelease(ctx, db.NodeReleaseParams{ID: in.NodeID, CpuMillis: in.CpuMillis, MemoryMb: in.MemoryMb}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -445,6 +445,9 @@ export const instances = pgTable(
     cpuMillis: integer("cpu_millis").notNull(),
     memoryMb: integer("memory_mb").notNull(),
     restartCount: integer("restart_count").notNull().default(0),
+    // When the capacity this instance reserved on its node was given back
+    // (it stopped for good); null while it holds its reservation.
+    capacityReleasedAt: timestamptz("capacity_released_at"),
     startedAt: timestamptz("started_at"),
     stoppedAt: timestamptz("stopped_at"),
     createdAt: createdAt(),

@@ -137,3 +137,12 @@ WHERE (sqlc.narg(deployment_id)::uuid IS NULL OR deployment_id = sqlc.narg(deplo
   AND (sqlc.narg(node_id)::uuid IS NULL OR node_id = sqlc.narg(node_id)::uuid)
 ORDER BY id DESC
 LIMIT @max_rows;
+
+-- name: InstanceReleaseCapacity :many
+-- Instances stopped for good whose reservation is still held: marks them
+-- released and returns them, so the caller gives the capacity back to
+-- their nodes in the same transaction.
+UPDATE instances
+SET capacity_released_at = now(), updated_at = now()
+WHERE desired_state = 'stopped' AND state IN ('stopped', 'failed') AND capacity_released_at IS NULL
+RETURNING *;

@@ -1,0 +1,1 @@
+ALTER TABLE "instances" ADD COLUMN "capacity_released_at" timestamp with time zone;
