@@ -194,7 +194,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, errOut bytes.Buffer
+	var out, errOut syncBuffer
 	go func() {
 		done <- Main(ctx, []string{"dev"}, Env{Environ: append(os.Environ(),
 			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_NETNS_PREFIX="+prefix,

@@ -23,7 +23,7 @@ import (
 // declared dead and its instance is replaced on the remaining nodes, so
 // the active deployment keeps three healthy instances.
 func TestLostNodeIsReplaced(t *testing.T) {
-	p := startPlatform(t, 2, "DEV_HEARTBEAT_DEADLINE=6s")
+	p := startPlatform(t, 2, "DEV_HEARTBEAT_DEADLINE=10s")
 
 	// A third node whose agent this test can stop.
 	secrets, _ := os.ReadFile(filepath.Join(p.state, "secrets.env"))
@@ -37,7 +37,8 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	proxy := fmt.Sprintf("127.0.0.1:%d", p.base+103)
 	cfg := config.NodeAgent{
 		Log: zlog.Config{Format: zlog.FormatText, Level: 8}, Database: config.Database{URL: config.PostgresURL(p.dbURL), MaxConns: 5},
-		InternalAddress: proxy, StateDir: t.TempDir(), CPUMillis: 2000, MemoryMB: 4096, ClusterPrefix: network.DefaultCluster,
+		// More room than the simulated nodes: the scheduler ranks it first.
+		InternalAddress: proxy, StateDir: t.TempDir(), CPUMillis: 4000, MemoryMB: 8192, ClusterPrefix: network.DefaultCluster,
 		ClusterToken: config.Secret(p.token), APIAddr: fmt.Sprintf("127.0.0.1:%d", p.base+3), ProxyAddr: proxy, NodeNetns: ns,
 		ContainerdAddr: testenv.Containerd(t), Namespace: ctrNS, RuntimeHandler: runtime.HandlerRunc, LogDir: logDir,
 		PlainHTTP: []string{testenv.Registry(t)}, SecretsKeys: strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
@@ -72,7 +73,12 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		}
 	}
 	if lostNode == [16]byte{} {
-		t.Fatal("no instance on the third node: the deployment is not spread over three nodes")
+		nodes, _ := p.q.NodeList(ctx)
+		var seen []string
+		for _, n := range nodes {
+			seen = append(seen, fmt.Sprintf("%s %s %s", n.InternalAddress, n.Status, time.Since(n.LastHeartbeatAt).Round(time.Millisecond)))
+		}
+		t.Fatalf("no instance on the third node: the deployment is not spread over three nodes (%v)", seen)
 	}
 
 	kill() // the node goes silent
@@ -91,7 +97,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		}
 		return healthy == 3
 	})
-	t.Logf("node silent → replacement healthy: %s (heartbeat deadline 6 s, healing every 5 s)", time.Since(killed).Round(time.Millisecond))
+	t.Logf("node silent → replacement healthy: %s (heartbeat deadline 10 s, healing every 5 s)", time.Since(killed).Round(time.Millisecond))
 	n, _ := p.q.NodeGetByID(ctx, lostNode)
 	old, _ := p.q.InstanceGetByID(ctx, lostInstance)
 	if n.Status != "dead" || old.State != "failed" || !strings.Contains(*old.StateReason, "stopped heartbeating") {

@@ -86,8 +86,8 @@ type platform struct {
 	token   string
 	api     string
 	dbURL   string
-	out     *bytes.Buffer
-	errOut  *bytes.Buffer
+	out     *syncBuffer
+	errOut  *syncBuffer
 	project uuid.UUID
 	archive []byte
 }
@@ -100,7 +100,7 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 	testenv.Registry(t)
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
-	p := &platform{t: t, archive: appArchive(t), dbURL: testdb.Empty(t), state: t.TempDir(), out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
+	p := &platform{t: t, archive: appArchive(t), dbURL: testdb.Empty(t), state: t.TempDir(), out: &syncBuffer{}, errOut: &syncBuffer{}}
 	p.prefix = "zwe2e" + id.New().String()[30:] + "-"
 	t.Cleanup(func() {
 		for i := 1; i <= 4; i++ {
@@ -253,7 +253,7 @@ func TestPushToRunning(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, out, errOut *bytes.Buffer) {
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, out, errOut *syncBuffer) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
