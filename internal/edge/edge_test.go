@@ -1,0 +1,154 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/id"
+)
+
+func TestNormalizeHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"app.example.com":       "app.example.com",
+		"App.Example.COM":       "app.example.com",
+		"app.example.com.":      "app.example.com",
+		"app.example.com:8443":  "app.example.com",
+		"app.example.com.:443":  "app.example.com",
+		"bücher.example":        "xn--bcher-kva.example",
+		"XN--BCHER-KVA.example": "xn--bcher-kva.example",
+		"my-app.zeitwork.app":   "my-app.zeitwork.app",
+		"localhost":             "localhost",
+	} {
+		got, err := NormalizeHost(in)
+		if err != nil || got != want {
+			t.Errorf("NormalizeHost(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{
+		"", "10.0.0.1", "10.0.0.1:80", "[::1]", "[::1]:80", "fd00::1", "app.example.com:", "app.example.com:http",
+		"app.example.com:123456", "bad host.com", "a..b", ".", strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 130) + "com",
+		"app_example.com", "ex\x00ample.com",
+	} {
+		if got, err := NormalizeHost(in); !errors.Is(err, ErrBadHost) {
+			t.Errorf("NormalizeHost(%q) = %q, %v; want ErrBadHost", in, got, err)
+		}
+	}
+}
+
+func FuzzNormalizeHost(f *testing.F) {
+	for _, s := range []string{"app.example.com", "A.B:1", "[::1]:80", "bücher.de.", "1.2.3.4", "xn--", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := NormalizeHost(in)
+		if err != nil {
+			return
+		}
+		// A normalised name is a fixed point, ASCII, lower case, no port.
+		again, err := NormalizeHost(out)
+		if err != nil || again != out {
+			t.Fatalf("NormalizeHost(%q) = %q, which normalises to %q, %v", in, out, again, err)
+		}
+		if strings.ToLower(out) != out || strings.ContainsAny(out, ":[] ") {
+			t.Fatalf("NormalizeHost(%q) = %q", in, out)
+		}
+		tbl := NewTable("zeitwork.app", nil, []Domain{{Name: in, ProjectID: id.New()}})
+		tbl.Lookup(in)
+	})
+}
+
+func fixture() (*Table, uuid.UUID, uuid.UUID) {
+	p1, p2, d1, d2 := id.New(), id.New(), id.New(), id.New()
+	instances := []Instance{
+		{ProjectID: p1, ProjectSlug: "shop", DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
+		{ProjectID: p1, ProjectSlug: "shop", DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.2:8090"},
+		{ProjectID: p1, ProjectSlug: "shop", DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.3:8090"},
+		{ProjectID: p2, ProjectSlug: "blog", DeploymentID: d2, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
+	}
+	domains := []Domain{{Name: "Shop.Example.com.", ProjectID: p1}, {Name: "orphan.example.com", ProjectID: id.New()}}
+	return NewTable("zeitwork.app", instances, domains), p1, d1
+}
+
+func TestTableRoutesProjectDeploymentAndCustomHosts(t *testing.T) {
+	tbl, p1, d1 := fixture()
+	for _, host := range []string{"shop.zeitwork.app", "SHOP.zeitwork.app:443", d1.String() + ".zeitwork.app", "shop.example.com"} {
+		r, ok := tbl.Lookup(host)
+		if !ok || r.ProjectID != p1 || r.DeploymentID != d1 || len(r.Backends) != 3 {
+			t.Errorf("Lookup(%q) = %+v, %v", host, r, ok)
+		}
+	}
+	for _, host := range []string{"unknown.zeitwork.app", "orphan.example.com", "10.0.0.1", "zeitwork.app"} {
+		if r, ok := tbl.Lookup(host); ok {
+			t.Errorf("Lookup(%q) = %+v, want no route", host, r)
+		}
+	}
+}
+
+func TestSwapIsAtomicAndSnapshotsRoundTrip(t *testing.T) {
+	var routes Routes
+	if _, ok := routes.Load().Lookup("shop.zeitwork.app"); ok {
+		t.Fatal("empty routes resolved a host")
+	}
+	tbl, p1, _ := fixture()
+	// Readers during swaps see either table whole, never a mix.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				t := routes.Load()
+				if r, ok := t.Lookup("shop.zeitwork.app"); ok && len(r.Backends) != 3 {
+					panic(fmt.Sprintf("half a table: %+v", r))
+				}
+			}
+		})
+	}
+	for range 1000 {
+		routes.Store(tbl)
+		routes.Store(NewTable("zeitwork.app", nil, nil))
+	}
+	close(stop)
+	wg.Wait()
+
+	path := filepath.Join(t.TempDir(), "routes.json")
+	if err := SaveSnapshot(path, tbl); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadSnapshot(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := back.Lookup("shop.example.com"); !ok || r.ProjectID != p1 || len(r.Backends) != 3 {
+		t.Fatalf("snapshot lookup = %+v, %v", r, ok)
+	}
+	if _, err := LoadSnapshot(filepath.Join(t.TempDir(), "missing.json")); err == nil {
+		t.Fatal("missing snapshot loaded")
+	}
+}
+
+func BenchmarkLookup100kHosts(b *testing.B) {
+	var instances []Instance
+	for i := range 100_000 {
+		instances = append(instances, Instance{ProjectID: id.New(), ProjectSlug: fmt.Sprintf("app%d", i), DeploymentID: id.New(), InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"})
+	}
+	tbl := NewTable("zeitwork.app", instances, nil)
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if _, ok := tbl.Lookup(fmt.Sprintf("app%d.zeitwork.app", i%100_000)); !ok {
+			b.Fatal("miss")
+		}
+		i++
+	}
+}
