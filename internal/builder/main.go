@@ -95,7 +95,7 @@ func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Contex
 			return principal, minter.Mint(principal, ttl)
 		}
 	}
-	workers := queue.NewWorkers()
+	workers := queue.NewWorkers(Queue)
 	queue.Register(workers, &Worker{Service: svc})
 	q, err := queue.New(pool, workers, cfg.Queue, log)
 	if err != nil {

@@ -46,7 +46,7 @@ func TestUploadedSourceIsBuiltThroughTheQueue(t *testing.T) {
 		Pool: pool, BuildKit: bkit, Fetcher: fetcher, Plan: builder.DetectPlanner(detect.BaseImages{}), Log: zlog.Discard(),
 		Config: builder.Config{BuilderID: "queue-test", Timeout: 2 * time.Minute, Lease: 5 * time.Second, Registry: reg, Logs: buildlog.DefaultLimits},
 	}
-	workers := queue.NewWorkers()
+	workers := queue.NewWorkers(builder.Queue)
 	queue.Register(workers, &builder.Worker{Service: svc})
 	q, err := queue.New(pool, workers, config.Queue{Workers: 2, JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard())
 	if err != nil {

@@ -19,6 +19,9 @@ import (
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
 
+// Queue is the task queue builders work.
+const Queue = "build"
+
 // BuildTask asks a builder to run one build. It carries only the build's
 // id: everything else is read from the database when the task runs, so a
 // retried task sees the current state, not a stale copy.
@@ -32,7 +35,7 @@ func (BuildTask) Kind() string { return "build" }
 // InsertOpts make a build's task unique, so enqueuing twice (a retried
 // webhook) never runs the build twice at once.
 func (BuildTask) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+	return river.InsertOpts{Queue: Queue, MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
 // Source says what to build: a commit of the project's repository, or an

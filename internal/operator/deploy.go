@@ -23,6 +23,9 @@ import (
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
 
+// Queue is the task queue operators work.
+const Queue = "deploy"
+
 // DeployTask asks an operator to bring a built deployment to active.
 type DeployTask struct {
 	DeploymentID uuid.UUID `json:"deployment_id"`
@@ -34,7 +37,7 @@ func (DeployTask) Kind() string { return "deploy" }
 // InsertOpts make the task unique per deployment: a deployment is never
 // handled by two operators at once.
 func (DeployTask) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{MaxAttempts: 25, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+	return river.InsertOpts{Queue: Queue, MaxAttempts: 25, UniqueOpts: river.UniqueOpts{ByArgs: true}}
 }
 
 // Need is what one deployment asks of the cluster.

@@ -51,7 +51,7 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 	policy := DefaultPolicy
 	policy.RetireGrace, policy.HealthyDeadline, policy.HeartbeatDeadline = cfg.RetireGrace, cfg.HealthyDeadline, cfg.NodeHeartbeatDeadline
 	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle")}
-	workers := queue.NewWorkers()
+	workers := queue.NewWorkers(Queue)
 	queue.Register(workers, &DeployWorker{Lifecycle: lc})
 	q, err := queue.New(pool, workers, cfg.Queue, log)
 	if err != nil {

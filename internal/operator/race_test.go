@@ -38,7 +38,7 @@ func TestThreeOperatorsRacingOnManyDeployments(t *testing.T) {
 
 	for i := range 3 {
 		lc := &operator.Lifecycle{Pool: c.pool, Place: operator.SchedulerPlacer(time.Minute), Policy: c.l.Policy, Log: zlog.Discard()}
-		ws := queue.NewWorkers()
+		ws := queue.NewWorkers(operator.Queue)
 		queue.Register(ws, &operator.DeployWorker{Lifecycle: lc})
 		q, err := queue.New(c.pool, ws, config.Queue{Workers: 20, JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard().With("operator", i))
 		if err != nil {

@@ -33,12 +33,23 @@ type Worker[T Task] = river.Worker[T]
 // Job is the task being worked, with its attempt count and id.
 type Job[T Task] = river.Job[T]
 
-// Workers is the set of task kinds a role works. Roles that only enqueue
-// (the API) pass none.
-type Workers struct{ w *river.Workers }
+// Workers is the set of task kinds a role works, and the queues it takes
+// them from. Roles that only enqueue (the API) pass none.
+type Workers struct {
+	w      *river.Workers
+	queues []string
+}
 
-// NewWorkers returns an empty set.
-func NewWorkers() *Workers { return &Workers{w: river.NewWorkers()} }
+// NewWorkers returns an empty set working the named queues (the default
+// queue when none is named). Each role works its own queue: a client only
+// fetches tasks it has workers for, so a builder never picks up (and
+// bounces) an operator's deploy task.
+func NewWorkers(queues ...string) *Workers {
+	if len(queues) == 0 {
+		queues = []string{river.QueueDefault}
+	}
+	return &Workers{w: river.NewWorkers(), queues: queues}
+}
 
 // Register adds the worker for task type T.
 func Register[T Task](ws *Workers, w Worker[T]) {
@@ -67,7 +78,10 @@ func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logge
 	}
 	if workers != nil {
 		rc.Workers = workers.w
-		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(cfg.Workers, 1)}}
+		rc.Queues = map[string]river.QueueConfig{}
+		for _, name := range workers.queues {
+			rc.Queues[name] = river.QueueConfig{MaxWorkers: max(cfg.Workers, 1)}
+		}
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), rc)
 	if err != nil {

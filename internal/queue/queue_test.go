@@ -223,3 +223,59 @@ func TestTaskRunsAgainAfterWorkerDies(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+type aTask struct{ N int }
+
+func (aTask) Kind() string { return "test_a" }
+func (aTask) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: "qa"} }
+
+type bTask struct{ N int }
+
+func (bTask) Kind() string { return "test_b" }
+func (bTask) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: "qb"} }
+
+type aWorker struct {
+	river.WorkerDefaults[aTask]
+	ran chan int
+}
+
+func (w *aWorker) Work(_ context.Context, j *queue.Job[aTask]) error { w.ran <- j.Attempt; return nil }
+
+type bWorker struct {
+	river.WorkerDefaults[bTask]
+	ran chan int
+}
+
+func (w *bWorker) Work(_ context.Context, j *queue.Job[bTask]) error { w.ran <- j.Attempt; return nil }
+
+// TestRolesWorkOnlyTheirOwnQueues: two roles on one database each take only
+// the tasks they have workers for, on the first attempt — none is picked up
+// by the wrong role and bounced back with an "unhandled kind" error.
+func TestRolesWorkOnlyTheirOwnQueues(t *testing.T) {
+	pool := testdb.New(t)
+	wa, wb := queue.NewWorkers("qa"), queue.NewWorkers("qb")
+	a, b := &aWorker{ran: make(chan int, 20)}, &bWorker{ran: make(chan int, 20)}
+	queue.Register(wa, a)
+	queue.Register(wb, b)
+	qa, qb := start(t, pool, wa), start(t, pool, wb)
+	for i := range 10 {
+		if _, err := qa.Enqueue(context.Background(), bTask{N: i}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := qb.Enqueue(context.Background(), aTask{N: i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ch := range []chan int{a.ran, b.ran} {
+		for range 10 {
+			select {
+			case attempt := <-ch:
+				if attempt != 1 {
+					t.Fatalf("a task ran on attempt %d: another role took it first", attempt)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("a task never ran")
+			}
+		}
+	}
+}
