@@ -226,12 +226,12 @@ func TestTaskRunsAgainAfterWorkerDies(t *testing.T) {
 
 type aTask struct{ N int }
 
-func (aTask) Kind() string { return "test_a" }
+func (aTask) Kind() string                 { return "test_a" }
 func (aTask) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: "qa"} }
 
 type bTask struct{ N int }
 
-func (bTask) Kind() string { return "test_b" }
+func (bTask) Kind() string                 { return "test_b" }
 func (bTask) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: "qb"} }
 
 type aWorker struct {
