@@ -22,14 +22,11 @@ import (
 func newBuild(t *testing.T, pool *pgxpool.Pool) uuid.UUID {
 	t.Helper()
 	ctx := context.Background()
-	org, proj, dep, build := id.New(), id.New(), id.New(), id.New()
-	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
+	proj, dep, build := testdb.Project(t, pool), id.New(), id.New()
 	for _, stmt := range []struct {
 		sql  string
 		args []any
 	}{
-		{`INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, []any{org, slug}},
-		{`INSERT INTO projects (id, organisation_id, slug, name) VALUES ($1, $2, $3, 'App')`, []any{proj, org, slug}},
 		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas) VALUES ($1, $2, 'building', 'upload', 'k', 3)`, []any{dep, proj}},
 		{`INSERT INTO builds (id, deployment_id, attempt) VALUES ($1, $2, 1)`, []any{build, dep}},
 	} {

@@ -268,14 +268,12 @@ func (w *world) agent() *node {
 func (w *world) deployment(digest string, vars map[string]string) uuid.UUID {
 	w.t.Helper()
 	ctx := context.Background()
-	org, proj, img, dep := id.New(), id.New(), id.New(), id.New()
-	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
+	proj, img, dep := testdb.Project(w.t, w.pool), id.New(), id.New()
 	for _, s := range []struct {
 		q    string
 		args []any
 	}{
-		{`INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, []any{org, slug}},
-		{`INSERT INTO projects (id, organisation_id, slug, name, health_check_path) VALUES ($1, $2, $3, 'App', '/healthz')`, []any{proj, org, slug}},
+		{`UPDATE projects SET health_check_path = '/healthz' WHERE id = $1`, []any{proj}},
 		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, $3, $4, $5)`, []any{img, proj, w.repo, dep.String(), digest}},
 		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3)`, []any{dep, proj, img}},
 	} {

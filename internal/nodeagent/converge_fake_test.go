@@ -115,16 +115,14 @@ func newHarness(t *testing.T) *harness {
 	}
 	h := &harness{pool: pool, rt: newFakeRuntime(), healthy: map[netip.AddrPort]bool{}, node: node}
 	h.ring, _ = secret.ParseRing(secret.NewKey("k1"))
-	org, proj := id.New(), id.New()
-	slug := "p" + strings.ReplaceAll(proj.String()[24:], "-", "")
+	proj := testdb.Project(t, pool)
 	h.project, h.deploy = proj, id.New()
 	img := id.New()
 	for _, s := range []struct {
 		q    string
 		args []any
 	}{
-		{`INSERT INTO organisations (id, slug, name) VALUES ($1, $2, 'Org')`, []any{org, slug}},
-		{`INSERT INTO projects (id, organisation_id, slug, name, health_check_path) VALUES ($1, $2, $3, 'App', '/healthz')`, []any{proj, org, slug}},
+		{`UPDATE projects SET health_check_path = '/healthz' WHERE id = $1`, []any{proj}},
 		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, 'registry.test/app', 'v1', 'sha256:' || repeat('a', 64))`, []any{img, proj}},
 		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3)`, []any{h.deploy, proj, img}},
 	} {
