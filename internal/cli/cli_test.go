@@ -185,12 +185,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", prefix, i)).Run()
 		}
 	})
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	base := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	if base > 60000 {
-		base -= 5000
-	}
+	base := testenv.DevPortBase(t, 210)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)

@@ -8,6 +8,8 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,4 +109,31 @@ func Binary(t testing.TB, name string) string {
 		Unavailable(t, name+" binary", fmt.Errorf("none in %s/bin (scripts/deps.sh install builds it)", dir))
 	}
 	return matches[len(matches)-1]
+}
+
+// DevPortBase returns a DEV_PORT_BASE for an in-process `zeitwork dev` whose
+// ports (base-20 … base+span) are all free right now. It picks below the
+// kernel's ephemeral range (32768+), because an ephemeral base collides
+// with the outgoing connections of other test processes running in parallel.
+func DevPortBase(t testing.TB, span int) int {
+	t.Helper()
+	for range 50 {
+		base := 12000 + rand.IntN(18000)
+		if portsFree(base-20, base+span) {
+			return base
+		}
+	}
+	t.Fatal("no free port range for zeitwork dev below 32768")
+	return 0
+}
+
+func portsFree(from, to int) bool {
+	for p := from; p <= to; p++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
 }

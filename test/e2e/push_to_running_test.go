@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -107,9 +106,7 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", p.prefix, i)).Run()
 		}
 	})
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	p.base = l.Addr().(*net.TCPAddr).Port%20000 + 30000
-	l.Close()
+	p.base = testenv.DevPortBase(t, 210)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
