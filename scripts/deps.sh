@@ -25,7 +25,7 @@ PIDS="$STATE/pids"
 TEMPLATES="$REPO_ROOT/deploy/dev"
 
 # busybox-static: a static shell for base images that tests build locally (no registry reachable).
-APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static)
+APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk)
 
 # ---- fixed local endpoints (other code hardcodes these defaults) ----
 PG_PORT=25432
@@ -69,11 +69,13 @@ module_version() { # module_version TOOLDIR MODULE -> version from the tools mod
 }
 REGISTRY_VERSION=$(module_version registry github.com/distribution/distribution/v3)
 BUILDKIT_VERSION=$(module_version buildkitd github.com/moby/buildkit)
+PEBBLE_VERSION=$(module_version pebble github.com/letsencrypt/pebble/v2)
 
 MINIO_BIN="$BIN_CACHE/minio-$MINIO_VERSION"
 REGISTRY_BIN="$BIN_CACHE/registry-$REGISTRY_VERSION"
 BUILDKITD_BIN="$BIN_CACHE/buildkitd-$BUILDKIT_VERSION"
 BUILDCTL_BIN="$BIN_CACHE/buildctl-$BUILDKIT_VERSION"
+PEBBLE_BIN="$BIN_CACHE/pebble-$PEBBLE_VERSION" # the ACME server the edge's TLS tests issue from
 
 pg_bindir() {
   local d
@@ -155,6 +157,7 @@ cmd_install() {
   step "registry $REGISTRY_VERSION" go_build_tool "$REGISTRY_BIN" registry github.com/distribution/distribution/v3/cmd/registry
   step "buildkitd $BUILDKIT_VERSION" go_build_tool "$BUILDKITD_BIN" buildkitd github.com/moby/buildkit/cmd/buildkitd
   step "buildctl $BUILDKIT_VERSION" go_build_tool "$BUILDCTL_BIN" buildkitd github.com/moby/buildkit/cmd/buildctl
+  step "pebble $PEBBLE_VERSION" go_build_tool "$PEBBLE_BIN" pebble github.com/letsencrypt/pebble/v2/cmd/pebble
   flock -u 9
   exec 9>&-
   local IFS=,

@@ -485,36 +485,29 @@ func (q *Queries) InstanceListLiveByDeployment(ctx context.Context, deploymentID
 
 const instanceListRoutable = `-- name: InstanceListRoutable :many
 SELECT
-    projects.id AS project_id,
-    projects.slug AS project_slug,
+    deployments.project_id,
     instances.deployment_id,
     instances.id AS instance_id,
-    instances.ipv6_address,
-    instances.port,
-    nodes.id AS node_id,
     nodes.internal_address AS node_internal_address
-FROM projects
-JOIN instances ON instances.deployment_id = projects.active_deployment_id
+FROM instances
+JOIN deployments ON deployments.id = instances.deployment_id
 JOIN nodes ON nodes.id = instances.node_id
 WHERE instances.desired_state = 'running'
   AND instances.state = 'healthy'
   AND nodes.status <> 'dead'
-ORDER BY projects.id, instances.id
+ORDER BY instances.deployment_id, instances.id
 `
 
 type InstanceListRoutableRow struct {
 	ProjectID           uuid.UUID
-	ProjectSlug         string
 	DeploymentID        uuid.UUID
 	InstanceID          uuid.UUID
-	Ipv6Address         netip.Addr
-	Port                int32
-	NodeID              uuid.UUID
 	NodeInternalAddress string
 }
 
-// The edge's route table: healthy instances of every project's active
-// deployment, with the node-proxy that reaches them.
+// The edge's backends: healthy instances that should run, of any
+// deployment (the active one serves the project's hosts, every one serves
+// its own preview host), with the node-proxy that reaches each.
 func (q *Queries) InstanceListRoutable(ctx context.Context) ([]InstanceListRoutableRow, error) {
 	rows, err := q.db.Query(ctx, instanceListRoutable)
 	if err != nil {
@@ -526,12 +519,8 @@ func (q *Queries) InstanceListRoutable(ctx context.Context) ([]InstanceListRouta
 		var i InstanceListRoutableRow
 		if err := rows.Scan(
 			&i.ProjectID,
-			&i.ProjectSlug,
 			&i.DeploymentID,
 			&i.InstanceID,
-			&i.Ipv6Address,
-			&i.Port,
-			&i.NodeID,
 			&i.NodeInternalAddress,
 		); err != nil {
 			return nil, err

@@ -291,6 +291,41 @@ func (q *Queries) ProjectListByOrganisation(ctx context.Context, organisationID 
 	return items, nil
 }
 
+const projectListRouted = `-- name: ProjectListRouted :many
+SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
+FROM projects
+WHERE active_deployment_id IS NOT NULL
+ORDER BY id
+`
+
+type ProjectListRoutedRow struct {
+	ID                 uuid.UUID
+	Slug               string
+	ActiveDeploymentID uuid.UUID
+}
+
+// The edge's hosts: every project with an active deployment, whether or not
+// any instance of it is healthy right now (then the edge answers 503, not 404).
+func (q *Queries) ProjectListRouted(ctx context.Context) ([]ProjectListRoutedRow, error) {
+	rows, err := q.db.Query(ctx, projectListRouted)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ProjectListRoutedRow{}
+	for rows.Next() {
+		var i ProjectListRoutedRow
+		if err := rows.Scan(&i.ID, &i.Slug, &i.ActiveDeploymentID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const projectSetActiveDeployment = `-- name: ProjectSetActiveDeployment :one
 UPDATE projects
 SET active_deployment_id = $1, updated_at = now()

@@ -57,24 +57,21 @@ WHERE deployment_id = @deployment_id AND desired_state <> 'stopped'
 RETURNING *;
 
 -- name: InstanceListRoutable :many
--- The edge's route table: healthy instances of every project's active
--- deployment, with the node-proxy that reaches them.
+-- The edge's backends: healthy instances that should run, of any
+-- deployment (the active one serves the project's hosts, every one serves
+-- its own preview host), with the node-proxy that reaches each.
 SELECT
-    projects.id AS project_id,
-    projects.slug AS project_slug,
+    deployments.project_id,
     instances.deployment_id,
     instances.id AS instance_id,
-    instances.ipv6_address,
-    instances.port,
-    nodes.id AS node_id,
     nodes.internal_address AS node_internal_address
-FROM projects
-JOIN instances ON instances.deployment_id = projects.active_deployment_id
+FROM instances
+JOIN deployments ON deployments.id = instances.deployment_id
 JOIN nodes ON nodes.id = instances.node_id
 WHERE instances.desired_state = 'running'
   AND instances.state = 'healthy'
   AND nodes.status <> 'dead'
-ORDER BY projects.id, instances.id;
+ORDER BY instances.deployment_id, instances.id;
 
 -- name: InstanceDelete :execrows
 -- Only rows that are stopped for good can go.

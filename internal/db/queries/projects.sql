@@ -73,3 +73,11 @@ DELETE FROM projects WHERE id = @id;
 -- name: ProjectGetForUpdate :one
 -- Serialises activations of one project's deployments.
 SELECT * FROM projects WHERE id = @id FOR UPDATE;
+
+-- name: ProjectListRouted :many
+-- The edge's hosts: every project with an active deployment, whether or not
+-- any instance of it is healthy right now (then the edge answers 503, not 404).
+SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
+FROM projects
+WHERE active_deployment_id IS NOT NULL
+ORDER BY id;
