@@ -172,8 +172,52 @@ type Builder struct {
 
 // Edge configures `zeitwork edge`.
 type Edge struct {
-	Log       zlog.Config
-	Database  Database
-	HTTPAddr  string `env:"EDGE_HTTP_ADDR" envDefault:":80"`
+	Log      zlog.Config
+	Database Database
+	// HTTPAddr serves plain HTTP: ACME HTTP-01 challenges, and a redirect to
+	// HTTPS for everything else (or all traffic when Cloudflare fronts the edge).
+	HTTPAddr string `env:"EDGE_HTTP_ADDR" envDefault:":80"`
+	// HTTPSAddr serves TLS; empty turns TLS off (Cloudflare-fronted or dev).
 	HTTPSAddr string `env:"EDGE_HTTPS_ADDR" envDefault:":443"`
+	// MetricsAddr serves Prometheus metrics at /metrics; empty turns it off.
+	MetricsAddr string `env:"EDGE_METRICS_ADDR" envDefault:"127.0.0.1:9101"`
+	// AppsDomain hosts <project>.<AppsDomain> and <deployment-id>.<AppsDomain>.
+	AppsDomain string `env:"EDGE_APPS_DOMAIN" envDefault:"zeitwork.app"`
+	// Host is the name custom domains point their CNAME at.
+	Host string `env:"EDGE_HOST" envDefault:"edge.zeitwork.com"`
+	// ClusterToken proves the edge to the node-proxies.
+	ClusterToken Secret `env:"CLUSTER_TOKEN,required,notEmpty"`
+	// CloudflareFronted: Cloudflare terminates TLS in front of the edge, so
+	// the edge serves plain HTTP, trusts Cloudflare's client address and
+	// scheme headers, and requests no certificates.
+	CloudflareFronted bool `env:"EDGE_CLOUDFLARE_FRONTED" envDefault:"false"`
+	// SnapshotPath keeps the last route table on disk, so an edge restarted
+	// while the database is away still routes.
+	SnapshotPath string        `env:"EDGE_ROUTES_SNAPSHOT" envDefault:"/var/lib/zeitwork/edge/routes.json"`
+	PollInterval time.Duration `env:"EDGE_POLL_INTERVAL" envDefault:"10s"`
+	// UpstreamTimeout bounds a request from the first byte sent to the last
+	// response header received; streaming bodies run as long as they flow.
+	UpstreamTimeout time.Duration `env:"EDGE_UPSTREAM_TIMEOUT" envDefault:"60s"`
+	ACME            ACME
+}
+
+// ACME is where the edge gets certificates: wildcards for the platform
+// domains by DNS-01 through Cloudflare, and on demand for verified custom
+// domains by HTTP-01/TLS-ALPN-01.
+type ACME struct {
+	// Directory is the ACME server; Let's Encrypt production by default.
+	Directory string `env:"ACME_DIRECTORY" envDefault:"https://acme-v02.api.letsencrypt.org/directory"`
+	Email     string `env:"ACME_EMAIL"`
+	// CARoots is a PEM file of roots to trust for the ACME server itself
+	// (a private CA such as Pebble's); empty trusts the system roots.
+	CARoots string `env:"ACME_CA_ROOTS"`
+	// PlatformDomains get wildcard certificates (*.d and d) by DNS-01.
+	PlatformDomains []string `env:"EDGE_PLATFORM_DOMAINS" envSeparator:"," envDefault:"zeitwork.com,zeitwork.app,zeitwork-dns.com"`
+	// CloudflareToken is the API token DNS-01 uses; without it no wildcard
+	// certificates are requested.
+	CloudflareToken Secret `env:"CLOUDFLARE_API_TOKEN"`
+	// CloudflareAPI is Cloudflare's API base (an emulator in tests).
+	CloudflareAPI string `env:"CLOUDFLARE_API_URL" envDefault:"https://api.cloudflare.com/client/v4"`
+	// Resolvers check DNS-01 propagation (host:port); empty uses the system's.
+	Resolvers []string `env:"ACME_DNS_RESOLVERS" envSeparator:","`
 }

@@ -1,0 +1,135 @@
+// Package dnstest is a small authoritative DNS server for tests: custom
+// domain verification looks up CNAME and TXT records through it, and the
+// ACME server (Pebble) resolves names and DNS-01 challenges through it.
+// It speaks real DNS over UDP and TCP on loopback; records change while
+// it runs.
+package dnstest
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/miekg/dns"
+)
+
+// Server answers from its records; a name it has no records for gets NXDOMAIN.
+type Server struct {
+	Addr string // host:port, UDP and TCP
+
+	mu    sync.Mutex
+	a     map[string][]net.IP
+	cname map[string]string
+	txt   map[string][]string
+}
+
+// Start runs a server until the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{a: map[string][]net.IP{}, cname: map[string]string{}, txt: map[string][]string{}}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Addr = pc.LocalAddr().String()
+	udp := &dns.Server{PacketConn: pc, Handler: s}
+	tcp := &dns.Server{Listener: l, Handler: s}
+	go udp.ActivateAndServe()
+	go tcp.ActivateAndServe()
+	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
+	return s
+}
+
+func key(name string) string { return strings.ToLower(dns.Fqdn(name)) }
+
+// SetA makes name resolve to ips (A and AAAA by family).
+func (s *Server) SetA(name string, ips ...net.IP) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.a[key(name)] = ips
+}
+
+// SetCNAME points name at target.
+func (s *Server) SetCNAME(name, target string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cname[key(name)] = key(target)
+}
+
+// SetTXT replaces name's TXT records; no values removes them.
+func (s *Server) SetTXT(name string, values ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(values) == 0 {
+		delete(s.txt, key(name))
+		return
+	}
+	s.txt[key(name)] = values
+}
+
+// Delete removes every record of name.
+func (s *Server) Delete(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.a, key(name))
+	delete(s.cname, key(name))
+	delete(s.txt, key(name))
+}
+
+// ServeDNS answers one query, following CNAMEs it knows.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.Authoritative = true
+	if len(req.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	name := key(q.Name)
+	found := false
+	for range 8 { // CNAME chain, bounded
+		hdr := func(rrtype uint16) dns.RR_Header {
+			return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: 1}
+		}
+		if target, ok := s.cname[name]; ok {
+			found = true
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: target})
+			if q.Qtype == dns.TypeCNAME {
+				break
+			}
+			name = target
+			continue
+		}
+		if ips, ok := s.a[name]; ok {
+			found = true
+			for _, ip := range ips {
+				switch {
+				case q.Qtype == dns.TypeA && ip.To4() != nil:
+					m.Answer = append(m.Answer, &dns.A{Hdr: hdr(dns.TypeA), A: ip.To4()})
+				case q.Qtype == dns.TypeAAAA && ip.To4() == nil:
+					m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: ip})
+				}
+			}
+		}
+		if vals, ok := s.txt[name]; ok {
+			found = true
+			if q.Qtype == dns.TypeTXT {
+				m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: vals})
+			}
+		}
+		break
+	}
+	if !found {
+		m.Rcode = dns.RcodeNameError
+	}
+	w.WriteMsg(m)
+}
