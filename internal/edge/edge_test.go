@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -58,21 +59,22 @@ func FuzzNormalizeHost(f *testing.F) {
 		if strings.ToLower(out) != out || strings.ContainsAny(out, ":[] ") {
 			t.Fatalf("NormalizeHost(%q) = %q", in, out)
 		}
-		tbl := NewTable("zeitwork.app", nil, []Domain{{Name: in, ProjectID: id.New()}})
+		tbl := NewTable("zeitwork.app", nil, nil, []Domain{{Name: in, ProjectID: id.New()}})
 		tbl.Lookup(in)
 	})
 }
 
 func fixture() (*Table, uuid.UUID, uuid.UUID) {
-	p1, p2, d1, d2 := id.New(), id.New(), id.New(), id.New()
+	p1, p2, p3, d1, d2, d3 := id.New(), id.New(), id.New(), id.New(), id.New(), id.New()
+	projects := []Project{{ID: p1, Slug: "shop", ActiveDeploymentID: d1}, {ID: p2, Slug: "blog", ActiveDeploymentID: d2}, {ID: p3, Slug: "down", ActiveDeploymentID: d3}}
 	instances := []Instance{
-		{ProjectID: p1, ProjectSlug: "shop", DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
-		{ProjectID: p1, ProjectSlug: "shop", DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.2:8090"},
-		{ProjectID: p1, ProjectSlug: "shop", DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.3:8090"},
-		{ProjectID: p2, ProjectSlug: "blog", DeploymentID: d2, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
+		{ProjectID: p1, DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
+		{ProjectID: p1, DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.2:8090"},
+		{ProjectID: p1, DeploymentID: d1, InstanceID: id.New(), NodeProxy: "10.0.0.3:8090"},
+		{ProjectID: p2, DeploymentID: d2, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
 	}
 	domains := []Domain{{Name: "Shop.Example.com.", ProjectID: p1}, {Name: "orphan.example.com", ProjectID: id.New()}}
-	return NewTable("zeitwork.app", instances, domains), p1, d1
+	return NewTable("zeitwork.app", projects, instances, domains), p1, d1
 }
 
 func TestTableRoutesProjectDeploymentAndCustomHosts(t *testing.T) {
@@ -87,6 +89,26 @@ func TestTableRoutesProjectDeploymentAndCustomHosts(t *testing.T) {
 		if r, ok := tbl.Lookup(host); ok {
 			t.Errorf("Lookup(%q) = %+v, want no route", host, r)
 		}
+	}
+	// A project whose active deployment has no healthy instance is known
+	// (503), not unknown (404).
+	if r, ok := tbl.Lookup("down.zeitwork.app"); !ok || len(r.Backends) != 0 {
+		t.Errorf("Lookup(down) = %+v, %v; want a route without backends", r, ok)
+	}
+}
+
+func TestTableServesPreviewsOfInactiveDeployments(t *testing.T) {
+	p, active, preview := id.New(), id.New(), id.New()
+	tbl := NewTable("zeitwork.app", []Project{{ID: p, Slug: "shop", ActiveDeploymentID: active}}, []Instance{
+		{ProjectID: p, DeploymentID: active, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"},
+		{ProjectID: p, DeploymentID: preview, InstanceID: id.New(), NodeProxy: "10.0.0.2:8090"},
+		{ProjectID: p, DeploymentID: preview, InstanceID: id.New(), NodeProxy: "10.0.0.3:8090"},
+	}, nil)
+	if r, ok := tbl.Lookup(preview.String() + ".zeitwork.app"); !ok || r.DeploymentID != preview || len(r.Backends) != 2 {
+		t.Fatalf("preview host = %+v, %v", r, ok)
+	}
+	if r, ok := tbl.Lookup("shop.zeitwork.app"); !ok || r.DeploymentID != active || len(r.Backends) != 1 {
+		t.Fatalf("project host = %+v, %v", r, ok)
 	}
 }
 
@@ -116,7 +138,7 @@ func TestSwapIsAtomicAndSnapshotsRoundTrip(t *testing.T) {
 	}
 	for range 1000 {
 		routes.Store(tbl)
-		routes.Store(NewTable("zeitwork.app", nil, nil))
+		routes.Store(NewTable("zeitwork.app", nil, nil, nil))
 	}
 	close(stop)
 	wg.Wait()
@@ -137,18 +159,45 @@ func TestSwapIsAtomicAndSnapshotsRoundTrip(t *testing.T) {
 	}
 }
 
-func BenchmarkLookup100kHosts(b *testing.B) {
-	var instances []Instance
-	for i := range 100_000 {
-		instances = append(instances, Instance{ProjectID: id.New(), ProjectSlug: fmt.Sprintf("app%d", i), DeploymentID: id.New(), InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"})
+// hundredKHosts is a table of 100,000 projects, each on its own host.
+func hundredKHosts() *Table {
+	projects := make([]Project, 100_000)
+	instances := make([]Instance, 100_000)
+	for i := range projects {
+		projects[i] = Project{ID: id.New(), Slug: fmt.Sprintf("app%d", i), ActiveDeploymentID: id.New()}
+		instances[i] = Instance{ProjectID: projects[i].ID, DeploymentID: projects[i].ActiveDeploymentID, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"}
 	}
-	tbl := NewTable("zeitwork.app", instances, nil)
-	b.ResetTimer()
+	return NewTable("zeitwork.app", projects, instances, nil)
+}
+
+func BenchmarkLookup100kHosts(b *testing.B) {
+	tbl := hundredKHosts()
+	hosts := make([]string, 1024)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("App%d.zeitwork.app:443", i*97)
+	}
+	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if _, ok := tbl.Lookup(fmt.Sprintf("app%d.zeitwork.app", i%100_000)); !ok {
+		if _, ok := tbl.Lookup(hosts[i%len(hosts)]); !ok {
 			b.Fatal("miss")
 		}
 		i++
+	}
+}
+
+// BenchmarkBuildTable100kHosts measures a full rebuild, and reports the
+// table's heap size.
+func BenchmarkBuildTable100kHosts(b *testing.B) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	tbl := hundredKHosts()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB-table")
+	runtime.KeepAlive(tbl)
+	for b.Loop() {
+		hundredKHosts()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/google/uuid"
@@ -14,6 +15,10 @@ import (
 type Backend struct {
 	InstanceID uuid.UUID `json:"instance_id"`
 	NodeProxy  string    `json:"node_proxy"` // host:port on the private network
+
+	// health is shared by every table that lists this instance, so load and
+	// failures seen under one table carry over to the next (Routes.Store).
+	health *health
 }
 
 // Route is what a host resolves to.
@@ -23,10 +28,16 @@ type Route struct {
 	Backends     []Backend `json:"backends"`
 }
 
-// Instance is one routable instance, as the database lists them.
+// Project is a project with an active deployment.
+type Project struct {
+	ID                 uuid.UUID
+	Slug               string
+	ActiveDeploymentID uuid.UUID
+}
+
+// Instance is one routable (healthy, meant to run) instance.
 type Instance struct {
 	ProjectID    uuid.UUID
-	ProjectSlug  string
 	DeploymentID uuid.UUID
 	InstanceID   uuid.UUID
 	NodeProxy    string
@@ -43,27 +54,35 @@ type Table struct {
 	Routes map[string]Route `json:"routes"`
 }
 
-// NewTable builds the table: each project at <slug>.<appsDomain>, each
-// deployment at <deployment id>.<appsDomain> (previews), and each verified
-// custom domain at its name, all to the instances of the active deployment
-// that are healthy. Names that do not normalise are left out.
-func NewTable(appsDomain string, instances []Instance, domains []Domain) *Table {
-	t := &Table{Routes: map[string]Route{}}
-	byProject := map[uuid.UUID]Route{}
-	slugs := map[uuid.UUID]string{}
+// NewTable builds the table. A project answers at <slug>.<appsDomain> and
+// at each of its verified custom domains, from its active deployment, even
+// while none of its instances is healthy (the edge says 503, not 404).
+// Every deployment with healthy instances answers at
+// <deployment id>.<appsDomain>, active or not: previews, and a retiring
+// deployment still reachable until it stops. Names that do not normalise
+// are left out.
+func NewTable(appsDomain string, projects []Project, instances []Instance, domains []Domain) *Table {
+	t := &Table{Routes: make(map[string]Route, 2*len(projects)+len(domains))}
+	byDeployment := map[uuid.UUID]Route{}
 	for _, in := range instances {
-		r := byProject[in.ProjectID]
+		r := byDeployment[in.DeploymentID]
 		r.ProjectID, r.DeploymentID = in.ProjectID, in.DeploymentID
 		r.Backends = append(r.Backends, Backend{InstanceID: in.InstanceID, NodeProxy: in.NodeProxy})
-		byProject[in.ProjectID] = r
-		slugs[in.ProjectID] = in.ProjectSlug
+		byDeployment[in.DeploymentID] = r
 	}
-	for project, r := range byProject {
-		t.add(slugs[project]+"."+appsDomain, r)
-		t.add(r.DeploymentID.String()+"."+appsDomain, r)
+	for dep, r := range byDeployment {
+		t.add(dep.String()+"."+appsDomain, r)
+	}
+	active := make(map[uuid.UUID]Route, len(projects))
+	for _, p := range projects {
+		r := byDeployment[p.ActiveDeploymentID]
+		r.ProjectID, r.DeploymentID = p.ID, p.ActiveDeploymentID
+		active[p.ID] = r
+		t.add(p.Slug+"."+appsDomain, r)
+		t.add(p.ActiveDeploymentID.String()+"."+appsDomain, r)
 	}
 	for _, d := range domains {
-		if r, ok := byProject[d.ProjectID]; ok {
+		if r, ok := active[d.ProjectID]; ok {
 			t.add(d.Name, r)
 		}
 	}
@@ -86,9 +105,15 @@ func (t *Table) Lookup(hostHeader string) (Route, bool) {
 	return r, ok
 }
 
+// Hosts is how many names the table routes.
+func (t *Table) Hosts() int { return len(t.Routes) }
+
 // Routes holds the current table; readers never see a table half built.
 type Routes struct {
 	current atomic.Pointer[Table]
+
+	mu     sync.Mutex // serialises Store
+	health map[uuid.UUID]*health
 }
 
 // Load returns the current table (an empty one before the first Store).
@@ -99,8 +124,30 @@ func (r *Routes) Load() *Table {
 	return &Table{Routes: map[string]Route{}}
 }
 
-// Store makes t the current table.
-func (r *Routes) Store(t *Table) { r.current.Store(t) }
+// Store makes t the current table. It gives t's backends the health state
+// earlier tables had for the same instances, and forgets instances that
+// left; t must not be in use by readers yet.
+func (r *Routes) Store(t *Table) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := make(map[uuid.UUID]*health, len(r.health))
+	for _, route := range t.Routes {
+		for i := range route.Backends {
+			b := &route.Backends[i]
+			h := next[b.InstanceID]
+			if h == nil {
+				h = r.health[b.InstanceID]
+			}
+			if h == nil {
+				h = &health{}
+			}
+			next[b.InstanceID] = h
+			b.health = h
+		}
+	}
+	r.health = next
+	r.current.Store(t)
+}
 
 // SaveSnapshot writes t to path atomically (write, then rename), so an edge
 // restarted while the database is away serves the last table it had.

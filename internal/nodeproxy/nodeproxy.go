@@ -31,6 +31,28 @@ import (
 const (
 	HeaderInstance = "X-Zeitwork-Instance"
 	HeaderToken    = "X-Zeitwork-Proxy-Token"
+	// HeaderError marks a response as the node-proxy's own error, not the
+	// app's, with its code: the edge retries another instance on a code
+	// for which Retryable is true. Apps cannot set it (it is stripped from
+	// their responses).
+	HeaderError = "X-Zeitwork-Proxy-Error"
+)
+
+// Retryable says whether a node-proxy error code means the request reached
+// no app: the instance is not on the node, not healthy, or refused the
+// connection before anything was written to it.
+func Retryable(code string) bool {
+	switch code {
+	case codeGone, codeUnhealthy, codeUnreachable:
+		return true
+	}
+	return false
+}
+
+const (
+	codeGone        = "instance_gone"
+	codeUnhealthy   = "instance_unhealthy"
+	codeUnreachable = "instance_unreachable"
 )
 
 // Target is where an instance listens and whether it may take traffic.
@@ -87,8 +109,12 @@ func New(token string, lookup Lookup, dial Dialer, log *slog.Logger) *Proxy {
 			}
 			pr.Out.Host = pr.In.Host
 		},
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Del(HeaderError)
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			p.api.Handle(func(http.ResponseWriter, *http.Request) error { return upstreamError(err) }).ServeHTTP(w, r)
+			p.api.Handle(func(w http.ResponseWriter, _ *http.Request) error { return mark(w, upstreamError(err)) }).ServeHTTP(w, r)
 		},
 	}
 	return p
@@ -113,10 +139,10 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	target, ok := p.lookup(r.Context(), instanceID)
 	if !ok {
-		return &httpapi.Error{Status: http.StatusBadGateway, Code: "instance_gone", Message: "instance " + instanceID.String() + " is not on this node"}
+		return mark(w, &httpapi.Error{Status: http.StatusBadGateway, Code: codeGone, Message: "instance " + instanceID.String() + " is not on this node"})
 	}
 	if !target.Healthy {
-		return httpapi.Unavailable("instance %s is not healthy", instanceID)
+		return mark(w, &httpapi.Error{Status: http.StatusServiceUnavailable, Code: codeUnhealthy, Message: "instance " + instanceID.String() + " is not healthy"})
 	}
 	r.Header.Del(HeaderToken)
 	r.Header.Del(HeaderInstance)
@@ -124,14 +150,20 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// mark labels a response as the node-proxy's own error.
+func mark(w http.ResponseWriter, err *httpapi.Error) *httpapi.Error {
+	w.Header().Set(HeaderError, err.Code)
+	return err
+}
+
 // upstreamError says why the instance could not be reached. Refused and
 // unreachable mean the instance is gone or not listening (502, the edge
 // may retry elsewhere: nothing was sent); a timeout is 504.
-func upstreamError(err error) error {
+func upstreamError(err error) *httpapi.Error {
 	var netErr net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return &httpapi.Error{Status: http.StatusBadGateway, Code: "instance_unreachable", Message: "instance refused the connection", Err: err}
+		return &httpapi.Error{Status: http.StatusBadGateway, Code: codeUnreachable, Message: "instance refused the connection", Err: err}
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this response.
 		return &httpapi.Error{Status: 499, Code: "client_closed", Message: "client closed the request", Err: err}

@@ -1,0 +1,343 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+const clusterToken = "cluster-secret"
+
+// stage is an edge in front of a real node-proxy in front of app servers.
+type stage struct {
+	t         *testing.T
+	routes    *Routes
+	metrics   *Metrics
+	edge      *httptest.Server
+	node      *httptest.Server
+	project   uuid.UUID
+	mu        sync.Mutex
+	instances map[uuid.UUID]nodeproxy.Target
+	backends  []Backend
+}
+
+func newStage(t *testing.T, timeout time.Duration) *stage {
+	t.Helper()
+	s := &stage{t: t, routes: &Routes{}, project: id.New(), instances: map[uuid.UUID]nodeproxy.Target{}}
+	s.metrics = NewMetrics(prometheus.NewRegistry())
+	np := nodeproxy.New(clusterToken, func(_ context.Context, iid uuid.UUID) (nodeproxy.Target, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		tg, ok := s.instances[iid]
+		return tg, ok
+	}, nil, zlog.Discard())
+	s.node = httptest.NewServer(np)
+	t.Cleanup(s.node.Close)
+	p := NewProxy(ProxyConfig{Routes: s.routes, Token: clusterToken, UpstreamTimeout: timeout, Metrics: s.metrics, Log: zlog.Discard()})
+	s.edge = httptest.NewServer(p)
+	t.Cleanup(s.edge.Close)
+	return s
+}
+
+// app starts an instance running h behind the node-proxy and routes to it.
+func (s *stage) app(h http.Handler) uuid.UUID {
+	srv := httptest.NewServer(h)
+	s.t.Cleanup(srv.Close)
+	iid := id.New()
+	s.mu.Lock()
+	s.instances[iid] = nodeproxy.Target{Addr: netip.MustParseAddrPort(srv.Listener.Addr().String()), Healthy: true}
+	s.mu.Unlock()
+	s.backend(Backend{InstanceID: iid, NodeProxy: s.node.Listener.Addr().String()})
+	return iid
+}
+
+// backend adds a backend to shop.zeitwork.app and publishes the table.
+func (s *stage) backend(b Backend) {
+	s.backends = append(s.backends, b)
+	s.routes.Store(&Table{Routes: map[string]Route{
+		"shop.zeitwork.app": {ProjectID: s.project, DeploymentID: id.New(), Backends: append([]Backend(nil), s.backends...)},
+		"empty.zeitwork.app": {ProjectID: id.New(), DeploymentID: id.New()},
+	}})
+}
+
+func (s *stage) get(host, path string, header ...string) (*http.Response, string) {
+	s.t.Helper()
+	req, _ := http.NewRequest("GET", s.edge.URL+path, nil)
+	req.Host = host
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func (s *stage) requests(code string) float64 {
+	return testutil.ToFloat64(s.metrics.requests.WithLabelValues(s.project.String(), code))
+}
+
+func echo(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s host=%s xff=%s xfh=%s xfp=%s rid=%s token=%q instance=%q",
+			name, r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"), r.Header.Get("X-Forwarded-Proto"),
+			r.Header.Get(HeaderRequestID), r.Header.Get(nodeproxy.HeaderToken), r.Header.Get(nodeproxy.HeaderInstance))
+	})
+}
+
+func TestProxyForwardsWithHeadersAndRequestID(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	s.app(echo("a"))
+	resp, body := s.get("Shop.Zeitwork.App:443", "/x", "X-Forwarded-For", "6.6.6.6", "X-Forwarded-Proto", "https")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	rid := resp.Header.Get(HeaderRequestID)
+	want := "a host=Shop.Zeitwork.App:443 xff=127.0.0.1 xfh=Shop.Zeitwork.App:443 xfp=http rid=" + rid + ` token="" instance=""`
+	if rid == "" || body != want || len(resp.Header.Values(HeaderRequestID)) != 1 {
+		t.Fatalf("app saw\n%s\nwant\n%s (response ids %q)", body, want, resp.Header.Values(HeaderRequestID))
+	}
+	// A sane client request id is kept end to end; a hostile one replaced.
+	if resp, body := s.get("shop.zeitwork.app", "/", HeaderRequestID, "client-trace-12345"); resp.Header.Get(HeaderRequestID) != "client-trace-12345" || !strings.Contains(body, "rid=client-trace-12345") {
+		t.Fatalf("client id not kept: %q, %s", resp.Header.Get(HeaderRequestID), body)
+	}
+	if resp, _ := s.get("shop.zeitwork.app", "/", HeaderRequestID, "bad id\twith<script>"); strings.Contains(resp.Header.Get(HeaderRequestID), "script") {
+		t.Fatalf("hostile request id echoed: %q", resp.Header.Get(HeaderRequestID))
+	}
+	if got := s.requests("200"); got != 3 {
+		t.Fatalf("requests_total{code=200} = %v, want 3", got)
+	}
+}
+
+func TestProxyUnknownHostAndNoHealthyInstance(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	s.app(echo("a"))
+	for _, host := range []string{"nope.zeitwork.app", "127.0.0.1", "[::1]:80", "shop.zeitwork.app..", "xn--.zeitwork.app"} {
+		resp, body := s.get(host, "/")
+		if resp.StatusCode != 404 || resp.Header.Get("X-Zeitwork-Error") != "unknown_host" || !strings.Contains(body, "No app here") {
+			t.Errorf("host %q: %d %q %s", host, resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"), body)
+		}
+	}
+	// The page escapes what the client sent.
+	if _, body := s.get("<b>.example.com", "/"); strings.Contains(body, "<b>") {
+		t.Errorf("unescaped host in page: %s", body)
+	}
+	resp, _ := s.get("empty.zeitwork.app", "/")
+	if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("route without instances: %d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
+	}
+}
+
+func TestPickPrefersFewerInFlightAndSkipsDownInstances(t *testing.T) {
+	var routes Routes
+	bs := []Backend{{InstanceID: id.New()}, {InstanceID: id.New()}, {InstanceID: id.New()}}
+	routes.Store(&Table{Routes: map[string]Route{"a": {Backends: bs}}})
+	bs[0].health.inflight.Store(10)
+	counts := map[int]int{}
+	for range 3000 {
+		i, ok := pick(bs, nil)
+		if !ok {
+			t.Fatal("no pick")
+		}
+		counts[i]++
+	}
+	// Power of two choices: the busiest is never the lesser of two.
+	if counts[0] != 0 || counts[1] < 1000 || counts[2] < 1000 {
+		t.Fatalf("picks %v", counts)
+	}
+	bs[0].health.inflight.Store(0)
+	bs[1].health.down(time.Now())
+	for range 1000 {
+		if i, _ := pick(bs, nil); i == 1 {
+			t.Fatal("picked an instance that is cooling down")
+		}
+	}
+	// Tried ones are out; a down one is used when nothing else is left.
+	if i, ok := pick(bs, []int{0, 2}); !ok || i != 1 {
+		t.Fatalf("pick with only the down one left = %d, %v", i, ok)
+	}
+	if _, ok := pick(bs, []int{0, 1, 2}); ok {
+		t.Fatal("picked with every backend tried")
+	}
+	// Health carries over to the next table for the same instance.
+	next := []Backend{{InstanceID: bs[1].InstanceID}}
+	routes.Store(&Table{Routes: map[string]Route{"a": {Backends: next}}})
+	if next[0].health != bs[1].health || next[0].health.isUp(time.Now().UnixNano()) {
+		t.Fatal("health state lost across tables")
+	}
+}
+
+func TestProxySpreadsLoadAcrossInstances(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	var hits [3]atomic.Int64
+	for i := range hits {
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits[i].Add(1) }))
+	}
+	for range 300 {
+		if resp, body := s.get("shop.zeitwork.app", "/"); resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+	for i := range hits {
+		if n := hits[i].Load(); n < 50 {
+			t.Fatalf("instance %d got %d of 300 requests", i, n)
+		}
+	}
+}
+
+func TestProxyRetriesWhenNothingReachedAnApp(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	var served atomic.Int64
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		served.Add(1)
+		fmt.Fprintf(w, "got %s", b)
+	}))
+	// A node that refuses connections, and an instance its node no longer has.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	s.backend(Backend{InstanceID: id.New(), NodeProxy: deadAddr})
+	s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()})
+
+	for i := range 60 {
+		req, _ := http.NewRequest("POST", s.edge.URL+"/", strings.NewReader(fmt.Sprintf("body-%d", i)))
+		req.Host = "shop.zeitwork.app"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != fmt.Sprintf("got body-%d", i) {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	if served.Load() != 60 {
+		t.Fatalf("app served %d of 60", served.Load())
+	}
+	refused := testutil.ToFloat64(s.metrics.upstreamErrors.WithLabelValues(s.project.String(), "refused"))
+	gone := testutil.ToFloat64(s.metrics.upstreamErrors.WithLabelValues(s.project.String(), "instance_gone"))
+	// Passive health: each bad instance is tried once, then skipped while
+	// it cools down (a few more tries if the machine is slow).
+	if refused < 1 || gone < 1 || refused+gone > 20 {
+		t.Fatalf("upstream errors: refused %v, gone %v", refused, gone)
+	}
+}
+
+func TestProxyAnswers503WhenEveryInstanceIsUnreachable(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()}) // not on the node
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	s.backend(Backend{InstanceID: id.New(), NodeProxy: dead.Addr().String()})
+	dead.Close()
+	resp, _ := s.get("shop.zeitwork.app", "/")
+	if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" {
+		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
+	}
+	if s.requests("503") != 1 {
+		t.Fatalf("503s counted: %v", s.requests("503"))
+	}
+}
+
+func TestProxyTimesOutSlowApps(t *testing.T) {
+	s := newStage(t, 200*time.Millisecond)
+	release := make(chan struct{})
+	defer close(release)
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	resp, _ := s.get("shop.zeitwork.app", "/")
+	if resp.StatusCode != 504 || resp.Header.Get("X-Zeitwork-Error") != "upstream_timeout" {
+		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
+	}
+}
+
+func TestProxyStreamsResponses(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	second := make(chan struct{})
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		<-second
+		fmt.Fprint(w, "data: two\n\n")
+	}))
+	req, _ := http.NewRequest("GET", s.edge.URL+"/events", nil)
+	req.Host = "shop.zeitwork.app"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	// The first event arrives while the app is still holding the second.
+	if line, err := r.ReadString('\n'); err != nil || line != "data: one\n" {
+		t.Fatalf("first event %q, %v", line, err)
+	}
+	close(second)
+	rest, _ := io.ReadAll(r)
+	if string(rest) != "\ndata: two\n\n" {
+		t.Fatalf("rest %q", rest)
+	}
+}
+
+func TestProxyCarriesWebsockets(t *testing.T) {
+	s := newStage(t, 5*time.Second)
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				return
+			}
+			c.Write(r.Context(), typ, append([]byte("echo: "), msg...))
+		}
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.edge.URL, "http")+"/ws", &websocket.DialOptions{Host: "shop.zeitwork.app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	for i := range 3 {
+		if err := c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+		_, msg, err := c.Read(ctx)
+		if err != nil || string(msg) != fmt.Sprintf("echo: m%d", i) {
+			t.Fatalf("read %q, %v", msg, err)
+		}
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
