@@ -74,7 +74,7 @@ func (s *stage) app(h http.Handler) uuid.UUID {
 func (s *stage) backend(b Backend) {
 	s.backends = append(s.backends, b)
 	s.routes.Store(&Table{Routes: map[string]Route{
-		"shop.zeitwork.app": {ProjectID: s.project, DeploymentID: id.New(), Backends: append([]Backend(nil), s.backends...)},
+		"shop.zeitwork.app":  {ProjectID: s.project, DeploymentID: id.New(), Backends: append([]Backend(nil), s.backends...)},
 		"empty.zeitwork.app": {ProjectID: id.New(), DeploymentID: id.New()},
 	}})
 }
