@@ -198,7 +198,16 @@ type Edge struct {
 	// UpstreamTimeout bounds a request from the first byte sent to the last
 	// response header received; streaming bodies run as long as they flow.
 	UpstreamTimeout time.Duration `env:"EDGE_UPSTREAM_TIMEOUT" envDefault:"60s"`
-	ACME            ACME
+	// ReadHeaderTimeout is how long a client may take to send its request
+	// headers: slow-loris clients are cut off after it.
+	ReadHeaderTimeout time.Duration `env:"EDGE_READ_HEADER_TIMEOUT" envDefault:"10s"`
+	// IdleTimeout closes keep-alive client connections idle this long.
+	IdleTimeout time.Duration `env:"EDGE_IDLE_TIMEOUT" envDefault:"120s"`
+	// TrustedProxies are the peers whose CF-Connecting-IP and
+	// X-Forwarded-Proto are believed when CloudflareFronted is set:
+	// Cloudflare's published ranges by default.
+	TrustedProxies []netip.Prefix `env:"EDGE_TRUSTED_PROXIES" envSeparator:"," envDefault:"173.245.48.0/20,103.21.244.0/22,103.22.200.0/22,103.31.4.0/22,141.101.64.0/18,108.162.192.0/18,190.93.240.0/20,188.114.96.0/20,197.234.240.0/22,198.41.128.0/17,162.158.0.0/15,104.16.0.0/13,104.24.0.0/14,172.64.0.0/13,131.0.72.0/22,2400:cb00::/32,2606:4700::/32,2803:f800::/32,2405:b500::/32,2405:8100::/32,2a06:98c0::/29,2c0f:f248::/32"`
+	ACME           ACME
 }
 
 // ACME is where the edge gets certificates: wildcards for the platform

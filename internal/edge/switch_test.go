@@ -120,7 +120,10 @@ func (w *world) agents(ctx context.Context) error {
 		switch {
 		case i.desired == "running" && i.state != "healthy":
 			dep := i.dep.String()
-			srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { fmt.Fprint(rw, dep) }))
+			srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+				rw.Header().Set("X-Seen-Forwarded", r.Header.Get("X-Forwarded-For")+" "+r.Header.Get("X-Forwarded-Proto"))
+				fmt.Fprint(rw, dep)
+			}))
 			w.mu.Lock()
 			w.running[i.id] = srv
 			w.targets[i.id] = nodeproxy.Target{Addr: netip.MustParseAddrPort(srv.Listener.Addr().String()), Healthy: true}

@@ -1,0 +1,187 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+)
+
+// Certificates is the edge's TLS: certificates for the HTTPS listener and
+// the ACME HTTP-01 challenge responder for the plain one (internal/certs).
+type Certificates interface {
+	TLSConfig() *tls.Config
+	HTTPChallenge(next http.Handler) http.Handler
+}
+
+// Listeners are the sockets the edge serves; nil ones are not served.
+type Listeners struct {
+	HTTP, HTTPS, Metrics net.Listener
+}
+
+// Main runs `zeitwork edge` until ctx ends: routes synced from the
+// database, the proxy on HTTP (redirecting to HTTPS when the edge
+// terminates TLS) and HTTPS, and metrics. certs may be nil when the edge
+// serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR empty).
+func Main(ctx context.Context, cfg config.Edge, certs Certificates, log *slog.Logger) error {
+	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
+	if err != nil {
+		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
+	}
+	defer pool.Close()
+	var ls Listeners
+	defer func() {
+		for _, l := range []net.Listener{ls.HTTP, ls.HTTPS, ls.Metrics} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}()
+	listen := func(name, addr string) (net.Listener, error) {
+		if addr == "" {
+			return nil, nil
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", name, addr, err)
+		}
+		return l, nil
+	}
+	if ls.HTTP, err = listen("EDGE_HTTP_ADDR", cfg.HTTPAddr); err != nil {
+		return err
+	}
+	if certs != nil {
+		if ls.HTTPS, err = listen("EDGE_HTTPS_ADDR", cfg.HTTPSAddr); err != nil {
+			return err
+		}
+	}
+	if ls.Metrics, err = listen("EDGE_METRICS_ADDR", cfg.MetricsAddr); err != nil {
+		return err
+	}
+	return Serve(ctx, cfg, pool, certs, ls, log)
+}
+
+// Serve is Main on listeners the caller opened.
+func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certificates, ls Listeners, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := NewMetrics(reg)
+	routes := &Routes{}
+	syncer := &Syncer{Pool: pool, Routes: routes, AppsDomain: cfg.AppsDomain, SnapshotPath: cfg.SnapshotPath, PollInterval: cfg.PollInterval, Metrics: metrics, Log: log}
+	if err := syncer.Restore(); err != nil {
+		log.WarnContext(ctx, "route snapshot not restored", "err", err)
+	}
+	var trust func(netip.Addr) bool
+	if cfg.CloudflareFronted {
+		trust = func(a netip.Addr) bool {
+			for _, p := range cfg.TrustedProxies {
+				if p.Contains(a) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.ClusterToken.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
+
+	// Plain HTTP: the proxy itself when nothing terminates TLS here (or
+	// Cloudflare did), else a redirect to HTTPS; ACME challenges first.
+	var plain http.Handler = proxy
+	if ls.HTTPS != nil && certs != nil {
+		plain = redirect(routes, proxy)
+	}
+	if certs != nil {
+		plain = certs.HTTPChallenge(plain)
+	}
+	server := func(h http.Handler) *http.Server {
+		return &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+			IdleTimeout:       cfg.IdleTimeout,
+			MaxHeaderBytes:    64 << 10, // larger header blocks get 431
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		}
+	}
+	var servers []*http.Server
+	g, gctx := errgroup.WithContext(ctx)
+	serve := func(l net.Listener, srv *http.Server, tlsCfg *tls.Config) {
+		if l == nil {
+			return
+		}
+		servers = append(servers, srv)
+		g.Go(func() error {
+			var err error
+			if tlsCfg != nil {
+				srv.TLSConfig = tlsCfg
+				err = srv.ServeTLS(l, "", "")
+			} else {
+				err = srv.Serve(l)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return err
+		})
+	}
+	serve(ls.HTTP, server(plain), nil)
+	if certs != nil {
+		serve(ls.HTTPS, server(proxy), certs.TLSConfig())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	serve(ls.Metrics, server(mux), nil)
+	g.Go(func() error { return ignoreCanceled(syncer.Run(gctx)) })
+	g.Go(func() error {
+		<-gctx.Done()
+		// Finish what is in flight, then go: a rolling edge restart drops nothing.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 25*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			_ = s.Shutdown(sctx)
+		}
+		return nil
+	})
+	addr := func(l net.Listener) string {
+		if l == nil {
+			return ""
+		}
+		return l.Addr().String()
+	}
+	log.InfoContext(ctx, "edge running", "http", addr(ls.HTTP), "https", addr(ls.HTTPS), "metrics", addr(ls.Metrics),
+		"apps_domain", cfg.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted)
+	return ignoreCanceled(g.Wait())
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// redirect sends clients of a routed host to HTTPS (308 keeps the method
+// and body); an unknown host gets the 404 page here rather than a redirect
+// to a name the edge has no certificate for.
+func redirect(routes *Routes, proxy *Proxy) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, err := NormalizeHost(r.Host)
+		if _, ok := routes.Load().Lookup(r.Host); !ok || err != nil {
+			proxy.ServeHTTP(w, r) // the proxy's own 404
+			return
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+}

@@ -1,0 +1,213 @@
+package edge_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/edge"
+	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// fakeCerts stands in for internal/certs (tested against a real ACME
+// server there): one self-signed certificate, and a challenge responder.
+type fakeCerts struct{ cert tls.Certificate }
+
+func newFakeCerts(t *testing.T) *fakeCerts {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edge test"}, DNSNames: []string{"*.zeitwork.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeCerts{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+}
+
+func (f *fakeCerts) TLSConfig() *tls.Config { return &tls.Config{Certificates: []tls.Certificate{f.cert}} }
+
+func (f *fakeCerts) HTTPChallenge(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tok, ok := strings.CutPrefix(r.URL.Path, "/.well-known/acme-challenge/"); ok {
+			io.WriteString(w, tok+".key-authorization")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type served struct {
+	http, https, metrics string
+}
+
+func serve(t *testing.T, w *world, cfg config.Edge, certs edge.Certificates) served {
+	t.Helper()
+	listen := func() net.Listener {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	ls := edge.Listeners{HTTP: listen(), Metrics: listen()}
+	s := served{http: ls.HTTP.Addr().String(), metrics: ls.Metrics.Addr().String()}
+	if certs != nil {
+		ls.HTTPS = listen()
+		s.https = ls.HTTPS.Addr().String()
+	}
+	cfg.AppsDomain, cfg.ClusterToken, cfg.PollInterval = "zeitwork.test", token, time.Minute
+	cfg.UpstreamTimeout = 10 * time.Second
+	if cfg.ReadHeaderTimeout == 0 {
+		cfg.ReadHeaderTimeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- edge.Serve(ctx, cfg, w.pool, certs, ls, zlog.Discard()) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("edge.Serve: %v", err)
+		}
+	})
+	return s
+}
+
+// noRedirects is a client that shows redirects instead of following them.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func do(t *testing.T, c *http.Client, url, host string, header ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Host = host
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+// until retries f until it holds: routes reach a new server asynchronously.
+func until(t *testing.T, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !f(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition never held")
+		}
+	}
+}
+
+func TestServerTerminatesTLSRedirectsHTTPAndServesChallenges(t *testing.T) {
+	w := newWorld(t, testdb.NewURL(t))
+	ctx := context.Background()
+	v1 := w.deploy(ctx)
+	s := serve(t, w, config.Edge{}, newFakeCerts(t))
+	host := w.slug + ".zeitwork.test"
+	httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: host}}}
+
+	until(t, func() bool {
+		resp, body := do(t, httpsClient, "https://"+s.https+"/", host)
+		return resp.StatusCode == 200 && body == v1.String()
+	})
+	resp, body := do(t, httpsClient, "https://"+s.https+"/", host)
+	if got := resp.Header.Get("X-Seen-Forwarded"); got != "127.0.0.1 https" {
+		t.Fatalf("app saw forwarded %q over TLS", got)
+	}
+	_ = body
+
+	resp, _ = do(t, noRedirects, "http://"+s.http+"/path?q=1", strings.ToUpper(host)+":80")
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://"+host+"/path?q=1" {
+		t.Fatalf("plain HTTP: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp, _ := do(t, noRedirects, "http://"+s.http+"/", "unknown.zeitwork.test"); resp.StatusCode != 404 {
+		t.Fatalf("unknown host on HTTP: %d", resp.StatusCode)
+	}
+	// ACME HTTP-01 challenges are answered on plain HTTP for any name.
+	if resp, body := do(t, noRedirects, "http://"+s.http+"/.well-known/acme-challenge/tok", "new.customer.test"); resp.StatusCode != 200 || body != "tok.key-authorization" {
+		t.Fatalf("challenge: %d %q", resp.StatusCode, body)
+	}
+
+	// Metrics: requests and latency per project.
+	_, metrics := do(t, http.DefaultClient, "http://"+s.metrics+"/metrics", "")
+	for _, want := range []string{
+		`zeitwork_edge_requests_total{code="200",project="` + w.project.String() + `"}`,
+		`zeitwork_edge_request_duration_seconds_bucket{project="` + w.project.String() + `",le="0.1"}`,
+		`zeitwork_edge_requests_total{code="404",project=""} `,
+		"zeitwork_edge_route_hosts 2", // the project and its deployment
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func TestServerBehindCloudflareTrustsOnlyItsRanges(t *testing.T) {
+	w := newWorld(t, testdb.NewURL(t))
+	v1 := w.deploy(context.Background())
+	host := w.slug + ".zeitwork.test"
+	for _, tc := range []struct {
+		trusted string
+		want    string
+	}{
+		{"127.0.0.0/8", "203.0.113.9 https"},
+		{"173.245.48.0/20", "127.0.0.1 http"}, // the peer is not Cloudflare: its headers are lies
+	} {
+		s := serve(t, w, config.Edge{CloudflareFronted: true, TrustedProxies: []netip.Prefix{netip.MustParsePrefix(tc.trusted)}}, nil)
+		until(t, func() bool {
+			resp, body := do(t, noRedirects, "http://"+s.http+"/", host, "CF-Connecting-IP", "203.0.113.9", "X-Forwarded-Proto", "https")
+			return resp.StatusCode == 200 && body == v1.String() && resp.Header.Get("X-Seen-Forwarded") == tc.want
+		})
+	}
+}
+
+func TestServerCutsOffSlowAndOversizedClients(t *testing.T) {
+	w := newWorld(t, testdb.NewURL(t))
+	s := serve(t, w, config.Edge{ReadHeaderTimeout: 300 * time.Millisecond}, nil)
+
+	huge, _ := net.Dial("tcp", s.http)
+	defer huge.Close()
+	io.WriteString(huge, "GET / HTTP/1.1\r\nHost: a.zeitwork.test\r\nX-Big: "+strings.Repeat("a", 200<<10)+"\r\n\r\n")
+	status, _ := bufio.NewReader(huge).ReadString('\n')
+	if !strings.Contains(status, "431") {
+		t.Fatalf("oversized headers: %q", status)
+	}
+
+	base := runtime.NumGoroutine()
+	var conns []net.Conn
+	for range 50 {
+		c, err := net.Dial("tcp", s.http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.zeitwork.test\r\nX-Slow: ") // and never finish
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("slow client not cut off: %v", err)
+		}
+		c.Close()
+	}
+	until(t, func() bool { return runtime.NumGoroutine() <= base+5 })
+}
