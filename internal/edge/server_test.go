@@ -40,7 +40,9 @@ func newFakeCerts(t *testing.T) *fakeCerts {
 	return &fakeCerts{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
 }
 
-func (f *fakeCerts) TLSConfig() *tls.Config { return &tls.Config{Certificates: []tls.Certificate{f.cert}} }
+func (f *fakeCerts) TLSConfig() *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{f.cert}}
+}
 
 func (f *fakeCerts) HTTPChallenge(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
