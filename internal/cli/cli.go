@@ -54,7 +54,7 @@ func commands() []command {
 		{"operator", "role", "scheduler, deployment lifecycle, management API", runOperator},
 		{"nodeagent", "role", "runs instances on a worker node, node-proxy", runNodeAgent},
 		{"builder", "role", "builds images from source with BuildKit", runBuilder},
-		{"edge", "role", "TLS edge proxy routing hosts to instances", notBuilt[config.Edge]("the edge proxy (issue #6)")},
+		{"edge", "role", "TLS edge proxy routing hosts to instances", runEdge},
 		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
 		{"dev", "role", "the whole platform on this machine", runDev},
 		{"bootstrap", "role", "provision or recover a cluster over SSH", notBuiltPlain("cluster bootstrap")},

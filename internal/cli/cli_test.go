@@ -63,9 +63,9 @@ func TestMalformedVariableIsNamed(t *testing.T) {
 }
 
 func TestUnbuiltRolesSaySoAfterValidConfig(t *testing.T) {
-	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d"}, "edge")
+	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d"}, "api")
 	if code != ExitNotBuilt || !strings.Contains(errOut, "not built yet") || out != "" {
-		t.Fatalf("edge: exit %d, stdout %q, stderr %q", code, out, errOut)
+		t.Fatalf("api: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 
@@ -147,7 +147,7 @@ func TestDevCheckVerifiesStackAndMigrates(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("dev --check: exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "Not built yet: api, edge"} {
+	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "Not built yet: api."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dev output lacks %q:\n%s", want, out)
 		}

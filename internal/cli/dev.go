@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
+	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
@@ -25,7 +27,7 @@ import (
 // dependencies (scripts/deps.sh up) and then this; here we check that every
 // dependency really serves, migrate, and run the roles that exist: the
 // builder and DEV_NODES simulated workers (node agents, each with a network
-// namespace as its node). The operator, API and edge join as they land.
+// namespace as its node), the operator and the edge. The API joins when it lands.
 func runDev(ctx context.Context, env Env, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -62,7 +64,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintf(w, "  migrations  %d applied now, %d already\n", len(res.Applied), res.Skipped)
 	if *check {
-		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api, edge.")
+		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api.")
 		return nil
 	}
 	secrets, err := devenv.LoadSecrets(cfg.StateDir)
@@ -79,6 +81,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return operator.Main(ctx, ocfg, operator.SchedulerPlacer(ocfg.NodeHeartbeatDeadline), zlog.Component(root, "operator"))
 	})
 	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
+	ecfg := devEdge(cfg, secrets)
+	g.Go(func() error { return edge.Main(ctx, ecfg, nil, zlog.Component(root, "edge")) })
+	fmt.Fprintf(w, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
 	for i := 1; i <= cfg.Nodes; i++ {
 		ncfg, err := devNode(cfg, secrets, i)
 		if err != nil {
@@ -88,7 +93,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintf(w, "  node%d       api http://%s, node-proxy %s, netns %s\n", i, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
 	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(cfg.StateDir, "secrets.env"))
-	fmt.Fprintln(w, "Not built yet: api, edge. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
+	fmt.Fprintln(w, "Not built yet: api. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
 	g.Go(func() error { watch(ctx, deps, log); return nil })
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
@@ -105,6 +110,30 @@ func devOperator(cfg config.Dev, s devenv.Secrets) config.Operator {
 		ClusterToken: config.Secret(s.ClusterToken), RegistryInsecure: true,
 		RetireGrace: cfg.RetireGrace, HealthyDeadline: 2 * time.Minute, NodeHeartbeatDeadline: cfg.HeartbeatDeadline,
 	}
+}
+
+// devEdge serves plain HTTP on loopback: browsers resolve *.localhost to
+// this machine, so http://<project>.zeitwork.localhost:28082 just works.
+func devEdge(cfg config.Dev, s devenv.Secrets) config.Edge {
+	return config.Edge{
+		Log:               zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
+		Database:          config.Database{URL: cfg.DatabaseURL, MaxConns: 4},
+		HTTPAddr:          fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-18),
+		MetricsAddr:       fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-17),
+		AppsDomain:        cfg.AppsDomain,
+		Host:              "edge." + cfg.AppsDomain,
+		ClusterToken:      config.Secret(s.ClusterToken),
+		SnapshotPath:      filepath.Join(cfg.StateDir, "edge-routes.json"),
+		PollInterval:      5 * time.Second,
+		UpstreamTimeout:   time.Minute,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }
 
 func devBuilder(cfg config.Dev) config.Builder {

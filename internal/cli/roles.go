@@ -8,6 +8,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -45,4 +46,17 @@ func runOperator(ctx context.Context, env Env, _ []string) error {
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "operator")
 	return operator.Main(ctx, cfg, operator.SchedulerPlacer(cfg.NodeHeartbeatDeadline), log)
+}
+
+func runEdge(ctx context.Context, env Env, _ []string) error {
+	cfg, err := config.ParseFrom[config.Edge](env.vars())
+	if err != nil {
+		return err
+	}
+	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "edge")
+	var newCerts edge.NewCertificates
+	if !cfg.CloudflareFronted && cfg.HTTPSAddr != "" {
+		newCerts = edgeCertificates(cfg.ACME, log)
+	}
+	return edge.Main(ctx, cfg, newCerts, log)
 }

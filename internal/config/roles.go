@@ -62,6 +62,8 @@ type Dev struct {
 	// PortBase numbers the simulated nodes' ports: node i serves its API on
 	// PortBase+i and its node-proxy on PortBase+100+i.
 	PortBase int `env:"DEV_PORT_BASE" envDefault:"28100"`
+	// AppsDomain is where the dev edge serves apps: <project>.<AppsDomain>.
+	AppsDomain string `env:"DEV_APPS_DOMAIN" envDefault:"zeitwork.localhost"`
 	// RetireGrace is how long a replaced deployment keeps running.
 	RetireGrace time.Duration `env:"DEV_RETIRE_GRACE" envDefault:"5m"`
 	// HeartbeatDeadline is how long a simulated node may be silent before
@@ -103,6 +105,22 @@ type Operator struct {
 	RetireGrace              time.Duration `env:"RETIRE_GRACE" envDefault:"5m"`
 	HealthyDeadline          time.Duration `env:"HEALTHY_DEADLINE" envDefault:"2m"`
 	NodeHeartbeatDeadline    time.Duration `env:"NODE_HEARTBEAT_DEADLINE" envDefault:"30s"`
+	// EdgeHost is what a custom domain's CNAME must reach to be verified;
+	// the same variable as the edge's, so both agree.
+	EdgeHost string `env:"EDGE_HOST" envDefault:"edge.zeitwork.com"`
+	// AppsDomain and PlatformDomains are the platform's own names: custom
+	// domains under them are refused.
+	AppsDomain      string   `env:"EDGE_APPS_DOMAIN" envDefault:"zeitwork.app"`
+	PlatformDomains []string `env:"EDGE_PLATFORM_DOMAINS" envSeparator:"," envDefault:"zeitwork.com,zeitwork.app,zeitwork-dns.com"`
+	// DomainDNSResolver (host:port) answers custom domain checks; empty
+	// uses the system's resolver.
+	DomainDNSResolver string `env:"DOMAIN_DNS_RESOLVER"`
+	// A pending domain is rechecked after a tenth of its age, at least
+	// DomainCheckInterval and at most DomainCheckMaxInterval after the last
+	// check, and given up (failed) once pending for DomainGiveUpAfter.
+	DomainCheckInterval    time.Duration `env:"DOMAIN_CHECK_INTERVAL" envDefault:"30s"`
+	DomainCheckMaxInterval time.Duration `env:"DOMAIN_CHECK_MAX_INTERVAL" envDefault:"15m"`
+	DomainGiveUpAfter      time.Duration `env:"DOMAIN_GIVE_UP_AFTER" envDefault:"168h"`
 }
 
 // NodeAgent configures `zeitwork nodeagent`.

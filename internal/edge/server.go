@@ -32,16 +32,25 @@ type Listeners struct {
 	HTTP, HTTPS, Metrics net.Listener
 }
 
+// NewCertificates makes the edge's Certificates on its database pool.
+type NewCertificates func(ctx context.Context, pool *pgxpool.Pool) (Certificates, error)
+
 // Main runs `zeitwork edge` until ctx ends: routes synced from the
 // database, the proxy on HTTP (redirecting to HTTPS when the edge
-// terminates TLS) and HTTPS, and metrics. certs may be nil when the edge
+// terminates TLS) and HTTPS, and metrics. newCerts is nil when the edge
 // serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR empty).
-func Main(ctx context.Context, cfg config.Edge, certs Certificates, log *slog.Logger) error {
+func Main(ctx context.Context, cfg config.Edge, newCerts NewCertificates, log *slog.Logger) error {
 	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
 	if err != nil {
 		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
 	}
 	defer pool.Close()
+	var certs Certificates
+	if newCerts != nil {
+		if certs, err = newCerts(ctx, pool); err != nil {
+			return fmt.Errorf("certificates: %w", err)
+		}
+	}
 	var ls Listeners
 	defer func() {
 		for _, l := range []net.Listener{ls.HTTP, ls.HTTPS, ls.Metrics} {

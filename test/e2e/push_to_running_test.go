@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,6 +226,10 @@ func TestPushToRunning(t *testing.T) {
 		t.Fatalf("%d instances on %d nodes, want 3 on 3", len(instances), len(nodes))
 	}
 
+	// From here on, clients hit the app through the edge without pause:
+	// the switch to the second deployment and the first one's retirement
+	// must not fail one request.
+	load := p.loadThroughEdge()
 	second, took := p.deploy()
 	t.Logf("second deployment active in %s", took.Round(time.Millisecond))
 	proj, _ := p.q.ProjectGetByID(ctx, p.project)
@@ -248,6 +253,108 @@ func TestPushToRunning(t *testing.T) {
 	if d, _ := p.q.DeploymentGetByID(ctx, first); d.Status != "stopped" {
 		t.Fatalf("first deployment %s", d.Status)
 	}
+	answered := load.stop()
+	addrs := func(dep uuid.UUID) map[string]bool {
+		m := map[string]bool{}
+		live, _ := p.q.InstanceListLiveByDeployment(ctx, dep)
+		for _, in := range live {
+			m[in.Ipv6Address.String()] = true
+		}
+		return m
+	}
+	firstAddrs, secondAddrs := map[string]bool{}, addrs(second)
+	for _, in := range instances {
+		firstAddrs[in.Ipv6Address.String()] = true
+	}
+	var fromFirst, fromSecond int
+	for addr, n := range answered {
+		switch {
+		case firstAddrs[addr]:
+			fromFirst += n
+		case secondAddrs[addr]:
+			fromSecond += n
+		default:
+			t.Errorf("%d answers from %s, an instance of neither deployment", n, addr)
+		}
+	}
+	t.Logf("through the edge: %d requests answered by the first deployment, %d by the second, 0 failed", fromFirst, fromSecond)
+	if fromFirst == 0 || fromSecond == 0 {
+		t.Fatalf("the load saw first %d, second %d answers; want both", fromFirst, fromSecond)
+	}
+}
+
+// load is clients hitting the project's host through the dev edge.
+type load struct {
+	t       *testing.T
+	stopped chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	byAddr  map[string]int
+	failed  []string
+}
+
+func (p *platform) loadThroughEdge() *load {
+	p.t.Helper()
+	ctx := context.Background()
+	proj, err := p.q.ProjectGetByID(ctx, p.project)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	host := proj.Slug + ".zeitwork.localhost"
+	edgeURL := fmt.Sprintf("http://127.0.0.1:%d/", p.base-18)
+	get := func(c *http.Client) (int, string, error) {
+		req, _ := http.NewRequest("GET", edgeURL, nil)
+		req.Host = host
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	p.wait(30*time.Second, "the edge to route "+host, func() bool {
+		code, _, err := get(http.DefaultClient)
+		return err == nil && code == 200
+	})
+	l := &load{t: p.t, stopped: make(chan struct{}), done: make(chan struct{}), byAddr: map[string]int{}}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			c := &http.Client{Timeout: 30 * time.Second}
+			for {
+				select {
+				case <-l.stopped:
+					return
+				default:
+				}
+				code, body, err := get(c)
+				l.mu.Lock()
+				if err != nil || code != 200 {
+					l.failed = append(l.failed, fmt.Sprintf("%d %q %v", code, body, err))
+				} else {
+					addr, _, _ := strings.Cut(body, " ")
+					l.byAddr[addr]++
+				}
+				l.mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	go func() { wg.Wait(); close(l.done) }()
+	return l
+}
+
+// stop ends the load, fails the test if any request failed, and returns
+// how many answers each instance address gave.
+func (l *load) stop() map[string]int {
+	l.t.Helper()
+	close(l.stopped)
+	<-l.done
+	if len(l.failed) > 0 {
+		l.t.Fatalf("%d requests through the edge failed; first: %s", len(l.failed), l.failed[0])
+	}
+	return l.byAddr
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, out, errOut *syncBuffer) {
