@@ -7,12 +7,11 @@ package db
 
 import (
 	"context"
-	"time"
 )
 
 const certificateLockAcquire = `-- name: CertificateLockAcquire :one
 INSERT INTO certificate_locks (name, holder, expires_at)
-VALUES ($1, $2, $3)
+VALUES ($1, $2, now() + make_interval(secs => $3::float8))
 ON CONFLICT (name) DO UPDATE
 SET holder = excluded.holder, expires_at = excluded.expires_at
 WHERE certificate_locks.expires_at < now() OR certificate_locks.holder = excluded.holder
@@ -20,14 +19,16 @@ RETURNING name, holder, expires_at, created_at
 `
 
 type CertificateLockAcquireParams struct {
-	Name      string
-	Holder    string
-	ExpiresAt time.Time
+	Name       string
+	Holder     string
+	TtlSeconds float64
 }
 
-// Takes the lock if it is free, expired, or already ours; no row: held by another.
+// Takes the lock if it is free, expired, or already ours; no row: held by
+// another. Expiry is reckoned on the database's clock alone, so the edge
+// replicas' clocks need not agree.
 func (q *Queries) CertificateLockAcquire(ctx context.Context, arg CertificateLockAcquireParams) (CertificateLock, error) {
-	row := q.db.QueryRow(ctx, certificateLockAcquire, arg.Name, arg.Holder, arg.ExpiresAt)
+	row := q.db.QueryRow(ctx, certificateLockAcquire, arg.Name, arg.Holder, arg.TtlSeconds)
 	var i CertificateLock
 	err := row.Scan(
 		&i.Name,
@@ -40,19 +41,19 @@ func (q *Queries) CertificateLockAcquire(ctx context.Context, arg CertificateLoc
 
 const certificateLockRefresh = `-- name: CertificateLockRefresh :execrows
 UPDATE certificate_locks
-SET expires_at = $1
+SET expires_at = now() + make_interval(secs => $1::float8)
 WHERE name = $2 AND holder = $3
 `
 
 type CertificateLockRefreshParams struct {
-	ExpiresAt time.Time
-	Name      string
-	Holder    string
+	TtlSeconds float64
+	Name       string
+	Holder     string
 }
 
-// 0 rows: the lock was lost.
+// Extends a lock we hold; 0 rows: the lock was lost (expired and taken).
 func (q *Queries) CertificateLockRefresh(ctx context.Context, arg CertificateLockRefreshParams) (int64, error) {
-	result, err := q.db.Exec(ctx, certificateLockRefresh, arg.ExpiresAt, arg.Name, arg.Holder)
+	result, err := q.db.Exec(ctx, certificateLockRefresh, arg.TtlSeconds, arg.Name, arg.Holder)
 	if err != nil {
 		return 0, err
 	}

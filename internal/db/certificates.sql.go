@@ -24,6 +24,21 @@ func (q *Queries) CertificateDelete(ctx context.Context, key string) (int64, err
 	return result.RowsAffected(), nil
 }
 
+const certificateExists = `-- name: CertificateExists :one
+SELECT EXISTS (
+  SELECT 1 FROM certificates
+  WHERE key = $1::text OR starts_with(key, $1::text || '/')
+)
+`
+
+// Whether @key is a "file" or a "directory" (a prefix of other keys).
+func (q *Queries) CertificateExists(ctx context.Context, key string) (bool, error) {
+	row := q.db.QueryRow(ctx, certificateExists, key)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const certificateGet = `-- name: CertificateGet :one
 SELECT key, value, modified_at FROM certificates WHERE key = $1
 `

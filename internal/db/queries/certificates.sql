@@ -23,3 +23,10 @@ ORDER BY key;
 -- Deletes @key and, if it is a "directory", everything below it.
 DELETE FROM certificates
 WHERE key = @key::text OR starts_with(key, @key::text || '/');
+
+-- name: CertificateExists :one
+-- Whether @key is a "file" or a "directory" (a prefix of other keys).
+SELECT EXISTS (
+  SELECT 1 FROM certificates
+  WHERE key = @key::text OR starts_with(key, @key::text || '/')
+);
