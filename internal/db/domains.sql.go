@@ -7,7 +7,6 @@ package db
 
 import (
 	"context"
-	"time"
 
 	"github.com/google/uuid"
 )
@@ -150,20 +149,29 @@ func (q *Queries) DomainListByProject(ctx context.Context, projectID uuid.UUID) 
 
 const domainListDueForCheck = `-- name: DomainListDueForCheck :many
 SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
-WHERE status <> 'verified'
-  AND (last_checked_at IS NULL OR last_checked_at < $1::timestamptz)
+WHERE status = 'pending'
+  AND (last_checked_at IS NULL
+       OR last_checked_at < now() - least(
+            greatest((now() - created_at) / 10, make_interval(secs => $1::float8)),
+            make_interval(secs => $2::float8)))
 ORDER BY last_checked_at NULLS FIRST, id
-LIMIT $2
+LIMIT $3
 `
 
 type DomainListDueForCheckParams struct {
-	CheckedBefore time.Time
-	MaxRows       int32
+	MinIntervalSecs float64
+	MaxIntervalSecs float64
+	MaxRows         int32
 }
 
-// Domains to (re)check, least recently checked first.
+// Pending domains whose next check is due, least recently checked first.
+// The wait between checks grows with the domain's age (a tenth of it,
+// bounded by @min_interval_secs and @max_interval_secs): a name just added
+// is checked often, since its owner is likely editing DNS right now; one
+// left pending for days is not worth asking about every half minute.
+// Failed domains are not rechecked: their owner asks again by hand.
 func (q *Queries) DomainListDueForCheck(ctx context.Context, arg DomainListDueForCheckParams) ([]Domain, error) {
-	rows, err := q.db.Query(ctx, domainListDueForCheck, arg.CheckedBefore, arg.MaxRows)
+	rows, err := q.db.Query(ctx, domainListDueForCheck, arg.MinIntervalSecs, arg.MaxIntervalSecs, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +209,47 @@ ORDER BY name
 
 func (q *Queries) DomainListVerified(ctx context.Context) ([]Domain, error) {
 	rows, err := q.db.Query(ctx, domainListVerified)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.Status,
+			&i.VerificationToken,
+			&i.VerifiedAt,
+			&i.LastCheckedAt,
+			&i.FailureReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const domainLockByName = `-- name: DomainLockByName :many
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+WHERE name = lower($1::text)
+ORDER BY id
+FOR UPDATE
+`
+
+// Every claim on a name, locked in id order: checks of the same name take
+// turns, so reading who owns it and writing the outcome is one step, and
+// two claims can never both pass the check at once.
+func (q *Queries) DomainLockByName(ctx context.Context, name string) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, domainLockByName, name)
 	if err != nil {
 		return nil, err
 	}

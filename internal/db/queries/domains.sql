@@ -22,12 +22,29 @@ WHERE status = 'verified'
 ORDER BY name;
 
 -- name: DomainListDueForCheck :many
--- Domains to (re)check, least recently checked first.
+-- Pending domains whose next check is due, least recently checked first.
+-- The wait between checks grows with the domain's age (a tenth of it,
+-- bounded by @min_interval_secs and @max_interval_secs): a name just added
+-- is checked often, since its owner is likely editing DNS right now; one
+-- left pending for days is not worth asking about every half minute.
+-- Failed domains are not rechecked: their owner asks again by hand.
 SELECT * FROM domains
-WHERE status <> 'verified'
-  AND (last_checked_at IS NULL OR last_checked_at < @checked_before::timestamptz)
+WHERE status = 'pending'
+  AND (last_checked_at IS NULL
+       OR last_checked_at < now() - least(
+            greatest((now() - created_at) / 10, make_interval(secs => sqlc.arg(min_interval_secs)::float8)),
+            make_interval(secs => sqlc.arg(max_interval_secs)::float8)))
 ORDER BY last_checked_at NULLS FIRST, id
 LIMIT @max_rows;
+
+-- name: DomainLockByName :many
+-- Every claim on a name, locked in id order: checks of the same name take
+-- turns, so reading who owns it and writing the outcome is one step, and
+-- two claims can never both pass the check at once.
+SELECT * FROM domains
+WHERE name = lower(@name::text)
+ORDER BY id
+FOR UPDATE;
 
 -- name: DomainSetVerified :one
 -- A unique violation on domains_name_verified_idx means another project has

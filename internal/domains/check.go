@@ -1,0 +1,279 @@
+package domains
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+)
+
+// Resolver is the DNS that checks ask; *net.Resolver is one.
+type Resolver interface {
+	// LookupCNAME returns a name host's CNAME chain leads to, or host
+	// itself when it has no CNAME. Go's own resolver gives the first hop
+	// and the C library's the last, so a check follows the chain itself.
+	LookupCNAME(ctx context.Context, host string) (string, error)
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// NewResolver asks the DNS server at addr (host:port), or the system's
+// resolver when addr is empty.
+func NewResolver(addr string) Resolver {
+	if addr == "" {
+		return net.DefaultResolver
+	}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}
+}
+
+// evidence is what DNS said about a name, gathered before any row is
+// locked: lookups take as long as the network does.
+type evidence struct {
+	name     string
+	chain    []string // the names name's CNAME chain leads to, in order
+	cnameErr error    // the first lookup's; a later one ends the chain
+	txt      []string
+	txtErr   error
+}
+
+func (s *Service) lookup(ctx context.Context, name string) evidence {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
+	defer cancel()
+	ev := evidence{name: name}
+	var wg sync.WaitGroup
+	wg.Go(func() { ev.chain, ev.cnameErr = s.followCNAME(ctx, name) })
+	wg.Go(func() {
+		ev.txt, ev.txtErr = s.cfg.Resolver.LookupTXT(ctx, TXTPrefix+name+".")
+	})
+	wg.Wait()
+	return ev
+}
+
+// maxHops bounds a CNAME chain (and so a loop).
+const maxHops = 8
+
+// followCNAME walks name's CNAME chain hop by hop, stopping early at the
+// edge host: whatever the edge host's own name leads to is the platform's
+// business.
+func (s *Service) followCNAME(ctx context.Context, name string) ([]string, error) {
+	var chain []string
+	cur := name
+	for range maxHops {
+		// Fully qualified, so that the resolver's search list never
+		// turns app.example.com into app.example.com.corp.internal.
+		next, err := s.cfg.Resolver.LookupCNAME(ctx, cur+".")
+		if err != nil {
+			if cur == name {
+				return nil, err
+			}
+			return chain, nil // a dangling hop: the chain shows where it ends
+		}
+		next = strings.ToLower(strings.TrimSuffix(next, "."))
+		if next == "" || next == cur || slices.Contains(chain, next) || next == name {
+			return chain, nil
+		}
+		chain = append(chain, next)
+		if next == s.cfg.EdgeHost {
+			return chain, nil
+		}
+		cur = next
+	}
+	return chain, nil
+}
+
+func (ev evidence) cnameReaches(host string) bool {
+	return ev.cnameErr == nil && slices.Contains(ev.chain, host)
+}
+
+// hasToken: a TXT string holding the token. Holding, not equal to it, so
+// that a record written as "zeitwork=<token>", or split into character
+// strings that come back joined with others, still counts; 128 random bits
+// are not found by accident.
+func (ev evidence) hasToken(token string) bool {
+	return ev.txtErr == nil && slices.ContainsFunc(ev.txt, func(v string) bool { return strings.Contains(v, token) })
+}
+
+// cnameFound says what the CNAME lookup found, for a failure reason.
+func (ev evidence) cnameFound() string {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(ev.cnameErr, &dnsErr) && dnsErr.IsNotFound:
+		return fmt.Sprintf("%s has no DNS records", ev.name)
+	case ev.cnameErr != nil:
+		return fmt.Sprintf("looking up %s failed (%v)", ev.name, ev.cnameErr)
+	case len(ev.chain) == 0:
+		return fmt.Sprintf("%s has no CNAME", ev.name)
+	}
+	return fmt.Sprintf("%s's CNAME leads to %s", ev.name, strings.Join(ev.chain, " → "))
+}
+
+// txtFound says what the TXT lookup found, for a failure reason.
+func (ev evidence) txtFound() string {
+	txtName := TXTPrefix + ev.name
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(ev.txtErr, &dnsErr) && dnsErr.IsNotFound, ev.txtErr == nil && len(ev.txt) == 0:
+		return "no TXT record at " + txtName
+	case ev.txtErr != nil:
+		return fmt.Sprintf("looking up TXT %s failed (%v)", txtName, ev.txtErr)
+	}
+	return fmt.Sprintf("the TXT records at %s do not hold this domain's token", txtName)
+}
+
+// Check looks the domain up in DNS and records the outcome: verified when
+// its CNAME chain reaches the edge host or its TXT record holds its token;
+// otherwise still pending (or failed, once pending too long) with a reason
+// saying what was found and what was expected.
+//
+// A name verified by another project moves only with the TXT token: a
+// CNAME to the edge is what the current owner set up, so it proves
+// nothing about who is asking. The move (the old claim failed, the new one
+// verified) is one transaction.
+//
+// A verified domain is returned as it is. Checks of claims on the same
+// name take turns on the rows' locks, so they never both win; a domain
+// removed meanwhile is ErrNotFound.
+func (s *Service) Check(ctx context.Context, domainID uuid.UUID) (db.Domain, error) {
+	d, err := db.New(s.pool).DomainGetByID(ctx, domainID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return db.Domain{}, fmt.Errorf("%w: %s", ErrNotFound, domainID)
+	}
+	if err != nil {
+		return db.Domain{}, fmt.Errorf("check domain %s: %w", domainID, err)
+	}
+	if d.Status == "verified" {
+		return d, nil
+	}
+	ev := s.lookup(ctx, d.Name)
+	var out db.Domain
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		out, err = s.decide(ctx, tx, d, ev)
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return db.Domain{}, err
+		}
+		return db.Domain{}, fmt.Errorf("check domain %s: %w", d.Name, err)
+	}
+	return out, nil
+}
+
+// decide writes the outcome of a check, under the locks of every claim on
+// the name.
+func (s *Service) decide(ctx context.Context, tx pgx.Tx, d db.Domain, ev evidence) (db.Domain, error) {
+	q := db.New(tx)
+	claims, err := q.DomainLockByName(ctx, d.Name)
+	if err != nil {
+		return db.Domain{}, err
+	}
+	var self, owner *db.Domain
+	for i := range claims {
+		switch c := &claims[i]; {
+		case c.ID == d.ID:
+			self = c
+		case c.Status == "verified":
+			owner = c
+		}
+	}
+	if self == nil {
+		return db.Domain{}, fmt.Errorf("%w: %s", ErrNotFound, d.ID)
+	}
+	if self.Status == "verified" { // a concurrent check got there first
+		return *self, nil
+	}
+	txtName := TXTPrefix + self.Name
+	byTXT := ev.hasToken(self.VerificationToken)
+	var reason string
+	switch {
+	case owner != nil && byTXT:
+		// Demote before verifying: the unique index on verified names
+		// is checked statement by statement.
+		if _, err := q.DomainSetCheckFailed(ctx, db.DomainSetCheckFailedParams{
+			ID: owner.ID, Status: "failed",
+			FailureReason: ptr(fmt.Sprintf("%s was moved to another project, which proved owning it with the TXT token at %s", self.Name, txtName)),
+		}); err != nil {
+			return db.Domain{}, err
+		}
+		s.log.InfoContext(ctx, "domain moved", "name", self.Name, "domain_id", self.ID, "project_id", self.ProjectID, "from_domain_id", owner.ID, "from_project_id", owner.ProjectID)
+		return s.verify(ctx, tx, *self, "txt")
+	case owner == nil && byTXT:
+		return s.verify(ctx, tx, *self, "txt")
+	case owner == nil && ev.cnameReaches(s.cfg.EdgeHost):
+		return s.verify(ctx, tx, *self, "cname")
+	case owner != nil:
+		reason = fmt.Sprintf("%s is verified by another project; only the TXT token at %s moves it here (a CNAME to %s is not enough); found %s",
+			self.Name, txtName, s.cfg.EdgeHost, ev.txtFound())
+	default:
+		reason = fmt.Sprintf("expected %s CNAME %s, or the TXT token at %s; found that %s, and %s",
+			self.Name, s.cfg.EdgeHost, txtName, ev.cnameFound(), ev.txtFound())
+	}
+	return s.recordFailure(ctx, q, *self, reason)
+}
+
+// verify marks self verified. The locks taken in decide make a clash on
+// the verified-name index impossible through this package; should a row be
+// verified some other way, the clash is recorded as a failed check, not
+// returned as an error.
+func (s *Service) verify(ctx context.Context, tx pgx.Tx, self db.Domain, how string) (db.Domain, error) {
+	sp, err := tx.Begin(ctx) // a savepoint: the clash must not abort tx
+	if err != nil {
+		return db.Domain{}, err
+	}
+	d, err := db.New(sp).DomainSetVerified(ctx, self.ID)
+	if isVerifiedNameConflict(err) {
+		if err := sp.Rollback(ctx); err != nil {
+			return db.Domain{}, err
+		}
+		return s.recordFailure(ctx, db.New(tx), self, self.Name+" is verified by another project")
+	}
+	if err != nil {
+		return db.Domain{}, err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return db.Domain{}, err
+	}
+	s.log.InfoContext(ctx, "domain verified", "name", d.Name, "domain_id", d.ID, "project_id", d.ProjectID, "by", how)
+	return d, nil
+}
+
+// recordFailure keeps self pending with reason, or fails it once it has
+// been pending for GiveUpAfter. A failed domain stays failed until a check
+// passes.
+func (s *Service) recordFailure(ctx context.Context, q *db.Queries, self db.Domain, reason string) (db.Domain, error) {
+	status := self.Status
+	if status == "pending" && time.Since(self.CreatedAt) >= s.cfg.GiveUpAfter {
+		status = "failed"
+		reason = fmt.Sprintf("gave up after %s pending: %s", days(s.cfg.GiveUpAfter), reason)
+		s.log.InfoContext(ctx, "domain verification given up", "name", self.Name, "domain_id", self.ID, "project_id", self.ProjectID)
+	}
+	if len(reason) > 2000 { // DNS errors can be long; the cut may split a rune
+		reason = strings.ToValidUTF8(reason[:2000], "") + "…"
+	}
+	return q.DomainSetCheckFailed(ctx, db.DomainSetCheckFailedParams{ID: self.ID, Status: status, FailureReason: &reason})
+}
+
+// days writes whole days as such ("7 days", not "168h0m0s").
+func days(d time.Duration) string {
+	const day = 24 * time.Hour
+	switch {
+	case d == day:
+		return "1 day"
+	case d > day && d%day == 0:
+		return fmt.Sprintf("%d days", d/day)
+	}
+	return d.String()
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,260 @@
+// Package domains owns projects' custom domains: adding a name (pending,
+// with a verification token), checking DNS until the name is proved to be
+// the project's (a CNAME to the edge host, or the TXT token), moving a name
+// verified by one project to another that proves ownership with the token,
+// and removing it. The edge routes verified names only; a database trigger
+// wakes it on every change here, so verification and removal take effect at
+// once. This package knows nothing of HTTP.
+package domains
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/edge"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/queue"
+)
+
+// Errors callers tell apart; each wrapped with a message for the user.
+var (
+	// ErrInvalidName: the name cannot be a custom domain (not a host name,
+	// an IP address, a public suffix).
+	ErrInvalidName = errors.New("invalid domain name")
+	// ErrPlatformDomain: the name is, or is below, one of the platform's
+	// own domains.
+	ErrPlatformDomain = errors.New("platform domain")
+	// ErrExists: the project already has this name.
+	ErrExists = errors.New("domain already added")
+	// ErrProjectNotFound: there is no such project.
+	ErrProjectNotFound = errors.New("project not found")
+	// ErrNotFound: there is no such domain (on this project).
+	ErrNotFound = errors.New("domain not found")
+)
+
+// TXTPrefix is the label under a domain where its TXT token is looked for.
+const TXTPrefix = "_zeitwork."
+
+// Config is how domains are checked. Zero fields take the defaults below
+// (`zeitwork dev` builds its operator config by hand).
+type Config struct {
+	// EdgeHost is what a domain's CNAME chain must reach
+	// (edge.zeitwork.com). It is a platform name too.
+	EdgeHost string
+	// PlatformDomains are the platform's own domains (zeitwork.com,
+	// zeitwork.app, ...): names under them are never custom domains.
+	PlatformDomains []string
+	// Resolver answers the checks; nil uses the system's.
+	Resolver Resolver
+	// A pending domain is rechecked a tenth of its age after its last
+	// check, but no sooner than CheckInterval and no later than
+	// MaxCheckInterval; it is failed once pending for GiveUpAfter.
+	CheckInterval    time.Duration
+	MaxCheckInterval time.Duration
+	GiveUpAfter      time.Duration
+	// LookupTimeout bounds the DNS lookups of one check.
+	LookupTimeout time.Duration
+}
+
+// Defaults for zero Config fields.
+const (
+	DefaultEdgeHost         = "edge.zeitwork.com"
+	DefaultCheckInterval    = 30 * time.Second
+	DefaultMaxCheckInterval = 15 * time.Minute
+	DefaultGiveUpAfter      = 7 * 24 * time.Hour
+	DefaultLookupTimeout    = 10 * time.Second
+)
+
+// DefaultPlatformDomains are the platform's domains when none are configured.
+var DefaultPlatformDomains = []string{"zeitwork.com", "zeitwork.app", "zeitwork-dns.com"}
+
+// Service adds, checks and removes custom domains.
+type Service struct {
+	pool  *pgxpool.Pool
+	queue *queue.Queue
+	cfg   Config
+	log   *slog.Logger
+}
+
+// New returns the service. q enqueues each new domain's first check (in
+// the transaction that adds it) and the sweep's rechecks; it may be an
+// enqueue-only queue, with the checks worked elsewhere.
+func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Service, error) {
+	if cfg.EdgeHost == "" {
+		cfg.EdgeHost = DefaultEdgeHost
+	}
+	edgeHost, err := edge.NormalizeHost(cfg.EdgeHost)
+	if err != nil {
+		return nil, fmt.Errorf("domains: edge host %q is not a host name", cfg.EdgeHost)
+	}
+	cfg.EdgeHost = edgeHost
+	if cfg.PlatformDomains == nil {
+		cfg.PlatformDomains = DefaultPlatformDomains
+	}
+	platform := make([]string, 0, len(cfg.PlatformDomains)+1)
+	for _, d := range cfg.PlatformDomains {
+		n, err := edge.NormalizeHost(d)
+		if err != nil {
+			return nil, fmt.Errorf("domains: platform domain %q is not a host name", d)
+		}
+		platform = append(platform, n)
+	}
+	cfg.PlatformDomains = append(platform, edgeHost)
+	if cfg.Resolver == nil {
+		cfg.Resolver = NewResolver("")
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.CheckInterval, DefaultCheckInterval}, {&cfg.MaxCheckInterval, DefaultMaxCheckInterval}, {&cfg.GiveUpAfter, DefaultGiveUpAfter}, {&cfg.LookupTimeout, DefaultLookupTimeout}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	cfg.MaxCheckInterval = max(cfg.MaxCheckInterval, cfg.CheckInterval)
+	return &Service{pool: pool, queue: q, cfg: cfg, log: log}, nil
+}
+
+// CheckInterval is how often pending domains should be swept for checks.
+func (s *Service) CheckInterval() time.Duration { return s.cfg.CheckInterval }
+
+// Instructions say what DNS record verifies a domain: either one does.
+type Instructions struct {
+	CNAMETarget string // <name> CNAME <CNAMETarget>
+	TXTName     string // <TXTName> TXT <TXTValue>
+	TXTValue    string
+}
+
+// Instructions for d.
+func (s *Service) Instructions(d db.Domain) Instructions {
+	return Instructions{CNAMETarget: s.cfg.EdgeHost, TXTName: TXTPrefix + d.Name, TXTValue: d.VerificationToken}
+}
+
+// Add gives project the custom domain name, pending, and queues its first
+// check, all in one transaction.
+func (s *Service) Add(ctx context.Context, project uuid.UUID, name string) (db.Domain, error) {
+	var d db.Domain
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		d, err = s.AddTx(ctx, tx, project, name)
+		return err
+	})
+	return d, err
+}
+
+// AddTx is Add as part of tx: the domain and its check task commit, or
+// roll back, with it.
+func (s *Service) AddTx(ctx context.Context, tx pgx.Tx, project uuid.UUID, name string) (db.Domain, error) {
+	n, err := Normalize(name)
+	if err != nil {
+		return db.Domain{}, err
+	}
+	for _, p := range s.cfg.PlatformDomains {
+		if under(n, p) {
+			return db.Domain{}, fmt.Errorf("%w: %s is under %s, which is the platform's own", ErrPlatformDomain, n, p)
+		}
+	}
+	q := db.New(tx)
+	if _, err := q.ProjectGetByID(ctx, project); errors.Is(err, pgx.ErrNoRows) {
+		return db.Domain{}, fmt.Errorf("%w: %s", ErrProjectNotFound, project)
+	} else if err != nil {
+		return db.Domain{}, fmt.Errorf("add domain %s: project %s: %w", n, project, err)
+	}
+	d, err := q.DomainCreate(ctx, db.DomainCreateParams{ID: id.New(), ProjectID: project, Name: n, VerificationToken: newToken()})
+	switch pgErrorCode(err) {
+	case "":
+	case uniqueViolation:
+		return db.Domain{}, fmt.Errorf("%w: the project already has %s", ErrExists, n)
+	case foreignKeyViolation: // the project went away since we looked
+		return db.Domain{}, fmt.Errorf("%w: %s", ErrProjectNotFound, project)
+	default:
+		return db.Domain{}, fmt.Errorf("add domain %s: %w", n, err)
+	}
+	if _, err := s.queue.EnqueueTx(ctx, tx, VerifyTask{DomainID: d.ID}); err != nil {
+		return db.Domain{}, fmt.Errorf("add domain %s: %w", n, err)
+	}
+	s.log.InfoContext(ctx, "domain added", "domain_id", d.ID, "project_id", project, "name", n)
+	return d, nil
+}
+
+// newToken is the TXT value that proves a claim: 128 random bits.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand, Go 1.24+)
+	return "zeitwork-verify-" + hex.EncodeToString(b[:])
+}
+
+// List returns project's domains by name.
+func (s *Service) List(ctx context.Context, project uuid.UUID) ([]db.Domain, error) {
+	q := db.New(s.pool)
+	if _, err := q.ProjectGetByID(ctx, project); errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrProjectNotFound, project)
+	} else if err != nil {
+		return nil, fmt.Errorf("list domains: project %s: %w", project, err)
+	}
+	ds, err := q.DomainListByProject(ctx, project)
+	if err != nil {
+		return nil, fmt.Errorf("list domains of %s: %w", project, err)
+	}
+	return ds, nil
+}
+
+// Get returns project's domain domainID.
+func (s *Service) Get(ctx context.Context, project, domainID uuid.UUID) (db.Domain, error) {
+	d, err := db.New(s.pool).DomainGetByID(ctx, domainID)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && d.ProjectID != project {
+		return db.Domain{}, fmt.Errorf("%w: %s", ErrNotFound, domainID)
+	}
+	if err != nil {
+		return db.Domain{}, fmt.Errorf("domain %s: %w", domainID, err)
+	}
+	return d, nil
+}
+
+// Remove deletes project's domain domainID. The edge stops routing the
+// name as soon as it has rebuilt its table, which the delete wakes it for.
+func (s *Service) Remove(ctx context.Context, project, domainID uuid.UUID) error {
+	n, err := db.New(s.pool).DomainDelete(ctx, db.DomainDeleteParams{ID: domainID, ProjectID: project})
+	if err != nil {
+		return fmt.Errorf("remove domain %s: %w", domainID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", ErrNotFound, domainID)
+	}
+	s.log.InfoContext(ctx, "domain removed", "domain_id", domainID, "project_id", project)
+	return nil
+}
+
+const (
+	uniqueViolation     = "23505"
+	foreignKeyViolation = "23503"
+)
+
+// pgErrorCode is err's SQLSTATE, "" for no error, "?" for one that is not
+// from Postgres.
+func pgErrorCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return "?"
+}
+
+func isVerifiedNameConflict(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation && pgErr.ConstraintName == "domains_name_verified_idx"
+}
