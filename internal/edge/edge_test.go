@@ -59,8 +59,18 @@ func FuzzNormalizeHost(f *testing.F) {
 		if strings.ToLower(out) != out || strings.ContainsAny(out, ":[] ") {
 			t.Fatalf("NormalizeHost(%q) = %q", in, out)
 		}
-		tbl := NewTable("zeitwork.app", nil, nil, []Domain{{Name: in, ProjectID: id.New()}})
-		tbl.Lookup(in)
+		// Route lookup agrees with normalisation: a domain stored as the
+		// client typed it is found under every spelling that normalises
+		// to the same name, and nothing else is.
+		p := Project{ID: id.New(), Slug: "shop", ActiveDeploymentID: id.New()}
+		tbl := NewTable("zeitwork.app", []Project{p}, nil, []Domain{{Name: in, ProjectID: p.ID}})
+		for _, host := range []string{in, out, strings.ToUpper(out), out + ".", out + ":8443"} {
+			r, ok := tbl.Lookup(host)
+			h, err := NormalizeHost(host)
+			if same := err == nil && h == out; same != (ok && r.ProjectID == p.ID) && h != "shop.zeitwork.app" {
+				t.Fatalf("Lookup(%q) = %v for the domain %q (normalises to %q, %v)", host, ok, in, h, err)
+			}
+		}
 	})
 }
 

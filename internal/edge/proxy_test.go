@@ -341,3 +341,28 @@ func TestProxyCarriesWebsockets(t *testing.T) {
 	}
 	c.Close(websocket.StatusNormalClosure, "")
 }
+
+// FuzzProxyHost sends arbitrary Host headers through the whole request
+// path: the answer is always the edge's 404 page or the route's 503, never
+// a panic or a 5xx of another kind.
+func FuzzProxyHost(f *testing.F) {
+	for _, s := range []string{"shop.zeitwork.app", "SHOP.zeitwork.app.:80", "[::1]", "1.2.3.4:80", "bücher.example", "\x00", ""} {
+		f.Add(s)
+	}
+	routes := &Routes{}
+	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: id.New()}}})
+	p := NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: time.Second, Log: zlog.Discard()})
+	f.Fuzz(func(t *testing.T, host string) {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		want := http.StatusNotFound
+		if h, err := NormalizeHost(host); err == nil && h == "shop.zeitwork.app" {
+			want = http.StatusServiceUnavailable
+		}
+		if rec.Code != want || rec.Header().Get(HeaderRequestID) == "" {
+			t.Fatalf("Host %q: %d, want %d", host, rec.Code, want)
+		}
+	})
+}
