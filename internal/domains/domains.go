@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -54,6 +55,7 @@ type Config struct {
 	EdgeHost string
 	// PlatformDomains are the platform's own domains (zeitwork.com,
 	// zeitwork.app, ...): names under them are never custom domains.
+	// Empty entries are skipped.
 	PlatformDomains []string
 	// Resolver answers the checks; nil uses the system's.
 	Resolver Resolver
@@ -99,16 +101,19 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 		return nil, fmt.Errorf("domains: edge host %q is not a host name", cfg.EdgeHost)
 	}
 	cfg.EdgeHost = edgeHost
-	if cfg.PlatformDomains == nil {
-		cfg.PlatformDomains = DefaultPlatformDomains
-	}
-	platform := make([]string, 0, len(cfg.PlatformDomains)+1)
+	var platform []string
 	for _, d := range cfg.PlatformDomains {
+		if d == "" {
+			continue // an unset apps domain, or "a,,b"
+		}
 		n, err := edge.NormalizeHost(d)
 		if err != nil {
 			return nil, fmt.Errorf("domains: platform domain %q is not a host name", d)
 		}
 		platform = append(platform, n)
+	}
+	if len(platform) == 0 {
+		platform = slices.Clone(DefaultPlatformDomains)
 	}
 	cfg.PlatformDomains = append(platform, edgeHost)
 	if cfg.Resolver == nil {
@@ -161,8 +166,11 @@ func (s *Service) AddTx(ctx context.Context, tx pgx.Tx, project uuid.UUID, name 
 		return db.Domain{}, err
 	}
 	for _, p := range s.cfg.PlatformDomains {
-		if under(n, p) {
-			return db.Domain{}, fmt.Errorf("%w: %s is under %s, which is the platform's own", ErrPlatformDomain, n, p)
+		switch {
+		case n == p:
+			return db.Domain{}, fmt.Errorf("%w: %s is one of the platform's own names", ErrPlatformDomain, n)
+		case under(n, p):
+			return db.Domain{}, fmt.Errorf("%w: %s is under %s, one of the platform's own domains", ErrPlatformDomain, n, p)
 		}
 	}
 	q := db.New(tx)

@@ -75,7 +75,7 @@ func isIP(s string) bool {
 	return false
 }
 
-// under reports whether name is domain or a name below it.
+// under reports whether name is below domain.
 func under(name, domain string) bool {
-	return name == domain || strings.HasSuffix(name, "."+domain)
+	return strings.HasSuffix(name, "."+domain)
 }

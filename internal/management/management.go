@@ -18,6 +18,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/image"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -33,6 +34,8 @@ type API struct {
 	Log    *slog.Logger
 	// Cluster, when set, serves the instance and node routes.
 	Cluster *Cluster
+	// Domains, when set, serves projects' custom domain routes.
+	Domains *domains.Service
 	// RegistryTokens, when set, serves the registry's token endpoint
 	// (GET /v1/registry/token, Basic credentials instead of the token).
 	RegistryTokens *registryauth.Service
@@ -59,6 +62,13 @@ func (a *API) Handler() http.Handler {
 		route("GET /v1/nodes", a.listNodes)
 		route("POST /v1/nodes/{id}/drain", a.setNodeStatus("draining"))
 		route("POST /v1/nodes/{id}/undrain", a.setNodeStatus("active"))
+	}
+	if a.Domains != nil {
+		route("GET /v1/projects/{id}/domains", a.listDomains)
+		route("POST /v1/projects/{id}/domains", a.addDomain)
+		route("GET /v1/projects/{id}/domains/{domainID}", a.getDomain)
+		route("POST /v1/projects/{id}/domains/{domainID}/verify", a.verifyDomain)
+		route("DELETE /v1/projects/{id}/domains/{domainID}", a.removeDomain)
 	}
 	if a.RegistryTokens != nil {
 		mux.Handle("GET /v1/registry/token", a.RegistryTokens.Handler(s))

@@ -19,6 +19,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/cli/version"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/image"
 	"github.com/zeitwork/zeitwork/internal/management"
@@ -51,12 +52,22 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 	policy := DefaultPolicy
 	policy.RetireGrace, policy.HealthyDeadline, policy.HeartbeatDeadline = cfg.RetireGrace, cfg.HealthyDeadline, cfg.NodeHeartbeatDeadline
 	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle")}
-	workers := queue.NewWorkers(Queue)
+	workers := queue.NewWorkers(Queue, domains.Queue)
 	queue.Register(workers, &DeployWorker{Lifecycle: lc})
+	verify := &domains.VerifyWorker{}
+	queue.Register(workers, verify)
 	q, err := queue.New(pool, workers, cfg.Queue, log)
 	if err != nil {
 		return err
 	}
+	dom, err := domains.New(pool, q, domains.Config{
+		EdgeHost: cfg.EdgeHost, PlatformDomains: append(cfg.PlatformDomains, cfg.AppsDomain), Resolver: domains.NewResolver(cfg.DomainDNSResolver),
+		CheckInterval: cfg.DomainCheckInterval, MaxCheckInterval: cfg.DomainCheckMaxInterval, GiveUpAfter: cfg.DomainGiveUpAfter,
+	}, zlog.Component(log, "domains"))
+	if err != nil {
+		return fmt.Errorf("EDGE_HOST, EDGE_APPS_DOMAIN or EDGE_PLATFORM_DOMAINS: %w", err)
+	}
+	verify.Domains = dom
 	if err := q.Start(ctx); err != nil {
 		return fmt.Errorf("start queue: %w", err)
 	}
@@ -72,7 +83,8 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 			},
 			ErrCannotPlace: ErrCannotPlace,
 		},
-		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}},
+		Domains: dom,
+		Images:  image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}},
 	}
 	l, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -107,6 +119,13 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 		})
 	})
 	g.Go(func() error { return every(ctx, 30*time.Second, func() { sweep(ctx, pool, q, log) }) })
+	g.Go(func() error {
+		return every(ctx, dom.CheckInterval(), func() {
+			if _, err := dom.Sweep(ctx); err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, "domain sweep", "err", err)
+			}
+		})
+	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
