@@ -109,6 +109,8 @@ func devOperator(cfg config.Dev, s devenv.Secrets) config.Operator {
 		Addr:         fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-19), // 28081 by default
 		ClusterToken: config.Secret(s.ClusterToken), RegistryInsecure: true,
 		RetireGrace: cfg.RetireGrace, HealthyDeadline: 2 * time.Minute, NodeHeartbeatDeadline: cfg.HeartbeatDeadline,
+		// Custom domains point at the dev edge's name; the dev apps domain is the platform's own.
+		EdgeHost: "edge." + cfg.AppsDomain, AppsDomain: cfg.AppsDomain,
 	}
 }
 
