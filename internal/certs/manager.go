@@ -1,0 +1,300 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mholt/acmez/v3"
+
+	"github.com/zeitwork/zeitwork/internal/cloudflare"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/db"
+)
+
+// Why a name gets no certificate on demand.
+var (
+	ErrNotVerified    = errors.New("not a verified custom domain")
+	ErrPlatformDomain = errors.New("a platform domain name: only its wildcard certificate serves it")
+)
+
+// Decision says whether a custom domain may have a certificate obtained on
+// demand: nil if so, else why not.
+type Decision func(ctx context.Context, name string) error
+
+// VerifiedDomains allows exactly the names of verified custom domains.
+func VerifiedDomains(pool *pgxpool.Pool) Decision {
+	q := db.New(pool)
+	return func(ctx context.Context, name string) error {
+		_, err := q.DomainGetVerifiedByName(ctx, name)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%s: %w", name, ErrNotVerified)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: look up domain: %w", name, err)
+		}
+		return nil
+	}
+}
+
+// Options are the parts of a Manager that come from the edge rather than
+// from config.ACME.
+type Options struct {
+	// Allow decides on custom domains; nil is VerifiedDomains(pool). Names
+	// in the platform domains are refused before Allow is asked.
+	Allow Decision
+	// HTTPAddr and HTTPSAddr are where the edge serves HTTPChallenge and
+	// TLSConfig (EDGE_HTTP_ADDR, EDGE_HTTPS_ADDR). The CA validates
+	// custom domains there, by HTTP-01 and TLS-ALPN-01; an empty one turns
+	// its challenge off. certmagic only checks that something listens
+	// there, and would listen itself if nothing did.
+	HTTPAddr, HTTPSAddr string
+}
+
+// Manager obtains, renews and serves the edge's certificates: one
+// certmagic configuration for the platform domains' wildcards (DNS-01),
+// one for custom domains on demand (HTTP-01, TLS-ALPN-01), both on the
+// same Postgres storage and in-memory cache.
+type Manager struct {
+	log      *slog.Logger
+	platform []string // lower case, without a trailing dot
+	allow    Decision
+	storage  *Storage
+
+	cache    *certmagic.Cache
+	wildcard *certmagic.Config
+	onDemand *certmagic.Config
+	custom   *certmagic.ACMEIssuer // solves HTTP-01 for onDemand
+	dns01    bool                  // wildcards can be obtained
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // of Start's management
+	closed bool
+}
+
+// New returns a Manager on pool. It requests nothing until a handshake
+// needs a custom domain's certificate, or Start.
+func New(cfg config.ACME, pool *pgxpool.Pool, log *slog.Logger, opts Options) (*Manager, error) {
+	if cfg.Directory == "" {
+		return nil, errors.New("ACME_DIRECTORY: empty")
+	}
+	var roots *x509.CertPool
+	if cfg.CARoots != "" {
+		pem, err := os.ReadFile(cfg.CARoots)
+		if err != nil {
+			return nil, fmt.Errorf("ACME_CA_ROOTS: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ACME_CA_ROOTS: no PEM certificate in %s", cfg.CARoots)
+		}
+	}
+	httpHost, httpPort, err := splitAddr(opts.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP address: %w", err)
+	}
+	tlsHost, tlsPort, err := splitAddr(opts.HTTPSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("HTTPS address: %w", err)
+	}
+	if httpPort == 0 && tlsPort == 0 {
+		return nil, errors.New("neither an HTTP nor an HTTPS address: custom domains could not be validated")
+	}
+	listenHost := httpHost
+	if httpPort == 0 {
+		listenHost = tlsHost
+	}
+
+	m := &Manager{log: log, storage: NewStorage(pool, log), allow: opts.Allow}
+	if m.allow == nil {
+		m.allow = VerifiedDomains(pool)
+	}
+	for _, d := range cfg.PlatformDomains {
+		if d = normalize(d); d != "" {
+			m.platform = append(m.platform, d)
+		}
+	}
+	zl := zapToSlog(log)
+	events := certmagic.Config{Storage: m.storage, Logger: zl, OnEvent: m.onEvent,
+		ShouldEmitFunc: func(event string) bool { return event == "cert_obtained" }}
+	m.cache = certmagic.NewCache(certmagic.CacheOptions{GetConfigForCert: m.configFor, Logger: zl})
+
+	issuer := func(c *certmagic.Config, t certmagic.ACMEIssuer) *certmagic.ACMEIssuer {
+		t.CA, t.Email, t.Agreed, t.TrustedRoots, t.Logger = cfg.Directory, cfg.Email, true, roots, zl
+		return certmagic.NewACMEIssuer(c, t)
+	}
+
+	onDemand := events
+	onDemand.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: m.decide}
+	m.onDemand = certmagic.New(m.cache, onDemand)
+	m.custom = issuer(m.onDemand, certmagic.ACMEIssuer{
+		DisableHTTPChallenge:    httpPort == 0,
+		DisableTLSALPNChallenge: tlsPort == 0,
+		ListenHost:              listenHost,
+		AltHTTPPort:             httpPort,
+		AltTLSALPNPort:          tlsPort,
+	})
+	m.onDemand.Issuers = []certmagic.Issuer{m.custom}
+
+	m.wildcard = certmagic.New(m.cache, events)
+	// Without a token the issuer has no way to solve a challenge: a
+	// wildcard left in storage from before is served until it expires.
+	wt := certmagic.ACMEIssuer{DisableHTTPChallenge: true, DisableTLSALPNChallenge: true}
+	if cfg.CloudflareToken.Reveal() != "" {
+		m.dns01 = true
+		provider := cloudflare.NewProvider(cfg.CloudflareAPI, cfg.CloudflareToken)
+		wt.DNS01Solver = newDNS01Solver(provider, cfg.Resolvers, log)
+	}
+	m.wildcard.Issuers = []certmagic.Issuer{issuer(m.wildcard, wt)}
+	return m, nil
+}
+
+// Start manages the platform domains' certificates (*.d and d for each)
+// in the background: loads them from Postgres, obtains what is missing by
+// DNS-01, renews them, until ctx ends or Close. Without a Cloudflare token
+// it does nothing. Failures are logged and retried with backoff.
+func (m *Manager) Start(ctx context.Context) error {
+	if !m.dns01 || len(m.platform) == 0 {
+		m.log.InfoContext(ctx, "no wildcard certificates managed: no Cloudflare token or no platform domains")
+		return nil
+	}
+	names := make([]string, 0, 2*len(m.platform))
+	for _, d := range m.platform {
+		names = append(names, "*."+d, d)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	m.mu.Lock()
+	if m.cancel != nil || m.closed {
+		m.mu.Unlock()
+		cancel()
+		return errors.New("certificates: already started, or closed")
+	}
+	m.cancel = cancel
+	m.mu.Unlock()
+	if err := m.wildcard.ManageAsync(ctx, names); err != nil {
+		return fmt.Errorf("manage platform certificates: %w", err)
+	}
+	m.log.InfoContext(ctx, "managing wildcard certificates", "names", names)
+	return nil
+}
+
+// Close stops obtaining and renewing certificates.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.closed = true
+	if m.cancel != nil {
+		m.cancel()
+	}
+	m.cache.Stop()
+}
+
+// TLSConfig is the configuration of the HTTPS listener: certificates by
+// SNI, and the ACME TLS-ALPN-01 challenge (protocol acme-tls/1).
+func (m *Manager) TLSConfig() *tls.Config {
+	return &tls.Config{
+		GetCertificate: m.getCertificate,
+		NextProtos:     []string{"h2", "http/1.1", acmez.ACMETLS1Protocol},
+		MinVersion:     tls.VersionTLS12,
+	}
+}
+
+// HTTPChallenge answers ACME HTTP-01 challenges (/.well-known/acme-challenge/)
+// started by any edge replica, and passes every other request to next.
+func (m *Manager) HTTPChallenge(next http.Handler) http.Handler {
+	return m.custom.HTTPChallengeHandler(next)
+}
+
+// getCertificate picks the configuration by name: a platform name is only
+// ever served its wildcard (or apex) certificate, never one on demand.
+func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if m.isPlatform(hello.ServerName) {
+		return m.wildcard.GetCertificate(hello)
+	}
+	return m.onDemand.GetCertificate(hello)
+}
+
+// decide is the on-demand decision: certmagic asks it before it loads a
+// certificate from storage or orders one, and before a renewal.
+func (m *Manager) decide(ctx context.Context, name string) error {
+	err := func() error {
+		if m.isPlatform(name) {
+			return fmt.Errorf("%s: %w", name, ErrPlatformDomain)
+		}
+		if net.ParseIP(name) != nil {
+			return fmt.Errorf("%s: an IP address: %w", name, ErrNotVerified)
+		}
+		return m.allow(ctx, name)
+	}()
+	if err != nil {
+		// Anyone can send any SNI, so a refusal is routine.
+		m.log.DebugContext(ctx, "no certificate on demand", "server_name", name, "reason", err)
+	}
+	return err
+}
+
+// onEvent logs each certificate obtained; certmagic logs failures itself.
+func (m *Manager) onEvent(ctx context.Context, event string, data map[string]any) error {
+	if event == "cert_obtained" {
+		m.log.InfoContext(ctx, "certificate obtained", "identifier", data["identifier"], "renewal", data["renewal"], "issuer", data["issuer"])
+	}
+	return nil
+}
+
+// configFor is the cache's way back from a certificate to the
+// configuration that renews it.
+func (m *Manager) configFor(c certmagic.Certificate) (*certmagic.Config, error) {
+	for _, n := range c.Names {
+		if m.isPlatform(n) {
+			return m.wildcard, nil
+		}
+	}
+	return m.onDemand, nil
+}
+
+// isPlatform reports whether name is a platform domain, a name below one,
+// or a wildcard of one.
+func (m *Manager) isPlatform(name string) bool {
+	n := strings.TrimPrefix(normalize(name), "*.")
+	for _, d := range m.platform {
+		if n == d || strings.HasSuffix(n, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+func normalize(name string) string {
+	return strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
+}
+
+// splitAddr splits host:port; "" is no address (port 0).
+func splitAddr(addr string) (string, int, error) {
+	if addr == "" {
+		return "", 0, nil
+	}
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%s: bad port", addr)
+	}
+	return host, port, nil
+}
