@@ -6,13 +6,16 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	"github.com/jackc/pgx/v5"
@@ -176,18 +179,69 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.cancel != nil || m.closed {
-		m.mu.Unlock()
 		cancel()
 		return errors.New("certificates: already started, or closed")
 	}
 	m.cancel = cancel
-	m.mu.Unlock()
+	go m.manageWildcards(ctx, names)
+	return nil
+}
+
+// manageWildcards hands names to certmagic once Postgres answers, then
+// keeps loading any of them that this replica lacks in memory but Postgres
+// has. certmagic loads a name from storage once, when it starts managing
+// it, and gives up on the name if that load fails for any reason but
+// absence: a replica started while Postgres was away would otherwise serve
+// no wildcard until it restarted.
+func (m *Manager) manageWildcards(ctx context.Context, names []string) {
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		_, err := m.storage.Stat(ctx, "certificates")
+		if err == nil || errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		m.log.WarnContext(ctx, "certificate storage unavailable: wildcard certificates wait for it", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 	if err := m.wildcard.ManageAsync(ctx, names); err != nil {
-		return fmt.Errorf("manage platform certificates: %w", err)
+		m.log.ErrorContext(ctx, "wildcard certificates not managed", "names", names, "err", err)
 	}
 	m.log.InfoContext(ctx, "managing wildcard certificates", "names", names)
-	return nil
+	tick := time.NewTicker(time.Minute)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, n := range names {
+			if m.inMemory(n) {
+				continue
+			}
+			// Loading never orders: a name not in storage yet is still
+			// being obtained by certmagic, here or on another replica.
+			if _, err := m.wildcard.CacheManagedCertificate(ctx, n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				m.log.WarnContext(ctx, "wildcard certificate not loaded", "name", n, "err", err)
+			}
+		}
+	}
+}
+
+// inMemory reports whether the cache holds a certificate for
+// exactly name.
+func (m *Manager) inMemory(name string) bool {
+	for _, c := range m.cache.AllMatchingCertificates(name) {
+		if slices.Contains(c.Names, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Close stops obtaining and renewing certificates.

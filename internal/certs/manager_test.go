@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -23,6 +25,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/dnstest"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 // edgeEnv is what an edge replica's TLS runs against in these tests: a
@@ -258,5 +261,62 @@ func TestPlatformWildcardByDNS01(t *testing.T) {
 	}
 	if left := cf.TXT("_acme-challenge.zeitwork.test"); len(left) != 0 {
 		t.Fatalf("challenge records left in the zone: %q", left)
+	}
+}
+
+// Names in the platform domains are refused on demand whatever Allow says,
+// and only they are.
+func TestDecision(t *testing.T) {
+	allowed := []string{}
+	m, err := New(config.ACME{Directory: "https://ca.invalid/dir", PlatformDomains: []string{"Zeitwork.App", "zeitwork.com."}},
+		nil, zlog.Discard(), Options{HTTPAddr: ":80", Allow: func(_ context.Context, name string) error {
+			allowed = append(allowed, name)
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	for _, name := range []string{"zeitwork.app", "x.zeitwork.app", "*.zeitwork.app", "A.B.ZEITWORK.COM."} {
+		if err := m.decide(ctx, name); !errors.Is(err, ErrPlatformDomain) {
+			t.Errorf("decide(%q) = %v, want ErrPlatformDomain", name, err)
+		}
+	}
+	if err := m.decide(ctx, "127.0.0.1"); !errors.Is(err, ErrNotVerified) {
+		t.Errorf("decide(IP) = %v, want ErrNotVerified", err)
+	}
+	for _, name := range []string{"notzeitwork.app", "zeitwork.app.customer.test", "shop.customer.test"} {
+		if err := m.decide(ctx, name); err != nil {
+			t.Errorf("decide(%q) = %v, want Allow's answer", name, err)
+		}
+	}
+	if want := []string{"notzeitwork.app", "zeitwork.app.customer.test", "shop.customer.test"}; !slices.Equal(allowed, want) {
+		t.Errorf("Allow was asked about %q, want %q", allowed, want)
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	notPEM := filepath.Join(t.TempDir(), "roots.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	for name, c := range map[string]struct {
+		cfg  config.ACME
+		opts Options
+		want string
+	}{
+		"no directory":     {config.ACME{}, Options{HTTPAddr: ":80"}, "ACME_DIRECTORY"},
+		"no listener":      {config.ACME{Directory: "https://ca.invalid/dir"}, Options{}, "neither"},
+		"bad address":      {config.ACME{Directory: "https://ca.invalid/dir"}, Options{HTTPAddr: "80"}, "HTTP address"},
+		"missing CA roots": {config.ACME{Directory: "https://ca.invalid/dir", CARoots: missing}, Options{HTTPAddr: ":80"}, "ACME_CA_ROOTS"},
+		"CA roots not PEM": {config.ACME{Directory: "https://ca.invalid/dir", CARoots: notPEM}, Options{HTTPAddr: ":80"}, "no PEM certificate"},
+	} {
+		m, err := New(c.cfg, nil, zlog.Discard(), c.opts)
+		if err == nil {
+			m.Close()
+			t.Errorf("%s: no error", name)
+		} else if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want it to mention %q", name, err, c.want)
+		}
 	}
 }
