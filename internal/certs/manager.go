@@ -152,8 +152,8 @@ func New(cfg config.ACME, pool *pgxpool.Pool, log *slog.Logger, opts Options) (*
 	m.onDemand.Issuers = []certmagic.Issuer{m.custom}
 
 	m.wildcard = certmagic.New(m.cache, events)
-	// Without a token the issuer has no way to solve a challenge: a
-	// wildcard left in storage from before is served until it expires.
+	// Without a token the issuer could solve no challenge, and Start
+	// manages no wildcard.
 	wt := certmagic.ACMEIssuer{DisableHTTPChallenge: true, DisableTLSALPNChallenge: true}
 	if cfg.CloudflareToken.Reveal() != "" {
 		m.dns01 = true
