@@ -2,18 +2,28 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/internal/certs"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/edge"
 )
 
-// edgeCertificates is the edge's ACME-backed TLS (internal/certs).
-func edgeCertificates(cfg config.ACME, log *slog.Logger) edge.NewCertificates {
+// edgeCertificates is the edge's ACME-backed TLS: certificates and locks in
+// Postgres, platform wildcards by DNS-01, custom domains on demand once verified.
+func edgeCertificates(cfg config.Edge, log *slog.Logger) edge.NewCertificates {
 	return func(ctx context.Context, pool *pgxpool.Pool) (edge.Certificates, error) {
-		return nil, errors.New("ACME certificates are not wired yet: set EDGE_HTTPS_ADDR= or EDGE_CLOUDFLARE_FRONTED=true")
+		m, err := certs.New(cfg.ACME, pool, log, certs.Options{HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr})
+		if err != nil {
+			return nil, err
+		}
+		context.AfterFunc(ctx, m.Close)
+		if err := m.Start(ctx); err != nil {
+			m.Close()
+			return nil, err
+		}
+		return m, nil
 	}
 }

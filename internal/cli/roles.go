@@ -53,10 +53,10 @@ func runEdge(ctx context.Context, env Env, _ []string) error {
 	if err != nil {
 		return err
 	}
-	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "edge")
+	root := zlog.New(env.Stderr, cfg.Log)
 	var newCerts edge.NewCertificates
 	if !cfg.CloudflareFronted && cfg.HTTPSAddr != "" {
-		newCerts = edgeCertificates(cfg.ACME, log)
+		newCerts = edgeCertificates(cfg, zlog.Component(root, "certs"))
 	}
-	return edge.Main(ctx, cfg, newCerts, log)
+	return edge.Main(ctx, cfg, newCerts, zlog.Component(root, "edge"))
 }

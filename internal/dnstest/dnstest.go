@@ -123,7 +123,11 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		if vals, ok := s.txt[name]; ok {
 			found = true
 			if q.Qtype == dns.TypeTXT {
-				m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: vals})
+				// One record per value, as a zone with several TXT records
+				// answers (ACME's d and *.d challenges share one name).
+				for _, v := range vals {
+					m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr(dns.TypeTXT), Txt: chunks(v)})
+				}
 			}
 		}
 		break
@@ -132,4 +136,14 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Rcode = dns.RcodeNameError
 	}
 	w.WriteMsg(m)
+}
+
+// chunks splits a TXT value into the 255-byte strings DNS carries.
+func chunks(v string) []string {
+	var out []string
+	for len(v) > 255 {
+		out = append(out, v[:255])
+		v = v[255:]
+	}
+	return append(out, v)
 }

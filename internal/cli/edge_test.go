@@ -1,0 +1,97 @@
+package cli
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/testdb"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestEdgeRoleServesUntilStopped(t *testing.T) {
+	url := testdb.NewURL(t)
+	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	snapshot := filepath.Join(t.TempDir(), "routes.json")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var out, errOut syncBuffer
+	go func() {
+		done <- Main(ctx, []string{"edge"}, Env{Environ: []string{
+			"DATABASE_URL=" + url, "CLUSTER_TOKEN=secret-token", "EDGE_HTTP_ADDR=" + httpAddr, "EDGE_HTTPS_ADDR=",
+			"EDGE_METRICS_ADDR=" + metricsAddr, "EDGE_ROUTES_SNAPSHOT=" + snapshot, "LOG_LEVEL=warn",
+		}, Stdout: &out, Stderr: &errOut})
+	}()
+	get := func(url, host string) (int, string, http.Header) {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error(), nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, _, h := get("http://"+httpAddr+"/", "nothing.zeitwork.app")
+		if code == 404 && h.Get("X-Zeitwork-Error") == "unknown_host" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edge never answered 404 for an unknown host (last %d)\n%s", code, errOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The first route sync from the database shows in the metrics.
+	for {
+		code, body, _ := get("http://"+metricsAddr+"/metrics", "")
+		if code == 200 && strings.Contains(body, `zeitwork_edge_route_updates_total{result="ok"}`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics: %d\n%s\n%s", code, body, errOut.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != ExitOK {
+			t.Fatalf("edge exited %d after stop:\n%s", code, errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("edge did not stop")
+	}
+	if strings.Contains(errOut.String(), "secret-token") {
+		t.Fatal("the cluster token was logged")
+	}
+}
+
+func TestEdgeRoleRefusesBadConfig(t *testing.T) {
+	code, _, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d", "EDGE_UPSTREAM_TIMEOUT=soon"}, "edge")
+	if code != ExitUsage || !strings.Contains(errOut, "CLUSTER_TOKEN") || !strings.Contains(errOut, "EDGE_UPSTREAM_TIMEOUT") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	// TLS on, with an ACME CA file that does not exist: a clear failure.
+	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=x", "EDGE_HTTP_ADDR=" + freeAddr(t),
+		"EDGE_HTTPS_ADDR=" + freeAddr(t), "EDGE_METRICS_ADDR=", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
+	if code == ExitOK || !strings.Contains(errOut, "certificates") {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
