@@ -1,0 +1,167 @@
+// Command edge benchmarks the edge proxy (issue #6) on this machine, with
+// nginx as the reference, and prints a Markdown table:
+//
+//   - the same backend behind `zeitwork edge` and behind nginx, the same wrk
+//     run against each, one after the other, alternating over several
+//     rounds: requests/s, p50/p99 latency and the proxy's CPU time per
+//     request, and the ratios;
+//   - route lookup time with 100,000 projects (the Go benchmarks of
+//     internal/edge, run by run.sh and parsed here), and the table's build
+//     time and heap, measured here;
+//   - time from a route change committed in the database to the edge
+//     using it (LISTEN/NOTIFY only: the edge's poll is one minute), with
+//     one project and again with 100,000 in the database (a fifth as many
+//     changes: each rebuild takes seconds), what one rebuild costs then,
+//     and the edge's memory with each.
+//
+// Each proxy makes one hop to the backend: the nodes' internal_address is
+// the backend itself, not a node-proxy. Run it with bench/edge/run.sh.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// tableProjects is the route table size measured in this process.
+const tableProjects = 100_000
+
+// options are the benchmark's parameters, all printed with the results.
+type options struct {
+	zeitwork, backend string // binaries
+	adminURL          string
+	goBench           string // output of go test -bench for the route table
+	rounds            int
+	threads, conns    int
+	duration, warmup  time.Duration
+	changes           int // route changes timed
+	hosts             int // projects loaded for the at-scale measurements (0: skip)
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.zeitwork, "zeitwork", "", "path to the zeitwork binary")
+	flag.StringVar(&o.backend, "backend", "", "path to the backend binary (bench/edge/backend)")
+	flag.StringVar(&o.adminURL, "db", "postgres://zeitwork:zeitwork@127.0.0.1:25432/zeitwork?sslmode=disable", "admin database URL")
+	flag.StringVar(&o.goBench, "gobench", "", "file with the output of go test -bench 100kHosts ./internal/edge/ (empty: no route table rows)")
+	flag.IntVar(&o.rounds, "rounds", 3, "wrk rounds per proxy, alternating which goes first")
+	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
+	flag.IntVar(&o.conns, "connections", 64, "wrk connections")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "wrk duration per round (whole seconds)")
+	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "wrk warm-up per proxy (whole seconds)")
+	flag.IntVar(&o.changes, "changes", 50, "route changes timed")
+	flag.IntVar(&o.hosts, "hosts", 100_000, "projects in the database for the at-scale rows (0: skip them)")
+	flag.Parse()
+	if o.zeitwork == "" || o.backend == "" {
+		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/edge:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	for _, bin := range []string{"nginx", "wrk"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s not found (scripts/deps.sh install puts it there): %w", bin, err)
+		}
+	}
+	var r results
+	if o.goBench != "" {
+		// Parsed first: a bad file should not cost a whole run.
+		t, err := parseGoBench(o.goBench)
+		if err != nil {
+			return err
+		}
+		r.table = &t
+	}
+	// Before anything else, while this process's heap holds nothing else
+	// and no other process of ours runs.
+	r.size = measureTable(tableProjects, []string{"127.0.0.1:10001", "127.0.0.1:10002", "127.0.0.1:10003"})
+
+	work, err := os.MkdirTemp("", "zw-bench-edge-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	dbURL, dropDB, err := createDatabase(ctx, o.zeitwork, o.adminURL)
+	if err != nil {
+		return err
+	}
+	defer dropDB()
+
+	backend, addrs, err := startBackend(o.backend, 3)
+	if err != nil {
+		return err
+	}
+	defer backend.stop()
+
+	w, err := newWorld(ctx, dbURL, addrs, filepath.Join(work, "nodes"))
+	if err != nil {
+		return err
+	}
+	defer w.close()
+
+	edge, edgeAddr, err := startEdge(o.zeitwork, dbURL, filepath.Join(work, "routes.json"))
+	if err != nil {
+		return err
+	}
+	defer edge.stop()
+	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs)
+	if err != nil {
+		return err
+	}
+	defer ngx.stop()
+
+	proxies := []proxy{{name: "edge", addr: edgeAddr, p: edge}, {name: "nginx", addr: ngxAddr, p: ngx}}
+	for _, px := range proxies {
+		if err := waitServes(ctx, px, w.host); err != nil {
+			return err
+		}
+	}
+
+	if r.load, err = compare(ctx, o, proxies, w.host); err != nil {
+		return err
+	}
+	if r.small, err = measureChanges(ctx, w, edgeAddr, o.changes); err != nil {
+		return fmt.Errorf("route changes: %w", err)
+	}
+	r.small.rss = rss(edge.pid())
+	if o.hosts > 0 {
+		if err := w.loadProjects(ctx, o.hosts); err != nil {
+			return fmt.Errorf("load %d projects: %w", o.hosts, err)
+		}
+		// The load is one transaction, so one rebuild: wait for it.
+		if err := waitServes(ctx, proxies[0], w.lastHost); err != nil {
+			return fmt.Errorf("after loading %d projects: %w", o.hosts, err)
+		}
+		if r.large, err = measureChanges(ctx, w, edgeAddr, max(o.changes/5, 5)); err != nil {
+			return fmt.Errorf("route changes with %d projects: %w", o.hosts, err)
+		}
+		if r.largeLoad, err = runWrk(ctx, o, proxies[0], w.lastHost, o.duration); err != nil {
+			return fmt.Errorf("with %d projects: %w", o.hosts, err)
+		}
+		r.large.rss = rss(edge.pid())
+		if r.rebuild, err = measureRebuild(ctx, w.pool, work); err != nil {
+			return fmt.Errorf("rebuild with %d projects: %w", o.hosts, err)
+		}
+	}
+	if err := edge.alive(); err != nil {
+		return err
+	}
+	report(os.Stdout, o, r)
+	return nil
+}

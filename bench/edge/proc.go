@@ -1,0 +1,321 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+// backendBody is what the backend answers; both proxies must pass it on.
+const backendBody = "hello from the backend\n"
+
+// appsDomain is the edge's EDGE_APPS_DOMAIN.
+const appsDomain = "bench.test"
+
+// proc is a child process in a process group of its own, so that stopping
+// it stops its children too (nginx's workers), and which dies with us if we
+// are killed outright (Pdeathsig).
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // how it ended, once done is closed
+	log  string
+}
+
+func start(name string, cmd *exec.Cmd) (*proc, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// alive is nil while the process runs, else says how it ended.
+func (p *proc) alive() error {
+	select {
+	case <-p.done:
+		msg := fmt.Sprintf("%s exited: %v", p.name, p.err)
+		if p.log != "" {
+			if b, err := os.ReadFile(p.log); err == nil && len(b) > 0 {
+				msg += "\n" + tail(string(b), 2000)
+			}
+		}
+		return errors.New(msg)
+	default:
+		return nil
+	}
+}
+
+// stop ends the process group: SIGTERM, then SIGKILL after five seconds.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	syscall.Kill(-p.pid(), syscall.SIGTERM) //nolint:errcheck
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-p.pid(), syscall.SIGKILL) //nolint:errcheck
+		<-p.done
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// startBackend runs the backend on n ports and returns their addresses.
+func startBackend(bin string, n int) (*proc, []string, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer r.Close()
+	cmd := exec.Command(bin, "-n", strconv.Itoa(n), "-body", backendBody)
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	p, err := start("backend", cmd)
+	w.Close()
+	if err != nil {
+		return nil, nil, err
+	}
+	var addrs []string
+	sc := bufio.NewScanner(r)
+	for len(addrs) < n && sc.Scan() {
+		addrs = append(addrs, strings.TrimSpace(sc.Text()))
+	}
+	if len(addrs) < n {
+		p.stop()
+		return nil, nil, fmt.Errorf("backend printed %d of %d addresses: %v", len(addrs), n, p.alive())
+	}
+	return p, addrs, nil
+}
+
+// freeAddr is a loopback address with a port nobody listens on right now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// startEdge runs `zeitwork edge` on plain HTTP. Its poll is one minute, so
+// within the benchmark only NOTIFY moves routes.
+//
+// An empty EDGE_HTTPS_ADDR does not turn TLS off (the config library reads
+// an empty variable as unset and takes the default, :443, and ACME is not
+// wired yet), so the edge runs as if Cloudflare-fronted: plain HTTP, no
+// certificates. Forwarded headers are trusted only from a documentation
+// address, so the benchmark's requests count as direct clients, and the
+// trust check costs one prefix per request.
+func startEdge(bin, dbURL, snapshot string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	metrics, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(bin, "edge")
+	cmd.Env = append(os.Environ(),
+		"DATABASE_URL="+dbURL, "CLUSTER_TOKEN=bench", "EDGE_HTTP_ADDR="+addr, "EDGE_METRICS_ADDR="+metrics,
+		"EDGE_CLOUDFLARE_FRONTED=true", "EDGE_TRUSTED_PROXIES=192.0.2.1/32",
+		"EDGE_APPS_DOMAIN="+appsDomain, "EDGE_ROUTES_SNAPSHOT="+snapshot, "EDGE_POLL_INTERVAL=1m", "LOG_LEVEL=warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	p, err := start("edge", cmd)
+	return p, addr, err
+}
+
+// nginxConf is the reference: what one would write to put nginx in front of
+// three app instances, keep-alive on both sides. keepalive_requests is
+// raised from its default of 1000 (after which nginx closes the client's
+// connection) because the edge never closes a busy one: the comparison is
+// of proxying, not of reconnecting.
+var nginxConf = template.Must(template.New("nginx.conf").Parse(`user root;
+worker_processes auto;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path {{.Dir}}/client_body;
+    proxy_temp_path {{.Dir}}/proxy;
+    fastcgi_temp_path {{.Dir}}/fastcgi;
+    uwsgi_temp_path {{.Dir}}/uwsgi;
+    scgi_temp_path {{.Dir}}/scgi;
+    keepalive_requests 1000000;
+    upstream app {
+{{- range .Backends}}
+        server {{.}};
+{{- end}}
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen {{.Listen}} reuseport;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }
+    }
+}
+`))
+
+// startNginx runs nginx in the foreground with a configuration and state
+// of its own under dir.
+func startNginx(dir string, backends []string) (*proc, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	f, err := os.Create(conf)
+	if err != nil {
+		return nil, "", err
+	}
+	err = nginxConf.Execute(f, struct {
+		Dir, Listen string
+		Backends    []string
+	}{dir, addr, backends})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("nginx config: %w", err)
+	}
+	cmd := exec.Command("nginx", "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	p, err := start("nginx", cmd)
+	if p != nil {
+		p.log = filepath.Join(dir, "error.log")
+	}
+	return p, addr, err
+}
+
+// proxy is one of the two proxies under test.
+type proxy struct {
+	name, addr string
+	p          *proc
+}
+
+// get asks addr for / as host.
+func get(ctx context.Context, client *http.Client, addr, host string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// waitServes waits until the proxy answers host with the backend's body,
+// and fails with what it answered instead after a minute (or at once if
+// the proxy exited).
+func waitServes(ctx context.Context, px proxy, host string) error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		code, body, err := get(ctx, client, px.addr, host)
+		if err == nil && code == http.StatusOK && body == backendBody {
+			return nil
+		}
+		if aerr := px.p.alive(); aerr != nil {
+			return aerr
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("%s at %s never served Host %s: %w", px.name, px.addr, host, err)
+			}
+			return fmt.Errorf("%s at %s never served Host %s: last answer %d %q, want 200 %q", px.name, px.addr, host, code, tail(body, 300), backendBody)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cpu is the CPU time (user and system) used so far by the processes of
+// p's group that still run: the edge, or nginx's master and workers.
+func (p *proc) cpu() time.Duration {
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, path := range dirs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// After "pid (comm) ": state ppid pgrp ... utime stime (fields 3..15).
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 || f[2] != strconv.Itoa(p.pid()) {
+			continue
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += utime + stime
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/*/stat times: 100 on Linux.
+const clockTicks = 100
+
+// rss is a process's resident memory in KiB (0 if unknown).
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// results is everything the benchmark measured.
+type results struct {
+	load         load
+	table        *tableBench // nil: no go test output given
+	size         tableSize
+	small, large *changes // large is nil when -hosts is 0
+	largeLoad    wrkRun   // the edge under wrk with the large table
+	rebuild      rebuild  // with the large table
+}
+
+func report(out io.Writer, o options, r results) {
+	p := func(format string, args ...any) { fmt.Fprintf(out, format, args...) }
+	p("CPU: %s, %d CPUs (wrk, the proxy under test and the backend share them)\n\n", cpuModel(), runtime.NumCPU())
+
+	rps := func(w wrkRun) float64 { return w.rps }
+	p50 := func(w wrkRun) float64 { return float64(w.p50) }
+	p99 := func(w wrkRun) float64 { return float64(w.p99) }
+	l := r.load
+	p("| | edge | nginx | edge/nginx |\n|---|---:|---:|---:|\n")
+	er, nr := l.median("edge", rps), l.median("nginx", rps)
+	p("| requests/s (median of %d rounds) | %s | %s | %.2f |\n", len(l.rounds), thousands(er), thousands(nr), er/nr)
+	e50, n50 := l.median("edge", p50), l.median("nginx", p50)
+	p("| latency p50 | %s | %s | %.2f |\n", ms(time.Duration(e50)), ms(time.Duration(n50)), e50/n50)
+	e99, n99 := l.median("edge", p99), l.median("nginx", p99)
+	p("| latency p99 | %s | %s | %.2f |\n", ms(time.Duration(e99)), ms(time.Duration(n99)), e99/n99)
+	cpu := func(w wrkRun) float64 { return float64(w.cpuPerReq) }
+	ec, nc := l.median("edge", cpu), l.median("nginx", cpu)
+	p("| proxy CPU time per request (user + system, all its processes) | %s | %s | %.2f |\n", us(time.Duration(ec)), us(time.Duration(nc)), ec/nc)
+	if t := r.table; t != nil {
+		p("| route lookup, 100,000 projects (BenchmarkLookup100kHosts) | %.0f ns/op, %.0f B/op, %.0f allocs/op | — | — |\n", t.lookupNs, t.lookupBytes, t.lookupAllocs)
+		p("| route table build, 100,000 projects, input rows made too (BenchmarkBuildTable100kHosts) | %s | — | — |\n", ms(time.Duration(t.buildNs)))
+	}
+	p("| route table, %s projects × 3 instances (%s host names): build (NewTable alone) / heap | %s / %.0f MiB | — | — |\n",
+		thousands(float64(r.size.projects)), thousands(float64(r.size.hosts)), ms(r.size.build), r.size.heapMiB)
+	change := func(what string, c *changes) {
+		p("| %s: p50 / p99 / max (N=%d) | %s / %s / %s | — | — |\n", what, len(c.add),
+			ms(percentile(c.add, 50)), ms(percentile(c.add, 99)), ms(percentile(c.add, 100)))
+	}
+	removal := func(what string, c *changes) {
+		p("| %s: p50 / p99 / max (N=%d) | %s / %s / %s | — | — |\n", what, len(c.remove),
+			ms(percentile(c.remove, 50)), ms(percentile(c.remove, 99)), ms(percentile(c.remove, 100)))
+	}
+	change("route change → edge (domain added), 1 project", r.small)
+	removal("route change → edge (domain deleted), 1 project", r.small)
+	if r.large != nil {
+		change(fmt.Sprintf("route change → edge (domain added), %s projects", thousands(float64(o.hosts))), r.large)
+		removal(fmt.Sprintf("route change → edge (domain deleted), %s projects", thousands(float64(o.hosts))), r.large)
+		p("| one route rebuild, %s projects: read + build + swap / snapshot (%d MiB JSON) | %s / %s | — | — |\n",
+			thousands(float64(o.hosts)), r.rebuild.snapshotBytes>>20, ms(r.rebuild.sync), ms(r.rebuild.snapshot))
+		p("| requests/s / proxy CPU per request with %s projects routed (one run) | %s / %s | — | — |\n", thousands(float64(o.hosts)), thousands(r.largeLoad.rps), us(r.largeLoad.cpuPerReq))
+		p("| edge memory (RSS), 1 project / %s projects | %d MiB / %d MiB | — | — |\n", thousands(float64(o.hosts)), r.small.rss>>10, r.large.rss>>10)
+	} else {
+		p("| edge memory (RSS), 1 project | %d MiB | — | — |\n", r.small.rss>>10)
+	}
+
+	p("\nRounds (the first proxy alternates):\n\n| round | order | edge req/s | edge p50 | edge p99 | edge CPU/req | nginx req/s | nginx p50 | nginx p99 | nginx CPU/req |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for i, round := range l.rounds {
+		e, n := round["edge"], round["nginx"]
+		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, strings.Join(l.order[i], " → "),
+			thousands(e.rps), ms(e.p50), ms(e.p99), us(e.cpuPerReq), thousands(n.rps), ms(n.p50), ms(n.p99), us(n.cpuPerReq))
+	}
+	var problems []string
+	for i, round := range l.rounds {
+		for name, w := range round {
+			for _, pr := range w.problems {
+				problems = append(problems, fmt.Sprintf("round %d %s: %s", i+1, name, pr))
+			}
+		}
+	}
+	for _, pr := range r.largeLoad.problems {
+		problems = append(problems, "edge with many projects: "+pr)
+	}
+	if len(problems) == 0 {
+		p("\nwrk errors: none (no socket errors, no non-2xx answers).\n")
+	} else {
+		p("\nwrk errors:\n")
+		for _, pr := range problems {
+			p("- %s\n", pr)
+		}
+	}
+
+	p("\nParameters:\n")
+	p("- wrk %s -H 'Host: <project>.%s', same for both; a %s warm-up of each first; %d rounds, the table shows the medians.\n",
+		strings.Join(wrkArgs(o, o.duration), " "), appsDomain, o.warmup, o.rounds)
+	p("- Backend: one Go process (bench/edge/backend) on 3 loopback ports, answering %q (%d bytes) with keep-alive.\n", backendBody, len(backendBody))
+	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_CLOUDFLARE_FRONTED=true with no trusted proxy: an empty EDGE_HTTPS_ADDR does not turn TLS off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
+	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream).\n", nginxVersion())
+	if r.table != nil {
+		p("- Route table: go test -bench 100kHosts -benchmem ./internal/edge/ (medians of %d runs; lookups cycle over 1,024 of the hosts, with a port and upper case to normalise); the heap is measured here, building the table with edge.NewTable from rows already in memory (the benchmark's own MiB-table metric is lost: b.Loop resets it).\n", r.table.runs)
+	}
+	p("- Route changes: a verified custom domain INSERTed, then DELETEd; the clock runs from the database acknowledging the commit to the edge's first 200 (404 after the delete), asked back to back over one keep-alive connection. Only LISTEN/NOTIFY moves routes (the poll is 1 minute). Percentiles are nearest-rank: with N < 100, p99 is the largest value.\n")
+	if r.large != nil {
+		p("- At scale: %s more projects written in one transaction, each with an active deployment and 3 healthy instances (%s instances); the edge rebuilds its whole table on every change, and writes its snapshot before it takes the next one. The rebuild row times the edge's Syncer.Sync and SaveSnapshot in the benchmark process, against the same database.\n",
+			thousands(float64(o.hosts)), thousands(float64(3*o.hosts)))
+	}
+}
+
+func ms(d time.Duration) string {
+	v := float64(d) / float64(time.Millisecond)
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
+
+// thousands formats v rounded, with thousands separated by commas.
+func thousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func nginxVersion() string {
+	out, err := exec.Command("nginx", "-v").CombinedOutput()
+	if err != nil {
+		return "nginx"
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: ")
+}

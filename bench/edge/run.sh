@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Edge proxy benchmark (issue #6): the same backend behind `zeitwork edge`
+# and behind nginx, the same wrk run against each, alternating over ROUNDS
+# rounds; the route table with 100,000 projects (Go benchmarks); and route
+# changes from the database to the edge. Needs root, nginx and wrk
+# (scripts/deps.sh install). Prints a Markdown table; extra arguments go to
+# the benchmark (go run ./bench/edge -h lists them).
+#
+#   ROUNDS=3 DURATION=10s CONNECTIONS=64 THREADS=2 COUNT=3 bash bench/edge/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+scripts/deps.sh up >/dev/null
+go build -o /tmp/zw-edge-bench ./cmd/zeitwork
+go build -o /tmp/zw-edge-bench-backend ./bench/edge/backend
+
+gobench=$(mktemp)
+trap 'rm -f "$gobench"' EXIT
+if ! go test -run '^$' -bench '100kHosts' -benchmem -count "${COUNT:-3}" ./internal/edge/ >"$gobench" 2>&1; then
+	cat "$gobench" >&2
+	echo "bench/edge: go test -bench 100kHosts ./internal/edge/ failed" >&2
+	exit 1
+fi
+
+go run ./bench/edge -zeitwork /tmp/zw-edge-bench -backend /tmp/zw-edge-bench-backend -gobench "$gobench" \
+	-rounds "${ROUNDS:-3}" -duration "${DURATION:-10s}" -connections "${CONNECTIONS:-64}" -threads "${THREADS:-2}" "$@"
