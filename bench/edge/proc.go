@@ -125,15 +125,9 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startEdge runs `zeitwork edge` on plain HTTP. Its poll is one minute, so
-// within the benchmark only NOTIFY moves routes.
-//
-// An empty EDGE_HTTPS_ADDR does not turn TLS off (the config library reads
-// an empty variable as unset and takes the default, :443, and ACME is not
-// wired yet), so the edge runs as if Cloudflare-fronted: plain HTTP, no
-// certificates. Forwarded headers are trusted only from a documentation
-// address, so the benchmark's requests count as direct clients, and the
-// trust check costs one prefix per request.
+// startEdge runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as
+// nginx is. Its poll is one minute, so within the benchmark only NOTIFY
+// moves routes.
 func startEdge(bin, dbURL, snapshot string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
@@ -146,7 +140,7 @@ func startEdge(bin, dbURL, snapshot string) (*proc, string, error) {
 	cmd := exec.Command(bin, "edge")
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL, "CLUSTER_TOKEN=bench", "EDGE_HTTP_ADDR="+addr, "EDGE_METRICS_ADDR="+metrics,
-		"EDGE_CLOUDFLARE_FRONTED=true", "EDGE_TRUSTED_PROXIES=192.0.2.1/32",
+		"EDGE_HTTPS_ADDR=off",
 		"EDGE_APPS_DOMAIN="+appsDomain, "EDGE_ROUTES_SNAPSHOT="+snapshot, "EDGE_POLL_INTERVAL=1m", "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	p, err := start("edge", cmd)

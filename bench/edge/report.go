@@ -95,7 +95,7 @@ func report(out io.Writer, o options, r results) {
 	p("- wrk %s -H 'Host: <project>.%s', same for both; a %s warm-up of each first; %d rounds, the table shows the medians.\n",
 		strings.Join(wrkArgs(o, o.duration), " "), appsDomain, o.warmup, o.rounds)
 	p("- Backend: one Go process (bench/edge/backend) on 3 loopback ports, answering %q (%d bytes) with keep-alive.\n", backendBody, len(backendBody))
-	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_CLOUDFLARE_FRONTED=true with no trusted proxy: an empty EDGE_HTTPS_ADDR does not turn TLS off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
+	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_HTTPS_ADDR=off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
 	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream).\n", nginxVersion())
 	if r.table != nil {
 		p("- Route table: go test -bench 100kHosts -benchmem ./internal/edge/ (medians of %d runs; lookups cycle over 1,024 of the hosts, with a port and upper case to normalise); the heap is measured here, building the table with edge.NewTable from rows already in memory (the benchmark's own MiB-table metric is lost: b.Loop resets it).\n", r.table.runs)

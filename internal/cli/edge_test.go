@@ -32,7 +32,7 @@ func TestEdgeRoleServesUntilStopped(t *testing.T) {
 	var out, errOut syncBuffer
 	go func() {
 		done <- Main(ctx, []string{"edge"}, Env{Environ: []string{
-			"DATABASE_URL=" + url, "CLUSTER_TOKEN=secret-token", "EDGE_HTTP_ADDR=" + httpAddr, "EDGE_HTTPS_ADDR=",
+			"DATABASE_URL=" + url, "CLUSTER_TOKEN=secret-token", "EDGE_HTTP_ADDR=" + httpAddr, "EDGE_HTTPS_ADDR=off",
 			"EDGE_METRICS_ADDR=" + metricsAddr, "EDGE_ROUTES_SNAPSHOT=" + snapshot, "LOG_LEVEL=warn",
 		}, Stdout: &out, Stderr: &errOut})
 	}()
@@ -90,7 +90,7 @@ func TestEdgeRoleRefusesBadConfig(t *testing.T) {
 	}
 	// TLS on, with an ACME CA file that does not exist: a clear failure.
 	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=x", "EDGE_HTTP_ADDR=" + freeAddr(t),
-		"EDGE_HTTPS_ADDR=" + freeAddr(t), "EDGE_METRICS_ADDR=", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
+		"EDGE_HTTPS_ADDR=" + freeAddr(t), "EDGE_METRICS_ADDR=off", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
 	if code == ExitOK || !strings.Contains(errOut, "certificates") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}

@@ -55,7 +55,7 @@ func runEdge(ctx context.Context, env Env, _ []string) error {
 	}
 	root := zlog.New(env.Stderr, cfg.Log)
 	var newCerts edge.NewCertificates
-	if !cfg.CloudflareFronted && cfg.HTTPSAddr != "" {
+	if cfg.TLS() {
 		newCerts = edgeCertificates(cfg, zlog.Component(root, "certs"))
 	}
 	return edge.Main(ctx, cfg, newCerts, zlog.Component(root, "edge"))

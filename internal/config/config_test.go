@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -83,5 +84,35 @@ func TestDevNeedsNoVariables(t *testing.T) {
 	}
 	if cfg.RegistryAddr != "127.0.0.1:25000" || cfg.LogFormat != zlog.FormatText {
 		t.Fatalf("dev defaults = %+v", cfg)
+	}
+}
+
+func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	for _, tc := range []struct {
+		vars map[string]string
+		tls  bool
+	}{
+		{map[string]string{}, true},
+		{map[string]string{"EDGE_HTTPS_ADDR": ""}, true}, // empty is unset: the default applies
+		{map[string]string{"EDGE_HTTPS_ADDR": "off"}, false},
+		{map[string]string{"EDGE_CLOUDFLARE_FRONTED": "true"}, false},
+	} {
+		vars := maps.Clone(base)
+		maps.Copy(vars, tc.vars)
+		cfg, err := ParseFrom[Edge](vars)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.TLS() != tc.tls {
+			t.Errorf("%v: TLS() = %v", tc.vars, cfg.TLS())
+		}
+	}
+	cfg, _ := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_METRICS_ADDR": "off", "EDGE_TRUSTED_PROXIES": "10.0.0.0/8,fd00::/64"})
+	if !Off(cfg.MetricsAddr) || len(cfg.TrustedProxies) != 2 || !cfg.TrustedProxies[1].Addr().Is6() {
+		t.Fatalf("metrics %q, trusted %v", cfg.MetricsAddr, cfg.TrustedProxies)
+	}
+	if _, err := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_TRUSTED_PROXIES": "cloudflare"}); err == nil || !strings.Contains(err.Error(), "EDGE_TRUSTED_PROXIES") {
+		t.Fatalf("bad trusted proxies: %v", err)
 	}
 }

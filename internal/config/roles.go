@@ -195,9 +195,10 @@ type Edge struct {
 	// HTTPAddr serves plain HTTP: ACME HTTP-01 challenges, and a redirect to
 	// HTTPS for everything else (or all traffic when Cloudflare fronts the edge).
 	HTTPAddr string `env:"EDGE_HTTP_ADDR" envDefault:":80"`
-	// HTTPSAddr serves TLS; empty turns TLS off (Cloudflare-fronted or dev).
+	// HTTPSAddr serves TLS; "off" turns TLS off (an empty variable counts
+	// as unset, so it cannot be the switch).
 	HTTPSAddr string `env:"EDGE_HTTPS_ADDR" envDefault:":443"`
-	// MetricsAddr serves Prometheus metrics at /metrics; empty turns it off.
+	// MetricsAddr serves Prometheus metrics at /metrics; "off" turns it off.
 	MetricsAddr string `env:"EDGE_METRICS_ADDR" envDefault:"127.0.0.1:9101"`
 	// AppsDomain hosts <project>.<AppsDomain> and <deployment-id>.<AppsDomain>.
 	AppsDomain string `env:"EDGE_APPS_DOMAIN" envDefault:"zeitwork.app"`
@@ -227,6 +228,12 @@ type Edge struct {
 	TrustedProxies []netip.Prefix `env:"EDGE_TRUSTED_PROXIES" envSeparator:"," envDefault:"173.245.48.0/20,103.21.244.0/22,103.22.200.0/22,103.31.4.0/22,141.101.64.0/18,108.162.192.0/18,190.93.240.0/20,188.114.96.0/20,197.234.240.0/22,198.41.128.0/17,162.158.0.0/15,104.16.0.0/13,104.24.0.0/14,172.64.0.0/13,131.0.72.0/22,2400:cb00::/32,2606:4700::/32,2803:f800::/32,2405:b500::/32,2405:8100::/32,2a06:98c0::/29,2c0f:f248::/32"`
 	ACME           ACME
 }
+
+// Off says whether an address setting turns its listener off.
+func Off(addr string) bool { return addr == "" || addr == "off" }
+
+// TLS says whether the edge terminates TLS itself (and so needs certificates).
+func (e Edge) TLS() bool { return !e.CloudflareFronted && !Off(e.HTTPSAddr) }
 
 // ACME is where the edge gets certificates: wildcards for the platform
 // domains by DNS-01 through Cloudflare, and on demand for verified custom

@@ -38,7 +38,7 @@ type NewCertificates func(ctx context.Context, pool *pgxpool.Pool) (Certificates
 // Main runs `zeitwork edge` until ctx ends: routes synced from the
 // database, the proxy on HTTP (redirecting to HTTPS when the edge
 // terminates TLS) and HTTPS, and metrics. newCerts is nil when the edge
-// serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR empty).
+// serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR=off).
 func Main(ctx context.Context, cfg config.Edge, newCerts NewCertificates, log *slog.Logger) error {
 	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
 	if err != nil {
@@ -60,7 +60,7 @@ func Main(ctx context.Context, cfg config.Edge, newCerts NewCertificates, log *s
 		}
 	}()
 	listen := func(name, addr string) (net.Listener, error) {
-		if addr == "" {
+		if config.Off(addr) {
 			return nil, nil
 		}
 		l, err := net.Listen("tcp", addr)
