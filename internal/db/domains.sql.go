@@ -238,6 +238,43 @@ func (q *Queries) DomainListVerified(ctx context.Context) ([]Domain, error) {
 	return items, nil
 }
 
+const domainListVerifiedByProjects = `-- name: DomainListVerifiedByProjects :many
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+WHERE status = 'verified' AND project_id = ANY($1::uuid[])
+ORDER BY name
+`
+
+func (q *Queries) DomainListVerifiedByProjects(ctx context.Context, projectIds []uuid.UUID) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, domainListVerifiedByProjects, projectIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.Status,
+			&i.VerificationToken,
+			&i.VerifiedAt,
+			&i.LastCheckedAt,
+			&i.FailureReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const domainLockByName = `-- name: DomainLockByName :many
 SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
 WHERE name = lower($1::text)

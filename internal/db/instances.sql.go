@@ -533,6 +533,55 @@ func (q *Queries) InstanceListRoutable(ctx context.Context) ([]InstanceListRouta
 	return items, nil
 }
 
+const instanceListRoutableByProjects = `-- name: InstanceListRoutableByProjects :many
+SELECT
+    deployments.project_id,
+    instances.deployment_id,
+    instances.id AS instance_id,
+    nodes.internal_address AS node_internal_address
+FROM instances
+JOIN deployments ON deployments.id = instances.deployment_id
+JOIN nodes ON nodes.id = instances.node_id
+WHERE instances.desired_state = 'running'
+  AND instances.state = 'healthy'
+  AND nodes.status <> 'dead'
+  AND deployments.project_id = ANY($1::uuid[])
+ORDER BY instances.deployment_id, instances.id
+`
+
+type InstanceListRoutableByProjectsRow struct {
+	ProjectID           uuid.UUID
+	DeploymentID        uuid.UUID
+	InstanceID          uuid.UUID
+	NodeInternalAddress string
+}
+
+// The same, for the projects an edge was told changed.
+func (q *Queries) InstanceListRoutableByProjects(ctx context.Context, projectIds []uuid.UUID) ([]InstanceListRoutableByProjectsRow, error) {
+	rows, err := q.db.Query(ctx, instanceListRoutableByProjects, projectIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []InstanceListRoutableByProjectsRow{}
+	for rows.Next() {
+		var i InstanceListRoutableByProjectsRow
+		if err := rows.Scan(
+			&i.ProjectID,
+			&i.DeploymentID,
+			&i.InstanceID,
+			&i.NodeInternalAddress,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const instanceReleaseCapacity = `-- name: InstanceReleaseCapacity :many
 UPDATE instances
 SET capacity_released_at = now(), updated_at = now()

@@ -326,6 +326,40 @@ func (q *Queries) ProjectListRouted(ctx context.Context) ([]ProjectListRoutedRow
 	return items, nil
 }
 
+const projectListRoutedByIDs = `-- name: ProjectListRoutedByIDs :many
+SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
+FROM projects
+WHERE active_deployment_id IS NOT NULL AND id = ANY($1::uuid[])
+ORDER BY id
+`
+
+type ProjectListRoutedByIDsRow struct {
+	ID                 uuid.UUID
+	Slug               string
+	ActiveDeploymentID uuid.UUID
+}
+
+// The same, for the projects an edge was told changed.
+func (q *Queries) ProjectListRoutedByIDs(ctx context.Context, ids []uuid.UUID) ([]ProjectListRoutedByIDsRow, error) {
+	rows, err := q.db.Query(ctx, projectListRoutedByIDs, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ProjectListRoutedByIDsRow{}
+	for rows.Next() {
+		var i ProjectListRoutedByIDsRow
+		if err := rows.Scan(&i.ID, &i.Slug, &i.ActiveDeploymentID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const projectSetActiveDeployment = `-- name: ProjectSetActiveDeployment :one
 UPDATE projects
 SET active_deployment_id = $1, updated_at = now()

@@ -3,8 +3,10 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -169,45 +171,118 @@ func TestSwapIsAtomicAndSnapshotsRoundTrip(t *testing.T) {
 	}
 }
 
-// hundredKHosts is a table of 100,000 projects, each on its own host.
-func hundredKHosts() *Table {
+// hundredK is the input of a table of 100,000 projects with 3 instances
+// each: 200,000 host names (the project's and its deployment's).
+func hundredK() ([]Project, []Instance) {
 	projects := make([]Project, 100_000)
-	instances := make([]Instance, 100_000)
+	instances := make([]Instance, 0, 300_000)
 	for i := range projects {
 		projects[i] = Project{ID: id.New(), Slug: fmt.Sprintf("app%d", i), ActiveDeploymentID: id.New()}
-		instances[i] = Instance{ProjectID: projects[i].ID, DeploymentID: projects[i].ActiveDeploymentID, InstanceID: id.New(), NodeProxy: "10.0.0.1:8090"}
-	}
-	return NewTable("zeitwork.app", projects, instances, nil)
-}
-
-func BenchmarkLookup100kHosts(b *testing.B) {
-	tbl := hundredKHosts()
-	hosts := make([]string, 1024)
-	for i := range hosts {
-		hosts[i] = fmt.Sprintf("App%d.zeitwork.app:443", i*97)
-	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if _, ok := tbl.Lookup(hosts[i%len(hosts)]); !ok {
-			b.Fatal("miss")
+		for n := range 3 {
+			instances = append(instances, Instance{ProjectID: projects[i].ID, DeploymentID: projects[i].ActiveDeploymentID,
+				InstanceID: id.New(), NodeProxy: fmt.Sprintf("10.0.%d.%d:8090", i%250, n)})
 		}
-		i++
+	}
+	return projects, instances
+}
+
+// BenchmarkLookup100kHosts looks up every project's host in turn, as
+// clients send them (lower case, some with a port); the Mixed variant
+// sends names that need normalising (upper case, trailing dot).
+func BenchmarkLookup100kHosts(b *testing.B) {
+	projects, instances := hundredK()
+	tbl := NewTable("zeitwork.app", projects, instances, nil)
+	for _, v := range []struct {
+		name string
+		host func(i int) string
+	}{
+		{"AsSent", func(i int) string {
+			if i%2 == 0 {
+				return fmt.Sprintf("app%d.zeitwork.app", i)
+			}
+			return fmt.Sprintf("app%d.zeitwork.app:443", i)
+		}},
+		{"Mixed", func(i int) string { return fmt.Sprintf("App%d.Zeitwork.app.", i) }},
+	} {
+		hosts := make([]string, 100_000)
+		for i := range hosts {
+			hosts[i] = v.host(i)
+		}
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, ok := tbl.Lookup(hosts[i%len(hosts)]); !ok {
+					b.Fatal("miss")
+				}
+				i++
+			}
+		})
 	}
 }
 
-// BenchmarkBuildTable100kHosts measures a full rebuild, and reports the
-// table's heap size.
+// BenchmarkBuildTable100kHosts measures a full rebuild from rows already
+// read, and reports the table's heap size.
 func BenchmarkBuildTable100kHosts(b *testing.B) {
+	projects, instances := hundredK()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	tbl := hundredKHosts()
+	tbl := NewTable("zeitwork.app", projects, instances, nil)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB-table")
 	runtime.KeepAlive(tbl)
 	for b.Loop() {
-		hundredKHosts()
+		NewTable("zeitwork.app", projects, instances, nil)
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MiB-table")
+}
+
+func TestUpdateReplacesOnlyTheChangedProjects(t *testing.T) {
+	a, b, c := id.New(), id.New(), id.New()
+	a1, a2, b1, c1 := id.New(), id.New(), id.New(), id.New()
+	old := NewTable("zeitwork.app",
+		[]Project{{ID: a, Slug: "shop", ActiveDeploymentID: a1}, {ID: b, Slug: "blog", ActiveDeploymentID: b1}, {ID: c, Slug: "gone", ActiveDeploymentID: c1}},
+		[]Instance{{ProjectID: a, DeploymentID: a1, InstanceID: id.New(), NodeProxy: "n1"}, {ProjectID: b, DeploymentID: b1, InstanceID: id.New(), NodeProxy: "n2"}},
+		[]Domain{{Name: "shop.example.com", ProjectID: a}, {Name: "www.example.com", ProjectID: a}})
+
+	// a: a new deployment, a new slug, www.example.com moved to b; c: deleted.
+	freshA := NewTable("zeitwork.app", []Project{{ID: a, Slug: "store", ActiveDeploymentID: a2}},
+		[]Instance{{ProjectID: a, DeploymentID: a2, InstanceID: id.New(), NodeProxy: "n3"}},
+		[]Domain{{Name: "shop.example.com", ProjectID: a}})
+	freshB := NewTable("zeitwork.app", []Project{{ID: b, Slug: "blog", ActiveDeploymentID: b1}},
+		[]Instance{{ProjectID: b, DeploymentID: b1, InstanceID: id.New(), NodeProxy: "n2"}},
+		[]Domain{{Name: "www.example.com", ProjectID: b}})
+	// b is updated first, then a: a's removal of its old names must not
+	// take www.example.com from b.
+	next := old.Update([]uuid.UUID{b}, freshB).Update([]uuid.UUID{a, c}, freshA)
+
+	want := map[string]uuid.UUID{
+		"store.zeitwork.app": a2, a2.String() + ".zeitwork.app": a2, "shop.example.com": a2,
+		"blog.zeitwork.app": b1, b1.String() + ".zeitwork.app": b1, "www.example.com": b1,
+	}
+	if len(next.Routes) != len(want) {
+		t.Errorf("table has %d names, want %d: %v", len(next.Routes), len(want), slices.Collect(maps.Keys(next.Routes)))
+	}
+	for host, dep := range want {
+		if r, ok := next.Lookup(host); !ok || r.DeploymentID != dep {
+			t.Errorf("Lookup(%s) = %v, %v; want deployment %s", host, r.DeploymentID, ok, dep)
+		}
+	}
+	// The old table is untouched: readers holding it see it whole.
+	if r, ok := old.Lookup("shop.zeitwork.app"); !ok || r.DeploymentID != a1 || len(old.Routes) != 8 {
+		t.Fatalf("old table changed: %v %v, %d names", r, ok, len(old.Routes))
+	}
+	// Updating from a snapshot (no index yet) works the same way.
+	path := filepath.Join(t.TempDir(), "routes.json")
+	if err := SaveSnapshot(path, old); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := LoadSnapshot(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := snap.Update([]uuid.UUID{c}, NewTable("zeitwork.app", nil, nil, nil)).Lookup("gone.zeitwork.app"); ok {
+		t.Fatal("a deleted project still routes after an update of a restored table")
 	}
 }

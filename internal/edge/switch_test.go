@@ -351,6 +351,17 @@ func TestEdgeKeepsRoutingWithoutTheDatabaseAndRestartsFromSnapshot(t *testing.T)
 	v1 := w.deploy(ctx)
 	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
+	// The snapshot is written behind the table: wait for it to catch up.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if snap, err := edge.LoadSnapshot(snapshot); err == nil {
+			if r, ok := snap.Lookup(host); ok && r.DeploymentID == v1 && len(r.Backends) == 3 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the route never reached the snapshot")
+		}
+	}
 	f.cut()
 	if err := syncer.Sync(ctx); err == nil {
 		t.Fatal("sync succeeded with the database cut off")
@@ -406,6 +417,16 @@ func TestRouteChangesReachTheEdgeThroughNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.eventually("app.customer.test", func(code int, _ string) bool { return code == 404 })
+
+	// A node change can touch any project: it rebuilds the whole table.
+	if _, err := w.pool.Exec(ctx, `UPDATE nodes SET status = 'dead'`); err != nil {
+		t.Fatal(err)
+	}
+	w.eventually(host, func(code int, _ string) bool { return code == 503 })
+	if _, err := w.pool.Exec(ctx, `UPDATE nodes SET status = 'active'`); err != nil {
+		t.Fatal(err)
+	}
+	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
 	// Instances that turn unhealthy leave the table: the project answers 503.
 	if _, err := w.pool.Exec(ctx, `UPDATE instances SET state = 'unhealthy' WHERE deployment_id = $1`, v1); err != nil {

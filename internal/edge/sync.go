@@ -6,18 +6,23 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 )
 
-// Syncer keeps Routes equal to the database: it rebuilds the whole table
-// when the database says a route may have changed (LISTEN zeitwork_routes)
-// and on a timer underneath. When the database is away it keeps the last
-// table, and it starts from the snapshot of it on disk.
+// Syncer keeps Routes equal to the database. The database names the
+// project whose routes changed (LISTEN zeitwork_routes), and the syncer
+// rebuilds just that project's names; a change it cannot pin on one
+// project, a reconnect, and a timer underneath rebuild everything. When
+// the database is away it keeps the last table, and it starts from the
+// snapshot of it on disk.
 type Syncer struct {
 	Pool         *pgxpool.Pool
 	Routes       *Routes
@@ -27,8 +32,16 @@ type Syncer struct {
 	Metrics      *Metrics
 	Log          *slog.Logger
 
-	wake chan struct{}
+	wake     chan struct{}
+	mu       sync.Mutex
+	pending  map[uuid.UUID]struct{} // projects to rebuild
+	all      bool                   // rebuild everything
+	snapshot chan *Table
 }
+
+// maxPartial is how many changed projects one partial rebuild takes on;
+// beyond it a full rebuild is cheaper than the per-project queries.
+const maxPartial = 500
 
 // Restore loads the snapshot into Routes, if there is one; an edge that
 // starts while the database is down serves what it last knew.
@@ -50,16 +63,32 @@ func (s *Syncer) Restore() error {
 
 // Run syncs until ctx ends.
 func (s *Syncer) Run(ctx context.Context) error {
-	s.wake = make(chan struct{}, 1)
+	s.init()
 	go s.listen(ctx)
+	if s.SnapshotPath != "" {
+		go s.writeSnapshots(ctx)
+	}
 	failures := 0
+	lastFull := time.Time{}
 	for {
-		err := s.Sync(ctx)
+		changed, all := s.take()
+		if all || time.Since(lastFull) >= s.PollInterval {
+			changed, all = nil, true
+		}
+		var err error
+		if all {
+			if err = s.Sync(ctx); err == nil {
+				lastFull = time.Now()
+			}
+		} else if len(changed) > 0 {
+			err = s.syncProjects(ctx, changed)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		next := s.PollInterval
+		next := time.Until(lastFull.Add(s.PollInterval))
 		if err != nil {
+			s.requeue(changed, all)
 			failures++
 			// Back off, but not far: routes should come back soon after the database.
 			next = min(time.Duration(failures)*500*time.Millisecond, s.PollInterval, 5*time.Second)
@@ -73,31 +102,53 @@ func (s *Syncer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.wake:
-		case <-time.After(next):
+		case <-time.After(max(next, 0)):
 		}
 	}
 }
 
-// Sync rebuilds the table from the database once and stores it.
+func (s *Syncer) init() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wake == nil {
+		s.wake = make(chan struct{}, 1)
+		s.pending = map[uuid.UUID]struct{}{}
+		s.snapshot = make(chan *Table, 1)
+	}
+}
+
+// Sync rebuilds the whole table from the database once and stores it.
 func (s *Syncer) Sync(ctx context.Context) error {
-	t, err := s.load(ctx)
+	s.init()
+	t, err := s.load(ctx, nil)
 	s.Metrics.tableUpdated(t, err)
 	if err != nil {
 		return err
 	}
 	s.Routes.Store(t)
-	if s.SnapshotPath != "" {
-		if err := SaveSnapshot(s.SnapshotPath, t); err != nil {
-			s.Log.WarnContext(ctx, "route snapshot not saved", "err", err)
-		}
-	}
+	s.save(t)
 	return nil
 }
 
-// load reads projects, instances and domains in one snapshot of the
-// database, so the table never mixes two moments (an activation half seen).
-func (s *Syncer) load(ctx context.Context) (*Table, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+// syncProjects rebuilds the names of the given projects only.
+func (s *Syncer) syncProjects(ctx context.Context, projects []uuid.UUID) error {
+	fresh, err := s.load(ctx, projects)
+	if err != nil {
+		s.Metrics.tableUpdated(nil, err)
+		return err
+	}
+	t := s.Routes.Load().Update(projects, fresh)
+	s.Routes.StoreUpdate(t, fresh)
+	s.Metrics.tableUpdated(t, nil)
+	s.save(t)
+	return nil
+}
+
+// load reads projects, instances and domains (all, or of the given
+// projects) in one snapshot of the database, so a table never mixes two
+// moments (an activation half seen).
+func (s *Syncer) load(ctx context.Context, only []uuid.UUID) (*Table, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	tx, err := s.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
@@ -105,35 +156,61 @@ func (s *Syncer) load(ctx context.Context) (*Table, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
 	q := db.New(tx)
-	projectRows, err := q.ProjectListRouted(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("routes: projects: %w", err)
-	}
-	instanceRows, err := q.InstanceListRoutable(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("routes: instances: %w", err)
-	}
-	domainRows, err := q.DomainListVerified(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("routes: domains: %w", err)
-	}
-	projects := make([]Project, len(projectRows))
-	for i, p := range projectRows {
-		projects[i] = Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID}
-	}
-	instances := make([]Instance, len(instanceRows))
-	for i, in := range instanceRows {
-		instances[i] = Instance{ProjectID: in.ProjectID, DeploymentID: in.DeploymentID, InstanceID: in.InstanceID, NodeProxy: in.NodeInternalAddress}
-	}
-	domains := make([]Domain, len(domainRows))
-	for i, d := range domainRows {
-		domains[i] = Domain{Name: d.Name, ProjectID: d.ProjectID}
+	var projects []Project
+	var instances []Instance
+	var domains []Domain
+	if only == nil {
+		rows, err := q.ProjectListRouted(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("routes: projects: %w", err)
+		}
+		for _, p := range rows {
+			projects = append(projects, Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID})
+		}
+		irows, err := q.InstanceListRoutable(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("routes: instances: %w", err)
+		}
+		instances = make([]Instance, len(irows))
+		for i, in := range irows {
+			instances[i] = Instance{ProjectID: in.ProjectID, DeploymentID: in.DeploymentID, InstanceID: in.InstanceID, NodeProxy: in.NodeInternalAddress}
+		}
+		drows, err := q.DomainListVerified(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("routes: domains: %w", err)
+		}
+		for _, d := range drows {
+			domains = append(domains, Domain{Name: d.Name, ProjectID: d.ProjectID})
+		}
+	} else {
+		rows, err := q.ProjectListRoutedByIDs(ctx, only)
+		if err != nil {
+			return nil, fmt.Errorf("routes: projects: %w", err)
+		}
+		for _, p := range rows {
+			projects = append(projects, Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID})
+		}
+		irows, err := q.InstanceListRoutableByProjects(ctx, only)
+		if err != nil {
+			return nil, fmt.Errorf("routes: instances: %w", err)
+		}
+		for _, in := range irows {
+			instances = append(instances, Instance{ProjectID: in.ProjectID, DeploymentID: in.DeploymentID, InstanceID: in.InstanceID, NodeProxy: in.NodeInternalAddress})
+		}
+		drows, err := q.DomainListVerifiedByProjects(ctx, only)
+		if err != nil {
+			return nil, fmt.Errorf("routes: domains: %w", err)
+		}
+		for _, d := range drows {
+			domains = append(domains, Domain{Name: d.Name, ProjectID: d.ProjectID})
+		}
 	}
 	return NewTable(s.AppsDomain, projects, instances, domains), nil
 }
 
-// listen wakes Run whenever the database notifies a route change; when the
-// connection drops it reconnects, and polling covers the gap.
+// listen records what the database says changed and wakes Run; when the
+// connection drops it reconnects, and asks for a full rebuild for what it
+// may have missed.
 func (s *Syncer) listen(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := func() error {
@@ -147,12 +224,13 @@ func (s *Syncer) listen(ctx context.Context) {
 			if _, err := conn.Exec(ctx, "LISTEN zeitwork_routes"); err != nil {
 				return err
 			}
-			s.poke() // anything missed while not listening
+			s.changed("") // anything missed while not listening
 			for {
-				if _, err := conn.WaitForNotification(ctx); err != nil {
+				n, err := conn.WaitForNotification(ctx)
+				if err != nil {
 					return err
 				}
-				s.poke()
+				s.changed(n.Payload)
 			}
 		}()
 		if ctx.Err() == nil {
@@ -165,10 +243,87 @@ func (s *Syncer) listen(ctx context.Context) {
 	}
 }
 
-// poke asks for a rebuild; rebuilds asked for while one runs fold into one.
-func (s *Syncer) poke() {
+// changed notes a notification: a project id, or anything else for all.
+func (s *Syncer) changed(payload string) {
+	s.mu.Lock()
+	if p, err := uuid.Parse(payload); err == nil && len(s.pending) < maxPartial {
+		s.pending[p] = struct{}{}
+	} else {
+		s.all = true
+	}
+	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
 	default:
+	}
+}
+
+// take hands Run what changed since it last looked; changes that arrive
+// while it rebuilds fold into the next round.
+func (s *Syncer) take() ([]uuid.UUID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := s.all
+	changed := make([]uuid.UUID, 0, len(s.pending))
+	for p := range s.pending {
+		changed = append(changed, p)
+	}
+	slices.SortFunc(changed, func(a, b uuid.UUID) int { return slices.Compare(a[:], b[:]) })
+	clear(s.pending)
+	s.all = false
+	return changed, all
+}
+
+// requeue gives back what a failed rebuild did not apply.
+func (s *Syncer) requeue(changed []uuid.UUID, all bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.all = s.all || all
+	for _, p := range changed {
+		s.pending[p] = struct{}{}
+	}
+}
+
+// save hands t to the snapshot writer, replacing any table still waiting:
+// only the newest is worth writing, and writing (80 MiB at 100,000
+// projects) never delays the next route change.
+func (s *Syncer) save(t *Table) {
+	if s.SnapshotPath == "" || s.snapshot == nil {
+		return
+	}
+	for {
+		select {
+		case s.snapshot <- t:
+			return
+		default:
+		}
+		select {
+		case <-s.snapshot:
+		default:
+		}
+	}
+}
+
+// writeSnapshots writes the newest table, pausing after each write for
+// twice as long as it took: a small table is on disk at once, a large one
+// costs at most a third of a core however fast routes change.
+func (s *Syncer) writeSnapshots(ctx context.Context) {
+	for {
+		var took time.Duration
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-s.snapshot:
+			start := time.Now()
+			if err := SaveSnapshot(s.SnapshotPath, t); err != nil {
+				s.Log.WarnContext(ctx, "route snapshot not saved", "err", err)
+			}
+			took = time.Since(start)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(min(2*took, 10*time.Second)):
+		}
 	}
 }

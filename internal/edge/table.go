@@ -3,8 +3,10 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -52,6 +54,10 @@ type Domain struct {
 // Table is an immutable route table.
 type Table struct {
 	Routes map[string]Route `json:"routes"`
+
+	// hosts indexes Routes by project, so one project's names can be
+	// replaced without rebuilding the rest (Table.Update).
+	hosts map[uuid.UUID][]string
 }
 
 // NewTable builds the table. A project answers at <slug>.<appsDomain> and
@@ -62,7 +68,7 @@ type Table struct {
 // deployment still reachable until it stops. Names that do not normalise
 // are left out.
 func NewTable(appsDomain string, projects []Project, instances []Instance, domains []Domain) *Table {
-	t := &Table{Routes: make(map[string]Route, 2*len(projects)+len(domains))}
+	t := &Table{Routes: make(map[string]Route, 2*len(projects)+len(domains)), hosts: make(map[uuid.UUID][]string, len(projects))}
 	byDeployment := map[uuid.UUID]Route{}
 	for _, in := range instances {
 		r := byDeployment[in.DeploymentID]
@@ -92,17 +98,80 @@ func NewTable(appsDomain string, projects []Project, instances []Instance, domai
 func (t *Table) add(name string, r Route) {
 	if host, err := NormalizeHost(name); err == nil {
 		t.Routes[host] = r
+		t.hosts[r.ProjectID] = append(t.hosts[r.ProjectID], host)
 	}
+}
+
+// index rebuilds the per-project index (for a table read from a snapshot).
+func (t *Table) index() {
+	t.hosts = make(map[uuid.UUID][]string, len(t.Routes)/2)
+	for host, r := range t.Routes {
+		t.hosts[r.ProjectID] = append(t.hosts[r.ProjectID], host)
+	}
+}
+
+// Update returns a new table in which the given projects' names are those
+// of fresh, a table built from just those projects' rows; every other name
+// is as in t. A project in projects but not in fresh has no names left.
+// It copies the maps (milliseconds at 100,000 projects) instead of
+// rebuilding from the whole database (seconds).
+func (t *Table) Update(projects []uuid.UUID, fresh *Table) *Table {
+	next := &Table{Routes: maps.Clone(t.Routes), hosts: maps.Clone(t.hosts)}
+	if next.Routes == nil {
+		next.Routes = map[string]Route{}
+	}
+	if next.hosts == nil {
+		next.index()
+	}
+	for _, p := range projects {
+		for _, host := range next.hosts[p] {
+			// A name may have moved to another project since: leave it.
+			if r, ok := next.Routes[host]; ok && r.ProjectID == p {
+				delete(next.Routes, host)
+			}
+		}
+		delete(next.hosts, p)
+	}
+	for p, hosts := range fresh.hosts {
+		for _, host := range hosts {
+			next.Routes[host] = fresh.Routes[host]
+		}
+		next.hosts[p] = hosts
+	}
+	return next
 }
 
 // Lookup finds the route for a Host header.
 func (t *Table) Lookup(hostHeader string) (Route, bool) {
+	// Fast path: keys are normal forms, so a header equal to a key (with or
+	// without a port) is that name, and normalising it would change
+	// nothing. Most clients send exactly that.
+	if r, ok := t.Routes[hostHeader]; ok {
+		return r, true
+	}
+	if i := strings.LastIndexByte(hostHeader, ':'); i > 0 && isPort(hostHeader[i+1:]) {
+		if r, ok := t.Routes[hostHeader[:i]]; ok {
+			return r, true
+		}
+	}
 	host, err := NormalizeHost(hostHeader)
 	if err != nil {
 		return Route{}, false
 	}
 	r, ok := t.Routes[host]
 	return r, ok
+}
+
+func isPort(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Hosts is how many names the table routes.
@@ -121,7 +190,7 @@ func (r *Routes) Load() *Table {
 	if t := r.current.Load(); t != nil {
 		return t
 	}
-	return &Table{Routes: map[string]Route{}}
+	return &Table{Routes: map[string]Route{}, hosts: map[uuid.UUID][]string{}}
 }
 
 // Store makes t the current table. It gives t's backends the health state
@@ -146,6 +215,29 @@ func (r *Routes) Store(t *Table) {
 		}
 	}
 	r.health = next
+	r.current.Store(t)
+}
+
+// StoreUpdate makes t, an Update of the current table by fresh, current.
+// Only fresh's backends need health state: the others kept theirs. Health
+// of instances that left is dropped at the next full Store.
+func (r *Routes) StoreUpdate(t, fresh *Table) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.health == nil {
+		r.health = map[uuid.UUID]*health{}
+	}
+	for _, route := range fresh.Routes {
+		for i := range route.Backends {
+			b := &route.Backends[i]
+			h := r.health[b.InstanceID]
+			if h == nil {
+				h = &health{}
+				r.health[b.InstanceID] = h
+			}
+			b.health = h
+		}
+	}
 	r.current.Store(t)
 }
 
@@ -184,5 +276,6 @@ func LoadSnapshot(path string) (*Table, error) {
 	if t.Routes == nil {
 		t.Routes = map[string]Route{}
 	}
+	t.index()
 	return &t, nil
 }

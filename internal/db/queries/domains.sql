@@ -71,3 +71,8 @@ RETURNING *;
 
 -- name: DomainDelete :execrows
 DELETE FROM domains WHERE id = @id AND project_id = @project_id;
+
+-- name: DomainListVerifiedByProjects :many
+SELECT * FROM domains
+WHERE status = 'verified' AND project_id = ANY(@project_ids::uuid[])
+ORDER BY name;

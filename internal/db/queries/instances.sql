@@ -73,6 +73,22 @@ WHERE instances.desired_state = 'running'
   AND nodes.status <> 'dead'
 ORDER BY instances.deployment_id, instances.id;
 
+-- name: InstanceListRoutableByProjects :many
+-- The same, for the projects an edge was told changed.
+SELECT
+    deployments.project_id,
+    instances.deployment_id,
+    instances.id AS instance_id,
+    nodes.internal_address AS node_internal_address
+FROM instances
+JOIN deployments ON deployments.id = instances.deployment_id
+JOIN nodes ON nodes.id = instances.node_id
+WHERE instances.desired_state = 'running'
+  AND instances.state = 'healthy'
+  AND nodes.status <> 'dead'
+  AND deployments.project_id = ANY(@project_ids::uuid[])
+ORDER BY instances.deployment_id, instances.id;
+
 -- name: InstanceDelete :execrows
 -- Only rows that are stopped for good can go.
 DELETE FROM instances

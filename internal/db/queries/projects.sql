@@ -81,3 +81,10 @@ SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
 FROM projects
 WHERE active_deployment_id IS NOT NULL
 ORDER BY id;
+
+-- name: ProjectListRoutedByIDs :many
+-- The same, for the projects an edge was told changed.
+SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
+FROM projects
+WHERE active_deployment_id IS NOT NULL AND id = ANY(@ids::uuid[])
+ORDER BY id;
