@@ -213,7 +213,7 @@ type Edge struct {
 	// SnapshotPath keeps the last route table on disk, so an edge restarted
 	// while the database is away still routes.
 	SnapshotPath string        `env:"EDGE_ROUTES_SNAPSHOT" envDefault:"/var/lib/zeitwork/edge/routes.json"`
-	PollInterval time.Duration `env:"EDGE_POLL_INTERVAL" envDefault:"10s"`
+	PollInterval time.Duration `env:"EDGE_POLL_INTERVAL" envDefault:"30s"`
 	// UpstreamTimeout bounds a request from the first byte sent to the last
 	// response header received; streaming bodies run as long as they flow.
 	UpstreamTimeout time.Duration `env:"EDGE_UPSTREAM_TIMEOUT" envDefault:"60s"`

@@ -76,6 +76,35 @@ func FuzzNormalizeHost(f *testing.F) {
 	})
 }
 
+// FuzzPlainName: a name plainName accepts is one NormalizeHost returns
+// unchanged, so the table may skip normalising it.
+func FuzzPlainName(f *testing.F) {
+	for _, s := range []string{"shop.zeitwork.app", "a-b.c", "xn--bcher-kva.example", "1.2.3.4", "a--b.c", "-a.b", "a.b-", "localhost", "0x1.a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if !plainName(in) {
+			return
+		}
+		if out, err := NormalizeHost(in); err != nil || out != in {
+			t.Fatalf("plainName(%q) but NormalizeHost = %q, %v", in, out, err)
+		}
+	})
+}
+
+func TestPlainName(t *testing.T) {
+	for _, in := range []string{"shop.zeitwork.app", "a-b.c", "localhost", "01a20b68-4c0a-719d-9c27-95bf68941d45.zeitwork.app"} {
+		if !plainName(in) {
+			t.Errorf("plainName(%q) = false", in)
+		}
+	}
+	for _, in := range []string{"", "Shop.app", "xn--bcher-kva.example", "1.2.3.4", "ab--c.d", "-a.b", "a.b-", "a..b", "a.", ".a", "a_b.c", "bücher.de", strings.Repeat("a", 64) + ".c"} {
+		if plainName(in) {
+			t.Errorf("plainName(%q) = true", in)
+		}
+	}
+}
+
 func fixture() (*Table, uuid.UUID, uuid.UUID) {
 	p1, p2, p3, d1, d2, d3 := id.New(), id.New(), id.New(), id.New(), id.New(), id.New()
 	projects := []Project{{ID: p1, Slug: "shop", ActiveDeploymentID: d1}, {ID: p2, Slug: "blog", ActiveDeploymentID: d2}, {ID: p3, Slug: "down", ActiveDeploymentID: d3}}

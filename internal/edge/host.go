@@ -64,3 +64,45 @@ func NormalizeHost(h string) (string, error) {
 	}
 	return ascii, nil
 }
+
+// plainName says whether h is already a normal name that NormalizeHost
+// would return unchanged: lower-case letters, digits and hyphens in labels
+// of 1–63 that neither start nor end with a hyphen, no punycode, a last
+// label with a letter (so not an IP). Route tables are built from
+// hundreds of thousands of such names; this skips the IDNA machinery for
+// them (FuzzPlainName checks the promise).
+func plainName(h string) bool {
+	if len(h) == 0 || len(h) > 253 {
+		return false
+	}
+	label, letter := 0, false
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case c == '.':
+			if label == 0 || h[i-1] == '-' {
+				return false
+			}
+			label, letter = 0, false
+			continue
+		case c >= 'a' && c <= 'z':
+			letter = true
+		case c >= '0' && c <= '9':
+		case c == '-':
+			if label == 0 {
+				return false
+			}
+			// "xn--" (and any "--", to be safe) is IDNA's business.
+			if h[i-1] == '-' {
+				return false
+			}
+		default:
+			return false
+		}
+		label++
+		if label > 63 {
+			return false
+		}
+	}
+	return label > 0 && h[len(h)-1] != '-' && letter
+}

@@ -96,10 +96,15 @@ func NewTable(appsDomain string, projects []Project, instances []Instance, domai
 }
 
 func (t *Table) add(name string, r Route) {
-	if host, err := NormalizeHost(name); err == nil {
-		t.Routes[host] = r
-		t.hosts[r.ProjectID] = append(t.hosts[r.ProjectID], host)
+	host := name
+	if !plainName(name) {
+		var err error
+		if host, err = NormalizeHost(name); err != nil {
+			return
+		}
 	}
+	t.Routes[host] = r
+	t.hosts[r.ProjectID] = append(t.hosts[r.ProjectID], host)
 }
 
 // index rebuilds the per-project index (for a table read from a snapshot).
