@@ -315,3 +315,16 @@ func TestUpdateReplacesOnlyTheChangedProjects(t *testing.T) {
 		t.Fatal("a deleted project still routes after an update of a restored table")
 	}
 }
+
+// BenchmarkUpdate100kHosts replaces one project's names in a table of
+// 100,000 projects: the work behind one route change at that scale.
+func BenchmarkUpdate100kHosts(b *testing.B) {
+	projects, instances := hundredK()
+	var routes Routes
+	routes.Store(NewTable("zeitwork.app", projects, instances, nil))
+	p := projects[500]
+	fresh := NewTable("zeitwork.app", []Project{p}, instances[1500:1503], []Domain{{Name: "shop.example.com", ProjectID: p.ID}})
+	for b.Loop() {
+		routes.StoreUpdate(routes.Load().Update([]uuid.UUID{p.ID}, fresh), fresh)
+	}
+}
