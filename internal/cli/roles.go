@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"runtime/debug"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/zeitwork/zeitwork/internal/builder"
@@ -54,6 +55,12 @@ func runEdge(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	root := zlog.New(env.Stderr, cfg.Log)
+	// The edge allocates per request and keeps little: collecting less
+	// often cut its CPU per request by a third in bench/edge (190 → 128 µs).
+	// GOGC and GOMEMLIMIT, when set, still decide.
+	if _, set := env.vars()["GOGC"]; !set {
+		debug.SetGCPercent(400)
+	}
 	var newCerts edge.NewCertificates
 	if cfg.TLS() {
 		newCerts = edgeCertificates(cfg, zlog.Component(root, "certs"))
