@@ -156,54 +156,52 @@ func (s *Syncer) load(ctx context.Context, only []uuid.UUID) (*Table, error) {
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
 	q := db.New(tx)
-	var projects []Project
-	var instances []Instance
-	var domains []Domain
+	// The partial queries return the full ones' rows, filtered by project.
+	var (
+		projectRows  []db.ProjectListRoutedRow
+		instanceRows []db.InstanceListRoutableRow
+		domainRows   []db.Domain
+	)
 	if only == nil {
-		rows, err := q.ProjectListRouted(ctx)
-		if err != nil {
+		if projectRows, err = q.ProjectListRouted(ctx); err != nil {
 			return nil, fmt.Errorf("routes: projects: %w", err)
 		}
-		for _, p := range rows {
-			projects = append(projects, Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID})
-		}
-		irows, err := q.InstanceListRoutable(ctx)
-		if err != nil {
+		if instanceRows, err = q.InstanceListRoutable(ctx); err != nil {
 			return nil, fmt.Errorf("routes: instances: %w", err)
 		}
-		instances = make([]Instance, len(irows))
-		for i, in := range irows {
-			instances[i] = Instance{ProjectID: in.ProjectID, DeploymentID: in.DeploymentID, InstanceID: in.InstanceID, NodeProxy: in.NodeInternalAddress}
-		}
-		drows, err := q.DomainListVerified(ctx)
-		if err != nil {
+		if domainRows, err = q.DomainListVerified(ctx); err != nil {
 			return nil, fmt.Errorf("routes: domains: %w", err)
-		}
-		for _, d := range drows {
-			domains = append(domains, Domain{Name: d.Name, ProjectID: d.ProjectID})
 		}
 	} else {
 		rows, err := q.ProjectListRoutedByIDs(ctx, only)
 		if err != nil {
 			return nil, fmt.Errorf("routes: projects: %w", err)
 		}
-		for _, p := range rows {
-			projects = append(projects, Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID})
+		for _, r := range rows {
+			projectRows = append(projectRows, db.ProjectListRoutedRow(r))
 		}
 		irows, err := q.InstanceListRoutableByProjects(ctx, only)
 		if err != nil {
 			return nil, fmt.Errorf("routes: instances: %w", err)
 		}
-		for _, in := range irows {
-			instances = append(instances, Instance{ProjectID: in.ProjectID, DeploymentID: in.DeploymentID, InstanceID: in.InstanceID, NodeProxy: in.NodeInternalAddress})
+		for _, r := range irows {
+			instanceRows = append(instanceRows, db.InstanceListRoutableRow(r))
 		}
-		drows, err := q.DomainListVerifiedByProjects(ctx, only)
-		if err != nil {
+		if domainRows, err = q.DomainListVerifiedByProjects(ctx, only); err != nil {
 			return nil, fmt.Errorf("routes: domains: %w", err)
 		}
-		for _, d := range drows {
-			domains = append(domains, Domain{Name: d.Name, ProjectID: d.ProjectID})
-		}
+	}
+	projects := make([]Project, len(projectRows))
+	for i, p := range projectRows {
+		projects[i] = Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID}
+	}
+	instances := make([]Instance, len(instanceRows))
+	for i, in := range instanceRows {
+		instances[i] = Instance{ProjectID: in.ProjectID, DeploymentID: in.DeploymentID, InstanceID: in.InstanceID, NodeProxy: in.NodeInternalAddress}
+	}
+	domains := make([]Domain, len(domainRows))
+	for i, d := range domainRows {
+		domains[i] = Domain{Name: d.Name, ProjectID: d.ProjectID}
 	}
 	return NewTable(s.AppsDomain, projects, instances, domains), nil
 }
