@@ -1,0 +1,36 @@
+// Package instance owns instances: one running copy of a deployment's image
+// on one node. It holds their typed states, their errors and their store
+// (the only code that reads or writes the instances table; sqlc behind it,
+// pgx.ErrNoRows turned into ErrNotFound here and nowhere else). The control
+// plane (operator, management API) and the worker (node agent) both use it,
+// so neither imports the other.
+package instance
+
+// State is what a node agent observed of an instance.
+type State string
+
+// An instance moves pending → pulling → starting → healthy, and may turn
+// unhealthy and back; stopping → stopped when asked to stop; failed when it
+// cannot run (it is then replaced, never restarted).
+const (
+	StatePending   State = "pending"
+	StatePulling   State = "pulling"
+	StateStarting  State = "starting"
+	StateHealthy   State = "healthy"
+	StateUnhealthy State = "unhealthy"
+	StateStopping  State = "stopping"
+	StateStopped   State = "stopped"
+	StateFailed    State = "failed"
+)
+
+// Over says whether the instance has ended: it runs no process and holds
+// no address until it is started again (stopped) or replaced (failed).
+func (s State) Over() bool { return s == StateStopped || s == StateFailed }
+
+// Desired is what the control plane asks of an instance.
+type Desired string
+
+const (
+	DesiredRunning Desired = "running"
+	DesiredStopped Desired = "stopped"
+)
