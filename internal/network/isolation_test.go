@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +37,7 @@ type testInstance struct {
 func (l *lab) instance(ctx context.Context, m *Manager) testInstance {
 	l.t.Helper()
 	i := id.New()
-	att, err := m.Setup(ctx, Instance{ID: i, Addr: InstanceAddr(NodePrefix(l.cfg.Cluster, 1), i), Port: instancePort})
+	att, err := m.Setup(ctx, Instance{ID: i, Addr: ipam.InstanceAddr(ipam.NodePrefix(l.cfg.Cluster, 1), i), Port: instancePort})
 	if err != nil {
 		l.t.Fatal(err)
 	}
@@ -312,7 +313,7 @@ func TestLifecycle(t *testing.T) {
 		// An id whose short form is A's.
 		twin := id.New()
 		copy(twin[12:], a.ID[12:])
-		_, err = m.Setup(ctx, Instance{ID: twin, Addr: InstanceAddr(NodePrefix(l.cfg.Cluster, 1), twin), Port: instancePort})
+		_, err = m.Setup(ctx, Instance{ID: twin, Addr: ipam.InstanceAddr(ipam.NodePrefix(l.cfg.Cluster, 1), twin), Port: instancePort})
 		if !errors.Is(err, ErrConflict) {
 			t.Errorf("Setup with a short-id twin: %v, want ErrConflict", err)
 		}
@@ -329,7 +330,7 @@ func TestLifecycle(t *testing.T) {
 			{ID: uuid.Nil, Addr: a.Addr, Port: 1},
 			{ID: id.New(), Addr: netip.MustParseAddr("2001:db8::1"), Port: 1},
 			{ID: id.New(), Addr: netip.MustParseAddr("10.0.0.1"), Port: 1},
-			{ID: id.New(), Addr: InstanceAddr(NodePrefix(l.cfg.Cluster, 1), id.New()), Port: 0},
+			{ID: id.New(), Addr: ipam.InstanceAddr(ipam.NodePrefix(l.cfg.Cluster, 1), id.New()), Port: 0},
 		} {
 			if _, err := m.Setup(ctx, in); err == nil {
 				t.Errorf("Setup(%+v) succeeded", in)
@@ -390,7 +391,7 @@ func TestLifecycle(t *testing.T) {
 		if !found {
 			t.Errorf("List = %+v, lacks the bare namespace", got)
 		}
-		cInst := Instance{ID: c, Addr: InstanceAddr(NodePrefix(l.cfg.Cluster, 1), c), Port: instancePort}
+		cInst := Instance{ID: c, Addr: ipam.InstanceAddr(ipam.NodePrefix(l.cfg.Cluster, 1), c), Port: instancePort}
 		att, err := m.Setup(ctx, cInst)
 		if err != nil || !att.Complete() {
 			t.Fatalf("Setup on a bare namespace: %+v, %v", att, err)
@@ -467,7 +468,7 @@ func TestSetupTimings(t *testing.T) {
 	start := time.Now()
 	for i := range insts {
 		c := id.New()
-		insts[i] = Instance{ID: c, Addr: InstanceAddr(NodePrefix(l.cfg.Cluster, 1), c), Port: instancePort}
+		insts[i] = Instance{ID: c, Addr: ipam.InstanceAddr(ipam.NodePrefix(l.cfg.Cluster, 1), c), Port: instancePort}
 		if _, err := m.Setup(ctx, insts[i]); err != nil {
 			t.Fatal(err)
 		}

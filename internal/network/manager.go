@@ -17,6 +17,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/zeitwork/zeitwork/internal/ipam"
 )
 
 var (
@@ -451,12 +453,12 @@ func (m *Manager) pickAddr4(ns *netlink.Handle, eth0 netlink.Link, id uuid.UUID,
 			}
 		}
 	}
-	a := InstanceAddr(m.cfg.IPv4, id)
+	a := ipam.InstanceAddr(m.cfg.IPv4, id)
 	for range 1 << 12 {
 		if idx, ok := routes[netip.PrefixFrom(a, 32)]; !ok || idx == hostIdx {
 			return a, nil
 		}
-		a = NextInstanceAddr(m.cfg.IPv4, a)
+		a = ipam.NextInstanceAddr(m.cfg.IPv4, a)
 	}
 	return netip.Addr{}, fmt.Errorf("no free IPv4 address in %v", m.cfg.IPv4)
 }
