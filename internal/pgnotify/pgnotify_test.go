@@ -2,6 +2,7 @@ package pgnotify_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/pgnotify"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -61,7 +63,7 @@ func next(t *testing.T, events <-chan pgnotify.Event, what string, ok, forbidden
 				t.Fatalf("waiting for %s: got %+v", what, e)
 			}
 		case <-deadline:
-			t.Fatalf("no %s within %s", what, patience)
+			t.Fatalf("waited %s for %s in vain", patience, what)
 		}
 	}
 }
@@ -132,25 +134,33 @@ func TestReconnectsAfterTheConnectionIsKilled(t *testing.T) {
 	next(t, events, "the notification after the reconnect", notification("ch", "after"), nil)
 }
 
-func TestPollsWhileThePostgresRefusesAndListensOnceItAccepts(t *testing.T) {
+func TestPollsWhilePostgresRefusesAndListensOnceItAccepts(t *testing.T) {
 	url := testdb.NewURL(t)
 	ctx := context.Background()
-	ctl, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
+	connect := func(url string) *pgx.Conn {
+		t.Helper()
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(ctx) })
+		return c
 	}
-	defer ctl.Close(ctx)
+	// A database cannot refuse connections from a session inside it: the
+	// switch is thrown from the server's own database.
+	admin := connect(testenv.Endpoints(t).DatabaseURL.Reveal())
+	notifier := connect(url)
 	var name string
-	if err := ctl.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil {
+	if err := notifier.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil {
 		t.Fatal(err)
 	}
 	allow := func(yes bool) {
 		t.Helper()
-		if _, err := ctl.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" ALLOW_CONNECTIONS "+map[bool]string{true: "true", false: "false"}[yes]); err != nil {
+		if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" ALLOW_CONNECTIONS "+strconv.FormatBool(yes)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// ctl is connected already; every new connection is refused.
+	// notifier is connected already; every new connection is refused.
 	allow(false)
 	t.Cleanup(func() { allow(true) })
 
@@ -167,7 +177,7 @@ func TestPollsWhileThePostgresRefusesAndListensOnceItAccepts(t *testing.T) {
 
 	allow(true)
 	next(t, events, "connected once accepted", is(pgnotify.Connected), nil)
-	if _, err := ctl.Exec(ctx, "SELECT pg_notify('ch', 'hello')"); err != nil {
+	if _, err := notifier.Exec(ctx, "SELECT pg_notify('ch', 'hello')"); err != nil {
 		t.Fatal(err)
 	}
 	next(t, events, "the notification", notification("ch", "hello"), nil)
