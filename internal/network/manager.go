@@ -22,7 +22,7 @@ var (
 	// this instance's id maps to (their ids share the last 8 hex digits).
 	ErrConflict = errors.New("network: link name taken by another instance")
 	// ErrAddrInUse means the instance's IPv6 address is already routed to
-	// something else on this node; the caller picks NextInstanceAddr.
+	// something else on this node; the caller picks ipam.NextInstanceAddr.
 	ErrAddrInUse = errors.New("network: address already in use on this node")
 )
 
@@ -30,7 +30,7 @@ var (
 type Instance struct {
 	ID uuid.UUID
 	// Addr is the instance's IPv6 address, in the node's /64 of the cluster
-	// (see InstanceAddr), recorded in the database.
+	// (see ipam.InstanceAddr), recorded in the database.
 	Addr netip.Addr
 	// Port is the TCP port the node may open connections to.
 	Port int
