@@ -10,7 +10,6 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/pgnotify"
-	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 // Line is one stored line.
@@ -47,7 +46,7 @@ func Follow(ctx context.Context, pool *pgxpool.Pool, buildID, after uuid.UUID, p
 	want := buildID.String()
 	go func() {
 		defer close(listening)
-		l := &pgnotify.Listener{Pool: pool, Channels: []string{"build_logs"}, Poll: poll, Log: zlog.Discard()}
+		l := &pgnotify.Listener{Pool: pool, Channels: []string{"build_logs"}, Poll: poll}
 		l.Run(ctx, func(e pgnotify.Event) { //nolint:errcheck // it ends with ctx
 			if e.Missed() || e.Payload == want {
 				select {

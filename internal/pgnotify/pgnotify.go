@@ -75,7 +75,7 @@ type Listener struct {
 	// MinBackoff and MaxBackoff bound the wait before reconnecting, which
 	// doubles with every failure in a row; zero takes the defaults.
 	MinBackoff, MaxBackoff time.Duration
-	Log                    *slog.Logger
+	Log                    *slog.Logger // nil: no logging
 }
 
 // Run listens until ctx ends, and returns ctx's error. It calls fn from one
@@ -90,13 +90,17 @@ func (l *Listener) Run(ctx context.Context, fn func(Event)) error {
 	if maxB < minB {
 		maxB = max(DefaultMaxBackoff, minB)
 	}
+	log := l.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p := poller{every: l.Poll, next: time.Now().Add(l.Poll)}
 	backoff := minB
 	failures := 0
 	for ctx.Err() == nil {
 		err := l.session(ctx, &p, fn, func() {
 			if failures > 0 {
-				l.Log.InfoContext(ctx, "listening again", "channels", l.Channels, "failures", failures)
+				log.InfoContext(ctx, "listening again", "channels", l.Channels, "failures", failures)
 			}
 			failures, backoff = 0, minB
 		})
@@ -108,7 +112,7 @@ func (l *Listener) Run(ctx context.Context, fn func(Event)) error {
 		if failures == 1 {
 			level = slog.LevelWarn
 		}
-		l.Log.Log(ctx, level, "not listening; polling until reconnected", "channels", l.Channels, "err", err, "failures", failures, "retry_in", backoff)
+		log.Log(ctx, level, "not listening; retrying", "channels", l.Channels, "err", err, "failures", failures, "retry_in", backoff)
 		p.sleep(ctx, time.Now().Add(backoff), fn)
 		backoff = min(2*backoff, maxB)
 	}
