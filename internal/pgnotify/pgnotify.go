@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -78,10 +79,12 @@ type Listener struct {
 	Log                    *slog.Logger // nil: no logging
 }
 
-// Run listens until ctx ends, and returns ctx's error. It calls fn from one
-// goroutine, one event at a time, so fn needs no locking of its own; fn
-// should return quickly (record the event, wake a worker), since
-// notifications queue up on the connection while it runs.
+// Run listens until ctx ends, and returns ctx's error. It calls fn one
+// event at a time, so fn needs no locking of its own, and never after it
+// returns; fn should return quickly (record the event, wake a worker),
+// since notifications queue up on the connection while it runs. Polls
+// keep their schedule whatever the connection does, even while a connect
+// hangs.
 func (l *Listener) Run(ctx context.Context, fn func(Event)) error {
 	minB, maxB := l.MinBackoff, l.MaxBackoff
 	if minB <= 0 {
@@ -94,18 +97,33 @@ func (l *Listener) Run(ctx context.Context, fn func(Event)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := poller{every: l.Poll, next: time.Now().Add(l.Poll)}
+	var mu sync.Mutex
+	deliver := func(e Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		fn(e)
+	}
+	if l.Poll > 0 {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			poll(ctx, l.Poll, deliver)
+		}()
+		defer wg.Wait()
+	}
+
 	backoff := minB
 	failures := 0
-	for ctx.Err() == nil {
-		err := l.session(ctx, &p, fn, func() {
+	for {
+		err := l.session(ctx, deliver, func() {
 			if failures > 0 {
 				log.InfoContext(ctx, "listening again", "channels", l.Channels, "failures", failures)
 			}
 			failures, backoff = 0, minB
 		})
 		if ctx.Err() != nil {
-			break
+			return ctx.Err()
 		}
 		failures++
 		level := slog.LevelDebug
@@ -113,15 +131,20 @@ func (l *Listener) Run(ctx context.Context, fn func(Event)) error {
 			level = slog.LevelWarn
 		}
 		log.Log(ctx, level, "not listening; retrying", "channels", l.Channels, "err", err, "failures", failures, "retry_in", backoff)
-		p.sleep(ctx, time.Now().Add(backoff), fn)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 		backoff = min(2*backoff, maxB)
 	}
-	return ctx.Err()
 }
 
 // session takes a connection, listens on it and delivers events until it
 // breaks or ctx ends. listening is called once LISTEN is in place.
-func (l *Listener) session(ctx context.Context, p *poller, fn func(Event), listening func()) error {
+func (l *Listener) session(ctx context.Context, deliver func(Event), listening func()) error {
 	pooled, err := l.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
@@ -138,68 +161,26 @@ func (l *Listener) session(ctx context.Context, p *poller, fn func(Event), liste
 		}
 	}
 	listening()
-	fn(Event{Kind: Connected})
+	deliver(Event{Kind: Connected})
 	for {
-		wctx, cancel := p.until(ctx)
-		n, err := conn.WaitForNotification(wctx)
-		pollDue := wctx.Err() != nil
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return ctx.Err()
-		case err == nil:
-			fn(Event{Kind: Notification, Channel: n.Channel, Payload: n.Payload})
-		case pollDue && !conn.IsClosed():
-			// A wait cut short by the poll deadline leaves the
-			// connection usable (pgx closes it only on other errors).
-			p.fire(fn)
-		default:
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
+		deliver(Event{Kind: Notification, Channel: n.Channel, Payload: n.Payload})
 	}
 }
 
-// poller keeps the Poll schedule across connections.
-type poller struct {
-	every time.Duration
-	next  time.Time
-}
-
-// until is ctx, cut short when the next poll is due.
-func (p *poller) until(ctx context.Context) (context.Context, context.CancelFunc) {
-	if p.every <= 0 {
-		return context.WithCancel(ctx)
-	}
-	return context.WithDeadline(ctx, p.next)
-}
-
-// fire delivers a Poll if one is due.
-func (p *poller) fire(fn func(Event)) {
-	if p.every <= 0 || time.Now().Before(p.next) {
-		return
-	}
-	p.next = time.Now().Add(p.every)
-	fn(Event{Kind: Poll})
-}
-
-// sleep waits until t or ctx ends, delivering the polls that fall due
-// meanwhile.
-func (p *poller) sleep(ctx context.Context, t time.Time, fn func(Event)) {
+// poll delivers a Poll every interval until ctx ends.
+func poll(ctx context.Context, every time.Duration, deliver func(Event)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
 	for {
-		wake := t
-		if p.every > 0 && p.next.Before(wake) {
-			wake = p.next
-		}
-		timer := time.NewTimer(time.Until(wake))
 		select {
 		case <-ctx.Done():
-			timer.Stop()
 			return
-		case <-timer.C:
-		}
-		p.fire(fn)
-		if !time.Now().Before(t) {
-			return
+		case <-t.C:
+			deliver(Event{Kind: Poll})
 		}
 	}
 }
