@@ -16,7 +16,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -93,7 +93,7 @@ func (w *world) close() { w.pool.Close() }
 
 func (w *world) setup(ctx context.Context, nodeAddrs []string, stateDir string) error {
 	for i, addr := range nodeAddrs {
-		if _, err := nodeagent.Register(ctx, w.pool, network.DefaultCluster, filepath.Join(stateDir, fmt.Sprint(i)), nodeagent.Node{
+		if _, err := nodeagent.Register(ctx, w.pool, ipam.DefaultCluster, filepath.Join(stateDir, fmt.Sprint(i)), nodeagent.Node{
 			Hostname: fmt.Sprintf("bench-%d", i), InternalAddress: addr, CPUMillis: 4000, MemoryMB: 8192,
 		}); err != nil {
 			return fmt.Errorf("register node %s: %w", addr, err)

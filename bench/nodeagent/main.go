@@ -33,7 +33,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
@@ -307,5 +307,5 @@ func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
 		rt.Stop(ctx, s.InstanceID, time.Second) //nolint:errcheck
 	}
 	_ = netip.Addr{}
-	_ = network.DefaultCluster
+	_ = ipam.DefaultCluster
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/pgnotify"
 )
 
 // Line is one stored line.
@@ -39,16 +40,24 @@ func Page(ctx context.Context, q *db.Queries, buildID, after uuid.UUID, max int)
 // safety net, so a lost notification costs latency, never lines.
 func Follow(ctx context.Context, pool *pgxpool.Pool, buildID, after uuid.UUID, poll time.Duration,
 	ended func(context.Context) (bool, error), fn func(Line) error) error {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("follow build log: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, "LISTEN build_logs"); err != nil {
-		return fmt.Errorf("follow build log: %w", err)
-	}
-	// The connection goes back to the pool: stop listening on it first.
-	defer conn.Exec(context.WithoutCancel(ctx), "UNLISTEN build_logs") //nolint:errcheck
+	ctx, cancel := context.WithCancel(ctx)
+	wake := make(chan struct{}, 1)
+	listening := make(chan struct{})
+	want := buildID.String()
+	go func() {
+		defer close(listening)
+		l := &pgnotify.Listener{Pool: pool, Channels: []string{"build_logs"}, Poll: poll}
+		l.Run(ctx, func(e pgnotify.Event) { //nolint:errcheck // it ends with ctx
+			if e.Missed() || e.Payload == want {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}()
+	// The listening connection is closed before Follow returns.
+	defer func() { cancel(); <-listening }()
 
 	q := db.New(pool)
 	for {
@@ -76,27 +85,10 @@ func Follow(ctx context.Context, pool *pgxpool.Pool, buildID, after uuid.UUID, p
 		if done {
 			return nil
 		}
-		if err := waitNotify(ctx, conn, buildID, poll); err != nil {
-			return err
-		}
-	}
-}
-
-// waitNotify returns when a notification for buildID arrives or poll passes.
-func waitNotify(ctx context.Context, conn *pgxpool.Conn, buildID uuid.UUID, poll time.Duration) error {
-	deadline := time.Now().Add(poll)
-	want := buildID.String()
-	for {
-		wctx, cancel := context.WithDeadline(ctx, deadline)
-		n, err := conn.Conn().WaitForNotification(wctx)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
+		select {
+		case <-ctx.Done():
 			return ctx.Err()
-		case err != nil:
-			return nil // the poll interval passed
-		case n.Payload == want:
-			return nil
+		case <-wake:
 		}
 	}
 }

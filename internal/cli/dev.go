@@ -17,7 +17,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -162,7 +162,7 @@ func devNode(cfg config.Dev, s devenv.Secrets, i int) (config.NodeAgent, error) 
 		Database:        config.Database{URL: cfg.DatabaseURL, MaxConns: 5},
 		InternalAddress: proxy, Region: "dev", StateDir: filepath.Join(cfg.StateDir, name),
 		CPUMillis: 2000, MemoryMB: 4096,
-		ClusterPrefix: network.DefaultCluster, ClusterToken: config.Secret(s.ClusterToken),
+		ClusterPrefix: ipam.DefaultCluster, ClusterToken: config.Secret(s.ClusterToken),
 		APIAddr: fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i), ProxyAddr: proxy, NodeNetns: ns,
 		ContainerdAddr: cfg.Containerd, Namespace: fmt.Sprintf("zeitwork-node%d", i), RuntimeHandler: "io.containerd.runc.v2",
 		LogDir: filepath.Join(cfg.StateDir, name, "logs"), PlainHTTP: []string{cfg.RegistryAddr}, SecretsKeys: s.SecretsKeys,

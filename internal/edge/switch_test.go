@@ -23,7 +23,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/operator"
@@ -61,7 +61,7 @@ func newWorld(t *testing.T, url string) *world {
 	for i := 1; i <= 3; i++ {
 		np := httptest.NewServer(nodeproxy.New(token, w.lookup, nil, zlog.Discard()))
 		t.Cleanup(np.Close)
-		if _, err := nodeagent.Register(ctx, w.pool, network.DefaultCluster, t.TempDir(), nodeagent.Node{
+		if _, err := nodeagent.Register(ctx, w.pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{
 			Hostname: fmt.Sprintf("w%d", i), InternalAddress: np.Listener.Addr().String(), CPUMillis: 4000, MemoryMB: 8192,
 		}); err != nil {
 			t.Fatal(err)

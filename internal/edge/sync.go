@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/pgnotify"
 )
 
 // Syncer keeps Routes equal to the database. The database names the
@@ -68,30 +69,25 @@ func (s *Syncer) Run(ctx context.Context) error {
 	if s.SnapshotPath != "" {
 		go s.writeSnapshots(ctx)
 	}
+	s.changed("") // the first table
 	failures := 0
-	lastFull := time.Time{}
 	for {
+		var retry <-chan time.Time
 		changed, all := s.take()
-		if all || time.Since(lastFull) >= s.PollInterval {
-			changed, all = nil, true
-		}
 		var err error
 		if all {
-			if err = s.Sync(ctx); err == nil {
-				lastFull = time.Now()
-			}
+			err = s.Sync(ctx)
 		} else if len(changed) > 0 {
 			err = s.syncProjects(ctx, changed)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		next := time.Until(lastFull.Add(s.PollInterval))
 		if err != nil {
 			s.requeue(changed, all)
 			failures++
 			// Back off, but not far: routes should come back soon after the database.
-			next = min(time.Duration(failures)*500*time.Millisecond, s.PollInterval, 5*time.Second)
+			retry = time.After(min(time.Duration(failures)*500*time.Millisecond, s.PollInterval, 5*time.Second))
 			if failures == 1 || failures%20 == 0 {
 				s.Log.WarnContext(ctx, "route sync failed; serving the last table", "err", err, "failures", failures)
 			}
@@ -102,7 +98,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.wake:
-		case <-time.After(max(next, 0)):
+		case <-retry:
 		}
 	}
 }
@@ -206,39 +202,18 @@ func (s *Syncer) load(ctx context.Context, only []uuid.UUID) (*Table, error) {
 	return NewTable(s.AppsDomain, projects, instances, domains), nil
 }
 
-// listen records what the database says changed and wakes Run; when the
-// connection drops it reconnects, and asks for a full rebuild for what it
-// may have missed.
+// listen records what the database says changed and wakes Run. A
+// reconnect, or the poll interval passing, asks for a full rebuild: changes
+// may have gone unnotified.
 func (s *Syncer) listen(ctx context.Context) {
-	for ctx.Err() == nil {
-		err := func() error {
-			pooled, err := s.Pool.Acquire(ctx)
-			if err != nil {
-				return err
-			}
-			// A LISTENing connection is ours alone until it closes.
-			conn := pooled.Hijack()
-			defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck
-			if _, err := conn.Exec(ctx, "LISTEN zeitwork_routes"); err != nil {
-				return err
-			}
-			s.changed("") // anything missed while not listening
-			for {
-				n, err := conn.WaitForNotification(ctx)
-				if err != nil {
-					return err
-				}
-				s.changed(n.Payload)
-			}
-		}()
-		if ctx.Err() == nil {
-			s.Log.DebugContext(ctx, "listen for route changes", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+	l := &pgnotify.Listener{Pool: s.Pool, Channels: []string{"zeitwork_routes"}, Poll: s.PollInterval, Log: s.Log}
+	l.Run(ctx, func(e pgnotify.Event) { //nolint:errcheck // it ends with ctx
+		if e.Missed() {
+			s.changed("")
+		} else {
+			s.changed(e.Payload)
 		}
-	}
+	})
 }
 
 // changed notes a notification: a project id, or anything else for all.

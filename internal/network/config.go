@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+
+	"github.com/zeitwork/zeitwork/internal/ipam"
 )
 
 // Config says how a node's instances are networked. The agent's own
@@ -51,8 +53,8 @@ type Config struct {
 // named by the operator.
 func DefaultConfig() Config {
 	return Config{
-		Cluster:     DefaultCluster,
-		IPv4:        DefaultIPv4,
+		Cluster:     ipam.DefaultCluster,
+		IPv4:        ipam.DefaultIPv4,
 		Table:       "zeitwork",
 		LinkPrefix:  "zwh",
 		NetnsDir:    "/run/netns",
@@ -64,7 +66,7 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9_-]*$`)
 
 func (c *Config) validate() error {
 	var errs []error
-	if err := ValidateCluster(c.Cluster); err != nil {
+	if err := ipam.ValidateCluster(c.Cluster); err != nil {
 		errs = append(errs, err)
 	}
 	if c.IPv4.IsValid() {

@@ -1,7 +1,25 @@
 // Package network owns the network of a node's instances: each instance's
 // named network namespace, the veth pair that joins it to the node, its
 // addresses and routes, and the node's nftables policy that isolates
-// instances. It also does the address arithmetic of the cluster's ULA prefix.
+// instances. It is node-local kernel plumbing only: which address an
+// instance gets is the cluster's address plan, in internal/ipam, which the
+// control plane uses without importing any of this.
+//
+// # Files
+//
+//   - manager.go: the Manager, its configuration of the node (Apply:
+//     forwarding, the whole nftables table).
+//   - setup.go: Setup, which converges one instance's network: claim the
+//     veth name and address, the namespace, the veth pair, both sides'
+//     addresses and routes, the set elements.
+//   - teardown.go: Teardown of one instance, Reset of everything.
+//   - state.go: reading the attachments back from the kernel (List, the
+//     veth alias, the instance routes).
+//   - link.go: small idempotent netlink steps (up, addresses, routes).
+//   - netns.go: creating, pinning and entering namespaces; sysctls.
+//   - rules.go and rules.nft.tmpl: the nftables policy.
+//   - names.go: interface names and the veth gateways; config.go: Config.
+//   - dial.go: dialing from inside a namespace.
 //
 // # Shape
 //

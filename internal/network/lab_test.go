@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 	"golang.org/x/sys/unix"
 )
@@ -101,7 +102,7 @@ func newLab(t *testing.T) *lab {
 		lanIP4:    netip.MustParseAddr("10.77.0.2"),
 		nodeLAN4:  netip.MustParseAddr("10.77.0.1"),
 		private4:  netip.MustParseAddr("192.168.77.2"),
-		otherNode: NodePrefix(DefaultCluster, 2).Addr().Next().Next().Next(),
+		otherNode: ipam.NodePrefix(ipam.DefaultCluster, 2).Addr().Next().Next().Next(),
 	}
 	l.node = l.makeNetns("node")
 	l.inet = l.makeNetns("inet")
@@ -115,8 +116,8 @@ func newLab(t *testing.T) *lab {
 	l.route(l.node, "uplink0", "0.0.0.0/0", l.inet4.String())
 	// So that, with the policy removed, un-translated packets from instances
 	// would be answered: the control run proves the plumbing works.
-	l.route(l.inet, "eth0", DefaultCluster.String(), l.node6.String())
-	l.route(l.inet, "eth0", DefaultIPv4.String(), l.node4.String())
+	l.route(l.inet, "eth0", ipam.DefaultCluster.String(), l.node6.String())
+	l.route(l.inet, "eth0", ipam.DefaultIPv4.String(), l.node4.String())
 
 	// node <-> lan
 	l.veth(l.node, "lan0", l.lan, "eth0")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+	"github.com/zeitwork/zeitwork/internal/pgnotify"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
@@ -127,43 +128,17 @@ func (a *Agent) heartbeat(ctx context.Context) error {
 	}
 }
 
-// listen wakes the loop when the database says this node's instances
-// changed; if the connection drops it reconnects, and polling covers the gap.
+// listen wakes the convergence loop when the database says this node's
+// instances changed, and after every (re)connect for what it may have
+// missed. The loop's own timer is the poll underneath.
 func (a *Agent) listen(ctx context.Context) error {
 	want := a.Node.ID.String()
-	for ctx.Err() == nil {
-		err := func() error {
-			pooled, err := a.Pool.Acquire(ctx)
-			if err != nil {
-				return err
-			}
-			// The connection stays LISTENing: take it out of the pool and
-			// close it when done, rather than hand it back to others.
-			conn := pooled.Hijack()
-			defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck
-			if _, err := conn.Exec(ctx, "LISTEN zeitwork_instances"); err != nil {
-				return err
-			}
-			a.Wake() // anything missed while not listening
-			for {
-				n, err := conn.WaitForNotification(ctx)
-				if err != nil {
-					return err
-				}
-				if n.Payload == want {
-					a.Wake()
-				}
-			}
-		}()
-		if ctx.Err() == nil {
-			a.Log.WarnContext(ctx, "listen for instance changes", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
+	l := &pgnotify.Listener{Pool: a.Pool, Channels: []string{"zeitwork_instances"}, Log: a.Log}
+	return l.Run(ctx, func(e pgnotify.Event) {
+		if e.Missed() || e.Payload == want {
+			a.Wake()
 		}
-	}
-	return ctx.Err()
+	})
 }
 
 func (a *Agent) converge(ctx context.Context) error {

@@ -29,6 +29,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
@@ -103,7 +104,7 @@ type node struct {
 func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace, logDir, reg string, ring *secret.Ring) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	row, err := nodeagent.Register(ctx, p, network.DefaultCluster, state, nodeagent.Node{
+	row, err := nodeagent.Register(ctx, p, ipam.DefaultCluster, state, nodeagent.Node{
 		Hostname: "worker-" + tag, InternalAddress: "127.0.0.1:" + tag, CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test",
 	})
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/secret"
@@ -109,7 +109,7 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	pool := testdb.New(t)
 	ctx := context.Background()
-	node, err := nodeagent.Register(ctx, pool, network.DefaultCluster, t.TempDir(), nodeagent.Node{Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 4000, MemoryMB: 8192})
+	node, err := nodeagent.Register(ctx, pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 4000, MemoryMB: 8192})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func (h *harness) instance(t *testing.T) db.Instance {
 	iid := id.New()
 	in, err := db.New(h.pool).InstanceCreate(context.Background(), db.InstanceCreateParams{
 		ID: iid, DeploymentID: h.deploy, NodeID: h.node.ID, ImageID: h.image.ID,
-		Ipv6Address: network.InstanceAddr(h.node.Ipv6Prefix, iid), Port: 8080, CpuMillis: 250, MemoryMb: 256,
+		Ipv6Address: ipam.InstanceAddr(h.node.Ipv6Prefix, iid), Port: 8080, CpuMillis: 250, MemoryMb: 256,
 	})
 	if err != nil {
 		t.Fatal(err)

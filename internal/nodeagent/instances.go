@@ -13,7 +13,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 )
 
 var (
@@ -66,7 +66,7 @@ func CreateInstance(ctx context.Context, pool *pgxpool.Pool, node db.Node, req N
 			return err
 		}
 		iid := id.New()
-		addr := network.InstanceAddr(node.Ipv6Prefix, iid)
+		addr := ipam.InstanceAddr(node.Ipv6Prefix, iid)
 		for try := 0; ; try++ {
 			// A savepoint, so that an address collision does not abort
 			// the whole transaction.
@@ -81,7 +81,7 @@ func CreateInstance(ctx context.Context, pool *pgxpool.Pool, node db.Node, req N
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.ConstraintName == "instances_ipv6_address_unique" && try < 16 {
 				_ = sp.Rollback(ctx)
-				addr = network.NextInstanceAddr(node.Ipv6Prefix, addr)
+				addr = ipam.NextInstanceAddr(node.Ipv6Prefix, addr)
 				continue
 			}
 			if err != nil {

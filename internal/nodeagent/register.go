@@ -19,7 +19,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 )
 
 // Node is what an agent tells the cluster about its machine.
@@ -41,7 +41,7 @@ const idFile = "node-id"
 // nodes may register at once: prefixes are unique in the database, so a
 // node that loses a race for one simply tries the next.
 func Register(ctx context.Context, pool *pgxpool.Pool, cluster netip.Prefix, stateDir string, n Node) (db.Node, error) {
-	if err := network.ValidateCluster(cluster); err != nil {
+	if err := ipam.ValidateCluster(cluster); err != nil {
 		return db.Node{}, err
 	}
 	nodeID, err := loadOrCreateID(stateDir)
@@ -96,7 +96,7 @@ func freePrefix(cluster netip.Prefix, taken []netip.Prefix) (netip.Prefix, bool)
 		used[p] = true
 	}
 	for i := 1; i <= 0xffff; i++ {
-		p := network.NodePrefix(cluster, uint16(i))
+		p := ipam.NodePrefix(cluster, uint16(i))
 		if !used[p] {
 			return p, true
 		}

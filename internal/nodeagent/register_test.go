@@ -10,12 +10,12 @@ import (
 	"testing"
 
 	"github.com/zeitwork/zeitwork/internal/db"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 )
 
-var cluster = network.DefaultCluster
+var cluster = ipam.DefaultCluster
 
 func testNode(i int) nodeagent.Node {
 	return nodeagent.Node{

@@ -15,7 +15,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -35,7 +35,7 @@ func newCluster(t *testing.T, nodes int) *cluster {
 	pool := testdb.New(t)
 	ctx := context.Background()
 	for i := 1; i <= nodes; i++ {
-		if _, err := nodeagent.Register(ctx, pool, network.DefaultCluster, t.TempDir(), nodeagent.Node{
+		if _, err := nodeagent.Register(ctx, pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{
 			Hostname: fmt.Sprintf("w%d", i), InternalAddress: fmt.Sprintf("100.64.0.%d:8090", i), CPUMillis: 4000, MemoryMB: 8192,
 		}); err != nil {
 			t.Fatal(err)

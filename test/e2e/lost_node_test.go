@@ -12,7 +12,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/devenv"
-	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/testenv"
@@ -38,7 +38,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	cfg := config.NodeAgent{
 		Log: zlog.Config{Format: zlog.FormatText, Level: 8}, Database: config.Database{URL: config.PostgresURL(p.dbURL), MaxConns: 5},
 		// More room than the simulated nodes: the scheduler ranks it first.
-		InternalAddress: proxy, StateDir: t.TempDir(), CPUMillis: 4000, MemoryMB: 8192, ClusterPrefix: network.DefaultCluster,
+		InternalAddress: proxy, StateDir: t.TempDir(), CPUMillis: 4000, MemoryMB: 8192, ClusterPrefix: ipam.DefaultCluster,
 		ClusterToken: config.Secret(p.token), APIAddr: fmt.Sprintf("127.0.0.1:%d", p.base+3), ProxyAddr: proxy, NodeNetns: ns,
 		ContainerdAddr: testenv.Containerd(t), Namespace: ctrNS, RuntimeHandler: runtime.HandlerRunc, LogDir: logDir,
 		PlainHTTP: []string{testenv.Registry(t)}, SecretsKeys: strings.TrimPrefix(lines[1], "SECRETS_KEYS="),

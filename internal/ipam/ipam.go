@@ -1,4 +1,11 @@
-package network
+// Package ipam is the cluster's address plan: the ULA prefix the cluster's
+// instances are numbered from, the /64 each node owns in it, the address an
+// instance gets in its node's /64 (and in the node-local IPv4 range), and
+// which addresses are never handed out. It is pure arithmetic, with no state
+// and no kernel, so the control plane (registration, instance placement)
+// and the node (network setup) compute the same answers without sharing
+// anything but the inputs.
+package ipam
 
 import (
 	"crypto/sha256"
@@ -26,15 +33,6 @@ var DefaultCluster = netip.MustParsePrefix("fd7a:7765:7400::/48")
 // needs no cluster-wide allocation.
 var DefaultIPv4 = netip.MustParsePrefix("198.18.0.0/15")
 
-// The instance's side of every veth uses the same gateways. Link-local
-// addresses can be reused on every host veth, need nothing from the node's
-// /64 and make the instance's routes identical everywhere; 169.254.1.1 is the
-// IPv4 counterpart (the same choice Calico makes).
-var (
-	GatewayIPv6 = netip.MustParseAddr("fe80::1")
-	GatewayIPv4 = netip.MustParseAddr("169.254.1.1")
-)
-
 // ValidateCluster says whether p can be a cluster prefix: IPv6, and short
 // enough to hold 65536 node /64s.
 func ValidateCluster(p netip.Prefix) error {
@@ -57,7 +55,7 @@ func ValidateCluster(p netip.Prefix) error {
 // valid (see ValidateCluster): configuration is validated at start.
 func NodePrefix(cluster netip.Prefix, index uint16) netip.Prefix {
 	if err := ValidateCluster(cluster); err != nil {
-		panic("network.NodePrefix: " + err.Error())
+		panic("ipam.NodePrefix: " + err.Error())
 	}
 	b := cluster.Addr().As16()
 	binary.BigEndian.PutUint16(b[6:8], index)
@@ -70,8 +68,8 @@ func NodePrefix(cluster netip.Prefix, index uint16) netip.Prefix {
 // bits copied because UUIDv7 ids begin with a timestamp, so ids made in the
 // same millisecond would crowd together. Two ids can still land on the same
 // address; the database's unique key on instance addresses catches that for
-// IPv6 (and Setup for the node-local IPv4), and the caller retries with
-// NextInstanceAddr.
+// IPv6 (and the node's network setup for the node-local IPv4), and the
+// caller retries with NextInstanceAddr.
 //
 // The result is never a reserved address (see reserved).
 func InstanceAddr(prefix netip.Prefix, id uuid.UUID) netip.Addr {
@@ -107,7 +105,7 @@ func NextInstanceAddr(prefix netip.Prefix, prev netip.Addr) netip.Addr {
 		if a == prev {
 			// Only a prefix with no usable address at all gets here
 			// (a /127, /31 or longer); configuration rejects those.
-			panic(fmt.Sprintf("network: prefix %v has no usable instance address", prefix))
+			panic(fmt.Sprintf("ipam: prefix %v has no usable instance address", prefix))
 		}
 	}
 }
@@ -157,15 +155,4 @@ func prefixMaskByte(bits, i int) byte {
 	default:
 		return ^byte(0xff >> n)
 	}
-}
-
-// shortID is the part of an instance id used in interface names, which Linux
-// limits to 15 bytes. It is the id's last 8 hex digits: in a UUIDv7 those are
-// random, whereas the first ones are a timestamp shared by every instance
-// created in the same minute. Two instances on one node sharing it is
-// possible (about one in 10^6 for 100 instances); Setup detects it and
-// refuses with ErrConflict rather than adopting the other instance's link.
-func shortID(id uuid.UUID) string {
-	s := id.String()
-	return s[len(s)-8:]
 }
