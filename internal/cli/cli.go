@@ -11,7 +11,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/zeitwork/zeitwork/internal/cli/version"
+	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/config"
 )
 
