@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/db"
-	"github.com/zeitwork/zeitwork/internal/edge"
+	"github.com/zeitwork/zeitwork/internal/hostname"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
@@ -96,7 +96,7 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 	if cfg.EdgeHost == "" {
 		cfg.EdgeHost = DefaultEdgeHost
 	}
-	edgeHost, err := edge.NormalizeHost(cfg.EdgeHost)
+	edgeHost, err := hostname.Normalize(cfg.EdgeHost)
 	if err != nil {
 		return nil, fmt.Errorf("domains: edge host %q is not a host name", cfg.EdgeHost)
 	}
@@ -106,7 +106,7 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 		if d == "" {
 			continue // an unset apps domain, or "a,,b"
 		}
-		n, err := edge.NormalizeHost(d)
+		n, err := hostname.Normalize(d)
 		if err != nil {
 			return nil, fmt.Errorf("domains: platform domain %q is not a host name", d)
 		}
