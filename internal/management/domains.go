@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 )
@@ -19,12 +18,12 @@ type Domain struct {
 	Name      string    `json:"name"`
 	// Status is pending (checks go on), verified (routed) or failed
 	// (given up, or moved to another project; POST .../verify asks again).
-	Status        string       `json:"status"`
-	Verification  Verification `json:"verification"`
-	FailureReason *string      `json:"failure_reason"`
-	VerifiedAt    *time.Time   `json:"verified_at"`
-	LastCheckedAt *time.Time   `json:"last_checked_at"`
-	CreatedAt     time.Time    `json:"created_at"`
+	Status        domains.Status `json:"status"`
+	Verification  Verification   `json:"verification"`
+	FailureReason *string        `json:"failure_reason"`
+	VerifiedAt    *time.Time     `json:"verified_at"`
+	LastCheckedAt *time.Time     `json:"last_checked_at"`
+	CreatedAt     time.Time      `json:"created_at"`
 }
 
 // Verification is the DNS record that proves a domain; either one does,
@@ -35,7 +34,7 @@ type Verification struct {
 	TXTValue    string `json:"txt_value"`
 }
 
-func (a *API) domainJSON(d db.Domain) Domain {
+func (a *API) domainJSON(d domains.Domain) Domain {
 	v := a.Domains.Instructions(d)
 	return Domain{
 		ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Status: d.Status,
