@@ -4,7 +4,8 @@
 // verified by one project to another that proves ownership with the token,
 // and removing it. The edge routes verified names only; a database trigger
 // wakes it on every change here, so verification and removal take effect at
-// once. This package knows nothing of HTTP.
+// once. This package knows nothing of HTTP, and only store.go sees the
+// domains table's rows.
 package domains
 
 import (

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
@@ -23,11 +24,7 @@ func fromRow(r db.Domain) Domain {
 }
 
 func fromRows(rows []db.Domain) []Domain {
-	out := make([]Domain, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
-	}
-	return out
+	return lo.Map(rows, func(r db.Domain, _ int) Domain { return fromRow(r) })
 }
 
 // errVerifiedElsewhere: another project has verified the name.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
@@ -82,10 +83,7 @@ func (a *API) listDomains(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return domainError(err)
 	}
-	out := make([]Domain, len(rows))
-	for i, d := range rows {
-		out[i] = a.domainJSON(d)
-	}
+	out := lo.Map(rows, func(d domains.Domain, _ int) Domain { return a.domainJSON(d) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"domains": out})
 	return nil
 }
