@@ -1,8 +1,3 @@
-// Package builder turns a deployment's source into an image in the
-// registry: it claims build tasks from the queue, fetches and unpacks the
-// source, decides how to build it (internal/detect), runs BuildKit, pushes
-// the result with registry-backed cache, and streams the output into the
-// build's log.
 package builder
 
 import (

@@ -29,17 +29,13 @@ import (
 // DetectPlanner plans builds with internal/detect, base images taken from
 // images (a registry mirror in production, local images in tests).
 func DetectPlanner(images detect.BaseImages) Planner {
-	return func(dir, dockerfilePath string) (Plan, error) {
+	return func(dir, dockerfilePath string) (detect.Plan, error) {
 		root, err := os.OpenRoot(dir)
 		if err != nil {
-			return Plan{}, err
+			return detect.Plan{}, err
 		}
 		defer root.Close()
-		p, err := detect.Detect(root.FS(), detect.Options{DockerfilePath: dockerfilePath, BaseImages: images})
-		if err != nil {
-			return Plan{}, err
-		}
-		return Plan{Kind: string(p.Kind), Dockerfile: p.Dockerfile, DockerIgnore: p.DockerIgnore, Reasons: p.Reasons}, nil
+		return detect.Detect(root.FS(), detect.Options{DockerfilePath: dockerfilePath, BaseImages: images})
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/detect"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -69,7 +70,7 @@ func TestUploadedSourceIsBuiltThroughTheQueue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d.Status == "deploying" || d.Status == "failed" || time.Since(start) > 2*time.Minute {
+		if d.Status == string(deployment.StatusDeploying) || d.Status == string(deployment.StatusFailed) || time.Since(start) > 2*time.Minute {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -80,7 +81,7 @@ func TestUploadedSourceIsBuiltThroughTheQueue(t *testing.T) {
 	for _, l := range lines {
 		logText = append(logText, l.Text)
 	}
-	if d.Status != "deploying" || d.ImageID == nil {
+	if d.Status != string(deployment.StatusDeploying) || d.ImageID == nil {
 		t.Fatalf("deployment %s (%v); log:\n%s", d.Status, d.FailureReason, strings.Join(logText, "\n"))
 	}
 	if !strings.Contains(strings.Join(logText, "\n"), "context-ok") || !strings.Contains(strings.Join(logText, "\n"), "building as dockerfile") {

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -51,7 +52,7 @@ var (
 	// ErrInvalidSource: the source reference cannot be built.
 	ErrInvalidSource = errors.New("invalid source")
 	// ErrProjectNotFound: no such project.
-	ErrProjectNotFound = errors.New("project not found")
+	ErrProjectNotFound = build.ErrProjectNotFound
 )
 
 var shaRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
@@ -80,7 +81,7 @@ func (s Source) validate(p db.Project) error {
 // Requested is what RequestBuild created.
 type Requested struct {
 	Deployment db.Deployment
-	Build      db.Build
+	Build      build.Build
 }
 
 // RequestBuild creates a deployment of project from src, its first build,
@@ -89,11 +90,8 @@ type Requested struct {
 func RequestBuild(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
 	var out Requested
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		qtx := db.New(tx)
-		p, err := qtx.ProjectGetByID(ctx, projectID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrProjectNotFound
-		}
+		store := build.NewStore(tx)
+		p, err := store.Project(ctx, projectID)
 		if err != nil {
 			return err
 		}
@@ -111,10 +109,7 @@ func RequestBuild(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, proje
 		} else {
 			params.SourceArchiveKey = &src.ArchiveKey
 		}
-		if out.Deployment, err = qtx.DeploymentCreate(ctx, params); err != nil {
-			return err
-		}
-		if out.Build, err = qtx.BuildCreate(ctx, db.BuildCreateParams{ID: id.New(), DeploymentID: out.Deployment.ID, Attempt: 1}); err != nil {
+		if out.Deployment, out.Build, err = store.Create(ctx, params); err != nil {
 			return err
 		}
 		_, err = q.EnqueueTx(ctx, tx, BuildTask{BuildID: out.Build.ID})

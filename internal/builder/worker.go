@@ -14,9 +14,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/db"
-	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/detect"
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
 
@@ -27,17 +28,9 @@ type Fetcher interface {
 	Fetch(ctx context.Context, p db.Project, d db.Deployment, dir string) (string, error)
 }
 
-// Plan is how a tree is to be built.
-type Plan struct {
-	Kind         string // "dockerfile", "nextjs", ...
-	Dockerfile   []byte
-	DockerIgnore []byte // nil: the tree's own .dockerignore applies
-	Reasons      []string
-}
-
 // Planner decides how to build the tree at dir; dockerfilePath is the
 // project's setting ("" for the default).
-type Planner func(dir, dockerfilePath string) (Plan, error)
+type Planner func(dir, dockerfilePath string) (detect.Plan, error)
 
 // UserError marks a failure caused by the source itself (a bad archive, no
 // way to build it): reported on the deployment, never retried.
@@ -97,30 +90,24 @@ var errCancelled = errors.New("build cancelled")
 // worth retrying (infrastructure); everything else ends in the build's and
 // the deployment's status.
 func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) error {
-	q := db.New(s.Pool)
+	store := build.NewStore(s.Pool)
 	log := s.Log.With("build_id", buildID)
-	build, err := q.BuildClaim(ctx, db.BuildClaimParams{ID: buildID, BuilderID: s.Config.BuilderID, DeadlineAt: time.Now().Add(s.Config.Lease)})
-	if errors.Is(err, pgx.ErrNoRows) {
-		current, err := q.BuildGetByID(ctx, buildID)
-		if err != nil {
-			return fmt.Errorf("build %s: %w", buildID, err)
-		}
-		if current.Status == "running" && current.DeadlineAt != nil {
-			// Another builder holds it: look again once its lease would
-			// have run out. A build never runs twice at once.
-			return river.JobSnooze(time.Until(*current.DeadlineAt) + time.Second)
-		}
-		log.InfoContext(ctx, "build already ended", "status", current.Status)
+	b, err := store.Claim(ctx, buildID, s.Config.BuilderID, time.Now().Add(s.Config.Lease))
+	switch {
+	case errors.Is(err, build.ErrHeld):
+		// Look again once the holder's lease would have run out. A build
+		// never runs twice at once.
+		return river.JobSnooze(time.Until(*b.DeadlineAt) + time.Second)
+	case errors.Is(err, build.ErrEnded):
+		log.InfoContext(ctx, "build already ended", "status", b.Status)
 		return nil
+	case err != nil:
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("claim build %s: %w", buildID, err)
-	}
-	dep, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: build.DeploymentID, Status: "building", FromStatuses: []string{"queued", "building"}})
-	if errors.Is(err, pgx.ErrNoRows) {
-		// The deployment moved on (cancelled, superseded): nothing to build.
-		_, ferr := q.BuildFinish(ctx, db.BuildFinishParams{ID: buildID, Status: "cancelled"})
-		return ferr
+	dep, err := store.StartDeployment(ctx, b)
+	if errors.Is(err, build.ErrDeploymentMoved) {
+		// Cancelled or superseded: nothing to build.
+		return store.Cancel(ctx, b.ID)
 	}
 	if err != nil {
 		return fmt.Errorf("build %s: %w", buildID, err)
@@ -132,38 +119,46 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 	bctx, cancel := context.WithTimeoutCause(ctx, s.Config.Timeout, fmt.Errorf("build exceeded its deadline of %s", s.Config.Timeout))
 	defer cancel()
 	bctx, cancelLease := context.WithCancelCause(bctx)
-	go s.renewLease(bctx, buildID, cancelLease)
+	go s.renewLease(bctx, store, buildID, cancelLease)
 
-	img, buildErr := s.build(bctx, dep, build, logs)
+	img, buildErr := s.build(bctx, store, dep, b, logs)
 	if cause := context.Cause(bctx); buildErr != nil && bctx.Err() != nil && ctx.Err() == nil {
 		buildErr = UserError{cause} // deadline or cancellation: final either way
 	}
 	cancelLease(nil)
 
+	ctx = context.WithoutCancel(ctx) // the outcome is recorded whatever happens to the task
 	switch {
 	case buildErr == nil:
 		logs.Line(buildlog.System, "pushed %s (%s, %d bytes)", img.Ref(), img.Digest, img.Size)
-		return s.succeed(ctx, dep, build, img)
+		return store.Succeed(ctx, b, dep.ProjectID, build.Image{Repository: img.Repository, Tag: img.Tag, Digest: img.Digest, Size: img.Size}, s.Config.Built)
 	case errors.Is(buildErr, errCancelled):
 		logs.Line(buildlog.System, "build cancelled")
-		return s.fail(ctx, dep, build, "build cancelled")
+		return store.Fail(ctx, b, build.StatusCancelled, "build cancelled")
 	case errors.As(buildErr, new(UserError)), errors.Is(buildErr, ErrBuild), lastAttempt:
 		logs.Line(buildlog.System, "build failed: %v", buildErr)
-		return s.fail(ctx, dep, build, "build failed: "+buildErr.Error())
+		return store.Fail(ctx, b, build.StatusFailed, truncate("build failed: "+buildErr.Error()))
 	default:
 		logs.Line(buildlog.System, "build interrupted (%v); it will be retried", buildErr)
-		if _, err := q.BuildRequeue(context.WithoutCancel(ctx), db.BuildRequeueParams{ID: buildID, BuilderID: s.Config.BuilderID}); err != nil {
+		if err := store.Requeue(ctx, buildID, s.Config.BuilderID); err != nil {
 			log.ErrorContext(ctx, "requeue build", "err", err)
 		}
 		return buildErr
 	}
 }
 
-func (s *Service) build(ctx context.Context, dep db.Deployment, build db.Build, logs *buildlog.Writer) (Image, error) {
-	q := db.New(s.Pool)
-	p, err := q.ProjectGetByID(ctx, dep.ProjectID)
+// truncate keeps a failure reason to a size worth showing.
+func truncate(reason string) string {
+	if len(reason) > 2000 {
+		return reason[:2000] + "…"
+	}
+	return reason
+}
+
+func (s *Service) build(ctx context.Context, store *build.Store, dep db.Deployment, b build.Build, logs *buildlog.Writer) (Image, error) {
+	p, err := store.Project(ctx, dep.ProjectID)
 	if err != nil {
-		return Image{}, fmt.Errorf("project: %w", err)
+		return Image{}, err
 	}
 	work, err := os.MkdirTemp("", "zeitwork-build-")
 	if err != nil {
@@ -181,7 +176,7 @@ func (s *Service) build(ctx context.Context, dep db.Deployment, build db.Build, 
 		return Image{}, UserError{err}
 	}
 	logs.Line(buildlog.System, "building as %s: %s", plan.Kind, strings.Join(plan.Reasons, "; "))
-	if _, err := q.BuildSetDetectedKind(ctx, db.BuildSetDetectedKindParams{ID: build.ID, DetectedKind: plan.Kind}); err != nil {
+	if err := store.SetDetectedKind(ctx, b.ID, string(plan.Kind)); err != nil {
 		return Image{}, err
 	}
 	reg := s.Config.Registry
@@ -197,78 +192,22 @@ func (s *Service) build(ctx context.Context, dep db.Deployment, build db.Build, 
 // renewLease extends the claim while the build runs; when the claim is
 // gone (the build was cancelled, or another builder took it over after we
 // stalled) the build is stopped.
-func (s *Service) renewLease(ctx context.Context, buildID uuid.UUID, cancel context.CancelCauseFunc) {
+func (s *Service) renewLease(ctx context.Context, store *build.Store, buildID uuid.UUID, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(s.Config.Lease / 3)
 	defer t.Stop()
-	q := db.New(s.Pool)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		n, err := q.BuildExtendDeadline(ctx, db.BuildExtendDeadlineParams{ID: buildID, BuilderID: s.Config.BuilderID, DeadlineAt: time.Now().Add(s.Config.Lease)})
-		if err == nil && n == 0 {
+		if err := store.Renew(ctx, buildID, s.Config.BuilderID, time.Now().Add(s.Config.Lease)); errors.Is(err, build.ErrLeaseLost) {
 			cancel(errCancelled)
 			return
 		}
 		// A failed renewal (database blip) is retried on the next tick;
 		// the lease is three ticks long.
 	}
-}
-
-func (s *Service) succeed(ctx context.Context, dep db.Deployment, build db.Build, img Image) error {
-	ctx = context.WithoutCancel(ctx)
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		if _, err := q.BuildFinish(ctx, db.BuildFinishParams{ID: build.ID, Status: "succeeded"}); errors.Is(err, pgx.ErrNoRows) {
-			return nil // cancelled at the last moment: record nothing
-		} else if err != nil {
-			return err
-		}
-		row, err := q.ImageUpsert(ctx, db.ImageUpsertParams{
-			ID: id.New(), ProjectID: dep.ProjectID, BuildID: &build.ID,
-			Repository: img.Repository, Tag: img.Tag, Digest: img.Digest, SizeBytes: &img.Size,
-		})
-		if err != nil {
-			return err
-		}
-		if _, err := q.DeploymentSetImage(ctx, db.DeploymentSetImageParams{ID: dep.ID, ImageID: row.ID}); err != nil {
-			return err
-		}
-		dep, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: dep.ID, Status: "deploying", FromStatuses: []string{"building"}})
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // the deployment was cancelled meanwhile; the image stays recorded
-		} else if err != nil {
-			return err
-		}
-		if s.Config.Built != nil {
-			return s.Config.Built(ctx, tx, dep, row)
-		}
-		return nil
-	})
-}
-
-func (s *Service) fail(ctx context.Context, dep db.Deployment, build db.Build, reason string) error {
-	ctx = context.WithoutCancel(ctx)
-	if len(reason) > 2000 {
-		reason = reason[:2000] + "…"
-	}
-	return pgx.BeginFunc(ctx, s.Pool, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		status := "failed"
-		if reason == "build cancelled" {
-			status = "cancelled"
-		}
-		if _, err := q.BuildFinish(ctx, db.BuildFinishParams{ID: build.ID, Status: status, FailureReason: &reason}); err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return err
-		}
-		_, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: dep.ID, Status: "failed", FailureReason: &reason, FromStatuses: []string{"queued", "building"}})
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		return err
-	})
 }
 
 func describeSource(d db.Deployment) string {

@@ -15,10 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
+	"github.com/zeitwork/zeitwork/internal/detect"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/testdb"
@@ -43,12 +46,12 @@ func (f treeFetcher) Fetch(_ context.Context, _ db.Project, _ db.Deployment, dir
 
 // ownDockerfile plans with the tree's Dockerfile, as detection does when
 // there is one.
-func ownDockerfile(dir, _ string) (builder.Plan, error) {
+func ownDockerfile(dir, _ string) (detect.Plan, error) {
 	df, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
 	if err != nil {
-		return builder.Plan{}, errors.New("no Dockerfile and nothing else to build from")
+		return detect.Plan{}, errors.New("no Dockerfile and nothing else to build from")
 	}
-	return builder.Plan{Kind: "dockerfile", Dockerfile: df, Reasons: []string{"found Dockerfile"}}, nil
+	return detect.Plan{Kind: detect.KindDockerfile, Dockerfile: df, Reasons: []string{"found Dockerfile"}}, nil
 }
 
 type harness struct {
@@ -94,7 +97,7 @@ func (h *harness) request(t *testing.T) builder.Requested {
 	return r
 }
 
-func (h *harness) state(t *testing.T, r builder.Requested) (db.Deployment, db.Build, []string) {
+func (h *harness) state(t *testing.T, r builder.Requested) (db.Deployment, build.Build, []string) {
 	t.Helper()
 	ctx := context.Background()
 	q := db.New(h.pool)
@@ -102,7 +105,7 @@ func (h *harness) state(t *testing.T, r builder.Requested) (db.Deployment, db.Bu
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := q.BuildGetByID(ctx, r.Build.ID)
+	b, err := build.NewStore(h.pool).Get(ctx, r.Build.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,14 +124,14 @@ func TestBuildSucceedsAndRecordsTheImage(t *testing.T) {
 	base := shellBase(t)
 	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\nRUN echo compiling the app\nCOPY app.txt /app.txt\n", "app.txt": "v1"})
 	r := h.request(t)
-	if r.Deployment.Status != "queued" || r.Build.Status != "queued" {
+	if r.Deployment.Status != string(deployment.StatusQueued) || r.Build.Status != build.StatusQueued {
 		t.Fatalf("requested %+v %+v", r.Deployment.Status, r.Build.Status)
 	}
 	if err := h.svc.Run(context.Background(), r.Build.ID, false); err != nil {
 		t.Fatal(err)
 	}
 	d, b, logs := h.state(t, r)
-	if d.Status != "deploying" || d.ImageID == nil || b.Status != "succeeded" || b.DetectedKind == nil || *b.DetectedKind != "dockerfile" {
+	if d.Status != string(deployment.StatusDeploying) || d.ImageID == nil || b.Status != build.StatusSucceeded || b.DetectedKind == nil || *b.DetectedKind != string(detect.KindDockerfile) {
 		t.Fatalf("after the build: deployment %s image %v, build %s", d.Status, d.ImageID, b.Status)
 	}
 	img, err := db.New(h.pool).ImageGetByID(context.Background(), *d.ImageID)
@@ -158,10 +161,10 @@ func TestFailedBuildFailsTheDeploymentWithTheReason(t *testing.T) {
 		t.Fatalf("a user's failing build is not an error to retry: %v", err)
 	}
 	d, b, logs := h.state(t, r)
-	if d.Status != "failed" || d.FailureReason == nil || !strings.Contains(*d.FailureReason, "exit code: 2") || d.ImageID != nil {
+	if d.Status != string(deployment.StatusFailed) || d.FailureReason == nil || !strings.Contains(*d.FailureReason, "exit code: 2") || d.ImageID != nil {
 		t.Fatalf("deployment %s %v image %v", d.Status, d.FailureReason, d.ImageID)
 	}
-	if b.Status != "failed" || !strings.Contains(strings.Join(logs, "\n"), "tests failed") {
+	if b.Status != build.StatusFailed || !strings.Contains(strings.Join(logs, "\n"), "tests failed") {
 		t.Fatalf("build %s, logs %v", b.Status, logs)
 	}
 	var images int
@@ -178,7 +181,7 @@ func TestNothingToBuildIsAUserError(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, _, _ := h.state(t, r)
-	if d.Status != "failed" || !strings.Contains(*d.FailureReason, "nothing else to build from") {
+	if d.Status != string(deployment.StatusFailed) || !strings.Contains(*d.FailureReason, "nothing else to build from") {
 		t.Fatalf("deployment %s %v", d.Status, d.FailureReason)
 	}
 }
@@ -188,8 +191,7 @@ func TestBuildHeldByAnotherBuilderIsNotRunTwice(t *testing.T) {
 	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\n"})
 	r := h.request(t)
 	ctx := context.Background()
-	q := db.New(h.pool)
-	if _, err := q.BuildClaim(ctx, db.BuildClaimParams{ID: r.Build.ID, BuilderID: "other", DeadlineAt: time.Now().Add(time.Minute)}); err != nil {
+	if _, err := build.NewStore(h.pool).Claim(ctx, r.Build.ID, "other", time.Now().Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	err := h.svc.Run(ctx, r.Build.ID, false)
@@ -206,7 +208,7 @@ func TestBuildHeldByAnotherBuilderIsNotRunTwice(t *testing.T) {
 		t.Fatal(err)
 	}
 	d, b, _ := h.state(t, r)
-	if d.Status != "deploying" || b.Status != "succeeded" || *b.BuilderID != "builder-test" {
+	if d.Status != string(deployment.StatusDeploying) || b.Status != build.StatusSucceeded || *b.BuilderID != "builder-test" {
 		t.Fatalf("after takeover: deployment %s, build %s by %v", d.Status, b.Status, b.BuilderID)
 	}
 }
@@ -232,7 +234,7 @@ func TestCancelAndDeadlineStopARunningBuild(t *testing.T) {
 			go func() { done <- h.svc.Run(context.Background(), r.Build.ID, false) }()
 			if tc.cancel {
 				time.Sleep(time.Second)
-				if _, err := db.New(h.pool).BuildFinish(context.Background(), db.BuildFinishParams{ID: r.Build.ID, Status: "cancelled"}); err != nil {
+				if err := build.NewStore(h.pool).Cancel(context.Background(), r.Build.ID); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -246,7 +248,7 @@ func TestCancelAndDeadlineStopARunningBuild(t *testing.T) {
 			}
 			t.Logf("stopped after %s", time.Since(start).Round(time.Millisecond))
 			d, _, _ := h.state(t, r)
-			if d.Status != "failed" || !strings.Contains(*d.FailureReason, tc.want) {
+			if d.Status != string(deployment.StatusFailed) || !strings.Contains(*d.FailureReason, tc.want) {
 				t.Fatalf("deployment %s %v, want failed with %q", d.Status, d.FailureReason, tc.want)
 			}
 		})
@@ -262,14 +264,14 @@ func TestInfrastructureFailureIsRetriedThenFails(t *testing.T) {
 		t.Fatal("buildkitd unreachable was not reported for a retry")
 	}
 	d, b, _ := h.state(t, r)
-	if b.Status != "queued" || d.Status != "building" {
+	if b.Status != build.StatusQueued || d.Status != string(deployment.StatusBuilding) {
 		t.Fatalf("after a retryable failure: build %s, deployment %s", b.Status, d.Status)
 	}
 	if err := h.svc.Run(ctx, r.Build.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	d, b, _ = h.state(t, r)
-	if b.Status != "failed" || d.Status != "failed" || !strings.Contains(*d.FailureReason, "buildkitd") {
+	if b.Status != build.StatusFailed || d.Status != string(deployment.StatusFailed) || !strings.Contains(*d.FailureReason, "buildkitd") {
 		t.Fatalf("after the last attempt: build %s, deployment %s %v", b.Status, d.Status, d.FailureReason)
 	}
 }

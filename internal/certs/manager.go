@@ -18,13 +18,11 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/mholt/acmez/v3"
 
 	"github.com/zeitwork/zeitwork/internal/cloudflare"
 	"github.com/zeitwork/zeitwork/internal/config"
-	"github.com/zeitwork/zeitwork/internal/db"
 )
 
 // Why a name gets no certificate on demand.
@@ -36,21 +34,6 @@ var (
 // Decision says whether a custom domain may have a certificate obtained on
 // demand: nil if so, else why not.
 type Decision func(ctx context.Context, name string) error
-
-// VerifiedDomains allows exactly the names of verified custom domains.
-func VerifiedDomains(pool *pgxpool.Pool) Decision {
-	q := db.New(pool)
-	return func(ctx context.Context, name string) error {
-		_, err := q.DomainGetVerifiedByName(ctx, name)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%s: %w", name, ErrNotVerified)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: look up domain: %w", name, err)
-		}
-		return nil
-	}
-}
 
 // Options are the parts of a Manager that come from the edge rather than
 // from config.ACME.

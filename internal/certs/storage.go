@@ -278,3 +278,18 @@ func (s *Storage) unlockLocal(name string, h *heldLock) {
 	s.mu.Unlock()
 	close(h.done)
 }
+
+// VerifiedDomains allows exactly the names of verified custom domains.
+func VerifiedDomains(pool *pgxpool.Pool) Decision {
+	q := db.New(pool)
+	return func(ctx context.Context, name string) error {
+		_, err := q.DomainGetVerifiedByName(ctx, name)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%s: %w", name, ErrNotVerified)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: look up domain: %w", name, err)
+		}
+		return nil
+	}
+}

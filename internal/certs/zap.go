@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/samber/lo"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -64,10 +65,7 @@ func attrs(fields []zapcore.Field) []slog.Attr {
 	for _, f := range fields {
 		f.AddTo(enc)
 	}
-	out := make([]slog.Attr, 0, len(enc.Fields))
-	for k, v := range enc.Fields {
-		out = append(out, slog.Any(k, v))
-	}
+	out := lo.MapToSlice(enc.Fields, slog.Any)
 	slices.SortFunc(out, func(a, b slog.Attr) int { return strings.Compare(a.Key, b.Key) })
 	return out
 }

@@ -11,8 +11,8 @@ import (
 	"io"
 	"strings"
 
-	"github.com/zeitwork/zeitwork/internal/cli/version"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/version"
 )
 
 // Exit codes.

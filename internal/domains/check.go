@@ -12,8 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/zeitwork/zeitwork/internal/db"
 )
 
 // Resolver is the DNS that checks ask; *net.Resolver is one.
@@ -144,53 +142,50 @@ func (ev evidence) txtFound() string {
 // A verified domain is returned as it is. Checks of claims on the same
 // name take turns on the rows' locks, so they never both win; a domain
 // removed meanwhile is ErrNotFound.
-func (s *Service) Check(ctx context.Context, domainID uuid.UUID) (db.Domain, error) {
-	d, err := db.New(s.pool).DomainGetByID(ctx, domainID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return db.Domain{}, fmt.Errorf("%w: %s", ErrNotFound, domainID)
-	}
+func (s *Service) Check(ctx context.Context, domainID uuid.UUID) (Domain, error) {
+	d, err := newStore(s.pool).get(ctx, domainID)
 	if err != nil {
-		return db.Domain{}, fmt.Errorf("check domain %s: %w", domainID, err)
+		return Domain{}, err
 	}
-	if d.Status == "verified" {
+	if d.Status == StatusVerified {
 		return d, nil
 	}
 	ev := s.lookup(ctx, d.Name)
-	var out db.Domain
+	var out Domain
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		out, err = s.decide(ctx, tx, d, ev)
 		return err
 	})
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			return db.Domain{}, err
+			return Domain{}, err
 		}
-		return db.Domain{}, fmt.Errorf("check domain %s: %w", d.Name, err)
+		return Domain{}, fmt.Errorf("check domain %s: %w", d.Name, err)
 	}
 	return out, nil
 }
 
 // decide writes the outcome of a check, under the locks of every claim on
 // the name.
-func (s *Service) decide(ctx context.Context, tx pgx.Tx, d db.Domain, ev evidence) (db.Domain, error) {
-	q := db.New(tx)
-	claims, err := q.DomainLockByName(ctx, d.Name)
+func (s *Service) decide(ctx context.Context, tx pgx.Tx, d Domain, ev evidence) (Domain, error) {
+	st := newStore(tx)
+	claims, err := st.lockByName(ctx, d.Name)
 	if err != nil {
-		return db.Domain{}, err
+		return Domain{}, err
 	}
-	var self, owner *db.Domain
+	var self, owner *Domain
 	for i := range claims {
 		switch c := &claims[i]; {
 		case c.ID == d.ID:
 			self = c
-		case c.Status == "verified":
+		case c.Status == StatusVerified:
 			owner = c
 		}
 	}
 	if self == nil {
-		return db.Domain{}, fmt.Errorf("%w: %s", ErrNotFound, d.ID)
+		return Domain{}, fmt.Errorf("%w: %s", ErrNotFound, d.ID)
 	}
-	if self.Status == "verified" { // a concurrent check got there first
+	if self.Status == StatusVerified { // a concurrent check got there first
 		return *self, nil
 	}
 	txtName := TXTPrefix + self.Name
@@ -200,11 +195,9 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, d db.Domain, ev evidenc
 	case owner != nil && byTXT:
 		// Demote before verifying: the unique index on verified names
 		// is checked statement by statement.
-		if _, err := q.DomainSetCheckFailed(ctx, db.DomainSetCheckFailedParams{
-			ID: owner.ID, Status: "failed",
-			FailureReason: ptr(fmt.Sprintf("%s was moved to another project, which proved owning it with the TXT token at %s", self.Name, txtName)),
-		}); err != nil {
-			return db.Domain{}, err
+		if _, err := st.setCheckFailed(ctx, owner.ID, StatusFailed,
+			fmt.Sprintf("%s was moved to another project, which proved owning it with the TXT token at %s", self.Name, txtName)); err != nil {
+			return Domain{}, err
 		}
 		s.log.InfoContext(ctx, "domain moved", "name", self.Name, "domain_id", self.ID, "project_id", self.ProjectID, "from_domain_id", owner.ID, "from_project_id", owner.ProjectID)
 		return s.verify(ctx, tx, *self, "txt")
@@ -219,30 +212,30 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, d db.Domain, ev evidenc
 		reason = fmt.Sprintf("expected %s CNAME %s, or the TXT token at %s; found that %s, and %s",
 			self.Name, s.cfg.EdgeHost, txtName, ev.cnameFound(), ev.txtFound())
 	}
-	return s.recordFailure(ctx, q, *self, reason)
+	return s.recordFailure(ctx, st, *self, reason)
 }
 
 // verify marks self verified. The locks taken in decide make a clash on
 // the verified-name index impossible through this package; should a row be
 // verified some other way, the clash is recorded as a failed check, not
 // returned as an error.
-func (s *Service) verify(ctx context.Context, tx pgx.Tx, self db.Domain, how string) (db.Domain, error) {
+func (s *Service) verify(ctx context.Context, tx pgx.Tx, self Domain, how string) (Domain, error) {
 	sp, err := tx.Begin(ctx) // a savepoint: the clash must not abort tx
 	if err != nil {
-		return db.Domain{}, err
+		return Domain{}, err
 	}
-	d, err := db.New(sp).DomainSetVerified(ctx, self.ID)
-	if isVerifiedNameConflict(err) {
+	d, err := newStore(sp).setVerified(ctx, self.ID)
+	if errors.Is(err, errVerifiedElsewhere) {
 		if err := sp.Rollback(ctx); err != nil {
-			return db.Domain{}, err
+			return Domain{}, err
 		}
-		return s.recordFailure(ctx, db.New(tx), self, self.Name+" is verified by another project")
+		return s.recordFailure(ctx, newStore(tx), self, self.Name+" is verified by another project")
 	}
 	if err != nil {
-		return db.Domain{}, err
+		return Domain{}, err
 	}
 	if err := sp.Commit(ctx); err != nil {
-		return db.Domain{}, err
+		return Domain{}, err
 	}
 	s.log.InfoContext(ctx, "domain verified", "name", d.Name, "domain_id", d.ID, "project_id", d.ProjectID, "by", how)
 	return d, nil
@@ -251,17 +244,17 @@ func (s *Service) verify(ctx context.Context, tx pgx.Tx, self db.Domain, how str
 // recordFailure keeps self pending with reason, or fails it once it has
 // been pending for GiveUpAfter. A failed domain stays failed until a check
 // passes.
-func (s *Service) recordFailure(ctx context.Context, q *db.Queries, self db.Domain, reason string) (db.Domain, error) {
+func (s *Service) recordFailure(ctx context.Context, st store, self Domain, reason string) (Domain, error) {
 	status := self.Status
-	if status == "pending" && time.Since(self.CreatedAt) >= s.cfg.GiveUpAfter {
-		status = "failed"
+	if status == StatusPending && time.Since(self.CreatedAt) >= s.cfg.GiveUpAfter {
+		status = StatusFailed
 		reason = fmt.Sprintf("gave up after %s pending: %s", days(s.cfg.GiveUpAfter), reason)
 		s.log.InfoContext(ctx, "domain verification given up", "name", self.Name, "domain_id", self.ID, "project_id", self.ProjectID)
 	}
 	if len(reason) > 2000 { // DNS errors can be long; the cut may split a rune
 		reason = strings.ToValidUTF8(reason[:2000], "") + "…"
 	}
-	return q.DomainSetCheckFailed(ctx, db.DomainSetCheckFailedParams{ID: self.ID, Status: status, FailureReason: &reason})
+	return st.setCheckFailed(ctx, self.ID, status, reason)
 }
 
 // days writes whole days as such ("7 days", not "168h0m0s").
@@ -275,5 +268,3 @@ func days(d time.Duration) string {
 	}
 	return d.String()
 }
-
-func ptr[T any](v T) *T { return &v }

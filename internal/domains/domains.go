@@ -4,7 +4,8 @@
 // verified by one project to another that proves ownership with the token,
 // and removing it. The edge routes verified names only; a database trigger
 // wakes it on every change here, so verification and removal take effect at
-// once. This package knows nothing of HTTP.
+// once. This package knows nothing of HTTP, and only store.go sees the
+// domains table's rows.
 package domains
 
 import (
@@ -19,12 +20,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/zeitwork/zeitwork/internal/db"
-	"github.com/zeitwork/zeitwork/internal/edge"
-	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/hostname"
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
 
@@ -96,7 +94,7 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 	if cfg.EdgeHost == "" {
 		cfg.EdgeHost = DefaultEdgeHost
 	}
-	edgeHost, err := edge.NormalizeHost(cfg.EdgeHost)
+	edgeHost, err := hostname.Normalize(cfg.EdgeHost)
 	if err != nil {
 		return nil, fmt.Errorf("domains: edge host %q is not a host name", cfg.EdgeHost)
 	}
@@ -106,7 +104,7 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 		if d == "" {
 			continue // an unset apps domain, or "a,,b"
 		}
-		n, err := edge.NormalizeHost(d)
+		n, err := hostname.Normalize(d)
 		if err != nil {
 			return nil, fmt.Errorf("domains: platform domain %q is not a host name", d)
 		}
@@ -142,14 +140,14 @@ type Instructions struct {
 }
 
 // Instructions for d.
-func (s *Service) Instructions(d db.Domain) Instructions {
+func (s *Service) Instructions(d Domain) Instructions {
 	return Instructions{CNAMETarget: s.cfg.EdgeHost, TXTName: TXTPrefix + d.Name, TXTValue: d.VerificationToken}
 }
 
 // Add gives project the custom domain name, pending, and queues its first
 // check, all in one transaction.
-func (s *Service) Add(ctx context.Context, project uuid.UUID, name string) (db.Domain, error) {
-	var d db.Domain
+func (s *Service) Add(ctx context.Context, project uuid.UUID, name string) (Domain, error) {
+	var d Domain
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
 		d, err = s.AddTx(ctx, tx, project, name)
@@ -160,37 +158,29 @@ func (s *Service) Add(ctx context.Context, project uuid.UUID, name string) (db.D
 
 // AddTx is Add as part of tx: the domain and its check task commit, or
 // roll back, with it.
-func (s *Service) AddTx(ctx context.Context, tx pgx.Tx, project uuid.UUID, name string) (db.Domain, error) {
+func (s *Service) AddTx(ctx context.Context, tx pgx.Tx, project uuid.UUID, name string) (Domain, error) {
 	n, err := Normalize(name)
 	if err != nil {
-		return db.Domain{}, err
+		return Domain{}, err
 	}
 	for _, p := range s.cfg.PlatformDomains {
 		switch {
 		case n == p:
-			return db.Domain{}, fmt.Errorf("%w: %s is one of the platform's own names", ErrPlatformDomain, n)
+			return Domain{}, fmt.Errorf("%w: %s is one of the platform's own names", ErrPlatformDomain, n)
 		case under(n, p):
-			return db.Domain{}, fmt.Errorf("%w: %s is under %s, one of the platform's own domains", ErrPlatformDomain, n, p)
+			return Domain{}, fmt.Errorf("%w: %s is under %s, one of the platform's own domains", ErrPlatformDomain, n, p)
 		}
 	}
-	q := db.New(tx)
-	if _, err := q.ProjectGetByID(ctx, project); errors.Is(err, pgx.ErrNoRows) {
-		return db.Domain{}, fmt.Errorf("%w: %s", ErrProjectNotFound, project)
-	} else if err != nil {
-		return db.Domain{}, fmt.Errorf("add domain %s: project %s: %w", n, project, err)
+	st := newStore(tx)
+	if err := st.project(ctx, project); err != nil {
+		return Domain{}, err
 	}
-	d, err := q.DomainCreate(ctx, db.DomainCreateParams{ID: id.New(), ProjectID: project, Name: n, VerificationToken: newToken()})
-	switch pgErrorCode(err) {
-	case "":
-	case uniqueViolation:
-		return db.Domain{}, fmt.Errorf("%w: the project already has %s", ErrExists, n)
-	case foreignKeyViolation: // the project went away since we looked
-		return db.Domain{}, fmt.Errorf("%w: %s", ErrProjectNotFound, project)
-	default:
-		return db.Domain{}, fmt.Errorf("add domain %s: %w", n, err)
+	d, err := st.create(ctx, project, n, newToken())
+	if err != nil {
+		return Domain{}, err
 	}
 	if _, err := s.queue.EnqueueTx(ctx, tx, VerifyTask{DomainID: d.ID}); err != nil {
-		return db.Domain{}, fmt.Errorf("add domain %s: %w", n, err)
+		return Domain{}, fmt.Errorf("add domain %s: %w", n, err)
 	}
 	s.log.InfoContext(ctx, "domain added", "domain_id", d.ID, "project_id", project, "name", n)
 	return d, nil
@@ -204,65 +194,38 @@ func newToken() string {
 }
 
 // List returns project's domains by name.
-func (s *Service) List(ctx context.Context, project uuid.UUID) ([]db.Domain, error) {
-	q := db.New(s.pool)
-	if _, err := q.ProjectGetByID(ctx, project); errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("%w: %s", ErrProjectNotFound, project)
-	} else if err != nil {
-		return nil, fmt.Errorf("list domains: project %s: %w", project, err)
+func (s *Service) List(ctx context.Context, project uuid.UUID) ([]Domain, error) {
+	st := newStore(s.pool)
+	if err := st.project(ctx, project); err != nil {
+		return nil, err
 	}
-	ds, err := q.DomainListByProject(ctx, project)
-	if err != nil {
-		return nil, fmt.Errorf("list domains of %s: %w", project, err)
-	}
-	return ds, nil
+	return st.listByProject(ctx, project)
 }
 
 // Get returns project's domain domainID.
-func (s *Service) Get(ctx context.Context, project, domainID uuid.UUID) (db.Domain, error) {
-	d, err := db.New(s.pool).DomainGetByID(ctx, domainID)
-	if errors.Is(err, pgx.ErrNoRows) || err == nil && d.ProjectID != project {
-		return db.Domain{}, fmt.Errorf("%w: %s", ErrNotFound, domainID)
-	}
+func (s *Service) Get(ctx context.Context, project, domainID uuid.UUID) (Domain, error) {
+	d, err := newStore(s.pool).get(ctx, domainID)
 	if err != nil {
-		return db.Domain{}, fmt.Errorf("domain %s: %w", domainID, err)
+		return Domain{}, err
+	}
+	if d.ProjectID != project {
+		return Domain{}, fmt.Errorf("%w: %s", ErrNotFound, domainID)
 	}
 	return d, nil
+}
+
+// Verified returns the verified domain name (normalised), whichever
+// project it is verified by; ErrNotFound if none.
+func (s *Service) Verified(ctx context.Context, name string) (Domain, error) {
+	return newStore(s.pool).verifiedByName(ctx, name)
 }
 
 // Remove deletes project's domain domainID. The edge stops routing the
 // name as soon as it has rebuilt its table, which the delete wakes it for.
 func (s *Service) Remove(ctx context.Context, project, domainID uuid.UUID) error {
-	n, err := db.New(s.pool).DomainDelete(ctx, db.DomainDeleteParams{ID: domainID, ProjectID: project})
-	if err != nil {
-		return fmt.Errorf("remove domain %s: %w", domainID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("%w: %s", ErrNotFound, domainID)
+	if err := newStore(s.pool).remove(ctx, project, domainID); err != nil {
+		return err
 	}
 	s.log.InfoContext(ctx, "domain removed", "domain_id", domainID, "project_id", project)
 	return nil
-}
-
-const (
-	uniqueViolation     = "23505"
-	foreignKeyViolation = "23503"
-)
-
-// pgErrorCode is err's SQLSTATE, "" for no error, "?" for one that is not
-// from Postgres.
-func pgErrorCode(err error) string {
-	if err == nil {
-		return ""
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return "?"
-}
-
-func isVerifiedNameConflict(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == uniqueViolation && pgErr.ConstraintName == "domains_name_verified_idx"
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/config"
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/dnstest"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -29,7 +28,6 @@ type fixture struct {
 	pool *pgxpool.Pool
 	dns  *dnstest.Server
 	svc  *domains.Service
-	q    *db.Queries
 }
 
 var queueConfig = config.Queue{Workers: 4, JobTimeout: time.Minute, RescueAfter: time.Hour}
@@ -66,10 +64,10 @@ func newFixture(t *testing.T, cfg domains.Config, work bool) *fixture {
 			_ = q.Stop(ctx)
 		})
 	}
-	return &fixture{pool: pool, dns: dns, svc: svc, q: db.New(pool)}
+	return &fixture{pool: pool, dns: dns, svc: svc}
 }
 
-func (f *fixture) add(t *testing.T, project uuid.UUID, name string) db.Domain {
+func (f *fixture) add(t *testing.T, project uuid.UUID, name string) domains.Domain {
 	t.Helper()
 	d, err := f.svc.Add(context.Background(), project, name)
 	if err != nil {
@@ -78,7 +76,7 @@ func (f *fixture) add(t *testing.T, project uuid.UUID, name string) db.Domain {
 	return d
 }
 
-func (f *fixture) check(t *testing.T, d db.Domain) db.Domain {
+func (f *fixture) check(t *testing.T, d domains.Domain) domains.Domain {
 	t.Helper()
 	got, err := f.svc.Check(context.Background(), d.ID)
 	if err != nil {
@@ -87,11 +85,11 @@ func (f *fixture) check(t *testing.T, d db.Domain) db.Domain {
 	return got
 }
 
-func (f *fixture) get(t *testing.T, id uuid.UUID) db.Domain {
+func (f *fixture) get(t *testing.T, id uuid.UUID) domains.Domain {
 	t.Helper()
-	d, err := f.q.DomainGetByID(context.Background(), id)
+	d, err := f.svc.ByID(context.Background(), id)
 	if err != nil {
-		t.Fatalf("DomainGetByID(%s): %v", id, err)
+		t.Fatalf("ByID(%s): %v", id, err)
 	}
 	return d
 }
@@ -109,14 +107,14 @@ func jobs(t *testing.T, conn interface {
 	return n
 }
 
-func reason(d db.Domain) string {
+func reason(d domains.Domain) string {
 	if d.FailureReason == nil {
 		return ""
 	}
 	return *d.FailureReason
 }
 
-func wantReason(t *testing.T, d db.Domain, parts ...string) {
+func wantReason(t *testing.T, d domains.Domain, parts ...string) {
 	t.Helper()
 	for _, p := range parts {
 		if !strings.Contains(reason(d), p) {
@@ -145,7 +143,7 @@ func TestAddIsPendingWithItsCheckQueuedInTheSameTransaction(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.q.DomainGetByID(ctx, rolledBack.ID); !errors.Is(err, pgx.ErrNoRows) {
+	if _, err := f.svc.ByID(ctx, rolledBack.ID); !errors.Is(err, domains.ErrNotFound) {
 		t.Fatalf("domain after rollback: err = %v, want no rows", err)
 	}
 	if n := jobs(t, f.pool, rolledBack.ID); n != 0 {
@@ -153,7 +151,7 @@ func TestAddIsPendingWithItsCheckQueuedInTheSameTransaction(t *testing.T) {
 	}
 
 	d := f.add(t, project, "app.dokedu.org")
-	if d.Status != "pending" || d.ProjectID != project || d.Name != "app.dokedu.org" || d.VerifiedAt != nil || d.LastCheckedAt != nil {
+	if d.Status != domains.StatusPending || d.ProjectID != project || d.Name != "app.dokedu.org" || d.VerifiedAt != nil || d.LastCheckedAt != nil {
 		t.Fatalf("added domain = %+v, want pending app.dokedu.org, never checked", d)
 	}
 	if d.ID.Version() != 7 {
@@ -228,7 +226,7 @@ func TestAddRefusesWhatCannotBeACustomDomain(t *testing.T) {
 			t.Errorf("Add(%q): err = %v, want %v", tt.name, err, tt.want)
 		}
 	}
-	if ds, err := f.q.DomainListByProject(ctx, project); err != nil || len(ds) != 0 {
+	if ds, err := f.svc.List(ctx, project); err != nil || len(ds) != 0 {
 		t.Fatalf("refused names left rows: %v %v", ds, err)
 	}
 	// Not being a platform domain is about labels, not text.
@@ -251,7 +249,7 @@ func TestAddRefusesUnknownProjectsAndDuplicates(t *testing.T) {
 		t.Fatalf("%d verify tasks after the refused duplicate, want the first's only", n)
 	}
 	// Another project may claim it too; only one can ever verify it.
-	if d := f.add(t, other, "app.example.com"); d.Status != "pending" {
+	if d := f.add(t, other, "app.example.com"); d.Status != domains.StatusPending {
 		t.Fatalf("second claim = %+v", d)
 	}
 }
@@ -263,10 +261,10 @@ func TestCNAMEToTheEdgeHostVerifies(t *testing.T) {
 
 	f.dns.SetCNAME("app.dokedu.org", edgeHost)
 	d := f.check(t, f.add(t, project, "app.dokedu.org"))
-	if d.Status != "verified" || d.VerifiedAt == nil || d.LastCheckedAt == nil || d.FailureReason != nil {
+	if d.Status != domains.StatusVerified || d.VerifiedAt == nil || d.LastCheckedAt == nil || d.FailureReason != nil {
 		t.Fatalf("CNAME to the edge: %+v, want verified", d)
 	}
-	owner, err := f.q.DomainGetVerifiedByName(context.Background(), "app.dokedu.org")
+	owner, err := f.svc.Verified(context.Background(), "app.dokedu.org")
 	if err != nil || owner.ID != d.ID {
 		t.Fatalf("DomainGetVerifiedByName = %v, %v", owner.ID, err)
 	}
@@ -274,7 +272,7 @@ func TestCNAMEToTheEdgeHostVerifies(t *testing.T) {
 	// Through a chain (the customer's own CDN name in between).
 	f.dns.SetCNAME("www.dokedu.org", "cdn.dokedu.net")
 	f.dns.SetCNAME("cdn.dokedu.net", "EDGE.zeitwork.com.")
-	if d := f.check(t, f.add(t, project, "www.dokedu.org")); d.Status != "verified" {
+	if d := f.check(t, f.add(t, project, "www.dokedu.org")); d.Status != domains.StatusVerified {
 		t.Fatalf("CNAME chain to the edge: %s (%s), want verified", d.Status, reason(d))
 	}
 }
@@ -300,11 +298,11 @@ func TestCheckWithoutProofStaysPendingWithAReason(t *testing.T) {
 	} {
 		added := f.add(t, project, tt.name)
 		d := f.check(t, added)
-		if d.Status != "pending" || d.VerifiedAt != nil || d.LastCheckedAt == nil {
+		if d.Status != domains.StatusPending || d.VerifiedAt != nil || d.LastCheckedAt == nil {
 			t.Errorf("%s: %+v, want pending and checked", tt.name, d)
 		}
 		wantReason(t, d, append([]string{"expected " + tt.name + " CNAME " + edgeHost, "_zeitwork." + tt.name}, tt.found...)...)
-		if _, err := f.q.DomainGetVerifiedByName(context.Background(), tt.name); !errors.Is(err, pgx.ErrNoRows) {
+		if _, err := f.svc.Verified(context.Background(), tt.name); !errors.Is(err, domains.ErrNotFound) {
 			t.Errorf("%s: routed while pending (err = %v)", tt.name, err)
 		}
 	}
@@ -312,10 +310,10 @@ func TestCheckWithoutProofStaysPendingWithAReason(t *testing.T) {
 	// Fixing DNS and checking again verifies.
 	f.dns.Delete("elsewhere.example.com")
 	f.dns.SetCNAME("elsewhere.example.com", edgeHost)
-	ds, _ := f.q.DomainListByProject(context.Background(), project)
+	ds, _ := f.svc.List(context.Background(), project)
 	for _, d := range ds {
 		if d.Name == "elsewhere.example.com" {
-			if d = f.check(t, d); d.Status != "verified" || d.FailureReason != nil {
+			if d = f.check(t, d); d.Status != domains.StatusVerified || d.FailureReason != nil {
 				t.Fatalf("after fixing the CNAME: %+v", d)
 			}
 		}
@@ -331,7 +329,7 @@ func TestTXTTokenVerifies(t *testing.T) {
 	d := f.add(t, project, "dokedu.org")
 	f.dns.SetA("dokedu.org", net.IPv4(192, 0, 2, 10))
 	f.dns.SetTXT("_zeitwork.dokedu.org", "v=something-else", d.VerificationToken)
-	if d = f.check(t, d); d.Status != "verified" || d.VerifiedAt == nil {
+	if d = f.check(t, d); d.Status != domains.StatusVerified || d.VerifiedAt == nil {
 		t.Fatalf("TXT token: %s (%s), want verified", d.Status, reason(d))
 	}
 }
@@ -344,39 +342,39 @@ func TestVerifiedNameMovesOnlyWithTheTXTToken(t *testing.T) {
 
 	f.dns.SetCNAME("app.dokedu.org", edgeHost)
 	a := f.check(t, f.add(t, first, "app.dokedu.org"))
-	if a.Status != "verified" {
+	if a.Status != domains.StatusVerified {
 		t.Fatalf("first claim: %+v", a)
 	}
 
 	b := f.add(t, second, "app.dokedu.org")
 	b = f.check(t, b)
-	if b.Status != "pending" {
+	if b.Status != domains.StatusPending {
 		t.Fatalf("second claim with only the CNAME: %+v, want pending", b)
 	}
 	wantReason(t, b, "verified by another project", "only the TXT token at _zeitwork.app.dokedu.org", "no TXT record")
-	if owner, err := f.q.DomainGetVerifiedByName(ctx, "app.dokedu.org"); err != nil || owner.ID != a.ID {
+	if owner, err := f.svc.Verified(ctx, "app.dokedu.org"); err != nil || owner.ID != a.ID {
 		t.Fatalf("owner after a CNAME-only claim = %v, %v; want the first project still", owner.ProjectID, err)
 	}
 	// The owner's own token does not help the newcomer.
 	f.dns.SetTXT("_zeitwork.app.dokedu.org", a.VerificationToken)
-	if b = f.check(t, b); b.Status != "pending" {
+	if b = f.check(t, b); b.Status != domains.StatusPending {
 		t.Fatalf("second claim with the first's token: %+v, want pending", b)
 	}
 
 	f.dns.SetTXT("_zeitwork.app.dokedu.org", b.VerificationToken)
-	if b = f.check(t, b); b.Status != "verified" {
+	if b = f.check(t, b); b.Status != domains.StatusVerified {
 		t.Fatalf("second claim with its TXT token: %+v, want verified", b)
 	}
-	if owner, err := f.q.DomainGetVerifiedByName(ctx, "app.dokedu.org"); err != nil || owner.ID != b.ID {
+	if owner, err := f.svc.Verified(ctx, "app.dokedu.org"); err != nil || owner.ID != b.ID {
 		t.Fatalf("owner after the TXT proof = %v, %v; want the second project", owner.ProjectID, err)
 	}
 	a = f.get(t, a.ID)
-	if a.Status != "failed" || a.VerifiedAt != nil {
+	if a.Status != domains.StatusFailed || a.VerifiedAt != nil {
 		t.Fatalf("first claim after losing the name: %+v, want failed", a)
 	}
 	wantReason(t, a, "moved to another project", "TXT token")
 	// The loser's CNAME does not take it back either.
-	if a = f.check(t, a); a.Status != "failed" {
+	if a = f.check(t, a); a.Status != domains.StatusFailed {
 		t.Fatalf("first claim rechecked with only the CNAME: %+v", a)
 	}
 }
@@ -413,11 +411,11 @@ func TestConcurrentClaimsAreNeverBothVerified(t *testing.T) {
 			t.Errorf("%s: concurrent check: %v", name, err)
 		}
 		a, b = f.get(t, a.ID), f.get(t, b.ID)
-		if (a.Status == "verified") == (b.Status == "verified") {
+		if (a.Status == domains.StatusVerified) == (b.Status == domains.StatusVerified) {
 			t.Fatalf("%s: claims are %s and %s, want exactly one verified", name, a.Status, b.Status)
 		}
 		loser := a
-		if a.Status == "verified" {
+		if a.Status == domains.StatusVerified {
 			loser = b
 		}
 		if round%2 == 0 {
@@ -435,7 +433,7 @@ func TestPendingTooLongIsFailedAndNoLongerSwept(t *testing.T) {
 	if _, err := f.pool.Exec(ctx, `UPDATE domains SET created_at = now() - interval '25 hours' WHERE id = $1`, d.ID); err != nil {
 		t.Fatal(err)
 	}
-	if d = f.check(t, d); d.Status != "failed" {
+	if d = f.check(t, d); d.Status != domains.StatusFailed {
 		t.Fatalf("pending past the deadline: %+v, want failed", d)
 	}
 	wantReason(t, d, "gave up after 1 day pending", "late.example.com has no DNS records")
@@ -444,7 +442,7 @@ func TestPendingTooLongIsFailedAndNoLongerSwept(t *testing.T) {
 	}
 	// Its owner fixes DNS and asks again.
 	f.dns.SetCNAME("late.example.com", edgeHost)
-	if d = f.check(t, d); d.Status != "verified" {
+	if d = f.check(t, d); d.Status != domains.StatusVerified {
 		t.Fatalf("failed domain rechecked after fixing DNS: %+v", d)
 	}
 }
@@ -456,23 +454,23 @@ func TestRemoveStopsRoutingAtOnce(t *testing.T) {
 	project, other := testdb.Project(t, f.pool), testdb.Project(t, f.pool)
 	f.dns.SetCNAME("app.dokedu.org", edgeHost)
 	d := f.check(t, f.add(t, project, "app.dokedu.org"))
-	if d.Status != "verified" {
+	if d.Status != domains.StatusVerified {
 		t.Fatalf("%+v", d)
 	}
 
 	if err := f.svc.Remove(ctx, other, d.ID); !errors.Is(err, domains.ErrNotFound) {
 		t.Fatalf("Remove by another project: err = %v, want ErrNotFound", err)
 	}
-	if _, err := f.q.DomainGetVerifiedByName(ctx, "app.dokedu.org"); err != nil {
+	if _, err := f.svc.Verified(ctx, "app.dokedu.org"); err != nil {
 		t.Fatalf("another project's Remove touched the domain: %v", err)
 	}
 	if err := f.svc.Remove(ctx, project, d.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.q.DomainGetVerifiedByName(ctx, "app.dokedu.org"); !errors.Is(err, pgx.ErrNoRows) {
+	if _, err := f.svc.Verified(ctx, "app.dokedu.org"); !errors.Is(err, domains.ErrNotFound) {
 		t.Fatalf("DomainGetVerifiedByName after Remove: err = %v, want no rows", err)
 	}
-	if _, err := f.q.DomainGetByID(ctx, d.ID); !errors.Is(err, pgx.ErrNoRows) {
+	if _, err := f.svc.ByID(ctx, d.ID); !errors.Is(err, domains.ErrNotFound) {
 		t.Fatalf("row after Remove: err = %v, want gone", err)
 	}
 	if err := f.svc.Remove(ctx, project, d.ID); !errors.Is(err, domains.ErrNotFound) {
@@ -482,7 +480,7 @@ func TestRemoveStopsRoutingAtOnce(t *testing.T) {
 		t.Fatalf("Check after Remove: err = %v, want ErrNotFound", err)
 	}
 	// The name is free again, for any project.
-	if d := f.check(t, f.add(t, other, "app.dokedu.org")); d.Status != "verified" {
+	if d := f.check(t, f.add(t, other, "app.dokedu.org")); d.Status != domains.StatusVerified {
 		t.Fatalf("re-added elsewhere: %+v", d)
 	}
 }
@@ -516,7 +514,7 @@ func TestSweepQueuesOnlyDuePendingDomains(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		d    db.Domain
+		d    domains.Domain
 		want int
 	}{{neverChecked, 1}, {longAgo, 1}, {justChecked, 0}, {verified, 0}, {removed, 0}} {
 		if n := jobs(t, f.pool, c.d.ID); n != c.want {
@@ -534,9 +532,9 @@ func TestWorkerChecksAddedDomainsAndSweepRechecks(t *testing.T) {
 	f.dns.SetCNAME("ready.example.com", edgeHost)
 	ready := f.add(t, project, "ready.example.com")
 	later := f.add(t, project, "later.example.com")
-	eventually(t, "the worker verifies ready.example.com", func() bool { return f.get(t, ready.ID).Status == "verified" })
+	eventually(t, "the worker verifies ready.example.com", func() bool { return f.get(t, ready.ID).Status == domains.StatusVerified })
 	eventually(t, "the worker checks later.example.com", func() bool { return f.get(t, later.ID).LastCheckedAt != nil })
-	if d := f.get(t, later.ID); d.Status != "pending" {
+	if d := f.get(t, later.ID); d.Status != domains.StatusPending {
 		t.Fatalf("later.example.com without DNS: %+v", d)
 	}
 
@@ -545,7 +543,7 @@ func TestWorkerChecksAddedDomainsAndSweepRechecks(t *testing.T) {
 		if _, err := f.svc.Sweep(ctx); err != nil {
 			t.Fatal(err)
 		}
-		return f.get(t, later.ID).Status == "verified"
+		return f.get(t, later.ID).Status == domains.StatusVerified
 	})
 
 	// A domain removed before its task runs: the task ends quietly.

@@ -8,12 +8,12 @@ import (
 
 	"golang.org/x/net/publicsuffix"
 
-	"github.com/zeitwork/zeitwork/internal/edge"
+	"github.com/zeitwork/zeitwork/internal/hostname"
 )
 
-// hostname is the database's domains_name_check pattern: a name that passes
+// namePattern is the database's domains_name_check pattern: a name that passes
 // here never reaches the database only to be refused by its CHECK (a 500).
-var hostname = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?[.])+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+var namePattern = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?[.])+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 // Normalize turns what a user typed into the name a domain is stored and
 // routed under (lower case, no trailing dot, Unicode as punycode), or says
@@ -33,18 +33,18 @@ func Normalize(raw string) (string, error) {
 	case isIP(s):
 		return "", fmt.Errorf("%w: %q is an IP address; a custom domain is a host name", ErrInvalidName, shown)
 	case strings.Contains(s, ":"):
-		// NormalizeHost reads a Host header and drops the port; in a
+		// hostname.Normalize reads a Host header and drops the port; in a
 		// domain name a port is a mistake to point out, not to ignore.
 		return "", fmt.Errorf("%w: %q: give the host name without a port", ErrInvalidName, shown)
 	}
-	name, err := edge.NormalizeHost(s)
+	name, err := hostname.Normalize(s)
 	if err != nil {
 		return "", fmt.Errorf("%w: %q is not a valid host name", ErrInvalidName, shown)
 	}
 	if !strings.Contains(name, ".") {
 		return "", fmt.Errorf("%w: %q is a single label; a custom domain looks like app.example.com", ErrInvalidName, shown)
 	}
-	if len(name) > 253 || !hostname.MatchString(name) {
+	if len(name) > 253 || !namePattern.MatchString(name) {
 		return "", fmt.Errorf("%w: %q is not a valid host name", ErrInvalidName, shown)
 	}
 	// No top-level domain is numeric; such a name is an IPv4 address in

@@ -10,7 +10,6 @@ import (
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
 
@@ -70,9 +69,7 @@ const sweepBatch = 500
 // CheckInterval on every operator: the tasks are unique per domain, so
 // sweeps that overlap queue each check once.
 func (s *Service) Sweep(ctx context.Context) (int, error) {
-	due, err := db.New(s.pool).DomainListDueForCheck(ctx, db.DomainListDueForCheckParams{
-		MinIntervalSecs: s.cfg.CheckInterval.Seconds(), MaxIntervalSecs: s.cfg.MaxCheckInterval.Seconds(), MaxRows: sweepBatch,
-	})
+	due, err := newStore(s.pool).dueForCheck(ctx, s.cfg.CheckInterval, s.cfg.MaxCheckInterval, sweepBatch)
 	if err != nil {
 		return 0, fmt.Errorf("domain sweep: %w", err)
 	}

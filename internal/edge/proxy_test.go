@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/zeitwork/zeitwork/internal/hostname"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -358,7 +359,7 @@ func FuzzProxyHost(f *testing.F) {
 		rec := httptest.NewRecorder()
 		p.ServeHTTP(rec, req)
 		want := http.StatusNotFound
-		if h, err := NormalizeHost(host); err == nil && h == "shop.zeitwork.app" {
+		if h, err := hostname.Normalize(host); err == nil && h == "shop.zeitwork.app" {
 			want = http.StatusServiceUnavailable
 		}
 		if rec.Code != want || rec.Header().Get(HeaderRequestID) == "" {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/hostname"
 )
 
 // Certificates is the edge's TLS: certificates for the HTTPS listener and
@@ -186,7 +187,7 @@ func ignoreCanceled(err error) error {
 // to a name the edge has no certificate for.
 func redirect(routes *Routes, proxy *Proxy) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, err := NormalizeHost(r.Host)
+		host, err := hostname.Normalize(r.Host)
 		if _, ok := routes.Load().Lookup(r.Host); !ok || err != nil {
 			proxy.ServeHTTP(w, r) // the proxy's own 404
 			return

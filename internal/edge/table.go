@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 
 	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/hostname"
 )
 
 // Backend is one healthy instance and the node-proxy that reaches it.
@@ -97,9 +99,9 @@ func NewTable(appsDomain string, projects []Project, instances []Instance, domai
 
 func (t *Table) add(name string, r Route) {
 	host := name
-	if !plainName(name) {
+	if !hostname.IsPlain(name) {
 		var err error
-		if host, err = NormalizeHost(name); err != nil {
+		if host, err = hostname.Normalize(name); err != nil {
 			return
 		}
 	}
@@ -159,7 +161,7 @@ func (t *Table) Lookup(hostHeader string) (Route, bool) {
 			return r, true
 		}
 	}
-	host, err := NormalizeHost(hostHeader)
+	host, err := hostname.Normalize(hostHeader)
 	if err != nil {
 		return Route{}, false
 	}

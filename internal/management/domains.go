@@ -6,8 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/samber/lo"
 
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 )
@@ -19,12 +19,12 @@ type Domain struct {
 	Name      string    `json:"name"`
 	// Status is pending (checks go on), verified (routed) or failed
 	// (given up, or moved to another project; POST .../verify asks again).
-	Status        string       `json:"status"`
-	Verification  Verification `json:"verification"`
-	FailureReason *string      `json:"failure_reason"`
-	VerifiedAt    *time.Time   `json:"verified_at"`
-	LastCheckedAt *time.Time   `json:"last_checked_at"`
-	CreatedAt     time.Time    `json:"created_at"`
+	Status        domains.Status `json:"status"`
+	Verification  Verification   `json:"verification"`
+	FailureReason *string        `json:"failure_reason"`
+	VerifiedAt    *time.Time     `json:"verified_at"`
+	LastCheckedAt *time.Time     `json:"last_checked_at"`
+	CreatedAt     time.Time      `json:"created_at"`
 }
 
 // Verification is the DNS record that proves a domain; either one does,
@@ -35,7 +35,7 @@ type Verification struct {
 	TXTValue    string `json:"txt_value"`
 }
 
-func (a *API) domainJSON(d db.Domain) Domain {
+func (a *API) domainJSON(d domains.Domain) Domain {
 	v := a.Domains.Instructions(d)
 	return Domain{
 		ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Status: d.Status,
@@ -83,10 +83,7 @@ func (a *API) listDomains(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return domainError(err)
 	}
-	out := make([]Domain, len(rows))
-	for i, d := range rows {
-		out[i] = a.domainJSON(d)
-	}
+	out := lo.Map(rows, func(d domains.Domain, _ int) Domain { return a.domainJSON(d) })
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"domains": out})
 	return nil
 }

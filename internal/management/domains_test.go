@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/config"
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/dnstest"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
@@ -29,6 +27,7 @@ import (
 
 type domainFixture struct {
 	pool    *pgxpool.Pool
+	svc     *domains.Service
 	dns     *dnstest.Server
 	srv     *httptest.Server
 	project uuid.UUID
@@ -52,7 +51,7 @@ func newDomainFixture(t *testing.T) *domainFixture {
 		t.Fatal(err)
 	}
 	api := &management.API{Pool: pool, Queue: q, Token: token, Log: zlog.Discard(), Domains: svc}
-	f := &domainFixture{pool: pool, dns: dns, srv: httptest.NewServer(api.Handler()), project: testdb.Project(t, pool)}
+	f := &domainFixture{pool: pool, svc: svc, dns: dns, srv: httptest.NewServer(api.Handler()), project: testdb.Project(t, pool)}
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -129,7 +128,7 @@ func TestDomainRoutes(t *testing.T) {
 		}
 	}
 	d := unmarshal[management.Domain](t, body)
-	if d.Name != "app.dokedu.org" || d.Status != "pending" || d.ProjectID != f.project || d.ID.Version() != 7 || d.VerifiedAt != nil || d.FailureReason != nil {
+	if d.Name != "app.dokedu.org" || d.Status != domains.StatusPending || d.ProjectID != f.project || d.ID.Version() != 7 || d.VerifiedAt != nil || d.FailureReason != nil {
 		t.Fatalf("POST answered %+v", d)
 	}
 	if v := d.Verification; v.CNAMETarget != "edge.zeitwork.com" || v.TXTName != "_zeitwork.app.dokedu.org" || !strings.HasPrefix(v.TXTValue, "zeitwork-verify-") {
@@ -148,24 +147,24 @@ func TestDomainRoutes(t *testing.T) {
 		t.Fatalf("GET list: %d %s", resp.StatusCode, body)
 	}
 	resp, body = f.do(t, "GET", self, "")
-	if got := unmarshal[management.Domain](t, body); resp.StatusCode != http.StatusOK || got.ID != d.ID || got.Name != d.Name || got.Status != "pending" {
+	if got := unmarshal[management.Domain](t, body); resp.StatusCode != http.StatusOK || got.ID != d.ID || got.Name != d.Name || got.Status != domains.StatusPending {
 		t.Fatalf("GET one: %d %s", resp.StatusCode, body)
 	}
 
 	// Checked before DNS is set up: still pending, saying why.
 	got := f.verify(t, d)
-	if got.Status != "pending" || got.FailureReason == nil || got.LastCheckedAt == nil ||
+	if got.Status != domains.StatusPending || got.FailureReason == nil || got.LastCheckedAt == nil ||
 		!strings.Contains(*got.FailureReason, "expected app.dokedu.org CNAME edge.zeitwork.com") {
 		t.Fatalf("verify without DNS: %+v", got)
 	}
 
 	f.dns.SetCNAME("app.dokedu.org", "edge.zeitwork.com")
 	got = f.verify(t, d)
-	if got.Status != "verified" || got.VerifiedAt == nil || got.FailureReason != nil {
+	if got.Status != domains.StatusVerified || got.VerifiedAt == nil || got.FailureReason != nil {
 		t.Fatalf("verify with the CNAME: %+v", got)
 	}
 	// Verifying a verified domain changes nothing.
-	if again := f.verify(t, d); again.Status != "verified" || !again.VerifiedAt.Equal(*got.VerifiedAt) {
+	if again := f.verify(t, d); again.Status != domains.StatusVerified || !again.VerifiedAt.Equal(*got.VerifiedAt) {
 		t.Fatalf("verify again: %+v", again)
 	}
 
@@ -173,7 +172,7 @@ func TestDomainRoutes(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent || len(body) != 0 {
 		t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
 	}
-	if _, err := db.New(f.pool).DomainGetVerifiedByName(ctx, "app.dokedu.org"); !errors.Is(err, pgx.ErrNoRows) {
+	if _, err := f.svc.Verified(ctx, "app.dokedu.org"); !errors.Is(err, domains.ErrNotFound) {
 		t.Fatalf("still routed after DELETE: err = %v", err)
 	}
 	if resp, body = f.do(t, "GET", self, ""); resp.StatusCode != http.StatusNotFound {
@@ -191,20 +190,20 @@ func TestDomainRoutesMoveAVerifiedNameOnlyWithTheTXTToken(t *testing.T) {
 	other := testdb.Project(t, f.pool)
 	f.dns.SetCNAME("app.dokedu.org", "edge.zeitwork.com")
 	first := f.verify(t, f.add(t, f.project, "app.dokedu.org"))
-	if first.Status != "verified" {
+	if first.Status != domains.StatusVerified {
 		t.Fatalf("first claim: %+v", first)
 	}
 
 	second := f.add(t, other, "app.dokedu.org")
-	if second = f.verify(t, second); second.Status != "pending" || !strings.Contains(*second.FailureReason, "verified by another project") {
+	if second = f.verify(t, second); second.Status != domains.StatusPending || !strings.Contains(*second.FailureReason, "verified by another project") {
 		t.Fatalf("second claim with the CNAME only: %+v", second)
 	}
 	f.dns.SetTXT(second.Verification.TXTName, second.Verification.TXTValue)
-	if second = f.verify(t, second); second.Status != "verified" {
+	if second = f.verify(t, second); second.Status != domains.StatusVerified {
 		t.Fatalf("second claim with its TXT token: %+v", second)
 	}
 	_, body := f.do(t, "GET", f.domainPath(f.project, "/"+first.ID.String()), "")
-	if first = unmarshal[management.Domain](t, body); first.Status != "failed" || first.VerifiedAt != nil {
+	if first = unmarshal[management.Domain](t, body); first.Status != domains.StatusFailed || first.VerifiedAt != nil {
 		t.Fatalf("first claim after the move: %s", body)
 	}
 }
@@ -270,7 +269,7 @@ func TestDomainRoutesRefuseBadInput(t *testing.T) {
 	// Nothing was written or removed by any of it.
 	var names []string
 	for _, p := range []uuid.UUID{f.project, other} {
-		ds, err := db.New(f.pool).DomainListByProject(context.Background(), p)
+		ds, err := f.svc.List(context.Background(), p)
 		if err != nil {
 			t.Fatal(err)
 		}

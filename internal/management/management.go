@@ -258,6 +258,6 @@ func (a *API) buildImage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.Header().Set("Location", "/v1/deployments/"+res.Deployment.ID.String())
-	httpapi.WriteJSON(w, http.StatusAccepted, BuildAccepted{DeploymentID: res.Deployment.ID, BuildID: res.Build.ID, Status: res.Build.Status})
+	httpapi.WriteJSON(w, http.StatusAccepted, BuildAccepted{DeploymentID: res.Deployment.ID, BuildID: res.Build.ID, Status: string(res.Build.Status)})
 	return nil
 }
