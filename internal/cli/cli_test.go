@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
@@ -179,12 +177,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 	testenv.Containerd(t)
 	url := testdb.Empty(t)
 	state := t.TempDir()
-	prefix := "zwt-dev" + id.New().String()[30:] + "-"
-	t.Cleanup(func() {
-		for i := 1; i <= 2; i++ {
-			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", prefix, i)).Run()
-		}
-	})
+	prefix := testenv.DevPrefix(t, "zwt-dev", 2)
 	base := testenv.DevPortBase(t, 210)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -192,7 +185,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 	var out, errOut syncBuffer
 	go func() {
 		done <- Main(ctx, []string{"dev"}, Env{Environ: append(os.Environ(),
-			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_NETNS_PREFIX="+prefix,
+			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_PREFIX="+prefix,
 			fmt.Sprintf("DEV_PORT_BASE=%d", base), "LOG_LEVEL=warn"), Stdout: &out, Stderr: &errOut})
 	}()
 	defer func() {
