@@ -1,8 +1,9 @@
 // Package testenv finds the real dependencies that tests run against
 // (Postgres, MinIO, the registry, buildkitd, containerd) at the endpoints
-// scripts/deps.sh starts them on, or where the same variables that
-// configure `zeitwork dev` point. A test whose dependency is missing is
-// skipped on a laptop, and fails under CI=true: CI never passes by skipping.
+// scripts/deps.sh starts them on (deploy/dev/deps.env), or where the
+// variables that configure the roles point. A test whose dependency is
+// missing is skipped on a laptop, and fails under CI=true: CI never passes
+// by skipping.
 package testenv
 
 import (
