@@ -60,6 +60,26 @@ func TestMalformedVariableIsNamed(t *testing.T) {
 	}
 }
 
+// Values that parse but cannot work are refused at start too, before a
+// role connects anywhere.
+func TestBadKeysStopTheRoleAtStart(t *testing.T) {
+	for _, tc := range []struct {
+		role string
+		env  []string
+		want string
+	}{
+		{"nodeagent", []string{"NODE_INTERNAL_ADDRESS=127.0.0.1:1", "SECRETS_KEYS=k1:dG9vIHNob3J0"}, "SECRETS_KEYS"},
+		{"operator", []string{"REGISTRY_TOKEN_KEY=dG9vIHNob3J0", "REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
+		{"operator", []string{"REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
+	} {
+		env := append([]string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=t"}, tc.env...)
+		code, _, errOut := run(t, env, tc.role)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want+": ") || strings.Contains(errOut, "dG9vIHNob3J0") {
+			t.Errorf("%s %v: exit %d, stderr %q", tc.role, tc.env, code, errOut)
+		}
+	}
+}
+
 func TestUnbuiltRolesSaySoAfterValidConfig(t *testing.T) {
 	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d"}, "api")
 	if code != ExitNotBuilt || !strings.Contains(errOut, "not built yet") || out != "" {
