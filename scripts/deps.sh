@@ -8,7 +8,8 @@
 #   scripts/deps.sh env       export lines for the endpoints (eval "$(scripts/deps.sh env)")
 #
 # Runs as root on Debian 12. Idempotent: a second `up` with everything healthy is a quick no-op.
-# Config templates live in deploy/dev/*.tmpl and are rendered into the state directory.
+# Config templates live in deploy/dev/*.tmpl and are rendered into the state directory; the
+# endpoints and health paths are in deploy/dev/deps.env, which internal/devenv reads too.
 set -euo pipefail
 
 # ---- pinned versions (registry/buildkitd come from tools/*/go.mod: one source of truth) ----
@@ -19,7 +20,6 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$(realpath -m "${ZEITWORK_CACHE:-${HOME:-/root}/.cache/zeitwork}")"
 BIN_CACHE="$CACHE/bin"
 STATE="$(realpath -m "${ZEITWORK_DEV_STATE:-/var/lib/zeitwork-dev}")"
-RUN=/run/zeitwork-dev
 LOGS="$STATE/logs"
 PIDS="$STATE/pids"
 TEMPLATES="$REPO_ROOT/deploy/dev"
@@ -27,21 +27,14 @@ TEMPLATES="$REPO_ROOT/deploy/dev"
 # busybox-static: a static shell for base images that tests build locally (no registry reachable).
 APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk)
 
-# ---- fixed local endpoints (other code hardcodes these defaults) ----
-PG_PORT=25432
+# ---- fixed local endpoints: one file, read by internal/devenv as well ----
+# shellcheck source=../deploy/dev/deps.env
+source "$TEMPLATES/deps.env"
+RUN=$ZEITWORK_DEV_RUN
 PG_SOCKDIR="$RUN/postgres"
-DATABASE_URL="postgres://zeitwork:zeitwork@127.0.0.1:$PG_PORT/zeitwork?sslmode=disable"
-MINIO_ADDR=127.0.0.1:29000
-MINIO_CONSOLE_ADDR=127.0.0.1:29001
-S3_ENDPOINT="http://$MINIO_ADDR"
-S3_REGION=us-east-1
-S3_BUCKET=zeitwork
-S3_ACCESS_KEY_ID=zeitwork
-S3_SECRET_ACCESS_KEY=zeitwork-dev-secret
-REGISTRY_ADDR=127.0.0.1:25000
-BUILDKIT_SOCK="$RUN/buildkitd.sock"
-BUILDKIT_ADDR="unix://$BUILDKIT_SOCK"
-CONTAINERD_SOCK="$RUN/containerd.sock"
+BUILDKIT_SOCK="${BUILDKIT_ADDR#unix://}"
+CONTAINERD_SOCK="$CONTAINERD_ADDR"
+port_of() { echo "${1##*:}"; }
 
 DAEMONS=(postgres minio registry containerd buildkitd)
 
@@ -84,20 +77,24 @@ pg_bindir() {
   echo "$d"
 }
 
-# stale TEMPLATE DEST: 0 if DEST differs from what TEMPLATE renders to
-stale() {
-  ! sed -e "s|@STATE@|$STATE|g" -e "s|@RUN@|$RUN|g" \
+# expand TEMPLATE: the template with @STATE@, @RUN@ and the deps.env values it names substituted
+expand() {
+  sed -e "s|@STATE@|$STATE|g" -e "s|@RUN@|$RUN|g" -e "s|@PG_PORT@|$PG_PORT|g" \
+      -e "s|@S3_ENDPOINT@|$S3_ENDPOINT|g" -e "s|@S3_REGION@|$S3_REGION|g" -e "s|@S3_BUCKET@|$S3_BUCKET|g" \
       -e "s|@S3_ACCESS_KEY@|$S3_ACCESS_KEY_ID|g" -e "s|@S3_SECRET_KEY@|$S3_SECRET_ACCESS_KEY|g" \
-      "$TEMPLATES/$1" | cmp -s - "$2"
+      -e "s|@REGISTRY_ADDR@|$REGISTRY_ADDR|g" "$TEMPLATES/$1"
 }
 
-# render TEMPLATE DEST: substitute @STATE@/@RUN@/... ; returns 0 if DEST changed
+# stale TEMPLATE DEST: 0 if DEST differs from what TEMPLATE renders to
+stale() {
+  ! expand "$1" | cmp -s - "$2"
+}
+
+# render TEMPLATE DEST: write the expanded TEMPLATE to DEST; returns 0 if DEST changed
 render() {
   local tmp changed=1
   tmp=$(mktemp)
-  sed -e "s|@STATE@|$STATE|g" -e "s|@RUN@|$RUN|g" \
-      -e "s|@S3_ACCESS_KEY@|$S3_ACCESS_KEY_ID|g" -e "s|@S3_SECRET_KEY@|$S3_SECRET_ACCESS_KEY|g" \
-      "$TEMPLATES/$1" >"$tmp"
+  expand "$1" >"$tmp"
   if [[ -f "$2" ]] && cmp -s "$tmp" "$2"; then changed=0; fi
   if ((changed)); then mv "$tmp" "$2"; chmod 644 "$2"; else rm -f "$tmp"; fi
   return $((1 - changed))
@@ -256,11 +253,11 @@ health_postgres() {
   [[ "$(PGPASSWORD=zeitwork PGCONNECT_TIMEOUT=3 "$bin/psql" -X -w -Atq "$DATABASE_URL" -c 'select 1' 2>/dev/null)" == 1 ]]
 }
 health_minio() {
-  curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT/minio/health/live" 2>/dev/null || return 1
+  curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT$MINIO_HEALTH_PATH" 2>/dev/null || return 1
   s3curl -o /dev/null -I "$S3_ENDPOINT/$S3_BUCKET" 2>/dev/null
 }
 health_registry() {
-  [[ "$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' "http://$REGISTRY_ADDR/v2/" 2>/dev/null)" == 200 ]]
+  [[ "$(curl -s --max-time 3 -o /dev/null -w '%{http_code}' "http://$REGISTRY_ADDR$REGISTRY_HEALTH_PATH" 2>/dev/null)" == 200 ]]
 }
 health_containerd() {
   [[ -S "$CONTAINERD_SOCK" ]] || return 1
@@ -320,7 +317,7 @@ start_postgres() {
   fi
   # bootstrap role + database over our own socket (idempotent)
   runuser -u postgres -- "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCKDIR" -p "$PG_PORT" -d postgres >>"$logf" 2>&1 <<'SQL' \
-    || fail_start postgres "bootstrap of role/database zeitwork failed (is something else listening on 127.0.0.1:25432?)"
+    || fail_start postgres "bootstrap of role/database zeitwork failed (is something else listening on 127.0.0.1:$PG_PORT?)"
 SELECT 'CREATE ROLE zeitwork' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'zeitwork') \gexec
 ALTER ROLE zeitwork WITH LOGIN SUPERUSER PASSWORD 'zeitwork';
 SELECT 'CREATE DATABASE zeitwork OWNER zeitwork' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'zeitwork') \gexec
@@ -331,8 +328,8 @@ SQL
 start_minio() {
   install -d -m 700 "$STATE/minio"
   if [[ -z "$(pid_of minio)" ]]; then
-    preflight_port minio 29000
-    preflight_port minio 29001
+    preflight_port minio "$(port_of "$MINIO_ADDR")"
+    preflight_port minio "$(port_of "$MINIO_CONSOLE_ADDR")"
     log "minio: starting"
     spawn minio MINIO_ROOT_USER="$S3_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$S3_SECRET_ACCESS_KEY" \
       MINIO_UPDATE=off -- \
@@ -340,7 +337,7 @@ start_minio() {
   fi
   # wait for liveness, then create the bucket (200 or BucketAlreadyOwnedByYou both fine)
   local deadline=$(( $(date +%s) + 90 ))
-  until curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT/minio/health/live" 2>/dev/null; do
+  until curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT$MINIO_HEALTH_PATH" 2>/dev/null; do
     [[ -n "$(pid_of minio)" ]] || fail_start minio "process exited"
     (( $(date +%s) < deadline )) || fail_start minio "not live after 90s"
     sleep 0.2
@@ -363,7 +360,7 @@ start_registry() {
   fi
   chmod 600 "$cfg"
   if [[ -z "$(pid_of registry)" ]]; then
-    preflight_port registry 25000
+    preflight_port registry "$(port_of "$REGISTRY_ADDR")"
     log "registry: starting"
     spawn registry OTEL_TRACES_EXPORTER=none OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none -- \
       "$REGISTRY_BIN" serve "$cfg"
@@ -505,7 +502,7 @@ export S3_ACCESS_KEY_ID=$S3_ACCESS_KEY_ID
 export S3_SECRET_ACCESS_KEY=$S3_SECRET_ACCESS_KEY
 export REGISTRY_ADDR=$REGISTRY_ADDR
 export BUILDKIT_ADDR=$BUILDKIT_ADDR
-export CONTAINERD_ADDR=$CONTAINERD_SOCK
+export CONTAINERD_ADDR=$CONTAINERD_ADDR
 EOF
 }
 

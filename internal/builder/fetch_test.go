@@ -49,17 +49,17 @@ func tarGz(t *testing.T, entries ...tar.Header) []byte {
 func uploadFetcher(t *testing.T) (builder.SourceFetcher, func(key string, data []byte)) {
 	t.Helper()
 	e := testenv.S3(t)
-	u, _ := url.Parse(e.S3Endpoint)
+	u, _ := url.Parse(e.Endpoint)
 	mc, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4("zeitwork", "zeitwork-dev-secret", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	put := func(key string, data []byte) {
-		if _, err := mc.PutObject(context.Background(), e.S3Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		if _, err := mc.PutObject(context.Background(), e.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return builder.SourceFetcher{S3: mc, Bucket: e.S3Bucket}, put
+	return builder.SourceFetcher{S3: mc, Bucket: e.Bucket}, put
 }
 
 func TestFetchUploadHonoursRootDirectory(t *testing.T) {

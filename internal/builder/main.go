@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -50,12 +49,8 @@ func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Contex
 	}
 	defer pool.Close()
 
-	u, err := url.Parse(cfg.S3.Endpoint)
-	if err != nil || u.Host == "" {
-		return &config.Error{Problems: []config.Problem{{Var: "S3_ENDPOINT", Reason: "not a URL"}}}
-	}
-	s3, err := minio.New(u.Host, &minio.Options{
-		Creds: credentials.NewStaticV4(cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey.Reveal(), ""), Secure: u.Scheme == "https", Region: cfg.S3.Region,
+	s3, err := minio.New(cfg.S3.Host(), &minio.Options{
+		Creds: credentials.NewStaticV4(cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey.Reveal(), ""), Secure: cfg.S3.Secure(), Region: cfg.S3.Region,
 	})
 	if err != nil {
 		return fmt.Errorf("s3: %w", err)
@@ -74,17 +69,17 @@ func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Contex
 	}
 	svc := &Service{
 		Pool:     pool,
-		BuildKit: BuildKit{Addr: cfg.BuildkitAddr},
+		BuildKit: BuildKit{Addr: cfg.Buildkit.Addr},
 		Fetcher:  SourceFetcher{Queries: db.New(pool), GitHub: gh, S3: s3, Bucket: cfg.S3.Bucket},
 		Plan:     DetectPlanner(detect.WithRegistry(strings.TrimSuffix(cfg.BaseImageMirror, "/"))),
 		Log:      zlog.Component(log, "build"),
 		Config: Config{
 			BuilderID: builderID, Timeout: cfg.BuildTimeout, Lease: cfg.BuildLease, Logs: buildlog.DefaultLimits,
-			Registry: Registry{Host: cfg.RegistryAddr, Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()},
+			Registry: Registry{Host: cfg.Registry.Addr, Insecure: cfg.Registry.Insecure, Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()},
 			Built:    built,
 		},
 	}
-	if secret := cfg.RegistryCredentialSecret.Reveal(); secret != "" {
+	if secret := cfg.RegistryAuth.CredentialSecret.Reveal(); secret != "" {
 		minter := &registryauth.Service{Secret: []byte(secret)}
 		svc.Config.Credentials = func(project uuid.UUID, ttl time.Duration) (string, string) {
 			principal := registryauth.ProjectPrincipal(project)
@@ -100,7 +95,7 @@ func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Contex
 	if err := q.Start(ctx); err != nil {
 		return fmt.Errorf("start queue: %w", err)
 	}
-	log.InfoContext(ctx, "builder working", "builder_id", builderID, "buildkit", cfg.BuildkitAddr, "registry", cfg.RegistryAddr, "github", gh != nil)
+	log.InfoContext(ctx, "builder working", "builder_id", builderID, "buildkit", cfg.Buildkit.Addr, "registry", cfg.Registry.Addr, "github", gh != nil)
 	<-ctx.Done()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.BuildTimeout)
 	defer cancel()

@@ -47,6 +47,9 @@ type Options struct {
 	// its challenge off. certmagic only checks that something listens
 	// there, and would listen itself if nothing did.
 	HTTPAddr, HTTPSAddr string
+	// PlatformDomains get wildcard certificates (*.d and d) by DNS-01
+	// (EDGE_PLATFORM_DOMAINS).
+	PlatformDomains []string
 }
 
 // Manager obtains, renews and serves the edge's certificates: one
@@ -107,7 +110,7 @@ func New(cfg config.ACME, pool *pgxpool.Pool, log *slog.Logger, opts Options) (*
 	if m.allow == nil {
 		m.allow = VerifiedDomains(pool)
 	}
-	for _, d := range cfg.PlatformDomains {
+	for _, d := range opts.PlatformDomains {
 		if d = normalize(d); d != "" {
 			m.platform = append(m.platform, d)
 		}

@@ -57,17 +57,17 @@ func newEnv(t *testing.T) *edgeEnv {
 // Cloudflare token, so no wildcards.
 func (e *edgeEnv) config() config.ACME {
 	return config.ACME{
-		Directory:       e.ca.Directory,
-		CARoots:         e.ca.CARoots,
-		PlatformDomains: []string{"zeitwork.test"},
-		Resolvers:       []string{e.dns.Addr},
+		Directory: e.ca.Directory,
+		CARoots:   e.ca.CARoots,
+		Resolvers: []string{e.dns.Addr},
 	}
 }
 
-// manager is one edge replica's Manager on the shared database.
+// manager is one edge replica's Manager on the shared database, with
+// zeitwork.test as its platform domain.
 func (e *edgeEnv) manager(t *testing.T, cfg config.ACME) *Manager {
 	t.Helper()
-	m, err := New(cfg, e.pool, e.log, Options{HTTPAddr: e.ca.HTTP.Addr().String(), HTTPSAddr: e.ca.TLS.Addr().String()})
+	m, err := New(cfg, e.pool, e.log, Options{HTTPAddr: e.ca.HTTP.Addr().String(), HTTPSAddr: e.ca.TLS.Addr().String(), PlatformDomains: []string{"zeitwork.test"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,8 +268,8 @@ func TestPlatformWildcardByDNS01(t *testing.T) {
 // and only they are.
 func TestDecision(t *testing.T) {
 	allowed := []string{}
-	m, err := New(config.ACME{Directory: "https://ca.invalid/dir", PlatformDomains: []string{"Zeitwork.App", "zeitwork.com."}},
-		nil, zlog.Discard(), Options{HTTPAddr: ":80", Allow: func(_ context.Context, name string) error {
+	m, err := New(config.ACME{Directory: "https://ca.invalid/dir"},
+		nil, zlog.Discard(), Options{HTTPAddr: ":80", PlatformDomains: []string{"Zeitwork.App", "zeitwork.com."}, Allow: func(_ context.Context, name string) error {
 			allowed = append(allowed, name)
 			return nil
 		}})

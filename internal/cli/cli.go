@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/version"
@@ -31,15 +30,7 @@ type Env struct {
 	Stderr  io.Writer
 }
 
-func (e Env) vars() map[string]string {
-	m := make(map[string]string, len(e.Environ))
-	for _, kv := range e.Environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
+func (e Env) vars() map[string]string { return config.Environ(e.Environ) }
 
 type command struct {
 	name    string
@@ -71,7 +62,7 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// errNotBuilt marks a command whose implementation has not landed.
+// errNotBuilt marks a command that exists but does nothing yet.
 var errNotBuilt = errors.New("not built yet")
 
 // Main runs the command named by args[0] and returns the exit code.
@@ -116,9 +107,9 @@ func usage(w io.Writer) {
 	}
 }
 
-// notBuilt is a role whose work a later issue delivers. It still parses its
-// configuration, so a missing variable is reported as it will be then, and
-// then says plainly that it does nothing yet.
+// notBuilt is a role that does nothing yet. It still parses its
+// configuration, so a missing variable is reported as for every other
+// role, and then says plainly that it does nothing.
 func notBuilt[T any](what string) func(context.Context, Env, []string) error {
 	return func(_ context.Context, env Env, _ []string) error {
 		if _, err := config.ParseFrom[T](env.vars()); err != nil {

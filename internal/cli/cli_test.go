@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
@@ -59,6 +57,26 @@ func TestMalformedVariableIsNamed(t *testing.T) {
 	code, _, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d", "MIGRATE_TIMEOUT=forever"}, "migrate")
 	if code != ExitUsage || !strings.Contains(errOut, "MIGRATE_TIMEOUT") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+}
+
+// Values that parse but cannot work are refused at start too, before a
+// role connects anywhere.
+func TestBadKeysStopTheRoleAtStart(t *testing.T) {
+	for _, tc := range []struct {
+		role string
+		env  []string
+		want string
+	}{
+		{"nodeagent", []string{"NODE_INTERNAL_ADDRESS=127.0.0.1:1", "SECRETS_KEYS=k1:dG9vIHNob3J0"}, "SECRETS_KEYS"},
+		{"operator", []string{"REGISTRY_TOKEN_KEY=dG9vIHNob3J0", "REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
+		{"operator", []string{"REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
+	} {
+		env := append([]string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=t"}, tc.env...)
+		code, _, errOut := run(t, env, tc.role)
+		if code != ExitUsage || !strings.Contains(errOut, tc.want+": ") || strings.Contains(errOut, "dG9vIHNob3J0") {
+			t.Errorf("%s %v: exit %d, stderr %q", tc.role, tc.env, code, errOut)
+		}
 	}
 }
 
@@ -179,12 +197,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 	testenv.Containerd(t)
 	url := testdb.Empty(t)
 	state := t.TempDir()
-	prefix := "zwt-dev" + id.New().String()[30:] + "-"
-	t.Cleanup(func() {
-		for i := 1; i <= 2; i++ {
-			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", prefix, i)).Run()
-		}
-	})
+	prefix := testenv.DevPrefix(t, "zwt-dev", 2)
 	base := testenv.DevPortBase(t, 210)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -192,7 +205,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 	var out, errOut syncBuffer
 	go func() {
 		done <- Main(ctx, []string{"dev"}, Env{Environ: append(os.Environ(),
-			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_NETNS_PREFIX="+prefix,
+			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_PREFIX="+prefix,
 			fmt.Sprintf("DEV_PORT_BASE=%d", base), "LOG_LEVEL=warn"), Stdout: &out, Stderr: &errOut})
 	}()
 	defer func() {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,6 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
-	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -25,9 +25,14 @@ import (
 
 // runDev runs the platform on this machine. scripts/dev starts the
 // dependencies (scripts/deps.sh up) and then this; here we check that every
-// dependency really serves, migrate, and run the roles that exist: the
-// builder and DEV_NODES simulated workers (node agents, each with a network
-// namespace as its node), the operator and the edge. The API joins when it lands.
+// dependency really serves, migrate, and run the roles: the operator, the
+// edge, the builder and DEV_NODES simulated workers (node agents, each with
+// a network namespace as its node).
+//
+// Every role parses its own configuration, as it would in production, from
+// the caller's variables over the local dependencies' endpoints and dev's
+// defaults, plus what dev must decide itself: addresses, secrets, and the
+// names of what this platform owns on the host.
 func runDev(ctx context.Context, env Env, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -35,11 +40,12 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{fmt.Errorf("%w (flags: --check)", err)}
 	}
-	cfg, err := config.ParseFrom[config.Dev](env.vars())
+	vars := devVars(env.vars())
+	cfg, err := config.ParseFrom[config.Dev](vars)
 	if err != nil {
 		return err
 	}
-	root := zlog.New(env.Stderr, zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel})
+	root := zlog.New(env.Stderr, cfg.Log)
 	log := zlog.Component(root, "dev")
 
 	deps := devenv.Dependencies(cfg)
@@ -52,7 +58,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	if len(down) > 0 {
 		return fmt.Errorf("dependencies not serving (start them with scripts/deps.sh up):\n  %s", strings.Join(down, "\n  "))
 	}
-	res, err := migrate(ctx, cfg.DatabaseURL, log)
+	res, err := migrate(ctx, cfg.Database.URL, log)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
@@ -67,32 +73,36 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api.")
 		return nil
 	}
-	secrets, err := devenv.LoadSecrets(cfg.StateDir)
+	state := cfg.State()
+	secrets, err := devenv.LoadSecrets(state)
 	if err != nil {
 		return fmt.Errorf("dev secrets: %w", err)
 	}
+	vars["CLUSTER_TOKEN"], vars["SECRETS_KEYS"] = secrets.ClusterToken, secrets.SecretsKeys
+	roles, err := devRoles(cfg, vars)
+	if err != nil {
+		return err
+	}
+
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return builder.Main(ctx, devBuilder(cfg), handOnToOperator, zlog.Component(root, "builder"))
+		return builder.Main(ctx, roles.builder, handOnToOperator, zlog.Component(root, "builder"))
 	})
-	fmt.Fprintf(w, "  builder     working build tasks on %s\n", cfg.BuildkitAddr)
-	ocfg := devOperator(cfg, secrets)
+	fmt.Fprintf(w, "  builder     working build tasks on %s\n", roles.builder.Buildkit.Addr)
+	ocfg := roles.operator
 	g.Go(func() error {
 		return operator.Main(ctx, ocfg, operator.SchedulerPlacer(ocfg.NodeHeartbeatDeadline), zlog.Component(root, "operator"))
 	})
 	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
-	ecfg := devEdge(cfg, secrets)
+	ecfg := roles.edge
 	g.Go(func() error { return edge.Main(ctx, ecfg, nil, zlog.Component(root, "edge")) })
-	fmt.Fprintf(w, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
-	for i := 1; i <= cfg.Nodes; i++ {
-		ncfg, err := devNode(cfg, secrets, i)
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(root, fmt.Sprintf("node%d", i))) })
-		fmt.Fprintf(w, "  node%d       api http://%s, node-proxy %s, netns %s\n", i, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
+	fmt.Fprintf(w, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.Platform.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
+	for i, ncfg := range roles.nodes {
+		name := fmt.Sprintf("node%d", i+1)
+		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(root, name)) })
+		fmt.Fprintf(w, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
-	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(cfg.StateDir, "secrets.env"))
+	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(state, "secrets.env"))
 	fmt.Fprintln(w, "Not built yet: api. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
 	g.Go(func() error { watch(ctx, deps, log); return nil })
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
@@ -101,73 +111,105 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	return nil
 }
 
-func devOperator(cfg config.Dev, s devenv.Secrets) config.Operator {
-	return config.Operator{
-		Log:          zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
-		Database:     config.Database{URL: cfg.DatabaseURL, MaxConns: 10},
-		Queue:        config.Queue{Workers: 10, JobTimeout: time.Minute, RescueAfter: 5 * time.Minute},
-		Addr:         fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-19), // 28081 by default
-		ClusterToken: config.Secret(s.ClusterToken), RegistryInsecure: true,
-		RetireGrace: cfg.RetireGrace, HealthyDeadline: 2 * time.Minute, NodeHeartbeatDeadline: cfg.HeartbeatDeadline,
-		// Custom domains point at the dev edge's name; the dev apps domain is the platform's own.
-		EdgeHost: "edge." + cfg.AppsDomain, AppsDomain: cfg.AppsDomain,
-	}
+// devDefaults are where dev differs from production when the caller says
+// nothing: readable logs, and apps under *.localhost, which browsers
+// resolve to this machine.
+var devDefaults = map[string]string{
+	"LOG_FORMAT":       "text",
+	"EDGE_APPS_DOMAIN": "zeitwork.localhost",
 }
 
-// devEdge serves plain HTTP on loopback: browsers resolve *.localhost to
-// this machine, so http://<project>.zeitwork.localhost:28082 just works.
-func devEdge(cfg config.Dev, s devenv.Secrets) config.Edge {
-	return config.Edge{
-		Log:               zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
-		Database:          config.Database{URL: cfg.DatabaseURL, MaxConns: 4},
-		HTTPAddr:          fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-18),
-		MetricsAddr:       fmt.Sprintf("127.0.0.1:%d", cfg.PortBase-17),
-		AppsDomain:        cfg.AppsDomain,
-		Host:              "edge." + cfg.AppsDomain,
-		ClusterToken:      config.Secret(s.ClusterToken),
-		SnapshotPath:      filepath.Join(cfg.StateDir, "edge-routes.json"),
-		PollInterval:      5 * time.Second,
-		UpstreamTimeout:   time.Minute,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+// devVars is the environment every dev role parses: the caller's
+// variables over dev's defaults over the local dependencies' endpoints.
+func devVars(caller map[string]string) map[string]string {
+	vars := devenv.Environment(devDefaults)
+	maps.Copy(vars, caller)
+	if _, set := caller["EDGE_HOST"]; !set {
+		// Custom domains point at the dev edge's name.
+		vars["EDGE_HOST"] = "edge." + vars["EDGE_APPS_DOMAIN"]
 	}
+	return vars
+}
+
+type devRoleConfigs struct {
+	operator config.Operator
+	edge     config.Edge
+	builder  config.Builder
+	nodes    []config.NodeAgent
+}
+
+// devRoles parses every role's configuration from vars and the settings
+// dev owns: listeners on loopback numbered from DEV_PORT_BASE, state
+// under the platform's state directory, and each node's host resources
+// named <DEV_PREFIX>-node<i>.
+func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
+	var r devRoleConfigs
+	var err error
+	local := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
+	state := cfg.State()
+	if r.operator, err = config.ParseFrom[config.Operator](with(vars, map[string]string{
+		"OPERATOR_ADDR": local(cfg.PortBase - 19),
+	})); err != nil {
+		return r, err
+	}
+	// The edge serves plain HTTP on loopback: http://<project>.zeitwork.localhost:28082.
+	if r.edge, err = config.ParseFrom[config.Edge](with(vars, map[string]string{
+		"EDGE_HTTP_ADDR":       local(cfg.PortBase - 18),
+		"EDGE_HTTPS_ADDR":      "off",
+		"EDGE_METRICS_ADDR":    local(cfg.PortBase - 17),
+		"EDGE_ROUTES_SNAPSHOT": filepath.Join(state, "edge-routes.json"),
+		// Notifications move routes at once; polling soon after a missed
+		// one keeps a dev session from looking stuck.
+		"EDGE_POLL_INTERVAL": "5s",
+	})); err != nil {
+		return r, err
+	}
+	if r.builder, err = config.ParseFrom[config.Builder](with(vars, map[string]string{
+		"BUILDER_ID": string(cfg.Prefix) + "-builder",
+	})); err != nil {
+		return r, err
+	}
+	for i := 1; i <= cfg.Nodes; i++ {
+		name := devenv.NodeName(string(cfg.Prefix), i)
+		ns, err := devenv.EnsureNetns(name)
+		if err != nil {
+			return r, fmt.Errorf("simulated node %d needs a network namespace (run as root): %w", i, err)
+		}
+		proxy := local(cfg.PortBase + 100 + i)
+		n, err := config.ParseFrom[config.NodeAgent](with(vars, map[string]string{
+			"NODE_INTERNAL_ADDRESS": proxy,
+			"NODEPROXY_ADDR":        proxy,
+			"NODEAGENT_ADDR":        local(cfg.PortBase + i),
+			"NODE_REGION":           "dev",
+			"NODE_STATE_DIR":        filepath.Join(state, name),
+			"INSTANCE_LOG_DIR":      filepath.Join(state, name, "logs"),
+			"NETWORK_NODE_NETNS":    ns,
+			"CONTAINERD_NAMESPACE":  name,
+			// Simulated nodes share one machine: none may claim all of it.
+			"NODE_CPU_MILLIS": "2000",
+			"NODE_MEMORY_MB":  "4096",
+		}))
+		if err != nil {
+			return r, err
+		}
+		// Three heartbeats fit in the operator's deadline, however short a
+		// test makes it.
+		n.HeartbeatInterval = min(n.HeartbeatInterval, r.operator.NodeHeartbeatDeadline/3)
+		r.nodes = append(r.nodes, n)
+	}
+	return r, nil
+}
+
+// with returns vars with overrides on top.
+func with(vars, overrides map[string]string) map[string]string {
+	out := maps.Clone(vars)
+	maps.Copy(out, overrides)
+	return out
 }
 
 func portOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	return port
-}
-
-func devBuilder(cfg config.Dev) config.Builder {
-	return config.Builder{
-		Log:          zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
-		Database:     config.Database{URL: cfg.DatabaseURL, MaxConns: 10},
-		Queue:        config.Queue{Workers: 2, JobTimeout: 20 * time.Minute, RescueAfter: 30 * time.Minute},
-		S3:           config.S3{Endpoint: cfg.S3Endpoint, Region: "us-east-1", Bucket: cfg.S3Bucket, AccessKeyID: cfg.S3AccessKey, SecretAccessKey: cfg.S3SecretKey},
-		BuilderID:    "dev-builder",
-		BuildkitAddr: cfg.BuildkitAddr, RegistryAddr: cfg.RegistryAddr, RegistryInsecure: true,
-		BaseImageMirror: "docker.io", BuildTimeout: 15 * time.Minute, BuildLease: 30 * time.Second,
-	}
-}
-
-func devNode(cfg config.Dev, s devenv.Secrets, i int) (config.NodeAgent, error) {
-	name := fmt.Sprintf("%s%d", cfg.NetnsPrefix, i)
-	ns, err := devenv.EnsureNetns(name)
-	if err != nil {
-		return config.NodeAgent{}, fmt.Errorf("simulated node %d needs a network namespace (run as root): %w", i, err)
-	}
-	proxy := fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+100+i)
-	return config.NodeAgent{
-		Log:             zlog.Config{Format: cfg.LogFormat, Level: cfg.LogLevel},
-		Database:        config.Database{URL: cfg.DatabaseURL, MaxConns: 5},
-		InternalAddress: proxy, Region: "dev", StateDir: filepath.Join(cfg.StateDir, name),
-		CPUMillis: 2000, MemoryMB: 4096,
-		ClusterPrefix: ipam.DefaultCluster, ClusterToken: config.Secret(s.ClusterToken),
-		APIAddr: fmt.Sprintf("127.0.0.1:%d", cfg.PortBase+i), ProxyAddr: proxy, NodeNetns: ns,
-		ContainerdAddr: cfg.Containerd, Namespace: fmt.Sprintf("zeitwork-node%d", i), RuntimeHandler: "io.containerd.runc.v2",
-		LogDir: filepath.Join(cfg.StateDir, name, "logs"), PlainHTTP: []string{cfg.RegistryAddr}, SecretsKeys: s.SecretsKeys,
-		PollInterval: 5 * time.Second, HeartbeatInterval: min(5*time.Second, cfg.HeartbeatDeadline/3),
-	}, nil
 }
 
 // watch re-probes the dependencies until ctx ends and logs every change, so

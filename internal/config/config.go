@@ -17,18 +17,60 @@ import (
 
 // Parse reads the process environment into a new T.
 func Parse[T any]() (T, error) {
-	return ParseFrom[T](environ(os.Environ()))
+	return ParseFrom[T](Environ(os.Environ()))
 }
 
 // ParseFrom reads the given environment into a new T; tests use it so they
 // never depend on the machine's variables.
 func ParseFrom[T any](environment map[string]string) (T, error) {
 	var cfg T
-	err := env.ParseWithOptions(&cfg, env.Options{Environment: environment})
-	if err != nil {
-		return cfg, describe(err, reflect.TypeOf(cfg))
+	out := &Error{}
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environment}); err != nil {
+		if err := describe(err, reflect.TypeOf(cfg)); !errors.As(err, &out) {
+			return cfg, err
+		}
 	}
-	return cfg, nil
+	// Rules across variables, checked even when some failed to parse so
+	// that one run names every problem; a variable already named for
+	// failing to parse is not named again.
+	named := map[string]bool{}
+	for _, p := range out.Problems {
+		named[p.Var] = true
+	}
+	for _, p := range validate(reflect.ValueOf(cfg)) {
+		if !named[p.Var] {
+			named[p.Var] = true
+			out.Problems = append(out.Problems, p)
+		}
+	}
+	if len(out.Problems) == 0 {
+		return cfg, nil
+	}
+	sort.Slice(out.Problems, func(i, j int) bool { return out.Problems[i].Var < out.Problems[j].Var })
+	return cfg, out
+}
+
+// validator is a configuration struct with rules that one variable's tag
+// cannot say (a URL's scheme, two variables that go together). ParseFrom
+// asks every struct it parsed, nested ones included.
+type validator interface {
+	validate() []Problem
+}
+
+func validate(v reflect.Value) []Problem {
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	var ps []Problem
+	if val, ok := v.Interface().(validator); ok {
+		ps = append(ps, val.validate()...)
+	}
+	for i := range v.NumField() {
+		if f := v.Type().Field(i); f.IsExported() && isNested(f.Type) {
+			ps = append(ps, validate(v.Field(i))...)
+		}
+	}
+	return ps
 }
 
 // Error lists every variable that is wrong, so an operator fixes them in one go.
@@ -160,7 +202,8 @@ func isNested(t reflect.Type) bool {
 	return !textual
 }
 
-func environ(kv []string) map[string]string {
+// Environ turns KEY=value pairs (os.Environ's form) into a map.
+func Environ(kv []string) map[string]string {
 	m := make(map[string]string, len(kv))
 	for _, e := range kv {
 		if k, v, ok := strings.Cut(e, "="); ok {

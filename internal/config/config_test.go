@@ -1,14 +1,19 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/zeitwork/zeitwork/internal/secret"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -77,16 +82,6 @@ func TestDefaultsAndValues(t *testing.T) {
 	}
 }
 
-func TestDevNeedsNoVariables(t *testing.T) {
-	cfg, err := ParseFrom[Dev](map[string]string{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.RegistryAddr != "127.0.0.1:25000" || cfg.LogFormat != zlog.FormatText {
-		t.Fatalf("dev defaults = %+v", cfg)
-	}
-}
-
 func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
 	for _, tc := range []struct {
@@ -114,5 +109,129 @@ func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 	}
 	if _, err := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_TRUSTED_PROXIES": "cloudflare"}); err == nil || !strings.Contains(err.Error(), "EDGE_TRUSTED_PROXIES") {
 		t.Fatalf("bad trusted proxies: %v", err)
+	}
+}
+
+func TestSecretsKeysParseAtStart(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
+	cfg, err := ParseFrom[NodeAgent](base)
+	if err != nil || cfg.SecretsKeys != nil {
+		t.Fatalf("unset: ring %v, err %v", cfg.SecretsKeys, err)
+	}
+	vars := maps.Clone(base)
+	vars["SECRETS_KEYS"] = secret.NewKey("k2") + "," + secret.NewKey("k1")
+	if cfg, err = ParseFrom[NodeAgent](vars); err != nil || cfg.SecretsKeys == nil || cfg.SecretsKeys.Current() != "k2" {
+		t.Fatalf("two keys: ring %v, err %v", cfg.SecretsKeys, err)
+	}
+	vars["SECRETS_KEYS"] = "k1:c2hvcnQ=" // "short": not 32 bytes
+	_, err = ParseFrom[NodeAgent](vars)
+	var cerr *Error
+	if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), []string{"SECRETS_KEYS"}) {
+		t.Fatalf("bad key: %v", err)
+	}
+	if strings.Contains(err.Error(), "c2hvcnQ=") {
+		t.Fatalf("the key is in the error: %v", err)
+	}
+}
+
+func TestRegistryTokenKeyParsesAtStartWithItsSecret(t *testing.T) {
+	seed := base64.StdEncoding.EncodeToString(make([]byte, ed25519.SeedSize))
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		bad  string // the variable named, "" for none
+	}{
+		{"neither", map[string]string{}, ""},
+		{"both", map[string]string{"REGISTRY_TOKEN_KEY": seed, "REGISTRY_CREDENTIAL_SECRET": "s"}, ""},
+		{"key alone", map[string]string{"REGISTRY_TOKEN_KEY": seed}, "REGISTRY_TOKEN_KEY"},
+		{"secret alone", map[string]string{"REGISTRY_CREDENTIAL_SECRET": "s"}, "REGISTRY_TOKEN_KEY"},
+		{"not base64", map[string]string{"REGISTRY_TOKEN_KEY": "not-a-key!", "REGISTRY_CREDENTIAL_SECRET": "s"}, "REGISTRY_TOKEN_KEY"},
+		{"short seed", map[string]string{"REGISTRY_TOKEN_KEY": "c2hvcnQ=", "REGISTRY_CREDENTIAL_SECRET": "s"}, "REGISTRY_TOKEN_KEY"},
+	} {
+		vars := maps.Clone(base)
+		maps.Copy(vars, tc.vars)
+		cfg, err := ParseFrom[Operator](vars)
+		if tc.bad == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			} else if cfg.RegistryTokenKey.Set() != (tc.vars["REGISTRY_TOKEN_KEY"] != "") {
+				t.Errorf("%s: key set = %v", tc.name, cfg.RegistryTokenKey.Set())
+			}
+			continue
+		}
+		var cerr *Error
+		if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), []string{tc.bad}) {
+			t.Errorf("%s: err = %v, want one naming %s", tc.name, err, tc.bad)
+		}
+	}
+	cfg, _ := ParseFrom[Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "REGISTRY_TOKEN_KEY": seed, "REGISTRY_CREDENTIAL_SECRET": "s"})
+	if got := fmt.Sprint(cfg.RegistryTokenKey); strings.Contains(got, seed) || got != "[redacted]" {
+		t.Fatalf("the key prints as %q", got)
+	}
+}
+
+func TestRulesAcrossVariables(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		parse func(map[string]string) error
+		vars  map[string]string
+		want  []string
+	}{
+		{"builder needs a registry", parse[Builder], map[string]string{"S3_ENDPOINT": "http://127.0.0.1:9000", "BUILDKIT_ADDR": "unix:///b.sock"}, []string{"REGISTRY_ADDR"}},
+		{"S3 endpoint is a URL", parse[Builder], map[string]string{"S3_ENDPOINT": "127.0.0.1:9000", "BUILDKIT_ADDR": "unix:///b.sock", "REGISTRY_ADDR": "r"}, []string{"S3_ENDPOINT"}},
+		{"plain HTTP to which registry", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true"}, []string{"REGISTRY_INSECURE"}},
+		{"domain checks need an interval", parse[Operator], map[string]string{"DOMAIN_CHECK_INTERVAL": "0s"}, []string{"DOMAIN_CHECK_INTERVAL"}},
+		{"a dev prefix is a name", parse[Dev], map[string]string{"DEV_PREFIX": "Dev_1-", "S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b"}, []string{"DEV_PREFIX"}},
+		// A variable that failed to parse is named once, not again by a rule.
+		{"parse error and rule", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_INSECURE": "maybe"}, []string{"REGISTRY_ADDR", "REGISTRY_INSECURE"}},
+	} {
+		vars := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "S3_BUCKET": "b", "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s"}
+		maps.Copy(vars, tc.vars)
+		err := tc.parse(vars)
+		var cerr *Error
+		if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), tc.want) {
+			t.Errorf("%s: err = %v, want vars %v", tc.name, err, tc.want)
+		}
+	}
+	cfg, err := ParseFrom[NodeAgent](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true", "REGISTRY_ADDR": "127.0.0.1:5000"})
+	if err != nil || !slices.Equal(cfg.Registry.PlainHTTP(), []string{"127.0.0.1:5000"}) {
+		t.Fatalf("plain HTTP registries %v, %v", cfg.Registry.PlainHTTP(), err)
+	}
+}
+
+func parse[T any](vars map[string]string) error {
+	_, err := ParseFrom[T](vars)
+	return err
+}
+
+// TestEachVariableIsDeclaredOnce: a variable read by several roles comes
+// from one struct field, so it cannot mean different things to them.
+func TestEachVariableIsDeclaredOnce(t *testing.T) {
+	where := map[string]string{} // variable → declaring type.field
+	var walk func(reflect.Type)
+	walk = func(typ reflect.Type) {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			if name == "" && isNested(f.Type) {
+				walk(f.Type)
+				continue
+			}
+			if name == "" {
+				continue
+			}
+			decl := typ.String() + "." + f.Name
+			if prev, ok := where[name]; ok && prev != decl {
+				t.Errorf("%s is declared by %s and by %s", name, prev, decl)
+			}
+			where[name] = decl
+		}
+	}
+	for _, role := range []any{Migrate{}, API{}, Operator{}, NodeAgent{}, Builder{}, Edge{}, Dev{}} {
+		walk(reflect.TypeOf(role))
+	}
+	if len(where) < 60 {
+		t.Fatalf("only %d variables found: the walk misses some", len(where))
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +33,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tonistiigi/fsutil"
 
+	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
@@ -78,9 +78,9 @@ func TestRegistryStoresImagesInMinIO(t *testing.T) {
 	}
 
 	// The registry must be keeping the image in the bucket, not on a disk.
-	mc := minioClient(t, s3.S3Endpoint)
+	mc := minioClient(t, s3)
 	n := 0
-	for obj := range mc.ListObjects(ctx, s3.S3Bucket, minio.ListObjectsOptions{
+	for obj := range mc.ListObjects(ctx, s3.Bucket, minio.ListObjectsOptions{
 		Prefix: "registry/docker/registry/v2/repositories/" + repo + "/", Recursive: true,
 	}) {
 		if obj.Err != nil {
@@ -89,21 +89,13 @@ func TestRegistryStoresImagesInMinIO(t *testing.T) {
 		n++
 	}
 	if n == 0 {
-		t.Fatalf("no objects for %s in bucket %s: the registry is not storing into MinIO", repo, s3.S3Bucket)
+		t.Fatalf("no objects for %s in bucket %s: the registry is not storing into MinIO", repo, s3.Bucket)
 	}
 }
 
-func minioClient(t *testing.T, endpoint string) *minio.Client {
+func minioClient(t *testing.T, s3 config.S3) *minio.Client {
 	t.Helper()
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, secret := os.Getenv("S3_ACCESS_KEY_ID"), os.Getenv("S3_SECRET_ACCESS_KEY")
-	if key == "" {
-		key, secret = "zeitwork", "zeitwork-dev-secret" // scripts/deps.sh's dev credentials
-	}
-	mc, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(key, secret, ""), Secure: u.Scheme == "https"})
+	mc, err := minio.New(s3.Host(), &minio.Options{Creds: credentials.NewStaticV4(s3.AccessKeyID, s3.SecretAccessKey.Reveal(), ""), Secure: s3.Secure()})
 	if err != nil {
 		t.Fatal(err)
 	}

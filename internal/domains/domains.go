@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,8 +44,8 @@ var (
 // TXTPrefix is the label under a domain where its TXT token is looked for.
 const TXTPrefix = "_zeitwork."
 
-// Config is how domains are checked. Zero fields take the defaults below
-// (`zeitwork dev` builds its operator config by hand).
+// Config is how domains are checked; the operator fills it from its
+// configuration (internal/config), where the defaults are.
 type Config struct {
 	// EdgeHost is what a domain's CNAME chain must reach
 	// (edge.zeitwork.com). It is a platform name too.
@@ -63,21 +62,13 @@ type Config struct {
 	CheckInterval    time.Duration
 	MaxCheckInterval time.Duration
 	GiveUpAfter      time.Duration
-	// LookupTimeout bounds the DNS lookups of one check.
+	// LookupTimeout bounds the DNS lookups of one check; zero is
+	// DefaultLookupTimeout.
 	LookupTimeout time.Duration
 }
 
-// Defaults for zero Config fields.
-const (
-	DefaultEdgeHost         = "edge.zeitwork.com"
-	DefaultCheckInterval    = 30 * time.Second
-	DefaultMaxCheckInterval = 15 * time.Minute
-	DefaultGiveUpAfter      = 7 * 24 * time.Hour
-	DefaultLookupTimeout    = 10 * time.Second
-)
-
-// DefaultPlatformDomains are the platform's domains when none are configured.
-var DefaultPlatformDomains = []string{"zeitwork.com", "zeitwork.app", "zeitwork-dns.com"}
+// DefaultLookupTimeout bounds one check's lookups unless Config says.
+const DefaultLookupTimeout = 10 * time.Second
 
 // Service adds, checks and removes custom domains.
 type Service struct {
@@ -91,9 +82,6 @@ type Service struct {
 // the transaction that adds it) and the sweep's rechecks; it may be an
 // enqueue-only queue, with the checks worked elsewhere.
 func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Service, error) {
-	if cfg.EdgeHost == "" {
-		cfg.EdgeHost = DefaultEdgeHost
-	}
 	edgeHost, err := hostname.Normalize(cfg.EdgeHost)
 	if err != nil {
 		return nil, fmt.Errorf("domains: edge host %q is not a host name", cfg.EdgeHost)
@@ -110,20 +98,15 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 		}
 		platform = append(platform, n)
 	}
-	if len(platform) == 0 {
-		platform = slices.Clone(DefaultPlatformDomains)
-	}
 	cfg.PlatformDomains = append(platform, edgeHost)
 	if cfg.Resolver == nil {
 		cfg.Resolver = NewResolver("")
 	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{{&cfg.CheckInterval, DefaultCheckInterval}, {&cfg.MaxCheckInterval, DefaultMaxCheckInterval}, {&cfg.GiveUpAfter, DefaultGiveUpAfter}, {&cfg.LookupTimeout, DefaultLookupTimeout}} {
-		if *d.v <= 0 {
-			*d.v = d.def
-		}
+	if cfg.CheckInterval <= 0 || cfg.MaxCheckInterval <= 0 || cfg.GiveUpAfter <= 0 {
+		return nil, errors.New("domains: check intervals and give-up time must be positive")
+	}
+	if cfg.LookupTimeout <= 0 {
+		cfg.LookupTimeout = DefaultLookupTimeout
 	}
 	cfg.MaxCheckInterval = max(cfg.MaxCheckInterval, cfg.CheckInterval)
 	return &Service{pool: pool, queue: q, cfg: cfg, log: log}, nil

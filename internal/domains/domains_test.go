@@ -1,6 +1,7 @@
 package domains_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -33,9 +34,19 @@ type fixture struct {
 var queueConfig = config.Queue{Workers: 4, JobTimeout: time.Minute, RescueAfter: time.Hour}
 
 // newFixture gives a service on its own database, checking DNS against its
-// own authoritative server. With work set, a queue works the checks.
+// own authoritative server. With work set, a queue works the checks. Zero
+// fields of cfg take the operator's defaults.
 func newFixture(t *testing.T, cfg domains.Config, work bool) *fixture {
 	t.Helper()
+	platform, _ := config.ParseFrom[config.Platform](nil)
+	checks, _ := config.ParseFrom[config.CustomDomains](nil)
+	cfg.EdgeHost = cmp.Or(cfg.EdgeHost, platform.EdgeHost)
+	if cfg.PlatformDomains == nil {
+		cfg.PlatformDomains = platform.Reserved()
+	}
+	cfg.CheckInterval = cmp.Or(cfg.CheckInterval, checks.CheckInterval)
+	cfg.MaxCheckInterval = cmp.Or(cfg.MaxCheckInterval, checks.MaxCheckInterval)
+	cfg.GiveUpAfter = cmp.Or(cfg.GiveUpAfter, checks.GiveUpAfter)
 	pool := testdb.New(t)
 	dns := dnstest.Start(t)
 	cfg.Resolver = domains.NewResolver(dns.Addr)

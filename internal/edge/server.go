@@ -90,7 +90,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := NewMetrics(reg)
 	routes := &Routes{}
-	syncer := &Syncer{Pool: pool, Routes: routes, AppsDomain: cfg.AppsDomain, SnapshotPath: cfg.SnapshotPath, PollInterval: cfg.PollInterval, Metrics: metrics, Log: log}
+	syncer := &Syncer{Pool: pool, Routes: routes, AppsDomain: cfg.Platform.AppsDomain, SnapshotPath: cfg.SnapshotPath, PollInterval: cfg.PollInterval, Metrics: metrics, Log: log}
 	if err := syncer.Restore(); err != nil {
 		log.WarnContext(ctx, "route snapshot not restored", "err", err)
 	}
@@ -105,7 +105,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 			return false
 		}
 	}
-	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.ClusterToken.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
+	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.Cluster.Token.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
 
 	// Plain HTTP: the proxy itself when nothing terminates TLS here (or
 	// Cloudflare did), else a redirect to HTTPS; ACME challenges first.
@@ -171,7 +171,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		return l.Addr().String()
 	}
 	log.InfoContext(ctx, "edge running", "http", addr(ls.HTTP), "https", addr(ls.HTTPS), "metrics", addr(ls.Metrics),
-		"apps_domain", cfg.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted)
+		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted)
 	return ignoreCanceled(g.Wait())
 }
 

@@ -26,7 +26,7 @@ func TestReconnectRebuildsWhatNotificationsMissed(t *testing.T) {
 	v1 := w.deploy(ctx)
 	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
-	admin, err := pgx.Connect(ctx, testenv.Endpoints(t).DatabaseURL.Reveal())
+	admin, err := pgx.Connect(ctx, testenv.Endpoints(t).Database.URL.Reveal())
 	if err != nil {
 		t.Fatal(err)
 	}

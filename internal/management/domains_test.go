@@ -45,7 +45,8 @@ func newDomainFixture(t *testing.T) *domainFixture {
 	}
 	svc, err := domains.New(pool, q, domains.Config{
 		EdgeHost: "edge.zeitwork.com", PlatformDomains: []string{"zeitwork.com", "zeitwork.app", "zeitwork-dns.com"},
-		Resolver: domains.NewResolver(dns.Addr),
+		Resolver:      domains.NewResolver(dns.Addr),
+		CheckInterval: 30 * time.Second, MaxCheckInterval: 15 * time.Minute, GiveUpAfter: 7 * 24 * time.Hour,
 	}, zlog.Discard())
 	if err != nil {
 		t.Fatal(err)

@@ -16,21 +16,12 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/runtime"
-	"github.com/zeitwork/zeitwork/internal/secret"
 	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 // Main runs `zeitwork nodeagent` until ctx ends.
 func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
-	var ring *secret.Ring
-	if cfg.SecretsKeys != "" {
-		r, err := secret.ParseRing(cfg.SecretsKeys)
-		if err != nil {
-			return &config.Error{Problems: []config.Problem{{Var: "SECRETS_KEYS", Reason: err.Error()}}}
-		}
-		ring = r
-	}
 	cpu, mem := cfg.CPUMillis, cfg.MemoryMB
 	if cpu == 0 {
 		cpu = int32(goruntime.NumCPU() * 1000)
@@ -60,9 +51,9 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	log.InfoContext(ctx, "node registered", "ipv6_prefix", node.Ipv6Prefix, "cpu_millis", cpu, "memory_mb", mem)
 
 	rt, err := runtime.New(ctx, runtime.Config{
-		Address: cfg.ContainerdAddr, Namespace: cfg.Namespace, RuntimeHandler: cfg.RuntimeHandler,
-		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Snapshotter, LogDir: cfg.LogDir,
-		PlainHTTPRegistries: cfg.PlainHTTP, Logger: zlog.Component(log, "runtime"),
+		Address: cfg.Containerd.Addr, Namespace: cfg.Containerd.Namespace, RuntimeHandler: cfg.RuntimeHandler,
+		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Containerd.Snapshotter, LogDir: cfg.LogDir,
+		PlainHTTPRegistries: cfg.Registry.PlainHTTP(), Logger: zlog.Component(log, "runtime"),
 	})
 	if err != nil {
 		return err
@@ -88,16 +79,16 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	}
 
 	policy := DefaultPolicy
-	if cfg.RegistryUsername != "" {
-		policy.RegistryAuth = &runtime.Auth{Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}
+	if cfg.Registry.Username != "" {
+		policy.RegistryAuth = &runtime.Auth{Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}
 	}
 	agent := &Agent{
-		Pool: pool, Node: node, Observer: rt, Events: rt.Events, Token: cfg.ClusterToken.Reveal(),
+		Pool: pool, Node: node, Observer: rt, Events: rt.Events, Token: cfg.Cluster.Token.Reveal(),
 		Version: version.Version, Handler: cfg.RuntimeHandler, Dial: dial,
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
 		Converger: &Converger{
 			Pool: pool, NodeID: node.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
-			Secrets: ring, Policy: policy, Log: zlog.Component(log, "converge"),
+			Secrets: cfg.SecretsKeys, Policy: policy, Log: zlog.Component(log, "converge"),
 		},
 	}
 	api, err := net.Listen("tcp", cfg.APIAddr)

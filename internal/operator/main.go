@@ -2,8 +2,6 @@ package operator
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,10 +30,7 @@ import (
 // deploy tasks are shared through the queue, and the periodic sweeps are
 // safe to run on every operator (their writes are guarded by status).
 func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logger) error {
-	tokens, err := registryTokens(cfg)
-	if err != nil {
-		return err
-	}
+	tokens := registryTokens(cfg)
 	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
 	if err != nil {
 		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
@@ -61,8 +56,8 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 		return err
 	}
 	dom, err := domains.New(pool, q, domains.Config{
-		EdgeHost: cfg.EdgeHost, PlatformDomains: append(cfg.PlatformDomains, cfg.AppsDomain), Resolver: domains.NewResolver(cfg.DomainDNSResolver),
-		CheckInterval: cfg.DomainCheckInterval, MaxCheckInterval: cfg.DomainCheckMaxInterval, GiveUpAfter: cfg.DomainGiveUpAfter,
+		EdgeHost: cfg.Platform.EdgeHost, PlatformDomains: cfg.Platform.Reserved(), Resolver: domains.NewResolver(cfg.CustomDomains.DNSResolver),
+		CheckInterval: cfg.CustomDomains.CheckInterval, MaxCheckInterval: cfg.CustomDomains.MaxCheckInterval, GiveUpAfter: cfg.CustomDomains.GiveUpAfter,
 	}, zlog.Component(log, "domains"))
 	if err != nil {
 		return fmt.Errorf("EDGE_HOST, EDGE_APPS_DOMAIN or EDGE_PLATFORM_DOMAINS: %w", err)
@@ -73,7 +68,7 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 	}
 
 	api := &management.API{
-		Pool: pool, Queue: q, Token: cfg.ClusterToken.Reveal(), Log: zlog.Component(log, "management"), RegistryTokens: tokens,
+		Pool: pool, Queue: q, Token: cfg.Cluster.Token.Reveal(), Log: zlog.Component(log, "management"), RegistryTokens: tokens,
 		Cluster: &management.Cluster{
 			AddInstance: func(r *http.Request, dep uuid.UUID, node *uuid.UUID) (db.Instance, error) {
 				return lc.AddInstance(r.Context(), dep, node)
@@ -84,7 +79,7 @@ func Main(ctx context.Context, cfg config.Operator, place Placer, log *slog.Logg
 			ErrCannotPlace: ErrCannotPlace,
 		},
 		Domains: dom,
-		Images:  image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}},
+		Images:  image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.Registry.Insecure, Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}},
 	}
 	l, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -171,14 +166,11 @@ func sweep(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, log *slog.Lo
 	}
 }
 
-func registryTokens(cfg config.Operator) (*registryauth.Service, error) {
-	key, secret := cfg.RegistryTokenKey.Reveal(), cfg.RegistryCredentialSecret.Reveal()
-	if key == "" && secret == "" {
-		return nil, nil
+// registryTokens is the registry's token service, or nil when
+// REGISTRY_TOKEN_KEY is unset (config checked it comes with its secret).
+func registryTokens(cfg config.Operator) *registryauth.Service {
+	if !cfg.RegistryTokenKey.Set() {
+		return nil
 	}
-	seed, err := base64.StdEncoding.DecodeString(key)
-	if err != nil || len(seed) != ed25519.SeedSize || secret == "" {
-		return nil, &config.Error{Problems: []config.Problem{{Var: "REGISTRY_TOKEN_KEY", Reason: "must be a base64 32-byte Ed25519 seed, set together with REGISTRY_CREDENTIAL_SECRET"}}}
-	}
-	return &registryauth.Service{Name: "zeitwork-registry", Issuer: "zeitwork", Key: ed25519.NewKeyFromSeed(seed), Secret: []byte(secret), TTL: 5 * time.Minute}, nil
+	return &registryauth.Service{Name: "zeitwork-registry", Issuer: "zeitwork", Key: cfg.RegistryTokenKey.Key(), Secret: []byte(cfg.RegistryAuth.CredentialSecret.Reveal()), TTL: 5 * time.Minute}
 }

@@ -148,7 +148,7 @@ func TestPollsWhilePostgresRefusesAndListensOnceItAccepts(t *testing.T) {
 	}
 	// A database cannot refuse connections from a session inside it: the
 	// switch is thrown from the server's own database.
-	admin := connect(testenv.Endpoints(t).DatabaseURL.Reveal())
+	admin := connect(testenv.Endpoints(t).Database.URL.Reveal())
 	notifier := connect(url)
 	var name string
 	if err := notifier.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil {

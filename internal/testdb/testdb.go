@@ -65,7 +65,7 @@ func Pool(t testing.TB, url string) *pgxpool.Pool {
 
 func adminURL(t testing.TB) string {
 	t.Helper()
-	u := testenv.Endpoints(t).DatabaseURL.Reveal()
+	u := testenv.Endpoints(t).Database.URL.Reveal()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := devenv.Postgres(ctx, u); err != nil {

@@ -1,8 +1,9 @@
 // Package testenv finds the real dependencies that tests run against
 // (Postgres, MinIO, the registry, buildkitd, containerd) at the endpoints
-// scripts/deps.sh starts them on, or where the same variables that
-// configure `zeitwork dev` point. A test whose dependency is missing is
-// skipped on a laptop, and fails under CI=true: CI never passes by skipping.
+// scripts/deps.sh starts them on (deploy/dev/deps.env), or where the
+// variables that configure the roles point. A test whose dependency is
+// missing is skipped on a laptop, and fails under CI=true: CI never passes
+// by skipping.
 package testenv
 
 import (
@@ -11,8 +12,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,20 +33,15 @@ func Unavailable(t testing.TB, dep string, err error) {
 	t.Skipf("%s unavailable (%v); run scripts/deps.sh up, or set CI=true to make this a failure", dep, err)
 }
 
-// Endpoints returns where the local dependencies are: the dev defaults,
+// Endpoints returns where the local dependencies are: deploy/dev/deps.env,
 // overridden by the usual variables.
 func Endpoints(t testing.TB) config.Dev {
 	t.Helper()
-	env := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
+	vars := config.Environ(os.Environ())
 	if u := os.Getenv("ZEITWORK_TEST_DATABASE_URL"); u != "" {
-		env["DATABASE_URL"] = u
+		vars["DATABASE_URL"] = u
 	}
-	cfg, err := config.ParseFrom[config.Dev](env)
+	cfg, err := config.ParseFrom[config.Dev](devenv.Environment(vars))
 	if err != nil {
 		t.Fatalf("test environment: %v", err)
 	}
@@ -53,11 +49,11 @@ func Endpoints(t testing.TB) config.Dev {
 }
 
 // S3 returns the endpoints after checking that MinIO is alive.
-func S3(t testing.TB) config.Dev {
+func S3(t testing.TB) config.S3 {
 	t.Helper()
 	e := Endpoints(t)
-	require(t, "MinIO", func(ctx context.Context) error { return devenv.HTTPOK(ctx, e.S3Endpoint+"/minio/health/live") })
-	return e
+	require(t, "MinIO", func(ctx context.Context) error { return devenv.MinIO(ctx, e.S3.Endpoint) })
+	return e.S3
 }
 
 // Registry returns the registry's host:port after checking that it answers
@@ -65,24 +61,44 @@ func S3(t testing.TB) config.Dev {
 func Registry(t testing.TB) string {
 	t.Helper()
 	e := Endpoints(t)
-	require(t, "registry", func(ctx context.Context) error { return devenv.HTTPOK(ctx, "http://"+e.RegistryAddr+"/v2/") })
-	return e.RegistryAddr
+	require(t, "registry", func(ctx context.Context) error { return devenv.Registry(ctx, e.Registry.Addr) })
+	return e.Registry.Addr
 }
 
 // Buildkit returns buildkitd's address after checking its socket accepts.
 func Buildkit(t testing.TB) string {
 	t.Helper()
 	e := Endpoints(t)
-	require(t, "buildkitd", func(ctx context.Context) error { return devenv.Dial(ctx, e.BuildkitAddr) })
-	return e.BuildkitAddr
+	require(t, "buildkitd", func(ctx context.Context) error { return devenv.Dial(ctx, e.Buildkit.Addr) })
+	return e.Buildkit.Addr
 }
 
 // Containerd returns containerd's socket path after checking it accepts.
 func Containerd(t testing.TB) string {
 	t.Helper()
 	e := Endpoints(t)
-	require(t, "containerd", func(ctx context.Context) error { return devenv.Dial(ctx, "unix://"+e.Containerd) })
-	return e.Containerd
+	require(t, "containerd", func(ctx context.Context) error { return devenv.Dial(ctx, "unix://"+e.Containerd.Addr) })
+	return e.Containerd.Addr
+}
+
+// DevPrefix returns a DEV_PREFIX of its own for an in-process `zeitwork
+// dev` ("<what>" and random letters), and deletes the network namespaces
+// of its first nodes when the test ends, so that test platforms share
+// nothing on the host with each other or with a running `zeitwork dev`.
+func DevPrefix(t testing.TB, what string, nodes int) string {
+	t.Helper()
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
+	b := make([]byte, 6)
+	for i := range b {
+		b[i] = letters[rand.IntN(len(letters))]
+	}
+	prefix := what + "-" + string(b)
+	t.Cleanup(func() {
+		for i := 1; i <= nodes; i++ {
+			exec.Command("ip", "netns", "delete", devenv.NodeName(prefix, i)).Run()
+		}
+	})
+	return prefix
 }
 
 func require(t testing.TB, dep string, probe func(context.Context) error) {

@@ -12,7 +12,6 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/devenv"
-	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/testenv"
@@ -23,26 +22,32 @@ import (
 // declared dead and its instance is replaced on the remaining nodes, so
 // the active deployment keeps three healthy instances.
 func TestLostNodeIsReplaced(t *testing.T) {
-	p := startPlatform(t, 2, "DEV_HEARTBEAT_DEADLINE=10s")
+	p := startPlatform(t, 2, "NODE_HEARTBEAT_DEADLINE=10s")
 
 	// A third node whose agent this test can stop.
 	secrets, _ := os.ReadFile(filepath.Join(p.state, "secrets.env"))
 	lines := strings.Split(string(secrets), "\n")
-	ns, err := devenv.EnsureNetns(p.prefix + "3")
+	// Named like the platform's own nodes, so it shares nothing on the host
+	// with another platform.
+	name := devenv.NodeName(p.prefix, 3)
+	ns, err := devenv.EnsureNetns(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrNS := "zeitwork-e2e-" + filepath.Base(p.state)
+	ctrNS := name
 	logDir := t.TempDir()
 	proxy := fmt.Sprintf("127.0.0.1:%d", p.base+103)
-	cfg := config.NodeAgent{
-		Log: zlog.Config{Format: zlog.FormatText, Level: 8}, Database: config.Database{URL: config.PostgresURL(p.dbURL), MaxConns: 5},
+	cfg, err := config.ParseFrom[config.NodeAgent](devenv.Environment(map[string]string{
+		"DATABASE_URL": p.dbURL, "DATABASE_MAX_CONNS": "5",
 		// More room than the simulated nodes: the scheduler ranks it first.
-		InternalAddress: proxy, StateDir: t.TempDir(), CPUMillis: 4000, MemoryMB: 8192, ClusterPrefix: ipam.DefaultCluster,
-		ClusterToken: config.Secret(p.token), APIAddr: fmt.Sprintf("127.0.0.1:%d", p.base+3), ProxyAddr: proxy, NodeNetns: ns,
-		ContainerdAddr: testenv.Containerd(t), Namespace: ctrNS, RuntimeHandler: runtime.HandlerRunc, LogDir: logDir,
-		PlainHTTP: []string{testenv.Registry(t)}, SecretsKeys: strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
-		PollInterval: 5 * time.Second, HeartbeatInterval: time.Second,
+		"NODE_INTERNAL_ADDRESS": proxy, "NODE_STATE_DIR": t.TempDir(), "NODE_CPU_MILLIS": "4000", "NODE_MEMORY_MB": "8192",
+		"CLUSTER_TOKEN": p.token, "NODEAGENT_ADDR": fmt.Sprintf("127.0.0.1:%d", p.base+3), "NODEPROXY_ADDR": proxy, "NETWORK_NODE_NETNS": ns,
+		"CONTAINERD_ADDR": testenv.Containerd(t), "CONTAINERD_NAMESPACE": ctrNS, "RUNTIME_HANDLER": runtime.HandlerRunc, "INSTANCE_LOG_DIR": logDir,
+		"REGISTRY_ADDR": testenv.Registry(t), "SECRETS_KEYS": strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
+		"NODE_HEARTBEAT_INTERVAL": "1s",
+	}))
+	if err != nil {
+		t.Fatal(err)
 	}
 	agentCtx, kill := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
@@ -50,7 +55,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	t.Cleanup(func() {
 		kill()
 		// Its instances outlive it, as instances do: stop them here.
-		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.ContainerdAddr, Namespace: ctrNS, LogDir: logDir}); err == nil {
+		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.Containerd.Addr, Namespace: ctrNS, LogDir: logDir}); err == nil {
 			list, _ := rt.List(context.Background())
 			for _, s := range list {
 				rt.Stop(context.Background(), s.InstanceID, time.Second)

@@ -63,13 +63,13 @@ func appArchive(t *testing.T) []byte {
 func upload(t *testing.T, data []byte) string {
 	t.Helper()
 	e := testenv.S3(t)
-	u, _ := url.Parse(e.S3Endpoint)
-	mc, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(e.S3AccessKey, e.S3SecretKey.Reveal(), "")})
+	u, _ := url.Parse(e.Endpoint)
+	mc, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(e.AccessKeyID, e.SecretAccessKey.Reveal(), "")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	key := "e2e-uploads/" + id.New().String() + ".tar.gz"
-	if _, err := mc.PutObject(context.Background(), e.S3Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+	if _, err := mc.PutObject(context.Background(), e.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	return key
@@ -101,19 +101,14 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
 	p := &platform{t: t, archive: appArchive(t), dbURL: testdb.Empty(t), state: t.TempDir(), out: &syncBuffer{}, errOut: &syncBuffer{}}
-	p.prefix = "zwe2e" + id.New().String()[30:] + "-"
-	t.Cleanup(func() {
-		for i := 1; i <= 4; i++ {
-			exec.Command("ip", "netns", "delete", fmt.Sprintf("%s%d", p.prefix, i)).Run()
-		}
-	})
+	p.prefix = testenv.DevPrefix(t, "zwe2e", 4)
 	p.base = testenv.DevPortBase(t, 210)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
 		done <- cli.Main(ctx, []string{"dev"}, cli.Env{Environ: append(append(os.Environ(),
-			"DATABASE_URL="+p.dbURL, "DEV_STATE_DIR="+p.state, fmt.Sprintf("DEV_NODES=%d", nodes), "DEV_NETNS_PREFIX="+p.prefix,
+			"DATABASE_URL="+p.dbURL, "DEV_STATE_DIR="+p.state, fmt.Sprintf("DEV_NODES=%d", nodes), "DEV_PREFIX="+p.prefix,
 			fmt.Sprintf("DEV_PORT_BASE=%d", p.base), "LOG_LEVEL=warn"), env...), Stdout: p.out, Stderr: p.errOut})
 	}()
 	p.pool = testdb.Pool(t, p.dbURL)
@@ -209,7 +204,7 @@ func (p *platform) viaNodeProxy(in db.Instance) {
 // second deployment replaces it, and the first one's instances stop only
 // after the grace period.
 func TestPushToRunning(t *testing.T) {
-	p := startPlatform(t, 3, "DEV_RETIRE_GRACE=3s")
+	p := startPlatform(t, 3, "RETIRE_GRACE=3s")
 	ctx := context.Background()
 	first, took := p.deploy()
 	t.Logf("upload → built → 3 instances healthy → active: %s", took.Round(time.Millisecond))

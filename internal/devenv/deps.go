@@ -1,7 +1,9 @@
 // Package devenv knows the local platform's dependencies — Postgres, MinIO,
-// the registry, buildkitd, containerd — as scripts/deps.sh starts them, and
-// probes whether each one is really serving. `zeitwork dev` and the tests'
-// testenv both ask it.
+// the registry, buildkitd, containerd — where scripts/deps.sh starts them
+// (deploy/dev/deps.env, read by both), and probes whether each one is
+// really serving. `zeitwork dev` and the tests' testenv both ask it. It
+// also keeps what a dev platform owns on the host: its secrets and the
+// simulated nodes' network namespaces, all named after the platform's prefix.
 package devenv
 
 import (
@@ -34,12 +36,23 @@ func (d Dependency) Probe(ctx context.Context) error {
 // Dependencies lists what `zeitwork dev` needs, at the endpoints in cfg.
 func Dependencies(cfg config.Dev) []Dependency {
 	return []Dependency{
-		{"postgres", cfg.DatabaseURL.String(), func(ctx context.Context) error { return Postgres(ctx, cfg.DatabaseURL.Reveal()) }},
-		{"minio", cfg.S3Endpoint, func(ctx context.Context) error { return HTTPOK(ctx, cfg.S3Endpoint+"/minio/health/live") }},
-		{"registry", cfg.RegistryAddr, func(ctx context.Context) error { return HTTPOK(ctx, "http://"+cfg.RegistryAddr+"/v2/") }},
-		{"buildkitd", cfg.BuildkitAddr, func(ctx context.Context) error { return Dial(ctx, cfg.BuildkitAddr) }},
-		{"containerd", cfg.Containerd, func(ctx context.Context) error { return Dial(ctx, "unix://"+cfg.Containerd) }},
+		{"postgres", cfg.Database.URL.String(), func(ctx context.Context) error { return Postgres(ctx, cfg.Database.URL.Reveal()) }},
+		{"minio", cfg.S3.Endpoint, func(ctx context.Context) error { return MinIO(ctx, cfg.S3.Endpoint) }},
+		{"registry", cfg.Registry.Addr, func(ctx context.Context) error { return Registry(ctx, cfg.Registry.Addr) }},
+		{"buildkitd", cfg.Buildkit.Addr, func(ctx context.Context) error { return Dial(ctx, cfg.Buildkit.Addr) }},
+		{"containerd", cfg.Containerd.Addr, func(ctx context.Context) error { return Dial(ctx, "unix://"+cfg.Containerd.Addr) }},
 	}
+}
+
+// MinIO checks that the MinIO at endpoint (http://host:port) is live.
+func MinIO(ctx context.Context, endpoint string) error {
+	return HTTPOK(ctx, endpoint+deps["MINIO_HEALTH_PATH"])
+}
+
+// Registry checks that the registry at addr (host:port, plain HTTP)
+// answers the distribution API.
+func Registry(ctx context.Context, addr string) error {
+	return HTTPOK(ctx, "http://"+addr+deps["REGISTRY_HEALTH_PATH"])
 }
 
 // Postgres checks that url accepts a connection and a query.

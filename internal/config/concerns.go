@@ -1,0 +1,166 @@
+package config
+
+import (
+	"net/url"
+	"time"
+)
+
+// The structs in this file are one concern each. A role embeds those it
+// needs, so every variable is declared once and means the same to every
+// role that reads it.
+
+// Database is how a role reaches Postgres, the single source of truth.
+type Database struct {
+	URL      PostgresURL `env:"DATABASE_URL,required,notEmpty"`
+	MaxConns int32       `env:"DATABASE_MAX_CONNS" envDefault:"10"`
+}
+
+// Cluster is what the platform's own parts share.
+type Cluster struct {
+	// Token is the credential operators and edges present to node agents
+	// (node API, node-proxy).
+	Token Secret `env:"CLUSTER_TOKEN,required,notEmpty"`
+}
+
+// S3 is the object store (MinIO locally): uploaded sources, registry blobs.
+type S3 struct {
+	Endpoint        string `env:"S3_ENDPOINT,required,notEmpty"`
+	Region          string `env:"S3_REGION" envDefault:"us-east-1"`
+	Bucket          string `env:"S3_BUCKET,required,notEmpty"`
+	AccessKeyID     string `env:"S3_ACCESS_KEY_ID,required,notEmpty"`
+	SecretAccessKey Secret `env:"S3_SECRET_ACCESS_KEY,required,notEmpty"`
+}
+
+func (s S3) validate() []Problem {
+	if s.Endpoint == "" {
+		return nil // already reported as missing
+	}
+	u, err := url.Parse(s.Endpoint)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return []Problem{{"S3_ENDPOINT", "not an http:// or https:// URL"}}
+	}
+	return nil
+}
+
+// Host is the endpoint's host:port; Secure says whether it speaks TLS.
+func (s S3) Host() string {
+	u, _ := url.Parse(s.Endpoint) // checked at parse time
+	return u.Host
+}
+
+// Secure says whether the endpoint is https.
+func (s S3) Secure() bool {
+	u, _ := url.Parse(s.Endpoint)
+	return u.Scheme == "https"
+}
+
+// Queue tunes the River task queue.
+type Queue struct {
+	Workers int `env:"QUEUE_WORKERS" envDefault:"10"`
+	// JobTimeout bounds a task's run unless its worker sets its own.
+	JobTimeout time.Duration `env:"QUEUE_JOB_TIMEOUT" envDefault:"10m"`
+	// RescueAfter is how long a task may run before it is presumed dead (its
+	// worker crashed) and handed to another worker.
+	RescueAfter time.Duration `env:"QUEUE_RESCUE_AFTER" envDefault:"15m"`
+}
+
+// Registry is the image registry: builders push to it, node agents pull
+// from it, operators read and delete its images.
+type Registry struct {
+	// Addr is the registry's host[:port], which image references name.
+	Addr string `env:"REGISTRY_ADDR"`
+	// Insecure speaks plain HTTP to the registry (local development only).
+	Insecure bool   `env:"REGISTRY_INSECURE"`
+	Username string `env:"REGISTRY_USERNAME"`
+	Password Secret `env:"REGISTRY_PASSWORD"`
+}
+
+// PlainHTTP lists the registry hosts spoken to without TLS.
+func (r Registry) PlainHTTP() []string {
+	if !r.Insecure || r.Addr == "" {
+		return nil
+	}
+	return []string{r.Addr}
+}
+
+// RegistryAuth is the registry's token service (internal/registryauth):
+// CredentialSecret signs the short-lived credentials it hands out.
+// Builders mint per-project credentials with it; operators also serve the
+// token endpoint, signing the registry's tokens with TokenKey.
+type RegistryAuth struct {
+	CredentialSecret Secret `env:"REGISTRY_CREDENTIAL_SECRET"`
+}
+
+// Buildkit is the BuildKit daemon builds run on.
+type Buildkit struct {
+	Addr string `env:"BUILDKIT_ADDR,required,notEmpty"`
+}
+
+// Containerd is the containerd that runs a node's instances.
+type Containerd struct {
+	Addr string `env:"CONTAINERD_ADDR" envDefault:"/run/containerd/containerd.sock"`
+	// Namespace holds this agent's containers; an agent touches no other.
+	Namespace   string `env:"CONTAINERD_NAMESPACE" envDefault:"zeitwork"`
+	Snapshotter string `env:"CONTAINERD_SNAPSHOTTER"`
+}
+
+// Platform is the platform's own names.
+type Platform struct {
+	// AppsDomain hosts <project>.<AppsDomain> and <deployment-id>.<AppsDomain>.
+	AppsDomain string `env:"EDGE_APPS_DOMAIN" envDefault:"zeitwork.app"`
+	// Domains are the platform's own domains: no custom domain may be under
+	// them, and the edge gets wildcard certificates for them.
+	Domains []string `env:"EDGE_PLATFORM_DOMAINS" envSeparator:"," envDefault:"zeitwork.com,zeitwork.app,zeitwork-dns.com"`
+	// EdgeHost is the name custom domains point their CNAME at.
+	EdgeHost string `env:"EDGE_HOST" envDefault:"edge.zeitwork.com"`
+}
+
+// Reserved are the names no custom domain may be or be under: the
+// platform domains and the apps domain.
+func (p Platform) Reserved() []string {
+	return append(append([]string(nil), p.Domains...), p.AppsDomain)
+}
+
+// CustomDomains tunes the checks of custom domains' DNS records.
+type CustomDomains struct {
+	// DNSResolver (host:port) answers the checks; empty uses the system's.
+	DNSResolver string `env:"DOMAIN_DNS_RESOLVER"`
+	// A pending domain is rechecked after a tenth of its age, at least
+	// CheckInterval and at most MaxCheckInterval after the last check, and
+	// given up (failed) once pending for GiveUpAfter.
+	CheckInterval    time.Duration `env:"DOMAIN_CHECK_INTERVAL" envDefault:"30s"`
+	MaxCheckInterval time.Duration `env:"DOMAIN_CHECK_MAX_INTERVAL" envDefault:"15m"`
+	GiveUpAfter      time.Duration `env:"DOMAIN_GIVE_UP_AFTER" envDefault:"168h"`
+}
+
+func (c CustomDomains) validate() []Problem {
+	var ps []Problem
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"DOMAIN_CHECK_INTERVAL", c.CheckInterval}, {"DOMAIN_CHECK_MAX_INTERVAL", c.MaxCheckInterval}, {"DOMAIN_GIVE_UP_AFTER", c.GiveUpAfter}} {
+		if d.v <= 0 {
+			ps = append(ps, Problem{d.name, "must be positive"})
+		}
+	}
+	return ps
+}
+
+// ACME is where the edge gets certificates: wildcards for the platform
+// domains by DNS-01 through Cloudflare, and on demand for verified custom
+// domains by HTTP-01/TLS-ALPN-01.
+type ACME struct {
+	// Directory is the ACME server; Let's Encrypt production by default.
+	Directory string `env:"ACME_DIRECTORY" envDefault:"https://acme-v02.api.letsencrypt.org/directory"`
+	Email     string `env:"ACME_EMAIL"`
+	// CARoots is a PEM file of roots to trust for the ACME server itself
+	// (a private CA such as Pebble's); empty trusts the system roots.
+	CARoots string `env:"ACME_CA_ROOTS"`
+	// CloudflareToken is the API token DNS-01 uses; without it no wildcard
+	// certificates are requested.
+	CloudflareToken Secret `env:"CLOUDFLARE_API_TOKEN"`
+	// CloudflareAPI is Cloudflare's API base (an emulator in tests).
+	CloudflareAPI string `env:"CLOUDFLARE_API_URL" envDefault:"https://api.cloudflare.com/client/v4"`
+	// Resolvers check DNS-01 propagation (host:port); empty uses the system's.
+	Resolvers []string `env:"ACME_DNS_RESOLVERS" envSeparator:","`
+}
