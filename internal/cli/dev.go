@@ -14,12 +14,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/cli/version"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
-	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -78,7 +78,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(w, "  builder     working build tasks on %s\n", cfg.BuildkitAddr)
 	ocfg := devOperator(cfg, secrets)
 	g.Go(func() error {
-		return operator.Main(ctx, ocfg, operator.SchedulerPlacer(ocfg.NodeHeartbeatDeadline), zlog.Component(root, "operator"))
+		return startOperator(ctx, ocfg, zlog.Component(root, "operator"))
 	})
 	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
 	ecfg := devEdge(cfg, secrets)
@@ -89,7 +89,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(root, fmt.Sprintf("node%d", i))) })
+		g.Go(func() error {
+			return nodeagent.Main(ctx, ncfg, version.Version, zlog.Component(root, fmt.Sprintf("node%d", i)))
+		})
 		fmt.Fprintf(w, "  node%d       api http://%s, node-proxy %s, netns %s\n", i, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
 	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(cfg.StateDir, "secrets.env"))

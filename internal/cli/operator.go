@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/zeitwork/zeitwork/internal/cli/version"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/image"
+	"github.com/zeitwork/zeitwork/internal/management"
+	"github.com/zeitwork/zeitwork/internal/operator"
+	"github.com/zeitwork/zeitwork/internal/registryauth"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// startOperator runs `zeitwork operator` until ctx ends: the operator's
+// loops and, on cfg.Addr, the management API over the same pool.
+func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) error {
+	tokens, err := registryTokens(cfg)
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
+	if err != nil {
+		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
+	}
+	defer pool.Close()
+	op, err := operator.Start(ctx, cfg, pool, operator.SchedulerPlacer(cfg.NodeHeartbeatDeadline), version.Version, log)
+	if err != nil {
+		return err
+	}
+	api := &management.API{
+		Pool: pool, Queue: op.Queue, Token: cfg.ClusterToken.Reveal(), Log: zlog.Component(op.Log, "management"), RegistryTokens: tokens,
+		Cluster: op.Lifecycle, Domains: op.Domains,
+		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}},
+	}
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("OPERATOR_ADDR %s: %w", cfg.Addr, err)
+	}
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	op.Log.InfoContext(ctx, "operator running", "management_api", l.Addr().String(), "registry_tokens", tokens != nil)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return op.Run(ctx) })
+	g.Go(func() error {
+		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func registryTokens(cfg config.Operator) (*registryauth.Service, error) {
+	key, secret := cfg.RegistryTokenKey.Reveal(), cfg.RegistryCredentialSecret.Reveal()
+	if key == "" && secret == "" {
+		return nil, nil
+	}
+	seed, err := base64.StdEncoding.DecodeString(key)
+	if err != nil || len(seed) != ed25519.SeedSize || secret == "" {
+		return nil, &config.Error{Problems: []config.Problem{{Var: "REGISTRY_TOKEN_KEY", Reason: "must be a base64 32-byte Ed25519 seed, set together with REGISTRY_CREDENTIAL_SECRET"}}}
+	}
+	return &registryauth.Service{Name: "zeitwork-registry", Issuer: "zeitwork", Key: ed25519.NewKeyFromSeed(seed), Secret: []byte(secret), TTL: 5 * time.Minute}, nil
+}
