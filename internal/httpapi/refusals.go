@@ -2,6 +2,8 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 )
 
@@ -38,4 +40,11 @@ func (r Refusals) Map(err error) error {
 		return Conflict("%s", err).With(err)
 	}
 	return err
+}
+
+// MethodNotAllowed refuses r's method on its path (405); the caller sets
+// the Allow header to allow.
+func MethodNotAllowed(r *http.Request, allow string) *Error {
+	return &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
+		Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow)}
 }
