@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
@@ -155,7 +156,7 @@ func TestBuildRequestIsAcceptedOrRefusedWithReason(t *testing.T) {
 	resp := f.call(t, "POST", "/v1/images", `{"project_id": "`+f.project.String()+`", "archive_key": "uploads/app.tar.gz"}`)
 	acc := decode[management.BuildAccepted](t, resp)
 	// No Location: this server does not serve the deployment.
-	if resp.StatusCode != 202 || acc.Status != "queued" || resp.Header.Get("Location") != "" {
+	if resp.StatusCode != 202 || acc.Status != string(build.StatusQueued) || resp.Header.Get("Location") != "" {
 		t.Fatalf("accepted: %d %+v", resp.StatusCode, acc)
 	}
 	var jobs int
