@@ -63,6 +63,7 @@ func (a *Agent) info(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err // this node's own row: missing is a server fault
 	}
+	n.AgentVersion = a.Version // the binary answering, whatever registered the row
 	httpapi.WriteJSON(w, http.StatusOK, NodeInfo{Node: n, RuntimeHandler: a.Handler})
 	return nil
 }
