@@ -17,15 +17,9 @@ import (
 	"github.com/zeitwork/zeitwork/internal/node"
 )
 
-// DB is a pool or a transaction: a Store on a transaction takes part in it.
-type DB interface {
-	db.DBTX
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
 // Store reads and writes the instances table.
 type Store struct {
-	DB DB
+	DB db.Conn // a pool, or a transaction to take part in
 	// Node, when set, limits the store to that node's instances, as its
 	// agent sees them: any other instance is ErrNotFound.
 	Node uuid.UUID

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -62,15 +61,9 @@ func fromRows(rows []db.Node) []Node {
 	return out
 }
 
-// DB is a pool or a transaction: a Store on a transaction takes part in it.
-type DB interface {
-	db.DBTX
-	Begin(ctx context.Context) (pgx.Tx, error)
-}
-
 // Store reads and writes the nodes table.
 type Store struct {
-	DB DB
+	DB db.Conn // a pool, or a transaction to take part in
 }
 
 func (s Store) q() *db.Queries { return db.New(s.DB) }

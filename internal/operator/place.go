@@ -22,7 +22,7 @@ func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
 			}
 			view[i] = scheduler.Node{
 				ID: n.ID, Region: n.Region, FreeCPUMillis: n.FreeCPUMillis, FreeMemoryMB: n.FreeMemoryMB,
-				Status: string(n.Status), LastHeartbeat: n.LastHeartbeatAt, Instances: running,
+				Status: schedulerStatus(n.Status), LastHeartbeat: n.LastHeartbeatAt, Instances: running,
 			}
 		}
 		existing := len(need.Avoid)
@@ -45,4 +45,18 @@ func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
 		}
 		return out, nil
 	}
+}
+
+// schedulerStatus is the scheduler's name for a node status; it keeps its
+// own so that it stays a pure package, free of the database.
+func schedulerStatus(s node.Status) string {
+	switch s {
+	case node.StatusActive:
+		return scheduler.StatusActive
+	case node.StatusDraining:
+		return scheduler.StatusDraining
+	case node.StatusDead:
+		return scheduler.StatusDead
+	}
+	return string(s) // unknown: the scheduler treats it as not active
 }
