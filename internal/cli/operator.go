@@ -35,18 +35,20 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
 	}
 	defer pool.Close()
+	// Listen first: an operator that cannot serve its API starts no queue.
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("OPERATOR_ADDR %s: %w", cfg.Addr, err)
+	}
 	op, err := operator.Start(ctx, cfg, pool, operator.SchedulerPlacer(cfg.NodeHeartbeatDeadline), version.Version, log)
 	if err != nil {
+		l.Close()
 		return err
 	}
 	api := &management.API{
 		Pool: pool, Queue: op.Queue, Token: cfg.ClusterToken.Reveal(), Log: zlog.Component(op.Log, "management"), RegistryTokens: tokens,
 		Cluster: op.Lifecycle, Domains: op.Domains,
 		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.RegistryInsecure, Username: cfg.RegistryUsername, Password: cfg.RegistryPassword.Reveal()}},
-	}
-	l, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("OPERATOR_ADDR %s: %w", cfg.Addr, err)
 	}
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	op.Log.InfoContext(ctx, "operator running", "management_api", l.Addr().String(), "registry_tokens", tokens != nil)
