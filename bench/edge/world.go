@@ -15,8 +15,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/ipam"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -93,7 +95,7 @@ func (w *world) close() { w.pool.Close() }
 
 func (w *world) setup(ctx context.Context, nodeAddrs []string, stateDir string) error {
 	for i, addr := range nodeAddrs {
-		if _, err := nodeagent.Register(ctx, w.pool, ipam.DefaultCluster, filepath.Join(stateDir, fmt.Sprint(i)), nodeagent.Node{
+		if _, err := nodeagent.Register(ctx, w.pool, ipam.DefaultCluster, filepath.Join(stateDir, fmt.Sprint(i)), node.Registration{
 			Hostname: fmt.Sprintf("bench-%d", i), InternalAddress: addr, CPUMillis: 4000, MemoryMB: 8192,
 		}); err != nil {
 			return fmt.Errorf("register node %s: %w", addr, err)
@@ -125,12 +127,12 @@ func (w *world) setup(ctx context.Context, nodeAddrs []string, stateDir string) 
 		var snooze *river.JobSnoozeError
 		switch {
 		case err == nil:
-			var status string
-			if err := w.pool.QueryRow(ctx, `SELECT status FROM deployments WHERE id = $1`, dep).Scan(&status); err != nil {
+			d, err := deployment.Store{DB: w.pool}.Get(ctx, dep)
+			if err != nil {
 				return err
 			}
-			if status != "active" {
-				return fmt.Errorf("setup: deployment %s is %s, not active", dep, status)
+			if d.Status != deployment.StatusActive {
+				return fmt.Errorf("setup: deployment %s is %s, not active", dep, d.Status)
 			}
 			return nil
 		case !errors.As(err, &snooze):

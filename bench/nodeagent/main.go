@@ -31,10 +31,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/builder"
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
-	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
@@ -214,14 +214,14 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string) (cold, 
 	return cold, warm, err
 }
 
-func waitNode(ctx context.Context, pool *pgxpool.Pool) (db.Node, error) {
+func waitNode(ctx context.Context, pool *pgxpool.Pool) (node.Node, error) {
 	for start := time.Now(); time.Since(start) < 30*time.Second; time.Sleep(100 * time.Millisecond) {
-		nodes, err := db.New(pool).NodeList(ctx)
+		nodes, err := node.Store{DB: pool}.List(ctx)
 		if err == nil && len(nodes) == 1 {
 			return nodes[0], nil
 		}
 	}
-	return db.Node{}, fmt.Errorf("the agent never registered")
+	return node.Node{}, fmt.Errorf("the agent never registered")
 }
 
 func deployment(ctx context.Context, pool *pgxpool.Pool, repo, digest, tag string) (uuid.UUID, error) {
@@ -243,28 +243,28 @@ func deployment(ctx context.Context, pool *pgxpool.Pool, repo, digest, tag strin
 }
 
 // timeHealthy assigns n instances to the node and times until all are healthy.
-func timeHealthy(ctx context.Context, pool *pgxpool.Pool, node db.Node, dep uuid.UUID, n int) (time.Duration, error) {
+func timeHealthy(ctx context.Context, pool *pgxpool.Pool, on node.Node, dep uuid.UUID, n int) (time.Duration, error) {
 	start := time.Now()
 	var ids []uuid.UUID
+	instances := instance.Store{DB: pool}
 	for range n {
-		in, err := nodeagent.CreateInstance(ctx, pool, node, nodeagent.NewInstance{DeploymentID: dep, Port: 8080, CPUMillis: 100, MemoryMB: 64})
+		in, err := instances.Create(ctx, on, instance.New{DeploymentID: dep, Port: 8080, CPUMillis: 100, MemoryMB: 64})
 		if err != nil {
 			return 0, err
 		}
 		ids = append(ids, in.ID)
 	}
-	q := db.New(pool)
 	for time.Since(start) < 5*time.Minute {
 		healthy := 0
 		for _, iid := range ids {
-			in, err := q.InstanceGetByID(ctx, iid)
+			in, err := instances.Get(ctx, iid)
 			if err != nil {
 				return 0, err
 			}
-			if in.State == "failed" {
-				return 0, fmt.Errorf("instance %s failed: %v", iid, *in.StateReason)
+			if in.State == instance.StateFailed {
+				return 0, fmt.Errorf("instance %s failed: %v", iid, in.StateReason)
 			}
-			if in.State == "healthy" {
+			if in.State == instance.StateHealthy {
 				healthy++
 			}
 		}

@@ -15,11 +15,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
-	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -91,7 +91,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(w, "  builder     working build tasks on %s\n", roles.builder.Buildkit.Addr)
 	ocfg := roles.operator
 	g.Go(func() error {
-		return operator.Main(ctx, ocfg, operator.SchedulerPlacer(ocfg.NodeHeartbeatDeadline), zlog.Component(root, "operator"))
+		return startOperator(ctx, ocfg, zlog.Component(root, "operator"))
 	})
 	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
 	ecfg := roles.edge
@@ -99,7 +99,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(w, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.Platform.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
 	for i, ncfg := range roles.nodes {
 		name := fmt.Sprintf("node%d", i+1)
-		g.Go(func() error { return nodeagent.Main(ctx, ncfg, zlog.Component(root, name)) })
+		g.Go(func() error { return nodeagent.Main(ctx, ncfg, version.Version, zlog.Component(root, name)) })
 		fmt.Fprintf(w, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
 	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(state, "secrets.env"))

@@ -5,8 +5,10 @@ import (
 	"runtime/debug"
 
 	"github.com/jackc/pgx/v5"
+
 	"github.com/zeitwork/zeitwork/internal/builder"
 
+	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/edge"
@@ -22,7 +24,7 @@ func runNodeAgent(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "nodeagent")
-	return nodeagent.Main(ctx, cfg, log)
+	return nodeagent.Main(ctx, cfg, version.Version, log)
 }
 
 func runBuilder(ctx context.Context, env Env, _ []string) error {
@@ -46,7 +48,7 @@ func runOperator(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "operator")
-	return operator.Main(ctx, cfg, operator.SchedulerPlacer(cfg.NodeHeartbeatDeadline), log)
+	return startOperator(ctx, cfg, log)
 }
 
 func runEdge(ctx context.Context, env Env, _ []string) error {

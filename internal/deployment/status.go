@@ -17,7 +17,3 @@ const (
 	StatusStopped   Status = "stopped"
 	StatusFailed    Status = "failed"
 )
-
-// MinReplicas is the fewest instances a deployment runs: losing one node
-// never takes an app down.
-const MinReplicas = 3

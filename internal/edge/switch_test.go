@@ -24,7 +24,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/ipam"
-	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/testdb"
@@ -61,8 +61,8 @@ func newWorld(t *testing.T, url string) *world {
 	for i := 1; i <= 3; i++ {
 		np := httptest.NewServer(nodeproxy.New(token, w.lookup, nil, zlog.Discard()))
 		t.Cleanup(np.Close)
-		if _, err := nodeagent.Register(ctx, w.pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{
-			Hostname: fmt.Sprintf("w%d", i), InternalAddress: np.Listener.Addr().String(), CPUMillis: 4000, MemoryMB: 8192,
+		if _, err := (node.Store{DB: w.pool}).Register(ctx, ipam.DefaultCluster, node.Registration{
+			ID: id.New(), Hostname: fmt.Sprintf("w%d", i), InternalAddress: np.Listener.Addr().String(), CPUMillis: 4000, MemoryMB: 8192,
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -220,8 +220,7 @@ func (s Server) Router(mux *http.ServeMux) http.Handler {
 		h.ServeHTTP(probe, r)
 		if probe.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", probe.header.Get("Allow"))
-			s.writeError(w, r, &Error{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed",
-				Message: fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.header.Get("Allow"))})
+			s.writeError(w, r, MethodNotAllowed(r, probe.header.Get("Allow")))
 			return
 		}
 		s.writeError(w, r, NotFound("no route for %s %s", r.Method, r.URL.Path))

@@ -1,9 +1,13 @@
 // Package instance owns instances: one running copy of a deployment's image
-// on one node. It holds their typed states, their errors and their store
-// (the only code that reads or writes the instances table; sqlc behind it,
-// pgx.ErrNoRows turned into ErrNotFound here and nowhere else). The control
-// plane (operator, management API) and the worker (node agent) both use it,
-// so neither imports the other.
+// on one node. It holds their typed states, their errors, the one JSON
+// shape every API shows an instance in, and their store: the only code that
+// writes the instances table (the edge reads its routes with a join of its
+// own), with sqlc behind it and pgx.ErrNoRows turned into ErrNotFound here
+// and nowhere else. Creating an instance reserves
+// its capacity on its node and picks its address in the node's /64;
+// deleting it gives both back. The control plane (operator, management API)
+// and the worker (node agent, through a Store scoped to its node) both use
+// it, so neither imports the other.
 package instance
 
 // State is what a node agent observed of an instance.

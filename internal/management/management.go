@@ -1,7 +1,10 @@
 // Package management is the transport of the management API that operators
-// serve (`/v1/images`, and `/v1/instances` with the operator issue): it
-// parses requests, calls the domain packages (image, builder), and renders
-// JSON. Every route requires the cluster token.
+// serve: images, instances, nodes, projects' domains and the registry's
+// token endpoint. It owns no state and no decision: it parses requests,
+// calls the domain packages (image, builder, instance, node, domains, and
+// the operator through the Cluster interface), and renders JSON through
+// internal/httpapi. Every route but the registry's requires the cluster
+// token.
 package management
 
 import (
@@ -21,6 +24,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/image"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/registryauth"
 )
@@ -33,7 +37,7 @@ type API struct {
 	Token  string
 	Log    *slog.Logger
 	// Cluster, when set, serves the instance and node routes.
-	Cluster *Cluster
+	Cluster Cluster
 	// Domains, when set, serves projects' custom domain routes.
 	Domains *domains.Service
 	// RegistryTokens, when set, serves the registry's token endpoint
@@ -60,8 +64,8 @@ func (a *API) Handler() http.Handler {
 		route("PUT /v1/instances/{id}/state", a.setInstanceState)
 		route("DELETE /v1/instances/{id}", a.deleteInstance)
 		route("GET /v1/nodes", a.listNodes)
-		route("POST /v1/nodes/{id}/drain", a.setNodeStatus("draining"))
-		route("POST /v1/nodes/{id}/undrain", a.setNodeStatus("active"))
+		route("POST /v1/nodes/{id}/drain", a.setNodeStatus(node.StatusDraining))
+		route("POST /v1/nodes/{id}/undrain", a.setNodeStatus(node.StatusActive))
 	}
 	if a.Domains != nil {
 		route("GET /v1/projects/{id}/domains", a.listDomains)
@@ -182,7 +186,7 @@ func (a *API) downloadImage(w http.ResponseWriter, r *http.Request) error {
 	}}
 	if err := a.Images.Download(r.Context(), imageID, pw); err != nil {
 		if !pw.started {
-			return httpapi.Unavailable("could not read image %s from the registry", imageID)
+			return httpapi.Unavailable("could not read image %s from the registry", imageID).With(err)
 		}
 		a.Log.ErrorContext(r.Context(), "image download cut short", "image_id", imageID, "err", err)
 		panic(http.ErrAbortHandler) // abort the response so the client sees a broken transfer
@@ -257,7 +261,6 @@ func (a *API) buildImage(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
-	w.Header().Set("Location", "/v1/deployments/"+res.Deployment.ID.String())
 	httpapi.WriteJSON(w, http.StatusAccepted, BuildAccepted{DeploymentID: res.Deployment.ID, BuildID: res.Build.ID, Status: string(res.Build.Status)})
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/pgnotify"
 	"github.com/zeitwork/zeitwork/internal/runtime"
@@ -33,7 +33,7 @@ type Observer interface {
 // node-proxy.
 type Agent struct {
 	Pool      *pgxpool.Pool
-	Node      db.Node
+	Node      node.Node
 	Converger *Converger
 	Observer  Observer
 	Events    func(ctx context.Context) (<-chan runtime.Event, error) // optional: wake on exits
@@ -112,12 +112,9 @@ func (a *Agent) lookup(_ context.Context, iid uuid.UUID) (nodeproxy.Target, bool
 func (a *Agent) heartbeat(ctx context.Context) error {
 	t := time.NewTicker(a.HeartbeatInterval)
 	defer t.Stop()
-	q := db.New(a.Pool)
+	nodes := node.Store{DB: a.Pool}
 	for {
-		obs := observe(ctx, a.Observer)
-		if _, err := q.NodeHeartbeat(ctx, db.NodeHeartbeatParams{
-			ID: a.Node.ID, AvailableMemoryMb: obs.availableMB, LoadMillis: obs.loadMillis, InstancesRunning: obs.running,
-		}); err != nil && ctx.Err() == nil {
+		if _, err := nodes.Heartbeat(ctx, a.Node.ID, observe(ctx, a.Observer)); err != nil && ctx.Err() == nil {
 			a.Log.WarnContext(ctx, "heartbeat failed", "err", err)
 		}
 		select {
@@ -180,30 +177,26 @@ func (a *Agent) watchEvents(ctx context.Context) error {
 	return ctx.Err()
 }
 
-type observation struct {
-	availableMB, loadMillis, running int32
-}
-
 // observe reads what the node has left: memory the kernel says is
 // available, the 1-minute load, the instances containerd runs. A value that
 // cannot be read is reported as -1 rather than stopping the heartbeat.
-func observe(ctx context.Context, o Observer) observation {
-	obs := observation{availableMB: -1, loadMillis: -1, running: -1}
+func observe(ctx context.Context, o Observer) node.Observation {
+	obs := node.Observation{AvailableMemoryMB: -1, LoadMillis: -1, InstancesRunning: -1}
 	if kb, err := meminfo("MemAvailable:"); err == nil {
-		obs.availableMB = int32(kb / 1024)
+		obs.AvailableMemoryMB = int32(kb / 1024)
 	}
 	if raw, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(raw)); len(f) > 0 {
 			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-				obs.loadMillis = int32(v * 1000)
+				obs.LoadMillis = int32(v * 1000)
 			}
 		}
 	}
 	if list, err := o.List(ctx); err == nil {
-		obs.running = 0
+		obs.InstancesRunning = 0
 		for _, s := range list {
 			if s.State == runtime.StateRunning {
-				obs.running++
+				obs.InstancesRunning++
 			}
 		}
 	}

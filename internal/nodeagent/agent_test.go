@@ -29,8 +29,10 @@ import (
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/runtime"
@@ -86,7 +88,7 @@ func appImage(t *testing.T) (repo, digest string) {
 	return img.Repository, img.Digest
 }
 
-type node struct {
+type agentNode struct {
 	t       *testing.T
 	api     string
 	proxy   string
@@ -95,16 +97,16 @@ type node struct {
 	cancel  context.CancelFunc
 	done    chan error
 	dial    nodeproxy.Dialer
-	row     db.Node
+	row     node.Node
 	regHost string
 }
 
 // startAgent runs an agent on the node namespace; everything it makes is
 // found again by the next agent started with the same names.
-func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace, logDir, reg string, ring *secret.Ring) *node {
+func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace, logDir, reg string, ring *secret.Ring) *agentNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	row, err := nodeagent.Register(ctx, p, ipam.DefaultCluster, state, nodeagent.Node{
+	row, err := nodeagent.Register(ctx, p, ipam.DefaultCluster, state, node.Registration{
 		Hostname: "worker-" + tag, InternalAddress: "127.0.0.1:" + tag, CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test",
 	})
 	if err != nil {
@@ -138,13 +140,13 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 	}
 	apiL, _ := net.Listen("tcp", "127.0.0.1:0")
 	proxyL, _ := net.Listen("tcp", "127.0.0.1:0")
-	n := &node{t: t, api: "http://" + apiL.Addr().String(), proxy: "http://" + proxyL.Addr().String(), rt: rt, net: netm, cancel: cancel, done: make(chan error, 1), dial: dial, row: row, regHost: reg}
+	n := &agentNode{t: t, api: "http://" + apiL.Addr().String(), proxy: "http://" + proxyL.Addr().String(), rt: rt, net: netm, cancel: cancel, done: make(chan error, 1), dial: dial, row: row, regHost: reg}
 	go func() { n.done <- agent.Run(ctx, apiL, proxyL) }()
 	return n
 }
 
 // stop stops the agent process as an upgrade would: instances keep running.
-func (n *node) stop() {
+func (n *agentNode) stop() {
 	n.t.Helper()
 	n.cancel()
 	select {
@@ -159,7 +161,7 @@ func (n *node) stop() {
 	n.net.Close()
 }
 
-func (n *node) call(method, path string, body any) (int, []byte) {
+func (n *agentNode) call(method, path string, body any) (int, []byte) {
 	n.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -177,7 +179,7 @@ func (n *node) call(method, path string, body any) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func (n *node) instance(iid uuid.UUID) nodeagent.Instance {
+func (n *agentNode) instance(iid uuid.UUID) nodeagent.Instance {
 	n.t.Helper()
 	code, b := n.call("GET", "/v1/instances/"+iid.String(), nil)
 	if code != 200 {
@@ -188,7 +190,7 @@ func (n *node) instance(iid uuid.UUID) nodeagent.Instance {
 	return in
 }
 
-func (n *node) waitState(iid uuid.UUID, want string, within time.Duration) nodeagent.Instance {
+func (n *agentNode) waitState(iid uuid.UUID, want instance.State, within time.Duration) nodeagent.Instance {
 	n.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -196,7 +198,7 @@ func (n *node) waitState(iid uuid.UUID, want string, within time.Duration) nodea
 		if in.State == want {
 			return in
 		}
-		if in.State == "failed" || time.Now().After(deadline) {
+		if in.State == instance.StateFailed || time.Now().After(deadline) {
 			n.t.Fatalf("instance %s is %s (%v), want %s", iid, in.State, in.StateReason, want)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -204,7 +206,7 @@ func (n *node) waitState(iid uuid.UUID, want string, within time.Duration) nodea
 }
 
 // viaProxy sends a request through the node-proxy, as the edge does.
-func (n *node) viaProxy(iid uuid.UUID, path string) (int, string) {
+func (n *agentNode) viaProxy(iid uuid.UUID, path string) (int, string) {
 	n.t.Helper()
 	req, _ := http.NewRequest("GET", n.proxy+path, nil)
 	req.Host = "app.example.com"
@@ -261,7 +263,7 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-func (w *world) agent() *node {
+func (w *world) agent() *agentNode {
 	return startAgent(w.t, w.pool, w.state, w.nsPath, w.tag, w.ctrNS, w.logDir, testenv.Registry(w.t), w.ring)
 }
 
@@ -291,7 +293,7 @@ func (w *world) deployment(digest string, vars map[string]string) uuid.UUID {
 	return dep
 }
 
-func (n *node) create(dep uuid.UUID, memoryMB int) uuid.UUID {
+func (n *agentNode) create(dep uuid.UUID, memoryMB int) uuid.UUID {
 	n.t.Helper()
 	code, b := n.call("POST", "/v1/instances", map[string]any{"deployment_id": dep, "port": 8080, "cpu_millis": 250, "memory_mb": memoryMB})
 	if code != 201 {
@@ -303,7 +305,7 @@ func (n *node) create(dep uuid.UUID, memoryMB int) uuid.UUID {
 }
 
 // waitFinal waits until the instance reaches one of states.
-func (n *node) waitFinal(iid uuid.UUID, within time.Duration, states ...string) nodeagent.Instance {
+func (n *agentNode) waitFinal(iid uuid.UUID, within time.Duration, states ...instance.State) nodeagent.Instance {
 	n.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -337,23 +339,23 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 
 	start := time.Now()
 	ids := []uuid.UUID{n.create(dep, 128), n.create(dep, 128)}
-	a := n.waitState(ids[0], "healthy", 60*time.Second)
-	b := n.waitState(ids[1], "healthy", 60*time.Second)
+	a := n.waitState(ids[0], instance.StateHealthy, 60*time.Second)
+	b := n.waitState(ids[1], instance.StateHealthy, 60*time.Second)
 	t.Logf("two instances healthy %s after they were requested", time.Since(start).Round(time.Millisecond))
-	if a.Runtime == nil || a.Runtime.State != "running" || a.Runtime.PID == 0 {
+	if a.Runtime == nil || a.Runtime.State != string(runtime.StateRunning) || a.Runtime.PID == 0 {
 		t.Fatalf("instance A as containerd sees it: %+v", a.Runtime)
 	}
 	// The heartbeat carries what the node observes.
 	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
-		row, err := db.New(w.pool).NodeGetByID(ctx, n.row.ID)
+		row, err := node.Store{DB: w.pool}.Get(ctx, n.row.ID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if row.InstancesRunning != nil && *row.InstancesRunning == 2 && row.AvailableMemoryMb != nil && *row.AvailableMemoryMb > 0 {
+		if row.InstancesRunning != nil && *row.InstancesRunning == 2 && row.AvailableMemoryMB != nil && *row.AvailableMemoryMB > 0 {
 			break
 		}
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("heartbeat did not report 2 running instances and free memory: %v %v", row.InstancesRunning, row.AvailableMemoryMb)
+			t.Fatalf("heartbeat did not report 2 running instances and free memory: %v %v", row.InstancesRunning, row.AvailableMemoryMB)
 		}
 	}
 	// The node API wants the cluster token.
@@ -365,8 +367,8 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	// project's decrypted variable in its environment.
 	for _, in := range []nodeagent.Instance{a, b} {
 		code, body := n.viaProxy(in.ID, "/")
-		if code != 200 || body != in.Address+" hello from the vault" {
-			t.Fatalf("via node-proxy to %s: %d %q", in.Address, code, body)
+		if code != 200 || body != in.Addr.String()+" hello from the vault" {
+			t.Fatalf("via node-proxy to %s: %d %q", in.Addr.String(), code, body)
 		}
 	}
 	// What the instance printed is captured and served by the node API.
@@ -375,11 +377,11 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	}
 
 	// A cannot reach B; the node can.
-	code, body := n.viaProxy(a.ID, "/dial?addr="+net.JoinHostPort(b.Address, "8080"))
+	code, body := n.viaProxy(a.ID, "/dial?addr="+net.JoinHostPort(b.Addr.String(), "8080"))
 	if code != 200 || !strings.HasPrefix(body, "error") {
 		t.Fatalf("instance A reached instance B: %d %q", code, body)
 	}
-	c, err := n.dial(ctx, "tcp", net.JoinHostPort(b.Address, "8080"))
+	c, err := n.dial(ctx, "tcp", net.JoinHostPort(b.Addr.String(), "8080"))
 	if err != nil {
 		t.Fatalf("the node cannot reach B: %v", err)
 	}
@@ -388,20 +390,20 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	// Restart the agent: the instances keep running, the same processes.
 	n.stop()
 	n = w.agent()
-	again := n.waitState(a.ID, "healthy", 30*time.Second)
+	again := n.waitState(a.ID, instance.StateHealthy, 30*time.Second)
 	if again.Runtime.PID != a.Runtime.PID {
 		t.Fatalf("agent restart restarted instance A: pid %d → %d", a.Runtime.PID, again.Runtime.PID)
 	}
-	if code, body := n.viaProxy(b.ID, "/"); code != 200 || !strings.HasPrefix(body, b.Address) {
+	if code, body := n.viaProxy(b.ID, "/"); code != 200 || !strings.HasPrefix(body, b.Addr.String()) {
 		t.Fatalf("after the agent restart: %d %q", code, body)
 	}
 
 	// Stop A through the node API: it ends stopped and its namespace goes.
-	if code, b := n.call("PUT", "/v1/instances/"+a.ID.String()+"/state", map[string]string{"state": "stopped"}); code != 200 {
+	if code, b := n.call("PUT", "/v1/instances/"+a.ID.String()+"/state", map[string]any{"state": instance.DesiredStopped}); code != 200 {
 		t.Fatalf("stop: %d %s", code, b)
 	}
-	stopped := n.waitState(a.ID, "stopped", 30*time.Second)
-	if stopped.Runtime.State != "missing" {
+	stopped := n.waitState(a.ID, instance.StateStopped, 30*time.Second)
+	if stopped.Runtime.State != string(runtime.StateMissing) {
 		t.Fatalf("stopped instance still in containerd: %+v", stopped.Runtime)
 	}
 	if _, err := os.Stat("/run/netns/zwt" + w.tag + "-" + a.ID.String()); !os.IsNotExist(err) {
@@ -436,26 +438,26 @@ func TestAgentReportsBadInstances(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		id     uuid.UUID
-		states []string
+		states []instance.State
 		reason string
 	}{
-		{"image that does not exist", noImage, []string{"failed"}, "cannot pull image"},
-		{"command that exits at once", crashes, []string{"unhealthy", "failed"}, "exited with code 3"},
-		{"memory limit too small", tooSmall, []string{"failed", "unhealthy"}, "more than its 32 MiB of memory"},
+		{"image that does not exist", noImage, []instance.State{instance.StateFailed}, "cannot pull image"},
+		{"command that exits at once", crashes, []instance.State{instance.StateUnhealthy, instance.StateFailed}, "exited with code 3"},
+		{"memory limit too small", tooSmall, []instance.State{instance.StateFailed, instance.StateUnhealthy}, "more than its 32 MiB of memory"},
 	} {
 		in := n.waitFinal(tc.id, 60*time.Second, tc.states...)
-		if in.StateReason == nil || !strings.Contains(*in.StateReason, tc.reason) {
+		if !strings.Contains(in.StateReason, tc.reason) {
 			t.Errorf("%s: %s with reason %v, want it to mention %q", tc.name, in.State, in.StateReason, tc.reason)
 		}
-		t.Logf("%s → %s: %s", tc.name, in.State, *in.StateReason)
+		t.Logf("%s → %s: %s", tc.name, in.State, in.StateReason)
 	}
-	if in := n.waitState(good, "healthy", 60*time.Second); in.Runtime.State != "running" {
+	if in := n.waitState(good, instance.StateHealthy, 60*time.Second); in.Runtime.State != string(runtime.StateRunning) {
 		t.Fatalf("the good instance: %+v", in)
 	}
 	// An app that never listens stays "starting" only until the health
 	// deadline (8 s in these tests), then is reported unhealthy.
-	in := n.waitFinal(silent, 90*time.Second, "unhealthy")
-	if !strings.Contains(*in.StateReason, "health check GET /healthz on port 8080 failed") {
-		t.Fatalf("silent app: %v", *in.StateReason)
+	in := n.waitFinal(silent, 90*time.Second, instance.StateUnhealthy)
+	if !strings.Contains(in.StateReason, "health check GET /healthz on port 8080 failed") {
+		t.Fatalf("silent app: %v", in.StateReason)
 	}
 }

@@ -7,8 +7,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
+	"github.com/zeitwork/zeitwork/internal/instance"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
@@ -33,13 +34,16 @@ func (a *Agent) APIHandler() http.Handler {
 }
 
 func (a *Agent) health(w http.ResponseWriter, r *http.Request) error {
+	// Causes are logged, not shown: the body says what is down, not why.
 	out := map[string]string{"status": "ok", "node_id": a.Node.ID.String()}
 	status := http.StatusOK
 	if _, err := a.Observer.List(r.Context()); err != nil {
-		out["status"], out["containerd"] = "degraded", err.Error()
+		a.Log.WarnContext(r.Context(), "health: container runtime", "err", err)
+		out["status"], out["containerd"] = "degraded", "unavailable"
 		status = http.StatusServiceUnavailable
 	}
 	if err := a.Pool.Ping(r.Context()); err != nil {
+		a.Log.WarnContext(r.Context(), "health: database", "err", err)
 		out["status"], out["database"] = "degraded", "unreachable"
 		status = http.StatusServiceUnavailable
 	}
@@ -47,27 +51,20 @@ func (a *Agent) health(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// NodeInfo is GET /v1/node/info.
+// NodeInfo is GET /v1/node/info: the node as every API shows it, and the
+// runtime handler its instances run with.
 type NodeInfo struct {
-	ID              uuid.UUID `json:"id"`
-	Hostname        string    `json:"hostname"`
-	InternalAddress string    `json:"internal_address"`
-	Region          string    `json:"region"`
-	IPv6Prefix      string    `json:"ipv6_prefix"`
-	Status          string    `json:"status"`
-	RuntimeHandler  string    `json:"runtime_handler"`
-	AgentVersion    string    `json:"agent_version"`
+	node.Node
+	RuntimeHandler string `json:"runtime_handler"`
 }
 
 func (a *Agent) info(w http.ResponseWriter, r *http.Request) error {
-	n, err := db.New(a.Pool).NodeGetByID(r.Context(), a.Node.ID)
+	n, err := node.Store{DB: a.Pool}.Get(r.Context(), a.Node.ID)
 	if err != nil {
-		return err
+		return err // this node's own row: missing is a server fault
 	}
-	httpapi.WriteJSON(w, http.StatusOK, NodeInfo{
-		ID: n.ID, Hostname: n.Hostname, InternalAddress: n.InternalAddress, Region: n.Region,
-		IPv6Prefix: n.Ipv6Prefix.String(), Status: n.Status, RuntimeHandler: a.Handler, AgentVersion: a.Version,
-	})
+	n.AgentVersion = a.Version // the binary answering, whatever registered the row
+	httpapi.WriteJSON(w, http.StatusOK, NodeInfo{Node: n, RuntimeHandler: a.Handler})
 	return nil
 }
 
@@ -81,16 +78,22 @@ type Resources struct {
 	Exited        int   `json:"instances_exited"`
 }
 
+// runtimeDown is a container runtime that cannot be asked; the cause is
+// logged, not shown.
+func runtimeDown(err error) error {
+	return httpapi.Unavailable("the container runtime is unavailable").With(err)
+}
+
 func (a *Agent) resources(w http.ResponseWriter, r *http.Request) error {
-	n, err := db.New(a.Pool).NodeGetByID(r.Context(), a.Node.ID)
+	n, err := node.Store{DB: a.Pool}.Get(r.Context(), a.Node.ID)
 	if err != nil {
 		return err
 	}
 	list, err := a.Observer.List(r.Context())
 	if err != nil {
-		return httpapi.Unavailable("containerd: %v", err)
+		return runtimeDown(err)
 	}
-	res := Resources{CPUMillis: n.CpuMillis, MemoryMB: n.MemoryMb, FreeCPUMillis: n.FreeCpuMillis, FreeMemoryMB: n.FreeMemoryMb}
+	res := Resources{CPUMillis: n.CPUMillis, MemoryMB: n.MemoryMB, FreeCPUMillis: n.FreeCPUMillis, FreeMemoryMB: n.FreeMemoryMB}
 	for _, s := range list {
 		switch s.State {
 		case runtime.StateRunning:
@@ -103,22 +106,11 @@ func (a *Agent) resources(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// Instance is an instance as the node API shows it: what the database
-// wants and what containerd runs.
+// Instance is an instance as the node API shows it: as every API shows it,
+// and with what containerd runs when asked for one instance.
 type Instance struct {
-	ID           uuid.UUID  `json:"id"`
-	DeploymentID uuid.UUID  `json:"deployment_id"`
-	DesiredState string     `json:"desired_state"`
-	State        string     `json:"state"`
-	StateReason  *string    `json:"state_reason"`
-	Address      string     `json:"address"`
-	Port         int32      `json:"port"`
-	CPUMillis    int32      `json:"cpu_millis"`
-	MemoryMB     int32      `json:"memory_mb"`
-	RestartCount int32      `json:"restart_count"`
-	Runtime      *Observed  `json:"runtime,omitempty"`
-	CreatedAt    time.Time  `json:"created_at"`
-	StartedAt    *time.Time `json:"started_at"`
+	instance.Instance
+	Runtime *Observed `json:"runtime,omitempty"`
 }
 
 // Observed is containerd's view of an instance.
@@ -130,17 +122,12 @@ type Observed struct {
 	StartedAt time.Time `json:"started_at,omitzero"`
 }
 
-func instanceJSON(in db.Instance, obs *runtime.Status) Instance {
-	out := Instance{
-		ID: in.ID, DeploymentID: in.DeploymentID, DesiredState: in.DesiredState, State: in.State, StateReason: in.StateReason,
-		Address: in.Ipv6Address.String(), Port: in.Port, CPUMillis: in.CpuMillis, MemoryMB: in.MemoryMb,
-		RestartCount: in.RestartCount, CreatedAt: in.CreatedAt, StartedAt: in.StartedAt,
-	}
-	if obs != nil {
-		out.Runtime = &Observed{State: string(obs.State), PID: obs.PID, ExitCode: obs.ExitCode, OOMKilled: obs.OOMKilled, StartedAt: obs.StartedAt}
-	}
-	return out
+func observed(s runtime.Status) *Observed {
+	return &Observed{State: string(s.State), PID: s.PID, ExitCode: s.ExitCode, OOMKilled: s.OOMKilled, StartedAt: s.StartedAt}
 }
+
+// instances is this node's view of the instances table.
+func (a *Agent) instances() instance.Store { return instance.Store{DB: a.Pool, Node: a.Node.ID} }
 
 func (a *Agent) instanceID(r *http.Request) (uuid.UUID, error) {
 	u, err := uuid.Parse(r.PathValue("id"))
@@ -150,16 +137,11 @@ func (a *Agent) instanceID(r *http.Request) (uuid.UUID, error) {
 	return u, nil
 }
 
-func domainError(err error) error {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return httpapi.NotFound("%s", err)
-	case errors.Is(err, ErrInvalid):
-		return httpapi.Invalid("%s", err)
-	case errors.Is(err, ErrNoCapacity):
-		return httpapi.Conflict("%s", err)
-	}
-	return err
+// refusals maps the instance store's errors.
+var refusals = httpapi.Refusals{
+	NotFound: []error{instance.ErrNotFound},
+	Invalid:  []error{instance.ErrInvalid},
+	Conflict: []error{instance.ErrNoCapacity},
 }
 
 type createRequest struct {
@@ -177,13 +159,13 @@ func (a *Agent) createInstance(w http.ResponseWriter, r *http.Request) error {
 	if req.DeploymentID == uuid.Nil {
 		return httpapi.BadRequest("deployment_id is required")
 	}
-	in, err := CreateInstance(r.Context(), a.Pool, a.Node, NewInstance(req))
+	in, err := a.instances().Create(r.Context(), a.Node, instance.New(req))
 	if err != nil {
-		return domainError(err)
+		return refusals.Map(err)
 	}
 	a.Wake()
 	w.Header().Set("Location", "/v1/instances/"+in.ID.String())
-	httpapi.WriteJSON(w, http.StatusCreated, instanceJSON(in, nil))
+	httpapi.WriteJSON(w, http.StatusCreated, Instance{Instance: in})
 	return nil
 }
 
@@ -192,15 +174,15 @@ func (a *Agent) getInstance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	in, err := db.New(a.Pool).InstanceGetByID(r.Context(), iid)
-	if err != nil || in.NodeID != a.Node.ID {
-		return httpapi.NotFound("instance %s is not on this node", iid)
+	in, err := a.instances().Get(r.Context(), iid)
+	if err != nil {
+		return refusals.Map(err)
 	}
 	obs, err := a.Observer.Status(r.Context(), iid)
 	if err != nil {
-		return httpapi.Unavailable("containerd: %v", err)
+		return runtimeDown(err)
 	}
-	httpapi.WriteJSON(w, http.StatusOK, instanceJSON(in, &obs))
+	httpapi.WriteJSON(w, http.StatusOK, Instance{Instance: in, Runtime: observed(obs)})
 	return nil
 }
 
@@ -210,17 +192,17 @@ func (a *Agent) setState(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req struct {
-		State string `json:"state"`
+		State instance.Desired `json:"state"`
 	}
 	if err := httpapi.Decode(r, &req); err != nil {
 		return err
 	}
-	in, err := SetDesiredState(r.Context(), a.Pool, a.Node.ID, iid, req.State)
+	in, err := a.instances().SetDesired(r.Context(), iid, req.State)
 	if err != nil {
-		return domainError(err)
+		return refusals.Map(err)
 	}
 	a.Wake()
-	httpapi.WriteJSON(w, http.StatusOK, instanceJSON(in, nil))
+	httpapi.WriteJSON(w, http.StatusOK, Instance{Instance: in})
 	return nil
 }
 
@@ -229,16 +211,16 @@ func (a *Agent) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	deleted, err := DeleteInstance(r.Context(), a.Pool, a.Node.ID, iid)
+	deleted, err := a.instances().Delete(r.Context(), iid)
 	if err != nil {
-		return domainError(err)
+		return refusals.Map(err)
 	}
 	if deleted {
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
 	a.Wake()
-	httpapi.WriteJSON(w, http.StatusAccepted, map[string]string{"status": "stopping", "detail": "the instance is being stopped; DELETE again once it has stopped to remove it"})
+	httpapi.WriteJSON(w, http.StatusAccepted, map[string]string{"status": string(instance.StateStopping), "detail": "the instance is being stopped; DELETE again once it has stopped to remove it"})
 	return nil
 }
 
@@ -251,16 +233,15 @@ func (a *Agent) instanceLogs(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	follow := r.URL.Query().Get("follow") == "true"
-	in, err := db.New(a.Pool).InstanceGetByID(r.Context(), iid)
-	if err != nil || in.NodeID != a.Node.ID {
-		return httpapi.NotFound("instance %s is not on this node", iid)
+	if _, err := a.instances().Get(r.Context(), iid); err != nil {
+		return refusals.Map(err)
 	}
 	rc, err := a.Observer.Logs(r.Context(), iid, follow)
 	if errors.Is(err, runtime.ErrNotFound) {
 		return httpapi.NotFound("instance %s has no logs on this node", iid)
 	}
 	if err != nil {
-		return err
+		return runtimeDown(err)
 	}
 	defer rc.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -19,7 +19,9 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/secret"
@@ -98,7 +100,7 @@ type harness struct {
 	c       *nodeagent.Converger
 	healthy map[netip.AddrPort]bool
 	mu      sync.Mutex
-	node    db.Node
+	node    node.Node
 	deploy  uuid.UUID
 	image   db.Image
 	project uuid.UUID
@@ -109,11 +111,11 @@ func newHarness(t *testing.T) *harness {
 	t.Helper()
 	pool := testdb.New(t)
 	ctx := context.Background()
-	node, err := nodeagent.Register(ctx, pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 4000, MemoryMB: 8192})
+	self, err := nodeagent.Register(ctx, pool, ipam.DefaultCluster, t.TempDir(), node.Registration{Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 4000, MemoryMB: 8192})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{pool: pool, rt: newFakeRuntime(), healthy: map[netip.AddrPort]bool{}, node: node}
+	h := &harness{pool: pool, rt: newFakeRuntime(), healthy: map[netip.AddrPort]bool{}, node: self}
 	h.ring, _ = secret.ParseRing(secret.NewKey("k1"))
 	proj := testdb.Project(t, pool)
 	h.project, h.deploy = proj, id.New()
@@ -134,7 +136,7 @@ func newHarness(t *testing.T) *harness {
 	policy := nodeagent.DefaultPolicy
 	policy.RestartBackoff, policy.MaxBackoff, policy.MaxRestarts, policy.HealthDeadline = time.Millisecond, time.Millisecond, 3, 200*time.Millisecond
 	h.c = &nodeagent.Converger{
-		Pool: pool, NodeID: node.ID, Runtime: h.rt, Secrets: h.ring, Policy: policy, Log: zlog.Discard(),
+		Pool: pool, NodeID: self.ID, Runtime: h.rt, Secrets: h.ring, Policy: policy, Log: zlog.Discard(),
 		Probe: func(_ context.Context, addr netip.AddrPort, path string) error {
 			h.mu.Lock()
 			defer h.mu.Unlock()
@@ -150,12 +152,10 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-func (h *harness) instance(t *testing.T) db.Instance {
+func (h *harness) instance(t *testing.T) instance.Instance {
 	t.Helper()
-	iid := id.New()
-	in, err := db.New(h.pool).InstanceCreate(context.Background(), db.InstanceCreateParams{
-		ID: iid, DeploymentID: h.deploy, NodeID: h.node.ID, ImageID: h.image.ID,
-		Ipv6Address: ipam.InstanceAddr(h.node.Ipv6Prefix, iid), Port: 8080, CpuMillis: 250, MemoryMb: 256,
+	in, err := instance.Store{DB: h.pool}.Create(context.Background(), h.node, instance.New{
+		DeploymentID: h.deploy, Port: 8080, CPUMillis: 250, MemoryMB: 256,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -163,10 +163,10 @@ func (h *harness) instance(t *testing.T) db.Instance {
 	return in
 }
 
-func (h *harness) setHealthy(in db.Instance, ok bool) {
+func (h *harness) setHealthy(in instance.Instance, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.healthy[netip.AddrPortFrom(in.Ipv6Address, uint16(in.Port))] = ok
+	h.healthy[in.AddrPort()] = ok
 }
 
 func (h *harness) pass(t *testing.T) {
@@ -176,9 +176,9 @@ func (h *harness) pass(t *testing.T) {
 	}
 }
 
-func (h *harness) state(t *testing.T, in db.Instance) db.Instance {
+func (h *harness) state(t *testing.T, in instance.Instance) instance.Instance {
 	t.Helper()
-	got, err := db.New(h.pool).InstanceGetByID(context.Background(), in.ID)
+	got, err := instance.Store{DB: h.pool}.Get(context.Background(), in.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestFakeInstanceBecomesHealthyWithItsEnvironment(t *testing.T) {
 	}
 	in := h.instance(t)
 	h.pass(t)
-	if got := h.state(t, in); got.State != "starting" {
+	if got := h.state(t, in); got.State != instance.StateStarting {
 		t.Fatalf("after one pass: %s", got.State)
 	}
 	spec := h.rt.specs[in.ID]
@@ -205,7 +205,7 @@ func TestFakeInstanceBecomesHealthyWithItsEnvironment(t *testing.T) {
 	}
 	h.setHealthy(in, true)
 	h.pass(t)
-	if got := h.state(t, in); got.State != "healthy" || got.StateReason != nil {
+	if got := h.state(t, in); got.State != instance.StateHealthy || got.StateReason != "" {
 		t.Fatalf("after the health check passed: %s %v", got.State, got.StateReason)
 	}
 	h.pass(t)
@@ -219,18 +219,18 @@ func TestFakeSlowStartTurnsUnhealthyAfterTheDeadline(t *testing.T) {
 	in := h.instance(t)
 	h.pass(t)
 	h.pass(t)
-	if got := h.state(t, in); got.State != "starting" {
+	if got := h.state(t, in); got.State != instance.StateStarting {
 		t.Fatalf("within the deadline: %s", got.State)
 	}
 	time.Sleep(250 * time.Millisecond)
 	h.pass(t)
 	got := h.state(t, in)
-	if got.State != "unhealthy" || !strings.Contains(*got.StateReason, "health check GET /healthz on port 8080 failed") {
+	if got.State != instance.StateUnhealthy || !strings.Contains(got.StateReason, "health check GET /healthz on port 8080 failed") {
 		t.Fatalf("after the deadline: %s %v", got.State, got.StateReason)
 	}
 	h.setHealthy(in, true)
 	h.pass(t)
-	if got := h.state(t, in); got.State != "healthy" {
+	if got := h.state(t, in); got.State != instance.StateHealthy {
 		t.Fatalf("recovered: %s", got.State)
 	}
 }
@@ -242,12 +242,12 @@ func TestFakeCrashLoopBacksOffThenFails(t *testing.T) {
 	for range 20 {
 		h.pass(t)
 		time.Sleep(5 * time.Millisecond)
-		if h.state(t, in).State == "failed" {
+		if h.state(t, in).State == instance.StateFailed {
 			break
 		}
 	}
 	got := h.state(t, in)
-	if got.State != "failed" || !strings.Contains(*got.StateReason, "exited with code 3; gave up after 3 restarts") {
+	if got.State != instance.StateFailed || !strings.Contains(got.StateReason, "exited with code 3; gave up after 3 restarts") {
 		t.Fatalf("crash loop ended as %s %v", got.State, got.StateReason)
 	}
 	if n := h.rt.starts[in.ID]; n != 4 {
@@ -267,7 +267,7 @@ func TestFakeOOMIsNamedInTheReason(t *testing.T) {
 	h.rt.set(in.ID, func(s *runtime.Status) { s.State, s.ExitCode, s.OOMKilled = runtime.StateExited, 137, true })
 	h.pass(t)
 	got := h.state(t, in)
-	if got.State != "unhealthy" || !strings.Contains(*got.StateReason, "more than its 256 MiB of memory") {
+	if got.State != instance.StateUnhealthy || !strings.Contains(got.StateReason, "more than its 256 MiB of memory") {
 		t.Fatalf("after an OOM kill: %s %v", got.State, got.StateReason)
 	}
 }
@@ -278,7 +278,7 @@ func TestFakeMissingImageFails(t *testing.T) {
 	in := h.instance(t)
 	h.pass(t)
 	got := h.state(t, in)
-	if got.State != "failed" || !strings.Contains(*got.StateReason, "cannot pull image") {
+	if got.State != instance.StateFailed || !strings.Contains(got.StateReason, "cannot pull image") {
 		t.Fatalf("missing image: %s %v", got.State, got.StateReason)
 	}
 }
@@ -293,7 +293,7 @@ func TestFakeUndecryptableVariableFails(t *testing.T) {
 	in := h.instance(t)
 	h.pass(t)
 	got := h.state(t, in)
-	if got.State != "failed" || !strings.Contains(*got.StateReason, "environment variable BROKEN cannot be decrypted") {
+	if got.State != instance.StateFailed || !strings.Contains(got.StateReason, "environment variable BROKEN cannot be decrypted") {
 		t.Fatalf("%s %v", got.State, got.StateReason)
 	}
 }
@@ -304,11 +304,11 @@ func TestFakeStopAndOrphans(t *testing.T) {
 	h.setHealthy(in, true)
 	h.pass(t)
 	h.pass(t)
-	if _, err := db.New(h.pool).InstanceSetDesiredState(context.Background(), db.InstanceSetDesiredStateParams{ID: in.ID, DesiredState: "stopped"}); err != nil {
+	if _, err := (instance.Store{DB: h.pool}).SetDesired(context.Background(), in.ID, instance.DesiredStopped); err != nil {
 		t.Fatal(err)
 	}
 	h.pass(t)
-	if got := h.state(t, in); got.State != "stopped" || got.StoppedAt == nil {
+	if got := h.state(t, in); got.State != instance.StateStopped || got.StoppedAt == nil {
 		t.Fatalf("after stop: %s", got.State)
 	}
 	// A container the database knows nothing of (left by a crashed agent)

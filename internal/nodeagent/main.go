@@ -15,13 +15,14 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
-	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
-// Main runs `zeitwork nodeagent` until ctx ends.
-func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
+// Main runs `zeitwork nodeagent` until ctx ends. version is the binary's,
+// recorded with the node's registration.
+func Main(ctx context.Context, cfg config.NodeAgent, version string, log *slog.Logger) error {
 	cpu, mem := cfg.CPUMillis, cfg.MemoryMB
 	if cpu == 0 {
 		cpu = int32(goruntime.NumCPU() * 1000)
@@ -40,15 +41,15 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
 	}
 	defer pool.Close()
-	node, err := Register(ctx, pool, cfg.ClusterPrefix, cfg.StateDir, Node{
+	self, err := Register(ctx, pool, cfg.ClusterPrefix, cfg.StateDir, node.Registration{
 		Hostname: hostname, InternalAddress: cfg.InternalAddress, Region: cfg.Region,
-		CPUMillis: cpu, MemoryMB: mem, AgentVersion: version.Version,
+		CPUMillis: cpu, MemoryMB: mem, AgentVersion: version,
 	})
 	if err != nil {
 		return err
 	}
-	log = log.With("node_id", node.ID)
-	log.InfoContext(ctx, "node registered", "ipv6_prefix", node.Ipv6Prefix, "cpu_millis", cpu, "memory_mb", mem)
+	log = log.With("node_id", self.ID)
+	log.InfoContext(ctx, "node registered", "ipv6_prefix", self.Prefix, "cpu_millis", cpu, "memory_mb", mem)
 
 	rt, err := runtime.New(ctx, runtime.Config{
 		Address: cfg.Containerd.Addr, Namespace: cfg.Containerd.Namespace, RuntimeHandler: cfg.RuntimeHandler,
@@ -65,7 +66,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	if cfg.NodeNetns != "" {
 		// Several agents on one machine: each owns its table, links and
 		// namespaces under its own names.
-		tag := node.ID.String()[30:]
+		tag := self.ID.String()[30:]
 		ncfg.Table, ncfg.LinkPrefix, ncfg.NetnsPrefix = "zw"+tag, "z"+tag[:4], "zw-"+tag+"-"
 	}
 	dial := network.DialFrom(cfg.NodeNetns)
@@ -83,11 +84,11 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 		policy.RegistryAuth = &runtime.Auth{Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}
 	}
 	agent := &Agent{
-		Pool: pool, Node: node, Observer: rt, Events: rt.Events, Token: cfg.Cluster.Token.Reveal(),
-		Version: version.Version, Handler: cfg.RuntimeHandler, Dial: dial,
+		Pool: pool, Node: self, Observer: rt, Events: rt.Events, Token: cfg.Cluster.Token.Reveal(),
+		Version: version, Handler: cfg.RuntimeHandler, Dial: dial,
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
 		Converger: &Converger{
-			Pool: pool, NodeID: node.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
+			Pool: pool, NodeID: self.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
 			Secrets: cfg.SecretsKeys, Policy: policy, Log: zlog.Component(log, "converge"),
 		},
 	}

@@ -1,7 +1,8 @@
 // Package nodeagent is the worker side of Zeitwork (`zeitwork nodeagent`):
 // it registers its node, heartbeats, converges the instances the database
 // assigns to it onto containerd, reports what it observes, and serves the
-// node API and the node-proxy.
+// node API and the node-proxy. The rows it reads and writes belong to the
+// node and instance stores; what it owns is the machine.
 package nodeagent
 
 import (
@@ -14,94 +15,37 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
-	"github.com/zeitwork/zeitwork/internal/ipam"
+	"github.com/zeitwork/zeitwork/internal/node"
 )
-
-// Node is what an agent tells the cluster about its machine.
-type Node struct {
-	Hostname        string
-	InternalAddress string // where the edge and operators reach this node (Tailscale in production)
-	Region          string
-	Labels          []byte // JSON object
-	CPUMillis       int32
-	MemoryMB        int32
-	AgentVersion    string
-}
 
 // idFile keeps the node's id across agent restarts and upgrades.
 const idFile = "node-id"
 
-// Register records the node and returns its row, with the node's /64 in the
-// cluster prefix. A node that registered before keeps its id and prefix. Many
-// nodes may register at once: prefixes are unique in the database, so a
-// node that loses a race for one simply tries the next.
-func Register(ctx context.Context, pool *pgxpool.Pool, cluster netip.Prefix, stateDir string, n Node) (db.Node, error) {
-	if err := ipam.ValidateCluster(cluster); err != nil {
-		return db.Node{}, err
-	}
+// Register records the node under the id kept in stateDir (r.ID is
+// ignored) and returns it, with its /64 in the cluster prefix. A node that
+// registered before keeps its id and prefix; if its state directory was
+// lost, the id the cluster knows is written back to it.
+func Register(ctx context.Context, pool *pgxpool.Pool, cluster netip.Prefix, stateDir string, r node.Registration) (node.Node, error) {
 	nodeID, err := loadOrCreateID(stateDir)
 	if err != nil {
-		return db.Node{}, err
+		return node.Node{}, err
 	}
-	q := db.New(pool)
-	labels := n.Labels
-	if labels == nil {
-		labels = []byte("{}")
+	r.ID = nodeID
+	n, err := node.Store{DB: pool}.Register(ctx, cluster, r)
+	if err != nil {
+		return node.Node{}, err
 	}
-	// Node prefixes count from 1: index 0 is left for the cluster's own use.
-	const maxTries = 64
-	for try := 0; try < maxTries; try++ {
-		taken, err := q.NodeListIPv6Prefixes(ctx)
-		if err != nil {
-			return db.Node{}, fmt.Errorf("register node: %w", err)
-		}
-		prefix, ok := freePrefix(cluster, taken)
-		if !ok {
-			return db.Node{}, fmt.Errorf("register node: every /64 of %s is taken", cluster)
-		}
-		row, err := q.NodeRegister(ctx, db.NodeRegisterParams{
-			ID: nodeID, Hostname: n.Hostname, InternalAddress: n.InternalAddress, Region: n.Region, Labels: labels,
-			CpuMillis: n.CPUMillis, MemoryMb: n.MemoryMB, Ipv6Prefix: prefix, AgentVersion: n.AgentVersion,
-		})
-		var pgErr *pgconn.PgError
-		switch {
-		case err == nil:
-			if row.ID != nodeID {
-				// The address was registered before under another id (the
-				// state directory was lost): that row is this node.
-				if err := writeID(stateDir, row.ID); err != nil {
-					return db.Node{}, err
-				}
-			}
-			return row, nil
-		case errors.As(err, &pgErr) && pgErr.ConstraintName == "nodes_ipv6_prefix_unique":
-			continue // another node took this /64 between our read and write
-		case errors.As(err, &pgErr) && pgErr.ConstraintName == "nodes_pkey":
-			return db.Node{}, fmt.Errorf("register node: node %s is registered under another internal address; its address changed from what the cluster knows — deregister it or restore %s", nodeID, n.InternalAddress)
-		default:
-			return db.Node{}, fmt.Errorf("register node: %w", err)
+	if n.ID != nodeID {
+		// The address was registered before under another id (the state
+		// directory was lost): that row is this node.
+		if err := writeID(stateDir, n.ID); err != nil {
+			return node.Node{}, err
 		}
 	}
-	return db.Node{}, fmt.Errorf("register node: lost the race for a /64 %d times", maxTries)
-}
-
-func freePrefix(cluster netip.Prefix, taken []netip.Prefix) (netip.Prefix, bool) {
-	used := make(map[netip.Prefix]bool, len(taken))
-	for _, p := range taken {
-		used[p] = true
-	}
-	for i := 1; i <= 0xffff; i++ {
-		p := ipam.NodePrefix(cluster, uint16(i))
-		if !used[p] {
-			return p, true
-		}
-	}
-	return netip.Prefix{}, false
+	return n, nil
 }
 
 func loadOrCreateID(stateDir string) (uuid.UUID, error) {

@@ -11,14 +11,15 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/ipam"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 )
 
 var cluster = ipam.DefaultCluster
 
-func testNode(i int) nodeagent.Node {
-	return nodeagent.Node{
+func testNode(i int) node.Registration {
+	return node.Registration{
 		Hostname: fmt.Sprintf("worker-%d", i), InternalAddress: fmt.Sprintf("100.64.0.%d:7000", i),
 		Region: "eu-central-1", CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test",
 	}
@@ -33,15 +34,15 @@ func TestRegisterKeepsIdentityAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cluster.Contains(first.Ipv6Prefix.Addr()) || first.Ipv6Prefix.Bits() != 64 || first.Status != "active" {
+	if !cluster.Contains(first.Prefix.Addr()) || first.Prefix.Bits() != 64 || first.Status != node.StatusActive {
 		t.Fatalf("registered %+v", first)
 	}
 	again, err := nodeagent.Register(ctx, pool, cluster, state, testNode(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.ID != first.ID || again.Ipv6Prefix != first.Ipv6Prefix {
-		t.Fatalf("restart changed identity: %s %s → %s %s", first.ID, first.Ipv6Prefix, again.ID, again.Ipv6Prefix)
+	if again.ID != first.ID || again.Prefix != first.Prefix {
+		t.Fatalf("restart changed identity: %s %s → %s %s", first.ID, first.Prefix, again.ID, again.Prefix)
 	}
 
 	// The state directory is lost (disk replaced): the node is recognised
@@ -74,7 +75,7 @@ func TestManyNodesRegisteringAtOnceGetDistinctPrefixes(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			prefixes[row.Ipv6Prefix]++
+			prefixes[row.Prefix]++
 			mu.Unlock()
 		})
 	}

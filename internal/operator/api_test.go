@@ -8,27 +8,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/uuid"
-
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/management"
-	"github.com/zeitwork/zeitwork/internal/operator"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 func managementAPI(t *testing.T, c *cluster) (func(method, path, body string) (int, string), string) {
 	t.Helper()
-	api := &management.API{Pool: c.pool, Token: "tok", Log: zlog.Discard(), Cluster: &management.Cluster{
-		AddInstance: func(r *http.Request, dep uuid.UUID, node *uuid.UUID) (db.Instance, error) {
-			return c.l.AddInstance(r.Context(), dep, node)
-		},
-		SetNodeStatus: func(r *http.Request, node uuid.UUID, status string) (db.Node, error) {
-			return c.l.SetNodeStatus(r.Context(), node, status)
-		},
-		ErrCannotPlace: operator.ErrCannotPlace,
-	}}
+	api := &management.API{Pool: c.pool, Token: "tok", Log: zlog.Discard(), Cluster: c.l}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return func(method, path, body string) (int, string) {
@@ -58,9 +48,9 @@ func TestManagementInstancesAndNodes(t *testing.T) {
 	dep := c.activeDeployment(t)
 
 	code, body := call("POST", "/v1/instances", `{"deployment_id": "`+dep.String()+`"}`)
-	var in management.Instance
+	var in instance.Instance
 	json.Unmarshal([]byte(body), &in)
-	if code != 201 || in.DeploymentID != dep || in.DesiredState != "running" {
+	if code != 201 || in.DeploymentID != dep || in.Desired != instance.DesiredRunning {
 		t.Fatalf("add instance: %d %s", code, body)
 	}
 	for _, tc := range []struct {
@@ -90,7 +80,7 @@ func TestManagementInstancesAndNodes(t *testing.T) {
 	}
 	code, body = call("GET", "/v1/instances?deployment_id="+dep.String(), ``)
 	var list struct {
-		Instances []management.Instance `json:"instances"`
+		Instances []instance.Instance `json:"instances"`
 	}
 	json.Unmarshal([]byte(body), &list)
 	if code != 200 || len(list.Instances) != 4 {
@@ -106,7 +96,7 @@ func TestManagementInstancesAndNodes(t *testing.T) {
 
 	code, body = call("GET", "/v1/nodes", ``)
 	var nodes struct {
-		Nodes []management.Node `json:"nodes"`
+		Nodes []node.Node `json:"nodes"`
 	}
 	json.Unmarshal([]byte(body), &nodes)
 	if code != 200 || len(nodes.Nodes) != 3 {

@@ -1,7 +1,9 @@
 // Package operator runs deployments: it places a deployment's instances on
 // nodes, waits for them to be healthy, switches the project's traffic to it
-// and retires the deployment it replaces after a grace period. It works
-// from the task queue, so any number of operators share the work and no
+// and retires the deployment it replaces after a grace period; it keeps
+// active deployments at their count as nodes die or drain. It owns no
+// table: it drives the deployment, instance and node stores. It works from
+// the task queue, so any number of operators share the work and no
 // deployment is handled twice at once.
 package operator
 
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,8 +22,11 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/zeitwork/zeitwork/internal/db"
-	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/deployment"
+	"github.com/zeitwork/zeitwork/internal/instance"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/scheduler"
 )
 
 // Queue is the task queue operators work.
@@ -51,20 +57,20 @@ type Need struct {
 
 // Placer chooses nodes for need among nodes (the live, schedulable ones):
 // one node id per instance, or an error saying why it cannot.
-type Placer func(nodes []db.Node, need Need) ([]uuid.UUID, error)
+type Placer func(nodes []node.Node, need Need) ([]uuid.UUID, error)
 
-// Policy tunes the lifecycle.
+// Policy tunes the lifecycle. The fewest instances a deployment runs is
+// scheduler.MinReplicas.
 type Policy struct {
-	MinReplicas       int           // never fewer instances than this (3)
 	HealthyDeadline   time.Duration // a deployment not healthy this long after deploying started fails
 	RetireGrace       time.Duration // how long the replaced deployment keeps running (5 min)
 	HeartbeatDeadline time.Duration // nodes silent this long get nothing new
 	Poll              time.Duration // how often a deploying deployment is looked at
 }
 
-// DefaultPolicy is the platform's: at least three instances, five minutes
-// of grace for the old deployment.
-var DefaultPolicy = Policy{MinReplicas: 3, HealthyDeadline: 2 * time.Minute, RetireGrace: 5 * time.Minute, HeartbeatDeadline: 30 * time.Second, Poll: 250 * time.Millisecond}
+// DefaultPolicy is the platform's: five minutes of grace for the old
+// deployment.
+var DefaultPolicy = Policy{HealthyDeadline: 2 * time.Minute, RetireGrace: 5 * time.Minute, HeartbeatDeadline: 30 * time.Second, Poll: 250 * time.Millisecond}
 
 // Lifecycle moves deployments through deploying → active → retiring →
 // stopped, or failed with a reason.
@@ -73,6 +79,15 @@ type Lifecycle struct {
 	Place  Placer
 	Policy Policy
 	Log    *slog.Logger
+}
+
+func (l *Lifecycle) deployments() deployment.Store { return deployment.Store{DB: l.Pool} }
+func (l *Lifecycle) instances() instance.Store     { return instance.Store{DB: l.Pool} }
+func (l *Lifecycle) nodes() node.Store             { return node.Store{DB: l.Pool} }
+
+// replicas is how many instances dep runs.
+func replicas(dep deployment.Deployment) int {
+	return max(int(dep.Replicas), scheduler.MinReplicas)
 }
 
 // DeployWorker adapts Lifecycle.Deploy to the task queue.
@@ -88,8 +103,10 @@ func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
 
 // Work implements queue.Worker. It steps the deployment until it is done,
 // waiting Poll between steps in the task itself: handing the wait back to
-// the queue (a snooze) would cost the queue's scheduling interval, seconds,
-// on every step, and "healthy → active" must take milliseconds.
+// the queue (returning Deploy's snooze) would cost the queue's scheduling
+// interval, seconds, on every step, and "healthy → active" must take
+// milliseconds. The task holds one goroutine per deploying deployment,
+// for at most Timeout.
 func (w *DeployWorker) Work(ctx context.Context, job *queue.Job[DeployTask]) error {
 	for {
 		err := w.Lifecycle.Deploy(ctx, job.Args.DeploymentID)
@@ -105,37 +122,33 @@ func (w *DeployWorker) Work(ctx context.Context, job *queue.Job[DeployTask]) err
 	}
 }
 
-// ErrCannotPlace wraps a placer's refusal.
-var ErrCannotPlace = errors.New("cannot place instances")
-
 // Deploy takes one step for a deploying deployment: place what is missing,
 // then activate once every instance is healthy. While instances are on
-// their way it snoozes the task (river.JobSnooze), so the operator holds no
-// goroutine per waiting deployment.
+// their way it returns a river.JobSnooze error asking to be called again
+// after Poll; DeployWorker.Work waits and steps again itself.
 func (l *Lifecycle) Deploy(ctx context.Context, depID uuid.UUID) error {
-	q := db.New(l.Pool)
-	dep, err := q.DeploymentGetByID(ctx, depID)
+	dep, err := l.deployments().Get(ctx, depID)
 	if err != nil {
-		return fmt.Errorf("deployment %s: %w", depID, err)
+		return err
 	}
-	if dep.Status != "deploying" {
+	if dep.Status != deployment.StatusDeploying {
 		return nil // already active, failed, or superseded
 	}
 	if dep.ImageID == nil {
 		return l.fail(ctx, dep, "deployment has no image")
 	}
-	p, err := q.ProjectGetByID(ctx, dep.ProjectID)
+	p, err := db.New(l.Pool).ProjectGetByID(ctx, dep.ProjectID)
+	if err != nil {
+		return fmt.Errorf("project %s: %w", dep.ProjectID, err)
+	}
+	want := replicas(dep)
+	live, err := l.instances().ListLive(ctx, dep.ID)
 	if err != nil {
 		return err
 	}
-	replicas := max(int(dep.Replicas), l.Policy.MinReplicas)
-	live, err := q.InstanceListLiveByDeployment(ctx, dep.ID)
-	if err != nil {
-		return err
-	}
-	if missing := replicas - len(live); missing > 0 {
+	if missing := want - len(live); missing > 0 {
 		if err := l.place(ctx, dep, p, live, missing); err != nil {
-			if errors.Is(err, ErrCannotPlace) {
+			if errors.Is(err, instance.ErrCannotPlace) {
 				return l.fail(ctx, dep, err.Error())
 			}
 			return err
@@ -145,55 +158,70 @@ func (l *Lifecycle) Deploy(ctx context.Context, depID uuid.UUID) error {
 
 	healthy, waiting := 0, []string{}
 	for _, in := range live {
-		if in.State == "healthy" {
+		if in.State == instance.StateHealthy {
 			healthy++
 		} else {
-			reason := in.State
-			if in.StateReason != nil {
-				reason += ": " + *in.StateReason
+			reason := string(in.State)
+			if in.StateReason != "" {
+				reason += ": " + in.StateReason
 			}
 			waiting = append(waiting, reason)
 		}
 	}
-	if healthy < replicas {
+	if healthy < want {
 		started := dep.CreatedAt
 		if dep.DeployingAt != nil {
 			started = *dep.DeployingAt
 		}
 		if time.Since(started) > l.Policy.HealthyDeadline {
-			return l.fail(ctx, dep, fmt.Sprintf("%d of %d instances healthy after %s (%s)", healthy, replicas, l.Policy.HealthyDeadline, strings.Join(waiting, "; ")))
+			return l.fail(ctx, dep, fmt.Sprintf("%d of %d instances healthy after %s (%s)", healthy, want, l.Policy.HealthyDeadline, strings.Join(waiting, "; ")))
 		}
 		return river.JobSnooze(l.Policy.Poll)
 	}
 	return l.Activate(ctx, dep.ID)
 }
 
-func (l *Lifecycle) place(ctx context.Context, dep db.Deployment, p db.Project, live []db.Instance, missing int) error {
-	q := db.New(l.Pool)
-	nodes, err := q.NodeListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
+// choose asks the placer for n nodes for dep's instances, away from the
+// nodes live ones run on.
+func (l *Lifecycle) choose(ctx context.Context, dep deployment.Deployment, p db.Project, live []instance.Instance, n int) ([]node.Node, error) {
+	nodes, err := l.nodes().ListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	need := Need{DeploymentID: dep.ID, Instances: missing, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb}
+	need := Need{DeploymentID: dep.ID, Instances: n, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb}
 	for _, in := range live {
 		need.Avoid = append(need.Avoid, in.NodeID)
 	}
 	chosen, err := l.Place(nodes, need)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrCannotPlace, err)
+		return nil, fmt.Errorf("%w: %w", instance.ErrCannotPlace, err)
 	}
-	byID := map[uuid.UUID]db.Node{}
+	byID := make(map[uuid.UUID]node.Node, len(nodes))
 	for _, n := range nodes {
 		byID[n.ID] = n
 	}
-	for _, nodeID := range chosen {
-		_, err := nodeagent.CreateInstance(ctx, l.Pool, byID[nodeID], nodeagent.NewInstance{
-			DeploymentID: dep.ID, Port: p.Port, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb,
-		})
-		if errors.Is(err, nodeagent.ErrNoCapacity) {
+	out := make([]node.Node, len(chosen))
+	for i, id := range chosen {
+		out[i] = byID[id]
+	}
+	return out, nil
+}
+
+func newInstance(dep deployment.Deployment, p db.Project) instance.New {
+	return instance.New{DeploymentID: dep.ID, Port: p.Port, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb}
+}
+
+func (l *Lifecycle) place(ctx context.Context, dep deployment.Deployment, p db.Project, live []instance.Instance, missing int) error {
+	chosen, err := l.choose(ctx, dep, p, live, missing)
+	if err != nil {
+		return err
+	}
+	for _, n := range chosen {
+		_, err := l.instances().Create(ctx, n, newInstance(dep, p))
+		if errors.Is(err, instance.ErrNoCapacity) {
 			// Another operator filled the node meanwhile: the next step
 			// places again on fresh numbers.
-			l.Log.InfoContext(ctx, "node filled up meanwhile", "node_id", nodeID, "deployment_id", dep.ID)
+			l.Log.InfoContext(ctx, "node filled up meanwhile", "node_id", n.ID, "deployment_id", dep.ID)
 			continue
 		}
 		if err != nil {
@@ -211,36 +239,34 @@ func (l *Lifecycle) place(ctx context.Context, dep db.Deployment, p db.Project, 
 // back: it is retired at once. Rollback goes through here too.
 func (l *Lifecycle) Activate(ctx context.Context, depID uuid.UUID) error {
 	return pgx.BeginFunc(ctx, l.Pool, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		dep, err := q.DeploymentGetForUpdate(ctx, depID)
+		q, deps := db.New(tx), deployment.Store{DB: tx}
+		dep, err := deps.GetForUpdate(ctx, depID)
 		if err != nil {
 			return err
 		}
 		p, err := q.ProjectGetForUpdate(ctx, dep.ProjectID)
 		if err != nil {
-			return err
+			return fmt.Errorf("project %s: %w", dep.ProjectID, err)
 		}
 		now := time.Now()
 		if p.ActiveDeploymentID != nil && *p.ActiveDeploymentID != dep.ID {
 			// UUIDv7 ids order by creation: the newer push wins.
-			if dep.ID.String() < p.ActiveDeploymentID.String() && dep.Status != "retiring" && dep.Status != "stopped" {
-				stop := now
-				_, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: dep.ID, Status: "retiring", StopAt: &stop, FromStatuses: []string{"deploying"}})
+			if dep.ID.String() < p.ActiveDeploymentID.String() && dep.Status != deployment.StatusRetiring && dep.Status != deployment.StatusStopped {
+				_, err := deps.SetStatus(ctx, dep.ID, deployment.Move{To: deployment.StatusRetiring, StopAt: now, From: []deployment.Status{deployment.StatusDeploying}})
 				if err == nil {
 					l.Log.InfoContext(ctx, "older deployment turned healthy after a newer one went live; retired", "deployment_id", dep.ID)
 				}
-				return ignoreNoRows(err)
+				return ignoreMoved(err)
 			}
-			stop := now.Add(l.Policy.RetireGrace)
-			if _, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: *p.ActiveDeploymentID, Status: "retiring", StopAt: &stop, FromStatuses: []string{"active"}}); ignoreNoRows(err) != nil {
+			if _, err := deps.SetStatus(ctx, *p.ActiveDeploymentID, deployment.Move{To: deployment.StatusRetiring, StopAt: now.Add(l.Policy.RetireGrace), From: []deployment.Status{deployment.StatusActive}}); ignoreMoved(err) != nil {
 				return err
 			}
 		}
-		if _, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: dep.ID, Status: "active", FromStatuses: []string{"deploying", "retiring"}}); err != nil {
+		if _, err := deps.SetStatus(ctx, dep.ID, deployment.Move{To: deployment.StatusActive, From: []deployment.Status{deployment.StatusDeploying, deployment.StatusRetiring}}); err != nil {
 			return fmt.Errorf("activate %s: %w", dep.ID, err)
 		}
 		if _, err := q.ProjectSetActiveDeployment(ctx, db.ProjectSetActiveDeploymentParams{ID: p.ID, ActiveDeploymentID: &dep.ID}); err != nil {
-			return err
+			return fmt.Errorf("route project %s to %s: %w", p.ID, dep.ID, err)
 		}
 		l.Log.InfoContext(ctx, "deployment active", "deployment_id", dep.ID, "project_id", p.ID)
 		return nil
@@ -252,18 +278,18 @@ func (l *Lifecycle) Activate(ctx context.Context, depID uuid.UUID) error {
 // stopped is deployed again (its instances re-created, health awaited)
 // through the same path as a new push, by the deploy task enqueued in tx.
 func (l *Lifecycle) Rollback(ctx context.Context, q *queue.Queue, depID uuid.UUID) error {
-	dep, err := db.New(l.Pool).DeploymentGetByID(ctx, depID)
+	dep, err := l.deployments().Get(ctx, depID)
 	if err != nil {
 		return err
 	}
 	switch dep.Status {
-	case "active":
+	case deployment.StatusActive:
 		return nil
-	case "retiring":
+	case deployment.StatusRetiring:
 		return l.Activate(ctx, depID)
-	case "stopped":
+	case deployment.StatusStopped:
 		return pgx.BeginFunc(ctx, l.Pool, func(tx pgx.Tx) error {
-			if _, err := db.New(tx).DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: depID, Status: "deploying", FromStatuses: []string{"stopped"}}); err != nil {
+			if _, err := (deployment.Store{DB: tx}).SetStatus(ctx, depID, deployment.Move{To: deployment.StatusDeploying, From: []deployment.Status{deployment.StatusStopped}}); err != nil {
 				return err
 			}
 			_, err := q.EnqueueTx(ctx, tx, DeployTask{DeploymentID: depID})
@@ -278,21 +304,20 @@ func (l *Lifecycle) Rollback(ctx context.Context, q *queue.Queue, depID uuid.UUI
 // instances are asked to stop (the node agents do it), and the deployment
 // is stopped. It returns how many it retired.
 func (l *Lifecycle) Retire(ctx context.Context) (int, error) {
-	due, err := db.New(l.Pool).DeploymentListRetiringDue(ctx, 100)
+	due, err := l.deployments().ListRetiringDue(ctx, 100)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, d := range due {
 		err := pgx.BeginFunc(ctx, l.Pool, func(tx pgx.Tx) error {
-			q := db.New(tx)
-			if _, err := q.DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: d.ID, Status: "stopped", FromStatuses: []string{"retiring"}}); err != nil {
+			if _, err := (deployment.Store{DB: tx}).SetStatus(ctx, d.ID, deployment.Move{To: deployment.StatusStopped, From: []deployment.Status{deployment.StatusRetiring}}); err != nil {
 				return err
 			}
-			_, err := q.InstanceStopByDeployment(ctx, d.ID)
+			_, err := instance.Store{DB: tx}.StopDeployment(ctx, d.ID)
 			return err
 		})
-		if ignoreNoRows(err) != nil {
+		if ignoreMoved(err) != nil {
 			return n, err
 		}
 		if err == nil {
@@ -303,16 +328,18 @@ func (l *Lifecycle) Retire(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-func (l *Lifecycle) fail(ctx context.Context, dep db.Deployment, reason string) error {
-	_, err := db.New(l.Pool).DeploymentSetStatus(ctx, db.DeploymentSetStatusParams{ID: dep.ID, Status: "failed", FailureReason: &reason, FromStatuses: []string{"deploying"}})
+func (l *Lifecycle) fail(ctx context.Context, dep deployment.Deployment, reason string) error {
+	_, err := l.deployments().SetStatus(ctx, dep.ID, deployment.Move{To: deployment.StatusFailed, Reason: reason, From: []deployment.Status{deployment.StatusDeploying}})
 	if err == nil {
 		l.Log.InfoContext(ctx, "deployment failed", "deployment_id", dep.ID, "reason", reason)
 	}
-	return ignoreNoRows(err)
+	return ignoreMoved(err)
 }
 
-func ignoreNoRows(err error) error {
-	if errors.Is(err, pgx.ErrNoRows) {
+// ignoreMoved drops the error of a status change another operator made
+// first: the lifecycle has moved on without this one.
+func ignoreMoved(err error) error {
+	if errors.Is(err, deployment.ErrMoved) {
 		return nil
 	}
 	return err
@@ -320,71 +347,42 @@ func ignoreNoRows(err error) error {
 
 // AddInstance places one more instance of a deployment: on node when
 // given (it must be active and have room), else wherever the placer puts it.
-func (l *Lifecycle) AddInstance(ctx context.Context, depID uuid.UUID, node *uuid.UUID) (db.Instance, error) {
-	q := db.New(l.Pool)
-	dep, err := q.DeploymentGetByID(ctx, depID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return db.Instance{}, fmt.Errorf("%w: deployment %s", nodeagent.ErrNotFound, depID)
-	}
+func (l *Lifecycle) AddInstance(ctx context.Context, depID uuid.UUID, nodeID *uuid.UUID) (instance.Instance, error) {
+	dep, err := l.deployments().Get(ctx, depID)
 	if err != nil {
-		return db.Instance{}, err
+		return instance.Instance{}, err
 	}
-	p, err := q.ProjectGetByID(ctx, dep.ProjectID)
+	p, err := db.New(l.Pool).ProjectGetByID(ctx, dep.ProjectID)
 	if err != nil {
-		return db.Instance{}, err
+		return instance.Instance{}, fmt.Errorf("project %s: %w", dep.ProjectID, err)
 	}
-	nodes, err := q.NodeListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
-	if err != nil {
-		return db.Instance{}, err
-	}
-	var target *db.Node
-	if node != nil {
-		for i := range nodes {
-			if nodes[i].ID == *node {
-				target = &nodes[i]
-			}
+	var target node.Node
+	if nodeID != nil {
+		nodes, err := l.nodes().ListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
+		if err != nil {
+			return instance.Instance{}, err
 		}
-		if target == nil {
-			return db.Instance{}, fmt.Errorf("%w: node %s is not active or not heard from recently", nodeagent.ErrInvalid, *node)
+		i := slices.IndexFunc(nodes, func(n node.Node) bool { return n.ID == *nodeID })
+		if i < 0 {
+			return instance.Instance{}, fmt.Errorf("%w: node %s is not active or not heard from recently", instance.ErrInvalid, *nodeID)
 		}
+		target = nodes[i]
 	} else {
-		live, err := q.InstanceListLiveByDeployment(ctx, dep.ID)
+		live, err := l.instances().ListLive(ctx, dep.ID)
 		if err != nil {
-			return db.Instance{}, err
+			return instance.Instance{}, err
 		}
-		need := Need{DeploymentID: dep.ID, Instances: 1, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb}
-		for _, in := range live {
-			need.Avoid = append(need.Avoid, in.NodeID)
-		}
-		chosen, err := l.Place(nodes, need)
+		chosen, err := l.choose(ctx, dep, p, live, 1)
 		if err != nil {
-			return db.Instance{}, fmt.Errorf("%w: %v", ErrCannotPlace, err)
+			return instance.Instance{}, err
 		}
-		for i := range nodes {
-			if nodes[i].ID == chosen[0] {
-				target = &nodes[i]
-			}
-		}
+		target = chosen[0]
 	}
-	return nodeagent.CreateInstance(ctx, l.Pool, *target, nodeagent.NewInstance{DeploymentID: dep.ID, Port: p.Port, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb})
+	return l.instances().Create(ctx, target, newInstance(dep, p))
 }
 
-// SetNodeStatus drains ("draining") or undrains ("active") a node; healing
-// moves a draining node's instances away.
-func (l *Lifecycle) SetNodeStatus(ctx context.Context, nodeID uuid.UUID, status string) (db.Node, error) {
-	if status != "draining" && status != "active" {
-		return db.Node{}, fmt.Errorf("%w: status %q", nodeagent.ErrInvalid, status)
-	}
-	q := db.New(l.Pool)
-	n, err := q.NodeGetByID(ctx, nodeID)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return db.Node{}, fmt.Errorf("%w: node %s", nodeagent.ErrNotFound, nodeID)
-	}
-	if err != nil {
-		return db.Node{}, err
-	}
-	if n.Status == "dead" {
-		return db.Node{}, fmt.Errorf("%w: node %s is dead; it becomes active again when its agent registers", nodeagent.ErrInvalid, nodeID)
-	}
-	return q.NodeSetStatus(ctx, db.NodeSetStatusParams{ID: nodeID, Status: status})
+// SetNodeStatus drains or undrains a node; healing moves a draining node's
+// instances away.
+func (l *Lifecycle) SetNodeStatus(ctx context.Context, nodeID uuid.UUID, status node.Status) (node.Node, error) {
+	return l.nodes().SetStatus(ctx, nodeID, status)
 }

@@ -14,9 +14,11 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
-	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/testdb"
@@ -35,8 +37,8 @@ func newCluster(t *testing.T, nodes int) *cluster {
 	pool := testdb.New(t)
 	ctx := context.Background()
 	for i := 1; i <= nodes; i++ {
-		if _, err := nodeagent.Register(ctx, pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{
-			Hostname: fmt.Sprintf("w%d", i), InternalAddress: fmt.Sprintf("100.64.0.%d:8090", i), CPUMillis: 4000, MemoryMB: 8192,
+		if _, err := (node.Store{DB: pool}).Register(ctx, ipam.DefaultCluster, node.Registration{
+			ID: id.New(), Hostname: fmt.Sprintf("w%d", i), InternalAddress: fmt.Sprintf("100.64.0.%d:8090", i), CPUMillis: 4000, MemoryMB: 8192,
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -84,9 +86,9 @@ func (c *cluster) healthy(t *testing.T, dep uuid.UUID) {
 	}
 }
 
-func (c *cluster) status(t *testing.T, dep uuid.UUID) db.Deployment {
+func (c *cluster) status(t *testing.T, dep uuid.UUID) deployment.Deployment {
 	t.Helper()
-	d, err := db.New(c.pool).DeploymentGetByID(context.Background(), dep)
+	d, err := deployment.Store{DB: c.pool}.Get(context.Background(), dep)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +110,7 @@ func TestDeploymentGoesActiveOnlyWhenHealthyOnDistinctNodes(t *testing.T) {
 	if !c.step(t, dep) {
 		t.Fatal("placing did not wait for health")
 	}
-	ins, _ := db.New(c.pool).InstanceListLiveByDeployment(context.Background(), dep)
+	ins, _ := instance.Store{DB: c.pool}.ListLive(context.Background(), dep)
 	nodes := map[uuid.UUID]bool{}
 	for _, in := range ins {
 		nodes[in.NodeID] = true
@@ -116,14 +118,14 @@ func TestDeploymentGoesActiveOnlyWhenHealthyOnDistinctNodes(t *testing.T) {
 	if len(ins) != 3 || len(nodes) != 3 {
 		t.Fatalf("%d instances on %d nodes, want 3 on 3", len(ins), len(nodes))
 	}
-	if !c.step(t, dep) || c.status(t, dep).Status != "deploying" || c.active(t) != nil {
+	if !c.step(t, dep) || c.status(t, dep).Status != deployment.StatusDeploying || c.active(t) != nil {
 		t.Fatal("activated before the instances were healthy")
 	}
 	c.healthy(t, dep)
 	if c.step(t, dep) {
 		t.Fatal("still waiting with every instance healthy")
 	}
-	if d := c.status(t, dep); d.Status != "active" || d.ActiveAt == nil {
+	if d := c.status(t, dep); d.Status != deployment.StatusActive || d.ActiveAt == nil {
 		t.Fatalf("deployment %s", d.Status)
 	}
 	if a := c.active(t); a == nil || *a != dep {
@@ -141,7 +143,7 @@ func TestNewDeploymentReplacesTheOldOneAfterTheGrace(t *testing.T) {
 		c.step(t, dep)
 	}
 	old := c.status(t, first)
-	if old.Status != "retiring" || old.StopAt == nil || time.Until(*old.StopAt) < 4*time.Minute {
+	if old.Status != deployment.StatusRetiring || old.StopAt == nil || time.Until(*old.StopAt) < 4*time.Minute {
 		t.Fatalf("replaced deployment: %s, stop at %v (want about 5 minutes from now)", old.Status, old.StopAt)
 	}
 	if a := c.active(t); *a != second {
@@ -155,7 +157,7 @@ func TestNewDeploymentReplacesTheOldOneAfterTheGrace(t *testing.T) {
 	if n, err := c.l.Retire(ctx); err != nil || n != 1 {
 		t.Fatalf("retired %d, %v", n, err)
 	}
-	if d := c.status(t, first); d.Status != "stopped" {
+	if d := c.status(t, first); d.Status != deployment.StatusStopped {
 		t.Fatalf("old deployment %s", d.Status)
 	}
 	var running int
@@ -188,7 +190,7 @@ func TestOlderDeploymentHealthyLateNeverTakesTrafficBack(t *testing.T) {
 	if a := c.active(t); *a != newer {
 		t.Fatal("the older deployment took the traffic back")
 	}
-	if d := c.status(t, older); d.Status != "retiring" {
+	if d := c.status(t, older); d.Status != deployment.StatusRetiring {
 		t.Fatalf("late older deployment is %s, want retiring", d.Status)
 	}
 }
@@ -202,7 +204,7 @@ func TestUnhealthyOrUnplaceableDeploymentsFailWithReason(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 	c.step(t, dep)
 	d := c.status(t, dep)
-	if d.Status != "failed" || !strings.Contains(*d.FailureReason, "0 of 3 instances healthy") || !strings.Contains(*d.FailureReason, "exited with code 1") {
+	if d.Status != deployment.StatusFailed || !strings.Contains(d.FailureReason, "0 of 3 instances healthy") || !strings.Contains(d.FailureReason, "exited with code 1") {
 		t.Fatalf("%s %v", d.Status, d.FailureReason)
 	}
 	if c.active(t) != nil {
@@ -212,7 +214,7 @@ func TestUnhealthyOrUnplaceableDeploymentsFailWithReason(t *testing.T) {
 	empty := newCluster(t, 0)
 	dep = empty.deployment(t)
 	empty.step(t, dep)
-	if d := empty.status(t, dep); d.Status != "failed" || !strings.Contains(*d.FailureReason, "cannot place 3 instances") {
+	if d := empty.status(t, dep); d.Status != deployment.StatusFailed || !strings.Contains(d.FailureReason, "cannot place 3 instances") {
 		t.Fatalf("with no nodes: %s %v", d.Status, d.FailureReason)
 	}
 }
@@ -234,7 +236,7 @@ func TestRollback(t *testing.T) {
 	if err := c.l.Rollback(ctx, q, first); err != nil {
 		t.Fatal(err)
 	}
-	if a := c.active(t); *a != first || c.status(t, second).Status != "retiring" {
+	if a := c.active(t); *a != first || c.status(t, second).Status != deployment.StatusRetiring {
 		t.Fatalf("rollback to a retiring deployment: active %v, second %s", a, c.status(t, second).Status)
 	}
 	// Stopped: it is deployed again, instances re-created.
@@ -243,7 +245,7 @@ func TestRollback(t *testing.T) {
 	if err := c.l.Rollback(ctx, q, second); err != nil {
 		t.Fatal(err)
 	}
-	if d := c.status(t, second); d.Status != "deploying" {
+	if d := c.status(t, second); d.Status != deployment.StatusDeploying {
 		t.Fatalf("rolled-back stopped deployment is %s", d.Status)
 	}
 	c.step(t, second)
@@ -263,13 +265,13 @@ func TestRollback(t *testing.T) {
 }
 
 // live returns the deployment's instances that count, by node.
-func (c *cluster) live(t *testing.T, dep uuid.UUID) map[uuid.UUID]db.Instance {
+func (c *cluster) live(t *testing.T, dep uuid.UUID) map[uuid.UUID]instance.Instance {
 	t.Helper()
-	ins, err := db.New(c.pool).InstanceListLiveByDeployment(context.Background(), dep)
+	ins, err := instance.Store{DB: c.pool}.ListLive(context.Background(), dep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[uuid.UUID]db.Instance{}
+	out := map[uuid.UUID]instance.Instance{}
 	for _, in := range ins {
 		out[in.NodeID] = in
 	}
@@ -304,13 +306,13 @@ func TestLostNodeInstancesAreReplacedElsewhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("replacement placed %s after the node was found dead", time.Since(start).Round(time.Microsecond))
-	n, _ := db.New(c.pool).NodeGetByID(ctx, lost)
-	if n.Status != "dead" {
+	n, _ := node.Store{DB: c.pool}.Get(ctx, lost)
+	if n.Status != node.StatusDead {
 		t.Fatalf("silent node is %s", n.Status)
 	}
-	old, _ := db.New(c.pool).InstanceGetByID(ctx, before[lost].ID)
-	if old.State != "failed" || old.DesiredState != "stopped" || !strings.Contains(*old.StateReason, "stopped heartbeating") {
-		t.Fatalf("instance on the dead node: %s/%s %v", old.State, old.DesiredState, old.StateReason)
+	old, _ := instance.Store{DB: c.pool}.Get(ctx, before[lost].ID)
+	if old.State != instance.StateFailed || old.Desired != instance.DesiredStopped || !strings.Contains(old.StateReason, "stopped heartbeating") {
+		t.Fatalf("instance on the dead node: %s/%s %v", old.State, old.Desired, old.StateReason)
 	}
 	after := c.live(t, dep)
 	if len(after) != 3 {
@@ -329,7 +331,7 @@ func TestFailedInstanceIsReplaced(t *testing.T) {
 	c := newCluster(t, 4)
 	ctx := context.Background()
 	dep := c.activeDeployment(t)
-	var victim db.Instance
+	var victim instance.Instance
 	for _, in := range c.live(t, dep) {
 		victim = in
 		break
@@ -338,7 +340,7 @@ func TestFailedInstanceIsReplaced(t *testing.T) {
 	if err := c.l.Heal(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := db.New(c.pool).InstanceGetByID(ctx, victim.ID); got.DesiredState != "stopped" {
+	if got, _ := (instance.Store{DB: c.pool}).Get(ctx, victim.ID); got.Desired != instance.DesiredStopped {
 		t.Fatal("the failed instance is still meant to run")
 	}
 	if n := len(c.live(t, dep)); n != 3 {
@@ -362,7 +364,7 @@ func TestDrainMovesInstancesThenEmptiesTheNode(t *testing.T) {
 	}
 	// The draining node's instance stays until its replacement is healthy.
 	c.l.Heal(ctx)
-	if in := c.live(t, dep)[drained]; in.DesiredState != "running" {
+	if in := c.live(t, dep)[drained]; in.Desired != instance.DesiredRunning {
 		t.Fatal("the draining instance stopped before its replacement was healthy")
 	}
 	c.healthy(t, dep)

@@ -5,7 +5,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/scheduler"
 )
 
@@ -13,7 +13,7 @@ import (
 // there are enough, by free capacity, never on dead, draining or silent
 // nodes, with a reason a person can act on when it cannot.
 func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
-	return func(nodes []db.Node, need Need) ([]uuid.UUID, error) {
+	return func(nodes []node.Node, need Need) ([]uuid.UUID, error) {
 		view := make([]scheduler.Node, len(nodes))
 		for i, n := range nodes {
 			running := 0
@@ -21,8 +21,8 @@ func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
 				running = int(*n.InstancesRunning)
 			}
 			view[i] = scheduler.Node{
-				ID: n.ID, Region: n.Region, FreeCPUMillis: n.FreeCpuMillis, FreeMemoryMB: n.FreeMemoryMb,
-				Status: n.Status, LastHeartbeat: n.LastHeartbeatAt, Instances: running,
+				ID: n.ID, Region: n.Region, FreeCPUMillis: n.FreeCPUMillis, FreeMemoryMB: n.FreeMemoryMB,
+				Status: schedulerStatus(n.Status), LastHeartbeat: n.LastHeartbeatAt, Instances: running,
 			}
 		}
 		existing := len(need.Avoid)
@@ -45,4 +45,18 @@ func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
 		}
 		return out, nil
 	}
+}
+
+// schedulerStatus is the scheduler's name for a node status; it keeps its
+// own so that it stays a pure package, free of the database.
+func schedulerStatus(s node.Status) string {
+	switch s {
+	case node.StatusActive:
+		return scheduler.StatusActive
+	case node.StatusDraining:
+		return scheduler.StatusDraining
+	case node.StatusDead:
+		return scheduler.StatusDead
+	}
+	return string(s) // unknown: the scheduler treats it as not active
 }

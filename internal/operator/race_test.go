@@ -12,7 +12,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/ipam"
-	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -28,8 +28,8 @@ func TestThreeOperatorsRacingOnManyDeployments(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for i := 1; i <= nodes; i++ {
-		if _, err := nodeagent.Register(ctx, c.pool, ipam.DefaultCluster, t.TempDir(), nodeagent.Node{
-			Hostname: fmt.Sprintf("w%d", i), InternalAddress: fmt.Sprintf("100.64.1.%d:8090", i), CPUMillis: 40000, MemoryMB: 100000,
+		if _, err := (node.Store{DB: c.pool}).Register(ctx, ipam.DefaultCluster, node.Registration{
+			ID: id.New(), Hostname: fmt.Sprintf("w%d", i), InternalAddress: fmt.Sprintf("100.64.1.%d:8090", i), CPUMillis: 40000, MemoryMB: 100000,
 		}); err != nil {
 			t.Fatal(err)
 		}

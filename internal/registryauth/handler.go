@@ -1,6 +1,8 @@
 package registryauth
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -35,6 +37,10 @@ func (s *Service) Handler(api httpapi.Server) http.Handler {
 		case http.MethodPost:
 			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 			if err := r.ParseForm(); err != nil {
+				var tooBig *http.MaxBytesError
+				if errors.As(err, &tooBig) {
+					return &httpapi.Error{Status: http.StatusRequestEntityTooLarge, Code: "too_large", Message: fmt.Sprintf("body is larger than %d bytes", tooBig.Limit), Err: err}
+				}
 				return httpapi.BadRequest("form: %v", err)
 			}
 			if r.PostForm.Get("grant_type") != "password" {
@@ -44,7 +50,8 @@ func (s *Service) Handler(api httpapi.Server) http.Handler {
 			ok = principal != ""
 			service, scopes = r.PostForm.Get("service"), strings.Fields(r.PostForm.Get("scope"))
 		default:
-			return httpapi.BadRequest("use GET or POST")
+			w.Header().Set("Allow", "GET, POST")
+			return httpapi.MethodNotAllowed(r, "GET, POST")
 		}
 		if service != "" && service != s.Name {
 			return httpapi.BadRequest("unknown service %q", service)

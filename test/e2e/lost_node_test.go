@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/config"
-	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/devenv"
+	"github.com/zeitwork/zeitwork/internal/instance"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/testenv"
@@ -51,7 +52,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	}
 	agentCtx, kill := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
-	go func() { agentDone <- nodeagent.Main(agentCtx, cfg, zlog.Discard()) }()
+	go func() { agentDone <- nodeagent.Main(agentCtx, cfg, "test", zlog.Discard()) }()
 	t.Cleanup(func() {
 		kill()
 		// Its instances outlive it, as instances do: stop them here.
@@ -72,7 +73,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	ctx := context.Background()
 	var lostNode, lostInstance [16]byte
 	for _, in := range mustLive(t, p, dep) {
-		n, _ := p.q.NodeGetByID(ctx, in.NodeID)
+		n, _ := node.Store{DB: p.pool}.Get(ctx, in.NodeID)
 		if n.InternalAddress == proxy {
 			lostNode, lostInstance = n.ID, in.ID
 		}
@@ -96,16 +97,16 @@ func TestLostNodeIsReplaced(t *testing.T) {
 			if in.NodeID == lostNode {
 				return false
 			}
-			if in.State == "healthy" {
+			if in.State == instance.StateHealthy {
 				healthy++
 			}
 		}
 		return healthy == 3
 	})
 	t.Logf("node silent → replacement healthy: %s (heartbeat deadline 10 s, healing every 5 s)", time.Since(killed).Round(time.Millisecond))
-	n, _ := p.q.NodeGetByID(ctx, lostNode)
-	old, _ := p.q.InstanceGetByID(ctx, lostInstance)
-	if n.Status != "dead" || old.State != "failed" || !strings.Contains(*old.StateReason, "stopped heartbeating") {
+	n, _ := node.Store{DB: p.pool}.Get(ctx, lostNode)
+	old, _ := instance.Store{DB: p.pool}.Get(ctx, lostInstance)
+	if n.Status != node.StatusDead || old.State != instance.StateFailed || !strings.Contains(old.StateReason, "stopped heartbeating") {
 		t.Fatalf("node %s, lost instance %s %v", n.Status, old.State, old.StateReason)
 	}
 	for _, in := range mustLive(t, p, dep) {
@@ -113,9 +114,9 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	}
 }
 
-func mustLive(t *testing.T, p *platform, dep [16]byte) []db.Instance {
+func mustLive(t *testing.T, p *platform, dep [16]byte) []instance.Instance {
 	t.Helper()
-	live, err := p.q.InstanceListLiveByDeployment(context.Background(), dep)
+	live, err := instance.Store{DB: p.pool}.ListLive(context.Background(), dep)
 	if err != nil {
 		t.Fatal(err)
 	}

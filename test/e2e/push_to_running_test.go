@@ -27,7 +27,10 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/cli"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 	"github.com/zeitwork/zeitwork/internal/testenv"
@@ -168,11 +171,11 @@ func (p *platform) deploy() (uuid.UUID, time.Duration) {
 		t.Fatalf("POST /v1/images: %d", resp.StatusCode)
 	}
 	p.wait(3*time.Minute, "the deployment to go active", func() bool {
-		d, _ := p.q.DeploymentGetByID(context.Background(), acc.DeploymentID)
-		if d.Status == "failed" {
-			t.Fatalf("deployment failed: %v", *d.FailureReason)
+		d, _ := deployment.Store{DB: p.pool}.Get(context.Background(), acc.DeploymentID)
+		if d.Status == deployment.StatusFailed {
+			t.Fatalf("deployment failed: %v", d.FailureReason)
 		}
-		return d.Status == "active"
+		return d.Status == deployment.StatusActive
 	})
 	d, _ := p.q.DeploymentGetByID(context.Background(), acc.DeploymentID)
 	t.Logf("deployment %s: queued→building %s, building→deploying %s, deploying→active %s",
@@ -181,11 +184,11 @@ func (p *platform) deploy() (uuid.UUID, time.Duration) {
 }
 
 // viaNodeProxy asks an instance for its address through its node's proxy.
-func (p *platform) viaNodeProxy(in db.Instance) {
+func (p *platform) viaNodeProxy(in instance.Instance) {
 	t := p.t
 	t.Helper()
-	node, _ := p.q.NodeGetByID(context.Background(), in.NodeID)
-	req, _ := http.NewRequest("GET", "http://"+node.InternalAddress+"/", nil)
+	n, _ := node.Store{DB: p.pool}.Get(context.Background(), in.NodeID)
+	req, _ := http.NewRequest("GET", "http://"+n.InternalAddress+"/", nil)
 	req.Header.Set(nodeproxy.HeaderInstance, in.ID.String())
 	req.Header.Set(nodeproxy.HeaderToken, p.token)
 	resp, err := http.DefaultClient.Do(req)
@@ -194,8 +197,8 @@ func (p *platform) viaNodeProxy(in db.Instance) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.HasPrefix(string(b), in.Ipv6Address.String()) {
-		t.Fatalf("instance %s via %s: %d %q", in.ID, node.InternalAddress, resp.StatusCode, b)
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(b), in.Addr.String()) {
+		t.Fatalf("instance %s via %s: %d %q", in.ID, n.InternalAddress, resp.StatusCode, b)
 	}
 }
 
@@ -208,11 +211,11 @@ func TestPushToRunning(t *testing.T) {
 	ctx := context.Background()
 	first, took := p.deploy()
 	t.Logf("upload → built → 3 instances healthy → active: %s", took.Round(time.Millisecond))
-	instances, _ := p.q.InstanceListLiveByDeployment(ctx, first)
+	instances, _ := instance.Store{DB: p.pool}.ListLive(ctx, first)
 	nodes := map[uuid.UUID]bool{}
 	for _, in := range instances {
 		nodes[in.NodeID] = true
-		if in.State != "healthy" {
+		if in.State != instance.StateHealthy {
 			t.Fatalf("instance %s is %s in an active deployment", in.ID, in.State)
 		}
 		p.viaNodeProxy(in)
@@ -231,8 +234,8 @@ func TestPushToRunning(t *testing.T) {
 	if proj.ActiveDeploymentID == nil || *proj.ActiveDeploymentID != second {
 		t.Fatal("the project does not route to the second deployment")
 	}
-	old, _ := p.q.DeploymentGetByID(ctx, first)
-	if old.Status != "retiring" {
+	old, _ := deployment.Store{DB: p.pool}.Get(ctx, first)
+	if old.Status != deployment.StatusRetiring {
 		t.Fatalf("first deployment is %s right after the switch, want retiring (grace period)", old.Status)
 	}
 	var stillRunning int
@@ -245,21 +248,21 @@ func TestPushToRunning(t *testing.T) {
 		p.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'stopped'`, first).Scan(&n)
 		return n == 3
 	})
-	if d, _ := p.q.DeploymentGetByID(ctx, first); d.Status != "stopped" {
+	if d, _ := (deployment.Store{DB: p.pool}).Get(ctx, first); d.Status != deployment.StatusStopped {
 		t.Fatalf("first deployment %s", d.Status)
 	}
 	answered := load.stop()
 	addrs := func(dep uuid.UUID) map[string]bool {
 		m := map[string]bool{}
-		live, _ := p.q.InstanceListLiveByDeployment(ctx, dep)
+		live, _ := instance.Store{DB: p.pool}.ListLive(ctx, dep)
 		for _, in := range live {
-			m[in.Ipv6Address.String()] = true
+			m[in.Addr.String()] = true
 		}
 		return m
 	}
 	firstAddrs, secondAddrs := map[string]bool{}, addrs(second)
 	for _, in := range instances {
-		firstAddrs[in.Ipv6Address.String()] = true
+		firstAddrs[in.Addr.String()] = true
 	}
 	var fromFirst, fromSecond int
 	for addr, n := range answered {
