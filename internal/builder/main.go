@@ -15,6 +15,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
@@ -86,7 +87,7 @@ func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Contex
 			return principal, minter.Mint(principal, ttl)
 		}
 	}
-	workers := queue.NewWorkers(Queue)
+	workers := queue.NewWorkers(build.Queue)
 	queue.Register(workers, &Worker{Service: svc})
 	q, err := queue.New(pool, workers, cfg.Queue, log)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/config"
@@ -47,7 +48,7 @@ func TestUploadedSourceIsBuiltThroughTheQueue(t *testing.T) {
 		Pool: pool, BuildKit: bkit, Fetcher: fetcher, Plan: builder.DetectPlanner(detect.BaseImages{}), Log: zlog.Discard(),
 		Config: builder.Config{BuilderID: "queue-test", Timeout: 2 * time.Minute, Lease: 5 * time.Second, Registry: reg, Logs: buildlog.DefaultLimits},
 	}
-	workers := queue.NewWorkers(builder.Queue)
+	workers := queue.NewWorkers(build.Queue)
 	queue.Register(workers, &builder.Worker{Service: svc})
 	q, err := queue.New(pool, workers, config.Queue{Workers: 2, JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard())
 	if err != nil {
@@ -60,7 +61,7 @@ func TestUploadedSourceIsBuiltThroughTheQueue(t *testing.T) {
 	t.Cleanup(func() { q.Stop(context.Background()) })
 
 	start := time.Now()
-	req, err := builder.RequestBuild(ctx, pool, q, proj, builder.Source{ArchiveKey: key}, nil)
+	req, err := build.Request(ctx, pool, q, proj, build.Source{ArchiveKey: key}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

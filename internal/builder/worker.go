@@ -69,17 +69,17 @@ type Service struct {
 
 // Worker adapts Service to the task queue.
 type Worker struct {
-	river.WorkerDefaults[BuildTask]
+	river.WorkerDefaults[build.Task]
 	Service *Service
 }
 
 // Timeout lets the build's own deadline fire first.
-func (w *Worker) Timeout(*queue.Job[BuildTask]) time.Duration {
+func (w *Worker) Timeout(*queue.Job[build.Task]) time.Duration {
 	return w.Service.Config.Timeout + timeoutMargin
 }
 
 // Work implements queue.Worker.
-func (w *Worker) Work(ctx context.Context, job *queue.Job[BuildTask]) error {
+func (w *Worker) Work(ctx context.Context, job *queue.Job[build.Task]) error {
 	return w.Service.Run(ctx, job.Args.BuildID, job.Attempt >= job.MaxAttempts)
 }
 

@@ -88,16 +88,16 @@ func newHarness(t *testing.T, tree treeFetcher) *harness {
 
 func project(t *testing.T, pool *pgxpool.Pool) uuid.UUID { return testdb.Project(t, pool) }
 
-func (h *harness) request(t *testing.T) builder.Requested {
+func (h *harness) request(t *testing.T) build.Requested {
 	t.Helper()
-	r, err := builder.RequestBuild(context.Background(), h.pool, h.q, h.project, builder.Source{ArchiveKey: "uploads/" + id.New().String() + ".tar.gz"}, nil)
+	r, err := build.Request(context.Background(), h.pool, h.q, h.project, build.Source{ArchiveKey: "uploads/" + id.New().String() + ".tar.gz"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-func (h *harness) state(t *testing.T, r builder.Requested) (db.Deployment, build.Build, []string) {
+func (h *harness) state(t *testing.T, r build.Requested) (db.Deployment, build.Build, []string) {
 	t.Helper()
 	ctx := context.Background()
 	q := db.New(h.pool)
@@ -286,17 +286,17 @@ func TestRequestBuildValidatesAndWritesAllOrNothing(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		project uuid.UUID
-		src     builder.Source
+		src     build.Source
 		want    error
 	}{
-		{proj, builder.Source{}, builder.ErrInvalidSource},
-		{proj, builder.Source{CommitSHA: "abc"}, builder.ErrInvalidSource},
-		{proj, builder.Source{CommitSHA: strings.Repeat("a", 40)}, builder.ErrInvalidSource}, // no repository connected
-		{proj, builder.Source{CommitSHA: strings.Repeat("a", 40), ArchiveKey: "k"}, builder.ErrInvalidSource},
-		{proj, builder.Source{ArchiveKey: "../etc/passwd"}, builder.ErrInvalidSource},
-		{id.New(), builder.Source{ArchiveKey: "k.tar.gz"}, builder.ErrProjectNotFound},
+		{proj, build.Source{}, build.ErrInvalidSource},
+		{proj, build.Source{CommitSHA: "abc"}, build.ErrInvalidSource},
+		{proj, build.Source{CommitSHA: strings.Repeat("a", 40)}, build.ErrInvalidSource}, // no repository connected
+		{proj, build.Source{CommitSHA: strings.Repeat("a", 40), ArchiveKey: "k"}, build.ErrInvalidSource},
+		{proj, build.Source{ArchiveKey: "../etc/passwd"}, build.ErrInvalidSource},
+		{id.New(), build.Source{ArchiveKey: "k.tar.gz"}, build.ErrProjectNotFound},
 	} {
-		if _, err := builder.RequestBuild(ctx, pool, q, tc.project, tc.src, nil); !errors.Is(err, tc.want) {
+		if _, err := build.Request(ctx, pool, q, tc.project, tc.src, nil); !errors.Is(err, tc.want) {
 			t.Errorf("%+v: err = %v, want %v", tc.src, err, tc.want)
 		}
 	}
@@ -305,7 +305,7 @@ func TestRequestBuildValidatesAndWritesAllOrNothing(t *testing.T) {
 	if deployments+builds+jobs != 0 {
 		t.Fatalf("refused requests left %d deployments, %d builds, %d tasks", deployments, builds, jobs)
 	}
-	if _, err := builder.RequestBuild(ctx, pool, q, proj, builder.Source{ArchiveKey: "uploads/a.tar.gz"}, nil); err != nil {
+	if _, err := build.Request(ctx, pool, q, proj, build.Source{ArchiveKey: "uploads/a.tar.gz"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	pool.QueryRow(ctx, "SELECT (SELECT count(*) FROM deployments), (SELECT count(*) FROM builds), (SELECT count(*) FROM river_job WHERE kind = 'build')").Scan(&deployments, &builds, &jobs)

@@ -19,7 +19,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
@@ -251,12 +251,12 @@ func (a *API) buildImage(w http.ResponseWriter, r *http.Request) error {
 	if req.ProjectID == uuid.Nil {
 		return httpapi.BadRequest("project_id is required")
 	}
-	res, err := builder.RequestBuild(r.Context(), a.Pool, a.Queue, req.ProjectID,
-		builder.Source{CommitSHA: req.CommitSHA, Ref: req.Ref, ArchiveKey: req.ArchiveKey}, nil)
+	res, err := build.Request(r.Context(), a.Pool, a.Queue, req.ProjectID,
+		build.Source{CommitSHA: req.CommitSHA, Ref: req.Ref, ArchiveKey: req.ArchiveKey}, nil)
 	switch {
-	case errors.Is(err, builder.ErrProjectNotFound):
+	case errors.Is(err, build.ErrProjectNotFound):
 		return httpapi.NotFound("project %s not found", req.ProjectID)
-	case errors.Is(err, builder.ErrInvalidSource):
+	case errors.Is(err, build.ErrInvalidSource):
 		return httpapi.Invalid("%s", err)
 	case err != nil:
 		return err

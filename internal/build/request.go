@@ -1,0 +1,129 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/queue"
+)
+
+// Queue is the task queue builders work; Task is its one kind of task, the
+// contract between whoever asks for a build and the builder role.
+const Queue = "build"
+
+// Task asks a builder to run one build. It carries only the build's
+// id: everything else is read from the database when the task runs, so a
+// retried task sees the current state, not a stale copy.
+type Task struct {
+	BuildID uuid.UUID `json:"build_id"`
+}
+
+// Kind implements queue.Task.
+func (Task) Kind() string { return "build" }
+
+// InsertOpts make a build's task unique, so enqueuing twice (a retried
+// webhook) never runs the build twice at once.
+func (Task) InsertOpts() river.InsertOpts {
+	return river.InsertOpts{Queue: Queue, MaxAttempts: 3, UniqueOpts: river.UniqueOpts{ByArgs: true}}
+}
+
+// Source says what to build: a commit of the project's repository, or an
+// archive a CLI uploaded to the object store.
+type Source struct {
+	CommitSHA     string // 40 hex digits
+	Ref           string // e.g. refs/heads/main, for display
+	CommitMessage string
+	ArchiveKey    string // object key of an uploaded .tar.gz
+}
+
+var (
+	// ErrInvalidSource: the source reference cannot be built.
+	ErrInvalidSource = errors.New("invalid source")
+)
+
+var shaRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+func (s Source) validate(p db.Project) error {
+	switch {
+	case s.CommitSHA != "" && s.ArchiveKey != "":
+		return fmt.Errorf("%w: give a commit or an archive, not both", ErrInvalidSource)
+	case s.CommitSHA != "":
+		if !shaRe.MatchString(s.CommitSHA) {
+			return fmt.Errorf("%w: commit must be 40 lower-case hex digits", ErrInvalidSource)
+		}
+		if p.GithubRepositoryFullName == nil || p.GithubInstallationID == nil {
+			return fmt.Errorf("%w: project %s has no connected repository", ErrInvalidSource, p.Slug)
+		}
+	case s.ArchiveKey != "":
+		if strings.HasPrefix(s.ArchiveKey, "/") || path.Clean(s.ArchiveKey) != s.ArchiveKey || strings.Contains(s.ArchiveKey, "..") {
+			return fmt.Errorf("%w: archive key %q is not a clean object key", ErrInvalidSource, s.ArchiveKey)
+		}
+	default:
+		return fmt.Errorf("%w: give a commit or an archive", ErrInvalidSource)
+	}
+	return nil
+}
+
+// Requested is what Request created.
+type Requested struct {
+	Deployment db.Deployment
+	Build      Build
+}
+
+// Request creates a deployment of project from src, its first build,
+// and the task that runs it, in one transaction: either all three exist or
+// none does.
+func Request(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
+	var out Requested
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		store := NewStore(tx)
+		p, err := store.Project(ctx, projectID)
+		if err != nil {
+			return err
+		}
+		if err := src.validate(p); err != nil {
+			return err
+		}
+		params := db.DeploymentCreateParams{
+			ID: id.New(), ProjectID: p.ID, Replicas: p.Replicas, CreatedByUserID: createdBy, SourceType: "upload",
+		}
+		if src.CommitSHA != "" {
+			params.SourceType = "github"
+			params.GithubCommitSha = &src.CommitSHA
+			params.GithubRef = nonEmpty(src.Ref)
+			params.CommitMessage = nonEmpty(src.CommitMessage)
+		} else {
+			params.SourceArchiveKey = &src.ArchiveKey
+		}
+		if out.Deployment, out.Build, err = store.Create(ctx, params); err != nil {
+			return err
+		}
+		_, err = q.EnqueueTx(ctx, tx, Task{BuildID: out.Build.ID})
+		return err
+	})
+	switch {
+	case errors.Is(err, ErrInvalidSource), errors.Is(err, ErrProjectNotFound):
+		return Requested{}, err // already says what is wrong, for the client
+	case err != nil:
+		return Requested{}, fmt.Errorf("request build: %w", err)
+	}
+	return out, nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
