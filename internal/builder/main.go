@@ -43,12 +43,7 @@ func DetectPlanner(images detect.BaseImages) Planner {
 // number of replicas side by side. built, if not nil, runs in the
 // transaction that records each successful build (the caller hands the
 // deployment on to the operator there).
-func Main(ctx context.Context, cfg config.Builder, built func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error, log *slog.Logger) error {
-	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
-	if err != nil {
-		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
-	}
-	defer pool.Close()
+func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error, log *slog.Logger) error {
 
 	s3, err := minio.New(cfg.S3.Host(), &minio.Options{
 		Creds: credentials.NewStaticV4(cfg.S3.AccessKeyID, cfg.S3.SecretAccessKey.Reveal(), ""), Secure: cfg.S3.Secure(), Region: cfg.S3.Region,

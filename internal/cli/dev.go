@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
@@ -86,7 +88,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return builder.Main(ctx, roles.builder, handOnToOperator, zlog.Component(root, "builder"))
+		return withDatabase(ctx, roles.builder.Database, func(pool *pgxpool.Pool) error {
+			return builder.Main(ctx, roles.builder, pool, handOnToOperator, zlog.Component(root, "builder"))
+		})
 	})
 	fmt.Fprintf(w, "  builder     working build tasks on %s\n", roles.builder.Buildkit.Addr)
 	ocfg := roles.operator
@@ -95,11 +99,19 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	})
 	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
 	ecfg := roles.edge
-	g.Go(func() error { return edge.Main(ctx, ecfg, nil, zlog.Component(root, "edge")) })
+	g.Go(func() error {
+		return withDatabase(ctx, ecfg.Database, func(pool *pgxpool.Pool) error {
+			return edge.Main(ctx, ecfg, pool, nil, zlog.Component(root, "edge"))
+		})
+	})
 	fmt.Fprintf(w, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.Platform.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
 	for i, ncfg := range roles.nodes {
 		name := fmt.Sprintf("node%d", i+1)
-		g.Go(func() error { return nodeagent.Main(ctx, ncfg, version.Version, zlog.Component(root, name)) })
+		g.Go(func() error {
+			return withDatabase(ctx, ncfg.Database, func(pool *pgxpool.Pool) error {
+				return nodeagent.Main(ctx, ncfg, pool, version.Version, zlog.Component(root, name))
+			})
+		})
 		fmt.Fprintf(w, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
 	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(state, "secrets.env"))

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zeitwork/zeitwork/internal/config"
@@ -25,9 +24,9 @@ import (
 // loops and, on cfg.Addr, the management API over the same pool.
 func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) error {
 	tokens := registryTokens(cfg)
-	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
+	pool, err := openDatabase(ctx, cfg.Database)
 	if err != nil {
-		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
+		return err
 	}
 	defer pool.Close()
 	// Listen first: an operator that cannot serve its API starts no queue.

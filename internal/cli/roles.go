@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/builder"
 
@@ -24,7 +25,9 @@ func runNodeAgent(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "nodeagent")
-	return nodeagent.Main(ctx, cfg, version.Version, log)
+	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
+		return nodeagent.Main(ctx, cfg, pool, version.Version, log)
+	})
 }
 
 func runBuilder(ctx context.Context, env Env, _ []string) error {
@@ -33,7 +36,9 @@ func runBuilder(ctx context.Context, env Env, _ []string) error {
 		return err
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "builder")
-	return builder.Main(ctx, cfg, handOnToOperator, log)
+	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
+		return builder.Main(ctx, cfg, pool, handOnToOperator, log)
+	})
 }
 
 // handOnToOperator enqueues the deploy task of a freshly built deployment,
@@ -73,5 +78,7 @@ func runEdge(ctx context.Context, env Env, _ []string) error {
 	if cfg.TLS() {
 		newCerts = edgeCertificates(cfg, zlog.Component(root, "certs"))
 	}
-	return edge.Main(ctx, cfg, newCerts, zlog.Component(root, "edge"))
+	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
+		return edge.Main(ctx, cfg, pool, newCerts, zlog.Component(root, "edge"))
+	})
 }

@@ -40,13 +40,11 @@ type NewCertificates func(ctx context.Context, pool *pgxpool.Pool) (Certificates
 // database, the proxy on HTTP (redirecting to HTTPS when the edge
 // terminates TLS) and HTTPS, and metrics. newCerts is nil when the edge
 // serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR=off).
-func Main(ctx context.Context, cfg config.Edge, newCerts NewCertificates, log *slog.Logger) error {
-	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
-	if err != nil {
-		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
-	}
-	defer pool.Close()
-	var certs Certificates
+func Main(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, newCerts NewCertificates, log *slog.Logger) error {
+	var (
+		certs Certificates
+		err   error
+	)
 	if newCerts != nil {
 		if certs, err = newCerts(ctx, pool); err != nil {
 			return fmt.Errorf("certificates: %w", err)

@@ -22,7 +22,7 @@ import (
 
 // Main runs `zeitwork nodeagent` until ctx ends. version is the binary's,
 // recorded with the node's registration.
-func Main(ctx context.Context, cfg config.NodeAgent, version string, log *slog.Logger) error {
+func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version string, log *slog.Logger) error {
 	cpu, mem := cfg.CPUMillis, cfg.MemoryMB
 	if cpu == 0 {
 		cpu = int32(goruntime.NumCPU() * 1000)
@@ -36,11 +36,6 @@ func Main(ctx context.Context, cfg config.NodeAgent, version string, log *slog.L
 	}
 	hostname, _ := os.Hostname()
 
-	pool, err := pgxpool.New(ctx, cfg.Database.URL.Reveal())
-	if err != nil {
-		return fmt.Errorf("database %s: %w", cfg.Database.URL, err)
-	}
-	defer pool.Close()
 	self, err := Register(ctx, pool, cfg.ClusterPrefix, cfg.StateDir, node.Registration{
 		Hostname: hostname, InternalAddress: cfg.InternalAddress, Region: cfg.Region,
 		CPUMillis: cpu, MemoryMB: mem, AgentVersion: version,

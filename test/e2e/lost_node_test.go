@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/instance"
@@ -50,11 +52,16 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	agentPool, err := pgxpool.New(context.Background(), cfg.Database.URL.Reveal())
+	if err != nil {
+		t.Fatal(err)
+	}
 	agentCtx, kill := context.WithCancel(context.Background())
 	agentDone := make(chan error, 1)
-	go func() { agentDone <- nodeagent.Main(agentCtx, cfg, "test", zlog.Discard()) }()
+	go func() { agentDone <- nodeagent.Main(agentCtx, cfg, agentPool, "test", zlog.Discard()) }()
 	t.Cleanup(func() {
 		kill()
+		defer agentPool.Close() // waits for the agent to hand its connections back
 		// Its instances outlive it, as instances do: stop them here.
 		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.Containerd.Addr, Namespace: ctrNS, LogDir: logDir}); err == nil {
 			list, _ := rt.List(context.Background())
