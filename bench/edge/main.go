@@ -1,4 +1,4 @@
-// Command edge benchmarks the edge proxy (issue #6) on this machine, with
+// Command edge benchmarks the edge proxy on this machine, with
 // nginx as the reference, and prints a Markdown table:
 //
 //   - the same backend behind `zeitwork edge` and behind nginx, the same wrk

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 )
@@ -46,11 +47,7 @@ func fromRow(r db.Deployment) Deployment {
 }
 
 func fromRows(rows []db.Deployment) []Deployment {
-	out := make([]Deployment, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
-	}
-	return out
+	return lo.Map(rows, func(r db.Deployment, _ int) Deployment { return fromRow(r) })
 }
 
 // Store reads and writes the deployments table.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/node"
@@ -75,9 +76,5 @@ func fromRow(r db.Instance) Instance {
 }
 
 func fromRows(rows []db.Instance) []Instance {
-	out := make([]Instance, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
-	}
-	return out
+	return lo.Map(rows, func(r db.Instance, _ int) Instance { return fromRow(r) })
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/db"
@@ -139,10 +140,7 @@ func (a *API) listImages(w http.ResponseWriter, r *http.Request) error {
 	out := struct {
 		Images []Image    `json:"images"`
 		Next   *uuid.UUID `json:"next"` // pass as ?before= for the next page
-	}{Images: make([]Image, len(rows))}
-	for i, row := range rows {
-		out.Images[i] = imageJSON(row)
-	}
+	}{Images: lo.Map(rows, func(row db.Image, _ int) Image { return imageJSON(row) })}
 	if len(rows) == opts.Limit {
 		out.Next = &rows[len(rows)-1].ID
 	}

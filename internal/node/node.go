@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 )
@@ -54,11 +55,7 @@ func fromRow(r db.Node) Node {
 }
 
 func fromRows(rows []db.Node) []Node {
-	out := make([]Node, len(rows))
-	for i, r := range rows {
-		out[i] = fromRow(r)
-	}
-	return out
+	return lo.Map(rows, func(r db.Node, _ int) Node { return fromRow(r) })
 }
 
 // Store reads and writes the nodes table.
