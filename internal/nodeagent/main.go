@@ -60,7 +60,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, log *slog.Logger) error {
 	log.InfoContext(ctx, "node registered", "ipv6_prefix", node.Ipv6Prefix, "cpu_millis", cpu, "memory_mb", mem)
 
 	rt, err := runtime.New(ctx, runtime.Config{
-		Address: cfg.ContainerdAddr, Namespace: cfg.Namespace, RuntimeHandler: cfg.RuntimeHandler,
+		Address: cfg.ContainerdAddr, Namespace: cfg.Namespace, Owner: node.ID.String(), RuntimeHandler: cfg.RuntimeHandler,
 		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Snapshotter, LogDir: cfg.LogDir,
 		PlainHTTPRegistries: cfg.PlainHTTP, Logger: zlog.Component(log, "runtime"),
 	})

@@ -149,6 +149,7 @@ func (e *env) config() runtime.Config {
 	return runtime.Config{
 		Address:             e.sock,
 		Namespace:           e.ns,
+		Owner:               "test-owner",
 		LogDir:              e.logDir,
 		PlainHTTPRegistries: []string{e.reg},
 	}

@@ -33,12 +33,12 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctrNS := "zeitwork-e2e-" + filepath.Base(p.state)
-	logDir := t.TempDir()
+	logDir, agentState := t.TempDir(), t.TempDir()
 	proxy := fmt.Sprintf("127.0.0.1:%d", p.base+103)
 	cfg := config.NodeAgent{
 		Log: zlog.Config{Format: zlog.FormatText, Level: 8}, Database: config.Database{URL: config.PostgresURL(p.dbURL), MaxConns: 5},
 		// More room than the simulated nodes: the scheduler ranks it first.
-		InternalAddress: proxy, StateDir: t.TempDir(), CPUMillis: 4000, MemoryMB: 8192, ClusterPrefix: network.DefaultCluster,
+		InternalAddress: proxy, StateDir: agentState, CPUMillis: 4000, MemoryMB: 8192, ClusterPrefix: network.DefaultCluster,
 		ClusterToken: config.Secret(p.token), APIAddr: fmt.Sprintf("127.0.0.1:%d", p.base+3), ProxyAddr: proxy, NodeNetns: ns,
 		ContainerdAddr: testenv.Containerd(t), Namespace: ctrNS, RuntimeHandler: runtime.HandlerRunc, LogDir: logDir,
 		PlainHTTP: []string{testenv.Registry(t)}, SecretsKeys: strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
@@ -50,7 +50,9 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	t.Cleanup(func() {
 		kill()
 		// Its instances outlive it, as instances do: stop them here.
-		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.ContainerdAddr, Namespace: ctrNS, LogDir: logDir}); err == nil {
+		// The agent labels them with its node id, kept in its state dir.
+		owner, _ := os.ReadFile(filepath.Join(agentState, "node-id"))
+		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.ContainerdAddr, Namespace: ctrNS, Owner: strings.TrimSpace(string(owner)), LogDir: logDir}); err == nil {
 			list, _ := rt.List(context.Background())
 			for _, s := range list {
 				rt.Stop(context.Background(), s.InstanceID, time.Second)
