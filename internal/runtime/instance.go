@@ -46,7 +46,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 		}
 		return fmt.Errorf("create %s: image %s: %w", id, s.Image, err)
 	}
-	if _, err := r.client.LoadContainer(ctx, id); err == nil {
+	if ctr, err := r.client.LoadContainer(ctx, id); err == nil {
+		// Another owner's container is invisible to Status and List, so say
+		// whose it is: otherwise "exists" contradicts "missing".
+		if info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata); err == nil && !r.owns(info) {
+			return fmt.Errorf("create %s: %w, owned by %q", id, ErrExists, info.Labels[labelOwner])
+		}
 		return fmt.Errorf("create %s: %w", id, ErrExists)
 	}
 	// Pulled for another snapshotter (the node's configuration changed)?
