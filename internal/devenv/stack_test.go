@@ -219,7 +219,8 @@ func TestContainerdRunsBuiltImageWithRunc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	// Closed after the cleanups below, which need it to stop the container.
+	t.Cleanup(func() { c.Close() })
 
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchAllHosts)),

@@ -3,6 +3,7 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -69,8 +70,8 @@ func TestForeignContainersAreNeverTouched(t *testing.T) {
 			t.Errorf("Start of the %s container: %v, want ErrNotFound", iid.name, err)
 		}
 	}
-	if err := mine.Create(ctx, foreign); !errors.Is(err, runtime.ErrExists) {
-		t.Errorf("Create over the foreign container: %v, want ErrExists", err)
+	if err := mine.Create(ctx, foreign); !errors.Is(err, runtime.ErrExists) || !strings.Contains(err.Error(), `"other-platform"`) {
+		t.Errorf("Create over the foreign container: %v, want ErrExists naming its owner", err)
 	}
 
 	after, err := theirs.Status(ctx, foreign.InstanceID)

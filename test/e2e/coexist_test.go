@@ -10,6 +10,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/google/uuid"
 
+	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
@@ -105,4 +106,46 @@ func processes(t *testing.T, ids []uuid.UUID) map[uuid.UUID]string {
 		}
 	}
 	return out
+}
+
+// removeContainersOf kills and deletes every container the nodes' agents
+// created (their node id is the runtime's owner label), in whatever
+// namespace, and nothing else.
+func removeContainersOf(t *testing.T, nodes []db.Node) {
+	t.Helper()
+	if len(nodes) == 0 {
+		return
+	}
+	c, err := client.New(testenv.Containerd(t))
+	if err != nil {
+		t.Errorf("remove leftover containers: %v", err)
+		return
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nss, err := c.NamespaceService().List(ctx)
+	if err != nil {
+		t.Errorf("remove leftover containers: %v", err)
+		return
+	}
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		for _, n := range nodes {
+			ctrs, err := c.Containers(nctx, fmt.Sprintf(`labels."dev.zeitwork.owner"==%q`, n.ID.String()))
+			if err != nil {
+				t.Errorf("list containers in %s: %v", ns, err)
+				continue
+			}
+			for _, ctr := range ctrs {
+				if task, err := ctr.Task(nctx, nil); err == nil {
+					task.Delete(nctx, client.WithProcessKill)
+				}
+				if err := ctr.Delete(nctx, client.WithSnapshotCleanup); err != nil {
+					t.Errorf("delete leftover container %s in %s: %v", ctr.ID(), ns, err)
+				}
+				t.Logf("removed leftover container %s in %s", ctr.ID(), ns)
+			}
+		}
+	}
 }
