@@ -175,7 +175,7 @@ func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, er
 // with nothing of ours around them but the runtime package.
 func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string) (cold, warm time.Duration, err error) {
 	ns := "zw-bench-ref-" + tag
-	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -297,7 +297,9 @@ func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
 	agent.Process.Signal(os.Interrupt) //nolint:errcheck
 	agent.Wait()                       //nolint:errcheck
 	ctx := context.Background()
-	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ctrNS, LogDir: filepath.Join(work, "logs")})
+	// The agent labels its containers with its node id, kept in its state dir.
+	owner, _ := os.ReadFile(filepath.Join(work, "state", "node-id"))
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ctrNS, Owner: strings.TrimSpace(string(owner)), LogDir: filepath.Join(work, "logs")})
 	if err != nil {
 		return
 	}

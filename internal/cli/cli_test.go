@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -88,13 +87,7 @@ func TestUnbuiltRolesSaySoAfterValidConfig(t *testing.T) {
 }
 
 func TestMigrateUnreachableDatabase(t *testing.T) {
-	// A port that was just free: nothing listens there.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testenv.RefusedAddr(t)
 
 	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://zeitwork:hunter2@" + addr + "/zeitwork", "MIGRATE_TIMEOUT=5s"}, "migrate")
 	if code != ExitFailure || !strings.Contains(errOut, "cannot reach the database at postgres://zeitwork:xxxxx@"+addr) {
@@ -176,12 +169,7 @@ func TestDevCheckVerifiesStackAndMigrates(t *testing.T) {
 }
 
 func TestDevReportsDependencyThatIsDown(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := l.Addr().String()
-	l.Close()
+	deadAddr := testenv.RefusedAddr(t)
 	code, _, errOut := run(t, []string{"REGISTRY_ADDR=" + deadAddr, "DATABASE_URL=postgres://u:p@" + deadAddr + "/x"}, "dev", "--check")
 	if code != ExitFailure || !strings.Contains(errOut, "registry at "+deadAddr) || !strings.Contains(errOut, "scripts/deps.sh up") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -11,21 +10,12 @@ import (
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 func TestEdgeRoleServesUntilStopped(t *testing.T) {
 	url := testdb.NewURL(t)
-	httpAddr, metricsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, metricsAddr := testenv.ReservedAddr(t), testenv.ReservedAddr(t)
 	snapshot := filepath.Join(t.TempDir(), "routes.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
@@ -89,8 +79,8 @@ func TestEdgeRoleRefusesBadConfig(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	// TLS on, with an ACME CA file that does not exist: a clear failure.
-	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=x", "EDGE_HTTP_ADDR=" + freeAddr(t),
-		"EDGE_HTTPS_ADDR=" + freeAddr(t), "EDGE_METRICS_ADDR=off", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
+	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=x", "EDGE_HTTP_ADDR=" + testenv.ReservedAddr(t),
+		"EDGE_HTTPS_ADDR=" + testenv.ReservedAddr(t), "EDGE_METRICS_ADDR=off", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
 	if code == ExitOK || !strings.Contains(errOut, "certificates") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}

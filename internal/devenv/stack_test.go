@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -212,7 +211,8 @@ func TestContainerdRunsBuiltImageWithRunc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	// Closed after the cleanups below, which need it to stop the container.
+	t.Cleanup(func() { c.Close() })
 
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchAllHosts)),
@@ -223,7 +223,7 @@ func TestContainerdRunsBuiltImageWithRunc(t *testing.T) {
 	}
 	t.Cleanup(func() { c.ImageService().Delete(context.WithoutCancel(ctx), img.Name()) }) //nolint:errcheck
 
-	port := freePort(t)
+	port := fmt.Sprint(testenv.ReservedPort(t))
 	greeting := "hello from " + id.New().String()
 	cid := "zw-test-" + id.New().String()
 	ctr, err := c.NewContainer(ctx, cid,
@@ -267,16 +267,6 @@ func TestContainerdRunsBuiltImageWithRunc(t *testing.T) {
 	if body != greeting {
 		t.Fatalf("container answered %q, want %q", body, greeting)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
 // getWithin polls url until it answers 200 or ctx ends.

@@ -6,9 +6,12 @@
 package dnstest
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/miekg/dns"
@@ -28,11 +31,7 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{a: map[string][]net.IP{}, cname: map[string]string{}, txt: map[string][]string{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, l, err := listenPair(loopbackUDP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +43,32 @@ func Start(t testing.TB) *Server {
 	t.Cleanup(func() { udp.Shutdown(); tcp.Shutdown() })
 	return s
 }
+
+// listenPair binds UDP and TCP on one loopback port, because resolvers
+// (Go's, Pebble's) take a single address for both. The kernel picks the
+// UDP port; the same TCP port may already be taken by another process, so
+// a clash means trying again with a fresh UDP port rather than failing.
+func listenPair(listenUDP func() (net.PacketConn, error)) (net.PacketConn, net.Listener, error) {
+	var lastErr error
+	for range 50 {
+		pc, err := listenUDP()
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen udp: %w", err)
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l, nil
+		}
+		pc.Close()
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, nil, fmt.Errorf("listen tcp: %w", err)
+		}
+		lastErr = err
+	}
+	return nil, nil, fmt.Errorf("no free UDP+TCP port pair: %w", lastErr)
+}
+
+func loopbackUDP() (net.PacketConn, error) { return net.ListenPacket("udp", "127.0.0.1:0") }
 
 func key(name string) string { return strings.ToLower(dns.Fqdn(name)) }
 

@@ -35,3 +35,37 @@ func TestServerAnswersRecordsAndFollowsCNAME(t *testing.T) {
 		t.Fatal("unknown name resolved")
 	}
 }
+
+// A UDP port whose TCP twin belongs to someone else is given back and
+// another tried, instead of failing the test with "address in use".
+func TestListenPairRetriesWhenTCPPortIsTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	calls := 0
+	pc, l, err := listenPair(func() (net.PacketConn, error) {
+		calls++
+		if calls == 1 {
+			// The UDP side of the taken TCP port is free, as after a
+			// kernel-chosen UDP port that another process holds on TCP.
+			return net.ListenPacket("udp", taken.Addr().String())
+		}
+		return loopbackUDP()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	defer l.Close()
+	if calls != 2 {
+		t.Fatalf("UDP listens = %d, want 2", calls)
+	}
+	if pc.LocalAddr().String() != l.Addr().String() {
+		t.Fatalf("UDP %s and TCP %s differ", pc.LocalAddr(), l.Addr())
+	}
+	if pc.LocalAddr().String() == taken.Addr().String() {
+		t.Fatal("pair reuses the taken port")
+	}
+}

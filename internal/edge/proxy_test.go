@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -23,6 +22,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/hostname"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -100,6 +100,25 @@ func (s *stage) requests(code string) float64 {
 	return testutil.ToFloat64(s.metrics.requests.WithLabelValues(s.project.String(), code))
 }
 
+// waitRequests waits until requests_total{code} reaches want. The proxy
+// counts a request after its handler returns, which is after the client
+// has read the whole response, so a read right after the response races
+// the last increment.
+func (s *stage) waitRequests(code string, want float64) {
+	s.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := s.requests(code)
+		if got == want {
+			return
+		}
+		if got > want || time.Now().After(deadline) {
+			s.t.Fatalf("requests_total{code=%s} = %v, want %v", code, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func echo(name string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s host=%s xff=%s xfh=%s xfp=%s rid=%s token=%q instance=%q",
@@ -127,9 +146,7 @@ func TestProxyForwardsWithHeadersAndRequestID(t *testing.T) {
 	if resp, _ := s.get("shop.zeitwork.app", "/", HeaderRequestID, "bad id\twith<script>"); strings.Contains(resp.Header.Get(HeaderRequestID), "script") {
 		t.Fatalf("hostile request id echoed: %q", resp.Header.Get(HeaderRequestID))
 	}
-	if got := s.requests("200"); got != 3 {
-		t.Fatalf("requests_total{code=200} = %v, want 3", got)
-	}
+	s.waitRequests("200", 3)
 }
 
 func TestProxyUnknownHostAndNoHealthyInstance(t *testing.T) {
@@ -217,10 +234,7 @@ func TestProxyRetriesWhenNothingReachedAnApp(t *testing.T) {
 		fmt.Fprintf(w, "got %s", b)
 	}))
 	// A node that refuses connections, and an instance its node no longer has.
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
-	dead.Close()
-	s.backend(Backend{InstanceID: id.New(), NodeProxy: deadAddr})
+	s.backend(Backend{InstanceID: id.New(), NodeProxy: testenv.RefusedAddr(t)})
 	s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()})
 
 	for i := range 60 {
@@ -251,16 +265,12 @@ func TestProxyRetriesWhenNothingReachedAnApp(t *testing.T) {
 func TestProxyAnswers503WhenEveryInstanceIsUnreachable(t *testing.T) {
 	s := newStage(t, 5*time.Second)
 	s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()}) // not on the node
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	s.backend(Backend{InstanceID: id.New(), NodeProxy: dead.Addr().String()})
-	dead.Close()
+	s.backend(Backend{InstanceID: id.New(), NodeProxy: testenv.RefusedAddr(t)})
 	resp, _ := s.get("shop.zeitwork.app", "/")
 	if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" {
 		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
 	}
-	if s.requests("503") != 1 {
-		t.Fatalf("503s counted: %v", s.requests("503"))
-	}
+	s.waitRequests("503", 1)
 }
 
 func TestProxyTimesOutSlowApps(t *testing.T) {

@@ -149,17 +149,29 @@ func TestServerTerminatesTLSRedirectsHTTPAndServesChallenges(t *testing.T) {
 		t.Fatalf("challenge: %d %q", resp.StatusCode, body)
 	}
 
-	// Metrics: requests and latency per project.
-	_, metrics := do(t, http.DefaultClient, "http://"+s.metrics+"/metrics", "")
-	for _, want := range []string{
+	// Metrics: requests and latency per project. A request is counted after
+	// its response is written, so the last ones may land a moment later.
+	wantMetrics := []string{
 		`zeitwork_edge_requests_total{code="200",project="` + w.project.String() + `"}`,
 		`zeitwork_edge_request_duration_seconds_bucket{project="` + w.project.String() + `",le="0.1"}`,
 		`zeitwork_edge_requests_total{code="404",project=""} `,
 		"zeitwork_edge_route_hosts 2", // the project and its deployment
-	} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+	}
+	var missing []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, metrics := do(t, http.DefaultClient, "http://"+s.metrics+"/metrics", "")
+		missing = missing[:0]
+		for _, want := range wantMetrics {
+			if !strings.Contains(metrics, want) {
+				missing = append(missing, want)
+			}
 		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, m := range missing {
+		t.Errorf("metrics lack %s", m)
 	}
 }
 

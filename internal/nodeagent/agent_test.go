@@ -113,7 +113,7 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 		t.Fatal(err)
 	}
 	rt, err := runtime.New(ctx, runtime.Config{
-		Address: testenv.Containerd(t), Namespace: ctrNamespace, LogDir: logDir, PlainHTTPRegistries: []string{reg},
+		Address: testenv.Containerd(t), Namespace: ctrNamespace, Owner: row.ID.String(), LogDir: logDir, PlainHTTPRegistries: []string{reg},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +245,8 @@ func newWorld(t *testing.T) *world {
 	w.state, w.logDir, w.ctrNS = t.TempDir(), t.TempDir(), "zw-test-agent-"+w.tag
 	t.Cleanup(func() {
 		// Leave nothing running: stop every instance and the policy.
-		rt, err := runtime.New(context.Background(), runtime.Config{Address: testenv.Containerd(t), Namespace: w.ctrNS, LogDir: w.logDir})
+		owner, _ := os.ReadFile(filepath.Join(w.state, "node-id"))
+		rt, err := runtime.New(context.Background(), runtime.Config{Address: testenv.Containerd(t), Namespace: w.ctrNS, Owner: strings.TrimSpace(string(owner)), LogDir: w.logDir})
 		if err == nil {
 			list, _ := rt.List(context.Background())
 			for _, s := range list {

@@ -47,7 +47,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	log.InfoContext(ctx, "node registered", "ipv6_prefix", self.Prefix, "cpu_millis", cpu, "memory_mb", mem)
 
 	rt, err := runtime.New(ctx, runtime.Config{
-		Address: cfg.Containerd.Addr, Namespace: cfg.Containerd.Namespace, RuntimeHandler: cfg.RuntimeHandler,
+		Address: cfg.Containerd.Addr, Namespace: cfg.Containerd.Namespace, Owner: self.ID.String(), RuntimeHandler: cfg.RuntimeHandler,
 		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Containerd.Snapshotter, LogDir: cfg.LogDir,
 		PlainHTTPRegistries: cfg.Registry.PlainHTTP(), Logger: zlog.Component(log, "runtime"),
 	})

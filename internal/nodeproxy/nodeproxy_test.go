@@ -19,6 +19,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -138,10 +139,8 @@ func TestGoneUnhealthyAndDeadInstances(t *testing.T) {
 	}
 
 	// An instance whose process died: nothing listens on its port.
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := id.New()
-	f.instances[dead] = nodeproxy.Target{Addr: netip.MustParseAddrPort(l.Addr().String()), Healthy: true}
-	l.Close()
+	f.instances[dead] = nodeproxy.Target{Addr: netip.MustParseAddrPort(testenv.RefusedAddr(t)), Healthy: true}
 	if resp := f.request(t, "GET", "/", dead, token, nil); resp.StatusCode != 502 || errorOf(t, resp).Code != "instance_unreachable" {
 		t.Fatalf("dead instance: %d", resp.StatusCode)
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -65,9 +64,7 @@ func tokenRegistryAt(t *testing.T, svc *registryauth.Service, addr string) strin
 	}
 	os.WriteFile(filepath.Join(dir, "token.crt"), cert, 0o644)
 	if addr == "" {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr = l.Addr().String()
-		l.Close()
+		addr = testenv.ReservedAddr(t)
 	}
 	config := fmt.Sprintf(`version: 0.1
 log:

@@ -24,7 +24,7 @@ const (
 	EventOOM EventKind = "oom"
 )
 
-// Event is a change containerd reports for an instance of this namespace.
+// Event is a change containerd reports for an instance of this owner.
 type Event struct {
 	InstanceID uuid.UUID
 	Kind       EventKind
@@ -32,7 +32,7 @@ type Event struct {
 	At         time.Time // when containerd saw it
 }
 
-// Events streams exit and OOM events of this namespace's instances until
+// Events streams exit and OOM events of this owner's instances until
 // ctx ends. The channel is closed when ctx ends or the stream breaks
 // (containerd restarted): the caller then lists and resubscribes. Events
 // are a way to react sooner, never the only way: anything that happens
@@ -50,7 +50,7 @@ func (r *Runtime) Events(ctx context.Context) (<-chan Event, error) {
 			select {
 			case env := <-envelopes:
 				ev, ok := decodeEvent(env)
-				if !ok {
+				if !ok || r.foreign(ctx, ev.InstanceID.String()) {
 					continue
 				}
 				select {
@@ -146,7 +146,10 @@ func (r *Runtime) watchOOM(ctx context.Context) {
 }
 
 func (r *Runtime) markOOM(ctx context.Context, id uuid.UUID) {
-	ctr, err := r.client.LoadContainer(ctx, id.String())
+	if r.foreign(ctx, id.String()) {
+		return
+	}
+	ctr, err := r.load(ctx, id.String())
 	if err == nil {
 		_, err = ctr.SetLabels(ctx, map[string]string{labelOOM: time.Now().UTC().Format(time.RFC3339Nano)})
 	}

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -149,6 +148,7 @@ func (e *env) config() runtime.Config {
 	return runtime.Config{
 		Address:             e.sock,
 		Namespace:           e.ns,
+		Owner:               "test-owner",
 		LogDir:              e.logDir,
 		PlainHTTPRegistries: []string{e.reg},
 	}
@@ -173,14 +173,15 @@ func (e *env) runtime(t *testing.T, mutate ...func(*runtime.Config)) *runtime.Ru
 	return r
 }
 
-// spec is an instance of the test image on the host network, on a free port.
+// spec is an instance of the test image on the host network, on a port
+// reserved for it.
 func (e *env) spec(t *testing.T, vars map[string]string) runtime.Spec {
 	t.Helper()
 	return runtime.Spec{
 		InstanceID:  id.New(),
 		Image:       e.image,
 		Env:         vars,
-		Port:        freePort(t),
+		Port:        testenv.ReservedPort(t),
 		HostNetwork: true,
 	}
 }
@@ -287,16 +288,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // get fetches url once.

@@ -46,7 +46,12 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 		}
 		return fmt.Errorf("create %s: image %s: %w", id, s.Image, err)
 	}
-	if _, err := r.client.LoadContainer(ctx, id); err == nil {
+	if ctr, err := r.client.LoadContainer(ctx, id); err == nil {
+		// Another owner's container is invisible to Status and List, so say
+		// whose it is: otherwise "exists" contradicts "missing".
+		if info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata); err == nil && !r.owns(info) {
+			return fmt.Errorf("create %s: %w, owned by %q", id, ErrExists, info.Labels[labelOwner])
+		}
 		return fmt.Errorf("create %s: %w", id, ErrExists)
 	}
 	// Pulled for another snapshotter (the node's configuration changed)?
@@ -87,6 +92,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 		client.WithRuntime(r.cfg.RuntimeHandler, runtimeOpts),
 		client.WithContainerLabels(map[string]string{
 			labelInstance: id,
+			labelOwner:    r.cfg.Owner,
 			labelSpecHash: s.Hash(),
 		}),
 		client.WithImageStopSignal(img, "SIGTERM"),
@@ -110,7 +116,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 // instance's log file, so neither depends on the agent being alive.
 func (r *Runtime) Start(ctx context.Context, id uuid.UUID) error {
 	ctx = r.ns(ctx)
-	ctr, err := r.client.LoadContainer(ctx, id.String())
+	ctr, err := r.load(ctx, id.String())
 	if err != nil {
 		if errdefs.IsNotFound(err) {
 			return fmt.Errorf("start %s: %w", id, ErrNotFound)
@@ -167,11 +173,11 @@ func (r *Runtime) Start(ctx context.Context, id uuid.UUID) error {
 // Stop ends the instance and removes it: its stop signal (the image's
 // STOPSIGNAL, SIGTERM by default), up to grace for it to exit, SIGKILL,
 // then the task, the container and its filesystem are deleted. The log
-// files stay, for LogRetention. Stopping an instance that does not exist
-// is not an error.
+// files stay, for LogRetention. Stopping an instance that does not exist,
+// or that another owner created, is not an error and does nothing.
 func (r *Runtime) Stop(ctx context.Context, id uuid.UUID, grace time.Duration) error {
 	ctx = r.ns(ctx)
-	ctr, err := r.client.LoadContainer(ctx, id.String())
+	ctr, err := r.load(ctx, id.String()) // another owner's container is not ours to stop
 	if errdefs.IsNotFound(err) {
 		return nil
 	}

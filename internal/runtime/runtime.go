@@ -47,14 +47,21 @@ var (
 )
 
 // Config says where containerd is and how instances are run. The agent
-// builds it from its own configuration; only Address, Namespace and LogDir
-// have no default.
+// builds it from its own configuration; only Address, Namespace, Owner
+// and LogDir have no default.
 type Config struct {
 	// Address is containerd's socket.
 	Address string
-	// Namespace is the containerd namespace this agent owns: everything in
-	// it is an instance of this agent, and nothing outside it is touched.
+	// Namespace is the containerd namespace the instances are created in.
+	// Nothing outside it is touched.
 	Namespace string
+	// Owner names whoever runs this Runtime (the node agent passes its node
+	// id). Every container it creates carries it as a label, and List,
+	// Status, Start, Stop and Events see only containers with this owner:
+	// another platform sharing the namespace (a test run next to
+	// `zeitwork dev`), or a container someone made by hand, is never
+	// adopted, stopped or reported. Letters, digits, '.', '_' and '-'.
+	Owner string
 	// RuntimeHandler is the shim: HandlerRunc (default) or HandlerKata.
 	RuntimeHandler string
 	// RuntimeConfigPath, if set, is handed to the shim as its configuration
@@ -110,6 +117,9 @@ func (c *Config) validate() error {
 	if err := identifiers.Validate(c.Namespace); err != nil {
 		errs = append(errs, invalidField("Namespace", err.Error()))
 	}
+	if !validOwner(c.Owner) {
+		errs = append(errs, invalidField("Owner", fmt.Sprintf("%q is not 1-128 letters, digits, '.', '_' or '-'", c.Owner)))
+	}
 	if !filepath.IsAbs(c.LogDir) {
 		errs = append(errs, invalidField("LogDir", fmt.Sprintf("%q is not an absolute path", c.LogDir)))
 	}
@@ -123,6 +133,20 @@ func (c *Config) validate() error {
 		errs = append(errs, invalidField("RuntimeHandler", fmt.Sprintf("%q is not a containerd runtime name (io.containerd.<name>.<version>)", c.RuntimeHandler)))
 	}
 	return errors.Join(errs...)
+}
+
+// validOwner keeps the owner usable as a label value inside a containerd
+// filter expression without quoting rules to get wrong.
+func validOwner(o string) bool {
+	if o == "" || len(o) > 128 {
+		return false
+	}
+	for _, c := range o {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // Runtime runs instances as containerd containers in one namespace. It
@@ -161,7 +185,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		cfg:    cfg,
 		client: c,
-		log:    cfg.Logger.With("namespace", cfg.Namespace, "runtime_handler", cfg.RuntimeHandler),
+		log:    cfg.Logger.With("namespace", cfg.Namespace, "owner", cfg.Owner, "runtime_handler", cfg.RuntimeHandler),
 		clog:   containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
 		logDir: filepath.Join(cfg.LogDir, cfg.Namespace),
 		logs:   map[uuid.UUID]*logState{},

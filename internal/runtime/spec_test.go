@@ -73,12 +73,12 @@ func TestSpecValidate(t *testing.T) {
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	_, err := runtime.New(context.Background(), runtime.Config{
-		Namespace: "bad namespace!", LogDir: "relative", RuntimeHandler: "kata", LogMaxBytes: 10,
+		Namespace: "bad namespace!", Owner: "node 1", LogDir: "relative", RuntimeHandler: "kata", LogMaxBytes: 10,
 	})
 	if err == nil {
 		t.Fatal("New accepted a bad config")
 	}
-	for _, field := range []string{"Address", "Namespace", "LogDir", "LogMaxBytes", "RuntimeHandler"} {
+	for _, field := range []string{"Address", "Namespace", "Owner", "LogDir", "LogMaxBytes", "RuntimeHandler"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("error does not name %s: %v", field, err)
 		}
@@ -92,7 +92,7 @@ func TestNewFailsWithoutContainerd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_, err := runtime.New(ctx, runtime.Config{
-		Address: "/nonexistent/containerd.sock", Namespace: "zw-test", LogDir: t.TempDir(),
+		Address: "/nonexistent/containerd.sock", Namespace: "zw-test", Owner: "test", LogDir: t.TempDir(),
 	})
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/containerd.sock") {
 		t.Fatalf("New without containerd: %v", err)

@@ -18,7 +18,7 @@ import (
 type State string
 
 const (
-	// StateMissing: no such instance in this namespace.
+	// StateMissing: no such instance of this owner in the namespace.
 	StateMissing State = "missing"
 	// StateCreated: the container exists, its process has not been started,
 	// or its start failed, or it vanished with a reboot of the node: Start
@@ -53,7 +53,7 @@ type Status struct {
 func (r *Runtime) Status(ctx context.Context, id uuid.UUID) (Status, error) {
 	ctx = r.ns(ctx)
 	info, err := r.client.ContainerService().Get(ctx, id.String())
-	if errdefs.IsNotFound(err) {
+	if errdefs.IsNotFound(err) || err == nil && !r.owns(info) {
 		return Status{InstanceID: id, State: StateMissing}, nil
 	}
 	if err != nil {
@@ -62,11 +62,12 @@ func (r *Runtime) Status(ctx context.Context, id uuid.UUID) (Status, error) {
 	return r.status(ctx, info)
 }
 
-// List reports every instance in the namespace. After an agent restart this
-// is how it finds (adopts) the instances it already runs.
+// List reports every instance of this Runtime's owner in the namespace.
+// After an agent restart this is how it finds (adopts) the instances it
+// already runs; containers of other owners are not listed.
 func (r *Runtime) List(ctx context.Context) ([]Status, error) {
 	ctx = r.ns(ctx)
-	infos, err := r.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q", labelInstance))
+	infos, err := r.client.ContainerService().List(ctx, r.ownedFilter())
 	if err != nil {
 		return nil, fmt.Errorf("list instances: %w", err)
 	}

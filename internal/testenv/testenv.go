@@ -10,7 +10,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,14 +127,15 @@ func Binary(t testing.TB, name string) string {
 }
 
 // DevPortBase returns a DEV_PORT_BASE for an in-process `zeitwork dev` whose
-// ports (base-20 … base+span) are all free right now. It picks below the
-// kernel's ephemeral range (32768+), because an ephemeral base collides
-// with the outgoing connections of other test processes running in parallel.
+// ports (base-20 … base+span) are reserved for it until the test ends (see
+// ReservedAddr): no other test, in this process or another, gets them. It
+// picks below the kernel's ephemeral range (32768+), because an ephemeral
+// base collides with the outgoing connections of other processes.
 func DevPortBase(t testing.TB, span int) int {
 	t.Helper()
 	for range 50 {
 		base := 12000 + rand.IntN(18000)
-		if portsFree(base-20, base+span) {
+		if reserveRange(t, base-20, base+span) {
 			return base
 		}
 	}
@@ -143,13 +143,21 @@ func DevPortBase(t testing.TB, span int) int {
 	return 0
 }
 
-func portsFree(from, to int) bool {
+// reserveRange reserves every port from..to until the test ends, or none.
+func reserveRange(t testing.TB, from, to int) bool {
+	var held []func()
 	for p := from; p <= to; p++ {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		_, release, err := reserve(p)
 		if err != nil {
+			for _, release := range held {
+				release()
+			}
 			return false
 		}
-		l.Close()
+		held = append(held, release)
+	}
+	for _, release := range held {
+		t.Cleanup(release)
 	}
 	return true
 }

@@ -38,12 +38,12 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctrNS := name
-	logDir := t.TempDir()
+	logDir, agentState := t.TempDir(), t.TempDir()
 	proxy := fmt.Sprintf("127.0.0.1:%d", p.base+103)
 	cfg, err := config.ParseFrom[config.NodeAgent](devenv.Environment(map[string]string{
 		"DATABASE_URL": p.dbURL, "DATABASE_MAX_CONNS": "5",
 		// More room than the simulated nodes: the scheduler ranks it first.
-		"NODE_INTERNAL_ADDRESS": proxy, "NODE_STATE_DIR": t.TempDir(), "NODE_CPU_MILLIS": "4000", "NODE_MEMORY_MB": "8192",
+		"NODE_INTERNAL_ADDRESS": proxy, "NODE_STATE_DIR": agentState, "NODE_CPU_MILLIS": "4000", "NODE_MEMORY_MB": "8192",
 		"CLUSTER_TOKEN": p.token, "NODEAGENT_ADDR": fmt.Sprintf("127.0.0.1:%d", p.base+3), "NODEPROXY_ADDR": proxy, "NETWORK_NODE_NETNS": ns,
 		"CONTAINERD_ADDR": testenv.Containerd(t), "CONTAINERD_NAMESPACE": ctrNS, "RUNTIME_HANDLER": runtime.HandlerRunc, "INSTANCE_LOG_DIR": logDir,
 		"REGISTRY_ADDR": testenv.Registry(t), "SECRETS_KEYS": strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
@@ -63,7 +63,9 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		kill()
 		defer agentPool.Close() // waits for the agent to hand its connections back
 		// Its instances outlive it, as instances do: stop them here.
-		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.Containerd.Addr, Namespace: ctrNS, LogDir: logDir}); err == nil {
+		// The agent labels them with its node id, kept in its state dir.
+		owner, _ := os.ReadFile(filepath.Join(agentState, "node-id"))
+		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.Containerd.Addr, Namespace: ctrNS, Owner: strings.TrimSpace(string(owner)), LogDir: logDir}); err == nil {
 			list, _ := rt.List(context.Background())
 			for _, s := range list {
 				rt.Stop(context.Background(), s.InstanceID, time.Second)

@@ -117,7 +117,10 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 	p.pool = testdb.Pool(t, p.dbURL)
 	p.q = db.New(p.pool)
 	t.Cleanup(func() {
-		// Stop every instance: let the agents stop them, then stop dev.
+		// Stop every instance: let the agents stop them, then stop dev. No
+		// deployment stays active, or the operator would heal it with new
+		// instances while these stop.
+		p.pool.Exec(context.Background(), `UPDATE deployments SET status = 'stopped' WHERE status = 'active'`)
 		p.pool.Exec(context.Background(), `UPDATE instances SET desired_state = 'stopped'`)
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
@@ -128,8 +131,12 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
+		nodes, _ := p.q.NodeList(context.Background())
 		cancel()
 		<-done
+		// Whatever the agents did not stop in time is removed here, so no
+		// test leaves instances running on the machine.
+		removeContainersOf(t, nodes)
 	})
 	p.wait(60*time.Second, fmt.Sprintf("%d nodes to register", nodes), func() bool {
 		ns, _ := p.q.NodeList(context.Background())
