@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/image"
 	"github.com/zeitwork/zeitwork/internal/management"
 	"github.com/zeitwork/zeitwork/internal/operator"
@@ -49,18 +50,7 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return op.Run(ctx) })
-	g.Go(func() error {
-		if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	g.Go(func() error { return httpapi.Serve(ctx, srv, l, 10*time.Second) })
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
