@@ -243,6 +243,7 @@ func newWorld(t *testing.T) *world {
 	w.pool = testdb.New(t)
 	w.ring, _ = secret.ParseRing(secret.NewKey("k1"))
 	w.state, w.logDir, w.ctrNS = t.TempDir(), t.TempDir(), "zw-test-agent-"+w.tag
+	testenv.RemoveContainerdNamespace(t, w.ctrNS)
 	t.Cleanup(func() {
 		// Leave nothing running: stop every instance and the policy.
 		owner, _ := os.ReadFile(filepath.Join(w.state, "node-id"))

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,18 +17,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/content"
-	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/leases"
-	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
-	"github.com/containerd/errdefs"
 	"github.com/google/uuid"
 	bk "github.com/moby/buildkit/client"
 	"github.com/tonistiigi/fsutil"
@@ -135,10 +128,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.raw = raw
+	testenv.RemoveContainerdNamespace(t, e.ns)
 	t.Cleanup(func() {
-		if err := deleteNamespace(e.raw, e.ns); err != nil {
-			t.Errorf("clean up namespace %s: %v", e.ns, err)
-		}
 		e.raw.Close()
 	})
 	return e
@@ -203,79 +194,6 @@ func pullCreateStart(t *testing.T, r *runtime.Runtime, s runtime.Spec) {
 
 func url(s runtime.Spec, path string) string {
 	return fmt.Sprintf("http://127.0.0.1:%d%s", s.Port, path)
-}
-
-// deleteNamespace removes everything a test left in its namespace, then the
-// namespace, then the parent cgroups runc made for it.
-func deleteNamespace(c *client.Client, ns string) error {
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), time.Minute)
-	defer cancel()
-	var errs []error
-	ctrs, err := c.Containers(ctx)
-	errs = append(errs, err)
-	for _, ctr := range ctrs {
-		if task, err := ctr.Task(ctx, nil); err == nil {
-			if ch, err := task.Wait(ctx); err == nil {
-				if task.Kill(ctx, syscall.SIGKILL, client.WithKillAll) == nil {
-					select {
-					case <-ch:
-					case <-time.After(10 * time.Second):
-					}
-				}
-			}
-			if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-				errs = append(errs, err)
-			}
-		}
-		if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, err)
-		}
-	}
-	imgs, err := c.ImageService().List(ctx)
-	errs = append(errs, err)
-	for _, img := range imgs {
-		errs = append(errs, c.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()))
-	}
-	ls, err := c.LeasesService().List(ctx)
-	errs = append(errs, err)
-	for _, l := range ls {
-		errs = append(errs, c.LeasesService().Delete(ctx, l, leases.SynchronousDelete))
-	}
-	// Unpacked layers are not referenced by anything once the image is gone,
-	// but GC may not have run for them yet: remove them, children first.
-	sn := c.SnapshotService("")
-	for range 20 {
-		var keys []string
-		parents := map[string]bool{}
-		errs = append(errs, sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-			keys = append(keys, info.Name)
-			if info.Parent != "" {
-				parents[info.Parent] = true
-			}
-			return nil
-		}))
-		if len(keys) == 0 {
-			break
-		}
-		for _, k := range keys {
-			if !parents[k] {
-				if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
-					errs = append(errs, err)
-				}
-			}
-		}
-	}
-	errs = append(errs, c.ContentStore().Walk(ctx, func(info content.Info) error {
-		if err := c.ContentStore().Delete(ctx, info.Digest); err != nil && !errdefs.IsNotFound(err) {
-			return err
-		}
-		return nil
-	}))
-	errs = append(errs, c.NamespaceService().Delete(ctx, ns))
-	for _, ctl := range []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "unified", ""} {
-		_ = os.Remove(filepath.Join("/sys/fs/cgroup", ctl, ns))
-	}
-	return errors.Join(errs...)
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

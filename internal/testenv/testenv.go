@@ -81,9 +81,10 @@ func Containerd(t testing.TB) string {
 }
 
 // DevPrefix returns a DEV_PREFIX of its own for an in-process `zeitwork
-// dev` ("<what>" and random letters), and deletes the network namespaces
-// of its first nodes when the test ends, so that test platforms share
-// nothing on the host with each other or with a running `zeitwork dev`.
+// dev` ("<what>" and random letters), and deletes the network and
+// containerd namespaces of its first nodes when the test ends, so that test
+// platforms share nothing on the host with each other or with a running
+// `zeitwork dev`.
 func DevPrefix(t testing.TB, what string, nodes int) string {
 	t.Helper()
 	const letters = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -92,9 +93,11 @@ func DevPrefix(t testing.TB, what string, nodes int) string {
 		b[i] = letters[rand.IntN(len(letters))]
 	}
 	prefix := what + "-" + string(b)
+	addr := Endpoints(t).Containerd.Addr
 	t.Cleanup(func() {
 		for i := 1; i <= nodes; i++ {
 			exec.Command("ip", "netns", "delete", devenv.NodeName(prefix, i)).Run()
+			removeNamespaceIfThere(t, addr, devenv.NodeName(prefix, i))
 		}
 	})
 	return prefix
