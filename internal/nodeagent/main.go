@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/config"
@@ -59,10 +60,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	ncfg := network.DefaultConfig()
 	ncfg.Cluster, ncfg.Uplink, ncfg.NodeNetns, ncfg.Logger = cfg.ClusterPrefix, cfg.Uplink, cfg.NodeNetns, zlog.Component(log, "network")
 	if cfg.NodeNetns != "" {
-		// Several agents on one machine: each owns its table, links and
-		// namespaces under its own names.
-		tag := self.ID.String()[30:]
-		ncfg.Table, ncfg.LinkPrefix, ncfg.NetnsPrefix = "zw"+tag, "z"+tag[:4], "zw-"+tag+"-"
+		ncfg.Table, ncfg.LinkPrefix, ncfg.NetnsPrefix = SimulatedNames(self.ID)
 	}
 	dial := network.DialFrom(cfg.NodeNetns)
 	netm, err := network.New(ncfg)
@@ -115,4 +113,13 @@ func meminfo(field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/meminfo", field)
+}
+
+// SimulatedNames are the names an agent playing one of several nodes on a
+// machine (NETWORK_NODE_NETNS set) gives its nftables table, its links and
+// its instances' network namespaces: they carry the node's id, so agents
+// on one machine, of one platform or several, never share one.
+func SimulatedNames(node uuid.UUID) (table, linkPrefix, netnsPrefix string) {
+	tag := node.String()[30:]
+	return "zw" + tag, "z" + tag[:4], "zw-" + tag + "-"
 }

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/instance"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
@@ -116,6 +119,7 @@ func removeContainersOf(t *testing.T, nodes []db.Node) {
 	if len(nodes) == 0 {
 		return
 	}
+	defer removeNetnsOf(t, nodes)
 	c, err := client.New(testenv.Containerd(t))
 	if err != nil {
 		t.Errorf("remove leftover containers: %v", err)
@@ -145,6 +149,29 @@ func removeContainersOf(t *testing.T, nodes []db.Node) {
 					t.Errorf("delete leftover container %s in %s: %v", ctr.ID(), ns, err)
 				}
 				t.Logf("removed leftover container %s in %s", ctr.ID(), ns)
+			}
+		}
+	}
+}
+
+// removeNetnsOf deletes the instance network namespaces the agents of
+// nodes made and did not tear down (an agent stopped, like dev's, leaves
+// its instances' namespaces for the next agent to adopt). Their names
+// carry the node's tag, so nothing of another platform is touched.
+func removeNetnsOf(t *testing.T, nodes []db.Node) {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		t.Errorf("list network namespaces: %v", err)
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, _, _ := strings.Cut(line, " ")
+		for _, n := range nodes {
+			if _, _, prefix := nodeagent.SimulatedNames(n.ID); strings.HasPrefix(name, prefix) {
+				if err := exec.Command("ip", "netns", "delete", name).Run(); err != nil {
+					t.Errorf("delete network namespace %s: %v", name, err)
+				}
 			}
 		}
 	}
