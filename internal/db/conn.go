@@ -1,3 +1,8 @@
+// Package db is the database access sqlc generates from the queries in
+// internal/db/queries (one file per table) against the drizzle migrations.
+// Its row types are storage, not domain types: a domain package (instance,
+// node, deployment, build, domains, ...) converts them at its store, where
+// pgx.ErrNoRows also ends. Only conn.go is written by hand.
 package db
 
 import (
