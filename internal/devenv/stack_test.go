@@ -205,7 +205,10 @@ func TestContainerdRunsBuiltImageWithRunc(t *testing.T) {
 	ref := reg + "/zeitwork-test/hello:" + id.New().String()
 	buildAndPush(t, bkAddr, buildContext(t), ref)
 
-	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), "zeitwork-test"), 2*time.Minute)
+	// A namespace of this run's own: the test never sees another's containers.
+	ns := "zw-stack-" + id.New().String()[24:]
+	testenv.RemoveContainerdNamespace(t, ns)
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), 2*time.Minute)
 	defer cancel()
 	c, err := client.New(sock)
 	if err != nil {
