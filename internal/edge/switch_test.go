@@ -23,6 +23,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
@@ -102,8 +103,9 @@ func (w *world) agents(ctx context.Context) error {
 		return err
 	}
 	type inst struct {
-		id, dep        uuid.UUID
-		desired, state string
+		id, dep uuid.UUID
+		desired instance.Desired
+		state   instance.State
 	}
 	var all []inst
 	for rows.Next() {
@@ -118,7 +120,7 @@ func (w *world) agents(ctx context.Context) error {
 	}
 	for _, i := range all {
 		switch {
-		case i.desired == "running" && i.state != "healthy":
+		case i.desired == instance.DesiredRunning && i.state != instance.StateHealthy:
 			dep := i.dep.String()
 			srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 				rw.Header().Set("X-Seen-Forwarded", r.Header.Get("X-Forwarded-For")+" "+r.Header.Get("X-Forwarded-Proto"))
@@ -131,7 +133,7 @@ func (w *world) agents(ctx context.Context) error {
 			if _, err := w.pool.Exec(ctx, `UPDATE instances SET state = 'healthy' WHERE id = $1`, i.id); err != nil {
 				return err
 			}
-		case i.desired == "stopped" && i.state != "stopped":
+		case i.desired == instance.DesiredStopped && i.state != instance.StateStopped:
 			// What a node agent does: the instance leaves the node, then
 			// the database hears it stopped.
 			w.mu.Lock()
