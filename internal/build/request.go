@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 
 	"github.com/zeitwork/zeitwork/internal/db"
@@ -83,10 +82,11 @@ type Requested struct {
 
 // Request creates a deployment of project from src, its first build,
 // and the task that runs it, in one transaction: either all three exist or
-// none does.
-func Request(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
+// none does. Given a transaction as conn (a webhook recording its delivery
+// with the deployment), it runs inside it as a savepoint.
+func Request(ctx context.Context, conn db.Conn, q *queue.Queue, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
 	var out Requested
-	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		store := NewStore(tx)
 		p, err := store.Project(ctx, projectID)
 		if err != nil {

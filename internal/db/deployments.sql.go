@@ -76,6 +76,26 @@ func (q *Queries) DeploymentCreate(ctx context.Context, arg DeploymentCreatePara
 	return i, err
 }
 
+const deploymentExistsForCommit = `-- name: DeploymentExistsForCommit :one
+SELECT EXISTS (
+    SELECT 1 FROM deployments WHERE project_id = $1 AND github_commit_sha = $2
+)
+`
+
+type DeploymentExistsForCommitParams struct {
+	ProjectID       uuid.UUID
+	GithubCommitSha *string
+}
+
+// Whether a deployment of this commit exists, whatever became of it: a push
+// webhook does not build a commit twice.
+func (q *Queries) DeploymentExistsForCommit(ctx context.Context, arg DeploymentExistsForCommitParams) (bool, error) {
+	row := q.db.QueryRow(ctx, deploymentExistsForCommit, arg.ProjectID, arg.GithubCommitSha)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const deploymentGetActiveByProject = `-- name: DeploymentGetActiveByProject :one
 SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments
 WHERE project_id = $1 AND status = 'active'

@@ -25,6 +25,30 @@ func (q *Queries) GithubInstallationDeleteByGithubID(ctx context.Context, github
 	return result.RowsAffected(), nil
 }
 
+const githubInstallationDetachRepositories = `-- name: GithubInstallationDetachRepositories :execrows
+UPDATE projects
+SET github_installation_id = NULL, updated_at = now()
+WHERE projects.github_installation_id = (
+    SELECT gi.id FROM github_installations AS gi WHERE gi.github_installation_id = $1
+  )
+  AND github_repository_id = ANY($2::bigint[])
+`
+
+type GithubInstallationDetachRepositoriesParams struct {
+	GithubInstallationID int64
+	GithubRepositoryIds  []int64
+}
+
+// The installation lost access to these repositories: their projects keep
+// the repository but lose the link, so pushes no longer deploy them.
+func (q *Queries) GithubInstallationDetachRepositories(ctx context.Context, arg GithubInstallationDetachRepositoriesParams) (int64, error) {
+	result, err := q.db.Exec(ctx, githubInstallationDetachRepositories, arg.GithubInstallationID, arg.GithubRepositoryIds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const githubInstallationGetByGithubID = `-- name: GithubInstallationGetByGithubID :one
 SELECT id, github_installation_id, organisation_id, account_login, account_type, suspended_at, created_at, updated_at FROM github_installations WHERE github_installation_id = $1
 `
@@ -87,6 +111,63 @@ func (q *Queries) GithubInstallationListByOrganisation(ctx context.Context, orga
 			&i.AccountLogin,
 			&i.AccountType,
 			&i.SuspendedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const githubInstallationListProjectsByRepository = `-- name: GithubInstallationListProjectsByRepository :many
+SELECT projects.id, projects.organisation_id, projects.slug, projects.name, projects.github_installation_id, projects.github_repository_id, projects.github_repository_full_name, projects.branch, projects.root_directory, projects.dockerfile_path, projects.port, projects.replicas, projects.cpu_millis, projects.memory_mb, projects.health_check_path, projects.active_deployment_id, projects.created_at, projects.updated_at
+FROM projects
+JOIN github_installations ON github_installations.id = projects.github_installation_id
+WHERE github_installations.github_installation_id = $1
+  AND github_installations.suspended_at IS NULL
+  AND projects.github_repository_id = $2::bigint
+ORDER BY projects.id
+`
+
+type GithubInstallationListProjectsByRepositoryParams struct {
+	GithubInstallationID int64
+	GithubRepositoryID   int64
+}
+
+// The projects a push to a repository may deploy: connected to it through
+// this very installation, which must not be suspended. Matching by the
+// repository's id, not its name, survives renames.
+func (q *Queries) GithubInstallationListProjectsByRepository(ctx context.Context, arg GithubInstallationListProjectsByRepositoryParams) ([]Project, error) {
+	rows, err := q.db.Query(ctx, githubInstallationListProjectsByRepository, arg.GithubInstallationID, arg.GithubRepositoryID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Project{}
+	for rows.Next() {
+		var i Project
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrganisationID,
+			&i.Slug,
+			&i.Name,
+			&i.GithubInstallationID,
+			&i.GithubRepositoryID,
+			&i.GithubRepositoryFullName,
+			&i.Branch,
+			&i.RootDirectory,
+			&i.DockerfilePath,
+			&i.Port,
+			&i.Replicas,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.HealthCheckPath,
+			&i.ActiveDeploymentID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
 		); err != nil {

@@ -65,3 +65,10 @@ SELECT * FROM deployments
 WHERE status = 'retiring' AND stop_at <= now()
 ORDER BY stop_at
 LIMIT @max_rows;
+
+-- name: DeploymentExistsForCommit :one
+-- Whether a deployment of this commit exists, whatever became of it: a push
+-- webhook does not build a commit twice.
+SELECT EXISTS (
+    SELECT 1 FROM deployments WHERE project_id = @project_id AND github_commit_sha = @github_commit_sha
+);

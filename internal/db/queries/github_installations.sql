@@ -30,3 +30,25 @@ RETURNING *;
 -- name: GithubInstallationDeleteByGithubID :execrows
 -- Projects using the installation keep their repository but lose the link.
 DELETE FROM github_installations WHERE github_installation_id = @github_installation_id;
+
+-- name: GithubInstallationListProjectsByRepository :many
+-- The projects a push to a repository may deploy: connected to it through
+-- this very installation, which must not be suspended. Matching by the
+-- repository's id, not its name, survives renames.
+SELECT projects.*
+FROM projects
+JOIN github_installations ON github_installations.id = projects.github_installation_id
+WHERE github_installations.github_installation_id = @github_installation_id
+  AND github_installations.suspended_at IS NULL
+  AND projects.github_repository_id = @github_repository_id::bigint
+ORDER BY projects.id;
+
+-- name: GithubInstallationDetachRepositories :execrows
+-- The installation lost access to these repositories: their projects keep
+-- the repository but lose the link, so pushes no longer deploy them.
+UPDATE projects
+SET github_installation_id = NULL, updated_at = now()
+WHERE projects.github_installation_id = (
+    SELECT gi.id FROM github_installations AS gi WHERE gi.github_installation_id = @github_installation_id
+  )
+  AND github_repository_id = ANY(@github_repository_ids::bigint[]);
