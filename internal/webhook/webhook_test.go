@@ -406,3 +406,24 @@ func TestNewRefusesAnEmptySecret(t *testing.T) {
 		t.Fatal("New accepted an empty secret")
 	}
 }
+
+func TestRacingDeliveriesDeployOnce(t *testing.T) {
+	f := newFixture(t)
+	body := pushPayload("refs/heads/main", sha1, "x")
+	codes := make(chan int, 4)
+	// Two copies of one delivery and two deliveries of one commit.
+	for _, delivery := range []string{"same", "same", "other-1", "other-2"} {
+		go func() { codes <- f.deliver(delivery, "push", body).Code }()
+	}
+	for range 4 {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("status %d, want 200", code)
+		}
+	}
+	if n := f.deployments(); n != 1 {
+		t.Fatalf("%d deployments, want 1", n)
+	}
+	if n := f.deliveries(); n != 3 {
+		t.Fatalf("%d deliveries, want 3", n)
+	}
+}
