@@ -18,6 +18,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -251,4 +252,15 @@ func failed(event string, err error) outcome {
 // decode parses a payload into one of go-github's event types.
 func decode(payload []byte, v any) error {
 	return json.Unmarshal(payload, v)
+}
+
+// Prune deletes deliveries received before before and returns how many.
+// GitHub redelivers only recent deliveries (three days back), so older
+// records no longer guard against anything.
+func (rc *Receiver) Prune(ctx context.Context, before time.Time) (int64, error) {
+	n, err := db.New(rc.pool).WebhookDeliveryDeleteBefore(ctx, before)
+	if err != nil {
+		return 0, fmt.Errorf("prune webhook deliveries: %w", err)
+	}
+	return n, nil
 }

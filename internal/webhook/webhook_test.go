@@ -427,3 +427,27 @@ func TestRacingDeliveriesDeployOnce(t *testing.T) {
 		t.Fatalf("%d deliveries, want 3", n)
 	}
 }
+
+func TestPruneForgetsOldDeliveries(t *testing.T) {
+	f := newFixture(t)
+	body := []byte(`{"zen":"x"}`)
+	result(t, f.deliver("old", "ping", body), http.StatusOK)
+	if _, err := f.pool.Exec(context.Background(), `UPDATE webhook_deliveries SET received_at = now() - interval '8 days'`); err != nil {
+		t.Fatal(err)
+	}
+	result(t, f.deliver("new", "ping", body), http.StatusOK)
+	q, err := queue.New(f.pool, nil, config.Queue{JobTimeout: time.Minute, RescueAfter: time.Hour}, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := webhook.New(f.pool, q, secret, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rc.Prune(context.Background(), time.Now().Add(-7*24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("Prune = %d, %v; want 1", n, err)
+	}
+	if n := f.deliveries(); n != 1 {
+		t.Fatalf("%d deliveries left, want 1", n)
+	}
+}

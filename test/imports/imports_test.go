@@ -45,7 +45,7 @@ var workerOnly = []string{"internal/nodeagent", "internal/runtime", "internal/ne
 var controlPlane = []string{
 	"internal/operator", "internal/management", "internal/edge", "internal/builder",
 	"internal/domains", "internal/certs", "internal/scheduler", "internal/ipam",
-	"internal/instance", "internal/node", "internal/deployment", "internal/build",
+	"internal/instance", "internal/node", "internal/deployment", "internal/build", "internal/webhook",
 }
 
 // domain packages own a table each; they know storage, not transport or roles.
