@@ -34,9 +34,9 @@ import (
 // larger did not come from GitHub.
 const MaxBody = 25 << 20
 
-// maxDeliveryID bounds X-GitHub-Delivery (a GUID) before it reaches the
+// maxHeader bounds X-GitHub-Delivery (a GUID) and X-GitHub-Event before they reach the
 // database.
-const maxDeliveryID = 100
+const maxHeader = 100
 
 // Receiver is the GitHub webhook endpoint.
 type Receiver struct {
@@ -112,9 +112,9 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) error {
 	event := r.Header.Get("X-GitHub-Event")
 	delivery := r.Header.Get("X-GitHub-Delivery")
 	switch {
-	case event == "" || len(event) > maxDeliveryID || !printable(event):
+	case event == "" || len(event) > maxHeader || !printable(event):
 		return httpapi.BadRequest("missing or invalid X-GitHub-Event header")
-	case delivery == "" || len(delivery) > maxDeliveryID || !printable(delivery):
+	case delivery == "" || len(delivery) > maxHeader || !printable(delivery):
 		return httpapi.BadRequest("missing or invalid X-GitHub-Delivery header")
 	}
 	sum := sha256.Sum256(body)
