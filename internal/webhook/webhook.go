@@ -34,8 +34,8 @@ import (
 // larger did not come from GitHub.
 const MaxBody = 25 << 20
 
-// maxHeader bounds X-GitHub-Delivery (a GUID) and X-GitHub-Event before they reach the
-// database.
+// maxHeader bounds X-GitHub-Delivery (a GUID) and X-GitHub-Event before
+// they reach the database.
 const maxHeader = 100
 
 // Receiver is the GitHub webhook endpoint.
