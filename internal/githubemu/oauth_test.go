@@ -1,0 +1,172 @@
+package githubemu_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/google/go-github/v93/github"
+	"golang.org/x/oauth2"
+)
+
+func (e *env) oauthConfig() *oauth2.Config {
+	return &oauth2.Config{
+		ClientID: clientID, ClientSecret: clientSecret, RedirectURL: callbackURL,
+		Scopes: []string{"read:user", "user:email"},
+		Endpoint: oauth2.Endpoint{
+			AuthURL:  e.api.URL + "/login/oauth/authorize",
+			TokenURL: e.api.URL + "/login/oauth/access_token",
+		},
+	}
+}
+
+// authorize follows the browser to GitHub's authorize page and back, and
+// returns the query the callback receives.
+func (e *env) authorize(t *testing.T, cfg *oauth2.Config, state string) url.Values {
+	t.Helper()
+	resp, err := noRedirects.Get(cfg.AuthCodeURL(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("authorize: status %d, want 302", resp.StatusCode)
+	}
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := loc.Scheme + "://" + loc.Host + loc.Path; got != callbackURL {
+		t.Fatalf("authorize redirected to %s, want the callback %s", got, callbackURL)
+	}
+	return loc.Query()
+}
+
+func TestOAuthWebFlowSignsInWithGoGitHub(t *testing.T) {
+	e := newEnv(t)
+	e.emu.ApproveAs("alice")
+	cfg := e.oauthConfig()
+	state := "csrf-state/with+odd chars="
+	back := e.authorize(t, cfg, state)
+	if back.Get("state") != state || back.Get("code") == "" {
+		t.Fatalf("callback query %v: want the state unchanged and a code", back)
+	}
+	tok, err := cfg.Exchange(t.Context(), back.Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok.AccessToken, "gho_") || tok.TokenType != "bearer" {
+		t.Fatalf("token %q of type %q", tok.AccessToken, tok.TokenType)
+	}
+
+	gh, err := github.NewClient(github.WithHTTPClient(cfg.Client(t.Context(), tok)), github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _, err := gh.Users.Get(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.GetLogin() != "alice" || u.GetName() != "Alice Liddell" || u.GetID() == 0 || u.Email != nil {
+		t.Fatalf("user %+v", u)
+	}
+	emails, _, err := gh.Users.ListEmails(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(emails) != 2 ||
+		emails[0].GetEmail() != "alice@example.com" || !emails[0].GetPrimary() || !emails[0].GetVerified() || emails[0].GetVisibility() != "private" ||
+		emails[1].GetEmail() != "alice@old.example" || emails[1].GetPrimary() || emails[1].GetVerified() || emails[1].Visibility != nil {
+		t.Fatalf("emails %v", emails)
+	}
+
+	// The code was spent: GitHub answers a second exchange with its error
+	// shape, which x/oauth2 surfaces as a RetrieveError.
+	_, err = cfg.Exchange(t.Context(), back.Get("code"))
+	wantOAuthError(t, err, "bad_verification_code")
+}
+
+func TestOAuthWebFlowRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.emu.ApproveAs("bob")
+	cfg := e.oauthConfig()
+
+	wrong := *cfg
+	wrong.ClientSecret = "not-it"
+	code := e.authorize(t, cfg, "s1").Get("code")
+	_, err := wrong.Exchange(t.Context(), code)
+	wantOAuthError(t, err, "incorrect_client_credentials")
+
+	_, err = cfg.Exchange(t.Context(), "made-up")
+	wantOAuthError(t, err, "bad_verification_code")
+
+	// An anonymous client gets GitHub's 401 from the API.
+	gh, _ := github.NewClient(github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+	_, _, err = gh.Users.Get(t.Context(), "")
+	var ghErr *github.ErrorResponse
+	if !errors.As(err, &ghErr) || ghErr.Response.StatusCode != http.StatusUnauthorized || ghErr.Message != "Bad credentials" {
+		t.Fatalf("anonymous /user: %v", err)
+	}
+
+	// The user clicks "Cancel": back to the callback with access_denied and
+	// the state.
+	e.emu.ApproveAs("")
+	back := e.authorize(t, cfg, "s2")
+	if back.Get("error") != "access_denied" || back.Get("state") != "s2" || back.Get("code") != "" {
+		t.Fatalf("denied: callback query %v", back)
+	}
+
+	// A redirect_uri outside the registered callback goes nowhere near it.
+	e.emu.ApproveAs("bob")
+	evil := *cfg
+	evil.RedirectURL = "http://evil.test/steal"
+	back = e.authorize(t, &evil, "s3")
+	if back.Get("error") != "redirect_uri_mismatch" || back.Get("code") != "" {
+		t.Fatalf("foreign redirect_uri: callback query %v", back)
+	}
+}
+
+func wantOAuthError(t *testing.T, err error, code string) {
+	t.Helper()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != code || re.ErrorDescription == "" {
+		t.Fatalf("exchange error %v, want a RetrieveError with code %s", err, code)
+	}
+}
+
+// TestAccessTokenAnswersJSONWhenAsked pins the wire format the libraries
+// above do not exercise: a JSON body in, JSON out when Accept asks for it,
+// form-encoded otherwise, errors with status 200.
+func TestAccessTokenAnswersJSONWhenAsked(t *testing.T) {
+	e := newEnv(t)
+	e.emu.ApproveAs("alice")
+	cfg := e.oauthConfig()
+	post := func(ctx context.Context, body, contentType, accept string) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, cfg.Endpoint.TokenURL, strings.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		return http.DefaultClient.Do(req)
+	}
+	code := e.authorize(t, cfg, "x").Get("code")
+	resp, err := post(t.Context(), `{"client_id":"`+clientID+`","client_secret":"`+clientSecret+`","code":"`+code+`"}`, "application/json", "application/json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("JSON exchange: status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	resp2, err := post(t.Context(), url.Values{"client_id": {clientID}, "client_secret": {"wrong"}, "code": {"c"}}.Encode(), "application/x-www-form-urlencoded", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	if resp2.StatusCode != http.StatusOK || !strings.HasPrefix(resp2.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+		t.Fatalf("form exchange: status %d, Content-Type %q", resp2.StatusCode, resp2.Header.Get("Content-Type"))
+	}
+}
