@@ -77,7 +77,7 @@ type installationJSON struct {
 	RepositoriesURL     string            `json:"repositories_url"`
 	HTMLURL             string            `json:"html_url"`
 	AppID               int64             `json:"app_id"`
-	AppSlug             string            `json:"app_slug"`
+	AppSlug             string            `json:"app_slug,omitempty"`
 	TargetID            int64             `json:"target_id"`
 	TargetType          string            `json:"target_type"`
 	Permissions         map[string]string `json:"permissions"`

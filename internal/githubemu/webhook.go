@@ -177,8 +177,10 @@ func (e *Emulator) InstallationRepositories(action string, installationID int64,
 	if !ok {
 		return Event{}, fmt.Errorf("githubemu: unknown installation %d", installationID)
 	}
+	j := e.installationJSON(in)
+	j.AppSlug = "" // absent from this event's installation object on GitHub
 	p := installationReposPayload{
-		Action: action, Installation: e.installationJSON(in), RepositorySelection: "selected",
+		Action: action, Installation: j, RepositorySelection: "selected",
 		RepositoriesAdded: []shortRepoJSON{}, RepositoriesRemoved: []shortRepoJSON{},
 		Sender: e.simpleUser(e.owner(in.Account)),
 	}
