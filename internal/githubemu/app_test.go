@@ -30,7 +30,7 @@ func (e *env) installationClient(t *testing.T, installationID int64) *github.Cli
 		t.Fatal(err)
 	}
 	tr.BaseURL = e.api.URL
-	gh, err := github.NewClient(github.WithTransport(tr), github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+	gh, err := github.NewClient(github.WithTransport(tr), github.WithURLs(new(e.api.URL+"/"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ func TestInstallationTokenAndRepositoriesWithGhinstallation(t *testing.T) {
 		t.Fatal(err)
 	}
 	atr.BaseURL = e.api.URL
-	app, _ := github.NewClient(github.WithTransport(atr), github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+	app, _ := github.NewClient(github.WithTransport(atr), github.WithURLs(new(e.api.URL+"/"), nil))
 	in, _, err := app.Apps.GetInstallation(t.Context(), e.inst.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestAppJWTIsChecked(t *testing.T) {
 		{"not a JWT", "ghs_whatever", http.StatusUnauthorized},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			gh, _ := github.NewClient(github.WithAuthToken(c.jwt), github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+			gh, _ := github.NewClient(github.WithAuthToken(c.jwt), github.WithURLs(new(e.api.URL+"/"), nil))
 			_, resp, err := gh.Apps.CreateInstallationToken(t.Context(), e.inst.ID, nil)
 			if resp == nil || resp.StatusCode != c.status {
 				t.Fatalf("status %v (err %v), want %d", resp, err, c.status)

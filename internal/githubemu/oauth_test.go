@@ -62,7 +62,7 @@ func TestOAuthWebFlowSignsInWithGoGitHub(t *testing.T) {
 		t.Fatalf("token %q of type %q", tok.AccessToken, tok.TokenType)
 	}
 
-	gh, err := github.NewClient(github.WithHTTPClient(cfg.Client(t.Context(), tok)), github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+	gh, err := github.NewClient(github.WithHTTPClient(cfg.Client(t.Context(), tok)), github.WithURLs(new(e.api.URL+"/"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestOAuthWebFlowRefusals(t *testing.T) {
 	wantOAuthError(t, err, "bad_verification_code")
 
 	// An anonymous client gets GitHub's 401 from the API.
-	gh, _ := github.NewClient(github.WithURLs(github.Ptr(e.api.URL+"/"), nil))
+	gh, _ := github.NewClient(github.WithURLs(new(e.api.URL+"/"), nil))
 	_, _, err = gh.Users.Get(t.Context(), "")
 	var ghErr *github.ErrorResponse
 	if !errors.As(err, &ghErr) || ghErr.Response.StatusCode != http.StatusUnauthorized || ghErr.Message != "Bad credentials" {
