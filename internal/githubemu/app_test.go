@@ -29,8 +29,8 @@ func (e *env) installationClient(t *testing.T, installationID int64) *github.Cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr.BaseURL = e.api.URL
-	gh, err := github.NewClient(github.WithTransport(tr), github.WithURLs(new(e.api.URL+"/"), nil))
+	tr.BaseURL = e.api
+	gh, err := github.NewClient(github.WithTransport(tr), github.WithURLs(new(e.api+"/"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,8 +73,8 @@ func TestInstallationTokenAndRepositoriesWithGhinstallation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	atr.BaseURL = e.api.URL
-	app, _ := github.NewClient(github.WithTransport(atr), github.WithURLs(new(e.api.URL+"/"), nil))
+	atr.BaseURL = e.api
+	app, _ := github.NewClient(github.WithTransport(atr), github.WithURLs(new(e.api+"/"), nil))
 	in, _, err := app.Apps.GetInstallation(t.Context(), e.inst.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestAppJWTIsChecked(t *testing.T) {
 		{"not a JWT", "ghs_whatever", http.StatusUnauthorized},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			gh, _ := github.NewClient(github.WithAuthToken(c.jwt), github.WithURLs(new(e.api.URL+"/"), nil))
+			gh, _ := github.NewClient(github.WithAuthToken(c.jwt), github.WithURLs(new(e.api+"/"), nil))
 			_, resp, err := gh.Apps.CreateInstallationToken(t.Context(), e.inst.ID, nil)
 			if resp == nil || resp.StatusCode != c.status {
 				t.Fatalf("status %v (err %v), want %d", resp, err, c.status)
@@ -145,7 +145,7 @@ func TestSuspendedInstallationGetsNoToken(t *testing.T) {
 // stayed behind.
 func TestTarballWithTheZeitworkClient(t *testing.T) {
 	e := newEnv(t)
-	c, err := zgithub.New(zgithub.Config{BaseURL: e.api.URL, AppID: appID, PrivateKey: appKeyPEM()})
+	c, err := zgithub.New(zgithub.Config{BaseURL: e.api, AppID: appID, PrivateKey: appKeyPEM()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestCodeloadRefusesAnAuthorizationHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(link.String(), e.codeload.URL+"/alice/app/legacy.tar.gz/main?token=") {
+	if !strings.HasPrefix(link.String(), e.codeload+"/alice/app/legacy.tar.gz/main?token=") {
 		t.Fatalf("archive link %s", link)
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, link.String(), nil)

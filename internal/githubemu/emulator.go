@@ -145,6 +145,8 @@ func New(app App) *Emulator {
 	e.mux.HandleFunc("POST /login/oauth/access_token", e.accessToken)
 	e.mux.HandleFunc("GET /user", e.getUser)
 	e.mux.HandleFunc("GET /user/emails", e.listEmails)
+	e.mux.HandleFunc("GET /user/installations", e.listUserInstallations)
+	e.mux.HandleFunc("GET /user/installations/{id}/repositories", e.listUserInstallationRepos)
 	e.mux.HandleFunc("GET /app", e.getApp)
 	e.mux.HandleFunc("GET /app/installations/{id}", e.getInstallation)
 	e.mux.HandleFunc("POST /app/installations/{id}/access_tokens", e.createInstallationToken)

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +42,7 @@ const (
 // commits.
 type env struct {
 	emu           *githubemu.Emulator
-	api, codeload *httptest.Server
+	api, codeload string // base URLs
 	inst          githubemu.Installation
 	repo          githubemu.Repository
 	first, head   string // commits of main
@@ -55,11 +54,11 @@ func newEnv(t *testing.T) *env {
 		ID: appID, Slug: "zeitwork-test", Name: "Zeitwork (test)", PublicKey: &appKey().PublicKey,
 		ClientID: clientID, ClientSecret: clientSecret, CallbackURL: callbackURL, WebhookSecret: webhookSecret,
 	})
-	api := httptest.NewServer(emu)
-	t.Cleanup(api.Close)
-	codeload := httptest.NewServer(emu.Codeload())
-	t.Cleanup(codeload.Close)
-	emu.SetURLs(api.URL, codeload.URL)
+	srv, err := emu.Listen("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
 
 	emu.AddUser(githubemu.User{Login: "alice", Name: "Alice Liddell", Emails: []githubemu.Email{
 		{Email: "alice@example.com", Primary: true, Verified: true, Visibility: "private"},
@@ -103,7 +102,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{emu: emu, api: api, codeload: codeload, inst: inst, repo: repo, first: first, head: head}
+	return &env{emu: emu, api: srv.APIURL, codeload: srv.CodeloadURL, inst: inst, repo: repo, first: first, head: head}
 }
 
 // noRedirects is a browser that stops at the first redirect, to read where

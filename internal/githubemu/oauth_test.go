@@ -17,8 +17,8 @@ func (e *env) oauthConfig() *oauth2.Config {
 		ClientID: clientID, ClientSecret: clientSecret, RedirectURL: callbackURL,
 		Scopes: []string{"read:user", "user:email"},
 		Endpoint: oauth2.Endpoint{
-			AuthURL:  e.api.URL + "/login/oauth/authorize",
-			TokenURL: e.api.URL + "/login/oauth/access_token",
+			AuthURL:  e.api + "/login/oauth/authorize",
+			TokenURL: e.api + "/login/oauth/access_token",
 		},
 	}
 }
@@ -62,7 +62,7 @@ func TestOAuthWebFlowSignsInWithGoGitHub(t *testing.T) {
 		t.Fatalf("token %q of type %q", tok.AccessToken, tok.TokenType)
 	}
 
-	gh, err := github.NewClient(github.WithHTTPClient(cfg.Client(t.Context(), tok)), github.WithURLs(new(e.api.URL+"/"), nil))
+	gh, err := github.NewClient(github.WithHTTPClient(cfg.Client(t.Context(), tok)), github.WithURLs(new(e.api+"/"), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +81,22 @@ func TestOAuthWebFlowSignsInWithGoGitHub(t *testing.T) {
 		emails[0].GetEmail() != "alice@example.com" || !emails[0].GetPrimary() || !emails[0].GetVerified() || emails[0].GetVisibility() != "private" ||
 		emails[1].GetEmail() != "alice@old.example" || emails[1].GetPrimary() || emails[1].GetVerified() || emails[1].Visibility != nil {
 		t.Fatalf("emails %v", emails)
+	}
+
+	// What alice may connect: her installation and its repository.
+	insts, _, err := gh.Apps.ListUserInstallations(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != 1 || insts[0].GetID() != e.inst.ID || insts[0].GetAccount().GetLogin() != "alice" {
+		t.Fatalf("user installations %v", insts)
+	}
+	repos, _, err := gh.Apps.ListUserRepos(t.Context(), e.inst.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repos.GetTotalCount() != 1 || repos.Repositories[0].GetFullName() != "alice/app" {
+		t.Fatalf("user installation repositories %v", repos)
 	}
 
 	// The code was spent: GitHub answers a second exchange with its error
@@ -104,11 +120,25 @@ func TestOAuthWebFlowRefusals(t *testing.T) {
 	wantOAuthError(t, err, "bad_verification_code")
 
 	// An anonymous client gets GitHub's 401 from the API.
-	gh, _ := github.NewClient(github.WithURLs(new(e.api.URL+"/"), nil))
+	gh, _ := github.NewClient(github.WithURLs(new(e.api+"/"), nil))
 	_, _, err = gh.Users.Get(t.Context(), "")
 	var ghErr *github.ErrorResponse
 	if !errors.As(err, &ghErr) || ghErr.Response.StatusCode != http.StatusUnauthorized || ghErr.Message != "Bad credentials" {
 		t.Fatalf("anonymous /user: %v", err)
+	}
+
+	// bob may not see alice's installation: 404, as GitHub answers.
+	bobTok, err := cfg.Exchange(t.Context(), e.authorize(t, cfg, "s4").Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobGH, _ := github.NewClient(github.WithAuthToken(bobTok.AccessToken), github.WithURLs(new(e.api+"/"), nil))
+	if insts, _, err := bobGH.Apps.ListUserInstallations(t.Context(), nil); err != nil || len(insts) != 0 {
+		t.Fatalf("bob's installations: %v, %v", insts, err)
+	}
+	_, resp, err := bobGH.Apps.ListUserRepos(t.Context(), e.inst.ID, nil)
+	if resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("bob listing alice's installation: %v", err)
 	}
 
 	// The user clicks "Cancel": back to the callback with access_denied and

@@ -1,9 +1,11 @@
 package githubemu
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -148,20 +150,84 @@ func (e *Emulator) installationOf(w http.ResponseWriter, r *http.Request) (*Inst
 	return in, true
 }
 
-// listInstallationRepos pages like GitHub: per_page (default 30, at most
-// 100) and page, with a Link header to the next and last pages.
 func (e *Emulator) listInstallationRepos(w http.ResponseWriter, r *http.Request) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	in, ok := e.installationOf(w, r)
+	if in, ok := e.installationOf(w, r); ok {
+		e.writeRepos(w, r, e.reposOf(in.ID))
+	}
+}
+
+// userInstallations are the installations a user may use: on GitHub, those
+// on accounts the user can administer; here, those on the user's own
+// account. The caller holds e.mu.
+func (e *Emulator) userInstallations(u *User) []*Installation {
+	var out []*Installation
+	for _, in := range e.installations {
+		if in.Account == u.Login {
+			out = append(out, in)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Installation) int { return cmp.Compare(a.ID, b.ID) })
+	return out
+}
+
+// listUserInstallations answers GET /user/installations: what a signed-in
+// user may connect, the check that keeps one user from deploying another's
+// repositories.
+func (e *Emulator) listUserInstallations(w http.ResponseWriter, r *http.Request) {
+	u, ok := e.user(w, r)
 	if !ok {
 		return
 	}
-	repos := e.reposOf(in.ID)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	all := e.userInstallations(u)
+	lo, hi := e.page(w, r, len(all))
+	out := []installationJSON{}
+	for _, in := range all[lo:hi] {
+		out = append(out, e.installationJSON(in))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"total_count": len(all), "installations": out})
+}
+
+// listUserInstallationRepos answers GET
+// /user/installations/{id}/repositories: 404 unless the user may use the
+// installation, as GitHub answers.
+func (e *Emulator) listUserInstallationRepos(w http.ResponseWriter, r *http.Request) {
+	u, ok := e.user(w, r)
+	if !ok {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	for _, in := range e.userInstallations(u) {
+		if in.ID == id {
+			e.writeRepos(w, r, e.reposOf(id))
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, "Not Found")
+}
+
+func (e *Emulator) writeRepos(w http.ResponseWriter, r *http.Request, repos []*Repository) {
+	lo, hi := e.page(w, r, len(repos))
+	out := []repoJSON{}
+	for _, repo := range repos[lo:hi] {
+		out = append(out, e.repoJSON(repo, false))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"total_count": len(repos), "repository_selection": "selected", "repositories": out})
+}
+
+// page pages a list of n items like GitHub: per_page (default 30, at most
+// 100) and page, with a Link header to the next and last pages. It returns
+// the bounds of the page's items. The caller holds e.mu.
+func (e *Emulator) page(w http.ResponseWriter, r *http.Request, n int) (lo, hi int) {
 	perPage, page := intParam(r, "per_page", 30), intParam(r, "page", 1)
 	perPage = min(max(perPage, 1), 100)
 	page = max(page, 1)
-	last := max((len(repos)+perPage-1)/perPage, 1)
+	last := max((n+perPage-1)/perPage, 1)
 	if page < last {
 		link := func(p int, rel string) string {
 			u := url.URL{Path: r.URL.Path, RawQuery: url.Values{"per_page": {strconv.Itoa(perPage)}, "page": {strconv.Itoa(p)}}.Encode()}
@@ -169,11 +235,7 @@ func (e *Emulator) listInstallationRepos(w http.ResponseWriter, r *http.Request)
 		}
 		w.Header().Set("Link", link(page+1, "next")+", "+link(last, "last"))
 	}
-	out := []repoJSON{}
-	for i := (page - 1) * perPage; i < len(repos) && i < page*perPage; i++ {
-		out = append(out, e.repoJSON(repos[i], false))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"total_count": len(repos), "repository_selection": "selected", "repositories": out})
+	return min((page-1)*perPage, n), min(page*perPage, n)
 }
 
 func intParam(r *http.Request, name string, def int) int {
