@@ -2,7 +2,9 @@ package githubemu_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -188,15 +190,25 @@ func TestAccessTokenAnswersJSONWhenAsked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		t.Fatalf("JSON exchange: status %d, Content-Type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	var tok struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+		Scope       string `json:"scope"`
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+		!strings.HasPrefix(tok.AccessToken, "gho_") || tok.TokenType != "bearer" || tok.Scope != "read:user user:email" {
+		t.Fatalf("JSON exchange: status %d, Content-Type %q, body %+v", resp.StatusCode, resp.Header.Get("Content-Type"), tok)
 	}
 	resp2, err := post(t.Context(), url.Values{"client_id": {clientID}, "client_secret": {"wrong"}, "code": {"c"}}.Encode(), "application/x-www-form-urlencoded", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp2.Body.Close()
-	if resp2.StatusCode != http.StatusOK || !strings.HasPrefix(resp2.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		t.Fatalf("form exchange: status %d, Content-Type %q", resp2.StatusCode, resp2.Header.Get("Content-Type"))
+	body, _ := io.ReadAll(resp2.Body)
+	form, _ := url.ParseQuery(string(body))
+	if resp2.StatusCode != http.StatusOK || !strings.HasPrefix(resp2.Header.Get("Content-Type"), "application/x-www-form-urlencoded") ||
+		form.Get("error") != "incorrect_client_credentials" {
+		t.Fatalf("form exchange: status %d, Content-Type %q, body %s", resp2.StatusCode, resp2.Header.Get("Content-Type"), body)
 	}
 }

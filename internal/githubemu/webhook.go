@@ -32,6 +32,8 @@ type Delivery struct {
 	Event     string // X-GitHub-Event
 	Body      []byte
 	Signature string // X-Hub-Signature-256
+	// SignatureSHA1 is the legacy X-Hub-Signature GitHub still sends.
+	SignatureSHA1 string
 }
 
 // hookID is the App's one webhook; GitHub Apps have exactly one.
@@ -43,7 +45,10 @@ func (e *Emulator) NewDelivery(ev Event) (Delivery, error) {
 	if err != nil {
 		return Delivery{}, fmt.Errorf("githubemu: encode %s payload: %w", ev.Name, err)
 	}
-	return Delivery{ID: uuid.NewString(), Event: ev.Name, Body: body, Signature: Sign(e.app.WebhookSecret, body)}, nil
+	sha1MAC := hmac.New(sha1.New, []byte(e.app.WebhookSecret))
+	sha1MAC.Write(body)
+	return Delivery{ID: uuid.NewString(), Event: ev.Name, Body: body, Signature: Sign(e.app.WebhookSecret, body),
+		SignatureSHA1: "sha1=" + hex.EncodeToString(sha1MAC.Sum(nil))}, nil
 }
 
 // Sign is the X-Hub-Signature-256 value for body under secret.
@@ -60,8 +65,6 @@ func (e *Emulator) Send(ctx context.Context, url string, d Delivery) (int, error
 	if err != nil {
 		return 0, fmt.Errorf("githubemu: deliver %s: %w", d.Event, err)
 	}
-	sha1MAC := hmac.New(sha1.New, []byte(e.app.WebhookSecret))
-	sha1MAC.Write(d.Body)
 	h := req.Header
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", "GitHub-Hookshot/7c2a9e1")
@@ -70,8 +73,13 @@ func (e *Emulator) Send(ctx context.Context, url string, d Delivery) (int, error
 	h.Set("X-GitHub-Hook-ID", fmt.Sprint(hookID))
 	h.Set("X-GitHub-Hook-Installation-Target-Type", "integration")
 	h.Set("X-GitHub-Hook-Installation-Target-ID", fmt.Sprint(e.app.ID))
-	h.Set("X-Hub-Signature", "sha1="+hex.EncodeToString(sha1MAC.Sum(nil)))
-	h.Set("X-Hub-Signature-256", d.Signature)
+	// An empty signature is left out, to test receivers without one.
+	if d.SignatureSHA1 != "" {
+		h.Set("X-Hub-Signature", d.SignatureSHA1)
+	}
+	if d.Signature != "" {
+		h.Set("X-Hub-Signature-256", d.Signature)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("githubemu: deliver %s: %w", d.Event, err)

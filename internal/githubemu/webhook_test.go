@@ -187,6 +187,19 @@ func TestTamperedDeliveryFailsValidatePayload(t *testing.T) {
 	if status, err := e.emu.Send(t.Context(), url, tampered); err != nil || status != http.StatusUnauthorized {
 		t.Fatalf("tampered delivery: status %d, err %v; want 401", status, err)
 	}
+	// A receiver that knows only the legacy SHA-1 header is not fooled
+	// either: both signatures are of the original body.
+	tampered.Signature = ""
+	if status, err := e.emu.Send(t.Context(), url, tampered); err != nil || status != http.StatusUnauthorized {
+		t.Fatalf("tampered delivery with only X-Hub-Signature: status %d, err %v; want 401", status, err)
+	}
+
+	unsigned := d
+	unsigned.Signature, unsigned.SignatureSHA1 = "", ""
+	if status, err := e.emu.Send(t.Context(), url, unsigned); err != nil || status != http.StatusUnauthorized {
+		t.Fatalf("unsigned delivery: status %d, err %v; want 401", status, err)
+	}
+
 	// The original still validates, and a replay carries the same id.
 	for range 2 {
 		if status, err := e.emu.Send(t.Context(), url, d); err != nil || status != http.StatusAccepted {
