@@ -51,6 +51,17 @@ type User struct {
 	// the user keeps it private, as many do.
 	Email  string
 	Emails []Email
+	// Organization makes the account an organisation: it cannot sign in,
+	// and its Members may use the App's installations on it.
+	Organization bool
+	Members      []string
+}
+
+func (u *User) kind() string {
+	if u.Organization {
+		return "Organization"
+	}
+	return "User"
 }
 
 // Email is one of a user's addresses as GET /user/emails lists it.
@@ -64,8 +75,8 @@ type Email struct {
 // Installation is the App installed on an account.
 type Installation struct {
 	ID int64
-	// Account is the login of the user the App is installed on; it must
-	// have been added with AddUser.
+	// Account is the login of the user or organisation the App is
+	// installed on; it must have been added with AddUser.
 	Account string
 	// Suspended installations cannot mint tokens, as on GitHub.
 	Suspended bool

@@ -38,7 +38,8 @@ func (e *Emulator) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	e.mu.Lock()
 	login := e.approver
-	_, known := e.users[login]
+	u, known := e.users[login]
+	known = known && !u.Organization
 	code := ""
 	if known {
 		code = randomHex(10)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-github/v93/github"
 	"golang.org/x/oauth2"
+
+	"github.com/zeitwork/zeitwork/internal/githubemu"
 )
 
 func (e *env) oauthConfig() *oauth2.Config {
@@ -210,5 +212,55 @@ func TestAccessTokenAnswersJSONWhenAsked(t *testing.T) {
 	if resp2.StatusCode != http.StatusOK || !strings.HasPrefix(resp2.Header.Get("Content-Type"), "application/x-www-form-urlencoded") ||
 		form.Get("error") != "incorrect_client_credentials" {
 		t.Fatalf("form exchange: status %d, Content-Type %q, body %s", resp2.StatusCode, resp2.Header.Get("Content-Type"), body)
+	}
+}
+
+// signIn runs the web flow as login and returns go-github acting as them.
+func (e *env) signIn(t *testing.T, login string) *github.Client {
+	t.Helper()
+	e.emu.ApproveAs(login)
+	cfg := e.oauthConfig()
+	tok, err := cfg.Exchange(t.Context(), e.authorize(t, cfg, "s").Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, err := github.NewClient(github.WithAuthToken(tok.AccessToken), github.WithURLs(new(e.api+"/"), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gh
+}
+
+func TestOrganizationInstallationsAreTheirMembers(t *testing.T) {
+	e := newEnv(t)
+	e.emu.AddUser(githubemu.User{Login: "acme", Organization: true, Members: []string{"alice"}})
+	org, err := e.emu.AddInstallation(githubemu.Installation{Account: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.emu.AddRepository(org.ID, githubemu.Repository{Owner: "acme", Name: "site", Dir: e.repo.Dir}); err != nil {
+		t.Fatal(err)
+	}
+
+	insts, _, err := e.signIn(t, "alice").Apps.ListUserInstallations(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(insts) != 2 || insts[1].GetID() != org.ID || insts[1].GetTargetType() != "Organization" ||
+		insts[1].GetAccount().GetType() != "Organization" || insts[1].GetAccount().GetLogin() != "acme" {
+		t.Fatalf("alice's installations: %v", insts)
+	}
+	bob := e.signIn(t, "bob")
+	if insts, _, err := bob.Apps.ListUserInstallations(t.Context(), nil); err != nil || len(insts) != 0 {
+		t.Fatalf("bob's installations: %v, %v", insts, err)
+	}
+	if _, resp, _ := bob.Apps.ListUserRepos(t.Context(), org.ID, nil); resp == nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("bob listing acme's repositories: %v", resp)
+	}
+
+	// An organisation cannot sign in.
+	e.emu.ApproveAs("acme")
+	if back := e.authorize(t, e.oauthConfig(), "s"); back.Get("error") != "access_denied" {
+		t.Fatalf("organisation sign-in: %v", back)
 	}
 }

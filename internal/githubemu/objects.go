@@ -102,14 +102,14 @@ func nodeID(kind string, id int64) string {
 func (e *Emulator) simpleUser(u *User) simpleUser {
 	api := e.apiBase()
 	return simpleUser{
-		Login: u.Login, ID: u.ID, NodeID: nodeID("User", u.ID),
+		Login: u.Login, ID: u.ID, NodeID: nodeID(u.kind(), u.ID),
 		AvatarURL:         fmt.Sprintf("https://avatars.githubusercontent.com/u/%d?v=4", u.ID),
 		URL:               api + "/users/" + u.Login,
 		HTMLURL:           e.webBase() + "/" + u.Login,
 		ReposURL:          api + "/users/" + u.Login + "/repos",
 		OrganizationsURL:  api + "/users/" + u.Login + "/orgs",
 		ReceivedEventsURL: api + "/users/" + u.Login + "/received_events",
-		Type:              "User",
+		Type:              u.kind(),
 	}
 }
 
@@ -162,7 +162,7 @@ func (e *Emulator) installationJSON(in *Installation) installationJSON {
 		AccessTokensURL: fmt.Sprintf("%s/app/installations/%d/access_tokens", api, in.ID),
 		RepositoriesURL: api + "/installation/repositories",
 		HTMLURL:         fmt.Sprintf("%s/settings/installations/%d", e.webBase(), in.ID),
-		AppID:           e.app.ID, AppSlug: e.app.Slug, TargetID: acct.ID, TargetType: "User",
+		AppID:           e.app.ID, AppSlug: e.app.Slug, TargetID: acct.ID, TargetType: acct.kind(),
 		Permissions: appPermissions, Events: []string{"push"},
 		CreatedAt: epoch, UpdatedAt: epoch,
 	}

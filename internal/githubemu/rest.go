@@ -17,7 +17,7 @@ import (
 func (e *Emulator) user(w http.ResponseWriter, r *http.Request) (*User, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if u, ok := e.users[e.userTokens[bearer(r)]]; ok {
+	if u, ok := e.users[e.userTokens[bearer(r)]]; ok && !u.Organization {
 		return u, true
 	}
 	writeError(w, http.StatusUnauthorized, "Bad credentials")
@@ -158,13 +158,14 @@ func (e *Emulator) listInstallationRepos(w http.ResponseWriter, r *http.Request)
 	}
 }
 
-// userInstallations are the installations a user may use: on GitHub, those
-// on accounts the user can administer; here, those on the user's own
-// account. The caller holds e.mu.
+// userInstallations are the installations a user may use: those on the
+// user's own account and on organisations the user is a member of. The
+// caller holds e.mu.
 func (e *Emulator) userInstallations(u *User) []*Installation {
 	var out []*Installation
 	for _, in := range e.installations {
-		if in.Account == u.Login {
+		acct := e.owner(in.Account)
+		if in.Account == u.Login || (acct.Organization && slices.Contains(acct.Members, u.Login)) {
 			out = append(out, in)
 		}
 	}
