@@ -68,6 +68,16 @@ func TestInstallationTokenAndRepositoriesWithGhinstallation(t *testing.T) {
 		t.Fatalf("repositories across pages: %s", got)
 	}
 
+	// Taken away from the installation, a repository is gone from the list.
+	e.emu.RemoveRepository("alice/extra1")
+	page, _, err := gh.Apps.ListRepos(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if page.GetTotalCount() != 3 || page.Repositories[2].GetFullName() != "alice/extra2" {
+		t.Fatalf("after removing alice/extra1: %d repositories", page.GetTotalCount())
+	}
+
 	// The same App, as itself, reads the installation.
 	atr, err := ghinstallation.NewAppsTransport(http.DefaultTransport, appID, appKeyPEM())
 	if err != nil {

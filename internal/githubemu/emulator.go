@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -261,6 +262,8 @@ func (e *Emulator) AddRepository(installationID int64, r Repository) (Repository
 	if r.DefaultBranch == "" {
 		r.DefaultBranch = "main"
 	}
+	// A repository belongs to one installation: adding it again moves it.
+	e.repos = slices.DeleteFunc(e.repos, func(old *Repository) bool { return old.FullName() == r.FullName() })
 	e.repos = append(e.repos, &r)
 	e.repoInst[r.FullName()] = installationID
 	return r, nil
@@ -271,12 +274,7 @@ func (e *Emulator) RemoveRepository(fullName string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.repoInst, fullName)
-	for i, r := range e.repos {
-		if r.FullName() == fullName {
-			e.repos = append(e.repos[:i], e.repos[i+1:]...)
-			break
-		}
-	}
+	e.repos = slices.DeleteFunc(e.repos, func(r *Repository) bool { return r.FullName() == fullName })
 }
 
 func (e *Emulator) newID() int64 {
