@@ -41,6 +41,12 @@ type App struct {
 	// GitHub accepts the registered URL or a path below it on the same host.
 	CallbackURL   string
 	WebhookSecret string
+	// ExpiringUserTokens makes the web flow hand out what a GitHub App with
+	// "expire user authorization tokens" on (GitHub's default) does: ghu_
+	// tokens good for eight hours with a ghr_ refresh token, exchanged with
+	// grant_type=refresh_token. Off, tokens are gho_ and never expire, as an
+	// OAuth App's.
+	ExpiringUserTokens bool
 }
 
 // User is a GitHub account that can sign in.
@@ -114,7 +120,8 @@ type Emulator struct {
 	repos         []*Repository // in the order added, as GitHub lists them
 	repoInst      map[string]int64
 	codes         map[string]oauthCode
-	userTokens    map[string]string // OAuth token → login
+	userTokens    map[string]userToken
+	refreshTokens map[string]userToken // single use: GitHub rotates them
 	instTokens    map[string]installationToken
 	downloads     map[string]download // codeload token → what it fetches
 	nextID        int64
@@ -123,6 +130,13 @@ type Emulator struct {
 type oauthCode struct {
 	login, redirectURI, scope string
 	expires                   time.Time
+}
+
+// userToken is who an OAuth token (or refresh token) stands for, until
+// when (zero: until revoked, as classic OAuth tokens).
+type userToken struct {
+	login, scope string
+	expires      time.Time
 }
 
 type installationToken struct {
@@ -139,6 +153,8 @@ type download struct {
 // Lifetimes GitHub gives its credentials.
 const (
 	codeTTL              = 10 * time.Minute
+	userTokenTTL         = 8 * time.Hour
+	refreshTokenTTL      = 184 * 24 * time.Hour
 	installationTokenTTL = time.Hour
 	maxJWTLifetime       = 10 * time.Minute
 )
@@ -150,7 +166,7 @@ func New(app App) *Emulator {
 		app: app, mux: http.NewServeMux(),
 		users: map[string]*User{}, installations: map[int64]*Installation{},
 		repoInst: map[string]int64{}, codes: map[string]oauthCode{},
-		userTokens: map[string]string{}, instTokens: map[string]installationToken{},
+		userTokens: map[string]userToken{}, refreshTokens: map[string]userToken{}, instTokens: map[string]installationToken{},
 		downloads: map[string]download{}, nextID: 1000,
 	}
 	e.mux.HandleFunc("GET /login/oauth/authorize", e.authorize)

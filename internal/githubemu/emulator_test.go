@@ -48,12 +48,16 @@ type env struct {
 	first, head   string // commits of main
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, options ...func(*githubemu.App)) *env {
 	t.Helper()
-	emu := githubemu.New(githubemu.App{
+	app := githubemu.App{
 		ID: appID, Slug: "zeitwork-test", Name: "Zeitwork (test)", PublicKey: &appKey().PublicKey,
 		ClientID: clientID, ClientSecret: clientSecret, CallbackURL: callbackURL, WebhookSecret: webhookSecret,
-	})
+	}
+	for _, o := range options {
+		o(&app)
+	}
+	emu := githubemu.New(app)
 	srv, err := emu.Listen("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)

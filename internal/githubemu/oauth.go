@@ -2,6 +2,7 @@ package githubemu
 
 import (
 	"encoding/json"
+	"fmt"
 	"mime"
 	"net/http"
 	"net/url"
@@ -110,6 +111,10 @@ func (e *Emulator) accessToken(w http.ResponseWriter, r *http.Request) {
 			"The client_id and/or client_secret passed are incorrect.", "incorrect-client-credentials"))
 		return
 	}
+	if p.Get("grant_type") == "refresh_token" {
+		e.refresh(w, r, p.Get("refresh_token"))
+		return
+	}
 	e.mu.Lock()
 	c, found := e.codes[p.Get("code")]
 	delete(e.codes, p.Get("code")) // a code is good for one exchange, right or wrong
@@ -124,15 +129,50 @@ func (e *Emulator) accessToken(w http.ResponseWriter, r *http.Request) {
 			"The redirect_uri MUST match the registered callback URL for this application.", "redirect-uri-mismatch2"))
 		return
 	}
-	tok := "gho_" + randomHex(18)
-	e.mu.Lock()
-	e.userTokens[tok] = c.login
-	e.mu.Unlock()
-	tokenAnswer(w, r, [][2]string{{"access_token", tok}, {"token_type", "bearer"}, {"scope", c.scope}})
+	tokenAnswer(w, r, e.issueUserToken(userToken{login: c.login, scope: c.scope}))
 }
 
-func oauthError(code, description, anchor string) [][2]string {
-	return [][2]string{
+// refresh exchanges a refresh token for a new token and refresh token; the
+// old refresh token is spent, as on GitHub.
+func (e *Emulator) refresh(w http.ResponseWriter, r *http.Request, refreshToken string) {
+	e.mu.Lock()
+	t, ok := e.refreshTokens[refreshToken]
+	delete(e.refreshTokens, refreshToken)
+	e.mu.Unlock()
+	if !ok || time.Now().After(t.expires) {
+		tokenAnswer(w, r, oauthError("bad_refresh_token",
+			"The refresh token passed is incorrect or expired.", "bad-refresh-token"))
+		return
+	}
+	tokenAnswer(w, r, e.issueUserToken(t))
+}
+
+// issueUserToken mints a user token (and, for expiring tokens, its refresh
+// token) and returns the fields of the answer, in GitHub's order.
+func (e *Emulator) issueUserToken(t userToken) []field {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.app.ExpiringUserTokens {
+		tok := "gho_" + randomHex(18)
+		e.userTokens[tok] = userToken{login: t.login, scope: t.scope}
+		return []field{{"access_token", tok}, {"token_type", "bearer"}, {"scope", t.scope}}
+	}
+	tok, refresh := "ghu_"+randomHex(18), "ghr_"+randomHex(38)
+	now := time.Now()
+	e.userTokens[tok] = userToken{login: t.login, scope: t.scope, expires: now.Add(userTokenTTL)}
+	e.refreshTokens[refresh] = userToken{login: t.login, scope: t.scope, expires: now.Add(refreshTokenTTL)}
+	return []field{
+		{"access_token", tok},
+		{"expires_in", int(userTokenTTL.Seconds())},
+		{"refresh_token", refresh},
+		{"refresh_token_expires_in", int(refreshTokenTTL.Seconds())},
+		{"token_type", "bearer"},
+		{"scope", ""}, // GitHub Apps have permissions, not scopes
+	}
+}
+
+func oauthError(code, description, anchor string) []field {
+	return []field{
 		{"error", code},
 		{"error_description", description},
 		{"error_uri", "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#" + anchor},
@@ -141,18 +181,25 @@ func oauthError(code, description, anchor string) [][2]string {
 
 // tokenAnswer writes fields in the order given, as JSON when the client
 // accepts it and form-encoded otherwise. GitHub answers 200 either way.
-func tokenAnswer(w http.ResponseWriter, r *http.Request, fields [][2]string) {
+// field is one field of a token endpoint answer; numbers stay numbers in
+// JSON.
+type field struct {
+	name  string
+	value any
+}
+
+func tokenAnswer(w http.ResponseWriter, r *http.Request, fields []field) {
 	if strings.Contains(r.Header.Get("Accept"), "json") {
-		m := map[string]string{}
+		m := map[string]any{}
 		for _, f := range fields {
-			m[f[0]] = f[1]
+			m[f.name] = f.value
 		}
 		writeJSON(w, http.StatusOK, m)
 		return
 	}
 	v := make([]string, 0, len(fields))
 	for _, f := range fields {
-		v = append(v, url.QueryEscape(f[0])+"="+url.QueryEscape(f[1]))
+		v = append(v, url.QueryEscape(f.name)+"="+url.QueryEscape(fmt.Sprint(f.value)))
 	}
 	w.Header().Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
 	_, _ = w.Write([]byte(strings.Join(v, "&")))

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-github/v93/github"
 	"golang.org/x/oauth2"
@@ -161,6 +162,44 @@ func TestOAuthWebFlowRefusals(t *testing.T) {
 	if back.Get("error") != "redirect_uri_mismatch" || back.Get("code") != "" {
 		t.Fatalf("foreign redirect_uri: callback query %v", back)
 	}
+}
+
+// TestExpiringUserTokensRefresh: a GitHub App's user tokens expire, and
+// x/oauth2 renews them with the refresh token, which is good once.
+func TestExpiringUserTokensRefresh(t *testing.T) {
+	e := newEnv(t, func(a *githubemu.App) { a.ExpiringUserTokens = true })
+	e.emu.ApproveAs("alice")
+	cfg := e.oauthConfig()
+	tok, err := cfg.Exchange(t.Context(), e.authorize(t, cfg, "s").Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok.AccessToken, "ghu_") || !strings.HasPrefix(tok.RefreshToken, "ghr_") ||
+		time.Until(tok.Expiry) < 7*time.Hour || time.Until(tok.Expiry) > 9*time.Hour {
+		t.Fatalf("token %q refresh %q expiry %s", tok.AccessToken, tok.RefreshToken, tok.Expiry)
+	}
+
+	// Pretend the token has expired: the token source refreshes it before
+	// go-github's request.
+	stale := *tok
+	stale.Expiry = time.Now().Add(-time.Minute)
+	ts := cfg.TokenSource(t.Context(), &stale)
+	gh, _ := github.NewClient(github.WithHTTPClient(oauth2.NewClient(t.Context(), ts)), github.WithURLs(new(e.api+"/"), nil))
+	u, _, err := gh.Users.Get(t.Context(), "")
+	if err != nil || u.GetLogin() != "alice" {
+		t.Fatalf("user after refresh: %v, %v", u, err)
+	}
+	fresh, err := ts.Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.AccessToken == tok.AccessToken || fresh.RefreshToken == tok.RefreshToken || !strings.HasPrefix(fresh.AccessToken, "ghu_") {
+		t.Fatalf("refreshed token %q, refresh %q: want new ones", fresh.AccessToken, fresh.RefreshToken)
+	}
+
+	// The first refresh token was spent.
+	_, err = cfg.TokenSource(t.Context(), &stale).Token()
+	wantOAuthError(t, err, "bad_refresh_token")
 }
 
 func wantOAuthError(t *testing.T, err error, code string) {

@@ -17,7 +17,8 @@ import (
 func (e *Emulator) user(w http.ResponseWriter, r *http.Request) (*User, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if u, ok := e.users[e.userTokens[bearer(r)]]; ok && !u.Organization {
+	t, ok := e.userTokens[bearer(r)]
+	if u, known := e.users[t.login]; ok && known && !u.Organization && (t.expires.IsZero() || time.Now().Before(t.expires)) {
 		return u, true
 	}
 	writeError(w, http.StatusUnauthorized, "Bad credentials")
