@@ -36,7 +36,7 @@ func (a *API) registerAccount(api huma.API) {
 
 // User is a user as the API shows them.
 type User struct {
-	ID        uuid.UUID `json:"id"`
+	ID        uuid.UUID `json:"id" format:"uuid"`
 	Username  string    `json:"username" doc:"GitHub login"`
 	Name      string    `json:"name"`
 	Email     string    `json:"email"`
@@ -57,7 +57,7 @@ func (a *API) me(ctx context.Context, _ *struct{}) (*meOutput, error) {
 
 // Token is an API token without its secret.
 type Token struct {
-	ID         uuid.UUID  `json:"id"`
+	ID         uuid.UUID  `json:"id" format:"uuid"`
 	Name       string     `json:"name"`
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at" doc:"null until first used"`

@@ -28,8 +28,8 @@ func (a *API) registerProjects(api huma.API) {
 
 // Project is a project as the API shows it.
 type Project struct {
-	ID                 uuid.UUID  `json:"id"`
-	OrganisationID     uuid.UUID  `json:"organisation_id"`
+	ID                 uuid.UUID  `json:"id" format:"uuid"`
+	OrganisationID     uuid.UUID  `json:"organisation_id" format:"uuid"`
 	Slug               string     `json:"slug" doc:"the first label of the project's host name"`
 	Name               string     `json:"name"`
 	Repository         string     `json:"repository" doc:"owner/name on GitHub; empty when none is connected"`
@@ -40,7 +40,7 @@ type Project struct {
 	CPUMillis          int32      `json:"cpu_millis"`
 	MemoryMB           int32      `json:"memory_mb"`
 	HealthCheckPath    string     `json:"health_check_path"`
-	ActiveDeploymentID *uuid.UUID `json:"active_deployment_id" doc:"the deployment serving the project's host; null before the first"`
+	ActiveDeploymentID *uuid.UUID `json:"active_deployment_id" format:"uuid" doc:"the deployment serving the project's host; null before the first"`
 	CreatedAt          time.Time  `json:"created_at"`
 	UpdatedAt          time.Time  `json:"updated_at"`
 }
@@ -57,7 +57,7 @@ type createProjectInput struct {
 	Body struct {
 		Name           string    `json:"name" minLength:"1" maxLength:"100"`
 		Slug           string    `json:"slug,omitempty" maxLength:"63" doc:"lower-case letters, digits and hyphens, not shaped like a UUID; made from the name when absent"`
-		OrganisationID uuid.UUID `json:"organisation_id,omitempty" doc:"required when you belong to several organisations"`
+		OrganisationID uuid.UUID `json:"organisation_id,omitempty" format:"uuid" doc:"required when you belong to several organisations"`
 	}
 }
 

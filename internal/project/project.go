@@ -119,7 +119,7 @@ func (s Store) organisation(ctx context.Context, user, asked uuid.UUID) (uuid.UU
 	if asked != uuid.Nil {
 		_, err := s.q().OrganisationMemberGet(ctx, db.OrganisationMemberGetParams{OrganisationID: asked, UserID: user})
 		if errors.Is(err, pgx.ErrNoRows) {
-			return uuid.Nil, fmt.Errorf("%w: organisation %s does not exist or you are not a member", ErrInvalid, asked)
+			return uuid.Nil, fmt.Errorf("%w: organisation_id names no organisation you belong to", ErrInvalid)
 		}
 		if err != nil {
 			return uuid.Nil, fmt.Errorf("membership in %s: %w", asked, err)
