@@ -102,7 +102,7 @@ type createTokenInput struct {
 type createTokenOutput struct {
 	Body struct {
 		Token
-		Token_ string `json:"token" doc:"the secret (zw_…), shown this once: send it as Authorization: Bearer <token>"`
+		Secret string `json:"token" doc:"the secret (zw_…), shown this once: send it as Authorization: Bearer <token>"`
 	}
 }
 
@@ -112,7 +112,7 @@ func (a *API) createToken(ctx context.Context, in *createTokenInput) (*createTok
 		return nil, problem(err)
 	}
 	out := &createTokenOutput{}
-	out.Body.Token, out.Body.Token_ = tokenOut(t), t.Secret
+	out.Body.Token, out.Body.Secret = tokenOut(t), t.Secret
 	return out, nil
 }
 
