@@ -15,13 +15,17 @@ type Migrate struct {
 	Timeout  time.Duration `env:"MIGRATE_TIMEOUT" envDefault:"5m"`
 }
 
-// API configures `zeitwork api`. The role does not run yet; it parses its
-// configuration so that a missing DATABASE_URL is reported like every
-// other role's.
+// API configures `zeitwork api`, the public API. It keeps no state of its
+// own, so any number of them can serve behind a load balancer.
 type API struct {
 	Log      zlog.Config
 	Database Database
 	Addr     string `env:"API_ADDR" envDefault:":8080"`
+	// Dev serves session cookies without Secure, so that a browser sends
+	// them to http://localhost; never set it where the API is reachable
+	// over the network.
+	Dev        bool          `env:"API_DEV" envDefault:"false"`
+	SessionTTL time.Duration `env:"API_SESSION_TTL" envDefault:"720h"`
 }
 
 // Operator configures `zeitwork operator`.

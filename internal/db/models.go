@@ -62,6 +62,16 @@ func (ns NullRiverJobState) Value() (driver.Value, error) {
 	return string(ns.RiverJobState), nil
 }
 
+type ApiToken struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	Name       string
+	TokenHash  []byte
+	LastUsedAt *time.Time
+	RevokedAt  *time.Time
+	CreatedAt  time.Time
+}
+
 type Build struct {
 	ID            uuid.UUID
 	DeploymentID  uuid.UUID
@@ -305,6 +315,15 @@ type RiverQueue struct {
 	UpdatedAt time.Time
 }
 
+type Session struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	TokenHash []byte
+	ExpiresAt time.Time
+	RevokedAt *time.Time
+	CreatedAt time.Time
+}
+
 type User struct {
 	ID           uuid.UUID
 	GithubUserID int64
@@ -314,6 +333,7 @@ type User struct {
 	AvatarUrl    *string
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	Admin        bool
 }
 
 type Waitlist struct {

@@ -160,6 +160,45 @@ func (q *Queries) ProjectGetBySlug(ctx context.Context, slug string) (Project, e
 	return i, err
 }
 
+const projectGetForMember = `-- name: ProjectGetForMember :one
+SELECT projects.id, projects.organisation_id, projects.slug, projects.name, projects.github_installation_id, projects.github_repository_id, projects.github_repository_full_name, projects.branch, projects.root_directory, projects.dockerfile_path, projects.port, projects.replicas, projects.cpu_millis, projects.memory_mb, projects.health_check_path, projects.active_deployment_id, projects.created_at, projects.updated_at
+FROM projects
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE projects.id = $1 AND organisation_members.user_id = $2
+`
+
+type ProjectGetForMemberParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// The project @id when @user_id is a member of its organisation.
+func (q *Queries) ProjectGetForMember(ctx context.Context, arg ProjectGetForMemberParams) (Project, error) {
+	row := q.db.QueryRow(ctx, projectGetForMember, arg.ID, arg.UserID)
+	var i Project
+	err := row.Scan(
+		&i.ID,
+		&i.OrganisationID,
+		&i.Slug,
+		&i.Name,
+		&i.GithubInstallationID,
+		&i.GithubRepositoryID,
+		&i.GithubRepositoryFullName,
+		&i.Branch,
+		&i.RootDirectory,
+		&i.DockerfilePath,
+		&i.Port,
+		&i.Replicas,
+		&i.CpuMillis,
+		&i.MemoryMb,
+		&i.HealthCheckPath,
+		&i.ActiveDeploymentID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const projectGetForUpdate = `-- name: ProjectGetForUpdate :one
 SELECT id, organisation_id, slug, name, github_installation_id, github_repository_id, github_repository_full_name, branch, root_directory, dockerfile_path, port, replicas, cpu_millis, memory_mb, health_check_path, active_deployment_id, created_at, updated_at FROM projects WHERE id = $1 FOR UPDATE
 `
@@ -254,6 +293,62 @@ ORDER BY slug
 
 func (q *Queries) ProjectListByOrganisation(ctx context.Context, organisationID uuid.UUID) ([]Project, error) {
 	rows, err := q.db.Query(ctx, projectListByOrganisation, organisationID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Project{}
+	for rows.Next() {
+		var i Project
+		if err := rows.Scan(
+			&i.ID,
+			&i.OrganisationID,
+			&i.Slug,
+			&i.Name,
+			&i.GithubInstallationID,
+			&i.GithubRepositoryID,
+			&i.GithubRepositoryFullName,
+			&i.Branch,
+			&i.RootDirectory,
+			&i.DockerfilePath,
+			&i.Port,
+			&i.Replicas,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.HealthCheckPath,
+			&i.ActiveDeploymentID,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const projectListForMember = `-- name: ProjectListForMember :many
+SELECT projects.id, projects.organisation_id, projects.slug, projects.name, projects.github_installation_id, projects.github_repository_id, projects.github_repository_full_name, projects.branch, projects.root_directory, projects.dockerfile_path, projects.port, projects.replicas, projects.cpu_millis, projects.memory_mb, projects.health_check_path, projects.active_deployment_id, projects.created_at, projects.updated_at
+FROM projects
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE organisation_members.user_id = $1 AND projects.id > $2
+ORDER BY projects.id
+LIMIT $3
+`
+
+type ProjectListForMemberParams struct {
+	UserID uuid.UUID
+	After  uuid.UUID
+	Max    int32
+}
+
+// A page of the projects of every organisation @user_id belongs to, oldest
+// first, after the id @after.
+func (q *Queries) ProjectListForMember(ctx context.Context, arg ProjectListForMemberParams) ([]Project, error) {
+	rows, err := q.db.Query(ctx, projectListForMember, arg.UserID, arg.After, arg.Max)
 	if err != nil {
 		return nil, err
 	}

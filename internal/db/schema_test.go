@@ -211,6 +211,18 @@ func TestCheckConstraintsRefuseBadValues(t *testing.T) {
 			_, err := f.q.ProjectCreate(ctx, projectParams(f.org.ID, "MyApp"))
 			return err
 		}},
+		{"project slug shaped like a deployment id", "projects_slug_not_uuid_check", func(t *testing.T) error {
+			_, err := f.q.ProjectCreate(ctx, projectParams(f.org.ID, "0190f3a27b1c7def8123456789abcdef"))
+			return err
+		}},
+		{"session token hash of the wrong length", "sessions_token_hash_check", func(t *testing.T) error {
+			u, err := f.q.UserCreate(ctx, db.UserCreateParams{ID: id.New(), GithubUserID: 990001, Username: "hash-test"})
+			if err != nil {
+				return err
+			}
+			_, err = f.q.SessionCreate(ctx, db.SessionCreateParams{ID: id.New(), UserID: u.ID, TokenHash: []byte("short"), ExpiresAt: time.Now()})
+			return err
+		}},
 		{"project root directory escaping the repository", "projects_root_directory_check", func(t *testing.T) error {
 			p := projectParams(f.org.ID, "escape")
 			p.RootDirectory = "app/../../etc"

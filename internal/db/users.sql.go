@@ -14,7 +14,7 @@ import (
 const userCreate = `-- name: UserCreate :one
 INSERT INTO users (id, github_user_id, username, name, email, avatar_url)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin
 `
 
 type UserCreateParams struct {
@@ -45,12 +45,25 @@ func (q *Queries) UserCreate(ctx context.Context, arg UserCreateParams) (User, e
 		&i.AvatarUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Admin,
 	)
 	return i, err
 }
 
+const userExistsOther = `-- name: UserExistsOther :one
+SELECT EXISTS (SELECT 1 FROM users WHERE id <> $1)
+`
+
+// Whether anyone but @id has signed in: the first user becomes admin.
+func (q *Queries) UserExistsOther(ctx context.Context, id uuid.UUID) (bool, error) {
+	row := q.db.QueryRow(ctx, userExistsOther, id)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const userGetByGithubID = `-- name: UserGetByGithubID :one
-SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at FROM users WHERE github_user_id = $1
+SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin FROM users WHERE github_user_id = $1
 `
 
 func (q *Queries) UserGetByGithubID(ctx context.Context, githubUserID int64) (User, error) {
@@ -65,12 +78,13 @@ func (q *Queries) UserGetByGithubID(ctx context.Context, githubUserID int64) (Us
 		&i.AvatarUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Admin,
 	)
 	return i, err
 }
 
 const userGetByID = `-- name: UserGetByID :one
-SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at FROM users WHERE id = $1
+SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin FROM users WHERE id = $1
 `
 
 func (q *Queries) UserGetByID(ctx context.Context, id uuid.UUID) (User, error) {
@@ -85,6 +99,46 @@ func (q *Queries) UserGetByID(ctx context.Context, id uuid.UUID) (User, error) {
 		&i.AvatarUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Admin,
+	)
+	return i, err
+}
+
+const userLockSignUp = `-- name: UserLockSignUp :exec
+SELECT pg_advisory_xact_lock(hashtext('zeitwork.users.sign_up'))
+`
+
+// Serialises sign-ins for the rest of the transaction, so that two people
+// signing in to a fresh install cannot both become its first user.
+func (q *Queries) UserLockSignUp(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, userLockSignUp)
+	return err
+}
+
+const userSetAdmin = `-- name: UserSetAdmin :one
+UPDATE users SET admin = $1, updated_at = now()
+WHERE id = $2
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin
+`
+
+type UserSetAdminParams struct {
+	Admin bool
+	ID    uuid.UUID
+}
+
+func (q *Queries) UserSetAdmin(ctx context.Context, arg UserSetAdminParams) (User, error) {
+	row := q.db.QueryRow(ctx, userSetAdmin, arg.Admin, arg.ID)
+	var i User
+	err := row.Scan(
+		&i.ID,
+		&i.GithubUserID,
+		&i.Username,
+		&i.Name,
+		&i.Email,
+		&i.AvatarUrl,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Admin,
 	)
 	return i, err
 }
@@ -98,7 +152,7 @@ SET username = excluded.username,
     email = excluded.email,
     avatar_url = excluded.avatar_url,
     updated_at = now()
-RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin
 `
 
 type UserUpsertByGithubIDParams struct {
@@ -131,6 +185,7 @@ func (q *Queries) UserUpsertByGithubID(ctx context.Context, arg UserUpsertByGith
 		&i.AvatarUrl,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Admin,
 	)
 	return i, err
 }

@@ -165,16 +165,23 @@ func RequestID(r *http.Request) string {
 	return id
 }
 
+// NewRequestID is the id of a request whose client sent fromClient as its
+// X-Request-Id: kept when it is sane (1 to 64 printable ASCII characters),
+// so that a client can follow its request through the logs; otherwise new.
+func NewRequestID(fromClient string) string {
+	if len(fromClient) == 0 || len(fromClient) > 64 || strings.ContainsFunc(fromClient, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		return hex.EncodeToString(b[:])
+	}
+	return fromClient
+}
+
 // Middleware gives each request an id (X-Request-Id, kept from the client
 // when it is sane) and turns panics into a logged 500.
 func (s Server) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rid := r.Header.Get("X-Request-Id")
-		if len(rid) == 0 || len(rid) > 64 || strings.ContainsFunc(rid, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-			var b [8]byte
-			_, _ = rand.Read(b[:])
-			rid = hex.EncodeToString(b[:])
-		}
+		rid := NewRequestID(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", rid)
 		r = r.WithContext(contextWith(r, rid))
 		defer func() {

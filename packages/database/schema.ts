@@ -15,6 +15,7 @@
 import { sql } from "drizzle-orm";
 import {
   bigint,
+  boolean,
   check,
   cidr,
   customType,
@@ -60,9 +61,54 @@ export const users = pgTable("users", {
   name: text("name"),
   email: text("email"),
   avatarUrl: text("avatar_url"),
+  // Admins run the installation (admit waitlisted users, …); the first user
+  // of a fresh install becomes one.
+  admin: boolean("admin").notNull().default(false),
   createdAt: createdAt(),
   updatedAt: updatedAt(),
 });
+
+// Browser sessions. The token lives only in the user's cookie; the database
+// keeps its SHA-256, so a leaked backup signs nobody in.
+export const sessions = pgTable(
+  "sessions",
+  {
+    id: uuid("id").primaryKey(),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    tokenHash: bytea("token_hash").notNull().unique(),
+    expiresAt: timestamptz("expires_at").notNull(),
+    revokedAt: timestamptz("revoked_at"),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index("sessions_user_id_idx").on(t.userId),
+    check("sessions_token_hash_check", sql`length(${t.tokenHash}) = 32`),
+  ],
+);
+
+// API tokens for the CLI and automation (`Authorization: Bearer zw_…`).
+// Shown once at creation; only the SHA-256 is kept.
+export const apiTokens = pgTable(
+  "api_tokens",
+  {
+    id: uuid("id").primaryKey(),
+    userId: uuid("user_id")
+      .notNull()
+      .references(() => users.id, { onDelete: "cascade" }),
+    name: text("name").notNull(),
+    tokenHash: bytea("token_hash").notNull().unique(),
+    lastUsedAt: timestamptz("last_used_at"),
+    revokedAt: timestamptz("revoked_at"),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    index("api_tokens_user_id_idx").on(t.userId),
+    check("api_tokens_token_hash_check", sql`length(${t.tokenHash}) = 32`),
+    check("api_tokens_name_check", sql`length(${t.name}) between 1 and 100`),
+  ],
+);
 
 // Organisations own projects and GitHub installations; users reach them
 // through organisation_members.
@@ -182,6 +228,12 @@ export const projects = pgTable(
     // Push webhooks find their projects by repository id.
     index("projects_github_repository_id_idx").on(t.githubRepositoryId),
     check("projects_slug_check", sql`${t.slug} ~ ${sql.raw(`'${slugPattern}'`)}`),
+    // `<deployment-id>.<apps-domain>` serves one deployment: a slug shaped
+    // like a UUID would take that host.
+    check(
+      "projects_slug_not_uuid_check",
+      sql`${t.slug} !~ '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$'`,
+    ),
     check(
       "projects_github_repository_check",
       sql`(${t.githubRepositoryId} is null) = (${t.githubRepositoryFullName} is null)`,

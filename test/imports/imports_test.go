@@ -49,7 +49,7 @@ var controlPlane = []string{
 }
 
 // domain packages own a table each; they know storage, not transport or roles.
-var domain = []string{"internal/instance", "internal/node", "internal/deployment", "internal/build"}
+var domain = []string{"internal/instance", "internal/node", "internal/deployment", "internal/build", "internal/account", "internal/project"}
 
 // pure packages decide without I/O: no database, no network, no kernel.
 var pure = []string{"internal/scheduler", "internal/ipam", "internal/detect"}

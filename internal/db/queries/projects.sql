@@ -18,6 +18,23 @@ SELECT * FROM projects WHERE id = @id;
 -- name: ProjectGetBySlug :one
 SELECT * FROM projects WHERE slug = @slug;
 
+-- name: ProjectGetForMember :one
+-- The project @id when @user_id is a member of its organisation.
+SELECT projects.*
+FROM projects
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE projects.id = @id AND organisation_members.user_id = @user_id;
+
+-- name: ProjectListForMember :many
+-- A page of the projects of every organisation @user_id belongs to, oldest
+-- first, after the id @after.
+SELECT projects.*
+FROM projects
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE organisation_members.user_id = @user_id AND projects.id > @after
+ORDER BY projects.id
+LIMIT @max;
+
 -- name: ProjectListByOrganisation :many
 SELECT * FROM projects
 WHERE organisation_id = @organisation_id

@@ -16,8 +16,22 @@ SET username = excluded.username,
     updated_at = now()
 RETURNING *;
 
+-- name: UserSetAdmin :one
+UPDATE users SET admin = @admin, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: UserExistsOther :one
+-- Whether anyone but @id has signed in: the first user becomes admin.
+SELECT EXISTS (SELECT 1 FROM users WHERE id <> @id);
+
 -- name: UserGetByID :one
 SELECT * FROM users WHERE id = @id;
 
 -- name: UserGetByGithubID :one
 SELECT * FROM users WHERE github_user_id = @github_user_id;
+
+-- name: UserLockSignUp :exec
+-- Serialises sign-ins for the rest of the transaction, so that two people
+-- signing in to a fresh install cannot both become its first user.
+SELECT pg_advisory_xact_lock(hashtext('zeitwork.users.sign_up'));

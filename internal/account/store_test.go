@@ -1,0 +1,191 @@
+package account_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/account"
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/testdb"
+)
+
+func profile(n int64, login string) account.Profile {
+	return account.Profile{GitHubUserID: n, Login: login, Name: "Person " + login, Email: login + "@example.com", AvatarURL: "https://avatars.example/" + login}
+}
+
+func TestSignInCreatesUserOrganisationAndSession(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+
+	first, sess, err := s.SignIn(ctx, profile(1, "Octocat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.Admin || first.Username != "Octocat" || first.Email != "Octocat@example.com" {
+		t.Fatalf("first user: %+v", first)
+	}
+	if p, err := s.Session(ctx, sess.Token); err != nil || p.UserID != first.ID || p.SessionID != sess.ID {
+		t.Fatalf("Session = %+v, %v", p, err)
+	}
+	orgs, err := db.New(pool).OrganisationListByUser(ctx, first.ID)
+	if err != nil || len(orgs) != 1 || orgs[0].Slug != "octocat" {
+		t.Fatalf("organisations: %+v, %v", orgs, err)
+	}
+	m, err := db.New(pool).OrganisationMemberGet(ctx, db.OrganisationMemberGetParams{OrganisationID: orgs[0].ID, UserID: first.ID})
+	if err != nil || m.Role != "owner" {
+		t.Fatalf("membership: %+v, %v", m, err)
+	}
+
+	// Signing in again refreshes the profile, keeps the user, and makes
+	// no second organisation.
+	p := profile(1, "octo-renamed")
+	again, sess2, err := s.SignIn(ctx, p)
+	if err != nil || again.ID != first.ID || again.Username != "octo-renamed" || !again.Admin || sess2.Token == sess.Token {
+		t.Fatalf("second sign-in: %+v, %v", again, err)
+	}
+	if orgs, _ := db.New(pool).OrganisationListByUser(ctx, first.ID); len(orgs) != 1 {
+		t.Fatalf("organisations after second sign-in: %+v", orgs)
+	}
+
+	// Someone else whose login is taken as an organisation slug (the
+	// first user's old login) gets a numbered one, and is no admin.
+	second, _, err := s.SignIn(ctx, profile(2, "octocat"))
+	if err != nil || second.Admin || second.ID == first.ID {
+		t.Fatalf("second user: %+v, %v", second, err)
+	}
+	if orgs, _ := db.New(pool).OrganisationListByUser(ctx, second.ID); len(orgs) != 1 || orgs[0].Slug != "octocat-2" {
+		t.Fatalf("second user's organisations: %+v", orgs)
+	}
+}
+
+func TestSignInRefusesProfilesWithoutIdentity(t *testing.T) {
+	s := account.Store{DB: testdb.New(t)}
+	for _, p := range []account.Profile{
+		{GitHubUserID: 1, Login: "a"},                         // no verified e-mail
+		{GitHubUserID: 0, Login: "a", Email: "a@example.com"}, // no GitHub id
+		{GitHubUserID: 1, Email: "a@example.com"},             // no login
+	} {
+		if _, _, err := s.SignIn(context.Background(), p); !errors.Is(err, account.ErrInvalid) {
+			t.Errorf("SignIn(%+v) = %v, want ErrInvalid", p, err)
+		}
+	}
+}
+
+// Two people signing in to a fresh install at once: exactly one of them
+// is its first user.
+func TestExactlyOneFirstAdmin(t *testing.T) {
+	s := account.Store{DB: testdb.New(t)}
+	const n = 6
+	users := make([]account.User, n)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			users[i], _, errs[i] = s.SignIn(context.Background(), profile(int64(i+1), fmt.Sprintf("user%d", i)))
+		})
+	}
+	wg.Wait()
+	admins := 0
+	for i, u := range users {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if u.Admin {
+			admins++
+		}
+	}
+	if admins != 1 {
+		t.Fatalf("%d admins, want 1", admins)
+	}
+}
+
+func TestSessionsEndWhenRevokedOrExpired(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	_, sess, err := s.SignIn(ctx, profile(1, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeSession(ctx, sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, sess.Token); !errors.Is(err, account.ErrUnauthenticated) {
+		t.Fatalf("revoked session: %v", err)
+	}
+
+	_, sess, err = s.SignIn(ctx, profile(1, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = $1", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, sess.Token); !errors.Is(err, account.ErrUnauthenticated) {
+		t.Fatalf("expired session: %v", err)
+	}
+
+	for _, bad := range []string{"", "x", strings.Repeat("a", 43), sess.Token + "x", "zw_" + sess.Token} {
+		if _, err := s.Session(ctx, bad); !errors.Is(err, account.ErrUnauthenticated) {
+			t.Errorf("Session(%q) = %v", bad, err)
+		}
+	}
+}
+
+func TestTokensAreShownOnceAndRevocable(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	alice, _, _ := s.SignIn(ctx, profile(1, "alice"))
+	bob, _, _ := s.SignIn(ctx, profile(2, "bob"))
+
+	tok, err := s.CreateToken(ctx, alice.ID, "  laptop ")
+	if err != nil || !strings.HasPrefix(tok.Secret, account.TokenPrefix) || tok.Name != "laptop" {
+		t.Fatalf("CreateToken = %+v, %v", tok, err)
+	}
+	p, err := s.Bearer(ctx, tok.Secret)
+	if err != nil || p.UserID != alice.ID || p.TokenID != tok.ID {
+		t.Fatalf("Bearer = %+v, %v", p, err)
+	}
+	// Only the hash is stored.
+	var stored []byte
+	if err := pool.QueryRow(ctx, "SELECT token_hash FROM api_tokens WHERE id = $1", tok.ID).Scan(&stored); err != nil || strings.Contains(string(stored), strings.TrimPrefix(tok.Secret, "zw_")) || len(stored) != 32 {
+		t.Fatalf("stored %x, %v", stored, err)
+	}
+	list, err := s.Tokens(ctx, alice.ID, uuid.Nil, 10)
+	if err != nil || len(list) != 1 || list[0].Secret != "" || list[0].LastUsedAt == nil {
+		t.Fatalf("Tokens = %+v, %v", list, err)
+	}
+	if list, _ := s.Tokens(ctx, bob.ID, uuid.Nil, 10); len(list) != 0 {
+		t.Fatalf("bob sees %+v", list)
+	}
+	if err := s.RevokeToken(ctx, bob.ID, tok.ID); !errors.Is(err, account.ErrNotFound) {
+		t.Fatalf("bob revoking alice's token: %v", err)
+	}
+	if err := s.RevokeToken(ctx, alice.ID, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Bearer(ctx, tok.Secret); !errors.Is(err, account.ErrUnauthenticated) {
+		t.Fatalf("revoked token: %v", err)
+	}
+	if err := s.RevokeToken(ctx, alice.ID, tok.ID); !errors.Is(err, account.ErrNotFound) {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	for _, name := range []string{"", "   ", strings.Repeat("n", 101)} {
+		if _, err := s.CreateToken(ctx, alice.ID, name); !errors.Is(err, account.ErrInvalid) {
+			t.Errorf("CreateToken(%q) = %v", name, err)
+		}
+	}
+	for _, bad := range []string{"", "zw_", "Bearer x", tok.Secret[3:]} {
+		if _, err := s.Bearer(ctx, bad); !errors.Is(err, account.ErrUnauthenticated) {
+			t.Errorf("Bearer(%q) = %v", bad, err)
+		}
+	}
+}

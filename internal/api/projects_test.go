@@ -1,0 +1,163 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+)
+
+func (e *env) createProject(u user, body string) Project {
+	e.t.Helper()
+	res := e.do("POST", "/v1/projects", body, bearer(u)...)
+	if res.Code != http.StatusCreated {
+		e.t.Fatalf("POST /v1/projects %s: %d %s", body, res.Code, res.body)
+	}
+	var p Project
+	res.decode(e.t, &p)
+	return p
+}
+
+func TestProjects(t *testing.T) {
+	e := newEnv(t)
+	alice := e.signIn(1, "alice")
+
+	p := e.createProject(alice, `{"name":"  My App! "}`)
+	if p.Slug != "my-app" || p.Name != "My App!" || p.Replicas != 3 || p.Branch != "main" || p.ActiveDeploymentID != nil {
+		t.Fatalf("created %+v", p)
+	}
+	res := e.do("GET", "/v1/projects/"+p.ID.String(), "", session(alice)...)
+	var got Project
+	res.decode(t, &got)
+	if res.Code != http.StatusOK || got.ID != p.ID || got.Slug != p.Slug {
+		t.Fatalf("GET: %d %s", res.Code, res.body)
+	}
+
+	// Slugs: taken, malformed, shaped like a deployment id, or none made
+	// from the name.
+	e.wantProblem(e.do("POST", "/v1/projects", `{"name":"my app"}`, bearer(alice)...), http.StatusConflict)
+	for _, body := range []string{
+		`{"name":"x","slug":"Bad_Slug"}`,
+		`{"name":"x","slug":"-x"}`,
+		`{"name":"x","slug":"` + uuid.NewString() + `"}`,
+		`{"name":"x","slug":"` + strings.ReplaceAll(uuid.NewString(), "-", "") + `"}`,
+		`{"name":"` + uuid.NewString() + `"}`,
+		`{"name":"!!!"}`,
+		`{"name":""}`,
+		`{"name":"x","organisation_id":"` + uuid.NewString() + `"}`,
+	} {
+		e.wantProblem(e.do("POST", "/v1/projects", body, bearer(alice)...), http.StatusUnprocessableEntity)
+	}
+	if named := e.createProject(alice, `{"name":"Other","slug":"custom-1"}`); named.Slug != "custom-1" {
+		t.Fatalf("slug %q", named.Slug)
+	}
+	if inOrg := e.createProject(alice, fmt.Sprintf(`{"name":"In org","organisation_id":"%s"}`, p.OrganisationID)); inOrg.OrganisationID != p.OrganisationID {
+		t.Fatalf("organisation %s", inOrg.OrganisationID)
+	}
+
+	// Pages follow each other without gaps or repeats.
+	for i := range 4 {
+		e.createProject(alice, fmt.Sprintf(`{"name":"p%d"}`, i))
+	}
+	var ids []uuid.UUID
+	cursor := ""
+	for pages := 0; pages < 10; pages++ {
+		res := e.do("GET", "/v1/projects?limit=3&cursor="+cursor, "", session(alice)...)
+		var page struct {
+			Items      []Project `json:"items"`
+			NextCursor string    `json:"next_cursor"`
+		}
+		res.decode(t, &page)
+		if res.Code != http.StatusOK || len(page.Items) > 3 {
+			t.Fatalf("GET /v1/projects: %d %s", res.Code, res.body)
+		}
+		for _, p := range page.Items {
+			ids = append(ids, p.ID)
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(ids) != 7 || len(slices.Compact(slices.Clone(ids))) != 7 || ids[0] != p.ID {
+		t.Fatalf("listed %d projects: %v", len(ids), ids)
+	}
+}
+
+// TestStrangersAndAnonymousSeeNothing calls every documented operation
+// as another signed-in user (nothing of the owner's is found, or shown)
+// and without credentials (401), so that an endpoint added without
+// authorization fails here.
+func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
+	e := newEnv(t)
+	owner := e.signIn(1, "owner")
+	p := e.createProject(owner, `{"name":"Secret Project"}`)
+	var tok struct {
+		ID uuid.UUID `json:"id"`
+	}
+	e.do("POST", "/v1/tokens", `{"name":"owner-token"}`, session(owner)...).decode(t, &tok)
+	// What must never appear in a stranger's answer.
+	secrets := []string{p.ID.String(), p.Slug, p.Name, p.OrganisationID.String(), tok.ID.String(), "owner-token", owner.ID.String()}
+
+	// How a stranger calls each operation, aimed at the owner's resources.
+	calls := map[operation]struct {
+		path, body string
+		status     int
+	}{
+		{"GET", "/v1/health"}:              {"/v1/health", "", http.StatusOK},
+		{"GET", "/v1/me"}:                  {"/v1/me", "", http.StatusOK},
+		{"GET", "/v1/tokens"}:              {"/v1/tokens", "", http.StatusOK},
+		{"POST", "/v1/tokens"}:             {"/v1/tokens", `{"name":"mine"}`, http.StatusCreated},
+		{"DELETE", "/v1/tokens/{id}"}:      {"/v1/tokens/" + tok.ID.String(), "", http.StatusNotFound},
+		{"DELETE", "/v1/sessions/current"}: {"/v1/sessions/current", "", http.StatusNoContent},
+		{"GET", "/v1/projects"}:            {"/v1/projects", "", http.StatusOK},
+		{"POST", "/v1/projects"}:           {"/v1/projects", fmt.Sprintf(`{"name":"x","organisation_id":"%s"}`, p.OrganisationID), http.StatusUnprocessableEntity},
+		{"GET", "/v1/projects/{id}"}:       {"/v1/projects/" + p.ID.String(), "", http.StatusNotFound},
+	}
+	d := e.document()
+	for _, op := range d.operations() {
+		c, ok := calls[op]
+		if !ok {
+			t.Errorf("%s %s: no stranger case; add one", op.method, op.path)
+			continue
+		}
+		t.Run(op.method+" "+op.path, func(t *testing.T) {
+			secured := len(d.Paths[op.path][strings.ToLower(op.method)].Security) > 0
+			if op.path != "/v1/health" && !secured {
+				t.Fatalf("documented without security")
+			}
+			anon := e.do(op.method, c.path, c.body)
+			if secured && anon.Code != http.StatusUnauthorized {
+				t.Errorf("anonymous: %d %s", anon.Code, anon.body)
+			}
+			if bad := e.do(op.method, c.path, c.body, "Authorization", "Bearer zw_forged"); secured && bad.Code != http.StatusUnauthorized {
+				t.Errorf("forged token: %d %s", bad.Code, bad.body)
+			}
+			// A fresh session per call: signing out must not end the
+			// stranger's other calls.
+			s := e.signIn(2, "stranger")
+			res := e.do(op.method, c.path, c.body, session(s)...)
+			if res.Code != c.status {
+				t.Errorf("stranger: %d, want %d: %s", res.Code, c.status, res.body)
+			}
+			for _, secret := range secrets {
+				if strings.Contains(res.body, secret) {
+					t.Errorf("stranger's answer leaks %q: %s", secret, res.body)
+				}
+			}
+		})
+	}
+	// The owner's token and project are untouched.
+	if res := e.do("GET", "/v1/projects/"+p.ID.String(), "", session(owner)...); res.Code != http.StatusOK {
+		t.Fatalf("owner's project: %d", res.Code)
+	}
+	var list struct {
+		Items []Token `json:"items"`
+	}
+	e.do("GET", "/v1/tokens", "", session(owner)...).decode(t, &list)
+	if !slices.ContainsFunc(list.Items, func(x Token) bool { return x.ID == tok.ID }) {
+		t.Fatalf("owner's token revoked by a stranger: %+v", list)
+	}
+}

@@ -1,0 +1,41 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zeitwork/zeitwork/internal/account"
+	"github.com/zeitwork/zeitwork/internal/api"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/httpapi"
+	"github.com/zeitwork/zeitwork/internal/project"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+func runAPI(ctx context.Context, env Env, _ []string) error {
+	cfg, err := config.ParseFrom[config.API](env.vars())
+	if err != nil {
+		return err
+	}
+	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "api")
+	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
+		l, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
+		}
+		a := &api.API{
+			Accounts: account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
+			Projects: project.Store{DB: pool},
+			Log:      log,
+			Dev:      cfg.Dev,
+		}
+		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
+		return httpapi.Serve(ctx, srv, l, 10*time.Second)
+	})
+}

@@ -1,0 +1,13 @@
+-- name: SessionCreate :one
+INSERT INTO sessions (id, user_id, token_hash, expires_at)
+VALUES (@id, @user_id, @token_hash, @expires_at)
+RETURNING *;
+
+-- name: SessionGetLiveByHash :one
+-- The session a cookie names, while it is neither revoked nor expired.
+SELECT * FROM sessions
+WHERE token_hash = @token_hash AND revoked_at IS NULL AND expires_at > now();
+
+-- name: SessionRevoke :execrows
+UPDATE sessions SET revoked_at = now()
+WHERE id = @id AND revoked_at IS NULL;
