@@ -52,8 +52,8 @@ func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built fun
 		return fmt.Errorf("s3: %w", err)
 	}
 	var gh *github.Client
-	if cfg.GitHubAppID != 0 {
-		gh, err = github.New(github.Config{BaseURL: cfg.GitHubAPIURL, AppID: cfg.GitHubAppID, PrivateKey: []byte(cfg.GitHubPrivateKey.Reveal())})
+	if cfg.GitHub.AppID != 0 {
+		gh, err = github.New(github.Config{BaseURL: cfg.GitHub.APIURL, AppID: cfg.GitHub.AppID, PrivateKey: []byte(cfg.GitHub.AppPrivateKey.Reveal())})
 		if err != nil {
 			return &config.Error{Problems: []config.Problem{{Var: "GITHUB_APP_PRIVATE_KEY", Reason: err.Error()}}}
 		}

@@ -164,3 +164,40 @@ type ACME struct {
 	// Resolvers check DNS-01 propagation (host:port); empty uses the system's.
 	Resolvers []string `env:"ACME_DNS_RESOLVERS" envSeparator:","`
 }
+
+// GitHub is how the platform speaks to GitHub: the OAuth App side for
+// sign-in, the GitHub App side for installations, repositories, tarballs
+// and webhooks. The URLs point at github.com unless an emulator stands in.
+type GitHub struct {
+	// APIURL is GitHub's REST API; WebURL serves the OAuth pages
+	// (/login/oauth/authorize, /login/oauth/access_token).
+	APIURL string `env:"GITHUB_API_URL" envDefault:"https://api.github.com"`
+	WebURL string `env:"GITHUB_WEB_URL" envDefault:"https://github.com"`
+	// ClientID and ClientSecret are the App's OAuth credentials, used for
+	// sign-in; both unset: no GitHub sign-in.
+	ClientID     string `env:"GITHUB_CLIENT_ID"`
+	ClientSecret Secret `env:"GITHUB_CLIENT_SECRET"`
+	// AppID and AppPrivateKey (PEM) mint installation tokens; AppSlug
+	// names the App in its install link (github.com/apps/<slug>).
+	AppID         int64  `env:"GITHUB_APP_ID"`
+	AppPrivateKey Secret `env:"GITHUB_APP_PRIVATE_KEY"`
+	AppSlug       string `env:"GITHUB_APP_SLUG"`
+	// WebhookSecret signs the App's webhook deliveries (X-Hub-Signature-256).
+	WebhookSecret Secret `env:"GITHUB_WEBHOOK_SECRET"`
+}
+
+func (g GitHub) validate() []Problem {
+	var out []Problem
+	for _, u := range []struct{ name, value string }{{"GITHUB_API_URL", g.APIURL}, {"GITHUB_WEB_URL", g.WebURL}} {
+		if p, err := url.Parse(u.value); err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") {
+			out = append(out, Problem{u.name, "not an http:// or https:// URL"})
+		}
+	}
+	if (g.ClientID == "") != (g.ClientSecret.Reveal() == "") {
+		out = append(out, Problem{"GITHUB_CLIENT_ID", "must be set together with GITHUB_CLIENT_SECRET"})
+	}
+	if (g.AppID == 0) != (g.AppPrivateKey.Reveal() == "") {
+		out = append(out, Problem{"GITHUB_APP_ID", "must be set together with GITHUB_APP_PRIVATE_KEY"})
+	}
+	return out
+}

@@ -183,6 +183,9 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"plain HTTP to which registry", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true"}, []string{"REGISTRY_INSECURE"}},
 		{"domain checks need an interval", parse[Operator], map[string]string{"DOMAIN_CHECK_INTERVAL": "0s"}, []string{"DOMAIN_CHECK_INTERVAL"}},
 		{"a dev prefix is a name", parse[Dev], map[string]string{"DEV_PREFIX": "Dev_1-", "S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b"}, []string{"DEV_PREFIX"}},
+		{"GitHub URLs are URLs", parse[API], map[string]string{"GITHUB_API_URL": "api.github.com", "GITHUB_WEB_URL": "ftp://github.com"}, []string{"GITHUB_API_URL", "GITHUB_WEB_URL"}},
+		{"OAuth client id needs its secret", parse[API], map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, []string{"GITHUB_CLIENT_ID"}},
+		{"App id needs its key", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_ADDR": "r", "GITHUB_APP_ID": "42"}, []string{"GITHUB_APP_ID"}},
 		// A variable that failed to parse is named once, not again by a rule.
 		{"parse error and rule", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_INSECURE": "maybe"}, []string{"REGISTRY_ADDR", "REGISTRY_INSECURE"}},
 	} {

@@ -26,6 +26,7 @@ type API struct {
 	// over the network.
 	Dev        bool          `env:"API_DEV" envDefault:"false"`
 	SessionTTL time.Duration `env:"API_SESSION_TTL" envDefault:"720h"`
+	GitHub     GitHub
 }
 
 // Operator configures `zeitwork operator`.
@@ -117,12 +118,11 @@ type Builder struct {
 	RegistryAuth RegistryAuth
 	// BaseImageMirror is the registry generated Dockerfiles pull their base
 	// images through (a pull-through cache of Docker Hub in production).
-	BaseImageMirror  string        `env:"BASE_IMAGE_MIRROR" envDefault:"docker.io"`
-	GitHubAppID      int64         `env:"GITHUB_APP_ID"`
-	GitHubPrivateKey Secret        `env:"GITHUB_APP_PRIVATE_KEY"`
-	GitHubAPIURL     string        `env:"GITHUB_API_URL"`
-	BuildTimeout     time.Duration `env:"BUILD_TIMEOUT" envDefault:"15m"`
-	BuildLease       time.Duration `env:"BUILD_LEASE" envDefault:"30s"`
+	BaseImageMirror string `env:"BASE_IMAGE_MIRROR" envDefault:"docker.io"`
+	// GitHub's App credentials fetch the sources of connected repositories.
+	GitHub       GitHub
+	BuildTimeout time.Duration `env:"BUILD_TIMEOUT" envDefault:"15m"`
+	BuildLease   time.Duration `env:"BUILD_LEASE" envDefault:"30s"`
 }
 
 func (b Builder) validate() []Problem {
