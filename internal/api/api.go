@@ -23,6 +23,7 @@ const OpenAPIPath = "/v1/openapi.json"
 type API struct {
 	Accounts account.Store
 	Projects project.Store
+	Deploys  Deploys
 	Log      *slog.Logger
 	// Dev leaves Secure off session cookies, for http://localhost.
 	Dev bool
@@ -75,6 +76,7 @@ func (a *API) register(api huma.API) {
 	}, a.health)
 	a.registerAccount(api)
 	a.registerProjects(api)
+	a.registerDeployments(api)
 }
 
 type healthOutput struct {

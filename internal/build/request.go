@@ -74,6 +74,11 @@ func (s Source) validate(p db.Project) error {
 	return nil
 }
 
+// Enqueuer adds a task as part of a transaction; *queue.Queue is one.
+type Enqueuer interface {
+	EnqueueTx(ctx context.Context, tx pgx.Tx, task queue.Task) (int64, error)
+}
+
 // Requested is what Request created.
 type Requested struct {
 	Deployment db.Deployment
@@ -84,7 +89,7 @@ type Requested struct {
 // and the task that runs it, in one transaction: either all three exist or
 // none does. Given a transaction as conn (a webhook recording its delivery
 // with the deployment), it runs inside it as a savepoint.
-func Request(ctx context.Context, conn db.Conn, q *queue.Queue, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
+func Request(ctx context.Context, conn db.Conn, q Enqueuer, projectID uuid.UUID, src Source, createdBy *uuid.UUID) (Requested, error) {
 	var out Requested
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		store := NewStore(tx)

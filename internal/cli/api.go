@@ -14,6 +14,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
+	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -28,9 +29,14 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 		if err != nil {
 			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
 		}
+		q, err := queue.New(pool, nil, cfg.Queue, log) // enqueues only
+		if err != nil {
+			return err
+		}
 		a := &api.API{
 			Accounts: account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
 			Projects: project.Store{DB: pool},
+			Deploys:  api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
 			Log:      log,
 			Dev:      cfg.Dev,
 		}

@@ -27,6 +27,11 @@ type API struct {
 	Dev        bool          `env:"API_DEV" envDefault:"false"`
 	SessionTTL time.Duration `env:"API_SESSION_TTL" envDefault:"720h"`
 	GitHub     GitHub
+	// Platform names the URLs deployments answer at.
+	Platform Platform
+	// Queue takes the build tasks of deployments asked for here; the api
+	// only enqueues.
+	Queue Queue
 }
 
 // Operator configures `zeitwork operator`.

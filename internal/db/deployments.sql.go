@@ -163,6 +163,62 @@ func (q *Queries) DeploymentGetByID(ctx context.Context, id uuid.UUID) (Deployme
 	return i, err
 }
 
+const deploymentGetForMember = `-- name: DeploymentGetForMember :one
+SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at,
+       projects.slug AS project_slug,
+       COALESCE((SELECT builds.detected_kind FROM builds
+                 WHERE builds.deployment_id = deployments.id
+                 ORDER BY builds.attempt DESC LIMIT 1), '')::text AS detected_kind
+FROM deployments
+JOIN projects ON projects.id = deployments.project_id
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE deployments.id = $1 AND organisation_members.user_id = $2
+`
+
+type DeploymentGetForMemberParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+type DeploymentGetForMemberRow struct {
+	Deployment   Deployment
+	ProjectSlug  string
+	DetectedKind string
+}
+
+// The deployment @id when @user_id is a member of the organisation owning
+// its project, with that project's slug and what its latest build detected.
+func (q *Queries) DeploymentGetForMember(ctx context.Context, arg DeploymentGetForMemberParams) (DeploymentGetForMemberRow, error) {
+	row := q.db.QueryRow(ctx, deploymentGetForMember, arg.ID, arg.UserID)
+	var i DeploymentGetForMemberRow
+	err := row.Scan(
+		&i.Deployment.ID,
+		&i.Deployment.ProjectID,
+		&i.Deployment.Status,
+		&i.Deployment.FailureReason,
+		&i.Deployment.SourceType,
+		&i.Deployment.GithubCommitSha,
+		&i.Deployment.GithubRef,
+		&i.Deployment.CommitMessage,
+		&i.Deployment.SourceArchiveKey,
+		&i.Deployment.ImageID,
+		&i.Deployment.Replicas,
+		&i.Deployment.CreatedByUserID,
+		&i.Deployment.BuildingAt,
+		&i.Deployment.DeployingAt,
+		&i.Deployment.ActiveAt,
+		&i.Deployment.RetiringAt,
+		&i.Deployment.StopAt,
+		&i.Deployment.StoppedAt,
+		&i.Deployment.FailedAt,
+		&i.Deployment.CreatedAt,
+		&i.Deployment.UpdatedAt,
+		&i.ProjectSlug,
+		&i.DetectedKind,
+	)
+	return i, err
+}
+
 const deploymentGetForUpdate = `-- name: DeploymentGetForUpdate :one
 SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments WHERE id = $1 FOR UPDATE
 `
@@ -295,6 +351,86 @@ func (q *Queries) DeploymentListByStatus(ctx context.Context, arg DeploymentList
 			&i.FailedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const deploymentListForMember = `-- name: DeploymentListForMember :many
+SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at,
+       projects.slug AS project_slug,
+       COALESCE((SELECT builds.detected_kind FROM builds
+                 WHERE builds.deployment_id = deployments.id
+                 ORDER BY builds.attempt DESC LIMIT 1), '')::text AS detected_kind
+FROM deployments
+JOIN projects ON projects.id = deployments.project_id
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE organisation_members.user_id = $1
+  AND ($2::uuid IS NULL OR deployments.project_id = $2::uuid)
+  AND deployments.id > $3
+ORDER BY deployments.id
+LIMIT $4
+`
+
+type DeploymentListForMemberParams struct {
+	UserID    uuid.UUID
+	ProjectID *uuid.UUID
+	After     uuid.UUID
+	Max       int32
+}
+
+type DeploymentListForMemberRow struct {
+	Deployment   Deployment
+	ProjectSlug  string
+	DetectedKind string
+}
+
+// A page of the deployments @user_id may see (of one project, when
+// @project_id is not null), oldest first, after the id @after.
+func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentListForMemberParams) ([]DeploymentListForMemberRow, error) {
+	rows, err := q.db.Query(ctx, deploymentListForMember,
+		arg.UserID,
+		arg.ProjectID,
+		arg.After,
+		arg.Max,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []DeploymentListForMemberRow{}
+	for rows.Next() {
+		var i DeploymentListForMemberRow
+		if err := rows.Scan(
+			&i.Deployment.ID,
+			&i.Deployment.ProjectID,
+			&i.Deployment.Status,
+			&i.Deployment.FailureReason,
+			&i.Deployment.SourceType,
+			&i.Deployment.GithubCommitSha,
+			&i.Deployment.GithubRef,
+			&i.Deployment.CommitMessage,
+			&i.Deployment.SourceArchiveKey,
+			&i.Deployment.ImageID,
+			&i.Deployment.Replicas,
+			&i.Deployment.CreatedByUserID,
+			&i.Deployment.BuildingAt,
+			&i.Deployment.DeployingAt,
+			&i.Deployment.ActiveAt,
+			&i.Deployment.RetiringAt,
+			&i.Deployment.StopAt,
+			&i.Deployment.StoppedAt,
+			&i.Deployment.FailedAt,
+			&i.Deployment.CreatedAt,
+			&i.Deployment.UpdatedAt,
+			&i.ProjectSlug,
+			&i.DetectedKind,
 		); err != nil {
 			return nil, err
 		}

@@ -29,6 +29,8 @@ type Deployment struct {
 	FailureReason string
 	ImageID       *uuid.UUID // nil until its build succeeded
 	Replicas      int32      // as asked; the scheduler raises it to its minimum
+	Source        Source
+	CreatedBy     *uuid.UUID // nil for a push webhook's deployment
 	CreatedAt     time.Time
 	DeployingAt   *time.Time
 	ActiveAt      *time.Time
@@ -42,8 +44,19 @@ func fromRow(r db.Deployment) Deployment {
 	}
 	return Deployment{
 		ID: r.ID, ProjectID: r.ProjectID, Status: Status(r.Status), FailureReason: reason, ImageID: r.ImageID,
-		Replicas: r.Replicas, CreatedAt: r.CreatedAt, DeployingAt: r.DeployingAt, ActiveAt: r.ActiveAt, StopAt: r.StopAt,
+		Replicas: r.Replicas, CreatedBy: r.CreatedByUserID, CreatedAt: r.CreatedAt, DeployingAt: r.DeployingAt, ActiveAt: r.ActiveAt, StopAt: r.StopAt,
+		Source: Source{
+			Type: SourceType(r.SourceType), CommitSHA: deref(r.GithubCommitSha), Ref: deref(r.GithubRef),
+			CommitMessage: deref(r.CommitMessage), ArchiveKey: deref(r.SourceArchiveKey),
+		},
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func fromRows(rows []db.Deployment) []Deployment {

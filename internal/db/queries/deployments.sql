@@ -72,3 +72,33 @@ LIMIT @max_rows;
 SELECT EXISTS (
     SELECT 1 FROM deployments WHERE project_id = @project_id AND github_commit_sha = @github_commit_sha
 );
+
+-- name: DeploymentGetForMember :one
+-- The deployment @id when @user_id is a member of the organisation owning
+-- its project, with that project's slug and what its latest build detected.
+SELECT sqlc.embed(deployments),
+       projects.slug AS project_slug,
+       COALESCE((SELECT builds.detected_kind FROM builds
+                 WHERE builds.deployment_id = deployments.id
+                 ORDER BY builds.attempt DESC LIMIT 1), '')::text AS detected_kind
+FROM deployments
+JOIN projects ON projects.id = deployments.project_id
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE deployments.id = @id AND organisation_members.user_id = @user_id;
+
+-- name: DeploymentListForMember :many
+-- A page of the deployments @user_id may see (of one project, when
+-- @project_id is not null), oldest first, after the id @after.
+SELECT sqlc.embed(deployments),
+       projects.slug AS project_slug,
+       COALESCE((SELECT builds.detected_kind FROM builds
+                 WHERE builds.deployment_id = deployments.id
+                 ORDER BY builds.attempt DESC LIMIT 1), '')::text AS detected_kind
+FROM deployments
+JOIN projects ON projects.id = deployments.project_id
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE organisation_members.user_id = @user_id
+  AND (sqlc.narg(project_id)::uuid IS NULL OR deployments.project_id = sqlc.narg(project_id)::uuid)
+  AND deployments.id > @after
+ORDER BY deployments.id
+LIMIT @max;

@@ -1,0 +1,51 @@
+package deployment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+)
+
+// Visible is a deployment as a member of its project's organisation sees
+// it, with what the listing shows next to it.
+type Visible struct {
+	Deployment
+	ProjectSlug string
+	// Framework is what its latest build detected; "" until one did.
+	Framework string
+}
+
+// GetForMember returns the deployment when user belongs to the
+// organisation owning its project. One the user may not see is
+// ErrNotFound, exactly like one that does not exist, so that its existence
+// never leaks.
+func (s Store) GetForMember(ctx context.Context, user, id uuid.UUID) (Visible, error) {
+	r, err := s.q().DeploymentGetForMember(ctx, db.DeploymentGetForMemberParams{ID: id, UserID: user})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Visible{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return Visible{}, fmt.Errorf("deployment %s: %w", id, err)
+	}
+	return Visible{Deployment: fromRow(r.Deployment), ProjectSlug: r.ProjectSlug, Framework: r.DetectedKind}, nil
+}
+
+// ListForMember returns up to limit of the deployments user may see, of
+// one project when project is not nil, with ids after after (uuid.Nil:
+// from the first), oldest first.
+func (s Store) ListForMember(ctx context.Context, user uuid.UUID, project *uuid.UUID, after uuid.UUID, limit int32) ([]Visible, error) {
+	rows, err := s.q().DeploymentListForMember(ctx, db.DeploymentListForMemberParams{UserID: user, ProjectID: project, After: after, Max: limit})
+	if err != nil {
+		return nil, fmt.Errorf("list deployments: %w", err)
+	}
+	out := make([]Visible, len(rows))
+	for i, r := range rows {
+		out[i] = Visible{Deployment: fromRow(r.Deployment), ProjectSlug: r.ProjectSlug, Framework: r.DetectedKind}
+	}
+	return out, nil
+}
