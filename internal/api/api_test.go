@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 func newEnvWith(t *testing.T, extra func(huma.API)) *env {
 	t.Helper()
 	pool := testdb.New(t)
-	a := &API{Accounts: account.Store{DB: pool}, Projects: project.Store{DB: pool}, Log: zlog.Discard(), extra: extra}
+	a := &API{Accounts: account.Store{DB: pool}, Projects: project.Store{DB: pool}, Deploys: testDeploys(t, pool), Log: zlog.Discard(), extra: extra}
 	h, r := a.build()
 	return &env{t: t, api: a, handler: h, routes: r}
 }

@@ -144,7 +144,10 @@ func (a *API) createDeployment(ctx context.Context, in *createDeploymentInput) (
 
 type listDeploymentsInput struct {
 	ProjectID string `query:"project_id" format:"uuid" doc:"only this project's; every project you can see when absent"`
-	page
+	// page's fields, repeated: huma does not read the parameters of an
+	// unexported embedded struct.
+	Cursor string `query:"cursor" doc:"next_cursor of the previous page; empty for the first page"`
+	Limit  int32  `query:"limit" minimum:"1" maximum:"100" default:"20" doc:"at most this many items"`
 }
 
 type listDeploymentsOutput struct {
@@ -163,15 +166,16 @@ func (a *API) listDeployments(ctx context.Context, in *listDeploymentsInput) (*l
 		}
 		project = &id
 	}
-	after, err := in.after()
+	pg := page{Cursor: in.Cursor, Limit: in.Limit}
+	after, err := pg.after()
 	if err != nil {
 		return nil, err
 	}
-	ds, err := a.deployments().ListForMember(ctx, principal(ctx).UserID, project, after, in.fetch())
+	ds, err := a.deployments().ListForMember(ctx, principal(ctx).UserID, project, after, pg.fetch())
 	if err != nil {
 		return nil, err
 	}
-	ds, next := cut(in.page, ds, func(d deployment.Visible) uuid.UUID { return d.ID })
+	ds, next := cut(pg, ds, func(d deployment.Visible) uuid.UUID { return d.ID })
 	out := &listDeploymentsOutput{}
 	out.Body.Items = make([]Deployment, len(ds))
 	for i, d := range ds {

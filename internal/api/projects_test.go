@@ -116,6 +116,23 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 		{"POST", "/v1/projects"}:           {"/v1/projects", fmt.Sprintf(`{"name":"x","organisation_id":"%s"}`, p.OrganisationID), http.StatusUnprocessableEntity},
 		{"GET", "/v1/projects/{id}"}:       {"/v1/projects/" + p.ID.String(), "", http.StatusNotFound},
 	}
+	{ // deployments
+		type call = struct {
+			path, body string
+			status     int
+		}
+		dep := e.deploy(owner, archive(p, "src.tar.gz"))
+		secrets = append(secrets, dep.ID.String(), dep.ArchiveKey)
+		calls[operation{"GET", "/v1/deployments"}] = call{"/v1/deployments?project_id=" + p.ID.String(), "", http.StatusOK}
+		calls[operation{"POST", "/v1/deployments"}] = call{"/v1/deployments", archive(p, "evil.tar.gz"), http.StatusUnprocessableEntity}
+		calls[operation{"GET", "/v1/deployments/{id}"}] = call{"/v1/deployments/" + dep.ID.String(), "", http.StatusNotFound}
+		calls[operation{"GET", "/v1/deployments/{id}/instances"}] = call{"/v1/deployments/" + dep.ID.String() + "/instances", "", http.StatusNotFound}
+		defer func() {
+			if n := e.count(`SELECT count(*) FROM deployments`); n != 1 {
+				t.Errorf("%d deployments after the stranger's calls", n)
+			}
+		}()
+	}
 	d := e.document()
 	for _, op := range d.operations() {
 		c, ok := calls[op]
