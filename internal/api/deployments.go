@@ -61,28 +61,46 @@ func (a *API) registerDeployments(api huma.API) {
 
 // Deployment is a deployment as the API shows it.
 type Deployment struct {
-	ID            uuid.UUID         `json:"id" format:"uuid"`
-	ProjectID     uuid.UUID         `json:"project_id" format:"uuid"`
-	Status        deployment.Status `json:"status" enum:"queued,building,deploying,active,retiring,stopped,failed"`
-	FailureReason string            `json:"failure_reason,omitempty" doc:"why it failed; only when failed"`
-	SourceType    string            `json:"source_type" enum:"github,upload"`
-	CommitSHA     string            `json:"commit_sha,omitempty"`
-	CommitMessage string            `json:"commit_message,omitempty"`
-	Ref           string            `json:"ref,omitempty" doc:"the git ref pushed, e.g. refs/heads/main"`
-	ArchiveKey    string            `json:"archive_key,omitempty" doc:"the uploaded archive's object key"`
-	Framework     string            `json:"framework,omitempty" doc:"what its build detected; absent until a build did"`
-	Replicas      int32             `json:"replicas"`
-	URL           string            `json:"url" doc:"where this deployment answers, whether or not it is the project's active one"`
-	ProjectURL    string            `json:"project_url" doc:"where the project's active deployment answers"`
-	CreatedBy     *uuid.UUID        `json:"created_by" format:"uuid" doc:"the user who asked for it; null for a push"`
-	CreatedAt     time.Time         `json:"created_at"`
-	ActiveAt      *time.Time        `json:"active_at" doc:"when it became active; null before"`
+	ID            uuid.UUID        `json:"id" format:"uuid"`
+	ProjectID     uuid.UUID        `json:"project_id" format:"uuid"`
+	Status        deploymentStatus `json:"status"`
+	FailureReason string           `json:"failure_reason,omitempty" doc:"why it failed; only when failed"`
+	SourceType    sourceType       `json:"source_type"`
+	CommitSHA     string           `json:"commit_sha,omitempty"`
+	CommitMessage string           `json:"commit_message,omitempty"`
+	Ref           string           `json:"ref,omitempty" doc:"the git ref pushed, e.g. refs/heads/main"`
+	ArchiveKey    string           `json:"archive_key,omitempty" doc:"the uploaded archive's object key"`
+	Framework     string           `json:"framework,omitempty" doc:"what its build detected; absent until a build did"`
+	Replicas      int32            `json:"replicas"`
+	URL           string           `json:"url" doc:"where this deployment answers, whether or not it is the project's active one"`
+	ProjectURL    string           `json:"project_url" doc:"where the project's active deployment answers"`
+	CreatedBy     *uuid.UUID       `json:"created_by" format:"uuid" doc:"the user who asked for it; null for a push"`
+	CreatedAt     time.Time        `json:"created_at"`
+	ActiveAt      *time.Time       `json:"active_at" doc:"when it became active; null before"`
+}
+
+// deploymentStatus and sourceType document the domain's values as enums.
+type (
+	deploymentStatus deployment.Status
+	sourceType       deployment.SourceType
+)
+
+func (deploymentStatus) Schema(huma.Registry) *huma.Schema { return enumSchema(deployment.Statuses) }
+
+func (sourceType) Schema(huma.Registry) *huma.Schema { return enumSchema(deployment.SourceTypes) }
+
+func enumSchema[T ~string](values []T) *huma.Schema {
+	s := &huma.Schema{Type: huma.TypeString}
+	for _, v := range values {
+		s.Enum = append(s.Enum, string(v))
+	}
+	return s
 }
 
 func (a *API) deploymentOut(v deployment.Visible) Deployment {
 	return Deployment{
-		ID: v.ID, ProjectID: v.ProjectID, Status: v.Status, FailureReason: v.FailureReason,
-		SourceType: string(v.Source.Type), CommitSHA: v.Source.CommitSHA, CommitMessage: v.Source.CommitMessage,
+		ID: v.ID, ProjectID: v.ProjectID, Status: deploymentStatus(v.Status), FailureReason: v.FailureReason,
+		SourceType: sourceType(v.Source.Type), CommitSHA: v.Source.CommitSHA, CommitMessage: v.Source.CommitMessage,
 		Ref: v.Source.Ref, ArchiveKey: v.Source.ArchiveKey, Framework: v.Framework, Replicas: v.Replicas,
 		URL:        fmt.Sprintf("https://%s.%s", v.ID, a.Deploys.AppsDomain),
 		ProjectURL: fmt.Sprintf("https://%s.%s", v.ProjectSlug, a.Deploys.AppsDomain),

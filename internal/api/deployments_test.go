@@ -76,7 +76,7 @@ func TestCreateDeployment(t *testing.T) {
 
 	d := e.deploy(alice, archive(p, "src.tar.gz"))
 	want := Deployment{
-		ID: d.ID, ProjectID: p.ID, Status: deployment.StatusQueued, SourceType: string(deployment.SourceUpload),
+		ID: d.ID, ProjectID: p.ID, Status: deploymentStatus(deployment.StatusQueued), SourceType: sourceType(deployment.SourceUpload),
 		ArchiveKey: "uploads/" + p.ID.String() + "/src.tar.gz", Replicas: p.Replicas,
 		URL: "https://" + d.ID.String() + "." + testAppsDomain, ProjectURL: "https://app." + testAppsDomain,
 		CreatedBy: &alice.ID, CreatedAt: d.CreatedAt,
@@ -128,7 +128,7 @@ func TestCreateDeployment(t *testing.T) {
 		VALUES ($1, 42, $2, 'octo', 'Organization')`, inst, p.OrganisationID)
 	e.exec(`UPDATE projects SET github_installation_id = $1, github_repository_id = 7, github_repository_full_name = 'octo/app' WHERE id = $2`, inst, other.ID)
 	c := e.deploy(alice, fmt.Sprintf(`{"project_id":"%s","commit_sha":"%s"}`, other.ID, sha))
-	if c.SourceType != string(deployment.SourceGitHub) || c.CommitSHA != sha || c.ArchiveKey != "" || c.ProjectURL != "https://other."+testAppsDomain {
+	if c.SourceType != sourceType(deployment.SourceGitHub) || c.CommitSHA != sha || c.ArchiveKey != "" || c.ProjectURL != "https://other."+testAppsDomain {
 		t.Fatalf("commit deployment %+v", c)
 	}
 	e.wantProblem(e.do("POST", "/v1/deployments", fmt.Sprintf(`{"project_id":"%s","commit_sha":"%s"}`, other.ID, strings.Repeat("A", 40)), bearer(alice)...), http.StatusUnprocessableEntity)
@@ -193,7 +193,7 @@ func TestGetDeploymentAndInstances(t *testing.T) {
 	if _, err := (deployment.Store{DB: e.pool()}).SetStatus(ctx, d.ID, deployment.Move{To: deployment.StatusFailed, From: []deployment.Status{deployment.StatusQueued}, Reason: "build failed: exit 1"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := get(); got.Framework != "nextjs" || got.Status != deployment.StatusFailed || got.FailureReason != "build failed: exit 1" {
+	if got := get(); got.Framework != "nextjs" || got.Status != deploymentStatus(deployment.StatusFailed) || got.FailureReason != "build failed: exit 1" {
 		t.Fatalf("got %+v", got)
 	}
 }
@@ -244,4 +244,18 @@ func TestListDeployments(t *testing.T) {
 	e.wantProblem(e.do("GET", "/v1/deployments?project_id=nope", "", session(alice)...), http.StatusUnprocessableEntity)
 	e.wantProblem(e.do("GET", "/v1/deployments?cursor=!!", "", session(alice)...), http.StatusBadRequest)
 	e.wantProblem(e.do("GET", "/v1/deployments?limit=0", "", session(alice)...), http.StatusUnprocessableEntity)
+}
+
+// The document lists the statuses and source types a client can meet.
+func TestDeploymentEnumsAreDocumented(t *testing.T) {
+	e := newEnv(t)
+	res := e.do("GET", OpenAPIPath, "")
+	for _, want := range []string{
+		`"enum":["queued","building","deploying","active","retiring","stopped","failed"]`,
+		`"enum":["github","upload"]`,
+	} {
+		if !strings.Contains(res.body, want) {
+			t.Errorf("document lacks %s", want)
+		}
+	}
 }

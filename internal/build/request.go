@@ -13,6 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
 )
@@ -101,10 +102,10 @@ func Request(ctx context.Context, conn db.Conn, q Enqueuer, projectID uuid.UUID,
 			return err
 		}
 		params := db.DeploymentCreateParams{
-			ID: id.New(), ProjectID: p.ID, Replicas: p.Replicas, CreatedByUserID: createdBy, SourceType: "upload",
+			ID: id.New(), ProjectID: p.ID, Replicas: p.Replicas, CreatedByUserID: createdBy, SourceType: string(deployment.SourceUpload),
 		}
 		if src.CommitSHA != "" {
-			params.SourceType = "github"
+			params.SourceType = string(deployment.SourceGitHub)
 			params.GithubCommitSha = &src.CommitSHA
 			params.GithubRef = nonEmpty(src.Ref)
 			params.CommitMessage = nonEmpty(src.CommitMessage)

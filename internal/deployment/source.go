@@ -10,6 +10,9 @@ const (
 	SourceUpload SourceType = "upload"
 )
 
+// SourceTypes are all of them.
+var SourceTypes = []SourceType{SourceGitHub, SourceUpload}
+
 // Source is what a deployment was built from; the fields that do not apply
 // to its Type are empty.
 type Source struct {

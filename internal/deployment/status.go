@@ -17,3 +17,6 @@ const (
 	StatusStopped   Status = "stopped"
 	StatusFailed    Status = "failed"
 )
+
+// Statuses are all of them, in lifecycle order.
+var Statuses = []Status{StatusQueued, StatusBuilding, StatusDeploying, StatusActive, StatusRetiring, StatusStopped, StatusFailed}
