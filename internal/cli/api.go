@@ -25,13 +25,13 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "api")
 	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
+		q, err := queue.New(pool, nil, cfg.Queue, log) // enqueues only: builders work the tasks
+		if err != nil {
+			return err
+		}
 		l, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
 			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
-		}
-		q, err := queue.New(pool, nil, cfg.Queue, log) // enqueues only
-		if err != nil {
-			return err
 		}
 		a := &api.API{
 			Accounts: account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
