@@ -13,7 +13,9 @@ import (
 	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
+	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/version"
+	"github.com/zeitwork/zeitwork/internal/webhook"
 )
 
 // OpenAPIPath serves the OpenAPI 3.1 document of everything below /v1.
@@ -26,6 +28,11 @@ type API struct {
 	Log      *slog.Logger
 	// Dev leaves Secure off session cookies, for http://localhost.
 	Dev bool
+	// Queue enqueues tasks (a deployment's build) in the API's transactions.
+	Queue *queue.Queue
+	// Webhook receives GitHub's deliveries at WebhookPath; nil (no webhook
+	// secret) serves and documents no such route.
+	Webhook *webhook.Receiver
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -75,6 +82,7 @@ func (a *API) register(api huma.API) {
 	}, a.health)
 	a.registerAccount(api)
 	a.registerProjects(api)
+	a.registerWebhook(api)
 }
 
 type healthOutput struct {

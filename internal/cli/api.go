@@ -14,6 +14,8 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
+	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/webhook"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -28,11 +30,23 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 		if err != nil {
 			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
 		}
+		// The api only enqueues (a webhook's build); builders work the tasks.
+		q, err := queue.New(pool, nil, config.Queue{}, log)
+		if err != nil {
+			return err
+		}
 		a := &api.API{
 			Accounts: account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
 			Projects: project.Store{DB: pool},
 			Log:      log,
 			Dev:      cfg.Dev,
+			Queue:    q,
+		}
+		if secret := cfg.GitHub.WebhookSecret.Reveal(); secret != "" {
+			if a.Webhook, err = webhook.New(pool, q, secret, zlog.Component(log, "webhook")); err != nil {
+				return err
+			}
+			go pruneWebhooks(ctx, a.Webhook, webhookPruneEvery, webhookKeep, log)
 		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
