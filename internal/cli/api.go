@@ -46,7 +46,14 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			if a.Webhook, err = webhook.New(pool, q, secret, zlog.Component(log, "webhook")); err != nil {
 				return err
 			}
-			go pruneWebhooks(ctx, a.Webhook, webhookPruneEvery, webhookKeep, log)
+			pctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pruneWebhooks(pctx, a.Webhook, webhookPruneEvery, webhookKeep, log)
+			}()
+			// Stopped before withDatabase closes the pool under it.
+			defer func() { stop(); <-done }()
 		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
