@@ -22,11 +22,17 @@ type webhookInput struct {
 	Event     string `header:"X-GitHub-Event" required:"true" doc:"The event's name: push, ping, installation, installation_repositories; others are recorded and ignored."`
 	Delivery  string `header:"X-GitHub-Delivery" required:"true" doc:"The delivery's GUID; a redelivery repeats it and changes nothing."`
 	Signature string `header:"X-Hub-Signature-256" required:"true" doc:"sha256=<hex HMAC-SHA256 of the body under the App's webhook secret>."`
-	RawBody   []byte `contentType:"application/json"`
 }
 
+// WebhookResult and WebhookError name the receiver's bodies in the
+// document, apart from the API's own.
+type (
+	WebhookResult webhook.Result
+	WebhookError  httpapi.ErrorBody
+)
+
 type webhookOutput struct {
-	Body webhook.Result
+	Body WebhookResult
 }
 
 // registerWebhook mounts GitHub's webhook, when the API has a receiver.
@@ -38,7 +44,7 @@ func (a *API) registerWebhook(api huma.API) {
 		return
 	}
 	h := a.Webhook.Handler()
-	errSchema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[httpapi.ErrorBody](), true, "WebhookError")
+	errSchema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[WebhookError](), true, "")
 	failure := func(description string) *huma.Response {
 		return &huma.Response{Description: description, Content: map[string]*huma.MediaType{"application/json": {Schema: errSchema}}}
 	}
@@ -50,6 +56,13 @@ func (a *API) registerWebhook(api huma.API) {
 			"production branch creates a deployment and its build; installation events keep installations current. " +
 			"Errors are `{error, code, request_id}`, not problem+json.",
 		MaxBodyBytes: webhook.MaxBody,
+		RequestBody: &huma.RequestBody{
+			Required:    true,
+			Description: "The event's payload, exactly as GitHub sent it (the signature covers these bytes), at most 25 MiB.",
+			Content: map[string]*huma.MediaType{"application/json": {Schema: &huma.Schema{
+				Type: "object", Description: "A GitHub webhook payload; its shape depends on X-GitHub-Event.",
+			}}},
+		},
 		Responses: map[string]*huma.Response{
 			"400": failure("A header is missing or invalid, or the body could not be read."),
 			"401": failure("The signature is missing or does not match the body; nothing was recorded."),
@@ -66,4 +79,27 @@ func (a *API) registerWebhook(api huma.API) {
 	}, func(context.Context, *webhookInput) (*webhookOutput, error) {
 		return nil, errors.New("api: the webhook middleware answers every delivery") // unreachable
 	})
+}
+
+// TransformSchema says what the receiver's fields hold, which
+// webhook.Result cannot say in tags without knowing huma.
+func (WebhookResult) TransformSchema(_ huma.Registry, s *huma.Schema) *huma.Schema {
+	for name, doc := range map[string]string{
+		"delivery_id": "The X-GitHub-Delivery this answers.",
+		"status":      "processed: acted on; ignored: nothing to do (reason says why); failed: recorded but unusable (a redelivery of one).",
+		"reason":      "Why the delivery was ignored or failed.",
+		"deployments": "The deployments the delivery created.",
+		"duplicate":   "The delivery was received before and not acted on again.",
+	} {
+		if p := s.Properties[name]; p != nil {
+			p.Description = doc
+		}
+	}
+	if p := s.Properties["status"]; p != nil {
+		p.Enum = []any{string(webhook.StatusProcessed), string(webhook.StatusIgnored), string(webhook.StatusFailed)}
+	}
+	if p := s.Properties["deployments"]; p != nil && p.Items != nil {
+		p.Items.Format = "uuid"
+	}
+	return s
 }
