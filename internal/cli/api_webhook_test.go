@@ -2,6 +2,10 @@ package cli
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,5 +72,52 @@ func TestPruneWebhooks(t *testing.T) {
 	<-done
 	if got := left(); len(got) != 1 || got[0] != "recent" {
 		t.Fatalf("deliveries left after pruning: %v, want [recent]", got)
+	}
+}
+
+// The api role mounts the webhook exactly when GITHUB_WEBHOOK_SECRET is
+// set, with its queue and receiver composed here.
+func TestAPIRoleMountsTheWebhookWithASecret(t *testing.T) {
+	for _, secret := range []string{"", "hook-secret"} {
+		t.Run("secret="+secret, func(t *testing.T) {
+			url := testdb.NewURL(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			var stderr syncBuffer
+			exited := make(chan int, 1)
+			go func() {
+				exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{
+					"DATABASE_URL=" + url, "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text", "GITHUB_WEBHOOK_SECRET=" + secret,
+				}})
+			}()
+			defer func() {
+				cancel()
+				if code := <-exited; code != ExitOK {
+					t.Errorf("api exited %d: %s", code, stderr.String())
+				}
+			}()
+			addrRe := regexp.MustCompile(`msg="api running".* addr=(\S+)`)
+			var base string
+			for deadline := time.Now().Add(30 * time.Second); base == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if m := addrRe.FindStringSubmatch(stderr.String()); m != nil {
+					base = "http://" + m[1]
+				}
+			}
+			if base == "" {
+				t.Fatalf("api did not start: %s", stderr.String())
+			}
+
+			resp, err := http.Post(base+"/v1/webhook/github", "application/json", strings.NewReader("{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := http.StatusNotFound // not served
+			if secret != "" {
+				want = http.StatusUnauthorized // served, and unsigned
+			}
+			if resp.StatusCode != want {
+				t.Fatalf("POST /v1/webhook/github: %d, want %d", resp.StatusCode, want)
+			}
+		})
 	}
 }
