@@ -43,7 +43,9 @@ func (a *API) registerWebhook(api huma.API) {
 	if a.Webhook == nil {
 		return
 	}
-	h := a.Webhook.Handler()
+	// The receiver's errors and logs carry the request id through httpapi's
+	// middleware, which keeps the one the API gave the request.
+	h := httpapi.Server{Log: a.Log}.Middleware(a.Webhook.Handler())
 	errSchema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[WebhookError](), true, "")
 	failure := func(description string) *huma.Response {
 		return &huma.Response{Description: description, Content: map[string]*huma.MediaType{"application/json": {Schema: errSchema}}}
@@ -74,6 +76,9 @@ func (a *API) registerWebhook(api huma.API) {
 		},
 		Middlewares: huma.Middlewares{func(ctx huma.Context, _ func(huma.Context)) {
 			r, w := humago.Unwrap(ctx)
+			if req, ok := r.Context().Value(requestKey{}).(*request); ok {
+				r.Header.Set("X-Request-Id", req.id)
+			}
 			h.ServeHTTP(w, r)
 		}},
 	}, func(context.Context, *webhookInput) (*webhookOutput, error) {

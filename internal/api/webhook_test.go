@@ -222,9 +222,19 @@ func TestWebhookIsDocumentedAndServed(t *testing.T) {
 	}
 	// A credential that is no good does not stand in the way: the route
 	// does not look at it.
-	res := e.do(http.MethodPost, WebhookPath, "{}", "Authorization", "Bearer zw_nonsense")
+	res := e.do(http.MethodPost, WebhookPath, "{}", "Authorization", "Bearer zw_nonsense", "X-Request-Id", "hook-1")
 	if res.Code != http.StatusUnauthorized || !strings.Contains(res.body, "X-Hub-Signature-256") {
 		t.Fatalf("unsigned POST: %d %s, want the receiver's 401", res.Code, res.body)
+	}
+	// Its errors carry the API's request id, in the body and the header.
+	var body WebhookError
+	res.decode(t, &body)
+	if body.RequestID != "hook-1" || res.Header().Get("X-Request-Id") != "hook-1" {
+		t.Fatalf("request id %q in the body, %q in the header, want hook-1", body.RequestID, res.Header().Get("X-Request-Id"))
+	}
+	res = e.do(http.MethodPost, WebhookPath, "{}")
+	if res.decode(t, &body); body.RequestID == "" || body.RequestID != res.Header().Get("X-Request-Id") {
+		t.Fatalf("request id %q in the body, %q in the header, want one and the same", body.RequestID, res.Header().Get("X-Request-Id"))
 	}
 }
 
