@@ -14,6 +14,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/version"
+	"github.com/zeitwork/zeitwork/internal/webhook"
 )
 
 // OpenAPIPath serves the OpenAPI 3.1 document of everything below /v1.
@@ -27,6 +28,9 @@ type API struct {
 	Log      *slog.Logger
 	// Dev leaves Secure off session cookies, for http://localhost.
 	Dev bool
+	// Webhook receives GitHub's deliveries at WebhookPath; nil (no webhook
+	// secret) serves and documents no such route.
+	Webhook *webhook.Receiver
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -77,6 +81,7 @@ func (a *API) register(api huma.API) {
 	a.registerAccount(api)
 	a.registerProjects(api)
 	a.registerDeployments(api)
+	a.registerWebhook(api)
 }
 
 type healthOutput struct {

@@ -16,4 +16,12 @@
 // Every error is RFC 9457 problem+json, the unrouted 404/405s and panics
 // included. A 5xx says only what failed, never why: the cause goes to the
 // log with the request id the response carries in X-Request-Id.
+//
+// # GitHub's webhook
+//
+// POST /v1/webhook/github, mounted when the API has a webhook receiver, is
+// documented like any operation but answered by package webhook: its
+// signature is its authentication, its body is read raw (up to GitHub's
+// 25 MiB) so the signature can be checked over the exact bytes, and its
+// errors are httpapi's JSON, the shape GitHub's delivery log shows.
 package api

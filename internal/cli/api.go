@@ -15,6 +15,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/webhook"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -39,6 +40,19 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			Deploys:  api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
 			Log:      log,
 			Dev:      cfg.Dev,
+		}
+		if secret := cfg.GitHub.WebhookSecret.Reveal(); secret != "" {
+			if a.Webhook, err = webhook.New(pool, q, secret, zlog.Component(log, "webhook")); err != nil {
+				return err
+			}
+			pctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pruneWebhooks(pctx, a.Webhook, webhookPruneEvery, webhookKeep, log)
+			}()
+			// Stopped before withDatabase closes the pool under it.
+			defer func() { stop(); <-done }()
 		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
