@@ -26,6 +26,8 @@ type API struct {
 	Log      *slog.Logger
 	// Dev leaves Secure off session cookies, for http://localhost.
 	Dev bool
+	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
+	GitHub *GitHubSignIn
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -75,6 +77,7 @@ func (a *API) register(api huma.API) {
 	}, a.health)
 	a.registerAccount(api)
 	a.registerProjects(api)
+	a.registerGitHubSignIn(api)
 }
 
 type healthOutput struct {
