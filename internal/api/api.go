@@ -77,7 +77,7 @@ func (a *API) register(api huma.API) {
 	}, a.health)
 	a.registerAccount(api)
 	a.registerProjects(api)
-	a.registerGitHubSignIn(api)
+	a.registerSignIn(api)
 }
 
 type healthOutput struct {

@@ -51,7 +51,10 @@ func (g *GitHubSignIn) oauth() *oauth2.Config {
 	}
 }
 
-func (a *API) registerGitHubSignIn(api huma.API) {
+// registerSignIn registers how people get in: GitHub sign-in (when
+// configured) and the waitlist.
+func (a *API) registerSignIn(api huma.API) {
+	a.registerWaitlist(api)
 	if a.GitHub == nil {
 		return
 	}

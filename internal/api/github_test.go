@@ -152,6 +152,18 @@ func TestGitHubSignInBrowserFlow(t *testing.T) {
 	if status != http.StatusOK || me2.ID != me.ID || me2.Username != "alice2" || me2.Email != "alice@new.example" || s.users() != 1 {
 		t.Fatalf("second sign-in: %d %+v, %d users", status, me2, s.users())
 	}
+
+	// Anyone after the first waits for admission.
+	s.emu.AddUser(githubemu.User{Login: "bob", Emails: []githubemu.Email{{Email: "bob@example.com", Primary: true, Verified: true}}})
+	s.emu.ApproveAs("bob")
+	b3 := newBrowser(t)
+	b3.get(t, s.url+"/v1/auth/github")
+	if status, bob := s.me(b3); status != http.StatusOK || bob.Username != "bob" || bob.Admitted || bob.Admin {
+		t.Fatalf("bob: %d %+v", status, bob)
+	}
+	if status, _, body := b3.get(t, s.url+"/v1/projects"); status != http.StatusForbidden || !strings.Contains(body, "waiting for admission") {
+		t.Fatalf("waiting bob: %d %s", status, body)
+	}
 }
 
 func TestGitHubSignInStartSetsABoundState(t *testing.T) {
@@ -267,6 +279,8 @@ func TestGitHubSignInRefusals(t *testing.T) {
 // Without GitHub credentials the routes do not exist.
 func TestGitHubSignInIsOffWithoutCredentials(t *testing.T) {
 	e := newEnv(t)
+	e.api.GitHub = nil
+	e.handler, e.routes = e.api.build()
 	e.wantProblem(e.do("GET", "/v1/auth/github", ""), http.StatusNotFound)
 }
 
