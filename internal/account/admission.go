@@ -52,8 +52,9 @@ type WaitlistEntry struct {
 	CreatedAt time.Time
 }
 
-// JoinWaitlist puts an address on the waitlist; an address already on it
-// stays as it was (the list keeps its first sign-up time).
+// JoinWaitlist puts an address (trimmed, lower-cased) on the waitlist; an
+// address already on it stays as it was (the list keeps its first sign-up
+// time).
 func (s Store) JoinWaitlist(ctx context.Context, email string) error {
 	addr, err := mail.ParseAddress(email)
 	if err != nil || addr.Address != strings.TrimSpace(email) || addr.Name != "" || len(addr.Address) > 254 ||
