@@ -28,13 +28,15 @@ type User struct {
 	Email        string
 	AvatarURL    string
 	Admin        bool
-	CreatedAt    time.Time
+	// Admitted users may use the platform; the others are on the waitlist.
+	Admitted  bool
+	CreatedAt time.Time
 }
 
 func userFromRow(r db.User) User {
 	return User{
 		ID: r.ID, GitHubUserID: r.GithubUserID, Username: r.Username, Name: deref(r.Name), Email: deref(r.Email),
-		AvatarURL: deref(r.AvatarUrl), Admin: r.Admin, CreatedAt: r.CreatedAt,
+		AvatarURL: deref(r.AvatarUrl), Admin: r.Admin, Admitted: r.Admitted, CreatedAt: r.CreatedAt,
 	}
 }
 

@@ -42,6 +42,7 @@ type User struct {
 	Email     string    `json:"email"`
 	AvatarURL string    `json:"avatar_url"`
 	Admin     bool      `json:"admin"`
+	Admitted  bool      `json:"admitted" doc:"false while the user waits for an admin to admit them"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -52,7 +53,11 @@ func (a *API) me(ctx context.Context, _ *struct{}) (*meOutput, error) {
 	if err != nil {
 		return nil, err // a principal's user exists: sessions and tokens cascade with it
 	}
-	return &meOutput{Body: User{ID: u.ID, Username: u.Username, Name: u.Name, Email: u.Email, AvatarURL: u.AvatarURL, Admin: u.Admin, CreatedAt: u.CreatedAt}}, nil
+	return &meOutput{Body: userOut(u)}, nil
+}
+
+func userOut(u account.User) User {
+	return User{ID: u.ID, Username: u.Username, Name: u.Name, Email: u.Email, AvatarURL: u.AvatarURL, Admin: u.Admin, Admitted: u.Admitted, CreatedAt: u.CreatedAt}
 }
 
 // Token is an API token without its secret.

@@ -31,6 +31,8 @@ type API struct {
 	// Webhook receives GitHub's deliveries at WebhookPath; nil (no webhook
 	// secret) serves and documents no such route.
 	Webhook *webhook.Receiver
+	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
+	GitHub *GitHubSignIn
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -82,6 +84,7 @@ func (a *API) register(api huma.API) {
 	a.registerProjects(api)
 	a.registerDeployments(api)
 	a.registerWebhook(api)
+	a.registerSignIn(api)
 }
 
 type healthOutput struct {

@@ -68,6 +68,9 @@ func (a *API) authenticate(api huma.API) func(huma.Context, func(huma.Context)) 
 			_ = huma.WriteErr(api, ctx, http.StatusServiceUnavailable, "cannot check credentials right now", err)
 			return
 		}
+		if !a.admitted(api, ctx, p) {
+			return
+		}
 		next(huma.WithValue(ctx, principalKey{}, p))
 	}
 }

@@ -54,6 +54,9 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			// Stopped before withDatabase closes the pool under it.
 			defer func() { stop(); <-done }()
 		}
+		if g := cfg.GitHub; g.ClientID != "" {
+			a.GitHub = &api.GitHubSignIn{ClientID: g.ClientID, ClientSecret: g.ClientSecret.Reveal(), WebURL: g.WebURL, APIURL: g.APIURL}
+		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
 		return httpapi.Serve(ctx, srv, l, 10*time.Second)

@@ -334,6 +334,7 @@ type User struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	Admin        bool
+	Admitted     bool
 }
 
 type Waitlist struct {

@@ -87,7 +87,7 @@ func (q *Queries) OrganisationMemberGet(ctx context.Context, arg OrganisationMem
 }
 
 const organisationMemberListByOrganisation = `-- name: OrganisationMemberListByOrganisation :many
-SELECT organisation_members.id, organisation_members.organisation_id, organisation_members.user_id, organisation_members.role, organisation_members.created_at, organisation_members.updated_at, users.id, users.github_user_id, users.username, users.name, users.email, users.avatar_url, users.created_at, users.updated_at, users.admin
+SELECT organisation_members.id, organisation_members.organisation_id, organisation_members.user_id, organisation_members.role, organisation_members.created_at, organisation_members.updated_at, users.id, users.github_user_id, users.username, users.name, users.email, users.avatar_url, users.created_at, users.updated_at, users.admin, users.admitted
 FROM organisation_members
 JOIN users ON users.id = organisation_members.user_id
 WHERE organisation_members.organisation_id = $1
@@ -124,6 +124,7 @@ func (q *Queries) OrganisationMemberListByOrganisation(ctx context.Context, orga
 			&i.User.CreatedAt,
 			&i.User.UpdatedAt,
 			&i.User.Admin,
+			&i.User.Admitted,
 		); err != nil {
 			return nil, err
 		}

@@ -11,10 +11,35 @@ import (
 	"github.com/google/uuid"
 )
 
+const userAdmit = `-- name: UserAdmit :one
+UPDATE users SET admitted = true, updated_at = now()
+WHERE id = $1
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted
+`
+
+// Lets a user off the waitlist; admitting twice changes nothing.
+func (q *Queries) UserAdmit(ctx context.Context, id uuid.UUID) (User, error) {
+	row := q.db.QueryRow(ctx, userAdmit, id)
+	var i User
+	err := row.Scan(
+		&i.ID,
+		&i.GithubUserID,
+		&i.Username,
+		&i.Name,
+		&i.Email,
+		&i.AvatarUrl,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Admin,
+		&i.Admitted,
+	)
+	return i, err
+}
+
 const userCreate = `-- name: UserCreate :one
 INSERT INTO users (id, github_user_id, username, name, email, avatar_url)
 VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted
 `
 
 type UserCreateParams struct {
@@ -46,6 +71,7 @@ func (q *Queries) UserCreate(ctx context.Context, arg UserCreateParams) (User, e
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Admin,
+		&i.Admitted,
 	)
 	return i, err
 }
@@ -63,7 +89,7 @@ func (q *Queries) UserExistsOther(ctx context.Context, id uuid.UUID) (bool, erro
 }
 
 const userGetByGithubID = `-- name: UserGetByGithubID :one
-SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin FROM users WHERE github_user_id = $1
+SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted FROM users WHERE github_user_id = $1
 `
 
 func (q *Queries) UserGetByGithubID(ctx context.Context, githubUserID int64) (User, error) {
@@ -79,12 +105,13 @@ func (q *Queries) UserGetByGithubID(ctx context.Context, githubUserID int64) (Us
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Admin,
+		&i.Admitted,
 	)
 	return i, err
 }
 
 const userGetByID = `-- name: UserGetByID :one
-SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin FROM users WHERE id = $1
+SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted FROM users WHERE id = $1
 `
 
 func (q *Queries) UserGetByID(ctx context.Context, id uuid.UUID) (User, error) {
@@ -100,8 +127,48 @@ func (q *Queries) UserGetByID(ctx context.Context, id uuid.UUID) (User, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Admin,
+		&i.Admitted,
 	)
 	return i, err
+}
+
+const userListWaiting = `-- name: UserListWaiting :many
+SELECT id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted FROM users
+WHERE NOT admitted
+ORDER BY created_at, id
+LIMIT $1
+`
+
+// Users who signed in and wait for admission, longest waiting first.
+func (q *Queries) UserListWaiting(ctx context.Context, maxRows int32) ([]User, error) {
+	rows, err := q.db.Query(ctx, userListWaiting, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []User{}
+	for rows.Next() {
+		var i User
+		if err := rows.Scan(
+			&i.ID,
+			&i.GithubUserID,
+			&i.Username,
+			&i.Name,
+			&i.Email,
+			&i.AvatarUrl,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Admin,
+			&i.Admitted,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const userLockSignUp = `-- name: UserLockSignUp :exec
@@ -116,9 +183,9 @@ func (q *Queries) UserLockSignUp(ctx context.Context) error {
 }
 
 const userSetAdmin = `-- name: UserSetAdmin :one
-UPDATE users SET admin = $1, updated_at = now()
+UPDATE users SET admin = $1, admitted = admitted OR $1, updated_at = now()
 WHERE id = $2
-RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted
 `
 
 type UserSetAdminParams struct {
@@ -126,6 +193,7 @@ type UserSetAdminParams struct {
 	ID    uuid.UUID
 }
 
+// An admin is admitted: they admit the others.
 func (q *Queries) UserSetAdmin(ctx context.Context, arg UserSetAdminParams) (User, error) {
 	row := q.db.QueryRow(ctx, userSetAdmin, arg.Admin, arg.ID)
 	var i User
@@ -139,6 +207,7 @@ func (q *Queries) UserSetAdmin(ctx context.Context, arg UserSetAdminParams) (Use
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Admin,
+		&i.Admitted,
 	)
 	return i, err
 }
@@ -152,7 +221,7 @@ SET username = excluded.username,
     email = excluded.email,
     avatar_url = excluded.avatar_url,
     updated_at = now()
-RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin
+RETURNING id, github_user_id, username, name, email, avatar_url, created_at, updated_at, admin, admitted
 `
 
 type UserUpsertByGithubIDParams struct {
@@ -186,6 +255,7 @@ func (q *Queries) UserUpsertByGithubID(ctx context.Context, arg UserUpsertByGith
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.Admin,
+		&i.Admitted,
 	)
 	return i, err
 }

@@ -64,6 +64,9 @@ export const users = pgTable("users", {
   // Admins run the installation (admit waitlisted users, …); the first user
   // of a fresh install becomes one.
   admin: boolean("admin").notNull().default(false),
+  // Admitted users may use the platform; the others wait until an admin
+  // admits them (the first user is admitted as its admin).
+  admitted: boolean("admitted").notNull().default(false),
   createdAt: createdAt(),
   updatedAt: updatedAt(),
 });

@@ -17,7 +17,8 @@ SET username = excluded.username,
 RETURNING *;
 
 -- name: UserSetAdmin :one
-UPDATE users SET admin = @admin, updated_at = now()
+-- An admin is admitted: they admit the others.
+UPDATE users SET admin = @admin, admitted = admitted OR @admin, updated_at = now()
 WHERE id = @id
 RETURNING *;
 
@@ -35,3 +36,16 @@ SELECT * FROM users WHERE github_user_id = @github_user_id;
 -- Serialises sign-ins for the rest of the transaction, so that two people
 -- signing in to a fresh install cannot both become its first user.
 SELECT pg_advisory_xact_lock(hashtext('zeitwork.users.sign_up'));
+
+-- name: UserAdmit :one
+-- Lets a user off the waitlist; admitting twice changes nothing.
+UPDATE users SET admitted = true, updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: UserListWaiting :many
+-- Users who signed in and wait for admission, longest waiting first.
+SELECT * FROM users
+WHERE NOT admitted
+ORDER BY created_at, id
+LIMIT @max_rows;
