@@ -3,10 +3,12 @@ package runtime_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	neturl "net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +39,28 @@ func nextEvent(t *testing.T, events <-chan runtime.Event, iid uuid.UUID, kind ru
 			t.Fatalf("no %s event for %s", kind, iid)
 		}
 	}
+}
+
+// eventsOf waits for one event of each kind for iid, in whatever order
+// they arrive, and returns them by kind.
+func eventsOf(t *testing.T, events <-chan runtime.Event, iid uuid.UUID, kinds ...runtime.EventKind) map[runtime.EventKind]runtime.Event {
+	t.Helper()
+	got := map[runtime.EventKind]runtime.Event{}
+	timeout := time.After(15 * time.Second)
+	for len(got) < len(kinds) {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("event stream closed")
+			}
+			if _, seen := got[ev.Kind]; ev.InstanceID == iid && slices.Contains(kinds, ev.Kind) && !seen {
+				got[ev.Kind] = ev
+			}
+		case <-timeout:
+			t.Fatalf("events for %s: got %v, want one each of %v", iid, slices.Collect(maps.Keys(got)), kinds)
+		}
+	}
+	return got
 }
 
 func TestExitAtOnceIsReportedAndRestartable(t *testing.T) {
@@ -103,8 +127,9 @@ func TestOOMKillIsReported(t *testing.T) {
 	if _, err := get(ctxFor(t, 10*time.Second), url(s, "/alloc?mb=64")); err == nil {
 		t.Fatal("allocating 72 MiB under a 32 MiB limit succeeded")
 	}
-	nextEvent(t, events, s.InstanceID, runtime.EventOOM)
-	ev := nextEvent(t, events, s.InstanceID, runtime.EventExit)
+	// The shim reports the OOM and the exit from different goroutines:
+	// either may come first.
+	ev := eventsOf(t, events, s.InstanceID, runtime.EventOOM, runtime.EventExit)[runtime.EventExit]
 	if ev.ExitCode != 137 {
 		t.Errorf("exit event %+v, want 137 (SIGKILL)", ev)
 	}
