@@ -24,8 +24,11 @@ const OpenAPIPath = "/v1/openapi.json"
 type API struct {
 	Accounts account.Store
 	Projects project.Store
-	Deploys  Deploys
-	Log      *slog.Logger
+	// Variables are the projects' environment variables; without keys
+	// their routes answer 503.
+	Variables project.Variables
+	Deploys   Deploys
+	Log       *slog.Logger
 	// Dev leaves Secure off session cookies, for http://localhost.
 	Dev bool
 	// Webhook receives GitHub's deliveries at WebhookPath; nil (no webhook
@@ -85,6 +88,7 @@ func (a *API) register(api huma.API) {
 	a.registerDeployments(api)
 	a.registerWebhook(api)
 	a.registerSignIn(api)
+	a.registerEnv(api)
 }
 
 type healthOutput struct {

@@ -133,6 +133,30 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		}()
 	}
+	{ // environment variables
+		type call = struct {
+			path, body string
+			status     int
+		}
+		base := "/v1/projects/" + p.ID.String() + "/env"
+		if res := e.do("PUT", base+"/API_TOKEN", `{"value":"owner-value-s3cr3t"}`, session(owner)...); res.Code != http.StatusOK {
+			t.Fatalf("owner's variable: %d %s", res.Code, res.body)
+		}
+		secrets = append(secrets, "owner-value-s3cr3t", "API_TOKEN")
+		calls[operation{"GET", "/v1/projects/{id}/env"}] = call{base, "", http.StatusNotFound}
+		calls[operation{"GET", "/v1/projects/{id}/env/{name}"}] = call{base + "/API_TOKEN", "", http.StatusNotFound}
+		calls[operation{"PUT", "/v1/projects/{id}/env/{name}"}] = call{base + "/API_TOKEN", `{"value":"stranger"}`, http.StatusNotFound}
+		calls[operation{"DELETE", "/v1/projects/{id}/env/{name}"}] = call{base + "/API_TOKEN", "", http.StatusNotFound}
+		defer func() {
+			var v struct {
+				Value string `json:"value"`
+			}
+			e.do("GET", base+"/API_TOKEN", "", session(owner)...).decode(t, &v)
+			if v.Value != "owner-value-s3cr3t" {
+				t.Errorf("owner's variable after the stranger's calls: %q", v.Value)
+			}
+		}()
+	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.
 	for op, c := range map[operation]struct {

@@ -35,11 +35,12 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
 		}
 		a := &api.API{
-			Accounts: account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
-			Projects: project.Store{DB: pool},
-			Deploys:  api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
-			Log:      log,
-			Dev:      cfg.Dev,
+			Accounts:  account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
+			Projects:  project.Store{DB: pool},
+			Variables: project.Variables{DB: pool, Keys: cfg.Secrets.Keys},
+			Deploys:   api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
+			Log:       log,
+			Dev:       cfg.Dev,
 		}
 		if secret := cfg.GitHub.WebhookSecret.Reveal(); secret != "" {
 			if a.Webhook, err = webhook.New(pool, q, secret, zlog.Component(log, "webhook")); err != nil {

@@ -3,6 +3,8 @@ package config
 import (
 	"net/url"
 	"time"
+
+	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
 // The structs in this file are one concern each. A role embeds those it
@@ -13,6 +15,14 @@ import (
 type Database struct {
 	URL      PostgresURL `env:"DATABASE_URL,required,notEmpty"`
 	MaxConns int32       `env:"DATABASE_MAX_CONNS" envDefault:"10"`
+}
+
+// Secrets is the key ring projects' variables are encrypted with at rest
+// (see internal/secret): the API encrypts, node agents decrypt, so both
+// must hold the same keys.
+type Secrets struct {
+	// Keys is nil when SECRETS_KEYS is unset.
+	Keys *secret.Ring `env:"SECRETS_KEYS"`
 }
 
 // Cluster is what the platform's own parts share.

@@ -115,13 +115,13 @@ func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 func TestSecretsKeysParseAtStart(t *testing.T) {
 	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
 	cfg, err := ParseFrom[NodeAgent](base)
-	if err != nil || cfg.SecretsKeys != nil {
-		t.Fatalf("unset: ring %v, err %v", cfg.SecretsKeys, err)
+	if err != nil || cfg.Secrets.Keys != nil {
+		t.Fatalf("unset: ring %v, err %v", cfg.Secrets.Keys, err)
 	}
 	vars := maps.Clone(base)
 	vars["SECRETS_KEYS"] = secret.NewKey("k2") + "," + secret.NewKey("k1")
-	if cfg, err = ParseFrom[NodeAgent](vars); err != nil || cfg.SecretsKeys == nil || cfg.SecretsKeys.Current() != "k2" {
-		t.Fatalf("two keys: ring %v, err %v", cfg.SecretsKeys, err)
+	if cfg, err = ParseFrom[NodeAgent](vars); err != nil || cfg.Secrets.Keys == nil || cfg.Secrets.Keys.Current() != "k2" {
+		t.Fatalf("two keys: ring %v, err %v", cfg.Secrets.Keys, err)
 	}
 	vars["SECRETS_KEYS"] = "k1:c2hvcnQ=" // "short": not 32 bytes
 	_, err = ParseFrom[NodeAgent](vars)

@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/zeitwork/zeitwork/internal/secret"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -32,6 +31,9 @@ type API struct {
 	// Queue takes the build tasks of deployments asked for here; the api
 	// only enqueues.
 	Queue Queue
+	// Secrets encrypts the variables members set; without keys the
+	// variable routes answer 503.
+	Secrets Secrets
 }
 
 // Operator configures `zeitwork operator`.
@@ -94,9 +96,9 @@ type NodeAgent struct {
 	LogDir            string `env:"INSTANCE_LOG_DIR" envDefault:"/var/log/zeitwork/instances"`
 	// Registry is where instances' images are pulled from.
 	Registry Registry
-	// SecretsKeys decrypts projects' variables (see internal/secret); nil
-	// when unset, and then a project with variables cannot run here.
-	SecretsKeys       *secret.Ring  `env:"SECRETS_KEYS"`
+	// Secrets decrypts projects' variables; without keys a project with
+	// variables cannot run here.
+	Secrets           Secrets
 	PollInterval      time.Duration `env:"NODE_POLL_INTERVAL" envDefault:"5s"`
 	HeartbeatInterval time.Duration `env:"NODE_HEARTBEAT_INTERVAL" envDefault:"5s"`
 }

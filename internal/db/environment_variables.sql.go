@@ -29,6 +29,31 @@ func (q *Queries) EnvironmentVariableDelete(ctx context.Context, arg Environment
 	return result.RowsAffected(), nil
 }
 
+const environmentVariableGet = `-- name: EnvironmentVariableGet :one
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+WHERE project_id = $1 AND name = $2
+`
+
+type EnvironmentVariableGetParams struct {
+	ProjectID uuid.UUID
+	Name      string
+}
+
+func (q *Queries) EnvironmentVariableGet(ctx context.Context, arg EnvironmentVariableGetParams) (EnvironmentVariable, error) {
+	row := q.db.QueryRow(ctx, environmentVariableGet, arg.ProjectID, arg.Name)
+	var i EnvironmentVariable
+	err := row.Scan(
+		&i.ID,
+		&i.ProjectID,
+		&i.Name,
+		&i.ValueCiphertext,
+		&i.KeyID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const environmentVariableListByProject = `-- name: EnvironmentVariableListByProject :many
 SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
 WHERE project_id = $1
@@ -78,6 +103,48 @@ type EnvironmentVariableListNotKeyParams struct {
 // Key rotation: the variables still encrypted with another key than @key_id.
 func (q *Queries) EnvironmentVariableListNotKey(ctx context.Context, arg EnvironmentVariableListNotKeyParams) ([]EnvironmentVariable, error) {
 	rows, err := q.db.Query(ctx, environmentVariableListNotKey, arg.KeyID, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []EnvironmentVariable{}
+	for rows.Next() {
+		var i EnvironmentVariable
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.ValueCiphertext,
+			&i.KeyID,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const environmentVariablePage = `-- name: EnvironmentVariablePage :many
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+WHERE project_id = $1 AND id > $2
+ORDER BY id
+LIMIT $3
+`
+
+type EnvironmentVariablePageParams struct {
+	ProjectID uuid.UUID
+	After     uuid.UUID
+	MaxRows   int32
+}
+
+// A page of a project's variables, oldest first, for listing.
+func (q *Queries) EnvironmentVariablePage(ctx context.Context, arg EnvironmentVariablePageParams) ([]EnvironmentVariable, error) {
+	rows, err := q.db.Query(ctx, environmentVariablePage, arg.ProjectID, arg.After, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}

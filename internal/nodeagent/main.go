@@ -82,7 +82,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
 		Converger: &Converger{
 			Pool: pool, NodeID: self.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
-			Secrets: cfg.SecretsKeys, Policy: policy, Log: zlog.Component(log, "converge"),
+			Secrets: cfg.Secrets.Keys, Policy: policy, Log: zlog.Component(log, "converge"),
 		},
 	}
 	api, err := net.Listen("tcp", cfg.APIAddr)

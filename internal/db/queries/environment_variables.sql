@@ -29,3 +29,14 @@ LIMIT @max_rows;
 UPDATE environment_variables
 SET value_ciphertext = @value_ciphertext, key_id = @key_id, updated_at = now()
 WHERE id = @id AND key_id = @old_key_id;
+
+-- name: EnvironmentVariablePage :many
+-- A page of a project's variables, oldest first, for listing.
+SELECT * FROM environment_variables
+WHERE project_id = @project_id AND id > @after
+ORDER BY id
+LIMIT @max_rows;
+
+-- name: EnvironmentVariableGet :one
+SELECT * FROM environment_variables
+WHERE project_id = @project_id AND name = @name;

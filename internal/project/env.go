@@ -1,0 +1,157 @@
+package project
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/secret"
+)
+
+var (
+	// ErrNoVariable: the project has no variable of that name.
+	ErrNoVariable = errors.New("no such variable")
+	// ErrNoKeys: no key ring is configured, so values can be neither
+	// encrypted nor revealed.
+	ErrNoKeys = errors.New("variables are not configured")
+)
+
+// Limits on a variable. Values live in the instance's environment, where
+// the kernel caps the whole block; 64 KiB each leaves room for many.
+const (
+	MaxVariableName  = 255
+	MaxVariableValue = 64 << 10
+)
+
+// reserved are the names the platform sets itself: the runtime overwrites
+// PORT with the project's port, so a variable of that name would never be
+// seen by the app.
+var reserved = map[string]bool{"PORT": true}
+
+// variableNameRe is the schema's check (environment_variables_name_check):
+// a POSIX shell variable name.
+var variableNameRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// ValidVariableName says why name cannot be a variable's name; the
+// message quotes the name, never a value.
+func ValidVariableName(name string) error {
+	switch {
+	case len(name) > MaxVariableName:
+		return fmt.Errorf("%w: a variable name has at most %d characters", ErrInvalid, MaxVariableName)
+	case !variableNameRe.MatchString(name):
+		return fmt.Errorf("%w: %q is not a variable name: letters, digits and _, not starting with a digit", ErrInvalid, name)
+	case reserved[name]:
+		return fmt.Errorf("%w: %s is set by the platform", ErrInvalid, name)
+	}
+	return nil
+}
+
+// Variable is a project's environment variable without its value.
+type Variable struct {
+	ID        uuid.UUID
+	Name      string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+func variableFromRow(r db.EnvironmentVariable) Variable {
+	return Variable{ID: r.ID, Name: r.Name, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+}
+
+// Variables reads and writes projects' variables on behalf of a member.
+// Values are sealed with Keys bound to their project and name
+// (secret.EnvContext), which is how node agents open them.
+type Variables struct {
+	DB db.Conn
+	// Keys is nil when none are configured: every call is ErrNoKeys.
+	Keys *secret.Ring
+}
+
+// member fails with ErrNotFound unless user may see the project.
+func (v Variables) member(ctx context.Context, user, project uuid.UUID) error {
+	if v.Keys == nil {
+		return ErrNoKeys
+	}
+	_, err := Store{DB: v.DB}.Get(ctx, user, project)
+	return err
+}
+
+// List returns up to limit of the project's variables with ids after
+// after, oldest first.
+func (v Variables) List(ctx context.Context, user, project, after uuid.UUID, limit int32) ([]Variable, error) {
+	if err := v.member(ctx, user, project); err != nil {
+		return nil, err
+	}
+	rows, err := db.New(v.DB).EnvironmentVariablePage(ctx, db.EnvironmentVariablePageParams{ProjectID: project, After: after, MaxRows: limit})
+	if err != nil {
+		return nil, fmt.Errorf("variables of %s: %w", project, err)
+	}
+	out := make([]Variable, len(rows))
+	for i, r := range rows {
+		out[i] = variableFromRow(r)
+	}
+	return out, nil
+}
+
+// Set creates or replaces a variable. Instances started from now on see
+// the new value; running ones keep theirs until replaced.
+func (v Variables) Set(ctx context.Context, user, project uuid.UUID, name, value string) (Variable, error) {
+	if err := ValidVariableName(name); err != nil {
+		return Variable{}, err
+	}
+	if len(value) > MaxVariableValue {
+		return Variable{}, fmt.Errorf("%w: a value has at most %d bytes", ErrInvalid, MaxVariableValue)
+	}
+	if err := v.member(ctx, user, project); err != nil {
+		return Variable{}, err
+	}
+	ct, kid := v.Keys.Seal([]byte(value), secret.EnvContext(project, name))
+	row, err := db.New(v.DB).EnvironmentVariableUpsert(ctx, db.EnvironmentVariableUpsertParams{
+		ID: id.New(), ProjectID: project, Name: name, ValueCiphertext: ct, KeyID: kid,
+	})
+	if err != nil {
+		return Variable{}, fmt.Errorf("set variable %s of %s: %w", name, project, err)
+	}
+	return variableFromRow(row), nil
+}
+
+// Reveal returns a variable's value.
+func (v Variables) Reveal(ctx context.Context, user, project uuid.UUID, name string) (Variable, string, error) {
+	if err := v.member(ctx, user, project); err != nil {
+		return Variable{}, "", err
+	}
+	row, err := db.New(v.DB).EnvironmentVariableGet(ctx, db.EnvironmentVariableGetParams{ProjectID: project, Name: name})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Variable{}, "", fmt.Errorf("%w: %s", ErrNoVariable, name)
+	}
+	if err != nil {
+		return Variable{}, "", fmt.Errorf("variable %s of %s: %w", name, project, err)
+	}
+	plain, err := v.Keys.Open(row.ValueCiphertext, row.KeyID, secret.EnvContext(project, name))
+	if err != nil {
+		return Variable{}, "", fmt.Errorf("variable %s of %s: %w", name, project, err)
+	}
+	return variableFromRow(row), string(plain), nil
+}
+
+// Delete removes a variable.
+func (v Variables) Delete(ctx context.Context, user, project uuid.UUID, name string) error {
+	if err := v.member(ctx, user, project); err != nil {
+		return err
+	}
+	n, err := db.New(v.DB).EnvironmentVariableDelete(ctx, db.EnvironmentVariableDeleteParams{ProjectID: project, Name: name})
+	if err != nil {
+		return fmt.Errorf("delete variable %s of %s: %w", name, project, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", ErrNoVariable, name)
+	}
+	return nil
+}
