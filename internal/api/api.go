@@ -83,6 +83,7 @@ func (a *API) register(api huma.API) {
 	a.registerAccount(api)
 	a.registerProjects(api)
 	a.registerDeployments(api)
+	a.registerDeploymentStatus(api)
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 }
