@@ -86,6 +86,7 @@ func (a *API) register(api huma.API) {
 	a.registerAccount(api)
 	a.registerProjects(api)
 	a.registerDeployments(api)
+	a.registerDeploymentStatus(api)
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 	a.registerEnv(api)

@@ -157,6 +157,21 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		}()
 	}
+	{ // a deployment's status: neither cancelled nor rolled back by a stranger
+		var dep uuid.UUID
+		if err := e.pool().QueryRow(t.Context(), `SELECT id FROM deployments`).Scan(&dep); err != nil {
+			t.Fatal(err)
+		}
+		calls[operation{"PUT", "/v1/deployments/{id}/status"}] = struct {
+			path, body string
+			status     int
+		}{"/v1/deployments/" + dep.String() + "/status", `{"status":"cancelled"}`, http.StatusNotFound}
+		defer func() {
+			if n := e.count(`SELECT count(*) FROM deployments WHERE status = 'queued'`); n != 1 {
+				t.Errorf("the owner's deployment is no longer queued after the stranger's calls")
+			}
+		}()
+	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.
 	for op, c := range map[operation]struct {

@@ -106,3 +106,27 @@ func TestFailMovesTheDeploymentWithTheBuild(t *testing.T) {
 		t.Fatalf("start a failed deployment = %v, want ErrDeploymentMoved", err)
 	}
 }
+
+func TestCancelDeploymentOnlyBeforeItIsBuilt(t *testing.T) {
+	s, b := newBuild(t)
+	ctx := context.Background()
+	if _, err := s.Claim(ctx, b.ID, "a", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelDeployment(ctx, b.DeploymentID, "cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Renew(ctx, b.ID, "a", time.Now().Add(time.Minute)); !errors.Is(err, build.ErrLeaseLost) {
+		t.Fatalf("the builder renewing after the cancel = %v, want ErrLeaseLost", err)
+	}
+	if got, err := s.Get(ctx, b.ID); err != nil || got.Status != build.StatusCancelled {
+		t.Fatalf("build %s, %v", got.Status, err)
+	}
+	// The builder finishing anyway records nothing and moves nothing.
+	if err := s.Succeed(ctx, b, id.New(), build.Image{Repository: "r/app", Tag: "v1", Digest: "sha256:x"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CancelDeployment(ctx, b.DeploymentID, "cancelled"); !errors.Is(err, build.ErrDeploymentMoved) {
+		t.Fatalf("second cancel = %v, want ErrDeploymentMoved", err)
+	}
+}

@@ -30,7 +30,7 @@ import (
 )
 
 // Queue is the task queue operators work.
-const Queue = "deploy"
+const Queue = deployment.Queue
 
 // DeployTask asks an operator to bring a built deployment to active.
 type DeployTask struct {
@@ -296,7 +296,7 @@ func (l *Lifecycle) Rollback(ctx context.Context, q *queue.Queue, depID uuid.UUI
 			return err
 		})
 	default:
-		return fmt.Errorf("deployment %s is %s; only retiring or stopped deployments can be rolled back to", depID, dep.Status)
+		return fmt.Errorf("deployment %s: %w", depID, dep.CheckRollback())
 	}
 }
 

@@ -50,6 +50,8 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle")}
 	workers := queue.NewWorkers(Queue, domains.Queue)
 	queue.Register(workers, &DeployWorker{Lifecycle: lc})
+	rollback := &RollbackWorker{Lifecycle: lc}
+	queue.Register(workers, rollback)
 	verify := &domains.VerifyWorker{}
 	queue.Register(workers, verify)
 	q, err := queue.New(pool, workers, cfg.Queue, log)
@@ -64,6 +66,7 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 		return nil, fmt.Errorf("EDGE_HOST, EDGE_APPS_DOMAIN or EDGE_PLATFORM_DOMAINS: %w", err)
 	}
 	verify.Domains = dom
+	rollback.Queue = q
 	if err := q.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start queue: %w", err)
 	}
