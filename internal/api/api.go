@@ -141,29 +141,16 @@ func (a *API) middleware(mux *routes) http.Handler {
 				writeProblem(w, http.StatusInternalServerError, "internal error")
 			}
 		}()
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
+		routed, allow := httpapi.Unrouted(mux.ServeMux, r)
+		if routed {
 			mux.ServeHTTP(w, r)
 			return
 		}
-		probe := &statusProbe{header: http.Header{}}
-		h.ServeHTTP(probe, r)
-		if probe.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", probe.header.Get("Allow"))
+		if allow != "" {
+			w.Header().Set("Allow", allow)
 			writeProblem(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
 			return
 		}
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
 }
-
-// statusProbe lets the mux decide between 404 and 405 without writing its
-// plain-text body.
-type statusProbe struct {
-	header http.Header
-	status int
-}
-
-func (p *statusProbe) Header() http.Header         { return p.header }
-func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
-func (p *statusProbe) WriteHeader(status int)      { p.status = status }

@@ -216,22 +216,35 @@ func (s Server) RequireToken(token string, next http.Handler) http.Handler {
 // with Allow) in the same JSON as every other error.
 func (s Server) Router(mux *http.ServeMux) http.Handler {
 	return s.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
+		routed, allow := Unrouted(mux, r)
+		if routed {
 			mux.ServeHTTP(w, r)
 			return
 		}
-		// Let the mux decide between 404 and 405 without writing its
-		// plain-text body, then answer in JSON.
-		probe := &statusProbe{header: http.Header{}}
-		h.ServeHTTP(probe, r)
-		if probe.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", probe.header.Get("Allow"))
-			s.writeError(w, r, MethodNotAllowed(r, probe.header.Get("Allow")))
+		if allow != "" {
+			w.Header().Set("Allow", allow)
+			s.writeError(w, r, MethodNotAllowed(r, allow))
 			return
 		}
 		s.writeError(w, r, NotFound("no route for %s %s", r.Method, r.URL.Path))
 	}))
+}
+
+// Unrouted says whether mux has a route for r and, when it has none, which
+// methods the path allows ("" for an unknown path: a 404, not a 405). It
+// lets the mux decide without writing its plain-text error body, so that
+// every API answers both in its own error format.
+func Unrouted(mux *http.ServeMux, r *http.Request) (routed bool, allow string) {
+	h, pattern := mux.Handler(r)
+	if pattern != "" {
+		return true, ""
+	}
+	probe := &statusProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if probe.status == http.StatusMethodNotAllowed {
+		return false, probe.header.Get("Allow")
+	}
+	return false, ""
 }
 
 type statusProbe struct {
