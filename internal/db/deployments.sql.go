@@ -22,7 +22,7 @@ INSERT INTO deployments (
     $4, $5, $6, $7,
     $8, $9
 )
-RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at
+RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by
 `
 
 type DeploymentCreateParams struct {
@@ -72,6 +72,8 @@ func (q *Queries) DeploymentCreate(ctx context.Context, arg DeploymentCreatePara
 		&i.FailedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
 	)
 	return i, err
 }
@@ -97,7 +99,7 @@ func (q *Queries) DeploymentExistsForCommit(ctx context.Context, arg DeploymentE
 }
 
 const deploymentGetActiveByProject = `-- name: DeploymentGetActiveByProject :one
-SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
 WHERE project_id = $1 AND status = 'active'
 `
 
@@ -126,12 +128,14 @@ func (q *Queries) DeploymentGetActiveByProject(ctx context.Context, projectID uu
 		&i.FailedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
 	)
 	return i, err
 }
 
 const deploymentGetByID = `-- name: DeploymentGetByID :one
-SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments WHERE id = $1
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments WHERE id = $1
 `
 
 func (q *Queries) DeploymentGetByID(ctx context.Context, id uuid.UUID) (Deployment, error) {
@@ -159,12 +163,14 @@ func (q *Queries) DeploymentGetByID(ctx context.Context, id uuid.UUID) (Deployme
 		&i.FailedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
 	)
 	return i, err
 }
 
 const deploymentGetForMember = `-- name: DeploymentGetForMember :one
-SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at,
+SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at, deployments.environment, deployments.pushed_by,
        projects.slug AS project_slug,
        COALESCE((SELECT builds.detected_kind FROM builds
                  WHERE builds.deployment_id = deployments.id
@@ -213,6 +219,8 @@ func (q *Queries) DeploymentGetForMember(ctx context.Context, arg DeploymentGetF
 		&i.Deployment.FailedAt,
 		&i.Deployment.CreatedAt,
 		&i.Deployment.UpdatedAt,
+		&i.Deployment.Environment,
+		&i.Deployment.PushedBy,
 		&i.ProjectSlug,
 		&i.DetectedKind,
 	)
@@ -220,7 +228,7 @@ func (q *Queries) DeploymentGetForMember(ctx context.Context, arg DeploymentGetF
 }
 
 const deploymentGetForUpdate = `-- name: DeploymentGetForUpdate :one
-SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments WHERE id = $1 FOR UPDATE
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) DeploymentGetForUpdate(ctx context.Context, id uuid.UUID) (Deployment, error) {
@@ -248,12 +256,14 @@ func (q *Queries) DeploymentGetForUpdate(ctx context.Context, id uuid.UUID) (Dep
 		&i.FailedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
 	)
 	return i, err
 }
 
 const deploymentListByProject = `-- name: DeploymentListByProject :many
-SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
 WHERE project_id = $1 AND created_at < $2
 ORDER BY created_at DESC, id DESC
 LIMIT $3
@@ -297,6 +307,8 @@ func (q *Queries) DeploymentListByProject(ctx context.Context, arg DeploymentLis
 			&i.FailedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environment,
+			&i.PushedBy,
 		); err != nil {
 			return nil, err
 		}
@@ -309,7 +321,7 @@ func (q *Queries) DeploymentListByProject(ctx context.Context, arg DeploymentLis
 }
 
 const deploymentListByStatus = `-- name: DeploymentListByStatus :many
-SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
 WHERE status = $1
 ORDER BY created_at, id
 LIMIT $2
@@ -351,6 +363,8 @@ func (q *Queries) DeploymentListByStatus(ctx context.Context, arg DeploymentList
 			&i.FailedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environment,
+			&i.PushedBy,
 		); err != nil {
 			return nil, err
 		}
@@ -363,7 +377,7 @@ func (q *Queries) DeploymentListByStatus(ctx context.Context, arg DeploymentList
 }
 
 const deploymentListForMember = `-- name: DeploymentListForMember :many
-SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at,
+SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at, deployments.environment, deployments.pushed_by,
        projects.slug AS project_slug,
        COALESCE((SELECT builds.detected_kind FROM builds
                  WHERE builds.deployment_id = deployments.id
@@ -429,6 +443,8 @@ func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentLis
 			&i.Deployment.FailedAt,
 			&i.Deployment.CreatedAt,
 			&i.Deployment.UpdatedAt,
+			&i.Deployment.Environment,
+			&i.Deployment.PushedBy,
 			&i.ProjectSlug,
 			&i.DetectedKind,
 		); err != nil {
@@ -443,7 +459,7 @@ func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentLis
 }
 
 const deploymentListRetiringDue = `-- name: DeploymentListRetiringDue :many
-SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at FROM deployments
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
 WHERE status = 'retiring' AND stop_at <= now()
 ORDER BY stop_at
 LIMIT $1
@@ -481,6 +497,8 @@ func (q *Queries) DeploymentListRetiringDue(ctx context.Context, maxRows int32) 
 			&i.FailedAt,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environment,
+			&i.PushedBy,
 		); err != nil {
 			return nil, err
 		}
@@ -496,7 +514,7 @@ const deploymentSetImage = `-- name: DeploymentSetImage :one
 UPDATE deployments
 SET image_id = $1::uuid, updated_at = now()
 WHERE id = $2
-RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at
+RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by
 `
 
 type DeploymentSetImageParams struct {
@@ -529,6 +547,8 @@ func (q *Queries) DeploymentSetImage(ctx context.Context, arg DeploymentSetImage
 		&i.FailedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
 	)
 	return i, err
 }
@@ -546,7 +566,7 @@ SET status = $1::text,
     failed_at = CASE WHEN $1::text = 'failed' THEN now() ELSE failed_at END,
     updated_at = now()
 WHERE id = $4 AND status = ANY($5::text[])
-RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at
+RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by
 `
 
 type DeploymentSetStatusParams struct {
@@ -593,6 +613,8 @@ func (q *Queries) DeploymentSetStatus(ctx context.Context, arg DeploymentSetStat
 		&i.FailedAt,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
 	)
 	return i, err
 }

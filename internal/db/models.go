@@ -130,6 +130,23 @@ type Deployment struct {
 	FailedAt         *time.Time
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+	Environment      string
+	PushedBy         *string
+}
+
+type DeviceAuthorization struct {
+	ID             uuid.UUID
+	DeviceCodeHash []byte
+	UserCode       string
+	ClientName     string
+	UserID         *uuid.UUID
+	ApprovedAt     *time.Time
+	DeniedAt       *time.Time
+	TokenID        *uuid.UUID
+	ConsumedAt     *time.Time
+	LastPolledAt   *time.Time
+	ExpiresAt      time.Time
+	CreatedAt      time.Time
 }
 
 type Domain struct {
@@ -264,6 +281,12 @@ type Project struct {
 	ActiveDeploymentID       *uuid.UUID
 	CreatedAt                time.Time
 	UpdatedAt                time.Time
+}
+
+type RateLimitCounter struct {
+	Key         string
+	WindowStart time.Time
+	Count       int32
 }
 
 type RiverJob struct {

@@ -25,6 +25,7 @@ import {
   integer,
   jsonb,
   pgTable,
+  primaryKey,
   text,
   timestamp,
   unique,
@@ -110,6 +111,48 @@ export const apiTokens = pgTable(
     index("api_tokens_user_id_idx").on(t.userId),
     check("api_tokens_token_hash_check", sql`length(${t.tokenHash}) = 32`),
     check("api_tokens_name_check", sql`length(${t.name}) between 1 and 100`),
+  ],
+);
+
+// Device-style sign-in for the CLI (RFC 8628's shape): the CLI holds the
+// device code and polls; the user approves the short user code in a signed-in
+// browser; the poll then receives a new API token, once. Only hashes of the
+// device code are kept, like every other credential.
+export const deviceAuthorizations = pgTable(
+  "device_authorizations",
+  {
+    id: uuid("id").primaryKey(),
+    deviceCodeHash: bytea("device_code_hash").notNull().unique(),
+    // Short, typed by a human (e.g. "WDJB-MJHT"); unique while pending.
+    userCode: text("user_code").notNull(),
+    // What the CLI calls itself, shown on the approval page and used as the token's name.
+    clientName: text("client_name").notNull(),
+    userId: uuid("user_id").references(() => users.id, { onDelete: "cascade" }),
+    approvedAt: timestamptz("approved_at"),
+    deniedAt: timestamptz("denied_at"),
+    // Set when the poll picked up its token: a device code yields one token.
+    tokenId: uuid("token_id").references(() => apiTokens.id, { onDelete: "set null" }),
+    consumedAt: timestamptz("consumed_at"),
+    lastPolledAt: timestamptz("last_polled_at"),
+    expiresAt: timestamptz("expires_at").notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    uniqueIndex("device_authorizations_user_code_pending_idx")
+      .on(t.userCode)
+      .where(sql`${t.consumedAt} is null and ${t.deniedAt} is null`),
+    index("device_authorizations_expires_at_idx").on(t.expiresAt),
+    check("device_authorizations_device_code_hash_check", sql`length(${t.deviceCodeHash}) = 32`),
+    check("device_authorizations_user_code_check", sql`${t.userCode} ~ '^[A-Z0-9]{4}-[A-Z0-9]{4}$'`),
+    check("device_authorizations_client_name_check", sql`length(${t.clientName}) between 1 and 100`),
+    check(
+      "device_authorizations_approved_check",
+      sql`${t.approvedAt} is null or ${t.userId} is not null`,
+    ),
+    check(
+      "device_authorizations_decided_once_check",
+      sql`${t.approvedAt} is null or ${t.deniedAt} is null`,
+    ),
   ],
 );
 
@@ -299,7 +342,14 @@ export const deployments = pgTable(
     // Keeps the image while a deployment uses it; a project delete removes both.
     imageId: uuid("image_id").references((): AnyPgColumn => images.id, { onDelete: "no action" }),
     replicas: integer("replicas").notNull().default(3),
+    // 'production' deployments take the project's hosts when active;
+    // 'preview' ones (pushes to other branches) answer only at
+    // <deployment-id>.<apps-domain>, and several may be active at once.
+    environment: text("environment").notNull().default("production"),
     createdByUserId: uuid("created_by_user_id").references(() => users.id, { onDelete: "set null" }),
+    // The GitHub login that pushed the commit; a GitHub login is not a
+    // Zeitwork user, so it is kept as text.
+    pushedBy: text("pushed_by"),
     buildingAt: timestamptz("building_at"),
     deployingAt: timestamptz("deploying_at"),
     activeAt: timestamptz("active_at"),
@@ -320,7 +370,13 @@ export const deployments = pgTable(
     // Switching traffic must retire the old deployment before activating the new one.
     uniqueIndex("deployments_project_id_active_idx")
       .on(t.projectId)
-      .where(sql`${t.status} = 'active'`),
+      .where(sql`${t.status} = 'active' and ${t.environment} = 'production'`),
+    // Previews of one branch: a new push retires the older ones, a deleted
+    // branch stops them all.
+    index("deployments_project_id_github_ref_idx")
+      .on(t.projectId, t.githubRef)
+      .where(sql`${t.environment} = 'preview'`),
+    check("deployments_environment_check", sql`${t.environment} in ('production', 'preview')`),
     check(
       "deployments_status_check",
       sql`${t.status} in ('queued', 'building', 'deploying', 'active', 'retiring', 'stopped', 'failed')`,
@@ -601,5 +657,22 @@ export const webhookDeliveries = pgTable(
     ),
     check("webhook_deliveries_payload_sha256_check", sql`${t.payloadSha256} ~ '^[a-f0-9]{64}$'`),
     check("webhook_deliveries_failed_check", sql`${t.status} <> 'failed' or ${t.error} is not null`),
+  ],
+);
+
+// Fixed-window request counters shared by every API process, so that a
+// limit holds however many replicas run behind the load balancer. key names
+// the limit and its subject (e.g. "signin:ip:203.0.113.7").
+export const rateLimitCounters = pgTable(
+  "rate_limit_counters",
+  {
+    key: text("key").notNull(),
+    windowStart: timestamptz("window_start").notNull(),
+    count: integer("count").notNull().default(0),
+  },
+  (t) => [
+    primaryKey({ name: "rate_limit_counters_pkey", columns: [t.key, t.windowStart] }),
+    index("rate_limit_counters_window_start_idx").on(t.windowStart),
+    check("rate_limit_counters_key_check", sql`length(${t.key}) between 1 and 200`),
   ],
 );
