@@ -58,7 +58,11 @@ func TestGitPushGoesLive(t *testing.T) {
 		Username string    `json:"username"`
 		Admitted bool      `json:"admitted"`
 	}
-	call(t, browser, "GET", api+"/v1/auth/github?next=/v1/me", "", 200, &me)
+	signIn := api + "/v1/auth/github?next=/v1/me"
+	if !strings.Contains(p.out.String(), "Sign in: "+signIn+"\n") {
+		t.Errorf("dev does not print the sign-in URL %s:\n%s", signIn, p.out.String())
+	}
+	call(t, browser, "GET", signIn, "", 200, &me)
 	if me.Username != githubemu.DevLogin || !me.Admitted {
 		t.Fatalf("signed in as %+v, want %s, admitted (the first user)", me, githubemu.DevLogin)
 	}
