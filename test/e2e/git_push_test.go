@@ -73,6 +73,9 @@ func TestGitPushGoesLive(t *testing.T) {
 		OrganisationID uuid.UUID `json:"organisation_id"`
 	}
 	call(t, browser, "POST", api+"/v1/projects", `{"name":"Pushed App"}`, 201, &proj)
+	// Dev gives the api its SECRETS_KEYS: variables can be set.
+	var variable struct{}
+	call(t, browser, "PUT", api+"/v1/projects/"+proj.ID.String()+"/env/NOTE", `{"value":"sealed"}`, 200, &variable)
 	// Small enough for three instances on the one simulated node.
 	if _, err := p.pool.Exec(ctx, `UPDATE projects SET cpu_millis = 100, memory_mb = 64, health_check_path = '/healthz' WHERE id = $1`, proj.ID); err != nil {
 		t.Fatal(err)
