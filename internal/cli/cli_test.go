@@ -167,7 +167,7 @@ func TestDevCheckVerifiesStackAndMigrates(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("dev --check: exit %d\n%s\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "Not built yet: api."} {
+	for _, want := range []string{"dependencies healthy, database migrated", "postgres", "minio", "registry", "buildkitd", "containerd", "Roles not started (--check)."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dev output lacks %q:\n%s", want, out)
 		}

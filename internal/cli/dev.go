@@ -20,6 +20,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
+	"github.com/zeitwork/zeitwork/internal/githubemu"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -27,9 +28,10 @@ import (
 
 // runDev runs the platform on this machine. scripts/dev starts the
 // dependencies (scripts/deps.sh up) and then this; here we check that every
-// dependency really serves, migrate, and run the roles: the operator, the
-// edge, the builder and DEV_NODES simulated workers (node agents, each with
-// a network namespace as its node).
+// dependency really serves, migrate, and run the roles: the public API, the
+// operator, the edge, the builder and DEV_NODES simulated workers (node
+// agents, each with a network namespace as its node), with a GitHub
+// emulator standing in for GitHub.
 //
 // Every role parses its own configuration, as it would in production, from
 // the caller's variables over the local dependencies' endpoints and dev's
@@ -72,7 +74,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	fmt.Fprintf(w, "  migrations  %d applied now, %d already\n", len(res.Applied), res.Skipped)
 	if *check {
-		fmt.Fprintln(w, "Roles not started (--check). Not built yet: api.")
+		fmt.Fprintln(w, "Roles not started (--check).")
 		return nil
 	}
 	state := cfg.State()
@@ -81,12 +83,30 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("dev secrets: %w", err)
 	}
 	vars["CLUSTER_TOKEN"], vars["SECRETS_KEYS"] = secrets.ClusterToken, secrets.SecretsKeys
+	app, err := devenv.LoadGitHubApp(state)
+	if err != nil {
+		return fmt.Errorf("dev GitHub App: %w", err)
+	}
+	gh := newDevGitHub(cfg, app)
+	maps.Copy(vars, gh.vars)
 	roles, err := devRoles(cfg, vars)
+	if err != nil {
+		return err
+	}
+	emu, err := gh.listen(cfg, app, roles.api.Addr, zlog.Component(root, "github"))
 	if err != nil {
 		return err
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return runAPI(ctx, Env{Environ: environ(roles.apiVars), Stdout: io.Discard, Stderr: env.Stderr}, nil)
+	})
+	apiURL := devAPIURL(roles.api.Addr)
+	fmt.Fprintf(w, "  api         %s/v1 (OpenAPI %s/v1/openapi.json)\n", apiURL, apiURL)
+	g.Go(func() error { return emu.Run(ctx) })
+	fmt.Fprintf(w, "  github      emulator %s (codeload %s), signed in as %q\n", emu.URL, emu.CodeloadURL, githubemu.DevLogin)
+	fmt.Fprintf(w, "  repos       git push into %s/<name>.git delivers the push to the api\n", emu.ReposDir())
 	g.Go(func() error {
 		return withDatabase(ctx, roles.builder.Database, func(pool *pgxpool.Pool) error {
 			return builder.Main(ctx, roles.builder, pool, handOnToOperator, zlog.Component(root, "builder"))
@@ -114,8 +134,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		})
 		fmt.Fprintf(w, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
-	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables)\n", filepath.Join(state, "secrets.env"))
-	fmt.Fprintln(w, "Not built yet: api. Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
+	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables), github-app.env and .pem beside it\n", filepath.Join(state, "secrets.env"))
+	fmt.Fprintf(w, "Sign in: %s/v1/auth/github?next=/v1/me\n", apiURL)
+	fmt.Fprintln(w, "Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
 	g.Go(func() error { watch(ctx, deps, log); return nil })
 	if err := g.Wait(); err != nil && ctx.Err() == nil {
 		return err
@@ -144,6 +165,9 @@ func devVars(caller map[string]string) map[string]string {
 }
 
 type devRoleConfigs struct {
+	api config.API
+	// apiVars is what api parses: `zeitwork api` runs as it would alone.
+	apiVars  map[string]string
 	operator config.Operator
 	edge     config.Edge
 	builder  config.Builder
@@ -151,7 +175,9 @@ type devRoleConfigs struct {
 }
 
 // devRoles parses every role's configuration from vars and the settings
-// dev owns: listeners on loopback numbered from DEV_PORT_BASE, state
+// dev owns: listeners on loopback numbered from DEV_PORT_BASE (the api at
+// -20, the operator at -19, the edge at -18 and -17, the GitHub emulator
+// at -16 and -15, node i at +i and +100+i), state
 // under the platform's state directory, and each node's host resources
 // named <DEV_PREFIX>-node<i>.
 func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
@@ -159,6 +185,11 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 	var err error
 	local := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 	state := cfg.State()
+	// API_DEV: the session cookie goes to http://localhost without Secure.
+	r.apiVars = with(vars, map[string]string{"API_ADDR": local(cfg.PortBase - 20), "API_DEV": "true"})
+	if r.api, err = config.ParseFrom[config.API](r.apiVars); err != nil {
+		return r, err
+	}
 	if r.operator, err = config.ParseFrom[config.Operator](with(vars, map[string]string{
 		"OPERATOR_ADDR": local(cfg.PortBase - 19),
 	})); err != nil {

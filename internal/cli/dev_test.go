@@ -32,6 +32,9 @@ func TestDevRolesParseLikeProduction(t *testing.T) {
 	if o.Addr != "127.0.0.1:30081" || e.HTTPAddr != "127.0.0.1:30082" || e.MetricsAddr != "127.0.0.1:30083" || e.TLS() {
 		t.Errorf("operator on %s, edge on %s (metrics %s, TLS %v)", o.Addr, e.HTTPAddr, e.MetricsAddr, e.TLS())
 	}
+	if a := roles.api; a.Addr != "127.0.0.1:30080" || !a.Dev || a.GitHub.ClientID != "" {
+		t.Errorf("api on %s, dev %v, GitHub %+v", a.Addr, a.Dev, a.GitHub)
+	}
 	if e.Platform.AppsDomain != "zeitwork.localhost" || o.Platform.EdgeHost != "edge.zeitwork.localhost" {
 		t.Errorf("dev platform %+v", o.Platform)
 	}
