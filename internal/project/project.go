@@ -39,6 +39,7 @@ type Project struct {
 	Repository         string // "owner/name" on GitHub; "" when none is connected
 	Branch             string
 	RootDirectory      string
+	DockerfilePath     string // "": detected
 	Port               int32
 	Replicas           int32
 	CPUMillis          int32
@@ -54,6 +55,9 @@ func fromRow(r db.Project) Project {
 		ID: r.ID, OrganisationID: r.OrganisationID, Slug: r.Slug, Name: r.Name, Branch: r.Branch, RootDirectory: r.RootDirectory,
 		Port: r.Port, Replicas: r.Replicas, CPUMillis: r.CpuMillis, MemoryMB: r.MemoryMb, HealthCheckPath: r.HealthCheckPath,
 		ActiveDeploymentID: r.ActiveDeploymentID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+	}
+	if r.DockerfilePath != nil {
+		p.DockerfilePath = *r.DockerfilePath
 	}
 	if r.GithubRepositoryFullName != nil {
 		p.Repository = *r.GithubRepositoryFullName
