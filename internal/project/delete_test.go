@@ -370,3 +370,59 @@ func TestDeleteWaitsForABuildFinishing(t *testing.T) {
 		t.Fatalf("%d rows of the project left", n)
 	}
 }
+
+// TestDeleteRetriesADeadlockWithPlacement: placing an instance reserves
+// its node before it references its deployment, the delete locks the
+// deployments before it gives nodes back; when both meet, Postgres breaks
+// the deadlock and the delete, if it was the victim, runs again. Either
+// way nothing of the project is left and the node's capacity adds up.
+func TestDeleteRetriesADeadlockWithPlacement(t *testing.T) {
+	w := newWorld(t)
+	ctx := w.ctx
+	r := w.running("shop")
+
+	// A placement half done: the node's capacity reserved.
+	place, err := w.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer place.Rollback(ctx) //nolint:errcheck // committed or failed below
+	if err := (node.Store{DB: place}).Allocate(ctx, w.node.ID, 100, 64); err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := project.Store{DB: w.pool}.Delete(ctx, w.owner.ID, r.project.ID)
+		deleted <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for w.count(`SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%NodeRelease%'`) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the delete never waited for the node")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The placement now references the deployment the delete has locked.
+	var img uuid.UUID
+	if err := w.pool.QueryRow(ctx, `SELECT image_id FROM deployments WHERE id = $1`, r.active).Scan(&img); err != nil {
+		t.Fatal(err)
+	}
+	iid := id.New()
+	_, err = db.New(place).InstanceCreate(ctx, db.InstanceCreateParams{
+		ID: iid, DeploymentID: r.active, NodeID: w.node.ID, ImageID: img,
+		Ipv6Address: ipam.InstanceAddr(w.node.Prefix, iid), Port: 8080, CpuMillis: 100, MemoryMb: 64,
+	})
+	if err == nil {
+		err = place.Commit(ctx)
+	}
+	t.Logf("the placement: %v", err) // the deadlock's victim, or committed once the delete gave way
+	if err := <-deleted; err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if n := w.count(`SELECT count(*) FROM instances`) + w.count(`SELECT count(*) FROM deployments`); n != 0 {
+		t.Fatalf("%d rows left", n)
+	}
+	if cpu, mem := w.free(); cpu != 4000 || mem != 4096 {
+		t.Fatalf("free after: %d millis, %d MB, want all", cpu, mem)
+	}
+}
