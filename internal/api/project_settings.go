@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+	"strings"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -52,19 +53,34 @@ func (n nullable[T]) Schema(r huma.Registry) *huma.Schema {
 }
 
 type updateProjectInput struct {
-	ID   string `path:"id"`
+	ID string `path:"id"`
+	// Fields are nullable[T] so that null is told apart from absent: only
+	// dockerfile_path can be cleared; null for any other is refused.
 	Body struct {
-		Name            *string          `json:"name,omitempty" minLength:"1" maxLength:"100"`
-		Slug            *string          `json:"slug,omitempty" maxLength:"63" doc:"lower-case letters, digits and hyphens, not shaped like a UUID; the host <slug>.<apps-domain> changes with it"`
-		Branch          *string          `json:"branch,omitempty" maxLength:"255" doc:"the production branch: pushes to it deploy the project's host"`
-		RootDirectory   *string          `json:"root_directory,omitempty" maxLength:"1024" doc:"the directory of the repository the app is built from, relative to its root; empty for the root"`
+		Name            nullable[string] `json:"name,omitempty" minLength:"1" maxLength:"100"`
+		Slug            nullable[string] `json:"slug,omitempty" maxLength:"63" doc:"lower-case letters, digits and hyphens, not shaped like a UUID; the host <slug>.<apps-domain> changes with it"`
+		Branch          nullable[string] `json:"branch,omitempty" maxLength:"255" doc:"the production branch: pushes to it deploy the project's host"`
+		RootDirectory   nullable[string] `json:"root_directory,omitempty" maxLength:"1024" doc:"the directory of the repository the app is built from, relative to its root; empty for the root"`
 		DockerfilePath  nullable[string] `json:"dockerfile_path,omitempty" nullable:"true" maxLength:"1024" doc:"the Dockerfile to build with, relative to root_directory; null to detect how to build instead"`
-		Port            *int32           `json:"port,omitempty" minimum:"1" maximum:"65535" doc:"the port the app listens on (it also gets it as PORT)"`
-		Replicas        *int32           `json:"replicas,omitempty" minimum:"3" maximum:"100" doc:"instances of each deployment, spread over nodes"`
-		CPUMillis       *int32           `json:"cpu_millis,omitempty" minimum:"10" maximum:"64000" doc:"CPU per instance, in thousandths of a core"`
-		MemoryMB        *int32           `json:"memory_mb,omitempty" minimum:"16" maximum:"262144" doc:"memory per instance, in MiB"`
-		HealthCheckPath *string          `json:"health_check_path,omitempty" maxLength:"1024" doc:"the path an instance must answer with a 2xx or 3xx before it takes traffic"`
+		Port            nullable[int32]  `json:"port,omitempty" minimum:"1" maximum:"65535" doc:"the port the app listens on (it also gets it as PORT)"`
+		Replicas        nullable[int32]  `json:"replicas,omitempty" minimum:"3" maximum:"100" doc:"instances of each deployment, spread over nodes"`
+		CPUMillis       nullable[int32]  `json:"cpu_millis,omitempty" minimum:"10" maximum:"64000" doc:"CPU per instance, in thousandths of a core"`
+		MemoryMB        nullable[int32]  `json:"memory_mb,omitempty" minimum:"16" maximum:"262144" doc:"memory per instance, in MiB"`
+		HealthCheckPath nullable[string] `json:"health_check_path,omitempty" maxLength:"1024" doc:"the path an instance must answer with a 2xx or 3xx before it takes traffic"`
 	}
+}
+
+// value is the field's value when one was sent, nil when it was left
+// out; null is added to nulls by name.
+func value[T any](nulls *[]string, name string, f nullable[T]) *T {
+	switch {
+	case f.Null:
+		*nulls = append(*nulls, name)
+		return nil
+	case f.Sent:
+		return &f.Value
+	}
+	return nil
 }
 
 func (a *API) updateProject(ctx context.Context, in *updateProjectInput) (*projectOutput, error) {
@@ -73,13 +89,19 @@ func (a *API) updateProject(ctx context.Context, in *updateProjectInput) (*proje
 		return nil, err
 	}
 	b := in.Body
+	var nulls []string
 	patch := project.Patch{
-		Name: b.Name, Slug: b.Slug, Branch: b.Branch, RootDirectory: b.RootDirectory, Port: b.Port, Replicas: b.Replicas,
-		CPUMillis: b.CPUMillis, MemoryMB: b.MemoryMB, HealthCheckPath: b.HealthCheckPath,
-		ClearDockerfilePath: b.DockerfilePath.Sent && b.DockerfilePath.Null,
+		Name: value(&nulls, "name", b.Name), Slug: value(&nulls, "slug", b.Slug), Branch: value(&nulls, "branch", b.Branch),
+		RootDirectory: value(&nulls, "root_directory", b.RootDirectory), Port: value(&nulls, "port", b.Port),
+		Replicas: value(&nulls, "replicas", b.Replicas), CPUMillis: value(&nulls, "cpu_millis", b.CPUMillis),
+		MemoryMB: value(&nulls, "memory_mb", b.MemoryMB), HealthCheckPath: value(&nulls, "health_check_path", b.HealthCheckPath),
+		ClearDockerfilePath: b.DockerfilePath.Null,
 	}
 	if b.DockerfilePath.Sent && !b.DockerfilePath.Null {
 		patch.DockerfilePath = &b.DockerfilePath.Value
+	}
+	if len(nulls) > 0 {
+		return nil, huma.Error422UnprocessableEntity(strings.Join(nulls, ", ") + ": cannot be null; leave a field out to keep its value")
 	}
 	p, err := a.Projects.Update(ctx, principal(ctx).UserID, id, patch)
 	if err != nil {
