@@ -1,7 +1,9 @@
 // Package project owns projects as their members see them: creation with a
-// slug that can be a host name, and reads that only succeed for members of
-// the owning organisation. A project someone cannot see is ErrNotFound,
-// exactly like one that does not exist, so that its existence never leaks.
+// slug that can be a host name, reads and settings changes that only
+// succeed for members of the owning organisation, deletion by its owners
+// and admins (delete.go), and custom domains behind the same check. A
+// project someone cannot see is ErrNotFound, exactly like one that does
+// not exist, so that its existence never leaks.
 package project
 
 import (
