@@ -36,6 +36,9 @@ type API struct {
 	Webhook *webhook.Receiver
 	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
 	GitHub *GitHubSignIn
+	// Domains are the projects' custom domains; without a service their
+	// routes answer 503.
+	Domains project.Domains
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -90,6 +93,8 @@ func (a *API) register(api huma.API) {
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 	a.registerEnv(api)
+	a.registerProjectSettings(api)
+	a.registerDomains(api)
 }
 
 type healthOutput struct {

@@ -35,6 +35,7 @@ type Project struct {
 	Repository         string     `json:"repository" doc:"owner/name on GitHub; empty when none is connected"`
 	Branch             string     `json:"branch" doc:"the production branch"`
 	RootDirectory      string     `json:"root_directory"`
+	DockerfilePath     string     `json:"dockerfile_path" doc:"the Dockerfile builds use, relative to root_directory; empty: detected"`
 	Port               int32      `json:"port"`
 	Replicas           int32      `json:"replicas"`
 	CPUMillis          int32      `json:"cpu_millis"`
@@ -48,7 +49,7 @@ type Project struct {
 func projectOut(p project.Project) Project {
 	return Project{
 		ID: p.ID, OrganisationID: p.OrganisationID, Slug: p.Slug, Name: p.Name, Repository: p.Repository, Branch: p.Branch,
-		RootDirectory: p.RootDirectory, Port: p.Port, Replicas: p.Replicas, CPUMillis: p.CPUMillis, MemoryMB: p.MemoryMB,
+		RootDirectory: p.RootDirectory, DockerfilePath: p.DockerfilePath, Port: p.Port, Replicas: p.Replicas, CPUMillis: p.CPUMillis, MemoryMB: p.MemoryMB,
 		HealthCheckPath: p.HealthCheckPath, ActiveDeploymentID: p.ActiveDeploymentID, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt,
 	}
 }

@@ -172,6 +172,36 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		}()
 	}
+	{ // project settings, deletion and custom domains
+		type call = struct {
+			path, body string
+			status     int
+		}
+		e.withDomains()
+		base := "/v1/projects/" + p.ID.String()
+		dom := e.addDomain(owner, p, `{"name":"secret-shop.example.com"}`)
+		secrets = append(secrets, dom.Name, dom.DNSRecords[1].Value, dom.ID.String())
+		calls[operation{"PATCH", "/v1/projects/{id}"}] = call{base, `{"name":"stolen","port":9999}`, http.StatusNotFound}
+		calls[operation{"DELETE", "/v1/projects/{id}"}] = call{base, "", http.StatusNotFound}
+		calls[operation{"GET", "/v1/projects/{id}/domains"}] = call{base + "/domains", "", http.StatusNotFound}
+		calls[operation{"POST", "/v1/projects/{id}/domains"}] = call{base + "/domains", `{"name":"stranger.example.com"}`, http.StatusNotFound}
+		calls[operation{"GET", "/v1/projects/{id}/domains/{domain}"}] = call{base + "/domains/" + dom.Name, "", http.StatusNotFound}
+		calls[operation{"DELETE", "/v1/projects/{id}/domains/{domain}"}] = call{base + "/domains/" + dom.Name, "", http.StatusNotFound}
+		calls[operation{"POST", "/v1/projects/{id}/domains/{domain}/verify"}] = call{base + "/domains/" + dom.Name + "/verify", "", http.StatusNotFound}
+		defer func() {
+			var got Project
+			e.do("GET", base, "", session(owner)...).decode(t, &got)
+			if got.Name != p.Name || got.Port != p.Port {
+				t.Errorf("owner's project changed by a stranger: %+v", got)
+			}
+			if n := e.count(`SELECT count(*) FROM domains WHERE name = $1 AND last_checked_at IS NULL`, dom.Name); n != 1 {
+				t.Errorf("owner's domain removed or checked by a stranger")
+			}
+			if n := e.count(`SELECT count(*) FROM domains`); n != 1 {
+				t.Errorf("%d domains after the stranger's calls", n)
+			}
+		}()
+	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.
 	for op, c := range map[operation]struct {

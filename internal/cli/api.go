@@ -12,6 +12,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/api"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -34,10 +35,18 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 		if err != nil {
 			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
 		}
+		dom, err := domains.New(pool, q, domains.Config{
+			EdgeHost: cfg.Platform.EdgeHost, PlatformDomains: cfg.Platform.Reserved(), Resolver: domains.NewResolver(cfg.CustomDomains.DNSResolver),
+			CheckInterval: cfg.CustomDomains.CheckInterval, MaxCheckInterval: cfg.CustomDomains.MaxCheckInterval, GiveUpAfter: cfg.CustomDomains.GiveUpAfter,
+		}, zlog.Component(log, "domains"))
+		if err != nil {
+			return fmt.Errorf("EDGE_HOST, EDGE_APPS_DOMAIN or EDGE_PLATFORM_DOMAINS: %w", err)
+		}
 		a := &api.API{
 			Accounts:  account.Store{DB: pool, SessionTTL: cfg.SessionTTL},
 			Projects:  project.Store{DB: pool},
 			Variables: project.Variables{DB: pool, Keys: cfg.Secrets.Keys},
+			Domains:   project.Domains{DB: pool, Service: dom},
 			Deploys:   api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
 			Log:       log,
 			Dev:       cfg.Dev,

@@ -34,6 +34,9 @@ type API struct {
 	// Secrets encrypts the variables members set; without keys the
 	// variable routes answer 503.
 	Secrets Secrets
+	// CustomDomains checks a domain's DNS when a member asks (POST
+	// …/verify); Platform's names are refused as custom domains.
+	CustomDomains CustomDomains
 }
 
 // Operator configures `zeitwork operator`.

@@ -86,6 +86,34 @@ func (q *Queries) DomainGetByID(ctx context.Context, id uuid.UUID) (Domain, erro
 	return i, err
 }
 
+const domainGetByProjectAndName = `-- name: DomainGetByProjectAndName :one
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+WHERE project_id = $1 AND name = lower($2::text)
+`
+
+type DomainGetByProjectAndNameParams struct {
+	ProjectID uuid.UUID
+	Name      string
+}
+
+func (q *Queries) DomainGetByProjectAndName(ctx context.Context, arg DomainGetByProjectAndNameParams) (Domain, error) {
+	row := q.db.QueryRow(ctx, domainGetByProjectAndName, arg.ProjectID, arg.Name)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.ProjectID,
+		&i.Name,
+		&i.Status,
+		&i.VerificationToken,
+		&i.VerifiedAt,
+		&i.LastCheckedAt,
+		&i.FailureReason,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const domainGetVerifiedByName = `-- name: DomainGetVerifiedByName :one
 SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
 WHERE name = lower($1::text) AND status = 'verified'
@@ -287,6 +315,51 @@ FOR UPDATE
 // two claims can never both pass the check at once.
 func (q *Queries) DomainLockByName(ctx context.Context, name string) ([]Domain, error) {
 	rows, err := q.db.Query(ctx, domainLockByName, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.Status,
+			&i.VerificationToken,
+			&i.VerifiedAt,
+			&i.LastCheckedAt,
+			&i.FailureReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const domainPageByProject = `-- name: DomainPageByProject :many
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+WHERE project_id = $1 AND id > $2
+ORDER BY id
+LIMIT $3
+`
+
+type DomainPageByProjectParams struct {
+	ProjectID uuid.UUID
+	After     uuid.UUID
+	MaxRows   int32
+}
+
+// A page of a project's domains after the id @after, oldest first.
+func (q *Queries) DomainPageByProject(ctx context.Context, arg DomainPageByProjectParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, domainPageByProject, arg.ProjectID, arg.After, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}

@@ -100,6 +100,54 @@ func (q *Queries) ProjectDelete(ctx context.Context, id uuid.UUID) (int64, error
 	return result.RowsAffected(), nil
 }
 
+const projectDeleteInstances = `-- name: ProjectDeleteInstances :many
+DELETE FROM instances
+USING deployments
+WHERE deployments.id = instances.deployment_id AND deployments.project_id = $1
+RETURNING instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at, instances.capacity_released_at
+`
+
+// Removes every instance of a project's deployments, whatever its state;
+// the caller gives back the capacity still reserved (capacity_released_at
+// null) and wakes the nodes, whose agents stop containers without a row.
+func (q *Queries) ProjectDeleteInstances(ctx context.Context, projectID uuid.UUID) ([]Instance, error) {
+	rows, err := q.db.Query(ctx, projectDeleteInstances, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Instance{}
+	for rows.Next() {
+		var i Instance
+		if err := rows.Scan(
+			&i.ID,
+			&i.DeploymentID,
+			&i.NodeID,
+			&i.ImageID,
+			&i.DesiredState,
+			&i.State,
+			&i.StateReason,
+			&i.Ipv6Address,
+			&i.Port,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.RestartCount,
+			&i.StartedAt,
+			&i.StoppedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.CapacityReleasedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const projectGetByID = `-- name: ProjectGetByID :one
 SELECT id, organisation_id, slug, name, github_installation_id, github_repository_id, github_repository_full_name, branch, root_directory, dockerfile_path, port, replicas, cpu_millis, memory_mb, health_check_path, active_deployment_id, created_at, updated_at FROM projects WHERE id = $1
 `
@@ -455,6 +503,79 @@ func (q *Queries) ProjectListRoutedByIDs(ctx context.Context, ids []uuid.UUID) (
 	return items, nil
 }
 
+const projectLockBuilds = `-- name: ProjectLockBuilds :many
+SELECT builds.id
+FROM builds
+JOIN deployments ON deployments.id = builds.deployment_id
+WHERE deployments.project_id = $1
+ORDER BY builds.id
+FOR UPDATE OF builds
+`
+
+// Locks every build of a project being deleted, first: a builder finishing
+// one holds its row while it writes the image and the deployment, so the
+// delete waits for it, and a builder that comes after finds no row.
+func (q *Queries) ProjectLockBuilds(ctx context.Context, projectID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, projectLockBuilds, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const projectLockDeployments = `-- name: ProjectLockDeployments :many
+SELECT id FROM deployments
+WHERE project_id = $1
+ORDER BY id
+FOR UPDATE
+`
+
+// Locks a project's deployments, so that no instance of them is created
+// (its foreign key waits on the lock) while they are deleted.
+func (q *Queries) ProjectLockDeployments(ctx context.Context, projectID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, projectLockDeployments, projectID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const projectNotifyNodes = `-- name: ProjectNotifyNodes :exec
+SELECT pg_notify('zeitwork_instances', node_id::text)
+FROM unnest($1::uuid[]) AS node_id
+`
+
+// Wakes the agents of @node_ids, as the instances triggers do for inserts
+// and updates (deletes fire none), when the transaction commits.
+func (q *Queries) ProjectNotifyNodes(ctx context.Context, nodeIds []uuid.UUID) error {
+	_, err := q.db.Exec(ctx, projectNotifyNodes, nodeIds)
+	return err
+}
+
 const projectSetActiveDeployment = `-- name: ProjectSetActiveDeployment :one
 UPDATE projects
 SET active_deployment_id = $1, updated_at = now()
@@ -517,6 +638,77 @@ func (q *Queries) ProjectSetRepository(ctx context.Context, arg ProjectSetReposi
 		arg.GithubInstallationID,
 		arg.GithubRepositoryID,
 		arg.GithubRepositoryFullName,
+		arg.ID,
+	)
+	var i Project
+	err := row.Scan(
+		&i.ID,
+		&i.OrganisationID,
+		&i.Slug,
+		&i.Name,
+		&i.GithubInstallationID,
+		&i.GithubRepositoryID,
+		&i.GithubRepositoryFullName,
+		&i.Branch,
+		&i.RootDirectory,
+		&i.DockerfilePath,
+		&i.Port,
+		&i.Replicas,
+		&i.CpuMillis,
+		&i.MemoryMb,
+		&i.HealthCheckPath,
+		&i.ActiveDeploymentID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
+const projectUpdate = `-- name: ProjectUpdate :one
+UPDATE projects
+SET slug = $1,
+    name = $2,
+    branch = $3,
+    root_directory = $4,
+    dockerfile_path = $5,
+    port = $6,
+    replicas = $7,
+    cpu_millis = $8,
+    memory_mb = $9,
+    health_check_path = $10,
+    updated_at = now()
+WHERE id = $11
+RETURNING id, organisation_id, slug, name, github_installation_id, github_repository_id, github_repository_full_name, branch, root_directory, dockerfile_path, port, replicas, cpu_millis, memory_mb, health_check_path, active_deployment_id, created_at, updated_at
+`
+
+type ProjectUpdateParams struct {
+	Slug            string
+	Name            string
+	Branch          string
+	RootDirectory   string
+	DockerfilePath  *string
+	Port            int32
+	Replicas        int32
+	CpuMillis       int32
+	MemoryMb        int32
+	HealthCheckPath string
+	ID              uuid.UUID
+}
+
+// Every setting a member may change, the slug (and so the host) included.
+// A unique violation on projects_slug_unique means the slug is taken.
+func (q *Queries) ProjectUpdate(ctx context.Context, arg ProjectUpdateParams) (Project, error) {
+	row := q.db.QueryRow(ctx, projectUpdate,
+		arg.Slug,
+		arg.Name,
+		arg.Branch,
+		arg.RootDirectory,
+		arg.DockerfilePath,
+		arg.Port,
+		arg.Replicas,
+		arg.CpuMillis,
+		arg.MemoryMb,
+		arg.HealthCheckPath,
 		arg.ID,
 	)
 	var i Project

@@ -162,3 +162,22 @@ func pgErrorCode(err error) string {
 	}
 	return "?"
 }
+
+func (s store) getByName(ctx context.Context, project uuid.UUID, name string) (Domain, error) {
+	row, err := s.q.DomainGetByProjectAndName(ctx, db.DomainGetByProjectAndNameParams{ProjectID: project, Name: name})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Domain{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return Domain{}, fmt.Errorf("domain %s: %w", name, err)
+	}
+	return fromRow(row), nil
+}
+
+func (s store) page(ctx context.Context, project, after uuid.UUID, limit int32) ([]Domain, error) {
+	rows, err := s.q.DomainPageByProject(ctx, db.DomainPageByProjectParams{ProjectID: project, After: after, MaxRows: limit})
+	if err != nil {
+		return nil, fmt.Errorf("list domains of %s: %w", project, err)
+	}
+	return fromRows(rows), nil
+}

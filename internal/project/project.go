@@ -1,7 +1,9 @@
 // Package project owns projects as their members see them: creation with a
-// slug that can be a host name, and reads that only succeed for members of
-// the owning organisation. A project someone cannot see is ErrNotFound,
-// exactly like one that does not exist, so that its existence never leaks.
+// slug that can be a host name, reads and settings changes that only
+// succeed for members of the owning organisation, deletion by its owners
+// and admins (delete.go), and custom domains behind the same check. A
+// project someone cannot see is ErrNotFound, exactly like one that does
+// not exist, so that its existence never leaks.
 package project
 
 import (
@@ -39,6 +41,7 @@ type Project struct {
 	Repository         string // "owner/name" on GitHub; "" when none is connected
 	Branch             string
 	RootDirectory      string
+	DockerfilePath     string // "": detected
 	Port               int32
 	Replicas           int32
 	CPUMillis          int32
@@ -54,6 +57,9 @@ func fromRow(r db.Project) Project {
 		ID: r.ID, OrganisationID: r.OrganisationID, Slug: r.Slug, Name: r.Name, Branch: r.Branch, RootDirectory: r.RootDirectory,
 		Port: r.Port, Replicas: r.Replicas, CPUMillis: r.CpuMillis, MemoryMB: r.MemoryMb, HealthCheckPath: r.HealthCheckPath,
 		ActiveDeploymentID: r.ActiveDeploymentID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+	}
+	if r.DockerfilePath != nil {
+		p.DockerfilePath = *r.DockerfilePath
 	}
 	if r.GithubRepositoryFullName != nil {
 		p.Repository = *r.GithubRepositoryFullName

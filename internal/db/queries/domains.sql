@@ -76,3 +76,14 @@ DELETE FROM domains WHERE id = @id AND project_id = @project_id;
 SELECT * FROM domains
 WHERE status = 'verified' AND project_id = ANY(@project_ids::uuid[])
 ORDER BY name;
+
+-- name: DomainGetByProjectAndName :one
+SELECT * FROM domains
+WHERE project_id = @project_id AND name = lower(@name::text);
+
+-- name: DomainPageByProject :many
+-- A page of a project's domains after the id @after, oldest first.
+SELECT * FROM domains
+WHERE project_id = @project_id AND id > @after
+ORDER BY id
+LIMIT @max_rows;

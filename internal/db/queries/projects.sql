@@ -105,3 +105,55 @@ SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
 FROM projects
 WHERE active_deployment_id IS NOT NULL AND id = ANY(@ids::uuid[])
 ORDER BY id;
+
+-- name: ProjectUpdate :one
+-- Every setting a member may change, the slug (and so the host) included.
+-- A unique violation on projects_slug_unique means the slug is taken.
+UPDATE projects
+SET slug = @slug,
+    name = @name,
+    branch = @branch,
+    root_directory = @root_directory,
+    dockerfile_path = sqlc.narg(dockerfile_path),
+    port = @port,
+    replicas = @replicas,
+    cpu_millis = @cpu_millis,
+    memory_mb = @memory_mb,
+    health_check_path = @health_check_path,
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: ProjectLockBuilds :many
+-- Locks every build of a project being deleted, first: a builder finishing
+-- one holds its row while it writes the image and the deployment, so the
+-- delete waits for it, and a builder that comes after finds no row.
+SELECT builds.id
+FROM builds
+JOIN deployments ON deployments.id = builds.deployment_id
+WHERE deployments.project_id = @project_id
+ORDER BY builds.id
+FOR UPDATE OF builds;
+
+-- name: ProjectLockDeployments :many
+-- Locks a project's deployments, so that no instance of them is created
+-- (its foreign key waits on the lock) while they are deleted.
+SELECT id FROM deployments
+WHERE project_id = @project_id
+ORDER BY id
+FOR UPDATE;
+
+-- name: ProjectDeleteInstances :many
+-- Removes every instance of a project's deployments, whatever its state;
+-- the caller gives back the capacity still reserved (capacity_released_at
+-- null) and wakes the nodes, whose agents stop containers without a row.
+DELETE FROM instances
+USING deployments
+WHERE deployments.id = instances.deployment_id AND deployments.project_id = @project_id
+RETURNING instances.*;
+
+-- name: ProjectNotifyNodes :exec
+-- Wakes the agents of @node_ids, as the instances triggers do for inserts
+-- and updates (deletes fire none), when the transaction commits.
+SELECT pg_notify('zeitwork_instances', node_id::text)
+FROM unnest(@node_ids::uuid[]) AS node_id;
