@@ -306,9 +306,6 @@ func (l *Lifecycle) activatePreview(ctx context.Context, deps deployment.Store, 
 		return ignoreMoved(err)
 	}
 	for _, old := range active {
-		if old.ID == dep.ID {
-			continue
-		}
 		if _, err := deps.SetStatus(ctx, old.ID, deployment.Move{To: deployment.StatusRetiring, StopAt: now.Add(l.Policy.RetireGrace), From: []deployment.Status{deployment.StatusActive}}); ignoreMoved(err) != nil {
 			return err
 		}
