@@ -22,7 +22,7 @@ func (a *API) registerDeploymentStatus(api huma.API) {
 		OperationID: "set-deployment-status", Method: http.MethodPut, Path: "/v1/deployments/{id}/status", Tags: []string{"deployments"}, Security: signedIn,
 		Summary: "Roll back to or cancel a deployment",
 		Description: "`active` rolls the project back to this earlier deployment (retiring or stopped): the operator switches traffic to it, " +
-			"re-deploying it first when stopped; answers 202. `cancelled` stops a queued or building deployment: its build is cancelled " +
+			"re-deploying it first when stopped; answers 202. A preview is never rolled back to (409): deploy its commit instead. `cancelled` stops a queued or building deployment: its build is cancelled " +
 			"and it fails with the reason `cancelled`; answers 200. A deployment in another status answers 409.",
 	}, a.setDeploymentStatus)
 }
@@ -58,7 +58,7 @@ func (a *API) setDeploymentStatus(ctx context.Context, in *setDeploymentStatusIn
 // with nothing else: the operator reads the deployment when it runs, and
 // refuses then if it moved on meanwhile.
 func (a *API) rollBack(ctx context.Context, v deployment.Visible) (*setDeploymentStatusOutput, error) {
-	if v.Status == deployment.StatusActive {
+	if v.Status == deployment.StatusActive && v.Environment == deployment.EnvironmentProduction {
 		return &setDeploymentStatusOutput{Status: http.StatusOK, Body: a.deploymentOut(v)}, nil
 	}
 	if err := v.CheckRollback(); err != nil {

@@ -47,7 +47,7 @@ func (a *API) registerDeployments(api huma.API) {
 	}, a.createDeployment)
 	huma.Register(api, huma.Operation{
 		OperationID: "list-deployments", Method: http.MethodGet, Path: "/v1/deployments", Tags: []string{"deployments"}, Security: signedIn,
-		Summary: "List deployments", Description: "The deployments of one project, or of every project you can see, oldest first.",
+		Summary: "List deployments", Description: "The deployments of one project, or of every project you can see, oldest first; production deployments and previews, or one of them.",
 	}, a.listDeployments)
 	huma.Register(api, huma.Operation{
 		OperationID: "get-deployment", Method: http.MethodGet, Path: "/v1/deployments/{id}", Tags: []string{"deployments"}, Security: signedIn,
@@ -72,22 +72,29 @@ type Deployment struct {
 	ArchiveKey    string           `json:"archive_key,omitempty" doc:"the uploaded archive's object key"`
 	Framework     string           `json:"framework,omitempty" doc:"what its build detected; absent until a build did"`
 	Replicas      int32            `json:"replicas"`
-	URL           string           `json:"url" doc:"where this deployment answers, whether or not it is the project's active one"`
+	Environment   environment      `json:"environment" doc:"production: pushes to the project's branch and deploys through the API, live at the project's hosts when active; preview: pushes to other branches, live only at their own url"`
+	Branch        string           `json:"branch,omitempty" doc:"the branch it was built from; absent for an upload"`
+	PushedBy      string           `json:"pushed_by,omitempty" doc:"the GitHub login that pushed the commit; absent unless a push made it"`
+	URL           string           `json:"url" doc:"where it answers: the project's host while it is the project's live deployment, else https://<id>.<apps-domain> (a preview's only host)"`
 	ProjectURL    string           `json:"project_url" doc:"where the project's active deployment answers"`
 	CreatedBy     *uuid.UUID       `json:"created_by" format:"uuid" doc:"the user who asked for it; null for a push"`
 	CreatedAt     time.Time        `json:"created_at"`
 	ActiveAt      *time.Time       `json:"active_at" doc:"when it became active; null before"`
 }
 
-// deploymentStatus and sourceType document the domain's values as enums.
+// deploymentStatus, sourceType and environment document the domain's
+// values as enums.
 type (
 	deploymentStatus deployment.Status
 	sourceType       deployment.SourceType
+	environment      deployment.Environment
 )
 
 func (deploymentStatus) Schema(huma.Registry) *huma.Schema { return enumSchema(deployment.Statuses) }
 
 func (sourceType) Schema(huma.Registry) *huma.Schema { return enumSchema(deployment.SourceTypes) }
+
+func (environment) Schema(huma.Registry) *huma.Schema { return enumSchema(deployment.Environments) }
 
 func enumSchema[T ~string](values []T) *huma.Schema {
 	s := &huma.Schema{Type: huma.TypeString}
@@ -98,13 +105,20 @@ func enumSchema[T ~string](values []T) *huma.Schema {
 }
 
 func (a *API) deploymentOut(v deployment.Visible) Deployment {
+	projectURL := fmt.Sprintf("https://%s.%s", v.ProjectSlug, a.Deploys.AppsDomain)
+	url := fmt.Sprintf("https://%s.%s", v.ID, a.Deploys.AppsDomain)
+	// At most one production deployment of a project is active: the one
+	// the project's hosts route to.
+	if v.Environment == deployment.EnvironmentProduction && v.Status == deployment.StatusActive {
+		url = projectURL
+	}
 	return Deployment{
 		ID: v.ID, ProjectID: v.ProjectID, Status: deploymentStatus(v.Status), FailureReason: v.FailureReason,
 		SourceType: sourceType(v.Source.Type), CommitSHA: v.Source.CommitSHA, CommitMessage: v.Source.CommitMessage,
 		Ref: v.Source.Ref, ArchiveKey: v.Source.ArchiveKey, Framework: v.Framework, Replicas: v.Replicas,
-		URL:        fmt.Sprintf("https://%s.%s", v.ID, a.Deploys.AppsDomain),
-		ProjectURL: fmt.Sprintf("https://%s.%s", v.ProjectSlug, a.Deploys.AppsDomain),
-		CreatedBy:  v.CreatedBy, CreatedAt: v.CreatedAt, ActiveAt: v.ActiveAt,
+		Environment: environment(v.Environment), Branch: v.Branch(), PushedBy: v.PushedBy,
+		URL: url, ProjectURL: projectURL,
+		CreatedBy: v.CreatedBy, CreatedAt: v.CreatedAt, ActiveAt: v.ActiveAt,
 	}
 }
 
@@ -161,7 +175,8 @@ func (a *API) createDeployment(ctx context.Context, in *createDeploymentInput) (
 }
 
 type listDeploymentsInput struct {
-	ProjectID string `query:"project_id" format:"uuid" doc:"only this project's; every project you can see when absent"`
+	ProjectID   string `query:"project_id" format:"uuid" doc:"only this project's; every project you can see when absent"`
+	Environment string `query:"environment" enum:"production,preview" doc:"only production deployments, or only previews; both when absent"`
 	// page's fields, repeated: huma does not read the parameters of an
 	// unexported embedded struct.
 	Cursor string `query:"cursor" doc:"next_cursor of the previous page; empty for the first page"`
@@ -189,7 +204,8 @@ func (a *API) listDeployments(ctx context.Context, in *listDeploymentsInput) (*l
 	if err != nil {
 		return nil, err
 	}
-	ds, err := a.deployments().ListForMember(ctx, principal(ctx).UserID, project, after, pg.fetch())
+	f := deployment.MemberFilter{Project: project, Environment: deployment.Environment(in.Environment)}
+	ds, err := a.deployments().ListForMember(ctx, principal(ctx).UserID, f, after, pg.fetch())
 	if err != nil {
 		return nil, err
 	}

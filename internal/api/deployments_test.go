@@ -77,7 +77,7 @@ func TestCreateDeployment(t *testing.T) {
 	d := e.deploy(alice, archive(p, "src.tar.gz"))
 	want := Deployment{
 		ID: d.ID, ProjectID: p.ID, Status: deploymentStatus(deployment.StatusQueued), SourceType: sourceType(deployment.SourceUpload),
-		ArchiveKey: "uploads/" + p.ID.String() + "/src.tar.gz", Replicas: p.Replicas,
+		ArchiveKey: "uploads/" + p.ID.String() + "/src.tar.gz", Replicas: p.Replicas, Environment: environment(deployment.EnvironmentProduction),
 		URL: "https://" + d.ID.String() + "." + testAppsDomain, ProjectURL: "https://app." + testAppsDomain,
 		CreatedBy: &alice.ID, CreatedAt: d.CreatedAt,
 	}

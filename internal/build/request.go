@@ -39,12 +39,17 @@ func (Task) InsertOpts() river.InsertOpts {
 }
 
 // Source says what to build: a commit of the project's repository, or an
-// archive a CLI uploaded to the object store.
+// archive a CLI uploaded to the object store, and which environment the
+// deployment is for.
 type Source struct {
 	CommitSHA     string // 40 hex digits
-	Ref           string // e.g. refs/heads/main, for display
+	Ref           string // e.g. refs/heads/main, for display; a preview's branch
 	CommitMessage string
 	ArchiveKey    string // object key of an uploaded .tar.gz
+	// Environment is production when empty. A preview is of a commit of
+	// a branch: Ref must be refs/heads/<branch>.
+	Environment deployment.Environment
+	PushedBy    string // the GitHub login that pushed the commit, if a push
 }
 
 var (
@@ -71,6 +76,15 @@ func (s Source) validate(p db.Project) error {
 		}
 	default:
 		return fmt.Errorf("%w: give a commit or an archive", ErrInvalidSource)
+	}
+	switch s.Environment {
+	case "", deployment.EnvironmentProduction:
+	case deployment.EnvironmentPreview:
+		if b, ok := strings.CutPrefix(s.Ref, "refs/heads/"); s.CommitSHA == "" || !ok || b == "" {
+			return fmt.Errorf("%w: a preview is of a commit of a branch (refs/heads/<branch>)", ErrInvalidSource)
+		}
+	default:
+		return fmt.Errorf("%w: environment %q is not production or preview", ErrInvalidSource, s.Environment)
 	}
 	return nil
 }
@@ -103,6 +117,7 @@ func Request(ctx context.Context, conn db.Conn, q Enqueuer, projectID uuid.UUID,
 		}
 		params := db.DeploymentCreateParams{
 			ID: id.New(), ProjectID: p.ID, Replicas: p.Replicas, CreatedByUserID: createdBy, SourceType: string(deployment.SourceUpload),
+			Environment: string(src.Environment), PushedBy: nonEmpty(src.PushedBy),
 		}
 		if src.CommitSHA != "" {
 			params.SourceType = string(deployment.SourceGitHub)

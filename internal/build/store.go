@@ -57,8 +57,11 @@ func (s *Store) Project(ctx context.Context, id uuid.UUID) (db.Project, error) {
 }
 
 // Create records a deployment and its first build, queued, in one
-// transaction.
+// transaction. An empty d.Environment is production.
 func (s *Store) Create(ctx context.Context, d db.DeploymentCreateParams) (db.Deployment, Build, error) {
+	if d.Environment == "" {
+		d.Environment = string(deployment.EnvironmentProduction)
+	}
 	var (
 		dep db.Deployment
 		b   Build

@@ -16,11 +16,11 @@ const deploymentCreate = `-- name: DeploymentCreate :one
 INSERT INTO deployments (
     id, project_id, source_type,
     github_commit_sha, github_ref, commit_message, source_archive_key,
-    replicas, created_by_user_id
+    replicas, created_by_user_id, environment, pushed_by
 ) VALUES (
     $1, $2, $3,
     $4, $5, $6, $7,
-    $8, $9
+    $8, $9, $10, $11
 )
 RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by
 `
@@ -35,6 +35,8 @@ type DeploymentCreateParams struct {
 	SourceArchiveKey *string
 	Replicas         int32
 	CreatedByUserID  *uuid.UUID
+	Environment      string
+	PushedBy         *string
 }
 
 func (q *Queries) DeploymentCreate(ctx context.Context, arg DeploymentCreateParams) (Deployment, error) {
@@ -48,6 +50,8 @@ func (q *Queries) DeploymentCreate(ctx context.Context, arg DeploymentCreatePara
 		arg.SourceArchiveKey,
 		arg.Replicas,
 		arg.CreatedByUserID,
+		arg.Environment,
+		arg.PushedBy,
 	)
 	var i Deployment
 	err := row.Scan(
@@ -80,19 +84,33 @@ func (q *Queries) DeploymentCreate(ctx context.Context, arg DeploymentCreatePara
 
 const deploymentExistsForCommit = `-- name: DeploymentExistsForCommit :one
 SELECT EXISTS (
-    SELECT 1 FROM deployments WHERE project_id = $1 AND github_commit_sha = $2
+    SELECT 1 FROM deployments
+    WHERE project_id = $1 AND github_commit_sha = $2
+      AND environment = $3::text
+      AND ($3::text = 'production'
+           OR (github_ref = $4::text AND status IN ('queued', 'building', 'deploying', 'active')))
 )
 `
 
 type DeploymentExistsForCommitParams struct {
 	ProjectID       uuid.UUID
 	GithubCommitSha *string
+	Environment     string
+	GithubRef       *string
 }
 
-// Whether a deployment of this commit exists, whatever became of it: a push
-// webhook does not build a commit twice.
+// Whether a deployment of this commit exists in @environment: a push webhook
+// does not build a commit twice. A production deployment counts whatever
+// became of it (going back to it is a rollback); a preview counts only for
+// its own branch (@github_ref) and while it is not on its way out, so that a
+// branch pushed back to an earlier commit previews that commit again.
 func (q *Queries) DeploymentExistsForCommit(ctx context.Context, arg DeploymentExistsForCommitParams) (bool, error) {
-	row := q.db.QueryRow(ctx, deploymentExistsForCommit, arg.ProjectID, arg.GithubCommitSha)
+	row := q.db.QueryRow(ctx, deploymentExistsForCommit,
+		arg.ProjectID,
+		arg.GithubCommitSha,
+		arg.Environment,
+		arg.GithubRef,
+	)
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
@@ -100,9 +118,10 @@ func (q *Queries) DeploymentExistsForCommit(ctx context.Context, arg DeploymentE
 
 const deploymentGetActiveByProject = `-- name: DeploymentGetActiveByProject :one
 SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
-WHERE project_id = $1 AND status = 'active'
+WHERE project_id = $1 AND status = 'active' AND environment = 'production'
 `
 
+// The project's live deployment; active previews are not it.
 func (q *Queries) DeploymentGetActiveByProject(ctx context.Context, projectID uuid.UUID) (Deployment, error) {
 	row := q.db.QueryRow(ctx, deploymentGetActiveByProject, projectID)
 	var i Deployment
@@ -387,16 +406,18 @@ JOIN projects ON projects.id = deployments.project_id
 JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
 WHERE organisation_members.user_id = $1
   AND ($2::uuid IS NULL OR deployments.project_id = $2::uuid)
-  AND deployments.id > $3
+  AND ($3::text IS NULL OR deployments.environment = $3::text)
+  AND deployments.id > $4
 ORDER BY deployments.id
-LIMIT $4
+LIMIT $5
 `
 
 type DeploymentListForMemberParams struct {
-	UserID    uuid.UUID
-	ProjectID *uuid.UUID
-	After     uuid.UUID
-	Max       int32
+	UserID      uuid.UUID
+	ProjectID   *uuid.UUID
+	Environment *string
+	After       uuid.UUID
+	Max         int32
 }
 
 type DeploymentListForMemberRow struct {
@@ -406,11 +427,13 @@ type DeploymentListForMemberRow struct {
 }
 
 // A page of the deployments @user_id may see (of one project, when
-// @project_id is not null), oldest first, after the id @after.
+// @project_id is not null; of one environment, when @environment is not
+// null), oldest first, after the id @after.
 func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentListForMemberParams) ([]DeploymentListForMemberRow, error) {
 	rows, err := q.db.Query(ctx, deploymentListForMember,
 		arg.UserID,
 		arg.ProjectID,
+		arg.Environment,
 		arg.After,
 		arg.Max,
 	)
@@ -458,6 +481,66 @@ func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentLis
 	return items, nil
 }
 
+const deploymentListPreviewsOfRef = `-- name: DeploymentListPreviewsOfRef :many
+SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
+WHERE project_id = $1 AND environment = 'preview' AND github_ref = $2
+  AND status = ANY($3::text[])
+ORDER BY id
+`
+
+type DeploymentListPreviewsOfRefParams struct {
+	ProjectID uuid.UUID
+	GithubRef *string
+	Statuses  []string
+}
+
+// The previews of one branch of a project in one of @statuses, oldest
+// first: a new preview retires the older active ones, a deleted branch
+// stops them all.
+func (q *Queries) DeploymentListPreviewsOfRef(ctx context.Context, arg DeploymentListPreviewsOfRefParams) ([]Deployment, error) {
+	rows, err := q.db.Query(ctx, deploymentListPreviewsOfRef, arg.ProjectID, arg.GithubRef, arg.Statuses)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Deployment{}
+	for rows.Next() {
+		var i Deployment
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Status,
+			&i.FailureReason,
+			&i.SourceType,
+			&i.GithubCommitSha,
+			&i.GithubRef,
+			&i.CommitMessage,
+			&i.SourceArchiveKey,
+			&i.ImageID,
+			&i.Replicas,
+			&i.CreatedByUserID,
+			&i.BuildingAt,
+			&i.DeployingAt,
+			&i.ActiveAt,
+			&i.RetiringAt,
+			&i.StopAt,
+			&i.StoppedAt,
+			&i.FailedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Environment,
+			&i.PushedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const deploymentListRetiringDue = `-- name: DeploymentListRetiringDue :many
 SELECT id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by FROM deployments
 WHERE status = 'retiring' AND stop_at <= now()
@@ -468,6 +551,66 @@ LIMIT $1
 // Retiring deployments whose grace period is over, oldest first.
 func (q *Queries) DeploymentListRetiringDue(ctx context.Context, maxRows int32) ([]Deployment, error) {
 	rows, err := q.db.Query(ctx, deploymentListRetiringDue, maxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Deployment{}
+	for rows.Next() {
+		var i Deployment
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Status,
+			&i.FailureReason,
+			&i.SourceType,
+			&i.GithubCommitSha,
+			&i.GithubRef,
+			&i.CommitMessage,
+			&i.SourceArchiveKey,
+			&i.ImageID,
+			&i.Replicas,
+			&i.CreatedByUserID,
+			&i.BuildingAt,
+			&i.DeployingAt,
+			&i.ActiveAt,
+			&i.RetiringAt,
+			&i.StopAt,
+			&i.StoppedAt,
+			&i.FailedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Environment,
+			&i.PushedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const deploymentRetirePreviewsOfRef = `-- name: DeploymentRetirePreviewsOfRef :many
+UPDATE deployments
+SET status = 'retiring', stop_at = $1, retiring_at = now(), updated_at = now()
+WHERE project_id = $2 AND environment = 'preview' AND github_ref = $3
+  AND status IN ('deploying', 'active')
+RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by
+`
+
+type DeploymentRetirePreviewsOfRefParams struct {
+	StopAt    *time.Time
+	ProjectID uuid.UUID
+	GithubRef *string
+}
+
+// Retires the deploying and active previews of one branch, to stop at
+// @stop_at; returns the ones it moved.
+func (q *Queries) DeploymentRetirePreviewsOfRef(ctx context.Context, arg DeploymentRetirePreviewsOfRefParams) ([]Deployment, error) {
+	rows, err := q.db.Query(ctx, deploymentRetirePreviewsOfRef, arg.StopAt, arg.ProjectID, arg.GithubRef)
 	if err != nil {
 		return nil, err
 	}

@@ -35,11 +35,21 @@ func (s Store) GetForMember(ctx context.Context, user, id uuid.UUID) (Visible, e
 	return Visible{Deployment: fromRow(r.Deployment), ProjectSlug: r.ProjectSlug, Framework: r.DetectedKind}, nil
 }
 
-// ListForMember returns up to limit of the deployments user may see, of
-// one project when project is not nil, with ids after after (uuid.Nil:
-// from the first), oldest first.
-func (s Store) ListForMember(ctx context.Context, user uuid.UUID, project *uuid.UUID, after uuid.UUID, limit int32) ([]Visible, error) {
-	rows, err := s.q().DeploymentListForMember(ctx, db.DeploymentListForMemberParams{UserID: user, ProjectID: project, After: after, Max: limit})
+// MemberFilter narrows ListForMember; zero fields do not filter.
+type MemberFilter struct {
+	Project     *uuid.UUID
+	Environment Environment
+}
+
+// ListForMember returns up to limit of the deployments user may see that
+// match f, with ids after after (uuid.Nil: from the first), oldest first.
+func (s Store) ListForMember(ctx context.Context, user uuid.UUID, f MemberFilter, after uuid.UUID, limit int32) ([]Visible, error) {
+	p := db.DeploymentListForMemberParams{UserID: user, ProjectID: f.Project, After: after, Max: limit}
+	if f.Environment != "" {
+		env := string(f.Environment)
+		p.Environment = &env
+	}
+	rows, err := s.q().DeploymentListForMember(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("list deployments: %w", err)
 	}

@@ -50,11 +50,11 @@ func TestMembersSeeTheirDeploymentsOnly(t *testing.T) {
 		project *uuid.UUID
 		want    int
 	}{{member, nil, 1}, {member, &proj, 1}, {stranger, nil, 0}, {stranger, &proj, 0}} {
-		if list, err := deps.ListForMember(ctx, c.user, c.project, uuid.Nil, 10); err != nil || len(list) != c.want {
+		if list, err := deps.ListForMember(ctx, c.user, deployment.MemberFilter{Project: c.project}, uuid.Nil, 10); err != nil || len(list) != c.want {
 			t.Errorf("list for %s of %v: %d, %v; want %d", c.user, c.project, len(list), err, c.want)
 		}
 	}
-	if list, err := deps.ListForMember(ctx, member, nil, dep, 10); err != nil || len(list) != 0 {
+	if list, err := deps.ListForMember(ctx, member, deployment.MemberFilter{}, dep, 10); err != nil || len(list) != 0 {
 		t.Errorf("list after the last: %d, %v", len(list), err)
 	}
 }

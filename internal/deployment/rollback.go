@@ -31,10 +31,15 @@ func (RollbackTask) InsertOpts() river.InsertOpts {
 }
 
 // CheckRollback says why d cannot be rolled back to, wrapping
-// ErrCannotRollBack, or nil. Only a deployment that went live and has
-// since been replaced (retiring, or stopped) has an image that ran.
+// ErrCannotRollBack, or nil. Only a production deployment that went live
+// and has since been replaced (retiring, or stopped) has an image that ran
+// as the project. A preview never did: it ran a branch the production
+// branch may not have merged, so putting it on the project's hosts is a
+// deploy of that commit (POST /v1/deployments), not a rollback.
 func (d Deployment) CheckRollback() error {
 	switch {
+	case d.Environment == EnvironmentPreview:
+		return fmt.Errorf("%w: it is a preview of branch %q; only production deployments can be rolled back to", ErrCannotRollBack, d.Branch())
 	case d.Status != StatusRetiring && d.Status != StatusStopped:
 		return fmt.Errorf("%w: it is %s; only retiring or stopped deployments can be", ErrCannotRollBack, d.Status)
 	case d.ImageID == nil:

@@ -30,7 +30,9 @@ type Deployment struct {
 	ImageID       *uuid.UUID // nil until its build succeeded
 	Replicas      int32      // as asked; the scheduler raises it to its minimum
 	Source        Source
+	Environment   Environment
 	CreatedBy     *uuid.UUID // nil for a push webhook's deployment
+	PushedBy      string     // the GitHub login that pushed the commit; "" when not pushed
 	CreatedAt     time.Time
 	DeployingAt   *time.Time
 	ActiveAt      *time.Time
@@ -44,7 +46,7 @@ func fromRow(r db.Deployment) Deployment {
 	}
 	return Deployment{
 		ID: r.ID, ProjectID: r.ProjectID, Status: Status(r.Status), FailureReason: reason, ImageID: r.ImageID,
-		Replicas: r.Replicas, CreatedBy: r.CreatedByUserID, CreatedAt: r.CreatedAt, DeployingAt: r.DeployingAt, ActiveAt: r.ActiveAt, StopAt: r.StopAt,
+		Replicas: r.Replicas, Environment: Environment(r.Environment), CreatedBy: r.CreatedByUserID, PushedBy: deref(r.PushedBy), CreatedAt: r.CreatedAt, DeployingAt: r.DeployingAt, ActiveAt: r.ActiveAt, StopAt: r.StopAt,
 		Source: Source{
 			Type: SourceType(r.SourceType), CommitSHA: deref(r.GithubCommitSha), Ref: deref(r.GithubRef),
 			CommitMessage: deref(r.CommitMessage), ArchiveKey: deref(r.SourceArchiveKey),
@@ -129,8 +131,8 @@ type Move struct {
 
 // SetStatus moves a deployment to m.To if it is still in one of m.From,
 // stamping that phase's time; ErrMoved when it is not (someone else moved
-// it first). At most one deployment per project is active: retire the old
-// one first, in the same transaction.
+// it first). At most one production deployment per project is active:
+// retire the old one first, in the same transaction.
 func (s Store) SetStatus(ctx context.Context, id uuid.UUID, m Move) (Deployment, error) {
 	p := db.DeploymentSetStatusParams{ID: id, Status: string(m.To), FromStatuses: make([]string, len(m.From))}
 	for i, f := range m.From {
@@ -150,4 +152,29 @@ func (s Store) SetStatus(ctx context.Context, id uuid.UUID, m Move) (Deployment,
 		return Deployment{}, fmt.Errorf("set deployment %s %s: %w", id, m.To, err)
 	}
 	return fromRow(row), nil
+}
+
+// ListPreviews returns the previews of one branch (its ref,
+// refs/heads/<branch>) of a project that are in one of statuses, oldest
+// first.
+func (s Store) ListPreviews(ctx context.Context, projectID uuid.UUID, ref string, statuses ...Status) ([]Deployment, error) {
+	rows, err := s.q().DeploymentListPreviewsOfRef(ctx, db.DeploymentListPreviewsOfRefParams{
+		ProjectID: projectID, GithubRef: &ref, Statuses: lo.Map(statuses, func(st Status, _ int) string { return string(st) }),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("previews of %s in project %s: %w", ref, projectID, err)
+	}
+	return fromRows(rows), nil
+}
+
+// RetirePreviews retires the deploying and active previews of one branch
+// of a project, to stop at stopAt (the operator then stops their
+// instances), and returns them. Queued and building ones are left to the
+// caller, which cancels their builds.
+func (s Store) RetirePreviews(ctx context.Context, projectID uuid.UUID, ref string, stopAt time.Time) ([]Deployment, error) {
+	rows, err := s.q().DeploymentRetirePreviewsOfRef(ctx, db.DeploymentRetirePreviewsOfRefParams{ProjectID: projectID, GithubRef: &ref, StopAt: &stopAt})
+	if err != nil {
+		return nil, fmt.Errorf("retire previews of %s in project %s: %w", ref, projectID, err)
+	}
+	return fromRows(rows), nil
 }

@@ -1,10 +1,11 @@
 // Package operator runs deployments: it places a deployment's instances on
 // nodes, waits for them to be healthy, switches the project's traffic to it
-// and retires the deployment it replaces after a grace period; it keeps
-// active deployments at their count as nodes die or drain. It owns no
-// table: it drives the deployment, instance and node stores. It works from
-// the task queue, so any number of operators share the work and no
-// deployment is handled twice at once.
+// and retires the deployment it replaces after a grace period (a preview
+// replaces only the older preview of its branch, and never takes the
+// project's traffic); it keeps active deployments at their count as nodes
+// die or drain. It owns no table: it drives the deployment, instance and
+// node stores. It works from the task queue, so any number of operators
+// share the work and no deployment is handled twice at once.
 package operator
 
 import (
@@ -236,7 +237,8 @@ func (l *Lifecycle) place(ctx context.Context, dep deployment.Deployment, p db.P
 // transaction: it becomes active, the project routes to it, and the
 // deployment it replaces starts retiring (stopped after the grace period).
 // A deployment older than the one already active does not take traffic
-// back: it is retired at once. Rollback goes through here too.
+// back: it is retired at once. Rollback goes through here too. A preview
+// is activated by activatePreview instead.
 func (l *Lifecycle) Activate(ctx context.Context, depID uuid.UUID) error {
 	return pgx.BeginFunc(ctx, l.Pool, func(tx pgx.Tx) error {
 		q, deps := db.New(tx), deployment.Store{DB: tx}
@@ -244,9 +246,14 @@ func (l *Lifecycle) Activate(ctx context.Context, depID uuid.UUID) error {
 		if err != nil {
 			return err
 		}
+		// Locked for previews too: activations of one project, of any
+		// branch, happen one at a time.
 		p, err := q.ProjectGetForUpdate(ctx, dep.ProjectID)
 		if err != nil {
 			return fmt.Errorf("project %s: %w", dep.ProjectID, err)
+		}
+		if dep.Environment == deployment.EnvironmentPreview {
+			return l.activatePreview(ctx, deps, dep)
 		}
 		now := time.Now()
 		if p.ActiveDeploymentID != nil && *p.ActiveDeploymentID != dep.ID {
@@ -273,6 +280,43 @@ func (l *Lifecycle) Activate(ctx context.Context, depID uuid.UUID) error {
 	})
 }
 
+// activatePreview makes a preview active beside the project's live
+// deployment, which it never touches: it takes none of the project's hosts
+// (the edge routes it at <deployment-id>.<apps-domain> only). Per branch,
+// it is production's switch: the branch's older active preview retires
+// after the grace period, and an older preview turning healthy after a
+// newer one of its branch went live is retired at once.
+func (l *Lifecycle) activatePreview(ctx context.Context, deps deployment.Store, dep deployment.Deployment) error {
+	if dep.Status != deployment.StatusDeploying {
+		// Retired meanwhile (its branch was deleted), or already active:
+		// nothing of its branch changes.
+		return nil
+	}
+	now := time.Now()
+	active, err := deps.ListPreviews(ctx, dep.ProjectID, dep.Source.Ref, deployment.StatusActive)
+	if err != nil {
+		return err
+	}
+	// UUIDv7 ids order by creation: the newer push wins.
+	if slices.ContainsFunc(active, func(a deployment.Deployment) bool { return a.ID.String() > dep.ID.String() }) {
+		_, err := deps.SetStatus(ctx, dep.ID, deployment.Move{To: deployment.StatusRetiring, StopAt: now, From: []deployment.Status{deployment.StatusDeploying}})
+		if err == nil {
+			l.Log.InfoContext(ctx, "older preview turned healthy after a newer one of its branch went live; retired", "deployment_id", dep.ID, "ref", dep.Source.Ref)
+		}
+		return ignoreMoved(err)
+	}
+	for _, old := range active {
+		if _, err := deps.SetStatus(ctx, old.ID, deployment.Move{To: deployment.StatusRetiring, StopAt: now.Add(l.Policy.RetireGrace), From: []deployment.Status{deployment.StatusActive}}); ignoreMoved(err) != nil {
+			return err
+		}
+	}
+	if _, err := deps.SetStatus(ctx, dep.ID, deployment.Move{To: deployment.StatusActive, From: []deployment.Status{deployment.StatusDeploying}}); err != nil {
+		return fmt.Errorf("activate preview %s: %w", dep.ID, err)
+	}
+	l.Log.InfoContext(ctx, "preview active", "deployment_id", dep.ID, "project_id", dep.ProjectID, "ref", dep.Source.Ref)
+	return nil
+}
+
 // Rollback makes an earlier deployment of a project active again. One
 // still retiring has its instances: traffic switches at once. One already
 // stopped is deployed again (its instances re-created, health awaited)
@@ -281,6 +325,9 @@ func (l *Lifecycle) Rollback(ctx context.Context, q *queue.Queue, depID uuid.UUI
 	dep, err := l.deployments().Get(ctx, depID)
 	if err != nil {
 		return err
+	}
+	if dep.Environment == deployment.EnvironmentPreview {
+		return fmt.Errorf("deployment %s: %w", depID, dep.CheckRollback())
 	}
 	switch dep.Status {
 	case deployment.StatusActive:

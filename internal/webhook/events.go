@@ -9,23 +9,22 @@ import (
 	"time"
 
 	gh "github.com/google/go-github/v93/github"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
 )
-
-// PreviewsNotBuilt is why a push to a branch other than a project's
-// production branch is ignored: a preview deployment needs a deployment
-// kind and per-branch hosts the schema does not have yet.
-const PreviewsNotBuilt = "preview deployments are not built yet"
 
 const zeroSHA = "0000000000000000000000000000000000000000"
 
 var shaRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 // push deploys the pushed commit to every project that builds this
-// repository's pushed branch.
+// repository: to production for a project whose production branch it is,
+// as a preview of the branch for the others. A deleted branch stops its
+// previews.
 func (rc *Receiver) push(ctx context.Context, tx pgx.Tx, payload []byte) (outcome, error) {
 	var ev gh.PushEvent
 	if err := decode(payload, &ev); err != nil {
@@ -37,10 +36,14 @@ func (rc *Receiver) push(ctx context.Context, tx pgx.Tx, payload []byte) (outcom
 		sha = ev.GetAfter()
 	}
 	switch {
-	case ev.GetDeleted():
-		return ignored("branch deleted"), nil
 	case !isBranch || branch == "":
 		return ignored("ref %q is not a branch", ev.GetRef()), nil
+	case !validBranch(branch):
+		// Git refuses such names, so GitHub never sends them; and a NUL
+		// could not be stored.
+		return failed("push", fmt.Errorf("branch %q is not a valid branch name", branch)), nil
+	case ev.GetDeleted():
+		return rc.branchDeleted(ctx, tx, &ev, branch)
 	case sha == "" || sha == zeroSHA:
 		return ignored("push has no head commit"), nil
 	case !shaRe.MatchString(sha):
@@ -58,30 +61,31 @@ func (rc *Receiver) push(ctx context.Context, tx pgx.Tx, payload []byte) (outcom
 	if len(projects) == 0 {
 		return ignored("no project builds %q through an active installation", ev.GetRepo().GetFullName()), nil
 	}
+	ref := ev.GetRef()
 	// Postgres text cannot hold NUL, which JSON can.
-	src := build.Source{CommitSHA: sha, Ref: ev.GetRef(), CommitMessage: strings.ReplaceAll(ev.GetHeadCommit().GetMessage(), "\x00", "")}
+	base := build.Source{CommitSHA: sha, Ref: ref, CommitMessage: strings.ReplaceAll(ev.GetHeadCommit().GetMessage(), "\x00", ""), PushedBy: pusher(&ev)}
 	var out outcome
-	onBranch := 0
 	for _, p := range projects {
+		src := base
+		src.Environment = deployment.EnvironmentProduction
 		if p.Branch != branch {
-			continue
+			src.Environment = deployment.EnvironmentPreview
 		}
-		onBranch++
 		// Locked so that two deliveries of one commit (GitHub sends one
 		// per push, but a re-push of the same commit is another) cannot
 		// both find it undeployed.
 		if _, err := q.ProjectGetForUpdate(ctx, p.ID); err != nil {
 			return outcome{}, fmt.Errorf("lock project %s: %w", p.Slug, err)
 		}
-		exists, err := q.DeploymentExistsForCommit(ctx, db.DeploymentExistsForCommitParams{ProjectID: p.ID, GithubCommitSha: &sha})
+		exists, err := q.DeploymentExistsForCommit(ctx, db.DeploymentExistsForCommitParams{
+			ProjectID: p.ID, GithubCommitSha: &sha, Environment: string(src.Environment), GithubRef: &ref,
+		})
 		if err != nil {
 			return outcome{}, fmt.Errorf("deployments of %s at %s: %w", p.Slug, sha, err)
 		}
 		if exists {
 			continue
 		}
-		// Deployments record no pusher (there is no column for it, and a
-		// GitHub login is not a Zeitwork user): it is logged instead.
 		req, err := build.Request(ctx, tx, rc.queue, p.ID, src, nil)
 		if errors.Is(err, build.ErrInvalidSource) {
 			return failed("push", err), nil
@@ -89,21 +93,119 @@ func (rc *Receiver) push(ctx context.Context, tx pgx.Tx, payload []byte) (outcom
 		if err != nil {
 			return outcome{}, fmt.Errorf("deploy %s at %s: %w", p.Slug, sha, err)
 		}
-		rc.log.InfoContext(ctx, "push deploys", "project", p.Slug, "commit", sha, "ref", ev.GetRef(),
-			"pusher", ev.GetPusher().GetName(), "deployment", req.Deployment.ID)
+		rc.log.InfoContext(ctx, "push deploys", "project", p.Slug, "commit", sha, "ref", ref, "environment", src.Environment,
+			"pusher", src.PushedBy, "deployment", req.Deployment.ID)
 		out.deployments = append(out.deployments, req.Deployment.ID)
 	}
-	switch {
-	case onBranch == 0:
-		// Previews need a schema change (a deployment kind and per-branch
-		// hosts) that is not made yet; until then other branches build
-		// nothing, and say so.
-		return ignored(PreviewsNotBuilt), nil
-	case len(out.deployments) == 0:
+	if len(out.deployments) == 0 {
 		return ignored("commit %s is already deployed", sha), nil
 	}
 	out.status = StatusProcessed
 	return out, nil
+}
+
+// branchDeletedReason is the failure reason of a preview whose branch was
+// deleted while it was queued or building.
+const branchDeletedReason = "its branch was deleted"
+
+// branchDeleted stops the previews of a deleted branch: their builds are
+// cancelled, and the ones deploying or running retire at once (the
+// operator stops their instances). A project's production branch being
+// deleted changes nothing: the project keeps serving what it serves.
+func (rc *Receiver) branchDeleted(ctx context.Context, tx pgx.Tx, ev *gh.PushEvent, branch string) (outcome, error) {
+	if ev.GetInstallation().GetID() == 0 || ev.GetRepo().GetID() == 0 {
+		return ignored("branch deletion names no installation or repository"), nil
+	}
+	q := db.New(tx)
+	projects, err := q.GithubInstallationListProjectsByRepository(ctx, db.GithubInstallationListProjectsByRepositoryParams{
+		GithubInstallationID: ev.GetInstallation().GetID(), GithubRepositoryID: ev.GetRepo().GetID(),
+	})
+	if err != nil {
+		return outcome{}, fmt.Errorf("projects of repository %d: %w", ev.GetRepo().GetID(), err)
+	}
+	ref, stopped := ev.GetRef(), 0
+	for _, p := range projects {
+		if p.Branch == branch {
+			continue
+		}
+		// Locked like a push, so a push of the branch racing its deletion
+		// is either stopped here or comes after.
+		if _, err := q.ProjectGetForUpdate(ctx, p.ID); err != nil {
+			return outcome{}, fmt.Errorf("lock project %s: %w", p.Slug, err)
+		}
+		n, err := stopPreviews(ctx, tx, p.ID, ref)
+		if err != nil {
+			return outcome{}, fmt.Errorf("stop previews of %s in %s: %w", ref, p.Slug, err)
+		}
+		if n > 0 {
+			rc.log.InfoContext(ctx, "branch deleted, previews stopped", "project", p.Slug, "ref", ref, "count", n)
+		}
+		stopped += n
+	}
+	if stopped == 0 {
+		return ignored("branch %q deleted: no preview of it runs", branch), nil
+	}
+	return outcome{status: StatusProcessed}, nil
+}
+
+// stopPreviews stops every preview of ref in project and returns how many.
+// Builds are cancelled first: one that finishes meanwhile has moved its
+// deployment to deploying, which the retirement that follows catches.
+func stopPreviews(ctx context.Context, tx pgx.Tx, project uuid.UUID, ref string) (int, error) {
+	deps := deployment.Store{DB: tx}
+	building, err := deps.ListPreviews(ctx, project, ref, deployment.StatusQueued, deployment.StatusBuilding)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range building {
+		err := build.NewStore(tx).CancelDeployment(ctx, d.ID, branchDeletedReason)
+		switch {
+		case errors.Is(err, build.ErrDeploymentMoved):
+		case err != nil:
+			return 0, err
+		default:
+			n++
+		}
+	}
+	retired, err := deps.RetirePreviews(ctx, project, ref, time.Now())
+	if err != nil {
+		return 0, err
+	}
+	return n + len(retired), nil
+}
+
+// pusher is the GitHub login that pushed, or "" when the payload has none
+// that looks like one.
+func pusher(ev *gh.PushEvent) string {
+	login := ev.GetSender().GetLogin()
+	if login == "" {
+		login = ev.GetPusher().GetName()
+	}
+	if len(login) > maxLogin || !printable(login) {
+		return ""
+	}
+	return login
+}
+
+// maxLogin is well above GitHub's 39 characters for a login.
+const maxLogin = 100
+
+// validBranch applies git's rules for ref names (git check-ref-format) to
+// a branch name, and a length bound.
+func validBranch(b string) bool {
+	if len(b) > 255 || strings.HasPrefix(b, "/") || strings.HasSuffix(b, "/") || strings.HasSuffix(b, ".") ||
+		strings.HasSuffix(b, ".lock") || strings.Contains(b, "..") || strings.Contains(b, "//") || strings.Contains(b, "@{") || b == "@" {
+		return false
+	}
+	for _, part := range strings.Split(b, "/") {
+		if strings.HasPrefix(part, ".") {
+			return false
+		}
+	}
+	return !strings.ContainsFunc(b, func(c rune) bool {
+		return c < 0x20 || c == 0x7f || strings.ContainsRune(" ~^:?*[\\", c)
+	})
 }
 
 // installation keeps a known installation's state. An installation is

@@ -1,8 +1,10 @@
 // Package webhook receives the GitHub App's webhooks: it authenticates each
 // delivery by its signature, records it once per X-GitHub-Delivery in
 // webhook_deliveries, and acts on it in the same transaction: a push to a
-// project's production branch becomes a deployment and its build task;
-// installation events keep github_installations current.
+// project's production branch becomes a deployment and its build task, a
+// push to another branch a preview deployment of that branch, and a deleted
+// branch stops its previews; installation events keep github_installations
+// current.
 package webhook
 
 import (

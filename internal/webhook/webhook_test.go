@@ -308,13 +308,13 @@ func TestPushesThatBuildNothing(t *testing.T) {
 		body   []byte
 		reason string
 	}{
-		"another branch":           {pushPayload("refs/heads/feature", sha1, "wip"), webhook.PreviewsNotBuilt},
 		"a branch deletion":        {deleted, "deleted"},
 		"a tag":                    {pushPayload("refs/tags/v1", sha1, "v1"), "not a branch"},
 		"an unconnected repo":      {otherRepo, "no project"},
 		"another installation":     {otherInst, "no project"},
 		"a bad sha":                {pushPayload("refs/heads/main", "HEAD", "x"), ""},
-		"a message with a NUL":     {pushPayload("refs/heads/feature\x00", sha1, "a\x00b"), webhook.PreviewsNotBuilt},
+		"a branch with a NUL":      {pushPayload("refs/heads/feature\x00", sha1, "a\x00b"), ""},
+		"a branch git refuses":     {pushPayload("refs/heads/a..b", sha1, "x"), ""},
 		"an empty JSON object":     {[]byte(`{}`), "not a branch"},
 		"a null head commit":       {[]byte(`{"ref":"refs/heads/main","head_commit":null}`), "no head commit"},
 		"a repository as a string": {[]byte(`{"ref":"refs/heads/main","repository":"x"}`), ""},

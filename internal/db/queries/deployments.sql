@@ -2,11 +2,11 @@
 INSERT INTO deployments (
     id, project_id, source_type,
     github_commit_sha, github_ref, commit_message, source_archive_key,
-    replicas, created_by_user_id
+    replicas, created_by_user_id, environment, pushed_by
 ) VALUES (
     @id, @project_id, @source_type,
     sqlc.narg(github_commit_sha), sqlc.narg(github_ref), sqlc.narg(commit_message), sqlc.narg(source_archive_key),
-    @replicas, sqlc.narg(created_by_user_id)
+    @replicas, sqlc.narg(created_by_user_id), @environment, sqlc.narg(pushed_by)
 )
 RETURNING *;
 
@@ -24,8 +24,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT @max_rows;
 
 -- name: DeploymentGetActiveByProject :one
+-- The project's live deployment; active previews are not it.
 SELECT * FROM deployments
-WHERE project_id = @project_id AND status = 'active';
+WHERE project_id = @project_id AND status = 'active' AND environment = 'production';
 
 -- name: DeploymentListByStatus :many
 SELECT * FROM deployments
@@ -67,10 +68,17 @@ ORDER BY stop_at
 LIMIT @max_rows;
 
 -- name: DeploymentExistsForCommit :one
--- Whether a deployment of this commit exists, whatever became of it: a push
--- webhook does not build a commit twice.
+-- Whether a deployment of this commit exists in @environment: a push webhook
+-- does not build a commit twice. A production deployment counts whatever
+-- became of it (going back to it is a rollback); a preview counts only for
+-- its own branch (@github_ref) and while it is not on its way out, so that a
+-- branch pushed back to an earlier commit previews that commit again.
 SELECT EXISTS (
-    SELECT 1 FROM deployments WHERE project_id = @project_id AND github_commit_sha = @github_commit_sha
+    SELECT 1 FROM deployments
+    WHERE project_id = @project_id AND github_commit_sha = @github_commit_sha
+      AND environment = @environment::text
+      AND (@environment::text = 'production'
+           OR (github_ref = sqlc.narg(github_ref)::text AND status IN ('queued', 'building', 'deploying', 'active')))
 );
 
 -- name: DeploymentGetForMember :one
@@ -88,7 +96,8 @@ WHERE deployments.id = @id AND organisation_members.user_id = @user_id;
 
 -- name: DeploymentListForMember :many
 -- A page of the deployments @user_id may see (of one project, when
--- @project_id is not null), oldest first, after the id @after.
+-- @project_id is not null; of one environment, when @environment is not
+-- null), oldest first, after the id @after.
 SELECT sqlc.embed(deployments),
        projects.slug AS project_slug,
        COALESCE((SELECT builds.detected_kind FROM builds
@@ -99,6 +108,25 @@ JOIN projects ON projects.id = deployments.project_id
 JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
 WHERE organisation_members.user_id = @user_id
   AND (sqlc.narg(project_id)::uuid IS NULL OR deployments.project_id = sqlc.narg(project_id)::uuid)
+  AND (sqlc.narg(environment)::text IS NULL OR deployments.environment = sqlc.narg(environment)::text)
   AND deployments.id > @after
 ORDER BY deployments.id
 LIMIT @max;
+
+-- name: DeploymentListPreviewsOfRef :many
+-- The previews of one branch of a project in one of @statuses, oldest
+-- first: a new preview retires the older active ones, a deleted branch
+-- stops them all.
+SELECT * FROM deployments
+WHERE project_id = @project_id AND environment = 'preview' AND github_ref = @github_ref
+  AND status = ANY(@statuses::text[])
+ORDER BY id;
+
+-- name: DeploymentRetirePreviewsOfRef :many
+-- Retires the deploying and active previews of one branch, to stop at
+-- @stop_at; returns the ones it moved.
+UPDATE deployments
+SET status = 'retiring', stop_at = @stop_at, retiring_at = now(), updated_at = now()
+WHERE project_id = @project_id AND environment = 'preview' AND github_ref = @github_ref
+  AND status IN ('deploying', 'active')
+RETURNING *;
