@@ -13,14 +13,14 @@ import (
 )
 
 const deviceAuthorizationApprove = `-- name: DeviceAuthorizationApprove :one
-UPDATE device_authorizations SET approved_at = $1, user_id = $2
+UPDATE device_authorizations SET approved_at = $1::timestamptz, user_id = $2
 WHERE user_code = $3 AND approved_at IS NULL AND denied_at IS NULL
   AND consumed_at IS NULL AND expires_at > $1
 RETURNING id, device_code_hash, user_code, client_name, user_id, approved_at, denied_at, token_id, consumed_at, last_polled_at, expires_at, created_at
 `
 
 type DeviceAuthorizationApproveParams struct {
-	Now      *time.Time
+	Now      time.Time
 	UserID   *uuid.UUID
 	UserCode string
 }
@@ -47,11 +47,11 @@ func (q *Queries) DeviceAuthorizationApprove(ctx context.Context, arg DeviceAuth
 }
 
 const deviceAuthorizationConsume = `-- name: DeviceAuthorizationConsume :exec
-UPDATE device_authorizations SET consumed_at = $1, token_id = $2 WHERE id = $3
+UPDATE device_authorizations SET consumed_at = $1::timestamptz, token_id = $2 WHERE id = $3
 `
 
 type DeviceAuthorizationConsumeParams struct {
-	Now     *time.Time
+	Now     time.Time
 	TokenID *uuid.UUID
 	ID      uuid.UUID
 }
@@ -118,14 +118,14 @@ func (q *Queries) DeviceAuthorizationDeleteExpired(ctx context.Context, before t
 }
 
 const deviceAuthorizationDeny = `-- name: DeviceAuthorizationDeny :one
-UPDATE device_authorizations SET denied_at = $1, user_id = $2
+UPDATE device_authorizations SET denied_at = $1::timestamptz, user_id = $2
 WHERE user_code = $3 AND approved_at IS NULL AND denied_at IS NULL
   AND consumed_at IS NULL AND expires_at > $1
 RETURNING id, device_code_hash, user_code, client_name, user_id, approved_at, denied_at, token_id, consumed_at, last_polled_at, expires_at, created_at
 `
 
 type DeviceAuthorizationDenyParams struct {
-	Now      *time.Time
+	Now      time.Time
 	UserID   *uuid.UUID
 	UserCode string
 }
@@ -211,11 +211,11 @@ func (q *Queries) DeviceAuthorizationGetPendingByUserCode(ctx context.Context, a
 }
 
 const deviceAuthorizationPolled = `-- name: DeviceAuthorizationPolled :exec
-UPDATE device_authorizations SET last_polled_at = $1 WHERE id = $2
+UPDATE device_authorizations SET last_polled_at = $1::timestamptz WHERE id = $2
 `
 
 type DeviceAuthorizationPolledParams struct {
-	Now *time.Time
+	Now time.Time
 	ID  uuid.UUID
 }
 

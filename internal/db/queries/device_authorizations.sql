@@ -14,14 +14,14 @@ WHERE user_code = @user_code AND approved_at IS NULL AND denied_at IS NULL
 
 -- name: DeviceAuthorizationApprove :one
 -- No row: the code is unknown, expired or already decided.
-UPDATE device_authorizations SET approved_at = @now, user_id = @user_id
+UPDATE device_authorizations SET approved_at = @now::timestamptz, user_id = @user_id
 WHERE user_code = @user_code AND approved_at IS NULL AND denied_at IS NULL
   AND consumed_at IS NULL AND expires_at > @now
 RETURNING *;
 
 -- name: DeviceAuthorizationDeny :one
 -- No row: the code is unknown, expired or already decided.
-UPDATE device_authorizations SET denied_at = @now, user_id = @user_id
+UPDATE device_authorizations SET denied_at = @now::timestamptz, user_id = @user_id
 WHERE user_code = @user_code AND approved_at IS NULL AND denied_at IS NULL
   AND consumed_at IS NULL AND expires_at > @now
 RETURNING *;
@@ -32,11 +32,11 @@ RETURNING *;
 SELECT * FROM device_authorizations WHERE device_code_hash = @device_code_hash FOR UPDATE;
 
 -- name: DeviceAuthorizationPolled :exec
-UPDATE device_authorizations SET last_polled_at = @now WHERE id = @id;
+UPDATE device_authorizations SET last_polled_at = @now::timestamptz WHERE id = @id;
 
 -- name: DeviceAuthorizationConsume :exec
 -- The poll collected its token: the device code yields nothing more.
-UPDATE device_authorizations SET consumed_at = @now, token_id = @token_id WHERE id = @id;
+UPDATE device_authorizations SET consumed_at = @now::timestamptz, token_id = @token_id WHERE id = @id;
 
 -- name: DeviceAuthorizationDeleteExpired :execrows
 -- Pruning: an expired authorization can no longer be approved or polled.
