@@ -34,6 +34,9 @@ type API struct {
 	// Secrets encrypts the variables members set; without keys the
 	// variable routes answer 503.
 	Secrets Secrets
+	// RateLimits and DeviceLogin: see their types.
+	RateLimits  RateLimits
+	DeviceLogin DeviceLogin
 }
 
 // Operator configures `zeitwork operator`.
