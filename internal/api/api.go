@@ -36,6 +36,13 @@ type API struct {
 	Webhook *webhook.Receiver
 	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
 	GitHub *GitHubSignIn
+	// Devices runs `zeitwork login`'s device sign-in; a nil DB is
+	// Accounts.DB. DeviceVerificationURL is the page that approves a code
+	// (the dashboard's); empty: /device on the host the CLI called.
+	Devices               account.Devices
+	DeviceVerificationURL string
+	// Limits are the rate limits; the zero value applies none.
+	Limits Limits
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -90,6 +97,7 @@ func (a *API) register(api huma.API) {
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 	a.registerEnv(api)
+	a.registerDevice(api)
 }
 
 type healthOutput struct {
