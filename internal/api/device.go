@@ -54,6 +54,7 @@ func (a *API) registerDevice(api huma.API) {
 		Summary: "Collect a device sign-in's token",
 		Description: "Answers 400 with `error` authorization_pending while nobody has decided, slow_down when polled sooner than `interval`, " +
 			"access_denied, expired_token or invalid_grant; once approved, a new API token named after the client, returned this once.",
+		Errors: []int{http.StatusUnprocessableEntity},
 		Responses: map[string]*huma.Response{
 			"400": {Description: "Not (yet) a token; `error` says why.", Content: map[string]*huma.MediaType{"application/problem+json": {Schema: errSchema}}},
 		},
