@@ -91,7 +91,9 @@ type DeviceCode struct {
 	DeviceCode string
 	UserCode   string
 	ExpiresAt  time.Time
-	Interval   time.Duration
+	// ExpiresIn is the code's lifetime; Interval the time between polls.
+	ExpiresIn time.Duration
+	Interval  time.Duration
 }
 
 // DeviceAuthorization is a pending device sign-in as the approving user
@@ -125,7 +127,7 @@ func (d Devices) Start(ctx context.Context, clientName string) (DeviceCode, erro
 		if err != nil {
 			return DeviceCode{}, fmt.Errorf("start device sign-in: %w", err)
 		}
-		return DeviceCode{DeviceCode: secret, UserCode: row.UserCode, ExpiresAt: row.ExpiresAt, Interval: d.PollInterval()}, nil
+		return DeviceCode{DeviceCode: secret, UserCode: row.UserCode, ExpiresAt: row.ExpiresAt, ExpiresIn: d.ttl(), Interval: d.PollInterval()}, nil
 	}
 	return DeviceCode{}, errors.New("start device sign-in: five user codes in a row were taken")
 }

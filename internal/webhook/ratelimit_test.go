@@ -28,7 +28,9 @@ func TestDeliveriesAreLimitedPerInstallation(t *testing.T) {
 	rc.LimitInstallations(&ratelimit.Limiter{DB: f.pool, Now: func() time.Time { return now }}, ratelimit.Limit{Max: 2, Per: time.Minute})
 	f.h = rc.Handler()
 
-	push := func(n int) []byte { return pushPayload("refs/heads/main", strings.Repeat(string(rune('a'+n)), 40), "commit") }
+	push := func(n int) []byte {
+		return pushPayload("refs/heads/main", strings.Repeat(string(rune('a'+n)), 40), "commit")
+	}
 	result(t, f.send("push", push(0)), http.StatusOK)
 	result(t, f.send("push", push(1)), http.StatusOK)
 	// A forged delivery is refused for its signature, before it is counted.
