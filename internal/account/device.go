@@ -77,8 +77,8 @@ func (d Devices) ttl() time.Duration {
 	return DefaultDeviceTTL
 }
 
-// PollInterval is how long a device waits between polls.
-func (d Devices) PollInterval() time.Duration {
+// interval is how long a device waits between polls.
+func (d Devices) interval() time.Duration {
 	if d.Interval > 0 {
 		return d.Interval
 	}
@@ -127,7 +127,7 @@ func (d Devices) Start(ctx context.Context, clientName string) (DeviceCode, erro
 		if err != nil {
 			return DeviceCode{}, fmt.Errorf("start device sign-in: %w", err)
 		}
-		return DeviceCode{DeviceCode: secret, UserCode: row.UserCode, ExpiresAt: row.ExpiresAt, ExpiresIn: d.ttl(), Interval: d.PollInterval()}, nil
+		return DeviceCode{DeviceCode: secret, UserCode: row.UserCode, ExpiresAt: row.ExpiresAt, ExpiresIn: d.ttl(), Interval: d.interval()}, nil
 	}
 	return DeviceCode{}, errors.New("start device sign-in: five user codes in a row were taken")
 }
@@ -153,10 +153,10 @@ func newUserCode() string {
 	return b.String()
 }
 
-// NormalizeUserCode reads a user code the way people type it: any case,
+// normalizeUserCode reads a user code the way people type it: any case,
 // with or without the hyphen, with spaces. ok is false for anything that
 // cannot be a code, which then matches nothing.
-func NormalizeUserCode(s string) (code string, ok bool) {
+func normalizeUserCode(s string) (code string, ok bool) {
 	s = strings.ToUpper(strings.Map(func(r rune) rune {
 		if r == '-' || r == ' ' {
 			return -1
@@ -173,7 +173,7 @@ func NormalizeUserCode(s string) (code string, ok bool) {
 // decided on it; anything else (unknown, malformed, expired, decided) is
 // ErrNotFound.
 func (d Devices) Pending(ctx context.Context, userCode string) (DeviceAuthorization, error) {
-	code, ok := NormalizeUserCode(userCode)
+	code, ok := normalizeUserCode(userCode)
 	if !ok {
 		return DeviceAuthorization{}, fmt.Errorf("user code: %w", ErrNotFound)
 	}
@@ -201,7 +201,7 @@ func (d Devices) Deny(ctx context.Context, user uuid.UUID, userCode string) erro
 }
 
 func (d Devices) decide(ctx context.Context, user uuid.UUID, userCode string, approve bool) error {
-	code, ok := NormalizeUserCode(userCode)
+	code, ok := normalizeUserCode(userCode)
 	if !ok {
 		return fmt.Errorf("user code: %w", ErrNotFound)
 	}
@@ -251,7 +251,7 @@ func (d Devices) Poll(ctx context.Context, deviceCode string) (Token, error) {
 			answer = ErrAccessDenied
 			return nil
 		}
-		tooSoon := row.LastPolledAt != nil && now.Sub(*row.LastPolledAt) < d.PollInterval()
+		tooSoon := row.LastPolledAt != nil && now.Sub(*row.LastPolledAt) < d.interval()
 		if err := q.DeviceAuthorizationPolled(ctx, db.DeviceAuthorizationPolledParams{ID: row.ID, Now: now}); err != nil {
 			return fmt.Errorf("record poll: %w", err)
 		}
