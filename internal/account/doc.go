@@ -1,9 +1,10 @@
 // Package account owns who is signed in: users (created from a GitHub
-// profile), their personal organisation, browser sessions and API tokens.
+// profile), their personal organisation, browser sessions, API tokens,
+// and device sign-ins, through which a CLI gets a token (device.go).
 //
 // # Secrets are never stored
 //
-// A session cookie and an API token are 32 random bytes the client keeps;
+// A session cookie, an API token and a device code are 32 random bytes the client keeps;
 // the database keeps their SHA-256 only. A token is looked up by its hash,
 // so a copy of the database (a backup, a replica) signs nobody in, and no
 // comparison of secrets happens in Go at all. A revoked or expired session

@@ -23,6 +23,7 @@ func (a *API) registerAccount(api huma.API) {
 	huma.Register(api, huma.Operation{
 		OperationID: "create-token", Method: http.MethodPost, Path: "/v1/tokens", Tags: []string{"account"}, Security: signedIn,
 		Summary: "Create an API token", Description: "The response is the only time the token's secret is shown.", DefaultStatus: http.StatusCreated,
+		Errors: []int{http.StatusTooManyRequests},
 	}, a.createToken)
 	huma.Register(api, huma.Operation{
 		OperationID: "revoke-token", Method: http.MethodDelete, Path: "/v1/tokens/{id}", Tags: []string{"account"}, Security: signedIn,
@@ -112,6 +113,9 @@ type createTokenOutput struct {
 }
 
 func (a *API) createToken(ctx context.Context, in *createTokenInput) (*createTokenOutput, error) {
+	if err := a.limit(ctx, "tokens:user:"+principal(ctx).UserID.String(), a.Limits.Tokens); err != nil {
+		return nil, err
+	}
 	t, err := a.Accounts.CreateToken(ctx, principal(ctx).UserID, in.Body.Name)
 	if err != nil {
 		return nil, problem(err)

@@ -39,6 +39,13 @@ type API struct {
 	// Domains are the projects' custom domains; without a service their
 	// routes answer 503.
 	Domains project.Domains
+	// Devices runs `zeitwork login`'s device sign-in; a nil DB is
+	// Accounts.DB. DeviceVerificationURL is the page that approves a code
+	// (the dashboard's); empty: /device on the host the CLI called.
+	Devices               account.Devices
+	DeviceVerificationURL string
+	// Limits are the rate limits; the zero value applies none.
+	Limits Limits
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -95,6 +102,7 @@ func (a *API) register(api huma.API) {
 	a.registerEnv(api)
 	a.registerProjectSettings(api)
 	a.registerDomains(api)
+	a.registerDevice(api)
 }
 
 type healthOutput struct {

@@ -62,13 +62,13 @@ func (a *API) registerSignIn(api huma.API) {
 		OperationID: "github-sign-in", Method: http.MethodGet, Path: "/v1/auth/github", Tags: []string{"account"},
 		Summary:       "Sign in with GitHub",
 		Description:   "Starts GitHub's OAuth web flow: redirects the browser to GitHub, which sends it back to /v1/auth/github/callback. `next` is where the browser lands once signed in: a path on this site, `/` when absent.",
-		DefaultStatus: http.StatusFound,
+		DefaultStatus: http.StatusFound, Errors: []int{http.StatusTooManyRequests},
 	}, a.githubStart)
 	huma.Register(api, huma.Operation{
 		OperationID: "github-callback", Method: http.MethodGet, Path: "/v1/auth/github/callback", Tags: []string{"account"},
 		Summary:       "GitHub's return from sign-in",
 		Description:   "Where GitHub sends the browser back. Checks the state against the browser's, signs the user in with their primary verified e-mail, sets the session cookie and redirects to `next`.",
-		DefaultStatus: http.StatusFound,
+		DefaultStatus: http.StatusFound, Errors: []int{http.StatusTooManyRequests},
 	}, a.githubCallback)
 }
 
@@ -78,10 +78,14 @@ type redirectOutput struct {
 }
 
 type githubStartInput struct {
-	Next string `query:"next" doc:"a path on this site to land on once signed in, e.g. /projects"`
+	Next   string `query:"next" doc:"a path on this site to land on once signed in, e.g. /projects"`
+	Client client
 }
 
-func (a *API) githubStart(_ context.Context, in *githubStartInput) (*redirectOutput, error) {
+func (a *API) githubStart(ctx context.Context, in *githubStartInput) (*redirectOutput, error) {
+	if err := a.limitAddress(ctx, "signin:start", in.Client, a.Limits.SignIn); err != nil {
+		return nil, err
+	}
 	next := in.Next
 	if next == "" {
 		next = "/"
@@ -123,9 +127,15 @@ type githubCallbackInput struct {
 	Error            string `query:"error" doc:"GitHub's reason when the user did not authorise, e.g. access_denied"`
 	ErrorDescription string `query:"error_description"`
 	Cookie           string `cookie:"zw_oauth_state"`
+	Client           client
 }
 
 func (a *API) githubCallback(ctx context.Context, in *githubCallbackInput) (*redirectOutput, error) {
+	// Counted before anything is checked: each callback may cost a code
+	// exchange and two GitHub reads.
+	if err := a.limitAddress(ctx, "signin:callback", in.Client, a.Limits.SignIn); err != nil {
+		return nil, err
+	}
 	state, encNext, _ := strings.Cut(in.Cookie, ".")
 	rawNext, err := base64.RawURLEncoding.DecodeString(encNext)
 	next := string(rawNext)

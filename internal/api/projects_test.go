@@ -202,6 +202,25 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		}()
 	}
+	{ // device sign-in: a user code is approved by whoever it is shown to,
+		// so any admitted user may look it up and decide; starting and
+		// polling are anonymous (the device has no credential yet)
+		type call = struct {
+			path, body string
+			status     int
+		}
+		shown, err := e.api.devices().Start(t.Context(), "a laptop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, _ := e.api.devices().Start(t.Context(), "another laptop")
+		looked, _ := e.api.devices().Start(t.Context(), "a third laptop")
+		calls[operation{"POST", "/v1/auth/device"}] = call{"/v1/auth/device", `{"client_name":"cli"}`, http.StatusOK}
+		calls[operation{"POST", "/v1/auth/device/token"}] = call{"/v1/auth/device/token", `{"device_code":"` + strings.Repeat("A", 43) + `"}`, http.StatusBadRequest}
+		calls[operation{"GET", "/v1/auth/device"}] = call{"/v1/auth/device?user_code=" + looked.UserCode, "", http.StatusOK}
+		calls[operation{"POST", "/v1/auth/device/approve"}] = call{"/v1/auth/device/approve", `{"user_code":"` + shown.UserCode + `"}`, http.StatusNoContent}
+		calls[operation{"POST", "/v1/auth/device/deny"}] = call{"/v1/auth/device/deny", `{"user_code":"` + other.UserCode + `"}`, http.StatusNoContent}
+	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.
 	for op, c := range map[operation]struct {
@@ -217,6 +236,7 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 		calls[op] = c
 	}
 	public := []string{"/v1/health", "/v1/auth/github", "/v1/auth/github/callback", "/v1/waitlist"}
+	public = append(public, "/v1/auth/device", "/v1/auth/device/token") // device sign-in: POSTs only
 	d := e.document()
 	for _, op := range d.operations() {
 		c, ok := calls[op]

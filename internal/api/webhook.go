@@ -72,6 +72,7 @@ func (a *API) registerWebhook(api huma.API) {
 			"413": failure("The body is larger than 25 MiB."),
 			"415": failure("The body is not application/json."),
 			"422": failure("The payload is authentic but does not parse; recorded as failed."),
+			"429": failure("The installation sent more deliveries than API_RATE_LIMIT_WEBHOOKS allows; nothing was recorded. Retry-After says when to redeliver."),
 			"500": failure("Nothing was recorded; a redelivery is processed afresh."),
 		},
 		Middlewares: huma.Middlewares{func(ctx huma.Context, _ func(huma.Context)) {

@@ -16,6 +16,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/ratelimit"
 	"github.com/zeitwork/zeitwork/internal/webhook"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
@@ -66,6 +67,17 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 		}
 		if g := cfg.GitHub; g.ClientID != "" {
 			a.GitHub = &api.GitHubSignIn{ClientID: g.ClientID, ClientSecret: g.ClientSecret.Reveal(), WebURL: g.WebURL, APIURL: g.APIURL}
+		}
+		{ // device sign-in and rate limits (api_limits.go)
+			limiter := &ratelimit.Limiter{DB: pool}
+			withLimits(a, limiter, cfg)
+			pctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pruneSignIns(pctx, a.Devices, limiter, longestWindow(cfg.RateLimits), signInPruneEvery, log)
+			}()
+			defer func() { stop(); <-done }()
 		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"net/netip"
 	"net/url"
 	"time"
 
+	"github.com/zeitwork/zeitwork/internal/ratelimit"
 	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
@@ -210,4 +212,54 @@ func (g GitHub) validate() []Problem {
 		out = append(out, Problem{"GITHUB_APP_ID", "must be set together with GITHUB_APP_PRIVATE_KEY"})
 	}
 	return out
+}
+
+// RateLimits bound what one client can make the API do. Every API process
+// counts in the same rate_limit_counters rows, so a limit holds however
+// many replicas serve. Each is "<max>/<window>" (30/1m, 1000/1h) or "off".
+type RateLimits struct {
+	// SignIn counts GitHub sign-in starts and callbacks per client address
+	// (each has its own count).
+	SignIn ratelimit.Limit `env:"API_RATE_LIMIT_SIGN_IN" envDefault:"30/1m"`
+	// Tokens counts API tokens a user creates with POST /v1/tokens.
+	Tokens ratelimit.Limit `env:"API_RATE_LIMIT_TOKENS" envDefault:"60/1h"`
+	// DeviceCodes counts device sign-ins (zeitwork login) started per
+	// client address.
+	DeviceCodes ratelimit.Limit `env:"API_RATE_LIMIT_DEVICE_CODES" envDefault:"30/1h"`
+	// Webhooks counts GitHub's deliveries per App installation. GitHub does
+	// not retry a refused delivery on its own, so it is generous: it stops a
+	// runaway, not a busy organisation.
+	Webhooks ratelimit.Limit `env:"API_RATE_LIMIT_WEBHOOKS" envDefault:"1200/1m"`
+	// TrustedProxies are the load balancers in front of the API (CIDRs).
+	// A request from one of them is counted against the address it names
+	// last in X-Forwarded-For that is not itself a trusted proxy; every
+	// other request against its own address, whatever it claims.
+	TrustedProxies []netip.Prefix `env:"API_TRUSTED_PROXIES" envSeparator:","`
+}
+
+// DeviceLogin is `zeitwork login`'s device sign-in.
+type DeviceLogin struct {
+	// VerificationURL is the page where a signed-in user enters the code
+	// the CLI shows (the dashboard's); empty: <the API's own URL>/device.
+	VerificationURL string `env:"API_DEVICE_VERIFICATION_URL"`
+	// TTL is how long a code may wait for approval; Interval how often the
+	// CLI may poll.
+	TTL      time.Duration `env:"API_DEVICE_CODE_TTL" envDefault:"15m"`
+	Interval time.Duration `env:"API_DEVICE_POLL_INTERVAL" envDefault:"5s"`
+}
+
+func (d DeviceLogin) validate() []Problem {
+	var ps []Problem
+	if d.VerificationURL != "" {
+		if u, err := url.Parse(d.VerificationURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.RawQuery != "" {
+			ps = append(ps, Problem{"API_DEVICE_VERIFICATION_URL", "not an http:// or https:// URL without a query"})
+		}
+	}
+	if d.TTL < time.Minute {
+		ps = append(ps, Problem{"API_DEVICE_CODE_TTL", "must be at least 1m"})
+	}
+	if d.Interval < time.Second {
+		ps = append(ps, Problem{"API_DEVICE_POLL_INTERVAL", "must be at least 1s"})
+	}
+	return ps
 }

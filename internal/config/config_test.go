@@ -238,3 +238,28 @@ func TestEachVariableIsDeclaredOnce(t *testing.T) {
 		t.Fatalf("only %d variables found: the walk misses some", len(where))
 	}
 }
+
+func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://z@127.0.0.1/z"}
+	cfg, err := ParseFrom[API](base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := cfg.RateLimits; l.SignIn.String() != "30/1m0s" || l.Webhooks.Max != 1200 || l.TrustedProxies != nil ||
+		cfg.DeviceLogin.TTL != 15*time.Minute || cfg.DeviceLogin.Interval != 5*time.Second {
+		t.Fatalf("defaults: %+v %+v", cfg.RateLimits, cfg.DeviceLogin)
+	}
+	set := maps.Clone(base)
+	set["API_RATE_LIMIT_TOKENS"], set["API_TRUSTED_PROXIES"] = "off", "10.0.0.0/8,fd00::/8"
+	if cfg, err = ParseFrom[API](set); err != nil || !cfg.RateLimits.Tokens.Off() || len(cfg.RateLimits.TrustedProxies) != 2 {
+		t.Fatalf("%+v, %v", cfg.RateLimits, err)
+	}
+	bad := maps.Clone(base)
+	bad["API_RATE_LIMIT_SIGN_IN"], bad["API_TRUSTED_PROXIES"], bad["API_DEVICE_VERIFICATION_URL"], bad["API_DEVICE_POLL_INTERVAL"] = "lots", "10.0.0.1", "dashboard/device", "0s"
+	_, err = ParseFrom[API](bad)
+	var cerr *Error
+	want := []string{"API_DEVICE_POLL_INTERVAL", "API_DEVICE_VERIFICATION_URL", "API_RATE_LIMIT_SIGN_IN", "API_TRUSTED_PROXIES"}
+	if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), want) {
+		t.Fatalf("err = %v, want problems with %v", err, want)
+	}
+}

@@ -37,6 +37,9 @@ type API struct {
 	// CustomDomains checks a domain's DNS when a member asks (POST
 	// …/verify); Platform's names are refused as custom domains.
 	CustomDomains CustomDomains
+	// RateLimits and DeviceLogin: see their types.
+	RateLimits  RateLimits
+	DeviceLogin DeviceLogin
 }
 
 // Operator configures `zeitwork operator`.

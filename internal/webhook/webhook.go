@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/ratelimit"
 )
 
 // MaxBody is GitHub's own cap on a webhook payload (25 MiB): anything
@@ -47,6 +49,9 @@ type Receiver struct {
 	secret []byte
 	log    *slog.Logger
 	api    httpapi.Server
+	// limiter and limit count deliveries per installation; see throttle.
+	limiter *ratelimit.Limiter
+	limit   ratelimit.Limit
 }
 
 // New returns a receiver verifying deliveries with secret (the GitHub App's
@@ -57,6 +62,12 @@ func New(pool *pgxpool.Pool, q *queue.Queue, secret string, log *slog.Logger) (*
 		return nil, errors.New("webhook: the webhook secret is empty")
 	}
 	return &Receiver{pool: pool, queue: q, secret: []byte(secret), log: log, api: httpapi.Server{Log: log}}, nil
+}
+
+// LimitInstallations caps the deliveries each App installation may make
+// per window; without it every authentic delivery is taken.
+func (rc *Receiver) LimitInstallations(l *ratelimit.Limiter, per ratelimit.Limit) {
+	rc.limiter, rc.limit = l, per
 }
 
 // Handler answers POSTs of GitHub deliveries. Answers are JSON: a Result
@@ -119,6 +130,9 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) error {
 	case delivery == "" || len(delivery) > maxHeader || !printable(delivery):
 		return httpapi.BadRequest("missing or invalid X-GitHub-Delivery header")
 	}
+	if err := rc.throttle(r.Context(), w, body); err != nil {
+		return err
+	}
 	sum := sha256.Sum256(body)
 	res, err := rc.receive(r.Context(), Delivery{ID: delivery, Event: event, PayloadSHA256: hex.EncodeToString(sum[:]), Payload: body})
 	switch {
@@ -134,6 +148,40 @@ func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpapi.WriteJSON(w, http.StatusOK, res)
 	return nil
+}
+
+// throttle counts a delivery against its installation's limit, and
+// refuses it (429, Retry-After, nothing recorded) past the limit. It runs
+// after the signature check, so only GitHub's own deliveries count and
+// nobody else can spend an installation's allowance.
+//
+// A 429 to GitHub is not free: GitHub does not retry a failed delivery by
+// itself, so a refused push is not deployed until someone redelivers it
+// (the App's advanced settings) or pushes again. The limit is therefore
+// generous: it keeps one runaway installation (a script pushing in a
+// loop) from flooding the build queue for everyone, not a busy one from
+// deploying.
+func (rc *Receiver) throttle(ctx context.Context, w http.ResponseWriter, body []byte) error {
+	if rc.limiter == nil || rc.limit.Off() {
+		return nil
+	}
+	var p struct {
+		Installation struct {
+			ID int64 `json:"id"`
+		} `json:"installation"`
+	}
+	// A payload that does not parse is recorded as failed by receive; one
+	// without an installation (the App's own ping) has nothing to count.
+	if json.Unmarshal(body, &p) != nil || p.Installation.ID == 0 {
+		return nil
+	}
+	err := rc.limiter.Allow(ctx, "webhook:installation:"+strconv.FormatInt(p.Installation.ID, 10), rc.limit)
+	if ex, ok := ratelimit.IsExceeded(err); ok {
+		w.Header().Set("Retry-After", ex.Seconds())
+		return &httpapi.Error{Status: http.StatusTooManyRequests, Code: "rate_limited",
+			Message: fmt.Sprintf("installation %d sent more than %d deliveries in %s: retry in %s s", p.Installation.ID, rc.limit.Max, rc.limit.Per, ex.Seconds())}
+	}
+	return err
 }
 
 func unauthorized() error {
