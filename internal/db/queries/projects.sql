@@ -105,3 +105,16 @@ SELECT id, slug, active_deployment_id::uuid AS active_deployment_id
 FROM projects
 WHERE active_deployment_id IS NOT NULL AND id = ANY(@ids::uuid[])
 ORDER BY id;
+
+-- name: ProjectConnectRepository :one
+-- Connects a repository and says which of its branches and directories
+-- production builds from.
+UPDATE projects
+SET github_installation_id = @github_installation_id,
+    github_repository_id = @github_repository_id,
+    github_repository_full_name = @github_repository_full_name,
+    branch = @branch,
+    root_directory = @root_directory,
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
