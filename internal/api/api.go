@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/zeitwork/zeitwork/internal/account"
+	"github.com/zeitwork/zeitwork/internal/githubapp"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/version"
@@ -36,6 +37,9 @@ type API struct {
 	Webhook *webhook.Receiver
 	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
 	GitHub *GitHubSignIn
+	// App is the GitHub App: installations, their repositories, and
+	// projects connected to them; nil: none of their routes.
+	App *githubapp.App
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -90,6 +94,7 @@ func (a *API) register(api huma.API) {
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 	a.registerEnv(api)
+	a.registerGitHubApp(api)
 }
 
 type healthOutput struct {

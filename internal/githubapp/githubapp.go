@@ -191,7 +191,7 @@ type RepositoryPage struct {
 func (a *App) Repositories(ctx context.Context, installationID int64, page, perPage int) (RepositoryPage, error) {
 	list, resp, err := a.installation(installationID).Apps.ListRepos(ctx, &github.ListOptions{Page: page, PerPage: perPage})
 	if err != nil {
-		return RepositoryPage{}, classify(fmt.Sprintf("repositories of installation %d", installationID), err)
+		return RepositoryPage{}, a.installationError(ctx, installationID, fmt.Sprintf("repositories of installation %d", installationID), resp, err)
 	}
 	out := RepositoryPage{Total: list.GetTotalCount(), NextPage: resp.NextPage}
 	for _, r := range list.Repositories {
@@ -206,20 +206,21 @@ func (a *App) Repositories(ctx context.Context, installationID int64, page, perP
 func (a *App) Repository(ctx context.Context, installationID, id int64, fullName string) (Repository, error) {
 	gh := a.installation(installationID)
 	var (
-		r   *github.Repository
-		err error
+		r    *github.Repository
+		resp *github.Response
+		err  error
 	)
 	if id != 0 {
-		r, _, err = gh.Repositories.GetByID(ctx, id)
+		r, resp, err = gh.Repositories.GetByID(ctx, id)
 	} else {
 		owner, name, ok := strings.Cut(fullName, "/")
 		if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
 			return Repository{}, fmt.Errorf("repository %q: %w", fullName, ErrNotFound)
 		}
-		r, _, err = gh.Repositories.Get(ctx, owner, name)
+		r, resp, err = gh.Repositories.Get(ctx, owner, name)
 	}
 	if err != nil {
-		return Repository{}, classify(fmt.Sprintf("repository %d %q", id, fullName), err)
+		return Repository{}, a.installationError(ctx, installationID, fmt.Sprintf("repository %d %q", id, fullName), resp, err)
 	}
 	return repository(r), nil
 }
@@ -245,9 +246,31 @@ func (a *App) BranchHead(ctx context.Context, installationID int64, fullName, br
 		case resp != nil && resp.StatusCode == http.StatusNotFound:
 			return Commit{}, fmt.Errorf("branch %q of %s: %w", branch, fullName, ErrNotFound)
 		}
-		return Commit{}, classify(fmt.Sprintf("branch %q of %s", branch, fullName), err)
+		return Commit{}, a.installationError(ctx, installationID, fmt.Sprintf("branch %q of %s", branch, fullName), resp, err)
 	}
 	return Commit{SHA: b.GetCommit().GetSHA(), Message: b.GetCommit().GetCommit().GetMessage()}, nil
+}
+
+// installationError classifies the failure of a call made with an
+// installation's token. GitHub answers 401 to a token it no longer takes:
+// the installation was suspended or deleted since the token was minted.
+// The App's JWT then says which, and the cached token is dropped so that
+// the next call mints a new one (which fails while suspended).
+func (a *App) installationError(ctx context.Context, installationID int64, what string, resp *github.Response, err error) error {
+	if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		return classify(what, err)
+	}
+	a.mu.Lock()
+	delete(a.insts, installationID)
+	a.mu.Unlock()
+	in, ierr := a.Installation(ctx, installationID)
+	switch {
+	case ierr != nil:
+		return fmt.Errorf("%s: %w", what, ierr)
+	case in.Suspended:
+		return fmt.Errorf("%s: %w", what, ErrSuspended)
+	}
+	return fmt.Errorf("%s: %w: GitHub refused the installation's token", what, ErrUnavailable)
 }
 
 // classify turns what a call to GitHub returned into the package's
