@@ -123,9 +123,22 @@ type githubCallbackInput struct {
 	Error            string `query:"error" doc:"GitHub's reason when the user did not authorise, e.g. access_denied"`
 	ErrorDescription string `query:"error_description"`
 	Cookie           string `cookie:"zw_oauth_state"`
+	// An App that requests user authorization during installation sends
+	// the browser back to its first callback URL, this one, with these.
+	InstallationID string `query:"installation_id" doc:"set when GitHub returns from an installation: forwarded to /v1/github/setup"`
+	SetupAction    string `query:"setup_action"`
+	query          string
+}
+
+func (in *githubCallbackInput) Resolve(ctx huma.Context) []error {
+	in.query = ctx.URL().RawQuery
+	return nil
 }
 
 func (a *API) githubCallback(ctx context.Context, in *githubCallbackInput) (*redirectOutput, error) {
+	if in.InstallationID != "" || in.SetupAction != "" {
+		return &redirectOutput{Location: githubSetupPath + "?" + in.query}, nil
+	}
 	state, encNext, _ := strings.Cut(in.Cookie, ".")
 	rawNext, err := base64.RawURLEncoding.DecodeString(encNext)
 	next := string(rawNext)

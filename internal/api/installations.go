@@ -25,8 +25,9 @@ import (
 // installCookie binds an installation's state to the browser and the user
 // that started it; its path keeps it off every other request.
 const (
+	githubSetupPath   = "/v1/github/setup"
 	installCookie     = "zw_install_state"
-	installCookiePath = "/v1/github/setup"
+	installCookiePath = githubSetupPath
 )
 
 func (a *API) registerGitHubApp(api huma.API) {
@@ -41,7 +42,7 @@ func (a *API) registerGitHubApp(api huma.API) {
 		DefaultStatus: http.StatusFound,
 	}, a.githubInstall)
 	huma.Register(api, huma.Operation{
-		OperationID: "github-setup", Method: http.MethodGet, Path: "/v1/github/setup", Tags: tags, Security: signedIn,
+		OperationID: "github-setup", Method: http.MethodGet, Path: githubSetupPath, Tags: tags, Security: signedIn,
 		Summary:       "GitHub's return from an installation",
 		Description:   "Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.",
 		DefaultStatus: http.StatusFound,

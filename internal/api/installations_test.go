@@ -71,7 +71,9 @@ func newAppEnv(t *testing.T) *appEnv {
 	t.Cleanup(srv.Close)
 	emu := githubemu.New(githubemu.App{
 		ID: testAppID, Slug: "zeitwork-test", PublicKey: &testAppKey().PublicKey, ClientID: "Iv1.test", ClientSecret: "shh",
-		CallbackURL: srv.URL + "/v1/github/setup", AuthorizeOnInstall: true,
+		// As on GitHub, the App's first callback URL is sign-in's, and
+		// installations come back there.
+		CallbackURL: srv.URL + "/v1/auth/github/callback", AuthorizeOnInstall: true,
 	})
 	gh, err := emu.Listen("127.0.0.1")
 	if err != nil {
@@ -145,7 +147,7 @@ func (e *appEnv) startInstall(u user, query string) (url.Values, string) {
 	}
 	page.Body.Close()
 	back, err := page.Location()
-	if err != nil || back.Path != "/v1/github/setup" {
+	if err != nil || back.Path != "/v1/auth/github/callback" {
 		e.t.Fatalf("GitHub's install page sent the browser to %v (%v)", back, err)
 	}
 	return back.Query(), cookie
@@ -187,6 +189,9 @@ func TestGitHubAppInstallInTheBrowser(t *testing.T) {
 	status, landed, body := b.get(t, e.url+"/v1/github/install?next=/projects/new")
 	if landed.String() != e.url+"/projects/new" || status != http.StatusNotFound {
 		t.Fatalf("landed on %s (%d %s) via %v", landed, status, body, b.visited)
+	}
+	if len(b.visited) != 4 || !strings.HasPrefix(b.visited[1], e.url+"/v1/auth/github/callback?") || !strings.HasPrefix(b.visited[2], e.url+"/v1/github/setup?") {
+		t.Fatalf("visited %v", b.visited)
 	}
 	got := e.installations(e.alice)
 	if len(got) != 1 || got[0].ID != e.inst.ID || got[0].AccountLogin != "alice" || got[0].AccountType != "User" || got[0].Suspended {
