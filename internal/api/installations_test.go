@@ -55,13 +55,12 @@ func testGitHubApp(t *testing.T, base string) *githubapp.App {
 // account with alice/app, whose main and dev branches have a commit each.
 type appEnv struct {
 	*env
-	emu          *githubemu.Emulator
-	url          string
-	inst         githubemu.Installation
-	repo         githubemu.Repository
-	main, dev    string // head commits
-	alice        user   // Zeitwork's alice, whose GitHub account is alice
-	aliceProject Project
+	emu       *githubemu.Emulator
+	url       string
+	inst      githubemu.Installation
+	repo      githubemu.Repository
+	main, dev string // head commits
+	alice     user   // Zeitwork's alice, whose GitHub account is alice
 }
 
 func newAppEnv(t *testing.T) *appEnv {
