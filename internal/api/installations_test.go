@@ -471,3 +471,38 @@ func TestConnectAndDisconnectRepository(t *testing.T) {
 	}
 	e.wantProblem(e.do("DELETE", "/v1/projects/"+uuid.NewString()+"/repository", "", bearer(e.alice)...), http.StatusNotFound)
 }
+
+func TestGitHubInstallationsArePaged(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.signIn(1, "alice"), e.signIn(2, "bob")
+	for i := range 5 {
+		if _, err := e.api.Projects.RecordInstallation(t.Context(), alice.ID, uuid.Nil, project.GitHubInstallation{ID: int64(100 + i), AccountLogin: fmt.Sprintf("acct%d", i), AccountType: "Organization"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.api.Projects.RecordInstallation(t.Context(), bob.ID, uuid.Nil, project.GitHubInstallation{ID: 200, AccountLogin: "bob", AccountType: "User"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	cursor := ""
+	for range 10 {
+		var page struct {
+			Items      []Installation `json:"items"`
+			NextCursor string         `json:"next_cursor"`
+		}
+		res := e.do("GET", "/v1/github/installations?limit=2&cursor="+cursor, "", bearer(alice)...)
+		if res.Code != http.StatusOK {
+			t.Fatalf("%d %s", res.Code, res.body)
+		}
+		res.decode(t, &page)
+		for _, in := range page.Items {
+			ids = append(ids, in.ID)
+		}
+		if cursor = page.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if fmt.Sprint(ids) != "[100 101 102 103 104]" {
+		t.Fatalf("alice's installations: %v", ids)
+	}
+}
