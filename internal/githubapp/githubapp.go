@@ -278,6 +278,8 @@ func (a *App) installationError(ctx context.Context, installationID int64, what 
 func classify(what string, err error) error {
 	var he *ghinstallation.HTTPError
 	if errors.As(err, &he) && he.Response != nil {
+		// ghinstallation leaves the body of a failed mint to its caller.
+		_ = he.Response.Body.Close()
 		// Minting the installation's token failed: GitHub answers 403 for
 		// a suspended installation and 404 for one that is gone.
 		switch he.Response.StatusCode {
