@@ -130,6 +130,7 @@ type githubCallbackInput struct {
 	query          string
 }
 
+// Resolve keeps the raw query, to forward it as GitHub sent it.
 func (in *githubCallbackInput) Resolve(ctx huma.Context) []error {
 	in.query = ctx.URL().RawQuery
 	return nil
