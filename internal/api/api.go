@@ -11,6 +11,7 @@ import (
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
 
 	"github.com/zeitwork/zeitwork/internal/account"
+	"github.com/zeitwork/zeitwork/internal/githubapp"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/version"
@@ -46,6 +47,9 @@ type API struct {
 	DeviceVerificationURL string
 	// Limits are the rate limits; the zero value applies none.
 	Limits Limits
+	// App is the GitHub App: installations, their repositories, and
+	// projects connected to them; nil: none of their routes.
+	App *githubapp.App
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -103,6 +107,7 @@ func (a *API) register(api huma.API) {
 	a.registerProjectSettings(api)
 	a.registerDomains(api)
 	a.registerDevice(api)
+	a.registerGitHubApp(api)
 }
 
 type healthOutput struct {

@@ -44,7 +44,8 @@ func newEnvWith(t *testing.T, extra func(huma.API)) *env {
 	// nothing here reaches it (sign-in is tested against the emulator).
 	a := &API{Accounts: account.Store{DB: pool}, Projects: project.Store{DB: pool}, Deploys: testDeploys(t, pool), Log: zlog.Discard(), extra: extra,
 		Variables: project.Variables{DB: pool, Keys: testKeys},
-		GitHub:    &GitHubSignIn{ClientID: "Iv1.test", ClientSecret: "x", WebURL: "http://127.0.0.1:9", APIURL: "http://127.0.0.1:9"}}
+		GitHub:    &GitHubSignIn{ClientID: "Iv1.test", ClientSecret: "x", WebURL: "http://127.0.0.1:9", APIURL: "http://127.0.0.1:9"},
+		App:       testGitHubApp(t, "http://127.0.0.1:9")}
 	h, r := a.build()
 	return &env{t: t, api: a, handler: h, routes: r}
 }

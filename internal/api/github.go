@@ -128,6 +128,17 @@ type githubCallbackInput struct {
 	ErrorDescription string `query:"error_description"`
 	Cookie           string `cookie:"zw_oauth_state"`
 	Client           client
+	// An App that requests user authorization during installation sends
+	// the browser back to its first callback URL, this one, with these.
+	InstallationID string `query:"installation_id" doc:"set when GitHub returns from an installation: forwarded to /v1/github/setup"`
+	SetupAction    string `query:"setup_action"`
+	query          string
+}
+
+// Resolve keeps the raw query, to forward it as GitHub sent it.
+func (in *githubCallbackInput) Resolve(ctx huma.Context) []error {
+	in.query = ctx.URL().RawQuery
+	return nil
 }
 
 func (a *API) githubCallback(ctx context.Context, in *githubCallbackInput) (*redirectOutput, error) {
@@ -135,6 +146,9 @@ func (a *API) githubCallback(ctx context.Context, in *githubCallbackInput) (*red
 	// exchange and two GitHub reads.
 	if err := a.limitAddress(ctx, "signin:callback", in.Client, a.Limits.SignIn); err != nil {
 		return nil, err
+	}
+	if in.InstallationID != "" || in.SetupAction != "" {
+		return &redirectOutput{Location: githubSetupPath + "?" + in.query}, nil
 	}
 	state, encNext, _ := strings.Cut(in.Cookie, ".")
 	rawNext, err := base64.RawURLEncoding.DecodeString(encNext)

@@ -59,13 +59,19 @@ type createProjectInput struct {
 		Name           string    `json:"name" minLength:"1" maxLength:"100"`
 		Slug           string    `json:"slug,omitempty" maxLength:"63" doc:"lower-case letters, digits and hyphens, not shaped like a UUID; made from the name when absent"`
 		OrganisationID uuid.UUID `json:"organisation_id,omitempty" format:"uuid" doc:"required when you belong to several organisations"`
+		// Repository makes the project with its first deployment.
+		Repository *RepositoryInput `json:"repository,omitempty" doc:"a GitHub repository to connect; the head of its branch is built and deployed at once"`
 	}
 }
 
 type projectOutput struct{ Body Project }
 
 func (a *API) createProject(ctx context.Context, in *createProjectInput) (*projectOutput, error) {
-	p, err := a.Projects.Create(ctx, principal(ctx).UserID, project.New{Name: in.Body.Name, Slug: in.Body.Slug, Organisation: in.Body.OrganisationID})
+	n := project.New{Name: in.Body.Name, Slug: in.Body.Slug, Organisation: in.Body.OrganisationID}
+	if in.Body.Repository != nil {
+		return a.createProjectFromRepository(ctx, n, *in.Body.Repository)
+	}
+	p, err := a.Projects.Create(ctx, principal(ctx).UserID, n)
 	if err != nil {
 		return nil, problem(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/project"
 )
 
 func (e *env) createProject(u user, body string) Project {
@@ -220,6 +222,30 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 		calls[operation{"GET", "/v1/auth/device"}] = call{"/v1/auth/device?user_code=" + looked.UserCode, "", http.StatusOK}
 		calls[operation{"POST", "/v1/auth/device/approve"}] = call{"/v1/auth/device/approve", `{"user_code":"` + shown.UserCode + `"}`, http.StatusNoContent}
 		calls[operation{"POST", "/v1/auth/device/deny"}] = call{"/v1/auth/device/deny", `{"user_code":"` + other.UserCode + `"}`, http.StatusNoContent}
+	}
+	{ // the GitHub App: the owner's installation and the project's repository
+		type call = struct {
+			path, body string
+			status     int
+		}
+		const ghID = 987654321
+		if _, err := e.api.Projects.RecordInstallation(t.Context(), owner.ID, uuid.Nil, project.GitHubInstallation{ID: ghID, AccountLogin: "owner-gh", AccountType: "User"}); err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, "owner-gh")
+		repo := "/v1/projects/" + p.ID.String() + "/repository"
+		calls[operation{"GET", "/v1/github/install"}] = call{"/v1/github/install?organisation_id=" + p.OrganisationID.String(), "", http.StatusUnprocessableEntity}
+		calls[operation{"GET", "/v1/github/setup"}] = call{"/v1/github/setup?installation_id=987654321&setup_action=install&state=s&code=c", "", http.StatusBadRequest}
+		calls[operation{"GET", "/v1/github/installations"}] = call{"/v1/github/installations", "", http.StatusOK}
+		calls[operation{"GET", "/v1/github/installations/{installation_id}/repositories"}] = call{"/v1/github/installations/987654321/repositories", "", http.StatusNotFound}
+		calls[operation{"PUT", "/v1/projects/{id}/repository"}] = call{repo, `{"installation_id":987654321,"full_name":"owner-gh/app"}`, http.StatusNotFound}
+		calls[operation{"DELETE", "/v1/projects/{id}/repository"}] = call{repo, "", http.StatusNotFound}
+		defer func() {
+			var org uuid.UUID
+			if err := e.pool().QueryRow(t.Context(), `SELECT organisation_id FROM github_installations WHERE github_installation_id = $1`, ghID).Scan(&org); err != nil || org != p.OrganisationID {
+				t.Errorf("the owner's installation after the stranger's calls: %s, %v", org, err)
+			}
+		}()
 	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.

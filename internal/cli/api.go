@@ -65,6 +65,9 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			// Stopped before withDatabase closes the pool under it.
 			defer func() { stop(); <-done }()
 		}
+		if a.App, err = githubApp(cfg.GitHub); err != nil {
+			return err
+		}
 		if g := cfg.GitHub; g.ClientID != "" {
 			a.GitHub = &api.GitHubSignIn{ClientID: g.ClientID, ClientSecret: g.ClientSecret.Reveal(), WebURL: g.WebURL, APIURL: g.APIURL}
 		}

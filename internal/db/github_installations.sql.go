@@ -89,6 +89,37 @@ func (q *Queries) GithubInstallationGetByID(ctx context.Context, id uuid.UUID) (
 	return i, err
 }
 
+const githubInstallationGetForMember = `-- name: GithubInstallationGetForMember :one
+SELECT github_installations.id, github_installations.github_installation_id, github_installations.organisation_id, github_installations.account_login, github_installations.account_type, github_installations.suspended_at, github_installations.created_at, github_installations.updated_at
+FROM github_installations
+JOIN organisation_members ON organisation_members.organisation_id = github_installations.organisation_id
+WHERE github_installations.github_installation_id = $1
+  AND organisation_members.user_id = $2
+`
+
+type GithubInstallationGetForMemberParams struct {
+	GithubInstallationID int64
+	UserID               uuid.UUID
+}
+
+// The installation GitHub numbers @github_installation_id when @user_id is a
+// member of the organisation it is linked to.
+func (q *Queries) GithubInstallationGetForMember(ctx context.Context, arg GithubInstallationGetForMemberParams) (GithubInstallation, error) {
+	row := q.db.QueryRow(ctx, githubInstallationGetForMember, arg.GithubInstallationID, arg.UserID)
+	var i GithubInstallation
+	err := row.Scan(
+		&i.ID,
+		&i.GithubInstallationID,
+		&i.OrganisationID,
+		&i.AccountLogin,
+		&i.AccountType,
+		&i.SuspendedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const githubInstallationListByOrganisation = `-- name: GithubInstallationListByOrganisation :many
 SELECT id, github_installation_id, organisation_id, account_login, account_type, suspended_at, created_at, updated_at FROM github_installations
 WHERE organisation_id = $1
@@ -97,6 +128,52 @@ ORDER BY account_login, id
 
 func (q *Queries) GithubInstallationListByOrganisation(ctx context.Context, organisationID uuid.UUID) ([]GithubInstallation, error) {
 	rows, err := q.db.Query(ctx, githubInstallationListByOrganisation, organisationID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []GithubInstallation{}
+	for rows.Next() {
+		var i GithubInstallation
+		if err := rows.Scan(
+			&i.ID,
+			&i.GithubInstallationID,
+			&i.OrganisationID,
+			&i.AccountLogin,
+			&i.AccountType,
+			&i.SuspendedAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const githubInstallationListForMember = `-- name: GithubInstallationListForMember :many
+SELECT github_installations.id, github_installations.github_installation_id, github_installations.organisation_id, github_installations.account_login, github_installations.account_type, github_installations.suspended_at, github_installations.created_at, github_installations.updated_at
+FROM github_installations
+JOIN organisation_members ON organisation_members.organisation_id = github_installations.organisation_id
+WHERE organisation_members.user_id = $1 AND github_installations.id > $2
+ORDER BY github_installations.id
+LIMIT $3
+`
+
+type GithubInstallationListForMemberParams struct {
+	UserID uuid.UUID
+	After  uuid.UUID
+	Max    int32
+}
+
+// A page of the installations of every organisation @user_id belongs to,
+// oldest first, after the id @after.
+func (q *Queries) GithubInstallationListForMember(ctx context.Context, arg GithubInstallationListForMemberParams) ([]GithubInstallation, error) {
+	rows, err := q.db.Query(ctx, githubInstallationListForMember, arg.UserID, arg.After, arg.Max)
 	if err != nil {
 		return nil, err
 	}

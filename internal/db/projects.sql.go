@@ -11,6 +11,62 @@ import (
 	"github.com/google/uuid"
 )
 
+const projectConnectRepository = `-- name: ProjectConnectRepository :one
+UPDATE projects
+SET github_installation_id = $1,
+    github_repository_id = $2,
+    github_repository_full_name = $3,
+    branch = $4,
+    root_directory = $5,
+    updated_at = now()
+WHERE id = $6
+RETURNING id, organisation_id, slug, name, github_installation_id, github_repository_id, github_repository_full_name, branch, root_directory, dockerfile_path, port, replicas, cpu_millis, memory_mb, health_check_path, active_deployment_id, created_at, updated_at
+`
+
+type ProjectConnectRepositoryParams struct {
+	GithubInstallationID     *uuid.UUID
+	GithubRepositoryID       *int64
+	GithubRepositoryFullName *string
+	Branch                   string
+	RootDirectory            string
+	ID                       uuid.UUID
+}
+
+// Connects a repository and says which of its branches and directories
+// production builds from.
+func (q *Queries) ProjectConnectRepository(ctx context.Context, arg ProjectConnectRepositoryParams) (Project, error) {
+	row := q.db.QueryRow(ctx, projectConnectRepository,
+		arg.GithubInstallationID,
+		arg.GithubRepositoryID,
+		arg.GithubRepositoryFullName,
+		arg.Branch,
+		arg.RootDirectory,
+		arg.ID,
+	)
+	var i Project
+	err := row.Scan(
+		&i.ID,
+		&i.OrganisationID,
+		&i.Slug,
+		&i.Name,
+		&i.GithubInstallationID,
+		&i.GithubRepositoryID,
+		&i.GithubRepositoryFullName,
+		&i.Branch,
+		&i.RootDirectory,
+		&i.DockerfilePath,
+		&i.Port,
+		&i.Replicas,
+		&i.CpuMillis,
+		&i.MemoryMb,
+		&i.HealthCheckPath,
+		&i.ActiveDeploymentID,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+	)
+	return i, err
+}
+
 const projectCreate = `-- name: ProjectCreate :one
 INSERT INTO projects (
     id, organisation_id, slug, name,

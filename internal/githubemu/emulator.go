@@ -47,6 +47,14 @@ type App struct {
 	// grant_type=refresh_token. Off, tokens are gho_ and never expire, as an
 	// OAuth App's.
 	ExpiringUserTokens bool
+	// SetupURL is where the install page sends the browser back, with
+	// installation_id, setup_action and the state it was given.
+	SetupURL string
+	// AuthorizeOnInstall plays the App setting "request user
+	// authorization (OAuth) during installation": the install page then
+	// sends the browser to CallbackURL instead, with a code for the
+	// installing user as well.
+	AuthorizeOnInstall bool
 }
 
 // User is a GitHub account that can sign in.
@@ -115,6 +123,7 @@ type Emulator struct {
 	apiURL        string
 	codeloadURL   string
 	approver      string // login the authorize endpoint approves as
+	installOn     string // account the install page installs on; approver's when ""
 	users         map[string]*User
 	installations map[int64]*Installation
 	repos         []*Repository // in the order added, as GitHub lists them
@@ -180,6 +189,10 @@ func New(app App) *Emulator {
 	e.mux.HandleFunc("POST /app/installations/{id}/access_tokens", e.createInstallationToken)
 	e.mux.HandleFunc("GET /installation/repositories", e.listInstallationRepos)
 	e.mux.HandleFunc("GET /repos/{owner}/{repo}/tarball/{ref...}", e.tarball)
+	e.mux.HandleFunc("GET /repos/{owner}/{repo}", e.getRepo)
+	e.mux.HandleFunc("GET /repositories/{id}", e.getRepoByID)
+	e.mux.HandleFunc("GET /repos/{owner}/{repo}/branches/{branch...}", e.getBranch)
+	e.mux.HandleFunc("GET /apps/{slug}/installations/new", e.install)
 	e.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 	})

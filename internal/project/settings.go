@@ -27,7 +27,6 @@ const (
 	MinMemoryMB  = 16
 	MaxMemoryMB  = 262_144
 	MaxPath      = 1024 // root_directory, dockerfile_path, health_check_path
-	MaxBranch    = 255
 )
 
 // Patch changes some of a project's settings: a nil field is left as it
@@ -205,21 +204,11 @@ func pathProblem(p string) string {
 	return ""
 }
 
-// branchProblem says why b cannot be a branch name, by git's rules
-// (git check-ref-format) as far as a push could ever match it.
+// branchProblem is BranchProblem with a hint for the most likely mistake
+// in a setting: a ref where a branch name goes.
 func branchProblem(b string) string {
-	switch {
-	case b == "":
-		return "must not be empty"
-	case len(b) > MaxBranch:
-		return fmt.Sprintf("must have at most %d characters", MaxBranch)
-	case strings.HasPrefix(b, "refs/"):
+	if strings.HasPrefix(b, "refs/") {
 		return "give the branch's name (main), not its ref (refs/heads/main)"
-	case strings.HasPrefix(b, "-"), strings.HasPrefix(b, "/"), strings.HasSuffix(b, "/"), strings.HasSuffix(b, "."),
-		strings.HasSuffix(b, ".lock"), strings.Contains(b, ".."), strings.Contains(b, "//"), strings.Contains(b, "@{"),
-		strings.Contains(b, "/."), strings.HasPrefix(b, "."), b == "@",
-		strings.IndexFunc(b, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune("~^:?*[\\", r) }) >= 0:
-		return fmt.Sprintf("%q is not a valid git branch name", b)
 	}
-	return ""
+	return BranchProblem(b)
 }

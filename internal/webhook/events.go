@@ -15,6 +15,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/deployment"
+	"github.com/zeitwork/zeitwork/internal/project"
 )
 
 const zeroSHA = "0000000000000000000000000000000000000000"
@@ -38,7 +39,7 @@ func (rc *Receiver) push(ctx context.Context, tx pgx.Tx, payload []byte) (outcom
 	switch {
 	case !isBranch || branch == "":
 		return ignored("ref %q is not a branch", ev.GetRef()), nil
-	case !validBranch(branch):
+	case project.BranchProblem(branch) != "":
 		// Git refuses such names, so GitHub never sends them; and a NUL
 		// could not be stored.
 		return failed("push", fmt.Errorf("branch %q is not a valid branch name", branch)), nil
@@ -190,23 +191,6 @@ func pusher(ev *gh.PushEvent) string {
 
 // maxLogin is well above GitHub's 39 characters for a login.
 const maxLogin = 100
-
-// validBranch applies git's rules for ref names (git check-ref-format) to
-// a branch name, and a length bound.
-func validBranch(b string) bool {
-	if len(b) > 255 || strings.HasPrefix(b, "/") || strings.HasSuffix(b, "/") || strings.HasSuffix(b, ".") ||
-		strings.HasSuffix(b, ".lock") || strings.Contains(b, "..") || strings.Contains(b, "//") || strings.Contains(b, "@{") || b == "@" {
-		return false
-	}
-	for _, part := range strings.Split(b, "/") {
-		if strings.HasPrefix(part, ".") {
-			return false
-		}
-	}
-	return !strings.ContainsFunc(b, func(c rune) bool {
-		return c < 0x20 || c == 0x7f || strings.ContainsRune(" ~^:?*[\\", c)
-	})
-}
 
 // installation keeps a known installation's state. An installation is
 // linked to an organisation by the app's setup flow (the API), not here:

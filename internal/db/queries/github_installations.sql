@@ -52,3 +52,22 @@ WHERE projects.github_installation_id = (
     SELECT gi.id FROM github_installations AS gi WHERE gi.github_installation_id = @github_installation_id
   )
   AND github_repository_id = ANY(@github_repository_ids::bigint[]);
+
+-- name: GithubInstallationGetForMember :one
+-- The installation GitHub numbers @github_installation_id when @user_id is a
+-- member of the organisation it is linked to.
+SELECT github_installations.*
+FROM github_installations
+JOIN organisation_members ON organisation_members.organisation_id = github_installations.organisation_id
+WHERE github_installations.github_installation_id = @github_installation_id
+  AND organisation_members.user_id = @user_id;
+
+-- name: GithubInstallationListForMember :many
+-- A page of the installations of every organisation @user_id belongs to,
+-- oldest first, after the id @after.
+SELECT github_installations.*
+FROM github_installations
+JOIN organisation_members ON organisation_members.organisation_id = github_installations.organisation_id
+WHERE organisation_members.user_id = @user_id AND github_installations.id > @after
+ORDER BY github_installations.id
+LIMIT @max;

@@ -157,3 +157,16 @@ RETURNING instances.*;
 -- and updates (deletes fire none), when the transaction commits.
 SELECT pg_notify('zeitwork_instances', node_id::text)
 FROM unnest(@node_ids::uuid[]) AS node_id;
+
+-- name: ProjectConnectRepository :one
+-- Connects a repository and says which of its branches and directories
+-- production builds from.
+UPDATE projects
+SET github_installation_id = @github_installation_id,
+    github_repository_id = @github_repository_id,
+    github_repository_full_name = @github_repository_full_name,
+    branch = @branch,
+    root_directory = @root_directory,
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
