@@ -34,6 +34,18 @@ type API struct {
 	// Secrets encrypts the variables members set; without keys the
 	// variable routes answer 503.
 	Secrets Secrets
+	// S3 keeps the archives `zeitwork deploy ./dir` uploads; nil unless
+	// S3_ENDPOINT is set, and then the upload routes answer 503.
+	S3      *S3
+	Uploads Uploads
+}
+
+// enable parses S3 only when it is configured: an API without it still
+// serves everything but uploads.
+func (a *API) enable(environment map[string]string) {
+	if environment["S3_ENDPOINT"] != "" {
+		a.S3 = &S3{}
+	}
 }
 
 // Operator configures `zeitwork operator`.
