@@ -13,6 +13,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
+	"github.com/zeitwork/zeitwork/internal/upload"
 	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/webhook"
 )
@@ -36,6 +37,11 @@ type API struct {
 	Webhook *webhook.Receiver
 	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
 	GitHub *GitHubSignIn
+	// Uploads keeps the archives `zeitwork deploy ./dir` sends, and
+	// proves an archive_key exists before a deployment builds it; nil (no
+	// S3): the upload routes answer 503 and archive keys are only checked
+	// for their project's prefix.
+	Uploads *upload.Store
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -90,6 +96,7 @@ func (a *API) register(api huma.API) {
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 	a.registerEnv(api)
+	a.registerUploads(api)
 }
 
 type healthOutput struct {
