@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/secret"
@@ -83,8 +84,8 @@ func (u Uploads) validate() []Problem {
 	if u.MaxBytes <= 0 {
 		ps = append(ps, Problem{"UPLOAD_MAX_BYTES", "must be positive"})
 	}
-	if p, err := url.Parse(u.S3URL); u.S3URL != "" && u.S3URL != "off" && (err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https")) {
-		ps = append(ps, Problem{"UPLOAD_S3_URL", `not an http:// or https:// URL, nor "off"`})
+	if p, err := url.Parse(u.S3URL); u.S3URL != "" && u.S3URL != "off" && (err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") || strings.Trim(p.Path, "/") != "") {
+		ps = append(ps, Problem{"UPLOAD_S3_URL", `not an http:// or https:// URL without a path, nor "off"`})
 	}
 	// S3 refuses a POST policy valid for more than a week.
 	if u.Expiry <= 0 || u.Expiry > 7*24*time.Hour {

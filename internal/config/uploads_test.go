@@ -48,6 +48,7 @@ func TestAPIS3IsOptional(t *testing.T) {
 		{with("S3_ENDPOINT", "minio:9000", "S3_BUCKET", "b", "S3_ACCESS_KEY_ID", "k", "S3_SECRET_ACCESS_KEY", "s"), []string{"S3_ENDPOINT"}},
 		{with("UPLOAD_MAX_BYTES", "0", "UPLOAD_S3_URL", "minio:9000", "UPLOAD_EXPIRY", "200h", "UPLOAD_KEEP", "300h"), []string{"UPLOAD_EXPIRY", "UPLOAD_MAX_BYTES", "UPLOAD_S3_URL"}},
 		{with("UPLOAD_EXPIRY", "1h", "UPLOAD_KEEP", "30m"), []string{"UPLOAD_KEEP"}},
+		{with("UPLOAD_S3_URL", "https://cdn.example.com/s3"), []string{"UPLOAD_S3_URL"}},
 	} {
 		_, err := ParseFrom[API](tc.env)
 		var cerr *Error
