@@ -47,9 +47,8 @@ func (a *API) registerUploads(api huma.API) {
 			Description: "The archive: a gzip-compressed tar of the source tree.",
 			Content:     map[string]*huma.MediaType{"application/gzip": {Schema: &huma.Schema{Type: huma.TypeString, Format: "binary"}}},
 		},
-		Responses: map[string]*huma.Response{
-			"413": {Description: "The archive is larger than the limit; nothing was stored."},
-		},
+		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusRequestEntityTooLarge,
+			http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}, a.putUpload)
 }
 
