@@ -21,7 +21,7 @@
 // # Old uploads
 //
 // An upload is read once, when its build starts; Prune deletes those older
-// than a cutoff. A prune rather than a bucket lifecycle rule: the bucket
+// than a cutoff, and the parts of streams that never finished. A prune rather than a bucket lifecycle rule: the bucket
 // is shared with other parts of the platform, whose lifecycle
 // configuration a rule set here would replace, and lifecycle expiry counts
 // in whole days.
@@ -196,7 +196,8 @@ func (s *Store) Check(ctx context.Context, project uuid.UUID, key string) (Objec
 	return Object{Key: key, Size: info.Size}, nil
 }
 
-// Prune deletes the uploads stored before cutoff and returns how many. Any
+// Prune deletes the uploads stored before cutoff, and aborts the multipart
+// uploads started before it and never finished, and returns how many. Any
 // number of API processes may prune at once: a delete is idempotent.
 func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -236,6 +237,21 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int, error) {
 	case err := <-listErr:
 		return n, errors.Join(fmt.Errorf("upload: list %s: %w", Root, err), failed)
 	default:
+	}
+	// A stream cut off by a crash leaves its multipart upload's parts,
+	// which S3 keeps (and bills) until they are aborted. Listed from the
+	// bucket's root: MinIO lists under a prefix only an object's own.
+	for u := range s.S3.ListIncompleteUploads(ctx, s.Bucket, "", true) {
+		if u.Err != nil {
+			return n, errors.Join(fmt.Errorf("upload: list unfinished uploads: %w", u.Err), failed)
+		}
+		if !strings.HasPrefix(u.Key, Root) || !u.Initiated.Before(before) {
+			continue
+		}
+		if err := s.S3.RemoveIncompleteUpload(ctx, s.Bucket, u.Key); err != nil {
+			return n, errors.Join(fmt.Errorf("upload: abort unfinished %s: %w", u.Key, err), failed)
+		}
+		n++
 	}
 	return n, failed
 }

@@ -221,8 +221,8 @@ func TestCheck(t *testing.T) {
 	}
 }
 
-// Prune deletes the uploads stored before the cutoff, and nothing outside
-// uploads/.
+// Prune deletes the uploads stored before the cutoff and the unfinished
+// ones started before it, and nothing outside uploads/.
 func TestPrune(t *testing.T) {
 	s := newStore(t)
 	put := func(key string) {
@@ -240,17 +240,30 @@ func TestPrune(t *testing.T) {
 		old = append(old, o.Key)
 	}
 	put("registry/blob") // not an upload
+	// A stream the API never finished (it crashed): its part stays.
+	core := minio.Core{Client: s.S3}
+	unfinished := upload.Key(project, id.New())
+	uid, err := core.NewMultipartUpload(t.Context(), s.Bucket, unfinished, minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.PutObjectPart(t.Context(), s.Bucket, unfinished, uid, 1, strings.NewReader("part"), 4, minio.PutObjectPartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, incomplete := keys(t, s); !slices.Equal(incomplete, []string{unfinished}) {
+		t.Fatalf("unfinished uploads: %v, want [%s]", incomplete, unfinished)
+	}
 
 	// MinIO's clock stamps LastModified; a cutoff an hour away from now
 	// on either side needs no agreement to the second.
 	if n, err := s.Prune(t.Context(), time.Now().Add(-time.Hour)); err != nil || n != 0 {
 		t.Fatalf("Prune(an hour ago) = %d, %v; want nothing deleted", n, err)
 	}
-	if n, err := s.Prune(t.Context(), time.Now().Add(time.Hour)); err != nil || n != len(old) {
-		t.Fatalf("Prune(in an hour) = %d, %v; want %d", n, err, len(old))
+	if n, err := s.Prune(t.Context(), time.Now().Add(time.Hour)); err != nil || n != len(old)+1 {
+		t.Fatalf("Prune(in an hour) = %d, %v; want %d", n, err, len(old)+1)
 	}
-	if objs, _ := keys(t, s); !slices.Equal(objs, []string{"registry/blob"}) {
-		t.Fatalf("left after pruning: %v", objs)
+	if objs, incomplete := keys(t, s); !slices.Equal(objs, []string{"registry/blob"}) || len(incomplete) != 0 {
+		t.Fatalf("left after pruning: %v, unfinished %v", objs, incomplete)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
