@@ -34,8 +34,8 @@ type API struct {
 	// Secrets encrypts the variables members set; without keys the
 	// variable routes answer 503.
 	Secrets Secrets
-	// S3 keeps the archives `zeitwork deploy ./dir` uploads; nil unless
-	// S3_ENDPOINT is set, and then the upload routes answer 503.
+	// S3 keeps the archives `zeitwork deploy ./dir` uploads. It is nil
+	// when S3_ENDPOINT is unset, and the upload routes then answer 503.
 	S3      *S3
 	Uploads Uploads
 }
