@@ -54,10 +54,11 @@ var (
 	ErrForeign = errors.New("upload of another project")
 )
 
-// partSize is what a streamed upload buffers before sending a part: an
-// archive of unknown length is sent in parts, and minio-go's default part
-// for an unknown length is sized for 5 TiB objects.
-const partSize = 16 << 20
+// partSize is what a streamed upload of unknown length buffers before
+// sending a part: minio-go's default is sized for 5 TiB objects, and each
+// stream in flight holds one. S3's smallest part still keeps a 512 MiB
+// archive far below its 10,000 parts.
+const partSize = 5 << 20
 
 // Store is the uploads in one bucket.
 type Store struct {

@@ -160,16 +160,22 @@ func TestPut(t *testing.T) {
 		{"declared over", bytes.NewReader(random(t, testMax+1)), testMax + 1},
 		{"unknown length over", bytes.NewReader(random(t, testMax+1)), -1},
 		// Several parts' worth: the multipart upload started must be aborted.
-		{"many parts over", io.LimitReader(zeros{}, 40<<20), -1},
+		{"many parts over", io.LimitReader(zeros{}, 12<<20), -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			big := *s
 			if tc.name == "many parts over" {
-				big.MaxBytes = 20 << 20
+				big.MaxBytes = 8 << 20 // a part sent, the next one over
 			}
-			_, err := big.Put(t.Context(), project, id.New(), tc.r, tc.size)
+			r := &counting{r: tc.r}
+			_, err := big.Put(t.Context(), project, id.New(), r, tc.size)
 			if !errors.Is(err, upload.ErrTooLarge) {
 				t.Fatalf("err = %v, want ErrTooLarge", err)
+			}
+			// minio-go reads a whole part before sending it: past the
+			// limit, at least one part was sent and must be aborted.
+			if tc.name == "many parts over" && r.n <= 5<<20 {
+				t.Fatalf("read only %d bytes: no part was sent", r.n)
 			}
 			objs, incomplete := keys(t, s)
 			if !slices.Equal(objs, before) || len(incomplete) != 0 {
@@ -177,6 +183,17 @@ func TestPut(t *testing.T) {
 			}
 		})
 	}
+}
+
+type counting struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counting) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 type zeros struct{}
