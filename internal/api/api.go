@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
@@ -42,6 +43,9 @@ type API struct {
 	// S3): the upload routes answer 503 and archive keys are only checked
 	// for their project's prefix.
 	Uploads *upload.Store
+	// UploadIdle cuts off a streamed upload that sends nothing for this
+	// long; 0 means a minute.
+	UploadIdle time.Duration
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)

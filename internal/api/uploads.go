@@ -41,13 +41,14 @@ func (a *API) registerUploads(api huma.API) {
 		OperationID: "put-upload", Method: http.MethodPut, Path: "/v1/projects/{id}/uploads/{upload_id}", Tags: []string{"uploads"}, Security: signedIn,
 		Summary: "Stream an upload", DefaultStatus: http.StatusCreated,
 		Description: "Stores the request body, a .tar.gz of at most the `max_bytes` POST /v1/projects/{id}/uploads gave, at " +
-			"`uploads/<project_id>/<upload_id>.tar.gz`. A body over the limit is refused with 413 and nothing is stored." + desc,
+			"`uploads/<project_id>/<upload_id>.tar.gz`. A body over the limit is refused with 413, one that stalls (a minute without a byte) " +
+			"with 408, and nothing is stored." + desc,
 		RequestBody: &huma.RequestBody{
 			Required:    true,
 			Description: "The archive: a gzip-compressed tar of the source tree.",
 			Content:     map[string]*huma.MediaType{"application/gzip": {Schema: &huma.Schema{Type: huma.TypeString, Format: "binary"}}},
 		},
-		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusRequestEntityTooLarge,
+		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusNotFound, http.StatusRequestTimeout, http.StatusRequestEntityTooLarge,
 			http.StatusUnprocessableEntity, http.StatusServiceUnavailable},
 	}, a.putUpload)
 }
@@ -120,11 +121,12 @@ type putUploadInput struct {
 
 	body io.Reader
 	size int64 // -1: unknown
+	rc   *http.ResponseController
 }
 
 func (in *putUploadInput) Resolve(ctx huma.Context) []error {
-	r, _ := humago.Unwrap(ctx)
-	in.body, in.size = r.Body, r.ContentLength
+	r, w := humago.Unwrap(ctx)
+	in.body, in.size, in.rc = r.Body, r.ContentLength, http.NewResponseController(w)
 	return nil
 }
 
@@ -150,16 +152,26 @@ func (a *API) putUpload(ctx context.Context, in *putUploadInput) (*storedUploadO
 	if err != nil {
 		return nil, huma.Error422UnprocessableEntity("upload_id is not a UUID")
 	}
-	body := &readErr{r: in.body}
-	o, err := store.Put(ctx, pid, up, body, in.size)
-	if errors.Is(err, upload.ErrTooLarge) {
-		// The rest of the body is not read: the connection cannot carry
-		// another request after it.
-		return nil, huma.ErrorWithHeaders(
-			huma.NewError(http.StatusRequestEntityTooLarge, fmt.Sprintf("the archive is larger than %d bytes", store.MaxBytes)),
-			http.Header{"Connection": {"close"}})
+	idle := a.UploadIdle
+	if idle <= 0 {
+		idle = time.Minute
 	}
-	if err != nil && body.err != nil {
+	// A deadline per read rather than for the whole body: a slow link
+	// may take long, a stalled one holds a part's buffer for nothing.
+	body := &readErr{r: in.body, before: func() { _ = in.rc.SetReadDeadline(time.Now().Add(idle)) }}
+	o, err := store.Put(ctx, pid, up, body, in.size)
+	// The rest of the body is not read: the connection cannot carry
+	// another request after these.
+	closing := http.Header{"Connection": {"close"}}
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, upload.ErrTooLarge):
+		return nil, huma.ErrorWithHeaders(
+			huma.NewError(http.StatusRequestEntityTooLarge, fmt.Sprintf("the archive is larger than %d bytes", store.MaxBytes)), closing)
+	case err != nil && errors.As(body.err, &timeout) && timeout.Timeout():
+		return nil, huma.ErrorWithHeaders(
+			huma.NewError(http.StatusRequestTimeout, fmt.Sprintf("the upload sent nothing for %s", idle)), closing)
+	case err != nil && body.err != nil:
 		return nil, huma.Error400BadRequest("the body could not be read", body.err)
 	}
 	if err != nil {
@@ -171,11 +183,13 @@ func (a *API) putUpload(ctx context.Context, in *putUploadInput) (*storedUploadO
 // readErr remembers why the body could not be read, to tell the client's
 // fault (a broken or cut-off body) from S3's.
 type readErr struct {
-	r   io.Reader
-	err error
+	r      io.Reader
+	before func() // before each read
+	err    error
 }
 
 func (r *readErr) Read(p []byte) (int, error) {
+	r.before()
 	n, err := r.r.Read(p)
 	if err != nil && err != io.EOF {
 		r.err = err

@@ -276,3 +276,36 @@ func TestUploadsWithoutS3(t *testing.T) {
 		t.Fatalf("POST uploads of no project: %d %s", res.Code, res.body)
 	}
 }
+
+// A streamed upload that stops sending is cut off (408) instead of
+// holding its buffer forever, and leaves nothing in S3.
+func TestStalledUploadIsCutOff(t *testing.T) {
+	e := newEnv(t)
+	s := e.withUploads(false)
+	e.api.UploadIdle = 200 * time.Millisecond
+	alice := e.signIn(1, "alice")
+	p := e.createProject(alice, `{"name":"app"}`)
+	srv := httptest.NewServer(e.handler)
+	defer srv.Close()
+
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("the start of an archive, then nothing")) }()
+	req, err := http.NewRequestWithContext(t.Context(), "PUT", srv.URL+"/v1/projects/"+p.ID.String()+"/uploads/"+id.New().String(), pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+alice.token)
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !resp.Close || !strings.Contains(string(raw), "sent nothing for 200ms") {
+		t.Fatalf("stalled upload: %d (close %v) %s", resp.StatusCode, resp.Close, raw)
+	}
+	if keys := objects(t, s); len(keys) != 0 {
+		t.Fatalf("a stalled upload left %v", keys)
+	}
+}
