@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humago"
@@ -14,6 +15,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/githubapp"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/project"
+	"github.com/zeitwork/zeitwork/internal/upload"
 	"github.com/zeitwork/zeitwork/internal/version"
 	"github.com/zeitwork/zeitwork/internal/webhook"
 )
@@ -50,6 +52,14 @@ type API struct {
 	// App is the GitHub App: installations, their repositories, and
 	// projects connected to them; nil: none of their routes.
 	App *githubapp.App
+	// Uploads keeps the archives `zeitwork deploy ./dir` sends, and
+	// proves an archive_key exists before a deployment builds it; nil (no
+	// S3): the upload routes answer 503 and archive keys are only checked
+	// for their project's prefix.
+	Uploads *upload.Store
+	// UploadIdle cuts off a streamed upload that sends nothing for this
+	// long; 0 means a minute.
+	UploadIdle time.Duration
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -108,6 +118,7 @@ func (a *API) register(api huma.API) {
 	a.registerDomains(api)
 	a.registerDevice(api)
 	a.registerGitHubApp(api)
+	a.registerUploads(api)
 }
 
 type healthOutput struct {

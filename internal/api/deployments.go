@@ -158,6 +158,11 @@ func (a *API) createDeployment(ctx context.Context, in *createDeploymentInput) (
 		(!strings.HasPrefix(src.ArchiveKey, prefix) || len(src.ArchiveKey) == len(prefix)) {
 		return nil, huma.Error422UnprocessableEntity("archive_key must be an object under " + prefix)
 	}
+	if a.Uploads != nil && src.CommitSHA == "" && src.ArchiveKey != "" {
+		if _, err := a.Uploads.Check(ctx, p.ID, src.ArchiveKey); err != nil {
+			return nil, a.archiveProblem(err)
+		}
+	}
 	req, err := build.Request(ctx, a.Deploys.DB, a.Deploys.Queue, p.ID, src, &user)
 	switch {
 	case errors.Is(err, build.ErrInvalidSource):

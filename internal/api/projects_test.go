@@ -247,6 +247,21 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		}()
 	}
+	{ // uploads: neither handed out nor stored for a stranger
+		type call = struct {
+			path, body string
+			status     int
+		}
+		s := e.withUploads(false)
+		base := "/v1/projects/" + p.ID.String() + "/uploads"
+		calls[operation{"POST", "/v1/projects/{id}/uploads"}] = call{base, "", http.StatusNotFound}
+		calls[operation{"PUT", "/v1/projects/{id}/uploads/{upload_id}"}] = call{base + "/" + uuid.NewString(), "archive", http.StatusNotFound}
+		defer func() {
+			if keys := objects(t, s); len(keys) != 0 {
+				t.Errorf("the stranger's calls stored %v", keys)
+			}
+		}()
+	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.
 	for op, c := range map[operation]struct {

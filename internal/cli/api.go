@@ -82,6 +82,19 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			}()
 			defer func() { stop(); <-done }()
 		}
+		if cfg.S3 != nil {
+			if a.Uploads, err = uploadStore(*cfg.S3, cfg.Uploads); err != nil {
+				return err
+			}
+			pctx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pruneUploads(pctx, a.Uploads, uploadPruneEvery, cfg.Uploads.Keep, log)
+			}()
+			defer func() { stop(); <-done }()
+			log.InfoContext(ctx, "uploads served", "bucket", cfg.S3.Bucket, "direct", a.Uploads.Direct(), "max_bytes", cfg.Uploads.MaxBytes)
+		}
 		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
 		return httpapi.Serve(ctx, srv, l, 10*time.Second)

@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/ratelimit"
@@ -65,6 +66,41 @@ func (s S3) Secure() bool {
 	u, _ := url.Parse(s.Endpoint)
 	return u.Scheme == "https"
 }
+
+// Uploads are the archives `zeitwork deploy ./dir` sends (internal/upload).
+type Uploads struct {
+	// MaxBytes bounds one archive; S3 enforces it on direct uploads.
+	MaxBytes int64 `env:"UPLOAD_MAX_BYTES" envDefault:"536870912"`
+	// S3URL is where clients reach S3 to upload directly: empty means
+	// S3_ENDPOINT; "off" means they cannot (S3 on a private network), and
+	// they stream their archives through the API instead.
+	S3URL string `env:"UPLOAD_S3_URL"`
+	// Expiry is how long a presigned upload may be used.
+	Expiry time.Duration `env:"UPLOAD_EXPIRY" envDefault:"15m"`
+	// Keep is how long an upload is kept: its build reads it once, soon.
+	Keep time.Duration `env:"UPLOAD_KEEP" envDefault:"24h"`
+}
+
+func (u Uploads) validate() []Problem {
+	var ps []Problem
+	if u.MaxBytes <= 0 {
+		ps = append(ps, Problem{"UPLOAD_MAX_BYTES", "must be positive"})
+	}
+	if p, err := url.Parse(u.S3URL); u.S3URL != "" && u.S3URL != "off" && (err != nil || p.Host == "" || (p.Scheme != "http" && p.Scheme != "https") || strings.Trim(p.Path, "/") != "") {
+		ps = append(ps, Problem{"UPLOAD_S3_URL", `not an http:// or https:// URL without a path, nor "off"`})
+	}
+	// S3 refuses a POST policy valid for more than a week.
+	if u.Expiry <= 0 || u.Expiry > 7*24*time.Hour {
+		ps = append(ps, Problem{"UPLOAD_EXPIRY", "must be positive and at most 168h"})
+	}
+	if u.Keep <= u.Expiry {
+		ps = append(ps, Problem{"UPLOAD_KEEP", "must be longer than UPLOAD_EXPIRY"})
+	}
+	return ps
+}
+
+// Direct says whether clients upload to S3 themselves.
+func (u Uploads) Direct() bool { return u.S3URL != "off" }
 
 // Queue tunes the River task queue.
 type Queue struct {

@@ -24,6 +24,9 @@ func Parse[T any]() (T, error) {
 // never depend on the machine's variables.
 func ParseFrom[T any](environment map[string]string) (T, error) {
 	var cfg T
+	if o, ok := any(&cfg).(optional); ok {
+		o.enable(environment)
+	}
 	out := &Error{}
 	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environment}); err != nil {
 		if err := describe(err, reflect.TypeOf(cfg)); !errors.As(err, &out) {
@@ -50,6 +53,13 @@ func ParseFrom[T any](environment map[string]string) (T, error) {
 	return cfg, out
 }
 
+// optional is a role with concerns parsed only when a variable turns them
+// on: enable allocates their pointers, and caarlos0/env parses (and
+// requires the variables of) a non-nil pointer's struct only.
+type optional interface {
+	enable(environment map[string]string)
+}
+
 // validator is a configuration struct with rules that one variable's tag
 // cannot say (a URL's scheme, two variables that go together). ParseFrom
 // asks every struct it parsed, nested ones included.
@@ -58,6 +68,9 @@ type validator interface {
 }
 
 func validate(v reflect.Value) []Problem {
+	for v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
+	}
 	if v.Kind() != reflect.Struct {
 		return nil
 	}

@@ -214,6 +214,9 @@ func TestEachVariableIsDeclaredOnce(t *testing.T) {
 	where := map[string]string{} // variable → declaring type.field
 	var walk func(reflect.Type)
 	walk = func(typ reflect.Type) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
 		for i := range typ.NumField() {
 			f := typ.Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")

@@ -40,6 +40,18 @@ type API struct {
 	// RateLimits and DeviceLogin: see their types.
 	RateLimits  RateLimits
 	DeviceLogin DeviceLogin
+	// S3 keeps the archives `zeitwork deploy ./dir` uploads. It is nil
+	// when S3_ENDPOINT is unset, and the upload routes then answer 503.
+	S3      *S3
+	Uploads Uploads
+}
+
+// enable parses S3 only when it is configured: an API without it still
+// serves everything but uploads.
+func (a *API) enable(environment map[string]string) {
+	if environment["S3_ENDPOINT"] != "" {
+		a.S3 = &S3{}
+	}
 }
 
 // Operator configures `zeitwork operator`.
