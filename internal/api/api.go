@@ -36,6 +36,8 @@ type API struct {
 	Webhook *webhook.Receiver
 	// GitHub enables sign-in with GitHub; nil: no sign-in routes.
 	GitHub *GitHubSignIn
+	// Logs reads deployments' build and runtime logs.
+	Logs Logs
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -90,6 +92,7 @@ func (a *API) register(api huma.API) {
 	a.registerWebhook(api)
 	a.registerSignIn(api)
 	a.registerEnv(api)
+	a.registerLogs(api)
 }
 
 type healthOutput struct {
