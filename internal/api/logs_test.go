@@ -149,7 +149,7 @@ func TestDeploymentLogsPage(t *testing.T) {
 		"?source=build":   "build:b1 build:b2 build:b3",
 		"?source=runtime": "runtime:r1 runtime:r2",
 		"?source=build&since=" + url.QueryEscape(p.Items[1].Timestamp.Format(time.RFC3339Nano)): "build:b2 build:b3",
-		"?cursor=" + url.QueryEscape(p.NextCursor): "",
+		"?cursor=" + url.QueryEscape(p.NextCursor):                                              "",
 	} {
 		if got := pageTexts(le.page(query)); got != want {
 			t.Errorf("%s: %q, want %q", query, got, want)

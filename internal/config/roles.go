@@ -34,6 +34,10 @@ type API struct {
 	// Secrets encrypts the variables members set; without keys the
 	// variable routes answer 503.
 	Secrets Secrets
+	// Cluster's token and NodeAPIPort reach the node APIs, which serve
+	// instances' logs.
+	Cluster     Cluster
+	NodeAPIPort int `env:"NODE_API_PORT" envDefault:"8082"`
 }
 
 // Operator configures `zeitwork operator`.

@@ -340,7 +340,9 @@ func TestANodeThatIsDownIsNamedNotFatal(t *testing.T) {
 	defer cancel()
 	events := make(chan logs.Event, 100)
 	errc := make(chan error, 1)
-	go func() { errc <- w.reader.Follow(ctx, q, time.Hour, func(e logs.Event) error { events <- e; return nil }) }()
+	go func() {
+		errc <- w.reader.Follow(ctx, q, time.Hour, func(e logs.Event) error { events <- e; return nil })
+	}()
 	sawMissing, lines := false, 0
 	for !sawMissing || lines < 2 {
 		select {
