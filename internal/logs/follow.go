@@ -74,6 +74,7 @@ func (r *Reader) Follow(ctx context.Context, q Query, keepAlive time.Duration, f
 		}()
 	}
 	followers := map[uuid.UUID]context.CancelFunc{} // instances being followed
+	started := map[uuid.UUID]bool{}                 // instances followed once: never twice
 	stopFollowers := func() {
 		for _, stop := range followers {
 			stop()
@@ -102,11 +103,11 @@ func (r *Reader) Follow(ctx context.Context, q Query, keepAlive time.Duration, f
 				return false, err
 			}
 			for _, in := range ins {
-				if _, ok := followers[in.ID]; ok || in.State == instance.StateStopped || in.State == instance.StateFailed {
+				if started[in.ID] {
 					continue
 				}
 				fctx, stop := context.WithCancel(ctx)
-				followers[in.ID] = stop
+				followers[in.ID], started[in.ID] = stop, true
 				from := cur.Instances[in.ID]
 				wg.Add(1)
 				go func() {
@@ -136,8 +137,8 @@ func (r *Reader) Follow(ctx context.Context, q Query, keepAlive time.Duration, f
 				buildsDone = true
 				finished, err = check()
 			case it.exited != uuid.Nil:
-				// Its node closed the log: the instance was removed. A
-				// later check follows it again if it still runs.
+				// The instance stopped for good and its log was read to
+				// the end.
 				followers[it.exited]()
 				delete(followers, it.exited)
 			case it.line != nil && it.line.Source == SourceBuild:
@@ -237,8 +238,9 @@ func (r *Reader) followBuilds(ctx context.Context, q Query, after map[uuid.UUID]
 }
 
 // followInstance follows one instance's log from offset until its node
-// closes it (the instance was removed) or ctx ends, reconnecting when the
-// connection breaks and saying once per outage that the node is down.
+// closes it and the instance has stopped for good, or ctx ends. It
+// reconnects when the connection breaks or the node restarts, and says
+// once per outage that the node is down.
 func (r *Reader) followInstance(ctx context.Context, in instance.Instance, offset int64, send func(item) bool) {
 	reported := false
 	for ctx.Err() == nil {
@@ -276,7 +278,7 @@ func (r *Reader) followInstance(ctx context.Context, in instance.Instance, offse
 			return send(item{line: &l, next: next})
 		})
 		body.Close()
-		if ended && err == nil {
+		if ended && err == nil && r.stoppedForGood(ctx, in.ID) {
 			return
 		}
 		sleep(ctx, r.Poll)
@@ -290,4 +292,15 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// stoppedForGood says whether an instance will write no more: a node
+// closes a followed log when the instance is removed, but also when the
+// node agent itself restarts.
+func (r *Reader) stoppedForGood(ctx context.Context, id uuid.UUID) bool {
+	in, err := instance.Store{DB: r.Pool}.Get(ctx, id)
+	if errors.Is(err, instance.ErrNotFound) {
+		return true
+	}
+	return err == nil && (in.State == instance.StateStopped || in.State == instance.StateFailed)
 }

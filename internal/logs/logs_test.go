@@ -39,6 +39,7 @@ type fakeRuntime struct {
 type fakeLog struct {
 	data    []byte
 	removed bool
+	epoch   int           // readers of an earlier epoch end: the agent restarted
 	wake    chan struct{} // closed and replaced on every change
 }
 
@@ -72,6 +73,16 @@ func (f *fakeRuntime) remove(id uuid.UUID) {
 	l.wake = make(chan struct{})
 }
 
+// restart ends every reader of id, as a restarting node agent does.
+func (f *fakeRuntime) restart(id uuid.UUID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l := f.log(id)
+	l.epoch++
+	close(l.wake)
+	l.wake = make(chan struct{})
+}
+
 func (f *fakeRuntime) Status(_ context.Context, id uuid.UUID) (runtime.Status, error) {
 	return runtime.Status{InstanceID: id, State: runtime.StateRunning}, nil
 }
@@ -84,7 +95,7 @@ func (f *fakeRuntime) Logs(ctx context.Context, id uuid.UUID, follow bool) (io.R
 	if _, ok := f.logs[id]; !ok {
 		return nil, runtime.ErrNotFound
 	}
-	return &fakeReader{f: f, id: id, follow: follow, ctx: ctx}, nil
+	return &fakeReader{f: f, id: id, follow: follow, ctx: ctx, epoch: f.logs[id].epoch}, nil
 }
 
 type fakeReader struct {
@@ -93,12 +104,17 @@ type fakeReader struct {
 	follow bool
 	ctx    context.Context
 	pos    int
+	epoch  int
 }
 
 func (r *fakeReader) Read(p []byte) (int, error) {
 	for {
 		r.f.mu.Lock()
 		l := r.f.logs[r.id]
+		if l.epoch != r.epoch {
+			r.f.mu.Unlock()
+			return 0, io.EOF
+		}
 		if r.pos < len(l.data) {
 			n := copy(p, l.data[r.pos:])
 			r.pos += n
@@ -557,5 +573,29 @@ func TestCursorText(t *testing.T) {
 		if _, err := logs.ParseCursor(bad); !errors.Is(err, logs.ErrBadCursor) {
 			t.Errorf("%q: %v, want ErrBadCursor", bad, err)
 		}
+	}
+}
+
+// An instance that crashed and was replaced still shows what it wrote,
+// and a node that closes a live instance's log (its agent restarted) is
+// asked again, from where the stream got.
+func TestFollowReplaysStoppedInstancesAndOutlivesANodeRestart(t *testing.T) {
+	w := newWorld(t)
+	crashed := w.instance()
+	w.rt.write(crashed, "panic: boom\n")
+	w.rt.remove(crashed)
+	w.exec(`UPDATE instances SET state = 'failed', state_reason = 'exited 2' WHERE id = $1`, crashed)
+	live := w.instance()
+	w.rt.write(live, "listening\n")
+	f := follow(t, w.reader, logs.Query{DeploymentID: w.dep, Runtime: true}, time.Hour)
+	if got := eventTexts(f.lines(t, 2)); !containsAll(got, "runtime:panic: boom", "runtime:listening") {
+		t.Fatalf("replay %q", got)
+	}
+	// The node closes the live log as a restarting agent does; the
+	// instance still runs, so the stream reconnects and goes on.
+	w.rt.restart(live)
+	w.rt.write(live, "after the restart\n")
+	if e := f.next(t); e.Line.Text != "after the restart" {
+		t.Fatalf("after the node closed the log: %+v", e.Line)
 	}
 }
