@@ -32,7 +32,6 @@ type item struct {
 	missing    *Missing
 	build      uuid.UUID // the build a build line is of
 	next       int64     // a runtime line's instance: the offset after it
-	reset      bool      // a runtime source starts over at next
 	exited     uuid.UUID // an instance follower ended: its node closed the log
 	buildsDone bool
 	err        error // the build follower failed
