@@ -216,7 +216,7 @@ func (r *Reader) followBuilds(ctx context.Context, q Query, after map[uuid.UUID]
 				}
 				return buildEnded(got.Status), nil
 			}
-			err := buildlog.Follow(ctx, r.Pool, b.ID, after[b.ID], r.Poll, ended, func(l buildlog.Line) error {
+			err := r.builds().Follow(ctx, b.ID, after[b.ID], ended, func(l buildlog.Line) error {
 				if !q.inTime(l.At) {
 					return nil
 				}
@@ -302,4 +302,14 @@ func (r *Reader) stoppedForGood(ctx context.Context, id uuid.UUID) bool {
 		return true
 	}
 	return err == nil && (in.State == instance.StateStopped || in.State == instance.StateFailed)
+}
+
+// builds is the hub build logs are followed through.
+func (r *Reader) builds() *buildlog.Hub {
+	r.hubOnce.Do(func() {
+		if r.Hub == nil {
+			r.Hub = &buildlog.Hub{Pool: r.Pool, Poll: r.Poll}
+		}
+	})
+	return r.Hub
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -90,6 +91,11 @@ type Reader struct {
 	// deployment finished, and how soon it retries a node that is down.
 	Poll time.Duration
 	Log  *slog.Logger
+	// Hub shares one listening connection among the build logs followed;
+	// nil: the Reader makes its own on first use.
+	Hub *buildlog.Hub
+
+	hubOnce sync.Once
 }
 
 // maxLine cuts runtime lines: an instance that never writes a newline
