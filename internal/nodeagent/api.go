@@ -253,25 +253,30 @@ func (a *Agent) instanceLogs(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.instances().Get(r.Context(), iid); err != nil {
 		return refusals.Map(err)
 	}
-	if offset > 0 {
-		held, err := a.heldLogBytes(r.Context(), iid)
+	if offset > 0 && follow {
+		// A follower would wait at the end for bytes that are not the
+		// ones asked for: check first that the node holds them.
+		held, err := a.logHolds(r.Context(), iid, offset)
 		if err != nil {
 			return err
 		}
-		if held < offset {
+		if !held {
 			offset = 0
 		}
 	}
-	rc, err := a.Observer.Logs(r.Context(), iid, follow)
-	if errors.Is(err, runtime.ErrNotFound) {
-		return httpapi.NotFound("instance %s has no logs on this node", iid)
-	}
+	rc, err := a.logReader(r.Context(), iid, follow)
 	if err != nil {
-		return runtimeDown(err)
+		return err
 	}
-	defer rc.Close()
+	defer func() { rc.Close() }()
 	// The reader cannot seek; what it holds is bounded by the rotation.
-	if _, err := io.CopyN(io.Discard, rc, offset); err != nil {
+	if _, err := io.CopyN(io.Discard, rc, offset); errors.Is(err, io.EOF) {
+		rc.Close()
+		if rc, err = a.logReader(r.Context(), iid, follow); err != nil {
+			return err
+		}
+		offset = 0
+	} else if err != nil {
 		return runtimeDown(err)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -295,19 +300,28 @@ func (a *Agent) instanceLogs(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// heldLogBytes counts the bytes of the instance's log the node holds now.
-func (a *Agent) heldLogBytes(ctx context.Context, iid uuid.UUID) (int64, error) {
-	rc, err := a.Observer.Logs(ctx, iid, false)
+func (a *Agent) logReader(ctx context.Context, iid uuid.UUID, follow bool) (io.ReadCloser, error) {
+	rc, err := a.Observer.Logs(ctx, iid, follow)
 	if errors.Is(err, runtime.ErrNotFound) {
-		return 0, httpapi.NotFound("instance %s has no logs on this node", iid)
+		return nil, httpapi.NotFound("instance %s has no logs on this node", iid)
 	}
 	if err != nil {
-		return 0, runtimeDown(err)
+		return nil, runtimeDown(err)
+	}
+	return rc, nil
+}
+
+// logHolds says whether the node holds at least n bytes of the
+// instance's log.
+func (a *Agent) logHolds(ctx context.Context, iid uuid.UUID, n int64) (bool, error) {
+	rc, err := a.logReader(ctx, iid, false)
+	if err != nil {
+		return false, err
 	}
 	defer rc.Close()
-	n, err := io.Copy(io.Discard, rc)
-	if err != nil {
-		return 0, runtimeDown(err)
+	got, err := io.CopyN(io.Discard, rc, n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, runtimeDown(err)
 	}
-	return n, nil
+	return got == n, nil
 }
