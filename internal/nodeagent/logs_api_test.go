@@ -79,6 +79,8 @@ func TestInstanceLogsResumeAtAnOffset(t *testing.T) {
 		{"?offset=4", "4", "two\nthree\n"},
 		{"?offset=14", "14", ""},
 		{"?offset=15", "0", "one\ntwo\nthree\n"},
+		{"?follow=true&offset=4", "4", "two\nthree\n"},
+		{"?follow=true&offset=15", "0", "one\ntwo\nthree\n"},
 	} {
 		code, h, body := call("GET", logs+tc.query, "")
 		if code != http.StatusOK || h.Get("X-Log-Offset") != tc.offset || body != tc.body {
