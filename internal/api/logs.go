@@ -50,12 +50,10 @@ func (a *API) registerLogs(api huma.API) {
 			Description: "The lines",
 			Content: map[string]*huma.MediaType{
 				"application/json":  {Schema: reg.Schema(reflect.TypeOf(LogPage{}), true, "LogPage")},
-				"text/event-stream": {Schema: &huma.Schema{Type: huma.TypeString, Description: "Server-Sent Events: `line` (data: a LogLine), `missing` (data: a LogMissing), `end` (data: the deployment's status); ids are cursors."}},
+				"text/event-stream": {Schema: &huma.Schema{Type: huma.TypeString, Description: "Server-Sent Events: `line` (data: a LogLine), `missing` (data: a LogMissing), `end` (data: the deployment's status), `error` (the stream failed: reconnect to resume); ids are cursors."}},
 			},
 		}},
 	}, a.deploymentLogs)
-	reg.Schema(reflect.TypeOf(LogLine{}), true, "LogLine")
-	reg.Schema(reflect.TypeOf(LogMissing{}), true, "LogMissing")
 }
 
 // LogLine is one line of a deployment's log.
