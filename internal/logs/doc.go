@@ -15,6 +15,12 @@
 // stream resumes from the oldest line kept, with a system line saying
 // so), and output the node never kept (see internal/runtime).
 //
+// # Connections
+//
+// A live stream follows build logs through one listening Postgres
+// connection per process (buildlog.Hub), and each instance's log over an
+// HTTP request to its node API held open while the stream lasts.
+//
 // # Time
 //
 // Build lines carry the time they were stored. Runtime lines carry none:
