@@ -60,6 +60,8 @@ type API struct {
 	// UploadIdle cuts off a streamed upload that sends nothing for this
 	// long; 0 means a minute.
 	UploadIdle time.Duration
+	// Logs reads deployments' build and runtime logs.
+	Logs Logs
 
 	// extra registers more operations; tests use it for handlers that fail.
 	extra func(huma.API)
@@ -119,6 +121,7 @@ func (a *API) register(api huma.API) {
 	a.registerDevice(api)
 	a.registerGitHubApp(api)
 	a.registerUploads(api)
+	a.registerLogs(api)
 }
 
 type healthOutput struct {

@@ -262,6 +262,16 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		}()
 	}
+	{ // a deployment's logs: neither page nor stream for a stranger
+		var dep uuid.UUID
+		if err := e.pool().QueryRow(t.Context(), `SELECT id FROM deployments`).Scan(&dep); err != nil {
+			t.Fatal(err)
+		}
+		calls[operation{"GET", "/v1/deployments/{id}/logs"}] = struct {
+			path, body string
+			status     int
+		}{"/v1/deployments/" + dep.String() + "/logs", "", http.StatusNotFound}
+	}
 	// Sign-in and the waitlist are public: a callback without the
 	// browser's state is refused; admin operations are hidden.
 	for op, c := range map[operation]struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/httpapi"
+	"github.com/zeitwork/zeitwork/internal/logs"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/ratelimit"
@@ -51,6 +52,8 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			Deploys:   api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
 			Log:       log,
 			Dev:       cfg.Dev,
+			Logs: api.Logs{Reader: &logs.Reader{Pool: pool, Poll: 2 * time.Second, Log: zlog.Component(log, "logs"),
+				Nodes: logs.Nodes{Token: cfg.Cluster.Token.Reveal(), URL: logs.APIPort(cfg.NodeAPIPort)}}},
 		}
 		if secret := cfg.GitHub.WebhookSecret.Reveal(); secret != "" {
 			if a.Webhook, err = webhook.New(pool, q, secret, zlog.Component(log, "webhook")); err != nil {

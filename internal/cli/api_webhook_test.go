@@ -86,7 +86,7 @@ func TestAPIRoleMountsTheWebhookWithASecret(t *testing.T) {
 			exited := make(chan int, 1)
 			go func() {
 				exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{
-					"DATABASE_URL=" + url, "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text", "GITHUB_WEBHOOK_SECRET=" + secret,
+					"DATABASE_URL=" + url, "CLUSTER_TOKEN=t", "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text", "GITHUB_WEBHOOK_SECRET=" + secret,
 				}})
 			}()
 			defer func() {

@@ -89,7 +89,7 @@ func TestUnbuiltCommandsSaySo(t *testing.T) {
 // The api role runs once its configuration is valid: an address it cannot
 // listen on is then its first failure, and it names the variable.
 func TestAPIRoleRuns(t *testing.T) {
-	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "API_ADDR=256.0.0.1:0"}, "api")
+	code, out, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=t", "API_ADDR=256.0.0.1:0"}, "api")
 	if code != ExitFailure || !strings.Contains(errOut, "API_ADDR 256.0.0.1:0") || out != "" {
 		t.Fatalf("api: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

@@ -44,6 +44,10 @@ type API struct {
 	// when S3_ENDPOINT is unset, and the upload routes then answer 503.
 	S3      *S3
 	Uploads Uploads
+	// Cluster's token and NodeAPIPort reach the node APIs, which serve
+	// instances' logs.
+	Cluster     Cluster
+	NodeAPIPort int `env:"NODE_API_PORT" envDefault:"8082"`
 }
 
 // enable parses S3 only when it is configured: an API without it still

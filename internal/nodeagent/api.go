@@ -1,8 +1,11 @@
 package nodeagent
 
 import (
+	"context"
 	"errors"
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -227,26 +230,61 @@ func (a *Agent) deleteInstance(w http.ResponseWriter, r *http.Request) error {
 // instanceLogs streams an instance's stdout and stderr as captured on this
 // node (bounded and rotated by the runtime); ?follow=true keeps the
 // response open for new lines until the client goes away.
+//
+// ?offset=N starts N bytes into what the node holds, so that a reader who
+// was cut off resumes where it stopped; X-Log-Offset answers where the
+// response really starts. Offsets count from the oldest byte the node
+// keeps, so they hold until the runtime rotates the log: a rotation moves
+// them by the size of the generation it drops. When the node holds fewer
+// than N bytes the log was rotated or lost meanwhile, and the response
+// starts at 0 to say so.
 func (a *Agent) instanceLogs(w http.ResponseWriter, r *http.Request) error {
 	iid, err := a.instanceID(r)
 	if err != nil {
 		return err
 	}
 	follow := r.URL.Query().Get("follow") == "true"
+	var offset int64
+	if raw := r.URL.Query().Get("offset"); raw != "" {
+		if offset, err = strconv.ParseInt(raw, 10, 64); err != nil || offset < 0 {
+			return httpapi.BadRequest("offset %q is not a byte count", raw)
+		}
+	}
 	if _, err := a.instances().Get(r.Context(), iid); err != nil {
 		return refusals.Map(err)
 	}
-	rc, err := a.Observer.Logs(r.Context(), iid, follow)
-	if errors.Is(err, runtime.ErrNotFound) {
-		return httpapi.NotFound("instance %s has no logs on this node", iid)
+	if offset > 0 && follow {
+		// A follower would wait at the end for bytes that are not the
+		// ones asked for: check first that the node holds them.
+		held, err := a.logHolds(r.Context(), iid, offset)
+		if err != nil {
+			return err
+		}
+		if !held {
+			offset = 0
+		}
 	}
+	rc, err := a.logReader(r.Context(), iid, follow)
 	if err != nil {
+		return err
+	}
+	defer func() { rc.Close() }()
+	// The reader cannot seek; what it holds is bounded by the rotation.
+	if _, err := io.CopyN(io.Discard, rc, offset); errors.Is(err, io.EOF) {
+		rc.Close()
+		if rc, err = a.logReader(r.Context(), iid, follow); err != nil {
+			return err
+		}
+		offset = 0
+	} else if err != nil {
 		return runtimeDown(err)
 	}
-	defer rc.Close()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("X-Log-Offset", strconv.FormatInt(offset, 10))
 	flusher := http.NewResponseController(w)
+	w.WriteHeader(http.StatusOK)
+	_ = flusher.Flush() // the reader learns the offset before the first line
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := rc.Read(buf)
@@ -260,4 +298,30 @@ func (a *Agent) instanceLogs(w http.ResponseWriter, r *http.Request) error {
 			return nil // EOF, or the follow ended with the request
 		}
 	}
+}
+
+func (a *Agent) logReader(ctx context.Context, iid uuid.UUID, follow bool) (io.ReadCloser, error) {
+	rc, err := a.Observer.Logs(ctx, iid, follow)
+	if errors.Is(err, runtime.ErrNotFound) {
+		return nil, httpapi.NotFound("instance %s has no logs on this node", iid)
+	}
+	if err != nil {
+		return nil, runtimeDown(err)
+	}
+	return rc, nil
+}
+
+// logHolds says whether the node holds at least n bytes of the
+// instance's log.
+func (a *Agent) logHolds(ctx context.Context, iid uuid.UUID, n int64) (bool, error) {
+	rc, err := a.logReader(ctx, iid, false)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	got, err := io.CopyN(io.Discard, rc, n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, runtimeDown(err)
+	}
+	return got == n, nil
 }

@@ -46,6 +46,7 @@ var controlPlane = []string{
 	"internal/operator", "internal/management", "internal/edge", "internal/builder",
 	"internal/domains", "internal/certs", "internal/scheduler", "internal/ipam",
 	"internal/instance", "internal/node", "internal/deployment", "internal/build", "internal/webhook",
+	"internal/api", "internal/logs",
 }
 
 // domain packages own a table each; they know storage, not transport or roles.
