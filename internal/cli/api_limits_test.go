@@ -69,7 +69,7 @@ func TestAPIRoleAppliesLimitsFromItsEnvironment(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() {
 		exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{
-			"DATABASE_URL=" + url, "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text",
+			"DATABASE_URL=" + url, "CLUSTER_TOKEN=t", "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text",
 			"API_RATE_LIMIT_DEVICE_CODES=1/1h", "API_DEVICE_VERIFICATION_URL=https://dash.example/device", "API_DEVICE_POLL_INTERVAL=7s",
 		}})
 	}()

@@ -132,7 +132,7 @@ func TestAPIRoleServesUploads(t *testing.T) {
 	exited := make(chan int, 1)
 	go func() {
 		exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{
-			"DATABASE_URL=" + dbURL, "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text",
+			"DATABASE_URL=" + dbURL, "CLUSTER_TOKEN=t", "API_ADDR=127.0.0.1:0", "LOG_FORMAT=text",
 			"S3_ENDPOINT=" + s3.Endpoint, "S3_REGION=" + s3.Region, "S3_BUCKET=" + s3.Bucket,
 			"S3_ACCESS_KEY_ID=" + s3.AccessKeyID, "S3_SECRET_ACCESS_KEY=" + s3.SecretAccessKey.Reveal(),
 			"UPLOAD_S3_URL=off", "UPLOAD_MAX_BYTES=1024",

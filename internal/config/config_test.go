@@ -243,7 +243,7 @@ func TestEachVariableIsDeclaredOnce(t *testing.T) {
 }
 
 func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://z@127.0.0.1/z"}
+	base := map[string]string{"DATABASE_URL": "postgres://z@127.0.0.1/z", "CLUSTER_TOKEN": "t"}
 	cfg, err := ParseFrom[API](base)
 	if err != nil {
 		t.Fatal(err)

@@ -233,6 +233,7 @@ type Node struct {
 	AvailableMemoryMb *int32
 	LoadMillis        *int32
 	InstancesRunning  *int32
+	ApiAddress        *string
 }
 
 type Operator struct {

@@ -21,7 +21,7 @@ SET free_cpu_millis = free_cpu_millis - $1::int,
 WHERE id = $3
   AND free_cpu_millis >= $1::int
   AND free_memory_mb >= $2::int
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
 `
 
 type NodeAllocateParams struct {
@@ -53,12 +53,13 @@ func (q *Queries) NodeAllocate(ctx context.Context, arg NodeAllocateParams) (Nod
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }
 
 const nodeGetByID = `-- name: NodeGetByID :one
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes WHERE id = $1
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes WHERE id = $1
 `
 
 func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
@@ -83,6 +84,7 @@ func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }
@@ -96,7 +98,7 @@ SET last_heartbeat_at = now(),
     instances_running = $3::int,
     updated_at = now()
 WHERE id = $4
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
 `
 
 type NodeHeartbeatParams struct {
@@ -137,12 +139,13 @@ func (q *Queries) NodeHeartbeat(ctx context.Context, arg NodeHeartbeatParams) (N
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }
 
 const nodeList = `-- name: NodeList :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes ORDER BY hostname, id
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes ORDER BY hostname, id
 `
 
 func (q *Queries) NodeList(ctx context.Context) ([]Node, error) {
@@ -173,6 +176,7 @@ func (q *Queries) NodeList(ctx context.Context) ([]Node, error) {
 			&i.AvailableMemoryMb,
 			&i.LoadMillis,
 			&i.InstancesRunning,
+			&i.ApiAddress,
 		); err != nil {
 			return nil, err
 		}
@@ -210,7 +214,7 @@ func (q *Queries) NodeListIPv6Prefixes(ctx context.Context) ([]netip.Prefix, err
 }
 
 const nodeListSchedulable = `-- name: NodeListSchedulable :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes
 WHERE status = 'active' AND last_heartbeat_at > $1
 ORDER BY free_cpu_millis DESC, free_memory_mb DESC, id
 `
@@ -244,6 +248,7 @@ func (q *Queries) NodeListSchedulable(ctx context.Context, heartbeatAfter time.T
 			&i.AvailableMemoryMb,
 			&i.LoadMillis,
 			&i.InstancesRunning,
+			&i.ApiAddress,
 		); err != nil {
 			return nil, err
 		}
@@ -256,7 +261,7 @@ func (q *Queries) NodeListSchedulable(ctx context.Context, heartbeatAfter time.T
 }
 
 const nodeListStale = `-- name: NodeListStale :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running FROM nodes
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes
 WHERE status IN ('active', 'draining') AND last_heartbeat_at < $1
 ORDER BY last_heartbeat_at
 `
@@ -290,6 +295,7 @@ func (q *Queries) NodeListStale(ctx context.Context, heartbeatBefore time.Time) 
 			&i.AvailableMemoryMb,
 			&i.LoadMillis,
 			&i.InstancesRunning,
+			&i.ApiAddress,
 		); err != nil {
 			return nil, err
 		}
@@ -305,7 +311,7 @@ const nodeMarkDeadIfStale = `-- name: NodeMarkDeadIfStale :one
 UPDATE nodes
 SET status = 'dead', updated_at = now()
 WHERE id = $1 AND status <> 'dead' AND last_heartbeat_at < $2
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
 `
 
 type NodeMarkDeadIfStaleParams struct {
@@ -337,22 +343,24 @@ func (q *Queries) NodeMarkDeadIfStale(ctx context.Context, arg NodeMarkDeadIfSta
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }
 
 const nodeRegister = `-- name: NodeRegister :one
 INSERT INTO nodes (
-    id, hostname, internal_address, region, labels,
+    id, hostname, internal_address, api_address, region, labels,
     cpu_millis, memory_mb, free_cpu_millis, free_memory_mb,
     ipv6_prefix, agent_version
 ) VALUES (
-    $1, $2, $3, $4, $5,
-    $6, $7, $6, $7,
-    $8, $9
+    $1, $2, $3, $4, $5, $6,
+    $7, $8, $7, $8,
+    $9, $10
 )
 ON CONFLICT (internal_address) DO UPDATE
 SET hostname = excluded.hostname,
+    api_address = excluded.api_address,
     region = excluded.region,
     labels = excluded.labels,
     cpu_millis = excluded.cpu_millis,
@@ -363,13 +371,14 @@ SET hostname = excluded.hostname,
     status = 'active',
     last_heartbeat_at = now(),
     updated_at = now()
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
 `
 
 type NodeRegisterParams struct {
 	ID              uuid.UUID
 	Hostname        string
 	InternalAddress string
+	ApiAddress      *string
 	Region          string
 	Labels          []byte
 	CpuMillis       int32
@@ -387,6 +396,7 @@ func (q *Queries) NodeRegister(ctx context.Context, arg NodeRegisterParams) (Nod
 		arg.ID,
 		arg.Hostname,
 		arg.InternalAddress,
+		arg.ApiAddress,
 		arg.Region,
 		arg.Labels,
 		arg.CpuMillis,
@@ -414,6 +424,7 @@ func (q *Queries) NodeRegister(ctx context.Context, arg NodeRegisterParams) (Nod
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }
@@ -424,7 +435,7 @@ SET free_cpu_millis = least(cpu_millis, free_cpu_millis + $1::int),
     free_memory_mb = least(memory_mb, free_memory_mb + $2::int),
     updated_at = now()
 WHERE id = $3
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
 `
 
 type NodeReleaseParams struct {
@@ -456,6 +467,7 @@ func (q *Queries) NodeRelease(ctx context.Context, arg NodeReleaseParams) (Node,
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }
@@ -464,7 +476,7 @@ const nodeSetStatus = `-- name: NodeSetStatus :one
 UPDATE nodes
 SET status = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
 `
 
 type NodeSetStatusParams struct {
@@ -494,6 +506,7 @@ func (q *Queries) NodeSetStatus(ctx context.Context, arg NodeSetStatusParams) (N
 		&i.AvailableMemoryMb,
 		&i.LoadMillis,
 		&i.InstancesRunning,
+		&i.ApiAddress,
 	)
 	return i, err
 }

@@ -599,3 +599,13 @@ func TestFollowReplaysStoppedInstancesAndOutlivesANodeRestart(t *testing.T) {
 		t.Fatalf("after the node closed the log: %+v", e.Line)
 	}
 }
+
+func TestAPIPortPrefersTheAdvertisedAddress(t *testing.T) {
+	url := logs.APIPort(8082)
+	if got := url(node.Node{InternalAddress: "127.0.0.1:28200", APIAddress: "127.0.0.1:28101"}); got != "http://127.0.0.1:28101" {
+		t.Errorf("advertised: %s", got)
+	}
+	if got := url(node.Node{InternalAddress: "[fd7a::1]:8083"}); got != "http://[fd7a::1]:8082" {
+		t.Errorf("not advertised: %s", got)
+	}
+}

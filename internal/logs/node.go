@@ -27,10 +27,14 @@ type Nodes struct {
 	URL func(node.Node) string
 }
 
-// APIPort is the usual URL of node APIs: the node's internal host (its
-// internal address names the node-proxy) on the node API's port.
+// APIPort is the URL of a node's API: the address the agent advertised,
+// or for an agent that advertised none, the node's internal host (its
+// internal address names the node-proxy) on port.
 func APIPort(port int) func(node.Node) string {
 	return func(n node.Node) string {
+		if n.APIAddress != "" {
+			return "http://" + n.APIAddress
+		}
 		host, _, err := net.SplitHostPort(n.InternalAddress)
 		if err != nil {
 			host = n.InternalAddress

@@ -27,8 +27,11 @@ type Node struct {
 	ID              uuid.UUID `json:"id"`
 	Hostname        string    `json:"hostname"`
 	InternalAddress string    `json:"internal_address"` // where the edge and operators reach its agent
-	Region          string    `json:"region"`
-	Labels          []byte    `json:"-"` // JSON object
+	// APIAddress is host:port of the node API, as the agent advertised it;
+	// empty for an agent that did not.
+	APIAddress string `json:"api_address,omitempty"`
+	Region     string `json:"region"`
+	Labels     []byte `json:"-"` // JSON object
 	// Prefix is the node's /64 of the cluster prefix: its instances'
 	// addresses come from it.
 	Prefix          netip.Prefix `json:"ipv6_prefix"`
@@ -47,7 +50,7 @@ type Node struct {
 
 func fromRow(r db.Node) Node {
 	return Node{
-		ID: r.ID, Hostname: r.Hostname, InternalAddress: r.InternalAddress, Region: r.Region, Labels: r.Labels,
+		ID: r.ID, Hostname: r.Hostname, InternalAddress: r.InternalAddress, APIAddress: lo.FromPtr(r.ApiAddress), Region: r.Region, Labels: r.Labels,
 		Prefix: r.Ipv6Prefix, Status: Status(r.Status), CPUMillis: r.CpuMillis, FreeCPUMillis: r.FreeCpuMillis,
 		MemoryMB: r.MemoryMb, FreeMemoryMB: r.FreeMemoryMb, AgentVersion: r.AgentVersion, LastHeartbeatAt: r.LastHeartbeatAt,
 		AvailableMemoryMB: r.AvailableMemoryMb, LoadMillis: r.LoadMillis, InstancesRunning: r.InstancesRunning,

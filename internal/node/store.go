@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/ipam"
@@ -22,11 +23,13 @@ type Registration struct {
 	ID              uuid.UUID
 	Hostname        string
 	InternalAddress string // where the edge and operators reach this node (Tailscale in production)
-	Region          string
-	Labels          []byte // JSON object
-	CPUMillis       int32
-	MemoryMB        int32
-	AgentVersion    string
+	// APIAddress is host:port of the node API; empty: not advertised.
+	APIAddress   string
+	Region       string
+	Labels       []byte // JSON object
+	CPUMillis    int32
+	MemoryMB     int32
+	AgentVersion string
 }
 
 // Register records the node and returns it, with its /64 of cluster. A node
@@ -54,7 +57,7 @@ func (s Store) Register(ctx context.Context, cluster netip.Prefix, r Registratio
 			return Node{}, fmt.Errorf("register node: every /64 of %s is taken", cluster)
 		}
 		row, err := q.NodeRegister(ctx, db.NodeRegisterParams{
-			ID: r.ID, Hostname: r.Hostname, InternalAddress: r.InternalAddress, Region: r.Region, Labels: labels,
+			ID: r.ID, Hostname: r.Hostname, InternalAddress: r.InternalAddress, ApiAddress: lo.EmptyableToPtr(r.APIAddress), Region: r.Region, Labels: labels,
 			CpuMillis: r.CPUMillis, MemoryMb: r.MemoryMB, Ipv6Prefix: prefix, AgentVersion: r.AgentVersion,
 		})
 		var pgErr *pgconn.PgError

@@ -62,3 +62,18 @@ func TestStatusCapacityAndDeath(t *testing.T) {
 		t.Fatalf("heartbeat after death: %v %v", back.Status, err)
 	}
 }
+
+func TestRegisterRecordsTheAdvertisedAPI(t *testing.T) {
+	ctx := context.Background()
+	nodes := node.Store{DB: testdb.New(t)}
+	n, err := nodes.Register(ctx, ipam.DefaultCluster, node.Registration{ID: id.New(), Hostname: "w1", InternalAddress: "100.64.0.1:7000", APIAddress: "100.64.0.1:8082", CPUMillis: 1000, MemoryMB: 1024})
+	if err != nil || n.APIAddress != "100.64.0.1:8082" {
+		t.Fatalf("registered %+v, %v", n, err)
+	}
+	// An agent that moves its API re-registers under the same internal
+	// address; one that advertises nothing leaves no stale address behind.
+	again, err := nodes.Register(ctx, ipam.DefaultCluster, node.Registration{ID: id.New(), Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 1000, MemoryMB: 1024})
+	if err != nil || again.ID != n.ID || again.APIAddress != "" {
+		t.Fatalf("re-registered %+v, %v", again, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	goruntime "runtime"
 	"strconv"
@@ -37,9 +38,28 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	}
 	hostname, _ := os.Hostname()
 
+	// Listening before registering lets the node advertise the API's real
+	// port (NODEAGENT_ADDR may ask the kernel for one).
+	api, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("NODEAGENT_ADDR %s: %w", cfg.APIAddr, err)
+	}
+	proxy, err := net.Listen("tcp", cfg.ProxyAddr)
+	if err != nil {
+		api.Close()
+		return fmt.Errorf("NODEPROXY_ADDR %s: %w", cfg.ProxyAddr, err)
+	}
+	serving := false // once true, agent.Run owns the listeners
+	defer func() {
+		if !serving {
+			api.Close()
+			proxy.Close()
+		}
+	}()
+
 	self, err := Register(ctx, pool, cfg.ClusterPrefix, cfg.StateDir, node.Registration{
-		Hostname: hostname, InternalAddress: cfg.InternalAddress, Region: cfg.Region,
-		CPUMillis: cpu, MemoryMB: mem, AgentVersion: version,
+		Hostname: hostname, InternalAddress: cfg.InternalAddress, APIAddress: advertisedAPI(cfg.InternalAddress, api.Addr()),
+		Region: cfg.Region, CPUMillis: cpu, MemoryMB: mem, AgentVersion: version,
 	})
 	if err != nil {
 		return err
@@ -85,15 +105,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 			Secrets: cfg.Secrets.Keys, Policy: policy, Log: zlog.Component(log, "converge"),
 		},
 	}
-	api, err := net.Listen("tcp", cfg.APIAddr)
-	if err != nil {
-		return fmt.Errorf("NODEAGENT_ADDR %s: %w", cfg.APIAddr, err)
-	}
-	proxy, err := net.Listen("tcp", cfg.ProxyAddr)
-	if err != nil {
-		api.Close()
-		return fmt.Errorf("NODEPROXY_ADDR %s: %w", cfg.ProxyAddr, err)
-	}
+	serving = true
 	log.InfoContext(ctx, "node agent serving", "api", api.Addr().String(), "proxy", proxy.Addr().String(), "runtime_handler", cfg.RuntimeHandler)
 	return agent.Run(ctx, api, proxy)
 }
@@ -122,4 +134,22 @@ func meminfo(field string) (int64, error) {
 func SimulatedNames(node uuid.UUID) (table, linkPrefix, netnsPrefix string) {
 	tag := node.String()[30:]
 	return "zw" + tag, "z" + tag[:4], "zw-" + tag + "-"
+}
+
+// advertisedAPI is where the rest of the cluster reaches the node API
+// listening on l: its address, or, when it listens on every interface, the
+// internal address's host on its port.
+func advertisedAPI(internal string, l net.Addr) string {
+	ap, err := netip.ParseAddrPort(l.String())
+	if err != nil {
+		return l.String()
+	}
+	if !ap.Addr().IsUnspecified() {
+		return ap.String()
+	}
+	host, _, err := net.SplitHostPort(internal)
+	if err != nil {
+		host = internal
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(ap.Port())))
 }

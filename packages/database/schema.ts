@@ -480,6 +480,9 @@ export const nodes = pgTable(
     id: uuid("id").primaryKey(),
     hostname: text("hostname").notNull(),
     internalAddress: text("internal_address").notNull().unique(),
+    // host:port of the node API on the private network, as the agent
+    // advertised it at registration (the api reads instances' logs there).
+    apiAddress: text("api_address"),
     region: text("region").notNull().default(""),
     labels: jsonb("labels").notNull().default({}),
     cpuMillis: integer("cpu_millis").notNull(),

@@ -4,16 +4,17 @@
 -- means: pick another /64); a known node keeps its id, its /64 and what is
 -- allocated on it, and becomes active again.
 INSERT INTO nodes (
-    id, hostname, internal_address, region, labels,
+    id, hostname, internal_address, api_address, region, labels,
     cpu_millis, memory_mb, free_cpu_millis, free_memory_mb,
     ipv6_prefix, agent_version
 ) VALUES (
-    @id, @hostname, @internal_address, @region, @labels,
+    @id, @hostname, @internal_address, sqlc.narg(api_address), @region, @labels,
     @cpu_millis, @memory_mb, @cpu_millis, @memory_mb,
     @ipv6_prefix, @agent_version
 )
 ON CONFLICT (internal_address) DO UPDATE
 SET hostname = excluded.hostname,
+    api_address = excluded.api_address,
     region = excluded.region,
     labels = excluded.labels,
     cpu_millis = excluded.cpu_millis,
