@@ -101,6 +101,10 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 	case errors.Is(err, build.ErrEnded):
 		log.InfoContext(ctx, "build already ended", "status", b.Status)
 		return nil
+	case errors.Is(err, build.ErrNotFound):
+		// Its project was deleted: there is nothing to build, now or on a retry.
+		log.InfoContext(ctx, "build gone: its project was deleted")
+		return nil
 	case err != nil:
 		return err
 	}

@@ -313,3 +313,21 @@ func TestRequestBuildValidatesAndWritesAllOrNothing(t *testing.T) {
 		t.Fatalf("a good request wrote %d deployments, %d builds, %d tasks; want one each", deployments, builds, jobs)
 	}
 }
+
+func TestBuildOfADeletedProjectIsDoneNotRetried(t *testing.T) {
+	h := newHarness(t, treeFetcher{"Dockerfile": "FROM scratch\n"})
+	r := h.request(t)
+	ctx := context.Background()
+	if _, err := h.pool.Exec(ctx, `DELETE FROM projects WHERE id = $1`, r.Deployment.ProjectID); err != nil {
+		t.Fatal(err)
+	}
+	// An error would have River retry the task until it gives up; the
+	// build is gone for good, so the task is done.
+	if err := h.svc.Run(ctx, r.Build.ID, false); err != nil {
+		t.Fatalf("Run of a deleted project's build = %v, want nil", err)
+	}
+	var n int
+	if err := h.pool.QueryRow(ctx, `SELECT count(*) FROM builds`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d builds after running a deleted one (%v)", n, err)
+	}
+}

@@ -129,6 +129,9 @@ func (w *DeployWorker) Work(ctx context.Context, job *queue.Job[DeployTask]) err
 // after Poll; DeployWorker.Work waits and steps again itself.
 func (l *Lifecycle) Deploy(ctx context.Context, depID uuid.UUID) error {
 	dep, err := l.deployments().Get(ctx, depID)
+	if errors.Is(err, deployment.ErrNotFound) {
+		return nil // its project was deleted: nothing to place, now or on a retry
+	}
 	if err != nil {
 		return err
 	}

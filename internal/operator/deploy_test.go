@@ -374,3 +374,12 @@ func TestDrainMovesInstancesThenEmptiesTheNode(t *testing.T) {
 		t.Fatalf("after the replacement is healthy: %d live, drained node still has one: %v", len(live), ok)
 	}
 }
+
+func TestDeployOfADeletedDeploymentIsDone(t *testing.T) {
+	c := newCluster(t, 3)
+	// A deployment whose project was deleted: the task is done rather
+	// than retried until River gives up.
+	if err := c.l.Deploy(context.Background(), id.New()); err != nil {
+		t.Fatalf("Deploy of a deployment that is gone = %v, want nil", err)
+	}
+}
