@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// endpoint is one read the load is pointed at.
+type endpoint struct {
+	name, path string
+	auth       bool
+}
+
+// wrkRun is what one wrk run measured.
+type wrkRun struct {
+	rps       float64
+	p50, p99  time.Duration
+	requests  int64
+	problems  []string      // socket errors and non-2xx answers, as wrk printed them
+	cpuPerReq time.Duration // the API process's CPU time per request
+}
+
+// reads is every round's run of every endpoint.
+type reads struct {
+	endpoints []endpoint
+	rounds    []map[string]wrkRun
+}
+
+func measureReads(ctx context.Context, o options, w *world, api *apiProc) (reads, error) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return reads{}, fmt.Errorf("wrk not found (scripts/deps.sh install puts it there): %w", err)
+	}
+	eps := []endpoint{
+		{"GET /v1/health (reference)", "/v1/health", false},
+		{"GET /v1/projects", "/v1/projects", true},
+		{"GET /v1/projects/{id}", "/v1/projects/" + w.project.String(), true},
+		{"GET /v1/deployments?project_id=", "/v1/deployments?project_id=" + w.project.String(), true},
+	}
+	// Each answers 200 before it is loaded: wrk counts answers, not 200s.
+	for _, ep := range eps {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api.url+ep.path, nil)
+		if ep.auth {
+			req.Header.Set("Authorization", "Bearer "+w.token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return reads{}, err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return reads{}, fmt.Errorf("%s: %d", ep.name, res.StatusCode)
+		}
+		if _, err := runWrk(ctx, o, api, w, ep, o.warmup); err != nil {
+			return reads{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	rd := reads{endpoints: eps}
+	for r := range o.rounds {
+		order := slices.Clone(eps)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		runs := map[string]wrkRun{}
+		for _, ep := range order {
+			run, err := runWrk(ctx, o, api, w, ep, o.duration)
+			if err != nil {
+				return rd, err
+			}
+			runs[ep.name] = run
+		}
+		rd.rounds = append(rd.rounds, runs)
+	}
+	return rd, nil
+}
+
+func runWrk(ctx context.Context, o options, api *apiProc, w *world, ep endpoint, d time.Duration) (wrkRun, error) {
+	args := []string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency"}
+	if ep.auth {
+		args = append(args, "-H", "Authorization: Bearer "+w.token)
+	}
+	args = append(args, api.url+ep.path)
+	before := api.cpu()
+	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	cpu := api.cpu() - before
+	if err != nil {
+		return wrkRun{}, fmt.Errorf("wrk %s: %v\n%s", ep.name, err, out)
+	}
+	if err := api.alive(); err != nil {
+		return wrkRun{}, err
+	}
+	run, err := parseWrk(string(out))
+	if err != nil {
+		return wrkRun{}, fmt.Errorf("wrk %s: %w\n%s", ep.name, err, out)
+	}
+	if len(run.problems) > 0 {
+		return wrkRun{}, fmt.Errorf("wrk %s: %s", ep.name, strings.Join(run.problems, "; "))
+	}
+	if run.requests > 0 {
+		run.cpuPerReq = cpu / time.Duration(run.requests)
+	}
+	return run, nil
+}
+
+// parseWrk reads wrk's --latency report.
+func parseWrk(out string) (wrkRun, error) {
+	var r wrkRun
+	var haveRPS, have50, have99 bool
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		f := strings.Fields(line)
+		var err error
+		switch {
+		case strings.HasPrefix(line, "Requests/sec:") && len(f) == 2:
+			r.rps, err = strconv.ParseFloat(f[1], 64)
+			haveRPS = true
+		case len(f) == 2 && f[0] == "50%":
+			r.p50, err = wrkDuration(f[1])
+			have50 = true
+		case len(f) == 2 && f[0] == "99%":
+			r.p99, err = wrkDuration(f[1])
+			have99 = true
+		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
+			r.requests, err = strconv.ParseInt(f[0], 10, 64)
+		case strings.HasPrefix(line, "Socket errors:"), strings.HasPrefix(line, "Non-2xx or 3xx responses:"):
+			r.problems = append(r.problems, line)
+		}
+		if err != nil {
+			return wrkRun{}, fmt.Errorf("parse %q: %w", line, err)
+		}
+	}
+	if !haveRPS || !have50 || !have99 {
+		return wrkRun{}, fmt.Errorf("no Requests/sec, 50%% or 99%% line")
+	}
+	return r, nil
+}
+
+// wrkDuration parses wrk's latencies: 812.00us, 1.23ms, 2.01s, 1.50m.
+func wrkDuration(s string) (time.Duration, error) {
+	for _, u := range []struct {
+		suffix string
+		unit   time.Duration
+	}{{"us", time.Microsecond}, {"ms", time.Millisecond}, {"s", time.Second}, {"m", time.Minute}, {"h", time.Hour}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, err
+			}
+			return time.Duration(f * float64(u.unit)), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown unit in %q", s)
+}
