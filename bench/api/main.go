@@ -39,6 +39,7 @@ type options struct {
 	threads, conns   int
 	duration, warmup time.Duration
 	projects         int
+	pickup, reads    bool
 }
 
 func main() {
@@ -53,6 +54,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "wrk duration per round (whole seconds)")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "wrk warm-up per endpoint (whole seconds)")
 	flag.IntVar(&o.projects, "projects", 20, "projects of the user's organisation (a full first page of GET /v1/projects)")
+	flag.BoolVar(&o.pickup, "pickup", true, "measure webhook → build task picked")
+	flag.BoolVar(&o.reads, "reads", true, "measure the read endpoints")
 	flag.Parse()
 	if o.zeitwork == "" {
 		fmt.Fprintln(os.Stderr, "bench/api: -zeitwork is required (use bench/api/run.sh)")
@@ -84,15 +87,21 @@ func run(ctx context.Context, o options) error {
 	}
 	defer api.stop()
 
-	fmt.Fprintf(os.Stderr, "bench/api: %d push deliveries against as many reference tasks, twice\n", o.deliveries)
-	pk, err := measurePickup(ctx, w, api.url, o.deliveries, []time.Duration{o.gap, 0})
-	if err != nil {
-		return fmt.Errorf("pickup: %w", err)
+	var (
+		pk []pickup
+		rd reads
+	)
+	if o.pickup {
+		fmt.Fprintf(os.Stderr, "bench/api: %d push deliveries against as many reference tasks, twice\n", o.deliveries)
+		if pk, err = measurePickup(ctx, w, api.url, o.deliveries, []time.Duration{o.gap, 0}); err != nil {
+			return fmt.Errorf("pickup: %w", err)
+		}
 	}
-	fmt.Fprintln(os.Stderr, "bench/api: read endpoints")
-	rd, err := measureReads(ctx, o, w, api)
-	if err != nil {
-		return fmt.Errorf("reads: %w", err)
+	if o.reads {
+		fmt.Fprintln(os.Stderr, "bench/api: read endpoints")
+		if rd, err = measureReads(ctx, o, w, api); err != nil {
+			return fmt.Errorf("reads: %w", err)
+		}
 	}
 	report(os.Stdout, o, pk, rd)
 	return nil

@@ -10,12 +10,34 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zeitwork/zeitwork/internal/api"
 )
 
 // endpoint is one read the load is pointed at.
 type endpoint struct {
 	name, path string
-	auth       bool
+	auth       credential
+}
+
+type credential int
+
+const (
+	anonymous credential = iota
+	token
+	// cookie is a diagnostic row: a session's lookup only reads, while an
+	// API token's also records when it was last used.
+	cookie
+)
+
+func (c credential) header(w *world) (string, string) {
+	switch c {
+	case token:
+		return "Authorization", "Bearer " + w.token
+	case cookie:
+		return "Cookie", api.SessionCookie + "=" + w.cookie
+	}
+	return "", ""
 }
 
 // wrkRun is what one wrk run measured.
@@ -33,21 +55,22 @@ type reads struct {
 	rounds    []map[string]wrkRun
 }
 
-func measureReads(ctx context.Context, o options, w *world, api *apiProc) (reads, error) {
+func measureReads(ctx context.Context, o options, w *world, proc *apiProc) (reads, error) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return reads{}, fmt.Errorf("wrk not found (scripts/deps.sh install puts it there): %w", err)
 	}
 	eps := []endpoint{
-		{"GET /v1/health (reference)", "/v1/health", false},
-		{"GET /v1/projects", "/v1/projects", true},
-		{"GET /v1/projects/{id}", "/v1/projects/" + w.project.String(), true},
-		{"GET /v1/deployments?project_id=", "/v1/deployments?project_id=" + w.project.String(), true},
+		{"GET /v1/health (reference)", "/v1/health", anonymous},
+		{"GET /v1/projects", "/v1/projects", token},
+		{"GET /v1/projects/{id}", "/v1/projects/" + w.project.String(), token},
+		{"GET /v1/deployments?project_id=", "/v1/deployments?project_id=" + w.project.String(), token},
+		{"GET /v1/projects, session cookie", "/v1/projects", cookie},
 	}
 	// Each answers 200 before it is loaded: wrk counts answers, not 200s.
 	for _, ep := range eps {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api.url+ep.path, nil)
-		if ep.auth {
-			req.Header.Set("Authorization", "Bearer "+w.token)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, proc.url+ep.path, nil)
+		if k, v := ep.auth.header(w); k != "" {
+			req.Header.Set(k, v)
 		}
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -57,7 +80,7 @@ func measureReads(ctx context.Context, o options, w *world, api *apiProc) (reads
 		if res.StatusCode != http.StatusOK {
 			return reads{}, fmt.Errorf("%s: %d", ep.name, res.StatusCode)
 		}
-		if _, err := runWrk(ctx, o, api, w, ep, o.warmup); err != nil {
+		if _, err := runWrk(ctx, o, proc, w, ep, o.warmup); err != nil {
 			return reads{}, fmt.Errorf("warm-up: %w", err)
 		}
 	}
@@ -69,7 +92,7 @@ func measureReads(ctx context.Context, o options, w *world, api *apiProc) (reads
 		}
 		runs := map[string]wrkRun{}
 		for _, ep := range order {
-			run, err := runWrk(ctx, o, api, w, ep, o.duration)
+			run, err := runWrk(ctx, o, proc, w, ep, o.duration)
 			if err != nil {
 				return rd, err
 			}
@@ -80,19 +103,19 @@ func measureReads(ctx context.Context, o options, w *world, api *apiProc) (reads
 	return rd, nil
 }
 
-func runWrk(ctx context.Context, o options, api *apiProc, w *world, ep endpoint, d time.Duration) (wrkRun, error) {
+func runWrk(ctx context.Context, o options, proc *apiProc, w *world, ep endpoint, d time.Duration) (wrkRun, error) {
 	args := []string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency"}
-	if ep.auth {
-		args = append(args, "-H", "Authorization: Bearer "+w.token)
+	if k, v := ep.auth.header(w); k != "" {
+		args = append(args, "-H", k+": "+v)
 	}
-	args = append(args, api.url+ep.path)
-	before := api.cpu()
+	args = append(args, proc.url+ep.path)
+	before := proc.cpu()
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
-	cpu := api.cpu() - before
+	cpu := proc.cpu() - before
 	if err != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %v\n%s", ep.name, err, out)
 	}
-	if err := api.alive(); err != nil {
+	if err := proc.alive(); err != nil {
 		return wrkRun{}, err
 	}
 	run, err := parseWrk(string(out))

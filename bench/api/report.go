@@ -14,9 +14,11 @@ import (
 func report(out io.Writer, o options, pks []pickup, rd reads) {
 	fmt.Fprintf(out, "Machine: %s, %d CPUs (shared), %s\n\n", cpuModel(), runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"))
 
-	fmt.Fprintf(out, "Webhook accepted → build task picked (%d deliveries per spacing, alternating with as many reference tasks):\n\n", o.deliveries)
-	fmt.Fprintln(out, "| spacing | measurement | p50 | p95 | max |")
-	fmt.Fprintln(out, "|---|---|---|---|---|")
+	if len(pks) > 0 {
+		fmt.Fprintf(out, "Webhook accepted → build task picked (%d deliveries per spacing, alternating with as many reference tasks):\n\n", o.deliveries)
+		fmt.Fprintln(out, "| spacing | measurement | p50 | p95 | max |")
+		fmt.Fprintln(out, "|---|---|---|---|---|")
+	}
 	for _, pk := range pks {
 		spacing := fmt.Sprintf("%s pause before each", pk.gap)
 		if pk.gap == 0 {
@@ -30,6 +32,9 @@ func report(out io.Writer, o options, pks []pickup, rd reads) {
 		row("push: request → 2xx answer (the webhook's own time)", pk.answer)
 	}
 
+	if len(rd.rounds) == 0 {
+		return
+	}
 	fmt.Fprintf(out, "\nRead endpoints (wrk, %d thread(s), %d connections, %d × %s rounds alternating the order; median of the rounds):\n\n",
 		o.threads, o.conns, len(rd.rounds), o.duration)
 	fmt.Fprintln(out, "| endpoint | requests/s | p50 | p99 | API CPU per request |")

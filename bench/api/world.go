@@ -74,7 +74,8 @@ func createDatabase(ctx context.Context, bin, adminURL string) (dbURL string, dr
 // main branch through the App's installation.
 type world struct {
 	pool    *pgxpool.Pool
-	token   string
+	token   string    // an API token
+	cookie  string    // the session of the same user, for the cookie row
 	project uuid.UUID // the connected one
 }
 
@@ -95,7 +96,7 @@ func (w *world) close() { w.pool.Close() }
 
 func (w *world) setup(ctx context.Context, projects int) error {
 	accounts := account.Store{DB: w.pool}
-	u, _, err := accounts.SignIn(ctx, account.Profile{GitHubUserID: 1, Login: "bench", Email: "bench@example.com"})
+	u, session, err := accounts.SignIn(ctx, account.Profile{GitHubUserID: 1, Login: "bench", Email: "bench@example.com"})
 	if err != nil {
 		return err
 	}
@@ -106,7 +107,7 @@ func (w *world) setup(ctx context.Context, projects int) error {
 	if err != nil {
 		return err
 	}
-	w.token = tok.Secret
+	w.token, w.cookie = tok.Secret, session.Token
 	var org uuid.UUID
 	if err := w.pool.QueryRow(ctx, `SELECT organisation_id FROM organisation_members WHERE user_id = $1`, u.ID).Scan(&org); err != nil {
 		return err
