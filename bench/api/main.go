@@ -27,6 +27,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/zeitwork/zeitwork/bench/internal/benchdb"
 )
 
 // options are the benchmark's parameters, all printed with the results.
@@ -71,7 +73,7 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	dbURL, drop, err := createDatabase(ctx, o.zeitwork, o.adminURL)
+	dbURL, drop, err := benchdb.Create(ctx, o.zeitwork, o.adminURL, "api")
 	if err != nil {
 		return err
 	}

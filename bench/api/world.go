@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/account"
@@ -31,43 +29,6 @@ const (
 	repositoryID   = int64(1296269)
 	repoFullName   = "bench-org/app"
 )
-
-// createDatabase makes a database of the benchmark's own on the dev
-// Postgres, migrated by the binary under test; drop removes it, even when
-// ctx has ended.
-func createDatabase(ctx context.Context, bin, adminURL string) (dbURL string, drop func(), err error) {
-	name := "zw_bench_api_" + id.New().String()[30:]
-	admin, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("admin database (scripts/deps.sh up?): %w", err)
-	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		admin.Close(context.Background())
-		return "", nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	drop = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "bench/api: drop database %s: %v\n", name, err)
-		}
-		admin.Close(ctx)
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		drop()
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	dbURL = u.String()
-	mig := exec.CommandContext(ctx, bin, "migrate")
-	mig.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "LOG_LEVEL=warn")
-	if out, err := mig.CombinedOutput(); err != nil {
-		drop()
-		return "", nil, fmt.Errorf("migrate %s: %v\n%s", name, err, out)
-	}
-	return dbURL, drop, nil
-}
 
 // world is a signed-up, admitted user with an API token, whose
 // organisation has projects, one of them connected to repoFullName's
