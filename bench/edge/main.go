@@ -28,6 +28,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/zeitwork/zeitwork/bench/internal/benchdb"
 )
 
 // tableProjects is the route table size measured in this process.
@@ -97,7 +99,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer os.RemoveAll(work)
 
-	dbURL, dropDB, err := createDatabase(ctx, o.zeitwork, o.adminURL)
+	dbURL, dropDB, err := benchdb.Create(ctx, o.zeitwork, o.adminURL, "edge")
 	if err != nil {
 		return err
 	}

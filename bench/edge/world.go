@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -23,43 +19,6 @@ import (
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
-
-// createDatabase makes a database of the benchmark's own on the dev
-// Postgres, migrated by the binary under test; drop removes it, even when
-// ctx has ended.
-func createDatabase(ctx context.Context, bin, adminURL string) (dbURL string, drop func(), err error) {
-	name := "zw_bench_edge_" + id.New().String()[30:]
-	admin, err := pgx.Connect(ctx, adminURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("admin database (scripts/deps.sh up?): %w", err)
-	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		admin.Close(context.Background())
-		return "", nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	drop = func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "bench/edge: drop database %s: %v\n", name, err)
-		}
-		admin.Close(ctx)
-	}
-	u, err := url.Parse(adminURL)
-	if err != nil {
-		drop()
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	dbURL = u.String()
-	mig := exec.CommandContext(ctx, bin, "migrate")
-	mig.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "LOG_LEVEL=warn")
-	if out, err := mig.CombinedOutput(); err != nil {
-		drop()
-		return "", nil, fmt.Errorf("migrate %s: %v\n%s", name, err, out)
-	}
-	return dbURL, drop, nil
-}
 
 // world is the cluster as the edge sees it: three nodes whose
 // internal_address is a port of the backend, one project whose active

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zeitwork/zeitwork/bench/internal/wrk"
 )
 
 // wrkRun is what one wrk run measured.
@@ -104,7 +105,8 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 	if err := px.p.alive(); err != nil {
 		return wrkRun{}, err
 	}
-	run, err := parseWrk(string(out))
+	rep, err := wrk.Parse(string(out))
+	run := wrkRun{rps: rep.RPS, p50: rep.P50, p99: rep.P99, requests: rep.Requests, problems: rep.Problems}
 	if err != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %w\n%s", px.name, err, out)
 	}
@@ -112,56 +114,4 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 		run.cpuPerReq = cpu / time.Duration(run.requests)
 	}
 	return run, nil
-}
-
-// parseWrk reads wrk's --latency report.
-func parseWrk(out string) (wrkRun, error) {
-	var r wrkRun
-	var haveRPS, have50, have99 bool
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		f := strings.Fields(line)
-		var err error
-		switch {
-		case strings.HasPrefix(line, "Requests/sec:") && len(f) == 2:
-			r.rps, err = strconv.ParseFloat(f[1], 64)
-			haveRPS = true
-		case len(f) == 2 && f[0] == "50%":
-			r.p50, err = wrkDuration(f[1])
-			have50 = true
-		case len(f) == 2 && f[0] == "99%":
-			r.p99, err = wrkDuration(f[1])
-			have99 = true
-		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
-			r.requests, err = strconv.ParseInt(f[0], 10, 64)
-		case strings.HasPrefix(line, "Socket errors:"), strings.HasPrefix(line, "Non-2xx or 3xx responses:"):
-			r.problems = append(r.problems, line)
-		}
-		if err != nil {
-			return wrkRun{}, fmt.Errorf("parse %q: %w", line, err)
-		}
-	}
-	if !haveRPS || !have50 || !have99 {
-		return wrkRun{}, fmt.Errorf("no Requests/sec, 50%% or 99%% line")
-	}
-	return r, nil
-}
-
-// wrkDuration parses wrk's latencies: 812.00us, 1.23ms, 2.01s, 1.50m.
-func wrkDuration(s string) (time.Duration, error) {
-	units := []struct {
-		suffix string
-		unit   time.Duration
-	}{{"us", time.Microsecond}, {"ms", time.Millisecond}, {"s", time.Second}, {"m", time.Minute}, {"h", time.Hour}}
-	for _, u := range units {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return 0, err
-			}
-			return time.Duration(f * float64(u.unit)), nil
-		}
-	}
-	return 0, fmt.Errorf("unknown unit in %q", s)
 }

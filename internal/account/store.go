@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -202,6 +203,11 @@ func (s Store) CreateToken(ctx context.Context, user uuid.UUID, name string) (To
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > MaxTokenName {
 		return Token{}, fmt.Errorf("%w: a token's name must have 1 to %d characters", ErrInvalid, MaxTokenName)
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		// Postgres text cannot hold NUL, and no other control character
+		// belongs in a label shown in a list.
+		return Token{}, fmt.Errorf("%w: a token's name must not contain control characters", ErrInvalid)
 	}
 	secret, hash := newSecret()
 	row, err := s.q().APITokenCreate(ctx, db.APITokenCreateParams{ID: id.New(), UserID: user, Name: name, TokenHash: hash})

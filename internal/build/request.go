@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -71,7 +72,8 @@ func (s Source) validate(p db.Project) error {
 			return fmt.Errorf("%w: project %s has no connected repository", ErrInvalidSource, p.Slug)
 		}
 	case s.ArchiveKey != "":
-		if strings.HasPrefix(s.ArchiveKey, "/") || path.Clean(s.ArchiveKey) != s.ArchiveKey || strings.Contains(s.ArchiveKey, "..") {
+		if strings.HasPrefix(s.ArchiveKey, "/") || path.Clean(s.ArchiveKey) != s.ArchiveKey || strings.Contains(s.ArchiveKey, "..") ||
+			strings.ContainsFunc(s.ArchiveKey, unicode.IsControl) {
 			return fmt.Errorf("%w: archive key %q is not a clean object key", ErrInvalidSource, s.ArchiveKey)
 		}
 	default:

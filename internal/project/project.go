@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -91,6 +92,11 @@ func (s Store) Create(ctx context.Context, user uuid.UUID, n New) (Project, erro
 	name := strings.TrimSpace(n.Name)
 	if name == "" || len(name) > MaxName {
 		return Project{}, fmt.Errorf("%w: a name must have 1 to %d characters", ErrInvalid, MaxName)
+	}
+	if strings.ContainsFunc(name, unicode.IsControl) {
+		// Postgres text cannot hold NUL, and no other control character
+		// belongs in a name shown in lists.
+		return Project{}, fmt.Errorf("%w: a name must not contain control characters", ErrInvalid)
 	}
 	sl := n.Slug
 	if sl == "" {

@@ -62,6 +62,15 @@ type Queue struct {
 	working bool
 }
 
+// fetchCooldown is the least time between two fetches of one worker's
+// queue, and between two wake-ups an inserting client sends for a queue.
+const fetchCooldown = time.Millisecond
+
+// fetchPollInterval is how often a worker looks for tasks unprompted: the
+// safety net under a lost wake-up. A variable so that a test can take the
+// net away.
+var fetchPollInterval = time.Second
+
 // ErrEnqueue wraps every enqueue failure.
 var ErrEnqueue = errors.New("enqueue task")
 
@@ -72,6 +81,14 @@ func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logge
 		Logger:               zlog.Component(log, "queue"),
 		JobTimeout:           cfg.JobTimeout,
 		RescueStuckJobsAfter: cfg.RescueAfter,
+		// River's default cooldown (100 ms) bounds how often an inserting
+		// client wakes a queue's workers; a task inserted less than that
+		// after the last wake-up sent none and waited for the poll, a
+		// second: a burst of pushes, or a build handing on to its deploy
+		// right after another, was picked a second late (bench/api). A
+		// fetch is one indexed query, made only with a free worker slot.
+		FetchCooldown:     fetchCooldown,
+		FetchPollInterval: fetchPollInterval,
 		// Roles enqueue tasks that other roles work (a build hands on a
 		// deploy): a task kind this role has no worker for is normal.
 		SkipUnknownJobCheck: true,

@@ -1,0 +1,14 @@
+package queue
+
+import (
+	"testing"
+	"time"
+)
+
+// SetFetchPollInterval changes how often workers created after it poll,
+// until t ends. Tests that use it must not run in parallel.
+func SetFetchPollInterval(t testing.TB, d time.Duration) {
+	old := fetchPollInterval
+	fetchPollInterval = d
+	t.Cleanup(func() { fetchPollInterval = old })
+}
