@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -187,5 +188,46 @@ func TestTokensAreShownOnceAndRevocable(t *testing.T) {
 		if _, err := s.Bearer(ctx, bad); !errors.Is(err, account.ErrUnauthenticated) {
 			t.Errorf("Bearer(%q) = %v", bad, err)
 		}
+	}
+}
+
+func TestTokenUseIsRecordedAtMostOnceAMinute(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	alice, _, _ := s.SignIn(ctx, profile(1, "alice"))
+	tok, err := s.CreateToken(ctx, alice.ID, "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastUsed := func() time.Time {
+		var at time.Time
+		if err := pool.QueryRow(ctx, "SELECT last_used_at FROM api_tokens WHERE id = $1", tok.ID).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	use := func() {
+		if _, err := s.Bearer(ctx, tok.Secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	use()
+	first := lastUsed()
+	// Pretend the first use was 30 s ago: another use now writes nothing.
+	if _, err := pool.Exec(ctx, "UPDATE api_tokens SET last_used_at = last_used_at - interval '30 seconds' WHERE id = $1", tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	use()
+	if got := lastUsed(); !got.Equal(first.Add(-30 * time.Second)) {
+		t.Fatalf("a use 30 s after the last was written: %s, want %s", got, first.Add(-30*time.Second))
+	}
+	// Two minutes ago: this use is recorded.
+	if _, err := pool.Exec(ctx, "UPDATE api_tokens SET last_used_at = now() - interval '2 minutes' WHERE id = $1", tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	use()
+	if got := lastUsed(); time.Since(got) > time.Minute {
+		t.Fatalf("a use 2 minutes after the last was not written: %s", got)
 	}
 }

@@ -47,7 +47,7 @@ func (a *API) registerDeployments(api huma.API) {
 	}, a.createDeployment)
 	huma.Register(api, huma.Operation{
 		OperationID: "list-deployments", Method: http.MethodGet, Path: "/v1/deployments", Tags: []string{"deployments"}, Security: signedIn,
-		Summary: "List deployments", Description: "The deployments of one project, or of every project you can see, oldest first; production deployments and previews, or one of them.",
+		Summary: "List deployments", Description: "The deployments of one project, or of every project you can see, newest first; production deployments and previews, or one of them.",
 	}, a.listDeployments)
 	huma.Register(api, huma.Operation{
 		OperationID: "get-deployment", Method: http.MethodGet, Path: "/v1/deployments/{id}", Tags: []string{"deployments"}, Security: signedIn,
@@ -205,12 +205,13 @@ func (a *API) listDeployments(ctx context.Context, in *listDeploymentsInput) (*l
 		project = &id
 	}
 	pg := page{Cursor: in.Cursor, Limit: in.Limit}
-	after, err := pg.after()
+	// Newest first: the next page starts before the previous page's last.
+	last, err := pg.after()
 	if err != nil {
 		return nil, err
 	}
 	f := deployment.MemberFilter{Project: project, Environment: deployment.Environment(in.Environment)}
-	ds, err := a.deployments().ListForMember(ctx, principal(ctx).UserID, f, after, pg.fetch())
+	ds, err := a.deployments().ListForMember(ctx, principal(ctx).UserID, f, last, pg.fetch())
 	if err != nil {
 		return nil, err
 	}

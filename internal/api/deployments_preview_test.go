@@ -68,11 +68,12 @@ func TestDeploymentsShowTheirEnvironment(t *testing.T) {
 		return ids
 	}
 	for query, want := range map[string][]uuid.UUID{
-		"":                        {prod, preview, retired, upload.ID},
-		"?environment=preview":    {preview, retired},
-		"?environment=production": {prod, upload.ID},
-		"?environment=preview&project_id=" + p.ID.String(): {preview, retired},
-		"?environment=preview&limit=1":                     {preview},
+		// Newest first.
+		"":                        {upload.ID, retired, preview, prod},
+		"?environment=preview":    {retired, preview},
+		"?environment=production": {upload.ID, prod},
+		"?environment=preview&project_id=" + p.ID.String(): {retired, preview},
+		"?environment=preview&limit=1":                     {retired},
 	} {
 		if got := list(alice, query); !equalIDs(got, want) {
 			t.Errorf("list%s = %v, want %v", query, got, want)

@@ -14,8 +14,9 @@ type page struct {
 	Limit  int32  `query:"limit" minimum:"1" maximum:"100" default:"20" doc:"at most this many items"`
 }
 
-// after is the id the page starts after (uuid.Nil: the first page). Lists
-// are ordered by id, which is a UUIDv7 and so also by creation time.
+// after is the last id of the previous page, which this page follows
+// (uuid.Nil: the first page). Lists are ordered by id, a UUIDv7 and so also
+// by creation time: oldest first, unless a list says newest first.
 func (p page) after() (uuid.UUID, error) {
 	if p.Cursor == "" {
 		return uuid.Nil, nil

@@ -106,12 +106,20 @@ func (q *Queries) APITokenRevoke(ctx context.Context, arg APITokenRevokeParams) 
 }
 
 const aPITokenUseLiveByHash = `-- name: APITokenUseLiveByHash :one
-UPDATE api_tokens SET last_used_at = now()
-WHERE token_hash = $1 AND revoked_at IS NULL
-RETURNING id, user_id, name, token_hash, last_used_at, revoked_at, created_at
+WITH live AS (
+    SELECT id FROM api_tokens
+    WHERE api_tokens.token_hash = $1::bytea AND api_tokens.revoked_at IS NULL
+), touched AS (
+    UPDATE api_tokens SET last_used_at = now()
+    WHERE id IN (SELECT id FROM live)
+      AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT id, user_id, name, token_hash, last_used_at, revoked_at, created_at FROM api_tokens WHERE id IN (SELECT id FROM live)
 `
 
-// The live token a bearer credential names, marked as used now.
+// The live token a bearer credential names, marked as used now. The mark
+// is written at most once a minute: a write on every request would queue
+// all requests made with one token behind that token's row lock.
 func (q *Queries) APITokenUseLiveByHash(ctx context.Context, tokenHash []byte) (ApiToken, error) {
 	row := q.db.QueryRow(ctx, aPITokenUseLiveByHash, tokenHash)
 	var i ApiToken

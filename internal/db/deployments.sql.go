@@ -405,18 +405,16 @@ FROM deployments
 JOIN projects ON projects.id = deployments.project_id
 JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
 WHERE organisation_members.user_id = $1
-  AND ($2::uuid IS NULL OR deployments.project_id = $2::uuid)
-  AND ($3::text IS NULL OR deployments.environment = $3::text)
-  AND deployments.id > $4
-ORDER BY deployments.id
-LIMIT $5
+  AND ($2::text IS NULL OR deployments.environment = $2::text)
+  AND ($3::uuid IS NULL OR deployments.id < $3::uuid)
+ORDER BY deployments.id DESC
+LIMIT $4
 `
 
 type DeploymentListForMemberParams struct {
 	UserID      uuid.UUID
-	ProjectID   *uuid.UUID
 	Environment *string
-	After       uuid.UUID
+	Before      *uuid.UUID
 	Max         int32
 }
 
@@ -426,15 +424,14 @@ type DeploymentListForMemberRow struct {
 	DetectedKind string
 }
 
-// A page of the deployments @user_id may see (of one project, when
-// @project_id is not null; of one environment, when @environment is not
-// null), oldest first, after the id @after.
+// A page of the deployments @user_id may see (of one environment, when
+// @environment is not null), newest first, before the id @before (null:
+// from the newest).
 func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentListForMemberParams) ([]DeploymentListForMemberRow, error) {
 	rows, err := q.db.Query(ctx, deploymentListForMember,
 		arg.UserID,
-		arg.ProjectID,
 		arg.Environment,
-		arg.After,
+		arg.Before,
 		arg.Max,
 	)
 	if err != nil {
@@ -444,6 +441,92 @@ func (q *Queries) DeploymentListForMember(ctx context.Context, arg DeploymentLis
 	items := []DeploymentListForMemberRow{}
 	for rows.Next() {
 		var i DeploymentListForMemberRow
+		if err := rows.Scan(
+			&i.Deployment.ID,
+			&i.Deployment.ProjectID,
+			&i.Deployment.Status,
+			&i.Deployment.FailureReason,
+			&i.Deployment.SourceType,
+			&i.Deployment.GithubCommitSha,
+			&i.Deployment.GithubRef,
+			&i.Deployment.CommitMessage,
+			&i.Deployment.SourceArchiveKey,
+			&i.Deployment.ImageID,
+			&i.Deployment.Replicas,
+			&i.Deployment.CreatedByUserID,
+			&i.Deployment.BuildingAt,
+			&i.Deployment.DeployingAt,
+			&i.Deployment.ActiveAt,
+			&i.Deployment.RetiringAt,
+			&i.Deployment.StopAt,
+			&i.Deployment.StoppedAt,
+			&i.Deployment.FailedAt,
+			&i.Deployment.CreatedAt,
+			&i.Deployment.UpdatedAt,
+			&i.Deployment.Environment,
+			&i.Deployment.PushedBy,
+			&i.ProjectSlug,
+			&i.DetectedKind,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const deploymentListForMemberOfProject = `-- name: DeploymentListForMemberOfProject :many
+SELECT deployments.id, deployments.project_id, deployments.status, deployments.failure_reason, deployments.source_type, deployments.github_commit_sha, deployments.github_ref, deployments.commit_message, deployments.source_archive_key, deployments.image_id, deployments.replicas, deployments.created_by_user_id, deployments.building_at, deployments.deploying_at, deployments.active_at, deployments.retiring_at, deployments.stop_at, deployments.stopped_at, deployments.failed_at, deployments.created_at, deployments.updated_at, deployments.environment, deployments.pushed_by,
+       projects.slug AS project_slug,
+       COALESCE((SELECT builds.detected_kind FROM builds
+                 WHERE builds.deployment_id = deployments.id
+                 ORDER BY builds.attempt DESC LIMIT 1), '')::text AS detected_kind
+FROM deployments
+JOIN projects ON projects.id = deployments.project_id
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE organisation_members.user_id = $1
+  AND deployments.project_id = $2
+  AND ($3::text IS NULL OR deployments.environment = $3::text)
+  AND ($4::uuid IS NULL OR deployments.id < $4::uuid)
+ORDER BY deployments.id DESC
+LIMIT $5
+`
+
+type DeploymentListForMemberOfProjectParams struct {
+	UserID      uuid.UUID
+	ProjectID   uuid.UUID
+	Environment *string
+	Before      *uuid.UUID
+	Max         int32
+}
+
+type DeploymentListForMemberOfProjectRow struct {
+	Deployment   Deployment
+	ProjectSlug  string
+	DetectedKind string
+}
+
+// DeploymentListForMember for one project: its own query, so that the
+// plan walks that project's deployments (deployments_project_id_id_idx)
+// rather than everyone's.
+func (q *Queries) DeploymentListForMemberOfProject(ctx context.Context, arg DeploymentListForMemberOfProjectParams) ([]DeploymentListForMemberOfProjectRow, error) {
+	rows, err := q.db.Query(ctx, deploymentListForMemberOfProject,
+		arg.UserID,
+		arg.ProjectID,
+		arg.Environment,
+		arg.Before,
+		arg.Max,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []DeploymentListForMemberOfProjectRow{}
+	for rows.Next() {
+		var i DeploymentListForMemberOfProjectRow
 		if err := rows.Scan(
 			&i.Deployment.ID,
 			&i.Deployment.ProjectID,

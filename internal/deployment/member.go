@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 )
@@ -42,14 +43,29 @@ type MemberFilter struct {
 }
 
 // ListForMember returns up to limit of the deployments user may see that
-// match f, with ids after after (uuid.Nil: from the first), oldest first.
-func (s Store) ListForMember(ctx context.Context, user uuid.UUID, f MemberFilter, after uuid.UUID, limit int32) ([]Visible, error) {
-	p := db.DeploymentListForMemberParams{UserID: user, ProjectID: f.Project, After: after, Max: limit}
+// match f, newest first, with ids before before (uuid.Nil: from the newest).
+func (s Store) ListForMember(ctx context.Context, user uuid.UUID, f MemberFilter, before uuid.UUID, limit int32) ([]Visible, error) {
+	var env *string
 	if f.Environment != "" {
-		env := string(f.Environment)
-		p.Environment = &env
+		env = lo.ToPtr(string(f.Environment))
 	}
-	rows, err := s.q().DeploymentListForMember(ctx, p)
+	var from *uuid.UUID
+	if before != uuid.Nil {
+		from = &before
+	}
+	var rows []db.DeploymentListForMemberRow
+	var err error
+	if f.Project != nil {
+		var own []db.DeploymentListForMemberOfProjectRow
+		own, err = s.q().DeploymentListForMemberOfProject(ctx, db.DeploymentListForMemberOfProjectParams{
+			UserID: user, ProjectID: *f.Project, Environment: env, Before: from, Max: limit,
+		})
+		for _, r := range own {
+			rows = append(rows, db.DeploymentListForMemberRow(r))
+		}
+	} else {
+		rows, err = s.q().DeploymentListForMember(ctx, db.DeploymentListForMemberParams{UserID: user, Environment: env, Before: from, Max: limit})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list deployments: %w", err)
 	}

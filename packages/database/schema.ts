@@ -365,6 +365,8 @@ export const deployments = pgTable(
     // Target of projects_active_deployment_fk.
     unique("deployments_id_project_id_unique").on(t.id, t.projectId),
     index("deployments_project_id_created_at_idx").on(t.projectId, t.createdAt.desc()),
+    // A project's deployments, newest first, a page at a time (the API's list).
+    index("deployments_project_id_id_idx").on(t.projectId, t.id.desc()),
     index("deployments_status_idx").on(t.status),
     index("deployments_stop_at_idx").on(t.stopAt).where(sql`${t.status} = 'retiring'`),
     // Switching traffic must retire the old deployment before activating the new one.

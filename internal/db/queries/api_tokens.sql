@@ -4,10 +4,18 @@ VALUES (@id, @user_id, @name, @token_hash)
 RETURNING *;
 
 -- name: APITokenUseLiveByHash :one
--- The live token a bearer credential names, marked as used now.
-UPDATE api_tokens SET last_used_at = now()
-WHERE token_hash = @token_hash AND revoked_at IS NULL
-RETURNING *;
+-- The live token a bearer credential names, marked as used now. The mark
+-- is written at most once a minute: a write on every request would queue
+-- all requests made with one token behind that token's row lock.
+WITH live AS (
+    SELECT id FROM api_tokens
+    WHERE api_tokens.token_hash = sqlc.arg(token_hash)::bytea AND api_tokens.revoked_at IS NULL
+), touched AS (
+    UPDATE api_tokens SET last_used_at = now()
+    WHERE id IN (SELECT id FROM live)
+      AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+)
+SELECT * FROM api_tokens WHERE id IN (SELECT id FROM live);
 
 -- name: APITokenListLiveByUser :many
 -- A page of @user_id's live tokens, oldest first, after the id @after.

@@ -95,9 +95,9 @@ JOIN organisation_members ON organisation_members.organisation_id = projects.org
 WHERE deployments.id = @id AND organisation_members.user_id = @user_id;
 
 -- name: DeploymentListForMember :many
--- A page of the deployments @user_id may see (of one project, when
--- @project_id is not null; of one environment, when @environment is not
--- null), oldest first, after the id @after.
+-- A page of the deployments @user_id may see (of one environment, when
+-- @environment is not null), newest first, before the id @before (null:
+-- from the newest).
 SELECT sqlc.embed(deployments),
        projects.slug AS project_slug,
        COALESCE((SELECT builds.detected_kind FROM builds
@@ -107,10 +107,28 @@ FROM deployments
 JOIN projects ON projects.id = deployments.project_id
 JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
 WHERE organisation_members.user_id = @user_id
-  AND (sqlc.narg(project_id)::uuid IS NULL OR deployments.project_id = sqlc.narg(project_id)::uuid)
   AND (sqlc.narg(environment)::text IS NULL OR deployments.environment = sqlc.narg(environment)::text)
-  AND deployments.id > @after
-ORDER BY deployments.id
+  AND (sqlc.narg(before)::uuid IS NULL OR deployments.id < sqlc.narg(before)::uuid)
+ORDER BY deployments.id DESC
+LIMIT @max;
+
+-- name: DeploymentListForMemberOfProject :many
+-- DeploymentListForMember for one project: its own query, so that the
+-- plan walks that project's deployments (deployments_project_id_id_idx)
+-- rather than everyone's.
+SELECT sqlc.embed(deployments),
+       projects.slug AS project_slug,
+       COALESCE((SELECT builds.detected_kind FROM builds
+                 WHERE builds.deployment_id = deployments.id
+                 ORDER BY builds.attempt DESC LIMIT 1), '')::text AS detected_kind
+FROM deployments
+JOIN projects ON projects.id = deployments.project_id
+JOIN organisation_members ON organisation_members.organisation_id = projects.organisation_id
+WHERE organisation_members.user_id = @user_id
+  AND deployments.project_id = @project_id
+  AND (sqlc.narg(environment)::text IS NULL OR deployments.environment = sqlc.narg(environment)::text)
+  AND (sqlc.narg(before)::uuid IS NULL OR deployments.id < sqlc.narg(before)::uuid)
+ORDER BY deployments.id DESC
 LIMIT @max;
 
 -- name: DeploymentListPreviewsOfRef :many
