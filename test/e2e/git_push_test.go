@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -190,9 +191,71 @@ func TestGitPushGoesLive(t *testing.T) {
 	if got := throughEdge(t, p, host); !strings.HasSuffix(got, " built from the second commit") {
 		t.Errorf("after the preview stopped, %s answers %q, want the second commit", host, got)
 	}
-	t.Logf("sign-in, install, project → first commit live: %s; logs read: %s; second push → live: %s; feature push → preview live: %s; branch deleted → preview stopped: %s; whole test after dev started: %s",
+
+	// `zeitwork deploy ./dir` in dev: an archive sent straight to the dev
+	// S3 with the policy the api signed, then deployed.
+	uploaded := time.Now()
+	p.uploadAndDeploy(browser, api)
+	uploadTook := time.Since(uploaded)
+
+	t.Logf("sign-in, install, project → first commit live: %s; logs read: %s; second push → live: %s; feature push → preview live: %s; branch deleted → preview stopped: %s; upload → live: %s; whole test after dev started: %s",
 		setUp.Round(time.Millisecond), logsTook.Round(time.Millisecond), secondTook.Round(time.Millisecond),
-		previewTook.Round(time.Millisecond), stopTook.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+		previewTook.Round(time.Millisecond), stopTook.Round(time.Millisecond), uploadTook.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+}
+
+// uploadAndDeploy creates a project without a repository, uploads the
+// app's archive as the API says (a presigned POST to S3) and deploys it,
+// waiting until its host answers through the edge.
+func (p *platform) uploadAndDeploy(c *http.Client, api string) {
+	t := p.t
+	t.Helper()
+	var proj struct {
+		ID   uuid.UUID `json:"id"`
+		Slug string    `json:"slug"`
+	}
+	call(t, c, "POST", api+"/v1/projects", `{"name":"Uploaded App"}`, 201, &proj)
+	var patched struct{}
+	call(t, c, "PATCH", api+"/v1/projects/"+proj.ID.String(), `{"cpu_millis":100,"memory_mb":64,"health_check_path":"/healthz"}`, 200, &patched)
+	var up struct {
+		Key    string            `json:"key"`
+		Method string            `json:"method"`
+		URL    string            `json:"url"`
+		Fields map[string]string `json:"fields"`
+	}
+	call(t, c, "POST", api+"/v1/projects/"+proj.ID.String()+"/uploads", "", 201, &up)
+	if up.Method != "POST" || !strings.HasPrefix(up.Key, "uploads/"+proj.ID.String()+"/") {
+		t.Fatalf("upload %+v: want a presigned POST under the project's prefix", up)
+	}
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	for k, v := range up.Fields {
+		mw.WriteField(k, v)
+	}
+	fw, _ := mw.CreateFormFile("file", "source.tar.gz")
+	fw.Write(p.archive)
+	mw.Close()
+	resp, err := http.Post(up.URL, mw.FormDataContentType(), &form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST %s: %d %s", up.URL, resp.StatusCode, b)
+	}
+	var d deploymentJSON
+	call(t, c, "POST", api+"/v1/deployments", fmt.Sprintf(`{"project_id":%q,"archive_key":%q}`, proj.ID, up.Key), 201, &d)
+	p.wait(3*time.Minute, "the uploaded deployment to go active", func() bool {
+		call(t, c, "GET", api+"/v1/deployments/"+d.ID.String(), "", 200, &d)
+		if d.Status == "failed" {
+			t.Fatalf("the uploaded deployment failed: %s", d.FailureReason)
+		}
+		return d.Status == "active"
+	})
+	host := proj.Slug + ".zeitwork.localhost"
+	p.wait(60*time.Second, host+" to answer", func() bool {
+		return throughEdge(t, p, host) != ""
+	})
 }
 
 // checkLogs reads deployment's logs through the API: the build's as a
