@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -335,6 +336,26 @@ func (p *platform) checkLogs(c *http.Client, api string, deployment uuid.UUID) {
 		}
 		return false
 	})
+	// The live stream of a running deployment does not end: it sends the
+	// instances' output the node APIs replay, and the client cuts it.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, _ = http.NewRequestWithContext(ctx, "GET", logs+"?source=runtime", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	live, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Body.Close()
+	sc = bufio.NewScanner(live.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "data: ") && strings.Contains(l, "listening on port 8080") {
+			cancel()
+			return
+		}
+	}
+	t.Fatalf("the runtime log stream ended without the app's output: %v", sc.Err())
 }
 
 // deploymentJSON is the API's deployment, the fields this test reads.
