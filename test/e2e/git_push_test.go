@@ -140,8 +140,14 @@ func TestGitPushGoesLive(t *testing.T) {
 
 	host := proj.Slug + ".zeitwork.localhost"
 	first := p.waitLive(browser, api, proj.ID, sha1, "main", host, "built from the first commit", created)
-	if first.Environment != "production" || first.URL != "https://"+host {
-		t.Errorf("first deployment %+v: want production at https://%s", first, host)
+	// The URL the api shows is the dev edge's, as a browser on this
+	// machine reaches it.
+	edge := fmt.Sprintf("http://%s:%d", host, p.base-18)
+	if first.Environment != "production" || first.URL != edge {
+		t.Errorf("first deployment %+v: want production at %s", first, edge)
+	}
+	if got := atURL(t, p, first.URL); !strings.HasSuffix(got, " built from the first commit") {
+		t.Errorf("%s answers %q", first.URL, got)
 	}
 	setUp := time.Since(began)
 
@@ -168,12 +174,11 @@ func TestGitPushGoesLive(t *testing.T) {
 	git(t, work, "checkout", "-q", "-b", "feature")
 	sha3 := commitAndPush(t, work, "feature", "built from a feature branch")
 	preview := p.waitActive(browser, api, proj.ID, sha3, "refs/heads/feature", "built from a feature branch")
-	u, err := url.Parse(preview.URL)
-	if err != nil || preview.Environment != "preview" || preview.Branch != "feature" || u.Host != preview.ID.String()+".zeitwork.localhost" {
-		t.Fatalf("preview %+v: want environment preview, branch feature, url https://<its id>.zeitwork.localhost", preview)
+	if preview.Environment != "preview" || preview.Branch != "feature" || preview.URL != fmt.Sprintf("http://%s.zeitwork.localhost:%d", preview.ID, p.base-18) {
+		t.Fatalf("preview %+v: want environment preview, branch feature, url http://<its id>.zeitwork.localhost:<edge port>", preview)
 	}
-	p.wait(60*time.Second, u.Host+" to answer with the feature branch", func() bool {
-		return strings.HasSuffix(throughEdge(t, p, u.Host), " built from a feature branch")
+	p.wait(60*time.Second, preview.URL+" to answer with the feature branch", func() bool {
+		return strings.HasSuffix(atURL(t, p, preview.URL), " built from a feature branch")
 	})
 	if got := throughEdge(t, p, host); !strings.HasSuffix(got, " built from the second commit") {
 		t.Errorf("while a preview is live, %s answers %q, want the second commit", host, got)
@@ -186,7 +191,7 @@ func TestGitPushGoesLive(t *testing.T) {
 	p.wait(60*time.Second, "the preview to stop", func() bool {
 		var d deploymentJSON
 		call(t, browser, "GET", api+"/v1/deployments/"+preview.ID.String(), "", 200, &d)
-		return d.Status == "stopped" && throughEdge(t, p, u.Host) == ""
+		return d.Status == "stopped" && atURL(t, p, preview.URL) == ""
 	})
 	stopTook := time.Since(pushed)
 	if got := throughEdge(t, p, host); !strings.HasSuffix(got, " built from the second commit") {
@@ -435,6 +440,29 @@ func throughEdge(t *testing.T, p *platform, host string) string {
 	t.Helper()
 	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", p.base-18), nil)
 	req.Host = host
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return ""
+	}
+	return string(b)
+}
+
+// atURL is what the dev edge answers for rawURL, a URL the api showed,
+// "" when not a 200. It goes to the edge's loopback address: *.localhost
+// is this machine to a browser, not to every resolver.
+func atURL(t *testing.T, p *platform, rawURL string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatalf("%s: %v", rawURL, err)
+	}
+	req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", p.base-18), nil)
+	req.Host = u.Host // with the port, as a browser sends it
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return ""
