@@ -3,8 +3,8 @@ package api
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -28,6 +28,18 @@ type Deploys struct {
 	Queue Queue
 	// AppsDomain hosts <deployment-id>.<AppsDomain> and <slug>.<AppsDomain>.
 	AppsDomain string
+	// AppsURL is AppsDomain as a browser reaches it, scheme://AppsDomain[:port];
+	// https://AppsDomain when empty.
+	AppsURL string
+}
+
+// appURL is where <label>.<AppsDomain> answers a browser.
+func (d Deploys) appURL(label string) string {
+	scheme, host := "https", d.AppsDomain
+	if u, err := url.Parse(d.AppsURL); d.AppsURL != "" && err == nil {
+		scheme, host = u.Scheme, u.Host
+	}
+	return scheme + "://" + label + "." + host
 }
 
 // Queue adds a task as part of a transaction; *queue.Queue is one.
@@ -105,8 +117,8 @@ func enumSchema[T ~string](values []T) *huma.Schema {
 }
 
 func (a *API) deploymentOut(v deployment.Visible) Deployment {
-	projectURL := fmt.Sprintf("https://%s.%s", v.ProjectSlug, a.Deploys.AppsDomain)
-	url := fmt.Sprintf("https://%s.%s", v.ID, a.Deploys.AppsDomain)
+	projectURL := a.Deploys.appURL(v.ProjectSlug)
+	url := a.Deploys.appURL(v.ID.String())
 	// At most one production deployment of a project is active: the one
 	// the project's hosts route to.
 	if v.Environment == deployment.EnvironmentProduction && v.Status == deployment.StatusActive {

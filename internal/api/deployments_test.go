@@ -260,3 +260,20 @@ func TestDeploymentEnumsAreDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploymentURLsFollowTheAppsURL: where the edge is reached with
+// another scheme or port (dev's plain HTTP), deployments' URLs say so.
+func TestDeploymentURLsFollowTheAppsURL(t *testing.T) {
+	for _, tc := range []struct {
+		d    Deploys
+		want string
+	}{
+		{Deploys{AppsDomain: "apps.test"}, "https://app.apps.test"},
+		{Deploys{AppsDomain: "zeitwork.localhost", AppsURL: "http://zeitwork.localhost:28082"}, "http://app.zeitwork.localhost:28082"},
+		{Deploys{AppsDomain: "apps.test", AppsURL: "https://apps.test/"}, "https://app.apps.test"},
+	} {
+		if got := tc.d.appURL("app"); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.d, got, tc.want)
+		}
+	}
+}

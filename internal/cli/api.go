@@ -49,7 +49,7 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			Projects:  project.Store{DB: pool},
 			Variables: project.Variables{DB: pool, Keys: cfg.Secrets.Keys},
 			Domains:   project.Domains{DB: pool, Service: dom},
-			Deploys:   api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain},
+			Deploys:   api.Deploys{DB: pool, Queue: q, AppsDomain: cfg.Platform.AppsDomain, AppsURL: cfg.Platform.AppsURL},
 			Log:       log,
 			Dev:       cfg.Dev,
 			Logs: api.Logs{Reader: &logs.Reader{Pool: pool, Poll: 2 * time.Second, Log: zlog.Component(log, "logs"),

@@ -185,6 +185,11 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 	var err error
 	local := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 	state := cfg.State()
+	if _, set := vars["EDGE_APPS_URL"]; !set {
+		// Deployments' URLs, as the api shows them, reach dev's edge: plain
+		// HTTP on its port.
+		vars = with(vars, map[string]string{"EDGE_APPS_URL": fmt.Sprintf("http://%s:%d", vars["EDGE_APPS_DOMAIN"], cfg.PortBase-18)})
+	}
 	// API_DEV: the session cookie goes to http://localhost without Secure.
 	r.apiVars = with(vars, map[string]string{"API_ADDR": local(cfg.PortBase - 20), "API_DEV": "true"})
 	if r.api, err = config.ParseFrom[config.API](r.apiVars); err != nil {

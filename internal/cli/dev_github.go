@@ -60,6 +60,11 @@ func (g devGitHub) listen(cfg config.Dev, app devenv.GitHubApp, apiAddr string, 
 			// The api sends no redirect_uri: GitHub (and the emulator)
 			// send the browser to the App's registered callback.
 			CallbackURL: devAPIURL(apiAddr) + "/v1/auth/github/callback",
+			// "Request user authorization (OAuth) during installation", as
+			// the api asks of the App: the install page sends the browser
+			// to the callback with a code, which the api's setup exchanges
+			// to learn that the installation is the user's.
+			AuthorizeOnInstall: true,
 		},
 		Dir:          filepath.Join(cfg.State(), "github"),
 		APIAddr:      g.addr,

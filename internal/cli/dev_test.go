@@ -35,7 +35,8 @@ func TestDevRolesParseLikeProduction(t *testing.T) {
 	if a := roles.api; a.Addr != "127.0.0.1:30080" || !a.Dev || a.GitHub.ClientID != "" {
 		t.Errorf("api on %s, dev %v, GitHub %+v", a.Addr, a.Dev, a.GitHub)
 	}
-	if e.Platform.AppsDomain != "zeitwork.localhost" || o.Platform.EdgeHost != "edge.zeitwork.localhost" {
+	if e.Platform.AppsDomain != "zeitwork.localhost" || o.Platform.EdgeHost != "edge.zeitwork.localhost" ||
+		roles.api.Platform.AppsURL != "http://zeitwork.localhost:30082" {
 		t.Errorf("dev platform %+v", o.Platform)
 	}
 	if !b.Registry.Insecure || b.Registry.Addr != cfg.Registry.Addr || b.Log.Format != zlog.FormatText {
@@ -48,7 +49,8 @@ func TestDevRolesParseLikeProduction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if roles.operator.Platform.EdgeHost != "edge.apps.test" || roles.edge.Log.Format != zlog.FormatJSON {
-		t.Errorf("caller's variables: edge host %s, log %+v", roles.operator.Platform.EdgeHost, roles.edge.Log)
+	if roles.operator.Platform.EdgeHost != "edge.apps.test" || roles.edge.Log.Format != zlog.FormatJSON ||
+		roles.api.Platform.AppsURL != "http://apps.test:30082" {
+		t.Errorf("caller's variables: edge host %s, log %+v, apps URL %s", roles.operator.Platform.EdgeHost, roles.edge.Log, roles.api.Platform.AppsURL)
 	}
 }

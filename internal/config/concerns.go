@@ -161,6 +161,22 @@ type Platform struct {
 	Domains []string `env:"EDGE_PLATFORM_DOMAINS" envSeparator:"," envDefault:"zeitwork.com,zeitwork.app,zeitwork-dns.com"`
 	// EdgeHost is the name custom domains point their CNAME at.
 	EdgeHost string `env:"EDGE_HOST" envDefault:"edge.zeitwork.com"`
+	// AppsURL is the apps domain as a browser reaches it, scheme and port
+	// (https://<AppsDomain> when empty): the api shows deployments' URLs
+	// with it, and dev's edge serves plain HTTP on a port of its own.
+	AppsURL string `env:"EDGE_APPS_URL"`
+}
+
+func (p Platform) validate() []Problem {
+	if p.AppsURL == "" {
+		return nil
+	}
+	u, err := url.Parse(p.AppsURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() != p.AppsDomain ||
+		strings.Trim(u.Path, "/") != "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return []Problem{{"EDGE_APPS_URL", "not an http:// or https:// URL of EDGE_APPS_DOMAIN (with a port, if any) without a path"}}
+	}
+	return nil
 }
 
 // Reserved are the names no custom domain may be or be under: the

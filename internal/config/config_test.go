@@ -114,6 +114,10 @@ func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 
 func TestSecretsKeysParseAtStart(t *testing.T) {
 	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
+	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
+	if err != nil || api.Platform.AppsURL != "http://apps.test:28082" {
+		t.Fatalf("apps URL %q, %v", api.Platform.AppsURL, err)
+	}
 	cfg, err := ParseFrom[NodeAgent](base)
 	if err != nil || cfg.Secrets.Keys != nil {
 		t.Fatalf("unset: ring %v, err %v", cfg.Secrets.Keys, err)
@@ -186,6 +190,8 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"GitHub URLs are URLs", parse[API], map[string]string{"GITHUB_API_URL": "api.github.com", "GITHUB_WEB_URL": "ftp://github.com"}, []string{"GITHUB_API_URL", "GITHUB_WEB_URL"}},
 		{"OAuth client id needs its secret", parse[API], map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, []string{"GITHUB_CLIENT_ID"}},
 		{"App id needs its key", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_ADDR": "r", "GITHUB_APP_ID": "42"}, []string{"GITHUB_APP_ID"}},
+		{"apps URL is a URL of the apps domain", parse[API], map[string]string{"EDGE_APPS_URL": "http://other.test:8080"}, []string{"EDGE_APPS_URL"}},
+		{"apps URL has no path", parse[API], map[string]string{"EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test/x"}, []string{"EDGE_APPS_URL"}},
 		// A variable that failed to parse is named once, not again by a rule.
 		{"parse error and rule", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_INSECURE": "maybe"}, []string{"REGISTRY_ADDR", "REGISTRY_INSECURE"}},
 	} {
@@ -196,6 +202,10 @@ func TestRulesAcrossVariables(t *testing.T) {
 		if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), tc.want) {
 			t.Errorf("%s: err = %v, want vars %v", tc.name, err, tc.want)
 		}
+	}
+	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
+	if err != nil || api.Platform.AppsURL != "http://apps.test:28082" {
+		t.Fatalf("apps URL %q, %v", api.Platform.AppsURL, err)
 	}
 	cfg, err := ParseFrom[NodeAgent](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true", "REGISTRY_ADDR": "127.0.0.1:5000"})
 	if err != nil || !slices.Equal(cfg.Registry.PlainHTTP(), []string{"127.0.0.1:5000"}) {
