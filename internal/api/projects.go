@@ -61,13 +61,24 @@ type createProjectInput struct {
 		OrganisationID uuid.UUID `json:"organisation_id,omitempty" format:"uuid" doc:"required when you belong to several organisations"`
 		// Repository makes the project with its first deployment.
 		Repository *RepositoryInput `json:"repository,omitempty" doc:"a GitHub repository to connect; the head of its branch is built and deployed at once"`
+		// How it is built and runs, as PATCH takes them: given here, they
+		// apply to the first deployment too.
+		DockerfilePath  *string `json:"dockerfile_path,omitempty" maxLength:"1024" doc:"the Dockerfile to build with, relative to root_directory; absent: detect how to build"`
+		Port            *int32  `json:"port,omitempty" minimum:"1" maximum:"65535" doc:"the port the app listens on; 8080 when absent"`
+		Replicas        *int32  `json:"replicas,omitempty" minimum:"3" maximum:"100" doc:"instances of each deployment; 3 when absent"`
+		CPUMillis       *int32  `json:"cpu_millis,omitempty" minimum:"10" maximum:"64000" doc:"CPU per instance, in thousandths of a core; 1000 when absent"`
+		MemoryMB        *int32  `json:"memory_mb,omitempty" minimum:"16" maximum:"262144" doc:"memory per instance, in MiB; 512 when absent"`
+		HealthCheckPath *string `json:"health_check_path,omitempty" maxLength:"1024" doc:"the path an instance must answer with a 2xx or 3xx before it takes traffic; / when absent"`
 	}
 }
 
 type projectOutput struct{ Body Project }
 
 func (a *API) createProject(ctx context.Context, in *createProjectInput) (*projectOutput, error) {
-	n := project.New{Name: in.Body.Name, Slug: in.Body.Slug, Organisation: in.Body.OrganisationID}
+	b := in.Body
+	n := project.New{Name: b.Name, Slug: b.Slug, Organisation: b.OrganisationID, Settings: project.Patch{
+		DockerfilePath: b.DockerfilePath, Port: b.Port, Replicas: b.Replicas, CPUMillis: b.CPUMillis, MemoryMB: b.MemoryMB, HealthCheckPath: b.HealthCheckPath,
+	}}
 	if in.Body.Repository != nil {
 		return a.createProjectFromRepository(ctx, n, *in.Body.Repository)
 	}

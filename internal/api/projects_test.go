@@ -53,6 +53,24 @@ func TestProjects(t *testing.T) {
 	} {
 		e.wantProblem(e.do("POST", "/v1/projects", body, bearer(alice)...), http.StatusUnprocessableEntity)
 	}
+	// How it runs can be said at creation (the first deployment of a
+	// repository starts at once); what is wrong is named and nothing made.
+	small := e.createProject(alice, `{"name":"small","port":3000,"replicas":4,"cpu_millis":100,"memory_mb":64,"health_check_path":"/healthz","dockerfile_path":"deploy/Dockerfile"}`)
+	if small.Port != 3000 || small.Replicas != 4 || small.CPUMillis != 100 || small.MemoryMB != 64 || small.HealthCheckPath != "/healthz" ||
+		small.DockerfilePath != "deploy/Dockerfile" {
+		t.Fatalf("created with settings: %+v", small)
+	}
+	for _, body := range []string{
+		`{"name":"bad","health_check_path":"healthz"}`,
+		`{"name":"bad","dockerfile_path":"../Dockerfile"}`,
+		`{"name":"bad","replicas":2}`,
+		`{"name":"bad","port":0}`,
+	} {
+		e.wantProblem(e.do("POST", "/v1/projects", body, bearer(alice)...), http.StatusUnprocessableEntity)
+	}
+	if n := e.count(`SELECT count(*) FROM projects WHERE name = 'bad'`); n != 0 {
+		t.Fatalf("%d projects made from refused bodies", n)
+	}
 	if named := e.createProject(alice, `{"name":"Other","slug":"custom-1"}`); named.Slug != "custom-1" {
 		t.Fatalf("slug %q", named.Slug)
 	}
@@ -83,7 +101,7 @@ func TestProjects(t *testing.T) {
 			break
 		}
 	}
-	if len(ids) != 7 || len(slices.Compact(slices.Clone(ids))) != 7 || ids[0] != p.ID {
+	if len(ids) != 8 || len(slices.Compact(slices.Clone(ids))) != 8 || ids[0] != p.ID {
 		t.Fatalf("listed %d projects: %v", len(ids), ids)
 	}
 }

@@ -74,6 +74,11 @@ type New struct {
 	Name         string
 	Slug         string
 	Organisation uuid.UUID
+	// Settings overrides the platform's defaults for how the project is
+	// built and runs (its name, slug, branch and root directory come from
+	// the fields above and the repository, and are ignored here). Giving
+	// them at creation matters when the first deployment starts at once.
+	Settings Patch
 }
 
 // MaxName is the longest project name.
@@ -106,14 +111,20 @@ func (s Store) Create(ctx context.Context, user uuid.UUID, n New) (Project, erro
 	} else if err := slug.Valid(sl); err != nil {
 		return Project{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	settings := n.Settings.runSettings()
+	if err := settings.check(); err != nil {
+		return Project{}, err
+	}
 	org, err := s.organisation(ctx, user, n.Organisation)
 	if err != nil {
 		return Project{}, err
 	}
+	// The schema's defaults (which sqlc cannot leave out), then what n says.
+	p := settings.apply(db.Project{Branch: "main", RootDirectory: "", Port: 8080, Replicas: 3, CpuMillis: 1000, MemoryMb: 512, HealthCheckPath: "/"})
 	row, err := s.q().ProjectCreate(ctx, db.ProjectCreateParams{
 		ID: id.New(), OrganisationID: org, Slug: sl, Name: name,
-		// The schema's defaults, which sqlc cannot leave out.
-		Branch: "main", RootDirectory: "", Port: 8080, Replicas: 3, CpuMillis: 1000, MemoryMb: 512, HealthCheckPath: "/",
+		Branch: p.Branch, RootDirectory: p.RootDirectory, DockerfilePath: p.DockerfilePath, Port: p.Port, Replicas: p.Replicas,
+		CpuMillis: p.CpuMillis, MemoryMb: p.MemoryMb, HealthCheckPath: p.HealthCheckPath,
 	})
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) && pg.Code == "23505" && pg.ConstraintName == "projects_slug_unique" {

@@ -113,6 +113,13 @@ func (p Patch) apply(row db.Project) db.Project {
 	return row
 }
 
+// runSettings is p without what a new project takes from elsewhere: its
+// name, slug, branch and root directory.
+func (p Patch) runSettings() Patch {
+	p.Name, p.Slug, p.Branch, p.RootDirectory, p.ClearDockerfilePath = nil, nil, nil, nil, false
+	return p
+}
+
 func set[T any](dst *T, v *T) {
 	if v != nil {
 		*dst = *v

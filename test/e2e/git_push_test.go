@@ -122,18 +122,11 @@ func TestGitPushGoesLive(t *testing.T) {
 		Slug string    `json:"slug"`
 	}
 	created := time.Now()
+	// Small enough for three instances on the one simulated node, given at
+	// creation: the first deployment starts at once.
 	call(t, browser, "POST", api+"/v1/projects",
-		fmt.Sprintf(`{"name":"Pushed App","repository":{"installation_id":%d,"full_name":%q}}`, githubemu.DevInstallationID, fullName), 201, &proj)
-	// Small enough for three instances on the one simulated node. The
-	// operator reads a project's resources when it places a deployment's
-	// instances, after the build: the first deployment gets these too.
-	var patched struct {
-		CPUMillis int `json:"cpu_millis"`
-	}
-	call(t, browser, "PATCH", api+"/v1/projects/"+proj.ID.String(), `{"cpu_millis":100,"memory_mb":64,"health_check_path":"/healthz"}`, 200, &patched)
-	if patched.CPUMillis != 100 {
-		t.Fatalf("patched project: cpu_millis %d, want 100", patched.CPUMillis)
-	}
+		fmt.Sprintf(`{"name":"Pushed App","repository":{"installation_id":%d,"full_name":%q},"cpu_millis":100,"memory_mb":64,"health_check_path":"/healthz"}`,
+			githubemu.DevInstallationID, fullName), 201, &proj)
 	// Dev gives the api its SECRETS_KEYS: variables can be set.
 	var variable struct{}
 	call(t, browser, "PUT", api+"/v1/projects/"+proj.ID.String()+"/env/NOTE", `{"value":"sealed"}`, 200, &variable)
@@ -220,8 +213,13 @@ func (p *platform) uploadAndDeploy(c *http.Client, api string) {
 		Slug string    `json:"slug"`
 	}
 	call(t, c, "POST", api+"/v1/projects", `{"name":"Uploaded App"}`, 201, &proj)
-	var patched struct{}
+	var patched struct {
+		CPUMillis int `json:"cpu_millis"`
+	}
 	call(t, c, "PATCH", api+"/v1/projects/"+proj.ID.String(), `{"cpu_millis":100,"memory_mb":64,"health_check_path":"/healthz"}`, 200, &patched)
+	if patched.CPUMillis != 100 {
+		t.Fatalf("patched project: cpu_millis %d, want 100", patched.CPUMillis)
+	}
 	var up struct {
 		Key    string            `json:"key"`
 		Method string            `json:"method"`
