@@ -187,4 +187,3 @@ func buildToDir(t *testing.T, addr, contextDir, dockerfile string) string {
 	}
 	return out
 }
-
