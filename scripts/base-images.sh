@@ -179,30 +179,31 @@ cmd_fetch() {
 }
 
 # ---------------------------------------------------------------- images
-# has TAGREF: the registry holds repository:tag (any manifest type)
-has() {
-  local repo=${1%:*} tag=${1##*:}
-  [[ "$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -I \
+# missing REPO TAG...: how many of REPO:TAG... the registry lacks (one request each, one curl)
+missing() {
+  local repo=$1 tag urls=(); shift
+  for tag in "$@"; do urls+=(-o /dev/null "http://$REGISTRY/v2/$repo/manifests/$tag"); done
+  curl -s --max-time 10 -I -w '%{http_code}\n' \
     -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json' \
-    "http://$REGISTRY/v2/$repo/manifests/$tag")" == 200 ]]
+    "${urls[@]}" | grep -cvx 200 || true
 }
 
-# image NAME CONTEXT KEY REPO TAG...: build CONTEXT/Dockerfile as REPO:TAG... unless the registry has
-# them all plus REPO:zw-<hash of KEY and the Dockerfile>. Sets HASH to that hash (a child's KEY includes it).
+# image NAME CONTEXT KEY PREPARE REPO TAG...: build CONTEXT/Dockerfile as REPO:TAG... unless the
+# registry has them all plus REPO:zw-<hash of KEY and the Dockerfile>; PREPARE CONTEXT puts the files
+# the Dockerfile adds there, only when it builds (a no-op run copies nothing). Sets HASH to that hash
+# (a child's KEY includes it).
 PUSHED=() SKIPPED=() HASH=
 image() {
-  local name=$1 ctx=$2 key=$3 repo=$4; shift 4
-  local hash tag names=() t0 missing=0
+  local name=$1 ctx=$2 key=$3 prepare=$4 repo=$5; shift 5
+  local hash tag names=() t0
   hash=$( { printf '%s\n' "$key"; cat "$ctx/Dockerfile"; } | sha256sum | cut -c1-16)
-  for tag in "$@" "zw-$hash"; do
-    names+=("$REGISTRY/$repo:$tag")
-    has "$repo:$tag" || missing=1
-  done
-  if ((missing == 0)); then
+  for tag in "$@" "zw-$hash"; do names+=("$REGISTRY/$repo:$tag"); done
+  if (($(missing "$repo" "$@" "zw-$hash") == 0)); then
     SKIPPED+=("$name"); HASH=$hash; return
   fi
   t0=${EPOCHREALTIME/[.,]/}
   log "$name: building ${names[0]} ..."
+  "$prepare" "$ctx"
   local IFS=,
   "$BUILDCTL" --addr "$BUILDKIT_ADDR" build --progress=plain \
     --frontend dockerfile.v0 --local context="$ctx" --local dockerfile="$ctx" \
@@ -219,55 +220,70 @@ context() {
   rm -rf "$CTX"; mkdir -p "$CTX"
 }
 
+# The certificate authorities this machine adds to Debian's (e.g. the one of a TLS-inspecting egress
+# proxy): builds in these images reach npm, the Go proxy and the Debian archive the way the host does.
+LOCAL_CAS=()
+for f in /usr/local/share/ca-certificates/*.crt; do [[ -f $f ]] && LOCAL_CAS+=("$f"); done
+local_cas_key() { ((${#LOCAL_CAS[@]} == 0)) || sha256sum "${LOCAL_CAS[@]}" | cut -d' ' -f1 | tr '\n' ' '; }
+
+prepare_debian() {
+  ln "$ROOTFS_TAR" "$1/rootfs.tar" 2>/dev/null || cp "$ROOTFS_TAR" "$1/rootfs.tar"
+  mkdir -p "$1/ca-certificates"
+  ((${#LOCAL_CAS[@]} == 0)) || cp "${LOCAL_CAS[@]}" "$1/ca-certificates/"
+}
 build_debian() {
   local ctx; context debian; ctx=$CTX
-  ln "$ROOTFS_TAR" "$ctx/rootfs.tar" 2>/dev/null || cp "$ROOTFS_TAR" "$ctx/rootfs.tar"
   cat >"$ctx/Dockerfile" <<'EOF'
 FROM scratch
 ADD rootfs.tar /
+COPY ca-certificates/ /usr/local/share/ca-certificates/
+RUN update-ca-certificates >/dev/null
 CMD ["bash"]
 EOF
   # The tar's name is its recipe: debootstrap runs once per cache, not per registry.
-  image debian "$ctx" "$(basename "$ROOTFS_TAR")" library/debian "$DEBIAN_SUITE-slim" "$DEBIAN_SUITE"
+  image debian "$ctx" "$(basename "$ROOTFS_TAR") $(local_cas_key)" prepare_debian library/debian "$DEBIAN_SUITE-slim" "$DEBIAN_SUITE"
 }
 
+prepare_node() { tar --numeric-owner --owner=0 --group=0 -C "$NODE_DIR" --exclude=./.done -cf "$1/node.tar" .; }
 build_node() {
   local parent=$1 ctx major=${NODE_VERSION%%.*} minor; context node; ctx=$CTX
   minor=${NODE_VERSION%.*}
-  tar --numeric-owner --owner=0 --group=0 -C "$NODE_DIR" --exclude=./.done -cf "$ctx/node.tar" .
   cat >"$ctx/Dockerfile" <<EOF
 FROM $REGISTRY/library/debian:$DEBIAN_SUITE-slim
 RUN groupadd --gid 1000 node && useradd --uid 1000 --gid node --shell /bin/bash --create-home node
 ADD node.tar /
-ENV NODE_VERSION=$NODE_VERSION
+# Node.js trusts its own copy of Mozilla's list; this adds the system's (with any local authority).
+ENV NODE_VERSION=$NODE_VERSION NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 CMD ["node"]
 EOF
-  image node "$ctx" "$parent node $NODE_VERSION npm $NPM_VERSION corepack $COREPACK_VERSION" library/node \
+  image node "$ctx" "$parent node $NODE_VERSION npm $NPM_VERSION corepack $COREPACK_VERSION" prepare_node library/node \
     "$major-$DEBIAN_SUITE-slim" "$minor-$DEBIAN_SUITE-slim" "$NODE_VERSION-$DEBIAN_SUITE-slim" "$major-slim" "$NODE_VERSION-slim"
 }
 
+prepare_bun() { tar --numeric-owner --owner=0 --group=0 -C "$BUN_DIR" --exclude=./.done -cf "$1/bun.tar" .; }
 build_bun() {
   local parent=$1 ctx; context bun; ctx=$CTX
-  tar --numeric-owner --owner=0 --group=0 -C "$BUN_DIR" --exclude=./.done -cf "$ctx/bun.tar" .
   cat >"$ctx/Dockerfile" <<EOF
 FROM $REGISTRY/library/debian:$DEBIAN_SUITE-slim
 RUN groupadd --gid 1000 bun && useradd --uid 1000 --gid bun --shell /bin/sh --create-home bun
 ADD bun.tar /
-ENV BUN_VERSION=$BUN_VERSION
+ENV BUN_VERSION=$BUN_VERSION NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
 WORKDIR /home/bun/app
 CMD ["bun"]
 EOF
-  image bun "$ctx" "$parent bun $BUN_VERSION" oven/bun "${BUN_VERSION%%.*}-slim" "$BUN_VERSION-slim"
+  image bun "$ctx" "$parent bun $BUN_VERSION" prepare_bun oven/bun "${BUN_VERSION%%.*}-slim" "$BUN_VERSION-slim"
 }
 
 # The golang image carries the toolchain this machine has: its tags are that version's, and
 # GOTOOLCHAIN=local keeps a newer go.mod from downloading another (what the official image does).
+prepare_golang() {
+  tar --numeric-owner --owner=0 --group=0 -C "$(go env GOROOT)" --transform 's,^\.,go,' \
+    --exclude=./test --exclude=./pkg/obj -cf "$1/go.tar" .
+}
 build_golang() {
   local parent=$1 ctx goroot version minor; context golang; ctx=$CTX
   goroot=$(go env GOROOT); version=$(go env GOVERSION); version=${version#go}; minor=${version%.*}
   [[ $version =~ ^1\.[0-9]+\.[0-9]+$ ]] || die "golang: installed Go is $version, not a release"
-  tar --numeric-owner --owner=0 --group=0 -C "$goroot" --transform 's,^\.,go,' \
-    --exclude=./test --exclude=./pkg/obj -cf "$ctx/go.tar" .
   cat >"$ctx/Dockerfile" <<EOF
 FROM $REGISTRY/library/debian:$DEBIAN_SUITE-slim
 ADD go.tar /usr/local/
@@ -276,30 +292,33 @@ ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr
 RUN mkdir -p /go/src /go/bin && chmod -R 1777 /go
 WORKDIR /go
 EOF
-  image golang "$ctx" "$parent go $version $goroot" library/golang \
+  image golang "$ctx" "$parent go $version $goroot" prepare_golang library/golang \
     "1-$DEBIAN_SUITE" "$minor-$DEBIAN_SUITE" "$version-$DEBIAN_SUITE" "1" "$minor" "$version"
 }
 
 # Caddy on busybox, like the official caddy:2-alpine: a shell, wget, chown, and the alpine-style
 # adduser/addgroup (-S system, -H no home, -G group) that Dockerfiles written for it call, which
 # Debian's busybox leaves out.
-build_caddy() {
-  local ctx root minor; context caddy; ctx=$CTX; root="$ctx/root"
-  minor=${CADDY_VERSION#v}; minor=${minor%.*}
+prepare_caddy() {
+  local ctx=$1 root="$1/root"
   mkdir -p "$root"/{bin,usr/bin,usr/sbin,etc/ssl/certs,etc/caddy,config/caddy,data/caddy,srv,tmp,root,usr/share/caddy}
   chmod 1777 "$root/tmp"
   cp /bin/busybox "$root/bin/busybox"
   local applet
   for applet in $(/bin/busybox --list-full); do
+    mkdir -p "$root/${applet%/*}"
     [[ -e "$root/$applet" ]] || ln -s /bin/busybox "$root/$applet"
   done
   cp "$CADDY_BIN" "$root/usr/bin/caddy"
-  tar -xOf "$ROOTFS_TAR" ./etc/ssl/certs/ca-certificates.crt >"$root/etc/ssl/certs/ca-certificates.crt"
+  { tar -xOf "$ROOTFS_TAR" ./etc/ssl/certs/ca-certificates.crt
+    ((${#LOCAL_CAS[@]} == 0)) || cat "${LOCAL_CAS[@]}"; } >"$root/etc/ssl/certs/ca-certificates.crt"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n' >"$root/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
   printf 'root:*::0:::::\nnobody:*::0:::::\n' >"$root/etc/shadow"
   printf ':80 {\n\troot * /usr/share/caddy\n\tfile_server\n}\n' >"$root/etc/caddy/Caddyfile"
   echo 'Caddy works.' >"$root/usr/share/caddy/index.html"
+  # Not through a busybox link: that would write to the host's busybox.
+  rm -f "$root/usr/sbin/addgroup" "$root/usr/sbin/adduser"
   cat >"$root/usr/sbin/addgroup" <<'EOF'
 #!/bin/sh
 # addgroup [-S] [-g GID] GROUP | addgroup USER GROUP (alpine's flags)
@@ -348,6 +367,10 @@ EOF
   chmod 640 "$root/etc/shadow"
   tar --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -C "$root" -cf "$ctx/caddy.tar" .
   rm -rf "$root"
+}
+build_caddy() {
+  local ctx minor; context caddy; ctx=$CTX
+  minor=${CADDY_VERSION#v}; minor=${minor%.*}
   cat >"$ctx/Dockerfile" <<EOF
 FROM scratch
 ADD caddy.tar /
@@ -357,9 +380,9 @@ EXPOSE 80 443 443/udp 2019
 WORKDIR /srv
 CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]
 EOF
-  # Its files come from the host (busybox) and this script (adduser): the tar's content is the key.
-  image caddy "$ctx" "caddy $(sha256sum <"$ctx/caddy.tar")" \
-    library/caddy "2-alpine" "$minor-alpine" "${CADDY_VERSION#v}-alpine" "2"
+  # Its files: Caddy, the host's busybox and what prepare_caddy writes.
+  image caddy "$ctx" "$(sha256sum "$CADDY_BIN" /bin/busybox | cut -d' ' -f1) $(local_cas_key) $(declare -f prepare_caddy | sha256sum)" \
+    prepare_caddy library/caddy "2-alpine" "$minor-alpine" "${CADDY_VERSION#v}-alpine" "2"
 }
 
 cmd_push() {

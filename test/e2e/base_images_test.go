@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -93,7 +94,10 @@ RUN --network=none caddy run --config /etc/caddy/Caddyfile --adapter caddyfile &
 			}
 			requireBaseImages(t, reg, plan.Dockerfile)
 
-			dockerfile := string(plan.Dockerfile) + "\n" + c.probe + "\nFROM scratch\nCOPY --from=zw-probe /tmp/probe /probe\n"
+			// The nonce keeps BuildKit from answering the probe from its cache:
+			// it runs against whatever the registry holds now.
+			probe := strings.Replace(c.probe, "\nRUN ", fmt.Sprintf("\nENV ZW_PROBE_NONCE=%d\nRUN ", time.Now().UnixNano()), 1)
+			dockerfile := string(plan.Dockerfile) + "\n" + probe + "\nFROM scratch\nCOPY --from=zw-probe /tmp/probe /probe\n"
 			out := buildToDir(t, addr, dir, dockerfile)
 			got, err := os.ReadFile(filepath.Join(out, "probe"))
 			if err != nil {
