@@ -282,7 +282,8 @@ prepare_golang() {
 }
 build_golang() {
   local parent=$1 ctx goroot version minor; context golang; ctx=$CTX
-  goroot=$(go env GOROOT); version=$(go env GOVERSION); version=${version#go}; minor=${version%.*}
+  { read -r goroot; read -r version; } < <(go env GOROOT GOVERSION)
+  version=${version#go}; minor=${version%.*}
   [[ $version =~ ^1\.[0-9]+\.[0-9]+$ ]] || die "golang: installed Go is $version, not a release"
   cat >"$ctx/Dockerfile" <<EOF
 FROM $REGISTRY/library/debian:$DEBIAN_SUITE-slim
