@@ -179,13 +179,14 @@ cmd_fetch() {
 }
 
 # ---------------------------------------------------------------- images
-# missing REPO TAG...: how many of REPO:TAG... the registry lacks (one request each, one curl)
-missing() {
+# present REPO TAG...: the registry holds every REPO:TAG (one curl, a HEAD for each; a registry that
+# does not answer holds nothing)
+present() {
   local repo=$1 tag urls=(); shift
   for tag in "$@"; do urls+=(-o /dev/null "http://$REGISTRY/v2/$repo/manifests/$tag"); done
-  curl -s --max-time 10 -I -w '%{http_code}\n' \
+  (($(curl -s --max-time 10 -I -w '%{http_code}\n' \
     -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json' \
-    "${urls[@]}" | grep -cvx 200 || true
+    "${urls[@]}" | grep -cx 200) == $#))
 }
 
 # image NAME CONTEXT KEY PREPARE REPO TAG...: build CONTEXT/Dockerfile as REPO:TAG... unless the
@@ -198,7 +199,7 @@ image() {
   local hash tag names=() t0
   hash=$( { printf '%s\n' "$key"; cat "$ctx/Dockerfile"; } | sha256sum | cut -c1-16)
   for tag in "$@" "zw-$hash"; do names+=("$REGISTRY/$repo:$tag"); done
-  if (($(missing "$repo" "$@" "zw-$hash") == 0)); then
+  if present "$repo" "$@" "zw-$hash"; then
     SKIPPED+=("$name"); HASH=$hash; return
   fi
   t0=${EPOCHREALTIME/[.,]/}
