@@ -2,7 +2,8 @@
 # Local dependencies of Zeitwork: Postgres, MinIO, registry (distribution v3), buildkitd, containerd.
 #
 #   scripts/deps.sh install   apt packages + build pinned binaries into a cache outside the repo
-#   scripts/deps.sh up        install, then start every daemon that is not healthy, wait for health
+#   scripts/deps.sh up        install, then start every daemon that is not healthy, wait for health,
+#                             and push the builder's base images (scripts/base-images.sh)
 #   scripts/deps.sh down      stop the daemons started by `up` (data is kept)
 #   scripts/deps.sh status    one line per daemon: healthy/unhealthy + endpoint (exit 1 if any unhealthy)
 #   scripts/deps.sh env       export lines for the endpoints (eval "$(scripts/deps.sh env)")
@@ -157,6 +158,8 @@ cmd_install() {
   step "pebble $PEBBLE_VERSION" go_build_tool "$PEBBLE_BIN" pebble github.com/letsencrypt/pebble/v2/cmd/pebble
   flock -u 9
   exec 9>&-
+  # The base images' inputs (Debian root file system, Node.js, Caddy, ...); `up` builds and pushes them.
+  step "base image inputs" "$REPO_ROOT/scripts/base-images.sh" fetch
   local IFS=,
   log "install: done in $(elapsed "$t0") (already there: ${CACHED[*]})"
 }
@@ -458,6 +461,10 @@ cmd_up() {
     fi
   done
   flock -u 8
+  # The builder's base images, in the registry just started (a no-op when they are there).
+  t0=${EPOCHREALTIME/[.,]/}
+  "$REPO_ROOT/scripts/base-images.sh" push
+  log "base images: in $BASE_IMAGE_MIRROR, checked in $(elapsed "$t0")"
   echo
   for name in "${DAEMONS[@]}"; do   # all passed their health check above
     printf '%-10s %-9s %-6s %s\n' "$name" healthy "$(pid_of "$name")" "$(endpoint "$name")"
@@ -501,6 +508,7 @@ export S3_BUCKET=$S3_BUCKET
 export S3_ACCESS_KEY_ID=$S3_ACCESS_KEY_ID
 export S3_SECRET_ACCESS_KEY=$S3_SECRET_ACCESS_KEY
 export REGISTRY_ADDR=$REGISTRY_ADDR
+export BASE_IMAGE_MIRROR=$BASE_IMAGE_MIRROR
 export BUILDKIT_ADDR=$BUILDKIT_ADDR
 export CONTAINERD_ADDR=$CONTAINERD_ADDR
 EOF
