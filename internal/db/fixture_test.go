@@ -71,7 +71,7 @@ func (f *fixture) newProject(t *testing.T, slug string) db.Project {
 
 func deploymentParams(projectID uuid.UUID) db.DeploymentCreateParams {
 	sha := "0123456789abcdef0123456789abcdef01234567"
-	return db.DeploymentCreateParams{ID: id.New(), ProjectID: projectID, SourceType: "github", GithubCommitSha: &sha, Replicas: 3}
+	return db.DeploymentCreateParams{ID: id.New(), ProjectID: projectID, SourceType: "github", GithubCommitSha: &sha, Replicas: 3, Environment: "production"}
 }
 
 func (f *fixture) newDeployment(t *testing.T, projectID uuid.UUID) db.Deployment {
