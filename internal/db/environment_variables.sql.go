@@ -30,7 +30,7 @@ func (q *Queries) EnvironmentVariableDelete(ctx context.Context, arg Environment
 }
 
 const environmentVariableGet = `-- name: EnvironmentVariableGet :one
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1 AND name = $2
 `
 
@@ -50,12 +50,13 @@ func (q *Queries) EnvironmentVariableGet(ctx context.Context, arg EnvironmentVar
 		&i.KeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environments,
 	)
 	return i, err
 }
 
 const environmentVariableListByProject = `-- name: EnvironmentVariableListByProject :many
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1
 ORDER BY name
 `
@@ -77,6 +78,7 @@ func (q *Queries) EnvironmentVariableListByProject(ctx context.Context, projectI
 			&i.KeyID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environments,
 		); err != nil {
 			return nil, err
 		}
@@ -89,7 +91,7 @@ func (q *Queries) EnvironmentVariableListByProject(ctx context.Context, projectI
 }
 
 const environmentVariableListNotKey = `-- name: EnvironmentVariableListNotKey :many
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE key_id <> $1
 ORDER BY id
 LIMIT $2
@@ -118,6 +120,7 @@ func (q *Queries) EnvironmentVariableListNotKey(ctx context.Context, arg Environ
 			&i.KeyID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environments,
 		); err != nil {
 			return nil, err
 		}
@@ -130,7 +133,7 @@ func (q *Queries) EnvironmentVariableListNotKey(ctx context.Context, arg Environ
 }
 
 const environmentVariablePage = `-- name: EnvironmentVariablePage :many
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1 AND id > $2
 ORDER BY id
 LIMIT $3
@@ -160,6 +163,7 @@ func (q *Queries) EnvironmentVariablePage(ctx context.Context, arg EnvironmentVa
 			&i.KeyID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environments,
 		); err != nil {
 			return nil, err
 		}
@@ -205,7 +209,7 @@ ON CONFLICT (project_id, name) DO UPDATE
 SET value_ciphertext = excluded.value_ciphertext,
     key_id = excluded.key_id,
     updated_at = now()
-RETURNING id, project_id, name, value_ciphertext, key_id, created_at, updated_at
+RETURNING id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments
 `
 
 type EnvironmentVariableUpsertParams struct {
@@ -234,6 +238,7 @@ func (q *Queries) EnvironmentVariableUpsert(ctx context.Context, arg Environment
 		&i.KeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environments,
 	)
 	return i, err
 }
