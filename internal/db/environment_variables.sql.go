@@ -90,6 +90,46 @@ func (q *Queries) EnvironmentVariableListByProject(ctx context.Context, projectI
 	return items, nil
 }
 
+const environmentVariableListForDeployment = `-- name: EnvironmentVariableListForDeployment :many
+SELECT environment_variables.id, environment_variables.project_id, environment_variables.name, environment_variables.value_ciphertext, environment_variables.key_id, environment_variables.created_at, environment_variables.updated_at, environment_variables.environments FROM environment_variables
+JOIN deployments ON deployments.project_id = environment_variables.project_id
+WHERE deployments.id = $1
+  AND deployments.environment = ANY(environment_variables.environments)
+ORDER BY environment_variables.name
+`
+
+// The variables an instance of @deployment_id gets: those of its project
+// whose environments include the deployment's, so that a preview never
+// sees a production-only secret.
+func (q *Queries) EnvironmentVariableListForDeployment(ctx context.Context, deploymentID uuid.UUID) ([]EnvironmentVariable, error) {
+	rows, err := q.db.Query(ctx, environmentVariableListForDeployment, deploymentID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []EnvironmentVariable{}
+	for rows.Next() {
+		var i EnvironmentVariable
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.ValueCiphertext,
+			&i.KeyID,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Environments,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const environmentVariableListNotKey = `-- name: EnvironmentVariableListNotKey :many
 SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE key_id <> $1
@@ -203,11 +243,13 @@ func (q *Queries) EnvironmentVariableReencrypt(ctx context.Context, arg Environm
 }
 
 const environmentVariableUpsert = `-- name: EnvironmentVariableUpsert :one
-INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id, environments)
+VALUES ($1, $2, $3, $4, $5,
+        coalesce($6::text[], '{production,preview}'))
 ON CONFLICT (project_id, name) DO UPDATE
 SET value_ciphertext = excluded.value_ciphertext,
     key_id = excluded.key_id,
+    environments = coalesce($6::text[], environment_variables.environments),
     updated_at = now()
 RETURNING id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments
 `
@@ -218,9 +260,12 @@ type EnvironmentVariableUpsertParams struct {
 	Name            string
 	ValueCiphertext []byte
 	KeyID           string
+	Environments    []string
 }
 
 // Sets a variable; @id is used only when the name is new to the project.
+// A NULL @environments keeps an existing variable's environments and gives
+// a new one the column's default, both.
 func (q *Queries) EnvironmentVariableUpsert(ctx context.Context, arg EnvironmentVariableUpsertParams) (EnvironmentVariable, error) {
 	row := q.db.QueryRow(ctx, environmentVariableUpsert,
 		arg.ID,
@@ -228,6 +273,7 @@ func (q *Queries) EnvironmentVariableUpsert(ctx context.Context, arg Environment
 		arg.Name,
 		arg.ValueCiphertext,
 		arg.KeyID,
+		arg.Environments,
 	)
 	var i EnvironmentVariable
 	err := row.Scan(
