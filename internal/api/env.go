@@ -9,6 +9,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/google/uuid"
 
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/project"
 )
 
@@ -23,7 +24,8 @@ func (a *API) registerEnv(api huma.API) {
 	}, a.listEnv)
 	huma.Register(api, huma.Operation{
 		OperationID: "set-env", Method: http.MethodPut, Path: "/v1/projects/{id}/env/{name}", Tags: []string{"env"}, Security: signedIn,
-		Summary: "Set a variable", Description: "Creates or replaces the variable; instances started from now on see it. " + desc,
+		Summary: "Set a variable", Description: "Creates or replaces the variable; instances started from now on see it. " +
+			"environments says which deployments get it; without it a new variable goes to both and an existing one keeps its own. " + desc,
 	}, a.setEnv)
 	huma.Register(api, huma.Operation{
 		OperationID: "get-env", Method: http.MethodGet, Path: "/v1/projects/{id}/env/{name}", Tags: []string{"env"}, Security: signedIn,
@@ -37,13 +39,14 @@ func (a *API) registerEnv(api huma.API) {
 
 // EnvVariable is a project's variable without its value.
 type EnvVariable struct {
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Name         string                   `json:"name"`
+	Environments []deployment.Environment `json:"environments" enum:"production,preview" doc:"the deployments whose instances get the variable"`
+	CreatedAt    time.Time                `json:"created_at"`
+	UpdatedAt    time.Time                `json:"updated_at"`
 }
 
 func envOut(v project.Variable) EnvVariable {
-	return EnvVariable{Name: v.Name, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+	return EnvVariable{Name: v.Name, Environments: v.Environments, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 }
 
 // envProblem renders the variables' own errors, then the project's.
@@ -118,6 +121,9 @@ type setEnvInput struct {
 	Name string `path:"name" doc:"letters, digits and _, not starting with a digit"`
 	Body struct {
 		Value string `json:"value" doc:"at most 64 KiB"`
+		// Environments' schema documents the values for clients; the store
+		// checks them again, as it does for every caller.
+		Environments []deployment.Environment `json:"environments,omitempty" required:"false" enum:"production,preview" minItems:"1" uniqueItems:"true" doc:"production, preview or both; a preview runs any pushed branch, so keep production secrets from it. Absent: both for a new variable, unchanged for an existing one"`
 	}
 }
 
@@ -128,7 +134,7 @@ func (a *API) setEnv(ctx context.Context, in *setEnvInput) (*envOutput, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := a.Variables.Set(ctx, principal(ctx).UserID, id, in.Name, in.Body.Value)
+	v, err := a.Variables.Set(ctx, principal(ctx).UserID, id, in.Name, in.Body.Value, in.Body.Environments)
 	if err != nil {
 		return nil, envProblem(err)
 	}

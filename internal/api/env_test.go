@@ -44,7 +44,7 @@ func TestEnvVariables(t *testing.T) {
 		t.Fatalf("PUT: %d %s", res.Code, res.body)
 	}
 
-	// What the node agent reads: the same query, opened with the same
+	// What the node agent reads: the stored row, opened with the same
 	// binding (see nodeagent's Converger.environment).
 	rows, err := db.New(e.pool()).EnvironmentVariableListByProject(context.Background(), p.ID)
 	if err != nil || len(rows) != 1 {
@@ -152,5 +152,85 @@ func TestEnvWithoutKeys(t *testing.T) {
 		if p := e.wantProblem(e.do(c.method, c.path, c.body, session(alice)...), http.StatusServiceUnavailable); p.Detail != "variables are not configured" {
 			t.Fatalf("%s %s: %+v", c.method, c.path, p)
 		}
+	}
+}
+
+// TestEnvVariableEnvironments: a variable names the deployments that get
+// it; leaving environments out creates it for both and keeps an existing
+// variable's, and a bad list is refused with nothing written.
+func TestEnvVariableEnvironments(t *testing.T) {
+	e := newEnv(t)
+	alice := e.signIn(1, "alice")
+	p := e.createProject(alice, `{"name":"App"}`)
+	base := "/v1/projects/" + p.ID.String() + "/env"
+	set := func(name, body string) EnvVariable {
+		t.Helper()
+		res := e.do("PUT", base+"/"+name, body, session(alice)...)
+		if res.Code != http.StatusOK {
+			t.Fatalf("PUT %s %s: %d %s", name, body, res.Code, res.body)
+		}
+		var v EnvVariable
+		res.decode(t, &v)
+		return v
+	}
+	reveal := func(name string) revealed {
+		t.Helper()
+		var v revealed
+		e.do("GET", base+"/"+name, "", session(alice)...).decode(t, &v)
+		return v
+	}
+	envs := func(v EnvVariable) string { return fmt.Sprint(v.Environments) }
+
+	// Without environments: both, as before the field existed.
+	if v := set("SHARED", `{"value":"s"}`); envs(v) != "[production preview]" {
+		t.Fatalf("default: %+v", v)
+	}
+	// Given, in any order: stored and shown in one order.
+	if v := set("STRIPE_KEY", `{"value":"live","environments":["production"]}`); envs(v) != "[production]" {
+		t.Fatalf("production only: %+v", v)
+	}
+	if v := set("BOTH", `{"value":"b","environments":["preview","production"]}`); envs(v) != "[production preview]" {
+		t.Fatalf("both: %+v", v)
+	}
+	// Changing only the value keeps them; giving them changes them.
+	if v := set("STRIPE_KEY", `{"value":"live2"}`); envs(v) != "[production]" {
+		t.Fatalf("value only changed them: %+v", v)
+	}
+	if v := reveal("STRIPE_KEY"); v.Value != "live2" || envs(v.EnvVariable) != "[production]" {
+		t.Fatalf("revealed %+v", v)
+	}
+	if v := set("SHARED", `{"value":"s2","environments":["preview"]}`); envs(v) != "[preview]" {
+		t.Fatalf("changed: %+v", v)
+	}
+
+	// Refused with a 422, nothing written: not the new variable, not the
+	// existing one's value or environments.
+	for _, body := range []string{
+		`{"value":"x","environments":[]}`,
+		`{"value":"x","environments":["staging"]}`,
+		`{"value":"x","environments":["production","production"]}`,
+		`{"value":"x","environments":["Production"]}`,
+		`{"value":"x","environments":"production"}`,
+	} {
+		for _, name := range []string{"NEW", "STRIPE_KEY"} {
+			e.wantProblem(e.do("PUT", base+"/"+name, body, session(alice)...), http.StatusUnprocessableEntity)
+		}
+	}
+	e.wantProblem(e.do("GET", base+"/NEW", "", session(alice)...), http.StatusNotFound)
+	if v := reveal("STRIPE_KEY"); v.Value != "live2" || envs(v.EnvVariable) != "[production]" {
+		t.Fatalf("a refused PUT changed it: %+v", v)
+	}
+
+	// The list shows them too.
+	var page struct {
+		Items []EnvVariable `json:"items"`
+	}
+	e.do("GET", base, "", session(alice)...).decode(t, &page)
+	got := map[string]string{}
+	for _, v := range page.Items {
+		got[v.Name] = envs(v)
+	}
+	if fmt.Sprint(got) != "map[BOTH:[production preview] SHARED:[preview] STRIPE_KEY:[production]]" {
+		t.Fatalf("listed %v", got)
 	}
 }

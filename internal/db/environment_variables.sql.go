@@ -30,7 +30,7 @@ func (q *Queries) EnvironmentVariableDelete(ctx context.Context, arg Environment
 }
 
 const environmentVariableGet = `-- name: EnvironmentVariableGet :one
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1 AND name = $2
 `
 
@@ -50,12 +50,13 @@ func (q *Queries) EnvironmentVariableGet(ctx context.Context, arg EnvironmentVar
 		&i.KeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environments,
 	)
 	return i, err
 }
 
 const environmentVariableListByProject = `-- name: EnvironmentVariableListByProject :many
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1
 ORDER BY name
 `
@@ -77,6 +78,47 @@ func (q *Queries) EnvironmentVariableListByProject(ctx context.Context, projectI
 			&i.KeyID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environments,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const environmentVariableListForDeployment = `-- name: EnvironmentVariableListForDeployment :many
+SELECT environment_variables.id, environment_variables.project_id, environment_variables.name, environment_variables.value_ciphertext, environment_variables.key_id, environment_variables.created_at, environment_variables.updated_at, environment_variables.environments FROM environment_variables
+JOIN deployments ON deployments.project_id = environment_variables.project_id
+WHERE deployments.id = $1
+  AND deployments.environment = ANY(environment_variables.environments)
+ORDER BY environment_variables.name
+`
+
+// The variables an instance of @deployment_id gets: those of its project
+// whose environments include the deployment's, so that a preview never
+// sees a production-only secret.
+func (q *Queries) EnvironmentVariableListForDeployment(ctx context.Context, deploymentID uuid.UUID) ([]EnvironmentVariable, error) {
+	rows, err := q.db.Query(ctx, environmentVariableListForDeployment, deploymentID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []EnvironmentVariable{}
+	for rows.Next() {
+		var i EnvironmentVariable
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.ValueCiphertext,
+			&i.KeyID,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.Environments,
 		); err != nil {
 			return nil, err
 		}
@@ -89,7 +131,7 @@ func (q *Queries) EnvironmentVariableListByProject(ctx context.Context, projectI
 }
 
 const environmentVariableListNotKey = `-- name: EnvironmentVariableListNotKey :many
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE key_id <> $1
 ORDER BY id
 LIMIT $2
@@ -118,6 +160,7 @@ func (q *Queries) EnvironmentVariableListNotKey(ctx context.Context, arg Environ
 			&i.KeyID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environments,
 		); err != nil {
 			return nil, err
 		}
@@ -130,7 +173,7 @@ func (q *Queries) EnvironmentVariableListNotKey(ctx context.Context, arg Environ
 }
 
 const environmentVariablePage = `-- name: EnvironmentVariablePage :many
-SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at FROM environment_variables
+SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1 AND id > $2
 ORDER BY id
 LIMIT $3
@@ -160,6 +203,7 @@ func (q *Queries) EnvironmentVariablePage(ctx context.Context, arg EnvironmentVa
 			&i.KeyID,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.Environments,
 		); err != nil {
 			return nil, err
 		}
@@ -199,13 +243,15 @@ func (q *Queries) EnvironmentVariableReencrypt(ctx context.Context, arg Environm
 }
 
 const environmentVariableUpsert = `-- name: EnvironmentVariableUpsert :one
-INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id, environments)
+VALUES ($1, $2, $3, $4, $5,
+        coalesce($6::text[], '{production,preview}'))
 ON CONFLICT (project_id, name) DO UPDATE
 SET value_ciphertext = excluded.value_ciphertext,
     key_id = excluded.key_id,
+    environments = coalesce($6::text[], environment_variables.environments),
     updated_at = now()
-RETURNING id, project_id, name, value_ciphertext, key_id, created_at, updated_at
+RETURNING id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments
 `
 
 type EnvironmentVariableUpsertParams struct {
@@ -214,9 +260,12 @@ type EnvironmentVariableUpsertParams struct {
 	Name            string
 	ValueCiphertext []byte
 	KeyID           string
+	Environments    []string
 }
 
 // Sets a variable; @id is used only when the name is new to the project.
+// A NULL @environments keeps an existing variable's environments and gives
+// a new one the column's default, both.
 func (q *Queries) EnvironmentVariableUpsert(ctx context.Context, arg EnvironmentVariableUpsertParams) (EnvironmentVariable, error) {
 	row := q.db.QueryRow(ctx, environmentVariableUpsert,
 		arg.ID,
@@ -224,6 +273,7 @@ func (q *Queries) EnvironmentVariableUpsert(ctx context.Context, arg Environment
 		arg.Name,
 		arg.ValueCiphertext,
 		arg.KeyID,
+		arg.Environments,
 	)
 	var i EnvironmentVariable
 	err := row.Scan(
@@ -234,6 +284,7 @@ func (q *Queries) EnvironmentVariableUpsert(ctx context.Context, arg Environment
 		&i.KeyID,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.Environments,
 	)
 	return i, err
 }

@@ -170,6 +170,7 @@ type EnvironmentVariable struct {
 	KeyID           string
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+	Environments    []string
 }
 
 type GithubInstallation struct {

@@ -35,7 +35,7 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		}
 		return
 	}
-	env, err := c.environment(ctx, a.ProjectID)
+	env, err := c.environment(ctx, a.ProjectID, in.DeploymentID)
 	if err != nil {
 		c.report(ctx, in, instance.StateFailed, err.Error())
 		return
@@ -170,10 +170,12 @@ func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.
 	}
 }
 
-// environment decrypts the project's variables; they exist in plaintext
-// only here, on their way into the instance.
-func (c *Converger) environment(ctx context.Context, projectID uuid.UUID) (map[string]string, error) {
-	vars, err := db.New(c.Pool).EnvironmentVariableListByProject(ctx, projectID)
+// environment decrypts the project's variables meant for the deployment's
+// environment; they exist in plaintext only here, on their way into the
+// instance. The filter is in the query, against the deployment's row, so
+// that a preview's instance never even fetches a production-only secret.
+func (c *Converger) environment(ctx context.Context, projectID, deploymentID uuid.UUID) (map[string]string, error) {
+	vars, err := db.New(c.Pool).EnvironmentVariableListForDeployment(ctx, deploymentID)
 	if err != nil {
 		return nil, fmt.Errorf("environment: %w", err)
 	}

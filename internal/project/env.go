@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/secret"
 )
@@ -53,16 +55,55 @@ func ValidVariableName(name string) error {
 	return nil
 }
 
+// VariableEnvironments checks the deployment environments a variable is
+// given to and returns them in deployment.Environments' order, so that
+// every reader sees the same list for the same set. nil means "not said"
+// and stays nil; an empty list is refused, since a variable no deployment
+// gets is a mistake, not a way to park a value.
+func VariableEnvironments(envs []deployment.Environment) ([]deployment.Environment, error) {
+	if envs == nil {
+		return nil, nil
+	}
+	if len(envs) == 0 {
+		return nil, fmt.Errorf("%w: a variable goes to at least one environment: production, preview", ErrInvalid)
+	}
+	seen := map[deployment.Environment]bool{}
+	for _, e := range envs {
+		if !slices.Contains(deployment.Environments, e) {
+			return nil, fmt.Errorf("%w: %q is not an environment: production or preview", ErrInvalid, e)
+		}
+		if seen[e] {
+			return nil, fmt.Errorf("%w: environment %s is given twice", ErrInvalid, e)
+		}
+		seen[e] = true
+	}
+	out := make([]deployment.Environment, 0, len(envs))
+	for _, e := range deployment.Environments {
+		if seen[e] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 // Variable is a project's environment variable without its value.
 type Variable struct {
-	ID        uuid.UUID
-	Name      string
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	ID   uuid.UUID
+	Name string
+	// Environments are the deployments' environments whose instances get
+	// the variable: a preview runs any branch anyone can push, so a
+	// production secret is kept from it by leaving preview out.
+	Environments []deployment.Environment
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 }
 
 func variableFromRow(r db.EnvironmentVariable) Variable {
-	return Variable{ID: r.ID, Name: r.Name, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
+	envs := make([]deployment.Environment, len(r.Environments))
+	for i, e := range r.Environments {
+		envs[i] = deployment.Environment(e)
+	}
+	return Variable{ID: r.ID, Name: r.Name, Environments: envs, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
 }
 
 // Variables reads and writes projects' variables on behalf of a member.
@@ -102,19 +143,34 @@ func (v Variables) List(ctx context.Context, user, project, after uuid.UUID, lim
 
 // Set creates or replaces a variable. Instances started from now on see
 // the new value; running ones keep theirs until replaced.
-func (v Variables) Set(ctx context.Context, user, project uuid.UUID, name, value string) (Variable, error) {
+//
+// envs are the environments whose instances get it. nil keeps an existing
+// variable's and gives a new one both, production and preview: a client
+// that only changes a value does not silently widen or narrow who sees it.
+func (v Variables) Set(ctx context.Context, user, project uuid.UUID, name, value string, envs []deployment.Environment) (Variable, error) {
 	if err := ValidVariableName(name); err != nil {
 		return Variable{}, err
 	}
 	if len(value) > MaxVariableValue {
 		return Variable{}, fmt.Errorf("%w: a value has at most %d bytes", ErrInvalid, MaxVariableValue)
 	}
+	envs, err := VariableEnvironments(envs)
+	if err != nil {
+		return Variable{}, err
+	}
+	var stored []string
+	if envs != nil {
+		stored = make([]string, len(envs))
+		for i, e := range envs {
+			stored[i] = string(e)
+		}
+	}
 	if err := v.member(ctx, user, project); err != nil {
 		return Variable{}, err
 	}
 	ct, kid := v.Keys.Seal([]byte(value), secret.EnvContext(project, name))
 	row, err := db.New(v.DB).EnvironmentVariableUpsert(ctx, db.EnvironmentVariableUpsertParams{
-		ID: id.New(), ProjectID: project, Name: name, ValueCiphertext: ct, KeyID: kid,
+		ID: id.New(), ProjectID: project, Name: name, ValueCiphertext: ct, KeyID: kid, Environments: stored,
 	})
 	if err != nil {
 		return Variable{}, fmt.Errorf("set variable %s of %s: %w", name, project, err)

@@ -313,12 +313,22 @@ export const environmentVariables = pgTable(
     name: text("name").notNull(),
     valueCiphertext: bytea("value_ciphertext").notNull(),
     keyId: text("key_id").notNull(),
+    // The deployment environments that get the variable: a preview runs
+    // code from any branch, so production secrets can be kept from it.
+    environments: text("environments")
+      .array()
+      .notNull()
+      .default(sql`'{production,preview}'`),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
   (t) => [
     unique("environment_variables_project_id_name_unique").on(t.projectId, t.name),
     check("environment_variables_name_check", sql`${t.name} ~ '^[A-Za-z_][A-Za-z0-9_]*$'`),
+    check(
+      "environment_variables_environments_check",
+      sql`cardinality(${t.environments}) >= 1 and ${t.environments} <@ array['production', 'preview']::text[]`,
+    ),
   ],
 );
 

@@ -1,10 +1,14 @@
 -- name: EnvironmentVariableUpsert :one
 -- Sets a variable; @id is used only when the name is new to the project.
-INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id)
-VALUES (@id, @project_id, @name, @value_ciphertext, @key_id)
+-- A NULL @environments keeps an existing variable's environments and gives
+-- a new one the column's default, both.
+INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id, environments)
+VALUES (@id, @project_id, @name, @value_ciphertext, @key_id,
+        coalesce(sqlc.narg(environments)::text[], '{production,preview}'))
 ON CONFLICT (project_id, name) DO UPDATE
 SET value_ciphertext = excluded.value_ciphertext,
     key_id = excluded.key_id,
+    environments = coalesce(sqlc.narg(environments)::text[], environment_variables.environments),
     updated_at = now()
 RETURNING *;
 
@@ -40,3 +44,13 @@ LIMIT @max_rows;
 -- name: EnvironmentVariableGet :one
 SELECT * FROM environment_variables
 WHERE project_id = @project_id AND name = @name;
+
+-- name: EnvironmentVariableListForDeployment :many
+-- The variables an instance of @deployment_id gets: those of its project
+-- whose environments include the deployment's, so that a preview never
+-- sees a production-only secret.
+SELECT environment_variables.* FROM environment_variables
+JOIN deployments ON deployments.project_id = environment_variables.project_id
+WHERE deployments.id = @deployment_id
+  AND deployments.environment = ANY(environment_variables.environments)
+ORDER BY environment_variables.name;

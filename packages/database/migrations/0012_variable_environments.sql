@@ -1,0 +1,2 @@
+ALTER TABLE "environment_variables" ADD COLUMN "environments" text[] DEFAULT '{production,preview}' NOT NULL;--> statement-breakpoint
+ALTER TABLE "environment_variables" ADD CONSTRAINT "environment_variables_environments_check" CHECK (cardinality("environment_variables"."environments") >= 1 and "environment_variables"."environments" <@ array['production', 'preview']::text[]);
