@@ -28,6 +28,7 @@ type Cluster struct {
 	SSH        SSH        `yaml:"ssh"`
 	Secrets    Secrets    `yaml:"secrets"`
 	Network    Network    `yaml:"network"`
+	Registry   Registry   `yaml:"registry"`
 	Release    Release    `yaml:"release"`
 	Tailscale  *Tailscale `yaml:"tailscale,omitempty"`
 	Nodes      []Node     `yaml:"nodes"`
@@ -101,6 +102,11 @@ type Secrets struct {
 type Network struct {
 	// Prefix is the cluster's IPv6 /48; each worker gets a /64 of it.
 	Prefix string `yaml:"prefix"`
+}
+
+// Registry is the OCI registry builds are pushed to and workers pull from.
+type Registry struct {
+	Address string `yaml:"address"` // host:port
 }
 
 // Release is the zeitwork binary installed on every node.
@@ -340,6 +346,9 @@ func (c *Cluster) validate() Errors {
 
 	if c.SSH.PrivateKey == "" {
 		bad("ssh.private_key", "required: the path of the key (set generate: true to create it)")
+	}
+	if err := checkAddress(c.Registry.Address); c.Registry.Address == "" || err != nil {
+		bad("registry.address", "required: host:port of the registry builds are pushed to")
 	}
 	if c.Release.Binary == "" {
 		bad("release.binary", "required: the path of the zeitwork linux binary to install")
