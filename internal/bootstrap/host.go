@@ -1,0 +1,121 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/zeitwork/zeitwork/internal/sshx"
+)
+
+// Host is what bootstrap does on a machine. The SSH implementation runs
+// shell commands; tests drive the steps through an in-memory one.
+type Host interface {
+	// SHA256 is the file's hex digest, "" when it does not exist.
+	SHA256(ctx context.Context, p string) (string, error)
+	// Install writes the file unless it already holds data, verifying the
+	// checksum of what landed; it reports whether it wrote.
+	Install(ctx context.Context, p string, data []byte, mode os.FileMode) (bool, error)
+	// Missing are the packages that are not installed.
+	Missing(ctx context.Context, pkgs []string) ([]string, error)
+	InstallPackages(ctx context.Context, pkgs []string) error
+	// Active says whether the systemd unit is enabled and running.
+	Active(ctx context.Context, unit string) (bool, error)
+	// Restart reloads systemd's view of the unit files, applies kernel
+	// settings, and enables and (re)starts the units in order.
+	Restart(ctx context.Context, units []string) error
+	Close() error
+}
+
+// sshHost is a Host over SSH. Root prefixes every path it writes or
+// reads: "" on a real machine; a test's directory when the "machine" is a
+// local sshd.
+type sshHost struct {
+	c    *sshx.Client
+	root string
+}
+
+// NewSSHHost wraps an SSH connection as a Host.
+func NewSSHHost(c *sshx.Client, root string) Host { return &sshHost{c: c, root: root} }
+
+func (h *sshHost) at(p string) string { return path.Join(h.root, p) }
+
+func (h *sshHost) SHA256(ctx context.Context, p string) (string, error) {
+	return h.c.SHA256(ctx, h.at(p))
+}
+
+func (h *sshHost) Install(ctx context.Context, p string, data []byte, mode os.FileMode) (bool, error) {
+	return h.c.Install(ctx, h.at(p), data, mode)
+}
+
+func (h *sshHost) Missing(ctx context.Context, pkgs []string) ([]string, error) {
+	if len(pkgs) == 0 {
+		return nil, nil
+	}
+	// One line per package, in order; dpkg-query exits 1 when some are
+	// unknown, which is an answer, not a failure.
+	var q []string
+	for _, p := range pkgs {
+		q = append(q, quoteExpand(p))
+	}
+	out, err := h.c.Run(ctx, "for p in "+strings.Join(q, " ")+`; do if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then echo yes; else echo no; fi; done`, nil)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Fields(string(out))
+	if len(lines) != len(pkgs) {
+		return nil, fmt.Errorf("%s: package query answered %d lines for %d packages", h.c.Addr(), len(lines), len(pkgs))
+	}
+	var missing []string
+	for i, l := range lines {
+		if l != "yes" {
+			missing = append(missing, pkgs[i])
+		}
+	}
+	return missing, nil
+}
+
+// quoteExpand quotes a package name, except a $(…) in it, which the
+// remote shell expands (linux-modules-extra-$(uname -r)).
+func quoteExpand(p string) string {
+	if i := strings.Index(p, "$("); i >= 0 {
+		return `"` + p + `"`
+	}
+	return sshx.Quote(p)
+}
+
+func (h *sshHost) InstallPackages(ctx context.Context, pkgs []string) error {
+	var q []string
+	for _, p := range pkgs {
+		q = append(q, quoteExpand(p))
+	}
+	_, err := h.c.Run(ctx, "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends "+strings.Join(q, " "), nil)
+	return err
+}
+
+func (h *sshHost) Active(ctx context.Context, unit string) (bool, error) {
+	_, err := h.c.Run(ctx, "systemctl is-enabled --quiet "+sshx.Quote(unit)+" && systemctl is-active --quiet "+sshx.Quote(unit), nil)
+	var ce *sshx.CommandError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &ce) && ce.Status > 0:
+		return false, nil
+	default:
+		return false, err
+	}
+}
+
+func (h *sshHost) Restart(ctx context.Context, units []string) error {
+	cmd := "systemctl daemon-reload && { [ ! -e " + sshx.Quote(SysctlPath) + " ] || sysctl -q -p " + sshx.Quote(SysctlPath) + "; }"
+	for _, u := range units {
+		cmd += " && systemctl enable --quiet " + sshx.Quote(u) + " && systemctl restart " + sshx.Quote(u)
+	}
+	_, err := h.c.Run(ctx, cmd, nil)
+	return err
+}
+
+func (h *sshHost) Close() error { return h.c.Close() }
