@@ -257,12 +257,12 @@ func (b *Bootstrap) steps() []Step {
 	steps := []Step{{
 		Name: "database: migrations",
 		Check: func(ctx context.Context) (Status, error) {
-			rec, err := readRecorded(ctx, b.pool)
+			pending, err := pendingMigrations(ctx, b.pool)
 			if err != nil {
 				return Status{}, err
 			}
-			if len(rec.Pending) > 0 {
-				return Status{Detail: fmt.Sprintf("%d to apply (%s)", len(rec.Pending), strings.Join(rec.Pending, ", "))}, nil
+			if len(pending) > 0 {
+				return Status{Detail: fmt.Sprintf("%d to apply (%s)", len(pending), strings.Join(pending, ", "))}, nil
 			}
 			return Status{Done: true, Detail: "up to date"}, nil
 		},
@@ -289,13 +289,17 @@ func fileStep(name string, h Host, files []File) Step {
 	return Step{
 		Name: name,
 		Check: func(ctx context.Context) (Status, error) {
+			paths := make([]string, len(files))
+			for i, f := range files {
+				paths[i] = f.Path
+			}
+			have, err := h.SHA256s(ctx, paths)
+			if err != nil {
+				return Status{}, err
+			}
 			var differ []string
-			for _, f := range files {
-				have, err := h.SHA256(ctx, f.Path)
-				if err != nil {
-					return Status{}, err
-				}
-				if have != digest(f.Data) {
+			for i, f := range files {
+				if have[i] != digest(f.Data) {
 					differ = append(differ, f.Path)
 				}
 			}
@@ -370,24 +374,18 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 	steps = append(steps, Step{
 		Name: n.Name + ": start " + strings.Join(units, " "),
 		Check: func(ctx context.Context) (Status, error) {
-			var stopped []string
-			for _, u := range units {
-				ok, err := h.Active(ctx, u)
-				if err != nil {
-					return Status{}, err
-				}
-				if !ok {
-					stopped = append(stopped, u)
-				}
+			stopped, err := h.Stopped(ctx, units)
+			if err != nil {
+				return Status{}, err
 			}
 			if len(stopped) > 0 {
 				return Status{Detail: "not running: " + strings.Join(stopped, " ")}, nil
 			}
-			have, err := h.SHA256(ctx, AppliedMarker)
+			have, err := h.SHA256s(ctx, []string{AppliedMarker})
 			if err != nil {
 				return Status{}, err
 			}
-			if have != digest(marker) {
+			if have[0] != digest(marker) {
 				return Status{Detail: "running, but not with this binary and configuration: to restart"}, nil
 			}
 			return Status{Done: true, Detail: "running"}, nil
@@ -408,11 +406,11 @@ func notBuiltStep(name string, h Host, p, msg string) Step {
 	return Step{
 		Name: name,
 		Check: func(ctx context.Context) (Status, error) {
-			have, err := h.SHA256(ctx, p)
+			have, err := h.SHA256s(ctx, []string{p})
 			if err != nil {
 				return Status{}, err
 			}
-			if have == "" {
+			if have[0] == "" {
 				return Status{Detail: p + " is missing"}, nil
 			}
 			return Status{Done: true, Detail: p + " present"}, nil
@@ -444,12 +442,12 @@ func (b *Bootstrap) registrationStep() Step {
 		}
 	}
 	check := func(ctx context.Context) (Status, error) {
-		rec, err := readRecorded(ctx, b.pool)
+		rec, err := readCluster(ctx, b.pool)
+		if errors.Is(err, errNotMigrated) {
+			return Status{Detail: err.Error()}, nil
+		}
 		if err != nil {
 			return Status{}, err
-		}
-		if len(rec.Pending) > 0 {
-			return Status{Detail: "the database is not migrated"}, nil
 		}
 		var waiting []string
 		for _, w := range workers {
@@ -472,7 +470,10 @@ func (b *Bootstrap) registrationStep() Step {
 func (b *Bootstrap) certificateStep() Step {
 	domains := b.Cluster.Platform.Domains
 	check := func(ctx context.Context) (Status, error) {
-		rec, err := readRecorded(ctx, b.pool)
+		rec, err := readCluster(ctx, b.pool)
+		if errors.Is(err, errNotMigrated) {
+			return Status{Detail: err.Error()}, nil
+		}
 		if err != nil {
 			return Status{}, err
 		}

@@ -45,13 +45,16 @@ func newFakeHost(t *testing.T, c *Cluster, n Node, pool *pgxpool.Pool) *fakeHost
 	return h
 }
 
-func (h *fakeHost) SHA256(_ context.Context, p string) (string, error) {
+func (h *fakeHost) SHA256s(_ context.Context, paths []string) ([]string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if d, ok := h.files[p]; ok {
-		return digest(d), nil
+	sums := make([]string, len(paths))
+	for i, p := range paths {
+		if d, ok := h.files[p]; ok {
+			sums[i] = digest(d)
+		}
 	}
-	return "", nil
+	return sums, nil
 }
 
 func (h *fakeHost) Install(_ context.Context, p string, data []byte, mode os.FileMode) (bool, error) {
@@ -84,10 +87,10 @@ func (h *fakeHost) InstallPackages(_ context.Context, pkgs []string) error {
 	return nil
 }
 
-func (h *fakeHost) Active(_ context.Context, unit string) (bool, error) {
+func (h *fakeHost) Stopped(_ context.Context, units []string) ([]string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.active[unit], nil
+	return slices.DeleteFunc(slices.Clone(units), func(u string) bool { return h.active[u] }), nil
 }
 
 func (h *fakeHost) Restart(ctx context.Context, units []string) error {

@@ -2,7 +2,6 @@ package bootstrap
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -14,16 +13,16 @@ import (
 // Host is what bootstrap does on a machine. The SSH implementation runs
 // shell commands; tests drive the steps through an in-memory one.
 type Host interface {
-	// SHA256 is the file's hex digest, "" when it does not exist.
-	SHA256(ctx context.Context, p string) (string, error)
+	// SHA256s are the files' hex digests, "" for one that does not exist.
+	SHA256s(ctx context.Context, paths []string) ([]string, error)
 	// Install writes the file unless it already holds data, verifying the
 	// checksum of what landed; it reports whether it wrote.
 	Install(ctx context.Context, p string, data []byte, mode os.FileMode) (bool, error)
 	// Missing are the packages that are not installed.
 	Missing(ctx context.Context, pkgs []string) ([]string, error)
 	InstallPackages(ctx context.Context, pkgs []string) error
-	// Active says whether the systemd unit is enabled and running.
-	Active(ctx context.Context, unit string) (bool, error)
+	// Stopped are the systemd units that are not enabled and running.
+	Stopped(ctx context.Context, units []string) ([]string, error)
 	// Restart reloads systemd's view of the unit files, applies kernel
 	// settings, and enables and (re)starts the units in order.
 	Restart(ctx context.Context, units []string) error
@@ -43,8 +42,12 @@ func NewSSHHost(c *sshx.Client, root string) Host { return &sshHost{c: c, root: 
 
 func (h *sshHost) at(p string) string { return path.Join(h.root, p) }
 
-func (h *sshHost) SHA256(ctx context.Context, p string) (string, error) {
-	return h.c.SHA256(ctx, h.at(p))
+func (h *sshHost) SHA256s(ctx context.Context, paths []string) ([]string, error) {
+	at := make([]string, len(paths))
+	for i, p := range paths {
+		at[i] = h.at(p)
+	}
+	return h.c.SHA256s(ctx, at)
 }
 
 func (h *sshHost) Install(ctx context.Context, p string, data []byte, mode os.FileMode) (bool, error) {
@@ -96,17 +99,26 @@ func (h *sshHost) InstallPackages(ctx context.Context, pkgs []string) error {
 	return err
 }
 
-func (h *sshHost) Active(ctx context.Context, unit string) (bool, error) {
-	_, err := h.c.Run(ctx, "systemctl is-enabled --quiet "+sshx.Quote(unit)+" && systemctl is-active --quiet "+sshx.Quote(unit), nil)
-	var ce *sshx.CommandError
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.As(err, &ce) && ce.Status > 0:
-		return false, nil
-	default:
-		return false, err
+func (h *sshHost) Stopped(ctx context.Context, units []string) ([]string, error) {
+	q := make([]string, len(units))
+	for i, u := range units {
+		q[i] = sshx.Quote(u)
 	}
+	out, err := h.c.Run(ctx, "for u in "+strings.Join(q, " ")+`; do if systemctl is-enabled --quiet "$u" && systemctl is-active --quiet "$u"; then echo yes; else echo no; fi; done`, nil)
+	if err != nil {
+		return nil, err
+	}
+	answers := strings.Fields(string(out))
+	if len(answers) != len(units) {
+		return nil, fmt.Errorf("%s: unit query answered %d lines for %d units", h.c.Addr(), len(answers), len(units))
+	}
+	var stopped []string
+	for i, a := range answers {
+		if a != "yes" {
+			stopped = append(stopped, units[i])
+		}
+	}
+	return stopped, nil
 }
 
 func (h *sshHost) Restart(ctx context.Context, units []string) error {

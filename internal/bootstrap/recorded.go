@@ -2,11 +2,13 @@ package bootstrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/db"
@@ -28,39 +30,62 @@ type Recorded struct {
 // operatorAlive is how recent an operator's heartbeat must be to count.
 const operatorAlive = time.Minute
 
-// readRecorded reads what the database holds. Which migrations are pending
-// is found by applying them in a transaction that is rolled back: the
-// migration code is the only judge of its own history.
+// errNotMigrated: the cluster's tables do not exist yet.
+var errNotMigrated = errors.New("the database is not migrated")
+
+// readRecorded reads what the database holds.
 func readRecorded(ctx context.Context, pool *pgxpool.Pool) (Recorded, error) {
-	var r Recorded
+	pending, err := pendingMigrations(ctx, pool)
+	if err != nil || len(pending) > 0 {
+		return Recorded{Pending: pending}, err
+	}
+	return readCluster(ctx, pool)
+}
+
+// pendingMigrations are found by applying them in a transaction that is
+// rolled back: the migration code is the only judge of its own history.
+// On an empty database that builds the whole schema, so it is done once
+// per step that needs it, not in every wait.
+func pendingMigrations(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
 	ms, err := migration.Load(database.Migrations())
 	if err != nil {
-		return r, err
+		return nil, err
 	}
 	tx, err := pool.Begin(ctx)
 	if err != nil {
-		return r, fmt.Errorf("database: %w", err)
+		return nil, fmt.Errorf("database: %w", err)
 	}
+	defer tx.Rollback(ctx) //nolint:errcheck // rolling back is the point
 	res, err := migration.Apply(ctx, tx, ms, discard)
-	_ = tx.Rollback(ctx)
 	if err != nil {
-		return r, fmt.Errorf("database migrations: %w", err)
+		return nil, fmt.Errorf("database migrations: %w", err)
 	}
-	r.Pending = res.Applied
-	if len(r.Pending) > 0 {
-		return r, nil
-	}
+	return res.Applied, nil
+}
+
+// readCluster reads the recorded nodes, operators and certificates.
+func readCluster(ctx context.Context, pool *pgxpool.Pool) (Recorded, error) {
+	var r Recorded
+	var err error
 	if r.Nodes, err = (node.Store{DB: pool}).List(ctx); err != nil {
-		return r, fmt.Errorf("read nodes: %w", err)
+		return r, notMigrated(fmt.Errorf("read nodes: %w", err))
 	}
 	q := db.New(pool)
 	if r.Operators, err = q.OperatorListAlive(ctx, time.Now().Add(-operatorAlive)); err != nil {
-		return r, fmt.Errorf("read operators: %w", err)
+		return r, notMigrated(fmt.Errorf("read operators: %w", err))
 	}
 	if r.Certificates, err = q.CertificateListByPrefix(ctx, "certificates/"); err != nil {
-		return r, fmt.Errorf("read certificates: %w", err)
+		return r, notMigrated(fmt.Errorf("read certificates: %w", err))
 	}
 	return r, nil
+}
+
+func notMigrated(err error) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
+		return errNotMigrated
+	}
+	return err
 }
 
 // nodeAt is the recorded node with that internal address.

@@ -209,12 +209,33 @@ func (c *Client) Upload(ctx context.Context, dst string, data []byte, mode os.Fi
 // SHA256 returns the hex SHA-256 of the remote file, or "" when it does not
 // exist.
 func (c *Client) SHA256(ctx context.Context, p string) (string, error) {
-	out, err := c.Run(ctx, fmt.Sprintf("if [ -e %s ]; then sha256sum < %s; fi", Quote(p), Quote(p)), nil)
+	sums, err := c.SHA256s(ctx, []string{p})
 	if err != nil {
 		return "", err
 	}
-	sum, _, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
-	return sum, nil
+	return sums[0], nil
+}
+
+// SHA256s is SHA256 of several files in one round trip.
+func (c *Client) SHA256s(ctx context.Context, paths []string) ([]string, error) {
+	q := make([]string, len(paths))
+	for i, p := range paths {
+		q[i] = Quote(p)
+	}
+	out, err := c.Run(ctx, "for p in "+strings.Join(q, " ")+`; do if [ -e "$p" ]; then sha256sum < "$p" | cut -d' ' -f1; else echo -; fi; done`, nil)
+	if err != nil {
+		return nil, err
+	}
+	sums := strings.Fields(string(out))
+	if len(sums) != len(paths) {
+		return nil, fmt.Errorf("%s: checksums: %d answers for %d files", c.addr, len(sums), len(paths))
+	}
+	for i, s := range sums {
+		if s == "-" {
+			sums[i] = ""
+		}
+	}
+	return sums, nil
 }
 
 // Install uploads data to dst with mode unless dst already holds exactly
