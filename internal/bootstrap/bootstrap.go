@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/migration"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/secret"
@@ -118,6 +119,7 @@ func (b *Bootstrap) preflight() []Step {
 		}},
 		{Name: "ssh key " + c.Path(c.SSH.PrivateKey), Check: b.checkKey},
 		{Name: "database", Check: b.checkDatabase},
+		{Name: "secrets keys", Check: b.checkSecretKeys},
 	}
 	for _, n := range c.Nodes {
 		steps = append(steps, Step{Name: n.Name + ": ssh " + c.SSH.User + "@" + n.Address, Check: func(ctx context.Context) (Status, error) {
@@ -207,6 +209,36 @@ func (b *Bootstrap) checkDatabase(ctx context.Context) (Status, error) {
 		return Status{}, err
 	}
 	return Status{Done: true, Detail: "reachable, Postgres " + version}, nil
+}
+
+// checkSecretKeys: a recovered cluster must be able to decrypt what its
+// database holds, so every key a stored value names must be in the ring.
+func (b *Bootstrap) checkSecretKeys(ctx context.Context) (Status, error) {
+	if b.pool == nil {
+		return Status{}, errors.New("no database (see above)")
+	}
+	ring, err := secret.ParseRing(b.values.SecretsKeys)
+	if err != nil {
+		return Status{}, errors.New("no usable keys (see credentials)")
+	}
+	ids, err := db.New(b.pool).EnvironmentVariableKeyIDs(ctx)
+	if errors.Is(notMigrated(err), errNotMigrated) {
+		return Status{Done: true, Detail: "no encrypted values recorded yet; new ones use " + ring.Current()}, nil
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("read secrets key ids: %w", err)
+	}
+	var lacking []string
+	for _, id := range ids {
+		if _, err := ring.Open(nil, id, ""); errors.Is(err, secret.ErrUnknownKey) {
+			lacking = append(lacking, id)
+		}
+	}
+	if len(lacking) > 0 {
+		return Status{Detail: fmt.Sprintf("recorded values are encrypted under %s, which $%s lacks: add them to the ring or those values cannot be read",
+			strings.Join(lacking, ", "), b.Cluster.Secrets.KeysEnv)}, nil
+	}
+	return Status{Done: true, Detail: fmt.Sprintf("the ring holds all %d recorded key ids; new values use %s", len(ids), ring.Current())}, nil
 }
 
 func (b *Bootstrap) dial(ctx context.Context, n Node) (Host, error) {

@@ -167,8 +167,8 @@ func TestAKilledRunResumesAndANewBinaryRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, out, err = run(t, c, env, m, false)
-	if err != nil {
-		t.Fatalf("upgrade: %v\n%s", err, out)
+	if err != nil || res.Applied != 2*len(c.Nodes) {
+		t.Fatalf("upgrade: %v, %d applied (want a binary and a restart per node)\n%s", err, res.Applied, out)
 	}
 	if !strings.Contains(out, "[applied] op-1: start zeitwork-operator.service zeitwork-api.service") {
 		t.Errorf("upgrade did not restart op-1:\n%s", out)
@@ -248,7 +248,7 @@ func TestPreflightStopsBeforeAnythingChanges(t *testing.T) {
 
 func TestAnUnreachableDatabaseIsAPreflightFailure(t *testing.T) {
 	c, env := testCluster(t)
-	env["DATABASE_URL"] = "postgres://nobody:secret@127.0.0.1:1/zeitwork?connect_timeout=5"
+	env["DATABASE_URL"] = "postgres://nobody:hunter2pw@127.0.0.1:1/zeitwork?connect_timeout=5"
 	var out bytes.Buffer
 	b := &Bootstrap{Cluster: c, Env: env, Out: &out, Dial: func(context.Context, Node) (Host, error) { return nil, errors.New("no route to host") }}
 	_, err := b.Run(context.Background())
@@ -256,7 +256,7 @@ func TestAnUnreachableDatabaseIsAPreflightFailure(t *testing.T) {
 		!strings.Contains(out.String(), "[failed] wk-1: ssh root@203.0.113.21: no route to host") {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
-	if strings.Contains(out.String(), "secret") {
+	if strings.Contains(out.String(), "hunter2pw") {
 		t.Errorf("the password was printed:\n%s", out.String())
 	}
 }
@@ -295,5 +295,24 @@ func TestMissingCertificates(t *testing.T) {
 	keys := []string{"certificates/acme/wildcard_.a.com/wildcard_.a.com.crt", "certificates/acme/a.com/a.com.crt", "certificates/acme/b.com/b.com.key"}
 	if got := strings.Join(missingCertificates([]string{"a.com", "b.com"}, keys), " "); got != "*.b.com b.com" {
 		t.Errorf("missing %q", got)
+	}
+}
+
+func TestRecordedSecretsKeysMustBeInTheRing(t *testing.T) {
+	c, env := testCluster(t)
+	env["DATABASE_URL"] = testdb.NewURL(t)
+	pool := testdb.Pool(t, env["DATABASE_URL"])
+	project := testdb.Project(t, pool)
+	if _, err := pool.Exec(context.Background(),
+		`INSERT INTO environment_variables (id, project_id, name, value_ciphertext, key_id) VALUES (gen_random_uuid(), $1, 'A', '\x00', 'k0')`, project); err != nil {
+		t.Fatal(err)
+	}
+	_, out, err := run(t, c, env, machines{}, true)
+	if !errors.Is(err, ErrPreflight) || !strings.Contains(out, "[failed] secrets keys: recorded values are encrypted under k0, which $SECRETS_KEYS lacks") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	env["SECRETS_KEYS"] += ",k0:" + strings.Split(fakeValues.SecretsKeys, ":")[1]
+	if _, out, err := run(t, c, env, machines{}, true); err != nil || !strings.Contains(out, "[ok] secrets keys: the ring holds all 1 recorded key ids; new values use k1") {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }

@@ -40,3 +40,8 @@ LIMIT @max_rows;
 -- name: EnvironmentVariableGet :one
 SELECT * FROM environment_variables
 WHERE project_id = @project_id AND name = @name;
+
+-- name: EnvironmentVariableKeyIDs :many
+-- The secrets keys the stored values are encrypted under: a cluster being
+-- bootstrapped or recovered must hold every one of them.
+SELECT DISTINCT key_id FROM environment_variables ORDER BY key_id;
