@@ -262,12 +262,12 @@ func (b *Bootstrap) printRecovery() {
 	}
 	fmt.Fprintf(b.Out, "database: %d nodes, %d live operators, %d certificate files recorded\n", len(rec.Nodes), len(rec.Operators), len(rec.Certificates))
 	for _, n := range b.Cluster.Nodes {
-		if rn, ok := rec.nodeAt(n.InternalAddress); ok && n.Has(RoleWorker) {
+		if rn, ok := rec.nodeAt(n.AgentAddress()); ok && n.Has(RoleWorker) {
 			fmt.Fprintf(b.Out, "  %s (%s) is recorded node %s, prefix %s, %s: it keeps them\n", n.Name, n.InternalAddress, rn.ID, rn.Prefix, rn.Status)
 		}
 	}
 	for _, rn := range rec.Nodes {
-		if !slices.ContainsFunc(b.Cluster.Nodes, func(n Node) bool { return n.InternalAddress == rn.InternalAddress && n.Has(RoleWorker) }) {
+		if !slices.ContainsFunc(b.Cluster.Nodes, func(n Node) bool { return n.AgentAddress() == rn.InternalAddress && n.Has(RoleWorker) }) {
 			fmt.Fprintf(b.Out, "  recorded node %s (%s, %s) is not a worker in the file: left as it is\n", rn.ID, rn.InternalAddress, rn.Status)
 		}
 	}
@@ -390,7 +390,7 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 		steps = append(steps, notBuiltStep(n.Name+": MinIO", h, "/usr/local/bin/minio",
 			"starting MinIO on a node is not built yet: use s3.existing"))
 	}
-	if rn, ok := b.recorded.nodeAt(n.InternalAddress); ok && n.Has(RoleWorker) {
+	if rn, ok := b.recorded.nodeAt(n.AgentAddress()); ok && n.Has(RoleWorker) {
 		// Before the agent starts: it registers with the id it finds here.
 		steps = append(steps, fileStep(fmt.Sprintf("%s: node identity %s (recorded, prefix %s)", n.Name, rn.ID, rn.Prefix), h,
 			[]File{NodeIDState(rn.ID.String())}))
@@ -483,7 +483,7 @@ func (b *Bootstrap) registrationStep() Step {
 		}
 		var waiting []string
 		for _, w := range workers {
-			rn, ok := rec.nodeAt(w.InternalAddress)
+			rn, ok := rec.nodeAt(w.AgentAddress())
 			if !ok || rn.Status != node.StatusActive || time.Since(rn.LastHeartbeatAt) > operatorAlive {
 				waiting = append(waiting, w.Name)
 			}

@@ -198,7 +198,7 @@ func TestWipedMachinesComeBackWithTheirRecordedIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wk1 := before["10.0.0.21"]
+	wk1 := before["10.0.0.21:8090"]
 	if !strings.Contains(out, "wk-1 (10.0.0.21) is recorded node "+wk1.ID.String()+", prefix "+wk1.Prefix.String()) ||
 		!strings.Contains(out, "[todo] wk-1: node identity "+wk1.ID.String()) {
 		t.Fatalf("the plan does not recover wk-1:\n%s", out)

@@ -166,6 +166,14 @@ const (
 	OSUbuntu OS = "ubuntu"
 )
 
+// NodeProxyPort is where a worker's node-proxy listens (NODEPROXY_ADDR's
+// default); host:port of it is the worker's NODE_INTERNAL_ADDRESS, the
+// key the nodes table records it under.
+const NodeProxyPort = "8090"
+
+// AgentAddress is the worker's address as the nodes table records it.
+func (n Node) AgentAddress() string { return net.JoinHostPort(n.InternalAddress, NodeProxyPort) }
+
 // Has says whether the node runs role.
 func (n Node) Has(r Role) bool { return slices.Contains(n.Roles, r) }
 

@@ -3,6 +3,7 @@ package bootstrap
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -132,8 +133,10 @@ func (h *fakeHost) startAgent(ctx context.Context) error {
 			return err
 		}
 	}
-	_, err := nodeagent.Register(ctx, h.pool, h.c.ClusterPrefix(), state, node.Registration{
-		Hostname: h.n.Name, InternalAddress: h.n.InternalAddress, CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test", Labels: []byte("{}"),
+	// The agent is configured by the environment file bootstrap wrote.
+	env := readEnvFile(h.t, h.files["/etc/zeitwork/nodeagent.env"])
+	_, err := nodeagent.Register(ctx, h.pool, netip.MustParsePrefix(env["CLUSTER_PREFIX"]), state, node.Registration{
+		Hostname: h.n.Name, InternalAddress: env["NODE_INTERNAL_ADDRESS"], CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test", Labels: []byte("{}"),
 	})
 	if err != nil {
 		return err

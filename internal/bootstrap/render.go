@@ -185,7 +185,7 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		e = append(e, s3()...)
 	case RoleWorker:
 		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
-			kv{"NODE_INTERNAL_ADDRESS", n.InternalAddress}, kv{"NODE_STATE_DIR", NodeStateDir},
+			kv{"NODE_INTERNAL_ADDRESS", n.AgentAddress()}, kv{"NODE_STATE_DIR", NodeStateDir},
 			kv{"CLUSTER_PREFIX", c.Network.Prefix}, kv{"RUNTIME_HANDLER", runtimeHandler[n.Runtime]}, registry)
 		if n.Runtime == RuntimeKata {
 			e = append(e, kv{"RUNTIME_CONFIG_PATH", KataConfig})

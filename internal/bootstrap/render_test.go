@@ -108,7 +108,7 @@ func TestEnvironmentFilesConfigureTheirRoles(t *testing.T) {
 				t.Errorf("%s %s: DATABASE_URL read back as %q", n.Name, f.Path, env["DATABASE_URL"])
 			}
 			if n.Name == "wk-1" && f.Path == "/etc/zeitwork/nodeagent.env" &&
-				(env["RUNTIME_HANDLER"] != "io.containerd.kata.v2" || env["NODE_INTERNAL_ADDRESS"] != "10.0.0.21") {
+				(env["RUNTIME_HANDLER"] != "io.containerd.kata.v2" || env["NODE_INTERNAL_ADDRESS"] != "10.0.0.21:8090") {
 				t.Errorf("wk-1 nodeagent.env: %v", env)
 			}
 			checked[filepath.Base(f.Path)] = true
