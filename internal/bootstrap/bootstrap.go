@@ -124,7 +124,7 @@ func (b *Bootstrap) preflight() []Step {
 	for _, n := range c.Nodes {
 		steps = append(steps, Step{Name: n.Name + ": ssh " + c.SSH.User + "@" + n.Address, Check: func(ctx context.Context) (Status, error) {
 			if b.signer == nil && b.Dial == nil {
-				return Status{}, errors.New("no ssh key")
+				return Status{}, errors.New("no ssh key yet: the first real run generates it; then authorize its .pub on every machine")
 			}
 			h, err := b.dial(ctx, n)
 			if err != nil {

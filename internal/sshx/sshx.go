@@ -194,11 +194,15 @@ func (c *Client) Run(ctx context.Context, cmd string, stdin io.Reader) ([]byte, 
 // Upload writes data to the remote path with mode, atomically: readers see
 // the old file or the new one, never a half-written one, and the file never
 // exists with a wider mode than asked (it is created under umask 077 and
-// chmod-ed before it is renamed into place). Parent directories are created.
+// chmod-ed before it is renamed into place). Missing parent directories
+// are created 0755.
 func (c *Client) Upload(ctx context.Context, dst string, data []byte, mode os.FileMode) error {
 	tmp := dst + ".zeitwork-tmp"
 	sum := sha256.Sum256(data)
-	cmd := fmt.Sprintf("umask 077 && mkdir -p %s && cat > %s && chmod %04o %s && test \"$(sha256sum < %s | cut -d' ' -f1)\" = %s && mv -f %s %s",
+	// Directories are created 0755: a 0600 file needs no closed directory,
+	// and a closed /var/lib/zeitwork would keep systemd's dynamic users
+	// out of their state directories below it.
+	cmd := fmt.Sprintf("(umask 022 && mkdir -p %s) && umask 077 && cat > %s && chmod %04o %s && test \"$(sha256sum < %s | cut -d' ' -f1)\" = %s && mv -f %s %s",
 		Quote(path.Dir(dst)), Quote(tmp), mode.Perm(), Quote(tmp), Quote(tmp), hex.EncodeToString(sum[:]), Quote(tmp), Quote(dst))
 	if _, err := c.Run(ctx, cmd, bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("upload %s: %w", dst, err)

@@ -81,6 +81,11 @@ func TestInstallVerifiesTheChecksumSetsTheModeAndSkipsWhatIsThere(t *testing.T) 
 	if st.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", st.Mode().Perm())
 	}
+	if st, err := os.Stat(filepath.Dir(dst)); err != nil {
+		t.Error(err)
+	} else if st.Mode().Perm() != 0o755 {
+		t.Errorf("created directory %v, want 0755", st.Mode().Perm())
+	}
 	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
 		t.Errorf("content %q, want %q", got, data)
 	}
