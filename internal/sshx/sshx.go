@@ -74,7 +74,11 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 			pinErr = pin(cfg.KnownHosts, hostname, remote, key)
 			return pinErr
 		},
-		Timeout: timeout,
+		// One fixed preference, Ed25519 first (every supported distribution
+		// generates that host key): a machine offering several keys is
+		// then always checked against the same one.
+		HostKeyAlgorithms: []string{ssh.KeyAlgoED25519, ssh.KeyAlgoECDSA256, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256},
+		Timeout:           timeout,
 	}
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, "tcp", addr)
