@@ -31,6 +31,8 @@ type Server struct {
 	Addr   string     // 127.0.0.1:port
 	User   string     // who to log in as
 	Signer ssh.Signer // the user key it accepts
+	// KeyFile holds that key, OpenSSH-encoded, for code that reads a path.
+	KeyFile string
 
 	t       testing.TB
 	dir     string
@@ -61,6 +63,12 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.KeyFile = filepath.Join(dir, "id_ed25519")
+	write(t, s.KeyFile, pem.EncodeToMemory(block))
 	sshPub, err := ssh.NewPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +99,18 @@ func Start(t testing.TB) *Server {
 		}
 	}()
 	return s
+}
+
+// Authorize lets the holder of key log in too.
+func (s *Server) Authorize(key ssh.PublicKey) {
+	f, err := os.OpenFile(filepath.Join(s.dir, "authorized_keys"), os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(ssh.MarshalAuthorizedKey(key)); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // RotateHostKey gives the server a new host key, as a reinstalled machine
