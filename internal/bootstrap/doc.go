@@ -1,8 +1,9 @@
 // Package bootstrap brings a set of machines to the cluster that
 // cluster.yaml declares: it checks credentials and reachability, migrates
-// the database, issues the platform certificates, installs the zeitwork
-// binary with its systemd units on every node over SSH, and waits for the
-// roles to register.
+// the database, installs the zeitwork binary with its systemd units on
+// every node over SSH, waits for the roles to register, and waits for the
+// edges to store the platform certificates (the edge's own ACME code
+// obtains them; bootstrap only checks the database for them).
 //
 // # Steps
 //

@@ -2,6 +2,7 @@ package bootstrap
 
 import (
 	"bytes"
+	"cmp"
 	"embed"
 	"fmt"
 	"net"
@@ -167,7 +168,7 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 	}
 	s3 := func() []kv {
 		if b := c.S3.Existing; b != nil {
-			return []kv{{"S3_ENDPOINT", b.Endpoint}, {"S3_REGION", lo(b.Region, "us-east-1")}, {"S3_BUCKET", b.Bucket},
+			return []kv{{"S3_ENDPOINT", b.Endpoint}, {"S3_REGION", cmp.Or(b.Region, "us-east-1")}, {"S3_BUCKET", b.Bucket},
 				{"S3_ACCESS_KEY_ID", b.AccessKeyID}, {"S3_SECRET_ACCESS_KEY", v.S3SecretAccessKey}}
 		}
 		m := c.S3.MinIO
@@ -202,13 +203,6 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		e = append(e, platform...)
 	}
 	return e
-}
-
-func lo(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func (c *Cluster) node(name string) Node {
