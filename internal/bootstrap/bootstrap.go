@@ -72,7 +72,23 @@ func (b *Bootstrap) Run(ctx context.Context) (Result, error) {
 		return res, err
 	}
 	fmt.Fprintln(b.Out, res.Summary(b.DryRun))
+	if !b.DryRun {
+		b.printNext()
+	}
 	return res, nil
+}
+
+// printNext says what is left to a person once the cluster runs.
+func (b *Bootstrap) printNext() {
+	var edges []string
+	for _, n := range b.Cluster.Nodes {
+		if n.Has(RoleEdge) {
+			edges = append(edges, hostOf(n.Address))
+		}
+	}
+	p := b.Cluster.Platform
+	fmt.Fprintf(b.Out, "next:\n  point %s and *.%s at the edges (%s)\n", p.EdgeHost, p.AppsDomain, strings.Join(edges, ", "))
+	fmt.Fprintf(b.Out, "  run `zeitwork bootstrap --dry-run -f …` any time: it says whether anything drifted\n")
 }
 
 func (b *Bootstrap) close() {

@@ -106,7 +106,8 @@ func TestBootstrapFromNothingAndAgainChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first run: %v\n%s", err, out)
 	}
-	if res.Applied == 0 || !strings.Contains(out, "[applied] wk-3: start containerd.service zeitwork-nodeagent.service") {
+	if res.Applied == 0 || !strings.Contains(out, "[applied] wk-3: start containerd.service zeitwork-nodeagent.service") ||
+		!strings.Contains(out, "point edge.zeitwork.com and *.zeitwork.app at the edges (203.0.113.41)") {
 		t.Fatalf("first run: %+v\n%s", res, out)
 	}
 	for name, h := range m {
@@ -314,5 +315,22 @@ func TestRecordedSecretsKeysMustBeInTheRing(t *testing.T) {
 	env["SECRETS_KEYS"] += ",k0:" + strings.Split(fakeValues.SecretsKeys, ":")[1]
 	if _, out, err := run(t, c, env, machines{}, true); err != nil || !strings.Contains(out, "[ok] secrets keys: the ring holds all 1 recorded key ids; new values use k1") {
 		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+func TestARunStopsAtAStepThatIsNotBuilt(t *testing.T) {
+	c, env := testCluster(t)
+	m := machines{}
+	dial := m.dial(t, c, env["DATABASE_URL"])
+	for _, n := range c.Nodes {
+		dial(context.Background(), n) //nolint:errcheck // fake
+	}
+	delete(m["wk-1"].files, "/opt/kata/bin/containerd-shim-kata-v2")
+	_, out, err := run(t, c, env, m, false)
+	if !errors.Is(err, ErrNotBuilt) || !strings.Contains(out, "[failed] wk-1: Kata Containers: not built yet: installing the Kata Containers release") {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !m["op-3"].active["zeitwork-operator.service"] || m["wk-1"].restarts != 0 {
+		t.Errorf("the steps before were not done, or the ones after were")
 	}
 }

@@ -93,6 +93,8 @@ func (r Runner) Run(ctx context.Context, steps []Step) (Result, error) {
 			}
 			continue
 		}
+		// Said before, too: applying may take minutes (packages, waits).
+		r.line("apply", s.Name, st.Detail)
 		if err := s.Apply(ctx); err != nil {
 			res.Todo++
 			r.line("failed", s.Name, err.Error())
