@@ -24,7 +24,8 @@ type Host interface {
 	// Stopped are the systemd units that are not enabled and running.
 	Stopped(ctx context.Context, units []string) ([]string, error)
 	// Restart reloads systemd's view of the unit files, applies kernel
-	// settings, and enables and (re)starts the units in order.
+	// settings, and enables and starts the units in order, restarting
+	// zeitwork's own.
 	Restart(ctx context.Context, units []string) error
 	Close() error
 }
@@ -124,7 +125,14 @@ func (h *sshHost) Stopped(ctx context.Context, units []string) ([]string, error)
 func (h *sshHost) Restart(ctx context.Context, units []string) error {
 	cmd := "systemctl daemon-reload && { [ ! -e " + sshx.Quote(SysctlPath) + " ] || sysctl -q -p " + sshx.Quote(SysctlPath) + "; }"
 	for _, u := range units {
-		cmd += " && systemctl enable --quiet " + sshx.Quote(u) + " && systemctl restart " + sshx.Quote(u)
+		if strings.HasPrefix(u, "zeitwork-") {
+			cmd += " && systemctl enable --quiet " + sshx.Quote(u) + " && systemctl restart " + sshx.Quote(u)
+			continue
+		}
+		// containerd and buildkitd are started, never restarted: a new
+		// zeitwork binary is no reason to bounce what the instances and
+		// builds run on.
+		cmd += " && systemctl enable --quiet --now " + sshx.Quote(u)
 	}
 	_, err := h.c.Run(ctx, cmd, nil)
 	return err
