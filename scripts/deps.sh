@@ -26,7 +26,8 @@ PIDS="$STATE/pids"
 TEMPLATES="$REPO_ROOT/deploy/dev"
 
 # busybox-static: a static shell for base images that tests build locally (no registry reachable).
-APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk)
+# openssh-server: a real sshd for the bootstrap SSH tests (run in inetd mode, never as a service).
+APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk openssh-server)
 
 # ---- fixed local endpoints: one file, read by internal/devenv as well ----
 # shellcheck source=../deploy/dev/deps.env

@@ -48,7 +48,7 @@ func commands() []command {
 		{"edge", "role", "TLS edge proxy routing hosts to instances", runEdge},
 		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
 		{"dev", "role", "the whole platform on this machine", runDev},
-		{"bootstrap", "role", "provision or recover a cluster over SSH", notBuiltPlain("cluster bootstrap")},
+		{"bootstrap", "role", "provision or recover a cluster over SSH (-f cluster.yaml, --dry-run)", runBootstrap},
 		{"login", "client", "sign in to a Zeitwork API", notBuiltPlain("the CLI client")},
 		{"deploy", "client", "deploy a directory", notBuiltPlain("the CLI client")},
 		{"logs", "client", "stream a deployment's logs", notBuiltPlain("the CLI client")},

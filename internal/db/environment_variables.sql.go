@@ -55,6 +55,32 @@ func (q *Queries) EnvironmentVariableGet(ctx context.Context, arg EnvironmentVar
 	return i, err
 }
 
+const environmentVariableKeyIDs = `-- name: EnvironmentVariableKeyIDs :many
+SELECT DISTINCT key_id FROM environment_variables ORDER BY key_id
+`
+
+// The secrets keys the stored values are encrypted under: a cluster being
+// bootstrapped or recovered must hold every one of them.
+func (q *Queries) EnvironmentVariableKeyIDs(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, environmentVariableKeyIDs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var key_id string
+		if err := rows.Scan(&key_id); err != nil {
+			return nil, err
+		}
+		items = append(items, key_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const environmentVariableListByProject = `-- name: EnvironmentVariableListByProject :many
 SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
 WHERE project_id = $1

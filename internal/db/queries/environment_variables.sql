@@ -54,3 +54,8 @@ JOIN deployments ON deployments.project_id = environment_variables.project_id
 WHERE deployments.id = @deployment_id
   AND deployments.environment = ANY(environment_variables.environments)
 ORDER BY environment_variables.name;
+
+-- name: EnvironmentVariableKeyIDs :many
+-- The secrets keys the stored values are encrypted under: a cluster being
+-- bootstrapped or recovered must hold every one of them.
+SELECT DISTINCT key_id FROM environment_variables ORDER BY key_id;

@@ -1,0 +1,462 @@
+package bootstrap
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Cluster is cluster.yaml: the whole platform, declared. Secrets are never
+// in it: fields ending in _env name an environment variable of the process
+// running bootstrap, read when it runs, so the file can be committed.
+type Cluster struct {
+	Platform   Platform   `yaml:"platform"`
+	Cloudflare Cloudflare `yaml:"cloudflare"`
+	Postgres   Postgres   `yaml:"postgres"`
+	S3         S3         `yaml:"s3"`
+	SSH        SSH        `yaml:"ssh"`
+	Secrets    Secrets    `yaml:"secrets"`
+	Network    Network    `yaml:"network"`
+	Registry   Registry   `yaml:"registry"`
+	Release    Release    `yaml:"release"`
+	Tailscale  *Tailscale `yaml:"tailscale,omitempty"`
+	Nodes      []Node     `yaml:"nodes"`
+
+	// dir is where the file is: relative paths in it are relative to it.
+	dir string
+}
+
+// Platform is what the public sees.
+type Platform struct {
+	// Domains are the platform's own domains; each gets a certificate for
+	// itself and its wildcard (zeitwork.com and *.zeitwork.com).
+	Domains    []string `yaml:"domains"`
+	AppsDomain string   `yaml:"apps_domain"` // <project>.<apps_domain>; one of Domains
+	EdgeHost   string   `yaml:"edge_host"`   // what customers CNAME to
+	ACMEEmail  string   `yaml:"acme_email"`
+}
+
+// Cloudflare holds the DNS the certificates are proved through.
+type Cloudflare struct {
+	APITokenEnv string `yaml:"api_token_env"`
+}
+
+// Postgres is an existing database (managed or not); bootstrap migrates it.
+type Postgres struct {
+	URLEnv string `yaml:"url_env"`
+}
+
+// S3 is where sources and images are kept: an existing bucket, or MinIO
+// started on one of the nodes.
+type S3 struct {
+	Existing *S3Bucket `yaml:"existing,omitempty"`
+	MinIO    *MinIO    `yaml:"minio,omitempty"`
+}
+
+// S3Bucket is a bucket that already exists.
+type S3Bucket struct {
+	Endpoint           string `yaml:"endpoint"`
+	Region             string `yaml:"region"`
+	Bucket             string `yaml:"bucket"`
+	AccessKeyID        string `yaml:"access_key_id"`
+	SecretAccessKeyEnv string `yaml:"secret_access_key_env"`
+}
+
+// MinIO runs on a node of the cluster.
+type MinIO struct {
+	Node        string `yaml:"node"` // a node's name
+	Bucket      string `yaml:"bucket"`
+	RootUserEnv string `yaml:"root_user_env"`
+	RootPassEnv string `yaml:"root_password_env"`
+}
+
+// SSH is how bootstrap reaches the machines.
+type SSH struct {
+	User       string `yaml:"user"`        // default root
+	PrivateKey string `yaml:"private_key"` // path; relative to cluster.yaml
+	// Generate creates PrivateKey (Ed25519) when it does not exist.
+	Generate bool `yaml:"generate"`
+	// KnownHosts records each machine's host key on first contact; default
+	// cluster.known_hosts next to cluster.yaml.
+	KnownHosts string `yaml:"known_hosts"`
+}
+
+// Secrets are the platform's shared secrets, by environment reference.
+type Secrets struct {
+	ClusterTokenEnv string `yaml:"cluster_token_env"` // CLUSTER_TOKEN of every role
+	KeysEnv         string `yaml:"keys_env"`          // SECRETS_KEYS: id:base64,…
+}
+
+// Network is the cluster's addressing.
+type Network struct {
+	// Prefix is the cluster's IPv6 /48; each worker gets a /64 of it.
+	Prefix string `yaml:"prefix"`
+}
+
+// Registry is the OCI registry builds are pushed to and workers pull from.
+type Registry struct {
+	Address string `yaml:"address"` // host:port
+}
+
+// Release is the zeitwork binary installed on every node.
+type Release struct {
+	Binary string `yaml:"binary"` // path of the linux binary; relative to cluster.yaml
+}
+
+// Tailscale joins the nodes to a tailnet (optional).
+type Tailscale struct {
+	AuthKeyEnv string `yaml:"auth_key_env"`
+	Tailnet    string `yaml:"tailnet"`
+}
+
+// Node is one machine.
+type Node struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"` // host or host:port, where SSH reaches it
+	// InternalAddress is how other nodes reach it (the private network);
+	// default: Address's host. Recorded nodes are matched by it.
+	InternalAddress string  `yaml:"internal_address"`
+	Roles           []Role  `yaml:"roles"`
+	Runtime         Runtime `yaml:"runtime"` // workers only; default runc
+	OS              OS      `yaml:"os"`      // default debian
+	Region          string  `yaml:"region"`
+}
+
+// Role is what a node runs.
+type Role string
+
+const (
+	RoleOperator Role = "operator"
+	RoleWorker   Role = "worker"
+	RoleBuilder  Role = "builder"
+	RoleEdge     Role = "edge"
+	RoleAPI      Role = "api"
+)
+
+var roles = []Role{RoleOperator, RoleWorker, RoleBuilder, RoleEdge, RoleAPI}
+
+// minimum is how many nodes each role needs: three operators and three
+// workers so that one can be lost (or upgraded) while the rest go on.
+var minimum = map[Role]int{RoleOperator: 3, RoleWorker: 3, RoleBuilder: 1, RoleEdge: 1, RoleAPI: 1}
+
+// Runtime is the containerd runtime handler a worker runs instances with.
+type Runtime string
+
+const (
+	RuntimeRunc Runtime = "runc"
+	RuntimeKata Runtime = "kata"
+)
+
+// OS is the node's distribution; what differs between them is in distro.go.
+type OS string
+
+const (
+	OSDebian OS = "debian"
+	OSUbuntu OS = "ubuntu"
+)
+
+// NodeProxyPort is where a worker's node-proxy listens (NODEPROXY_ADDR's
+// default); host:port of it is the worker's NODE_INTERNAL_ADDRESS, the
+// key the nodes table records it under.
+const NodeProxyPort = "8090"
+
+// AgentAddress is the worker's address as the nodes table records it.
+func (n Node) AgentAddress() string { return net.JoinHostPort(n.InternalAddress, NodeProxyPort) }
+
+// Has says whether the node runs role.
+func (n Node) Has(r Role) bool { return slices.Contains(n.Roles, r) }
+
+// FieldError is one problem in cluster.yaml, at its field path.
+type FieldError struct {
+	Path string // nodes[3].address
+	Msg  string
+}
+
+func (e FieldError) Error() string { return e.Path + ": " + e.Msg }
+
+// Errors are all the problems found in a file.
+type Errors []FieldError
+
+func (es Errors) Error() string {
+	var b strings.Builder
+	for i, e := range es {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// ErrInvalid marks a cluster.yaml that cannot be used.
+var ErrInvalid = errors.New("invalid cluster file")
+
+// Load reads and validates the cluster file at p.
+func Load(p string) (*Cluster, error) {
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("cluster file: %w", err)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	c.dir = filepath.Dir(abs)
+	return c, nil
+}
+
+// Parse decodes and validates a cluster file. Unknown fields are refused:
+// a misspelt key would otherwise silently take its default.
+func Parse(raw []byte) (*Cluster, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var c Cluster
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("%w: the file is empty", ErrInvalid)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	c.defaults()
+	if errs := c.validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("%w:\n%w", ErrInvalid, errs)
+	}
+	return &c, nil
+}
+
+func (c *Cluster) defaults() {
+	if c.SSH.User == "" {
+		c.SSH.User = "root"
+	}
+	if c.SSH.KnownHosts == "" {
+		c.SSH.KnownHosts = "cluster.known_hosts"
+	}
+	if c.Network.Prefix == "" {
+		c.Network.Prefix = "fd7a:7765:7400::/48"
+	}
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
+		if n.InternalAddress == "" {
+			n.InternalAddress = hostOf(n.Address)
+		}
+		if n.OS == "" {
+			n.OS = OSDebian
+		}
+		if n.Runtime == "" && n.Has(RoleWorker) {
+			n.Runtime = RuntimeRunc
+		}
+	}
+}
+
+// Path resolves a path given in the file against the file's directory.
+func (c *Cluster) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// ClusterPrefix is the parsed network prefix.
+func (c *Cluster) ClusterPrefix() netip.Prefix { return netip.MustParsePrefix(c.Network.Prefix) }
+
+var (
+	envNameRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	nodeNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	domainRe   = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+)
+
+func (c *Cluster) validate() Errors {
+	var errs Errors
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{path, fmt.Sprintf(format, args...)})
+	}
+	env := func(path, name string, required bool) {
+		switch {
+		case name == "" && required:
+			bad(path, "required: the name of the environment variable that holds it")
+		case name != "" && !envNameRe.MatchString(name):
+			bad(path, "%q is not an environment variable name (the secret itself never goes in this file)", name)
+		}
+	}
+
+	if len(c.Platform.Domains) == 0 {
+		bad("platform.domains", "required: at least one domain, e.g. zeitwork.com")
+	}
+	for i, d := range c.Platform.Domains {
+		if !domainRe.MatchString(d) {
+			bad(fmt.Sprintf("platform.domains[%d]", i), "%q is not a domain name (write zeitwork.com; the wildcard is implied)", d)
+		}
+		if slices.Index(c.Platform.Domains, d) != i {
+			bad(fmt.Sprintf("platform.domains[%d]", i), "%q is listed twice", d)
+		}
+	}
+	if c.Platform.AppsDomain == "" {
+		bad("platform.apps_domain", "required: the domain projects get names under")
+	} else if !slices.Contains(c.Platform.Domains, c.Platform.AppsDomain) {
+		bad("platform.apps_domain", "%q is not one of platform.domains", c.Platform.AppsDomain)
+	}
+	if c.Platform.EdgeHost == "" {
+		bad("platform.edge_host", "required: the host customers point their CNAMEs at")
+	} else if !domainRe.MatchString(c.Platform.EdgeHost) {
+		bad("platform.edge_host", "%q is not a host name", c.Platform.EdgeHost)
+	}
+	if c.Platform.ACMEEmail == "" || !strings.Contains(c.Platform.ACMEEmail, "@") {
+		bad("platform.acme_email", "required: an email address for the ACME account")
+	}
+	env("cloudflare.api_token_env", c.Cloudflare.APITokenEnv, true)
+	env("postgres.url_env", c.Postgres.URLEnv, true)
+	env("secrets.cluster_token_env", c.Secrets.ClusterTokenEnv, true)
+	env("secrets.keys_env", c.Secrets.KeysEnv, true)
+
+	switch {
+	case c.S3.Existing == nil && c.S3.MinIO == nil:
+		bad("s3", "required: either existing (a bucket you have) or minio (started on a node)")
+	case c.S3.Existing != nil && c.S3.MinIO != nil:
+		bad("s3", "existing and minio are exclusive: choose one")
+	case c.S3.Existing != nil:
+		b := c.S3.Existing
+		if b.Endpoint == "" {
+			bad("s3.existing.endpoint", "required")
+		}
+		if b.Bucket == "" {
+			bad("s3.existing.bucket", "required")
+		}
+		if b.AccessKeyID == "" {
+			bad("s3.existing.access_key_id", "required")
+		}
+		env("s3.existing.secret_access_key_env", b.SecretAccessKeyEnv, true)
+	case c.S3.MinIO != nil:
+		m := c.S3.MinIO
+		if !slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Name == m.Node }) {
+			bad("s3.minio.node", "%q is not the name of a node", m.Node)
+		}
+		if m.Bucket == "" {
+			bad("s3.minio.bucket", "required")
+		}
+		env("s3.minio.root_user_env", m.RootUserEnv, true)
+		env("s3.minio.root_password_env", m.RootPassEnv, true)
+	}
+
+	if c.SSH.PrivateKey == "" {
+		bad("ssh.private_key", "required: the path of the key (set generate: true to create it)")
+	}
+	if err := checkAddress(c.Registry.Address); c.Registry.Address == "" || err != nil {
+		bad("registry.address", "required: host:port of the registry builds are pushed to")
+	}
+	if c.Release.Binary == "" {
+		bad("release.binary", "required: the path of the zeitwork linux binary to install")
+	}
+	if p, err := netip.ParsePrefix(c.Network.Prefix); err != nil || !p.Addr().Is6() || p.Bits() > 56 || p.Masked() != p {
+		bad("network.prefix", "%q is not an IPv6 prefix of /56 or wider, e.g. fd7a:7765:7400::/48", c.Network.Prefix)
+	}
+	if t := c.Tailscale; t != nil {
+		env("tailscale.auth_key_env", t.AuthKeyEnv, true)
+	}
+
+	count := map[Role]int{}
+	names, addrs, internal := map[string]int{}, map[string]int{}, map[string]int{}
+	for i, n := range c.Nodes {
+		at := func(f string) string { return fmt.Sprintf("nodes[%d].%s", i, f) }
+		if !nodeNameRe.MatchString(n.Name) {
+			bad(at("name"), "%q is not a node name (lower-case letters, digits and -)", n.Name)
+		} else if j, dup := names[n.Name]; dup {
+			bad(at("name"), "%q is also the name of nodes[%d]", n.Name, j)
+		} else {
+			names[n.Name] = i
+		}
+		if n.Address == "" {
+			bad(at("address"), "required: where SSH reaches the machine")
+		} else if err := checkAddress(n.Address); err != nil {
+			bad(at("address"), "%v", err)
+		} else if j, dup := addrs[canonicalAddress(n.Address)]; dup {
+			bad(at("address"), "%q is also the address of nodes[%d]", n.Address, j)
+		} else {
+			addrs[canonicalAddress(n.Address)] = i
+		}
+		if n.InternalAddress != "" {
+			if _, err := netip.ParseAddr(n.InternalAddress); err != nil && !domainRe.MatchString(n.InternalAddress) {
+				bad(at("internal_address"), "%q is neither an IP address nor a host name", n.InternalAddress)
+			} else if j, dup := internal[n.InternalAddress]; dup {
+				bad(at("internal_address"), "%q is also the internal address of nodes[%d]", n.InternalAddress, j)
+			} else {
+				internal[n.InternalAddress] = i
+			}
+		}
+		if len(n.Roles) == 0 {
+			bad(at("roles"), "required: one or more of %v", roles)
+		}
+		for k, r := range n.Roles {
+			if !slices.Contains(roles, r) {
+				bad(fmt.Sprintf("nodes[%d].roles[%d]", i, k), "%q is not a role (one of %v)", r, roles)
+			} else if slices.Index(n.Roles, r) != k {
+				bad(fmt.Sprintf("nodes[%d].roles[%d]", i, k), "%q is listed twice", r)
+			} else {
+				count[r]++
+			}
+		}
+		switch {
+		case n.Has(RoleWorker) && n.Runtime != RuntimeRunc && n.Runtime != RuntimeKata:
+			bad(at("runtime"), "%q is not a runtime handler (runc or kata)", n.Runtime)
+		case !n.Has(RoleWorker) && n.Runtime != "":
+			bad(at("runtime"), "only workers run instances; this node is not a worker")
+		}
+		if n.OS != OSDebian && n.OS != OSUbuntu {
+			bad(at("os"), "%q is not supported (debian or ubuntu)", n.OS)
+		}
+	}
+	if len(c.Nodes) == 0 {
+		bad("nodes", "required: the machines of the cluster")
+	} else {
+		for _, r := range roles {
+			if count[r] < minimum[r] {
+				bad("nodes", "%d node(s) with role %s, need at least %d", count[r], r, minimum[r])
+			}
+		}
+	}
+	return errs
+}
+
+func checkAddress(a string) error {
+	host := a
+	if h, port, err := net.SplitHostPort(a); err == nil {
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return fmt.Errorf("%q has no valid port", a)
+		}
+		host = h
+	}
+	if _, err := netip.ParseAddr(host); err != nil && !domainRe.MatchString(host) {
+		return fmt.Errorf("%q is neither an IP address nor a host name", a)
+	}
+	return nil
+}
+
+// canonicalAddress is host:port with the default port, so that "10.0.0.1"
+// and "10.0.0.1:22" are seen as the same machine.
+func canonicalAddress(a string) string {
+	if _, _, err := net.SplitHostPort(a); err == nil {
+		return a
+	}
+	return net.JoinHostPort(a, "22")
+}
+
+func hostOf(a string) string {
+	if h, _, err := net.SplitHostPort(a); err == nil {
+		return h
+	}
+	return a
+}

@@ -1,0 +1,155 @@
+package bootstrap
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/node"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
+)
+
+// fakeHost is a machine in memory whose units, when started, do what the
+// real roles do to the database: the node agent registers through the
+// real nodeagent.Register, with the state directory bootstrap wrote.
+type fakeHost struct {
+	t    *testing.T
+	n    Node
+	c    *Cluster
+	pool *pgxpool.Pool
+
+	mu        sync.Mutex
+	files     map[string][]byte
+	modes     map[string]os.FileMode
+	pkgs      map[string]bool
+	active    map[string]bool
+	writes    int
+	restarts  int
+	failWrite string // the next Install of this path fails
+}
+
+func newFakeHost(t *testing.T, c *Cluster, n Node, pool *pgxpool.Pool) *fakeHost {
+	h := &fakeHost{t: t, n: n, c: c, pool: pool, files: map[string][]byte{}, modes: map[string]os.FileMode{}, pkgs: map[string]bool{}, active: map[string]bool{}}
+	// What the real installers (not built yet) would have put there.
+	for _, p := range []string{"/opt/kata/bin/containerd-shim-kata-v2", "/usr/local/bin/buildkitd"} {
+		h.files[p] = []byte("installed by hand")
+	}
+	return h
+}
+
+func (h *fakeHost) SHA256s(_ context.Context, paths []string) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	sums := make([]string, len(paths))
+	for i, p := range paths {
+		if d, ok := h.files[p]; ok {
+			sums[i] = digest(d)
+		}
+	}
+	return sums, nil
+}
+
+func (h *fakeHost) Install(_ context.Context, p string, data []byte, mode os.FileMode) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failWrite == p {
+		h.failWrite = ""
+		return false, fmt.Errorf("%s: connection lost", h.n.Name)
+	}
+	if d, ok := h.files[p]; ok && digest(d) == digest(data) {
+		return false, nil
+	}
+	h.files[p], h.modes[p] = slices.Clone(data), mode
+	h.writes++
+	return true, nil
+}
+
+func (h *fakeHost) Missing(_ context.Context, pkgs []string) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(pkgs), func(p string) bool { return h.pkgs[p] }), nil
+}
+
+func (h *fakeHost) InstallPackages(_ context.Context, pkgs []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range pkgs {
+		h.pkgs[p] = true
+	}
+	return nil
+}
+
+func (h *fakeHost) Stopped(_ context.Context, units []string) ([]string, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.DeleteFunc(slices.Clone(units), func(u string) bool { return h.active[u] }), nil
+}
+
+func (h *fakeHost) Restart(ctx context.Context, units []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.restarts++
+	for _, u := range units {
+		h.active[u] = true
+		switch u {
+		case "zeitwork-nodeagent.service":
+			if err := h.startAgent(ctx); err != nil {
+				return err
+			}
+		case "zeitwork-operator.service":
+			_, err := db.New(h.pool).OperatorRegister(ctx, db.OperatorRegisterParams{ID: id.New(), Hostname: h.n.Name, Address: h.n.InternalAddress + ":8081", Version: "test"})
+			if err != nil {
+				return err
+			}
+		case "zeitwork-edge.service":
+			for _, d := range h.c.Platform.Domains {
+				for _, name := range []string{"wildcard_." + d, d} {
+					key := "certificates/acme-v02.api.letsencrypt.org-directory/" + name + "/" + name + ".crt"
+					if err := db.New(h.pool).CertificatePut(ctx, db.CertificatePutParams{Key: key, Value: []byte("cert")}); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// startAgent registers as the real agent does, from a state directory
+// holding what bootstrap wrote to this machine's.
+func (h *fakeHost) startAgent(ctx context.Context) error {
+	state := h.t.TempDir()
+	if d, ok := h.files[filepath.Join(NodeStateDir, NodeIDFile)]; ok {
+		if err := os.WriteFile(filepath.Join(state, NodeIDFile), d, 0o600); err != nil {
+			return err
+		}
+	}
+	// The agent is configured by the environment file bootstrap wrote.
+	env := readEnvFile(h.t, h.files["/etc/zeitwork/nodeagent.env"])
+	_, err := nodeagent.Register(ctx, h.pool, netip.MustParsePrefix(env["CLUSTER_PREFIX"]), state, node.Registration{
+		Hostname: h.n.Name, InternalAddress: env["NODE_INTERNAL_ADDRESS"], CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test", Labels: []byte("{}"),
+	})
+	if err != nil {
+		return err
+	}
+	// The agent writes back the id it registered under.
+	raw, err := os.ReadFile(filepath.Join(state, NodeIDFile))
+	if err != nil {
+		return err
+	}
+	h.files[filepath.Join(NodeStateDir, NodeIDFile)] = raw
+	return nil
+}
+
+func (h *fakeHost) Close() error { return nil }
+
+var _ Host = (*fakeHost)(nil)

@@ -1,0 +1,238 @@
+package bootstrap
+
+import (
+	"bytes"
+	"cmp"
+	"embed"
+	"fmt"
+	"net"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"text/template"
+)
+
+// Where things go on a node.
+const (
+	BinaryPath = "/usr/local/bin/zeitwork"
+	EnvDir     = "/etc/zeitwork"
+	UnitDir    = "/etc/systemd/system"
+	SysctlPath = "/etc/sysctl.d/90-zeitwork.conf"
+	// NodeStateDir is the node agent's NODE_STATE_DIR, and NodeIDFile the
+	// file in it where the agent keeps its node id (internal/nodeagent
+	// reads it on start; TestRecordedIDIsTheOneTheAgentRegistersWith holds
+	// the two together).
+	NodeStateDir = "/var/lib/zeitwork/nodeagent"
+	NodeIDFile   = "node-id"
+	BuildkitAddr = "unix:///run/buildkit/buildkitd.sock"
+	// KataConfig is where the Kata Containers static release puts its
+	// configuration.
+	KataConfig = "/opt/kata/share/defaults/kata-containers/configuration.toml"
+)
+
+// runtimeHandler maps cluster.yaml's runtime to containerd's handler.
+var runtimeHandler = map[Runtime]string{RuntimeRunc: "io.containerd.runc.v2", RuntimeKata: "io.containerd.kata.v2"}
+
+// File is one file bootstrap writes on a node.
+type File struct {
+	Path string
+	Mode os.FileMode
+	Data []byte
+}
+
+// Values are the secrets cluster.yaml refers to, resolved from the
+// environment when bootstrap runs.
+type Values struct {
+	DatabaseURL       string
+	ClusterToken      string
+	SecretsKeys       string
+	CloudflareToken   string
+	S3AccessKeyID     string // the MinIO root user when MinIO runs on a node
+	S3SecretAccessKey string
+}
+
+//go:embed units
+var unitFS embed.FS
+
+var templates = template.Must(template.ParseFS(unitFS, "units/*.tmpl"))
+
+// service is one zeitwork role as a systemd unit.
+type service struct {
+	Role         Role
+	Command      string // zeitwork <command>
+	After        []string
+	Requires     []string
+	Unprivileged bool
+	Extra        []string
+	Binary       string
+	EnvFile      string
+}
+
+// services are the node's zeitwork units, in the order they start.
+func services(n Node) []service {
+	var s []service
+	add := func(r Role, cmd string, mod func(*service)) {
+		if !n.Has(r) {
+			return
+		}
+		sv := service{Role: r, Command: cmd, Binary: BinaryPath, EnvFile: path.Join(EnvDir, cmd+".env")}
+		if mod != nil {
+			mod(&sv)
+		}
+		s = append(s, sv)
+	}
+	add(RoleOperator, "operator", func(s *service) { s.Unprivileged = true })
+	add(RoleAPI, "api", func(s *service) { s.Unprivileged = true })
+	add(RoleWorker, "nodeagent", func(s *service) {
+		// The agent owns the machine's instance networking and talks to
+		// containerd's root socket: it runs as root.
+		s.After, s.Requires = []string{"containerd.service"}, []string{"containerd.service"}
+		s.Extra = []string{"StateDirectory=zeitwork/nodeagent", "LogsDirectory=zeitwork/instances"}
+	})
+	add(RoleBuilder, "builder", func(s *service) {
+		s.After, s.Requires = []string{"buildkit.service"}, []string{"buildkit.service"}
+	})
+	add(RoleEdge, "edge", func(s *service) {
+		s.Unprivileged = true
+		s.Extra = []string{"StateDirectory=zeitwork/edge", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"}
+	})
+	return s
+}
+
+// Units are the systemd units node n runs, in the order they start: the
+// daemons the roles need, then the roles.
+func Units(n Node) []string {
+	var u []string
+	if n.Has(RoleWorker) {
+		u = append(u, "containerd.service")
+	}
+	if n.Has(RoleBuilder) {
+		u = append(u, "buildkit.service")
+	}
+	for _, s := range services(n) {
+		u = append(u, "zeitwork-"+s.Command+".service")
+	}
+	return u
+}
+
+// Render returns every file bootstrap writes on node n (the binary aside),
+// sorted by path. Environment files hold secrets and are 0600.
+func Render(c *Cluster, n Node, v Values) ([]File, error) {
+	var files []File
+	for _, s := range services(n) {
+		var unit bytes.Buffer
+		if err := templates.ExecuteTemplate(&unit, "zeitwork.service.tmpl", s); err != nil {
+			return nil, err
+		}
+		files = append(files, File{Path: path.Join(UnitDir, "zeitwork-"+s.Command+".service"), Mode: 0o644, Data: unit.Bytes()})
+		env, err := envFile(environment(c, n, s.Role, v))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.EnvFile, err)
+		}
+		files = append(files, File{Path: s.EnvFile, Mode: 0o600, Data: env})
+	}
+	if n.Has(RoleBuilder) {
+		var unit bytes.Buffer
+		if err := templates.ExecuteTemplate(&unit, "buildkit.service.tmpl", map[string]string{"Addr": BuildkitAddr}); err != nil {
+			return nil, err
+		}
+		files = append(files, File{Path: path.Join(UnitDir, "buildkit.service"), Mode: 0o644, Data: unit.Bytes()})
+	}
+	if n.Has(RoleWorker) {
+		var sysctl bytes.Buffer
+		if err := templates.ExecuteTemplate(&sysctl, "sysctl.conf.tmpl", nil); err != nil {
+			return nil, err
+		}
+		files = append(files, File{Path: SysctlPath, Mode: 0o644, Data: sysctl.Bytes()})
+	}
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	return files, nil
+}
+
+// NodeIDState is the node agent's id file holding a recorded node's id,
+// written before the agent first starts on a reinstalled machine.
+func NodeIDState(id string) File {
+	return File{Path: path.Join(NodeStateDir, NodeIDFile), Mode: 0o600, Data: []byte(id + "\n")}
+}
+
+type kv struct{ k, v string }
+
+// environment is the role's configuration (see internal/config).
+func environment(c *Cluster, n Node, r Role, v Values) []kv {
+	e := []kv{{"LOG_FORMAT", "json"}, {"DATABASE_URL", v.DatabaseURL}}
+	platform := []kv{
+		{"EDGE_PLATFORM_DOMAINS", strings.Join(c.Platform.Domains, ",")},
+		{"EDGE_APPS_DOMAIN", c.Platform.AppsDomain},
+		{"EDGE_HOST", c.Platform.EdgeHost},
+	}
+	s3 := func() []kv {
+		if b := c.S3.Existing; b != nil {
+			return []kv{{"S3_ENDPOINT", b.Endpoint}, {"S3_REGION", cmp.Or(b.Region, "us-east-1")}, {"S3_BUCKET", b.Bucket},
+				{"S3_ACCESS_KEY_ID", b.AccessKeyID}, {"S3_SECRET_ACCESS_KEY", v.S3SecretAccessKey}}
+		}
+		m := c.S3.MinIO
+		return []kv{{"S3_ENDPOINT", "http://" + net.JoinHostPort(c.node(m.Node).InternalAddress, "9000")}, {"S3_REGION", "us-east-1"},
+			{"S3_BUCKET", m.Bucket}, {"S3_ACCESS_KEY_ID", v.S3AccessKeyID}, {"S3_SECRET_ACCESS_KEY", v.S3SecretAccessKey}}
+	}
+	registry := kv{"REGISTRY_ADDR", c.Registry.Address}
+	switch r {
+	case RoleOperator:
+		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, registry)
+		e = append(e, platform...)
+	case RoleAPI:
+		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys})
+		e = append(e, platform...)
+		e = append(e, s3()...)
+	case RoleWorker:
+		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
+			kv{"NODE_INTERNAL_ADDRESS", n.AgentAddress()}, kv{"NODE_STATE_DIR", NodeStateDir},
+			kv{"CLUSTER_PREFIX", c.Network.Prefix}, kv{"RUNTIME_HANDLER", runtimeHandler[n.Runtime]}, registry)
+		if n.Runtime == RuntimeKata {
+			e = append(e, kv{"RUNTIME_CONFIG_PATH", KataConfig})
+		}
+		if n.Region != "" {
+			e = append(e, kv{"NODE_REGION", n.Region})
+		}
+	case RoleBuilder:
+		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr}, registry)
+		e = append(e, s3()...)
+	case RoleEdge:
+		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
+			kv{"CLOUDFLARE_API_TOKEN", v.CloudflareToken}, kv{"EDGE_ROUTES_SNAPSHOT", "/var/lib/zeitwork/edge/routes.json"})
+		e = append(e, platform...)
+	}
+	return e
+}
+
+func (c *Cluster) node(name string) Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return Node{}
+}
+
+// envFile renders systemd's EnvironmentFile format. Values that are not
+// plainly safe are single-quoted, which systemd reads literally: a $ or a
+// backslash in a password stays what it is.
+func envFile(e []kv) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString("# Written by zeitwork bootstrap; holds secrets (mode 0600).\n")
+	for _, p := range e {
+		switch {
+		case strings.ContainsAny(p.v, "\n\r\x00"):
+			return nil, fmt.Errorf("%s: a value on more than one line cannot go in an environment file", p.k)
+		case strings.Contains(p.v, "'"):
+			return nil, fmt.Errorf("%s: a value with a single quote cannot go in an environment file", p.k)
+		case p.v != "" && strings.IndexFunc(p.v, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:@,+=", r))
+		}) < 0:
+			fmt.Fprintf(&b, "%s=%s\n", p.k, p.v)
+		default:
+			fmt.Fprintf(&b, "%s='%s'\n", p.k, p.v)
+		}
+	}
+	return b.Bytes(), nil
+}
