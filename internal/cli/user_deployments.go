@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -101,18 +102,26 @@ func (u *user) rollbackCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := c.SetDeploymentStatusWithResponse(ctx, target.String(),
+			// The plain call: 202 (the operator switches over) is not in
+			// the document, and the parsing one refuses its body.
+			res, err := c.SetDeploymentStatus(ctx, target.String(),
 				client.SetDeploymentStatusInputBody{Status: client.SetDeploymentStatusInputBodyStatusActive})
-			if err := check(res, err); err != nil {
+			if err != nil {
+				return fmt.Errorf("the API: %w", err)
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				return fmt.Errorf("the API: %w", err)
+			}
+			if err := apiError(client.CheckStatus(res.StatusCode, body)); err != nil {
 				return err
 			}
-			// 202 (the operator switches over) is not in the document, so
-			// the generated client leaves its body unread.
 			var d client.Deployment
-			if err := json.Unmarshal(res.Body, &d); err != nil {
+			if err := json.Unmarshal(body, &d); err != nil {
 				return fmt.Errorf("the API's answer: %w", err)
 			}
-			if res.StatusCode() == http.StatusAccepted {
+			if res.StatusCode == http.StatusAccepted {
 				u.printf("Rolling back to %s: it answers at %s once its instances are up.\n", d.Id, d.ProjectUrl)
 			} else {
 				u.printf("%s is already live at %s.\n", d.Id, d.ProjectUrl)

@@ -29,7 +29,12 @@ func useColor(w io.Writer, vars map[string]string) bool {
 // renderer styles text for stdout, without colours where useColor says so.
 func (u *user) renderer() *lipgloss.Renderer {
 	r := lipgloss.NewRenderer(u.env.Stdout)
-	if !useColor(u.env.Stdout, u.vars()) {
+	// The 16 basic colours (all this uses) work on every terminal, and
+	// deciding here rather than from the process's TERM keeps the choice
+	// to useColor alone.
+	if useColor(u.env.Stdout, u.vars()) {
+		r.SetColorProfile(termenv.ANSI)
+	} else {
 		r.SetColorProfile(termenv.Ascii)
 	}
 	return r

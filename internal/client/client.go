@@ -70,7 +70,11 @@ func Check(res Response, err error) error {
 	if err != nil {
 		return fmt.Errorf("the API: %w", err)
 	}
-	status, body := res.StatusCode(), res.GetBody()
+	return CheckStatus(res.StatusCode(), res.GetBody())
+}
+
+// CheckStatus is Check for a plain call's status and body.
+func CheckStatus(status int, body []byte) error {
 	if status >= 200 && status < 300 {
 		return nil
 	}
