@@ -99,7 +99,7 @@ func (u *user) root() *cobra.Command {
 		u.projectsCmd(), u.linkCmd(), u.openCmd(),
 		u.deploymentsCmd(), u.rollbackCmd(),
 		u.envCmd(), u.domainsCmd(),
-		u.notBuiltCmd("deploy", "deploy a directory"), u.notBuiltCmd("logs", "stream a deployment's logs"))
+		u.notBuiltCmd("deploy", "deploy a directory"), u.logsCmd())
 	return root
 }
 

@@ -13,16 +13,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/api"
+	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/client"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/dnstest"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/logs"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/secret"
@@ -425,6 +428,36 @@ func TestUserCommands(t *testing.T) {
 		if got := e.ok("open"); strings.TrimSpace(got) != "https://shop."+testAppsDomain {
 			t.Errorf("open: %q", got)
 		}
+
+		// The stopped deployment's build log, read and followed to its end.
+		e.api.Logs = api.Logs{Reader: &logs.Reader{Pool: e.pool, Poll: 50 * time.Millisecond, Log: zlog.Discard()}, KeepAlive: 20 * time.Millisecond}
+		var build uuid.UUID
+		if err := e.pool.QueryRow(context.Background(), `SELECT id FROM builds WHERE deployment_id = $1`, old.Id).Scan(&build); err != nil {
+			t.Fatal(err)
+		}
+		e.exec(`UPDATE builds SET status = 'succeeded' WHERE id = $1`, build) // a followed build log ends with its build
+		w := buildlog.NewWriter(e.pool, build, buildlog.DefaultLimits, zlog.Discard())
+		for _, l := range []string{"step 1", "step 2"} {
+			w.Line(buildlog.Stdout, "%s", l)
+		}
+		if err := w.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"logs", old.Id.String()}, {"logs", "-f", old.Id.String()[:13]}, {"logs", "--build", "-f", old.Id.String()}} {
+			if got := e.ok(args...); got != "build    | step 1\nbuild    | step 2\n" {
+				t.Errorf("%v: %q", args, got)
+			}
+		}
+		var line client.LogLine
+		out := e.ok("logs", old.Id.String(), "--json")
+		if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &line); err != nil || line.Text != "step 1" || line.Source != client.LogLineSourceBuild {
+			t.Errorf("logs --json: %q %v", out, err)
+		}
+		// Without an argument: the newest deployment, whose log is empty.
+		if got := e.ok("logs", "--runtime"); got != "" {
+			t.Errorf("logs of the newest: %q", got)
+		}
+		e.wantExit(ExitUsage, "exclude each other", "logs", "--build", "--runtime")
 	}
 
 	// Deleting needs --yes; then the project is gone.
@@ -467,7 +500,6 @@ func TestUserExitCodes(t *testing.T) {
 	e.wantExit(ExitNotFound, `no project "nope"`, "link", "nope")
 	e.wantExit(ExitNotFound, "", "env", "ls", "--project", id.New().String())
 	e.wantExit(ExitNotBuilt, "not built yet", "deploy")
-	e.wantExit(ExitNotBuilt, "not built yet", "logs", "-f")
 	// An API that is not there is a failure, not a usage error.
 	code, _, errOut := e.runWith([]string{"ZEITWORK_API_URL=http://127.0.0.1:1"}, "projects")
 	if code != ExitFailure || !strings.Contains(errOut, "the API") {
