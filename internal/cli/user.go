@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -79,6 +80,9 @@ type user struct {
 	json    bool   // --json
 	dir     string // -C
 	project string // --project
+	// logOut gets log lines: stdout for logs, stderr while deploy waits
+	// (its stdout is the URL).
+	logOut io.Writer
 	// httpClient is replaced by tests; nil is http.DefaultClient with a timeout.
 	httpClient *http.Client
 }
@@ -99,17 +103,8 @@ func (u *user) root() *cobra.Command {
 		u.projectsCmd(), u.linkCmd(), u.openCmd(),
 		u.deploymentsCmd(), u.rollbackCmd(),
 		u.envCmd(), u.domainsCmd(),
-		u.notBuiltCmd("deploy", "deploy a directory"), u.logsCmd())
+		u.deployCmd(), u.logsCmd())
 	return root
-}
-
-func (u *user) notBuiltCmd(name, short string) *cobra.Command {
-	return &cobra.Command{
-		Use: name, Short: short, DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error {
-			return fmt.Errorf("%w: this command does nothing yet", errNotBuilt)
-		},
-	}
 }
 
 // args checks a command's positional arguments, as a usage error.

@@ -81,15 +81,19 @@ func (u *user) pickDeployment(ctx context.Context, c *client.ClientWithResponses
 }
 
 func (u *user) printLine(l client.LogLine) {
+	w := u.logOut
+	if w == nil {
+		w = u.env.Stdout
+	}
 	if u.json {
-		_ = json.NewEncoder(u.env.Stdout).Encode(l) // stdout went away: nothing to tell
+		_ = json.NewEncoder(w).Encode(l) // stdout went away: nothing to tell
 		return
 	}
 	who := "build"
 	if l.InstanceId != nil {
 		who = l.InstanceId.String()[:8] // enough to tell a deployment's few instances apart
 	}
-	fmt.Fprintf(u.env.Stdout, "%-8s | %s\n", who, l.Text)
+	fmt.Fprintf(w, "%-8s | %s\n", who, l.Text)
 }
 
 func (u *user) printMissing(m client.LogMissing) {

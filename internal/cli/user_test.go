@@ -1,20 +1,25 @@
 package cli
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/minio/minio-go/v7"
 
 	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/api"
@@ -30,6 +35,8 @@ import (
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/secret"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
+	"github.com/zeitwork/zeitwork/internal/upload"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -499,7 +506,7 @@ func TestUserExitCodes(t *testing.T) {
 	e.wantExit(ExitUsage, "not linked", "env", "ls")
 	e.wantExit(ExitNotFound, `no project "nope"`, "link", "nope")
 	e.wantExit(ExitNotFound, "", "env", "ls", "--project", id.New().String())
-	e.wantExit(ExitNotBuilt, "not built yet", "deploy")
+	e.wantExit(ExitUsage, "not linked", "deploy")
 	// An API that is not there is a failure, not a usage error.
 	code, _, errOut := e.runWith([]string{"ZEITWORK_API_URL=http://127.0.0.1:1"}, "projects")
 	if code != ExitFailure || !strings.Contains(errOut, "the API") {
@@ -536,4 +543,118 @@ func TestColours(t *testing.T) {
 			t.Errorf("%T %v: %q, want colours %v", tc.w, tc.vars, got, tc.color)
 		}
 	}
+}
+
+// TestDeploy: deploy packs the directory without what its ignore files
+// leave out, uploads it the way the API says (streamed through the API,
+// or a presigned form straight to S3), follows the build and prints the
+// URL once the deployment is live. A stand-in builder and operator move
+// the deployment along.
+func TestDeploy(t *testing.T) {
+	e := newUserEnv(t)
+	mc, s3 := testenv.Bucket(t, "clideploy")
+	store := &upload.Store{S3: mc, Bucket: s3.Bucket, MaxBytes: 1 << 20, Expiry: time.Minute}
+	e.api.Uploads = store
+	e.api.Logs = api.Logs{Reader: &logs.Reader{Pool: e.pool, Poll: 50 * time.Millisecond, Log: zlog.Discard()}, KeepAlive: 20 * time.Millisecond}
+	alice, _ := e.signUp(1, "alice")
+	e.ok("login", "--token", e.tokenFor(alice))
+	var p client.Project
+	e.okJSON(&p, "projects", "create", "app", "--link")
+
+	files := map[string]string{
+		"index.html": "hi", ".gitignore": "node_modules/\n*.log\n", ".zeitworkignore": "drafts/\n!important.log\n",
+		"node_modules/x.js": "x", "debug.log": "x", "important.log": "keep", "drafts/a.md": "x",
+		"sub/.gitignore": "secret.txt\n", "sub/secret.txt": "x", "sub/keep.txt": "keep",
+	}
+	for name, content := range files {
+		path := filepath.Join(e.dir, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantFiles := []string{".gitignore", ".zeitworkignore", "important.log", "index.html", "sub/", "sub/.gitignore", "sub/keep.txt"}
+
+	// The stand-in platform: builds every queued deployment and makes it live.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			var dep, build uuid.UUID
+			err := e.pool.QueryRow(ctx, `SELECT d.id, b.id FROM deployments d JOIN builds b ON b.deployment_id = d.id
+				WHERE d.project_id = $1 AND d.status = 'queued' LIMIT 1`, p.Id).Scan(&dep, &build)
+			if err != nil {
+				continue
+			}
+			w := buildlog.NewWriter(e.pool, build, buildlog.DefaultLimits, zlog.Discard())
+			w.Line(buildlog.Stdout, "built %s", "it")
+			_ = w.Close(ctx)
+			_, _ = e.pool.Exec(ctx, `UPDATE builds SET status = 'succeeded' WHERE id = $1`, build)
+			_, _ = e.pool.Exec(ctx, `UPDATE deployments SET status = 'active', active_at = now() WHERE id = $1`, dep)
+			_, _ = e.pool.Exec(ctx, `UPDATE projects SET active_deployment_id = $1 WHERE id = $2`, dep, p.Id)
+		}
+	}()
+
+	archived := func(d client.Deployment) []string {
+		t.Helper()
+		if d.ArchiveKey == nil {
+			t.Fatalf("deployment %s has no archive", d.Id)
+		}
+		obj, err := mc.GetObject(context.Background(), s3.Bucket, *d.ArchiveKey, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Close()
+		gz, err := gzip.NewReader(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		tr := tar.NewReader(gz)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, h.Name)
+		}
+		slices.Sort(names)
+		return names
+	}
+
+	// Streamed through the API; the URL alone on stdout.
+	code, out, errOut := e.run("deploy")
+	if code != ExitOK || out != "https://app."+testAppsDomain+"\n" || !strings.Contains(errOut, "build    | built it") || !strings.Contains(errOut, "Uploading 6 files") {
+		t.Fatalf("deploy: exit %d\nstdout: %q\nstderr: %s", code, out, errOut)
+	}
+	var ds []client.Deployment
+	e.okJSON(&ds, "deployments")
+	if len(ds) != 1 {
+		t.Fatalf("%d deployments", len(ds))
+	}
+	if got := archived(ds[0]); !slices.Equal(got, wantFiles) {
+		t.Errorf("archived %v, want %v", got, wantFiles)
+	}
+
+	// Straight to S3 with a presigned form, from another directory.
+	store.Presigner = mc
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, "main.go"), []byte("package main"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var d client.Deployment
+	e.okJSON(&d, "deploy", other, "--project", "app", "--no-wait")
+	if d.ProjectId != p.Id {
+		t.Fatalf("deploy --json: %+v", d)
+	}
+	if got := archived(d); !slices.Equal(got, []string{"main.go"}) {
+		t.Errorf("archived %v", got)
+	}
+	e.wantExit(ExitUsage, "not a directory", "deploy", filepath.Join(other, "main.go"))
 }
