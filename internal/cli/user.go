@@ -83,8 +83,6 @@ type user struct {
 	// logOut gets log lines: stdout for logs, stderr while deploy waits
 	// (its stdout is the URL).
 	logOut io.Writer
-	// httpClient is replaced by tests; nil is http.DefaultClient with a timeout.
-	httpClient *http.Client
 }
 
 func (u *user) root() *cobra.Command {
@@ -165,10 +163,11 @@ func (u *user) apiURL(creds savedLogin) string {
 }
 
 func (u *user) http() *http.Client {
-	if u.httpClient != nil {
-		return u.httpClient
-	}
-	return &http.Client{Timeout: time.Minute}
+	// No overall timeout: an upload or a followed log lasts as long as it
+	// needs. An API that accepts a request and then says nothing fails.
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = time.Minute
+	return &http.Client{Transport: t}
 }
 
 // anonymous is a client without a token.

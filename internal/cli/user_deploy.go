@@ -66,7 +66,7 @@ func (u *user) deployCmd() *cobra.Command {
 			if !u.json {
 				u.logOut = u.env.Stderr
 				source := client.GetDeploymentLogsParamsSourceBuild
-				if err := u.followLogs(ctx, d.Id, &source); err != nil {
+				if err := u.followLogs(ctx, c, d.Id, &source); err != nil {
 					return err
 				}
 			}

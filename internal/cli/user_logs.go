@@ -49,7 +49,7 @@ func (u *user) logsCmd() *cobra.Command {
 				source = &s
 			}
 			if follow {
-				return u.followLogs(ctx, dep, source)
+				return u.followLogs(ctx, c, dep, source)
 			}
 			return u.readLogs(ctx, c, dep, source)
 		},
@@ -133,24 +133,7 @@ var errStreamCut = errors.New("the log stream ended early")
 // reconnecting after a cut with the last event's id so that no line is
 // lost or repeated. Ctrl-C ends it without an error: following changes
 // nothing on the server.
-func (u *user) followLogs(ctx context.Context, dep uuid.UUID, source *client.GetDeploymentLogsParamsSource) error {
-	creds, err := u.loadCredentials()
-	if err != nil {
-		return err
-	}
-	token := creds.Token
-	if t := u.vars()["ZEITWORK_TOKEN"]; t != "" {
-		token = t
-	}
-	// No overall timeout: a stream lasts as long as the deployment.
-	hc := u.httpClient
-	if hc == nil {
-		hc = &http.Client{}
-	}
-	c, err := client.NewAPI(u.apiURL(creds), token, hc)
-	if err != nil {
-		return err
-	}
+func (u *user) followLogs(ctx context.Context, c *client.ClientWithResponses, dep uuid.UUID, source *client.GetDeploymentLogsParamsSource) error {
 	var last string
 	failures := 0
 	for {
