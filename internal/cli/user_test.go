@@ -658,3 +658,46 @@ func TestDeploy(t *testing.T) {
 	}
 	e.wantExit(ExitUsage, "not a directory", "deploy", filepath.Join(other, "main.go"))
 }
+
+// TestDeployDetaches: Ctrl-C while deploy watches stops the watching, not
+// the deployment.
+func TestDeployDetaches(t *testing.T) {
+	e := newUserEnv(t)
+	mc, s3 := testenv.Bucket(t, "clidetach")
+	e.api.Uploads = &upload.Store{S3: mc, Bucket: s3.Bucket, MaxBytes: 1 << 20, Expiry: time.Minute}
+	e.api.Logs = api.Logs{Reader: &logs.Reader{Pool: e.pool, Poll: 50 * time.Millisecond, Log: zlog.Discard()}, KeepAlive: 20 * time.Millisecond}
+	alice, _ := e.signUp(1, "alice")
+	e.ok("login", "--token", e.tokenFor(alice))
+	var p client.Project
+	e.okJSON(&p, "projects", "create", "app", "--link")
+	if err := os.WriteFile(filepath.Join(e.dir, "index.html"), []byte("hi"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"deploy", "-C", e.dir},
+			Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config, "ZEITWORK_API_URL=" + e.url}, Stdout: &out, Stderr: &errOut})
+	}()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(errOut.String(), "Deploying app"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("deploy did not start: %q", errOut.String())
+		}
+	}
+	cancel() // Ctrl-C
+	select {
+	case code := <-done:
+		if code != ExitOK || !strings.Contains(errOut.String(), "Stopped watching; the deployment goes on") {
+			t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("deploy did not stop after Ctrl-C")
+	}
+	var status string
+	if err := e.pool.QueryRow(context.Background(), `SELECT status FROM deployments WHERE project_id = $1`, p.Id).Scan(&status); err != nil || status != "queued" {
+		t.Fatalf("the deployment is %q (%v), want still queued", status, err)
+	}
+}
