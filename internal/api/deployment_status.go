@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/jackc/pgx/v5"
@@ -18,7 +19,15 @@ import (
 const cancelReason = "cancelled"
 
 func (a *API) registerDeploymentStatus(api huma.API) {
+	// The 202 of a rollback is documented with the 200's body, so that a
+	// generated client parses both.
+	deploymentSchema := api.OpenAPI().Components.Schemas.Schema(reflect.TypeFor[Deployment](), true, "")
 	huma.Register(api, huma.Operation{
+		Responses: map[string]*huma.Response{
+			"202": {Description: "Rolling back: an operator switches traffic to the deployment", Content: map[string]*huma.MediaType{
+				"application/json": {Schema: deploymentSchema},
+			}},
+		},
 		OperationID: "set-deployment-status", Method: http.MethodPut, Path: "/v1/deployments/{id}/status", Tags: []string{"deployments"}, Security: signedIn,
 		Summary: "Roll back to or cancel a deployment",
 		Description: "`active` rolls the project back to this earlier deployment (retiring or stopped): the operator switches traffic to it, " +

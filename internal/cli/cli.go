@@ -40,7 +40,7 @@ type command struct {
 }
 
 func commands() []command {
-	return []command{
+	return append([]command{
 		{"api", "role", "public API (/v1) and dashboard", runAPI},
 		{"operator", "role", "scheduler, deployment lifecycle, management API", runOperator},
 		{"nodeagent", "role", "runs instances on a worker node, node-proxy", runNodeAgent},
@@ -49,11 +49,7 @@ func commands() []command {
 		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
 		{"dev", "role", "the whole platform on this machine", runDev},
 		{"bootstrap", "role", "provision or recover a cluster over SSH (-f cluster.yaml, --dry-run)", runBootstrap},
-		{"login", "client", "sign in to a Zeitwork API", notBuiltPlain("the CLI client")},
-		{"deploy", "client", "deploy a directory", notBuiltPlain("the CLI client")},
-		{"logs", "client", "stream a deployment's logs", notBuiltPlain("the CLI client")},
-		{"version", "client", "print the version", runVersion},
-	}
+	}, append(userCommands(), command{"version", "client", "print the version", runVersion})...)
 }
 
 // usageError is a mistake on the command line or in the configuration.
@@ -85,6 +81,11 @@ func Main(ctx context.Context, args []string, env Env) int {
 		case errors.As(err, new(usageError)), errors.As(err, new(*config.Error)):
 			fmt.Fprintf(env.Stderr, "zeitwork %s: %v\n", c.name, err)
 			return ExitUsage
+		case errors.As(err, new(codedError)):
+			fmt.Fprintf(env.Stderr, "zeitwork %s: %v\n", c.name, err)
+			var coded codedError
+			errors.As(err, &coded)
+			return coded.code
 		default:
 			fmt.Fprintf(env.Stderr, "zeitwork %s: %v\n", c.name, err)
 			return ExitFailure
@@ -101,7 +102,7 @@ func usage(w io.Writer) {
 		fmt.Fprintln(w, title)
 		for _, c := range commands() {
 			if c.group == group {
-				fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+				fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 			}
 		}
 	}

@@ -80,9 +80,9 @@ func TestBadKeysStopTheRoleAtStart(t *testing.T) {
 }
 
 func TestUnbuiltCommandsSaySo(t *testing.T) {
-	code, out, errOut := run(t, nil, "login")
+	code, out, errOut := run(t, nil, "bootstrap")
 	if code != ExitNotBuilt || !strings.Contains(errOut, "not built yet") || out != "" {
-		t.Fatalf("login: exit %d, stdout %q, stderr %q", code, out, errOut)
+		t.Fatalf("bootstrap: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
 
