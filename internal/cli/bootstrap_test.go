@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -95,7 +96,7 @@ func TestBootstrapDryRunOverSSH(t *testing.T) {
 	env := []string{"DATABASE_URL=" + testdb.Empty(t), "CLOUDFLARE_API_TOKEN=cf", "CLUSTER_TOKEN=t", "S3_SECRET_ACCESS_KEY=s",
 		"SECRETS_KEYS=k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
 	code, out, errOut := run(t, env, "bootstrap", "--dry-run", "-f", p)
-	if code != ExitOK || !strings.Contains(out, "[ok] edge-1: ssh") || !strings.Contains(out, "[todo] database: migrations: 11 to apply") ||
+	if code != ExitOK || !strings.Contains(out, "[ok] edge-1: ssh") || !pendingMigrations.MatchString(out) ||
 		!strings.Contains(out, "dry run: ") || errOut != "" {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
@@ -104,7 +105,11 @@ func TestBootstrapDryRunOverSSH(t *testing.T) {
 		t.Fatalf("known_hosts next to cluster.yaml: %v\n%s", err, known)
 	}
 	// A dry run changes nothing: the database is still empty.
-	if code, out, _ := run(t, env, "bootstrap", "--dry-run", "-f", p); code != ExitOK || !strings.Contains(out, "[todo] database: migrations: 11 to apply") {
+	if code, out, _ := run(t, env, "bootstrap", "--dry-run", "-f", p); code != ExitOK || !pendingMigrations.MatchString(out) {
 		t.Fatalf("second dry run: exit %d\n%s", code, out)
 	}
 }
+
+// pendingMigrations is the plan's line for an empty database: every
+// migration to apply, however many there are.
+var pendingMigrations = regexp.MustCompile(`\[todo\] database: migrations: [1-9][0-9]* to apply`)

@@ -79,9 +79,10 @@ func TestBadKeysStopTheRoleAtStart(t *testing.T) {
 	}
 }
 
-func TestUnbuiltCommandsSaySo(t *testing.T) {
+func TestBootstrapWithoutItsFileIsAUsageError(t *testing.T) {
+	t.Chdir(t.TempDir())
 	code, out, errOut := run(t, nil, "bootstrap")
-	if code != ExitNotBuilt || !strings.Contains(errOut, "not built yet") || out != "" {
+	if code != ExitUsage || !strings.Contains(errOut, "cluster.yaml") || out != "" {
 		t.Fatalf("bootstrap: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/google/uuid"
@@ -45,7 +44,6 @@ func (u *user) deploymentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			slices.Reverse(ds) // the API pages oldest first
 			if limit > 0 && len(ds) > limit {
 				ds = ds[:limit]
 			}
