@@ -19,7 +19,7 @@ const (
 	ExitOK       = 0
 	ExitFailure  = 1 // the command ran and failed
 	ExitUsage    = 2 // bad arguments or configuration: nothing was done
-	ExitNotBuilt = 3 // the command exists but its role is not built yet
+	ExitNotBuilt = 3 // the command exists but a step it needs is not built yet
 )
 
 // Env is the process's outside world, passed in so tests can run commands
@@ -58,7 +58,8 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// errNotBuilt marks a command that exists but does nothing yet.
+// errNotBuilt marks a step of a command that exists but does nothing yet
+// (bootstrap's installers that are not built).
 var errNotBuilt = errors.New("not built yet")
 
 // Main runs the command named by args[0] and returns the exit code.
@@ -105,13 +106,6 @@ func usage(w io.Writer) {
 				fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 			}
 		}
-	}
-}
-
-// notBuiltPlain is a command that does nothing yet, and says so plainly.
-func notBuiltPlain(what string) func(context.Context, Env, []string) error {
-	return func(context.Context, Env, []string) error {
-		return fmt.Errorf("%w: %s has not landed; this command does nothing", errNotBuilt, what)
 	}
 }
 
