@@ -101,7 +101,7 @@ func (u *user) root() *cobra.Command {
 		u.projectsCmd(), u.linkCmd(), u.openCmd(),
 		u.deploymentsCmd(), u.rollbackCmd(),
 		u.envCmd(), u.domainsCmd(),
-		u.deployCmd(), u.logsCmd())
+		u.deployCmd(), u.logsCmd(), u.adminCmd())
 	return root
 }
 

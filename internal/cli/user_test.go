@@ -701,3 +701,33 @@ func TestDeployDetaches(t *testing.T) {
 		t.Fatalf("the deployment is %q (%v), want still queued", status, err)
 	}
 }
+
+func TestAdminCommands(t *testing.T) {
+	e := newUserEnv(t)
+	alice, _ := e.signUp(1, "alice") // the first user: the admin
+	e.ok("login", "--token", e.tokenFor(alice))
+	bob, _, err := e.api.Accounts.SignIn(context.Background(), account.Profile{GitHubUserID: 2, Login: "bob", Email: "bob@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.ok("admin", "waitlist"); !strings.Contains(got, "bob") || !strings.Contains(got, "signed in, waiting") {
+		t.Fatalf("admin waitlist:\n%s", got)
+	}
+	e.wantExit(ExitNotFound, `nobody called "carol" is waiting`, "admin", "admit", "carol")
+	if got := e.ok("admin", "admit", "BOB"); !strings.Contains(got, "Admitted bob") {
+		t.Fatalf("admin admit: %q", got)
+	}
+	if got, err := e.api.Accounts.User(context.Background(), bob.ID); err != nil || !got.Admitted {
+		t.Fatalf("bob after admit: %+v, %v", got, err)
+	}
+	if got := e.ok("admin", "waitlist"); !strings.Contains(got, "Nobody is waiting.") {
+		t.Fatalf("admin waitlist after admitting: %q", got)
+	}
+	// Someone who is not an admin is refused by the API, not by the CLI:
+	// admin operations are hidden from them (404).
+	carol, _ := e.signUp(3, "carol")
+	e.ok("login", "--token", e.tokenFor(carol))
+	if code, _, errOut := e.run("admin", "waitlist"); code != ExitNotFound || !strings.Contains(errOut, "not found") {
+		t.Fatalf("admin waitlist as a non-admin: exit %d, %q", code, errOut)
+	}
+}
