@@ -383,6 +383,7 @@ const (
 	chunkDataLF
 	chunkTrailerStart
 	chunkTrailerLine
+	chunkTrailerLineLF
 	chunkTrailerLF
 	chunkDone
 )
@@ -410,19 +411,16 @@ func (s *chunkScanner) scan(b []byte) (n int, err error) {
 				s.state = chunkExt
 			case c == '\r':
 				s.state = chunkSizeLF
-			case c == '\n':
-				if err := s.sizeDone(); err != nil {
-					return n, err
-				}
 			default:
 				return n, errBadChunk
 			}
 			n++
 		case chunkExt:
-			if c == '\n' {
-				if err := s.sizeDone(); err != nil {
-					return n, err
-				}
+			switch c {
+			case '\r':
+				s.state = chunkSizeLF
+			case '\n':
+				return n, errBadChunk // a bare LF, as net/http refuses it
 			}
 			n++
 		case chunkSizeLF:
@@ -460,15 +458,24 @@ func (s *chunkScanner) scan(b []byte) (n int, err error) {
 			case '\r':
 				s.state = chunkTrailerLF
 			case '\n':
-				s.state = chunkDone
+				return n, errBadChunk
 			default:
 				s.state = chunkTrailerLine
 			}
 			n++
 		case chunkTrailerLine:
-			if c == '\n' {
-				s.state = chunkTrailerStart
+			switch c {
+			case '\r':
+				s.state = chunkTrailerLineLF
+			case '\n':
+				return n, errBadChunk
 			}
+			n++
+		case chunkTrailerLineLF:
+			if c != '\n' {
+				return n, errBadChunk
+			}
+			s.state = chunkTrailerStart
 			n++
 		case chunkTrailerLF:
 			if c != '\n' {
