@@ -45,8 +45,8 @@ type options struct {
 	rounds            int
 	threads, conns    int
 	duration, warmup  time.Duration
-	changes           int // route changes timed
-	hosts             int // projects loaded for the at-scale measurements (0: skip)
+	changes           int    // route changes timed
+	hosts             int    // projects loaded for the at-scale measurements (0: skip)
 	profile           string // where perf writes the fast path's profile (empty: none)
 }
 

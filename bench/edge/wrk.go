@@ -190,13 +190,17 @@ func profileFast(ctx context.Context, o options, px proxy, host string) (string,
 	if err := rec.Wait(); err != nil {
 		return "", fmt.Errorf("perf record: %w", err)
 	}
-	out, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--no-children", "--sort", "symbol", "--stdio", "--percent-limit", "1", "-g", "none").Output()
-	if err != nil {
-		return "", fmt.Errorf("perf report: %w", err)
+	// Kernel against user space first, then the symbols.
+	var report []byte
+	for _, sort := range []string{"dso", "symbol"} {
+		out, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--no-children", "--sort", sort, "--stdio", "--percent-limit", "1", "-g", "none").Output()
+		if err != nil {
+			return "", fmt.Errorf("perf report: %w", err)
+		}
+		report = append(report, out...)
 	}
-	report := string(out)
-	os.WriteFile(o.profile+"/perf-report.txt", out, 0o644) //nolint:errcheck
-	return report, nil
+	os.WriteFile(o.profile+"/perf-report.txt", report, 0o644) //nolint:errcheck
+	return string(report), nil
 }
 
 // parseWrk reads wrk's --latency report.

@@ -247,6 +247,14 @@ func (resp *response) parse(b []byte) (parseResult, int) {
 			return parseFallback, 0
 		}
 	}
+	// With chunked framing a Content-Length is wrong: it does not go on.
+	if resp.chunked && resp.hasLength {
+		for j := range resp.n {
+			if eqFold(resp.fields[j].name, "content-length") {
+				resp.fields[j].drop = true
+			}
+		}
+	}
 	// Fields named by Connection are hop-by-hop too.
 	for i := range resp.nc {
 		for j := range resp.n {
