@@ -219,6 +219,9 @@ func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) boo
 	o = append(o, "\r\n"...)
 	fc.out = o
 
+	// clientOK is false when the client's response could not be completed
+	// (it must then be closed); upstreamOK when the node-proxy connection
+	// ended its response cleanly and may be used again.
 	clientOK, upstreamOK := true, true
 	switch kind {
 	case bodyNone:
@@ -237,7 +240,7 @@ func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) boo
 	} else {
 		uc.c.Close()
 	}
-	return clientOK && upstreamOK
+	return clientOK
 }
 
 // clearDeadlineIfPending is a no-op: the next use of a pooled connection

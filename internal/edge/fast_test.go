@@ -280,3 +280,50 @@ func BenchmarkKeepAliveGET(b *testing.B) {
 }
 
 var _ = httptest.NewServer
+
+// TestFastPathResponseUntilClose: a body that ends when the app closes
+// reaches the client whole and chunked, and the client's connection stays.
+func TestFastPathResponseUntilClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+			}()
+		}
+	}()
+	routes := &Routes{}
+	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: []Backend{{InstanceID: id.New(), NodeProxy: l.Addr().String()}}}}})
+	edge := serveProxy(t, NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 5 * time.Second, Log: zlog.Discard()}), DataPathFast)
+	c, err := net.Dial("tcp", edge.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "until close" || len(resp.TransferEncoding) != 1 || resp.Close {
+			t.Fatalf("%q %v %v close=%v", b, err, resp.TransferEncoding, resp.Close)
+		}
+	}
+}
