@@ -247,12 +247,12 @@ func (resp *response) parse(b []byte) (parseResult, int) {
 			return parseFallback, 0
 		}
 	}
-	// With chunked framing a Content-Length is wrong: it does not go on.
-	if resp.chunked && resp.hasLength {
-		for j := range resp.n {
-			if eqFold(resp.fields[j].name, "content-length") {
-				resp.fields[j].drop = true
-			}
+	// With chunked framing a Content-Length is wrong, and without it a
+	// Trailer announces nothing: neither goes on.
+	for j := range resp.n {
+		f := &resp.fields[j]
+		if resp.chunked && resp.hasLength && eqFold(f.name, "content-length") || !resp.chunked && eqFold(f.name, "trailer") {
+			f.drop = true
 		}
 	}
 	// Fields named by Connection are hop-by-hop too.
