@@ -192,39 +192,36 @@ func (c *replayConn) Read(b []byte) (int, error) {
 	return c.Conn.Read(b)
 }
 
-// fastConn is one client connection on the fast path. Its buffers live as
-// long as the connection; the per-request state is reset, not reallocated.
+// fastConn is one client connection on the fast path. An idle keep-alive
+// connection holds only its read buffer; the state of an exchange is
+// taken from a pool when a request arrives.
 type fastConn struct {
 	fl *FastListener
 	c  net.Conn
 
 	buf  []byte // client bytes; buf[r:w] not consumed yet
 	r, w int
-	body []byte // a request body that did not fit in buf
-
-	out []byte // the request to the node-proxy, then the response head
+	x    *exchangeState // nil while idle
 
 	idle atomic.Bool // waiting for a request: Close may wake it
 
 	peer     netip.Addr
 	peerText []byte // the client's address as X-Forwarded-For says it
 	trusted  bool   // the peer is a proxy whose forwarding headers we believe
-	rng      *rand.ChaCha8
-	rid      [36]byte
-	req      request
-	resp     response
-	route    Route
 }
 
-func newFastConn(fl *FastListener, c net.Conn) *fastConn {
-	fc := &fastConn{fl: fl, c: c, buf: make([]byte, clientBuf), out: make([]byte, 0, outBuf)}
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		fc.peer = ap.Addr().Unmap()
-		fc.peerText = fc.peer.AppendTo(nil)
-		fc.trusted = fl.p.cfg.TrustForwarded != nil && fl.p.cfg.TrustForwarded(fc.peer)
-	} else {
-		fc.peerText = []byte(c.RemoteAddr().String())
-	}
+// exchangeState is what a connection needs while it has a request.
+type exchangeState struct {
+	req   request
+	resp  response
+	route Route
+	out   []byte // the request to the node-proxy, then the response head
+	body  []byte // a request body that did not fit in the read buffer
+	rng   *rand.ChaCha8
+	rid   [36]byte
+}
+
+var exchangePool = sync.Pool{New: func() any {
 	var seed [32]byte
 	for i := range 4 {
 		v := rand.Uint64() // runtime-seeded and unpredictable
@@ -232,7 +229,32 @@ func newFastConn(fl *FastListener, c net.Conn) *fastConn {
 			seed[i*8+j] = byte(v >> (8 * j))
 		}
 	}
-	fc.rng = rand.NewChaCha8(seed)
+	return &exchangeState{out: make([]byte, 0, outBuf), rng: rand.NewChaCha8(seed)}
+}}
+
+func (fc *fastConn) acquire() {
+	if fc.x == nil {
+		fc.x = exchangePool.Get().(*exchangeState)
+	}
+}
+
+func (fc *fastConn) release() {
+	if fc.x != nil {
+		fc.x.route = Route{}
+		exchangePool.Put(fc.x)
+		fc.x = nil
+	}
+}
+
+func newFastConn(fl *FastListener, c net.Conn) *fastConn {
+	fc := &fastConn{fl: fl, c: c, buf: make([]byte, clientBuf)}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		fc.peer = ap.Addr().Unmap()
+		fc.peerText = fc.peer.AppendTo(nil)
+		fc.trusted = fl.p.cfg.TrustForwarded != nil && fl.p.cfg.TrustForwarded(fc.peer)
+	} else {
+		fc.peerText = []byte(c.RemoteAddr().String())
+	}
 	return fc
 }
 
@@ -246,6 +268,7 @@ func (fc *fastConn) wake() {
 func (fc *fastConn) serve() {
 	handed := false
 	defer func() {
+		fc.release()
 		if !handed {
 			fc.c.Close()
 		}
@@ -261,7 +284,7 @@ func (fc *fastConn) serve() {
 			handed = fc.fl.handOver(rc)
 			return
 		}
-		if !fc.fl.p.serveFast(fc) || fc.req.close || fc.fl.closing.Load() {
+		if !fc.fl.p.serveFast(fc) || fc.x.req.close || fc.fl.closing.Load() {
 			return
 		}
 	}
@@ -285,6 +308,7 @@ func (fc *fastConn) readRequest() readResult {
 	}
 	timedPartial := false
 	if fc.w == 0 {
+		fc.release()
 		fc.idle.Store(true)
 		if fc.fl.closing.Load() {
 			return readClose
@@ -298,15 +322,16 @@ func (fc *fastConn) readRequest() readResult {
 	for {
 		if fc.w > 0 {
 			fc.idle.Store(false)
-			switch res := fc.req.parse(fc.buf[:fc.w]); res {
+			fc.acquire()
+			switch res := fc.x.req.parse(fc.buf[:fc.w]); res {
 			case parseOK:
 				// Only routed hosts with an instance take the fast path: the
 				// stdlib path's 404 and 503 pages stay the only ones.
-				route, ok := fc.fl.p.cfg.Routes.Load().lookupBytes(fc.req.host)
+				route, ok := fc.fl.p.cfg.Routes.Load().lookupBytes(fc.x.req.host)
 				if !ok || len(route.Backends) == 0 {
 					return readFallback
 				}
-				fc.route = route
+				fc.x.route = route
 				return fc.readBody()
 			case parseFallback:
 				return readFallback
@@ -333,7 +358,7 @@ func (fc *fastConn) readRequest() readResult {
 // readBody makes the request's body (Content-Length, at most smallBody)
 // whole in memory, so any attempt can send it again.
 func (fc *fastConn) readBody() readResult {
-	q := &fc.req
+	q := &fc.x.req
 	start := q.headEnd
 	end := start + int(q.contentLength)
 	if end <= fc.w {
@@ -341,10 +366,10 @@ func (fc *fastConn) readBody() readResult {
 		fc.r = end
 		return readOK
 	}
-	if cap(fc.body) < int(q.contentLength) {
-		fc.body = make([]byte, 0, smallBody)
+	if cap(fc.x.body) < int(q.contentLength) {
+		fc.x.body = make([]byte, 0, smallBody)
 	}
-	b := append(fc.body[:0], fc.buf[start:fc.w]...)
+	b := append(fc.x.body[:0], fc.buf[start:fc.w]...)
 	fc.r, fc.w = 0, 0
 	// The head is parsed into slices of buf, which must stay put: read the
 	// rest straight into the body buffer.
@@ -355,17 +380,17 @@ func (fc *fastConn) readBody() readResult {
 			return readClose
 		}
 	}
-	fc.body = b
+	fc.x.body = b
 	q.body = b
 	return readOK
 }
 
-// newRequestID writes a fresh UUIDv7 into fc.rid: the edge's own ids look
+// newRequestID writes a fresh UUIDv7 into fc.x.rid: the edge's own ids look
 // like every other id in Zeitwork, without an allocation or a syscall.
 func (fc *fastConn) newRequestID() []byte {
 	var u [16]byte
 	ms := uint64(time.Now().UnixMilli())
-	a, b := fc.rng.Uint64(), fc.rng.Uint64()
+	a, b := fc.x.rng.Uint64(), fc.x.rng.Uint64()
 	for i := range 6 {
 		u[i] = byte(ms >> (40 - 8*i))
 	}
@@ -379,11 +404,11 @@ func (fc *fastConn) newRequestID() []byte {
 	j := 0
 	for i, x := range u {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
-			fc.rid[j] = '-'
+			fc.x.rid[j] = '-'
 			j++
 		}
-		fc.rid[j], fc.rid[j+1] = hex[x>>4], hex[x&0x0f]
+		fc.x.rid[j], fc.x.rid[j+1] = hex[x>>4], hex[x&0x0f]
 		j += 2
 	}
-	return fc.rid[:]
+	return fc.x.rid[:]
 }

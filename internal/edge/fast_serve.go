@@ -18,7 +18,7 @@ import (
 // the same instance choice, a retry only when no app saw the request, the
 // same passive health, headers and error pages.
 func (p *Proxy) serveFast(fc *fastConn) bool {
-	q, route := &fc.req, fc.route
+	q, route := &fc.x.req, fc.x.route
 	start := time.Now()
 	rid := q.rid
 	if !validRequestID(rid) {
@@ -44,11 +44,11 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 		if h == nil {
 			h = &health{}
 		}
-		fc.out = fc.out[:prefix]
-		fc.out = append(fc.out, "X-Zeitwork-Instance: "...)
-		fc.out = appendUUID(fc.out, b.InstanceID)
-		fc.out = append(fc.out, "\r\n\r\n"...)
-		fc.out = append(fc.out, q.body...)
+		fc.x.out = fc.x.out[:prefix]
+		fc.x.out = append(fc.x.out, "X-Zeitwork-Instance: "...)
+		fc.x.out = appendUUID(fc.x.out, b.InstanceID)
+		fc.x.out = append(fc.x.out, "\r\n\r\n"...)
+		fc.x.out = append(fc.x.out, q.body...)
 
 		h.inflight.Add(1)
 		uc, err := p.roundTrip(fc, b.NodeProxy, replayable)
@@ -63,7 +63,7 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 			failure = err
 			break
 		}
-		resp := &fc.resp
+		resp := &fc.x.resp
 		if code := resp.proxyError; code != nil {
 			if c := string(code); nodeproxy.Retryable(c) {
 				// The node-proxy says the instance is gone or refused it:
@@ -91,12 +91,12 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 }
 
 // upstreamHead writes the request to the node-proxy, up to the instance
-// header, into fc.out and returns its length. The fields are the
+// header, into fc.x.out and returns its length. The fields are the
 // client's, less the hop-by-hop ones and those the edge sets (as Rewrite
 // does on the stdlib path).
 func (fc *fastConn) upstreamHead(rid []byte) int {
-	q := &fc.req
-	o := append(fc.out[:0], q.method...)
+	q := &fc.x.req
+	o := append(fc.x.out[:0], q.method...)
 	o = append(o, ' ')
 	o = append(o, q.target...)
 	o = append(o, " HTTP/1.1\r\nHost: "...)
@@ -137,32 +137,32 @@ func (fc *fastConn) upstreamHead(rid []byte) int {
 		o = strconv.AppendInt(o, q.contentLength, 10)
 		o = append(o, "\r\n"...)
 	}
-	fc.out = o
+	fc.x.out = o
 	return len(o)
 }
 
 // appendClient is the client's address: the peer, or what a trusted proxy
 // in front says it is.
 func (fc *fastConn) appendClient(o []byte) []byte {
-	if fc.trusted && fc.req.cfIP != nil {
-		if ip, err := netip.ParseAddr(string(fc.req.cfIP)); err == nil {
+	if fc.trusted && fc.x.req.cfIP != nil {
+		if ip, err := netip.ParseAddr(string(fc.x.req.cfIP)); err == nil {
 			return ip.AppendTo(o)
 		}
 	}
 	return append(o, fc.peerText...)
 }
 
-// roundTrip sends fc.out to addr and reads the response head into fc.resp.
+// roundTrip sends fc.x.out to addr and reads the response head into fc.x.resp.
 func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool) (*upConn, error) {
 	for {
 		uc, reused, err := p.pool.get(addr, !replayable)
 		if err != nil {
 			return nil, err
 		}
-		n, err := uc.c.Write(fc.out)
+		n, err := uc.c.Write(fc.x.out)
 		if err == nil {
 			uc.setDeadline(p.cfg.UpstreamTimeout)
-			err = fc.resp.readHead(uc)
+			err = fc.x.resp.readHead(uc)
 		}
 		if err == nil {
 			return uc, nil
@@ -183,9 +183,9 @@ func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool) (*upConn, 
 // forward writes the response head and streams its body to the client;
 // false closes the client connection.
 func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) bool {
-	resp, q := &fc.resp, &fc.req
+	resp, q := &fc.x.resp, &fc.x.req
 	kind := resp.body(isHead(q.method))
-	o := append(fc.out[:0], "HTTP/1.1 "...)
+	o := append(fc.x.out[:0], "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(resp.status), 10)
 	o = append(o, ' ')
 	if resp.reason != nil {
@@ -217,7 +217,7 @@ func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) boo
 		o = append(o, "Connection: close\r\n"...)
 	}
 	o = append(o, "\r\n"...)
-	fc.out = o
+	fc.x.out = o
 
 	// clientOK is false when the client's response could not be completed
 	// (it must then be closed); upstreamOK when the node-proxy connection
@@ -225,7 +225,7 @@ func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) boo
 	clientOK, upstreamOK := true, true
 	switch kind {
 	case bodyNone:
-		clientOK = fc.write(fc.out)
+		clientOK = fc.write(fc.x.out)
 	case bodyLength:
 		clientOK, upstreamOK = fc.copyLength(uc, resp.contentLength)
 	case bodyChunked:
@@ -256,10 +256,10 @@ func (fc *fastConn) write(b []byte) bool {
 // head, the rest as it arrives.
 func (fc *fastConn) copyLength(uc *upConn, n int64) (clientOK, upstreamOK bool) {
 	k := min(int64(uc.w-uc.r), n)
-	fc.out = append(fc.out, uc.buf[uc.r:uc.r+int(k)]...)
+	fc.x.out = append(fc.x.out, uc.buf[uc.r:uc.r+int(k)]...)
 	uc.r += int(k)
 	n -= k
-	if !fc.write(fc.out) {
+	if !fc.write(fc.x.out) {
 		return false, false
 	}
 	if n > 0 {
@@ -288,9 +288,9 @@ func (fc *fastConn) copyChunked(uc *upConn) (clientOK, upstreamOK bool) {
 	if err != nil {
 		return false, false
 	}
-	fc.out = append(fc.out, uc.buf[uc.r:uc.r+n]...)
+	fc.x.out = append(fc.x.out, uc.buf[uc.r:uc.r+n]...)
 	uc.r += n
-	if !fc.write(fc.out) {
+	if !fc.write(fc.x.out) {
 		return false, false
 	}
 	if s.state != chunkDone {
@@ -321,17 +321,17 @@ func (fc *fastConn) copyChunked(uc *upConn) (clientOK, upstreamOK bool) {
 // so the client connection can stay open.
 func (fc *fastConn) copyEOF(uc *upConn) bool {
 	if uc.w > uc.r {
-		fc.out = appendChunk(fc.out, uc.buf[uc.r:uc.w])
+		fc.x.out = appendChunk(fc.x.out, uc.buf[uc.r:uc.w])
 	}
-	if !fc.write(fc.out) {
+	if !fc.write(fc.x.out) {
 		return false
 	}
 	uc.clearDeadline()
 	for {
 		m, err := uc.c.Read(uc.buf)
 		if m > 0 {
-			fc.out = appendChunk(fc.out[:0], uc.buf[:m])
-			if !fc.write(fc.out) {
+			fc.x.out = appendChunk(fc.x.out[:0], uc.buf[:m])
+			if !fc.write(fc.x.out) {
 				return false
 			}
 		}
@@ -392,7 +392,7 @@ func (fc *fastConn) errorPage(err error, rid []byte, now time.Time) (status int,
 	}
 	var body bytes.Buffer
 	writePage(&body, status, code, title, msg)
-	o := append(fc.out[:0], "HTTP/1.1 "...)
+	o := append(fc.x.out[:0], "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(status), 10)
 	o = append(o, ' ')
 	o = append(o, http.StatusText(status)...)
@@ -407,14 +407,14 @@ func (fc *fastConn) errorPage(err error, rid []byte, now time.Time) (status int,
 	o = appendDate(o, now)
 	o = append(o, "\r\nContent-Length: "...)
 	o = strconv.AppendInt(o, int64(body.Len()), 10)
-	if fc.req.close {
+	if fc.x.req.close {
 		o = append(o, "\r\nConnection: close"...)
 	}
 	o = append(o, "\r\n\r\n"...)
-	if !isHead(fc.req.method) {
+	if !isHead(fc.x.req.method) {
 		o = append(o, body.Bytes()...)
 	}
-	fc.out = o
+	fc.x.out = o
 	return status, fc.write(o)
 }
 
