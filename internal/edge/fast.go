@@ -387,9 +387,9 @@ func (fc *fastConn) readBody() readResult {
 
 // newRequestID writes a fresh UUIDv7 into fc.x.rid: the edge's own ids look
 // like every other id in Zeitwork, without an allocation or a syscall.
-func (fc *fastConn) newRequestID() []byte {
+func (fc *fastConn) newRequestID(now time.Time) []byte {
 	var u [16]byte
-	ms := uint64(time.Now().UnixMilli())
+	ms := uint64(now.UnixMilli())
 	a, b := fc.x.rng.Uint64(), fc.x.rng.Uint64()
 	for i := range 6 {
 		u[i] = byte(ms >> (40 - 8*i))

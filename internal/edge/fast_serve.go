@@ -22,7 +22,7 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 	start := time.Now()
 	rid := q.rid
 	if !validRequestID(rid) {
-		rid = fc.newRequestID()
+		rid = fc.newRequestID(start)
 	}
 	prefix := fc.upstreamHead(rid)
 	// A body is always whole in memory here, so any attempt can send it;
@@ -51,7 +51,7 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 		fc.x.out = append(fc.x.out, q.body...)
 
 		h.inflight.Add(1)
-		uc, err := p.roundTrip(fc, b.NodeProxy, replayable)
+		uc, err := p.roundTrip(fc, b.NodeProxy, replayable, start)
 		if err != nil {
 			h.inflight.Add(-1)
 			reason := reasonOf(err)
@@ -153,15 +153,15 @@ func (fc *fastConn) appendClient(o []byte) []byte {
 }
 
 // roundTrip sends fc.x.out to addr and reads the response head into fc.x.resp.
-func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool) (*upConn, error) {
+func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool, now time.Time) (*upConn, error) {
 	for {
-		uc, reused, err := p.pool.get(addr, !replayable)
+		uc, reused, err := p.pool.get(addr, !replayable, now)
 		if err != nil {
 			return nil, err
 		}
 		n, err := uc.c.Write(fc.x.out)
 		if err == nil {
-			uc.setDeadline(p.cfg.UpstreamTimeout)
+			uc.setDeadline(now, p.cfg.UpstreamTimeout)
 			err = fc.x.resp.readHead(uc)
 		}
 		if err == nil {
@@ -235,17 +235,12 @@ func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) boo
 		upstreamOK = false
 	}
 	if upstreamOK && !resp.close && uc.r == uc.w {
-		uc.clearDeadlineIfPending()
-		p.pool.put(uc)
+		p.pool.put(uc, now)
 	} else {
 		uc.c.Close()
 	}
 	return clientOK
 }
-
-// clearDeadlineIfPending is a no-op: the next use of a pooled connection
-// sets its deadline before it reads, so an expired one is harmless.
-func (uc *upConn) clearDeadlineIfPending() {}
 
 func (fc *fastConn) write(b []byte) bool {
 	_, err := fc.c.Write(b)
@@ -356,7 +351,7 @@ func appendChunk(o, b []byte) []byte {
 func (p *Proxy) discard(uc *upConn, resp *response, kind bodyKind) {
 	switch kind {
 	case bodyNone:
-		p.pool.put(uc)
+		p.pool.put(uc, time.Now())
 		return
 	case bodyLength:
 		if n := resp.contentLength; n <= smallBody {
@@ -368,7 +363,7 @@ func (p *Proxy) discard(uc *upConn, resp *response, kind bodyKind) {
 			}
 			uc.r += int(n)
 			if uc.r == uc.w {
-				p.pool.put(uc)
+				p.pool.put(uc, time.Now())
 				return
 			}
 		}

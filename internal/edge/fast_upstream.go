@@ -64,9 +64,8 @@ func (pl *upstreamPool) node(addr string) *nodePool {
 // get takes an idle connection to addr or dials one; reused says which.
 // check asks for a cheap test that an idle connection is still open, for
 // requests that could not be sent again if it was not.
-func (pl *upstreamPool) get(addr string, check bool) (uc *upConn, reused bool, err error) {
+func (pl *upstreamPool) get(addr string, check bool, now time.Time) (uc *upConn, reused bool, err error) {
 	np := pl.node(addr)
-	now := time.Now()
 	for {
 		np.mu.Lock()
 		n := len(np.idle)
@@ -99,10 +98,11 @@ func (pl *upstreamPool) get(addr string, check bool) (uc *upConn, reused bool, e
 	return uc, false, nil
 }
 
-// put returns a connection whose exchange ended cleanly.
-func (pl *upstreamPool) put(uc *upConn) {
+// put returns a connection whose exchange ended cleanly (about now: the
+// clock read at the request's start is close enough to age idle ones).
+func (pl *upstreamPool) put(uc *upConn, now time.Time) {
 	uc.r, uc.w = 0, 0
-	uc.idleSince = time.Now()
+	uc.idleSince = now
 	np := uc.node
 	np.mu.Lock()
 	if len(np.idle) >= maxIdlePerNode {
@@ -133,9 +133,11 @@ func (uc *upConn) probeFD(fd uintptr) bool {
 	return true // never wait for readiness: this is a probe
 }
 
-func (uc *upConn) setDeadline(d time.Duration) {
+// setDeadline bounds the wait for response headers, counted from now
+// (the request's start, a moment ago).
+func (uc *upConn) setDeadline(now time.Time, d time.Duration) {
 	if d > 0 {
-		uc.c.SetReadDeadline(time.Now().Add(d))
+		uc.c.SetReadDeadline(now.Add(d))
 		uc.deadline = true
 	}
 }
