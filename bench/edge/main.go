@@ -1,10 +1,13 @@
 // Command edge benchmarks the edge proxy on this machine, with
 // nginx as the reference, and prints a Markdown table:
 //
-//   - the same backend behind `zeitwork edge` and behind nginx, the same wrk
-//     run against each, one after the other, alternating over several
+//   - the same backend behind `zeitwork edge` (once per data path,
+//     EDGE_DATA_PATH=stdlib and fast) and behind nginx, the same wrk run
+//     against each, one after the other, rotating the order over several
 //     rounds: requests/s, p50/p99 latency and the proxy's CPU time per
-//     request, and the ratios;
+//     request, and the ratios; then each at half of nginx's saturation
+//     rate, with the backend asked directly as the reference, for the
+//     latency a proxy adds;
 //   - route lookup time with 100,000 projects (the Go benchmarks of
 //     internal/edge, run by run.sh and parsed here), and the table's build
 //     time and heap, measured here;
@@ -26,6 +29,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -43,9 +47,16 @@ type options struct {
 	rounds            int
 	threads, conns    int
 	duration, warmup  time.Duration
-	changes           int // route changes timed
-	hosts             int // projects loaded for the at-scale measurements (0: skip)
+	changes           int    // route changes timed
+	hosts             int    // projects loaded for the at-scale measurements (0: skip)
+	profile           string // where perf writes the fast path's profile (empty: none)
 }
+
+// The edge under test, once per data path (EDGE_DATA_PATH).
+const (
+	edgeStdlib = "edge (stdlib)"
+	edgeFast   = "edge (fast)"
+)
 
 func main() {
 	var o options
@@ -60,6 +71,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "wrk warm-up per proxy (whole seconds)")
 	flag.IntVar(&o.changes, "changes", 50, "route changes timed")
 	flag.IntVar(&o.hosts, "hosts", 100_000, "projects in the database for the at-scale rows (0: skip them)")
+	flag.StringVar(&o.profile, "profile", "", "directory for a perf profile of the fast path under wrk (empty: none)")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
 		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")
@@ -117,18 +129,24 @@ func run(ctx context.Context, o options) error {
 	}
 	defer w.close()
 
-	edge, edgeAddr, err := startEdge(o.zeitwork, dbURL, filepath.Join(work, "routes.json"))
+	// Both data paths of the edge (EDGE_DATA_PATH), each its own process.
+	edge, edgeAddr, err := startEdge(o.zeitwork, dbURL, filepath.Join(work, "routes.json"), "stdlib")
 	if err != nil {
 		return err
 	}
 	defer edge.stop()
+	fast, fastAddr, err := startEdge(o.zeitwork, dbURL, filepath.Join(work, "routes-fast.json"), "fast")
+	if err != nil {
+		return err
+	}
+	defer fast.stop()
 	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs)
 	if err != nil {
 		return err
 	}
 	defer ngx.stop()
 
-	proxies := []proxy{{name: "edge", addr: edgeAddr, p: edge}, {name: "nginx", addr: ngxAddr, p: ngx}}
+	proxies := []proxy{{name: edgeStdlib, addr: edgeAddr, p: edge}, {name: edgeFast, addr: fastAddr, p: fast}, {name: "nginx", addr: ngxAddr, p: ngx}}
 	for _, px := range proxies {
 		if err := waitServes(ctx, px, w.host); err != nil {
 			return err
@@ -137,6 +155,18 @@ func run(ctx context.Context, o options) error {
 
 	if r.load, err = compare(ctx, o, proxies, w.host); err != nil {
 		return err
+	}
+	// Half of nginx's saturation rate, the backend asked directly as well:
+	// the latency each proxy adds when it is not the bottleneck.
+	direct := proxy{name: "direct", addr: addrs[0]}
+	r.halfRate = r.load.median("nginx", func(w wrkRun) float64 { return w.rps }) / 2
+	if r.half, err = compareAtRate(ctx, o, append(slices.Clone(proxies), direct), w.host, r.halfRate); err != nil {
+		return err
+	}
+	if o.profile != "" {
+		if r.profile, err = profileFast(ctx, o, proxies[1], w.host); err != nil {
+			return fmt.Errorf("profile: %w", err)
+		}
 	}
 	if r.small, err = measureChanges(ctx, w, edgeAddr, o.changes); err != nil {
 		return fmt.Errorf("route changes: %w", err)
@@ -161,8 +191,10 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("rebuild with %d projects: %w", o.hosts, err)
 		}
 	}
-	if err := edge.alive(); err != nil {
-		return err
+	for _, px := range proxies {
+		if err := px.p.alive(); err != nil {
+			return err
+		}
 	}
 	report(os.Stdout, o, r)
 	return nil

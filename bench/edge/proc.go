@@ -128,7 +128,7 @@ func freeAddr() (string, error) {
 // startEdge runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as
 // nginx is. Its poll is one minute, so within the benchmark only NOTIFY
 // moves routes.
-func startEdge(bin, dbURL, snapshot string) (*proc, string, error) {
+func startEdge(bin, dbURL, snapshot, dataPath string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -140,10 +140,10 @@ func startEdge(bin, dbURL, snapshot string) (*proc, string, error) {
 	cmd := exec.Command(bin, "edge")
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL, "CLUSTER_TOKEN=bench", "EDGE_HTTP_ADDR="+addr, "EDGE_METRICS_ADDR="+metrics,
-		"EDGE_HTTPS_ADDR=off",
+		"EDGE_HTTPS_ADDR=off", "EDGE_DATA_PATH="+dataPath,
 		"EDGE_APPS_DOMAIN="+appsDomain, "EDGE_ROUTES_SNAPSHOT="+snapshot, "EDGE_POLL_INTERVAL=1m", "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	p, err := start("edge", cmd)
+	p, err := start("edge ("+dataPath+")", cmd)
 	return p, addr, err
 }
 
@@ -221,7 +221,8 @@ func startNginx(dir string, backends []string) (*proc, string, error) {
 	return p, addr, err
 }
 
-// proxy is one of the two proxies under test.
+// proxy is one of the proxies under test; p is nil for the backend
+// itself, asked directly as the reference for added latency.
 type proxy struct {
 	name, addr string
 	p          *proc

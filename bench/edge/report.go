@@ -18,6 +18,9 @@ type results struct {
 	small, large *changes // large is nil when -hosts is 0
 	largeLoad    wrkRun   // the edge under wrk with the large table
 	rebuild      rebuild  // with the large table
+	half         load     // each proxy, and the backend directly, at halfRate
+	halfRate     float64  // half of nginx's median saturation rate
+	profile      string   // perf's report of the fast path (empty: none taken)
 }
 
 func report(out io.Writer, o options, r results) {
@@ -28,16 +31,34 @@ func report(out io.Writer, o options, r results) {
 	p50 := func(w wrkRun) float64 { return float64(w.p50) }
 	p99 := func(w wrkRun) float64 { return float64(w.p99) }
 	l := r.load
-	p("| | edge | nginx | edge/nginx |\n|---|---:|---:|---:|\n")
-	er, nr := l.median("edge", rps), l.median("nginx", rps)
-	p("| requests/s (median of %d rounds) | %s | %s | %.2f |\n", len(l.rounds), thousands(er), thousands(nr), er/nr)
-	e50, n50 := l.median("edge", p50), l.median("nginx", p50)
-	p("| latency p50 | %s | %s | %.2f |\n", ms(time.Duration(e50)), ms(time.Duration(n50)), e50/n50)
-	e99, n99 := l.median("edge", p99), l.median("nginx", p99)
-	p("| latency p99 | %s | %s | %.2f |\n", ms(time.Duration(e99)), ms(time.Duration(n99)), e99/n99)
+	names := []string{edgeStdlib, edgeFast, "nginx"}
+	p("| median (min–max) of %d rounds | %s | %s | %s | stdlib/nginx | fast/nginx |\n|---|---:|---:|---:|---:|---:|\n", len(l.rounds), edgeStdlib, edgeFast, "nginx")
+	row := func(what string, ld load, field func(wrkRun) float64, format func(float64) string) {
+		var cells []string
+		for _, n := range names {
+			lo, mid, hi := ld.spread(n, field)
+			cells = append(cells, fmt.Sprintf("%s (%s–%s)", format(mid), format(lo), format(hi)))
+		}
+		ngx := ld.median("nginx", field)
+		p("| %s | %s | %.2f | %.2f |\n", what, strings.Join(cells, " | "), ld.median(edgeStdlib, field)/ngx, ld.median(edgeFast, field)/ngx)
+	}
 	cpu := func(w wrkRun) float64 { return float64(w.cpuPerReq) }
-	ec, nc := l.median("edge", cpu), l.median("nginx", cpu)
-	p("| proxy CPU time per request (user + system, all its processes) | %s | %s | %.2f |\n", us(time.Duration(ec)), us(time.Duration(nc)), ec/nc)
+	fms := func(v float64) string { return ms(time.Duration(v)) }
+	fus := func(v float64) string { return us(time.Duration(v)) }
+	row("requests/s at saturation", l, rps, thousands)
+	row("latency p50 at saturation", l, p50, fms)
+	row("latency p99 at saturation", l, p99, fms)
+	row("proxy CPU time per request (user + system, all its processes)", l, cpu, fus)
+	if len(r.half.rounds) > 0 {
+		h := r.half
+		row(fmt.Sprintf("requests/s offered at half of nginx's saturation (%s/s target, %d connections)", thousands(r.halfRate), h.conns), h, rps, thousands)
+		row("latency p99 at half load", h, p99, fms)
+		row("proxy CPU time per request at half load", h, cpu, fus)
+		d := h.median("direct", p99)
+		p("| added p99 at half load (p99 through the proxy − p99 of the backend asked directly, %s) | %s | %s | %s | — | — |\n",
+			fms(d), fms(h.median(edgeStdlib, p99)-d), fms(h.median(edgeFast, p99)-d), fms(h.median("nginx", p99)-d))
+	}
+	p("\n| | edge (stdlib) | — | — |\n|---|---:|---:|---:|\n")
 	if t := r.table; t != nil {
 		p("| route lookup, 100,000 projects, host as sent / needing normalisation (BenchmarkLookup100kHosts) | %.0f ns, %.0f allocs / %.0f ns, %.0f allocs | — | — |\n", t.lookupNs, t.lookupAllocs, t.mixedNs, t.mixedAllocs)
 		p("| route table build, 100,000 projects × 3 instances (BenchmarkBuildTable100kHosts) | %s, %.0f MiB | — | — |\n", ms(time.Duration(t.buildNs)), t.tableMiB)
@@ -65,17 +86,22 @@ func report(out io.Writer, o options, r results) {
 		p("| edge memory (RSS), 1 project | %d MiB | — | — |\n", r.small.rss>>10)
 	}
 
-	p("\nRounds (the first proxy alternates):\n\n| round | order | edge req/s | edge p50 | edge p99 | edge CPU/req | nginx req/s | nginx p50 | nginx p99 | nginx CPU/req |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("\nRounds at saturation (the order rotates):\n\n| round | order | %s req/s, p99, CPU/req | %s req/s, p99, CPU/req | nginx req/s, p99, CPU/req |\n|---|---|---:|---:|---:|\n", edgeStdlib, edgeFast)
 	for i, round := range l.rounds {
-		e, n := round["edge"], round["nginx"]
-		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, strings.Join(l.order[i], " → "),
-			thousands(e.rps), ms(e.p50), ms(e.p99), us(e.cpuPerReq), thousands(n.rps), ms(n.p50), ms(n.p99), us(n.cpuPerReq))
+		var cells []string
+		for _, n := range names {
+			w := round[n]
+			cells = append(cells, fmt.Sprintf("%s, %s, %s", thousands(w.rps), ms(w.p99), us(w.cpuPerReq)))
+		}
+		p("| %d | %s | %s |\n", i+1, strings.Join(l.order[i], " → "), strings.Join(cells, " | "))
 	}
 	var problems []string
-	for i, round := range l.rounds {
-		for name, w := range round {
-			for _, pr := range w.problems {
-				problems = append(problems, fmt.Sprintf("round %d %s: %s", i+1, name, pr))
+	for what, ld := range map[string]load{"saturation": l, "half load": r.half} {
+		for i, round := range ld.rounds {
+			for name, w := range round {
+				for _, pr := range w.problems {
+					problems = append(problems, fmt.Sprintf("%s round %d %s: %s", what, i+1, name, pr))
+				}
 			}
 		}
 	}
@@ -90,10 +116,15 @@ func report(out io.Writer, o options, r results) {
 			p("- %s\n", pr)
 		}
 	}
+	if r.profile != "" {
+		p("\nWhere the fast path's CPU goes (perf, symbols over 1%%, one saturated run):\n\n```\n%s```\n", trimPerf(r.profile))
+	}
 
 	p("\nParameters:\n")
-	p("- wrk %s -H 'Host: <project>.%s', same for both; a %s warm-up of each first; %d rounds, the table shows the medians.\n",
+	p("- wrk %s -H 'Host: <project>.%s', same for each proxy; a %s warm-up of each first; %d rounds.\n",
 		strings.Join(wrkArgs(o, o.duration), " "), appsDomain, o.warmup, o.rounds)
+	p("- Half load: wrk with a delay() of 10 ms between a connection's requests and %d connections, so the offered rate is about half of nginx's median saturation rate whichever proxy answers; the backend asked directly (no proxy) in the same rounds is the reference for added latency.\n", r.half.conns)
+	p("- Edge data paths: EDGE_DATA_PATH=stdlib (net/http + httputil.ReverseProxy) and EDGE_DATA_PATH=fast (internal/edge's own HTTP/1.1 forwarding loop), two edge processes on the same routes.\n")
 	p("- Backend: one Go process (bench/edge/backend) on 3 loopback ports, answering %q (%d bytes) with keep-alive.\n", backendBody, len(backendBody))
 	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_HTTPS_ADDR=off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
 	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream).\n", nginxVersion())
@@ -105,6 +136,18 @@ func report(out io.Writer, o options, r results) {
 		p("- At scale: %s more projects written in one transaction, each with an active deployment and 3 healthy instances (%s instances); then ANALYZE (as autovacuum would have done on a cluster that grew over time). A route change rebuilds only the project it names (a copy of the table with that project's names replaced); the full rebuild runs on the poll, on node changes and on reconnects, and the snapshot is written behind, in its own goroutine. The full-rebuild row times the edge's Syncer.Sync and SaveSnapshot in the benchmark process, against the same database.\n",
 			thousands(float64(o.hosts)), thousands(float64(3*o.hosts)))
 	}
+}
+
+// trimPerf keeps perf report's table, without its comment header.
+func trimPerf(s string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+			continue
+		}
+		b.WriteString(line)
+	}
+	return b.String()
 }
 
 func ms(d time.Duration) string {

@@ -29,11 +29,12 @@ type wrkRun struct {
 type load struct {
 	rounds []map[string]wrkRun
 	order  [][]string
+	conns  int // wrk connections, when not the options'
 }
 
-// compare warms both proxies up, then runs wrk against each in turn, the
-// first one alternating between rounds so neither always runs on a
-// machine the other just heated.
+// compare warms the proxies up, then runs wrk against each in turn, the
+// order rotating between rounds so none always runs on a machine another
+// just heated.
 func compare(ctx context.Context, o options, proxies []proxy, host string) (load, error) {
 	for _, px := range proxies {
 		if _, err := runWrk(ctx, o, px, host, o.warmup); err != nil {
@@ -42,10 +43,7 @@ func compare(ctx context.Context, o options, proxies []proxy, host string) (load
 	}
 	var l load
 	for r := range o.rounds {
-		order := slices.Clone(proxies)
-		if r%2 == 1 {
-			slices.Reverse(order)
-		}
+		order := rotate(proxies, r)
 		runs := map[string]wrkRun{}
 		var names []string
 		for _, px := range order {
@@ -65,13 +63,66 @@ func compare(ctx context.Context, o options, proxies []proxy, host string) (load
 	return l, nil
 }
 
+func rotate(proxies []proxy, r int) []proxy {
+	k := r % len(proxies)
+	return append(slices.Clone(proxies[k:]), proxies[:k]...)
+}
+
+// compareAtRate runs each proxy (and the backend directly) at about rate
+// requests/s for the same rounds: wrk waits between a connection's
+// requests (its delay() hook), so the load is set by the waits, not by how
+// fast the proxy answers.
+func compareAtRate(ctx context.Context, o options, proxies []proxy, host string, rate float64) (load, error) {
+	const wait = 10 * time.Millisecond
+	conns := max(int(rate*wait.Seconds()+0.5), o.threads)
+	script, err := os.CreateTemp("", "zw-bench-edge-*.lua")
+	if err != nil {
+		return load{}, err
+	}
+	defer os.Remove(script.Name())
+	fmt.Fprintf(script, "function delay() return %d end\n", wait.Milliseconds())
+	script.Close()
+	at := o
+	at.conns = conns
+	var l load
+	for r := range o.rounds {
+		runs := map[string]wrkRun{}
+		var names []string
+		for _, px := range rotate(proxies, r) {
+			run, err := runWrk(ctx, at, px, host, o.duration, "-s", script.Name())
+			if err != nil {
+				return load{}, fmt.Errorf("at %.0f requests/s, round %d: %w", rate, r+1, err)
+			}
+			runs[px.name] = run
+			names = append(names, px.name)
+		}
+		l.rounds = append(l.rounds, runs)
+		l.order = append(l.order, names)
+	}
+	l.conns = conns
+	return l, nil
+}
+
 // median of one proxy's rounds, by field.
 func (l load) median(name string, field func(wrkRun) float64) float64 {
+	return median(l.values(name, field))
+}
+
+// spread is min, median and max of one proxy's rounds, by field.
+func (l load) spread(name string, field func(wrkRun) float64) (lo, mid, hi float64) {
+	v := l.values(name, field)
+	if len(v) == 0 {
+		return 0, 0, 0
+	}
+	return slices.Min(v), median(v), slices.Max(v)
+}
+
+func (l load) values(name string, field func(wrkRun) float64) []float64 {
 	var v []float64
 	for _, r := range l.rounds {
 		v = append(v, field(r[name]))
 	}
-	return median(v)
+	return v
 }
 
 func median(v []float64) float64 {
@@ -91,19 +142,26 @@ func wrkArgs(o options, d time.Duration) []string {
 }
 
 // runWrk runs wrk against the proxy for d, asking for host.
-func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration) (wrkRun, error) {
-	args := append(wrkArgs(o, d), "-H", "Host: "+host, "http://"+px.addr+"/")
-	cpu := px.p.cpu()
+func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration, extra ...string) (wrkRun, error) {
+	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, "http://"+px.addr+"/")
+	var cpu time.Duration
+	if px.p != nil {
+		cpu = px.p.cpu()
+	}
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
-	cpu = px.p.cpu() - cpu
+	if px.p != nil {
+		cpu = px.p.cpu() - cpu
+	}
 	if ctx.Err() != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %w", px.name, ctx.Err())
 	}
 	if err != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s (%s): %v\n%s", px.name, strings.Join(args, " "), err, out)
 	}
-	if err := px.p.alive(); err != nil {
-		return wrkRun{}, err
+	if px.p != nil {
+		if err := px.p.alive(); err != nil {
+			return wrkRun{}, err
+		}
 	}
 	rep, err := wrk.Parse(string(out))
 	run := wrkRun{rps: rep.RPS, p50: rep.P50, p99: rep.P99, requests: rep.Requests, problems: rep.Problems}
@@ -114,4 +172,35 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 		run.cpuPerReq = cpu / time.Duration(run.requests)
 	}
 	return run, nil
+}
+
+// profileFast records the fast path's CPU profile with perf while wrk
+// saturates it, and returns perf's report of where the time went.
+func profileFast(ctx context.Context, o options, px proxy, host string) (string, error) {
+	if err := os.MkdirAll(o.profile, 0o755); err != nil {
+		return "", err
+	}
+	data := o.profile + "/perf.data"
+	rec := exec.CommandContext(ctx, "perf", "record", "-F", "499", "-g", "-o", data, "-p", strconv.Itoa(px.p.pid()), "--", "sleep", strconv.Itoa(int(o.duration.Seconds())))
+	rec.Stdout, rec.Stderr = os.Stderr, os.Stderr
+	if err := rec.Start(); err != nil {
+		return "", fmt.Errorf("perf record: %w", err)
+	}
+	if _, err := runWrk(ctx, o, px, host, o.duration); err != nil {
+		return "", err
+	}
+	if err := rec.Wait(); err != nil {
+		return "", fmt.Errorf("perf record: %w", err)
+	}
+	// Kernel against user space first, then the symbols.
+	var report []byte
+	for _, sort := range []string{"dso", "symbol"} {
+		out, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--no-children", "--sort", sort, "--stdio", "--percent-limit", "1", "-g", "none").Output()
+		if err != nil {
+			return "", fmt.Errorf("perf report: %w", err)
+		}
+		report = append(report, out...)
+	}
+	os.WriteFile(o.profile+"/perf-report.txt", report, 0o644) //nolint:errcheck
+	return string(report), nil
 }

@@ -276,3 +276,22 @@ func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
 		t.Fatalf("err = %v, want problems with %v", err, want)
 	}
 }
+
+func TestEdgeDataPathIsFastUnlessSetToStdlib(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.DataPath != "fast" {
+		t.Fatalf("default: %q, %v", cfg.DataPath, err)
+	}
+	if cfg, err := ParseFrom[Edge](with(base, "EDGE_DATA_PATH", "stdlib")); err != nil || cfg.DataPath != "stdlib" {
+		t.Fatalf("stdlib: %q, %v", cfg.DataPath, err)
+	}
+	if _, err := ParseFrom[Edge](with(base, "EDGE_DATA_PATH", "fasthttp")); err == nil || !strings.Contains(err.Error(), "EDGE_DATA_PATH") {
+		t.Fatalf("unknown path: %v", err)
+	}
+}
+
+func with(m map[string]string, k, v string) map[string]string {
+	m = maps.Clone(m)
+	m[k] = v
+	return m
+}

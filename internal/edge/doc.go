@@ -4,4 +4,10 @@
 // database, swapped atomically so a request never sees half a table, and
 // snapshotted to disk so an edge can start while the database is away.
 // Host names are keyed in internal/hostname's normal form.
+//
+// Requests take one of two data paths (fast.go says why there are two):
+// net/http with httputil.ReverseProxy (proxy.go), or for plain HTTP/1.1
+// the edge's own forwarding loop (fast*.go), which hands anything it does
+// not handle to the first. Both choose instances, retry, keep passive
+// health and rewrite headers the same way, and the tests run on both.
 package edge

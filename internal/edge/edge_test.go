@@ -36,6 +36,10 @@ func FuzzLookup(f *testing.F) {
 			if same := err == nil && h == out; same != (ok && r.ProjectID == p.ID) && h != "shop.zeitwork.app" {
 				t.Fatalf("Lookup(%q) = %v for the domain %q (normalises to %q, %v)", host, ok, in, h, err)
 			}
+			// The fast path's lookup, on the Host header's bytes, agrees.
+			if rb, okb := tbl.lookupBytes([]byte(host)); okb != ok || rb.ProjectID != r.ProjectID {
+				t.Fatalf("lookupBytes(%q) = %v, Lookup = %v", host, okb, ok)
+			}
 		}
 	})
 }

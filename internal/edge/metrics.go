@@ -2,7 +2,10 @@ package edge
 
 import (
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,6 +20,21 @@ type Metrics struct {
 	routeHosts     prometheus.Gauge
 	routeUpdates   *prometheus.CounterVec
 	routeAge       prometheus.Gauge
+
+	// series caches the request series by project and code, so the fast
+	// path counts a request without formatting a label or allocating.
+	seriesMu sync.RWMutex
+	series   map[seriesKey]requestSeries
+}
+
+type seriesKey struct {
+	project uuid.UUID
+	code    int
+}
+
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
 }
 
 // NewMetrics registers the edge's series with reg.
@@ -52,6 +70,29 @@ func (m *Metrics) request(project string, code int, took time.Duration) {
 	}
 	m.requests.WithLabelValues(project, strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(project).Observe(took.Seconds())
+}
+
+// requestFast is request for the fast path.
+func (m *Metrics) requestFast(project uuid.UUID, code int, took time.Duration) {
+	if m == nil {
+		return
+	}
+	k := seriesKey{project, code}
+	m.seriesMu.RLock()
+	s, ok := m.series[k]
+	m.seriesMu.RUnlock()
+	if !ok {
+		name := project.String()
+		s = requestSeries{m.requests.WithLabelValues(name, strconv.Itoa(code)), m.duration.WithLabelValues(name)}
+		m.seriesMu.Lock()
+		if m.series == nil {
+			m.series = map[seriesKey]requestSeries{}
+		}
+		m.series[k] = s
+		m.seriesMu.Unlock()
+	}
+	s.count.Inc()
+	s.duration.Observe(took.Seconds())
 }
 
 func (m *Metrics) upstreamError(project, reason string) {

@@ -50,6 +50,7 @@ type Proxy struct {
 	cfg       ProxyConfig
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
+	pool      upstreamPool // the fast path's node-proxy connections
 }
 
 // NewProxy builds a proxy.
@@ -61,6 +62,7 @@ func NewProxy(cfg ProxyConfig) *Proxy {
 		cfg.Dial = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
 	p := &Proxy{cfg: cfg}
+	p.pool.dial = cfg.Dial
 	// Few node-proxies carry many clients: keep plenty of idle connections
 	// per node so bursts do not pay for new handshakes.
 	p.transport = &http.Transport{
@@ -383,6 +385,11 @@ func page(w http.ResponseWriter, status int, code, title, message string) {
 	h.Set("X-Zeitwork-Error", code)
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
+	writePage(w, status, code, title, message)
+}
+
+// writePage writes the page's HTML, for either data path.
+func writePage(w io.Writer, status int, code, title, message string) {
 	fmt.Fprintf(w, `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>%d %s</title>
 <style>body{font:16px system-ui,sans-serif;max-width:36em;margin:15vh auto;padding:0 1em;color:#222}h1{font-size:1.4em}small{color:#777}</style>

@@ -41,7 +41,7 @@ type stage struct {
 	backends  []Backend
 }
 
-func newStage(t *testing.T, timeout time.Duration) *stage {
+func newStage(t *testing.T, path string, timeout time.Duration) *stage {
 	t.Helper()
 	s := &stage{t: t, routes: &Routes{}, project: id.New(), instances: map[uuid.UUID]nodeproxy.Target{}}
 	s.metrics = NewMetrics(prometheus.NewRegistry())
@@ -54,9 +54,26 @@ func newStage(t *testing.T, timeout time.Duration) *stage {
 	s.node = httptest.NewServer(np)
 	t.Cleanup(s.node.Close)
 	p := NewProxy(ProxyConfig{Routes: s.routes, Token: clusterToken, UpstreamTimeout: timeout, Metrics: s.metrics, Log: zlog.Discard()})
-	s.edge = httptest.NewServer(p)
-	t.Cleanup(s.edge.Close)
+	s.edge = serveProxy(t, p, path)
 	return s
+}
+
+// forEachPath runs a test on each of the edge's data paths.
+func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
+	for _, path := range []string{DataPathStdlib, DataPathFast} {
+		t.Run(path, func(t *testing.T) { test(t, path) })
+	}
+}
+
+// serveProxy serves p on a test server through the data path.
+func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
+	srv := httptest.NewUnstartedServer(p)
+	if path == DataPathFast {
+		srv.Listener = p.FastListener(srv.Listener, 5*time.Second, time.Minute)
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // app starts an instance running h behind the node-proxy and routes to it.
@@ -128,44 +145,48 @@ func echo(name string) http.Handler {
 }
 
 func TestProxyForwardsWithHeadersAndRequestID(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	s.app(echo("a"))
-	resp, body := s.get("Shop.Zeitwork.App:443", "/x", "X-Forwarded-For", "6.6.6.6", "X-Forwarded-Proto", "https")
-	if resp.StatusCode != 200 {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
-	}
-	rid := resp.Header.Get(HeaderRequestID)
-	want := "a host=Shop.Zeitwork.App:443 xff=127.0.0.1 xfh=Shop.Zeitwork.App:443 xfp=http rid=" + rid + ` token="" instance=""`
-	if rid == "" || body != want || len(resp.Header.Values(HeaderRequestID)) != 1 {
-		t.Fatalf("app saw\n%s\nwant\n%s (response ids %q)", body, want, resp.Header.Values(HeaderRequestID))
-	}
-	// A sane client request id is kept end to end; a hostile one replaced.
-	if resp, body := s.get("shop.zeitwork.app", "/", HeaderRequestID, "client-trace-12345"); resp.Header.Get(HeaderRequestID) != "client-trace-12345" || !strings.Contains(body, "rid=client-trace-12345") {
-		t.Fatalf("client id not kept: %q, %s", resp.Header.Get(HeaderRequestID), body)
-	}
-	if resp, _ := s.get("shop.zeitwork.app", "/", HeaderRequestID, "bad id\twith<script>"); strings.Contains(resp.Header.Get(HeaderRequestID), "script") {
-		t.Fatalf("hostile request id echoed: %q", resp.Header.Get(HeaderRequestID))
-	}
-	s.waitRequests("200", 3)
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		s.app(echo("a"))
+		resp, body := s.get("Shop.Zeitwork.App:443", "/x", "X-Forwarded-For", "6.6.6.6", "X-Forwarded-Proto", "https")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		rid := resp.Header.Get(HeaderRequestID)
+		want := "a host=Shop.Zeitwork.App:443 xff=127.0.0.1 xfh=Shop.Zeitwork.App:443 xfp=http rid=" + rid + ` token="" instance=""`
+		if rid == "" || body != want || len(resp.Header.Values(HeaderRequestID)) != 1 {
+			t.Fatalf("app saw\n%s\nwant\n%s (response ids %q)", body, want, resp.Header.Values(HeaderRequestID))
+		}
+		// A sane client request id is kept end to end; a hostile one replaced.
+		if resp, body := s.get("shop.zeitwork.app", "/", HeaderRequestID, "client-trace-12345"); resp.Header.Get(HeaderRequestID) != "client-trace-12345" || !strings.Contains(body, "rid=client-trace-12345") {
+			t.Fatalf("client id not kept: %q, %s", resp.Header.Get(HeaderRequestID), body)
+		}
+		if resp, _ := s.get("shop.zeitwork.app", "/", HeaderRequestID, "bad id\twith<script>"); strings.Contains(resp.Header.Get(HeaderRequestID), "script") {
+			t.Fatalf("hostile request id echoed: %q", resp.Header.Get(HeaderRequestID))
+		}
+		s.waitRequests("200", 3)
+	})
 }
 
 func TestProxyUnknownHostAndNoHealthyInstance(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	s.app(echo("a"))
-	for _, host := range []string{"nope.zeitwork.app", "127.0.0.1", "[::1]:80", "shop.zeitwork.app..", "xn--.zeitwork.app"} {
-		resp, body := s.get(host, "/")
-		if resp.StatusCode != 404 || resp.Header.Get("X-Zeitwork-Error") != "unknown_host" || !strings.Contains(body, "No app here") {
-			t.Errorf("host %q: %d %q %s", host, resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"), body)
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		s.app(echo("a"))
+		for _, host := range []string{"nope.zeitwork.app", "127.0.0.1", "[::1]:80", "shop.zeitwork.app..", "xn--.zeitwork.app"} {
+			resp, body := s.get(host, "/")
+			if resp.StatusCode != 404 || resp.Header.Get("X-Zeitwork-Error") != "unknown_host" || !strings.Contains(body, "No app here") {
+				t.Errorf("host %q: %d %q %s", host, resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"), body)
+			}
 		}
-	}
-	// The page escapes what the client sent.
-	if _, body := s.get("<b>.example.com", "/"); strings.Contains(body, "<b>") {
-		t.Errorf("unescaped host in page: %s", body)
-	}
-	resp, _ := s.get("empty.zeitwork.app", "/")
-	if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("route without instances: %d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
-	}
+		// The page escapes what the client sent.
+		if _, body := s.get("<b>.example.com", "/"); strings.Contains(body, "<b>") {
+			t.Errorf("unescaped host in page: %s", body)
+		}
+		resp, _ := s.get("empty.zeitwork.app", "/")
+		if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("route without instances: %d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
+		}
+	})
 }
 
 func TestPickPrefersFewerInFlightAndSkipsDownInstances(t *testing.T) {
@@ -208,149 +229,161 @@ func TestPickPrefersFewerInFlightAndSkipsDownInstances(t *testing.T) {
 }
 
 func TestProxySpreadsLoadAcrossInstances(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	var hits [3]atomic.Int64
-	for i := range hits {
-		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits[i].Add(1) }))
-	}
-	for range 300 {
-		if resp, body := s.get("shop.zeitwork.app", "/"); resp.StatusCode != 200 {
-			t.Fatalf("%d %s", resp.StatusCode, body)
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		var hits [3]atomic.Int64
+		for i := range hits {
+			s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits[i].Add(1) }))
 		}
-	}
-	for i := range hits {
-		if n := hits[i].Load(); n < 50 {
-			t.Fatalf("instance %d got %d of 300 requests", i, n)
+		for range 300 {
+			if resp, body := s.get("shop.zeitwork.app", "/"); resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, body)
+			}
 		}
-	}
+		for i := range hits {
+			if n := hits[i].Load(); n < 50 {
+				t.Fatalf("instance %d got %d of 300 requests", i, n)
+			}
+		}
+	})
 }
 
 func TestProxyRetriesWhenNothingReachedAnApp(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	var served atomic.Int64
-	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		served.Add(1)
-		fmt.Fprintf(w, "got %s", b)
-	}))
-	// A node that refuses connections, and an instance its node no longer has.
-	s.backend(Backend{InstanceID: id.New(), NodeProxy: testenv.RefusedAddr(t)})
-	s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()})
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		var served atomic.Int64
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			served.Add(1)
+			fmt.Fprintf(w, "got %s", b)
+		}))
+		// A node that refuses connections, and an instance its node no longer has.
+		s.backend(Backend{InstanceID: id.New(), NodeProxy: testenv.RefusedAddr(t)})
+		s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()})
 
-	for i := range 60 {
-		req, _ := http.NewRequest("POST", s.edge.URL+"/", strings.NewReader(fmt.Sprintf("body-%d", i)))
+		for i := range 60 {
+			req, _ := http.NewRequest("POST", s.edge.URL+"/", strings.NewReader(fmt.Sprintf("body-%d", i)))
+			req.Host = "shop.zeitwork.app"
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != fmt.Sprintf("got body-%d", i) {
+				t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+			}
+		}
+		if served.Load() != 60 {
+			t.Fatalf("app served %d of 60", served.Load())
+		}
+		refused := testutil.ToFloat64(s.metrics.upstreamErrors.WithLabelValues(s.project.String(), "refused"))
+		gone := testutil.ToFloat64(s.metrics.upstreamErrors.WithLabelValues(s.project.String(), "instance_gone"))
+		// Passive health: each bad instance is tried once, then skipped while
+		// it cools down (a few more tries if the machine is slow).
+		if refused < 1 || gone < 1 || refused+gone > 20 {
+			t.Fatalf("upstream errors: refused %v, gone %v", refused, gone)
+		}
+	})
+}
+
+func TestProxyAnswers503WhenEveryInstanceIsUnreachable(t *testing.T) {
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()}) // not on the node
+		s.backend(Backend{InstanceID: id.New(), NodeProxy: testenv.RefusedAddr(t)})
+		resp, _ := s.get("shop.zeitwork.app", "/")
+		if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" {
+			t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
+		}
+		s.waitRequests("503", 1)
+	})
+}
+
+func TestProxyTimesOutSlowApps(t *testing.T) {
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 200*time.Millisecond)
+		release := make(chan struct{})
+		defer close(release)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}))
+		resp, _ := s.get("shop.zeitwork.app", "/")
+		if resp.StatusCode != 504 || resp.Header.Get("X-Zeitwork-Error") != "upstream_timeout" {
+			t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
+		}
+	})
+}
+
+func TestProxyStreamsResponses(t *testing.T) {
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		second := make(chan struct{})
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "data: one\n\n")
+			w.(http.Flusher).Flush()
+			<-second
+			fmt.Fprint(w, "data: two\n\n")
+		}))
+		req, _ := http.NewRequest("GET", s.edge.URL+"/events", nil)
 		req.Host = "shop.zeitwork.app"
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || string(body) != fmt.Sprintf("got body-%d", i) {
-			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		// The first event arrives while the app is still holding the second.
+		if line, err := r.ReadString('\n'); err != nil || line != "data: one\n" {
+			t.Fatalf("first event %q, %v", line, err)
 		}
-	}
-	if served.Load() != 60 {
-		t.Fatalf("app served %d of 60", served.Load())
-	}
-	refused := testutil.ToFloat64(s.metrics.upstreamErrors.WithLabelValues(s.project.String(), "refused"))
-	gone := testutil.ToFloat64(s.metrics.upstreamErrors.WithLabelValues(s.project.String(), "instance_gone"))
-	// Passive health: each bad instance is tried once, then skipped while
-	// it cools down (a few more tries if the machine is slow).
-	if refused < 1 || gone < 1 || refused+gone > 20 {
-		t.Fatalf("upstream errors: refused %v, gone %v", refused, gone)
-	}
-}
-
-func TestProxyAnswers503WhenEveryInstanceIsUnreachable(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	s.backend(Backend{InstanceID: id.New(), NodeProxy: s.node.Listener.Addr().String()}) // not on the node
-	s.backend(Backend{InstanceID: id.New(), NodeProxy: testenv.RefusedAddr(t)})
-	resp, _ := s.get("shop.zeitwork.app", "/")
-	if resp.StatusCode != 503 || resp.Header.Get("X-Zeitwork-Error") != "no_healthy_instance" {
-		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
-	}
-	s.waitRequests("503", 1)
-}
-
-func TestProxyTimesOutSlowApps(t *testing.T) {
-	s := newStage(t, 200*time.Millisecond)
-	release := make(chan struct{})
-	defer close(release)
-	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
+		close(second)
+		rest, _ := io.ReadAll(r)
+		if string(rest) != "\ndata: two\n\n" {
+			t.Fatalf("rest %q", rest)
 		}
-	}))
-	resp, _ := s.get("shop.zeitwork.app", "/")
-	if resp.StatusCode != 504 || resp.Header.Get("X-Zeitwork-Error") != "upstream_timeout" {
-		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Get("X-Zeitwork-Error"))
-	}
-}
-
-func TestProxyStreamsResponses(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	second := make(chan struct{})
-	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/event-stream")
-		fmt.Fprint(w, "data: one\n\n")
-		w.(http.Flusher).Flush()
-		<-second
-		fmt.Fprint(w, "data: two\n\n")
-	}))
-	req, _ := http.NewRequest("GET", s.edge.URL+"/events", nil)
-	req.Host = "shop.zeitwork.app"
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
-	// The first event arrives while the app is still holding the second.
-	if line, err := r.ReadString('\n'); err != nil || line != "data: one\n" {
-		t.Fatalf("first event %q, %v", line, err)
-	}
-	close(second)
-	rest, _ := io.ReadAll(r)
-	if string(rest) != "\ndata: two\n\n" {
-		t.Fatalf("rest %q", rest)
-	}
+	})
 }
 
 func TestProxyCarriesWebsockets(t *testing.T) {
-	s := newStage(t, 5*time.Second)
-	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
-		for {
-			typ, msg, err := c.Read(r.Context())
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, err := websocket.Accept(w, r, nil)
 			if err != nil {
 				return
 			}
-			c.Write(r.Context(), typ, append([]byte("echo: "), msg...))
-		}
-	}))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.edge.URL, "http")+"/ws", &websocket.DialOptions{Host: "shop.zeitwork.app"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
-	for i := range 3 {
-		if err := c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, "m%d", i)); err != nil {
+			defer c.CloseNow()
+			for {
+				typ, msg, err := c.Read(r.Context())
+				if err != nil {
+					return
+				}
+				c.Write(r.Context(), typ, append([]byte("echo: "), msg...))
+			}
+		}))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.edge.URL, "http")+"/ws", &websocket.DialOptions{Host: "shop.zeitwork.app"})
+		if err != nil {
 			t.Fatal(err)
 		}
-		_, msg, err := c.Read(ctx)
-		if err != nil || string(msg) != fmt.Sprintf("echo: m%d", i) {
-			t.Fatalf("read %q, %v", msg, err)
+		defer c.CloseNow()
+		for i := range 3 {
+			if err := c.Write(ctx, websocket.MessageText, fmt.Appendf(nil, "m%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			_, msg, err := c.Read(ctx)
+			if err != nil || string(msg) != fmt.Sprintf("echo: m%d", i) {
+				t.Fatalf("read %q, %v", msg, err)
+			}
 		}
-	}
-	c.Close(websocket.StatusNormalClosure, "")
+		c.Close(websocket.StatusNormalClosure, "")
+	})
 }
 
 // FuzzProxyHost sends arbitrary Host headers through the whole request

@@ -144,6 +144,13 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 			return err
 		})
 	}
+	// The fast data path takes the plain listener when it carries the
+	// proxy itself (no redirect to HTTPS, no ACME challenges to answer).
+	var fast *FastListener
+	if cfg.DataPath == DataPathFast && ls.HTTP != nil && certs == nil {
+		fast = proxy.FastListener(ls.HTTP, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+		ls.HTTP = fast
+	}
 	serve(ls.HTTP, server(plain), nil)
 	if certs != nil {
 		serve(ls.HTTPS, server(proxy), certs.TLSConfig())
@@ -160,6 +167,9 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		for _, s := range servers {
 			_ = s.Shutdown(sctx)
 		}
+		if fast != nil {
+			fast.Shutdown(sctx.Done())
+		}
 		return nil
 	})
 	addr := func(l net.Listener) string {
@@ -169,8 +179,15 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		return l.Addr().String()
 	}
 	log.InfoContext(ctx, "edge running", "http", addr(ls.HTTP), "https", addr(ls.HTTPS), "metrics", addr(ls.Metrics),
-		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted)
+		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted, "data_path", dataPath(fast))
 	return ignoreCanceled(g.Wait())
+}
+
+func dataPath(fast *FastListener) string {
+	if fast != nil {
+		return DataPathFast
+	}
+	return DataPathStdlib
 }
 
 func ignoreCanceled(err error) error {

@@ -176,52 +176,56 @@ func TestServerTerminatesTLSRedirectsHTTPAndServesChallenges(t *testing.T) {
 }
 
 func TestServerBehindCloudflareTrustsOnlyItsRanges(t *testing.T) {
-	w := newWorld(t, testdb.NewURL(t))
-	v1 := w.deploy(context.Background())
-	host := w.slug + ".zeitwork.test"
-	for _, tc := range []struct {
-		trusted string
-		want    string
-	}{
-		{"127.0.0.0/8", "203.0.113.9 https"},
-		{"173.245.48.0/20", "127.0.0.1 http"}, // the peer is not Cloudflare: its headers are lies
-	} {
-		s := serve(t, w, config.Edge{CloudflareFronted: true, TrustedProxies: []netip.Prefix{netip.MustParsePrefix(tc.trusted)}}, nil)
-		until(t, func() bool {
-			resp, body := do(t, noRedirects, "http://"+s.http+"/", host, "CF-Connecting-IP", "203.0.113.9", "X-Forwarded-Proto", "https")
-			return resp.StatusCode == 200 && body == v1.String() && resp.Header.Get("X-Seen-Forwarded") == tc.want
-		})
-	}
+	eachPath(t, func(t *testing.T, path string) {
+		w := newWorld(t, testdb.NewURL(t))
+		v1 := w.deploy(context.Background())
+		host := w.slug + ".zeitwork.test"
+		for _, tc := range []struct {
+			trusted string
+			want    string
+		}{
+			{"127.0.0.0/8", "203.0.113.9 https"},
+			{"173.245.48.0/20", "127.0.0.1 http"}, // the peer is not Cloudflare: its headers are lies
+		} {
+			s := serve(t, w, config.Edge{DataPath: path, CloudflareFronted: true, TrustedProxies: []netip.Prefix{netip.MustParsePrefix(tc.trusted)}}, nil)
+			until(t, func() bool {
+				resp, body := do(t, noRedirects, "http://"+s.http+"/", host, "CF-Connecting-IP", "203.0.113.9", "X-Forwarded-Proto", "https")
+				return resp.StatusCode == 200 && body == v1.String() && resp.Header.Get("X-Seen-Forwarded") == tc.want
+			})
+		}
+	})
 }
 
 func TestServerCutsOffSlowAndOversizedClients(t *testing.T) {
-	w := newWorld(t, testdb.NewURL(t))
-	s := serve(t, w, config.Edge{ReadHeaderTimeout: 300 * time.Millisecond}, nil)
+	eachPath(t, func(t *testing.T, path string) {
+		w := newWorld(t, testdb.NewURL(t))
+		s := serve(t, w, config.Edge{DataPath: path, ReadHeaderTimeout: 300 * time.Millisecond}, nil)
 
-	huge, _ := net.Dial("tcp", s.http)
-	defer huge.Close()
-	io.WriteString(huge, "GET / HTTP/1.1\r\nHost: a.zeitwork.test\r\nX-Big: "+strings.Repeat("a", 200<<10)+"\r\n\r\n")
-	status, _ := bufio.NewReader(huge).ReadString('\n')
-	if !strings.Contains(status, "431") {
-		t.Fatalf("oversized headers: %q", status)
-	}
+		huge, _ := net.Dial("tcp", s.http)
+		defer huge.Close()
+		io.WriteString(huge, "GET / HTTP/1.1\r\nHost: a.zeitwork.test\r\nX-Big: "+strings.Repeat("a", 200<<10)+"\r\n\r\n")
+		status, _ := bufio.NewReader(huge).ReadString('\n')
+		if !strings.Contains(status, "431") {
+			t.Fatalf("oversized headers: %q", status)
+		}
 
-	base := runtime.NumGoroutine()
-	var conns []net.Conn
-	for range 50 {
-		c, err := net.Dial("tcp", s.http)
-		if err != nil {
-			t.Fatal(err)
+		base := runtime.NumGoroutine()
+		var conns []net.Conn
+		for range 50 {
+			c, err := net.Dial("tcp", s.http)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.zeitwork.test\r\nX-Slow: ") // and never finish
+			conns = append(conns, c)
 		}
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.zeitwork.test\r\nX-Slow: ") // and never finish
-		conns = append(conns, c)
-	}
-	for _, c := range conns {
-		c.SetReadDeadline(time.Now().Add(20 * time.Second))
-		if _, err := io.ReadAll(c); err != nil {
-			t.Fatalf("slow client not cut off: %v", err)
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.ReadAll(c); err != nil {
+				t.Fatalf("slow client not cut off: %v", err)
+			}
+			c.Close()
 		}
-		c.Close()
-	}
-	until(t, func() bool { return runtime.NumGoroutine() <= base+5 })
+		until(t, func() bool { return runtime.NumGoroutine() <= base+5 })
+	})
 }

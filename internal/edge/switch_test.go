@@ -53,6 +53,25 @@ type world struct {
 
 	routes *edge.Routes
 	edge   *httptest.Server
+	path   string // the edge's data path
+}
+
+// eachPath runs a test on each of the edge's data paths.
+func eachPath(t *testing.T, test func(t *testing.T, path string)) {
+	for _, path := range []string{edge.DataPathStdlib, edge.DataPathFast} {
+		t.Run(path, func(t *testing.T) { test(t, path) })
+	}
+}
+
+// serveProxy serves p on a test server through the world's data path.
+func (w *world) serveProxy(p *edge.Proxy) *httptest.Server {
+	srv := httptest.NewUnstartedServer(p)
+	if w.path == edge.DataPathFast {
+		srv.Listener = p.FastListener(srv.Listener, 5*time.Second, time.Minute)
+	}
+	srv.Start()
+	w.t.Cleanup(srv.Close)
+	return srv
 }
 
 func newWorld(t *testing.T, url string) *world {
@@ -183,8 +202,7 @@ func (w *world) startEdge(ctx context.Context, pool *pgxpool.Pool, snapshot stri
 	metrics := edge.NewMetrics(prometheus.NewRegistry())
 	s := &edge.Syncer{Pool: pool, Routes: w.routes, AppsDomain: "zeitwork.test", SnapshotPath: snapshot, PollInterval: time.Minute, Metrics: metrics, Log: zlog.Discard()}
 	go s.Run(ctx)
-	w.edge = httptest.NewServer(edge.NewProxy(edge.ProxyConfig{Routes: w.routes, Token: token, UpstreamTimeout: 10 * time.Second, Metrics: metrics, Log: zlog.Discard()}))
-	w.t.Cleanup(w.edge.Close)
+	w.edge = w.serveProxy(edge.NewProxy(edge.ProxyConfig{Routes: w.routes, Token: token, UpstreamTimeout: 10 * time.Second, Metrics: metrics, Log: zlog.Discard()}))
 	return s
 }
 
@@ -218,73 +236,76 @@ func (w *world) eventually(host string, want func(code int, body string) bool) {
 }
 
 func TestSwitchingDeploymentsUnderLoadLosesNoRequest(t *testing.T) {
-	w := newWorld(t, testdb.NewURL(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w.startEdge(ctx, w.pool, "")
-	host := w.slug + ".zeitwork.test"
-	v1 := w.deploy(ctx)
-	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
+	eachPath(t, func(t *testing.T, path string) {
+		w := newWorld(t, testdb.NewURL(t))
+		w.path = path
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		w.startEdge(ctx, w.pool, "")
+		host := w.slug + ".zeitwork.test"
+		v1 := w.deploy(ctx)
+		w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
-	v2 := id.New() // filled in below; the load only needs to know it later
-	var ok, failed atomic.Int64
-	var seen sync.Map
-	var firstFailure atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
+		v2 := id.New() // filled in below; the load only needs to know it later
+		var ok, failed atomic.Int64
+		var seen sync.Map
+		var firstFailure atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					code, body, err := w.get(client, host)
+					if err != nil || code != 200 {
+						failed.Add(1)
+						firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", code, body, err))
+						continue
+					}
+					ok.Add(1)
+					seen.Store(body, true)
 				}
-				code, body, err := w.get(client, host)
-				if err != nil || code != 200 {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, fmt.Sprintf("%d %q %v", code, body, err))
-					continue
-				}
-				ok.Add(1)
-				seen.Store(body, true)
-			}
-		})
-	}
-	time.Sleep(200 * time.Millisecond)
-	v2 = w.deploy(ctx)
-	w.eventually(host, func(code int, body string) bool { return body == v2.String() })
-	// Past the grace, the old deployment is retired and its instances stop.
-	time.Sleep(600 * time.Millisecond)
-	if n, err := w.lc.Retire(ctx); err != nil || n != 1 {
-		t.Fatalf("retired %d, %v", n, err)
-	}
-	if err := w.agents(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var stopped int
-	w.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'stopped'`, v1).Scan(&stopped)
-	if stopped != 3 {
-		t.Fatalf("%d of v1's instances stopped", stopped)
-	}
-	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+			})
+		}
+		time.Sleep(200 * time.Millisecond)
+		v2 = w.deploy(ctx)
+		w.eventually(host, func(code int, body string) bool { return body == v2.String() })
+		// Past the grace, the old deployment is retired and its instances stop.
+		time.Sleep(600 * time.Millisecond)
+		if n, err := w.lc.Retire(ctx); err != nil || n != 1 {
+			t.Fatalf("retired %d, %v", n, err)
+		}
+		if err := w.agents(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var stopped int
+		w.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state = 'stopped'`, v1).Scan(&stopped)
+		if stopped != 3 {
+			t.Fatalf("%d of v1's instances stopped", stopped)
+		}
+		time.Sleep(300 * time.Millisecond)
+		close(stop)
+		wg.Wait()
 
-	if failed.Load() != 0 {
-		t.Fatalf("%d of %d requests failed during the switch; first: %v", failed.Load(), failed.Load()+ok.Load(), firstFailure.Load())
-	}
-	_, sawV1 := seen.Load(v1.String())
-	_, sawV2 := seen.Load(v2.String())
-	if !sawV1 || !sawV2 || ok.Load() < 100 {
-		t.Fatalf("load saw v1 %v, v2 %v, in %d requests", sawV1, sawV2, ok.Load())
-	}
-	t.Logf("%d requests across the switch, none failed", ok.Load())
-	// The old deployment's preview host is gone with its instances; the
-	// new one's answers.
-	w.eventually(v1.String()+".zeitwork.test", func(code int, _ string) bool { return code == 404 })
-	w.eventually(v2.String()+".zeitwork.test", func(code int, body string) bool { return code == 200 && body == v2.String() })
+		if failed.Load() != 0 {
+			t.Fatalf("%d of %d requests failed during the switch; first: %v", failed.Load(), failed.Load()+ok.Load(), firstFailure.Load())
+		}
+		_, sawV1 := seen.Load(v1.String())
+		_, sawV2 := seen.Load(v2.String())
+		if !sawV1 || !sawV2 || ok.Load() < 100 {
+			t.Fatalf("load saw v1 %v, v2 %v, in %d requests", sawV1, sawV2, ok.Load())
+		}
+		t.Logf("%d requests across the switch, none failed", ok.Load())
+		// The old deployment's preview host is gone with its instances; the
+		// new one's answers.
+		w.eventually(v1.String()+".zeitwork.test", func(code int, _ string) bool { return code == 404 })
+		w.eventually(v2.String()+".zeitwork.test", func(code int, body string) bool { return code == 200 && body == v2.String() })
+	})
 }
 
 // forwarder is a TCP hop to Postgres that the test can cut, as a network
@@ -333,106 +354,111 @@ func (f *forwarder) cut() {
 }
 
 func TestEdgeKeepsRoutingWithoutTheDatabaseAndRestartsFromSnapshot(t *testing.T) {
-	url := testdb.NewURL(t)
-	w := newWorld(t, url)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	eachPath(t, func(t *testing.T, path string) {
+		url := testdb.NewURL(t)
+		w := newWorld(t, url)
+		w.path = path
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
 
-	// The edge reaches the database through a hop the test can cut.
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := forward(t, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port))
-	viaHop := strings.Replace(url, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port), f.l.Addr().String(), 1)
-	snapshot := filepath.Join(t.TempDir(), "routes.json")
-	edgePool := testdb.Pool(t, viaHop)
-	syncer := w.startEdge(ctx, edgePool, snapshot)
+		// The edge reaches the database through a hop the test can cut.
+		cfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := forward(t, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port))
+		viaHop := strings.Replace(url, fmt.Sprintf("%s:%d", cfg.ConnConfig.Host, cfg.ConnConfig.Port), f.l.Addr().String(), 1)
+		snapshot := filepath.Join(t.TempDir(), "routes.json")
+		edgePool := testdb.Pool(t, viaHop)
+		syncer := w.startEdge(ctx, edgePool, snapshot)
 
-	host := w.slug + ".zeitwork.test"
-	v1 := w.deploy(ctx)
-	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
+		host := w.slug + ".zeitwork.test"
+		v1 := w.deploy(ctx)
+		w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
-	// The snapshot is written behind the table: wait for it to catch up.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if snap, err := edge.LoadSnapshot(snapshot); err == nil {
-			if r, ok := snap.Lookup(host); ok && r.DeploymentID == v1 && len(r.Backends) == 3 {
-				break
+		// The snapshot is written behind the table: wait for it to catch up.
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if snap, err := edge.LoadSnapshot(snapshot); err == nil {
+				if r, ok := snap.Lookup(host); ok && r.DeploymentID == v1 && len(r.Backends) == 3 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the route never reached the snapshot")
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the route never reached the snapshot")
+		f.cut()
+		if err := syncer.Sync(ctx); err == nil {
+			t.Fatal("sync succeeded with the database cut off")
 		}
-	}
-	f.cut()
-	if err := syncer.Sync(ctx); err == nil {
-		t.Fatal("sync succeeded with the database cut off")
-	}
-	for range 20 {
-		if code, body, err := w.get(http.DefaultClient, host); err != nil || code != 200 || body != v1.String() {
-			t.Fatalf("with the database away: %d %q %v", code, body, err)
+		for range 20 {
+			if code, body, err := w.get(http.DefaultClient, host); err != nil || code != 200 || body != v1.String() {
+				t.Fatalf("with the database away: %d %q %v", code, body, err)
+			}
 		}
-	}
 
-	// A new edge, started while the database is still away, serves the
-	// snapshot the first one left.
-	restarted := &edge.Routes{}
-	deadPool := testdb.Pool(t, viaHop)
-	s2 := &edge.Syncer{Pool: deadPool, Routes: restarted, AppsDomain: "zeitwork.test", SnapshotPath: snapshot, PollInterval: time.Minute, Log: zlog.Discard()}
-	if err := s2.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	go s2.Run(ctx)
-	p2 := httptest.NewServer(edge.NewProxy(edge.ProxyConfig{Routes: restarted, Token: token, UpstreamTimeout: 10 * time.Second, Log: zlog.Discard()}))
-	defer p2.Close()
-	req, _ := http.NewRequest("GET", p2.URL+"/", nil)
-	req.Host = host
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || string(body) != v1.String() {
-		t.Fatalf("restarted edge: %d %q", resp.StatusCode, body)
-	}
+		// A new edge, started while the database is still away, serves the
+		// snapshot the first one left.
+		restarted := &edge.Routes{}
+		deadPool := testdb.Pool(t, viaHop)
+		s2 := &edge.Syncer{Pool: deadPool, Routes: restarted, AppsDomain: "zeitwork.test", SnapshotPath: snapshot, PollInterval: time.Minute, Log: zlog.Discard()}
+		if err := s2.Restore(); err != nil {
+			t.Fatal(err)
+		}
+		go s2.Run(ctx)
+		p2 := w.serveProxy(edge.NewProxy(edge.ProxyConfig{Routes: restarted, Token: token, UpstreamTimeout: 10 * time.Second, Log: zlog.Discard()}))
+		req, _ := http.NewRequest("GET", p2.URL+"/", nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != v1.String() {
+			t.Fatalf("restarted edge: %d %q", resp.StatusCode, body)
+		}
+	})
 }
 
 func TestRouteChangesReachTheEdgeThroughNotify(t *testing.T) {
-	w := newWorld(t, testdb.NewURL(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Polling is a minute: only a notification can make these visible in time.
-	w.startEdge(ctx, w.pool, "")
-	host := w.slug + ".zeitwork.test"
-	w.eventually(host, func(code int, _ string) bool { return code == 404 })
-	v1 := w.deploy(ctx)
-	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
+	eachPath(t, func(t *testing.T, path string) {
+		w := newWorld(t, testdb.NewURL(t))
+		w.path = path
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// Polling is a minute: only a notification can make these visible in time.
+		w.startEdge(ctx, w.pool, "")
+		host := w.slug + ".zeitwork.test"
+		w.eventually(host, func(code int, _ string) bool { return code == 404 })
+		v1 := w.deploy(ctx)
+		w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
-	// A verified custom domain routes; removing it stops routing.
-	domain := id.New()
-	if _, err := w.pool.Exec(ctx, `INSERT INTO domains (id, project_id, name, status, verification_token, verified_at) VALUES ($1, $2, 'app.customer.test', 'verified', 't', now())`, domain, w.project); err != nil {
-		t.Fatal(err)
-	}
-	w.eventually("App.Customer.test.", func(code int, body string) bool { return code == 200 && body == v1.String() })
-	if _, err := w.pool.Exec(ctx, `DELETE FROM domains WHERE id = $1`, domain); err != nil {
-		t.Fatal(err)
-	}
-	w.eventually("app.customer.test", func(code int, _ string) bool { return code == 404 })
+		// A verified custom domain routes; removing it stops routing.
+		domain := id.New()
+		if _, err := w.pool.Exec(ctx, `INSERT INTO domains (id, project_id, name, status, verification_token, verified_at) VALUES ($1, $2, 'app.customer.test', 'verified', 't', now())`, domain, w.project); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually("App.Customer.test.", func(code int, body string) bool { return code == 200 && body == v1.String() })
+		if _, err := w.pool.Exec(ctx, `DELETE FROM domains WHERE id = $1`, domain); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually("app.customer.test", func(code int, _ string) bool { return code == 404 })
 
-	// A node change can touch any project: it rebuilds the whole table.
-	if _, err := w.pool.Exec(ctx, `UPDATE nodes SET status = 'dead'`); err != nil {
-		t.Fatal(err)
-	}
-	w.eventually(host, func(code int, _ string) bool { return code == 503 })
-	if _, err := w.pool.Exec(ctx, `UPDATE nodes SET status = 'active'`); err != nil {
-		t.Fatal(err)
-	}
-	w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
+		// A node change can touch any project: it rebuilds the whole table.
+		if _, err := w.pool.Exec(ctx, `UPDATE nodes SET status = 'dead'`); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually(host, func(code int, _ string) bool { return code == 503 })
+		if _, err := w.pool.Exec(ctx, `UPDATE nodes SET status = 'active'`); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually(host, func(code int, body string) bool { return code == 200 && body == v1.String() })
 
-	// Instances that turn unhealthy leave the table: the project answers 503.
-	if _, err := w.pool.Exec(ctx, `UPDATE instances SET state = 'unhealthy' WHERE deployment_id = $1`, v1); err != nil {
-		t.Fatal(err)
-	}
-	w.eventually(host, func(code int, _ string) bool { return code == 503 })
+		// Instances that turn unhealthy leave the table: the project answers 503.
+		if _, err := w.pool.Exec(ctx, `UPDATE instances SET state = 'unhealthy' WHERE deployment_id = $1`, v1); err != nil {
+			t.Fatal(err)
+		}
+		w.eventually(host, func(code int, _ string) bool { return code == 503 })
+	})
 }

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -285,4 +286,24 @@ func LoadSnapshot(path string) (*Table, error) {
 	}
 	t.index()
 	return &t, nil
+}
+
+// lookupBytes is Lookup for a Host header still in the fast path's
+// buffer: the common spellings are found without making a string of it.
+func (t *Table) lookupBytes(h []byte) (Route, bool) {
+	if r, ok := t.Routes[string(h)]; ok {
+		return r, true
+	}
+	if i := bytes.LastIndexByte(h, ':'); i > 0 && len(h)-i-1 >= 1 && len(h)-i-1 <= 5 {
+		port := true
+		for _, c := range h[i+1:] {
+			port = port && c >= '0' && c <= '9'
+		}
+		if port {
+			if r, ok := t.Routes[string(h[:i])]; ok {
+				return r, true
+			}
+		}
+	}
+	return t.Lookup(string(h))
 }

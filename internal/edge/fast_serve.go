@@ -1,0 +1,448 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+)
+
+// serveFast forwards the request fc has read; false closes the client
+// connection. The guarantees are the stdlib path's (upstream.RoundTrip):
+// the same instance choice, a retry only when no app saw the request, the
+// same passive health, headers and error pages.
+func (p *Proxy) serveFast(fc *fastConn) bool {
+	q, route := &fc.x.req, fc.x.route
+	start := time.Now()
+	rid := q.rid
+	if !validRequestID(rid) {
+		rid = fc.newRequestID(start)
+	}
+	prefix := fc.upstreamHead(rid)
+	// A body is always whole in memory here, so any attempt can send it;
+	// a request without one can also go again on a fresh connection if a
+	// reused one turns out closed (what net/http calls replayable).
+	replayable := q.contentLength == 0 && isReplayableMethod(q.method)
+
+	var triedBuf [maxAttempts]int
+	tried := triedBuf[:0]
+	var failure error = errNoInstance
+	for len(tried) < maxAttempts {
+		i, ok := pick(route.Backends, tried)
+		if !ok {
+			break
+		}
+		tried = append(tried, i)
+		b := &route.Backends[i]
+		h := b.health
+		if h == nil {
+			h = &health{}
+		}
+		fc.x.out = fc.x.out[:prefix]
+		fc.x.out = append(fc.x.out, "X-Zeitwork-Instance: "...)
+		fc.x.out = appendUUID(fc.x.out, b.InstanceID)
+		fc.x.out = append(fc.x.out, "\r\n\r\n"...)
+		fc.x.out = append(fc.x.out, q.body...)
+
+		h.inflight.Add(1)
+		uc, err := p.roundTrip(fc, b.NodeProxy, replayable, start)
+		if err != nil {
+			h.inflight.Add(-1)
+			reason := reasonOf(err)
+			p.cfg.Metrics.upstreamError(route.ProjectID.String(), reason)
+			if reason == "refused" {
+				h.down(time.Now())
+				continue // nothing left the edge: another instance is safe
+			}
+			failure = err
+			break
+		}
+		resp := &fc.x.resp
+		if code := resp.proxyError; code != nil {
+			if c := string(code); nodeproxy.Retryable(c) {
+				// The node-proxy says the instance is gone or refused it:
+				// the app saw nothing.
+				h.down(time.Now())
+				p.cfg.Metrics.upstreamError(route.ProjectID.String(), c)
+				p.discard(uc, resp, resp.body(isHead(q.method)))
+				h.inflight.Add(-1)
+				failure = errNoInstance
+				continue
+			}
+		} else {
+			h.up()
+		}
+		took := time.Since(start)
+		keep := fc.forward(p, uc, rid, start)
+		h.inflight.Add(-1)
+		p.cfg.Metrics.requestFast(route.ProjectID, resp.status, took)
+		return keep
+	}
+	status, ok := fc.errorPage(failure, rid, start)
+	p.cfg.Metrics.requestFast(route.ProjectID, status, time.Since(start))
+	p.cfg.Log.Debug("upstream failed", "project_id", route.ProjectID, "request_id", string(rid), "status", status, "err", failure)
+	return ok
+}
+
+// upstreamHead writes the request to the node-proxy, up to the instance
+// header, into fc.x.out and returns its length. The fields are the
+// client's, less the hop-by-hop ones and those the edge sets (as Rewrite
+// does on the stdlib path).
+func (fc *fastConn) upstreamHead(rid []byte) int {
+	q := &fc.x.req
+	o := append(fc.x.out[:0], q.method...)
+	o = append(o, ' ')
+	o = append(o, q.target...)
+	o = append(o, " HTTP/1.1\r\nHost: "...)
+	o = append(o, q.host...)
+	o = append(o, "\r\n"...)
+	for i := range q.n {
+		f := &q.fields[i]
+		if f.drop {
+			continue
+		}
+		o = append(o, f.name...)
+		o = append(o, ": "...)
+		o = append(o, f.value...)
+		o = append(o, "\r\n"...)
+	}
+	if q.teTrailers {
+		o = append(o, "Te: trailers\r\n"...)
+	}
+	o = append(o, "X-Forwarded-For: "...)
+	o = fc.appendClient(o)
+	o = append(o, "\r\nX-Forwarded-Host: "...)
+	o = append(o, q.host...)
+	o = append(o, "\r\nX-Forwarded-Proto: "...)
+	if fc.trusted && (string(q.xfProto) == "https" || string(q.xfProto) == "http") {
+		o = append(o, q.xfProto...)
+	} else {
+		o = append(o, "http"...)
+	}
+	o = append(o, "\r\nX-Request-Id: "...)
+	o = append(o, rid...)
+	o = append(o, "\r\nX-Zeitwork-Proxy-Token: "...)
+	o = append(o, fc.fl.p.cfg.Token...)
+	o = append(o, "\r\n"...)
+	if q.contentLength > 0 || !isHead(q.method) && string(q.method) != "GET" {
+		// What net/http's transport sends: a length for any body, and 0
+		// for the methods servers expect a body with.
+		o = append(o, "Content-Length: "...)
+		o = strconv.AppendInt(o, q.contentLength, 10)
+		o = append(o, "\r\n"...)
+	}
+	fc.x.out = o
+	return len(o)
+}
+
+// appendClient is the client's address: the peer, or what a trusted proxy
+// in front says it is.
+func (fc *fastConn) appendClient(o []byte) []byte {
+	if fc.trusted && fc.x.req.cfIP != nil {
+		if ip, err := netip.ParseAddr(string(fc.x.req.cfIP)); err == nil {
+			return ip.AppendTo(o)
+		}
+	}
+	return append(o, fc.peerText...)
+}
+
+// roundTrip sends fc.x.out to addr and reads the response head into fc.x.resp.
+func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool, now time.Time) (*upConn, error) {
+	for {
+		uc, reused, err := p.pool.get(addr, !replayable, now)
+		if err != nil {
+			return nil, err
+		}
+		n, err := uc.c.Write(fc.x.out)
+		if err == nil {
+			uc.setDeadline(now, p.cfg.UpstreamTimeout)
+			err = fc.x.resp.readHead(uc)
+		}
+		if err == nil {
+			return uc, nil
+		}
+		uc.c.Close()
+		// A reused connection the node-proxy had closed: nothing of the
+		// request was written, or it was replayable and nothing came back.
+		// Either way no app saw it; try a fresh connection.
+		var ne net.Error
+		timeout := errors.As(err, &ne) && ne.Timeout()
+		if reused && !timeout && (n == 0 || replayable && uc.nread == 0) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// forward writes the response head and streams its body to the client;
+// false closes the client connection.
+func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) bool {
+	resp, q := &fc.x.resp, &fc.x.req
+	kind := resp.body(isHead(q.method))
+	o := append(fc.x.out[:0], "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(resp.status), 10)
+	o = append(o, ' ')
+	if resp.reason != nil {
+		o = append(o, resp.reason...)
+	}
+	o = append(o, "\r\n"...)
+	for i := range resp.n {
+		f := &resp.fields[i]
+		if f.drop {
+			continue
+		}
+		o = append(o, f.name...)
+		o = append(o, ": "...)
+		o = append(o, f.value...)
+		o = append(o, "\r\n"...)
+	}
+	o = append(o, "X-Request-Id: "...)
+	o = append(o, rid...)
+	o = append(o, "\r\n"...)
+	if !resp.hasDate {
+		o = append(o, "Date: "...)
+		o = appendDate(o, now)
+		o = append(o, "\r\n"...)
+	}
+	if kind == bodyChunked || kind == bodyEOF {
+		o = append(o, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if q.close {
+		o = append(o, "Connection: close\r\n"...)
+	}
+	o = append(o, "\r\n"...)
+	fc.x.out = o
+
+	// clientOK is false when the client's response could not be completed
+	// (it must then be closed); upstreamOK when the node-proxy connection
+	// ended its response cleanly and may be used again.
+	clientOK, upstreamOK := true, true
+	switch kind {
+	case bodyNone:
+		clientOK = fc.write(fc.x.out)
+	case bodyLength:
+		clientOK, upstreamOK = fc.copyLength(uc, resp.contentLength)
+	case bodyChunked:
+		clientOK, upstreamOK = fc.copyChunked(uc)
+	case bodyEOF:
+		clientOK = fc.copyEOF(uc)
+		upstreamOK = false
+	}
+	if upstreamOK && !resp.close && uc.r == uc.w {
+		p.pool.put(uc, now)
+	} else {
+		uc.c.Close()
+	}
+	return clientOK
+}
+
+func (fc *fastConn) write(b []byte) bool {
+	_, err := fc.c.Write(b)
+	return err == nil
+}
+
+// copyLength streams n body bytes: what is already read goes out with the
+// head, the rest as it arrives.
+func (fc *fastConn) copyLength(uc *upConn, n int64) (clientOK, upstreamOK bool) {
+	k := min(int64(uc.w-uc.r), n)
+	fc.x.out = append(fc.x.out, uc.buf[uc.r:uc.r+int(k)]...)
+	uc.r += int(k)
+	n -= k
+	if !fc.write(fc.x.out) {
+		return false, false
+	}
+	if n > 0 {
+		uc.clearDeadline() // a streamed body runs as long as it flows
+	}
+	for n > 0 {
+		uc.r, uc.w = 0, 0
+		m, err := uc.c.Read(uc.buf[:min(int64(len(uc.buf)), n)])
+		if m > 0 {
+			n -= int64(m)
+			if !fc.write(uc.buf[:m]) {
+				return false, false
+			}
+		}
+		if err != nil && n > 0 {
+			return false, false // the client's response is cut short: close it
+		}
+	}
+	return true, true
+}
+
+// copyChunked passes a chunked body on unchanged, each piece as it comes.
+func (fc *fastConn) copyChunked(uc *upConn) (clientOK, upstreamOK bool) {
+	var s chunkScanner
+	n, err := s.scan(uc.buf[uc.r:uc.w])
+	if err != nil {
+		return false, false
+	}
+	fc.x.out = append(fc.x.out, uc.buf[uc.r:uc.r+n]...)
+	uc.r += n
+	if !fc.write(fc.x.out) {
+		return false, false
+	}
+	if s.state != chunkDone {
+		uc.clearDeadline()
+	}
+	for s.state != chunkDone {
+		uc.r, uc.w = 0, 0
+		m, rerr := uc.c.Read(uc.buf)
+		uc.w = m
+		if m > 0 {
+			n, err := s.scan(uc.buf[:m])
+			if err != nil {
+				return false, false
+			}
+			uc.r = n
+			if !fc.write(uc.buf[:n]) {
+				return false, false
+			}
+		}
+		if rerr != nil && s.state != chunkDone {
+			return false, false
+		}
+	}
+	return true, true
+}
+
+// copyEOF forwards a body that ends when the node-proxy closes, chunked
+// so the client connection can stay open.
+func (fc *fastConn) copyEOF(uc *upConn) bool {
+	if uc.w > uc.r {
+		fc.x.out = appendChunk(fc.x.out, uc.buf[uc.r:uc.w])
+	}
+	if !fc.write(fc.x.out) {
+		return false
+	}
+	uc.clearDeadline()
+	for {
+		m, err := uc.c.Read(uc.buf)
+		if m > 0 {
+			fc.x.out = appendChunk(fc.x.out[:0], uc.buf[:m])
+			if !fc.write(fc.x.out) {
+				return false
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return fc.write([]byte("0\r\n\r\n"))
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+func appendChunk(o, b []byte) []byte {
+	o = strconv.AppendInt(o, int64(len(b)), 16)
+	o = append(o, "\r\n"...)
+	o = append(o, b...)
+	return append(o, "\r\n"...)
+}
+
+// discard drops a refused attempt's response: a small body is read so the
+// connection can be used again, anything else closes it.
+func (p *Proxy) discard(uc *upConn, resp *response, kind bodyKind) {
+	switch kind {
+	case bodyNone:
+		p.pool.put(uc, time.Now())
+		return
+	case bodyLength:
+		if n := resp.contentLength; n <= smallBody {
+			for int64(uc.w-uc.r) < n {
+				if uc.fill() != nil {
+					uc.c.Close()
+					return
+				}
+			}
+			uc.r += int(n)
+			if uc.r == uc.w {
+				p.pool.put(uc, time.Now())
+				return
+			}
+		}
+	}
+	uc.c.Close()
+}
+
+// errorPage answers a request no instance could take, as errorHandler
+// does on the stdlib path; ok is false when the client is gone.
+func (fc *fastConn) errorPage(err error, rid []byte, now time.Time) (status int, ok bool) {
+	var code, title, msg string
+	retry := false
+	var netErr net.Error
+	switch {
+	case errors.Is(err, errNoInstance):
+		status, code, title, msg, retry = 503, "no_healthy_instance", "App unavailable", "No instance of this app could be reached. Try again in a few seconds.", true
+	case errors.As(err, &netErr) && netErr.Timeout():
+		status, code, title, msg = 504, "upstream_timeout", "App timed out", "The app did not answer in time."
+	default:
+		status, code, title, msg = 502, "upstream_error", "App failed", "The app closed the connection or sent a broken response."
+	}
+	var body bytes.Buffer
+	writePage(&body, status, code, title, msg)
+	o := append(fc.x.out[:0], "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(status), 10)
+	o = append(o, ' ')
+	o = append(o, http.StatusText(status)...)
+	o = append(o, "\r\nContent-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\nX-Zeitwork-Error: "...)
+	o = append(o, code...)
+	o = append(o, "\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: "...)
+	o = append(o, rid...)
+	if retry {
+		o = append(o, "\r\nRetry-After: 5"...)
+	}
+	o = append(o, "\r\nDate: "...)
+	o = appendDate(o, now)
+	o = append(o, "\r\nContent-Length: "...)
+	o = strconv.AppendInt(o, int64(body.Len()), 10)
+	if fc.x.req.close {
+		o = append(o, "\r\nConnection: close"...)
+	}
+	o = append(o, "\r\n\r\n"...)
+	if !isHead(fc.x.req.method) {
+		o = append(o, body.Bytes()...)
+	}
+	fc.x.out = o
+	return status, fc.write(o)
+}
+
+func isHead(method []byte) bool { return string(method) == "HEAD" }
+
+func isReplayableMethod(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// validRequestID is requestID's rule for keeping a client's id.
+func validRequestID(v []byte) bool {
+	if len(v) < 8 || len(v) > 64 {
+		return false
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+func appendUUID(o []byte, u [16]byte) []byte {
+	const hex = "0123456789abcdef"
+	for i, x := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			o = append(o, '-')
+		}
+		o = append(o, hex[x>>4], hex[x&0x0f])
+	}
+	return o
+}

@@ -1,0 +1,329 @@
+package edge
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// handed is how many connections the fast path gave to the stdlib path.
+func (s *stage) handed() int64 {
+	return s.edge.Listener.(*FastListener).handed.Load()
+}
+
+func TestFastPathServesPlainRequestsItself(t *testing.T) {
+	s := newStage(t, DataPathFast, 5*time.Second)
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %q", r.Method, r.URL.RequestURI(), b)
+	}))
+	for i := range 20 {
+		resp, body := s.get("shop.zeitwork.app", fmt.Sprintf("/p?i=%d", i))
+		if resp.StatusCode != 200 || body != fmt.Sprintf(`GET /p?i=%d ""`, i) {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	req, _ := http.NewRequest("POST", s.edge.URL+"/post", strings.NewReader(strings.Repeat("x", 20000)))
+	req.Host = "shop.zeitwork.app"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != fmt.Sprintf("POST /post %q", strings.Repeat("x", 20000)) {
+		t.Fatalf("%d %.80q", resp.StatusCode, body)
+	}
+	if n := s.handed(); n != 0 {
+		t.Fatalf("%d connections went to the stdlib path", n)
+	}
+	s.waitRequests("200", 21)
+}
+
+func TestFastPathHandsUnusualRequestsToStdlib(t *testing.T) {
+	s := newStage(t, DataPathFast, 5*time.Second)
+	s.app(echo("a"))
+	raw := func(req string) string {
+		c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		defer resp.Body.Close()
+		return resp.Status
+	}
+	// Whatever net/http answers, the fast path must not answer itself.
+	for _, tc := range []struct{ req, status string }{
+		{"GET / HTTP/1.0\r\nHost: shop.zeitwork.app\r\n\r\n", "200 OK"},
+		{"GET / HTTP/1.1\r\nHost: nope.zeitwork.app\r\n\r\n", "404 Not Found"},
+		{"GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nHost: other.example\r\n\r\n", "400 Bad Request"},
+		{"GET / HTTP/1.1\nHost: shop.zeitwork.app\n\n", "200 OK"},
+		{"GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nX-A: b\r\n c\r\n\r\n", "200 OK"},
+		{"POST / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", "200 OK"},
+		{"POST / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "400 Bad Request"},
+		{"GET http://shop.zeitwork.app/ HTTP/1.1\r\nHost: shop.zeitwork.app\r\n\r\n", "200 OK"},
+		{"GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\n\r\n", "200 OK"},
+	} {
+		if got := raw(tc.req); got != tc.status {
+			t.Errorf("%.60q: %s, want %s", tc.req, got, tc.status)
+		}
+	}
+	if n := s.handed(); n != 9 {
+		t.Fatalf("%d of 9 connections went to the stdlib path", n)
+	}
+}
+
+// TestFastPathHeaderHygiene: what the app and the client see of hop-by-hop
+// and edge-owned headers is the same on both paths.
+func TestFastPathHeaderHygiene(t *testing.T) {
+	seen := map[string]string{}
+	for _, path := range []string{DataPathStdlib, DataPathFast} {
+		s := newStage(t, path, 5*time.Second)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var keys []string
+			for _, k := range []string{"Connection", "Keep-Alive", "Proxy-Authorization", "Te", "Trailer", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Zeitwork-Proxy-Token", "X-Zeitwork-Instance", "X-Custom", "User-Agent", "Content-Length"} {
+				keys = append(keys, fmt.Sprintf("%s=%q", k, r.Header.Values(k)))
+			}
+			w.Header().Set("Keep-Alive", "timeout=1")
+			w.Header().Set("X-Request-Id", "from-the-app")
+			w.Header().Set("Proxy-Authenticate", "Basic")
+			w.Header().Set("X-App", "kept")
+			fmt.Fprint(w, strings.Join(keys, " "))
+		}))
+		resp, body := s.get("shop.zeitwork.app", "/", "Connection", "keep-alive", "Keep-Alive", "timeout=5", "Proxy-Authorization", "Basic x",
+			"Te", "trailers, deflate", "Forwarded", "for=6.6.6.6", "X-Forwarded-For", "6.6.6.6", "X-Forwarded-Host", "evil", "X-Forwarded-Proto", "https",
+			"X-Zeitwork-Proxy-Token", "forged", "X-Zeitwork-Instance", "forged", "X-Custom", "yes", "User-Agent", "ua/1")
+		iid := s.backends[0].InstanceID.String()
+		body = strings.ReplaceAll(body, iid, "IID")
+		var respKeys []string
+		for _, k := range []string{"Keep-Alive", "Proxy-Authenticate", "X-App", "Content-Length", "Transfer-Encoding"} {
+			respKeys = append(respKeys, fmt.Sprintf("%s=%q", k, resp.Header.Values(k)))
+		}
+		rid := resp.Header.Values(HeaderRequestID)
+		if len(rid) != 1 || rid[0] == "from-the-app" {
+			t.Fatalf("%s: response request ids %q", path, rid)
+		}
+		seen[path] = body + " | " + strings.Join(respKeys, " ")
+	}
+	if seen[DataPathStdlib] != seen[DataPathFast] {
+		t.Fatalf("stdlib:\n%s\nfast:\n%s", seen[DataPathStdlib], seen[DataPathFast])
+	}
+	if !strings.Contains(seen[DataPathFast], `X-Zeitwork-Proxy-Token=[]`) || !strings.Contains(seen[DataPathFast], `Te=["trailers"]`) {
+		t.Fatalf("unexpected view: %s", seen[DataPathFast])
+	}
+}
+
+// TestFastPathStreamsBodies: large bodies of every framing arrive whole,
+// and the connection is reused after each.
+func TestFastPathStreamsBodies(t *testing.T) {
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/length":
+				w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+				w.Write(big)
+			case "/chunked":
+				w.Header().Set("Trailer", "X-Sum")
+				for i := 0; i < len(big); i += 100_000 {
+					w.Write(big[i:min(i+100_000, len(big))])
+					w.(http.Flusher).Flush()
+				}
+				w.Header().Set("X-Sum", "ok")
+			case "/empty":
+				w.WriteHeader(204)
+			}
+		}))
+		client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+		for range 3 {
+			for _, p := range []string{"/length", "/chunked", "/empty"} {
+				req, _ := http.NewRequest("GET", s.edge.URL+p, nil)
+				req.Host = "shop.zeitwork.app"
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				want := big
+				if p == "/empty" {
+					want = nil
+				}
+				if err != nil || !bytes.Equal(b, want) {
+					t.Fatalf("%s: %d bytes, %v", p, len(b), err)
+				}
+				if p == "/chunked" && resp.Trailer.Get("X-Sum") != "ok" {
+					t.Fatalf("trailer %q", resp.Trailer)
+				}
+			}
+		}
+		req, _ := http.NewRequest("HEAD", s.edge.URL+"/length", nil)
+		req.Host = "shop.zeitwork.app"
+		resp, err := client.Do(req)
+		if err != nil || resp.ContentLength != int64(len(big)) {
+			t.Fatalf("HEAD: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	})
+}
+
+// rawBackend answers every request on a connection with the same small
+// response and allocates nothing, so a benchmark counts the edge alone.
+func rawBackend(tb testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 23\r\n\r\nhello from the backend\n")
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 16<<10)
+				n := 0
+				for {
+					m, err := c.Read(buf[n:])
+					if err != nil {
+						return
+					}
+					n += m
+					for {
+						i := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+						if i < 0 {
+							break
+						}
+						if _, err := c.Write(resp); err != nil {
+							return
+						}
+						n = copy(buf, buf[i+4:n])
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func benchmarkPath(b *testing.B, path string) {
+	routes := &Routes{}
+	var backends []Backend
+	for range 3 {
+		backends = append(backends, Backend{InstanceID: id.New(), NodeProxy: rawBackend(b)})
+	}
+	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: uuid.New(), Backends: backends}}})
+	p := NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 10 * time.Second, Log: zlog.Discard()})
+	edge := serveProxy(b, p, path)
+	c, err := net.Dial("tcp", edge.Listener.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	buf := make([]byte, 16<<10)
+	roundTrip := func() {
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += m
+			// The response ends with the backend's body.
+			if n >= 23 && string(buf[n-23:n]) == "hello from the backend\n" {
+				return
+			}
+		}
+	}
+	for range 100 {
+		roundTrip()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		roundTrip()
+	}
+}
+
+// BenchmarkKeepAliveGET is one keep-alive GET through each data path to a
+// backend that allocates nothing: allocs/op are the edge's own.
+func BenchmarkKeepAliveGET(b *testing.B) {
+	for _, path := range []string{DataPathStdlib, DataPathFast} {
+		b.Run(path, func(b *testing.B) { benchmarkPath(b, path) })
+	}
+}
+
+var _ = httptest.NewServer
+
+// TestFastPathResponseUntilClose: a body that ends when the app closes
+// reaches the client whole and chunked, and the client's connection stays.
+func TestFastPathResponseUntilClose(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close")
+			}()
+		}
+	}()
+	routes := &Routes{}
+	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: []Backend{{InstanceID: id.New(), NodeProxy: l.Addr().String()}}}}})
+	edge := serveProxy(t, NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 5 * time.Second, Log: zlog.Discard()}), DataPathFast)
+	c, err := net.Dial("tcp", edge.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for range 2 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "until close" || len(resp.TransferEncoding) != 1 || resp.Close {
+			t.Fatalf("%q %v %v close=%v", b, err, resp.TransferEncoding, resp.Close)
+		}
+	}
+}
