@@ -103,6 +103,16 @@ func TestDevDeliversGitPushes(t *testing.T) {
 	if p != want {
 		t.Fatalf("first push %+v, want %+v", p, want)
 	}
+	// The hook has the delivery before the emulator has its answer and
+	// records the head as delivered: stopped in between, it would deliver
+	// again (at least once, like GitHub). Stop once it is recorded.
+	deadline := time.Now().Add(20 * time.Second)
+	for b, _ := os.ReadFile(filepath.Join(dir, "pushed.json")); !strings.Contains(string(b), first); b, _ = os.ReadFile(filepath.Join(dir, "pushed.json")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first head was never recorded as delivered: %s", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	stop()
 
 	second := commit("two") // while the emulator is down
