@@ -88,12 +88,19 @@ func TestUserFlows(t *testing.T) {
 			call(t, s.browser, "GET", s.api+"/v1/deployments/"+d1.ID.String(), "", 200, &d)
 			return d.Status == "stopped"
 		})
+		// The deployment stops as the operator decides; its instances as
+		// the agent carries that out.
+		ctx := context.Background()
+		p.wait(60*time.Second, "the replaced deployment's instances to stop", func() bool {
+			var n int
+			p.pool.QueryRow(ctx, `SELECT count(*) FROM instances WHERE deployment_id = $1 AND state <> 'stopped'`, d1.ID).Scan(&n)
+			return n == 0
+		})
 		answers := l.stop()
 		// The grace period is the operator's promise: measured on the
 		// platform's own clock, the first instance to stop did so after it.
 		var retiringAt, stopAt, firstStopped *time.Time
 		var live int
-		ctx := context.Background()
 		if err := p.pool.QueryRow(ctx, `SELECT retiring_at, stop_at FROM deployments WHERE id = $1`, d1.ID).Scan(&retiringAt, &stopAt); err != nil {
 			t.Fatal(err)
 		}
@@ -126,9 +133,10 @@ func TestUserFlows(t *testing.T) {
 			}
 			return broken.Status == "failed"
 		})
-		if !strings.HasPrefix(broken.FailureReason, "build failed: ") || !strings.Contains(broken.FailureReason, "exit code: 3") {
+		if !strings.HasPrefix(broken.FailureReason, "build failed: ") || strings.Count(broken.FailureReason, "build failed") != 1 || !strings.Contains(broken.FailureReason, "exit code: 3") {
 			t.Errorf("failure reason %q: want the build's failure with the step's exit code", broken.FailureReason)
 		}
+		t.Logf("the broken push's deployment failed: %s", broken.FailureReason)
 		var after projectJSON
 		call(t, s.browser, "GET", s.api+"/v1/projects/"+proj.ID.String(), "", 200, &after)
 		if after.ActiveDeploymentID != d2.ID {
@@ -149,7 +157,7 @@ func TestUserFlows(t *testing.T) {
 		for _, l := range page.Items {
 			apiLog.WriteString(l.Text + "\n")
 		}
-		for _, want := range []string{"exiting at once with 3", "build failed: "} {
+		for _, want := range []string{"exiting at once with 3", broken.FailureReason} {
 			if !strings.Contains(apiLog.String(), want) {
 				t.Errorf("the build log through the API lacks %q:\n%s", want, apiLog.String())
 			}
@@ -158,7 +166,7 @@ func TestUserFlows(t *testing.T) {
 		if code != cli.ExitOK {
 			t.Fatalf("zeitwork logs --build: exit %d\n%s\n%s", code, out, errOut)
 		}
-		for _, want := range []string{"exiting at once with 3", "build failed: "} {
+		for _, want := range []string{"exiting at once with 3", broken.FailureReason} {
 			if !strings.Contains(out, want) {
 				t.Errorf("zeitwork logs --build lacks %q:\n%s", want, out)
 			}
@@ -267,11 +275,17 @@ func TestUserFlows(t *testing.T) {
 		logs["zeitwork logs"] = out + errOut
 		logs["the platform's stdout"] = p.out.String()
 		logs["the platform's stderr"] = p.errOut.String()
+		sizes := map[string]int{}
 		for name, text := range logs {
+			sizes[name] = len(text)
 			if strings.Contains(text, secret) {
 				t.Errorf("%s holds the variable's value", name)
 			}
 		}
+		if !strings.Contains(logs["the platform's stderr"], "level=DEBUG") {
+			t.Errorf("the platform logged nothing at debug level: the search for the value proves less than it should")
+		}
+		t.Logf("the variable's value is in none of these (bytes searched): %v", sizes)
 		if !strings.Contains(logs["zeitwork logs"], "listening on port 8080") {
 			t.Errorf("zeitwork logs shows no output of the instances:\n%s", logs["zeitwork logs"])
 		}
