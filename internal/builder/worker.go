@@ -140,8 +140,13 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 		logs.Line(buildlog.System, "build cancelled")
 		return store.Fail(ctx, b, build.StatusCancelled, "build cancelled")
 	case errors.As(buildErr, new(UserError)), errors.Is(buildErr, ErrBuild), lastAttempt:
-		logs.Line(buildlog.System, "build failed: %v", buildErr)
-		return store.Fail(ctx, b, build.StatusFailed, truncate("build failed: "+buildErr.Error()))
+		// A failure of the build itself already says so (ErrBuild).
+		reason := buildErr.Error()
+		if !strings.HasPrefix(reason, ErrBuild.Error()+": ") {
+			reason = ErrBuild.Error() + ": " + reason
+		}
+		logs.Line(buildlog.System, "%s", reason)
+		return store.Fail(ctx, b, build.StatusFailed, truncate(reason))
 	default:
 		logs.Line(buildlog.System, "build interrupted (%v); it will be retried", buildErr)
 		if err := store.Requeue(ctx, buildID, s.Config.BuilderID); err != nil {

@@ -167,6 +167,10 @@ func TestFailedBuildFailsTheDeploymentWithTheReason(t *testing.T) {
 	if b.Status != build.StatusFailed || !strings.Contains(strings.Join(logs, "\n"), "tests failed") {
 		t.Fatalf("build %s, logs %v", b.Status, logs)
 	}
+	// Said once, at the start, in the deployment and as the log's last line.
+	if !strings.HasPrefix(*d.FailureReason, "build failed: ") || strings.Count(*d.FailureReason, "build failed") != 1 || logs[len(logs)-1] != *d.FailureReason {
+		t.Errorf("failure reason %q, last log line %q: want \"build failed: …\" once, in both", *d.FailureReason, logs[len(logs)-1])
+	}
 	var images int
 	h.pool.QueryRow(context.Background(), "SELECT count(*) FROM images").Scan(&images)
 	if images != 0 {

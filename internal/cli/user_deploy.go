@@ -8,6 +8,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,13 @@ func (u *user) deployCmd() *cobra.Command {
 				return err
 			}
 			if len(a) == 1 {
-				dir = a[0]
+				// Relative to -C, like every path the commands take.
+				if dir = a[0]; !filepath.IsAbs(dir) {
+					if dir, err = u.cwd(); err != nil {
+						return err
+					}
+					dir = filepath.Join(dir, a[0])
+				}
 				if u.project == "" {
 					// The directory's own link wins over the current one's.
 					if _, _, err := findLink(dir); err == nil {

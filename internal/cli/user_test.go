@@ -657,6 +657,18 @@ func TestDeploy(t *testing.T) {
 		t.Errorf("archived %v", got)
 	}
 	e.wantExit(ExitUsage, "not a directory", "deploy", filepath.Join(other, "main.go"))
+
+	// A relative directory is relative to -C, not to the process.
+	if err := os.MkdirAll(filepath.Join(e.dir, "rel"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "rel", "rel.go"), []byte("package rel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.okJSON(&d, "deploy", "./rel", "--project", "app", "--no-wait")
+	if got := archived(d); !slices.Equal(got, []string{"rel.go"}) {
+		t.Errorf("deploy ./rel with -C archived %v", got)
+	}
 }
 
 // TestDeployDetaches: Ctrl-C while deploy watches stops the watching, not
