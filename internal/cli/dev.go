@@ -167,7 +167,10 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		}
 		return nil
 	}
-	started := fmt.Sprintf("api, GitHub emulator, builder, operator, edge and %d simulated nodes", len(roles.nodes))
+	started := fmt.Sprintf("api, GitHub emulator, builder, operator, edge and %d simulated node", len(roles.nodes))
+	if len(roles.nodes) != 1 {
+		started += "s"
+	}
 	cliLine := ""
 	if *bare {
 		// Nothing waits for the api: the summary comes at once.
