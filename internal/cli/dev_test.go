@@ -260,3 +260,19 @@ func TestDevDeploysHelloOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestDevProgressIsPlainOffATerminal: written to a pipe or a file, each
+// stage is one line when it ends, with no spinner frames, escapes or
+// colours to garble a log.
+func TestDevProgressIsPlainOffATerminal(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&out, map[string]string{"TERM": "xterm-256color"})
+	p.start("database", "migrating")
+	p.done("database", "migrated")
+	p.start("hello", "deploying")
+	p.fail("hello", errors.New("build failed"))
+	want := "  ✓ database      migrated\n  ✗ hello         build failed\n"
+	if out.String() != want || p.title("Zeitwork dev is running") != "Zeitwork dev is running" {
+		t.Fatalf("progress wrote %q, want %q", out.String(), want)
+	}
+}
