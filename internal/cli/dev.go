@@ -33,7 +33,8 @@ import (
 // dependency really serves, migrate, and run the roles: the public API, the
 // operator, the edge, the builder and DEV_NODES simulated workers (node
 // agents, each with a network namespace as its node), with a GitHub
-// emulator standing in for GitHub.
+// emulator standing in for GitHub. Unless --bare, it then signs the CLI
+// in as the emulator's dev user and makes examples/hello serve (welcome).
 //
 // Every role parses its own configuration, as it would in production, from
 // the caller's variables over the local dependencies' endpoints and dev's
