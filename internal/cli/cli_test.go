@@ -202,7 +202,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 	done := make(chan int, 1)
 	var out, errOut syncBuffer
 	go func() {
-		done <- Main(ctx, []string{"dev"}, Env{Environ: append(os.Environ(),
+		done <- Main(ctx, []string{"dev", "--bare"}, Env{Environ: append(os.Environ(),
 			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_PREFIX="+prefix,
 			fmt.Sprintf("DEV_PORT_BASE=%d", base), "LOG_LEVEL=warn"), Stdout: &out, Stderr: &errOut})
 	}()

@@ -16,7 +16,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/client"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
@@ -31,7 +33,8 @@ import (
 // dependency really serves, migrate, and run the roles: the public API, the
 // operator, the edge, the builder and DEV_NODES simulated workers (node
 // agents, each with a network namespace as its node), with a GitHub
-// emulator standing in for GitHub.
+// emulator standing in for GitHub. Unless --bare, it then signs the CLI
+// in as the emulator's dev user and makes examples/hello serve (welcome).
 //
 // Every role parses its own configuration, as it would in production, from
 // the caller's variables over the local dependencies' endpoints and dev's
@@ -41,8 +44,9 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	check := fs.Bool("check", false, "check dependencies and migrate, then exit")
+	bare := fs.Bool("bare", false, "run the platform only: no CLI login, no examples/hello")
 	if err := fs.Parse(args); err != nil {
-		return usageError{fmt.Errorf("%w (flags: --check)", err)}
+		return usageError{fmt.Errorf("%w (flags: --check, --bare)", err)}
 	}
 	vars := devVars(env.vars())
 	cfg, err := config.ParseFrom[config.Dev](vars)
@@ -51,8 +55,14 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	root := zlog.New(env.Stderr, cfg.Log)
 	log := zlog.Component(root, "dev")
+	prog := newProgress(env.Stdout, env.vars())
 
 	deps := devenv.Dependencies(cfg)
+	names := make([]string, len(deps))
+	for i, d := range deps {
+		names[i] = d.Name
+	}
+	prog.start("dependencies", "probing "+strings.Join(names, ", "))
 	var down []string
 	for _, d := range deps {
 		if err := d.Probe(ctx); err != nil {
@@ -60,41 +70,56 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	if len(down) > 0 {
-		return fmt.Errorf("dependencies not serving (start them with scripts/deps.sh up):\n  %s", strings.Join(down, "\n  "))
+		err := fmt.Errorf("dependencies not serving (start them with scripts/deps.sh up):\n  %s", strings.Join(down, "\n  "))
+		prog.fail("dependencies", fmt.Errorf("%d of %d not serving", len(down), len(deps)))
+		return err
 	}
+	prog.done("dependencies", strings.Join(names, ", ")+" serving")
+	prog.start("database", "migrating")
 	res, err := migrate(ctx, cfg.Database.URL, log)
 	if err != nil {
+		prog.fail("database", err)
 		return fmt.Errorf("migrate: %w", err)
 	}
+	prog.done("database", fmt.Sprintf("migrated: %d applied now, %d already", len(res.Applied), res.Skipped))
 
-	w := env.Stdout
-	fmt.Fprintln(w, "Zeitwork dev: dependencies healthy, database migrated")
+	// The summary is printed once everything has started, so that it is the
+	// last thing on the screen, and printed whole.
+	sum := &strings.Builder{}
 	for _, d := range deps {
-		fmt.Fprintf(w, "  %-11s %s\n", d.Name, d.Endpoint)
+		fmt.Fprintf(sum, "  %-11s %s\n", d.Name, d.Endpoint)
 	}
-	fmt.Fprintf(w, "  migrations  %d applied now, %d already\n", len(res.Applied), res.Skipped)
+	fmt.Fprintf(sum, "  migrations  %d applied now, %d already\n", len(res.Applied), res.Skipped)
+	w := env.Stdout
 	if *check {
+		fmt.Fprintln(w, prog.title("Zeitwork dev: dependencies healthy, database migrated"))
+		fmt.Fprint(w, sum.String())
 		fmt.Fprintln(w, "Roles not started (--check).")
 		return nil
 	}
+	prog.start("roles", "starting")
 	state := cfg.State()
 	secrets, err := devenv.LoadSecrets(state)
 	if err != nil {
+		prog.fail("roles", err)
 		return fmt.Errorf("dev secrets: %w", err)
 	}
 	vars["CLUSTER_TOKEN"], vars["SECRETS_KEYS"] = secrets.ClusterToken, secrets.SecretsKeys
 	app, err := devenv.LoadGitHubApp(state)
 	if err != nil {
+		prog.fail("roles", err)
 		return fmt.Errorf("dev GitHub App: %w", err)
 	}
 	gh := newDevGitHub(cfg, app)
 	maps.Copy(vars, gh.vars)
 	roles, err := devRoles(cfg, vars)
 	if err != nil {
+		prog.fail("roles", err)
 		return err
 	}
 	emu, err := gh.listen(cfg, app, roles.api.Addr, zlog.Component(root, "github"))
 	if err != nil {
+		prog.fail("roles", err)
 		return err
 	}
 
@@ -103,28 +128,28 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return runAPI(ctx, Env{Environ: environ(roles.apiVars), Stdout: io.Discard, Stderr: env.Stderr}, nil)
 	})
 	apiURL := devAPIURL(roles.api.Addr)
-	fmt.Fprintf(w, "  api         %s/v1 (OpenAPI %s/v1/openapi.json)\n", apiURL, apiURL)
+	fmt.Fprintf(sum, "  api         %s/v1 (OpenAPI %s/v1/openapi.json)\n", apiURL, apiURL)
 	g.Go(func() error { return emu.Run(ctx) })
-	fmt.Fprintf(w, "  github      emulator %s (codeload %s), signed in as %q\n", emu.URL, emu.CodeloadURL, githubemu.DevLogin)
-	fmt.Fprintf(w, "  repos       git push into %s/<name>.git delivers the push to the api\n", emu.ReposDir())
+	fmt.Fprintf(sum, "  github      emulator %s (codeload %s), signed in as %q\n", emu.URL, emu.CodeloadURL, githubemu.DevLogin)
+	fmt.Fprintf(sum, "  repos       git push into %s/<name>.git delivers the push to the api\n", emu.ReposDir())
 	g.Go(func() error {
 		return withDatabase(ctx, roles.builder.Database, func(pool *pgxpool.Pool) error {
 			return builder.Main(ctx, roles.builder, pool, handOnToOperator, zlog.Component(root, "builder"))
 		})
 	})
-	fmt.Fprintf(w, "  builder     working build tasks on %s\n", roles.builder.Buildkit.Addr)
+	fmt.Fprintf(sum, "  builder     working build tasks on %s\n", roles.builder.Buildkit.Addr)
 	ocfg := roles.operator
 	g.Go(func() error {
 		return startOperator(ctx, ocfg, zlog.Component(root, "operator"))
 	})
-	fmt.Fprintf(w, "  operator    management API http://%s\n", ocfg.Addr)
+	fmt.Fprintf(sum, "  operator    management API http://%s\n", ocfg.Addr)
 	ecfg := roles.edge
 	g.Go(func() error {
 		return withDatabase(ctx, ecfg.Database, func(pool *pgxpool.Pool) error {
 			return edge.Main(ctx, ecfg, pool, nil, zlog.Component(root, "edge"))
 		})
 	})
-	fmt.Fprintf(w, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.Platform.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
+	fmt.Fprintf(sum, "  edge        http://<project>.%s:%s (metrics http://%s/metrics)\n", ecfg.Platform.AppsDomain, portOf(ecfg.HTTPAddr), ecfg.MetricsAddr)
 	for i, ncfg := range roles.nodes {
 		name := fmt.Sprintf("node%d", i+1)
 		g.Go(func() error {
@@ -132,16 +157,104 @@ func runDev(ctx context.Context, env Env, args []string) error {
 				return nodeagent.Main(ctx, ncfg, pool, version.Version, zlog.Component(root, name))
 			})
 		})
-		fmt.Fprintf(w, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
+		fmt.Fprintf(sum, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
-	fmt.Fprintf(w, "  secrets     %s (cluster token for the node APIs, key for variables), github-app.env and .pem beside it\n", filepath.Join(state, "secrets.env"))
-	fmt.Fprintf(w, "Sign in: %s/v1/auth/github?next=/v1/me\n", apiURL)
-	fmt.Fprintln(w, "Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
+	fmt.Fprintf(sum, "  secrets     %s (cluster token for the node APIs, key for variables), github-app.env and .pem beside it\n", filepath.Join(state, "secrets.env"))
 	g.Go(func() error { watch(ctx, deps, log); return nil })
-	if err := g.Wait(); err != nil && ctx.Err() == nil {
-		return err
+
+	stop := func() error {
+		if err := g.Wait(); err != nil && ctx.Err() == nil {
+			return err
+		}
+		return nil
 	}
-	return nil
+	started := fmt.Sprintf("api, GitHub emulator, builder, operator, edge and %d simulated node", len(roles.nodes))
+	if len(roles.nodes) != 1 {
+		started += "s"
+	}
+	cliLine := ""
+	if *bare {
+		// Nothing waits for the api: the summary comes at once.
+		prog.done("roles", started)
+	} else if err := waitHealthy(ctx, "http://"+roles.api.Addr+"/v1/health", time.Minute); err != nil {
+		if ctx.Err() != nil {
+			return stop() // a role failed, or Ctrl-C
+		}
+		prog.fail("roles", err)
+		log.ErrorContext(ctx, "the api does not serve", "err", err)
+	} else {
+		prog.done("roles", started)
+		var helloURL string
+		helloURL, cliLine = welcome(ctx, cfg, env, roles.api.Addr, prog, log)
+		if ctx.Err() != nil {
+			return stop()
+		}
+		if helloURL != "" {
+			fmt.Fprintf(sum, "  hello       %s (examples/hello)\n", helloURL)
+		}
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, prog.title("Zeitwork dev is running"))
+	fmt.Fprint(w, sum.String())
+	fmt.Fprintf(w, "Sign in: %s/v1/auth/github?next=/v1/me\n", apiURL)
+	if cliLine != "" {
+		fmt.Fprintln(w, cliLine)
+	}
+	fmt.Fprintln(w, "Ctrl-C stops the roles; instances and dependencies keep running (scripts/deps.sh down).")
+	return stop()
+}
+
+// welcome signs the CLI in as the dev user and makes examples/hello serve,
+// each a stage of the progress display. A failure is shown, not returned:
+// the platform runs without them. It returns hello's URL ("" when it does
+// not serve) and the summary's line about the CLI.
+func welcome(ctx context.Context, cfg config.Dev, env Env, apiAddr string, prog *progress, log *slog.Logger) (helloURL, cliLine string) {
+	// The CLI's own spelling of the dev API (DefaultAPIURL for the default
+	// ports): the credentials file names the API the way `zeitwork login`
+	// would.
+	apiURL := "http://" + apiAddr
+	u := &user{env: Env{Environ: env.Environ, Stdout: io.Discard, Stderr: io.Discard}}
+	prog.start("cli login", "signing in as "+githubemu.DevLogin)
+	pool, err := openDatabase(ctx, cfg.Database)
+	if err != nil {
+		prog.fail("cli login", err)
+		return "", ""
+	}
+	defer pool.Close()
+	login, err := signInDev(ctx, account.Store{DB: pool}, u, apiURL)
+	if err != nil {
+		prog.fail("cli login", err)
+		log.ErrorContext(ctx, "sign in the dev user", "err", err)
+		return "", ""
+	}
+	if login.revoke != nil {
+		defer login.revoke(context.WithoutCancel(ctx))
+	}
+	if login.path != "" {
+		prog.done("cli login", "signed in as "+githubemu.DevLogin+", token in "+login.path)
+		cliLine = "CLI: signed in as " + githubemu.DevLogin + " (zeitwork whoami)"
+	} else {
+		prog.done("cli login", "left your login to "+login.other+" alone")
+		cliLine = fmt.Sprintf("CLI: your login to %s is left alone; for dev: zeitwork login --api %s", login.other, apiURL)
+	}
+
+	prog.start("hello", "deploying examples/hello (the first build takes a minute)")
+	c, err := client.NewAPI(apiURL, login.token, u.http())
+	if err != nil {
+		prog.fail("hello", err)
+		return "", cliLine
+	}
+	url, deployed, err := ensureHello(ctx, c, u, cfg.State())
+	switch {
+	case err != nil:
+		prog.fail("hello", err)
+		log.ErrorContext(ctx, "deploy examples/hello", "err", err)
+	case deployed:
+		prog.done("hello", "deployed: "+url)
+	default:
+		prog.done("hello", "serving: "+url)
+	}
+	return url, cliLine
 }
 
 // devDefaults are where dev differs from production when the caller says

@@ -1,9 +1,26 @@
 package cli
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/minio/minio-go/v7"
+
+	"github.com/zeitwork/zeitwork/internal/account"
+	"github.com/zeitwork/zeitwork/internal/client"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/githubemu"
+	"github.com/zeitwork/zeitwork/internal/testenv"
+	"github.com/zeitwork/zeitwork/internal/upload"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -52,5 +69,210 @@ func TestDevRolesParseLikeProduction(t *testing.T) {
 	if roles.operator.Platform.EdgeHost != "edge.apps.test" || roles.edge.Log.Format != zlog.FormatJSON ||
 		roles.api.Platform.AppsURL != "http://apps.test:30082" {
 		t.Errorf("caller's variables: edge host %s, log %+v, apps URL %s", roles.operator.Platform.EdgeHost, roles.edge.Log, roles.api.Platform.AppsURL)
+	}
+}
+
+// TestDevSignsInTheCLI: dev leaves the CLI signed in as the dev user, with
+// a token in a credentials file of mode 0600 when there was none; keeps a
+// working dev login on a restart; replaces a dead one; and never touches a
+// developer's login to another API.
+func TestDevSignsInTheCLI(t *testing.T) {
+	e := newUserEnv(t)
+	ctx := context.Background()
+	store := account.Store{DB: e.pool}
+	u := &user{env: Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config}}}
+	const devAPI = "http://127.0.0.1:30080"
+	path := filepath.Join(e.config, "zeitwork", "credentials.json")
+	tokens := func() (n int) {
+		t.Helper()
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// Absent: written, 0600, a token of the admitted dev user.
+	first, err := signInDev(ctx, store, u, devAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.path != path || first.revoke != nil || fileMode(t, path) != 0o600 {
+		t.Fatalf("login %+v, file mode %v", first, fileMode(t, path))
+	}
+	saved, err := u.loadCredentials()
+	if err != nil || saved.APIURL != devAPI || saved.Token != first.token || saved.TokenID == "" {
+		t.Fatalf("saved %+v (%v)", saved, err)
+	}
+	p, err := store.Bearer(ctx, first.token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	who, err := store.User(ctx, p.UserID)
+	if err != nil || who.Username != githubemu.DevLogin || !who.Admitted {
+		t.Fatalf("the token is %+v's (%v), want the admitted dev user", who, err)
+	}
+
+	// A restart keeps the login, however the loopback host is spelled.
+	again, err := signInDev(ctx, store, u, "http://localhost:30080")
+	if err != nil || again.token != first.token || tokens() != 1 {
+		t.Fatalf("restart: %+v (%v), %d tokens", again, err, tokens())
+	}
+
+	// A revoked token is replaced, in the same file.
+	if err := store.RevokeToken(ctx, who.ID, p.TokenID); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := signInDev(ctx, store, u, devAPI)
+	if err != nil || fresh.token == first.token || fresh.path != path {
+		t.Fatalf("after revoking: %+v (%v)", fresh, err)
+	}
+	if saved, _ := u.loadCredentials(); saved.Token != fresh.token {
+		t.Fatalf("the dead token stayed in the file: %+v", saved)
+	}
+
+	// A login to another API is left byte for byte; dev's token for this
+	// start is revoked when dev is done with it.
+	theirs := []byte(`{"api_url": "https://api.zeitwork.com", "token": "zw_theirs"}` + "\n")
+	if err := os.WriteFile(path, theirs, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other, err := signInDev(ctx, store, u, devAPI)
+	if err != nil || other.path != "" || other.other != "https://api.zeitwork.com" || other.revoke == nil {
+		t.Fatalf("with another API's login: %+v (%v)", other, err)
+	}
+	if b, _ := os.ReadFile(path); !bytes.Equal(b, theirs) {
+		t.Fatalf("the other login was rewritten:\n%s", b)
+	}
+	other.revoke(ctx)
+	if _, err := store.Bearer(ctx, other.token); err == nil {
+		t.Fatal("the token for one start outlived it")
+	}
+	// So is one to another port of this machine: another dev platform.
+	if err := os.WriteFile(path, []byte(`{"api_url": "http://127.0.0.1:1"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := signInDev(ctx, store, u, devAPI); err != nil || l.path != "" {
+		t.Fatalf("with a login to another port: %+v (%v)", l, err)
+	}
+}
+
+// TestDevDeploysHelloOnce: the first start creates the project hello with
+// small resources and deploys examples/hello as `zeitwork deploy` would; a
+// start while it builds waits for that deployment, and one after it is
+// active reuses it: never a second deployment.
+func TestDevDeploysHelloOnce(t *testing.T) {
+	e := newUserEnv(t)
+	mc, s3 := testenv.Bucket(t, "clihello")
+	e.api.Uploads = &upload.Store{S3: mc, Bucket: s3.Bucket, MaxBytes: 1 << 20, Expiry: time.Minute}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u := &user{env: Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config}, Stdout: io.Discard, Stderr: io.Discard}}
+	login, err := signInDev(ctx, account.Store{DB: e.pool}, u, e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewAPI(e.url, login.token, u.http())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployments := func() (n int) {
+		t.Helper()
+		if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM deployments`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// The first start deploys and waits; a second one meanwhile waits on
+	// the same deployment rather than making another.
+	type result struct {
+		url      string
+		deployed bool
+		err      error
+	}
+	firstDone := make(chan result, 1)
+	go func() {
+		url, deployed, err := ensureHello(ctx, c, u, t.TempDir())
+		firstDone <- result{url, deployed, err}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); deployments() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first start made no deployment")
+		}
+	}
+	waiting, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer stop()
+	if _, deployed, err := ensureHello(waiting, c, u, t.TempDir()); deployed || !errors.Is(err, context.DeadlineExceeded) || deployments() != 1 {
+		t.Fatalf("a start while it builds: deployed %v (%v), %d deployments", deployed, err, deployments())
+	}
+	var p client.Project
+	if err := e.pool.QueryRow(ctx, `SELECT id, cpu_millis, memory_mb, health_check_path FROM projects WHERE slug = 'hello'`).
+		Scan(&p.Id, &p.CpuMillis, &p.MemoryMb, &p.HealthCheckPath); err != nil {
+		t.Fatal(err)
+	}
+	if p.CpuMillis != 100 || p.MemoryMb != 64 || p.HealthCheckPath != "/healthz" {
+		t.Fatalf("project hello: %+v", p)
+	}
+	ds, err := listDeployments(ctx, c, p.Id)
+	if err != nil || len(ds) != 1 || ds[0].ArchiveKey == nil {
+		t.Fatalf("deployments %+v (%v), want one from an archive", ds, err)
+	}
+	obj, err := mc.GetObject(ctx, s3.Bucket, *ds[0].ArchiveKey, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obj.Close()
+	gz, err := gzip.NewReader(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for tr := tar.NewReader(gz); ; {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+	}
+	slices.Sort(names)
+	if want := []string{"README.md", "package.json", "server.js"}; !slices.Equal(names, want) {
+		t.Fatalf("uploaded %v, want %v", names, want)
+	}
+
+	// The stand-in platform makes it live; the next starts reuse it.
+	e.exec(`UPDATE deployments SET status = 'active', active_at = now()`)
+	e.exec(`UPDATE projects SET active_deployment_id = (SELECT id FROM deployments) WHERE id = $1`, p.Id)
+	select {
+	case r := <-firstDone:
+		if r.err != nil || !r.deployed || r.url != "https://hello."+testAppsDomain {
+			t.Fatalf("first start: %+v", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first start did not see its deployment go live")
+	}
+	for range 2 {
+		url, deployed, err := ensureHello(ctx, c, u, t.TempDir())
+		if err != nil || deployed || url != "https://hello."+testAppsDomain || deployments() != 1 {
+			t.Fatalf("a start with hello active: %q, deployed %v (%v), %d deployments", url, deployed, err, deployments())
+		}
+	}
+}
+
+// TestDevProgressIsPlainOffATerminal: written to a pipe or a file, each
+// stage is one line when it ends, with no spinner frames, escapes or
+// colours to garble a log.
+func TestDevProgressIsPlainOffATerminal(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&out, map[string]string{"TERM": "xterm-256color"})
+	p.start("database", "migrating")
+	p.done("database", "migrated")
+	p.start("hello", "deploying")
+	p.fail("hello", errors.New("build failed"))
+	want := "  ✓ database      migrated\n  ✗ hello         build failed\n"
+	if out.String() != want || p.title("Zeitwork dev is running") != "Zeitwork dev is running" {
+		t.Fatalf("progress wrote %q, want %q", out.String(), want)
 	}
 }

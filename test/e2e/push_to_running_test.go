@@ -110,7 +110,7 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
-		done <- cli.Main(ctx, []string{"dev"}, cli.Env{Environ: append(append(os.Environ(),
+		done <- cli.Main(ctx, []string{"dev", "--bare"}, cli.Env{Environ: append(append(os.Environ(),
 			"DATABASE_URL="+p.dbURL, "DEV_STATE_DIR="+p.state, fmt.Sprintf("DEV_NODES=%d", nodes), "DEV_PREFIX="+p.prefix,
 			fmt.Sprintf("DEV_PORT_BASE=%d", p.base), "LOG_LEVEL=warn"), env...), Stdout: p.out, Stderr: p.errOut})
 	}()
