@@ -386,7 +386,7 @@ func TestDeleteRetriesADeadlockWithPlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer place.Rollback(ctx) //nolint:errcheck // committed or failed below
+	defer place.Rollback(ctx)                                                                          //nolint:errcheck // committed or failed below
 	if err := (node.Store{DB: place}).Allocate(ctx, w.node.ID, node.CPURequest(100), 64); err != nil { // as instance.Store.Create does
 		t.Fatal(err)
 	}
