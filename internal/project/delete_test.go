@@ -386,8 +386,9 @@ func TestDeleteRetriesADeadlockWithPlacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer place.Rollback(ctx)                                                                          //nolint:errcheck // committed or failed below
-	if err := (node.Store{DB: place}).Allocate(ctx, w.node.ID, node.CPURequest(100), 64); err != nil { // as instance.Store.Create does
+	defer place.Rollback(ctx) //nolint:errcheck // committed or failed below
+	// As instance.Store.Create reserves: the CPU request.
+	if err := (node.Store{DB: place}).Allocate(ctx, w.node.ID, node.CPURequest(100), 64); err != nil {
 		t.Fatal(err)
 	}
 	deleted := make(chan error, 1)
