@@ -53,7 +53,7 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 			c.report(ctx, in, instance.StateFailed, "network: "+err.Error())
 			return
 		}
-		spec.NetNSPath = att.Netns
+		spec.NetNSPath, spec.ResolvConf = att.Netns, att.ResolvConf
 	}
 	if err := c.Runtime.Create(ctx, spec); err != nil {
 		c.report(ctx, in, instance.StateFailed, "create: "+err.Error())

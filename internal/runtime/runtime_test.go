@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/testenv"
@@ -201,6 +203,10 @@ func TestLimits(t *testing.T) {
 	r := e.runtime(t)
 	s := e.spec(t, nil)
 	s.CPUMillis, s.CPURequestMillis, s.MemoryMB = 100, 25, 48
+	s.ResolvConf = filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(s.ResolvConf, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	pullCreateStart(t, r, s)
 	mustGet(t, url(s, "/"))
 
@@ -208,6 +214,11 @@ func TestLimits(t *testing.T) {
 	spec, err := containerSpec(e, s)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(spec.Mounts, func(m specs.Mount) bool {
+		return m.Destination == "/etc/resolv.conf" && m.Source == s.ResolvConf && slices.Contains(m.Options, "ro")
+	}) {
+		t.Errorf("no read-only resolv.conf mount from %s in %+v", s.ResolvConf, spec.Mounts)
 	}
 	cg := spec.Linux.CgroupsPath
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {

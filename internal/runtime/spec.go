@@ -47,6 +47,10 @@ type Spec struct {
 	// network package. Empty, the instance gets a network namespace of its
 	// own with nothing but loopback: unreachable, never the host's network.
 	NetNSPath string
+	// ResolvConf, when set, is a file mounted read-only at the instance's
+	// /etc/resolv.conf (the network package writes one naming the resolvers
+	// its policy lets the instance reach); empty keeps the image's own.
+	ResolvConf string
 	// HostNetwork runs the instance in the host's network namespace. For
 	// tests and local development only; never with NetNSPath.
 	HostNetwork bool
@@ -77,6 +81,9 @@ func (s Spec) Validate() error {
 	}
 	if s.NetNSPath != "" && !filepath.IsAbs(s.NetNSPath) {
 		errs = append(errs, invalidField("NetNSPath", fmt.Sprintf("%q is not an absolute path", s.NetNSPath)))
+	}
+	if s.ResolvConf != "" && !filepath.IsAbs(s.ResolvConf) {
+		errs = append(errs, invalidField("ResolvConf", fmt.Sprintf("%q is not an absolute path", s.ResolvConf)))
 	}
 	if s.NetNSPath != "" && s.HostNetwork {
 		errs = append(errs, invalidField("NetNSPath and HostNetwork", "set one at most"))
@@ -130,8 +137,9 @@ func (s Spec) Hash() string {
 		CPURequest  int
 		MemoryMB    int
 		NetNSPath   string
+		ResolvConf  string
 		HostNetwork bool
-	}{2, s.Image, s.env(), s.CPUMillis, s.CPURequestMillis, s.MemoryMB, s.NetNSPath, s.HostNetwork})
+	}{2, s.Image, s.env(), s.CPUMillis, s.CPURequestMillis, s.MemoryMB, s.NetNSPath, s.ResolvConf, s.HostNetwork})
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
@@ -153,6 +161,12 @@ func (s Spec) specOpts(img oci.Image) []oci.SpecOpts {
 	if s.MemoryMB > 0 {
 		limit := int64(s.MemoryMB) << 20
 		opts = append(opts, oci.WithMemoryLimit(uint64(limit)), withMemorySwapIfSupported(limit))
+	}
+	if s.ResolvConf != "" {
+		opts = append(opts, oci.WithMounts([]specs.Mount{{
+			Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		}}))
 	}
 	switch {
 	case s.HostNetwork:

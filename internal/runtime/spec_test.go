@@ -33,6 +33,7 @@ func TestSpecHash(t *testing.T) {
 		"memory":   func(s *runtime.Spec) { s.MemoryMB = 512 },
 		"netns":    func(s *runtime.Spec) { s.NetNSPath = "/var/run/netns/x" },
 		"host net": func(s *runtime.Spec) { s.HostNetwork = true },
+		"resolv":   func(s *runtime.Spec) { s.ResolvConf = "/etc/netns/x/resolv.conf" },
 	}
 	for name, change := range changes {
 		s := base
