@@ -345,8 +345,8 @@ func (e Egress) validate() []Problem {
 		return []Problem{{"NODE_EGRESS", `must be "nat" or "off"`}}
 	}
 	if e.Mode == EgressOff && e.Uplink != "" {
-		// Once, NETWORK_UPLINK alone turned egress on: say so rather than
-		// silently cut instances off.
+		// An uplink named with egress off is almost surely a mistake: say
+		// so rather than leave instances without egress in silence.
 		return []Problem{{"NETWORK_UPLINK", `is set but NODE_EGRESS is "off": set NODE_EGRESS=nat for egress through it`}}
 	}
 	return nil
