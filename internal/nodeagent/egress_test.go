@@ -30,7 +30,7 @@ func TestEgressSettings(t *testing.T) {
 	egress(&sim, config.NodeAgent{NodeNetns: "/run/netns/x", Egress: config.Egress{Mode: config.EgressNAT, Resolvers: want}}, self, log)
 	link, glob := SimulatedUplink(self)
 	if sim.Uplink == "" || sim.Machine == nil || sim.Machine.Link != link || sim.Machine.LinkGlob != glob ||
-		sim.Machine.Net != network.MachineUplinkNet(self) || sim.Machine.Table != sim.Table {
+		sim.Machine.Net != network.MachineUplinkNet(self) || sim.Machine.Table != "x" {
 		t.Fatalf("simulated node: uplink %q, machine %+v", sim.Uplink, sim.Machine)
 	}
 	if len(sim.Resolvers) != 1 || sim.Resolvers[0] != want[0] {

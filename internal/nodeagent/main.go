@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -153,7 +154,14 @@ func egress(ncfg *network.Config, cfg config.NodeAgent, self uuid.UUID, log *slo
 	if cfg.NodeNetns != "" {
 		link, glob := SimulatedUplink(self)
 		ncfg.Uplink = "uplink0" // inside the node's namespace
-		ncfg.Machine = &network.MachineUplink{Link: link, LinkGlob: glob, Net: network.MachineUplinkNet(self), Table: ncfg.Table}
+		// The machine's table is named like the node's namespace, which
+		// whoever made it (dev, a test) knows and removes with it; deleting
+		// the namespace takes the veth with it, but not the table.
+		table := filepath.Base(cfg.NodeNetns)
+		if c := table[0]; c < 'a' || c > 'z' {
+			table = "zw-" + table // nft names start with a letter
+		}
+		ncfg.Machine = &network.MachineUplink{Link: link, LinkGlob: glob, Net: network.MachineUplinkNet(self), Table: table}
 		if rs := machineResolvers(); len(rs) > 0 {
 			ncfg.Resolvers = rs
 		} else {
