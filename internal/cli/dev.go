@@ -345,6 +345,7 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 			"NODE_STATE_DIR":        filepath.Join(state, name),
 			"INSTANCE_LOG_DIR":      filepath.Join(state, name, "logs"),
 			"NETWORK_NODE_NETNS":    ns,
+			"NODE_EGRESS":           "nat", // through the machine; the control plane stays out of reach
 			"CONTAINERD_NAMESPACE":  name,
 			// Simulated nodes share one machine: none may claim all of it.
 			"NODE_CPU_MILLIS": "2000",

@@ -315,3 +315,39 @@ func (d DeviceLogin) validate() []Problem {
 	}
 	return ps
 }
+
+// Egress is how a node's instances reach the internet.
+type Egress struct {
+	// Mode is "nat": instances may open connections to the internet,
+	// translated to the node's address, and to nothing of the cluster's
+	// (other instances, the nodes, private ranges); or "off": no egress at
+	// all. A simulated node (NETWORK_NODE_NETNS) makes its own uplink to
+	// the machine; a real one names its interface in NETWORK_UPLINK.
+	Mode string `env:"NODE_EGRESS" envDefault:"off"`
+	// Uplink is the interface instances' egress leaves by.
+	Uplink string `env:"NETWORK_UPLINK"`
+	// Resolvers are the DNS servers instances are given, and may reach on
+	// port 53 even in a private range. Unset: a simulated node's machine's
+	// own resolvers, else public ones (1.1.1.1, 2606:4700:4700::1111).
+	Resolvers []netip.Addr `env:"NETWORK_RESOLVERS" envSeparator:","`
+}
+
+// Egress modes.
+const (
+	EgressNAT = "nat"
+	EgressOff = "off"
+)
+
+func (e Egress) validate() []Problem {
+	switch e.Mode {
+	case EgressNAT, EgressOff:
+	default:
+		return []Problem{{"NODE_EGRESS", `must be "nat" or "off"`}}
+	}
+	if e.Mode == EgressOff && e.Uplink != "" {
+		// An uplink named with egress off is almost surely a mistake: say
+		// so rather than leave instances without egress in silence.
+		return []Problem{{"NETWORK_UPLINK", `is set but NODE_EGRESS is "off": set NODE_EGRESS=nat for egress through it`}}
+	}
+	return nil
+}

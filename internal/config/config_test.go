@@ -192,6 +192,10 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"App id needs its key", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_ADDR": "r", "GITHUB_APP_ID": "42"}, []string{"GITHUB_APP_ID"}},
 		{"apps URL is a URL of the apps domain", parse[API], map[string]string{"EDGE_APPS_URL": "http://other.test:8080"}, []string{"EDGE_APPS_URL"}},
 		{"apps URL has no path", parse[API], map[string]string{"EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test/x"}, []string{"EDGE_APPS_URL"}},
+		{"egress is nat or off", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NODE_EGRESS": "on"}, []string{"NODE_EGRESS"}},
+		{"nat on a real node names its uplink", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NODE_EGRESS": "nat"}, []string{"NETWORK_UPLINK"}},
+		{"an uplink without egress is a mistake", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NETWORK_UPLINK": "eth0"}, []string{"NETWORK_UPLINK"}},
+		{"resolvers are addresses", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NETWORK_RESOLVERS": "1.1.1.1,dns.google"}, []string{"NETWORK_RESOLVERS"}},
 		// A variable that failed to parse is named once, not again by a rule.
 		{"parse error and rule", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_INSECURE": "maybe"}, []string{"REGISTRY_ADDR", "REGISTRY_INSECURE"}},
 	} {

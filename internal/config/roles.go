@@ -104,9 +104,7 @@ type NodeAgent struct {
 	Cluster         Cluster
 	APIAddr         string `env:"NODEAGENT_ADDR" envDefault:":8082"`
 	ProxyAddr       string `env:"NODEPROXY_ADDR" envDefault:":8090"`
-	// Uplink is the interface instances' egress leaves by (NAT); empty:
-	// instances have no egress.
-	Uplink string `env:"NETWORK_UPLINK"`
+	Egress          Egress
 	// NodeNetns, when set, is the network namespace that plays this node
 	// (several simulated workers on one machine: `zeitwork dev`). Empty in
 	// production: the agent's own namespace is the node's.
@@ -129,6 +127,9 @@ type NodeAgent struct {
 func (n NodeAgent) validate() []Problem {
 	if n.Registry.Insecure && n.Registry.Addr == "" {
 		return []Problem{{"REGISTRY_INSECURE", "names no registry: set REGISTRY_ADDR"}}
+	}
+	if n.Egress.Mode == EgressNAT && n.Egress.Uplink == "" && n.NodeNetns == "" {
+		return []Problem{{"NETWORK_UPLINK", `required with NODE_EGRESS=nat: the interface instances' traffic leaves by`}}
 	}
 	return nil
 }

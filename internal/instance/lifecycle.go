@@ -54,7 +54,7 @@ func (s Store) ReleaseCapacity(ctx context.Context) error {
 		}
 		nodes := node.Store{DB: tx}
 		for _, in := range released {
-			if err := nodes.Release(ctx, in.NodeID, in.CpuMillis, in.MemoryMb); err != nil {
+			if err := nodes.Release(ctx, in.NodeID, node.CPURequest(in.CpuMillis), in.MemoryMb); err != nil {
 				return err
 			}
 		}

@@ -85,7 +85,8 @@ func (s Store) Create(ctx context.Context, n node.Node, req New) (Instance, erro
 		if st := deployment.Status(dep.Status); st == deployment.StatusStopped || st == deployment.StatusFailed {
 			return fmt.Errorf("%w: deployment %s is %s", ErrInvalid, dep.ID, dep.Status)
 		}
-		if err := (node.Store{DB: tx}).Allocate(ctx, n.ID, req.CPUMillis, req.MemoryMB); err != nil {
+		// CPU is reserved at its request, memory in full (node.CPURequest).
+		if err := (node.Store{DB: tx}).Allocate(ctx, n.ID, node.CPURequest(req.CPUMillis), req.MemoryMB); err != nil {
 			return err
 		}
 		iid := id.New()
@@ -177,7 +178,7 @@ func (s Store) Delete(ctx context.Context, id uuid.UUID) (deleted bool, err erro
 			return fmt.Errorf("delete instance %s: %w", id, err)
 		}
 		if in.CapacityReleasedAt == nil { // the operator may have given it back already
-			if err := (node.Store{DB: tx}).Release(ctx, in.NodeID, in.CpuMillis, in.MemoryMb); err != nil {
+			if err := (node.Store{DB: tx}).Release(ctx, in.NodeID, node.CPURequest(in.CpuMillis), in.MemoryMb); err != nil {
 				return err
 			}
 		}

@@ -60,8 +60,12 @@ func TestCreateReservesCapacityAndRefusesWithTheRightError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.State != instance.StatePending || in.Desired != instance.DesiredRunning || !f.node.Prefix.Contains(in.Addr) || f.free(t) != 400 {
+	// The node reserves the CPU request, a quarter of the limit.
+	if in.State != instance.StatePending || in.Desired != instance.DesiredRunning || !f.node.Prefix.Contains(in.Addr) || f.free(t) != 850 {
 		t.Fatalf("created %+v, %dm CPU left", in, f.free(t))
+	}
+	if in.CPUMillis != 600 {
+		t.Errorf("instance recorded %dm CPU, want its limit, 600m", in.CPUMillis)
 	}
 	for _, tc := range []struct {
 		name string
@@ -71,14 +75,53 @@ func TestCreateReservesCapacityAndRefusesWithTheRightError(t *testing.T) {
 		{"bad port", instance.New{DeploymentID: f.deployment, Port: 0, CPUMillis: 100, MemoryMB: 64}, instance.ErrInvalid},
 		{"too small", instance.New{DeploymentID: f.deployment, Port: 80, CPUMillis: 1, MemoryMB: 64}, instance.ErrInvalid},
 		{"no deployment", instance.New{DeploymentID: id.New(), Port: 80, CPUMillis: 100, MemoryMB: 64}, instance.ErrNotFound},
-		{"no room", instance.New{DeploymentID: f.deployment, Port: 80, CPUMillis: 600, MemoryMB: 64}, instance.ErrNoCapacity},
+		{"no CPU room", instance.New{DeploymentID: f.deployment, Port: 80, CPUMillis: 3404, MemoryMB: 64}, instance.ErrNoCapacity},
+		{"no memory room", instance.New{DeploymentID: f.deployment, Port: 80, CPUMillis: 100, MemoryMB: 769}, instance.ErrNoCapacity},
 	} {
 		if _, err := f.store.Create(ctx, f.node, tc.req); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
-	if f.free(t) != 400 {
+	if f.free(t) != 850 {
 		t.Fatalf("refused creates changed the reservation: %dm CPU left", f.free(t))
+	}
+}
+
+// TestADevNodeHoldsThreeProjectsThroughARedeploy: `zeitwork dev` runs
+// nodes of 2000m CPU and 4096 MiB, and projects default to three instances
+// of 1000m and 512 MiB, spread one per node. Through a redeploy's grace
+// period a node holds each project's old and new instance: six for three
+// projects. Reserving the limit (1000m) would stop at two; the request
+// (a quarter) fits all six, and memory, reserved in full, is what bounds it.
+func TestADevNodeHoldsThreeProjectsThroughARedeploy(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	dev, err := f.nodes.Register(ctx, ipam.DefaultCluster, node.Registration{ID: id.New(), Hostname: "dev1", InternalAddress: "127.0.0.1:7001", CPUMillis: 2000, MemoryMB: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const projects, perProject = 3, 2 // old and new deployment's instance
+	for i := range projects * perProject {
+		if _, err := f.store.Create(ctx, dev, instance.New{DeploymentID: f.deployment, Port: 8080, CPUMillis: 1000, MemoryMB: 512}); err != nil {
+			t.Fatalf("instance %d of %d: %v", i+1, projects*perProject, err)
+		}
+	}
+	n, err := f.nodes.Get(ctx, dev.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("after %d instances of 1000m/512 MiB: %dm CPU and %d MiB free", projects*perProject, n.FreeCPUMillis, n.FreeMemoryMB)
+	if n.FreeCPUMillis != 2000-6*250 || n.FreeMemoryMB != 4096-6*512 {
+		t.Errorf("free %dm CPU, %d MiB; want %dm, %d MiB", n.FreeCPUMillis, n.FreeMemoryMB, 2000-6*250, 4096-6*512)
+	}
+	// Memory stays a hard reservation: two more fit, a ninth does not.
+	for range 2 {
+		if _, err := f.store.Create(ctx, dev, instance.New{DeploymentID: f.deployment, Port: 8080, CPUMillis: 1000, MemoryMB: 512}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.store.Create(ctx, dev, instance.New{DeploymentID: f.deployment, Port: 8080, CPUMillis: 10, MemoryMB: 512}); !errors.Is(err, instance.ErrNoCapacity) {
+		t.Fatalf("a ninth instance on a node with no memory left: %v, want ErrNoCapacity", err)
 	}
 }
 

@@ -18,6 +18,8 @@
 //   - link.go: small idempotent netlink steps (up, addresses, routes).
 //   - netns.go: creating, pinning and entering namespaces; sysctls.
 //   - rules.go and rules.nft.tmpl: the nftables policy.
+//   - machine.go and machine.nft.tmpl: a simulated node's uplink to the
+//     machine it runs on, and the machine's table for it.
 //   - names.go: interface names and the veth gateways; config.go: Config.
 //   - dial.go: dialing from inside a namespace.
 //
@@ -42,10 +44,10 @@
 // node may open connections to an instance's port and nothing else; replies
 // flow back by conntrack.
 //
-// Consequences the agent must plan for: an instance cannot use the node's
-// DNS resolver (it is a node service, and private ranges are blocked), so
-// instances must be given public resolvers, or the policy must grow an
-// explicit allowance for a resolver on the gateway address. And enabling
+// DNS: an instance cannot use a resolver on the node (a node service), and
+// private ranges are blocked, so it gets a resolv.conf naming
+// Config.Resolvers, which the policy lets it reach on port 53 and nothing
+// else, wherever they are. And enabling
 // forwarding (Apply) makes the node route between all its interfaces: this
 // package polices only traffic to and from instances, so the host's own
 // firewall must keep forbidding the rest, as it must for any router.

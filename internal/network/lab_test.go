@@ -246,7 +246,13 @@ func (l *lab) nftList() string {
 
 func (l *lab) nft(script string) {
 	l.t.Helper()
-	err := inNetns(l.node.fd, func() error {
+	l.nftIn(l.node.fd, script)
+}
+
+// nftIn runs script with nft in the namespace open at fd.
+func (l *lab) nftIn(fd int, script string) {
+	l.t.Helper()
+	err := inNetns(fd, func() error {
 		cmd := exec.Command("nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(script)
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -49,6 +49,9 @@ type Attachment struct {
 	// invalid when IPv4 is off.
 	Addr4 netip.Addr
 	Port  int
+	// ResolvConf is the file the runtime mounts at the instance's
+	// /etc/resolv.conf; empty when there is none. Only Setup fills it.
+	ResolvConf string
 }
 
 // Complete says whether both the namespace and the veth exist. List also
@@ -67,6 +70,10 @@ type Manager struct {
 	mu     sync.Mutex
 	node   *netlink.Handle
 	nodeFd int // the node's namespace when cfg.NodeNetns is set, else -1
+	// machine and machineFd are the same for the machine a simulated node
+	// runs on (cfg.Machine); machine is nil without one.
+	machine   *netlink.Handle
+	machineFd int
 	// written records the set elements this manager has written, by host
 	// veth, so that Setup on an unchanged attachment skips running nft
 	// (a fork and about 20 ms). If the table is changed behind its back,
@@ -97,7 +104,7 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: nft (nftables) is required: %w", err)
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, nftPath: nftPath, nodeFd: -1, written: map[string]Attachment{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger, nftPath: nftPath, nodeFd: -1, machineFd: -1, written: map[string]Attachment{}}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
@@ -113,6 +120,21 @@ func New(cfg Config) (*Manager, error) {
 		m.Close()
 		return nil, fmt.Errorf("network: netlink: %w", err)
 	}
+	if u := cfg.Machine; u != nil {
+		if u.Netns != "" {
+			if m.machineFd, err = openNetns(u.Netns); err != nil {
+				m.Close()
+				return nil, fmt.Errorf("network: machine namespace: %w", err)
+			}
+			m.machine, err = handleAt(m.machineFd)
+		} else {
+			m.machine, err = netlink.NewHandle()
+		}
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("network: netlink on the machine: %w", err)
+		}
+	}
 	return m, nil
 }
 
@@ -124,6 +146,13 @@ func (m *Manager) Close() error {
 	if m.nodeFd >= 0 {
 		unix.Close(m.nodeFd)
 		m.nodeFd = -1
+	}
+	if m.machine != nil {
+		m.machine.Close()
+	}
+	if m.machineFd >= 0 {
+		unix.Close(m.machineFd)
+		m.machineFd = -1
 	}
 	return nil
 }
@@ -167,6 +196,13 @@ func (m *Manager) Apply(ctx context.Context) error {
 }
 
 func (m *Manager) apply(ctx context.Context) error {
+	// The machine uplink first: it makes the interface that the node's
+	// forwarding settings and rules name.
+	if m.cfg.Machine != nil {
+		if err := m.applyMachine(ctx); err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+	}
 	if err := m.inNode(m.enableForwarding); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}

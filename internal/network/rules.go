@@ -65,6 +65,7 @@ type rulesData struct {
 	Cluster, IPv4           netip.Prefix
 	Blocked6, Blocked4      []string
 	Addr6, Addr4, Ports     []string
+	Resolvers6, Resolvers4  []string
 }
 
 // renderRules renders the whole table for cfg with the elements of atts.
@@ -87,6 +88,21 @@ func renderRules(cfg Config, atts []Attachment) string {
 		} else {
 			d.Blocked6 = append(d.Blocked6, p.String())
 		}
+	}
+	if cfg.Uplink != "" {
+		// The instances' resolvers are reachable on port 53 even in a
+		// blocked range; without egress there is nothing to resolve for.
+		for _, a := range cfg.Resolvers {
+			if a.Is4() || a.Is4In6() {
+				d.Resolvers4 = append(d.Resolvers4, a.Unmap().String())
+			} else {
+				d.Resolvers6 = append(d.Resolvers6, a.String())
+			}
+		}
+		slices.Sort(d.Resolvers4)
+		d.Resolvers4 = slices.Compact(d.Resolvers4)
+		slices.Sort(d.Resolvers6)
+		d.Resolvers6 = slices.Compact(d.Resolvers6)
 	}
 	atts = slices.Clone(atts)
 	slices.SortFunc(atts, func(a, b Attachment) int { return strings.Compare(a.HostIf, b.HostIf) })
@@ -188,7 +204,12 @@ var errNoTable = errors.New("nftables table or set missing")
 
 // runNft applies script with `nft -f -` in the node's network namespace.
 func (m *Manager) runNft(ctx context.Context, script string) error {
-	return m.inNode(func() error {
+	return m.runNftIn(ctx, m.inNode, script)
+}
+
+// runNftIn applies script with `nft -f -` in the namespace in enters.
+func (m *Manager) runNftIn(ctx context.Context, in func(func() error) error, script string) error {
+	return in(func() error {
 		cmd := exec.CommandContext(ctx, m.nftPath, "-f", "-")
 		cmd.Stdin = strings.NewReader(script)
 		var stderr bytes.Buffer

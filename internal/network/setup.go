@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
@@ -93,6 +95,11 @@ func (m *Manager) setup(ctx context.Context, inst Instance) (Attachment, error) 
 
 	att := Attachment{ID: inst.ID, Netns: nsPath, HostIf: hostIf, Addr: inst.Addr, Addr4: addr4, Port: inst.Port}
 	if err := m.writeElements(ctx, log, old, att); err != nil {
+		return Attachment{}, err
+	}
+	// After the elements: the kernel's state, which List reads back and
+	// writeElements compares, has no resolv.conf.
+	if att.ResolvConf, err = m.writeResolvConf(inst.ID); err != nil {
 		return Attachment{}, err
 	}
 	return att, nil
@@ -269,6 +276,53 @@ func (m *Manager) writeElements(ctx context.Context, log *slog.Logger, old, att 
 		return err
 	}
 	m.written[att.HostIf] = att
+	return nil
+}
+
+// resolvConfPath is where the instance's resolv.conf is: beside its
+// namespace's name, as `ip netns exec` expects.
+func (m *Manager) resolvConfPath(id uuid.UUID) string {
+	return filepath.Join(m.cfg.ResolvConfDir, filepath.Base(m.NetnsPath(id)), "resolv.conf")
+}
+
+// writeResolvConf writes the instance's resolv.conf, naming the resolvers
+// the policy lets it reach, and returns its path; "" when instances have no
+// egress or no resolvers (the image's own /etc/resolv.conf stays).
+func (m *Manager) writeResolvConf(id uuid.UUID) (string, error) {
+	if m.cfg.Uplink == "" || len(m.cfg.Resolvers) == 0 || m.cfg.ResolvConfDir == "" {
+		return "", nil
+	}
+	var b strings.Builder
+	for _, a := range m.cfg.Resolvers {
+		fmt.Fprintf(&b, "nameserver %s\n", a.Unmap())
+	}
+	path := m.resolvConfPath(id)
+	if cur, err := os.ReadFile(path); err == nil && string(cur) == b.String() {
+		return path, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", fmt.Errorf("resolv.conf: %w", err)
+	}
+	// Replaced, not rewritten: a running instance's bind mount keeps the
+	// file it has, and never sees half of one.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("resolv.conf: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("resolv.conf: %w", err)
+	}
+	return path, nil
+}
+
+// removeResolvConf removes the instance's resolv.conf and its directory.
+func (m *Manager) removeResolvConf(id uuid.UUID) error {
+	if m.cfg.ResolvConfDir == "" {
+		return nil
+	}
+	if err := os.RemoveAll(filepath.Dir(m.resolvConfPath(id))); err != nil {
+		return fmt.Errorf("resolv.conf: %w", err)
+	}
 	return nil
 }
 

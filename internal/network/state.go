@@ -17,7 +17,21 @@ import (
 func (m *Manager) List() ([]Attachment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.list()
+	atts, err := m.list()
+	if err != nil || m.cfg.ResolvConfDir == "" {
+		return atts, err
+	}
+	for i := range atts {
+		if p := m.resolvConfPath(atts[i].ID); fileExists(p) {
+			atts[i].ResolvConf = p
+		}
+	}
+	return atts, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func (m *Manager) list() ([]Attachment, error) {

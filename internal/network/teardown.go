@@ -49,6 +49,9 @@ func (m *Manager) Teardown(ctx context.Context, id uuid.UUID) error {
 	if err := removeNetns(m.NetnsPath(id)); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.removeResolvConf(id); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("network: tear down instance %s: %w", id, err)
 	}
@@ -68,6 +71,9 @@ func (m *Manager) Reset(ctx context.Context) error {
 	if err := m.runNft(ctx, "table inet "+t+" {}\ndelete table inet "+t+"\n"); err != nil {
 		errs = append(errs, err)
 	}
+	if m.cfg.Machine != nil {
+		errs = append(errs, m.resetMachine(ctx))
+	}
 	links, err := m.ownLinks()
 	errs = append(errs, err)
 	for _, l := range links {
@@ -82,6 +88,17 @@ func (m *Manager) Reset(ctx context.Context) error {
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), m.cfg.NetnsPrefix) {
 			errs = append(errs, removeNetns(filepath.Join(m.cfg.NetnsDir, e.Name())))
+		}
+	}
+	if m.cfg.ResolvConfDir != "" {
+		ents, err := os.ReadDir(m.cfg.ResolvConfDir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), m.cfg.NetnsPrefix) {
+				errs = append(errs, os.RemoveAll(filepath.Join(m.cfg.ResolvConfDir, e.Name())))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

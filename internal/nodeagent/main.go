@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"strconv"
 	"strings"
@@ -78,9 +79,12 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	defer rt.Close() // instances keep running: the shims own them
 
 	ncfg := network.DefaultConfig()
-	ncfg.Cluster, ncfg.Uplink, ncfg.NodeNetns, ncfg.Logger = cfg.ClusterPrefix, cfg.Uplink, cfg.NodeNetns, zlog.Component(log, "network")
+	ncfg.Cluster, ncfg.NodeNetns, ncfg.Logger = cfg.ClusterPrefix, cfg.NodeNetns, zlog.Component(log, "network")
 	if cfg.NodeNetns != "" {
 		ncfg.Table, ncfg.LinkPrefix, ncfg.NetnsPrefix = SimulatedNames(self.ID)
+	}
+	if cfg.Egress.Mode == config.EgressNAT {
+		egress(&ncfg, cfg, self.ID, log)
 	}
 	dial := network.DialFrom(cfg.NodeNetns)
 	netm, err := network.New(ncfg)
@@ -134,6 +138,65 @@ func meminfo(field string) (int64, error) {
 func SimulatedNames(node uuid.UUID) (table, linkPrefix, netnsPrefix string) {
 	tag := node.String()[30:]
 	return "zw" + tag, "z" + tag[:4], "zw-" + tag + "-"
+}
+
+// SimulatedUplink names a simulated node's uplink to the machine: the
+// machine's end, and a glob that matches every simulated node's.
+func SimulatedUplink(node uuid.UUID) (link, glob string) {
+	return "zwu" + node.String()[30:], "zwu*"
+}
+
+// egress fills in how instances reach the internet: through the named
+// uplink on a real node; through an uplink of its own to the machine on a
+// simulated one, whose resolvers are then the machine's.
+func egress(ncfg *network.Config, cfg config.NodeAgent, self uuid.UUID, log *slog.Logger) {
+	ncfg.Uplink = cfg.Egress.Uplink
+	if cfg.NodeNetns != "" {
+		link, glob := SimulatedUplink(self)
+		ncfg.Uplink = "uplink0" // inside the node's namespace
+		// The machine's table is named like the node's namespace, which
+		// whoever made it (dev, a test) knows and removes with it; deleting
+		// the namespace takes the veth with it, but not the table.
+		table := filepath.Base(cfg.NodeNetns)
+		if c := table[0]; c < 'a' || c > 'z' {
+			table = "zw-" + table // nft names start with a letter
+		}
+		ncfg.Machine = &network.MachineUplink{Link: link, LinkGlob: glob, Net: network.MachineUplinkNet(self), Table: table}
+		if rs := machineResolvers(); len(rs) > 0 {
+			ncfg.Resolvers = rs
+		} else {
+			log.Warn("the machine has no resolver instances can reach; they use public ones", "resolvers", ncfg.Resolvers)
+		}
+	}
+	if len(cfg.Egress.Resolvers) > 0 {
+		ncfg.Resolvers = cfg.Egress.Resolvers
+	}
+}
+
+// machineResolvers are the machine's DNS servers that an instance can
+// reach: not loopback ones (systemd-resolved's stub), for which the
+// upstreams it lists are read instead.
+func machineResolvers() []netip.Addr {
+	var out []netip.Addr
+	for _, path := range []string{"/run/systemd/resolve/resolv.conf", "/etc/resolv.conf"} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] != "nameserver" {
+				continue
+			}
+			if a, err := netip.ParseAddr(f[1]); err == nil && !a.IsLoopback() && a.Zone() == "" {
+				out = append(out, a.Unmap())
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return nil
 }
 
 // advertisedAPI is where the rest of the cluster reaches the node API

@@ -12,6 +12,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/network"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/secret"
 )
@@ -43,6 +44,8 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 	spec := runtime.Spec{
 		InstanceID: in.ID, Image: a.Image, Env: env, Port: int(in.Port),
 		CPUMillis: int(in.CPUMillis), MemoryMB: int(in.MemoryMB), HostNetwork: c.Policy.HostNetwork,
+		// A share of the node's CPUs in proportion to what it reserved.
+		CPURequestMillis: int(node.CPURequest(in.CPUMillis)),
 	}
 	if c.Network != nil && !c.Policy.HostNetwork {
 		att, err := c.Network.Setup(ctx, network.Instance{ID: in.ID, Addr: in.Addr, Port: int(in.Port)})
@@ -50,7 +53,7 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 			c.report(ctx, in, instance.StateFailed, "network: "+err.Error())
 			return
 		}
-		spec.NetNSPath = att.Netns
+		spec.NetNSPath, spec.ResolvConf = att.Netns, att.ResolvConf
 	}
 	if err := c.Runtime.Create(ctx, spec); err != nil {
 		c.report(ctx, in, instance.StateFailed, "create: "+err.Error())

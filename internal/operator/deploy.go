@@ -50,8 +50,8 @@ func (DeployTask) InsertOpts() river.InsertOpts {
 // Need is what one deployment asks of the cluster.
 type Need struct {
 	DeploymentID uuid.UUID
-	Instances    int // how many more to place
-	CPUMillis    int32
+	Instances    int   // how many more to place
+	CPUMillis    int32 // per instance: the request a node reserves (node.CPURequest), not the limit
 	MemoryMB     int32
 	Avoid        []uuid.UUID // nodes already running this deployment
 }
@@ -192,7 +192,8 @@ func (l *Lifecycle) choose(ctx context.Context, dep deployment.Deployment, p db.
 	if err != nil {
 		return nil, err
 	}
-	need := Need{DeploymentID: dep.ID, Instances: n, CPUMillis: p.CpuMillis, MemoryMB: p.MemoryMb}
+	// The scheduler places by what a node reserves: the CPU request.
+	need := Need{DeploymentID: dep.ID, Instances: n, CPUMillis: node.CPURequest(p.CpuMillis), MemoryMB: p.MemoryMb}
 	for _, in := range live {
 		need.Avoid = append(need.Avoid, in.NodeID)
 	}

@@ -121,7 +121,7 @@ func deleteTx(ctx context.Context, tx pgx.Tx, project uuid.UUID) (Deleted, error
 		}
 		r := held[in.NodeID]
 		if in.CapacityReleasedAt == nil {
-			r.cpu, r.mem = r.cpu+in.CpuMillis, r.mem+in.MemoryMb
+			r.cpu, r.mem = r.cpu+node.CPURequest(in.CpuMillis), r.mem+in.MemoryMb
 		}
 		held[in.NodeID] = r
 	}

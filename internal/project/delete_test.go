@@ -221,7 +221,7 @@ func TestDeleteStopsEverything(t *testing.T) {
 		}
 	}
 	cpu, mem := w.free()
-	if cpu != 4000-4*250 || mem != 4096-4*256 {
+	if cpu != 4000-4*node.CPURequest(250) || mem != 4096-4*256 {
 		t.Fatalf("free before: %d millis, %d MB", cpu, mem)
 	}
 
@@ -278,7 +278,7 @@ func TestDeleteStopsEverything(t *testing.T) {
 	if n := w.count(`SELECT count(*) FROM instances`); n != 3 {
 		t.Errorf("%d instances left, want the other project's 3", n)
 	}
-	if cpu, mem := w.free(); cpu != 4000-2*250 || mem != 4096-2*256 {
+	if cpu, mem := w.free(); cpu != 4000-2*node.CPURequest(250) || mem != 4096-2*256 {
 		t.Errorf("free after: %d millis, %d MB; want only the other project's running instances held", cpu, mem)
 	}
 
@@ -387,7 +387,8 @@ func TestDeleteRetriesADeadlockWithPlacement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer place.Rollback(ctx) //nolint:errcheck // committed or failed below
-	if err := (node.Store{DB: place}).Allocate(ctx, w.node.ID, 100, 64); err != nil {
+	// As instance.Store.Create reserves: the CPU request.
+	if err := (node.Store{DB: place}).Allocate(ctx, w.node.ID, node.CPURequest(100), 64); err != nil {
 		t.Fatal(err)
 	}
 	deleted := make(chan error, 1)

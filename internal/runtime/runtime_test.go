@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/testenv"
@@ -200,7 +202,11 @@ func TestLimits(t *testing.T) {
 	e := newEnv(t)
 	r := e.runtime(t)
 	s := e.spec(t, nil)
-	s.CPUMillis, s.MemoryMB = 100, 48
+	s.CPUMillis, s.CPURequestMillis, s.MemoryMB = 100, 25, 48
+	s.ResolvConf = filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(s.ResolvConf, []byte("nameserver 192.0.2.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	pullCreateStart(t, r, s)
 	mustGet(t, url(s, "/"))
 
@@ -209,13 +215,21 @@ func TestLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !slices.ContainsFunc(spec.Mounts, func(m specs.Mount) bool {
+		return m.Destination == "/etc/resolv.conf" && m.Source == s.ResolvConf && slices.Contains(m.Options, "ro")
+	}) {
+		t.Errorf("no read-only resolv.conf mount from %s in %+v", s.ResolvConf, spec.Mounts)
+	}
 	cg := spec.Linux.CgroupsPath
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		checkFile(t, filepath.Join("/sys/fs/cgroup", cg, "cpu.max"), "10000 100000")
+		// runc's mapping of 25m's 25 shares: 1 + (25-2)*9999/262142.
+		checkFile(t, filepath.Join("/sys/fs/cgroup", cg, "cpu.weight"), "1")
 		checkFile(t, filepath.Join("/sys/fs/cgroup", cg, "memory.max"), strconv.Itoa(48<<20))
 	} else {
 		checkFile(t, filepath.Join("/sys/fs/cgroup/cpu", cg, "cpu.cfs_quota_us"), "10000")
 		checkFile(t, filepath.Join("/sys/fs/cgroup/cpu", cg, "cpu.cfs_period_us"), "100000")
+		checkFile(t, filepath.Join("/sys/fs/cgroup/cpu", cg, "cpu.shares"), "25") // 25m of 1024 a core
 		checkFile(t, filepath.Join("/sys/fs/cgroup/memory", cg, "memory.limit_in_bytes"), strconv.Itoa(48<<20))
 		checkFile(t, filepath.Join("/sys/fs/cgroup/memory", cg, "memory.memsw.limit_in_bytes"), strconv.Itoa(48<<20))
 	}

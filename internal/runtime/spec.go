@@ -34,6 +34,12 @@ type Spec struct {
 	// CPUMillis is the CPU limit in thousandths of a core (CFS quota over a
 	// 100 ms period); 0 means unlimited, otherwise at least 10.
 	CPUMillis int
+	// CPURequestMillis is the CPU the instance is sure of when the node's
+	// CPUs are contended: its share (cgroup cpu.shares, cpu.weight on
+	// cgroup v2) is proportional to it, 1024 per core as Kubernetes gives.
+	// Up to CPUMillis, idle CPU is anyone's. 0 leaves the default share
+	// (that of a 1000m request); otherwise at most CPUMillis when that is set.
+	CPURequestMillis int
 	// MemoryMB is the memory limit in MiB, swap included (the instance gets
 	// no swap); 0 means unlimited.
 	MemoryMB int
@@ -41,6 +47,10 @@ type Spec struct {
 	// network package. Empty, the instance gets a network namespace of its
 	// own with nothing but loopback: unreachable, never the host's network.
 	NetNSPath string
+	// ResolvConf, when set, is a file mounted read-only at the instance's
+	// /etc/resolv.conf (the network package writes one naming the resolvers
+	// its policy lets the instance reach); empty keeps the image's own.
+	ResolvConf string
 	// HostNetwork runs the instance in the host's network namespace. For
 	// tests and local development only; never with NetNSPath.
 	HostNetwork bool
@@ -63,11 +73,17 @@ func (s Spec) Validate() error {
 	if s.CPUMillis < 0 || (s.CPUMillis > 0 && s.CPUMillis < 10) {
 		errs = append(errs, invalidField("CPUMillis", fmt.Sprintf("%d (want 0 for unlimited, or at least 10)", s.CPUMillis)))
 	}
+	if s.CPURequestMillis < 0 || (s.CPUMillis > 0 && s.CPURequestMillis > s.CPUMillis) {
+		errs = append(errs, invalidField("CPURequestMillis", fmt.Sprintf("%d (want 0 for the default share, or up to CPUMillis)", s.CPURequestMillis)))
+	}
 	if s.MemoryMB < 0 {
 		errs = append(errs, invalidField("MemoryMB", fmt.Sprintf("%d is negative", s.MemoryMB)))
 	}
 	if s.NetNSPath != "" && !filepath.IsAbs(s.NetNSPath) {
 		errs = append(errs, invalidField("NetNSPath", fmt.Sprintf("%q is not an absolute path", s.NetNSPath)))
+	}
+	if s.ResolvConf != "" && !filepath.IsAbs(s.ResolvConf) {
+		errs = append(errs, invalidField("ResolvConf", fmt.Sprintf("%q is not an absolute path", s.ResolvConf)))
 	}
 	if s.NetNSPath != "" && s.HostNetwork {
 		errs = append(errs, invalidField("NetNSPath and HostNetwork", "set one at most"))
@@ -118,10 +134,12 @@ func (s Spec) Hash() string {
 		Image       string
 		Env         []string
 		CPUMillis   int
+		CPURequest  int
 		MemoryMB    int
 		NetNSPath   string
+		ResolvConf  string
 		HostNetwork bool
-	}{1, s.Image, s.env(), s.CPUMillis, s.MemoryMB, s.NetNSPath, s.HostNetwork})
+	}{2, s.Image, s.env(), s.CPUMillis, s.CPURequestMillis, s.MemoryMB, s.NetNSPath, s.ResolvConf, s.HostNetwork})
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
@@ -137,9 +155,18 @@ func (s Spec) specOpts(img oci.Image) []oci.SpecOpts {
 	if s.CPUMillis > 0 {
 		opts = append(opts, oci.WithCPUCFS(int64(s.CPUMillis)*cfsPeriod/1000, cfsPeriod))
 	}
+	if s.CPURequestMillis > 0 {
+		opts = append(opts, oci.WithCPUShares(cpuShares(s.CPURequestMillis)))
+	}
 	if s.MemoryMB > 0 {
 		limit := int64(s.MemoryMB) << 20
 		opts = append(opts, oci.WithMemoryLimit(uint64(limit)), withMemorySwapIfSupported(limit))
+	}
+	if s.ResolvConf != "" {
+		opts = append(opts, oci.WithMounts([]specs.Mount{{
+			Destination: "/etc/resolv.conf", Type: "bind", Source: s.ResolvConf,
+			Options: []string{"rbind", "ro", "nosuid", "nodev", "noexec"},
+		}}))
 	}
 	switch {
 	case s.HostNetwork:
@@ -150,6 +177,13 @@ func (s Spec) specOpts(img oci.Image) []oci.SpecOpts {
 	// Otherwise containerd's default spec already asks for a fresh network
 	// namespace: loopback only.
 	return opts
+}
+
+// cpuShares converts a CPU request to cgroup v1 shares, 1024 a core, at
+// least 2 (the kernel's minimum). runc maps shares to cgroup v2's cpu.weight
+// itself, so the same number serves both.
+func cpuShares(requestMillis int) uint64 {
+	return uint64(max(2, requestMillis*1024/1000))
 }
 
 // withMemorySwapIfSupported sets memory+swap to the memory limit, i.e. no

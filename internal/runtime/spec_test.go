@@ -29,9 +29,11 @@ func TestSpecHash(t *testing.T) {
 		"env":      func(s *runtime.Spec) { s.Env = map[string]string{"A": "1", "B": "2", "C": "4"} },
 		"port":     func(s *runtime.Spec) { s.Port = 3001 },
 		"cpu":      func(s *runtime.Spec) { s.CPUMillis = 1000 },
+		"cpu req":  func(s *runtime.Spec) { s.CPURequestMillis = 125 },
 		"memory":   func(s *runtime.Spec) { s.MemoryMB = 512 },
 		"netns":    func(s *runtime.Spec) { s.NetNSPath = "/var/run/netns/x" },
 		"host net": func(s *runtime.Spec) { s.HostNetwork = true },
+		"resolv":   func(s *runtime.Spec) { s.ResolvConf = "/etc/netns/x/resolv.conf" },
 	}
 	for name, change := range changes {
 		s := base
@@ -54,12 +56,13 @@ func TestSpecValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, s := range map[string]runtime.Spec{
-		"InstanceID": {Image: "r/i:t", Port: 8080},
-		"Image":      {InstanceID: id.New(), Port: 8080},
-		"Port":       {InstanceID: id.New(), Image: "r/i:t", Port: 70000},
-		"CPUMillis":  {InstanceID: id.New(), Image: "r/i:t", Port: 1, CPUMillis: -1},
-		"MemoryMB":   {InstanceID: id.New(), Image: "r/i:t", Port: 1, MemoryMB: -1},
-		"NetNSPath":  {InstanceID: id.New(), Image: "r/i:t", Port: 1, NetNSPath: "relative"},
+		"InstanceID":       {Image: "r/i:t", Port: 8080},
+		"Image":            {InstanceID: id.New(), Port: 8080},
+		"Port":             {InstanceID: id.New(), Image: "r/i:t", Port: 70000},
+		"CPUMillis":        {InstanceID: id.New(), Image: "r/i:t", Port: 1, CPUMillis: -1},
+		"MemoryMB":         {InstanceID: id.New(), Image: "r/i:t", Port: 1, MemoryMB: -1},
+		"CPURequestMillis": {InstanceID: id.New(), Image: "r/i:t", Port: 1, CPUMillis: 100, CPURequestMillis: 200},
+		"NetNSPath":        {InstanceID: id.New(), Image: "r/i:t", Port: 1, NetNSPath: "relative"},
 		"HostNetwork": {InstanceID: id.New(), Image: "r/i:t", Port: 1, NetNSPath: "/run/netns/a",
 			HostNetwork: true},
 		"Env": {InstanceID: id.New(), Image: "r/i:t", Port: 1, Env: map[string]string{"": "x"}},

@@ -82,7 +82,9 @@ type Request struct {
 	// Replicas is the project's setting; values below MinReplicas are raised
 	// to MinReplicas.
 	Replicas int
-	// CPUMillis and MemoryMB are per instance and must be positive.
+	// CPUMillis and MemoryMB are per instance and must be positive. CPU is
+	// what a node reserves for an instance, its request (node.CPURequest),
+	// which is less than the limit the instance runs under.
 	CPUMillis int32
 	MemoryMB  int32
 	// Region restricts placement to nodes of that region; "" means any.

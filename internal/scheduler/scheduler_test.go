@@ -368,3 +368,49 @@ func index(ids, got []uuid.UUID) []int {
 	}
 	return out
 }
+
+// TestDevClusterHoldsThreeProjectsThroughARedeploy: `zeitwork dev`'s three
+// nodes of 2000m and 4096 MiB, projects of the default size (3 instances of
+// 1000m and 512 MiB, whose node reserves the CPU request, 250m:
+// node.CPURequest), and every project redeploying at once: each old
+// deployment still runs while its new one is placed. All of it fits, spread
+// one instance of each deployment per node; at the full limit, placing the
+// third project's old deployment would already fail.
+func TestDevClusterHoldsThreeProjectsThroughARedeploy(t *testing.T) {
+	const request, limit, memory = 250, 1000, 512
+	c := schedulertest.New()
+	c.AddN(3, 2000, 4096)
+	for i := range 3 * 2 { // three projects, old and new deployment
+		req := c.Request(3, request, memory)
+		ps, err := scheduler.Place(c.Nodes(), req)
+		if err != nil {
+			t.Fatalf("deployment %d: %v", i+1, err)
+		}
+		if err := c.Apply(req, ps); err != nil {
+			t.Fatalf("deployment %d: %v", i+1, err)
+		}
+	}
+	for _, n := range c.Nodes() {
+		if n.Instances != 6 || n.FreeCPUMillis != 500 || n.FreeMemoryMB != 1024 {
+			t.Errorf("node %s: %d instances, %dm and %d MiB free; want 6, 500m, 1024 MiB", n.ID, n.Instances, n.FreeCPUMillis, n.FreeMemoryMB)
+		}
+	}
+
+	full := schedulertest.New()
+	full.AddN(3, 2000, 4096)
+	placed := 0
+	for range 3 {
+		req := full.Request(3, limit, memory)
+		ps, err := scheduler.Place(full.Nodes(), req)
+		if err != nil {
+			break
+		}
+		if err := full.Apply(req, ps); err != nil {
+			t.Fatal(err)
+		}
+		placed++
+	}
+	if placed != 2 {
+		t.Errorf("reserving the full limit placed %d deployments, want 2 (the reason for the request)", placed)
+	}
+}

@@ -97,6 +97,8 @@ func DevPrefix(t testing.TB, what string, nodes int) string {
 	t.Cleanup(func() {
 		for i := 1; i <= nodes; i++ {
 			exec.Command("ip", "netns", "delete", devenv.NodeName(prefix, i)).Run()
+			// The node's egress table on the machine, named like its namespace.
+			exec.Command("nft", "delete", "table", "inet", devenv.NodeName(prefix, i)).Run()
 			removeNamespaceIfThere(t, addr, devenv.NodeName(prefix, i))
 		}
 	})
