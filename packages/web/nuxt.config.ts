@@ -1,5 +1,6 @@
 // The dashboard: a static single-page app that talks only to the public API on its own origin
-// (cookie session, no CORS). `npm run build` writes .output/public, which `zeitwork api` serves.
+// (cookie session, no CORS). `npm run build` (nuxt generate: static preset) writes .output/public,
+// which `zeitwork api` serves.
 export default defineNuxtConfig({
   compatibilityDate: '2025-07-15',
   ssr: false,
@@ -22,7 +23,6 @@ export default defineNuxtConfig({
     serverBundle: false,
     fallbackToApi: false,
   },
-  nitro: { preset: 'static' },
   // `nuxt dev` proxies the API so the cookie stays same-origin.
   vite: {
     server: {

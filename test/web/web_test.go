@@ -91,7 +91,8 @@ const maxFirstLoadJS = 300 << 10
 // chromium and walks the pages: sign-in, projects (empty, then with a
 // deployment's state), a project, a deployment's build log streaming live
 // with ANSI colours and an auto-scroll that stops when the user scrolls up,
-// the waitlist, and a stranger who cannot see another user's project.
+// the waitlist, the admin admitting a waiting user, and a stranger who
+// cannot see another user's project.
 // packages/web/tests/browser.mjs holds the steps; this test runs the API
 // and the hooks the steps call to change the world between them.
 func TestDashboardInABrowser(t *testing.T) {
@@ -159,15 +160,6 @@ func TestDashboardInABrowser(t *testing.T) {
 	control := http.NewServeMux()
 	control.HandleFunc("GET /approve", func(w http.ResponseWriter, r *http.Request) {
 		emu.ApproveAs(r.URL.Query().Get("login"))
-	})
-	control.HandleFunc("GET /admit", func(w http.ResponseWriter, r *http.Request) {
-		u, err := user(r.URL.Query().Get("login"))
-		if err == nil {
-			err = accounts.Admit(t.Context(), u.ID)
-		}
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-		}
 	})
 	control.HandleFunc("GET /seed", func(w http.ResponseWriter, r *http.Request) {
 		p, d, err := seed(t, srv.URL, accounts, user)

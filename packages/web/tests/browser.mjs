@@ -3,7 +3,7 @@
 //
 //   BASE_URL     the API serving the dashboard under /
 //   CONTROL_URL  the Go test's hooks: /approve?login=… (who the emulator signs in), /seed (a project
-//                with a deployment and build log lines), /more (more log lines), /admit?login=…
+//                with a deployment and build log lines), /more (more log lines)
 //   CHROMIUM     the browser binary; SCREENSHOTS  a directory for the pages' screenshots
 //
 // It prints one JSON line with what it measured; any failed expectation throws (exit 1).
@@ -119,7 +119,13 @@ try {
   await b.page.getByRole('link', { name: 'Sign in with GitHub' }).click()
   await b.page.getByTestId('waitlist').waitFor()
   await b.page.screenshot({ path: join(shots, 'waitlist.png') })
-  await hook('/admit?login=bob')
+  // alice, the admin, admits bob from her waitlist page; bob's page lets him in by itself.
+  await a.page.getByRole('link', { name: 'Waitlist' }).click()
+  await a.page.getByTestId('waiting').getByText('bob', { exact: true }).waitFor()
+  await a.page.screenshot({ path: join(shots, 'admin-waitlist.png') })
+  await a.page.getByRole('button', { name: 'Admit bob' }).click()
+  await a.page.getByTestId('empty').waitFor()
+  await b.page.getByRole('heading', { name: 'Projects' }).waitFor()
   await b.page.goto(base + `/projects/${seed.project}`)
   const err = b.page.getByTestId('error')
   await err.waitFor()
