@@ -92,6 +92,7 @@ try {
   await a.page.getByTestId('deployments').getByRole('link').first().click()
   await a.page.waitForURL(`**/deployments/${seed.deployment}`)
 
+  await a.page.getByTestId('no-instances').waitFor()
   // 3. The build log: the lines so far, ANSI colours rendered, then live ones as they come.
   const log = a.page.getByTestId('log')
   await log.getByText('step 1/2: installing').waitFor()
