@@ -26,9 +26,14 @@ if [[ ! -x "$DIR/bin/node" ]]; then
   fi
   chmod 755 "$tmp/bin/node"
   "$tmp/bin/node" --version >/dev/null
-  # npm and npx come from the system's npm and run on this node through PATH.
+  # npm and npx run on this node through PATH: the base images' npm when it is there, else the system's.
+  shared_npm="$CACHE/base-images/node-$NODE_VERSION-npm-10.9.9-corepack-0.36.0/usr/local/lib/node_modules/npm/bin"
   for c in npm npx; do
-    if p=$(command -v "$c" 2>/dev/null) && [[ "$p" != "$DIR/bin/$c" ]]; then ln -s "$(readlink -f "$p")" "$tmp/bin/$c"; fi
+    if [[ -f "$shared_npm/$c-cli.js" ]]; then
+      ln -s "$shared_npm/$c-cli.js" "$tmp/bin/$c"
+    elif p=$(command -v "$c" 2>/dev/null); then
+      ln -s "$(readlink -f "$p")" "$tmp/bin/$c"
+    fi
   done
   chmod 755 "$tmp"
   rm -rf "$DIR"; mkdir -p "$CACHE"; mv "$tmp" "$DIR"
