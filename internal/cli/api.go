@@ -29,6 +29,12 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if cfg.WebDir != "" {
+		// A dashboard that is not built is found at start, not by its first visitor.
+		if _, err := os.Stat(filepath.Join(cfg.WebDir, "index.html")); err != nil {
+			return fmt.Errorf("API_WEB_DIR: no built dashboard (npm run build in packages/web): %w", err)
+		}
+	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "api")
 	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
 		q, err := queue.New(pool, nil, cfg.Queue, log) // enqueues only: builders work the tasks
@@ -102,9 +108,6 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 		}
 		handler := a.Handler()
 		if cfg.WebDir != "" {
-			if _, err := os.Stat(filepath.Join(cfg.WebDir, "index.html")); err != nil {
-				return fmt.Errorf("API_WEB_DIR: no built dashboard (npm run build in packages/web): %w", err)
-			}
 			handler = api.Web(handler, os.DirFS(cfg.WebDir))
 			log.InfoContext(ctx, "dashboard served", "dir", cfg.WebDir, "url", "/")
 		}
