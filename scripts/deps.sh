@@ -27,7 +27,8 @@ TEMPLATES="$REPO_ROOT/deploy/dev"
 
 # busybox-static: a static shell for base images that tests build locally (no registry reachable).
 # openssh-server: a real sshd for the bootstrap SSH tests (run in inetd mode, never as a service).
-APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk openssh-server)
+# chromium: the headless browser the dashboard's browser test (test/web) drives.
+APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk openssh-server chromium)
 
 # ---- fixed local endpoints: one file, read by internal/devenv as well ----
 # shellcheck source=../deploy/dev/deps.env
@@ -161,6 +162,8 @@ cmd_install() {
   exec 9>&-
   # The base images' inputs (Debian root file system, Node.js, Caddy, ...); `up` builds and pushes them.
   step "base image inputs" "$REPO_ROOT/scripts/base-images.sh" fetch
+  # Node 22 for the dashboard (packages/web): Nuxt 4 needs more than Debian's Node 20.
+  step "node 22" bash -c '"$1" >/dev/null' _ "$REPO_ROOT/scripts/node22.sh"
   local IFS=,
   log "install: done in $(elapsed "$t0") (already there: ${CACHED[*]})"
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -26,6 +28,12 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 	cfg, err := config.ParseFrom[config.API](env.vars())
 	if err != nil {
 		return err
+	}
+	if cfg.WebDir != "" {
+		// A dashboard that is not built is found at start, not by its first visitor.
+		if _, err := os.Stat(filepath.Join(cfg.WebDir, "index.html")); err != nil {
+			return fmt.Errorf("API_WEB_DIR: no built dashboard (npm run build in packages/web): %w", err)
+		}
 	}
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "api")
 	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
@@ -98,7 +106,12 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			defer func() { stop(); <-done }()
 			log.InfoContext(ctx, "uploads served", "bucket", cfg.S3.Bucket, "direct", a.Uploads.Direct(), "max_bytes", cfg.Uploads.MaxBytes)
 		}
-		srv := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		handler := a.Handler()
+		if cfg.WebDir != "" {
+			handler = api.Web(handler, os.DirFS(cfg.WebDir))
+			log.InfoContext(ctx, "dashboard served", "dir", cfg.WebDir, "url", "/")
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
 		return httpapi.Serve(ctx, srv, l, 10*time.Second)
 	})

@@ -26,7 +26,10 @@ type API struct {
 	// over the network.
 	Dev        bool          `env:"API_DEV" envDefault:"false"`
 	SessionTTL time.Duration `env:"API_SESSION_TTL" envDefault:"720h"`
-	GitHub     GitHub
+	// WebDir is the dashboard's built bundle (packages/web/.output/public),
+	// served under /; empty: the API serves /v1 only.
+	WebDir string `env:"API_WEB_DIR"`
+	GitHub GitHub
 	// Platform names the URLs deployments answer at.
 	Platform Platform
 	// Queue takes the build tasks of deployments asked for here; the api
