@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -196,7 +197,12 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, prog.title("Zeitwork dev is running"))
 	fmt.Fprint(w, sum.String())
-	fmt.Fprintf(w, "Sign in: %s/v1/auth/github?next=/v1/me\n", apiURL)
+	if roles.api.WebDir != "" {
+		fmt.Fprintf(w, "Dashboard: %s/\n", apiURL)
+		fmt.Fprintf(w, "Sign in: %s/v1/auth/github?next=/\n", apiURL)
+	} else {
+		fmt.Fprintf(w, "Sign in: %s/v1/auth/github?next=/v1/me\n", apiURL)
+	}
 	if cliLine != "" {
 		fmt.Fprintln(w, cliLine)
 	}
@@ -303,6 +309,13 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 		// HTTP on its port.
 		vars = with(vars, map[string]string{"EDGE_APPS_URL": fmt.Sprintf("http://%s:%d", vars["EDGE_APPS_DOMAIN"], cfg.PortBase-18)})
 	}
+	if _, set := vars["API_WEB_DIR"]; !set {
+		// Run from a checkout with the dashboard built (scripts/test and
+		// scripts/dev's setup build it), the api serves it under /.
+		if abs, err := filepath.Abs(devWebBundle); err == nil && fileExists(filepath.Join(abs, "index.html")) {
+			vars = with(vars, map[string]string{"API_WEB_DIR": abs})
+		}
+	}
 	// API_DEV: the session cookie goes to http://localhost without Secure.
 	r.apiVars = with(vars, map[string]string{"API_ADDR": local(cfg.PortBase - 20), "API_DEV": "true"})
 	if r.api, err = config.ParseFrom[config.API](r.apiVars); err != nil {
@@ -400,4 +413,12 @@ func watch(ctx context.Context, deps []devenv.Dependency, log *slog.Logger) {
 			healthy[i] = err == nil
 		}
 	}
+}
+
+// devWebBundle is where the dashboard's static build lands in a checkout.
+const devWebBundle = "packages/web/.output/public"
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -276,3 +276,33 @@ func TestDevProgressIsPlainOffATerminal(t *testing.T) {
 		t.Fatalf("progress wrote %q, want %q", out.String(), want)
 	}
 }
+
+// Run from a checkout whose dashboard is built, dev's api serves it.
+func TestDevServesTheBuiltDashboard(t *testing.T) {
+	vars := devVars(map[string]string{"DEV_PORT_BASE": "30100", "DEV_NODES": "0"})
+	vars["CLUSTER_TOKEN"] = "t"
+	cfg, err := config.ParseFrom[config.Dev](vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkout := t.TempDir()
+	t.Chdir(checkout)
+	if roles, err := devRoles(cfg, vars); err != nil || roles.api.WebDir != "" {
+		t.Fatalf("without a bundle: WebDir %q, %v", roles.api.WebDir, err)
+	}
+	bundle := filepath.Join(checkout, devWebBundle)
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "index.html"), []byte("<!doctype html>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if roles, err := devRoles(cfg, vars); err != nil || roles.api.WebDir != bundle {
+		t.Fatalf("with a bundle: WebDir %q, want %q (%v)", roles.api.WebDir, bundle, err)
+	}
+	// One the caller names wins.
+	vars["API_WEB_DIR"] = "/elsewhere"
+	if roles, _ := devRoles(cfg, vars); roles.api.WebDir != "/elsewhere" {
+		t.Fatalf("API_WEB_DIR given: WebDir %q", roles.api.WebDir)
+	}
+}
