@@ -32,8 +32,9 @@ type realApp struct {
 }
 
 // realApps: a Next.js app as create-next-app@16.4.3 made it (app router,
-// TypeScript, Tailwind, npm; only node_modules and .next left out), a Nuxt 4
-// app, a plain Node server, a Go module and a static site.
+// TypeScript, Tailwind, npm; node_modules, .next and next-env.d.ts left out,
+// and Google Fonts taken out of app/layout.tsx: these machines cannot reach
+// them), a Nuxt 4 app, a plain Node server, a Go module and a static site.
 var realApps = []realApp{
 	{dir: "nextjs", framework: "nextjs", memoryMB: 256, want: "To get started, edit the"},
 	{dir: "nuxt", framework: "nuxt", memoryMB: 192, want: "Hello from Nuxt on Zeitwork"},
@@ -162,10 +163,8 @@ func waitApp(t *testing.T, p *platform, c *http.Client, api string, app realApp,
 		t.Errorf("%s detected as %q, want %q", app.dir, d.Framework, app.framework)
 	}
 	host := s.slug + ".zeitwork.localhost"
-	var got string
 	waitFor(t, 2*time.Minute, host+" to answer with "+app.dir+"'s page", func() bool {
-		got = throughEdge(t, p, host)
-		return strings.Contains(got, app.want)
+		return strings.Contains(throughEdge(t, p, host), app.want)
 	}, p.out, p.errOut)
 	return d.ID
 }
