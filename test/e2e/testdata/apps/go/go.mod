@@ -1,0 +1,3 @@
+module example.com/zwgo
+
+go 1.26
