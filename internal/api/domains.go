@@ -41,7 +41,7 @@ func (a *API) registerDomains(api huma.API) {
 	}, a.deleteDomain)
 	huma.Register(api, huma.Operation{
 		OperationID: "verify-domain", Method: http.MethodPost, Path: "/v1/projects/{id}/domains/{domain}/verify", Tags: []string{"domains"}, Security: signedIn,
-		Summary: "Check a custom domain's DNS now",
+		Summary: "Check a custom domain's DNS now", Errors: []int{http.StatusTooManyRequests},
 		Description: "Looks the records up now instead of at the next scheduled check and answers with the outcome: " +
 			"verified, or still pending (failed once given up) with the reason saying what was found and what was expected." + desc,
 	}, a.verifyDomain)
@@ -193,6 +193,11 @@ func (a *API) deleteDomain(ctx context.Context, in *domainInput) (*struct{}, err
 func (a *API) verifyDomain(ctx context.Context, in *domainInput) (*domainOutput, error) {
 	id, err := projectID(in.ID)
 	if err != nil {
+		return nil, err
+	}
+	// Counted before anything is looked up: each check is DNS queries
+	// this process makes on the member's behalf.
+	if err := a.limit(ctx, "domains:verify:user:"+principal(ctx).UserID.String(), a.Limits.DomainChecks); err != nil {
 		return nil, err
 	}
 	d, err := a.Domains.Verify(ctx, principal(ctx).UserID, id, in.Domain)

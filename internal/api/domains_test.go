@@ -11,6 +11,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
+	"github.com/zeitwork/zeitwork/internal/ratelimit"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -203,4 +204,25 @@ func TestDomainsUnconfiguredAre503(t *testing.T) {
 	alice := e.signIn(1, "alice")
 	p := e.createProject(alice, `{"name":"shop"}`)
 	e.wantProblem(e.do("GET", "/v1/projects/"+p.ID.String()+"/domains", "", session(alice)...), http.StatusServiceUnavailable)
+}
+
+// Each check is DNS lookups made by the api: a member's are counted.
+func TestDomainChecksAreLimited(t *testing.T) {
+	e := newEnv(t)
+	e.withClock(Limits{DomainChecks: ratelimit.Limit{Max: 1, Per: time.Hour}})
+	e.withDomains()
+	alice, bob := e.signIn(1, "alice"), e.signIn(2, "bob")
+	p := e.createProject(alice, `{"name":"shop"}`)
+	dom := e.addDomain(alice, p, `{"name":"shop.example.com"}`)
+	verify := "/v1/projects/" + p.ID.String() + "/domains/" + dom.Name + "/verify"
+	if res := e.do("POST", verify, "", session(alice)...); res.Code != http.StatusOK {
+		t.Fatalf("first check: %d %s", res.Code, res.body)
+	}
+	e.wantTooMany(e.do("POST", verify, "", bearer(alice)...), "3599")
+	// Another member's count is their own.
+	q := e.createProject(bob, `{"name":"other"}`)
+	other := e.addDomain(bob, q, `{"name":"other.example.com"}`)
+	if res := e.do("POST", "/v1/projects/"+q.ID.String()+"/domains/"+other.Name+"/verify", "", session(bob)...); res.Code != http.StatusOK {
+		t.Fatalf("bob's check: %d %s", res.Code, res.body)
+	}
 }

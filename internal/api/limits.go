@@ -18,8 +18,8 @@ type Limits struct {
 	Limiter *ratelimit.Limiter
 	// SignIn counts sign-in starts and callbacks per client address;
 	// Tokens, tokens created per user; DeviceCodes, device sign-ins started
-	// per client address.
-	SignIn, Tokens, DeviceCodes ratelimit.Limit
+	// per client address; DomainChecks, custom-domain checks per user.
+	SignIn, Tokens, DeviceCodes, DomainChecks ratelimit.Limit
 	// TrustedProxies are the load balancers whose X-Forwarded-For is
 	// believed; nobody else's is.
 	TrustedProxies []netip.Prefix

@@ -21,7 +21,7 @@ func withLimits(a *api.API, limiter *ratelimit.Limiter, cfg config.API) {
 	a.Devices = account.Devices{DB: limiter.DB, TTL: cfg.DeviceLogin.TTL, Interval: cfg.DeviceLogin.Interval}
 	a.DeviceVerificationURL = cfg.DeviceLogin.VerificationURL
 	r := cfg.RateLimits
-	a.Limits = api.Limits{Limiter: limiter, SignIn: r.SignIn, Tokens: r.Tokens, DeviceCodes: r.DeviceCodes, TrustedProxies: r.TrustedProxies}
+	a.Limits = api.Limits{Limiter: limiter, SignIn: r.SignIn, Tokens: r.Tokens, DeviceCodes: r.DeviceCodes, DomainChecks: r.DomainChecks, TrustedProxies: r.TrustedProxies}
 	if a.Webhook != nil {
 		a.Webhook.LimitInstallations(limiter, r.Webhooks)
 	}
@@ -30,7 +30,7 @@ func withLimits(a *api.API, limiter *ratelimit.Limiter, cfg config.API) {
 // longestWindow is how long a counter may matter: windows that started
 // longer ago than the longest limit's are over.
 func longestWindow(r config.RateLimits) time.Duration {
-	return max(r.SignIn.Per, r.Tokens.Per, r.DeviceCodes.Per, r.Webhooks.Per, time.Minute)
+	return max(r.SignIn.Per, r.Tokens.Per, r.DeviceCodes.Per, r.Webhooks.Per, r.DomainChecks.Per, time.Minute)
 }
 
 // pruneSignIns deletes expired device sign-ins and finished rate-limit

@@ -282,6 +282,9 @@ type RateLimits struct {
 	// not retry a refused delivery on its own, so it is generous: it stops a
 	// runaway, not a busy organisation.
 	Webhooks ratelimit.Limit `env:"API_RATE_LIMIT_WEBHOOKS" envDefault:"1200/1m"`
+	// DomainChecks counts custom-domain checks a user asks for (POST
+	// …/domains/{domain}/verify): each is DNS lookups made by the api.
+	DomainChecks ratelimit.Limit `env:"API_RATE_LIMIT_DOMAIN_CHECKS" envDefault:"60/1h"`
 	// TrustedProxies are the load balancers in front of the API (CIDRs).
 	// A request from one of them is counted against the address it names
 	// last in X-Forwarded-For that is not itself a trusted proxy; every
