@@ -79,6 +79,10 @@ type Operator struct {
 	RetireGrace           time.Duration `env:"RETIRE_GRACE" envDefault:"5m"`
 	HealthyDeadline       time.Duration `env:"HEALTHY_DEADLINE" envDefault:"2m"`
 	NodeHeartbeatDeadline time.Duration `env:"NODE_HEARTBEAT_DEADLINE" envDefault:"30s"`
+	// NodeViewRefresh is how often the operator reads the node rows that
+	// changed into the in-memory view placements use (node.View); 0 reads
+	// every node from the table for each placement instead.
+	NodeViewRefresh time.Duration `env:"OPERATOR_NODE_VIEW_REFRESH" envDefault:"1s"`
 	// Platform's names are refused as custom domains, and its EdgeHost is
 	// what a custom domain's CNAME must reach to be verified.
 	Platform      Platform

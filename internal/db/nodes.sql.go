@@ -307,6 +307,53 @@ func (q *Queries) NodeListStale(ctx context.Context, heartbeatBefore time.Time) 
 	return items, nil
 }
 
+const nodeListUpdatedSince = `-- name: NodeListUpdatedSince :many
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes WHERE updated_at > $1
+`
+
+// Rows changed after @since (every update of a node sets updated_at), for
+// the operator's in-memory view of the nodes: a refresh reads what changed
+// instead of the whole table.
+func (q *Queries) NodeListUpdatedSince(ctx context.Context, since time.Time) ([]Node, error) {
+	rows, err := q.db.Query(ctx, nodeListUpdatedSince, since)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Node{}
+	for rows.Next() {
+		var i Node
+		if err := rows.Scan(
+			&i.ID,
+			&i.Hostname,
+			&i.InternalAddress,
+			&i.Region,
+			&i.Labels,
+			&i.CpuMillis,
+			&i.MemoryMb,
+			&i.FreeCpuMillis,
+			&i.FreeMemoryMb,
+			&i.Ipv6Prefix,
+			&i.Status,
+			&i.AgentVersion,
+			&i.LastHeartbeatAt,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.AvailableMemoryMb,
+			&i.LoadMillis,
+			&i.InstancesRunning,
+			&i.ApiAddress,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const nodeMarkDeadIfStale = `-- name: NodeMarkDeadIfStale :one
 UPDATE nodes
 SET status = 'dead', updated_at = now()

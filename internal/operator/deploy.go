@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/deployment"
@@ -80,11 +81,33 @@ type Lifecycle struct {
 	Place  Placer
 	Policy Policy
 	Log    *slog.Logger
+	// Nodes, when set, is the in-memory view of the nodes placements read
+	// instead of the table (see node.View); its owner refreshes it.
+	Nodes *node.View
 }
 
 func (l *Lifecycle) deployments() deployment.Store { return deployment.Store{DB: l.Pool} }
 func (l *Lifecycle) instances() instance.Store     { return instance.Store{DB: l.Pool} }
 func (l *Lifecycle) nodes() node.Store             { return node.Store{DB: l.Pool} }
+
+// schedulable is the nodes a placement may use: from the view when there is
+// one (every node it holds: the scheduler leaves out the dead, draining and
+// silent ones by the same rules), from the table otherwise (the schedulable
+// ones only).
+func (l *Lifecycle) schedulable(ctx context.Context) ([]node.Node, error) {
+	if l.Nodes != nil {
+		return l.Nodes.Nodes(ctx)
+	}
+	return l.nodes().ListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
+}
+
+// refreshed brings the view up to date and returns its schedulable nodes.
+func (l *Lifecycle) refreshed(ctx context.Context) ([]node.Node, error) {
+	if err := l.Nodes.Refresh(ctx); err != nil {
+		return nil, err
+	}
+	return l.schedulable(ctx)
+}
 
 // replicas is how many instances dep runs.
 func replicas(dep deployment.Deployment) int {
@@ -188,7 +211,7 @@ func (l *Lifecycle) Deploy(ctx context.Context, depID uuid.UUID) error {
 // choose asks the placer for n nodes for dep's instances, away from the
 // nodes live ones run on.
 func (l *Lifecycle) choose(ctx context.Context, dep deployment.Deployment, p db.Project, live []instance.Instance, n int) ([]node.Node, error) {
-	nodes, err := l.nodes().ListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
+	nodes, err := l.schedulable(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -198,16 +221,23 @@ func (l *Lifecycle) choose(ctx context.Context, dep deployment.Deployment, p db.
 		need.Avoid = append(need.Avoid, in.NodeID)
 	}
 	chosen, err := l.Place(nodes, need)
+	if l.Nodes != nil && (err != nil || len(lo.Uniq(chosen)) < len(chosen)) {
+		// The view may be behind a node that registered or freed capacity
+		// a moment ago: read what changed and try once more before telling
+		// the user it cannot be placed, or doubling up on a node.
+		if nodes, err = l.refreshed(ctx); err != nil {
+			return nil, err
+		}
+		chosen, err = l.Place(nodes, need)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", instance.ErrCannotPlace, err)
 	}
-	byID := make(map[uuid.UUID]node.Node, len(nodes))
-	for _, n := range nodes {
-		byID[n.ID] = n
-	}
 	out := make([]node.Node, len(chosen))
 	for i, id := range chosen {
-		out[i] = byID[id]
+		// A scan per chosen node: cheaper than a map of every node for a
+		// handful of lookups.
+		out[i] = nodes[slices.IndexFunc(nodes, func(n node.Node) bool { return n.ID == id })]
 	}
 	return out, nil
 }
@@ -231,6 +261,9 @@ func (l *Lifecycle) place(ctx context.Context, dep deployment.Deployment, p db.P
 		}
 		if err != nil {
 			return err
+		}
+		if l.Nodes != nil {
+			l.Nodes.Reserve(n.ID, node.CPURequest(p.CpuMillis), p.MemoryMb)
 		}
 	}
 	l.Log.InfoContext(ctx, "instances placed", "deployment_id", dep.ID, "count", len(chosen))
@@ -409,11 +442,21 @@ func (l *Lifecycle) AddInstance(ctx context.Context, depID uuid.UUID, nodeID *uu
 	}
 	var target node.Node
 	if nodeID != nil {
-		nodes, err := l.nodes().ListSchedulable(ctx, time.Now().Add(-l.Policy.HeartbeatDeadline))
+		nodes, err := l.schedulable(ctx)
 		if err != nil {
 			return instance.Instance{}, err
 		}
-		i := slices.IndexFunc(nodes, func(n node.Node) bool { return n.ID == *nodeID })
+		cutoff := time.Now().Add(-l.Policy.HeartbeatDeadline)
+		usable := func(n node.Node) bool {
+			return n.ID == *nodeID && n.Status == node.StatusActive && n.LastHeartbeatAt.After(cutoff)
+		}
+		i := slices.IndexFunc(nodes, usable)
+		if i < 0 && l.Nodes != nil {
+			if nodes, err = l.refreshed(ctx); err != nil {
+				return instance.Instance{}, err
+			}
+			i = slices.IndexFunc(nodes, usable)
+		}
 		if i < 0 {
 			return instance.Instance{}, fmt.Errorf("%w: node %s is not active or not heard from recently", instance.ErrInvalid, *nodeID)
 		}

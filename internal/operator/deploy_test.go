@@ -383,3 +383,42 @@ func TestDeployOfADeletedDeploymentIsDone(t *testing.T) {
 		t.Fatalf("Deploy of a deployment that is gone = %v, want nil", err)
 	}
 }
+
+// The operator places from its in-memory view of the nodes; a view that is
+// behind (a node registered after its last refresh) is refreshed before a
+// deployment is declared unplaceable.
+func TestPlacementFromTheNodeViewCatchesUpBeforeRefusing(t *testing.T) {
+	c := newCluster(t, 2)
+	ctx := context.Background()
+	c.l.Nodes = &node.View{Store: node.Store{DB: c.pool}, FullEvery: time.Hour}
+	if err := c.l.Nodes.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (node.Store{DB: c.pool}).Register(ctx, ipam.DefaultCluster, node.Registration{
+		ID: id.New(), Hostname: "w3", InternalAddress: "100.64.0.3:8090", CPUMillis: 4000, MemoryMB: 8192,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dep := c.deployment(t)
+	if !c.step(t, dep) {
+		t.Fatalf("not placed: %+v", c.status(t, dep))
+	}
+	ins, _ := instance.Store{DB: c.pool}.ListLive(ctx, dep)
+	nodes := map[uuid.UUID]bool{}
+	for _, in := range ins {
+		nodes[in.NodeID] = true
+	}
+	if len(ins) != 3 || len(nodes) != 3 {
+		t.Fatalf("%d instances on %d nodes, want 3 on 3 (the third node came after the view's refresh)", len(ins), len(nodes))
+	}
+	// The reservations went into the view with the placements.
+	view, err := c.l.Nodes.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range view {
+		if n.FreeCPUMillis != 4000-250 {
+			t.Fatalf("node %s has %dm free in the view, want the instance's request taken", n.Hostname, n.FreeCPUMillis)
+		}
+	}
+}

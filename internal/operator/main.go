@@ -17,6 +17,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/domains"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
@@ -32,6 +33,8 @@ type Operator struct {
 	Lifecycle *Lifecycle
 	Domains   *domains.Service
 	Log       *slog.Logger
+
+	nodeViewRefresh time.Duration
 }
 
 // Start registers the operator and starts working its task queue; Run then
@@ -48,6 +51,9 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 	policy := DefaultPolicy
 	policy.RetireGrace, policy.HealthyDeadline, policy.HeartbeatDeadline = cfg.RetireGrace, cfg.HealthyDeadline, cfg.NodeHeartbeatDeadline
 	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle")}
+	if cfg.NodeViewRefresh > 0 {
+		lc.Nodes = &node.View{Store: node.Store{DB: pool}, Log: zlog.Component(log, "nodeview")}
+	}
 	workers := queue.NewWorkers(Queue, domains.Queue)
 	queue.Register(workers, &DeployWorker{Lifecycle: lc})
 	rollback := &RollbackWorker{Lifecycle: lc}
@@ -70,7 +76,7 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 	if err := q.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start queue: %w", err)
 	}
-	return &Operator{ID: self.ID, Pool: pool, Queue: q, Lifecycle: lc, Domains: dom, Log: log}, nil
+	return &Operator{ID: self.ID, Pool: pool, Queue: q, Lifecycle: lc, Domains: dom, Log: log, nodeViewRefresh: cfg.NodeViewRefresh}, nil
 }
 
 // Run runs the operator's loops until ctx ends, then stops its queue.
@@ -83,6 +89,9 @@ func (o *Operator) Run(ctx context.Context) error {
 		return o.Queue.Stop(sctx)
 	})
 	g.Go(func() error { return every(ctx, 5*time.Second, func() { o.heartbeat(ctx) }) })
+	if o.Lifecycle.Nodes != nil {
+		g.Go(func() error { o.Lifecycle.Nodes.Run(ctx, o.nodeViewRefresh); return nil })
+	}
 	g.Go(func() error {
 		return every(ctx, 5*time.Second, func() {
 			if _, err := o.Lifecycle.Retire(ctx); err != nil && ctx.Err() == nil {

@@ -1,6 +1,8 @@
 package operator
 
 import (
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,7 +16,12 @@ import (
 // nodes, with a reason a person can act on when it cannot.
 func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
 	return func(nodes []node.Node, need Need) ([]uuid.UUID, error) {
-		view := make([]scheduler.Node, len(nodes))
+		// The scheduler's view of every node is rebuilt per placement; at
+		// 10,000 nodes its buffer is reused rather than allocated each time.
+		buf := views.Get().(*[]scheduler.Node)
+		defer views.Put(buf)
+		view := slices.Grow((*buf)[:0], len(nodes))[:len(nodes)]
+		*buf = view
 		for i, n := range nodes {
 			running := 0
 			if n.InstancesRunning != nil {
@@ -46,6 +53,9 @@ func SchedulerPlacer(heartbeatDeadline time.Duration) Placer {
 		return out, nil
 	}
 }
+
+// views holds the scheduler's node views between placements.
+var views = sync.Pool{New: func() any { return new([]scheduler.Node) }}
 
 // schedulerStatus is the scheduler's name for a node status; it keeps its
 // own so that it stays a pure package, free of the database.

@@ -97,3 +97,9 @@ SET free_cpu_millis = least(cpu_millis, free_cpu_millis + @cpu_millis::int),
     updated_at = now()
 WHERE id = @id
 RETURNING *;
+
+-- name: NodeListUpdatedSince :many
+-- Rows changed after @since (every update of a node sets updated_at), for
+-- the operator's in-memory view of the nodes: a refresh reads what changed
+-- instead of the whole table.
+SELECT * FROM nodes WHERE updated_at > @since;
