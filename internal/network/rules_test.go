@@ -114,6 +114,19 @@ func TestRenderRules(t *testing.T) {
 	}
 }
 
+func TestRenderRulesConnectionLimit(t *testing.T) {
+	cfg := DefaultConfig()
+	if got := renderRules(cfg, nil); strings.Contains(got, "inst_conns") {
+		t.Error("rules without a connection limit count connections")
+	}
+	cfg.MaxConnsPerInstance = 100
+	body := chainBody(t, renderRules(cfg, nil), "node_to_instance")
+	limit := slices.Index(body, "oifname . tcp dport @inst_port add @inst_conns { oifname ct count over 100 } counter goto refuse")
+	if accept := slices.Index(body, "oifname . tcp dport @inst_port accept"); limit < 0 || limit > accept {
+		t.Errorf("node_to_instance does not cap connections before accepting them:\n%s", strings.Join(body, "\n"))
+	}
+}
+
 func TestRenderRulesWithoutEgress(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.IPv4 = netip.Prefix{}
