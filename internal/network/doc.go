@@ -62,7 +62,8 @@
 // `nft flush ruleset` (a firewall reload) removes the table while
 // forwarding stays on. Check, which the agent runs on every convergence
 // pass, lists the table and applies it whole again unless it is exactly
-// what the manager last wrote.
+// what the manager last wrote; if it cannot, it turns forwarding off, so
+// that instances lose egress rather than isolation.
 //
 // # Why netlink, and nft as a file
 //

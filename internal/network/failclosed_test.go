@@ -90,6 +90,53 @@ func TestCheckRepairsThePolicy(t *testing.T) {
 	}
 }
 
+// TestCheckFailsClosed: when the policy is gone and cannot be applied
+// again (here: nft fails), Check turns forwarding off, so A still cannot
+// reach B, nor the internet; once nft works, one Check restores both the
+// policy and egress.
+func TestCheckFailsClosed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLab(t)
+	m := l.manager()
+	t.Cleanup(func() { m.Reset(ctx) })
+	if err := m.Apply(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := l.instance(ctx, m)
+	b := l.instance(ctx, m)
+	serve(t, l.inet.fd, "internet", ":"+strconv.Itoa(inetPort))
+	toB, toInet := hostPort(b.Addr, instancePort), hostPort(l.inet6, inetPort)
+	if _, err := dial(a.fd, netip.Addr{}, toInet, dialTimeout); err != nil {
+		t.Fatalf("A to the internet with the policy: %v", err)
+	}
+
+	l.nft("delete table inet " + l.cfg.Table + "\n")
+	nft := m.nftPath
+	m.nftPath = "/bin/false"
+	if _, err := m.Check(ctx); err == nil {
+		t.Fatal("Check with a broken nft reported no error")
+	}
+	before := b.srv.count()
+	if line, err := dial(a.fd, netip.Addr{}, toB, dialTimeout); err == nil || b.srv.count() != before {
+		t.Fatalf("with no policy and nft broken, A reached B (%q, %v)", line, err)
+	}
+	if _, err := dial(a.fd, netip.Addr{}, toInet, dialTimeout); err == nil {
+		t.Fatal("with no policy and nft broken, A reached the internet")
+	}
+
+	m.nftPath = nft
+	if repaired, err := m.Check(ctx); err != nil || !repaired {
+		t.Fatalf("Check with nft back: repaired %v, %v", repaired, err)
+	}
+	if _, err := dial(a.fd, netip.Addr{}, toB, dialTimeout); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("A to B with the policy back: %v, want connection refused", err)
+	}
+	if line, err := dial(a.fd, netip.Addr{}, toInet, dialTimeout); err != nil || line != "internet "+l.node6.String() {
+		t.Fatalf("A to the internet with the policy back: %q, %v", line, err)
+	}
+}
+
 // TestConnectionLimitPerInstance: the node may hold at most
 // MaxConnsPerInstance connections to one instance at once; the next is
 // refused with a reset, a neighbour is unaffected, and closing one makes

@@ -207,9 +207,25 @@ func (m *Manager) Apply(ctx context.Context) error {
 // Forwarding stays on all along, so between the damage and the next Check
 // instances are not isolated: the agent calls it at the start of every
 // convergence pass. One nft process when nothing is wrong.
+//
+// If the table cannot be checked or applied, Check turns forwarding off
+// (Apply turns it on again): instances then reach neither each other nor
+// the internet, rather than everything. Not when ctx ended: an agent that
+// is stopping leaves its instances' network as it is.
 func (m *Manager) Check(ctx context.Context) (repaired bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	repaired, err = m.check(ctx)
+	if err != nil && ctx.Err() == nil {
+		if ferr := m.inNode(m.disableForwarding); ferr != nil {
+			return false, errors.Join(err, fmt.Errorf("network: turn forwarding off: %w", ferr))
+		}
+		m.log.ErrorContext(ctx, "nftables policy cannot be applied: forwarding turned off until it can", "err", err)
+	}
+	return repaired, err
+}
+
+func (m *Manager) check(ctx context.Context) (repaired bool, err error) {
 	sum, err := m.listTable(ctx)
 	if err == nil && sum != "" && sum == m.listed {
 		return false, nil
@@ -293,6 +309,19 @@ func (m *Manager) apply(ctx context.Context) error {
 		}
 	}
 	m.remember(ctx)
+	return nil
+}
+
+// disableForwarding is enableForwarding undone, for failing closed.
+func (m *Manager) disableForwarding() error {
+	if _, err := sysctl("net/ipv6/conf/all/forwarding", "0"); err != nil {
+		return err
+	}
+	if m.cfg.IPv4.IsValid() {
+		if _, err := sysctl("net/ipv4/ip_forward", "0"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
