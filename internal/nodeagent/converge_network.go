@@ -23,7 +23,9 @@ func (c *Converger) checkFirewall(ctx context.Context) {
 	repaired, err := c.Network.Check(ctx)
 	switch {
 	case err != nil:
-		c.Log.ErrorContext(ctx, "firewall check failed: instances may not be isolated", "err", err)
+		// Check has turned forwarding off: instances have no egress until a
+		// later pass applies the policy.
+		c.Log.ErrorContext(ctx, "firewall cannot be checked or applied", "err", err)
 	case repaired:
 		c.Log.WarnContext(ctx, "firewall was missing or changed; applied it again")
 	}
