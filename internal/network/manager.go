@@ -204,8 +204,8 @@ func (m *Manager) Apply(ctx context.Context) error {
 // if it is not exactly as this manager last left it (removed by a firewall
 // reload running `nft flush ruleset`, a chain flushed, a rule or element
 // deleted by hand), applies the whole policy again and reports that it did.
-// Forwarding stays on all along, so between the damage and the next Check
-// instances are not isolated: the agent calls it at the start of every
+// Between the damage and the next Check forwarding is on without rules and
+// instances are not isolated, so the agent calls it at the start of every
 // convergence pass. One nft process when nothing is wrong.
 //
 // If the table cannot be checked or applied, Check turns forwarding off

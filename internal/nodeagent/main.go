@@ -139,7 +139,7 @@ func ListenAddrs(cfg config.NodeAgent) (api, proxy string, err error) {
 	}
 	host, port, err := net.SplitHostPort(cfg.InternalAddress)
 	if err != nil || host == "" {
-		return "", "", fmt.Errorf("NODE_INTERNAL_ADDRESS %q is not host:port, so NODEAGENT_ADDR and NODEPROXY_ADDR cannot default to it: %v", cfg.InternalAddress, err)
+		return "", "", fmt.Errorf("NODE_INTERNAL_ADDRESS %q is not host:port, so NODEAGENT_ADDR and NODEPROXY_ADDR cannot default to it", cfg.InternalAddress)
 	}
 	if ip, perr := netip.ParseAddr(host); perr == nil && ip.IsUnspecified() {
 		return "", "", fmt.Errorf("NODE_INTERNAL_ADDRESS %q names every interface; give the node's private address", cfg.InternalAddress)
