@@ -31,6 +31,9 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 	}
 	defer pool.Close()
 	// Listen first: an operator that cannot serve its API starts no queue.
+	if cfg.Addr, err = management.ListenAddr(cfg.Addr); err != nil {
+		return err
+	}
 	l, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("OPERATOR_ADDR %s: %w", cfg.Addr, err)

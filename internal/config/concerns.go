@@ -333,6 +333,11 @@ type Egress struct {
 	// port 53 even in a private range. Unset: a simulated node's machine's
 	// own resolvers, else public ones (1.1.1.1, 2606:4700:4700::1111).
 	Resolvers []netip.Addr `env:"NETWORK_RESOLVERS" envSeparator:","`
+	// Blocked are more destinations instances may not reach, beyond the
+	// private, link-local, NAT64 and cloud metadata ranges always blocked:
+	// the nodes' own public addresses, a provider's private network
+	// numbered in public space.
+	Blocked []netip.Prefix `env:"NETWORK_BLOCKED" envSeparator:","`
 }
 
 // Egress modes.

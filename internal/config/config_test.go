@@ -68,7 +68,7 @@ func TestDefaultsAndValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Database.MaxConns != 10 || cfg.Queue.RescueAfter != 15*time.Minute || cfg.Addr != ":8081" {
+	if cfg.Database.MaxConns != 10 || cfg.Queue.RescueAfter != 15*time.Minute || cfg.Addr != "" {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 	if cfg.Log.Format != zlog.FormatText || cfg.Log.Level != slog.LevelInfo {

@@ -68,7 +68,9 @@ type Operator struct {
 	Database Database
 	Queue    Queue
 	// Addr serves the management API (/v1/images, /v1/registry/token).
-	Addr    string `env:"OPERATOR_ADDR" envDefault:":8081"`
+	// Empty: the machine's private address (Tailscale's first, else a
+	// private range's) on port 8081, never every interface.
+	Addr    string `env:"OPERATOR_ADDR"`
 	Cluster Cluster
 	// Registry is where operators read images (downloads) and delete them.
 	Registry     Registry
@@ -109,9 +111,16 @@ type NodeAgent struct {
 	MemoryMB        int32        `env:"NODE_MEMORY_MB"`  // 0: the machine's memory less 10%
 	ClusterPrefix   netip.Prefix `env:"CLUSTER_PREFIX" envDefault:"fd7a:7765:7400::/48"`
 	Cluster         Cluster
-	APIAddr         string `env:"NODEAGENT_ADDR" envDefault:":8082"`
-	ProxyAddr       string `env:"NODEPROXY_ADDR" envDefault:":8090"`
-	Egress          Egress
+	// APIAddr serves the node API and ProxyAddr the node-proxy. Empty: the
+	// private address, NODE_INTERNAL_ADDRESS's host on port 8082, and
+	// NODE_INTERNAL_ADDRESS itself (where the edge reaches the node-proxy).
+	APIAddr   string `env:"NODEAGENT_ADDR"`
+	ProxyAddr string `env:"NODEPROXY_ADDR"`
+	// MaxConnsPerInstance caps the connections the node (node-proxy,
+	// health checks) holds open to one instance; the next is refused. 0:
+	// no cap.
+	MaxConnsPerInstance int `env:"NODE_INSTANCE_MAX_CONNECTIONS" envDefault:"4096"`
+	Egress              Egress
 	// NodeNetns, when set, is the network namespace that plays this node
 	// (several simulated workers on one machine: `zeitwork dev`). Empty in
 	// production: the agent's own namespace is the node's.
@@ -134,6 +143,9 @@ type NodeAgent struct {
 func (n NodeAgent) validate() []Problem {
 	if n.Registry.Insecure && n.Registry.Addr == "" {
 		return []Problem{{"REGISTRY_INSECURE", "names no registry: set REGISTRY_ADDR"}}
+	}
+	if n.MaxConnsPerInstance < 0 {
+		return []Problem{{"NODE_INSTANCE_MAX_CONNECTIONS", "must be 0 (no cap) or more"}}
 	}
 	if n.Egress.Mode == EgressNAT && n.Egress.Uplink == "" && n.NodeNetns == "" {
 		return []Problem{{"NETWORK_UPLINK", `required with NODE_EGRESS=nat: the interface instances' traffic leaves by`}}

@@ -34,6 +34,10 @@ type Config struct {
 	// example the nodes' public addresses, or a provider's private network
 	// numbered in public space.
 	Blocked []netip.Prefix
+	// MaxConnsPerInstance caps the connections the node (node-proxy,
+	// health checks) may hold open to one instance at once; the next is
+	// refused with a TCP reset. 0: no cap.
+	MaxConnsPerInstance int
 	// Resolvers are the DNS servers instances are given (ResolvConf) and
 	// may reach on port 53 even where their range is blocked: a node's
 	// resolver is often on a private network. Only with an Uplink.
@@ -166,6 +170,9 @@ func (c *Config) validate() error {
 		case !globRE.MatchString(u.LinkGlob) || !matchGlob(u.LinkGlob, u.Link):
 			errs = append(errs, fmt.Errorf("machine uplink glob %q does not match its link %q", u.LinkGlob, u.Link))
 		}
+	}
+	if c.MaxConnsPerInstance < 0 {
+		errs = append(errs, fmt.Errorf("connection limit %d is negative", c.MaxConnsPerInstance))
 	}
 	for _, p := range c.Blocked {
 		if !p.IsValid() {

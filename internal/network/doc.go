@@ -8,7 +8,8 @@
 // # Files
 //
 //   - manager.go: the Manager, its configuration of the node (Apply:
-//     forwarding, the whole nftables table).
+//     forwarding, the whole nftables table; Check: the same again
+//     whenever the table is not as the manager left it).
 //   - setup.go: Setup, which converges one instance's network: claim the
 //     veth name and address, the namespace, the veth pair, both sides'
 //     addresses and routes, the set elements.
@@ -47,10 +48,22 @@
 // DNS: an instance cannot use a resolver on the node (a node service), and
 // private ranges are blocked, so it gets a resolv.conf naming
 // Config.Resolvers, which the policy lets it reach on port 53 and nothing
-// else, wherever they are. And enabling
-// forwarding (Apply) makes the node route between all its interfaces: this
-// package polices only traffic to and from instances, so the host's own
-// firewall must keep forbidding the rest, as it must for any router.
+// else, wherever they are. Enabling forwarding (Apply) would make the node
+// route between all its interfaces; the forward chain's policy is drop, so
+// it forwards its instances' traffic and nothing else.
+//
+// Refusals are TCP resets where the protocol is TCP, so that connect()
+// fails at once with ECONNREFUSED, and ICMP administratively prohibited
+// otherwise. The node may hold at most Config.MaxConnsPerInstance
+// connections to one instance.
+//
+// # Failing closed
+//
+// `nft flush ruleset` (a firewall reload) removes the table while
+// forwarding stays on. Check, which the agent runs on every convergence
+// pass, lists the table and applies it whole again unless it is exactly
+// what the manager last wrote; if it cannot, it turns forwarding off, so
+// that instances lose egress rather than isolation.
 //
 // # Why netlink, and nft as a file
 //

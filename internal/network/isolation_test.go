@@ -2,10 +2,12 @@ package network
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -61,6 +63,8 @@ func TestIsolation(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	l := newLab(t)
+	// Other nodes' public addresses, as an operator configures them.
+	l.cfg.Blocked = []netip.Prefix{netip.PrefixFrom(l.nodePublic4, 32), netip.PrefixFrom(l.nodePublic6, 128)}
 	m := l.manager()
 	t.Cleanup(func() {
 		if err := m.Reset(ctx); err != nil {
@@ -87,13 +91,24 @@ func TestIsolation(t *testing.T) {
 		return line
 	}
 	// refused checks that the connection fails and that srv, the listener
-	// behind target, saw nothing.
+	// behind target, saw nothing; refusedHow with reset also that it
+	// failed with a TCP reset.
+	var refusedHow func(t *testing.T, from int, local netip.Addr, target string, srv *server, reset bool)
 	refused := func(t *testing.T, from int, local netip.Addr, target string, srv *server) {
+		t.Helper()
+		refusedHow(t, from, local, target, srv, true)
+	}
+	refusedHow = func(t *testing.T, from int, local netip.Addr, target string, srv *server, reset bool) {
 		t.Helper()
 		before := srv.count()
 		line, err := dial(from, local, target, dialTimeout)
 		if err == nil {
 			t.Errorf("connect to %s: got through (%q), want it refused", target, line)
+		} else if reset && !local.IsValid() && !errors.Is(err, syscall.ECONNREFUSED) {
+			// A TCP reset: the application hears "refused" at once, not
+			// a timeout after retransmitted SYNs. (A spoofed source is
+			// dropped before conntrack: nothing answers it.)
+			t.Errorf("connect to %s: %v, want connection refused (a TCP reset)", target, err)
 		}
 		if n := srv.count(); n != before {
 			t.Errorf("%s accepted %d connections while %s was being refused", srv.name, n-before, target)
@@ -119,7 +134,18 @@ func TestIsolation(t *testing.T) {
 		{"A to private network ULA", a, hostPort(l.lanIP6, inetPort), lanSrv},
 		{"A to private address via uplink", a, hostPort(l.private4, inetPort), inetSrv},
 		{"A to another node's /64 via uplink", a, hostPort(l.otherNode, inetPort), inetSrv},
+		{"A to cloud metadata IPv4", a, hostPort(l.metadata4, inetPort), inetSrv},
+		{"A to cloud metadata IPv6 (AWS)", a, hostPort(l.metadata6, inetPort), inetSrv},
+		{"A to Azure's wire server", a, hostPort(l.azure4, inetPort), inetSrv},
+		{"A to the internet through NAT64", a, hostPort(l.nat64, inetPort), inetSrv},
+		{"A to a configured node IPv4 address", a, hostPort(l.nodePublic4, inetPort), inetSrv},
+		{"A to a configured node IPv6 address", a, hostPort(l.nodePublic6, inetPort), inetSrv},
 	}
+
+	// Refused without an answer: traffic from the instance's link-local
+	// address, which anti-spoofing drops before conntrack, where no reset
+	// can be sent. Every other refusal is a TCP reset.
+	dropped := map[string]bool{"A to node gateway": true}
 
 	t.Run("node reaches instances", func(t *testing.T) {
 		for _, in := range []testInstance{a, b} {
@@ -131,12 +157,14 @@ func TestIsolation(t *testing.T) {
 	t.Run("node reaches only the instance's port", func(t *testing.T) {
 		if _, err := dial(l.node.fd, netip.Addr{}, hostPort(a.Addr, otherPort), dialTimeout); err == nil {
 			t.Error("node connected to a port that is not the instance's")
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("node to another port: %v, want connection refused", err)
 		}
 	})
 	t.Run("denied", func(t *testing.T) {
 		for _, c := range blocked {
 			t.Run(c.name, func(t *testing.T) {
-				refused(t, c.from.fd, netip.Addr{}, c.target, c.srv)
+				refusedHow(t, c.from.fd, netip.Addr{}, c.target, c.srv, !dropped[c.name])
 			})
 		}
 	})

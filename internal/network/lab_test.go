@@ -55,6 +55,13 @@ type lab struct {
 	// Reachable through the uplink, but blocked by destination.
 	private4  netip.Addr
 	otherNode netip.Addr
+	// Also reachable through the uplink, blocked by default: cloud
+	// metadata services (AWS and others over IPv4 and IPv6, Azure's wire
+	// server) and the internet's own address through NAT64.
+	metadata4, metadata6, azure4, nat64 netip.Addr
+	// Reachable through the uplink and blocked only by configuration
+	// (Config.Blocked): as another node's public addresses would be.
+	nodePublic4, nodePublic6 netip.Addr
 }
 
 type nsRef struct {
@@ -103,6 +110,13 @@ func newLab(t *testing.T) *lab {
 		nodeLAN4:  netip.MustParseAddr("10.77.0.1"),
 		private4:  netip.MustParseAddr("192.168.77.2"),
 		otherNode: ipam.NodePrefix(ipam.DefaultCluster, 2).Addr().Next().Next().Next(),
+
+		metadata4:   netip.MustParseAddr("169.254.169.254"),
+		metadata6:   netip.MustParseAddr("fd00:ec2::254"),
+		azure4:      netip.MustParseAddr("168.63.129.16"),
+		nat64:       netip.MustParseAddr("64:ff9b::203.0.113.2"),
+		nodePublic4: netip.MustParseAddr("198.51.100.7"),
+		nodePublic6: netip.MustParseAddr("2001:db8:" + r + "::7"),
 	}
 	l.node = l.makeNetns("node")
 	l.inet = l.makeNetns("inet")
@@ -112,6 +126,9 @@ func newLab(t *testing.T) *lab {
 	l.veth(l.node, "uplink0", l.inet, "eth0")
 	l.addr(l.node, "uplink0", "2001:db8:"+r+"::1/64", "203.0.113.1/24")
 	l.addr(l.inet, "eth0", "2001:db8:"+r+"::2/64", "203.0.113.2/24", "192.168.77.2/32", l.otherNode.String()+"/128")
+	for _, a := range []netip.Addr{l.metadata4, l.metadata6, l.azure4, l.nat64, l.nodePublic4, l.nodePublic6} {
+		l.addr(l.inet, "eth0", netip.PrefixFrom(a, a.BitLen()).String())
+	}
 	l.route(l.node, "uplink0", "::/0", l.inet6.String())
 	l.route(l.node, "uplink0", "0.0.0.0/0", l.inet4.String())
 	// So that, with the policy removed, un-translated packets from instances

@@ -1,7 +1,10 @@
 package network
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +82,9 @@ type Manager struct {
 	// (a fork and about 20 ms). If the table is changed behind its back,
 	// the next Apply rewrites it from the kernel's state.
 	written map[string]Attachment
+	// listed is a digest of the table as nft listed it after this
+	// manager's last change, "" when unknown; Check compares against it.
+	listed string
 }
 
 // New checks cfg and opens the node's namespace. It changes nothing on the
@@ -186,13 +192,96 @@ func handleAt(fd int) (*netlink.Handle, error) {
 // Apply makes the node ready for instances and (re)writes the policy: it
 // turns on forwarding and replaces the nftables table, atomically, with one
 // rendered from the configuration and the attachments that exist. It is
-// idempotent and cheap; the agent calls it at start and on every
-// convergence pass, which also repairs the table if something (a firewall
-// reload running `nft flush ruleset`) removed it.
+// idempotent; the agent calls it at start, and Check on every convergence
+// pass.
 func (m *Manager) Apply(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.apply(ctx)
+}
+
+// Check makes the firewall fail closed: it lists the nftables table and,
+// if it is not exactly as this manager last left it (removed by a firewall
+// reload running `nft flush ruleset`, a chain flushed, a rule or element
+// deleted by hand), applies the whole policy again and reports that it did.
+// Between the damage and the next Check forwarding is on without rules and
+// instances are not isolated, so the agent calls it at the start of every
+// convergence pass. One nft process when nothing is wrong.
+//
+// If the table cannot be checked or applied, Check turns forwarding off
+// (Apply turns it on again): instances then reach neither each other nor
+// the internet, rather than everything. Not when ctx ended: an agent that
+// is stopping leaves its instances' network as it is.
+func (m *Manager) Check(ctx context.Context) (repaired bool, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	repaired, err = m.check(ctx)
+	if err != nil && ctx.Err() == nil {
+		if ferr := m.inNode(m.disableForwarding); ferr != nil {
+			return false, errors.Join(err, fmt.Errorf("network: turn forwarding off: %w", ferr))
+		}
+		m.log.ErrorContext(ctx, "nftables policy cannot be applied: forwarding turned off until it can", "err", err)
+	}
+	return repaired, err
+}
+
+func (m *Manager) check(ctx context.Context) (repaired bool, err error) {
+	sum, err := m.listTable(ctx)
+	if err == nil && sum != "" && sum == m.listed {
+		return false, nil
+	}
+	if err != nil && !errors.Is(err, errNoTable) {
+		return false, fmt.Errorf("network: check rules: %w", err)
+	}
+	m.log.WarnContext(ctx, "nftables table missing or changed behind the agent's back; applying it again", "table", m.cfg.Table)
+	if err := m.apply(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// remember records the table as it now is, for Check. Called with m.mu held
+// after every change this manager makes; if listing fails, the next Check
+// applies the table again, which is harmless.
+func (m *Manager) remember(ctx context.Context) {
+	sum, err := m.listTable(ctx)
+	if err != nil {
+		m.log.WarnContext(ctx, "list nftables table", "err", err)
+	}
+	m.listed = sum
+}
+
+// listTable returns a digest of the table's rules, sets and elements as nft
+// lists them (without counters), errNoTable if it does not exist. The
+// connection-count set is left out: the kernel fills it as connections come
+// and go.
+func (m *Manager) listTable(ctx context.Context) (string, error) {
+	var out []byte
+	err := m.inNode(func() error {
+		cmd := exec.CommandContext(ctx, m.nftPath, "-s", "list", "table", "inet", m.cfg.Table)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		var err error
+		if out, err = cmd.Output(); err != nil {
+			msg := strings.TrimSpace(stderr.String())
+			if strings.Contains(msg, "No such file or directory") {
+				return fmt.Errorf("nft: %w: %s", errNoTable, msg)
+			}
+			return fmt.Errorf("nft: %w: %s", err, msg)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	text := string(out)
+	if before, rest, ok := strings.Cut(text, "\tset inst_conns {\n"); ok {
+		if _, after, ok := strings.Cut(rest, "\n\t}\n"); ok {
+			text = before + after
+		}
+	}
+	sum := sha256.Sum256([]byte(text))
+	return hex.EncodeToString(sum[:]), nil
 }
 
 func (m *Manager) apply(ctx context.Context) error {
@@ -217,6 +306,20 @@ func (m *Manager) apply(ctx context.Context) error {
 	for _, a := range atts {
 		if a.HostIf != "" {
 			m.written[a.HostIf] = a
+		}
+	}
+	m.remember(ctx)
+	return nil
+}
+
+// disableForwarding is enableForwarding undone, for failing closed.
+func (m *Manager) disableForwarding() error {
+	if _, err := sysctl("net/ipv6/conf/all/forwarding", "0"); err != nil {
+		return err
+	}
+	if m.cfg.IPv4.IsValid() {
+		if _, err := sysctl("net/ipv4/ip_forward", "0"); err != nil {
+			return err
 		}
 	}
 	return nil

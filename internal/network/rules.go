@@ -29,18 +29,23 @@ var rulesTemplate = template.Must(template.New("rules").
 	Parse(rulesText))
 
 // Destinations no instance may reach, whatever the operator configures.
-// Beyond RFC 1918 and ULA: 100.64.0.0/10 is the nodes' Tailscale network,
-// link-local holds cloud metadata services (169.254.169.254), and the rest
-// are loopback, multicast and special-purpose blocks that have no business
-// leaving an instance.
+// Beyond RFC 1918 and ULA: 100.64.0.0/10 is the nodes' Tailscale network;
+// cloud metadata and provider services live at 169.254.169.254 (link-local,
+// blocked whole), fd00:ec2::254 (AWS over IPv6, inside fc00::/7) and
+// 168.63.129.16 (Azure's wire server, in public space); 64:ff9b::/96 is
+// NAT64, through which a translator on the node's network would reach every
+// blocked IPv4 range; the rest are loopback, multicast and special-purpose
+// blocks that have no business leaving an instance.
 var (
 	alwaysBlocked6 = []netip.Prefix{
 		netip.MustParsePrefix("::/128"),
 		netip.MustParsePrefix("::1/128"),
 		netip.MustParsePrefix("::ffff:0:0/96"),  // IPv4-mapped
+		netip.MustParsePrefix("64:ff9b::/96"),   // well-known NAT64 (RFC 6052)
 		netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64 (RFC 8215)
 		netip.MustParsePrefix("100::/64"),       // discard
 		netip.MustParsePrefix("fc00::/7"),
+		netip.MustParsePrefix("fd00:ec2::254/128"), // AWS metadata; inside fc00::/7, named for the reader
 		netip.MustParsePrefix("fe80::/10"),
 		netip.MustParsePrefix("fec0::/10"), // old site-local
 		netip.MustParsePrefix("ff00::/8"),
@@ -50,6 +55,7 @@ var (
 		netip.MustParsePrefix("10.0.0.0/8"),
 		netip.MustParsePrefix("100.64.0.0/10"),
 		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("168.63.129.16/32"), // Azure wire server and DNS
 		netip.MustParsePrefix("169.254.0.0/16"),
 		netip.MustParsePrefix("172.16.0.0/12"),
 		netip.MustParsePrefix("192.0.0.0/24"),
@@ -66,6 +72,7 @@ type rulesData struct {
 	Blocked6, Blocked4      []string
 	Addr6, Addr4, Ports     []string
 	Resolvers6, Resolvers4  []string
+	MaxConns                int
 }
 
 // renderRules renders the whole table for cfg with the elements of atts.
@@ -77,6 +84,7 @@ func renderRules(cfg Config, atts []Attachment) string {
 		Uplink:   cfg.Uplink,
 		Cluster:  cfg.Cluster,
 		IPv4:     cfg.IPv4,
+		MaxConns: cfg.MaxConnsPerInstance,
 	}
 	blocked := slices.Concat(alwaysBlocked6, alwaysBlocked4, []netip.Prefix{cfg.Cluster}, cfg.Blocked)
 	if cfg.IPv4.IsValid() {

@@ -65,8 +65,13 @@ func TestRenderRules(t *testing.T) {
 		"iifname . ip saddr @inst_addr4 return",
 		`iifname "zwh*" jump instance_egress`,
 		`oifname "zwh*" jump instance_ingress`,
-		"ip6 daddr @blocked6 counter reject with icmpx admin-prohibited",
-		"ip daddr @blocked4 counter reject with icmpx admin-prohibited",
+		"ip6 daddr @blocked6 counter goto refuse",
+		"ip daddr @blocked4 counter goto refuse",
+		// NAT64 and cloud metadata, whatever the configuration.
+		"64:ff9b::/96", "168.63.129.16",
+		// Refusals are TCP resets where they can be.
+		"meta l4proto tcp reject with tcp reset",
+		"type filter hook forward priority filter; policy drop;",
 		`oifname "eth0" accept`,
 		`iifname "zwh*" jump instance_to_node`,
 		`oifname "zwh*" jump node_to_instance`,
@@ -85,11 +90,15 @@ func TestRenderRules(t *testing.T) {
 	for _, chain := range []string{"instance_source", "instance_egress", "instance_ingress", "instance_to_node", "node_to_instance"} {
 		body := chainBody(t, got, chain)
 		last := body[len(body)-1]
-		if !strings.HasSuffix(last, " drop") && !strings.HasSuffix(last, "reject with icmpx admin-prohibited") {
+		if !strings.HasSuffix(last, " drop") && !strings.HasSuffix(last, "goto refuse") {
 			t.Errorf("chain %s ends with %q, not a refusal", chain, last)
 		}
 	}
-	// Base chains accept by default: they must only ever jump for our links.
+	if body := chainBody(t, got, "refuse"); body[len(body)-1] != "reject with icmpx admin-prohibited" {
+		t.Errorf("chain refuse ends with %q, not a refusal of everything", body[len(body)-1])
+	}
+	// Base chains other than forward accept by default: they must only
+	// ever jump for our links. Forward drops what is not an instance's.
 	for _, chain := range []string{"prerouting", "forward", "input", "output"} {
 		for _, line := range chainBody(t, got, chain)[1:] {
 			if !strings.Contains(line, `"zwh*" jump `) {
@@ -105,6 +114,19 @@ func TestRenderRules(t *testing.T) {
 	}
 }
 
+func TestRenderRulesConnectionLimit(t *testing.T) {
+	cfg := DefaultConfig()
+	if got := renderRules(cfg, nil); strings.Contains(got, "inst_conns") {
+		t.Error("rules without a connection limit count connections")
+	}
+	cfg.MaxConnsPerInstance = 100
+	body := chainBody(t, renderRules(cfg, nil), "node_to_instance")
+	limit := slices.Index(body, "oifname . tcp dport @inst_port add @inst_conns { oifname ct count over 100 } counter goto refuse")
+	if accept := slices.Index(body, "oifname . tcp dport @inst_port accept"); limit < 0 || limit > accept {
+		t.Errorf("node_to_instance does not cap connections before accepting them:\n%s", strings.Join(body, "\n"))
+	}
+}
+
 func TestRenderRulesWithoutEgress(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.IPv4 = netip.Prefix{}
@@ -115,7 +137,7 @@ func TestRenderRulesWithoutEgress(t *testing.T) {
 		}
 	}
 	for _, line := range chainBody(t, got, "instance_egress")[1:] {
-		if !strings.Contains(line, "reject") {
+		if !strings.Contains(line, "refuse") {
 			t.Errorf("without an uplink, egress must only reject new connections: %q", line)
 		}
 	}

@@ -276,6 +276,7 @@ func (m *Manager) writeElements(ctx context.Context, log *slog.Logger, old, att 
 		return err
 	}
 	m.written[att.HostIf] = att
+	m.remember(ctx)
 	return nil
 }
 

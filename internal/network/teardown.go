@@ -42,6 +42,7 @@ func (m *Manager) Teardown(ctx context.Context, id uuid.UUID) error {
 			break
 		}
 		delete(m.written, hostIf)
+		m.remember(ctx)
 		if err := m.node.LinkDel(host); err != nil && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", hostIf, err))
 		}
@@ -68,6 +69,7 @@ func (m *Manager) Reset(ctx context.Context) error {
 	var errs []error
 	t := m.cfg.Table
 	clear(m.written)
+	m.listed = ""
 	if err := m.runNft(ctx, "table inet "+t+" {}\ndelete table inet "+t+"\n"); err != nil {
 		errs = append(errs, err)
 	}

@@ -373,6 +373,13 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 			t.Fatalf("via node-proxy to %s: %d %q", in.Addr.String(), code, body)
 		}
 	}
+	// Each instance is named by its whole id: two created together are
+	// told apart (the first 8 hex digits of a UUIDv7 are its timestamp).
+	for _, in := range []nodeagent.Instance{a, b} {
+		if code, body := n.viaProxy(in.ID, "/hostname"); code != 200 || body != "instance-"+in.ID.String() {
+			t.Fatalf("hostname of %s: %d %q", in.ID, code, body)
+		}
+	}
 	// What the instance printed is captured and served by the node API.
 	if code, logs := n.call("GET", "/v1/instances/"+a.ID.String()+"/logs", nil); code != 200 || !strings.Contains(string(logs), "listening on port 8080") {
 		t.Fatalf("logs: %d %q", code, logs)
@@ -382,6 +389,10 @@ func TestAgentRunsIsolatedInstancesAndSurvivesRestart(t *testing.T) {
 	code, body := n.viaProxy(a.ID, "/dial?addr="+net.JoinHostPort(b.Addr.String(), "8080"))
 	if code != 200 || !strings.HasPrefix(body, "error") {
 		t.Fatalf("instance A reached instance B: %d %q", code, body)
+	}
+	// Refused at once with a TCP reset, not after retransmitted SYNs.
+	if !strings.Contains(body, "connection refused") {
+		t.Fatalf("instance A to instance B: %q, want connection refused", body)
 	}
 	c, err := n.dial(ctx, "tcp", net.JoinHostPort(b.Addr.String(), "8080"))
 	if err != nil {

@@ -30,6 +30,8 @@ type Runtime interface {
 type Network interface {
 	Setup(ctx context.Context, inst network.Instance) (network.Attachment, error)
 	Teardown(ctx context.Context, id uuid.UUID) error
+	List() ([]network.Attachment, error)
+	Check(ctx context.Context) (repaired bool, err error)
 }
 
 // Policy tunes convergence.
@@ -86,6 +88,7 @@ func (c *Converger) store() instance.Store { return instance.Store{DB: c.Pool, N
 // back sooner.
 func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	c.init()
+	c.checkFirewall(ctx)
 	want, err := c.store().ListAssigned(ctx)
 	if err != nil {
 		return 0, err
@@ -149,6 +152,7 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 			}
 		}
 	}
+	c.sweepNetworks(ctx, want, have)
 	return pendCnt, nil
 }
 

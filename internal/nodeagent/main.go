@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -41,14 +42,18 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 
 	// Listening before registering lets the node advertise the API's real
 	// port (NODEAGENT_ADDR may ask the kernel for one).
-	api, err := net.Listen("tcp", cfg.APIAddr)
+	apiAddr, proxyAddr, err := ListenAddrs(cfg)
 	if err != nil {
-		return fmt.Errorf("NODEAGENT_ADDR %s: %w", cfg.APIAddr, err)
+		return err
 	}
-	proxy, err := net.Listen("tcp", cfg.ProxyAddr)
+	api, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return fmt.Errorf("NODEAGENT_ADDR %s: %w", apiAddr, err)
+	}
+	proxy, err := net.Listen("tcp", proxyAddr)
 	if err != nil {
 		api.Close()
-		return fmt.Errorf("NODEPROXY_ADDR %s: %w", cfg.ProxyAddr, err)
+		return fmt.Errorf("NODEPROXY_ADDR %s: %w", proxyAddr, err)
 	}
 	serving := false // once true, agent.Run owns the listeners
 	defer func() {
@@ -80,6 +85,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 
 	ncfg := network.DefaultConfig()
 	ncfg.Cluster, ncfg.NodeNetns, ncfg.Logger = cfg.ClusterPrefix, cfg.NodeNetns, zlog.Component(log, "network")
+	ncfg.Blocked, ncfg.MaxConnsPerInstance = cfg.Egress.Blocked, cfg.MaxConnsPerInstance
 	if cfg.NodeNetns != "" {
 		ncfg.Table, ncfg.LinkPrefix, ncfg.NetnsPrefix = SimulatedNames(self.ID)
 	}
@@ -112,6 +118,39 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	serving = true
 	log.InfoContext(ctx, "node agent serving", "api", api.Addr().String(), "proxy", proxy.Addr().String(), "runtime_handler", cfg.RuntimeHandler)
 	return agent.Run(ctx, api, proxy)
+}
+
+// Default ports of the node API and the node-proxy.
+const (
+	DefaultAPIPort   = "8082"
+	DefaultProxyPort = "8090"
+)
+
+// ListenAddrs says where the node API and the node-proxy listen:
+// NODEAGENT_ADDR and NODEPROXY_ADDR when set, else the node's private
+// address, never every interface: the node API holds the cluster's
+// credential checks, and neither has any business on a public address.
+// The node-proxy's default is NODE_INTERNAL_ADDRESS itself, which is where
+// the edge reaches it.
+func ListenAddrs(cfg config.NodeAgent) (api, proxy string, err error) {
+	api, proxy = cfg.APIAddr, cfg.ProxyAddr
+	if api != "" && proxy != "" {
+		return api, proxy, nil
+	}
+	host, port, err := net.SplitHostPort(cfg.InternalAddress)
+	if err != nil || host == "" {
+		return "", "", fmt.Errorf("NODE_INTERNAL_ADDRESS %q is not host:port, so NODEAGENT_ADDR and NODEPROXY_ADDR cannot default to it", cfg.InternalAddress)
+	}
+	if ip, perr := netip.ParseAddr(host); perr == nil && ip.IsUnspecified() {
+		return "", "", fmt.Errorf("NODE_INTERNAL_ADDRESS %q names every interface; give the node's private address", cfg.InternalAddress)
+	}
+	if api == "" {
+		api = net.JoinHostPort(host, DefaultAPIPort)
+	}
+	if proxy == "" {
+		proxy = net.JoinHostPort(host, cmp.Or(port, DefaultProxyPort))
+	}
+	return api, proxy, nil
 }
 
 // meminfo reads one field of /proc/meminfo, in kB.

@@ -150,7 +150,7 @@ func (s Spec) specOpts(img oci.Image) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithEnv(s.env()),
-		oci.WithHostname("instance-" + s.InstanceID.String()[:8]),
+		oci.WithHostname(hostname(s.InstanceID)),
 	}
 	if s.CPUMillis > 0 {
 		opts = append(opts, oci.WithCPUCFS(int64(s.CPUMillis)*cfsPeriod/1000, cfsPeriod))

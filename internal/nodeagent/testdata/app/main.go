@@ -54,6 +54,10 @@ func main() {
 		fmt.Fprintf(w, "%s %s", host, os.Getenv("GREETING"))
 	})
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	http.HandleFunc("/hostname", func(w http.ResponseWriter, r *http.Request) {
+		h, _ := os.Hostname()
+		w.Write([]byte(h))
+	})
 	http.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
 		c, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 2*time.Second)
 		if err != nil {
