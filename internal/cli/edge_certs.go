@@ -15,7 +15,7 @@ import (
 // Postgres, platform wildcards by DNS-01, custom domains on demand once verified.
 func edgeCertificates(cfg config.Edge, log *slog.Logger) edge.NewCertificates {
 	return func(ctx context.Context, pool *pgxpool.Pool) (edge.Certificates, error) {
-		m, err := certs.New(cfg.ACME, pool, log, certs.Options{HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, PlatformDomains: cfg.Platform.Domains})
+		m, err := certs.New(cfg.ACME, pool, log, certs.Options{HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, PlatformDomains: cfg.Platform.Domains, Keys: cfg.CertificateKeys.Keys})
 		if err != nil {
 			return nil, err
 		}
