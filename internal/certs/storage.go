@@ -33,7 +33,7 @@ import (
 type Storage struct {
 	q      *db.Queries
 	keys   *secret.Ring // nil: values are stored as they are
-	holder string // this Storage in certificate_locks.holder
+	holder string       // this Storage in certificate_locks.holder
 	log    *slog.Logger
 
 	lockTTL  time.Duration // how long a lock lives without a refresh
