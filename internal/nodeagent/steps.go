@@ -26,20 +26,14 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		err = c.Runtime.Pull(ctx, a.Image, auth)
 	}
 	if err != nil {
-		c.mu.Lock()
-		c.pullFailed[in.ID]++
-		n := c.pullFailed[in.ID]
-		c.mu.Unlock()
-		if errors.Is(err, runtime.ErrImageNotFound) || n >= c.Policy.PullAttempts {
-			c.report(ctx, in, instance.StateFailed, fmt.Sprintf("cannot pull image %s: %v", a.Image, err))
-		} else {
-			log.WarnContext(ctx, "pull failed; will retry", "attempt", n, "err", err)
-		}
+		c.attemptFailed(ctx, in, errors.Is(err, runtime.ErrImageNotFound), fmt.Sprintf("cannot pull image %s: %v", a.Image, err), log)
 		return
 	}
 	env, err := c.environment(ctx, in)
 	if err != nil {
-		c.report(ctx, in, instance.StateFailed, err.Error())
+		// The control plane may be away for a moment (an operator
+		// restarting): try again on the next passes before giving up.
+		c.attemptFailed(ctx, in, errors.Is(err, errNoControl), err.Error(), log)
 		return
 	}
 	spec := runtime.Spec{
@@ -61,6 +55,21 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		return
 	}
 	c.start(ctx, in, log)
+}
+
+// attemptFailed counts a failed attempt to get what an instance needs (its
+// image, its environment); the instance fails when final or after
+// Policy.PullAttempts of them.
+func (c *Converger) attemptFailed(ctx context.Context, in instance.Instance, final bool, reason string, log *slog.Logger) {
+	c.mu.Lock()
+	c.pullFailed[in.ID]++
+	n := c.pullFailed[in.ID]
+	c.mu.Unlock()
+	if final || n >= c.Policy.PullAttempts {
+		c.report(ctx, in, instance.StateFailed, reason)
+		return
+	}
+	log.WarnContext(ctx, "instance cannot be created yet; will retry", "attempt", n, "err", reason)
 }
 
 func (c *Converger) start(ctx context.Context, in instance.Instance, _ *slog.Logger) {
@@ -174,6 +183,8 @@ func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.
 	}
 }
 
+var errNoControl = errors.New("this node has no control plane (OPERATOR_URL) to get variables from")
+
 // environment is the instance's variables, which the control plane
 // decrypts for this node alone: the node holds no key, and exists in
 // plaintext only here, on their way into the instance. Which variables a
@@ -187,7 +198,7 @@ func (c *Converger) environment(ctx context.Context, in instance.Instance) (map[
 			return nil, fmt.Errorf("environment: %w", err)
 		}
 		if len(vars) > 0 {
-			return nil, fmt.Errorf("environment variable %s cannot be had: this node has no control plane (OPERATOR_URL)", vars[0].Name)
+			return nil, fmt.Errorf("%w: environment variable %s cannot be had", errNoControl, vars[0].Name)
 		}
 		return map[string]string{}, nil
 	}
