@@ -35,7 +35,7 @@ func placed(t *testing.T, pool *pgxpool.Pool, addr string) (node.Node, uuid.UUID
 		sql  string
 		args []any
 	}{
-		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, 'registry.test/app', 'v1', 'sha256:' || repeat('a', 64))`, []any{img, proj}},
+		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, $3, 'v1', 'sha256:' || repeat('a', 64))`, []any{img, proj, "registry.test/" + proj.String()}},
 		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k', 3, $3)`, []any{dep, proj, img}},
 	} {
 		if _, err := pool.Exec(ctx, q.sql, q.args...); err != nil {
