@@ -65,9 +65,11 @@ func (a *API) instanceEnvironment(w http.ResponseWriter, r *http.Request) error 
 	case errors.Is(err, project.ErrNotAssigned):
 		// 404, not 403: a node learns nothing of other nodes' instances.
 		return httpapi.NotFound("instance %s is not assigned to this node", instanceID).With(err)
+	case errors.Is(err, project.ErrUndecryptable):
+		// It names the variable and why, never a value; retrying will not help.
+		return httpapi.Invalid("%v", err).With(err)
 	case err != nil:
-		// The cause (which variable, which key) is logged; never a value.
-		return httpapi.Unavailable("instance %s: its variables cannot be decrypted here", instanceID).With(err)
+		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	httpapi.WriteJSON(w, http.StatusOK, InstanceEnvironment{Environment: env})

@@ -151,13 +151,13 @@ func TestANodeGetsOnlyItsOwnInstancesEnvironment(t *testing.T) {
 	}
 
 	// A value that does not decrypt (sealed under a key the operator
-	// lacks) is a 503 naming the variable in the log, not its value.
+	// lacks) is a 422 naming the variable, not its value.
 	other, _ := secret.ParseRing(secret.NewKey("k9"))
 	ct, kid := other.Seal([]byte(secretValue+"Z"), secret.EnvContext(w.projects[1], "API_KEY"))
 	if _, err := db.New(w.pool).EnvironmentVariableUpsert(context.Background(), db.EnvironmentVariableUpsertParams{ID: id.New(), ProjectID: w.projects[1], Name: "API_KEY", ValueCiphertext: ct, KeyID: kid}); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := w.env(t, w.instances[1].ID, basic(b, w.creds[1])); code != 503 || strings.Contains(body, secretValue) {
+	if code, body := w.env(t, w.instances[1].ID, basic(b, w.creds[1])); code != 422 || !strings.Contains(body, "API_KEY") || strings.Contains(body, secretValue) {
 		t.Fatalf("undecryptable: %d %s", code, body)
 	}
 	if !strings.Contains(w.logs.String(), "API_KEY") {

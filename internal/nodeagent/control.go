@@ -21,6 +21,9 @@ var (
 	// ErrNotAssigned: the control plane says the instance is not this
 	// node's (it moved, or was never here).
 	ErrNotAssigned = errors.New("instance not assigned to this node")
+	// ErrRefused: the control plane will not give what was asked, and
+	// asking again will not change that (a variable it cannot decrypt).
+	ErrRefused = errors.New("refused by the control plane")
 	// ErrNoRegistryTokens: the control plane is not the registry's token
 	// service (a registry without auth, or one with its own accounts).
 	ErrNoRegistryTokens = errors.New("the control plane issues no registry credentials")
@@ -78,6 +81,9 @@ func (c *Control) do(ctx context.Context, method, path string, out any) error {
 		}
 		if resp.StatusCode == http.StatusNotFound && path == registryCredentialPath {
 			return ErrNoRegistryTokens
+		}
+		if resp.StatusCode == http.StatusUnprocessableEntity {
+			return fmt.Errorf("%w: %s", ErrRefused, e.Error)
 		}
 		return fmt.Errorf("control plane %s %s: %s: %s", method, path, resp.Status, e.Error)
 	}

@@ -33,7 +33,8 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 	if err != nil {
 		// The control plane may be away for a moment (an operator
 		// restarting): try again on the next passes before giving up.
-		c.attemptFailed(ctx, in, errors.Is(err, errNoControl), err.Error(), log)
+		final := errors.Is(err, errNoControl) || errors.Is(err, ErrRefused) || errors.Is(err, ErrNotAssigned)
+		c.attemptFailed(ctx, in, final, err.Error(), log)
 		return
 	}
 	spec := runtime.Spec{

@@ -17,6 +17,10 @@ import (
 // other nodes' instances.
 var ErrNotAssigned = errors.New("instance not assigned to this node")
 
+// ErrUndecryptable: a variable's value does not open with the keys given
+// (its key was dropped from the ring, or the row was tampered with).
+var ErrUndecryptable = errors.New("cannot be decrypted")
+
 // InstanceEnvironment decrypts the variables of one instance for the node
 // it is placed on. The control plane calls it on a node's behalf, so that
 // a node holds no key and can read only the secrets of what it runs: a
@@ -41,7 +45,7 @@ func InstanceEnvironment(ctx context.Context, conn db.Conn, keys *secret.Ring, n
 		}
 		plain, err := keys.Open(v.ValueCiphertext, v.KeyID, secret.EnvContext(v.ProjectID, v.Name))
 		if err != nil {
-			return nil, fmt.Errorf("variable %s cannot be decrypted: %w", v.Name, err)
+			return nil, fmt.Errorf("environment variable %s %w: %w", v.Name, ErrUndecryptable, err)
 		}
 		env[v.Name] = string(plain)
 	}
