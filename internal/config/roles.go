@@ -125,19 +125,21 @@ type NodeAgent struct {
 	LogDir            string `env:"INSTANCE_LOG_DIR" envDefault:"/var/log/zeitwork/instances"`
 	// Registry is where instances' images are pulled from.
 	Registry Registry
-	// OperatorURL is an operator's management API (http://host:port on
-	// the private network): the node gets its instances' environments and
-	// its registry credential there, proving itself with a credential of
-	// its own. Unset: instances with variables cannot run here. The node
-	// holds no secrets key.
-	OperatorURL       string        `env:"OPERATOR_URL"`
+	// OperatorURLs are the operators' management APIs (http://host:port
+	// on the private network, comma-separated, tried in turn): the node
+	// gets its instances' environments and its registry credential there,
+	// proving itself with a credential of its own. Unset: instances with
+	// variables cannot run here. The node holds no secrets key.
+	OperatorURLs      []string      `env:"OPERATOR_URL" envSeparator:","`
 	PollInterval      time.Duration `env:"NODE_POLL_INTERVAL" envDefault:"5s"`
 	HeartbeatInterval time.Duration `env:"NODE_HEARTBEAT_INTERVAL" envDefault:"5s"`
 }
 
 func (n NodeAgent) validate() []Problem {
-	if u, err := url.Parse(n.OperatorURL); n.OperatorURL != "" && (err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https")) {
-		return []Problem{{"OPERATOR_URL", "not an http:// or https:// URL"}}
+	for _, o := range n.OperatorURLs {
+		if u, err := url.Parse(o); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return []Problem{{"OPERATOR_URL", "not a list of http:// or https:// URLs"}}
+		}
 	}
 	if n.Registry.Insecure && n.Registry.Addr == "" {
 		return []Problem{{"REGISTRY_INSECURE", "names no registry: set REGISTRY_ADDR"}}

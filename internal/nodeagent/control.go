@@ -36,24 +36,56 @@ var (
 // holds neither the secrets keys nor a registry credential that pulls
 // everything.
 type Control struct {
-	// URL is an operator's management API, e.g. http://10.0.0.1:8081.
-	URL    string
+	// URLs are the operators' management APIs, e.g. http://10.0.0.1:8081,
+	// tried in turn: any operator answers for any node.
+	URLs   []string
 	NodeID uuid.UUID
 	// Secret is the node's credential (see Credential).
 	Secret string
 	Client *http.Client
 
 	mu   sync.Mutex
-	auth *runtime.Auth
-	exp  time.Time
+	next int // the URL that answered last
+
+	authMu sync.Mutex // held while a credential is asked for: one at a time
+	auth   *runtime.Auth
+	exp    time.Time
 }
 
 const registryCredentialPath = "/v1/node/registry-credential"
 
 func (c *Control) do(ctx context.Context, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.URL, "/")+path, nil)
+	if len(c.URLs) == 0 {
+		return errors.New("control plane: no operator URL")
+	}
+	var err error
+	// Start where the last call succeeded, so a dead operator costs one
+	// failed attempt, not one per call.
+	c.mu.Lock()
+	first := c.next
+	c.mu.Unlock()
+	for i := range c.URLs {
+		k := (first + i) % len(c.URLs)
+		var retry bool
+		retry, err = c.doAt(ctx, c.URLs[k], method, path, out)
+		if !retry {
+			if err == nil {
+				c.mu.Lock()
+				c.next = k
+				c.mu.Unlock()
+			}
+			return err
+		}
+	}
+	return err
+}
+
+// doAt calls one operator; retry says whether another might answer
+// (this one is unreachable or failing), as opposed to an answer.
+func (c *Control) doAt(ctx context.Context, base, method, path string, out any) (retry bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	req.SetBasicAuth(c.NodeID.String(), c.Secret)
 	client := c.Client
@@ -64,33 +96,32 @@ func (c *Control) do(ctx context.Context, method, path string, out any) error {
 	if err != nil {
 		// url.Error names the URL and the cause; the secret travels in a
 		// header, never in it.
-		return fmt.Errorf("control plane: %w", err)
+		return ctx.Err() == nil, fmt.Errorf("control plane: %w", err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return fmt.Errorf("control plane: %w", err)
+		return true, fmt.Errorf("control plane: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
 			Error string `json:"error"`
 		}
 		_ = json.Unmarshal(body, &e)
-		if resp.StatusCode == http.StatusNotFound && strings.Contains(path, "/instances/") && e.Error != "" && !strings.HasPrefix(e.Error, "no route") {
-			return fmt.Errorf("%w: %s", ErrNotAssigned, e.Error)
+		switch {
+		case resp.StatusCode == http.StatusNotFound && strings.Contains(path, "/instances/") && e.Error != "" && !strings.HasPrefix(e.Error, "no route"):
+			return false, fmt.Errorf("%w: %s", ErrNotAssigned, e.Error)
+		case resp.StatusCode == http.StatusNotFound && path == registryCredentialPath:
+			return false, ErrNoRegistryTokens
+		case resp.StatusCode == http.StatusUnprocessableEntity:
+			return false, fmt.Errorf("%w: %s", ErrRefused, e.Error)
 		}
-		if resp.StatusCode == http.StatusNotFound && path == registryCredentialPath {
-			return ErrNoRegistryTokens
-		}
-		if resp.StatusCode == http.StatusUnprocessableEntity {
-			return fmt.Errorf("%w: %s", ErrRefused, e.Error)
-		}
-		return fmt.Errorf("control plane %s %s: %s: %s", method, path, resp.Status, e.Error)
+		return resp.StatusCode >= 500, fmt.Errorf("control plane %s %s: %s: %s", method, path, resp.Status, e.Error)
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("control plane %s %s: %w", method, path, err)
+		return false, fmt.Errorf("control plane %s %s: %w", method, path, err)
 	}
-	return nil
+	return false, nil
 }
 
 // Environment returns an instance's variables, decrypted by the control
@@ -108,8 +139,8 @@ func (c *Control) Environment(ctx context.Context, instanceID uuid.UUID) (map[st
 // RegistryAuth returns the node's registry credential, asking for a new
 // one when the last is within ten minutes of expiring.
 func (c *Control) RegistryAuth(ctx context.Context) (*runtime.Auth, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.authMu.Lock()
+	defer c.authMu.Unlock()
 	if c.auth != nil && time.Until(c.exp) > 10*time.Minute {
 		return c.auth, nil
 	}

@@ -115,8 +115,8 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 			Policy: policy, Log: zlog.Component(log, "converge"),
 		},
 	}
-	if cfg.OperatorURL != "" {
-		agent.Converger.Control = &Control{URL: cfg.OperatorURL, NodeID: self.ID, Secret: credential}
+	if len(cfg.OperatorURLs) > 0 {
+		agent.Converger.Control = &Control{URLs: cfg.OperatorURLs, NodeID: self.ID, Secret: credential}
 	} else {
 		log.WarnContext(ctx, "OPERATOR_URL is not set: instances with environment variables cannot run here")
 	}
