@@ -28,6 +28,8 @@ func TestLostNodeIsReplaced(t *testing.T) {
 	p := startPlatform(t, 2, "NODE_HEARTBEAT_DEADLINE=10s")
 
 	// A third node whose agent this test can stop.
+	secrets, _ := os.ReadFile(filepath.Join(p.state, "secrets.env"))
+	lines := strings.Split(string(secrets), "\n")
 	// Named like the platform's own nodes, so it shares nothing on the host
 	// with another platform.
 	name := devenv.NodeName(p.prefix, 3)
@@ -44,7 +46,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		"NODE_INTERNAL_ADDRESS": proxy, "NODE_STATE_DIR": agentState, "NODE_CPU_MILLIS": "4000", "NODE_MEMORY_MB": "8192",
 		"CLUSTER_TOKEN": p.token, "NODEAGENT_ADDR": fmt.Sprintf("127.0.0.1:%d", p.base+3), "NODEPROXY_ADDR": proxy, "NETWORK_NODE_NETNS": ns,
 		"CONTAINERD_ADDR": testenv.Containerd(t), "CONTAINERD_NAMESPACE": ctrNS, "RUNTIME_HANDLER": runtime.HandlerRunc, "INSTANCE_LOG_DIR": logDir,
-		"REGISTRY_ADDR": testenv.Registry(t), "OPERATOR_URL": fmt.Sprintf("http://127.0.0.1:%d", p.base-19), // the dev operator: variables come from it
+		"REGISTRY_ADDR": testenv.Registry(t), "SECRETS_KEYS": strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
 		"NODE_HEARTBEAT_INTERVAL": "1s",
 	}))
 	if err != nil {
