@@ -23,6 +23,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/cloudflare"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
 // Why a name gets no certificate on demand.
@@ -50,6 +51,8 @@ type Options struct {
 	// PlatformDomains get wildcard certificates (*.d and d) by DNS-01
 	// (EDGE_PLATFORM_DOMAINS).
 	PlatformDomains []string
+	// Keys seal what is stored (CERTIFICATE_KEYS); nil: stored as it is.
+	Keys *secret.Ring
 }
 
 // Manager obtains, renews and serves the edge's certificates: one
@@ -106,7 +109,7 @@ func New(cfg config.ACME, pool *pgxpool.Pool, log *slog.Logger, opts Options) (*
 		listenHost = tlsHost
 	}
 
-	m := &Manager{log: log, storage: NewStorage(pool, log), allow: opts.Allow}
+	m := &Manager{log: log, storage: NewStorage(pool, opts.Keys, log), allow: opts.Allow}
 	if m.allow == nil {
 		m.allow = VerifiedDomains(pool)
 	}

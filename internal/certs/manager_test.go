@@ -97,7 +97,7 @@ func (e *edgeEnv) domain(t *testing.T, name string, verified bool) db.Domain {
 // storedNames returns the names the Postgres storage holds certificates for.
 func (e *edgeEnv) storedNames(t *testing.T) []string {
 	t.Helper()
-	keys, err := NewStorage(e.pool, e.log).List(context.Background(), "certificates", true)
+	keys, err := NewStorage(e.pool, nil, e.log).List(context.Background(), "certificates", true)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

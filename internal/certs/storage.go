@@ -17,6 +17,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
 // Storage is certmagic's key/value store and distributed lock on Postgres
@@ -27,9 +28,12 @@ import (
 // A lock expires lockTTL after it was last refreshed; its holder refreshes
 // it while it is held, so a replica that crashes mid-issuance frees its
 // locks within lockTTL and another replica takes over.
+//
+// With keys, values are sealed at rest (see seal.go).
 type Storage struct {
 	q      *db.Queries
-	holder string // this Storage in certificate_locks.holder
+	keys   *secret.Ring // nil: values are stored as they are
+	holder string       // this Storage in certificate_locks.holder
 	log    *slog.Logger
 
 	lockTTL  time.Duration // how long a lock lives without a refresh
@@ -53,10 +57,12 @@ var (
 
 // NewStorage returns a Storage on pool. Each Storage is its own lock
 // holder (host name and a random id), as if it were its own replica.
-func NewStorage(pool *pgxpool.Pool, log *slog.Logger) *Storage {
+// keys, when not nil, seal what it stores.
+func NewStorage(pool *pgxpool.Pool, keys *secret.Ring, log *slog.Logger) *Storage {
 	host, _ := os.Hostname()
 	return &Storage{
 		q:        db.New(pool),
+		keys:     keys,
 		holder:   host + "/" + id.New().String(),
 		log:      log,
 		lockTTL:  time.Minute,
@@ -67,6 +73,9 @@ func NewStorage(pool *pgxpool.Pool, log *slog.Logger) *Storage {
 
 // Store puts value at key.
 func (s *Storage) Store(ctx context.Context, key string, value []byte) error {
+	if s.keys != nil {
+		value = Seal(s.keys, key, value)
+	}
 	if err := s.q.CertificatePut(ctx, db.CertificatePutParams{Key: key, Value: value}); err != nil {
 		return fmt.Errorf("store %s: %w", key, err)
 	}
@@ -82,7 +91,11 @@ func (s *Storage) Load(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", key, err)
 	}
-	return c.Value, nil
+	v, err := Open(s.keys, key, c.Value)
+	if err != nil {
+		return nil, fmt.Errorf("load %w", err)
+	}
+	return v, nil
 }
 
 // Delete removes key and, if key is a "directory", everything below it.

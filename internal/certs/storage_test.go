@@ -17,7 +17,7 @@ import (
 
 func TestStorageKeys(t *testing.T) {
 	t.Parallel()
-	s := NewStorage(testdb.New(t), zlog.Discard())
+	s := NewStorage(testdb.New(t), nil, zlog.Discard())
 	ctx := context.Background()
 	for _, k := range []string{
 		"certificates/ca/a.test/a.test.crt",
@@ -100,7 +100,7 @@ func TestStorageKeys(t *testing.T) {
 func TestStorageLock(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
-	a, b := NewStorage(pool, zlog.Discard()), NewStorage(pool, zlog.Discard())
+	a, b := NewStorage(pool, nil, zlog.Discard()), NewStorage(pool, nil, zlog.Discard())
 	a.lockPoll, b.lockPoll = 20*time.Millisecond, 20*time.Millisecond
 	ctx := context.Background()
 	blocked := func(s *Storage, name string) bool {
@@ -169,7 +169,7 @@ func TestStorageLockExpiredIsTakenOver(t *testing.T) {
 	if _, err := db.New(pool).CertificateLockAcquire(ctx, db.CertificateLockAcquireParams{Name: "issue_cert_x.test", Holder: crashed.holder, TtlSeconds: -1}); err != nil {
 		t.Fatal(err)
 	}
-	s := NewStorage(pool, zlog.Discard())
+	s := NewStorage(pool, nil, zlog.Discard())
 	if err := s.Lock(ctx, "issue_cert_x.test"); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestStorageLockExpiredIsTakenOver(t *testing.T) {
 func TestStorageLockIsRefreshedWhileHeld(t *testing.T) {
 	t.Parallel()
 	pool := testdb.New(t)
-	a, b := NewStorage(pool, zlog.Discard()), NewStorage(pool, zlog.Discard())
+	a, b := NewStorage(pool, nil, zlog.Discard()), NewStorage(pool, nil, zlog.Discard())
 	a.lockTTL = time.Second
 	b.lockPoll = 50 * time.Millisecond
 	ctx := context.Background()

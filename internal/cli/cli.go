@@ -47,6 +47,7 @@ func commands() []command {
 		{"builder", "role", "builds images from source with BuildKit", runBuilder},
 		{"edge", "role", "TLS edge proxy routing hosts to instances", runEdge},
 		{"migrate", "role", "apply the database migrations (idempotent)", runMigrate},
+		{"secrets", "role", "rotate: re-encrypt variables and certificate keys under the newest key", runSecrets},
 		{"dev", "role", "the whole platform on this machine", runDev},
 		{"bootstrap", "role", "provision or recover a cluster over SSH (-f cluster.yaml, --dry-run)", runBootstrap},
 	}, append(userCommands(), command{"version", "client", "print the version", runVersion})...)

@@ -67,7 +67,8 @@ func TestBadKeysStopTheRoleAtStart(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"nodeagent", []string{"NODE_INTERNAL_ADDRESS=127.0.0.1:1", "SECRETS_KEYS=k1:dG9vIHNob3J0"}, "SECRETS_KEYS"},
+		{"operator", []string{"SECRETS_KEYS=k1:dG9vIHNob3J0"}, "SECRETS_KEYS"},
+		{"nodeagent", []string{"NODE_INTERNAL_ADDRESS=127.0.0.1:1", "OPERATOR_URL=ftp://dG9vIHNob3J0"}, "OPERATOR_URL"},
 		{"operator", []string{"REGISTRY_TOKEN_KEY=dG9vIHNob3J0", "REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
 		{"operator", []string{"REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
 	} {

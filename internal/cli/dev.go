@@ -355,11 +355,13 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 			"NODEPROXY_ADDR":        proxy,
 			"NODEAGENT_ADDR":        local(cfg.PortBase + i),
 			"NODE_REGION":           "dev",
-			"NODE_STATE_DIR":        filepath.Join(state, name),
-			"INSTANCE_LOG_DIR":      filepath.Join(state, name, "logs"),
-			"NETWORK_NODE_NETNS":    ns,
-			"NODE_EGRESS":           "nat", // through the machine; the control plane stays out of reach
-			"CONTAINERD_NAMESPACE":  name,
+			// Variables come from the operator, which holds the keys.
+			"OPERATOR_URL":         "http://" + local(cfg.PortBase-19),
+			"NODE_STATE_DIR":       filepath.Join(state, name),
+			"INSTANCE_LOG_DIR":     filepath.Join(state, name, "logs"),
+			"NETWORK_NODE_NETNS":   ns,
+			"NODE_EGRESS":          "nat", // through the machine; the control plane stays out of reach
+			"CONTAINERD_NAMESPACE": name,
 			// Simulated nodes share one machine: none may claim all of it.
 			"NODE_CPU_MILLIS": "2000",
 			"NODE_MEMORY_MB":  "4096",

@@ -15,7 +15,10 @@ import (
 // Postgres, platform wildcards by DNS-01, custom domains on demand once verified.
 func edgeCertificates(cfg config.Edge, log *slog.Logger) edge.NewCertificates {
 	return func(ctx context.Context, pool *pgxpool.Pool) (edge.Certificates, error) {
-		m, err := certs.New(cfg.ACME, pool, log, certs.Options{HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, PlatformDomains: cfg.Platform.Domains})
+		if cfg.CertificateKeys.Keys == nil {
+			log.WarnContext(ctx, "CERTIFICATE_KEYS is not set: certificates' private keys are stored in the database unencrypted")
+		}
+		m, err := certs.New(cfg.ACME, pool, log, certs.Options{HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, PlatformDomains: cfg.Platform.Domains, Keys: cfg.CertificateKeys.Keys})
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 	"github.com/zeitwork/zeitwork/internal/image"
 	"github.com/zeitwork/zeitwork/internal/management"
+	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/registryauth"
 	"github.com/zeitwork/zeitwork/internal/version"
@@ -30,6 +31,11 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 		return err
 	}
 	defer pool.Close()
+	if tokens != nil {
+		// A node's registry token pulls what is placed on it, as it is
+		// when the token is asked for.
+		tokens.NodeProjects = node.Store{DB: pool}.Projects
+	}
 	// Listen first: an operator that cannot serve its API starts no queue.
 	if cfg.Addr, err = management.ListenAddr(cfg.Addr); err != nil {
 		return err
@@ -45,7 +51,7 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 	}
 	api := &management.API{
 		Pool: pool, Queue: op.Queue, Token: cfg.Cluster.Token.Reveal(), Log: zlog.Component(op.Log, "management"), RegistryTokens: tokens,
-		Cluster: op.Lifecycle, Domains: op.Domains,
+		Cluster: op.Lifecycle, Domains: op.Domains, Secrets: cfg.Secrets.Keys,
 		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.Registry.Insecure, Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}},
 	}
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}

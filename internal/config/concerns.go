@@ -21,11 +21,21 @@ type Database struct {
 }
 
 // Secrets is the key ring projects' variables are encrypted with at rest
-// (see internal/secret): the API encrypts, node agents decrypt, so both
-// must hold the same keys.
+// (see internal/secret): the API encrypts, operators decrypt for the node
+// an instance is placed on, so both must hold the same keys. Nodes hold
+// none.
 type Secrets struct {
 	// Keys is nil when SECRETS_KEYS is unset.
 	Keys *secret.Ring `env:"SECRETS_KEYS"`
+}
+
+// CertificateKeys is the key ring the edge encrypts certificates' private
+// keys with at rest (internal/certs). It is not SECRETS_KEYS: an edge
+// needs no project's variables.
+type CertificateKeys struct {
+	// Keys is nil when CERTIFICATE_KEYS is unset: keys are stored in
+	// plaintext, as before.
+	Keys *secret.Ring `env:"CERTIFICATE_KEYS"`
 }
 
 // Cluster is what the platform's own parts share.

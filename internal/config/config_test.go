@@ -113,22 +113,22 @@ func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 }
 
 func TestSecretsKeysParseAtStart(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
 	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
 	if err != nil || api.Platform.AppsURL != "http://apps.test:28082" {
 		t.Fatalf("apps URL %q, %v", api.Platform.AppsURL, err)
 	}
-	cfg, err := ParseFrom[NodeAgent](base)
+	cfg, err := ParseFrom[Operator](base)
 	if err != nil || cfg.Secrets.Keys != nil {
 		t.Fatalf("unset: ring %v, err %v", cfg.Secrets.Keys, err)
 	}
 	vars := maps.Clone(base)
 	vars["SECRETS_KEYS"] = secret.NewKey("k2") + "," + secret.NewKey("k1")
-	if cfg, err = ParseFrom[NodeAgent](vars); err != nil || cfg.Secrets.Keys == nil || cfg.Secrets.Keys.Current() != "k2" {
+	if cfg, err = ParseFrom[Operator](vars); err != nil || cfg.Secrets.Keys == nil || cfg.Secrets.Keys.Current() != "k2" {
 		t.Fatalf("two keys: ring %v, err %v", cfg.Secrets.Keys, err)
 	}
 	vars["SECRETS_KEYS"] = "k1:c2hvcnQ=" // "short": not 32 bytes
-	_, err = ParseFrom[NodeAgent](vars)
+	_, err = ParseFrom[Operator](vars)
 	var cerr *Error
 	if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), []string{"SECRETS_KEYS"}) {
 		t.Fatalf("bad key: %v", err)
@@ -211,7 +211,7 @@ func TestRulesAcrossVariables(t *testing.T) {
 	if err != nil || api.Platform.AppsURL != "http://apps.test:28082" {
 		t.Fatalf("apps URL %q, %v", api.Platform.AppsURL, err)
 	}
-	cfg, err := ParseFrom[NodeAgent](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true", "REGISTRY_ADDR": "127.0.0.1:5000"})
+	cfg, err := ParseFrom[Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true", "REGISTRY_ADDR": "127.0.0.1:5000"})
 	if err != nil || !slices.Equal(cfg.Registry.PlainHTTP(), []string{"127.0.0.1:5000"}) {
 		t.Fatalf("plain HTTP registries %v, %v", cfg.Registry.PlainHTTP(), err)
 	}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -77,7 +78,11 @@ type Operator struct {
 	RegistryAuth RegistryAuth
 	// RegistryTokenKey, with REGISTRY_CREDENTIAL_SECRET, makes this
 	// operator the registry's token service; both unset: no token endpoint.
-	RegistryTokenKey      SigningKey    `env:"REGISTRY_TOKEN_KEY"`
+	RegistryTokenKey SigningKey `env:"REGISTRY_TOKEN_KEY"`
+	// Secrets decrypts projects' variables for the node agents, each for
+	// the instances placed on it (GET /v1/node/instances/{id}/environment);
+	// without keys that route is not served.
+	Secrets               Secrets
 	RetireGrace           time.Duration `env:"RETIRE_GRACE" envDefault:"5m"`
 	HealthyDeadline       time.Duration `env:"HEALTHY_DEADLINE" envDefault:"2m"`
 	NodeHeartbeatDeadline time.Duration `env:"NODE_HEARTBEAT_DEADLINE" envDefault:"30s"`
@@ -133,14 +138,22 @@ type NodeAgent struct {
 	LogDir            string `env:"INSTANCE_LOG_DIR" envDefault:"/var/log/zeitwork/instances"`
 	// Registry is where instances' images are pulled from.
 	Registry Registry
-	// Secrets decrypts projects' variables; without keys a project with
-	// variables cannot run here.
-	Secrets           Secrets
+	// OperatorURLs are the operators' management APIs (http://host:port
+	// on the private network, comma-separated, tried in turn): the node
+	// gets its instances' environments and its registry credential there,
+	// proving itself with a credential of its own. Unset: instances with
+	// variables cannot run here. The node holds no secrets key.
+	OperatorURLs      []string      `env:"OPERATOR_URL" envSeparator:","`
 	PollInterval      time.Duration `env:"NODE_POLL_INTERVAL" envDefault:"5s"`
 	HeartbeatInterval time.Duration `env:"NODE_HEARTBEAT_INTERVAL" envDefault:"5s"`
 }
 
 func (n NodeAgent) validate() []Problem {
+	for _, o := range n.OperatorURLs {
+		if u, err := url.Parse(o); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+			return []Problem{{"OPERATOR_URL", "not a list of http:// or https:// URLs"}}
+		}
+	}
 	if n.Registry.Insecure && n.Registry.Addr == "" {
 		return []Problem{{"REGISTRY_INSECURE", "names no registry: set REGISTRY_ADDR"}}
 	}
@@ -213,6 +226,8 @@ type Edge struct {
 	ReadHeaderTimeout time.Duration `env:"EDGE_READ_HEADER_TIMEOUT" envDefault:"10s"`
 	// IdleTimeout closes keep-alive client connections idle this long.
 	IdleTimeout time.Duration `env:"EDGE_IDLE_TIMEOUT" envDefault:"120s"`
+	// CertificateKeys encrypt the certificates' private keys at rest.
+	CertificateKeys CertificateKeys
 	// TrustedProxies are the peers whose CF-Connecting-IP and
 	// X-Forwarded-Proto are believed when CloudflareFronted is set:
 	// Cloudflare's published ranges by default.
@@ -273,4 +288,22 @@ func (d Dev) State() string {
 		return d.StateDir
 	}
 	return "/var/lib/zeitwork-dev/" + string(d.Prefix)
+}
+
+// SecretsRotate configures `zeitwork secrets rotate`: it re-encrypts what
+// is stored under older keys with the newest of each ring.
+type SecretsRotate struct {
+	Log             zlog.Config
+	Database        Database
+	Secrets         Secrets
+	CertificateKeys CertificateKeys
+	// BatchSize is how many rows one transaction re-encrypts.
+	BatchSize int `env:"SECRETS_ROTATE_BATCH" envDefault:"100"`
+}
+
+func (s SecretsRotate) validate() []Problem {
+	if s.BatchSize < 1 {
+		return []Problem{{"SECRETS_ROTATE_BATCH", "must be positive"}}
+	}
+	return nil
 }

@@ -76,6 +76,47 @@ func (q *Queries) CertificateListByPrefix(ctx context.Context, prefix string) ([
 	return items, nil
 }
 
+const certificateListNotSealedWith = `-- name: CertificateListNotSealedWith :many
+SELECT key, value FROM certificates
+WHERE substring(value FROM 1 FOR octet_length($1::bytea)) <> $1::bytea
+  AND key > $2::text
+ORDER BY key
+LIMIT $3
+`
+
+type CertificateListNotSealedWithParams struct {
+	Prefix  []byte
+	After   string
+	MaxRows int32
+}
+
+type CertificateListNotSealedWithRow struct {
+	Key   string
+	Value []byte
+}
+
+// Key rotation: the keys of values that do not start with @prefix (sealed
+// with the newest key), after @after in key order, a batch at a time.
+func (q *Queries) CertificateListNotSealedWith(ctx context.Context, arg CertificateListNotSealedWithParams) ([]CertificateListNotSealedWithRow, error) {
+	rows, err := q.db.Query(ctx, certificateListNotSealedWith, arg.Prefix, arg.After, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []CertificateListNotSealedWithRow{}
+	for rows.Next() {
+		var i CertificateListNotSealedWithRow
+		if err := rows.Scan(&i.Key, &i.Value); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const certificatePut = `-- name: CertificatePut :exec
 INSERT INTO certificates (key, value, modified_at)
 VALUES ($1, $2, now())
@@ -93,6 +134,27 @@ type CertificatePutParams struct {
 func (q *Queries) CertificatePut(ctx context.Context, arg CertificatePutParams) error {
 	_, err := q.db.Exec(ctx, certificatePut, arg.Key, arg.Value)
 	return err
+}
+
+const certificateReencrypt = `-- name: CertificateReencrypt :execrows
+UPDATE certificates SET value = $1
+WHERE key = $2 AND value = $3
+`
+
+type CertificateReencryptParams struct {
+	Value    []byte
+	Key      string
+	OldValue []byte
+}
+
+// Key rotation: replaces a value only if it is still @old_value, so a
+// certificate renewed meanwhile is left to its new, already sealed value.
+func (q *Queries) CertificateReencrypt(ctx context.Context, arg CertificateReencryptParams) (int64, error) {
+	result, err := q.db.Exec(ctx, certificateReencrypt, arg.Value, arg.Key, arg.OldValue)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const certificateStat = `-- name: CertificateStat :one

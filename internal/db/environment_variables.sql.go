@@ -158,19 +158,21 @@ func (q *Queries) EnvironmentVariableListForDeployment(ctx context.Context, depl
 
 const environmentVariableListNotKey = `-- name: EnvironmentVariableListNotKey :many
 SELECT id, project_id, name, value_ciphertext, key_id, created_at, updated_at, environments FROM environment_variables
-WHERE key_id <> $1
+WHERE key_id <> $1 AND id > $2
 ORDER BY id
-LIMIT $2
+LIMIT $3
 `
 
 type EnvironmentVariableListNotKeyParams struct {
 	KeyID   string
+	After   uuid.UUID
 	MaxRows int32
 }
 
-// Key rotation: the variables still encrypted with another key than @key_id.
+// Key rotation: the variables still encrypted with another key than
+// @key_id, after @after in id order (a batch at a time).
 func (q *Queries) EnvironmentVariableListNotKey(ctx context.Context, arg EnvironmentVariableListNotKeyParams) ([]EnvironmentVariable, error) {
-	rows, err := q.db.Query(ctx, environmentVariableListNotKey, arg.KeyID, arg.MaxRows)
+	rows, err := q.db.Query(ctx, environmentVariableListNotKey, arg.KeyID, arg.After, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}

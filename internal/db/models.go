@@ -235,6 +235,7 @@ type Node struct {
 	LoadMillis        *int32
 	InstancesRunning  *int32
 	ApiAddress        *string
+	CredentialHash    *string
 }
 
 type Operator struct {

@@ -21,7 +21,7 @@ SET free_cpu_millis = free_cpu_millis - $1::int,
 WHERE id = $3
   AND free_cpu_millis >= $1::int
   AND free_memory_mb >= $2::int
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash
 `
 
 type NodeAllocateParams struct {
@@ -54,12 +54,13 @@ func (q *Queries) NodeAllocate(ctx context.Context, arg NodeAllocateParams) (Nod
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
 }
 
 const nodeGetByID = `-- name: NodeGetByID :one
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes WHERE id = $1
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash FROM nodes WHERE id = $1
 `
 
 func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
@@ -85,8 +86,20 @@ func (q *Queries) NodeGetByID(ctx context.Context, id uuid.UUID) (Node, error) {
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
+}
+
+const nodeGetCredentialHash = `-- name: NodeGetCredentialHash :one
+SELECT credential_hash FROM nodes WHERE id = $1
+`
+
+func (q *Queries) NodeGetCredentialHash(ctx context.Context, id uuid.UUID) (*string, error) {
+	row := q.db.QueryRow(ctx, nodeGetCredentialHash, id)
+	var credential_hash *string
+	err := row.Scan(&credential_hash)
+	return credential_hash, err
 }
 
 const nodeHeartbeat = `-- name: NodeHeartbeat :one
@@ -98,7 +111,7 @@ SET last_heartbeat_at = now(),
     instances_running = $3::int,
     updated_at = now()
 WHERE id = $4
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash
 `
 
 type NodeHeartbeatParams struct {
@@ -140,12 +153,13 @@ func (q *Queries) NodeHeartbeat(ctx context.Context, arg NodeHeartbeatParams) (N
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
 }
 
 const nodeList = `-- name: NodeList :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes ORDER BY hostname, id
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash FROM nodes ORDER BY hostname, id
 `
 
 func (q *Queries) NodeList(ctx context.Context) ([]Node, error) {
@@ -177,6 +191,7 @@ func (q *Queries) NodeList(ctx context.Context) ([]Node, error) {
 			&i.LoadMillis,
 			&i.InstancesRunning,
 			&i.ApiAddress,
+			&i.CredentialHash,
 		); err != nil {
 			return nil, err
 		}
@@ -213,8 +228,37 @@ func (q *Queries) NodeListIPv6Prefixes(ctx context.Context) ([]netip.Prefix, err
 	return items, nil
 }
 
+const nodeListProjects = `-- name: NodeListProjects :many
+SELECT DISTINCT deployments.project_id FROM instances
+JOIN deployments ON deployments.id = instances.deployment_id
+WHERE instances.node_id = $1 AND instances.desired_state <> 'stopped'
+ORDER BY deployments.project_id
+`
+
+// The projects with an instance on the node that is not stopped for good:
+// what the node's registry credential may pull.
+func (q *Queries) NodeListProjects(ctx context.Context, nodeID uuid.UUID) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, nodeListProjects, nodeID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []uuid.UUID{}
+	for rows.Next() {
+		var project_id uuid.UUID
+		if err := rows.Scan(&project_id); err != nil {
+			return nil, err
+		}
+		items = append(items, project_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const nodeListSchedulable = `-- name: NodeListSchedulable :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash FROM nodes
 WHERE status = 'active' AND last_heartbeat_at > $1
 ORDER BY free_cpu_millis DESC, free_memory_mb DESC, id
 `
@@ -249,6 +293,7 @@ func (q *Queries) NodeListSchedulable(ctx context.Context, heartbeatAfter time.T
 			&i.LoadMillis,
 			&i.InstancesRunning,
 			&i.ApiAddress,
+			&i.CredentialHash,
 		); err != nil {
 			return nil, err
 		}
@@ -261,7 +306,7 @@ func (q *Queries) NodeListSchedulable(ctx context.Context, heartbeatAfter time.T
 }
 
 const nodeListStale = `-- name: NodeListStale :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash FROM nodes
 WHERE status IN ('active', 'draining') AND last_heartbeat_at < $1
 ORDER BY last_heartbeat_at
 `
@@ -296,6 +341,7 @@ func (q *Queries) NodeListStale(ctx context.Context, heartbeatBefore time.Time) 
 			&i.LoadMillis,
 			&i.InstancesRunning,
 			&i.ApiAddress,
+			&i.CredentialHash,
 		); err != nil {
 			return nil, err
 		}
@@ -308,7 +354,7 @@ func (q *Queries) NodeListStale(ctx context.Context, heartbeatBefore time.Time) 
 }
 
 const nodeListUpdatedSince = `-- name: NodeListUpdatedSince :many
-SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address FROM nodes WHERE updated_at > $1
+SELECT id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash FROM nodes WHERE updated_at > $1
 `
 
 // Rows changed after @since (every update of a node sets updated_at), for
@@ -343,6 +389,7 @@ func (q *Queries) NodeListUpdatedSince(ctx context.Context, since time.Time) ([]
 			&i.LoadMillis,
 			&i.InstancesRunning,
 			&i.ApiAddress,
+			&i.CredentialHash,
 		); err != nil {
 			return nil, err
 		}
@@ -358,7 +405,7 @@ const nodeMarkDeadIfStale = `-- name: NodeMarkDeadIfStale :one
 UPDATE nodes
 SET status = 'dead', updated_at = now()
 WHERE id = $1 AND status <> 'dead' AND last_heartbeat_at < $2
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash
 `
 
 type NodeMarkDeadIfStaleParams struct {
@@ -391,6 +438,7 @@ func (q *Queries) NodeMarkDeadIfStale(ctx context.Context, arg NodeMarkDeadIfSta
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
 }
@@ -418,7 +466,7 @@ SET hostname = excluded.hostname,
     status = 'active',
     last_heartbeat_at = now(),
     updated_at = now()
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash
 `
 
 type NodeRegisterParams struct {
@@ -472,6 +520,7 @@ func (q *Queries) NodeRegister(ctx context.Context, arg NodeRegisterParams) (Nod
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
 }
@@ -482,7 +531,7 @@ SET free_cpu_millis = least(cpu_millis, free_cpu_millis + $1::int),
     free_memory_mb = least(memory_mb, free_memory_mb + $2::int),
     updated_at = now()
 WHERE id = $3
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash
 `
 
 type NodeReleaseParams struct {
@@ -515,15 +564,32 @@ func (q *Queries) NodeRelease(ctx context.Context, arg NodeReleaseParams) (Node,
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
+}
+
+const nodeSetCredentialHash = `-- name: NodeSetCredentialHash :exec
+UPDATE nodes SET credential_hash = $1, updated_at = now()
+WHERE id = $2
+`
+
+type NodeSetCredentialHashParams struct {
+	CredentialHash *string
+	ID             uuid.UUID
+}
+
+// The agent's credential for the control plane, set at every start.
+func (q *Queries) NodeSetCredentialHash(ctx context.Context, arg NodeSetCredentialHashParams) error {
+	_, err := q.db.Exec(ctx, nodeSetCredentialHash, arg.CredentialHash, arg.ID)
+	return err
 }
 
 const nodeSetStatus = `-- name: NodeSetStatus :one
 UPDATE nodes
 SET status = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address
+RETURNING id, hostname, internal_address, region, labels, cpu_millis, memory_mb, free_cpu_millis, free_memory_mb, ipv6_prefix, status, agent_version, last_heartbeat_at, created_at, updated_at, available_memory_mb, load_millis, instances_running, api_address, credential_hash
 `
 
 type NodeSetStatusParams struct {
@@ -554,6 +620,7 @@ func (q *Queries) NodeSetStatus(ctx context.Context, arg NodeSetStatusParams) (N
 		&i.LoadMillis,
 		&i.InstancesRunning,
 		&i.ApiAddress,
+		&i.CredentialHash,
 	)
 	return i, err
 }

@@ -3,8 +3,8 @@
 // token endpoint. It owns no state and no decision: it parses requests,
 // calls the domain packages (image, builder, instance, node, domains, and
 // the operator through the Cluster interface), and renders JSON through
-// internal/httpapi. Every route but the registry's requires the cluster
-// token.
+// internal/httpapi. Every route but the registry's and the nodes' own
+// (/v1/node/…, each node's credential) requires the cluster token.
 package management
 
 import (
@@ -28,6 +28,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/registryauth"
+	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
 // API is the management API.
@@ -44,6 +45,10 @@ type API struct {
 	// RegistryTokens, when set, serves the registry's token endpoint
 	// (GET /v1/registry/token, Basic credentials instead of the token).
 	RegistryTokens *registryauth.Service
+	// Secrets, when set, serves nodes their instances' environments
+	// (GET /v1/node/instances/{id}/environment, the node's own
+	// credential instead of the token): the keys stay on the control plane.
+	Secrets *secret.Ring
 }
 
 // Handler returns the API's routes.
@@ -77,6 +82,10 @@ func (a *API) Handler() http.Handler {
 	}
 	if a.RegistryTokens != nil {
 		mux.Handle("GET /v1/registry/token", a.RegistryTokens.Handler(s))
+		mux.Handle("POST /v1/node/registry-credential", a.requireNode(s, a.registryCredential))
+	}
+	if a.Secrets != nil {
+		mux.Handle("GET /v1/node/instances/{id}/environment", a.requireNode(s, a.instanceEnvironment))
 	}
 	return s.Router(mux)
 }

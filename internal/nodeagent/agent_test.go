@@ -135,7 +135,7 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
 		PollInterval: 2 * time.Second, HeartbeatInterval: time.Second, Log: log,
 		Converger: &nodeagent.Converger{
-			Pool: p, NodeID: row.ID, Runtime: rt, Network: netm, Probe: nodeagent.HTTPProbe(dial), Secrets: ring, Policy: policy, Log: log,
+			Pool: p, NodeID: row.ID, Runtime: rt, Network: netm, Probe: nodeagent.HTTPProbe(dial), Control: controlPlane(t, p, row.ID, ring), Policy: policy, Log: log,
 		},
 	}
 	apiL, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -14,7 +14,6 @@ import (
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/runtime"
-	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
 // Runtime is what the agent needs of internal/runtime (containerd).
@@ -34,6 +33,12 @@ type Network interface {
 	Check(ctx context.Context) (repaired bool, err error)
 }
 
+// ControlPlane is what the agent asks the control plane for: *Control.
+type ControlPlane interface {
+	Environment(ctx context.Context, instanceID uuid.UUID) (map[string]string, error)
+	RegistryAuth(ctx context.Context) (*runtime.Auth, error)
+}
+
 // Policy tunes convergence.
 type Policy struct {
 	// HealthDeadline is how long a started instance may take to answer its
@@ -48,7 +53,9 @@ type Policy struct {
 	MaxRestarts int32
 	// PullAttempts is how many passes may fail to pull before "failed".
 	PullAttempts int
-	// RegistryAuth is what the node pulls images with (read-only).
+	// RegistryAuth is what the node pulls images with (read-only); nil:
+	// the credential the control plane hands out, scoped to the projects
+	// placed on the node, if it hands any out.
 	RegistryAuth *runtime.Auth
 	// HostNetwork runs instances in the node's network namespace instead
 	// of their own (local tests without root only: no isolation).
@@ -68,7 +75,9 @@ type Converger struct {
 	Runtime Runtime
 	Network Network
 	Probe   Prober
-	Secrets *secret.Ring
+	// Control hands out instances' environments and the registry
+	// credential (Control); nil: instances with variables cannot run here.
+	Control ControlPlane
 	Policy  Policy
 	Log     *slog.Logger
 

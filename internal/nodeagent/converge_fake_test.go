@@ -136,7 +136,7 @@ func newHarness(t *testing.T) *harness {
 	policy := nodeagent.DefaultPolicy
 	policy.RestartBackoff, policy.MaxBackoff, policy.MaxRestarts, policy.HealthDeadline = time.Millisecond, time.Millisecond, 3, 200*time.Millisecond
 	h.c = &nodeagent.Converger{
-		Pool: pool, NodeID: self.ID, Runtime: h.rt, Secrets: h.ring, Policy: policy, Log: zlog.Discard(),
+		Pool: pool, NodeID: self.ID, Runtime: h.rt, Control: controlPlane(t, pool, self.ID, h.ring), Policy: policy, Log: zlog.Discard(),
 		Probe: func(_ context.Context, addr netip.AddrPort, path string) error {
 			h.mu.Lock()
 			defer h.mu.Unlock()

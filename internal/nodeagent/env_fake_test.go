@@ -1,7 +1,10 @@
 package nodeagent_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/zeitwork/zeitwork/internal/db"
@@ -15,6 +18,8 @@ import (
 // pushed branch) never runs with a production-only secret.
 func TestFakeVariablesFollowTheDeploymentsEnvironment(t *testing.T) {
 	h := newHarness(t)
+	logs := &bytes.Buffer{}
+	h.c.Log = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
 	preview := id.New()
 	if _, err := h.pool.Exec(ctx, `INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id, environment)
@@ -63,5 +68,32 @@ func TestFakeVariablesFollowTheDeploymentsEnvironment(t *testing.T) {
 				t.Fatalf("deployment %s: %s = %q in %v", c.in.DeploymentID, n, env[n], env)
 			}
 		}
+	}
+	if strings.Contains(logs.String(), "value-of-") {
+		t.Fatalf("a value reached the agent's log: %s", logs.String())
+	}
+}
+
+// TestFakeNoControlPlaneNoVariables: an agent without a control plane
+// (no OPERATOR_URL) holds no key either, so an instance with variables
+// fails with a reason that says what is missing, and one without runs.
+func TestFakeNoControlPlaneNoVariables(t *testing.T) {
+	h := newHarness(t)
+	h.c.Control = nil
+	bare := h.instance(t)
+	h.pass(t)
+	if got := h.state(t, bare); got.State != instance.StateStarting {
+		t.Fatalf("no variables: %s %s", got.State, got.StateReason)
+	}
+	ct, kid := h.ring.Seal([]byte("v"), secret.EnvContext(h.project, "TOKEN"))
+	if _, err := db.New(h.pool).EnvironmentVariableUpsert(context.Background(), db.EnvironmentVariableUpsertParams{
+		ID: id.New(), ProjectID: h.project, Name: "TOKEN", ValueCiphertext: ct, KeyID: kid,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	withVars := h.instance(t)
+	h.pass(t)
+	if got := h.state(t, withVars); got.State != instance.StateFailed || !strings.Contains(got.StateReason, "OPERATOR_URL") {
+		t.Fatalf("variables without a control plane: %s %q", got.State, got.StateReason)
 	}
 }

@@ -71,6 +71,12 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		return err
 	}
 	log = log.With("node_id", self.ID)
+	// A fresh credential at every start: only its hash is in the database,
+	// and an agent that restarts simply proves itself with the new one.
+	credential := node.NewCredential()
+	if err := (node.Store{DB: pool}).SetCredential(ctx, self.ID, credential); err != nil {
+		return err
+	}
 	log.InfoContext(ctx, "node registered", "ipv6_prefix", self.Prefix, "cpu_millis", cpu, "memory_mb", mem)
 
 	rt, err := runtime.New(ctx, runtime.Config{
@@ -112,8 +118,13 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
 		Converger: &Converger{
 			Pool: pool, NodeID: self.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
-			Secrets: cfg.Secrets.Keys, Policy: policy, Log: zlog.Component(log, "converge"),
+			Policy: policy, Log: zlog.Component(log, "converge"),
 		},
+	}
+	if len(cfg.OperatorURLs) > 0 {
+		agent.Converger.Control = &Control{URLs: cfg.OperatorURLs, NodeID: self.ID, Secret: credential}
+	} else {
+		log.WarnContext(ctx, "OPERATOR_URL is not set: instances with environment variables cannot run here")
 	}
 	serving = true
 	log.InfoContext(ctx, "node agent serving", "api", api.Addr().String(), "proxy", proxy.Addr().String(), "runtime_handler", cfg.RuntimeHandler)

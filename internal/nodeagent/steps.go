@@ -7,14 +7,11 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/network"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
-	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
 // The steps one instance takes on its node: pull and create, start, health
@@ -24,21 +21,20 @@ import (
 func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog.Logger) {
 	in := a.Instance
 	c.report(ctx, in, instance.StatePulling, "")
-	if err := c.Runtime.Pull(ctx, a.Image, c.Policy.RegistryAuth); err != nil {
-		c.mu.Lock()
-		c.pullFailed[in.ID]++
-		n := c.pullFailed[in.ID]
-		c.mu.Unlock()
-		if errors.Is(err, runtime.ErrImageNotFound) || n >= c.Policy.PullAttempts {
-			c.report(ctx, in, instance.StateFailed, fmt.Sprintf("cannot pull image %s: %v", a.Image, err))
-		} else {
-			log.WarnContext(ctx, "pull failed; will retry", "attempt", n, "err", err)
-		}
+	auth, err := c.registryAuth(ctx)
+	if err == nil {
+		err = c.Runtime.Pull(ctx, a.Image, auth)
+	}
+	if err != nil {
+		c.attemptFailed(ctx, in, errors.Is(err, runtime.ErrImageNotFound), fmt.Sprintf("cannot pull image %s: %v", a.Image, err), log)
 		return
 	}
-	env, err := c.environment(ctx, a.ProjectID, in.DeploymentID)
+	env, err := c.environment(ctx, in)
 	if err != nil {
-		c.report(ctx, in, instance.StateFailed, err.Error())
+		// The control plane may be away for a moment (an operator
+		// restarting): try again on the next passes before giving up.
+		final := errors.Is(err, errNoControl) || errors.Is(err, ErrRefused) || errors.Is(err, ErrNotAssigned)
+		c.attemptFailed(ctx, in, final, err.Error(), log)
 		return
 	}
 	spec := runtime.Spec{
@@ -60,6 +56,21 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		return
 	}
 	c.start(ctx, in, log)
+}
+
+// attemptFailed counts a failed attempt to get what an instance needs (its
+// image, its environment); the instance fails when final or after
+// Policy.PullAttempts of them.
+func (c *Converger) attemptFailed(ctx context.Context, in instance.Instance, final bool, reason string, log *slog.Logger) {
+	c.mu.Lock()
+	c.pullFailed[in.ID]++
+	n := c.pullFailed[in.ID]
+	c.mu.Unlock()
+	if final || n >= c.Policy.PullAttempts {
+		c.report(ctx, in, instance.StateFailed, reason)
+		return
+	}
+	log.WarnContext(ctx, "instance cannot be created yet; will retry", "attempt", n, "err", reason)
 }
 
 func (c *Converger) start(ctx context.Context, in instance.Instance, _ *slog.Logger) {
@@ -173,25 +184,44 @@ func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.
 	}
 }
 
-// environment decrypts the project's variables meant for the deployment's
-// environment; they exist in plaintext only here, on their way into the
-// instance. The filter is in the query, against the deployment's row, so
-// that a preview's instance never even fetches a production-only secret.
-func (c *Converger) environment(ctx context.Context, projectID, deploymentID uuid.UUID) (map[string]string, error) {
-	vars, err := db.New(c.Pool).EnvironmentVariableListForDeployment(ctx, deploymentID)
+var errNoControl = errors.New("this node has no control plane (OPERATOR_URL) to get variables from")
+
+// environment is the instance's variables, which the control plane
+// decrypts for this node alone: the node holds no key, and exists in
+// plaintext only here, on their way into the instance. Which variables a
+// deployment gets (a preview never a production-only secret) is decided
+// there too.
+func (c *Converger) environment(ctx context.Context, in instance.Instance) (map[string]string, error) {
+	if c.Control == nil {
+		// Without a control plane only an instance without variables runs.
+		vars, err := db.New(c.Pool).EnvironmentVariableListForDeployment(ctx, in.DeploymentID)
+		if err != nil {
+			return nil, fmt.Errorf("environment: %w", err)
+		}
+		if len(vars) > 0 {
+			return nil, fmt.Errorf("%w: environment variable %s cannot be had", errNoControl, vars[0].Name)
+		}
+		return map[string]string{}, nil
+	}
+	env, err := c.Control.Environment(ctx, in.ID)
 	if err != nil {
 		return nil, fmt.Errorf("environment: %w", err)
 	}
-	env := make(map[string]string, len(vars))
-	for _, v := range vars {
-		if c.Secrets == nil {
-			return nil, fmt.Errorf("environment variable %s cannot be decrypted: this node has no secrets key", v.Name)
-		}
-		plain, err := c.Secrets.Open(v.ValueCiphertext, v.KeyID, secret.EnvContext(projectID, v.Name))
-		if err != nil {
-			return nil, fmt.Errorf("environment variable %s cannot be decrypted: %w", v.Name, err)
-		}
-		env[v.Name] = string(plain)
-	}
 	return env, nil
+}
+
+// registryAuth is the credential the node pulls with: the configured one,
+// or the control plane's, scoped to what the node runs.
+func (c *Converger) registryAuth(ctx context.Context) (*runtime.Auth, error) {
+	if c.Policy.RegistryAuth != nil || c.Control == nil {
+		return c.Policy.RegistryAuth, nil
+	}
+	auth, err := c.Control.RegistryAuth(ctx)
+	if errors.Is(err, ErrNoRegistryTokens) {
+		return nil, nil // a registry without auth (local development)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registry credential: %w", err)
+	}
+	return auth, nil
 }

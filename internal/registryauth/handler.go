@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/zeitwork/zeitwork/internal/httpapi"
 )
 
@@ -60,7 +62,20 @@ func (s *Service) Handler(api httpapi.Server) http.Handler {
 			w.Header().Set("WWW-Authenticate", `Basic realm="zeitwork registry"`)
 			return httpapi.Unauthorized()
 		}
-		token, ttl, err := s.Token(principal, Grant(principal, scopes))
+		access := Grant(principal, scopes)
+		if node, ok := nodeOf(principal); ok {
+			// What the node runs now, not when its credential was minted:
+			// a project moved away is no longer pullable.
+			var projects []uuid.UUID
+			if s.NodeProjects != nil {
+				var err error
+				if projects, err = s.NodeProjects(r.Context(), node); err != nil {
+					return httpapi.Unavailable("cannot look up the node's projects").With(err)
+				}
+			}
+			access = GrantNode(projects, scopes)
+		}
+		token, ttl, err := s.Token(principal, access)
 		if err != nil {
 			return err
 		}

@@ -5,14 +5,18 @@
 //
 //   - project-<id>  pull and push on the repository <id> (a build of that
 //     project: its images and its build cache), and pull on base/*;
-//   - puller        pull on every repository (node agents);
+//   - node-<id>     pull on the repositories of the projects with instances
+//     on that node, looked up when the token is asked for (node agents);
+//   - puller        pull on every repository (tools, not nodes);
 //   - admin         everything, delete included (operators).
 //
 // So a build, which runs customer code next to its credentials, can never
-// read or overwrite another project's images.
+// read or overwrite another project's images, and a compromised node can
+// pull only the images of the tenants placed on it.
 package registryauth
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
@@ -45,6 +49,9 @@ type Service struct {
 	// TTL is how long a token lives.
 	TTL time.Duration
 	Now func() time.Time
+	// NodeProjects lists the projects with instances on a node; nil: node
+	// principals are granted nothing.
+	NodeProjects func(ctx context.Context, node uuid.UUID) ([]uuid.UUID, error)
 }
 
 func (s *Service) now() time.Time {
@@ -63,6 +70,19 @@ const (
 // ProjectPrincipal is the principal of a build of project. (No colon in it:
 // principals travel as Basic auth user names.)
 func ProjectPrincipal(project uuid.UUID) string { return "project-" + project.String() }
+
+// NodePrincipal is the principal of the node agent of node.
+func NodePrincipal(node uuid.UUID) string { return "node-" + node.String() }
+
+// nodeOf returns the node a principal names, if it is a node principal.
+func nodeOf(principal string) (uuid.UUID, bool) {
+	s, ok := strings.CutPrefix(principal, "node-")
+	if !ok {
+		return uuid.Nil, false
+	}
+	u, err := uuid.Parse(s)
+	return u, err == nil
+}
 
 // Mint returns a password for principal, valid for ttl. Passwords are
 // stateless (an HMAC over principal and expiry): any replica of the token
@@ -91,6 +111,9 @@ func (s *Service) Check(principal, password string) error {
 	if err != nil || s.now().Unix() > sec {
 		return ErrBadCredentials
 	}
+	if _, ok := nodeOf(principal); ok {
+		return nil
+	}
 	if principal != Puller && principal != Admin {
 		p, ok := strings.CutPrefix(principal, "project-")
 		if !ok {
@@ -115,6 +138,21 @@ type Access struct {
 // allowed is left out, never refused as a whole: the registry then answers
 // the client's actual request with 401/403.
 func Grant(principal string, scopes []string) []Access {
+	return grant(scopes, func(repo, action string) bool { return may(principal, repo, action) })
+}
+
+// GrantNode is Grant for a node principal: pull on the repositories of
+// projects (those with instances on the node), nothing else.
+func GrantNode(projects []uuid.UUID, scopes []string) []Access {
+	repos := make(map[string]bool, len(projects))
+	for _, p := range projects {
+		repos[p.String()] = true
+	}
+	return grant(scopes, func(repo, action string) bool { return action == "pull" && repos[repo] })
+}
+
+// grant keeps of scopes the actions allowed says yes to.
+func grant(scopes []string, allowed func(repo, action string) bool) []Access {
 	var out []Access
 	for _, scope := range scopes {
 		typ, rest, ok := strings.Cut(scope, ":")
@@ -126,14 +164,14 @@ func Grant(principal string, scopes []string) []Access {
 			continue
 		}
 		name, actions := rest[:i], strings.Split(rest[i+1:], ",")
-		var allowed []string
+		var granted []string
 		for _, a := range actions {
-			if may(principal, name, a) {
-				allowed = append(allowed, a)
+			if allowed(name, a) {
+				granted = append(granted, a)
 			}
 		}
-		if len(allowed) > 0 {
-			out = append(out, Access{Type: "repository", Name: name, Actions: allowed})
+		if len(granted) > 0 {
+			out = append(out, Access{Type: "repository", Name: name, Actions: granted})
 		}
 	}
 	return out

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/registryauth"
 )
@@ -52,5 +54,22 @@ func TestGrantNarrowsToThePrincipalsRights(t *testing.T) {
 	}
 	if got := registryauth.Grant(registryauth.Puller, []string{"repository:x:pull,push"}); len(got) != 1 || !reflect.DeepEqual(got[0].Actions, []string{"pull"}) {
 		t.Fatalf("puller: %+v", got)
+	}
+}
+
+func TestNodePrincipalsGetPullOnTheirProjectsOnly(t *testing.T) {
+	a, b := id.New(), id.New()
+	svc := &registryauth.Service{Secret: []byte("s")}
+	p := registryauth.NodePrincipal(id.New())
+	if err := svc.Check(p, svc.Mint(p, time.Minute)); err != nil {
+		t.Fatalf("node principal: %v", err)
+	}
+	got := registryauth.GrantNode([]uuid.UUID{a}, []string{"repository:" + a.String() + ":pull,push", "repository:" + b.String() + ":pull", "repository:base/x:pull"})
+	if len(got) != 1 || got[0].Name != a.String() || !reflect.DeepEqual(got[0].Actions, []string{"pull"}) {
+		t.Fatalf("grant: %+v", got)
+	}
+	// Grant alone (no database) gives a node principal nothing.
+	if got := registryauth.Grant(p, []string{"repository:" + a.String() + ":pull"}); len(got) != 0 {
+		t.Fatalf("Grant for a node: %+v", got)
 	}
 }

@@ -511,6 +511,10 @@ export const nodes = pgTable(
     availableMemoryMb: integer("available_memory_mb"),
     loadMillis: integer("load_millis"),
     instancesRunning: integer("instances_running"),
+    // SHA-256 (hex) of the secret the agent proves itself with to the
+    // control plane (its instances' environments, its registry
+    // credential); the secret stays in the agent's state directory.
+    credentialHash: text("credential_hash"),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },

@@ -30,3 +30,18 @@ SELECT EXISTS (
   SELECT 1 FROM certificates
   WHERE key = @key::text OR starts_with(key, @key::text || '/')
 );
+
+-- name: CertificateListNotSealedWith :many
+-- Key rotation: the keys of values that do not start with @prefix (sealed
+-- with the newest key), after @after in key order, a batch at a time.
+SELECT key, value FROM certificates
+WHERE substring(value FROM 1 FOR octet_length(@prefix::bytea)) <> @prefix::bytea
+  AND key > @after::text
+ORDER BY key
+LIMIT @max_rows;
+
+-- name: CertificateReencrypt :execrows
+-- Key rotation: replaces a value only if it is still @old_value, so a
+-- certificate renewed meanwhile is left to its new, already sealed value.
+UPDATE certificates SET value = @value
+WHERE key = @key AND value = @old_value;

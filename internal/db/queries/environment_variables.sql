@@ -22,9 +22,10 @@ DELETE FROM environment_variables
 WHERE project_id = @project_id AND name = @name;
 
 -- name: EnvironmentVariableListNotKey :many
--- Key rotation: the variables still encrypted with another key than @key_id.
+-- Key rotation: the variables still encrypted with another key than
+-- @key_id, after @after in id order (a batch at a time).
 SELECT * FROM environment_variables
-WHERE key_id <> @key_id
+WHERE key_id <> @key_id AND id > @after
 ORDER BY id
 LIMIT @max_rows;
 

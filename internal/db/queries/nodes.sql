@@ -103,3 +103,19 @@ RETURNING *;
 -- the operator's in-memory view of the nodes: a refresh reads what changed
 -- instead of the whole table.
 SELECT * FROM nodes WHERE updated_at > @since;
+
+-- name: NodeSetCredentialHash :exec
+-- The agent's credential for the control plane, set at every start.
+UPDATE nodes SET credential_hash = @credential_hash, updated_at = now()
+WHERE id = @id;
+
+-- name: NodeGetCredentialHash :one
+SELECT credential_hash FROM nodes WHERE id = @id;
+
+-- name: NodeListProjects :many
+-- The projects with an instance on the node that is not stopped for good:
+-- what the node's registry credential may pull.
+SELECT DISTINCT deployments.project_id FROM instances
+JOIN deployments ON deployments.id = instances.deployment_id
+WHERE instances.node_id = @node_id AND instances.desired_state <> 'stopped'
+ORDER BY deployments.project_id;
