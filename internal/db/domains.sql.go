@@ -485,23 +485,25 @@ func (q *Queries) DomainSetCheckFailed(ctx context.Context, arg DomainSetCheckFa
 
 const domainSetRecheckFailed = `-- name: DomainSetRecheckFailed :one
 UPDATE domains
-SET failed_rechecks = failed_rechecks + 1,
-    failure_reason = $1,
+SET failed_rechecks = failed_rechecks + $1::int,
+    failure_reason = $2,
     last_checked_at = now(),
     updated_at = now()
-WHERE id = $2
+WHERE id = $3
 RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks
 `
 
 type DomainSetRecheckFailedParams struct {
+	Increment     int32
 	FailureReason *string
 	ID            uuid.UUID
 }
 
 // A failed re-verification of a verified domain that stays verified (and
-// served) for now; the caller fails it at the limit.
+// served) for now; the caller fails it at the limit. @increment is 0 for a
+// recheck DNS could not answer, which proves nothing either way.
 func (q *Queries) DomainSetRecheckFailed(ctx context.Context, arg DomainSetRecheckFailedParams) (Domain, error) {
-	row := q.db.QueryRow(ctx, domainSetRecheckFailed, arg.FailureReason, arg.ID)
+	row := q.db.QueryRow(ctx, domainSetRecheckFailed, arg.Increment, arg.FailureReason, arg.ID)
 	var i Domain
 	err := row.Scan(
 		&i.ID,

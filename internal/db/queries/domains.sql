@@ -109,9 +109,10 @@ RETURNING *;
 
 -- name: DomainSetRecheckFailed :one
 -- A failed re-verification of a verified domain that stays verified (and
--- served) for now; the caller fails it at the limit.
+-- served) for now; the caller fails it at the limit. @increment is 0 for a
+-- recheck DNS could not answer, which proves nothing either way.
 UPDATE domains
-SET failed_rechecks = failed_rechecks + 1,
+SET failed_rechecks = failed_rechecks + @increment::int,
     failure_reason = @failure_reason,
     last_checked_at = now(),
     updated_at = now()
