@@ -50,6 +50,9 @@ type Options struct {
 	// PlatformDomains get wildcard certificates (*.d and d) by DNS-01
 	// (EDGE_PLATFORM_DOMAINS).
 	PlatformDomains []string
+	// Limits bound how often Allow is asked; zero values take the
+	// defaults.
+	Limits DecisionLimits
 }
 
 // Manager obtains, renews and serves the edge's certificates: one
@@ -59,7 +62,7 @@ type Options struct {
 type Manager struct {
 	log      *slog.Logger
 	platform []string // lower case, without a trailing dot
-	allow    Decision
+	allow    *limitedDecision
 	storage  *Storage
 
 	cache    *certmagic.Cache
@@ -106,10 +109,12 @@ func New(cfg config.ACME, pool *pgxpool.Pool, log *slog.Logger, opts Options) (*
 		listenHost = tlsHost
 	}
 
-	m := &Manager{log: log, storage: NewStorage(pool, log), allow: opts.Allow}
-	if m.allow == nil {
-		m.allow = VerifiedDomains(pool)
+	m := &Manager{log: log, storage: NewStorage(pool, log)}
+	allow := opts.Allow
+	if allow == nil {
+		allow = VerifiedDomains(pool)
 	}
+	m.allow = newLimitedDecision(allow, opts.Limits)
 	for _, d := range opts.PlatformDomains {
 		if d = normalize(d); d != "" {
 			m.platform = append(m.platform, d)
@@ -279,7 +284,7 @@ func (m *Manager) decide(ctx context.Context, name string) error {
 		if net.ParseIP(name) != nil {
 			return fmt.Errorf("%s: an IP address: %w", name, ErrNotVerified)
 		}
-		return m.allow(ctx, name)
+		return m.allow.decide(ctx, name)
 	}()
 	if err != nil {
 		// Anyone can send any SNI, so a refusal is routine.

@@ -1,0 +1,135 @@
+package certs
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+)
+
+// Handshakes with names nobody verified cannot drive database queries: a
+// refused name is not asked about again for a while, and random names
+// reach the decision (the query) at most at the configured rate. The
+// clock is frozen, so the bound is exact: Burst queries, then one more per
+// second of clock.
+func TestHandshakesWithRandomNamesAreBoundedQueries(t *testing.T) {
+	var queries atomic.Int64
+	const burst = 10
+	m, err := New(config.ACME{Directory: "https://ca.invalid/dir"}, nil, zlog.Discard(), Options{
+		HTTPAddr: ":80", PlatformDomains: []string{"zeitwork.app"},
+		Allow: func(_ context.Context, name string) error {
+			queries.Add(1) // stands for VerifiedDomains' query
+			return fmt.Errorf("%s: %w", name, ErrNotVerified)
+		},
+		Limits: DecisionLimits{Rate: 1, Burst: burst, NegativeTTL: time.Minute},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var clock sync.Mutex
+	m.allow.now = func() time.Time { clock.Lock(); defer clock.Unlock(); return now }
+
+	l, err := tls.Listen("tcp", "127.0.0.1:0", m.TLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	handshake := func(name string) error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", l.Addr().String(),
+			&tls.Config{ServerName: name, InsecureSkipVerify: true}) //nolint:gosec // no certificate is expected at all
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+
+	// One name again and again: asked once.
+	for range 50 {
+		if handshake("nope.customer.test") == nil {
+			t.Fatal("a handshake for a refused name succeeded")
+		}
+	}
+	if n := queries.Load(); n != 1 {
+		t.Fatalf("50 handshakes for one refused name: %d queries, want 1", n)
+	}
+
+	// Random names: Burst queries in all, however many handshakes.
+	const handshakes = 300
+	for range handshakes {
+		if handshake(randomName()) == nil {
+			t.Fatal("a handshake for a random name succeeded")
+		}
+	}
+	if n := queries.Load(); n != burst {
+		t.Fatalf("%d handshakes with random names: %d queries, want at most %d", handshakes, n, burst)
+	}
+	// Refused for being too many, not for what the database said.
+	if err := m.decide(context.Background(), randomName()); !errors.Is(err, ErrBusy) {
+		t.Fatalf("decide beyond the rate = %v, want ErrBusy", err)
+	}
+	// The bucket refills at the rate: a second later, one more.
+	clock.Lock()
+	now = now.Add(time.Second)
+	clock.Unlock()
+	for range 20 {
+		handshake(randomName())
+	}
+	if n := queries.Load(); n != burst+1 {
+		t.Fatalf("a second later: %d queries, want %d", n, burst+1)
+	}
+	// The remembered refusal ends after NegativeTTL.
+	clock.Lock()
+	now = now.Add(2 * time.Minute)
+	clock.Unlock()
+	handshake("nope.customer.test")
+	if n := queries.Load(); n != burst+2 {
+		t.Fatalf("after the negative TTL: %d queries, want %d", n, burst+2)
+	}
+}
+
+// A database error is not an answer: the name is asked about again.
+func TestDecisionDoesNotRememberErrors(t *testing.T) {
+	calls := 0
+	d := newLimitedDecision(func(context.Context, string) error {
+		calls++
+		return errors.New("connection refused")
+	}, DecisionLimits{Rate: 1000, Burst: 1000})
+	for range 3 {
+		if err := d.decide(context.Background(), "shop.customer.test"); err == nil || errors.Is(err, ErrNotVerified) {
+			t.Fatalf("decide = %v", err)
+		}
+	}
+	if calls != 3 {
+		t.Fatalf("%d calls, want 3", calls)
+	}
+}
+
+func randomName() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + ".customer.test"
+}
