@@ -22,9 +22,10 @@ type DecisionLimits struct {
 	// failed handshake (retried) for a real name during the flood.
 	Rate  float64
 	Burst int
-	// NegativeTTL is how long a name Allow refused (ErrNotVerified) is
-	// refused again without asking. A domain verified meanwhile waits at
-	// most this long for its certificate.
+	// NegativeTTL is how long a name Allow said nobody added
+	// (ErrUnknownName) is refused again without asking. A name added and
+	// verified meanwhile waits at most this long for its certificate; a
+	// pending name is not remembered, since it may be verified any moment.
 	NegativeTTL time.Duration
 	// MaxNegative bounds the names remembered; when full, the expired ones
 	// go, then all (the rate limit still holds).
@@ -89,8 +90,9 @@ func (l *limitedDecision) decide(ctx context.Context, name string) error {
 		return fmt.Errorf("%s: %w", name, ErrBusy)
 	}
 	err := l.inner(ctx, name)
-	// Only the database's no is remembered; its errors are not answers.
-	if errors.Is(err, ErrNotVerified) {
+	// Only the database's "nobody added it" is remembered; its errors
+	// are not answers.
+	if errors.Is(err, ErrUnknownName) {
 		l.mu.Lock()
 		l.remember(name, now)
 		l.mu.Unlock()

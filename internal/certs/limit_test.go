@@ -29,7 +29,7 @@ func TestHandshakesWithRandomNamesAreBoundedQueries(t *testing.T) {
 		HTTPAddr: ":80", PlatformDomains: []string{"zeitwork.app"},
 		Allow: func(_ context.Context, name string) error {
 			queries.Add(1) // stands for VerifiedDomains' query
-			return fmt.Errorf("%s: %w", name, ErrNotVerified)
+			return fmt.Errorf("%s: %w", name, ErrUnknownName)
 		},
 		Limits: DecisionLimits{Rate: 1, Burst: burst, NegativeTTL: time.Minute},
 	})
@@ -111,20 +111,23 @@ func TestHandshakesWithRandomNamesAreBoundedQueries(t *testing.T) {
 	}
 }
 
-// A database error is not an answer: the name is asked about again.
-func TestDecisionDoesNotRememberErrors(t *testing.T) {
-	calls := 0
-	d := newLimitedDecision(func(context.Context, string) error {
-		calls++
-		return errors.New("connection refused")
-	}, DecisionLimits{Rate: 1000, Burst: 1000})
-	for range 3 {
-		if err := d.decide(context.Background(), "shop.customer.test"); err == nil || errors.Is(err, ErrNotVerified) {
-			t.Fatalf("decide = %v", err)
+// A database error is not an answer, and a pending domain may be verified
+// any moment: neither is remembered.
+func TestDecisionRemembersOnlyUnknownNames(t *testing.T) {
+	for _, answer := range []error{errors.New("connection refused"), fmt.Errorf("pending.customer.test: %w", ErrNotVerified)} {
+		calls := 0
+		d := newLimitedDecision(func(context.Context, string) error {
+			calls++
+			return answer
+		}, DecisionLimits{Rate: 1000, Burst: 1000})
+		for range 3 {
+			if err := d.decide(context.Background(), "pending.customer.test"); !errors.Is(err, answer) {
+				t.Fatalf("decide = %v, want %v", err, answer)
+			}
 		}
-	}
-	if calls != 3 {
-		t.Fatalf("%d calls, want 3", calls)
+		if calls != 3 {
+			t.Fatalf("%v: %d calls, want 3", answer, calls)
+		}
 	}
 }
 

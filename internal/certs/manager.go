@@ -28,6 +28,7 @@ import (
 // Why a name gets no certificate on demand.
 var (
 	ErrNotVerified    = errors.New("not a verified custom domain")
+	ErrUnknownName    = fmt.Errorf("%w: no project has added it", ErrNotVerified)
 	ErrPlatformDomain = errors.New("a platform domain name: only its wildcard certificate serves it")
 )
 

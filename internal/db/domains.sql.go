@@ -117,6 +117,23 @@ func (q *Queries) DomainGetByProjectAndName(ctx context.Context, arg DomainGetBy
 	return i, err
 }
 
+const domainGetStatusByName = `-- name: DomainGetStatusByName :one
+SELECT status FROM domains
+WHERE name = lower($1::text)
+ORDER BY status = 'verified' DESC
+LIMIT 1
+`
+
+// The on-demand TLS decision: 'verified' if a project has verified the
+// name, else another claim's status; no rows when no project has added it
+// (a name the edge may remember refusing).
+func (q *Queries) DomainGetStatusByName(ctx context.Context, name string) (string, error) {
+	row := q.db.QueryRow(ctx, domainGetStatusByName, name)
+	var status string
+	err := row.Scan(&status)
+	return status, err
+}
+
 const domainGetVerifiedByName = `-- name: DomainGetVerifiedByName :one
 SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE name = lower($1::text) AND status = 'verified'

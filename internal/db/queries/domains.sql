@@ -118,3 +118,12 @@ SET failed_rechecks = failed_rechecks + @increment::int,
     updated_at = now()
 WHERE id = @id
 RETURNING *;
+
+-- name: DomainGetStatusByName :one
+-- The on-demand TLS decision: 'verified' if a project has verified the
+-- name, else another claim's status; no rows when no project has added it
+-- (a name the edge may remember refusing).
+SELECT status FROM domains
+WHERE name = lower(@name::text)
+ORDER BY status = 'verified' DESC
+LIMIT 1;
