@@ -112,7 +112,7 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			handler = api.Web(handler, os.DirFS(cfg.WebDir))
 			log.InfoContext(ctx, "dashboard served", "dir", cfg.WebDir, "url", "/")
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
 		return httpapi.Serve(ctx, srv, l, 10*time.Second)
 	})
