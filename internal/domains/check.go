@@ -49,6 +49,7 @@ type evidence struct {
 	// wildcard: a name nobody would create (a random label beside name)
 	// also leads to the edge host, so a wildcard record covers name.
 	wildcard string // that name's parent, "" if none
+	probeErr error  // DNS did not answer the probe: a wildcard is not ruled out
 }
 
 // lookup gathers the evidence on name; probe adds the wildcard probe,
@@ -65,7 +66,10 @@ func (s *Service) lookup(ctx context.Context, name string, probe bool) evidence 
 	if parent := wildcardParent(name); probe && parent != "" {
 		wg.Go(func() {
 			chain, err := s.followCNAME(ctx, probeLabel()+"."+parent)
-			if err == nil && slices.Contains(chain, s.cfg.EdgeHost) {
+			switch {
+			case unanswered(err):
+				ev.probeErr = err
+			case err == nil && slices.Contains(chain, s.cfg.EdgeHost):
 				ev.wildcard = parent
 			}
 		})
@@ -256,8 +260,11 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, d Domain, ev evidence) 
 		return s.verify(ctx, tx, *self, "txt")
 	case owner == nil && byTXT:
 		return s.verify(ctx, tx, *self, "txt")
-	case owner == nil && byCNAME && prior == "" && ev.wildcard == "":
+	case owner == nil && byCNAME && prior == "" && ev.wildcard == "" && ev.probeErr == nil:
 		return s.verify(ctx, tx, *self, "cname")
+	case owner == nil && byCNAME && prior == "" && ev.wildcard == "":
+		reason = fmt.Sprintf("%s points at %s, but whether a wildcard record covers it could not be checked (%v); checks go on, or the TXT token at %s verifies it; found %s",
+			self.Name, s.cfg.EdgeHost, ev.probeErr, txtName, ev.txtFound())
 	case owner == nil && byCNAME && prior == self.Name:
 		reason = fmt.Sprintf("%s points at %s, but another project had it verified before, so the CNAME may be theirs (left behind when they removed it); only the TXT token at %s verifies it here; found %s",
 			self.Name, s.cfg.EdgeHost, txtName, ev.txtFound())

@@ -787,3 +787,46 @@ func TestRechecksDNSCannotAnswerAreNotCounted(t *testing.T) {
 	}
 	wantReason(t, d, "does not count", "server misbehaving")
 }
+
+// probeFails answers as next does, except for the wildcard probe, which
+// DNS cannot answer.
+type probeFails struct{ next domains.Resolver }
+
+func (r probeFails) LookupCNAME(ctx context.Context, host string) (string, error) {
+	if strings.HasPrefix(host, "zeitwork-probe-") {
+		return "", &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true, IsTemporary: true}
+	}
+	return r.next.LookupCNAME(ctx, host)
+}
+
+func (r probeFails) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	return r.next.LookupTXT(ctx, name)
+}
+
+// When DNS does not say whether a wildcard covers the name, the CNAME is
+// not taken as proof: the check fails closed and goes on.
+func TestCNAMEIsNoProofWhileAWildcardCannotBeRuledOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, domains.Config{}, false)
+	ctx := context.Background()
+	project := testdb.Project(t, f.pool)
+	q, err := queue.New(f.pool, nil, queueConfig, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := domains.New(f.pool, q, domains.Config{EdgeHost: edgeHost, Resolver: probeFails{domains.NewResolver(f.dns.Addr)},
+		CheckInterval: time.Minute, MaxCheckInterval: time.Hour, GiveUpAfter: time.Hour}, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	d := f.add(t, project, "app.dokedu.org")
+	if d, err = svc.Check(ctx, d.ID); err != nil || d.Status != domains.StatusPending {
+		t.Fatalf("Check = %+v, %v; want pending", d, err)
+	}
+	wantReason(t, d, "whether a wildcard record covers it could not be checked", "i/o timeout")
+	// The same check with DNS answering verifies it.
+	if d = f.check(t, d); d.Status != domains.StatusVerified {
+		t.Fatalf("with DNS answering: %+v", d)
+	}
+}
