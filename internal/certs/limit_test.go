@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -108,6 +110,54 @@ func TestHandshakesWithRandomNamesAreBoundedQueries(t *testing.T) {
 	handshake("nope.customer.test")
 	if n := queries.Load(); n != burst+2 {
 		t.Fatalf("after the negative TTL: %d queries, want %d", n, burst+2)
+	}
+}
+
+// ACME challenge lookups go to storage (the database) when the challenge
+// was started elsewhere: TLS-ALPN-01 handshakes and HTTP-01 requests with
+// random names must pass the same limited decision first. The manager has
+// no database here, so a lookup that got through would fail the test.
+func TestChallengeLookupsWithRandomNamesAreBounded(t *testing.T) {
+	var queries atomic.Int64
+	const burst = 5
+	m, err := New(config.ACME{Directory: "https://ca.invalid/dir"}, nil, zlog.Discard(), Options{
+		HTTPAddr: ":80", HTTPSAddr: ":443", PlatformDomains: []string{"zeitwork.app"},
+		Allow: func(_ context.Context, name string) error {
+			queries.Add(1)
+			return fmt.Errorf("%s: %w", name, ErrUnknownName)
+		},
+		Limits: DecisionLimits{Rate: 1, Burst: burst},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	m.allow.now = func() time.Time { return now }
+
+	for i := range 100 {
+		name := randomName()
+		if i%2 == 0 {
+			name = hex.EncodeToString([]byte{byte(i)}) + ".zeitwork.app" // a platform name
+		}
+		hello := &tls.ClientHelloInfo{ServerName: name, SupportedProtos: []string{"acme-tls/1"}}
+		if c, err := m.getCertificate(hello); err == nil || c != nil {
+			t.Fatalf("TLS-ALPN challenge for %s answered", name)
+		}
+	}
+	next := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	h := m.HTTPChallenge(next)
+	for range 100 {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/.well-known/acme-challenge/dGVzdHRva2Vu", nil)
+		req.Host = randomName() + ":80"
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusTeapot {
+			t.Fatalf("HTTP-01 challenge for %s: %d, want it passed on", req.Host, rec.Code)
+		}
+	}
+	if n := queries.Load(); n != burst {
+		t.Fatalf("200 challenge lookups with random names: %d queries, want %d", n, burst)
 	}
 }
 

@@ -262,13 +262,41 @@ func (m *Manager) TLSConfig() *tls.Config {
 
 // HTTPChallenge answers ACME HTTP-01 challenges (/.well-known/acme-challenge/)
 // started by any edge replica, and passes every other request to next.
+//
+// Challenges started elsewhere are looked up in storage (the database), so
+// a challenge request is answered only for a name the decision allows:
+// requests with random hosts are then bounded by the decision's limits.
+// The CA only validates names an edge ordered, which the decision allowed.
 func (m *Manager) HTTPChallenge(next http.Handler) http.Handler {
-	return m.custom.HTTPChallengeHandler(next)
+	solve := m.custom.HTTPChallengeHandler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if certmagic.LooksLikeHTTPChallenge(r) {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			if m.decide(r.Context(), host) != nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		solve.ServeHTTP(w, r)
+	})
 }
 
 // getCertificate picks the configuration by name: a platform name is only
 // ever served its wildcard (or apex) certificate, never one on demand.
+//
+// A TLS-ALPN-01 challenge handshake (acme-tls/1 alone) makes certmagic look
+// the challenge up in storage before any decision, so it is decided here
+// first: platform names are validated by DNS-01 only, and a custom name
+// must pass the (limited) decision.
 func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol {
+		if err := m.decide(hello.Context(), hello.ServerName); err != nil {
+			return nil, fmt.Errorf("no TLS-ALPN challenge for %s: %w", hello.ServerName, err)
+		}
+	}
 	if m.isPlatform(hello.ServerName) {
 		return m.wildcard.GetCertificate(hello)
 	}
