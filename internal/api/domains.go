@@ -49,15 +49,16 @@ func (a *API) registerDomains(api huma.API) {
 
 // Domain is a custom domain as the API shows it.
 type Domain struct {
-	ID            uuid.UUID   `json:"id" format:"uuid"`
-	Name          string      `json:"name" doc:"the host name, lower case, Unicode as punycode"`
-	Status        string      `json:"status" enum:"pending,verified,failed" doc:"verified: the edge serves the project at this name; pending: checks go on; failed: given up (or moved to another project), checked again only on POST …/verify"`
-	Reason        string      `json:"reason" doc:"why the last check did not verify it, with what DNS answered; empty when verified or not checked yet"`
-	DNSRecords    []DNSRecord `json:"dns_records" doc:"create either record to verify the domain; the CNAME also sends its traffic to Zeitwork"`
-	VerifiedAt    *time.Time  `json:"verified_at"`
-	LastCheckedAt *time.Time  `json:"last_checked_at"`
-	CreatedAt     time.Time   `json:"created_at"`
-	UpdatedAt     time.Time   `json:"updated_at"`
+	ID             uuid.UUID   `json:"id" format:"uuid"`
+	Name           string      `json:"name" doc:"the host name, lower case, Unicode as punycode"`
+	Status         string      `json:"status" enum:"pending,verified,failed" doc:"verified: the edge serves the project at this name, and rechecks it periodically; pending: checks go on; failed: given up, moved to another project, or no longer pointing at Zeitwork (no longer served), checked again only on POST …/verify"`
+	Reason         string      `json:"reason" doc:"why the last check did not verify it, with what DNS answered; for a verified domain, why its last rechecks failed; empty when all is well or not checked yet"`
+	FailedRechecks int         `json:"failed_rechecks" doc:"rechecks of the verified domain that failed in a row; at the platform's limit the domain is failed and no longer served"`
+	DNSRecords     []DNSRecord `json:"dns_records" doc:"create either record to verify the domain; the CNAME also sends its traffic to Zeitwork"`
+	VerifiedAt     *time.Time  `json:"verified_at"`
+	LastCheckedAt  *time.Time  `json:"last_checked_at"`
+	CreatedAt      time.Time   `json:"created_at"`
+	UpdatedAt      time.Time   `json:"updated_at"`
 }
 
 // DNSRecord is a record to create at the domain's DNS provider.
@@ -71,11 +72,11 @@ type DNSRecord struct {
 func (a *API) domainOut(d domains.Domain) Domain {
 	ins := a.Domains.Instructions(d)
 	out := Domain{
-		ID: d.ID, Name: d.Name, Status: string(d.Status), VerifiedAt: d.VerifiedAt, LastCheckedAt: d.LastCheckedAt,
+		ID: d.ID, Name: d.Name, Status: string(d.Status), FailedRechecks: d.FailedRechecks, VerifiedAt: d.VerifiedAt, LastCheckedAt: d.LastCheckedAt,
 		CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
 		DNSRecords: []DNSRecord{
-			{Type: "CNAME", Name: d.Name, Value: ins.CNAMETarget, Purpose: "sends the domain's traffic to Zeitwork, and verifies it unless another project has"},
-			{Type: "TXT", Name: ins.TXTName, Value: ins.TXTValue, Purpose: "verifies the domain without moving its traffic yet; the only proof that moves a name another project has verified"},
+			{Type: "CNAME", Name: d.Name, Value: ins.CNAMETarget, Purpose: "sends the domain's traffic to Zeitwork, and verifies it unless another project has or had a name under this domain, or a wildcard record covers it"},
+			{Type: "TXT", Name: ins.TXTName, Value: ins.TXTValue, Purpose: "verifies the domain without moving its traffic yet; the only proof for a name another project has or had, or one a wildcard record covers"},
 		},
 	}
 	if d.FailureReason != nil {

@@ -192,10 +192,20 @@ func TestDeletedProjectFreesItsDomains(t *testing.T) {
 	if res := e.do("DELETE", "/v1/projects/"+p.ID.String(), "", session(alice)...); res.Code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", res.Code, res.body)
 	}
+	// The name is free, but the CNAME left behind was the old project's:
+	// another project proves it with its TXT record.
 	next := e.createProject(alice, `{"name":"new"}`)
-	e.addDomain(alice, next, `{"name":"www.example.com"}`)
+	added := e.addDomain(alice, next, `{"name":"www.example.com"}`)
+	if got := e.verify(alice, next, "www.example.com"); got.Status != "pending" || !strings.Contains(got.Reason, "another project had it verified before") {
+		t.Fatalf("the freed name on the old CNAME: %+v", got)
+	}
+	for _, r := range added.DNSRecords {
+		if r.Type == "TXT" {
+			dns.SetTXT(r.Name, r.Value)
+		}
+	}
 	if got := e.verify(alice, next, "www.example.com"); got.Status != "verified" {
-		t.Fatalf("the freed name: %+v", got)
+		t.Fatalf("the freed name with its TXT record: %+v", got)
 	}
 }
 

@@ -29,6 +29,7 @@ import (
 // Why a name gets no certificate on demand.
 var (
 	ErrNotVerified    = errors.New("not a verified custom domain")
+	ErrUnknownName    = fmt.Errorf("%w: no project has added it", ErrNotVerified)
 	ErrPlatformDomain = errors.New("a platform domain name: only its wildcard certificate serves it")
 )
 
@@ -53,6 +54,9 @@ type Options struct {
 	PlatformDomains []string
 	// Keys seal what is stored (CERTIFICATE_KEYS); nil: stored as it is.
 	Keys *secret.Ring
+	// Limits bound how often Allow is asked; zero values take the
+	// defaults.
+	Limits DecisionLimits
 }
 
 // Manager obtains, renews and serves the edge's certificates: one
@@ -62,7 +66,7 @@ type Options struct {
 type Manager struct {
 	log      *slog.Logger
 	platform []string // lower case, without a trailing dot
-	allow    Decision
+	allow    *limitedDecision
 	storage  *Storage
 
 	cache    *certmagic.Cache
@@ -109,10 +113,12 @@ func New(cfg config.ACME, pool *pgxpool.Pool, log *slog.Logger, opts Options) (*
 		listenHost = tlsHost
 	}
 
-	m := &Manager{log: log, storage: NewStorage(pool, opts.Keys, log), allow: opts.Allow}
-	if m.allow == nil {
-		m.allow = VerifiedDomains(pool)
+	m := &Manager{log: log, storage: NewStorage(pool, opts.Keys, log)}
+	allow := opts.Allow
+	if allow == nil {
+		allow = VerifiedDomains(pool)
 	}
+	m.allow = newLimitedDecision(allow, opts.Limits)
 	for _, d := range opts.PlatformDomains {
 		if d = normalize(d); d != "" {
 			m.platform = append(m.platform, d)
@@ -259,13 +265,41 @@ func (m *Manager) TLSConfig() *tls.Config {
 
 // HTTPChallenge answers ACME HTTP-01 challenges (/.well-known/acme-challenge/)
 // started by any edge replica, and passes every other request to next.
+//
+// Challenges started elsewhere are looked up in storage (the database), so
+// a challenge request is answered only for a name the decision allows:
+// requests with random hosts are then bounded by the decision's limits.
+// The CA only validates names an edge ordered, which the decision allowed.
 func (m *Manager) HTTPChallenge(next http.Handler) http.Handler {
-	return m.custom.HTTPChallengeHandler(next)
+	solve := m.custom.HTTPChallengeHandler(next)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if certmagic.LooksLikeHTTPChallenge(r) {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			if m.decide(r.Context(), host) != nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		solve.ServeHTTP(w, r)
+	})
 }
 
 // getCertificate picks the configuration by name: a platform name is only
 // ever served its wildcard (or apex) certificate, never one on demand.
+//
+// A TLS-ALPN-01 challenge handshake (acme-tls/1 alone) makes certmagic look
+// the challenge up in storage before any decision, so it is decided here
+// first: platform names are validated by DNS-01 only, and a custom name
+// must pass the (limited) decision.
 func (m *Manager) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol {
+		if err := m.decide(hello.Context(), hello.ServerName); err != nil {
+			return nil, fmt.Errorf("no TLS-ALPN challenge for %s: %w", hello.ServerName, err)
+		}
+	}
 	if m.isPlatform(hello.ServerName) {
 		return m.wildcard.GetCertificate(hello)
 	}
@@ -282,7 +316,7 @@ func (m *Manager) decide(ctx context.Context, name string) error {
 		if net.ParseIP(name) != nil {
 			return fmt.Errorf("%s: an IP address: %w", name, ErrNotVerified)
 		}
-		return m.allow(ctx, name)
+		return m.allow.decide(ctx, name)
 	}()
 	if err != nil {
 		// Anyone can send any SNI, so a refusal is routine.

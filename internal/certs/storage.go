@@ -292,16 +292,21 @@ func (s *Storage) unlockLocal(name string, h *heldLock) {
 	close(h.done)
 }
 
-// VerifiedDomains allows exactly the names of verified custom domains.
+// VerifiedDomains allows exactly the names of verified custom domains. A
+// name no project has added is ErrUnknownName, which the Manager remembers
+// for a while; a pending one is only ErrNotVerified, since it may be
+// verified any moment.
 func VerifiedDomains(pool *pgxpool.Pool) Decision {
 	q := db.New(pool)
 	return func(ctx context.Context, name string) error {
-		_, err := q.DomainGetVerifiedByName(ctx, name)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("%s: %w", name, ErrNotVerified)
-		}
-		if err != nil {
+		status, err := q.DomainGetStatusByName(ctx, name)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("%s: %w", name, ErrUnknownName)
+		case err != nil:
 			return fmt.Errorf("%s: look up domain: %w", name, err)
+		case status != "verified":
+			return fmt.Errorf("%s: %w", name, ErrNotVerified)
 		}
 		return nil
 	}

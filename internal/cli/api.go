@@ -48,6 +48,7 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 		dom, err := domains.New(pool, q, domains.Config{
 			EdgeHost: cfg.Platform.EdgeHost, PlatformDomains: cfg.Platform.Reserved(), Resolver: domains.NewResolver(cfg.CustomDomains.DNSResolver),
 			CheckInterval: cfg.CustomDomains.CheckInterval, MaxCheckInterval: cfg.CustomDomains.MaxCheckInterval, GiveUpAfter: cfg.CustomDomains.GiveUpAfter,
+			RecheckInterval: cfg.CustomDomains.RecheckInterval, RecheckFailures: cfg.CustomDomains.RecheckFailures,
 		}, zlog.Component(log, "domains"))
 		if err != nil {
 			return fmt.Errorf("EDGE_HOST, EDGE_APPS_DOMAIN or EDGE_PLATFORM_DOMAINS: %w", err)
@@ -111,7 +112,7 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 			handler = api.Web(handler, os.DirFS(cfg.WebDir))
 			log.InfoContext(ctx, "dashboard served", "dir", cfg.WebDir, "url", "/")
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		log.InfoContext(ctx, "api running", "addr", l.Addr().String(), "openapi", api.OpenAPIPath)
 		return httpapi.Serve(ctx, srv, l, 10*time.Second)
 	})

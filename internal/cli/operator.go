@@ -54,7 +54,7 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 		Cluster: op.Lifecycle, Domains: op.Domains, Secrets: cfg.Secrets.Keys,
 		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.Registry.Insecure, Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}},
 	}
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	op.Log.InfoContext(ctx, "operator running", "management_api", l.Addr().String(), "registry_tokens", tokens != nil)
 
 	g, ctx := errgroup.WithContext(ctx)

@@ -566,23 +566,26 @@ type Domain struct {
 	CreatedAt time.Time `json:"created_at"`
 
 	// DnsRecords create either record to verify the domain; the CNAME also sends its traffic to Zeitwork
-	DnsRecords    *[]DNSRecord       `json:"dns_records"`
-	Id            openapi_types.UUID `json:"id"`
-	LastCheckedAt *time.Time         `json:"last_checked_at"`
+	DnsRecords *[]DNSRecord `json:"dns_records"`
+
+	// FailedRechecks rechecks of the verified domain that failed in a row; at the platform's limit the domain is failed and no longer served
+	FailedRechecks int64              `json:"failed_rechecks"`
+	Id             openapi_types.UUID `json:"id"`
+	LastCheckedAt  *time.Time         `json:"last_checked_at"`
 
 	// Name the host name, lower case, Unicode as punycode
 	Name string `json:"name"`
 
-	// Reason why the last check did not verify it, with what DNS answered; empty when verified or not checked yet
+	// Reason why the last check did not verify it, with what DNS answered; for a verified domain, why its last rechecks failed; empty when all is well or not checked yet
 	Reason string `json:"reason"`
 
-	// Status verified: the edge serves the project at this name; pending: checks go on; failed: given up (or moved to another project), checked again only on POST …/verify
+	// Status verified: the edge serves the project at this name, and rechecks it periodically; pending: checks go on; failed: given up, moved to another project, or no longer pointing at Zeitwork (no longer served), checked again only on POST …/verify
 	Status     DomainStatus `json:"status"`
 	UpdatedAt  time.Time    `json:"updated_at"`
 	VerifiedAt *time.Time   `json:"verified_at"`
 }
 
-// DomainStatus verified: the edge serves the project at this name; pending: checks go on; failed: given up (or moved to another project), checked again only on POST …/verify
+// DomainStatus verified: the edge serves the project at this name, and rechecks it periodically; pending: checks go on; failed: given up, moved to another project, or no longer pointing at Zeitwork (no longer served), checked again only on POST …/verify
 type DomainStatus string
 
 // EnvVariable defines model for EnvVariable.

@@ -205,6 +205,10 @@ type CustomDomains struct {
 	CheckInterval    time.Duration `env:"DOMAIN_CHECK_INTERVAL" envDefault:"30s"`
 	MaxCheckInterval time.Duration `env:"DOMAIN_CHECK_MAX_INTERVAL" envDefault:"15m"`
 	GiveUpAfter      time.Duration `env:"DOMAIN_GIVE_UP_AFTER" envDefault:"168h"`
+	// A verified domain is rechecked every RecheckInterval and no longer
+	// served after RecheckFailures failed rechecks in a row.
+	RecheckInterval time.Duration `env:"DOMAIN_RECHECK_INTERVAL" envDefault:"1h"`
+	RecheckFailures int           `env:"DOMAIN_RECHECK_FAILURES" envDefault:"3"`
 }
 
 func (c CustomDomains) validate() []Problem {
@@ -212,10 +216,13 @@ func (c CustomDomains) validate() []Problem {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"DOMAIN_CHECK_INTERVAL", c.CheckInterval}, {"DOMAIN_CHECK_MAX_INTERVAL", c.MaxCheckInterval}, {"DOMAIN_GIVE_UP_AFTER", c.GiveUpAfter}} {
+	}{{"DOMAIN_CHECK_INTERVAL", c.CheckInterval}, {"DOMAIN_CHECK_MAX_INTERVAL", c.MaxCheckInterval}, {"DOMAIN_GIVE_UP_AFTER", c.GiveUpAfter}, {"DOMAIN_RECHECK_INTERVAL", c.RecheckInterval}} {
 		if d.v <= 0 {
 			ps = append(ps, Problem{d.name, "must be positive"})
 		}
+	}
+	if c.RecheckFailures <= 0 {
+		ps = append(ps, Problem{"DOMAIN_RECHECK_FAILURES", "must be positive"})
 	}
 	return ps
 }

@@ -186,6 +186,8 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"S3 endpoint is a URL", parse[Builder], map[string]string{"S3_ENDPOINT": "127.0.0.1:9000", "BUILDKIT_ADDR": "unix:///b.sock", "REGISTRY_ADDR": "r"}, []string{"S3_ENDPOINT"}},
 		{"plain HTTP to which registry", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true"}, []string{"REGISTRY_INSECURE"}},
 		{"domain checks need an interval", parse[Operator], map[string]string{"DOMAIN_CHECK_INTERVAL": "0s"}, []string{"DOMAIN_CHECK_INTERVAL"}},
+		{"domain rechecks need an interval and a limit", parse[Operator], map[string]string{"DOMAIN_RECHECK_INTERVAL": "0s", "DOMAIN_RECHECK_FAILURES": "0"}, []string{"DOMAIN_RECHECK_FAILURES", "DOMAIN_RECHECK_INTERVAL"}},
+		{"edge timeouts are never off", parse[Edge], map[string]string{"EDGE_READ_HEADER_TIMEOUT": "0s", "EDGE_IDLE_TIMEOUT": "0s"}, []string{"EDGE_IDLE_TIMEOUT", "EDGE_READ_HEADER_TIMEOUT"}},
 		{"a dev prefix is a name", parse[Dev], map[string]string{"DEV_PREFIX": "Dev_1-", "S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b"}, []string{"DEV_PREFIX"}},
 		{"GitHub URLs are URLs", parse[API], map[string]string{"GITHUB_API_URL": "api.github.com", "GITHUB_WEB_URL": "ftp://github.com"}, []string{"GITHUB_API_URL", "GITHUB_WEB_URL"}},
 		{"OAuth client id needs its secret", parse[API], map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, []string{"GITHUB_CLIENT_ID"}},

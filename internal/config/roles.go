@@ -245,7 +245,15 @@ func (e Edge) validate() []Problem {
 	if e.DataPath != "stdlib" && e.DataPath != "fast" {
 		return []Problem{{"EDGE_DATA_PATH", fmt.Sprintf("%q is neither stdlib nor fast", e.DataPath)}}
 	}
-	return nil
+	// Zero would mean no limit: slow and idle clients held forever.
+	var ps []Problem
+	if e.ReadHeaderTimeout <= 0 {
+		ps = append(ps, Problem{"EDGE_READ_HEADER_TIMEOUT", "must be positive"})
+	}
+	if e.IdleTimeout <= 0 {
+		ps = append(ps, Problem{"EDGE_IDLE_TIMEOUT", "must be positive"})
+	}
+	return ps
 }
 
 // Off says whether an address setting turns its listener off.

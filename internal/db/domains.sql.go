@@ -14,7 +14,7 @@ import (
 const domainCreate = `-- name: DomainCreate :one
 INSERT INTO domains (id, project_id, name, verification_token)
 VALUES ($1, $2, lower($3::text), $4)
-RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at
+RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks
 `
 
 type DomainCreateParams struct {
@@ -43,6 +43,7 @@ func (q *Queries) DomainCreate(ctx context.Context, arg DomainCreateParams) (Dom
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.FailedRechecks,
 	)
 	return i, err
 }
@@ -65,7 +66,7 @@ func (q *Queries) DomainDelete(ctx context.Context, arg DomainDeleteParams) (int
 }
 
 const domainGetByID = `-- name: DomainGetByID :one
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains WHERE id = $1
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains WHERE id = $1
 `
 
 func (q *Queries) DomainGetByID(ctx context.Context, id uuid.UUID) (Domain, error) {
@@ -82,12 +83,13 @@ func (q *Queries) DomainGetByID(ctx context.Context, id uuid.UUID) (Domain, erro
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.FailedRechecks,
 	)
 	return i, err
 }
 
 const domainGetByProjectAndName = `-- name: DomainGetByProjectAndName :one
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE project_id = $1 AND name = lower($2::text)
 `
 
@@ -110,12 +112,30 @@ func (q *Queries) DomainGetByProjectAndName(ctx context.Context, arg DomainGetBy
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.FailedRechecks,
 	)
 	return i, err
 }
 
+const domainGetStatusByName = `-- name: DomainGetStatusByName :one
+SELECT status FROM domains
+WHERE name = lower($1::text)
+ORDER BY status = 'verified' DESC
+LIMIT 1
+`
+
+// The on-demand TLS decision: 'verified' if a project has verified the
+// name, else another claim's status; no rows when no project has added it
+// (a name the edge may remember refusing).
+func (q *Queries) DomainGetStatusByName(ctx context.Context, name string) (string, error) {
+	row := q.db.QueryRow(ctx, domainGetStatusByName, name)
+	var status string
+	err := row.Scan(&status)
+	return status, err
+}
+
 const domainGetVerifiedByName = `-- name: DomainGetVerifiedByName :one
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE name = lower($1::text) AND status = 'verified'
 `
 
@@ -134,12 +154,13 @@ func (q *Queries) DomainGetVerifiedByName(ctx context.Context, name string) (Dom
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.FailedRechecks,
 	)
 	return i, err
 }
 
 const domainListByProject = `-- name: DomainListByProject :many
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE project_id = $1
 ORDER BY name
 `
@@ -164,6 +185,7 @@ func (q *Queries) DomainListByProject(ctx context.Context, projectID uuid.UUID) 
 			&i.FailureReason,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.FailedRechecks,
 		); err != nil {
 			return nil, err
 		}
@@ -176,7 +198,7 @@ func (q *Queries) DomainListByProject(ctx context.Context, projectID uuid.UUID) 
 }
 
 const domainListDueForCheck = `-- name: DomainListDueForCheck :many
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE status = 'pending'
   AND (last_checked_at IS NULL
        OR last_checked_at < now() - least(
@@ -218,6 +240,54 @@ func (q *Queries) DomainListDueForCheck(ctx context.Context, arg DomainListDueFo
 			&i.FailureReason,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.FailedRechecks,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const domainListDueForRecheck = `-- name: DomainListDueForRecheck :many
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
+WHERE status = 'verified'
+  AND coalesce(last_checked_at, verified_at) < now() - make_interval(secs => $1::float8)
+ORDER BY last_checked_at NULLS FIRST, id
+LIMIT $2
+`
+
+type DomainListDueForRecheckParams struct {
+	IntervalSecs float64
+	MaxRows      int32
+}
+
+// Verified domains not checked for @interval_secs, least recently checked
+// first: a name that no longer points at the edge must stop being served.
+func (q *Queries) DomainListDueForRecheck(ctx context.Context, arg DomainListDueForRecheckParams) ([]Domain, error) {
+	rows, err := q.db.Query(ctx, domainListDueForRecheck, arg.IntervalSecs, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Domain{}
+	for rows.Next() {
+		var i Domain
+		if err := rows.Scan(
+			&i.ID,
+			&i.ProjectID,
+			&i.Name,
+			&i.Status,
+			&i.VerificationToken,
+			&i.VerifiedAt,
+			&i.LastCheckedAt,
+			&i.FailureReason,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.FailedRechecks,
 		); err != nil {
 			return nil, err
 		}
@@ -230,7 +300,7 @@ func (q *Queries) DomainListDueForCheck(ctx context.Context, arg DomainListDueFo
 }
 
 const domainListVerified = `-- name: DomainListVerified :many
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE status = 'verified'
 ORDER BY name
 `
@@ -255,6 +325,7 @@ func (q *Queries) DomainListVerified(ctx context.Context) ([]Domain, error) {
 			&i.FailureReason,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.FailedRechecks,
 		); err != nil {
 			return nil, err
 		}
@@ -267,7 +338,7 @@ func (q *Queries) DomainListVerified(ctx context.Context) ([]Domain, error) {
 }
 
 const domainListVerifiedByProjects = `-- name: DomainListVerifiedByProjects :many
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE status = 'verified' AND project_id = ANY($1::uuid[])
 ORDER BY name
 `
@@ -292,6 +363,7 @@ func (q *Queries) DomainListVerifiedByProjects(ctx context.Context, projectIds [
 			&i.FailureReason,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.FailedRechecks,
 		); err != nil {
 			return nil, err
 		}
@@ -304,7 +376,7 @@ func (q *Queries) DomainListVerifiedByProjects(ctx context.Context, projectIds [
 }
 
 const domainLockByName = `-- name: DomainLockByName :many
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE name = lower($1::text)
 ORDER BY id
 FOR UPDATE
@@ -333,6 +405,7 @@ func (q *Queries) DomainLockByName(ctx context.Context, name string) ([]Domain, 
 			&i.FailureReason,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.FailedRechecks,
 		); err != nil {
 			return nil, err
 		}
@@ -345,7 +418,7 @@ func (q *Queries) DomainLockByName(ctx context.Context, name string) ([]Domain, 
 }
 
 const domainPageByProject = `-- name: DomainPageByProject :many
-SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at FROM domains
+SELECT id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks FROM domains
 WHERE project_id = $1 AND id > $2
 ORDER BY id
 LIMIT $3
@@ -378,6 +451,7 @@ func (q *Queries) DomainPageByProject(ctx context.Context, arg DomainPageByProje
 			&i.FailureReason,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.FailedRechecks,
 		); err != nil {
 			return nil, err
 		}
@@ -397,7 +471,7 @@ SET status = $1,
     last_checked_at = now(),
     updated_at = now()
 WHERE id = $3
-RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at
+RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks
 `
 
 type DomainSetCheckFailedParams struct {
@@ -421,6 +495,74 @@ func (q *Queries) DomainSetCheckFailed(ctx context.Context, arg DomainSetCheckFa
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.FailedRechecks,
+	)
+	return i, err
+}
+
+const domainSetRecheckFailed = `-- name: DomainSetRecheckFailed :one
+UPDATE domains
+SET failed_rechecks = failed_rechecks + $1::int,
+    failure_reason = $2,
+    last_checked_at = now(),
+    updated_at = now()
+WHERE id = $3
+RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks
+`
+
+type DomainSetRecheckFailedParams struct {
+	Increment     int32
+	FailureReason *string
+	ID            uuid.UUID
+}
+
+// A failed re-verification of a verified domain that stays verified (and
+// served) for now; the caller fails it at the limit. @increment is 0 for a
+// recheck DNS could not answer, which proves nothing either way.
+func (q *Queries) DomainSetRecheckFailed(ctx context.Context, arg DomainSetRecheckFailedParams) (Domain, error) {
+	row := q.db.QueryRow(ctx, domainSetRecheckFailed, arg.Increment, arg.FailureReason, arg.ID)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.ProjectID,
+		&i.Name,
+		&i.Status,
+		&i.VerificationToken,
+		&i.VerifiedAt,
+		&i.LastCheckedAt,
+		&i.FailureReason,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.FailedRechecks,
+	)
+	return i, err
+}
+
+const domainSetRecheckPassed = `-- name: DomainSetRecheckPassed :one
+UPDATE domains
+SET failed_rechecks = 0,
+    failure_reason = NULL,
+    last_checked_at = now(),
+    updated_at = now()
+WHERE id = $1
+RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks
+`
+
+func (q *Queries) DomainSetRecheckPassed(ctx context.Context, id uuid.UUID) (Domain, error) {
+	row := q.db.QueryRow(ctx, domainSetRecheckPassed, id)
+	var i Domain
+	err := row.Scan(
+		&i.ID,
+		&i.ProjectID,
+		&i.Name,
+		&i.Status,
+		&i.VerificationToken,
+		&i.VerifiedAt,
+		&i.LastCheckedAt,
+		&i.FailureReason,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.FailedRechecks,
 	)
 	return i, err
 }
@@ -431,9 +573,10 @@ SET status = 'verified',
     verified_at = now(),
     last_checked_at = now(),
     failure_reason = NULL,
+    failed_rechecks = 0,
     updated_at = now()
 WHERE id = $1
-RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at
+RETURNING id, project_id, name, status, verification_token, verified_at, last_checked_at, failure_reason, created_at, updated_at, failed_rechecks
 `
 
 // A unique violation on domains_name_verified_idx means another project has
@@ -452,6 +595,7 @@ func (q *Queries) DomainSetVerified(ctx context.Context, id uuid.UUID) (Domain, 
 		&i.FailureReason,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.FailedRechecks,
 	)
 	return i, err
 }

@@ -160,6 +160,14 @@ type Domain struct {
 	FailureReason     *string
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
+	FailedRechecks    int32
+}
+
+type DomainClaim struct {
+	Name            string
+	ProjectID       uuid.UUID
+	FirstVerifiedAt time.Time
+	LastVerifiedAt  time.Time
 }
 
 type EnvironmentVariable struct {

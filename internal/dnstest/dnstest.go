@@ -79,7 +79,9 @@ func (s *Server) SetA(name string, ips ...net.IP) {
 	s.a[key(name)] = ips
 }
 
-// SetCNAME points name at target.
+// SetCNAME points name at target. A name of "*.example.com" is a wildcard:
+// it answers for every name below example.com that has no records of its
+// own, as a zone's wildcard does (RFC 4592, simplified).
 func (s *Server) SetCNAME(name, target string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,7 +127,8 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		hdr := func(rrtype uint16) dns.RR_Header {
 			return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: 1}
 		}
-		if target, ok := s.cname[name]; ok {
+		src := s.source(name)
+		if target, ok := s.cname[src]; ok {
 			found = true
 			m.Answer = append(m.Answer, &dns.CNAME{Hdr: hdr(dns.TypeCNAME), Target: target})
 			if q.Qtype == dns.TypeCNAME {
@@ -134,7 +137,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 			name = target
 			continue
 		}
-		if ips, ok := s.a[name]; ok {
+		if ips, ok := s.a[src]; ok {
 			found = true
 			for _, ip := range ips {
 				switch {
@@ -145,7 +148,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 				}
 			}
 		}
-		if vals, ok := s.txt[name]; ok {
+		if vals, ok := s.txt[src]; ok {
 			found = true
 			if q.Qtype == dns.TypeTXT {
 				// One record per value, as a zone with several TXT records
@@ -161,6 +164,30 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Rcode = dns.RcodeNameError
 	}
 	w.WriteMsg(m)
+}
+
+// source is the name whose records answer for name: name itself, or the
+// closest wildcard above it when name has none. Callers hold s.mu.
+func (s *Server) source(name string) string {
+	has := func(n string) bool {
+		_, a := s.a[n]
+		_, c := s.cname[n]
+		_, t := s.txt[n]
+		return a || c || t
+	}
+	if has(name) {
+		return name
+	}
+	for rest := name; ; {
+		_, parent, ok := strings.Cut(rest, ".")
+		if !ok || parent == "" {
+			return name
+		}
+		if w := "*." + parent; has(w) {
+			return w
+		}
+		rest = parent
+	}
 }
 
 // chunks splits a TXT value into the 255-byte strings DNS carries.

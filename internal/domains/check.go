@@ -2,6 +2,8 @@ package domains
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/net/publicsuffix"
 )
 
 // Resolver is the DNS that checks ask; *net.Resolver is one.
@@ -43,9 +46,15 @@ type evidence struct {
 	cnameErr error    // the first lookup's; a later one ends the chain
 	txt      []string
 	txtErr   error
+	// wildcard: a name nobody would create (a random label beside name)
+	// also leads to the edge host, so a wildcard record covers name.
+	wildcard string // that name's parent, "" if none
+	probeErr error  // DNS did not answer the probe: a wildcard is not ruled out
 }
 
-func (s *Service) lookup(ctx context.Context, name string) evidence {
+// lookup gathers the evidence on name; probe adds the wildcard probe,
+// which only matters for a claim not verified yet.
+func (s *Service) lookup(ctx context.Context, name string, probe bool) evidence {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.LookupTimeout)
 	defer cancel()
 	ev := evidence{name: name}
@@ -54,8 +63,47 @@ func (s *Service) lookup(ctx context.Context, name string) evidence {
 	wg.Go(func() {
 		ev.txt, ev.txtErr = s.cfg.Resolver.LookupTXT(ctx, TXTPrefix+name+".")
 	})
+	if parent := wildcardParent(name); probe && parent != "" {
+		wg.Go(func() {
+			chain, err := s.followCNAME(ctx, probeLabel()+"."+parent)
+			switch {
+			case unanswered(err):
+				ev.probeErr = err
+			case err == nil && slices.Contains(chain, s.cfg.EdgeHost):
+				ev.wildcard = parent
+			}
+		})
+	}
 	wg.Wait()
 	return ev
+}
+
+// registrable is name's registrable domain (example.co.uk for
+// app.example.co.uk): whoever controls it controls every name below.
+func registrable(name string) string {
+	r, err := publicsuffix.EffectiveTLDPlusOne(name)
+	if err != nil {
+		return name // Normalize refuses public suffixes; be safe anyway
+	}
+	return r
+}
+
+// wildcardParent is the domain whose wildcard (*.parent) would cover name,
+// or "" for a registrable domain itself: a wildcard one level up would be
+// a public suffix's, nobody's to set.
+func wildcardParent(name string) string {
+	if name == registrable(name) {
+		return ""
+	}
+	_, parent, _ := strings.Cut(name, ".")
+	return parent
+}
+
+// probeLabel is a label no zone has on purpose.
+func probeLabel() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "zeitwork-probe-" + hex.EncodeToString(b[:])
 }
 
 // maxHops bounds a CNAME chain (and so a loop).
@@ -130,27 +178,29 @@ func (ev evidence) txtFound() string {
 }
 
 // Check looks the domain up in DNS and records the outcome: verified when
-// its CNAME chain reaches the edge host or its TXT record holds its token;
-// otherwise still pending (or failed, once pending too long) with a reason
-// saying what was found and what was expected.
+// its TXT record holds its token, or when its CNAME chain reaches the edge
+// host and the CNAME can only be this project's doing; otherwise still
+// pending (or failed, once pending too long) with a reason saying what was
+// found and what was expected.
 //
-// A name verified by another project moves only with the TXT token: a
-// CNAME to the edge is what the current owner set up, so it proves
-// nothing about who is asking. The move (the old claim failed, the new one
+// The CNAME is not enough (only the TXT token is) when another project has
+// the name verified, ever had it or a name under the same registrable
+// domain verified, or a wildcard record covers the name: in each case the
+// CNAME may be someone else's. A move (the old claim failed, the new one
 // verified) is one transaction.
 //
-// A verified domain is returned as it is. Checks of claims on the same
-// name take turns on the rows' locks, so they never both win; a domain
-// removed meanwhile is ErrNotFound.
+// A verified domain is re-verified (see recheck). Checks of claims on the
+// same name take turns on the rows' locks, so they never both win; a
+// domain removed meanwhile is ErrNotFound.
 func (s *Service) Check(ctx context.Context, domainID uuid.UUID) (Domain, error) {
 	d, err := newStore(s.pool).get(ctx, domainID)
 	if err != nil {
 		return Domain{}, err
 	}
 	if d.Status == StatusVerified {
-		return d, nil
+		return s.recheck(ctx, d)
 	}
-	ev := s.lookup(ctx, d.Name)
+	ev := s.lookup(ctx, d.Name, true)
 	var out Domain
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		out, err = s.decide(ctx, tx, d, ev)
@@ -190,6 +240,13 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, d Domain, ev evidence) 
 	}
 	txtName := TXTPrefix + self.Name
 	byTXT := ev.hasToken(self.VerificationToken)
+	byCNAME := ev.cnameReaches(s.cfg.EdgeHost)
+	var prior string // a name another project had verified
+	if byCNAME && !byTXT && owner == nil {
+		if prior, err = st.otherClaim(ctx, self.ProjectID, self.Name, registrable(self.Name)); err != nil {
+			return Domain{}, err
+		}
+	}
 	var reason string
 	switch {
 	case owner != nil && byTXT:
@@ -203,8 +260,20 @@ func (s *Service) decide(ctx context.Context, tx pgx.Tx, d Domain, ev evidence) 
 		return s.verify(ctx, tx, *self, "txt")
 	case owner == nil && byTXT:
 		return s.verify(ctx, tx, *self, "txt")
-	case owner == nil && ev.cnameReaches(s.cfg.EdgeHost):
+	case owner == nil && byCNAME && prior == "" && ev.wildcard == "" && ev.probeErr == nil:
 		return s.verify(ctx, tx, *self, "cname")
+	case owner == nil && byCNAME && prior == "" && ev.wildcard == "":
+		reason = fmt.Sprintf("%s points at %s, but whether a wildcard record covers it could not be checked (%v); checks go on, or the TXT token at %s verifies it; found %s",
+			self.Name, s.cfg.EdgeHost, ev.probeErr, txtName, ev.txtFound())
+	case owner == nil && byCNAME && prior == self.Name:
+		reason = fmt.Sprintf("%s points at %s, but another project had it verified before, so the CNAME may be theirs (left behind when they removed it); only the TXT token at %s verifies it here; found %s",
+			self.Name, s.cfg.EdgeHost, txtName, ev.txtFound())
+	case owner == nil && byCNAME && prior != "":
+		reason = fmt.Sprintf("%s points at %s, but another project had %s verified before, a name under the same domain %s, so the CNAME may be theirs (or a wildcard's); only the TXT token at %s verifies it here; found %s",
+			self.Name, s.cfg.EdgeHost, prior, registrable(self.Name), txtName, ev.txtFound())
+	case owner == nil && byCNAME:
+		reason = fmt.Sprintf("%s points at %s through a wildcard record (*.%s), which anyone's name under it would match; only the TXT token at %s verifies it; found %s",
+			self.Name, s.cfg.EdgeHost, ev.wildcard, txtName, ev.txtFound())
 	case owner != nil:
 		reason = fmt.Sprintf("%s is verified by another project; only the TXT token at %s moves it here (a CNAME to %s is not enough); found %s",
 			self.Name, txtName, s.cfg.EdgeHost, ev.txtFound())
@@ -237,6 +306,9 @@ func (s *Service) verify(ctx context.Context, tx pgx.Tx, self Domain, how string
 	if err := sp.Commit(ctx); err != nil {
 		return Domain{}, err
 	}
+	if err := newStore(tx).recordClaim(ctx, d.ProjectID, d.Name); err != nil {
+		return Domain{}, err
+	}
 	s.log.InfoContext(ctx, "domain verified", "name", d.Name, "domain_id", d.ID, "project_id", d.ProjectID, "by", how)
 	return d, nil
 }
@@ -267,4 +339,73 @@ func days(d time.Duration) string {
 		return fmt.Sprintf("%d days", d/day)
 	}
 	return d.String()
+}
+
+// recheck re-verifies a verified domain: it stays verified while its CNAME
+// chain reaches the edge host or its TXT record holds its token. After
+// RecheckFailures failed rechecks in a row it is failed, which stops the
+// edge serving it and getting certificates for it; until then the count
+// and the reason are on the domain, for its owner to see. A recheck DNS
+// could not answer at all (a timeout, SERVFAIL) is recorded but not
+// counted: an outage of our resolver must not take every domain down.
+func (s *Service) recheck(ctx context.Context, d Domain) (Domain, error) {
+	ev := s.lookup(ctx, d.Name, false)
+	var out Domain
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		st := newStore(tx)
+		claims, err := st.lockByName(ctx, d.Name)
+		if err != nil {
+			return err
+		}
+		i := slices.IndexFunc(claims, func(c Domain) bool { return c.ID == d.ID })
+		if i < 0 {
+			return fmt.Errorf("%w: %s", ErrNotFound, d.ID)
+		}
+		self := claims[i]
+		if self.Status != StatusVerified { // moved or failed meanwhile
+			out = self
+			return nil
+		}
+		if ev.cnameReaches(s.cfg.EdgeHost) || ev.hasToken(self.VerificationToken) {
+			if out, err = st.setRecheckPassed(ctx, self.ID); err != nil {
+				return err
+			}
+			return st.recordClaim(ctx, self.ProjectID, self.Name)
+		}
+		found := fmt.Sprintf("expected %s CNAME %s, or the TXT token at %s%s; found that %s, and %s",
+			self.Name, s.cfg.EdgeHost, TXTPrefix, self.Name, ev.cnameFound(), ev.txtFound())
+		if unanswered(ev.cnameErr) && unanswered(ev.txtErr) {
+			out, err = st.setRecheckFailed(ctx, self.ID, 0, "a recheck could not be done (DNS did not answer), so it does not count: "+found)
+			return err
+		}
+		n := self.FailedRechecks + 1
+		if n < s.cfg.RecheckFailures {
+			out, err = st.setRecheckFailed(ctx, self.ID, 1, fmt.Sprintf(
+				"%d recheck(s) in a row failed; the domain stops being served after %d: %s", n, s.cfg.RecheckFailures, found))
+			return err
+		}
+		if _, err = st.setRecheckFailed(ctx, self.ID, 1, found); err != nil {
+			return err
+		}
+		out, err = st.setCheckFailed(ctx, self.ID, StatusFailed, fmt.Sprintf(
+			"no longer served: %d rechecks in a row found it no longer points at us; %s. Check it again once DNS is fixed", n, found))
+		if err == nil {
+			s.log.WarnContext(ctx, "domain no longer points at the edge; stopped serving it", "name", self.Name, "domain_id", self.ID, "project_id", self.ProjectID, "failed_rechecks", n)
+		}
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return Domain{}, err
+		}
+		return Domain{}, fmt.Errorf("recheck domain %s: %w", d.Name, err)
+	}
+	return out, nil
+}
+
+// unanswered: the lookup failed without DNS saying the name has no such
+// records.
+func unanswered(err error) bool {
+	var dnsErr *net.DNSError
+	return err != nil && !(errors.As(err, &dnsErr) && dnsErr.IsNotFound)
 }

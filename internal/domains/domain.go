@@ -14,8 +14,9 @@ const (
 	StatusPending Status = "pending"
 	// StatusVerified: proved to be the project's; the edge routes it.
 	StatusVerified Status = "verified"
-	// StatusFailed: given up, or moved to another project; only a check
-	// asked for by hand tries again.
+	// StatusFailed: given up, moved to another project, or no longer
+	// pointing at the edge after Config.RecheckFailures re-verifications
+	// in a row; only a check asked for by hand tries again.
 	StatusFailed Status = "failed"
 )
 
@@ -29,6 +30,9 @@ type Domain struct {
 	VerifiedAt        *time.Time
 	LastCheckedAt     *time.Time
 	FailureReason     *string
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// FailedRechecks counts the re-verifications of a verified domain that
+	// failed in a row: it is still served until Config.RecheckFailures.
+	FailedRechecks int
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
 }

@@ -2,7 +2,17 @@
 // with a verification token), checking DNS until the name is proved to be
 // the project's (a CNAME to the edge host, or the TXT token), moving a name
 // verified by one project to another that proves ownership with the token,
-// and removing it. The edge routes verified names only; a database trigger
+// re-verifying verified names until they no longer point at the edge, and
+// removing them.
+//
+// A CNAME to the edge proves only that someone once pointed the name at
+// the platform, not who. It is enough for a name nobody else ever had:
+// once another project had the name, or any name under the same
+// registrable domain, verified (domain_claims remembers, after removal
+// too), or the name is covered by a wildcard record to the edge, only the
+// project's own TXT token proves the claim. Otherwise a dangling CNAME
+// left after a removal, or a customer's *.example.com CNAME, would hand
+// the name and a certificate for it to any tenant. The edge routes verified names only; a database trigger
 // wakes it on every change here, so verification and removal take effect at
 // once. This package knows nothing of HTTP, and only store.go sees the
 // domains table's rows.
@@ -65,10 +75,20 @@ type Config struct {
 	// LookupTimeout bounds the DNS lookups of one check; zero is
 	// DefaultLookupTimeout.
 	LookupTimeout time.Duration
+	// A verified domain is re-verified every RecheckInterval; after
+	// RecheckFailures failed re-verifications in a row it is failed, and
+	// the edge stops serving it and getting certificates for it. Zero
+	// takes DefaultRecheckInterval and DefaultRecheckFailures.
+	RecheckInterval time.Duration
+	RecheckFailures int
 }
 
-// DefaultLookupTimeout bounds one check's lookups unless Config says.
-const DefaultLookupTimeout = 10 * time.Second
+// Defaults for Config's zero values.
+const (
+	DefaultLookupTimeout   = 10 * time.Second
+	DefaultRecheckInterval = time.Hour
+	DefaultRecheckFailures = 3
+)
 
 // Service adds, checks and removes custom domains.
 type Service struct {
@@ -107,6 +127,12 @@ func New(pool *pgxpool.Pool, q *queue.Queue, cfg Config, log *slog.Logger) (*Ser
 	}
 	if cfg.LookupTimeout <= 0 {
 		cfg.LookupTimeout = DefaultLookupTimeout
+	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = DefaultRecheckInterval
+	}
+	if cfg.RecheckFailures <= 0 {
+		cfg.RecheckFailures = DefaultRecheckFailures
 	}
 	cfg.MaxCheckInterval = max(cfg.MaxCheckInterval, cfg.CheckInterval)
 	return &Service{pool: pool, queue: q, cfg: cfg, log: log}, nil

@@ -397,7 +397,9 @@ func TestConcurrentClaimsAreNeverBothVerified(t *testing.T) {
 	first, second := testdb.Project(t, f.pool), testdb.Project(t, f.pool)
 
 	for round := range 20 {
-		name := fmt.Sprintf("r%d.example.com", round)
+		// A registrable domain per round: a name under one another
+		// project had verified needs the TXT token.
+		name := fmt.Sprintf("app.r%d-example.com", round)
 		f.dns.SetCNAME(name, edgeHost)
 		a, b := f.add(t, first, name), f.add(t, second, name)
 		if round%2 == 1 { // both tokens published: each claim can move the name
@@ -490,9 +492,15 @@ func TestRemoveStopsRoutingAtOnce(t *testing.T) {
 	if _, err := f.svc.Check(ctx, d.ID); !errors.Is(err, domains.ErrNotFound) {
 		t.Fatalf("Check after Remove: err = %v, want ErrNotFound", err)
 	}
-	// The name is free again, for any project.
-	if d := f.check(t, f.add(t, other, "app.dokedu.org")); d.Status != domains.StatusVerified {
-		t.Fatalf("re-added elsewhere: %+v", d)
+	// Another project may add the name again, but the CNAME left behind
+	// is the first project's: only the TXT token verifies it now.
+	again := f.check(t, f.add(t, other, "app.dokedu.org"))
+	if again.Status != domains.StatusPending {
+		t.Fatalf("re-added elsewhere with the old CNAME: %+v, want pending", again)
+	}
+	f.dns.SetTXT("_zeitwork.app.dokedu.org", again.VerificationToken)
+	if again = f.check(t, again); again.Status != domains.StatusVerified {
+		t.Fatalf("re-added elsewhere with its TXT token: %+v, want verified", again)
 	}
 }
 
@@ -507,6 +515,15 @@ func TestSweepQueuesOnlyDuePendingDomains(t *testing.T) {
 	justChecked := f.check(t, f.add(t, project, "just.example.com"))
 	longAgo := f.check(t, f.add(t, project, "longago.example.com"))
 	verified := f.check(t, f.add(t, project, "verified.example.com"))
+	f.dns.SetCNAME("stale.example.com", edgeHost)
+	stale := f.check(t, f.add(t, project, "stale.example.com"))
+	if stale.Status != domains.StatusVerified {
+		t.Fatalf("%+v", stale)
+	}
+	// Verified longer ago than the recheck interval (an hour by default).
+	if _, err := f.pool.Exec(ctx, `UPDATE domains SET last_checked_at = now() - interval '61 minutes' WHERE id = $1`, stale.ID); err != nil {
+		t.Fatal(err)
+	}
 	removed := f.add(t, project, "removed.example.com")
 	if err := f.svc.Remove(ctx, project, removed.ID); err != nil {
 		t.Fatal(err)
@@ -520,14 +537,14 @@ func TestSweepQueuesOnlyDuePendingDomains(t *testing.T) {
 	}
 
 	for range 2 { // a second sweep finds the checks already queued
-		if n, err := f.svc.Sweep(ctx); err != nil || n != 2 {
-			t.Fatalf("Sweep = %d, %v; want 2 due", n, err)
+		if n, err := f.svc.Sweep(ctx); err != nil || n != 3 {
+			t.Fatalf("Sweep = %d, %v; want 3 due (2 checks, 1 recheck)", n, err)
 		}
 	}
 	for _, c := range []struct {
 		d    domains.Domain
 		want int
-	}{{neverChecked, 1}, {longAgo, 1}, {justChecked, 0}, {verified, 0}, {removed, 0}} {
+	}{{neverChecked, 1}, {longAgo, 1}, {justChecked, 0}, {verified, 0}, {stale, 1}, {removed, 0}} {
 		if n := jobs(t, f.pool, c.d.ID); n != c.want {
 			t.Errorf("%s: %d verify tasks queued, want %d", c.d.Name, n, c.want)
 		}
@@ -582,5 +599,234 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A CNAME left pointing at the edge after its project removed the domain
+// (or lost it) proves nothing about who asks next: another project needs
+// its TXT token, for the name and for any name under the same registrable
+// domain. The project that had it may come back on the CNAME.
+func TestDanglingCNAMEAfterRemovalNeedsTheTXTToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, domains.Config{}, false)
+	ctx := context.Background()
+	owner, attacker := testdb.Project(t, f.pool), testdb.Project(t, f.pool)
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	f.dns.SetCNAME("shop.dokedu.org", edgeHost)
+
+	d := f.check(t, f.add(t, owner, "app.dokedu.org"))
+	if d.Status != domains.StatusVerified {
+		t.Fatalf("first claim: %+v", d)
+	}
+	if err := f.svc.Remove(ctx, owner, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Its own project again: the CNAME is still its own.
+	d = f.check(t, f.add(t, owner, "app.dokedu.org"))
+	if d.Status != domains.StatusVerified {
+		t.Fatalf("the same project re-adding it: %+v, want verified", d)
+	}
+	if err := f.svc.Remove(ctx, owner, d.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	taken := f.check(t, f.add(t, attacker, "app.dokedu.org"))
+	if taken.Status != domains.StatusPending {
+		t.Fatalf("another project on the dangling CNAME: %+v, want pending", taken)
+	}
+	wantReason(t, taken, "another project had it verified before", "only the TXT token at _zeitwork.app.dokedu.org")
+	if _, err := f.svc.Verified(ctx, "app.dokedu.org"); !errors.Is(err, domains.ErrNotFound) {
+		t.Fatalf("the dangling name is routed (err = %v)", err)
+	}
+	// A sibling under the same registrable domain, never claimed itself.
+	sibling := f.check(t, f.add(t, attacker, "shop.dokedu.org"))
+	if sibling.Status != domains.StatusPending {
+		t.Fatalf("a sibling of a name another project had: %+v, want pending", sibling)
+	}
+	wantReason(t, sibling, "app.dokedu.org", "same domain dokedu.org", "TXT token")
+	// The owner of the records proves it with the token.
+	f.dns.SetTXT("_zeitwork.app.dokedu.org", taken.VerificationToken)
+	if taken = f.check(t, taken); taken.Status != domains.StatusVerified {
+		t.Fatalf("with its TXT token: %+v, want verified", taken)
+	}
+}
+
+// A customer's *.example.com CNAME to the edge makes every name below
+// point at us, whoever claims it: a name covered by a wildcard needs the
+// TXT token even if nobody ever had a name under it.
+func TestWildcardCNAMENeedsTheTXTToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, domains.Config{}, false)
+	ctx := context.Background()
+	project := testdb.Project(t, f.pool)
+	f.dns.SetCNAME("*.customer.com", edgeHost)
+
+	d := f.check(t, f.add(t, project, "evil.customer.com"))
+	if d.Status != domains.StatusPending {
+		t.Fatalf("a name covered by a wildcard CNAME: %+v, want pending", d)
+	}
+	wantReason(t, d, "wildcard record (*.customer.com)", "_zeitwork.evil.customer.com")
+	if _, err := f.svc.Verified(ctx, "evil.customer.com"); !errors.Is(err, domains.ErrNotFound) {
+		t.Fatalf("routed on a wildcard (err = %v)", err)
+	}
+	// Deeper names too; an explicit CNAME beside the wildcard is no proof
+	// either, since the wildcard still covers its siblings.
+	f.dns.SetCNAME("www.customer.com", edgeHost)
+	for _, name := range []string{"a.b.customer.com", "www.customer.com"} {
+		if d := f.check(t, f.add(t, project, name)); d.Status != domains.StatusPending {
+			t.Fatalf("%s under a wildcard: %+v, want pending", name, d)
+		}
+	}
+	f.dns.SetTXT("_zeitwork.evil.customer.com", d.VerificationToken)
+	if d = f.check(t, d); d.Status != domains.StatusVerified {
+		t.Fatalf("with its TXT token: %+v, want verified", d)
+	}
+	// Without the wildcard, an explicit CNAME of a zone nobody else had is
+	// enough, as before.
+	f.dns.SetCNAME("app.other-customer.com", edgeHost)
+	if d := f.check(t, f.add(t, project, "app.other-customer.com")); d.Status != domains.StatusVerified {
+		t.Fatalf("explicit CNAME, no wildcard: %+v, want verified", d)
+	}
+}
+
+// A verified domain whose record disappears is rechecked, counted, and
+// after RecheckFailures failed rechecks in a row no longer served (the
+// edge routes and certifies verified names only); a recheck that passes
+// in between resets the count.
+func TestVerifiedDomainThatStopsPointingAtUsStopsBeingServed(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, domains.Config{RecheckFailures: 2}, false)
+	ctx := context.Background()
+	project := testdb.Project(t, f.pool)
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	d := f.check(t, f.add(t, project, "app.dokedu.org"))
+	if d.Status != domains.StatusVerified {
+		t.Fatalf("%+v", d)
+	}
+	served := func() bool {
+		_, err := f.svc.Verified(ctx, "app.dokedu.org")
+		return err == nil
+	}
+	if d = f.check(t, d); d.Status != domains.StatusVerified || d.FailedRechecks != 0 || d.FailureReason != nil {
+		t.Fatalf("recheck with the CNAME in place: %+v", d)
+	}
+
+	f.dns.Delete("app.dokedu.org")
+	d = f.check(t, d)
+	if d.Status != domains.StatusVerified || d.FailedRechecks != 1 || !served() {
+		t.Fatalf("first failed recheck: %+v (served %v), want still verified with 1 failure", d, served())
+	}
+	wantReason(t, d, "1 recheck(s) in a row failed", "stops being served after 2", "has no DNS records")
+
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	if d = f.check(t, d); d.Status != domains.StatusVerified || d.FailedRechecks != 0 || d.FailureReason != nil {
+		t.Fatalf("recheck after DNS came back: %+v, want the count reset", d)
+	}
+
+	f.dns.Delete("app.dokedu.org")
+	f.dns.SetCNAME("app.dokedu.org", "someone-else.example.net")
+	f.check(t, d)
+	d = f.check(t, d)
+	if d.Status != domains.StatusFailed || d.FailedRechecks != 2 || d.VerifiedAt != nil || served() {
+		t.Fatalf("after 2 failed rechecks: %+v (served %v), want failed and not served", d, served())
+	}
+	wantReason(t, d, "no longer served", "CNAME leads to someone-else.example.net")
+	// Failed domains are not swept; their owner asks again once fixed.
+	if _, err := f.pool.Exec(ctx, `UPDATE domains SET last_checked_at = now() - interval '1 day'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.svc.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("Sweep = %d, %v; want nothing", n, err)
+	}
+	f.dns.Delete("app.dokedu.org")
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	if d = f.check(t, d); d.Status != domains.StatusVerified || !served() {
+		t.Fatalf("checked again after fixing DNS: %+v", d)
+	}
+}
+
+// flakyResolver answers nothing: a resolver outage.
+type flakyResolver struct{}
+
+func (flakyResolver) LookupCNAME(_ context.Context, host string) (string, error) {
+	return "", &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
+}
+
+func (flakyResolver) LookupTXT(_ context.Context, name string) ([]string, error) {
+	return nil, &net.DNSError{Err: "server misbehaving", Name: name, IsTemporary: true}
+}
+
+// Rechecks DNS could not answer prove nothing and are not counted: an
+// outage of our own resolver must not take every custom domain down.
+func TestRechecksDNSCannotAnswerAreNotCounted(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, domains.Config{RecheckFailures: 1}, false)
+	ctx := context.Background()
+	project := testdb.Project(t, f.pool)
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	d := f.check(t, f.add(t, project, "app.dokedu.org"))
+	if d.Status != domains.StatusVerified {
+		t.Fatalf("%+v", d)
+	}
+	q, err := queue.New(f.pool, nil, queueConfig, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	outage, err := domains.New(f.pool, q, domains.Config{EdgeHost: edgeHost, Resolver: flakyResolver{},
+		CheckInterval: time.Minute, MaxCheckInterval: time.Hour, GiveUpAfter: time.Hour, RecheckFailures: 1}, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if d, err = outage.Check(ctx, d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.Status != domains.StatusVerified || d.FailedRechecks != 0 {
+		t.Fatalf("after rechecks DNS could not answer: %+v, want verified, nothing counted", d)
+	}
+	wantReason(t, d, "does not count", "server misbehaving")
+}
+
+// probeFails answers as next does, except for the wildcard probe, which
+// DNS cannot answer.
+type probeFails struct{ next domains.Resolver }
+
+func (r probeFails) LookupCNAME(ctx context.Context, host string) (string, error) {
+	if strings.HasPrefix(host, "zeitwork-probe-") {
+		return "", &net.DNSError{Err: "i/o timeout", Name: host, IsTimeout: true, IsTemporary: true}
+	}
+	return r.next.LookupCNAME(ctx, host)
+}
+
+func (r probeFails) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	return r.next.LookupTXT(ctx, name)
+}
+
+// When DNS does not say whether a wildcard covers the name, the CNAME is
+// not taken as proof: the check fails closed and goes on.
+func TestCNAMEIsNoProofWhileAWildcardCannotBeRuledOut(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, domains.Config{}, false)
+	ctx := context.Background()
+	project := testdb.Project(t, f.pool)
+	q, err := queue.New(f.pool, nil, queueConfig, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := domains.New(f.pool, q, domains.Config{EdgeHost: edgeHost, Resolver: probeFails{domains.NewResolver(f.dns.Addr)},
+		CheckInterval: time.Minute, MaxCheckInterval: time.Hour, GiveUpAfter: time.Hour}, zlog.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.dns.SetCNAME("app.dokedu.org", edgeHost)
+	d := f.add(t, project, "app.dokedu.org")
+	if d, err = svc.Check(ctx, d.ID); err != nil || d.Status != domains.StatusPending {
+		t.Fatalf("Check = %+v, %v; want pending", d, err)
+	}
+	wantReason(t, d, "whether a wildcard record covers it could not be checked", "i/o timeout")
+	// The same check with DNS answering verifies it.
+	if d = f.check(t, d); d.Status != domains.StatusVerified {
+		t.Fatalf("with DNS answering: %+v", d)
 	}
 }

@@ -19,7 +19,7 @@ func fromRow(r db.Domain) Domain {
 	return Domain{
 		ID: r.ID, ProjectID: r.ProjectID, Name: r.Name, Status: Status(r.Status), VerificationToken: r.VerificationToken,
 		VerifiedAt: r.VerifiedAt, LastCheckedAt: r.LastCheckedAt, FailureReason: r.FailureReason,
-		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		FailedRechecks: int(r.FailedRechecks), CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 }
 
@@ -180,4 +180,50 @@ func (s store) page(ctx context.Context, project, after uuid.UUID, limit int32) 
 		return nil, fmt.Errorf("list domains of %s: %w", project, err)
 	}
 	return fromRows(rows), nil
+}
+
+// recordClaim remembers that project had name verified.
+func (s store) recordClaim(ctx context.Context, project uuid.UUID, name string) error {
+	if err := s.q.DomainClaimRecord(ctx, db.DomainClaimRecordParams{Name: name, ProjectID: project}); err != nil {
+		return fmt.Errorf("record claim on %s: %w", name, err)
+	}
+	return nil
+}
+
+// otherClaim returns a name equal to or below registrable that another
+// project than project ever had verified (name itself if it is one), or
+// "" if there is none.
+func (s store) otherClaim(ctx context.Context, project uuid.UUID, name, registrable string) (string, error) {
+	other, err := s.q.DomainClaimGetOther(ctx, db.DomainClaimGetOtherParams{ProjectID: project, Registrable: registrable, Name: name})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("claims on %s: %w", registrable, err)
+	}
+	return other, nil
+}
+
+func (s store) dueForRecheck(ctx context.Context, interval time.Duration, limit int32) ([]Domain, error) {
+	rows, err := s.q.DomainListDueForRecheck(ctx, db.DomainListDueForRecheckParams{IntervalSecs: interval.Seconds(), MaxRows: limit})
+	if err != nil {
+		return nil, fmt.Errorf("list verified domains due for a recheck: %w", err)
+	}
+	return fromRows(rows), nil
+}
+
+func (s store) setRecheckPassed(ctx context.Context, domainID uuid.UUID) (Domain, error) {
+	row, err := s.q.DomainSetRecheckPassed(ctx, domainID)
+	if err != nil {
+		return Domain{}, fmt.Errorf("record recheck of domain %s: %w", domainID, err)
+	}
+	return fromRow(row), nil
+}
+
+func (s store) setRecheckFailed(ctx context.Context, domainID uuid.UUID, increment int32, reason string) (Domain, error) {
+	row, err := s.q.DomainSetRecheckFailed(ctx, db.DomainSetRecheckFailedParams{ID: domainID, FailureReason: &reason, Increment: increment})
+	if err != nil {
+		return Domain{}, fmt.Errorf("record recheck of domain %s: %w", domainID, err)
+	}
+	return fromRow(row), nil
 }

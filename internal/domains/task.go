@@ -17,7 +17,8 @@ import (
 // deploy queue so that slow DNS never holds up a deployment's worker slot.
 const Queue = "domains"
 
-// VerifyTask asks for one check of a pending domain.
+// VerifyTask asks for one check of a pending domain, or a recheck of a
+// verified one.
 type VerifyTask struct {
 	DomainID uuid.UUID `json:"domain_id"`
 }
@@ -65,14 +66,21 @@ func (w *VerifyWorker) Work(ctx context.Context, job *queue.Job[VerifyTask]) err
 const sweepBatch = 500
 
 // Sweep queues a check for every pending domain that is due one (see
-// Config for when) and returns how many were due. Run it every
+// Config for when), and a recheck for every verified domain not checked
+// for RecheckInterval, and returns how many were due. Run it every
 // CheckInterval on every operator: the tasks are unique per domain, so
 // sweeps that overlap queue each check once.
 func (s *Service) Sweep(ctx context.Context) (int, error) {
-	due, err := newStore(s.pool).dueForCheck(ctx, s.cfg.CheckInterval, s.cfg.MaxCheckInterval, sweepBatch)
+	st := newStore(s.pool)
+	due, err := st.dueForCheck(ctx, s.cfg.CheckInterval, s.cfg.MaxCheckInterval, sweepBatch)
 	if err != nil {
 		return 0, fmt.Errorf("domain sweep: %w", err)
 	}
+	recheck, err := st.dueForRecheck(ctx, s.cfg.RecheckInterval, sweepBatch)
+	if err != nil {
+		return 0, fmt.Errorf("domain sweep: %w", err)
+	}
+	due = append(due, recheck...)
 	for _, d := range due {
 		if _, err := s.queue.Enqueue(ctx, VerifyTask{DomainID: d.ID}); err != nil {
 			return 0, fmt.Errorf("domain sweep: %s: %w", d.Name, err)

@@ -267,3 +267,60 @@ func BenchmarkUpdate100kHosts(b *testing.B) {
 		routes.StoreUpdate(routes.Load().Update([]uuid.UUID{p.ID}, fresh), fresh)
 	}
 }
+
+// A name is never taken from the project that has it: the database keeps
+// slugs, deployment hosts and custom domains apart, and the table does not
+// rely on that alone.
+func TestTableNeverGivesAProjectsNameToAnother(t *testing.T) {
+	a, b := id.New(), id.New()
+	a1, b1 := id.New(), id.New()
+	// b's slug is a's deployment id, and b has a custom domain that is
+	// a's slug host: neither may take a's names, in either order.
+	for _, order := range [][]Project{
+		{{ID: a, Slug: "shop", ActiveDeploymentID: a1}, {ID: b, Slug: a1.String(), ActiveDeploymentID: b1}},
+		{{ID: b, Slug: a1.String(), ActiveDeploymentID: b1}, {ID: a, Slug: "shop", ActiveDeploymentID: a1}},
+	} {
+		tbl := NewTable("zeitwork.app", order, nil, []Domain{{Name: "shop.zeitwork.app", ProjectID: b}})
+		for _, host := range []string{"shop.zeitwork.app", a1.String() + ".zeitwork.app"} {
+			if r, ok := tbl.Lookup(host); !ok || r.ProjectID != a {
+				t.Errorf("Lookup(%s) = project %s, %v; want a's", host, r.ProjectID, ok)
+			}
+		}
+		if tbl.Conflicts() != 2 {
+			t.Errorf("Conflicts = %d, want 2", tbl.Conflicts())
+		}
+	}
+
+	// An update of b alone cannot take a's slug host either: it stays a's
+	// and the clash is counted, for the syncer to rebuild from the
+	// database.
+	old := NewTable("zeitwork.app", []Project{{ID: a, Slug: "shop", ActiveDeploymentID: a1}, {ID: b, Slug: "blog", ActiveDeploymentID: b1}}, nil,
+		[]Domain{{Name: "app.example.com", ProjectID: a}})
+	freshB := NewTable("zeitwork.app", []Project{{ID: b, Slug: "shop", ActiveDeploymentID: b1}}, nil,
+		[]Domain{{Name: a1.String() + ".zeitwork.app", ProjectID: b}})
+	next := old.Update([]uuid.UUID{b}, freshB)
+	for _, host := range []string{"shop.zeitwork.app", a1.String() + ".zeitwork.app"} {
+		if r, ok := next.Lookup(host); !ok || r.ProjectID != a {
+			t.Errorf("after b's update, Lookup(%s) = project %s, %v; want a's", host, r.ProjectID, ok)
+		}
+	}
+	if next.Conflicts() != 2 {
+		t.Errorf("Conflicts after b's update = %d, want 2", next.Conflicts())
+	}
+	// b's own names are b's; a's later update (a renamed) leaves b's alone.
+	if _, ok := next.Lookup("blog.zeitwork.app"); ok {
+		t.Error("b's old slug still routed")
+	}
+	// A custom domain moved from a to b does move at b's update.
+	moved := old.Update([]uuid.UUID{b}, NewTable("zeitwork.app", []Project{{ID: b, Slug: "blog", ActiveDeploymentID: b1}}, nil,
+		[]Domain{{Name: "app.example.com", ProjectID: b}}))
+	if r, ok := moved.Lookup("app.example.com"); !ok || r.ProjectID != b || moved.Conflicts() != 0 {
+		t.Errorf("moved custom domain: Lookup = project %s, %v, %d conflicts; want b's, none", r.ProjectID, ok, moved.Conflicts())
+	}
+	if after := moved.Update([]uuid.UUID{a}, NewTable("zeitwork.app", []Project{{ID: a, Slug: "shop", ActiveDeploymentID: a1}}, nil, nil)); !func() bool {
+		r, ok := after.Lookup("app.example.com")
+		return ok && r.ProjectID == b
+	}() {
+		t.Error("a's update after the move took app.example.com from b")
+	}
+}

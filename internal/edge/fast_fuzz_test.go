@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"testing"
 )
 
@@ -21,6 +22,7 @@ func FuzzFastRequestParse(f *testing.F) {
 		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 01\r\n\r\nx",
 		"GET / HTTP/1.1\r\nhost: a\r\nHOST: b\r\n\r\n",
 		"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nx-real-ip: 1\r\nTrue-Client-IP: 2\r\nX-Forwarded-SSL: on\r\nCF-Connecting-IP: 3\r\nX-Real-IPs: 4\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -44,6 +46,11 @@ func FuzzFastRequestParse(f *testing.F) {
 		}
 		for i := range q.n {
 			f := q.fields[i]
+			// The fast path strips exactly what the stdlib path does from
+			// untrusted peers.
+			if want := slices.Contains(spoofable, http.CanonicalHeaderKey(string(f.name))); f.spoofable != want {
+				t.Fatalf("%q: field %q spoofable = %v, want %v", data, f.name, f.spoofable, want)
+			}
 			if f.drop {
 				continue
 			}

@@ -6,6 +6,9 @@ import "bytes"
 type field struct {
 	name, value []byte
 	drop        bool // hop-by-hop, or one the edge sets itself
+	// spoofable: a header only a proxy in front may set (the client's
+	// address, its scheme); dropped unless the peer is trusted.
+	spoofable bool
 }
 
 // request is a parsed client request head. Its slices point into the
@@ -86,7 +89,7 @@ func (q *request) parse(b []byte) parseResult {
 		}
 		f := &q.fields[q.n]
 		q.n++
-		f.name, f.value, f.drop = name, value, false
+		f.name, f.value, f.drop, f.spoofable = name, value, false, false
 		if !q.classify(f) {
 			return parseFallback
 		}
@@ -127,8 +130,11 @@ func (q *request) classify(f *field) bool {
 			f.drop = true
 		}
 	case 9:
-		if eqFold(n, "forwarded") {
+		switch {
+		case eqFold(n, "forwarded"):
 			f.drop = true
+		case eqFold(n, "x-real-ip"):
+			f.spoofable = true
 		}
 	case 10:
 		switch {
@@ -155,11 +161,15 @@ func (q *request) classify(f *field) bool {
 				return false // streamed uploads take the stdlib path
 			}
 			q.contentLength, q.hasLength, f.drop = l, true, true
+		} else if eqFold(n, "true-client-ip") {
+			f.spoofable = true
 		}
 	case 15:
 		switch {
 		case eqFold(n, "x-forwarded-for"):
 			f.drop = true
+		case eqFold(n, "x-forwarded-ssl"):
+			f.spoofable = true
 		}
 	case 16:
 		switch {
@@ -169,6 +179,7 @@ func (q *request) classify(f *field) bool {
 			if q.cfIP == nil {
 				q.cfIP = v
 			}
+			f.spoofable = true
 		}
 	case 17:
 		switch {

@@ -104,7 +104,7 @@ func (fc *fastConn) upstreamHead(rid []byte) int {
 	o = append(o, "\r\n"...)
 	for i := range q.n {
 		f := &q.fields[i]
-		if f.drop {
+		if f.drop || f.spoofable && !fc.trusted {
 			continue
 		}
 		o = append(o, f.name...)

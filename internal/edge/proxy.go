@@ -145,7 +145,14 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	x := pr.In.Context().Value(exchangeKey{}).(*exchange)
 	// Rewrite has already dropped hop-by-hop and client-sent X-Forwarded-*
 	// headers: the edge is the first hop that tells the truth.
-	client, proto := p.client(pr.In)
+	client, proto, trusted := p.client(pr.In)
+	if !trusted {
+		// Others that apps and frameworks read as the client's address
+		// or scheme: only a trusted proxy in front may say.
+		for _, h := range spoofable {
+			pr.Out.Header.Del(h)
+		}
+	}
 	pr.Out.URL.Scheme = "http"
 	pr.Out.Host = pr.In.Host
 	pr.Out.Header.Set("X-Forwarded-For", client)
@@ -155,19 +162,25 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Set(nodeproxy.HeaderToken, p.cfg.Token)
 }
 
+// spoofable are the headers besides X-Forwarded-* that say who the client
+// is or how it came (the fast path's classify knows them too): forwarded
+// from a trusted proxy only.
+var spoofable = []string{"X-Real-Ip", "True-Client-Ip", "X-Forwarded-Ssl", "Cf-Connecting-Ip"}
+
 // client is the client's address and the scheme it used: the peer and our
 // own listener, unless the peer is a trusted proxy that tells us.
-func (p *Proxy) client(r *http.Request) (ip, proto string) {
+func (p *Proxy) client(r *http.Request) (ip, proto string, trusted bool) {
 	proto = "http"
 	if r.TLS != nil {
 		proto = "https"
 	}
 	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr, proto
+		return r.RemoteAddr, proto, false
 	}
 	ip = peer.Addr().Unmap().String()
 	if p.cfg.TrustForwarded != nil && p.cfg.TrustForwarded(peer.Addr().Unmap()) {
+		trusted = true
 		if cf, err := netip.ParseAddr(r.Header.Get("CF-Connecting-IP")); err == nil {
 			ip = cf.String()
 		}
@@ -175,7 +188,7 @@ func (p *Proxy) client(r *http.Request) (ip, proto string) {
 			proto = fp
 		}
 	}
-	return ip, proto
+	return ip, proto, trusted
 }
 
 func (p *Proxy) modifyResponse(resp *http.Response) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -43,6 +44,13 @@ type stage struct {
 
 func newStage(t *testing.T, path string, timeout time.Duration) *stage {
 	t.Helper()
+	return newStageTrusting(t, path, timeout, nil)
+}
+
+// newStageTrusting is newStage with the edge believing the forwarding
+// headers of the peers trust says yes to.
+func newStageTrusting(t *testing.T, path string, timeout time.Duration, trust func(netip.Addr) bool) *stage {
+	t.Helper()
 	s := &stage{t: t, routes: &Routes{}, project: id.New(), instances: map[uuid.UUID]nodeproxy.Target{}}
 	s.metrics = NewMetrics(prometheus.NewRegistry())
 	np := nodeproxy.New(clusterToken, func(_ context.Context, iid uuid.UUID) (nodeproxy.Target, bool) {
@@ -53,7 +61,7 @@ func newStage(t *testing.T, path string, timeout time.Duration) *stage {
 	}, nil, zlog.Discard())
 	s.node = httptest.NewServer(np)
 	t.Cleanup(s.node.Close)
-	p := NewProxy(ProxyConfig{Routes: s.routes, Token: clusterToken, UpstreamTimeout: timeout, Metrics: s.metrics, Log: zlog.Discard()})
+	p := NewProxy(ProxyConfig{Routes: s.routes, Token: clusterToken, UpstreamTimeout: timeout, TrustForwarded: trust, Metrics: s.metrics, Log: zlog.Discard()})
 	s.edge = serveProxy(t, p, path)
 	return s
 }
@@ -166,6 +174,60 @@ func TestProxyForwardsWithHeadersAndRequestID(t *testing.T) {
 		}
 		s.waitRequests("200", 3)
 	})
+}
+
+// Headers that say who the client is or how it came reach apps only from
+// a trusted proxy in front: from anyone else they are lies (an app that
+// rate-limits or logs by X-Real-IP would believe them).
+func TestProxyStripsClientAddressHeadersFromUntrustedPeers(t *testing.T) {
+	headers := []string{"X-Real-IP", "True-Client-IP", "X-Forwarded-Ssl", "CF-Connecting-IP"}
+	seen := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, h := range headers {
+			fmt.Fprintf(w, "%s=%q ", h, r.Header.Values(h))
+		}
+		fmt.Fprintf(w, "kept=%q", r.Header.Get("X-Other"))
+	})
+	sent := []string{"X-Real-IP", "6.6.6.6", "True-Client-IP", "6.6.6.7", "X-Forwarded-Ssl", "on", "CF-Connecting-IP", "6.6.6.8", "X-Other", "yes"}
+	for _, tc := range []struct {
+		name  string
+		trust func(netip.Addr) bool
+		want  string
+	}{
+		{"untrusted", nil, `X-Real-IP=[] True-Client-IP=[] X-Forwarded-Ssl=[] CF-Connecting-IP=[] kept="yes"`},
+		{"not in the trusted ranges", func(netip.Addr) bool { return false }, `X-Real-IP=[] True-Client-IP=[] X-Forwarded-Ssl=[] CF-Connecting-IP=[] kept="yes"`},
+		{"trusted", func(a netip.Addr) bool { return a.IsLoopback() },
+			`X-Real-IP=["6.6.6.6"] True-Client-IP=["6.6.6.7"] X-Forwarded-Ssl=["on"] CF-Connecting-IP=["6.6.6.8"] kept="yes"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachPath(t, func(t *testing.T, path string) {
+				s := newStageTrusting(t, path, 5*time.Second, tc.trust)
+				s.app(seen)
+				resp, body := s.get("shop.zeitwork.app", "/", sent...)
+				if resp.StatusCode != 200 || body != tc.want {
+					t.Fatalf("status %d, app saw\n%s\nwant\n%s", resp.StatusCode, body, tc.want)
+				}
+				if tc.trust != nil {
+					return
+				}
+				// Spelled otherwise, and twice: still stripped.
+				c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				io.WriteString(c, "GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nx-real-ip: 6.6.6.6\r\nX-REAL-IP: 6.6.6.9\r\ncf-connecting-ip: 6.6.6.8\r\nX-Other: yes\r\n\r\n")
+				raw, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(raw.Body)
+				raw.Body.Close()
+				if raw.StatusCode != 200 || string(b) != tc.want {
+					t.Fatalf("raw request: status %d, app saw\n%s\nwant\n%s", raw.StatusCode, b, tc.want)
+				}
+			})
+		})
+	}
 }
 
 func TestProxyUnknownHostAndNoHealthyInstance(t *testing.T) {

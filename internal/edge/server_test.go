@@ -196,6 +196,45 @@ func TestServerBehindCloudflareTrustsOnlyItsRanges(t *testing.T) {
 	})
 }
 
+// An idle keep-alive connection is closed after IdleTimeout, on both data
+// paths: otherwise each one holds a goroutine and a socket for as long as
+// the client likes.
+func TestServerClosesIdleConnections(t *testing.T) {
+	eachPath(t, func(t *testing.T, path string) {
+		w := newWorld(t, testdb.NewURL(t))
+		v1 := w.deploy(context.Background())
+		s := serve(t, w, config.Edge{DataPath: path, IdleTimeout: 300 * time.Millisecond}, nil)
+		host := w.slug + ".zeitwork.test"
+		until(t, func() bool {
+			resp, body := do(t, noRedirects, "http://"+s.http+"/", host)
+			return resp.StatusCode == 200 && body == v1.String()
+		})
+
+		c, err := net.Dial("tcp", s.http)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("keep-alive request: %d, close=%v", resp.StatusCode, resp.Close)
+		}
+		// Nothing more is sent: the edge closes the connection. The
+		// deadline only ends a broken test.
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		if n, err := br.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("idle connection: read %d bytes, err %v; want it closed (EOF)", n, err)
+		}
+	})
+}
+
 func TestServerCutsOffSlowAndOversizedClients(t *testing.T) {
 	eachPath(t, func(t *testing.T, path string) {
 		w := newWorld(t, testdb.NewURL(t))

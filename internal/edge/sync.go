@@ -137,6 +137,12 @@ func (s *Syncer) syncProjects(ctx context.Context, projects []uuid.UUID) error {
 	s.Routes.StoreUpdate(t, fresh)
 	s.Metrics.tableUpdated(t, nil)
 	s.save(t)
+	if t.Conflicts() > 0 {
+		// A name another project still holds here: the database says
+		// who owns it, through a full rebuild.
+		s.Log.InfoContext(ctx, "route update left names with their previous project; rebuilding all routes", "names", t.Conflicts())
+		s.changed("")
+	}
 	return nil
 }
 

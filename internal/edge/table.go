@@ -31,6 +31,9 @@ type Route struct {
 	ProjectID    uuid.UUID `json:"project_id"`
 	DeploymentID uuid.UUID `json:"deployment_id"`
 	Backends     []Backend `json:"backends"`
+	// Custom: the name is a verified custom domain, not one of the
+	// platform's (slug or deployment host). See Table.Update.
+	Custom bool `json:"custom,omitempty"`
 }
 
 // Project is a project with an active deployment.
@@ -61,6 +64,9 @@ type Table struct {
 	// hosts indexes Routes by project, so one project's names can be
 	// replaced without rebuilding the rest (Table.Update).
 	hosts map[uuid.UUID][]string
+	// conflicts counts names an Update left with another project (see
+	// Update); the syncer then rebuilds the whole table.
+	conflicts int
 }
 
 // NewTable builds the table. A project answers at <slug>.<appsDomain> and
@@ -70,6 +76,13 @@ type Table struct {
 // <deployment id>.<appsDomain>, active or not: previews, and a retiring
 // deployment still reachable until it stops. Names that do not normalise
 // are left out.
+//
+// A name is never taken from the project that has it: the first claim
+// wins, and the platform's names (deployment hosts, then slugs) are added
+// before custom domains. The database already keeps the kinds apart (no
+// UUID-shaped slugs, no custom domains under the platform's domains); this
+// is the edge not trusting that alone, since a wrong route serves one
+// tenant's traffic to another.
 func NewTable(appsDomain string, projects []Project, instances []Instance, domains []Domain) *Table {
 	t := &Table{Routes: make(map[string]Route, 2*len(projects)+len(domains)), hosts: make(map[uuid.UUID][]string, len(projects))}
 	byDeployment := map[uuid.UUID]Route{}
@@ -87,17 +100,21 @@ func NewTable(appsDomain string, projects []Project, instances []Instance, domai
 		r := byDeployment[p.ActiveDeploymentID]
 		r.ProjectID, r.DeploymentID = p.ID, p.ActiveDeploymentID
 		active[p.ID] = r
-		t.add(p.Slug+"."+appsDomain, r)
 		t.add(p.ActiveDeploymentID.String()+"."+appsDomain, r)
+	}
+	for _, p := range projects {
+		t.add(p.Slug+"."+appsDomain, active[p.ID])
 	}
 	for _, d := range domains {
 		if r, ok := active[d.ProjectID]; ok {
+			r.Custom = true
 			t.add(d.Name, r)
 		}
 	}
 	return t
 }
 
+// add routes name to r unless another project has it already.
 func (t *Table) add(name string, r Route) {
 	host := name
 	if !hostname.IsPlain(name) {
@@ -105,6 +122,14 @@ func (t *Table) add(name string, r Route) {
 		if host, err = hostname.Normalize(name); err != nil {
 			return
 		}
+	}
+	if had, ok := t.Routes[host]; ok {
+		if had.ProjectID != r.ProjectID {
+			t.conflicts++
+			return
+		}
+		t.Routes[host] = r // the project's own name, a better route
+		return
 	}
 	t.Routes[host] = r
 	t.hosts[r.ProjectID] = append(t.hosts[r.ProjectID], host)
@@ -123,6 +148,15 @@ func (t *Table) index() {
 // is as in t. A project in projects but not in fresh has no names left.
 // It copies the maps (milliseconds at 100,000 projects) instead of
 // rebuilding from the whole database (seconds).
+//
+// A name of fresh that another project still has in t is not taken from
+// it, with one exception: a custom domain held as a custom domain moves
+// (A lost it to B, and B's change arrived first). fresh was read from the
+// database after the move, whose unique index on verified names allows
+// one owner only. Any other clash (a slug against a custom domain, a slug
+// moved between projects before the old holder's change arrived) leaves
+// the name with its holder and counts in Conflicts; a full rebuild from
+// the database then decides, platform names first (NewTable).
 func (t *Table) Update(projects []uuid.UUID, fresh *Table) *Table {
 	next := &Table{Routes: maps.Clone(t.Routes), hosts: maps.Clone(t.hosts)}
 	if next.Routes == nil {
@@ -141,13 +175,30 @@ func (t *Table) Update(projects []uuid.UUID, fresh *Table) *Table {
 		delete(next.hosts, p)
 	}
 	for p, hosts := range fresh.hosts {
+		kept := hosts[:0:0]
 		for _, host := range hosts {
+			if had, ok := next.Routes[host]; ok && had.ProjectID != p {
+				if !had.Custom || !fresh.Routes[host].Custom {
+					next.conflicts++
+					continue
+				}
+				// Moved: the old holder's index entry goes stale, and its
+				// next update skips the name (it checks the holder).
+			}
 			next.Routes[host] = fresh.Routes[host]
+			kept = append(kept, host)
 		}
-		next.hosts[p] = hosts
+		if len(kept) == len(hosts) {
+			kept = hosts // the common case: no copy
+		}
+		next.hosts[p] = kept
 	}
 	return next
 }
+
+// Conflicts is how many names the Update that made t (or NewTable) did not
+// route because another project has them.
+func (t *Table) Conflicts() int { return t.conflicts }
 
 // Lookup finds the route for a Host header.
 func (t *Table) Lookup(hostHeader string) (Route, bool) {

@@ -127,8 +127,8 @@ func (d *Dev) pushedPath() string { return filepath.Join(d.cfg.Dir, "pushed.json
 
 // Run serves and delivers pushes until ctx ends.
 func (d *Dev) Run(ctx context.Context) error {
-	api := &http.Server{Handler: d.Emulator, ReadHeaderTimeout: 10 * time.Second}
-	cl := &http.Server{Handler: d.Codeload(), ReadHeaderTimeout: 10 * time.Second}
+	api := &http.Server{Handler: d.Emulator, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	cl := &http.Server{Handler: d.Codeload(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	errs := make(chan error, 2)
 	go func() { errs <- api.Serve(d.api) }()
 	go func() { errs <- cl.Serve(d.cl) }()

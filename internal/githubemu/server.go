@@ -34,8 +34,8 @@ func (e *Emulator) Listen(host string) (*Server, error) {
 	s := &Server{
 		APIURL:      "http://" + apiLn.Addr().String(),
 		CodeloadURL: "http://" + clLn.Addr().String(),
-		api:         &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second},
-		cl:          &http.Server{Handler: e.Codeload(), ReadHeaderTimeout: 10 * time.Second},
+		api:         &http.Server{Handler: e, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute},
+		cl:          &http.Server{Handler: e.Codeload(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute},
 	}
 	e.SetURLs(s.APIURL, s.CodeloadURL)
 	// Serve returns only ErrServerClosed, once Close is called.

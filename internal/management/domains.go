@@ -17,14 +17,18 @@ type Domain struct {
 	ID        uuid.UUID `json:"id"`
 	ProjectID uuid.UUID `json:"project_id"`
 	Name      string    `json:"name"`
-	// Status is pending (checks go on), verified (routed) or failed
-	// (given up, or moved to another project; POST .../verify asks again).
+	// Status is pending (checks go on), verified (routed, rechecked) or
+	// failed (given up, moved to another project, or no longer pointing at
+	// the edge; POST .../verify asks again).
 	Status        domains.Status `json:"status"`
 	Verification  Verification   `json:"verification"`
 	FailureReason *string        `json:"failure_reason"`
-	VerifiedAt    *time.Time     `json:"verified_at"`
-	LastCheckedAt *time.Time     `json:"last_checked_at"`
-	CreatedAt     time.Time      `json:"created_at"`
+	// FailedRechecks: rechecks of a verified domain that failed in a row;
+	// at the limit it is failed and no longer served.
+	FailedRechecks int        `json:"failed_rechecks"`
+	VerifiedAt     *time.Time `json:"verified_at"`
+	LastCheckedAt  *time.Time `json:"last_checked_at"`
+	CreatedAt      time.Time  `json:"created_at"`
 }
 
 // Verification is the DNS record that proves a domain; either one does,
@@ -40,7 +44,7 @@ func (a *API) domainJSON(d domains.Domain) Domain {
 	return Domain{
 		ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Status: d.Status,
 		Verification:  Verification{CNAMETarget: v.CNAMETarget, TXTName: v.TXTName, TXTValue: v.TXTValue},
-		FailureReason: d.FailureReason, VerifiedAt: d.VerifiedAt, LastCheckedAt: d.LastCheckedAt, CreatedAt: d.CreatedAt,
+		FailureReason: d.FailureReason, FailedRechecks: d.FailedRechecks, VerifiedAt: d.VerifiedAt, LastCheckedAt: d.LastCheckedAt, CreatedAt: d.CreatedAt,
 	}
 }
 

@@ -78,7 +78,7 @@ func (a *Agent) Run(ctx context.Context, api, proxy net.Listener) error {
 		g.Go(func() error { return a.watchEvents(ctx) })
 	}
 	serve := func(l net.Listener, h http.Handler) {
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 		g.Go(func() error { return httpapi.Serve(ctx, srv, l, 5*time.Second) })
 	}
 	if api != nil {

@@ -67,6 +67,7 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 	dom, err := domains.New(pool, q, domains.Config{
 		EdgeHost: cfg.Platform.EdgeHost, PlatformDomains: cfg.Platform.Reserved(), Resolver: domains.NewResolver(cfg.CustomDomains.DNSResolver),
 		CheckInterval: cfg.CustomDomains.CheckInterval, MaxCheckInterval: cfg.CustomDomains.MaxCheckInterval, GiveUpAfter: cfg.CustomDomains.GiveUpAfter,
+		RecheckInterval: cfg.CustomDomains.RecheckInterval, RecheckFailures: cfg.CustomDomains.RecheckFailures,
 	}, zlog.Component(log, "domains"))
 	if err != nil {
 		return nil, fmt.Errorf("EDGE_HOST, EDGE_APPS_DOMAIN or EDGE_PLATFORM_DOMAINS: %w", err)

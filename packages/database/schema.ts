@@ -619,11 +619,15 @@ export const domains = pgTable(
     verifiedAt: timestamptz("verified_at"),
     lastCheckedAt: timestamptz("last_checked_at"),
     failureReason: text("failure_reason"),
+    // Re-verifications of a verified domain that failed in a row; at the
+    // limit the domain is failed and the edge stops serving it.
+    failedRechecks: integer("failed_rechecks").notNull().default(0),
     createdAt: createdAt(),
     updatedAt: updatedAt(),
   },
   (t) => [
     unique("domains_project_id_name_unique").on(t.projectId, t.name),
+    check("domains_failed_rechecks_check", sql`${t.failedRechecks} >= 0`),
     uniqueIndex("domains_name_verified_idx").on(t.name).where(sql`${t.status} = 'verified'`),
     check(
       "domains_name_check",
@@ -632,6 +636,21 @@ export const domains = pgTable(
     check("domains_status_check", sql`${t.status} in ('pending', 'verified', 'failed')`),
     check("domains_verified_at_check", sql`${t.status} <> 'verified' or ${t.verifiedAt} is not null`),
   ],
+);
+
+// Every project that ever had a custom domain verified, kept after the
+// domain (or the project) is removed: a name left pointing at the edge by a
+// dangling CNAME, or a customer's wildcard, must not pass to another project
+// on the CNAME alone. No foreign key, on purpose: the history outlives both.
+export const domainClaims = pgTable(
+  "domain_claims",
+  {
+    name: text("name").notNull(),
+    projectId: uuid("project_id").notNull(),
+    firstVerifiedAt: timestamptz("first_verified_at").notNull().defaultNow(),
+    lastVerifiedAt: timestamptz("last_verified_at").notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ name: "domain_claims_pkey", columns: [t.name, t.projectId] })],
 );
 
 // ACME storage (certificates, account keys, OCSP staples) shared by all edge

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 )
 
 func main() {
@@ -33,7 +34,9 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Println(l.Addr())
-		go func() { errs <- (&http.Server{Handler: h}).Serve(l) }()
+		go func() {
+			errs <- (&http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}).Serve(l)
+		}()
 	}
 	fmt.Fprintln(os.Stderr, "backend:", <-errs)
 	os.Exit(1)

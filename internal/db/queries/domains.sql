@@ -54,6 +54,7 @@ SET status = 'verified',
     verified_at = now(),
     last_checked_at = now(),
     failure_reason = NULL,
+    failed_rechecks = 0,
     updated_at = now()
 WHERE id = @id
 RETURNING *;
@@ -87,3 +88,42 @@ SELECT * FROM domains
 WHERE project_id = @project_id AND id > @after
 ORDER BY id
 LIMIT @max_rows;
+
+-- name: DomainListDueForRecheck :many
+-- Verified domains not checked for @interval_secs, least recently checked
+-- first: a name that no longer points at the edge must stop being served.
+SELECT * FROM domains
+WHERE status = 'verified'
+  AND coalesce(last_checked_at, verified_at) < now() - make_interval(secs => sqlc.arg(interval_secs)::float8)
+ORDER BY last_checked_at NULLS FIRST, id
+LIMIT @max_rows;
+
+-- name: DomainSetRecheckPassed :one
+UPDATE domains
+SET failed_rechecks = 0,
+    failure_reason = NULL,
+    last_checked_at = now(),
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: DomainSetRecheckFailed :one
+-- A failed re-verification of a verified domain that stays verified (and
+-- served) for now; the caller fails it at the limit. @increment is 0 for a
+-- recheck DNS could not answer, which proves nothing either way.
+UPDATE domains
+SET failed_rechecks = failed_rechecks + @increment::int,
+    failure_reason = @failure_reason,
+    last_checked_at = now(),
+    updated_at = now()
+WHERE id = @id
+RETURNING *;
+
+-- name: DomainGetStatusByName :one
+-- The on-demand TLS decision: 'verified' if a project has verified the
+-- name, else another claim's status; no rows when no project has added it
+-- (a name the edge may remember refusing).
+SELECT status FROM domains
+WHERE name = lower(@name::text)
+ORDER BY status = 'verified' DESC
+LIMIT 1;

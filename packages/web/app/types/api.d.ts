@@ -894,16 +894,21 @@ export interface components {
             created_at: string;
             /** @description create either record to verify the domain; the CNAME also sends its traffic to Zeitwork */
             dns_records: components["schemas"]["DNSRecord"][] | null;
+            /**
+             * Format: int64
+             * @description rechecks of the verified domain that failed in a row; at the platform's limit the domain is failed and no longer served
+             */
+            failed_rechecks: number;
             /** Format: uuid */
             id: string;
             /** Format: date-time */
             last_checked_at: string | null;
             /** @description the host name, lower case, Unicode as punycode */
             name: string;
-            /** @description why the last check did not verify it, with what DNS answered; empty when verified or not checked yet */
+            /** @description why the last check did not verify it, with what DNS answered; for a verified domain, why its last rechecks failed; empty when all is well or not checked yet */
             reason: string;
             /**
-             * @description verified: the edge serves the project at this name; pending: checks go on; failed: given up (or moved to another project), checked again only on POST …/verify
+             * @description verified: the edge serves the project at this name, and rechecks it periodically; pending: checks go on; failed: given up, moved to another project, or no longer pointing at Zeitwork (no longer served), checked again only on POST …/verify
              * @enum {string}
              */
             status: "pending" | "verified" | "failed";
