@@ -1,0 +1,190 @@
+package builder_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zeitwork/zeitwork/internal/builder"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/testenv"
+)
+
+// TestRunStepsReachTheInternetButNotTheHost runs a RUN step on the
+// buildkitd the builder uses and has it try the platform's services on this
+// host (Postgres, the registry, an API listening on every address, the
+// step's own gateway) and one address outside, which stands in for the
+// internet. Only the outside one may answer. With buildkitd's worker on the
+// host's network (what it was before), every service on the host answers.
+func TestRunStepsReachTheInternetButNotTheHost(t *testing.T) {
+	bkit, reg := stack(t)
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "root (network namespaces)", fmt.Errorf("euid %d", os.Geteuid()))
+	}
+	outside := outsideListener(t)
+	api, err := net.Listen("tcp", ":0") // the API or any node service bound to all addresses
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	apiPort := fmt.Sprint(api.Addr().(*net.TCPAddr).Port)
+	go acceptAndClose(api)
+
+	pg, err := url.Parse(testenv.Endpoints(t).Database.URL.Reveal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets := map[string]string{
+		"postgres":    pg.Host,
+		"registry":    reg.Host,
+		"api-gateway": "gateway:" + apiPort,
+		"outside":     outside,
+	}
+	for i, a := range hostAddrs(t) {
+		targets[fmt.Sprintf("api-host%d", i)] = net.JoinHostPort(a, apiPort)
+	}
+	// The probe must reach the services from this host, or "BLOCKED" below
+	// would prove nothing.
+	for name, addr := range targets {
+		if name == "api-gateway" {
+			continue
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("%s (%s) is not reachable from the host itself: %v", name, addr, err)
+		}
+		c.Close()
+	}
+
+	ctxDir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(ctxDir, "probe"), "./testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, out)
+	}
+	args := []string{`"/probe"`}
+	for name, addr := range targets {
+		args = append(args, fmt.Sprintf("%q", name+"="+addr))
+	}
+	// The id keeps BuildKit from answering from its cache.
+	df := fmt.Sprintf("FROM scratch\nCOPY probe /probe\nRUN [%s, %q]\n", strings.Join(args, ", "), "nonce="+id.New().String())
+	var out bytes.Buffer
+	if _, err := bkit.Build(context.Background(), builder.Request{
+		ContextDir: ctxDir, Dockerfile: []byte(df),
+		Repository: "zeitwork-test/netprobe", Tag: id.New().String(), Registry: reg,
+	}, &out); err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	log := out.String()
+	for name, addr := range targets {
+		want := "BLOCKED " + name + " "
+		if name == "outside" {
+			want = "REACHED " + name + " "
+		}
+		if !strings.Contains(log, want) {
+			t.Errorf("%s (%s): want %q in the step's output", name, addr, strings.TrimSpace(want))
+		}
+	}
+	if t.Failed() {
+		t.Logf("build output:\n%s", log)
+	}
+}
+
+// hostAddrs are this host's IPv4 addresses other than loopback: where a
+// service bound to every address answers.
+func hostAddrs(t *testing.T) []string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			out = append(out, n.IP.String())
+		}
+	}
+	return out
+}
+
+func acceptAndClose(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// outsideListener puts a TCP listener on an address outside this host: a
+// network namespace of the test's own, linked to the host by a veth pair
+// with a /30 of TEST-NET-3 (203.0.113.0/24, not a private range), as the
+// internet would be behind the host's uplink. It returns the listener's
+// host:port.
+func outsideListener(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("zwt-out%06x", rand.IntN(1<<24))
+	n := rand.IntN(64) * 4
+	hostIP, outIP := fmt.Sprintf("203.0.113.%d", n+1), fmt.Sprintf("203.0.113.%d", n+2)
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	run("link", "add", name+"h", "type", "veth", "peer", "name", name+"o", "netns", name)
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", name+"h").Run() })
+	run("addr", "add", hostIP+"/30", "dev", name+"h")
+	run("link", "set", name+"h", "up")
+	run("-n", name, "addr", "add", outIP+"/30", "dev", name+"o")
+	run("-n", name, "link", "set", name+"o", "up")
+	run("-n", name, "link", "set", "lo", "up")
+	run("-n", name, "route", "add", "default", "via", hostIP)
+
+	// A socket keeps the namespace it was made in: make it there, on a
+	// thread of its own, then go back.
+	ln := make(chan net.Listener, 1)
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		f, err := os.Open("/run/netns/" + name)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(outIP, "0"))
+		if err != nil {
+			errc <- err
+			return
+		}
+		ln <- l
+	}()
+	var l net.Listener
+	select {
+	case err := <-errc:
+		t.Fatalf("listen in %s: %v", name, err)
+	case l = <-ln:
+	}
+	t.Cleanup(func() { l.Close() })
+	go acceptAndClose(l)
+	return l.Addr().String()
+}
