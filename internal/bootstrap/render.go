@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+
+	"github.com/zeitwork/zeitwork/deploy/dev"
 )
 
 // Where things go on a node.
@@ -26,6 +28,14 @@ const (
 	NodeStateDir = "/var/lib/zeitwork/nodeagent"
 	NodeIDFile   = "node-id"
 	BuildkitAddr = "unix:///run/buildkit/buildkitd.sock"
+	// The network of buildkitd's RUN steps (deploy/dev's templates, the
+	// same policy as locally): a bridge of their own, internet only.
+	BuildkitNetFile = EnvDir + "/buildkit-net.nft"
+	BuildkitCNIFile = EnvDir + "/buildkit-cni.conflist"
+	BuildkitCNIDir  = "/usr/lib/cni" // Debian's and Ubuntu's containernetworking-plugins
+	buildBridge     = "zw-build0"
+	buildSubnet     = "10.213.77.0/24"
+	buildTable      = "zeitwork_build"
 	// KataConfig is where the Kata Containers static release puts its
 	// configuration.
 	KataConfig = "/opt/kata/share/defaults/kata-containers/configuration.toml"
@@ -134,10 +144,20 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 	}
 	if n.Has(RoleBuilder) {
 		var unit bytes.Buffer
-		if err := templates.ExecuteTemplate(&unit, "buildkit.service.tmpl", map[string]string{"Addr": BuildkitAddr}); err != nil {
+		if err := templates.ExecuteTemplate(&unit, "buildkit.service.tmpl", map[string]string{
+			"Addr": BuildkitAddr, "NetFile": BuildkitNetFile, "CNIFile": BuildkitCNIFile, "CNIDir": BuildkitCNIDir,
+		}); err != nil {
 			return nil, err
 		}
-		files = append(files, File{Path: path.Join(UnitDir, "buildkit.service"), Mode: 0o644, Data: unit.Bytes()})
+		// RUN steps may reach no private address, so they get public
+		// resolvers (buildkitd's own fallback for a host whose resolver
+		// is local, as systemd-resolved is).
+		vars := strings.NewReplacer("@BUILD_BRIDGE@", buildBridge, "@BUILD_SUBNET@", buildSubnet, "@BUILD_TABLE@", buildTable,
+			"@BUILD_RESOLVERS4@", "", "@STATE@", "/var/lib/buildkit")
+		files = append(files,
+			File{Path: path.Join(UnitDir, "buildkit.service"), Mode: 0o644, Data: unit.Bytes()},
+			File{Path: BuildkitNetFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitNet))},
+			File{Path: BuildkitCNIFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitCNI))})
 	}
 	if n.Has(RoleWorker) {
 		var sysctl bytes.Buffer
