@@ -8,7 +8,9 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -213,4 +215,26 @@ func brokenCodeload(t *testing.T) (*github.Client, int64, string, func() string)
 		t.Fatal(err)
 	}
 	return gh, inst.ID, strings.TrimSpace(string(out)), func() string { mu.Lock(); defer mu.Unlock(); return token }
+}
+
+// A "# syntax=" line would hand the build to a frontend image of the
+// Dockerfile's choosing, which could name another project's cache mounts:
+// it is ignored, and BuildKit's built-in frontend builds the file. (Before,
+// this build failed pulling the named frontend.)
+func TestSyntaxLineCannotSwapTheFrontend(t *testing.T) {
+	bkit, reg := stack(t)
+	dir := t.TempDir()
+	df := "# syntax=frontend.invalid/evil:1\nFROM scratch\nCOPY Dockerfile /Dockerfile\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if _, err := bkit.Build(context.Background(), builder.Request{
+		ContextDir: dir, Dockerfile: []byte(df), Repository: "zeitwork-test/syntax", Tag: id.New().String(), Registry: reg,
+	}, &out); err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	if strings.Contains(out.String(), "frontend.invalid") {
+		t.Fatalf("the named frontend was looked up:\n%s", out.String())
+	}
 }
