@@ -106,7 +106,8 @@ expand() {
       -e "s|@S3_ACCESS_KEY@|$S3_ACCESS_KEY_ID|g" -e "s|@S3_SECRET_KEY@|$S3_SECRET_ACCESS_KEY|g" \
       -e "s|@REGISTRY_ADDR@|$REGISTRY_ADDR|g" -e "s|@BUILD_NET_MODE@|$BUILD_NET_MODE|g" \
       -e "s|@BUILD_CNI_DIR@|$CNI_DIR|g" -e "s|@BUILD_BRIDGE@|$BUILD_BRIDGE|g" -e "s|@BUILD_SUBNET@|$BUILD_SUBNET|g" \
-      -e "s|@BUILD_TABLE@|$BUILD_TABLE|g" -e "s|@BUILD_RESOLVERS4@|$BUILD_RESOLVERS4|g" "$TEMPLATES/$1"
+      -e "s|@BUILD_TABLE@|$BUILD_TABLE|g" -e "s|@BUILD_RESOLVERS4@|$BUILD_RESOLVERS4|g" \
+      -e "s|@BUILD_CLUSTER4@||g" -e "s|@BUILD_CLUSTER6@||g" "$TEMPLATES/$1"
 }
 
 # stale TEMPLATE DEST: 0 if DEST differs from what TEMPLATE renders to
