@@ -28,8 +28,8 @@ import (
 )
 
 // A build never pushes with the builder's own registry credentials: without
-// a way to mint its project's, it fails before BuildKit is asked, and says
-// why. With one, it asks for its own project's.
+// a way to mint its project's, it fails before its source is fetched, and
+// says why. With one, it asks for its own project's.
 func TestBuildRefusesWithoutProjectCredentials(t *testing.T) {
 	h := newHarness(t, treeFetcher{"Dockerfile": "FROM scratch\nCOPY Dockerfile /Dockerfile\n"})
 	h.svc.Config.AnonymousRegistry = false
@@ -45,7 +45,7 @@ func TestBuildRefusesWithoutProjectCredentials(t *testing.T) {
 		!strings.Contains(*d.FailureReason, "no registry credentials for the project") || d.ImageID != nil {
 		t.Fatalf("deployment %s (%v), build %s, image %v; want failed for want of credentials", d.Status, d.FailureReason, b.Status, d.ImageID)
 	}
-	if strings.Contains(all, "pushed ") || strings.Contains(all, "builder-own-password") {
+	if strings.Contains(all, "fetching source") || strings.Contains(all, "pushed ") || strings.Contains(all, "builder-own-password") {
 		t.Fatalf("build log:\n%s", all)
 	}
 

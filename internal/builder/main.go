@@ -71,7 +71,7 @@ func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built fun
 		Log:      zlog.Component(log, "build"),
 		Config: Config{
 			BuilderID: builderID, Timeout: cfg.BuildTimeout, Lease: cfg.BuildLease, Logs: buildlog.DefaultLimits,
-			// The builder's own username and password stay here: builds get
+			// Not the builder's own username and password: builds get
 			// per-project credentials or, for a registry without
 			// authentication, none (config refuses a username without
 			// REGISTRY_CREDENTIAL_SECRET).

@@ -183,6 +183,12 @@ func (s *Service) build(ctx context.Context, store *build.Store, dep db.Deployme
 	if err != nil {
 		return Image{}, err
 	}
+	// Before anything is fetched: a build that could only push with
+	// someone else's credentials does not start.
+	reg, err := s.registryFor(p.ID)
+	if err != nil {
+		return Image{}, err
+	}
 	work, err := os.MkdirTemp("", "zeitwork-build-")
 	if err != nil {
 		return Image{}, err
@@ -200,10 +206,6 @@ func (s *Service) build(ctx context.Context, store *build.Store, dep db.Deployme
 	}
 	logs.Line(buildlog.System, "building as %s: %s", plan.Kind, strings.Join(plan.Reasons, "; "))
 	if err := store.SetDetectedKind(ctx, b.ID, string(plan.Kind)); err != nil {
-		return Image{}, err
-	}
-	reg, err := s.registryFor(p.ID)
-	if err != nil {
 		return Image{}, err
 	}
 	return s.BuildKit.Build(ctx, Request{
