@@ -3,6 +3,7 @@ package builder_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -111,6 +112,19 @@ func TestRunStepsReachTheInternetButNotTheHost(t *testing.T) {
 		}
 		if !strings.Contains(log, want) {
 			t.Errorf("%s (%s): want %q in the step's output", name, addr, strings.TrimSpace(want))
+		}
+	}
+	// Nor may a Dockerfile ask for the host's network, or for a sandbox
+	// without limits: neither entitlement is granted.
+	for _, flag := range []string{"--network=host", "--security=insecure"} {
+		df := fmt.Sprintf("FROM scratch\nCOPY probe /probe\nRUN %s [\"/probe\", %q, %q]\n", flag, "postgres="+pg.Host, "nonce="+id.New().String())
+		var out bytes.Buffer
+		_, err := bkit.Build(context.Background(), builder.Request{
+			ContextDir: ctxDir, Dockerfile: []byte(df),
+			Repository: "zeitwork-test/netprobe", Tag: id.New().String(), Registry: reg,
+		}, &out)
+		if !errors.Is(err, builder.ErrBuild) || strings.Contains(out.String(), "REACHED") {
+			t.Errorf("RUN %s: err = %v\n%s", flag, err, out.String())
 		}
 	}
 	for _, l := range strings.Split(log, "\n") {
