@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,12 +86,7 @@ func TestRunStepsReachTheInternetButNotTheHost(t *testing.T) {
 		c.Close()
 	}
 
-	ctxDir := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(ctxDir, "probe"), "./testdata/probe")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the probe: %v\n%s", err, out)
-	}
+	ctxDir := probeContext(t)
 	args := []string{`"/probe"`}
 	for name, addr := range targets {
 		args = append(args, fmt.Sprintf("%q", name+"="+addr))
@@ -132,6 +128,100 @@ func TestRunStepsReachTheInternetButNotTheHost(t *testing.T) {
 			t.Log(l)
 		}
 	}
+}
+
+// probeContext is a build context holding the probe (testdata/probe), a
+// static binary: FROM scratch is enough to run it.
+func probeContext(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "probe"), "./testdata/probe")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the probe: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// TestConcurrentRunStepsCannotReachEachOther: two builds at once (two
+// projects') share buildkitd's bridge; a RUN step of one must not connect to
+// a RUN step of the other (the bridge's ports are isolated), while the host
+// reaches both.
+func TestConcurrentRunStepsCannotReachEachOther(t *testing.T) {
+	bkit, reg := stack(t)
+	ctxDir := probeContext(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	listening := &lineWatcher{prefix: "LISTENING ", found: make(chan string, 1)}
+	done := make(chan error, 1)
+	go func() {
+		df := fmt.Sprintf("FROM scratch\nCOPY probe /probe\nRUN [\"/probe\", \"listen=2\", %q]\n", "nonce="+id.New().String())
+		_, err := bkit.Build(ctx, builder.Request{ContextDir: ctxDir, Dockerfile: []byte(df), Repository: "zeitwork-test/netprobe", Tag: id.New().String(), Registry: reg}, listening)
+		done <- err
+	}()
+	var peer string
+	select {
+	case peer = <-listening.found:
+	case err := <-done:
+		t.Fatalf("the listening build ended early: %v\n%s", err, listening.String())
+	case <-ctx.Done():
+		t.Fatal("the listening build never listened")
+	}
+	// The listener is up: the host reaches it (its first connection).
+	c, err := net.DialTimeout("tcp", peer, 5*time.Second)
+	if err != nil {
+		t.Fatalf("the host cannot reach the listening RUN step at %s: %v", peer, err)
+	}
+	c.Close()
+
+	df := fmt.Sprintf("FROM scratch\nCOPY probe /probe\nRUN [\"/probe\", %q, %q]\n", "peer="+peer, "nonce="+id.New().String())
+	var out bytes.Buffer
+	if _, err := bkit.Build(ctx, builder.Request{ContextDir: ctxDir, Dockerfile: []byte(df), Repository: "zeitwork-test/netprobe", Tag: id.New().String(), Registry: reg}, &out); err != nil {
+		t.Fatalf("build: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "BLOCKED peer ") {
+		t.Errorf("a RUN step reached another build's RUN step at %s:\n%s", peer, out.String())
+	}
+	// Its second connection lets the listening step finish.
+	if c, err := net.DialTimeout("tcp", peer, 5*time.Second); err == nil {
+		c.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("listening build: %v", err)
+	}
+}
+
+// lineWatcher collects a build's output and sends what follows prefix on
+// the first line that has it.
+type lineWatcher struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	prefix string
+	found  chan string
+	sent   bool
+}
+
+func (w *lineWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.sent {
+		for _, l := range strings.Split(w.buf.String(), "\n") {
+			if _, rest, ok := strings.Cut(l, w.prefix); ok && strings.Count(rest, ":") == 1 {
+				w.found <- strings.TrimSpace(rest)
+				w.sent = true
+				break
+			}
+		}
+	}
+	return len(p), nil
+}
+
+func (w *lineWatcher) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // hostAddrs are this host's IPv4 addresses other than loopback: where a

@@ -2,7 +2,8 @@
 // a TCP connection to each name=host:port argument and prints one line per
 // target, "REACHED name" or "BLOCKED name (reason)". The host "gateway"
 // stands for the step's default gateway, read from /proc/net/route; an
-// argument nonce=… is ignored.
+// argument nonce=… is ignored. With listen=N it listens instead, prints
+// "LISTENING ip:port", and returns after N connections (or a minute).
 package main
 
 import (
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,6 +22,10 @@ func main() {
 	for _, arg := range os.Args[1:] {
 		name, addr, _ := strings.Cut(arg, "=")
 		if name == "nonce" { // there to defeat BuildKit's cache, nothing to probe
+			continue
+		}
+		if name == "listen" {
+			listen(addr)
 			continue
 		}
 		if host, port, err := net.SplitHostPort(addr); err == nil && host == "gateway" {
@@ -37,6 +43,38 @@ func main() {
 		}
 		c.Close()
 		fmt.Printf("REACHED %s (%s)\n", name, addr)
+	}
+}
+
+func listen(n string) {
+	want, err := strconv.Atoi(n)
+	if err != nil {
+		fmt.Printf("bad listen=%s\n", n)
+		os.Exit(2)
+	}
+	l, err := net.Listen("tcp4", ":0")
+	if err != nil {
+		fmt.Printf("listen: %v\n", err)
+		os.Exit(2)
+	}
+	defer l.Close()
+	var ip string
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			ip = n.IP.String()
+		}
+	}
+	fmt.Printf("LISTENING %s\n", net.JoinHostPort(ip, fmt.Sprint(l.Addr().(*net.TCPAddr).Port)))
+	l.(*net.TCPListener).SetDeadline(time.Now().Add(time.Minute))
+	for i := 0; i < want; i++ {
+		c, err := l.Accept()
+		if err != nil {
+			fmt.Printf("stopped listening: %v\n", err)
+			return
+		}
+		fmt.Printf("ACCEPTED %s\n", c.RemoteAddr())
+		c.Close()
 	}
 }
 
