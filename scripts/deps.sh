@@ -66,12 +66,31 @@ module_version() { # module_version TOOLDIR MODULE -> version from the tools mod
 REGISTRY_VERSION=$(module_version registry github.com/distribution/distribution/v3)
 BUILDKIT_VERSION=$(module_version buildkitd github.com/moby/buildkit)
 PEBBLE_VERSION=$(module_version pebble github.com/letsencrypt/pebble/v2)
+CNI_VERSION=$(module_version cni github.com/containernetworking/plugins)
 
 MINIO_BIN="$BIN_CACHE/minio-$MINIO_VERSION"
 REGISTRY_BIN="$BIN_CACHE/registry-$REGISTRY_VERSION"
 BUILDKITD_BIN="$BIN_CACHE/buildkitd-$BUILDKIT_VERSION"
 BUILDCTL_BIN="$BIN_CACHE/buildctl-$BUILDKIT_VERSION"
 PEBBLE_BIN="$BIN_CACHE/pebble-$PEBBLE_VERSION" # the ACME server the edge's TLS tests issue from
+CNI_DIR="$BIN_CACHE/cni-$CNI_VERSION"          # bridge, host-local, loopback: buildkitd's RUN network
+
+# buildkitd's RUN steps: "isolated" (a network namespace of their own on BUILD_BRIDGE, internet
+# only, policed by the nftables table BUILD_TABLE) or "host" (the host's network: anything the
+# host reaches, Postgres and the registry included; the builder refuses it unless BUILD_NETWORK=host).
+BUILD_NETWORK=${ZEITWORK_BUILD_NETWORK:-isolated}
+BUILD_BRIDGE=zwdev-build0
+BUILD_SUBNET=10.213.77.0/24
+BUILD_TABLE=zeitwork_dev_build
+case $BUILD_NETWORK in
+  isolated) BUILD_NET_MODE=cni ;;
+  host) BUILD_NET_MODE=host ;;
+  *) printf '[deps] ERROR: ZEITWORK_BUILD_NETWORK=%s: want isolated or host\n' "$BUILD_NETWORK" >&2; exit 1 ;;
+esac
+# The host's IPv4 resolvers, which RUN steps are told about: the one private address they may
+# reach (port 53 only). A loopback resolver is replaced by public ones by buildkitd itself.
+BUILD_RESOLVERS4=$(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ && $2 !~ /^127\./ { printf "%s%s", sep, $2; sep = ", " }' /etc/resolv.conf 2>/dev/null || true)
+[[ -z "$BUILD_RESOLVERS4" ]] || BUILD_RESOLVERS4="elements = { $BUILD_RESOLVERS4 }"
 
 pg_bindir() {
   local d
@@ -85,7 +104,10 @@ expand() {
   sed -e "s|@STATE@|$STATE|g" -e "s|@RUN@|$RUN|g" -e "s|@PG_PORT@|$PG_PORT|g" \
       -e "s|@S3_ENDPOINT@|$S3_ENDPOINT|g" -e "s|@S3_REGION@|$S3_REGION|g" -e "s|@S3_BUCKET@|$S3_BUCKET|g" \
       -e "s|@S3_ACCESS_KEY@|$S3_ACCESS_KEY_ID|g" -e "s|@S3_SECRET_KEY@|$S3_SECRET_ACCESS_KEY|g" \
-      -e "s|@REGISTRY_ADDR@|$REGISTRY_ADDR|g" "$TEMPLATES/$1"
+      -e "s|@REGISTRY_ADDR@|$REGISTRY_ADDR|g" -e "s|@BUILD_NET_MODE@|$BUILD_NET_MODE|g" \
+      -e "s|@BUILD_CNI_DIR@|$CNI_DIR|g" -e "s|@BUILD_BRIDGE@|$BUILD_BRIDGE|g" -e "s|@BUILD_SUBNET@|$BUILD_SUBNET|g" \
+      -e "s|@BUILD_TABLE@|$BUILD_TABLE|g" -e "s|@BUILD_RESOLVERS4@|$BUILD_RESOLVERS4|g" \
+      -e "s|@BUILD_CLUSTER4@||g" -e "s|@BUILD_CLUSTER6@||g" "$TEMPLATES/$1"
 }
 
 # stale TEMPLATE DEST: 0 if DEST differs from what TEMPLATE renders to
@@ -135,6 +157,17 @@ go_build_tool() {
   mv -f "$dest.tmp.$$" "$dest"
 }
 
+build_cni() { # the three CNI plugins buildkitd's RUN network needs, from tools/cni
+  if [[ -x "$CNI_DIR/bridge" && -x "$CNI_DIR/host-local" && -x "$CNI_DIR/loopback" ]]; then CACHED+=("cni-$CNI_VERSION"); return; fi
+  need_go
+  log "cni-$CNI_VERSION: building bridge, host-local, loopback (tools/cni) ..."
+  local tmp="$CNI_DIR.tmp.$$" p="github.com/containernetworking/plugins/plugins"
+  mkdir -p "$tmp"
+  (cd "$REPO_ROOT/tools/cni" && GOWORK=off GOFLAGS= go build -o "$tmp/" "$p/main/bridge" "$p/ipam/host-local" "$p/main/loopback") || { rm -rf "$tmp"; die "build of the CNI plugins failed"; }
+  rm -rf "$CNI_DIR"
+  mv -f "$tmp" "$CNI_DIR"
+}
+
 build_minio() {
   if [[ -x "$MINIO_BIN" ]]; then CACHED+=("$(basename "$MINIO_BIN")"); return; fi
   need_go
@@ -157,6 +190,7 @@ cmd_install() {
   step "registry $REGISTRY_VERSION" go_build_tool "$REGISTRY_BIN" registry github.com/distribution/distribution/v3/cmd/registry
   step "buildkitd $BUILDKIT_VERSION" go_build_tool "$BUILDKITD_BIN" buildkitd github.com/moby/buildkit/cmd/buildkitd
   step "buildctl $BUILDKIT_VERSION" go_build_tool "$BUILDCTL_BIN" buildkitd github.com/moby/buildkit/cmd/buildctl
+  step "cni $CNI_VERSION" build_cni
   step "pebble $PEBBLE_VERSION" go_build_tool "$PEBBLE_BIN" pebble github.com/letsencrypt/pebble/v2/cmd/pebble
   flock -u 9
   exec 9>&-
@@ -390,10 +424,25 @@ start_containerd() {
   wait_for containerd 30
 }
 
+# apply_build_net: (re)apply the nftables table that confines RUN steps; on every `up`, so that a
+# flushed ruleset is restored. One nft transaction: never a moment without the rules.
+apply_build_net() {
+  [[ $BUILD_NETWORK == isolated ]] || return 0
+  render buildkitd-net.nft.tmpl "$STATE/buildkitd/net.nft" || true
+  nft -f "$STATE/buildkitd/net.nft" || die "buildkitd: cannot apply $STATE/buildkitd/net.nft"
+}
+
+buildkitd_stale() {
+  stale buildkitd.toml.tmpl "$STATE/buildkitd/buildkitd.toml" || stale buildkitd-cni.conflist.tmpl "$STATE/buildkitd/cni.conflist"
+}
+
 start_buildkitd() {
   install -d -m 711 "$STATE/buildkitd"
-  local cfg="$STATE/buildkitd/buildkitd.toml"
-  if render buildkitd.toml.tmpl "$cfg" && [[ -n "$(pid_of buildkitd)" ]]; then
+  local cfg="$STATE/buildkitd/buildkitd.toml" changed=0
+  render buildkitd.toml.tmpl "$cfg" && changed=1
+  render buildkitd-cni.conflist.tmpl "$STATE/buildkitd/cni.conflist" && changed=1
+  apply_build_net
+  if ((changed)) && [[ -n "$(pid_of buildkitd)" ]]; then
     log "buildkitd: config changed, restarting"; stop_pidfile buildkitd
   fi
   if [[ -z "$(pid_of buildkitd)" ]]; then
@@ -456,7 +505,7 @@ cmd_up() {
       case $name in
         registry) stale registry.yml.tmpl "$STATE/registry/config.yml" && [[ -n "$(pid_of "$name")" ]] && start_registry ;;
         containerd) stale containerd.toml.tmpl "$STATE/containerd/config.toml" && [[ -n "$(pid_of "$name")" ]] && start_containerd ;;
-        buildkitd) stale buildkitd.toml.tmpl "$STATE/buildkitd/buildkitd.toml" && [[ -n "$(pid_of "$name")" ]] && start_buildkitd ;;
+        buildkitd) apply_build_net; buildkitd_stale && [[ -n "$(pid_of "$name")" ]] && start_buildkitd ;;
       esac || true
       log "$name: healthy, checked in $(elapsed "$t0")"
     else

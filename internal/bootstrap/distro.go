@@ -1,5 +1,7 @@
 package bootstrap
 
+import "slices"
+
 // Distro is everything that differs between the supported distributions.
 // The systemd units, paths and kernel settings are the same on Debian
 // (12+) and Ubuntu (24.04 LTS+); only what apt must install differs.
@@ -10,6 +12,10 @@ type Distro struct {
 	// Worker is what a worker needs besides Base: containerd and runc from
 	// the distribution, nftables and iproute2 for instance networking.
 	Worker []string
+	// Builder is what a build host needs besides Base: runc for
+	// buildkitd's worker, the CNI plugins and nftables for its RUN steps'
+	// network.
+	Builder []string
 	// Kata is what a kata worker needs besides Worker from the
 	// distribution; the Kata Containers release itself (shim, kernel,
 	// image) is not packaged by either and comes from its static tarball.
@@ -19,9 +25,10 @@ type Distro struct {
 // DistroOf returns the distribution's differences.
 func DistroOf(os OS) Distro {
 	d := Distro{
-		OS:     os,
-		Base:   []string{"ca-certificates", "curl"},
-		Worker: []string{"containerd", "runc", "nftables", "iproute2"},
+		OS:      os,
+		Base:    []string{"ca-certificates", "curl"},
+		Worker:  []string{"containerd", "runc", "nftables", "iproute2"},
+		Builder: []string{"runc", "nftables", "containernetworking-plugins"},
 	}
 	if os == OSUbuntu {
 		// Ubuntu's cloud kernels keep vhost_vsock (Kata's guest channel)
@@ -39,6 +46,13 @@ func (d Distro) Packages(n Node) []string {
 		p = append(p, d.Worker...)
 		if n.Runtime == RuntimeKata {
 			p = append(p, d.Kata...)
+		}
+	}
+	if n.Has(RoleBuilder) {
+		for _, pkg := range d.Builder {
+			if !slices.Contains(p, pkg) {
+				p = append(p, pkg)
+			}
 		}
 	}
 	return p

@@ -6,11 +6,14 @@ import (
 	"embed"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"slices"
 	"strings"
 	"text/template"
+
+	"github.com/zeitwork/zeitwork/deploy/dev"
 )
 
 // Where things go on a node.
@@ -26,6 +29,14 @@ const (
 	NodeStateDir = "/var/lib/zeitwork/nodeagent"
 	NodeIDFile   = "node-id"
 	BuildkitAddr = "unix:///run/buildkit/buildkitd.sock"
+	// The network of buildkitd's RUN steps (deploy/dev's templates, the
+	// same policy as locally): a bridge of their own, internet only.
+	BuildkitNetFile = EnvDir + "/buildkit-net.nft"
+	BuildkitCNIFile = EnvDir + "/buildkit-cni.conflist"
+	BuildkitCNIDir  = "/usr/lib/cni" // Debian's and Ubuntu's containernetworking-plugins
+	buildBridge     = "zw-build0"
+	buildSubnet     = "10.213.77.0/24"
+	buildTable      = "zeitwork_build"
 	// KataConfig is where the Kata Containers static release puts its
 	// configuration.
 	KataConfig = "/opt/kata/share/defaults/kata-containers/configuration.toml"
@@ -116,6 +127,39 @@ func Units(n Node) []string {
 	return u
 }
 
+// clusterAddrs are the IP addresses of the cluster's nodes, SSH (often
+// public) and internal alike, sorted: RUN steps of builds may reach none of
+// them. Host names are left out: nftables needs addresses.
+func clusterAddrs(c *Cluster) (v4, v6 []string) {
+	seen := map[netip.Addr]bool{}
+	for _, n := range c.Nodes {
+		for _, a := range []string{hostOf(n.Address), hostOf(n.InternalAddress)} {
+			ip, err := netip.ParseAddr(a)
+			if err != nil || seen[ip.Unmap()] {
+				continue
+			}
+			ip = ip.Unmap()
+			seen[ip] = true
+			if ip.Is4() {
+				v4 = append(v4, ip.String())
+			} else {
+				v6 = append(v6, ip.String())
+			}
+		}
+	}
+	slices.Sort(v4)
+	slices.Sort(v6)
+	return v4, v6
+}
+
+// nftElements is a set's elements line, or nothing for an empty set.
+func nftElements(addrs []string) string {
+	if len(addrs) == 0 {
+		return ""
+	}
+	return "elements = { " + strings.Join(addrs, ", ") + " }"
+}
+
 // Render returns every file bootstrap writes on node n (the binary aside),
 // sorted by path. Environment files hold secrets and are 0600.
 func Render(c *Cluster, n Node, v Values) ([]File, error) {
@@ -134,10 +178,22 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 	}
 	if n.Has(RoleBuilder) {
 		var unit bytes.Buffer
-		if err := templates.ExecuteTemplate(&unit, "buildkit.service.tmpl", map[string]string{"Addr": BuildkitAddr}); err != nil {
+		if err := templates.ExecuteTemplate(&unit, "buildkit.service.tmpl", map[string]string{
+			"Addr": BuildkitAddr, "NetFile": BuildkitNetFile, "CNIFile": BuildkitCNIFile, "CNIDir": BuildkitCNIDir,
+		}); err != nil {
 			return nil, err
 		}
-		files = append(files, File{Path: path.Join(UnitDir, "buildkit.service"), Mode: 0o644, Data: unit.Bytes()})
+		// RUN steps may reach no private address, so they get public
+		// resolvers (buildkitd's own fallback for a host whose resolver
+		// is local, as systemd-resolved is).
+		cluster4, cluster6 := clusterAddrs(c)
+		vars := strings.NewReplacer("@BUILD_BRIDGE@", buildBridge, "@BUILD_SUBNET@", buildSubnet, "@BUILD_TABLE@", buildTable,
+			"@BUILD_RESOLVERS4@", "", "@BUILD_CLUSTER4@", nftElements(cluster4), "@BUILD_CLUSTER6@", nftElements(cluster6),
+			"@STATE@", "/var/lib/buildkit")
+		files = append(files,
+			File{Path: path.Join(UnitDir, "buildkit.service"), Mode: 0o644, Data: unit.Bytes()},
+			File{Path: BuildkitNetFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitNet))},
+			File{Path: BuildkitCNIFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitCNI))})
 	}
 	if n.Has(RoleWorker) {
 		var sysctl bytes.Buffer

@@ -68,6 +68,39 @@ var ErrBuild = errors.New("build failed")
 // BuildKit runs builds on one buildkitd.
 type BuildKit struct {
 	Addr string // unix:///run/buildkit/buildkitd.sock or tcp://...
+	// AllowHostNetwork lets builds run on a buildkitd whose RUN steps share
+	// the host's network (local development only). By default a build
+	// refuses such a buildkitd: a RUN step there reaches whatever the host
+	// reaches (Postgres, the registry, the control plane), so the daemon
+	// must give RUN steps a network namespace of their own (its CNI
+	// network, policed by the build host's nftables table).
+	AllowHostNetwork bool
+}
+
+// networkLabel is the label buildkitd's workers report their RUN network
+// mode in ("cni" or "host").
+const networkLabel = "org.mobyproject.buildkit.worker.network"
+
+// checkNetwork refuses workers whose RUN steps would share the host's
+// network, unless that is allowed. A worker that does not say counts as
+// host: the check fails closed.
+func (b BuildKit) checkNetwork(workers []*bk.WorkerInfo) error {
+	if b.AllowHostNetwork {
+		return nil
+	}
+	if len(workers) == 0 {
+		return fmt.Errorf("buildkitd at %s has no workers", b.Addr)
+	}
+	for _, w := range workers {
+		if mode := w.Labels[networkLabel]; mode != "cni" {
+			if mode == "" {
+				mode = "not reported"
+			}
+			return fmt.Errorf("buildkitd at %s gives RUN steps the host's network (worker %s, network %s): "+
+				"refusing to build; start it with its CNI network (scripts/deps.sh, zeitwork bootstrap) or set BUILD_NETWORK=host (local development only)", b.Addr, w.ID, mode)
+		}
+	}
+	return nil
 }
 
 // Build runs req and pushes the image; progress receives BuildKit's plain
@@ -81,8 +114,12 @@ func (b BuildKit) Build(ctx context.Context, req Request, progress io.Writer) (I
 	defer c.Close()
 	// Dialling is lazy: ask for the workers so an unreachable buildkitd is
 	// reported as what it is, an infrastructure failure worth a retry.
-	if _, err := c.ListWorkers(ctx); err != nil {
+	workers, err := c.ListWorkers(ctx)
+	if err != nil {
 		return Image{}, fmt.Errorf("buildkitd at %s unreachable: %w", b.Addr, err)
+	}
+	if err := b.checkNetwork(workers); err != nil {
+		return Image{}, err
 	}
 
 	dfDir, err := os.MkdirTemp("", "zeitwork-dockerfile-")
@@ -117,7 +154,7 @@ func (b BuildKit) Build(ctx context.Context, req Request, progress io.Writer) (I
 
 	opt := bk.SolveOpt{
 		Frontend:      "dockerfile.v0",
-		FrontendAttrs: map[string]string{"filename": "Dockerfile"},
+		FrontendAttrs: frontendAttrs(req.Repository),
 		LocalMounts:   map[string]fsutil.FS{"context": contextFS, "dockerfile": dockerfileFS},
 		Exports: []bk.ExportEntry{{
 			Type:  bk.ExporterImage,
@@ -176,6 +213,26 @@ func (b BuildKit) Build(ctx context.Context, req Request, progress io.Writer) (I
 		return Image{}, fmt.Errorf("read pushed image: %w", err)
 	}
 	return Image{Repository: repo, Tag: req.Tag, Digest: digest, Size: size}, nil
+}
+
+// frontendAttrs configures BuildKit's Dockerfile frontend for a build of
+// repository (a project's).
+//
+// Cache mounts (RUN --mount=type=cache) live in buildkitd, shared by every
+// build that names the same id (by default the target path): one project
+// could read another's cached dependencies or plant files in them. The
+// frontend prefixes every cache mount's id with BUILDKIT_CACHE_MOUNT_NS, so
+// each project gets its own. That holds only for BuildKit's built-in
+// frontend: a "# syntax=" line would hand the build to a frontend image of
+// the Dockerfile's choosing, which can name any cache id, so "cmdline" (set
+// when a frontend is invoked as such) pins the built-in one and the syntax
+// line is ignored.
+func frontendAttrs(repository string) map[string]string {
+	return map[string]string{
+		"filename":                          "Dockerfile",
+		"build-arg:BUILDKIT_CACHE_MOUNT_NS": "zeitwork-project-" + repository,
+		"cmdline":                           "",
+	}
 }
 
 // buildError trims BuildKit's gRPC wrapping down to what a user can act on.

@@ -26,8 +26,10 @@ type SourceFetcher struct {
 	Limits  source.Limits
 }
 
-// Fetch implements Fetcher.
-func (f SourceFetcher) Fetch(ctx context.Context, p db.Project, d db.Deployment, dir string) (string, error) {
+// Fetch implements Fetcher. Its errors name no credential: they end up in
+// the build's log, the deployment's failure reason and the task's errors.
+func (f SourceFetcher) Fetch(ctx context.Context, p db.Project, d db.Deployment, dir string) (_ string, err error) {
+	defer func() { err = redact(err) }()
 	rc, err := f.open(ctx, p, d)
 	if err != nil {
 		return "", err

@@ -65,13 +65,17 @@ func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built fun
 	}
 	svc := &Service{
 		Pool:     pool,
-		BuildKit: BuildKit{Addr: cfg.Buildkit.Addr},
+		BuildKit: BuildKit{Addr: cfg.Buildkit.Addr, AllowHostNetwork: cfg.BuildNetwork == "host"},
 		Fetcher:  SourceFetcher{Queries: db.New(pool), GitHub: gh, S3: s3, Bucket: cfg.S3.Bucket},
 		Plan:     DetectPlanner(detect.WithRegistry(strings.TrimSuffix(cfg.BaseImageMirror, "/"))),
 		Log:      zlog.Component(log, "build"),
 		Config: Config{
 			BuilderID: builderID, Timeout: cfg.BuildTimeout, Lease: cfg.BuildLease, Logs: buildlog.DefaultLimits,
-			Registry: Registry{Host: cfg.Registry.Addr, Insecure: cfg.Registry.Insecure, Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()},
+			// Not the builder's own username and password: builds get
+			// per-project credentials or, for a registry without
+			// authentication, none (config refuses a username without
+			// REGISTRY_CREDENTIAL_SECRET).
+			Registry: Registry{Host: cfg.Registry.Addr, Insecure: cfg.Registry.Insecure},
 			Built:    built,
 		},
 	}
@@ -81,6 +85,12 @@ func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built fun
 			principal := registryauth.ProjectPrincipal(project)
 			return principal, minter.Mint(principal, ttl)
 		}
+	} else if cfg.Registry.Username == "" {
+		svc.Config.AnonymousRegistry = true
+		log.WarnContext(ctx, "registry without authentication: builds push with no credentials (local development only)", "registry", cfg.Registry.Addr)
+	}
+	if cfg.BuildNetwork == "host" {
+		log.WarnContext(ctx, "BUILD_NETWORK=host: builds may run on a buildkitd whose RUN steps share the host's network (local development only)")
 	}
 	workers := queue.NewWorkers(build.Queue)
 	queue.Register(workers, &Worker{Service: svc})

@@ -46,7 +46,7 @@ func TestUploadedSourceIsBuiltThroughTheQueue(t *testing.T) {
 
 	svc := &builder.Service{
 		Pool: pool, BuildKit: bkit, Fetcher: fetcher, Plan: builder.DetectPlanner(detect.BaseImages{}), Log: zlog.Discard(),
-		Config: builder.Config{BuilderID: "queue-test", Timeout: 2 * time.Minute, Lease: 5 * time.Second, Registry: reg, Logs: buildlog.DefaultLimits},
+		Config: builder.Config{BuilderID: "queue-test", Timeout: 2 * time.Minute, Lease: 5 * time.Second, Registry: reg, AnonymousRegistry: true, Logs: buildlog.DefaultLimits},
 	}
 	workers := queue.NewWorkers(build.Queue)
 	queue.Register(workers, &builder.Worker{Service: svc})

@@ -45,13 +45,19 @@ type Config struct {
 	Timeout   time.Duration // a build's whole deadline
 	// Lease is how long a builder's claim lasts without renewal; a builder
 	// that dies is replaced this long after its last renewal.
-	Lease    time.Duration
+	Lease time.Duration
+	// Registry is where builds push; its username and password are never
+	// handed to a build (they would reach every project's images).
 	Registry Registry
 	Logs     buildlog.Limits
-	// Credentials, when set, gives each build registry credentials of its
-	// own, valid only for its project's repository (see registryauth); the
-	// Registry's own username and password are then not handed to builds.
+	// Credentials gives each build registry credentials of its own, valid
+	// only for its project's repository (see registryauth). Without it a
+	// build refuses to start (ErrNoCredentials) unless AnonymousRegistry
+	// says the registry needs none.
 	Credentials func(project uuid.UUID, ttl time.Duration) (username, password string)
+	// AnonymousRegistry: the registry takes pushes without authentication
+	// (a local development registry), so builds push with no credentials.
+	AnonymousRegistry bool
 	// Built runs inside the transaction that records a successful build,
 	// e.g. to enqueue the deploy task; nil does nothing.
 	Built func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error
@@ -85,6 +91,11 @@ func (w *Worker) Work(ctx context.Context, job *queue.Job[build.Task]) error {
 
 // errCancelled is the cause when the build stops being ours mid-run.
 var errCancelled = errors.New("build cancelled")
+
+// ErrNoCredentials: the builder has no registry credentials for the
+// build's project, and falls back to none of its own. Final: retrying
+// will not mint any.
+var ErrNoCredentials = errors.New("no registry credentials for the project")
 
 // Run runs one build to its end. It returns an error only for failures
 // worth retrying (infrastructure); everything else ends in the build's and
@@ -126,6 +137,9 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 	go s.renewLease(bctx, store, buildID, cancelLease)
 
 	img, buildErr := s.build(bctx, store, dep, b, logs)
+	// What follows writes buildErr into the build's log, the deployment's
+	// failure reason and the task's errors: none may carry a credential.
+	buildErr = redact(buildErr)
 	if cause := context.Cause(bctx); buildErr != nil && bctx.Err() != nil && ctx.Err() == nil {
 		buildErr = UserError{cause} // deadline or cancellation: final either way
 	}
@@ -139,7 +153,7 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 	case errors.Is(buildErr, errCancelled):
 		logs.Line(buildlog.System, "build cancelled")
 		return store.Fail(ctx, b, build.StatusCancelled, "build cancelled")
-	case errors.As(buildErr, new(UserError)), errors.Is(buildErr, ErrBuild), lastAttempt:
+	case errors.As(buildErr, new(UserError)), errors.Is(buildErr, ErrBuild), errors.Is(buildErr, ErrNoCredentials), lastAttempt:
 		// A failure of the build itself already says so (ErrBuild).
 		reason := buildErr.Error()
 		if !strings.HasPrefix(reason, ErrBuild.Error()+": ") {
@@ -169,6 +183,12 @@ func (s *Service) build(ctx context.Context, store *build.Store, dep db.Deployme
 	if err != nil {
 		return Image{}, err
 	}
+	// Before anything is fetched: a build that could only push with
+	// someone else's credentials does not start.
+	reg, err := s.registryFor(p.ID)
+	if err != nil {
+		return Image{}, err
+	}
 	work, err := os.MkdirTemp("", "zeitwork-build-")
 	if err != nil {
 		return Image{}, err
@@ -188,14 +208,27 @@ func (s *Service) build(ctx context.Context, store *build.Store, dep db.Deployme
 	if err := store.SetDetectedKind(ctx, b.ID, string(plan.Kind)); err != nil {
 		return Image{}, err
 	}
-	reg := s.Config.Registry
-	if s.Config.Credentials != nil {
-		reg.Username, reg.Password = s.Config.Credentials(p.ID, s.Config.Timeout+timeoutMargin)
-	}
 	return s.BuildKit.Build(ctx, Request{
 		ContextDir: dir, Dockerfile: plan.Dockerfile, DockerIgnore: plan.DockerIgnore,
 		Repository: p.ID.String(), Tag: dep.ID.String(), Registry: reg,
 	}, logs.Stream(buildlog.Stdout))
+}
+
+// registryFor is the registry as project's build sees it: with credentials
+// for that project only, or none at all for an anonymous registry — never
+// the builder's own.
+func (s *Service) registryFor(project uuid.UUID) (Registry, error) {
+	reg := Registry{Host: s.Config.Registry.Host, Insecure: s.Config.Registry.Insecure}
+	switch {
+	case s.Config.Credentials != nil:
+		reg.Username, reg.Password = s.Config.Credentials(project, s.Config.Timeout+timeoutMargin)
+		if reg.Username == "" || reg.Password == "" {
+			return Registry{}, fmt.Errorf("%w %s: none were minted", ErrNoCredentials, project)
+		}
+	case !s.Config.AnonymousRegistry:
+		return Registry{}, fmt.Errorf("%w %s: refusing to build (set REGISTRY_CREDENTIAL_SECRET)", ErrNoCredentials, project)
+	}
+	return reg, nil
 }
 
 // renewLease extends the claim while the build runs; when the claim is

@@ -76,7 +76,7 @@ func newHarness(t *testing.T, tree treeFetcher) *harness {
 		Pool: pool, BuildKit: bkit, Fetcher: tree, Plan: ownDockerfile, Log: zlog.Discard(),
 		Config: builder.Config{
 			BuilderID: "builder-test", Timeout: 2 * time.Minute, Lease: 3 * time.Second,
-			Registry: builder.Registry{Host: reg.Host, Insecure: true}, Logs: buildlog.DefaultLimits,
+			Registry: builder.Registry{Host: reg.Host, Insecure: true}, AnonymousRegistry: true, Logs: buildlog.DefaultLimits,
 			Built: func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error {
 				h.built.Add(1)
 				return nil

@@ -191,6 +191,8 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"a dev prefix is a name", parse[Dev], map[string]string{"DEV_PREFIX": "Dev_1-", "S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b"}, []string{"DEV_PREFIX"}},
 		{"GitHub URLs are URLs", parse[API], map[string]string{"GITHUB_API_URL": "api.github.com", "GITHUB_WEB_URL": "ftp://github.com"}, []string{"GITHUB_API_URL", "GITHUB_WEB_URL"}},
 		{"OAuth client id needs its secret", parse[API], map[string]string{"GITHUB_CLIENT_ID": "Iv1.abc"}, []string{"GITHUB_CLIENT_ID"}},
+		{"builds never get the builder's own registry credentials", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_ADDR": "r", "REGISTRY_USERNAME": "u", "REGISTRY_PASSWORD": "p"}, []string{"REGISTRY_USERNAME"}},
+		{"build network is isolated or host", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_ADDR": "r", "BUILD_NETWORK": "bridge"}, []string{"BUILD_NETWORK"}},
 		{"App id needs its key", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_ADDR": "r", "GITHUB_APP_ID": "42"}, []string{"GITHUB_APP_ID"}},
 		{"apps URL is a URL of the apps domain", parse[API], map[string]string{"EDGE_APPS_URL": "http://other.test:8080"}, []string{"EDGE_APPS_URL"}},
 		{"apps URL has no path", parse[API], map[string]string{"EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test/x"}, []string{"EDGE_APPS_URL"}},

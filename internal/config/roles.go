@@ -186,13 +186,27 @@ type Builder struct {
 	GitHub       GitHub
 	BuildTimeout time.Duration `env:"BUILD_TIMEOUT" envDefault:"15m"`
 	BuildLease   time.Duration `env:"BUILD_LEASE" envDefault:"30s"`
+	// BuildNetwork is what buildkitd's RUN steps may reach. "isolated":
+	// builds run only on a buildkitd whose RUN steps have a network
+	// namespace of their own (internet only); "host": also on one that
+	// gives them the host's network (local development only).
+	BuildNetwork string `env:"BUILD_NETWORK" envDefault:"isolated"`
 }
 
 func (b Builder) validate() []Problem {
+	var p []Problem
 	if b.Registry.Addr == "" {
-		return []Problem{{"REGISTRY_ADDR", "required but not set"}}
+		p = append(p, Problem{"REGISTRY_ADDR", "required but not set"})
 	}
-	return nil
+	if b.BuildNetwork != "isolated" && b.BuildNetwork != "host" {
+		p = append(p, Problem{"BUILD_NETWORK", fmt.Sprintf("%q: want isolated or host", b.BuildNetwork)})
+	}
+	// Builds push with credentials of their own project only; the
+	// builder's own would reach every project's images.
+	if b.Registry.Username != "" && b.RegistryAuth.CredentialSecret == "" {
+		p = append(p, Problem{"REGISTRY_USERNAME", "builds never use the builder's own registry credentials: set REGISTRY_CREDENTIAL_SECRET (per-project credentials), or leave REGISTRY_USERNAME unset for a registry without authentication"})
+	}
+	return p
 }
 
 // Edge configures `zeitwork edge`.
