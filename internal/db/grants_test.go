@@ -1,0 +1,178 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/zeitwork/zeitwork/internal/dbrole"
+	"github.com/zeitwork/zeitwork/internal/testdb"
+)
+
+// grants is the decision, table by table, of what each platform role's
+// Postgres group may do (S select, I insert, U update, D delete; "" none),
+// as the migrations grant it. A role gets a table when a query it runs
+// reads or writes it (internal/db/queries, by the packages the role links);
+// locking reads (FOR UPDATE) and upserts need U too.
+var grants = map[string]map[dbrole.Role]string{
+	"api_tokens":            {dbrole.API: "SIUD"},
+	"build_logs":            {dbrole.API: "SIUD", dbrole.Builder: "SIU"},
+	"builds":                {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIU", dbrole.NodeAgent: "S"},
+	"certificate_locks":     {dbrole.Edge: "SIUD"},
+	"certificates":          {dbrole.Edge: "SIUD"},
+	"deployments":           {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIU", dbrole.NodeAgent: "S", dbrole.Edge: "S"},
+	"device_authorizations": {dbrole.API: "SIUD"},
+	"domains":               {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Edge: "S"},
+	"environment_variables": {dbrole.API: "SIUD", dbrole.NodeAgent: "S"},
+	"github_installations":  {dbrole.API: "SIUD", dbrole.Builder: "S"},
+	"images":                {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIU", dbrole.NodeAgent: "S"},
+	"instances":             {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.NodeAgent: "SIUD", dbrole.Edge: "S"},
+	"nodes":                 {dbrole.API: "S", dbrole.Operator: "SIUD", dbrole.NodeAgent: "SIU", dbrole.Edge: "S"},
+	"operators":             {dbrole.Operator: "SIUD"},
+	"organisation_members":  {dbrole.API: "SIUD", dbrole.Operator: "S"},
+	"organisations":         {dbrole.API: "SIUD", dbrole.Operator: "S"},
+	"projects":              {dbrole.API: "SIUD", dbrole.Operator: "SU", dbrole.Builder: "S", dbrole.NodeAgent: "S", dbrole.Edge: "S"},
+	"rate_limit_counters":   {dbrole.API: "SIUD"},
+	"sessions":              {dbrole.API: "SIUD"},
+	"users":                 {dbrole.API: "SIUD"},
+	"waitlist":              {dbrole.API: "SIUD"},
+	"webhook_deliveries":    {dbrole.API: "SIUD"},
+	// River: the api enqueues; the operator and the builder enqueue and work.
+	"river_job":          {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIUD"},
+	"river_leader":       {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIUD"},
+	"river_queue":        {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIUD"},
+	"river_notification": {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIUD"},
+	"river_migration":    {dbrole.API: "S", dbrole.Operator: "S", dbrole.Builder: "S"},
+}
+
+var privileges = []struct {
+	letter byte
+	name   string
+}{{'S', "SELECT"}, {'I', "INSERT"}, {'U', "UPDATE"}, {'D', "DELETE"}}
+
+// TestEveryTableHasAGrantDecision: every table of the schema is in grants,
+// and each role's group holds exactly what grants says — no more (a table
+// opened to every role by mistake) and no less (a role that would fail at
+// its first query). A migration that adds a table without deciding its
+// grants fails here, in CI, not in production.
+func TestEveryTableHasAGrantDecision(t *testing.T) {
+	t.Parallel()
+	pool := testdb.New(t)
+	ctx := context.Background()
+	rows, err := pool.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) < 20 {
+		t.Fatalf("only %d tables in the schema: %v", len(tables), tables)
+	}
+	for _, table := range tables {
+		decided, ok := grants[table]
+		if !ok {
+			t.Errorf("table %s has no grant decision: GRANT what each role needs in a migration, and say so in grants", table)
+			continue
+		}
+		for _, role := range dbrole.All {
+			var held strings.Builder
+			for _, p := range privileges {
+				var has bool
+				if err := pool.QueryRow(ctx, `SELECT has_table_privilege($1, $2, $3)`, role.Group(), "public."+table, p.name).Scan(&has); err != nil {
+					t.Fatal(err)
+				}
+				if has {
+					held.WriteByte(p.letter)
+				}
+			}
+			if held.String() != decided[role] {
+				t.Errorf("%s on %s: holds %q, decided %q", role.Group(), table, held.String(), decided[role])
+			}
+		}
+	}
+	for _, table := range slices.Sorted(maps.Keys(grants)) {
+		if !slices.Contains(tables, table) {
+			t.Errorf("grants decides for %s, which the schema does not have", table)
+		}
+	}
+}
+
+// TestRolesAreRefusedOtherRolesTables: a role's own login user, made as a
+// deployment makes it, reads what its role needs and is refused the rest
+// by Postgres itself — a stolen worker or edge credential does not read
+// accounts, tokens or variables.
+func TestRolesAreRefusedOtherRolesTables(t *testing.T) {
+	t.Parallel()
+	url := testdb.NewURL(t)
+	pool := testdb.Pool(t, url)
+	ctx := context.Background()
+	// A row in every sensitive table, so that a refusal is not an empty read.
+	testdb.Project(t, pool)
+	if _, err := pool.Exec(ctx, `INSERT INTO users (id, github_user_id, username) VALUES (gen_random_uuid(), 1, 'u')`); err != nil {
+		t.Fatal(err)
+	}
+
+	cases := []struct {
+		role    dbrole.Role
+		allowed []string
+		refused []string
+	}{
+		{dbrole.NodeAgent,
+			[]string{"SELECT id FROM instances", "SELECT id FROM nodes", "SELECT id FROM projects", "SELECT id FROM environment_variables"},
+			[]string{"SELECT id FROM users", "SELECT id FROM api_tokens", "SELECT id FROM sessions", "SELECT id FROM github_installations",
+				"SELECT key FROM certificates", "SELECT id FROM organisations", "SELECT id FROM river_job", "SELECT id FROM domains",
+				"UPDATE projects SET name = 'x'", "DELETE FROM nodes", "INSERT INTO deployments (id) VALUES (gen_random_uuid())"}},
+		{dbrole.Edge,
+			[]string{"SELECT id FROM projects", "SELECT id FROM domains", "SELECT key FROM certificates"},
+			[]string{"SELECT id FROM environment_variables", "SELECT id FROM users", "SELECT id FROM api_tokens", "SELECT id FROM sessions",
+				"SELECT id FROM builds", "UPDATE instances SET restart_count = 0", "DELETE FROM domains"}},
+		{dbrole.Builder,
+			[]string{"SELECT id FROM builds", "SELECT id FROM github_installations", "SELECT id FROM river_job"},
+			[]string{"SELECT id FROM environment_variables", "SELECT id FROM users", "SELECT id FROM api_tokens", "SELECT id FROM sessions",
+				"SELECT id FROM instances", "SELECT key FROM certificates", "UPDATE projects SET name = 'x'"}},
+		{dbrole.Operator,
+			[]string{"SELECT id FROM instances", "SELECT id FROM nodes", "SELECT id FROM river_job"},
+			[]string{"SELECT id FROM environment_variables", "SELECT id FROM users", "SELECT id FROM api_tokens", "SELECT id FROM sessions",
+				"SELECT id FROM github_installations", "SELECT key FROM certificates", "DELETE FROM projects"}},
+		{dbrole.API,
+			[]string{"SELECT id FROM users", "SELECT id FROM environment_variables", "SELECT id FROM river_job"},
+			[]string{"SELECT key FROM certificates", "SELECT id FROM operators", "UPDATE nodes SET status = 'draining'"}},
+	}
+	for _, c := range cases {
+		t.Run(string(c.role), func(t *testing.T) {
+			conn, err := pgx.Connect(ctx, testdb.As(t, url, c.role))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			for _, q := range c.allowed {
+				if _, err := conn.Exec(ctx, q); err != nil {
+					t.Errorf("%s: %s: %v", c.role, q, err)
+				}
+			}
+			for _, q := range c.refused {
+				_, err := conn.Exec(ctx, q)
+				var pg *pgconn.PgError
+				if !errors.As(err, &pg) || pg.Code != "42501" { // insufficient_privilege
+					t.Errorf("%s: %s: want permission denied, got %v", c.role, q, describe(err))
+				}
+			}
+		})
+	}
+}
+
+func describe(err error) string {
+	if err == nil {
+		return "success"
+	}
+	return fmt.Sprint(err)
+}
