@@ -68,8 +68,10 @@ type Operator struct {
 	Database Database
 	Queue    Queue
 	// Addr serves the management API (/v1/images, /v1/registry/token).
-	Addr    string `env:"OPERATOR_ADDR" envDefault:":8081"`
-	Cluster Cluster
+	Addr string `env:"OPERATOR_ADDR" envDefault:":8081"`
+	// Management's token opens the management API (all but the registry's
+	// token endpoint, which takes its own credentials).
+	Management Management
 	// Registry is where operators read images (downloads) and delete them.
 	Registry     Registry
 	RegistryAuth RegistryAuth
@@ -104,10 +106,12 @@ type NodeAgent struct {
 	CPUMillis       int32        `env:"NODE_CPU_MILLIS"` // 0: all of the machine's CPUs
 	MemoryMB        int32        `env:"NODE_MEMORY_MB"`  // 0: the machine's memory less 10%
 	ClusterPrefix   netip.Prefix `env:"CLUSTER_PREFIX" envDefault:"fd7a:7765:7400::/48"`
-	Cluster         Cluster
-	APIAddr         string `env:"NODEAGENT_ADDR" envDefault:":8082"`
-	ProxyAddr       string `env:"NODEPROXY_ADDR" envDefault:":8090"`
-	Egress          Egress
+	// Cluster's token opens the node API; NodeProxy's the node-proxy.
+	Cluster   Cluster
+	NodeProxy NodeProxy
+	APIAddr   string `env:"NODEAGENT_ADDR" envDefault:":8082"`
+	ProxyAddr string `env:"NODEPROXY_ADDR" envDefault:":8090"`
+	Egress    Egress
 	// NodeNetns, when set, is the network namespace that plays this node
 	// (several simulated workers on one machine: `zeitwork dev`). Empty in
 	// production: the agent's own namespace is the node's.
@@ -128,6 +132,11 @@ type NodeAgent struct {
 }
 
 func (n NodeAgent) validate() []Problem {
+	if t := n.NodeProxy.Token.Reveal(); t != "" && t == n.Cluster.Token.Reveal() {
+		// The edges hold the node-proxy token: the same value would let
+		// every edge drive every node's API.
+		return []Problem{{"NODE_PROXY_TOKEN", "must differ from CLUSTER_TOKEN"}}
+	}
 	if n.Registry.Insecure && n.Registry.Addr == "" {
 		return []Problem{{"REGISTRY_INSECURE", "names no registry: set REGISTRY_ADDR"}}
 	}
@@ -179,8 +188,8 @@ type Edge struct {
 	HTTPSAddr string `env:"EDGE_HTTPS_ADDR" envDefault:":443"`
 	// MetricsAddr serves Prometheus metrics at /metrics; "off" turns it off.
 	MetricsAddr string `env:"EDGE_METRICS_ADDR" envDefault:"127.0.0.1:9101"`
-	// Cluster's token proves the edge to the node-proxies.
-	Cluster Cluster
+	// NodeProxy's token proves the edge to the node-proxies.
+	NodeProxy NodeProxy
 	// CloudflareFronted: Cloudflare terminates TLS in front of the edge, so
 	// the edge serves plain HTTP, trusts Cloudflare's client address and
 	// scheme headers, and requests no certificates.

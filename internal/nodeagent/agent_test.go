@@ -42,7 +42,10 @@ import (
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
-const clusterToken = "node-test-token"
+const (
+	clusterToken = "node-test-token"
+	proxyToken   = "node-proxy-test-token"
+)
 
 func randomTag() string {
 	b := make([]byte, 3)
@@ -132,7 +135,7 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 	policy.HealthDeadline, policy.StopGrace = 8*time.Second, 2*time.Second
 	log := zlog.Discard()
 	agent := &nodeagent.Agent{
-		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
+		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, ProxyToken: proxyToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
 		PollInterval: 2 * time.Second, HeartbeatInterval: time.Second, Log: log,
 		Converger: &nodeagent.Converger{
 			Pool: p, NodeID: row.ID, Runtime: rt, Network: netm, Probe: nodeagent.HTTPProbe(dial), Secrets: ring, Policy: policy, Log: log,
@@ -211,7 +214,7 @@ func (n *agentNode) viaProxy(iid uuid.UUID, path string) (int, string) {
 	req, _ := http.NewRequest("GET", n.proxy+path, nil)
 	req.Host = "app.example.com"
 	req.Header.Set(nodeproxy.HeaderInstance, iid.String())
-	req.Header.Set(nodeproxy.HeaderToken, clusterToken)
+	req.Header.Set(nodeproxy.HeaderToken, proxyToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		n.t.Fatal(err)
