@@ -254,6 +254,10 @@ type Dev struct {
 	// Nodes is how many worker nodes to simulate (each a network namespace
 	// with its own node agent, /64, containerd namespace and ports).
 	Nodes int `env:"DEV_NODES" envDefault:"3"`
+	// DatabaseRoles runs each role as a database user of its own, a member
+	// of that role's group (created with DATABASE_URL's user, which must
+	// be allowed to create roles); false runs every role as that user.
+	DatabaseRoles bool `env:"DEV_DATABASE_ROLES" envDefault:"true"`
 	// PortBase numbers the platform's ports: the operator, edge and edge
 	// metrics listen on PortBase-19..-17, node i serves its API on
 	// PortBase+i and its node-proxy on PortBase+100+i.
