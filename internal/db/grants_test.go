@@ -5,15 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	neturl "net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/zeitwork/zeitwork/internal/dbrole"
+	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/migration"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
+	"github.com/zeitwork/zeitwork/internal/zlog"
+	"github.com/zeitwork/zeitwork/packages/database"
 )
 
 // grants is the decision, table by table, of what each platform role's
@@ -167,6 +174,48 @@ func TestRolesAreRefusedOtherRolesTables(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMigrationsGrantWithoutCreateRole: where the migrating user may not
+// create roles (a managed Postgres), a DBA creates the groups once and the
+// migrations still apply, granting them.
+func TestMigrationsGrantWithoutCreateRole(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, testenv.Endpoints(t).Database.URL.Reveal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// Named like testdb's users, so that a killed run's is dropped later.
+	owner := fmt.Sprintf("zw_test_%d_%s_owner", time.Now().Unix(), strings.ReplaceAll(id.New().String()[24:], "-", ""))
+	if _, err := admin.Exec(ctx, "CREATE ROLE "+pgx.Identifier{owner}.Sanitize()+" LOGIN NOCREATEROLE PASSWORD 'owner-pw'"); err != nil {
+		t.Fatal(err)
+	}
+	// Dropped last: after its database (cleanups run in reverse).
+	t.Cleanup(func() { admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{owner}.Sanitize()) }) //nolint:errcheck
+	url := testdb.Empty(t)
+	u, _ := neturl.Parse(url)
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{strings.TrimPrefix(u.Path, "/")}.Sanitize()+" OWNER TO "+pgx.Identifier{owner}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.UserPassword(owner, "owner-pw")
+	conn, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ms, err := migration.Load(database.Migrations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migration.Apply(ctx, conn, ms, zlog.Discard()); err != nil {
+		t.Fatalf("migrate as a user without CREATEROLE: %v", err)
+	}
+	var granted bool
+	if err := conn.QueryRow(ctx, `SELECT has_table_privilege('zeitwork_nodeagent', 'public.instances', 'SELECT')`).Scan(&granted); err != nil || !granted {
+		t.Fatalf("zeitwork_nodeagent reads instances: %v, %v", granted, err)
 	}
 }
 

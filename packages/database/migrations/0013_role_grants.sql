@@ -7,7 +7,9 @@
 --
 -- Roles are global to the Postgres cluster while migrations run per
 -- database, several at once in tests: a role that exists already (or that
--- a concurrent migration is creating) is not an error.
+-- a concurrent migration is creating) is not an error. Creating them needs
+-- CREATEROLE; where the migrating user lacks it, a DBA creates the five
+-- NOLOGIN roles first and the migration only grants.
 --
 -- internal/db's TestEveryTableHasAGrantDecision holds the same decisions:
 -- a table added later without a GRANT here or in a later migration fails it.
@@ -16,11 +18,13 @@ DECLARE
   r text;
 BEGIN
   FOREACH r IN ARRAY ARRAY['zeitwork_api', 'zeitwork_operator', 'zeitwork_builder', 'zeitwork_nodeagent', 'zeitwork_edge'] LOOP
-    BEGIN
-      EXECUTE format('CREATE ROLE %I NOLOGIN', r);
-    EXCEPTION WHEN duplicate_object OR unique_violation THEN
-      NULL;
-    END;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) THEN
+      BEGIN
+        EXECUTE format('CREATE ROLE %I NOLOGIN', r);
+      EXCEPTION WHEN duplicate_object OR unique_violation THEN
+        NULL;
+      END;
+    END IF;
   END LOOP;
 END
 $$;
