@@ -50,8 +50,6 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON
 --> statement-breakpoint
 GRANT SELECT, UPDATE ON projects TO zeitwork_operator;
 --> statement-breakpoint
-GRANT SELECT ON organisation_members, organisations TO zeitwork_operator;
---> statement-breakpoint
 -- builder: claims builds, writes their logs and images, reads the project
 -- and its GitHub installation to fetch the source.
 GRANT SELECT, INSERT, UPDATE ON build_logs, builds, deployments, images TO zeitwork_builder;
