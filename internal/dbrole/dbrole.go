@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -48,13 +49,27 @@ type Execer interface {
 
 // EnsureUser makes user a login role with password and a member of r's
 // group, whether or not it existed; an existing user's password is reset
-// to password. Several callers may ensure the same user at once (tests of
-// one machine share the cluster): the loser of a race is not an error.
-// The connection must be allowed to create roles (CREATEROLE).
+// to password. Several callers may ensure the same user at once (users are
+// global to the Postgres cluster): the loser of a race retries rather than
+// failing. The connection must be allowed to create roles (CREATEROLE).
 func EnsureUser(ctx context.Context, conn Execer, user, password string, r Role) error {
 	if user == "" || password == "" {
 		return errors.New("dbrole: a user needs a name and a password")
 	}
+	for attempt := 1; ; attempt++ {
+		err := ensureUser(ctx, conn, user, password, r)
+		if err == nil || attempt == 20 || !concurrent(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt) * 10 * time.Millisecond):
+		}
+	}
+}
+
+func ensureUser(ctx context.Context, conn Execer, user, password string, r Role) error {
 	ident := pgx.Identifier{user}.Sanitize()
 	// CREATE ROLE takes no parameters; the literal is quoted the way
 	// standard_conforming_strings (on since Postgres 9.1) reads it.
@@ -77,6 +92,15 @@ func EnsureUser(ctx context.Context, conn Execer, user, password string, r Role)
 func exists(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && (pg.Code == "42710" || pg.Code == "23505") // duplicate_object, unique_violation
+}
+
+// concurrent says whether err is another session changing the same role at
+// the same moment (Postgres's "tuple concurrently updated" on pg_authid or
+// pg_auth_members): trying again succeeds.
+func concurrent(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (pg.Code == "XX000" && strings.Contains(pg.Message, "concurrently updated") ||
+		pg.Code == "40001" || pg.Code == "40P01")
 }
 
 // URL returns the connection URL base with its user and password replaced.
