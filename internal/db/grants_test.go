@@ -30,11 +30,11 @@ import (
 // locking reads (FOR UPDATE) and upserts need U too.
 var grants = map[string]map[dbrole.Role]string{
 	"api_tokens":            {dbrole.API: "SIUD"},
-	"build_logs":            {dbrole.API: "SIUD", dbrole.Builder: "SIU"},
-	"builds":                {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIU", dbrole.NodeAgent: "S"},
+	"build_logs":            {dbrole.API: "SIUD", dbrole.Builder: "SI"},
+	"builds":                {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SU", dbrole.NodeAgent: "S"},
 	"certificate_locks":     {dbrole.Edge: "SIUD"},
 	"certificates":          {dbrole.Edge: "SIUD"},
-	"deployments":           {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIU", dbrole.NodeAgent: "S", dbrole.Edge: "S"},
+	"deployments":           {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SU", dbrole.NodeAgent: "S", dbrole.Edge: "S"},
 	"device_authorizations": {dbrole.API: "SIUD"},
 	"domains":               {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Edge: "S"},
 	"environment_variables": {dbrole.API: "SIUD", dbrole.NodeAgent: "S"},

@@ -52,7 +52,11 @@ GRANT SELECT, UPDATE ON projects TO zeitwork_operator;
 --> statement-breakpoint
 -- builder: claims builds, writes their logs and images, reads the project
 -- and its GitHub installation to fetch the source.
-GRANT SELECT, INSERT, UPDATE ON build_logs, builds, deployments, images TO zeitwork_builder;
+GRANT SELECT, INSERT ON build_logs TO zeitwork_builder;
+--> statement-breakpoint
+GRANT SELECT, UPDATE ON builds, deployments TO zeitwork_builder;
+--> statement-breakpoint
+GRANT SELECT, INSERT, UPDATE ON images TO zeitwork_builder;
 --> statement-breakpoint
 GRANT SELECT ON github_installations, projects TO zeitwork_builder;
 --> statement-breakpoint
