@@ -41,7 +41,7 @@ var grants = map[string]map[dbrole.Role]string{
 	"github_installations":  {dbrole.API: "SIUD", dbrole.Builder: "S"},
 	"images":                {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.Builder: "SIU", dbrole.NodeAgent: "S"},
 	"instances":             {dbrole.API: "SIUD", dbrole.Operator: "SIUD", dbrole.NodeAgent: "SIUD", dbrole.Edge: "S"},
-	"nodes":                 {dbrole.API: "S", dbrole.Operator: "SIUD", dbrole.NodeAgent: "SIU", dbrole.Edge: "S"},
+	"nodes":                 {dbrole.API: "S", dbrole.Operator: "SU", dbrole.NodeAgent: "SIU", dbrole.Edge: "S"},
 	"operators":             {dbrole.Operator: "SIUD"},
 	"organisation_members":  {dbrole.API: "SIUD"},
 	"organisations":         {dbrole.API: "SIUD"},

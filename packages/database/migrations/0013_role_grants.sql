@@ -45,10 +45,10 @@ GRANT SELECT ON nodes TO zeitwork_api;
 -- operator: scheduling, deployment lifecycle, node liveness, custom domains'
 -- checks and the management API (images, instances, nodes, builds).
 GRANT SELECT, INSERT, UPDATE, DELETE ON
-  builds, deployments, domains, images, instances, nodes, operators
+  builds, deployments, domains, images, instances, operators
   TO zeitwork_operator;
 --> statement-breakpoint
-GRANT SELECT, UPDATE ON projects TO zeitwork_operator;
+GRANT SELECT, UPDATE ON nodes, projects TO zeitwork_operator;
 --> statement-breakpoint
 -- builder: claims builds, writes their logs and images, reads the project
 -- and its GitHub installation to fetch the source.
