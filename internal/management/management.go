@@ -3,8 +3,8 @@
 // token endpoint. It owns no state and no decision: it parses requests,
 // calls the domain packages (image, builder, instance, node, domains, and
 // the operator through the Cluster interface), and renders JSON through
-// internal/httpapi. Every route but the registry's requires the cluster
-// token.
+// internal/httpapi. Every route but the registry's requires the management
+// token (MANAGEMENT_TOKEN), which no node or edge holds.
 package management
 
 import (
