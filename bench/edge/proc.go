@@ -139,7 +139,7 @@ func startEdge(bin, dbURL, snapshot, dataPath string) (*proc, string, error) {
 	}
 	cmd := exec.Command(bin, "edge")
 	cmd.Env = append(os.Environ(),
-		"DATABASE_URL="+dbURL, "CLUSTER_TOKEN=bench", "EDGE_HTTP_ADDR="+addr, "EDGE_METRICS_ADDR="+metrics,
+		"DATABASE_URL="+dbURL, "NODE_PROXY_TOKEN=bench", "EDGE_HTTP_ADDR="+addr, "EDGE_METRICS_ADDR="+metrics,
 		"EDGE_HTTPS_ADDR=off", "EDGE_DATA_PATH="+dataPath,
 		"EDGE_APPS_DOMAIN="+appsDomain, "EDGE_ROUTES_SNAPSHOT="+snapshot, "EDGE_POLL_INTERVAL=1m", "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

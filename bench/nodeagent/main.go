@@ -106,7 +106,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	agent := exec.Command(bin, "nodeagent")
 	agent.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL, "NODE_INTERNAL_ADDRESS=127.0.0.1:1"+tag[:4], "NODE_STATE_DIR="+filepath.Join(work, "state"),
-		"CLUSTER_TOKEN=bench", "NODEAGENT_ADDR=127.0.0.1:0", "NODEPROXY_ADDR=127.0.0.1:0",
+		"CLUSTER_TOKEN=bench", "NODE_PROXY_TOKEN=bench-proxy", "NODEAGENT_ADDR=127.0.0.1:0", "NODEPROXY_ADDR=127.0.0.1:0",
 		"CONTAINERD_ADDR="+ctrd, "CONTAINERD_NAMESPACE="+ctrNS, "INSTANCE_LOG_DIR="+filepath.Join(work, "logs"),
 		"REGISTRY_ADDR="+reg, "REGISTRY_INSECURE=true", "NETWORK_NODE_NETNS=/run/netns/"+ns, "LOG_LEVEL=warn", "NODE_CPU_MILLIS=100000", "NODE_MEMORY_MB=100000")
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr

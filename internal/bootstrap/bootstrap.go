@@ -43,6 +43,7 @@ type Bootstrap struct {
 	Poll time.Duration
 
 	values   Values
+	users    []roleUser // postgres.role_users, when set
 	binary   []byte
 	signer   ssh.Signer
 	pool     *pgxpool.Pool
@@ -107,7 +108,12 @@ func (b *Bootstrap) secretRefs() [][2]string {
 		{"postgres.url_env", c.Postgres.URLEnv},
 		{"cloudflare.api_token_env", c.Cloudflare.APITokenEnv},
 		{"secrets.cluster_token_env", c.Secrets.ClusterTokenEnv},
+		{"secrets.node_proxy_token_env", c.Secrets.NodeProxyTokenEnv},
+		{"secrets.management_token_env", c.Secrets.ManagementTokenEnv},
 		{"secrets.keys_env", c.Secrets.KeysEnv},
+	}
+	if u := c.Postgres.RoleUsers; u != nil {
+		refs = append(refs, [2]string{"postgres.role_users.password_key_env", u.PasswordKeyEnv})
 	}
 	if e := c.S3.Existing; e != nil {
 		refs = append(refs, [2]string{"s3.existing.secret_access_key_env", e.SecretAccessKeyEnv})
@@ -179,8 +185,19 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 	}
 	b.values = Values{
 		DatabaseURL: val["postgres.url_env"], ClusterToken: val["secrets.cluster_token_env"],
+		NodeProxyToken: val["secrets.node_proxy_token_env"], ManagementToken: val["secrets.management_token_env"],
 		SecretsKeys: val["secrets.keys_env"], CloudflareToken: val["cloudflare.api_token_env"],
 		S3SecretAccessKey: val["s3.existing.secret_access_key_env"],
+	}
+	if u := b.Cluster.Postgres.RoleUsers; u != nil {
+		users, err := roleUsers(*u, b.values.DatabaseURL, val["postgres.role_users.password_key_env"])
+		if err != nil {
+			return Status{}, err
+		}
+		b.users, b.values.DatabaseURLs = users, map[Role]string{}
+		for _, ru := range users {
+			b.values.DatabaseURLs[ru.role] = ru.url
+		}
 	}
 	if b.Cluster.S3.MinIO != nil {
 		b.values.S3AccessKeyID, b.values.S3SecretAccessKey = val["s3.minio.root_user_env"], val["s3.minio.root_password_env"]
@@ -323,6 +340,10 @@ func (b *Bootstrap) steps() []Step {
 			return err
 		},
 	}}
+	if c.Postgres.RoleUsers != nil {
+		// Before any node starts a role that connects as its user.
+		steps = append(steps, b.roleUsersStep())
+	}
 	nodes := slices.Clone(c.Nodes)
 	slices.SortStableFunc(nodes, func(x, y Node) int { return cmp.Compare(rolePriority(x), rolePriority(y)) })
 	for _, n := range nodes {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,10 +13,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
 // testCluster is the example file with a release binary of its own, and
@@ -32,12 +36,28 @@ func testCluster(t *testing.T) (*Cluster, map[string]string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Database users are global to the Postgres cluster: this test's own,
+	// dropped when it ends (and named so that testdb drops them if not).
+	c.Postgres.RoleUsers.Prefix = fmt.Sprintf("zw_test_%d_%06x", time.Now().Unix(), rand.IntN(1<<24))
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), testenv.Endpoints(t).Database.URL.Reveal())
+		if err != nil {
+			return
+		}
+		defer conn.Close(context.Background())
+		for _, r := range dbRoles {
+			conn.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{c.Postgres.RoleUsers.Prefix + "_" + string(r.group)}.Sanitize()) //nolint:errcheck // best effort
+		}
+	})
 	env := map[string]string{
-		"DATABASE_URL":         testdb.Empty(t),
-		"CLOUDFLARE_API_TOKEN": "cf",
-		"CLUSTER_TOKEN":        "token",
-		"SECRETS_KEYS":         fakeValues.SecretsKeys,
-		"S3_SECRET_ACCESS_KEY": "s3",
+		"DATABASE_URL":               testdb.Empty(t),
+		"CLOUDFLARE_API_TOKEN":       "cf",
+		"CLUSTER_TOKEN":              "token",
+		"NODE_PROXY_TOKEN":           "proxy-token",
+		"MANAGEMENT_TOKEN":           "management-token",
+		"DATABASE_ROLE_PASSWORD_KEY": "role-password-key",
+		"SECRETS_KEYS":               fakeValues.SecretsKeys,
+		"S3_SECRET_ACCESS_KEY":       "s3",
 	}
 	return c, env
 }
@@ -88,7 +108,7 @@ func TestBootstrapFromNothingAndAgainChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dry run: %v\n%s", err, out)
 	}
-	for _, want := range []string{"[todo] database: migrations: ", "[todo] wk-1: zeitwork binary /usr/local/bin/zeitwork: to write", "[todo] cluster: workers and operators registered", "dry run: "} {
+	for _, want := range []string{"[todo] database: migrations: ", "[todo] database: role users ", "[todo] wk-1: zeitwork binary /usr/local/bin/zeitwork: to write", "[todo] cluster: workers and operators registered", "dry run: "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output lacks %q:\n%s", want, out)
 		}
@@ -122,6 +142,31 @@ func TestBootstrapFromNothingAndAgainChangesNothing(t *testing.T) {
 	}
 	if ns := nodes(t, env["DATABASE_URL"]); len(ns) != 3 {
 		t.Fatalf("%d nodes registered, want 3", len(ns))
+	}
+	// Each role got its own database user and only its own API's token: a
+	// worker's credentials read no accounts and open no management API.
+	worker := readEnvFile(t, m["wk-1"].files["/etc/zeitwork/nodeagent.env"])
+	conn, err := pgx.Connect(context.Background(), worker["DATABASE_URL"])
+	if err != nil {
+		t.Fatalf("the worker's database user: %v", err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), "SELECT count(*) FROM nodes").Scan(&n); err != nil || n != 3 {
+		t.Errorf("the worker's user reads %d nodes: %v", n, err)
+	}
+	if _, err := conn.Exec(context.Background(), "SELECT id FROM users"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		t.Errorf("the worker's user reads users: %v", err)
+	}
+	edge := readEnvFile(t, m["edge-1"].files["/etc/zeitwork/edge.env"])
+	operator := readEnvFile(t, m["op-1"].files["/etc/zeitwork/operator.env"])
+	if worker["NODE_PROXY_TOKEN"] != "proxy-token" || worker["CLUSTER_TOKEN"] != "token" || worker["MANAGEMENT_TOKEN"] != "" ||
+		edge["NODE_PROXY_TOKEN"] != "proxy-token" || edge["CLUSTER_TOKEN"] != "" || edge["MANAGEMENT_TOKEN"] != "" ||
+		operator["MANAGEMENT_TOKEN"] != "management-token" || operator["CLUSTER_TOKEN"] != "" || operator["NODE_PROXY_TOKEN"] != "" {
+		t.Errorf("tokens: worker %v, edge %v, operator %v", worker, edge, operator)
+	}
+	if worker["DATABASE_URL"] == edge["DATABASE_URL"] || worker["DATABASE_URL"] == env["DATABASE_URL"] {
+		t.Errorf("the worker connects as %s", worker["DATABASE_URL"])
 	}
 
 	writes := map[string]int{}

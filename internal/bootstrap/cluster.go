@@ -55,6 +55,20 @@ type Cloudflare struct {
 // Postgres is an existing database (managed or not); bootstrap migrates it.
 type Postgres struct {
 	URLEnv string `yaml:"url_env"`
+	// RoleUsers, when set, gives each role a database user of its own
+	// with its role's grants only; unset, every role connects as URLEnv's
+	// user, which owns the schema.
+	RoleUsers *RoleUsers `yaml:"role_users,omitempty"`
+}
+
+// RoleUsers are the roles' database users: <Prefix>_<role> (zw_nodeagent),
+// each a member of its role's group (internal/dbrole), made by bootstrap
+// with URLEnv's user, which must be allowed to create roles. Passwords are
+// derived from the key in PasswordKeyEnv, so that every run agrees on
+// them without storing them anywhere.
+type RoleUsers struct {
+	Prefix         string `yaml:"prefix"` // default zw
+	PasswordKeyEnv string `yaml:"password_key_env"`
 }
 
 // S3 is where sources and images are kept: an existing bucket, or MinIO
@@ -94,8 +108,10 @@ type SSH struct {
 
 // Secrets are the platform's shared secrets, by environment reference.
 type Secrets struct {
-	ClusterTokenEnv string `yaml:"cluster_token_env"` // CLUSTER_TOKEN of every role
-	KeysEnv         string `yaml:"keys_env"`          // SECRETS_KEYS: id:base64,…
+	ClusterTokenEnv    string `yaml:"cluster_token_env"`    // CLUSTER_TOKEN: the node API's (api, workers)
+	NodeProxyTokenEnv  string `yaml:"node_proxy_token_env"` // NODE_PROXY_TOKEN: the node-proxies' (edges, workers)
+	ManagementTokenEnv string `yaml:"management_token_env"` // MANAGEMENT_TOKEN: the management API's (operators)
+	KeysEnv            string `yaml:"keys_env"`             // SECRETS_KEYS: id:base64,…
 }
 
 // Network is the cluster's addressing.
@@ -240,6 +256,9 @@ func Parse(raw []byte) (*Cluster, error) {
 }
 
 func (c *Cluster) defaults() {
+	if u := c.Postgres.RoleUsers; u != nil && u.Prefix == "" {
+		u.Prefix = "zw"
+	}
 	if c.SSH.User == "" {
 		c.SSH.User = "root"
 	}
@@ -275,9 +294,10 @@ func (c *Cluster) Path(p string) string {
 func (c *Cluster) ClusterPrefix() netip.Prefix { return netip.MustParsePrefix(c.Network.Prefix) }
 
 var (
-	envNameRe  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	nodeNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	domainRe   = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+	envNameRe    = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	nodeNameRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	domainRe     = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$`)
+	userPrefixRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 )
 
 func (c *Cluster) validate() Errors {
@@ -321,6 +341,14 @@ func (c *Cluster) validate() Errors {
 	env("cloudflare.api_token_env", c.Cloudflare.APITokenEnv, true)
 	env("postgres.url_env", c.Postgres.URLEnv, true)
 	env("secrets.cluster_token_env", c.Secrets.ClusterTokenEnv, true)
+	env("secrets.node_proxy_token_env", c.Secrets.NodeProxyTokenEnv, true)
+	env("secrets.management_token_env", c.Secrets.ManagementTokenEnv, true)
+	if u := c.Postgres.RoleUsers; u != nil {
+		env("postgres.role_users.password_key_env", u.PasswordKeyEnv, true)
+		if !userPrefixRe.MatchString(u.Prefix) {
+			bad("postgres.role_users.prefix", "%q is not a prefix: up to 32 lower-case letters, digits and underscores, starting with a letter", u.Prefix)
+		}
+	}
 	env("secrets.keys_env", c.Secrets.KeysEnv, true)
 
 	switch {

@@ -55,8 +55,13 @@ type File struct {
 // Values are the secrets cluster.yaml refers to, resolved from the
 // environment when bootstrap runs.
 type Values struct {
-	DatabaseURL       string
+	DatabaseURL string
+	// DatabaseURLs are the roles' own users (postgres.role_users); a role
+	// without one connects with DatabaseURL.
+	DatabaseURLs      map[Role]string
 	ClusterToken      string
+	NodeProxyToken    string
+	ManagementToken   string
 	SecretsKeys       string
 	CloudflareToken   string
 	S3AccessKeyID     string // the MinIO root user when MinIO runs on a node
@@ -216,7 +221,11 @@ type kv struct{ k, v string }
 
 // environment is the role's configuration (see internal/config).
 func environment(c *Cluster, n Node, r Role, v Values) []kv {
-	e := []kv{{"LOG_FORMAT", "json"}, {"DATABASE_URL", v.DatabaseURL}}
+	dbURL := v.DatabaseURL
+	if u, ok := v.DatabaseURLs[r]; ok {
+		dbURL = u
+	}
+	e := []kv{{"LOG_FORMAT", "json"}, {"DATABASE_URL", dbURL}}
 	platform := []kv{
 		{"EDGE_PLATFORM_DOMAINS", strings.Join(c.Platform.Domains, ",")},
 		{"EDGE_APPS_DOMAIN", c.Platform.AppsDomain},
@@ -234,14 +243,14 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 	registry := kv{"REGISTRY_ADDR", c.Registry.Address}
 	switch r {
 	case RoleOperator:
-		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, registry)
+		e = append(e, kv{"MANAGEMENT_TOKEN", v.ManagementToken}, registry)
 		e = append(e, platform...)
 	case RoleAPI:
 		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys})
 		e = append(e, platform...)
 		e = append(e, s3()...)
 	case RoleWorker:
-		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
+		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
 			kv{"NODE_INTERNAL_ADDRESS", n.AgentAddress()}, kv{"NODE_STATE_DIR", NodeStateDir},
 			kv{"CLUSTER_PREFIX", c.Network.Prefix}, kv{"RUNTIME_HANDLER", runtimeHandler[n.Runtime]}, registry)
 		if n.Runtime == RuntimeKata {
@@ -254,7 +263,7 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr}, registry)
 		e = append(e, s3()...)
 	case RoleEdge:
-		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
+		e = append(e, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
 			kv{"CLOUDFLARE_API_TOKEN", v.CloudflareToken}, kv{"EDGE_ROUTES_SNAPSHOT", "/var/lib/zeitwork/edge/routes.json"})
 		e = append(e, platform...)
 	}

@@ -18,8 +18,15 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // fakeValues look like the real secrets, including characters an
 // environment file must keep literal.
 var fakeValues = Values{
-	DatabaseURL:       "postgres://zeitwork:pa$$w%40rd@db.internal:5432/zeitwork?sslmode=require",
+	DatabaseURL: "postgres://zeitwork:pa$$w%40rd@db.internal:5432/zeitwork?sslmode=require",
+	DatabaseURLs: map[Role]string{
+		RoleAPI: "postgres://zw_api:pa$$w%40rd-api@db.internal:5432/zeitwork?sslmode=require", RoleOperator: "postgres://zw_operator:pw-op@db.internal:5432/zeitwork?sslmode=require",
+		RoleBuilder: "postgres://zw_builder:pw-b@db.internal:5432/zeitwork?sslmode=require", RoleWorker: "postgres://zw_nodeagent:pw-n@db.internal:5432/zeitwork?sslmode=require",
+		RoleEdge: "postgres://zw_edge:pw-e@db.internal:5432/zeitwork?sslmode=require",
+	},
 	ClusterToken:      "cluster-token-0123456789",
+	NodeProxyToken:    "node-proxy-token-0123456789",
+	ManagementToken:   "management-token-0123456789",
 	SecretsKeys:       "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
 	CloudflareToken:   "cf-token",
 	S3SecretAccessKey: `s3\secret`,
@@ -82,6 +89,7 @@ func TestEnvironmentFilesConfigureTheirRoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	role := map[string]Role{"operator.env": RoleOperator, "api.env": RoleAPI, "nodeagent.env": RoleWorker, "builder.env": RoleBuilder, "edge.env": RoleEdge}
 	parse := map[string]func(map[string]string) error{
 		"operator.env":  func(m map[string]string) error { _, err := config.ParseFrom[config.Operator](m); return err },
 		"api.env":       func(m map[string]string) error { _, err := config.ParseFrom[config.API](m); return err },
@@ -104,7 +112,7 @@ func TestEnvironmentFilesConfigureTheirRoles(t *testing.T) {
 			if err := p(env); err != nil {
 				t.Errorf("%s %s: %v", n.Name, f.Path, err)
 			}
-			if env["DATABASE_URL"] != fakeValues.DatabaseURL {
+			if env["DATABASE_URL"] != fakeValues.DatabaseURLs[role[filepath.Base(f.Path)]] {
 				t.Errorf("%s %s: DATABASE_URL read back as %q", n.Name, f.Path, env["DATABASE_URL"])
 			}
 			if n.Name == "wk-1" && f.Path == "/etc/zeitwork/nodeagent.env" &&

@@ -58,7 +58,16 @@ func TestDryRunProbesMachinesOverSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer op1.Close()
-	files, err := Render(c, c.Nodes[0], Values{DatabaseURL: env["DATABASE_URL"], ClusterToken: "token", SecretsKeys: env["SECRETS_KEYS"], CloudflareToken: "cf", S3SecretAccessKey: "s3"})
+	users, err := roleUsers(*c.Postgres.RoleUsers, env["DATABASE_URL"], env["DATABASE_ROLE_PASSWORD_KEY"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls := map[Role]string{}
+	for _, u := range users {
+		urls[u.role] = u.url
+	}
+	files, err := Render(c, c.Nodes[0], Values{DatabaseURL: env["DATABASE_URL"], DatabaseURLs: urls, ClusterToken: "token", NodeProxyToken: "proxy-token",
+		ManagementToken: "management-token", SecretsKeys: env["SECRETS_KEYS"], CloudflareToken: "cf", S3SecretAccessKey: "s3"})
 	if err != nil {
 		t.Fatal(err)
 	}

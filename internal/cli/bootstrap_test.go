@@ -93,7 +93,7 @@ func TestBootstrapDryRunOverSSH(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "zeitwork-linux-amd64"), []byte("zeitwork"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	env := []string{"DATABASE_URL=" + testdb.Empty(t), "CLOUDFLARE_API_TOKEN=cf", "CLUSTER_TOKEN=t", "S3_SECRET_ACCESS_KEY=s",
+	env := []string{"DATABASE_URL=" + testdb.Empty(t), "CLOUDFLARE_API_TOKEN=cf", "CLUSTER_TOKEN=t", "NODE_PROXY_TOKEN=p", "MANAGEMENT_TOKEN=m", "DATABASE_ROLE_PASSWORD_KEY=k", "S3_SECRET_ACCESS_KEY=s",
 		"SECRETS_KEYS=k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
 	code, out, errOut := run(t, env, "bootstrap", "--dry-run", "-f", p)
 	if code != ExitOK || !strings.Contains(out, "[ok] edge-1: ssh") || !pendingMigrations.MatchString(out) ||

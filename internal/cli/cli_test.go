@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,7 @@ func TestBadKeysStopTheRoleAtStart(t *testing.T) {
 		{"operator", []string{"REGISTRY_TOKEN_KEY=dG9vIHNob3J0", "REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
 		{"operator", []string{"REGISTRY_CREDENTIAL_SECRET=s"}, "REGISTRY_TOKEN_KEY"},
 	} {
-		env := append([]string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=t"}, tc.env...)
+		env := append([]string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=t", "NODE_PROXY_TOKEN=p", "MANAGEMENT_TOKEN=m"}, tc.env...)
 		code, _, errOut := run(t, env, tc.role)
 		if code != ExitUsage || !strings.Contains(errOut, tc.want+": ") || strings.Contains(errOut, "dG9vIHNob3J0") {
 			t.Errorf("%s %v: exit %d, stderr %q", tc.role, tc.env, code, errOut)
@@ -254,5 +255,43 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "builder     working build tasks") || !strings.Contains(out.String(), "node2") {
 		t.Fatalf("dev output:\n%s", out.String())
+	}
+
+	// Every role connects as its own database user, and the nodes
+	// registered as theirs.
+	want := []string{prefix + "_builder", prefix + "_edge", prefix + "_nodeagent", prefix + "_operator"}
+	for {
+		rows, _ := pool.Query(context.Background(), `SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = current_database() AND usename LIKE $1 || '\_%' ORDER BY 1`, prefix)
+		users, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+		if slices.Equal(users, want) || slices.Equal(users, append([]string{prefix + "_api"}, want...)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("roles connected as %v, want %v", users, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The node-proxy token (the edge's) does not open the management API.
+	var proxyToken, managementToken string
+	for _, line := range strings.Split(string(secrets), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "NODE_PROXY_TOKEN":
+			proxyToken = v
+		case "MANAGEMENT_TOKEN":
+			managementToken = v
+		}
+	}
+	for token, want := range map[string]int{proxyToken: 401, token: 401, managementToken: 200} {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/v1/images", base-19), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("management API with a token of secrets.env: %d, want %d", resp.StatusCode, want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/client"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/edge"
 	"github.com/zeitwork/zeitwork/internal/githubemu"
@@ -106,6 +107,15 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		return fmt.Errorf("dev secrets: %w", err)
 	}
 	vars["CLUSTER_TOKEN"], vars["SECRETS_KEYS"] = secrets.ClusterToken, secrets.SecretsKeys
+	vars["NODE_PROXY_TOKEN"], vars["MANAGEMENT_TOKEN"] = secrets.NodeProxyToken, secrets.ManagementToken
+	var dbURLs map[dbrole.Role]string
+	if cfg.DatabaseRoles {
+		dbURLs, err = devenv.RoleUsers(ctx, cfg.Database.URL.Reveal(), string(cfg.Prefix), secrets.DatabasePassword)
+		if err != nil {
+			prog.fail("roles", err)
+			return fmt.Errorf("database users of the roles (DEV_DATABASE_ROLES=false runs every role as DATABASE_URL's user): %w", err)
+		}
+	}
 	app, err := devenv.LoadGitHubApp(state)
 	if err != nil {
 		prog.fail("roles", err)
@@ -113,7 +123,7 @@ func runDev(ctx context.Context, env Env, args []string) error {
 	}
 	gh := newDevGitHub(cfg, app)
 	maps.Copy(vars, gh.vars)
-	roles, err := devRoles(cfg, vars)
+	roles, err := devRoles(cfg, vars, dbURLs)
 	if err != nil {
 		prog.fail("roles", err)
 		return err
@@ -160,7 +170,10 @@ func runDev(ctx context.Context, env Env, args []string) error {
 		})
 		fmt.Fprintf(sum, "  %-11s api http://%s, node-proxy %s, netns %s\n", name, ncfg.APIAddr, ncfg.ProxyAddr, ncfg.NodeNetns)
 	}
-	fmt.Fprintf(sum, "  secrets     %s (cluster token for the node APIs, key for variables), github-app.env and .pem beside it\n", filepath.Join(state, "secrets.env"))
+	fmt.Fprintf(sum, "  secrets     %s (tokens of the node APIs, node-proxies and management API, key for variables, database password), github-app.env and .pem beside it\n", filepath.Join(state, "secrets.env"))
+	if dbURLs != nil {
+		fmt.Fprintf(sum, "  db users    %s_<role> for api, operator, builder, nodeagent, edge (each with its role's grants only)\n", cfg.Prefix)
+	}
 	g.Go(func() error { watch(ctx, deps, log); return nil })
 
 	stop := func() error {
@@ -299,9 +312,18 @@ type devRoleConfigs struct {
 // at -16 and -15, node i at +i and +100+i), state
 // under the platform's state directory, and each node's host resources
 // named <DEV_PREFIX>-node<i>.
-func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
+//
+// dbURLs, when not nil, is each role's DATABASE_URL: its own user.
+func devRoles(cfg config.Dev, vars map[string]string, dbURLs map[dbrole.Role]string) (devRoleConfigs, error) {
 	var r devRoleConfigs
 	var err error
+	// as is vars with role's own database user, when it has one.
+	as := func(role dbrole.Role, vars map[string]string) map[string]string {
+		if u, ok := dbURLs[role]; ok {
+			return with(vars, map[string]string{"DATABASE_URL": u})
+		}
+		return vars
+	}
 	local := func(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 	state := cfg.State()
 	if _, set := vars["EDGE_APPS_URL"]; !set {
@@ -317,17 +339,17 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 		}
 	}
 	// API_DEV: the session cookie goes to http://localhost without Secure.
-	r.apiVars = with(vars, map[string]string{"API_ADDR": local(cfg.PortBase - 20), "API_DEV": "true"})
+	r.apiVars = with(as(dbrole.API, vars), map[string]string{"API_ADDR": local(cfg.PortBase - 20), "API_DEV": "true"})
 	if r.api, err = config.ParseFrom[config.API](r.apiVars); err != nil {
 		return r, err
 	}
-	if r.operator, err = config.ParseFrom[config.Operator](with(vars, map[string]string{
+	if r.operator, err = config.ParseFrom[config.Operator](with(as(dbrole.Operator, vars), map[string]string{
 		"OPERATOR_ADDR": local(cfg.PortBase - 19),
 	})); err != nil {
 		return r, err
 	}
 	// The edge serves plain HTTP on loopback: http://<project>.zeitwork.localhost:28082.
-	if r.edge, err = config.ParseFrom[config.Edge](with(vars, map[string]string{
+	if r.edge, err = config.ParseFrom[config.Edge](with(as(dbrole.Edge, vars), map[string]string{
 		"EDGE_HTTP_ADDR":       local(cfg.PortBase - 18),
 		"EDGE_HTTPS_ADDR":      "off",
 		"EDGE_METRICS_ADDR":    local(cfg.PortBase - 17),
@@ -338,7 +360,7 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 	})); err != nil {
 		return r, err
 	}
-	if r.builder, err = config.ParseFrom[config.Builder](with(vars, map[string]string{
+	if r.builder, err = config.ParseFrom[config.Builder](with(as(dbrole.Builder, vars), map[string]string{
 		"BUILDER_ID": string(cfg.Prefix) + "-builder",
 	})); err != nil {
 		return r, err
@@ -350,7 +372,7 @@ func devRoles(cfg config.Dev, vars map[string]string) (devRoleConfigs, error) {
 			return r, fmt.Errorf("simulated node %d needs a network namespace (run as root): %w", i, err)
 		}
 		proxy := local(cfg.PortBase + 100 + i)
-		n, err := config.ParseFrom[config.NodeAgent](with(vars, map[string]string{
+		n, err := config.ParseFrom[config.NodeAgent](with(as(dbrole.NodeAgent, vars), map[string]string{
 			"NODE_INTERNAL_ADDRESS": proxy,
 			"NODEPROXY_ADDR":        proxy,
 			"NODEAGENT_ADDR":        local(cfg.PortBase + i),

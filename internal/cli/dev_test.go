@@ -18,6 +18,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/client"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/githubemu"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/upload"
@@ -29,16 +30,16 @@ import (
 // names), and the caller's variables win over dev's defaults.
 func TestDevRolesParseLikeProduction(t *testing.T) {
 	vars := devVars(map[string]string{"DEV_PORT_BASE": "30100", "DEV_NODES": "0", "QUEUE_WORKERS": "3"})
-	vars["CLUSTER_TOKEN"] = "t"
+	vars["CLUSTER_TOKEN"], vars["NODE_PROXY_TOKEN"], vars["MANAGEMENT_TOKEN"] = "t", "p", "m"
 	cfg, err := config.ParseFrom[config.Dev](vars)
 	if err != nil {
 		t.Fatal(err)
 	}
-	roles, err := devRoles(cfg, vars)
+	roles, err := devRoles(cfg, vars, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := config.ParseFrom[config.Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "QUEUE_WORKERS": "3"})
+	prod, err := config.ParseFrom[config.Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "MANAGEMENT_TOKEN": "m", "QUEUE_WORKERS": "3"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,14 +62,34 @@ func TestDevRolesParseLikeProduction(t *testing.T) {
 	}
 
 	vars = devVars(map[string]string{"EDGE_APPS_DOMAIN": "apps.test", "LOG_FORMAT": "json"})
-	vars["CLUSTER_TOKEN"] = "t"
-	roles, err = devRoles(cfg, vars)
+	vars["CLUSTER_TOKEN"], vars["NODE_PROXY_TOKEN"], vars["MANAGEMENT_TOKEN"] = "t", "p", "m"
+	roles, err = devRoles(cfg, vars, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if roles.operator.Platform.EdgeHost != "edge.apps.test" || roles.edge.Log.Format != zlog.FormatJSON ||
 		roles.api.Platform.AppsURL != "http://apps.test:30082" {
 		t.Errorf("caller's variables: edge host %s, log %+v, apps URL %s", roles.operator.Platform.EdgeHost, roles.edge.Log, roles.api.Platform.AppsURL)
+	}
+
+	// Each role connects as its own database user.
+	urls := map[dbrole.Role]string{}
+	for _, r := range dbrole.All {
+		urls[r] = "postgres://zw-dev_" + string(r) + ":pw@127.0.0.1:1/zeitwork"
+	}
+	if roles, err = devRoles(cfg, vars, urls); err != nil {
+		t.Fatal(err)
+	}
+	for r, got := range map[dbrole.Role]config.PostgresURL{
+		dbrole.API: roles.api.Database.URL, dbrole.Operator: roles.operator.Database.URL,
+		dbrole.Builder: roles.builder.Database.URL, dbrole.Edge: roles.edge.Database.URL,
+	} {
+		if got.Reveal() != urls[r] {
+			t.Errorf("%s connects as %s, want %s", r, got, urls[r])
+		}
+	}
+	if roles.apiVars["DATABASE_URL"] != urls[dbrole.API] {
+		t.Errorf("zeitwork api parses DATABASE_URL %s", roles.apiVars["DATABASE_URL"])
 	}
 }
 
@@ -280,14 +301,14 @@ func TestDevProgressIsPlainOffATerminal(t *testing.T) {
 // Run from a checkout whose dashboard is built, dev's api serves it.
 func TestDevServesTheBuiltDashboard(t *testing.T) {
 	vars := devVars(map[string]string{"DEV_PORT_BASE": "30100", "DEV_NODES": "0"})
-	vars["CLUSTER_TOKEN"] = "t"
+	vars["CLUSTER_TOKEN"], vars["NODE_PROXY_TOKEN"], vars["MANAGEMENT_TOKEN"] = "t", "p", "m"
 	cfg, err := config.ParseFrom[config.Dev](vars)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkout := t.TempDir()
 	t.Chdir(checkout)
-	if roles, err := devRoles(cfg, vars); err != nil || roles.api.WebDir != "" {
+	if roles, err := devRoles(cfg, vars, nil); err != nil || roles.api.WebDir != "" {
 		t.Fatalf("without a bundle: WebDir %q, %v", roles.api.WebDir, err)
 	}
 	bundle := filepath.Join(checkout, devWebBundle)
@@ -297,12 +318,12 @@ func TestDevServesTheBuiltDashboard(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bundle, "index.html"), []byte("<!doctype html>"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if roles, err := devRoles(cfg, vars); err != nil || roles.api.WebDir != bundle {
+	if roles, err := devRoles(cfg, vars, nil); err != nil || roles.api.WebDir != bundle {
 		t.Fatalf("with a bundle: WebDir %q, want %q (%v)", roles.api.WebDir, bundle, err)
 	}
 	// One the caller names wins.
 	vars["API_WEB_DIR"] = "/elsewhere"
-	if roles, _ := devRoles(cfg, vars); roles.api.WebDir != "/elsewhere" {
+	if roles, _ := devRoles(cfg, vars, nil); roles.api.WebDir != "/elsewhere" {
 		t.Fatalf("API_WEB_DIR given: WebDir %q", roles.api.WebDir)
 	}
 }

@@ -9,12 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
+// TestEdgeRoleServesUntilStopped runs the edge as its own database user:
+// its route queries need no more than the edge's grants.
 func TestEdgeRoleServesUntilStopped(t *testing.T) {
-	url := testdb.NewURL(t)
+	url := testdb.As(t, testdb.NewURL(t), dbrole.Edge)
 	httpAddr, metricsAddr := testenv.ReservedAddr(t), testenv.ReservedAddr(t)
 	snapshot := filepath.Join(t.TempDir(), "routes.json")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -22,7 +25,7 @@ func TestEdgeRoleServesUntilStopped(t *testing.T) {
 	var out, errOut syncBuffer
 	go func() {
 		done <- Main(ctx, []string{"edge"}, Env{Environ: []string{
-			"DATABASE_URL=" + url, "CLUSTER_TOKEN=secret-token", "EDGE_HTTP_ADDR=" + httpAddr, "EDGE_HTTPS_ADDR=off",
+			"DATABASE_URL=" + url, "NODE_PROXY_TOKEN=secret-token", "EDGE_HTTP_ADDR=" + httpAddr, "EDGE_HTTPS_ADDR=off",
 			"EDGE_METRICS_ADDR=" + metricsAddr, "EDGE_ROUTES_SNAPSHOT=" + snapshot, "LOG_LEVEL=warn",
 		}, Stdout: &out, Stderr: &errOut})
 	}()
@@ -69,17 +72,17 @@ func TestEdgeRoleServesUntilStopped(t *testing.T) {
 		t.Fatal("edge did not stop")
 	}
 	if strings.Contains(errOut.String(), "secret-token") {
-		t.Fatal("the cluster token was logged")
+		t.Fatal("the node-proxy token was logged")
 	}
 }
 
 func TestEdgeRoleRefusesBadConfig(t *testing.T) {
 	code, _, errOut := run(t, []string{"DATABASE_URL=postgres://u:p@h/d", "EDGE_UPSTREAM_TIMEOUT=soon"}, "edge")
-	if code != ExitUsage || !strings.Contains(errOut, "CLUSTER_TOKEN") || !strings.Contains(errOut, "EDGE_UPSTREAM_TIMEOUT") {
+	if code != ExitUsage || !strings.Contains(errOut, "NODE_PROXY_TOKEN") || !strings.Contains(errOut, "EDGE_UPSTREAM_TIMEOUT") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	// TLS on, with an ACME CA file that does not exist: a clear failure.
-	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "CLUSTER_TOKEN=x", "EDGE_HTTP_ADDR=" + testenv.ReservedAddr(t),
+	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "NODE_PROXY_TOKEN=x", "EDGE_HTTP_ADDR=" + testenv.ReservedAddr(t),
 		"EDGE_HTTPS_ADDR=" + testenv.ReservedAddr(t), "EDGE_METRICS_ADDR=off", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
 	if code == ExitOK || !strings.Contains(errOut, "certificates") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)

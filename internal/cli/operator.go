@@ -50,7 +50,7 @@ func startOperator(ctx context.Context, cfg config.Operator, log *slog.Logger) e
 		return err
 	}
 	api := &management.API{
-		Pool: pool, Queue: op.Queue, Token: cfg.Cluster.Token.Reveal(), Log: zlog.Component(op.Log, "management"), RegistryTokens: tokens,
+		Pool: pool, Queue: op.Queue, Token: cfg.Management.Token.Reveal(), Log: zlog.Component(op.Log, "management"), RegistryTokens: tokens,
 		Cluster: op.Lifecycle, Domains: op.Domains, Secrets: cfg.Secrets.Keys,
 		Images: image.Store{Pool: pool, Registry: image.Registry{Insecure: cfg.Registry.Insecure, Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}},
 	}

@@ -38,11 +38,25 @@ type CertificateKeys struct {
 	Keys *secret.Ring `env:"CERTIFICATE_KEYS"`
 }
 
-// Cluster is what the platform's own parts share.
+// Each internal API has a credential of its own, so that a role holding
+// one cannot use another's door: the edge's token opens node-proxies and
+// nothing else, a node's tokens do not open the management API.
+
+// Cluster is the node API's credential: the api presents it to node
+// agents for instances' logs.
 type Cluster struct {
-	// Token is the credential operators and edges present to node agents
-	// (node API, node-proxy).
 	Token Secret `env:"CLUSTER_TOKEN,required,notEmpty"`
+}
+
+// NodeProxy is the credential edges present to node-proxies, which forward
+// their requests to instances.
+type NodeProxy struct {
+	Token Secret `env:"NODE_PROXY_TOKEN,required,notEmpty"`
+}
+
+// Management is the credential of the operators' management API.
+type Management struct {
+	Token Secret `env:"MANAGEMENT_TOKEN,required,notEmpty"`
 }
 
 // S3 is the object store (MinIO locally): uploaded sources, registry blobs.

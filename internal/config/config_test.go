@@ -37,7 +37,7 @@ func TestMalformedVariablesAreNamed(t *testing.T) {
 		"DATABASE_MAX_CONNS": "lots",
 		"LOG_LEVEL":          "shouty",
 		"QUEUE_RESCUE_AFTER": "soon",
-		"CLUSTER_TOKEN":      "t",
+		"MANAGEMENT_TOKEN":   "m",
 	})
 	var cerr *Error
 	if !errors.As(err, &cerr) {
@@ -63,7 +63,7 @@ func TestDefaultsAndValues(t *testing.T) {
 	cfg, err := ParseFrom[Operator](map[string]string{
 		"DATABASE_URL":  "postgres://zeitwork:pw@127.0.0.1:5432/zeitwork",
 		"LOG_FORMAT":    "text",
-		"CLUSTER_TOKEN": "t",
+		"CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestDefaultsAndValues(t *testing.T) {
 }
 
 func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
 	for _, tc := range []struct {
 		vars map[string]string
 		tls  bool
@@ -103,18 +103,18 @@ func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 			t.Errorf("%v: TLS() = %v", tc.vars, cfg.TLS())
 		}
 	}
-	cfg, _ := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_METRICS_ADDR": "off", "EDGE_TRUSTED_PROXIES": "10.0.0.0/8,fd00::/64"})
+	cfg, _ := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "EDGE_METRICS_ADDR": "off", "EDGE_TRUSTED_PROXIES": "10.0.0.0/8,fd00::/64"})
 	if !Off(cfg.MetricsAddr) || len(cfg.TrustedProxies) != 2 || !cfg.TrustedProxies[1].Addr().Is6() {
 		t.Fatalf("metrics %q, trusted %v", cfg.MetricsAddr, cfg.TrustedProxies)
 	}
-	if _, err := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_TRUSTED_PROXIES": "cloudflare"}); err == nil || !strings.Contains(err.Error(), "EDGE_TRUSTED_PROXIES") {
+	if _, err := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "EDGE_TRUSTED_PROXIES": "cloudflare"}); err == nil || !strings.Contains(err.Error(), "EDGE_TRUSTED_PROXIES") {
 		t.Fatalf("bad trusted proxies: %v", err)
 	}
 }
 
 func TestSecretsKeysParseAtStart(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
-	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
+	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
 	if err != nil || api.Platform.AppsURL != "http://apps.test:28082" {
 		t.Fatalf("apps URL %q, %v", api.Platform.AppsURL, err)
 	}
@@ -140,7 +140,7 @@ func TestSecretsKeysParseAtStart(t *testing.T) {
 
 func TestRegistryTokenKeyParsesAtStartWithItsSecret(t *testing.T) {
 	seed := base64.StdEncoding.EncodeToString(make([]byte, ed25519.SeedSize))
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
 	for _, tc := range []struct {
 		name string
 		vars map[string]string
@@ -169,7 +169,7 @@ func TestRegistryTokenKeyParsesAtStartWithItsSecret(t *testing.T) {
 			t.Errorf("%s: err = %v, want one naming %s", tc.name, err, tc.bad)
 		}
 	}
-	cfg, _ := ParseFrom[Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "REGISTRY_TOKEN_KEY": seed, "REGISTRY_CREDENTIAL_SECRET": "s"})
+	cfg, _ := ParseFrom[Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "REGISTRY_TOKEN_KEY": seed, "REGISTRY_CREDENTIAL_SECRET": "s"})
 	if got := fmt.Sprint(cfg.RegistryTokenKey); strings.Contains(got, seed) || got != "[redacted]" {
 		t.Fatalf("the key prints as %q", got)
 	}
@@ -200,10 +200,12 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"nat on a real node names its uplink", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NODE_EGRESS": "nat"}, []string{"NETWORK_UPLINK"}},
 		{"an uplink without egress is a mistake", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NETWORK_UPLINK": "eth0"}, []string{"NETWORK_UPLINK"}},
 		{"resolvers are addresses", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NETWORK_RESOLVERS": "1.1.1.1,dns.google"}, []string{"NETWORK_RESOLVERS"}},
+		// The edges hold the node-proxy token: it must not open node APIs.
+		{"node-proxy token is not the node API's", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "NODE_PROXY_TOKEN": "t"}, []string{"NODE_PROXY_TOKEN"}},
 		// A variable that failed to parse is named once, not again by a rule.
 		{"parse error and rule", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_INSECURE": "maybe"}, []string{"REGISTRY_ADDR", "REGISTRY_INSECURE"}},
 	} {
-		vars := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "S3_BUCKET": "b", "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s"}
+		vars := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "S3_BUCKET": "b", "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s"}
 		maps.Copy(vars, tc.vars)
 		err := tc.parse(vars)
 		var cerr *Error
@@ -211,13 +213,40 @@ func TestRulesAcrossVariables(t *testing.T) {
 			t.Errorf("%s: err = %v, want vars %v", tc.name, err, tc.want)
 		}
 	}
-	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
+	api, err := ParseFrom[API](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "EDGE_APPS_DOMAIN": "apps.test", "EDGE_APPS_URL": "http://apps.test:28082"})
 	if err != nil || api.Platform.AppsURL != "http://apps.test:28082" {
 		t.Fatalf("apps URL %q, %v", api.Platform.AppsURL, err)
 	}
-	cfg, err := ParseFrom[Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true", "REGISTRY_ADDR": "127.0.0.1:5000"})
+	cfg, err := ParseFrom[Operator](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true", "REGISTRY_ADDR": "127.0.0.1:5000"})
 	if err != nil || !slices.Equal(cfg.Registry.PlainHTTP(), []string{"127.0.0.1:5000"}) {
 		t.Fatalf("plain HTTP registries %v, %v", cfg.Registry.PlainHTTP(), err)
+	}
+}
+
+// TestEachCredentialBelongsToItsAPI: each internal API has its own token
+// variable, and a role requires exactly the tokens of the APIs it serves or
+// calls: the edge holds only the node-proxy's, the operator only the
+// management API's, a node agent the node API's and the node-proxy's.
+func TestEachCredentialBelongsToItsAPI(t *testing.T) {
+	for _, tc := range []struct {
+		role  string
+		parse func(map[string]string) error
+		want  []string
+	}{
+		{"api", parse[API], []string{"CLUSTER_TOKEN"}},
+		{"operator", parse[Operator], []string{"MANAGEMENT_TOKEN"}},
+		{"nodeagent", parse[NodeAgent], []string{"CLUSTER_TOKEN", "NODE_PROXY_TOKEN"}},
+		{"edge", parse[Edge], []string{"NODE_PROXY_TOKEN"}},
+	} {
+		err := tc.parse(map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "NODE_INTERNAL_ADDRESS": "a:1"})
+		var cerr *Error
+		if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), tc.want) {
+			t.Errorf("%s without tokens: %v, want it to ask for %v", tc.role, err, tc.want)
+		}
+	}
+	cfg, err := ParseFrom[NodeAgent](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "NODE_INTERNAL_ADDRESS": "a:1", "CLUSTER_TOKEN": "c", "NODE_PROXY_TOKEN": "p"})
+	if err != nil || cfg.Cluster.Token.Reveal() != "c" || cfg.NodeProxy.Token.Reveal() != "p" {
+		t.Fatalf("node agent tokens %v: %v", cfg, err)
 	}
 }
 
@@ -261,7 +290,7 @@ func TestEachVariableIsDeclaredOnce(t *testing.T) {
 }
 
 func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://z@127.0.0.1/z", "CLUSTER_TOKEN": "t"}
+	base := map[string]string{"DATABASE_URL": "postgres://z@127.0.0.1/z", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
 	cfg, err := ParseFrom[API](base)
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +315,7 @@ func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
 }
 
 func TestEdgeDataPathIsFastUnlessSetToStdlib(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
 	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.DataPath != "fast" {
 		t.Fatalf("default: %q, %v", cfg.DataPath, err)
 	}

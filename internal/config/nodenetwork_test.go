@@ -11,7 +11,7 @@ import (
 // nonsense, each error naming its variable.
 func TestNodeNetworkSettings(t *testing.T) {
 	base := func() map[string]string {
-		return map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
+		return map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "NODE_INTERNAL_ADDRESS": "10.0.0.1:8090"}
 	}
 	cfg, err := ParseFrom[NodeAgent](base())
 	if err != nil {

@@ -71,8 +71,10 @@ type Operator struct {
 	// Addr serves the management API (/v1/images, /v1/registry/token).
 	// Empty: the machine's private address (Tailscale's first, else a
 	// private range's) on port 8081, never every interface.
-	Addr    string `env:"OPERATOR_ADDR"`
-	Cluster Cluster
+	Addr string `env:"OPERATOR_ADDR"`
+	// Management's token opens the management API (all but the registry's
+	// token endpoint, which takes its own credentials).
+	Management Management
 	// Registry is where operators read images (downloads) and delete them.
 	Registry     Registry
 	RegistryAuth RegistryAuth
@@ -115,7 +117,9 @@ type NodeAgent struct {
 	CPUMillis       int32        `env:"NODE_CPU_MILLIS"` // 0: all of the machine's CPUs
 	MemoryMB        int32        `env:"NODE_MEMORY_MB"`  // 0: the machine's memory less 10%
 	ClusterPrefix   netip.Prefix `env:"CLUSTER_PREFIX" envDefault:"fd7a:7765:7400::/48"`
-	Cluster         Cluster
+	// Cluster's token opens the node API; NodeProxy's the node-proxy.
+	Cluster   Cluster
+	NodeProxy NodeProxy
 	// APIAddr serves the node API and ProxyAddr the node-proxy. Empty: the
 	// private address, NODE_INTERNAL_ADDRESS's host on port 8082, and
 	// NODE_INTERNAL_ADDRESS itself (where the edge reaches the node-proxy).
@@ -153,6 +157,11 @@ func (n NodeAgent) validate() []Problem {
 		if u, err := url.Parse(o); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 			return []Problem{{"OPERATOR_URL", "not a list of http:// or https:// URLs"}}
 		}
+	}
+	if t := n.NodeProxy.Token.Reveal(); t != "" && t == n.Cluster.Token.Reveal() {
+		// The edges hold the node-proxy token: the same value would let
+		// every edge drive every node's API.
+		return []Problem{{"NODE_PROXY_TOKEN", "must differ from CLUSTER_TOKEN"}}
 	}
 	if n.Registry.Insecure && n.Registry.Addr == "" {
 		return []Problem{{"REGISTRY_INSECURE", "names no registry: set REGISTRY_ADDR"}}
@@ -222,8 +231,8 @@ type Edge struct {
 	HTTPSAddr string `env:"EDGE_HTTPS_ADDR" envDefault:":443"`
 	// MetricsAddr serves Prometheus metrics at /metrics; "off" turns it off.
 	MetricsAddr string `env:"EDGE_METRICS_ADDR" envDefault:"127.0.0.1:9101"`
-	// Cluster's token proves the edge to the node-proxies.
-	Cluster Cluster
+	// NodeProxy's token proves the edge to the node-proxies.
+	NodeProxy NodeProxy
 	// CloudflareFronted: Cloudflare terminates TLS in front of the edge, so
 	// the edge serves plain HTTP, trusts Cloudflare's client address and
 	// scheme headers, and requests no certificates.
@@ -298,6 +307,10 @@ type Dev struct {
 	// Nodes is how many worker nodes to simulate (each a network namespace
 	// with its own node agent, /64, containerd namespace and ports).
 	Nodes int `env:"DEV_NODES" envDefault:"3"`
+	// DatabaseRoles runs each role as a database user of its own, a member
+	// of that role's group (created with DATABASE_URL's user, which must
+	// be allowed to create roles); false runs every role as that user.
+	DatabaseRoles bool `env:"DEV_DATABASE_ROLES" envDefault:"true"`
 	// PortBase numbers the platform's ports: the operator, edge and edge
 	// metrics listen on PortBase-19..-17, node i serves its API on
 	// PortBase+i and its node-proxy on PortBase+100+i.

@@ -11,7 +11,7 @@ import (
 // (uploads answer 503); with it, S3's variables are required and checked
 // like any role's.
 func TestAPIS3IsOptional(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1:5432/d", "CLUSTER_TOKEN": "t"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@127.0.0.1:5432/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
 	with := func(kv ...string) map[string]string {
 		m := map[string]string{}
 		for k, v := range base {

@@ -3,8 +3,8 @@
 // (deploy/dev/deps.env, read by both), and probes whether each one is
 // really serving. `zeitwork dev` and the tests' testenv both ask it. It
 // also keeps what a dev platform owns on the host: its secrets, its GitHub
-// App and the simulated nodes' network namespaces, all named after the
-// platform's prefix.
+// App, its roles' database users and the simulated nodes' network
+// namespaces, all named after the platform's prefix.
 package devenv
 
 import (

@@ -2,6 +2,7 @@ package devenv
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/secret"
 )
 
@@ -17,44 +21,81 @@ import (
 // in the state directory (mode 0600), reused on every run so instances and
 // encrypted variables survive a restart of `zeitwork dev`.
 type Secrets struct {
-	ClusterToken string
-	SecretsKeys  string
+	ClusterToken    string // the node API's
+	SecretsKeys     string
+	NodeProxyToken  string // the edge's at the node-proxies
+	ManagementToken string // the management API's
+	// DatabasePassword is the password of the roles' database users.
+	DatabasePassword string
 }
 
-// LoadSecrets reads dir/secrets.env, creating it on first use.
+// secretField is one line of secrets.env, and how to make its value.
+type secretField struct {
+	key string
+	val *string
+	new func() string
+}
+
+// fields are secrets.env's variables in the order it lists them (tests
+// read the first two by position).
+func (s *Secrets) fields() []secretField {
+	token := func() string {
+		b := make([]byte, 24)
+		_, _ = rand.Read(b)
+		return hex.EncodeToString(b)
+	}
+	return []secretField{
+		{"CLUSTER_TOKEN", &s.ClusterToken, token},
+		{"SECRETS_KEYS", &s.SecretsKeys, func() string { return secret.NewKey("dev1") }},
+		{"NODE_PROXY_TOKEN", &s.NodeProxyToken, token},
+		{"MANAGEMENT_TOKEN", &s.ManagementToken, token},
+		{"DATABASE_PASSWORD", &s.DatabasePassword, token},
+	}
+}
+
+// LoadSecrets reads dir/secrets.env, creating it on first use and adding
+// what a file of an older version lacks (its other secrets are kept).
 func LoadSecrets(dir string) (Secrets, error) {
 	path := filepath.Join(dir, "secrets.env")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Secrets{}, err
 	}
+	var s Secrets
+	fields := s.fields()
 	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		token := make([]byte, 24)
-		_, _ = rand.Read(token)
-		s := Secrets{ClusterToken: hex.EncodeToString(token), SecretsKeys: secret.NewKey("dev1")}
-		content := "CLUSTER_TOKEN=" + s.ClusterToken + "\nSECRETS_KEYS=" + s.SecretsKeys + "\n"
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			return Secrets{}, err
+	switch {
+	case err == nil:
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			k, v, _ := strings.Cut(sc.Text(), "=")
+			for _, fl := range fields {
+				if fl.key == k {
+					*fl.val = v
+				}
+			}
 		}
-		return s, nil
-	}
-	if err != nil {
+		f.Close()
+		if err := sc.Err(); err != nil {
+			return Secrets{}, fmt.Errorf("%s: %w", path, err)
+		}
+		if s.ClusterToken == "" || s.SecretsKeys == "" {
+			return Secrets{}, fmt.Errorf("%s is incomplete; delete it to make new dev secrets", path)
+		}
+	case !os.IsNotExist(err):
 		return Secrets{}, err
 	}
-	defer f.Close()
-	var s Secrets
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), "=")
-		switch k {
-		case "CLUSTER_TOKEN":
-			s.ClusterToken = v
-		case "SECRETS_KEYS":
-			s.SecretsKeys = v
+	var content strings.Builder
+	missing := false
+	for _, fl := range fields {
+		if *fl.val == "" {
+			*fl.val, missing = fl.new(), true
 		}
+		content.WriteString(fl.key + "=" + *fl.val + "\n")
 	}
-	if s.ClusterToken == "" || s.SecretsKeys == "" {
-		return Secrets{}, fmt.Errorf("%s is incomplete; delete it to make new dev secrets", path)
+	if missing {
+		if err := os.WriteFile(path, []byte(content.String()), 0o600); err != nil {
+			return Secrets{}, err
+		}
 	}
 	return s, nil
 }
@@ -73,4 +114,45 @@ func EnsureNetns(name string) (string, error) {
 		return "", fmt.Errorf("loopback in %s: %v: %s", name, err, strings.TrimSpace(string(out)))
 	}
 	return path, nil
+}
+
+// RoleUsers makes a database user <prefix>_<role> for every platform role,
+// a member of that role's group (internal/dbrole) with password, through
+// the admin connection at adminURL (which must be allowed to create
+// roles), and returns each role's DATABASE_URL: dev's roles see the
+// database with the same grants as in production.
+func RoleUsers(ctx context.Context, adminURL, prefix, password string) (map[dbrole.Role]string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	urls := map[dbrole.Role]string{}
+	for _, r := range dbrole.All {
+		user := prefix + "_" + string(r)
+		if err := dbrole.EnsureUser(ctx, conn, user, password, r); err != nil {
+			return nil, err
+		}
+		if urls[r], err = dbrole.URL(adminURL, user, password); err != nil {
+			return nil, err
+		}
+	}
+	return urls, nil
+}
+
+// DropRoleUsers drops the users RoleUsers made for the platform named
+// prefix: they are global to the Postgres cluster and outlive a test's
+// database.
+func DropRoleUsers(ctx context.Context, adminURL, prefix string) error {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	for _, r := range dbrole.All {
+		if _, err := conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{prefix + "_" + string(r)}.Sanitize()); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -30,7 +30,7 @@ const maxAttempts = 3
 // ProxyConfig configures a Proxy.
 type ProxyConfig struct {
 	Routes *Routes
-	// Token proves the edge to the node-proxies (the cluster token).
+	// Token proves the edge to the node-proxies (NODE_PROXY_TOKEN).
 	Token string
 	// UpstreamTimeout bounds the wait for an instance's response headers.
 	UpstreamTimeout time.Duration

@@ -103,7 +103,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 			return false
 		}
 	}
-	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.Cluster.Token.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
+	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.NodeProxy.Token.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
 
 	// Plain HTTP: the proxy itself when nothing terminates TLS here (or
 	// Cloudflare did), else a redirect to HTTPS; ACME challenges first.

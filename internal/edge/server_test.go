@@ -73,7 +73,7 @@ func serve(t *testing.T, w *world, cfg config.Edge, certs edge.Certificates) ser
 		ls.HTTPS = listen()
 		s.https = ls.HTTPS.Addr().String()
 	}
-	cfg.Platform.AppsDomain, cfg.Cluster.Token, cfg.PollInterval = "zeitwork.test", token, time.Minute
+	cfg.Platform.AppsDomain, cfg.NodeProxy.Token, cfg.PollInterval = "zeitwork.test", token, time.Minute
 	cfg.UpstreamTimeout = 10 * time.Second
 	if cfg.ReadHeaderTimeout == 0 {
 		cfg.ReadHeaderTimeout = 5 * time.Second

@@ -4,7 +4,8 @@
 // calls the domain packages (image, builder, instance, node, domains, and
 // the operator through the Cluster interface), and renders JSON through
 // internal/httpapi. Every route but the registry's and the nodes' own
-// (/v1/node/…, each node's credential) requires the cluster token.
+// (/v1/node/…, each node's credential) requires the management token
+// (MANAGEMENT_TOKEN), which no node or edge holds.
 package management
 
 import (

@@ -38,9 +38,12 @@ type Agent struct {
 	Converger *Converger
 	Observer  Observer
 	Events    func(ctx context.Context) (<-chan runtime.Event, error) // optional: wake on exits
-	Token     string                                                  // cluster token for the node API and the node-proxy
-	Version   string
-	Handler   string // the runtime handler instances run with
+	Token     string                                                  // the node API's credential (CLUSTER_TOKEN)
+	// ProxyToken is the node-proxy's (NODE_PROXY_TOKEN): the edges hold
+	// it, so it must not open the node API.
+	ProxyToken string
+	Version    string
+	Handler    string // the runtime handler instances run with
 	// Dial reaches instances for the node-proxy; nil dials from this
 	// process's network namespace, which is the node's in production.
 	Dial nodeproxy.Dialer
@@ -85,13 +88,18 @@ func (a *Agent) Run(ctx context.Context, api, proxy net.Listener) error {
 		serve(api, a.APIHandler())
 	}
 	if proxy != nil {
-		serve(proxy, nodeproxy.New(a.Token, a.lookup, a.Dial, a.Log))
+		serve(proxy, a.ProxyHandler())
 	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// ProxyHandler is the node-proxy, which admits the edges' token only.
+func (a *Agent) ProxyHandler() http.Handler {
+	return nodeproxy.New(a.ProxyToken, a.lookup, a.Dial, a.Log)
 }
 
 func (a *Agent) lookup(_ context.Context, iid uuid.UUID) (nodeproxy.Target, bool) {

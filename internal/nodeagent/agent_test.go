@@ -28,6 +28,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/db"
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
@@ -42,7 +43,10 @@ import (
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
-const clusterToken = "node-test-token"
+const (
+	clusterToken = "node-test-token"
+	proxyToken   = "node-proxy-test-token"
+)
 
 func randomTag() string {
 	b := make([]byte, 3)
@@ -132,7 +136,7 @@ func startAgent(t *testing.T, p *pgxpool.Pool, state, nsPath, tag, ctrNamespace,
 	policy.HealthDeadline, policy.StopGrace = 8*time.Second, 2*time.Second
 	log := zlog.Discard()
 	agent := &nodeagent.Agent{
-		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
+		Pool: p, Node: row, Observer: rt, Events: rt.Events, Token: clusterToken, ProxyToken: proxyToken, Version: "test", Handler: runtime.HandlerRunc, Dial: dial,
 		PollInterval: 2 * time.Second, HeartbeatInterval: time.Second, Log: log,
 		Converger: &nodeagent.Converger{
 			Pool: p, NodeID: row.ID, Runtime: rt, Network: netm, Probe: nodeagent.HTTPProbe(dial), Control: controlPlane(t, p, row.ID, ring), Policy: policy, Log: log,
@@ -211,7 +215,7 @@ func (n *agentNode) viaProxy(iid uuid.UUID, path string) (int, string) {
 	req, _ := http.NewRequest("GET", n.proxy+path, nil)
 	req.Host = "app.example.com"
 	req.Header.Set(nodeproxy.HeaderInstance, iid.String())
-	req.Header.Set(nodeproxy.HeaderToken, clusterToken)
+	req.Header.Set(nodeproxy.HeaderToken, proxyToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		n.t.Fatal(err)
@@ -223,16 +227,19 @@ func (n *agentNode) viaProxy(iid uuid.UUID, path string) (int, string) {
 
 // world is one node with its agent and a database to drive it.
 type world struct {
-	t      *testing.T
-	pool   *pgxpool.Pool
-	tag    string
-	nsPath string
-	ring   *secret.Ring
-	repo   string
-	digest string
-	state  string
-	logDir string
-	ctrNS  string
+	t    *testing.T
+	pool *pgxpool.Pool
+	// agentPool is the node agent's own database user: agents run with
+	// their role's grants only, as in production.
+	agentPool *pgxpool.Pool
+	tag       string
+	nsPath    string
+	ring      *secret.Ring
+	repo      string
+	digest    string
+	state     string
+	logDir    string
+	ctrNS     string
 }
 
 func newWorld(t *testing.T) *world {
@@ -240,7 +247,8 @@ func newWorld(t *testing.T) *world {
 	w := &world{t: t, tag: randomTag()}
 	w.nsPath = nodeNetns(t, "zwt"+w.tag+"-node")
 	w.repo, w.digest = appImage(t)
-	w.pool = testdb.New(t)
+	url := testdb.NewURL(t)
+	w.pool, w.agentPool = testdb.Pool(t, url), testdb.Pool(t, testdb.As(t, url, dbrole.NodeAgent))
 	w.ring, _ = secret.ParseRing(secret.NewKey("k1"))
 	w.state, w.logDir, w.ctrNS = t.TempDir(), t.TempDir(), "zw-test-agent-"+w.tag
 	testenv.RemoveContainerdNamespace(t, w.ctrNS)
@@ -266,7 +274,7 @@ func newWorld(t *testing.T) *world {
 }
 
 func (w *world) agent() *agentNode {
-	return startAgent(w.t, w.pool, w.state, w.nsPath, w.tag, w.ctrNS, w.logDir, testenv.Registry(w.t), w.ring)
+	return startAgent(w.t, w.agentPool, w.state, w.nsPath, w.tag, w.ctrNS, w.logDir, testenv.Registry(w.t), w.ring)
 }
 
 // deployment creates a project with vars and a deployment of digest.

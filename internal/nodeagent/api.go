@@ -16,7 +16,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
-// APIHandler is the node API (/v1, cluster token required). Writes go to
+// APIHandler is the node API (/v1, CLUSTER_TOKEN required). Writes go to
 // the database, the source of truth, and wake the convergence loop; reads
 // of an instance also say what containerd actually runs.
 func (a *Agent) APIHandler() http.Handler {

@@ -12,11 +12,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/httpapi/httpapitest"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/testdb"
 	"github.com/zeitwork/zeitwork/internal/zlog"
@@ -97,4 +99,56 @@ func TestAPIErrorsAreOneStory(t *testing.T) {
 		{Name: "outage: create instance", Method: "POST", Path: "/v1/instances", Body: `{"deployment_id": "` + some + `", "port": 8080, "cpu_millis": 100, "memory_mb": 64}`, Status: 500, Code: "internal", Hidden: hidden},
 		{Name: "outage: node info", Method: "GET", Path: "/v1/node/info", Status: 500, Code: "internal", Hidden: hidden},
 	})
+}
+
+// TestNodeAPIAndNodeProxyTakeTheirOwnTokens: the edges hold the node-proxy
+// token, so it must not open the node API (create or stop instances, read
+// their logs); nor does the node API's token pass the node-proxy.
+// It runs as the node agent's own database user: registering and the node
+// API's reads need no more than its role's grants.
+func TestNodeAPIAndNodeProxyTakeTheirOwnTokens(t *testing.T) {
+	pool := testdb.Pool(t, testdb.As(t, testdb.NewURL(t), dbrole.NodeAgent))
+	self, err := nodeagent.Register(context.Background(), pool, ipam.DefaultCluster, t.TempDir(), node.Registration{
+		Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 4000, MemoryMB: 8192,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &nodeagent.Agent{Pool: pool, Node: self, Observer: observer{}, Token: clusterToken, ProxyToken: proxyToken, Log: zlog.Discard()}
+	api, proxy := httptest.NewServer(a.APIHandler()), httptest.NewServer(a.ProxyHandler())
+	t.Cleanup(api.Close)
+	t.Cleanup(proxy.Close)
+	status := func(req *http.Request) int {
+		t.Helper()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	nodeInfo := func(token string) int {
+		req, _ := http.NewRequest("GET", api.URL+"/v1/node/info", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		return status(req)
+	}
+	// A malformed instance id is answered only past the token check.
+	viaProxy := func(token string) int {
+		req, _ := http.NewRequest("GET", proxy.URL+"/", nil)
+		req.Header.Set(nodeproxy.HeaderToken, token)
+		req.Header.Set(nodeproxy.HeaderInstance, "not-an-id")
+		return status(req)
+	}
+	if got := nodeInfo(clusterToken); got != 200 {
+		t.Errorf("node API with its token: %d", got)
+	}
+	if got := nodeInfo(proxyToken); got != 401 {
+		t.Errorf("node API with the node-proxy token: %d, want 401", got)
+	}
+	if got := viaProxy(proxyToken); got != 400 {
+		t.Errorf("node-proxy with its token: %d, want 400 for the malformed instance id", got)
+	}
+	if got := viaProxy(clusterToken); got != 401 {
+		t.Errorf("node-proxy with the node API token: %d, want 401", got)
+	}
 }

@@ -114,7 +114,8 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	}
 	agent := &Agent{
 		Pool: pool, Node: self, Observer: rt, Events: rt.Events, Token: cfg.Cluster.Token.Reveal(),
-		Version: version, Handler: cfg.RuntimeHandler, Dial: dial,
+		ProxyToken: cfg.NodeProxy.Token.Reveal(),
+		Version:    version, Handler: cfg.RuntimeHandler, Dial: dial,
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
 		Converger: &Converger{
 			Pool: pool, NodeID: self.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),

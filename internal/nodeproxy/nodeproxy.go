@@ -1,10 +1,10 @@
 // Package nodeproxy is the node-proxy: the one door into a worker's
 // instances. The edge sends each request to the node that runs a healthy
 // instance of the app, naming the instance in a header and proving itself
-// with the cluster token; the node-proxy forwards it to that instance's
-// [ipv6]:port inside the node. Nothing else can open a connection to an
-// instance (the network policy drops it), so this is where isolation and
-// routing meet.
+// with the node-proxy token (NODE_PROXY_TOKEN, which opens nothing else);
+// the node-proxy forwards it to that instance's [ipv6]:port inside the node.
+// Nothing else can open a connection to an instance (the network policy
+// drops it), so this is where isolation and routing meet.
 package nodeproxy
 
 import (

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/internal/dbrole"
 	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/migration"
@@ -50,6 +51,42 @@ func NewURL(t testing.TB) string {
 func Empty(t testing.TB) string {
 	t.Helper()
 	return create(t, adminURL(t), "TEMPLATE template0")
+}
+
+// As returns dbURL (a database of New or NewURL) with a login user of its
+// own that belongs to role's group only: the test sees the database with
+// that role's grants, as the role does in production. The user is dropped
+// when t ends.
+func As(t testing.TB, dbURL string, role dbrole.Role) string {
+	t.Helper()
+	admin := adminURL(t)
+	user := prefix + strconv.FormatInt(time.Now().Unix(), 10) + "_" + strings.ReplaceAll(id.New().String()[24:], "-", "") + "_" + string(role)
+	password := strings.ReplaceAll(id.New().String(), "-", "")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("testdb: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if err := dbrole.EnsureUser(ctx, conn, user, password, role); err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), admin)
+		if err != nil {
+			t.Errorf("testdb: drop user %s: %v", user, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()); err != nil {
+			t.Errorf("testdb: drop user %s: %v", user, err)
+		}
+	})
+	u, err := dbrole.URL(dbURL, user, password)
+	if err != nil {
+		t.Fatalf("testdb: %v", err)
+	}
+	return u
 }
 
 // Pool opens a pool on url, closed when t ends.
@@ -215,6 +252,21 @@ func dropStale(ctx context.Context, conn *pgx.Conn, current string) {
 			}
 		}
 		conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{n}.Sanitize()+" WITH (FORCE)") //nolint:errcheck // best effort
+	}
+	// Login users of killed runs (As): roles outlive their databases.
+	rows, err = conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'zw\_test\_%'`)
+	if err != nil {
+		return
+	}
+	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, u := range users {
+		ts, _, _ := strings.Cut(strings.TrimPrefix(u, prefix), "_")
+		if sec, err := strconv.ParseInt(ts, 10, 64); err == nil && sec < cutoff {
+			conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{u}.Sanitize()) //nolint:errcheck // best effort
+		}
 	}
 }
 

@@ -93,8 +93,13 @@ func DevPrefix(t testing.TB, what string, nodes int) string {
 		b[i] = letters[rand.IntN(len(letters))]
 	}
 	prefix := what + "-" + string(b)
-	addr := Endpoints(t).Containerd.Addr
+	addr, db := Endpoints(t).Containerd.Addr, Endpoints(t).Database.URL.Reveal()
 	t.Cleanup(func() {
+		// The platform's database users (DEV_DATABASE_ROLES), best effort:
+		// a platform that never ran has none.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = devenv.DropRoleUsers(ctx, db, prefix)
 		for i := 1; i <= nodes; i++ {
 			exec.Command("ip", "netns", "delete", devenv.NodeName(prefix, i)).Run()
 			// The node's egress table on the machine, named like its namespace.

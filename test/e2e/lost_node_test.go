@@ -44,7 +44,7 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		"DATABASE_URL": p.dbURL, "DATABASE_MAX_CONNS": "5",
 		// More room than the simulated nodes: the scheduler ranks it first.
 		"NODE_INTERNAL_ADDRESS": proxy, "NODE_STATE_DIR": agentState, "NODE_CPU_MILLIS": "4000", "NODE_MEMORY_MB": "8192",
-		"CLUSTER_TOKEN": p.token, "NODEAGENT_ADDR": fmt.Sprintf("127.0.0.1:%d", p.base+3), "NODEPROXY_ADDR": proxy, "NETWORK_NODE_NETNS": ns,
+		"CLUSTER_TOKEN": p.secrets["CLUSTER_TOKEN"], "NODE_PROXY_TOKEN": p.secrets["NODE_PROXY_TOKEN"], "NODEAGENT_ADDR": fmt.Sprintf("127.0.0.1:%d", p.base+3), "NODEPROXY_ADDR": proxy, "NETWORK_NODE_NETNS": ns,
 		"CONTAINERD_ADDR": testenv.Containerd(t), "CONTAINERD_NAMESPACE": ctrNS, "RUNTIME_HANDLER": runtime.HandlerRunc, "INSTANCE_LOG_DIR": logDir,
 		"REGISTRY_ADDR": testenv.Registry(t), "SECRETS_KEYS": strings.TrimPrefix(lines[1], "SECRETS_KEYS="),
 		"NODE_HEARTBEAT_INTERVAL": "1s",

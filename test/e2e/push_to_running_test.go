@@ -86,7 +86,7 @@ type platform struct {
 	state   string
 	prefix  string
 	base    int
-	token   string
+	secrets map[string]string // secrets.env: the platform's tokens
 	api     string
 	dbURL   string
 	out     *syncBuffer
@@ -145,7 +145,12 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 	p.project = testdb.Project(t, p.pool)
 	p.pool.Exec(context.Background(), `UPDATE projects SET port = 8080, health_check_path = '/healthz', cpu_millis = 100, memory_mb = 64 WHERE id = $1`, p.project)
 	secrets, _ := os.ReadFile(filepath.Join(p.state, "secrets.env"))
-	p.token = strings.TrimPrefix(strings.Split(string(secrets), "\n")[0], "CLUSTER_TOKEN=")
+	p.secrets = map[string]string{}
+	for _, line := range strings.Split(string(secrets), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			p.secrets[k] = v
+		}
+	}
 	p.api = fmt.Sprintf("http://127.0.0.1:%d", p.base-19)
 	return p
 }
@@ -163,7 +168,7 @@ func (p *platform) deploy() (uuid.UUID, time.Duration) {
 	start := time.Now()
 	body := fmt.Sprintf(`{"project_id": %q, "archive_key": %q}`, p.project, key)
 	req, _ := http.NewRequest("POST", p.api+"/v1/images", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+p.token)
+	req.Header.Set("Authorization", "Bearer "+p.secrets["MANAGEMENT_TOKEN"])
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -197,7 +202,7 @@ func (p *platform) viaNodeProxy(in instance.Instance) {
 	n, _ := node.Store{DB: p.pool}.Get(context.Background(), in.NodeID)
 	req, _ := http.NewRequest("GET", "http://"+n.InternalAddress+"/", nil)
 	req.Header.Set(nodeproxy.HeaderInstance, in.ID.String())
-	req.Header.Set(nodeproxy.HeaderToken, p.token)
+	req.Header.Set(nodeproxy.HeaderToken, p.secrets["NODE_PROXY_TOKEN"])
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
