@@ -85,10 +85,22 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 	if r.cfg.RuntimeConfigPath != "" {
 		runtimeOpts = &runtimeoptions.Options{ConfigPath: r.cfg.RuntimeConfigPath}
 	}
+	h := r.hardening()
+	snapshot := client.WithNewSnapshot(id, img)
+	if h.userNS {
+		// The image's files must belong to the mapped range, or root in
+		// the instance would see them as nobody's. containerd makes a
+		// chowned copy of the image's layers once per image and mapping,
+		// then every instance's writable layer on top of it; two creates
+		// racing to make that copy would collide, so they take turns.
+		snapshot = client.WithUserNSRemappedSnapshot(id, img, h.idMap(), h.idMap())
+		r.remapMu.Lock()
+		defer r.remapMu.Unlock()
+	}
 	_, err = r.client.NewContainer(lctx, id,
 		client.WithImage(img),
 		client.WithSnapshotter(r.cfg.Snapshotter),
-		client.WithNewSnapshot(id, img),
+		snapshot,
 		client.WithRuntime(r.cfg.RuntimeHandler, runtimeOpts),
 		client.WithContainerLabels(map[string]string{
 			labelInstance: id,
@@ -96,7 +108,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 			labelSpecHash: s.Hash(),
 		}),
 		client.WithImageStopSignal(img, "SIGTERM"),
-		client.WithNewSpec(s.specOpts(img)...),
+		client.WithNewSpec(s.specOpts(img, h)...),
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {

@@ -84,6 +84,22 @@ type Config struct {
 	// LogRetention is how long the logs of a removed instance are kept.
 	// Default 24h.
 	LogRetention time.Duration
+	// PidsLimit bounds the processes and threads of one instance, so a
+	// fork bomb exhausts its own allowance and not the node's. Default 512.
+	PidsLimit int64
+	// TmpSizeMB bounds the instance's /tmp, a tmpfs charged to its memory.
+	// Default 64.
+	TmpSizeMB int
+	// UserNS chooses user namespaces for instances: UserNSAuto (default)
+	// uses them with runc where the kernel allows, UserNSOn refuses to
+	// start without them, UserNSOff never uses them. Kata never does: the
+	// microVM is the boundary there, and its guest has no use for them.
+	UserNS string
+	// UserNSBase is the host uid and gid an instance's root maps to; the
+	// 65536 ids from it are the instances' (one range per node: every
+	// instance shares it, so that an image is remapped once, not once per
+	// instance). Nothing else on the node may use them. Default 1<<30.
+	UserNSBase uint32
 	// PlainHTTPRegistries are registry hosts (host or host:port) spoken to
 	// over plain HTTP. Every other registry is HTTPS only.
 	PlainHTTPRegistries []string
@@ -91,9 +107,28 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// User namespace modes, Config.UserNS.
+const (
+	UserNSAuto = "auto"
+	UserNSOn   = "on"
+	UserNSOff  = "off"
+)
+
 func (c *Config) setDefaults() {
 	if c.RuntimeHandler == "" {
 		c.RuntimeHandler = HandlerRunc
+	}
+	if c.PidsLimit == 0 {
+		c.PidsLimit = 512
+	}
+	if c.TmpSizeMB == 0 {
+		c.TmpSizeMB = 64
+	}
+	if c.UserNS == "" {
+		c.UserNS = UserNSAuto
+	}
+	if c.UserNSBase == 0 {
+		c.UserNSBase = 1 << 30
 	}
 	if c.LogMaxBytes == 0 {
 		c.LogMaxBytes = 10 << 20
@@ -129,6 +164,21 @@ func (c *Config) validate() error {
 	if c.LogCheckInterval < 0 || c.LogRetention < 0 {
 		errs = append(errs, invalidField("LogCheckInterval, LogRetention", "must not be negative"))
 	}
+	if c.PidsLimit < 16 {
+		errs = append(errs, invalidField("PidsLimit", fmt.Sprintf("%d is below 16", c.PidsLimit)))
+	}
+	if c.TmpSizeMB < 1 {
+		errs = append(errs, invalidField("TmpSizeMB", fmt.Sprintf("%d is below 1", c.TmpSizeMB)))
+	}
+	if c.UserNS != UserNSAuto && c.UserNS != UserNSOn && c.UserNS != UserNSOff {
+		errs = append(errs, invalidField("UserNS", fmt.Sprintf("%q is not auto, on or off", c.UserNS)))
+	}
+	if c.UserNSBase < userNSSize || c.UserNSBase > 1<<32-1-userNSSize {
+		errs = append(errs, invalidField("UserNSBase", fmt.Sprintf("%d leaves no room for %d ids above the host's own", c.UserNSBase, userNSSize)))
+	}
+	if c.UserNS == UserNSOn && c.RuntimeHandler == HandlerKata {
+		errs = append(errs, invalidField("UserNS", "on is for runc; Kata instances are isolated by their microVM"))
+	}
 	if !strings.HasPrefix(c.RuntimeHandler, "io.containerd.") {
 		errs = append(errs, invalidField("RuntimeHandler", fmt.Sprintf("%q is not a containerd runtime name (io.containerd.<name>.<version>)", c.RuntimeHandler)))
 	}
@@ -159,6 +209,9 @@ type Runtime struct {
 	log    *slog.Logger
 	clog   *log.Entry // containerd's own client logs, into log
 	logDir string     // cfg.LogDir/<namespace>
+	userNS bool       // instances get a user namespace
+
+	remapMu sync.Mutex // one remapped snapshot of an image at a time
 
 	logsMu sync.Mutex
 	logs   map[uuid.UUID]*logState
@@ -195,6 +248,18 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("log directory: %w", err)
 	}
 	r.checkShim(ctx)
+	if cfg.UserNS != UserNSOff && cfg.RuntimeHandler != HandlerKata {
+		ok, why := userNSSupported()
+		switch {
+		case ok:
+			r.userNS = true
+		case cfg.UserNS == UserNSOn:
+			c.Close()
+			return nil, fmt.Errorf("runtime config: UserNS is on, but %s", why)
+		default:
+			r.log.WarnContext(ctx, "instances run without a user namespace: root in an instance is root on the node", "reason", why)
+		}
+	}
 
 	bg, stop := context.WithCancel(context.WithoutCancel(r.ns(ctx)))
 	r.stop = stop

@@ -12,6 +12,12 @@
 //	GET /exit?code=N       reply, then exit with code N
 //	GET /alloc?mb=N        allocate and touch N MiB, keep it
 //	GET /spin?ms=N         burn CPU for N ms of wall time; reply with the CPU µs used
+//	GET /file?path=P       the contents of P
+//	GET /run?arg=A&arg=B   run A with arguments B…; reply with "exit N" and the output
+//	GET /keyctl            call keyctl(2) directly; reply "ok" or the errno
+//	GET /bomb?n=N          start up to N `/bin/busybox sleep` children without
+//	                       waiting for them; reply how many started and the error
+//	                       that stopped it, if any
 package main
 
 import (
@@ -19,6 +25,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -101,6 +108,55 @@ func main() {
 			}
 		}
 		fmt.Fprintf(w, "%d", cpuMicros()-before+int64(x&0))
+	})
+
+	http.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Write(b)
+	})
+	http.HandleFunc("/run", func(w http.ResponseWriter, r *http.Request) {
+		args := r.URL.Query()["arg"]
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			code = -1
+			out = append(out, err.Error()...)
+		}
+		fmt.Fprintf(w, "exit %d\n%s", code, out)
+	})
+	http.HandleFunc("/keyctl", func(w http.ResponseWriter, r *http.Request) {
+		// KEYCTL_GET_KEYRING_ID of the session keyring, creating it.
+		const keyctl, getKeyringID, sessionKeyring = 250, 0, -3
+		ringID := sessionKeyring
+		_, _, errno := syscall.Syscall(keyctl, getKeyringID, uintptr(ringID), 1)
+		if errno != 0 {
+			fmt.Fprint(w, errno.Error())
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
+	http.HandleFunc("/bomb", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		started := 0
+		var last error
+		for range n {
+			cmd := exec.Command("/bin/busybox", "sleep", "3600")
+			if last = cmd.Start(); last != nil {
+				break
+			}
+			go cmd.Wait()
+			started++
+		}
+		fmt.Fprintf(w, "started %d", started)
+		if last != nil {
+			fmt.Fprintf(w, "; %v", last)
+		}
 	})
 
 	fmt.Fprintln(os.Stderr, "stderr is captured too")
