@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +101,10 @@ type Config struct {
 	// instance shares it, so that an image is remapped once, not once per
 	// instance). Nothing else on the node may use them. Default 1<<30.
 	UserNSBase uint32
+	// PullStallTimeout is how long a pull may go without a byte from the
+	// registry (connecting, waiting for an answer, mid-download) before it
+	// fails with ErrRegistryStalled. Default 30s.
+	PullStallTimeout time.Duration
 	// PlainHTTPRegistries are registry hosts (host or host:port) spoken to
 	// over plain HTTP. Every other registry is HTTPS only.
 	PlainHTTPRegistries []string
@@ -123,6 +128,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.TmpSizeMB == 0 {
 		c.TmpSizeMB = 64
+	}
+	if c.PullStallTimeout == 0 {
+		c.PullStallTimeout = 30 * time.Second
 	}
 	if c.UserNS == "" {
 		c.UserNS = UserNSAuto
@@ -160,6 +168,9 @@ func (c *Config) validate() error {
 	}
 	if c.LogMaxBytes < 4096 {
 		errs = append(errs, invalidField("LogMaxBytes", fmt.Sprintf("%d is below 4096", c.LogMaxBytes)))
+	}
+	if c.PullStallTimeout < 0 {
+		errs = append(errs, invalidField("PullStallTimeout", "must not be negative"))
 	}
 	if c.LogCheckInterval < 0 || c.LogRetention < 0 {
 		errs = append(errs, invalidField("LogCheckInterval, LogRetention", "must not be negative"))
@@ -207,9 +218,10 @@ type Runtime struct {
 	cfg    Config
 	client *client.Client
 	log    *slog.Logger
-	clog   *log.Entry // containerd's own client logs, into log
-	logDir string     // cfg.LogDir/<namespace>
-	userNS bool       // instances get a user namespace
+	clog   *log.Entry   // containerd's own client logs, into log
+	logDir string       // cfg.LogDir/<namespace>
+	userNS bool         // instances get a user namespace
+	http   *http.Client // for registries
 
 	remapMu sync.Mutex // one remapped snapshot of an image at a time
 
@@ -242,6 +254,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		clog:   containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
 		logDir: filepath.Join(cfg.LogDir, cfg.Namespace),
 		logs:   map[uuid.UUID]*logState{},
+		http:   registryClient(cfg.PullStallTimeout),
 	}
 	if err := os.MkdirAll(r.logDir, 0o750); err != nil {
 		c.Close()
