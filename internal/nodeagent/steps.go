@@ -24,7 +24,11 @@ import (
 func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog.Logger) {
 	in := a.Instance
 	c.report(ctx, in, instance.StatePulling, "")
-	if err := c.Runtime.Pull(ctx, a.Image, c.Policy.RegistryAuth); err != nil {
+	pending, err := c.pull(ctx, a)
+	if pending {
+		return
+	}
+	if err != nil {
 		c.mu.Lock()
 		c.pullFailed[in.ID]++
 		n := c.pullFailed[in.ID]
@@ -60,6 +64,47 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		return
 	}
 	c.start(ctx, in, log)
+}
+
+// pull is one instance's image pull, running on its own.
+type pull struct {
+	done chan struct{}
+	err  error
+}
+
+// pull starts the instance's pull, or looks at the one under way, and
+// waits for it up to PullWait; pending means it is still going.
+func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bool, err error) {
+	c.mu.Lock()
+	p, ok := c.pulls[a.ID]
+	if !ok {
+		p = &pull{done: make(chan struct{})}
+		c.pulls[a.ID] = p
+		// Not the pass's context: the pull outlives the pass that began it.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Policy.PullTimeout)
+		go func() {
+			defer cancel()
+			defer close(p.done)
+			p.err = c.Runtime.Pull(pctx, a.Image, c.Policy.RegistryAuth)
+			if p.err != nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+				p.err = fmt.Errorf("gave up after %s: %w", c.Policy.PullTimeout, p.err)
+			}
+		}()
+	}
+	c.mu.Unlock()
+	wait := time.NewTimer(c.Policy.PullWait)
+	defer wait.Stop()
+	select {
+	case <-p.done:
+	case <-wait.C:
+		return true, nil
+	case <-ctx.Done():
+		return true, nil
+	}
+	c.mu.Lock()
+	delete(c.pulls, a.ID)
+	c.mu.Unlock()
+	return false, p.err
 }
 
 func (c *Converger) start(ctx context.Context, in instance.Instance, _ *slog.Logger) {
@@ -167,6 +212,7 @@ func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.
 	delete(c.started, in.ID)
 	delete(c.retryAt, in.ID)
 	delete(c.pullFailed, in.ID)
+	delete(c.pulls, in.ID)
 	c.mu.Unlock()
 	if in.Desired == instance.DesiredStopped && in.State != instance.StateStopped {
 		c.report(ctx, in, instance.StateStopped, "")
