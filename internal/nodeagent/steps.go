@@ -72,8 +72,8 @@ type pull struct {
 	err  error
 }
 
-// pull starts the instance's pull, or looks at the one under way, and
-// waits for it up to PullWait; pending means it is still going.
+// pull starts the instance's pull and waits for it up to PullWait, or
+// looks whether the one under way is done; pending means it is still going.
 func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bool, err error) {
 	c.mu.Lock()
 	p, ok := c.pulls[a.ID]
@@ -92,12 +92,21 @@ func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bo
 		}()
 	}
 	c.mu.Unlock()
-	wait := time.NewTimer(c.Policy.PullWait)
+	patience := c.Policy.PullWait
+	if ok {
+		// Waited for once already: later passes only look.
+		patience = 0
+	}
+	wait := time.NewTimer(patience)
 	defer wait.Stop()
 	select {
 	case <-p.done:
 	case <-wait.C:
-		return true, nil
+		select {
+		case <-p.done: // a zero wait races with a done pull: done wins
+		default:
+			return true, nil
+		}
 	case <-ctx.Done():
 		return true, nil
 	}
