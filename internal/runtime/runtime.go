@@ -225,6 +225,9 @@ type Runtime struct {
 
 	remapMu sync.Mutex // one remapped snapshot of an image at a time
 
+	imagesMu  sync.Mutex
+	imageUsed map[string]time.Time // image name → last seen in use, by PruneImages
+
 	logsMu sync.Mutex
 	logs   map[uuid.UUID]*logState
 
@@ -248,13 +251,14 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
 	}
 	r := &Runtime{
-		cfg:    cfg,
-		client: c,
-		log:    cfg.Logger.With("namespace", cfg.Namespace, "owner", cfg.Owner, "runtime_handler", cfg.RuntimeHandler),
-		clog:   containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
-		logDir: filepath.Join(cfg.LogDir, cfg.Namespace),
-		logs:   map[uuid.UUID]*logState{},
-		http:   registryClient(cfg.PullStallTimeout),
+		cfg:       cfg,
+		client:    c,
+		log:       cfg.Logger.With("namespace", cfg.Namespace, "owner", cfg.Owner, "runtime_handler", cfg.RuntimeHandler),
+		clog:      containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
+		logDir:    filepath.Join(cfg.LogDir, cfg.Namespace),
+		logs:      map[uuid.UUID]*logState{},
+		imageUsed: map[string]time.Time{},
+		http:      registryClient(cfg.PullStallTimeout),
 	}
 	if err := os.MkdirAll(r.logDir, 0o750); err != nil {
 		c.Close()
