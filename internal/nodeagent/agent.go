@@ -51,7 +51,7 @@ type Agent struct {
 	// ImageGCInterval once no instance has used them for ImageGCGrace.
 	Images                        ImagePruner
 	ImageGCInterval, ImageGCGrace time.Duration
-	Log               *slog.Logger
+	Log                           *slog.Logger
 
 	wake chan struct{}
 }
