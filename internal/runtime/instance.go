@@ -120,6 +120,15 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 	return nil
 }
 
+// logIO is where the instance's output goes: through the log writer,
+// which bounds the file as it writes, or straight into the file.
+func (r *Runtime) logIO(id uuid.UUID) cio.Creator {
+	if r.cfg.LogWriter == LogWriterNone {
+		return cio.LogFile(r.logPath(id))
+	}
+	return cio.BinaryIO(r.cfg.LogWriter, map[string]string{logWriterArg: logWriterSpec(r.cfg.LogMaxBytes, r.logPath(id))})
+}
+
 // Start starts a created instance, or restarts one whose process has
 // exited (the crashed-instance case: same container, same filesystem, its
 // log continues). Starting a running instance does nothing.
@@ -162,7 +171,7 @@ func (r *Runtime) Start(ctx context.Context, id uuid.UUID) error {
 		}
 	}
 	if task == nil {
-		task, err = ctr.NewTask(ctx, cio.LogFile(r.logPath(id)))
+		task, err = ctr.NewTask(ctx, r.logIO(id))
 		if err != nil {
 			return fmt.Errorf("start %s with runtime %s: %w", id, r.cfg.RuntimeHandler, err)
 		}

@@ -80,7 +80,14 @@ type Config struct {
 	// rotated to <id>.log.1 (one generation kept), so an instance keeps at
 	// most about twice this much. Default 10 MiB.
 	LogMaxBytes int64
-	// LogCheckInterval is how often log sizes are checked. Default 5s.
+	// LogWriter is the executable the shims run to write instances' logs
+	// (see logwriter.go): "" is this process's own executable, which is
+	// what the zeitwork binary wants. LogWriterNone has the shim append to
+	// the file itself, bounded only by the check every LogCheckInterval
+	// (for a shim without binary:// logging).
+	LogWriter string
+	// LogCheckInterval is how often log sizes are checked, and the logs of
+	// removed instances looked for. Default 5s.
 	LogCheckInterval time.Duration
 	// LogRetention is how long the logs of a removed instance are kept.
 	// Default 24h.
@@ -112,6 +119,10 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// LogWriterNone: Config.LogWriter for shims that write the log file
+// themselves.
+const LogWriterNone = "none"
+
 // User namespace modes, Config.UserNS.
 const (
 	UserNSAuto = "auto"
@@ -131,6 +142,13 @@ func (c *Config) setDefaults() {
 	}
 	if c.PullStallTimeout == 0 {
 		c.PullStallTimeout = 30 * time.Second
+	}
+	if c.LogWriter == "" {
+		if exe, err := logWriterPath(); err == nil {
+			c.LogWriter = exe
+		} else {
+			c.LogWriter = LogWriterNone
+		}
 	}
 	if c.UserNS == "" {
 		c.UserNS = UserNSAuto
@@ -168,6 +186,9 @@ func (c *Config) validate() error {
 	}
 	if c.LogMaxBytes < 4096 {
 		errs = append(errs, invalidField("LogMaxBytes", fmt.Sprintf("%d is below 4096", c.LogMaxBytes)))
+	}
+	if c.LogWriter != LogWriterNone && !filepath.IsAbs(c.LogWriter) {
+		errs = append(errs, invalidField("LogWriter", fmt.Sprintf("%q is not an absolute path", c.LogWriter)))
 	}
 	if c.PullStallTimeout < 0 {
 		errs = append(errs, invalidField("PullStallTimeout", "must not be negative"))

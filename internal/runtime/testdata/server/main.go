@@ -15,6 +15,7 @@
 //	GET /file?path=P       the contents of P
 //	GET /run?arg=A&arg=B   run A with arguments B…; reply with "exit N" and the output
 //	GET /keyctl            call keyctl(2) directly; reply "ok" or the errno
+//	GET /flood             write numbered lines to stdout without pause, for ever
 //	GET /bomb?n=N          start up to N `/bin/busybox sleep` children without
 //	                       waiting for them; reply how many started and the error
 //	                       that stopped it, if any
@@ -28,6 +29,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -140,6 +142,15 @@ func main() {
 			return
 		}
 		fmt.Fprint(w, "ok")
+	})
+	http.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			pad := strings.Repeat("f", 100)
+			for i := 1; ; i++ {
+				fmt.Printf("flood %d %s\n", i, pad)
+			}
+		}()
+		w.Write([]byte("flooding"))
 	})
 	http.HandleFunc("/bomb", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
