@@ -197,7 +197,15 @@ func (r *Runtime) Logs(ctx context.Context, id uuid.UUID, follow bool) (io.ReadC
 		},
 	}
 	if old, err := os.Open(path + ".1"); err == nil {
-		lr.prev = append(lr.prev, old)
+		// The writer may have rotated between the two opens: then both
+		// are the same file, to be read once.
+		oi, oerr := old.Stat()
+		ci, cerr := cur.Stat()
+		if oerr == nil && cerr == nil && os.SameFile(oi, ci) {
+			old.Close()
+		} else {
+			lr.prev = append(lr.prev, old)
+		}
 	}
 	return lr, nil
 }
