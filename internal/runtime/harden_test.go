@@ -113,7 +113,7 @@ func TestInstanceIsHardened(t *testing.T) {
 		t.Errorf("the instance's root is uid %q on the node, want 1073741824", got)
 	}
 	// The image's files were remapped with it: root inside owns them.
-	if got := mustGet(t, url(s, "/run?arg=/bin/busybox&arg=stat&arg=-c&arg=%u&arg=/server")); got != "exit 0\n0\n" {
+	if got := mustGet(t, url(s, "/run?arg=/bin/busybox&arg=stat&arg=-c&arg=%25u&arg=/server")); got != "exit 0\n0\n" {
 		t.Errorf("owner of /server inside: %q, want root (0)", got)
 	}
 }
