@@ -57,7 +57,9 @@ func (h hardening) idMap() []specs.LinuxIDMapping {
 
 // specOpts come after the image's config (they read the image's user) and
 // before the seccomp profile, which containerd derives from the capabilities.
-func (h hardening) specOpts() []oci.SpecOpts {
+// sharedNetNS says the instance joins a network namespace made outside it
+// (the node's, or one the network package made).
+func (h hardening) specOpts(sharedNetNS bool) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithNoNewPrivileges,
 		oci.WithCapabilities(Capabilities),
@@ -71,7 +73,10 @@ func (h hardening) specOpts() []oci.SpecOpts {
 		}}),
 	}
 	if h.userNS {
-		opts = append(opts, oci.WithUserNamespace(h.idMap(), h.idMap()), withSysfsForUserNS)
+		opts = append(opts, oci.WithUserNamespace(h.idMap(), h.idMap()))
+		if sharedNetNS {
+			opts = append(opts, withSysfsForUserNS)
+		}
 	}
 	return append(opts, seccomp.WithDefaultProfile())
 }

@@ -152,7 +152,7 @@ func (s Spec) specOpts(img oci.Image, h hardening) []oci.SpecOpts {
 		oci.WithEnv(s.env()),
 		oci.WithHostname("instance-" + s.InstanceID.String()[:8]),
 	}
-	opts = append(opts, h.specOpts()...)
+	opts = append(opts, h.specOpts(s.HostNetwork || s.NetNSPath != "")...)
 	if s.CPUMillis > 0 {
 		opts = append(opts, oci.WithCPUCFS(int64(s.CPUMillis)*cfsPeriod/1000, cfsPeriod))
 	}
