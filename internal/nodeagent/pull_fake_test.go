@@ -56,7 +56,7 @@ func TestFakeStalledPullHoldsUpNoOne(t *testing.T) {
 		args []any
 	}{
 		{`INSERT INTO images (id, project_id, repository, tag, digest) VALUES ($1, $2, 'registry.test/stalled', 'v1', 'sha256:' || repeat('b', 64))`, []any{img, h.project}},
-		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k2', 1, $3)`, []any{dep, h.project, img}},
+		{`INSERT INTO deployments (id, project_id, status, source_type, source_archive_key, replicas, image_id) VALUES ($1, $2, 'deploying', 'upload', 'k2', 3, $3)`, []any{dep, h.project, img}},
 	} {
 		if _, err := h.pool.Exec(ctx, q.q, q.args...); err != nil {
 			t.Fatal(err)
@@ -74,12 +74,15 @@ func TestFakeStalledPullHoldsUpNoOne(t *testing.T) {
 	fine := h.instance(t)
 	h.setHealthy(fine, true)
 
+	// Passes run on their own: were a pass to wait for the stalled pull,
+	// the test must fail, not hang.
+	pctx, cancel := context.WithCancel(ctx)
 	passes := make(chan error)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
-			_, err := h.c.Pass(ctx)
+			_, err := h.c.Pass(pctx)
 			select {
 			case passes <- err:
 			case <-stop:
@@ -87,7 +90,7 @@ func TestFakeStalledPullHoldsUpNoOne(t *testing.T) {
 			}
 		}
 	})
-	defer func() { close(stop); wg.Wait() }()
+	defer func() { cancel(); close(stop); wg.Wait() }()
 
 	deadline := time.After(20 * time.Second)
 	for h.state(t, fine).State != instance.StateHealthy {
@@ -118,7 +121,14 @@ func TestFakePullTimeoutFailsTheInstance(t *testing.T) {
 	h.c.Policy.PullTimeout = 10 * time.Millisecond
 	in := h.instance(t)
 	for range 10 {
-		h.pass(t)
+		// Bounded, so that a pull nothing times out fails the test
+		// instead of hanging it.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		_, err := h.c.Pass(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if h.state(t, in).State == instance.StateFailed {
 			break
 		}
