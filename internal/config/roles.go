@@ -150,8 +150,11 @@ func (n NodeAgent) validate() []Problem {
 	if n.InstancePidsLimit < 16 {
 		return []Problem{{"INSTANCE_PIDS_LIMIT", fmt.Sprintf("%d is below 16", n.InstancePidsLimit)}}
 	}
-	if n.PullTimeout <= 0 || n.PullStallTimeout <= 0 {
-		return []Problem{{"PULL_TIMEOUT, PULL_STALL_TIMEOUT", "must be positive"}}
+	if n.PullTimeout <= 0 {
+		return []Problem{{"PULL_TIMEOUT", "must be positive"}}
+	}
+	if n.PullStallTimeout <= 0 {
+		return []Problem{{"PULL_STALL_TIMEOUT", "must be positive"}}
 	}
 	if n.Egress.Mode == EgressNAT && n.Egress.Uplink == "" && n.NodeNetns == "" {
 		return []Problem{{"NETWORK_UPLINK", `required with NODE_EGRESS=nat: the interface instances' traffic leaves by`}}
