@@ -6,6 +6,10 @@
 //	GREETING      body of GET /
 //	EXIT_CODE     exit at once with this code, before listening
 //	IGNORE_TERM   ignore SIGTERM (otherwise it logs and exits 0)
+//	FORK_BOMB     become a busybox shell that starts 1000 background
+//	              processes as fast as it can (bounded, so that a missing
+//	              pids limit cannot take the machine down); at the first
+//	              fork refused it prints "can't fork" and exits
 //
 //	GET /env?key=K         the value of $K
 //	GET /log?line=L&n=N    print "L i" N times to stdout (i = 1..N), then reply
@@ -37,6 +41,14 @@ import (
 var hoard [][]byte
 
 func main() {
+	if os.Getenv("FORK_BOMB") != "" {
+		// A shell needs no threads: unlike a Go process, it does not crash
+		// at the limit but says plainly that a fork was refused.
+		script := `i=0; while [ $i -lt 1000 ]; do /bin/busybox sleep 3600 >/dev/null 2>&1 & i=$((i+1)); done; echo bomb done; exec /bin/busybox sleep 3600`
+		err := syscall.Exec("/bin/busybox", []string{"sh", "-c", script}, os.Environ())
+		fmt.Println(err)
+		os.Exit(1)
+	}
 	if code := os.Getenv("EXIT_CODE"); code != "" {
 		n, _ := strconv.Atoi(code)
 		fmt.Printf("exiting at once with %d\n", n)
