@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
