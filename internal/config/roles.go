@@ -140,6 +140,17 @@ type NodeAgent struct {
 	RuntimeHandler    string `env:"RUNTIME_HANDLER" envDefault:"io.containerd.runc.v2"`
 	RuntimeConfigPath string `env:"RUNTIME_CONFIG_PATH"`
 	LogDir            string `env:"INSTANCE_LOG_DIR" envDefault:"/var/log/zeitwork/instances"`
+	// Instance hardening and node stability (README, "Instance hardening
+	// and node stability"): see internal/runtime.Config for each.
+	InstancePidsLimit  int64         `env:"INSTANCE_PIDS_LIMIT" envDefault:"512"`
+	InstanceTmpSizeMB  int           `env:"INSTANCE_TMP_SIZE_MB" envDefault:"64"`
+	InstanceUserNS     string        `env:"INSTANCE_USERNS" envDefault:"auto"` // auto, on, off
+	InstanceUserNSBase uint32        `env:"INSTANCE_USERNS_BASE" envDefault:"1073741824"`
+	InstanceLogMaxSize int64         `env:"INSTANCE_LOG_MAX_BYTES" envDefault:"10485760"`
+	PullStallTimeout   time.Duration `env:"PULL_STALL_TIMEOUT" envDefault:"30s"`
+	PullTimeout        time.Duration `env:"PULL_TIMEOUT" envDefault:"10m"`
+	ImageGCInterval    time.Duration `env:"IMAGE_GC_INTERVAL" envDefault:"10m"` // 0: never
+	ImageGCGrace       time.Duration `env:"IMAGE_GC_GRACE" envDefault:"1h"`
 	// Registry is where instances' images are pulled from.
 	Registry Registry
 	// OperatorURLs are the operators' management APIs (http://host:port
@@ -168,6 +179,20 @@ func (n NodeAgent) validate() []Problem {
 	}
 	if n.MaxConnsPerInstance < 0 {
 		return []Problem{{"NODE_INSTANCE_MAX_CONNECTIONS", "must be 0 (no cap) or more"}}
+	}
+	switch n.InstanceUserNS {
+	case "auto", "on", "off":
+	default:
+		return []Problem{{"INSTANCE_USERNS", fmt.Sprintf("%q is not auto, on or off", n.InstanceUserNS)}}
+	}
+	if n.InstancePidsLimit < 16 {
+		return []Problem{{"INSTANCE_PIDS_LIMIT", fmt.Sprintf("%d is below 16", n.InstancePidsLimit)}}
+	}
+	if n.PullTimeout <= 0 {
+		return []Problem{{"PULL_TIMEOUT", "must be positive"}}
+	}
+	if n.PullStallTimeout <= 0 {
+		return []Problem{{"PULL_STALL_TIMEOUT", "must be positive"}}
 	}
 	if n.Egress.Mode == EgressNAT && n.Egress.Uplink == "" && n.NodeNetns == "" {
 		return []Problem{{"NETWORK_UPLINK", `required with NODE_EGRESS=nat: the interface instances' traffic leaves by`}}

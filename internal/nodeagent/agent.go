@@ -50,7 +50,11 @@ type Agent struct {
 
 	PollInterval      time.Duration // the safety net under LISTEN/NOTIFY
 	HeartbeatInterval time.Duration
-	Log               *slog.Logger
+	// Images, when set, has the node's unused images removed every
+	// ImageGCInterval once no instance has used them for ImageGCGrace.
+	Images                        ImagePruner
+	ImageGCInterval, ImageGCGrace time.Duration
+	Log                           *slog.Logger
 
 	wake chan struct{}
 }
@@ -79,6 +83,9 @@ func (a *Agent) Run(ctx context.Context, api, proxy net.Listener) error {
 	g.Go(func() error { return a.converge(ctx) })
 	if a.Events != nil {
 		g.Go(func() error { return a.watchEvents(ctx) })
+	}
+	if a.Images != nil && a.ImageGCInterval > 0 {
+		g.Go(func() error { return a.pruneImages(ctx) })
 	}
 	serve := func(l net.Listener, h http.Handler) {
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -153,6 +160,27 @@ func (a *Agent) converge(ctx context.Context) error {
 			return ctx.Err()
 		case <-a.wake:
 		case <-time.After(next):
+		}
+	}
+}
+
+// ImagePruner is what the agent needs of internal/runtime to keep the
+// node's disk from filling with old deployments' images.
+type ImagePruner interface {
+	PruneImages(ctx context.Context, grace time.Duration) ([]string, error)
+}
+
+func (a *Agent) pruneImages(ctx context.Context) error {
+	t := time.NewTicker(a.ImageGCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if _, err := a.Images.PruneImages(ctx, a.ImageGCGrace); err != nil && ctx.Err() == nil {
+			a.Log.WarnContext(ctx, "image garbage collection", "err", err)
 		}
 	}
 }

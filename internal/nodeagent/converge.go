@@ -53,6 +53,11 @@ type Policy struct {
 	MaxRestarts int32
 	// PullAttempts is how many passes may fail to pull before "failed".
 	PullAttempts int
+	// PullTimeout bounds one pull from start to end; PullWait is how long
+	// a pass waits for it. A pull still going after PullWait goes on in
+	// the background and a later pass picks up its result, so one slow or
+	// stalled registry never holds up the other instances' convergence.
+	PullTimeout, PullWait time.Duration
 	// RegistryAuth is what the node pulls images with (read-only); nil:
 	// the credential the control plane hands out, scoped to the projects
 	// placed on the node, if it hands any out.
@@ -66,6 +71,7 @@ type Policy struct {
 var DefaultPolicy = Policy{
 	HealthDeadline: 60 * time.Second, StopGrace: 10 * time.Second,
 	RestartBackoff: time.Second, MaxBackoff: time.Minute, MaxRestarts: 5, PullAttempts: 3,
+	PullTimeout: 10 * time.Minute, PullWait: 5 * time.Second,
 }
 
 // Converger makes what runs on this node match the database.
@@ -86,6 +92,7 @@ type Converger struct {
 	started    map[uuid.UUID]time.Time         // when the current run of an instance began
 	retryAt    map[uuid.UUID]time.Time         // crashed: not before this
 	pullFailed map[uuid.UUID]int
+	pulls      map[uuid.UUID]*pull // under way, or done and not yet looked at
 }
 
 // store is this node's view of the instances table.
@@ -170,6 +177,7 @@ func (c *Converger) init() {
 	defer c.mu.Unlock()
 	if c.started == nil {
 		c.started, c.retryAt, c.pullFailed = map[uuid.UUID]time.Time{}, map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
+		c.pulls = map[uuid.UUID]*pull{}
 	}
 }
 

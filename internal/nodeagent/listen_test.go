@@ -12,7 +12,7 @@ import (
 // every interface (the defaults were :8082 and :8090); explicit settings
 // win, and an internal address that is no address is refused.
 func TestListenAddrsArePrivateByDefault(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p"}
 	parse := func(extra map[string]string) config.NodeAgent {
 		t.Helper()
 		env := map[string]string{}

@@ -83,6 +83,8 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		Address: cfg.Containerd.Addr, Namespace: cfg.Containerd.Namespace, Owner: self.ID.String(), RuntimeHandler: cfg.RuntimeHandler,
 		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Containerd.Snapshotter, LogDir: cfg.LogDir,
 		PlainHTTPRegistries: cfg.Registry.PlainHTTP(), Logger: zlog.Component(log, "runtime"),
+		PidsLimit: cfg.InstancePidsLimit, TmpSizeMB: cfg.InstanceTmpSizeMB, UserNS: cfg.InstanceUserNS,
+		UserNSBase: cfg.InstanceUserNSBase, LogMaxBytes: cfg.InstanceLogMaxSize, PullStallTimeout: cfg.PullStallTimeout,
 	})
 	if err != nil {
 		return err
@@ -109,6 +111,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 	}
 
 	policy := DefaultPolicy
+	policy.PullTimeout = cfg.PullTimeout
 	if cfg.Registry.Username != "" {
 		policy.RegistryAuth = &runtime.Auth{Username: cfg.Registry.Username, Password: cfg.Registry.Password.Reveal()}
 	}
@@ -117,6 +120,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		ProxyToken: cfg.NodeProxy.Token.Reveal(),
 		Version:    version, Handler: cfg.RuntimeHandler, Dial: dial,
 		PollInterval: cfg.PollInterval, HeartbeatInterval: cfg.HeartbeatInterval, Log: log,
+		Images: rt, ImageGCInterval: cfg.ImageGCInterval, ImageGCGrace: cfg.ImageGCGrace,
 		Converger: &Converger{
 			Pool: pool, NodeID: self.ID, Runtime: rt, Network: netm, Probe: HTTPProbe(dial),
 			Policy: policy, Log: zlog.Component(log, "converge"),

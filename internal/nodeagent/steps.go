@@ -21,9 +21,9 @@ import (
 func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog.Logger) {
 	in := a.Instance
 	c.report(ctx, in, instance.StatePulling, "")
-	auth, err := c.registryAuth(ctx)
-	if err == nil {
-		err = c.Runtime.Pull(ctx, a.Image, auth)
+	pending, err := c.pull(ctx, a)
+	if pending {
+		return
 	}
 	if err != nil {
 		c.attemptFailed(ctx, in, errors.Is(err, runtime.ErrImageNotFound), fmt.Sprintf("cannot pull image %s: %v", a.Image, err), log)
@@ -71,6 +71,72 @@ func (c *Converger) attemptFailed(ctx context.Context, in instance.Instance, fin
 		return
 	}
 	log.WarnContext(ctx, "instance cannot be created yet; will retry", "attempt", n, "err", reason)
+}
+
+// pull is one instance's image pull, running on its own.
+type pull struct {
+	done chan struct{}
+	err  error
+}
+
+// startPull starts a's pull in the background and records it; c.mu is held.
+func (c *Converger) startPull(ctx context.Context, a instance.Assignment, auth *runtime.Auth) *pull {
+	p := &pull{done: make(chan struct{})}
+	c.pulls[a.ID] = p
+	// Not the pass's context: the pull outlives the pass that began it.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Policy.PullTimeout)
+	go func() {
+		defer cancel()
+		defer close(p.done)
+		p.err = c.Runtime.Pull(pctx, a.Image, auth)
+		if p.err != nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			p.err = fmt.Errorf("gave up after %s: %w", c.Policy.PullTimeout, p.err)
+		}
+	}()
+	return p
+}
+
+// pull starts the instance's pull and waits for it up to PullWait, or
+// looks whether the one under way is done; pending means it is still going.
+func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bool, err error) {
+	c.mu.Lock()
+	p, ok := c.pulls[a.ID]
+	c.mu.Unlock()
+	if !ok {
+		// The credential is asked for outside the lock: it may come from
+		// the control plane.
+		auth, err := c.registryAuth(ctx)
+		if err != nil {
+			return false, err
+		}
+		c.mu.Lock()
+		if p, ok = c.pulls[a.ID]; !ok {
+			p = c.startPull(ctx, a, auth)
+		}
+		c.mu.Unlock()
+	}
+	patience := c.Policy.PullWait
+	if ok {
+		// Waited for once already: later passes only look.
+		patience = 0
+	}
+	wait := time.NewTimer(patience)
+	defer wait.Stop()
+	select {
+	case <-p.done:
+	case <-wait.C:
+		select {
+		case <-p.done: // a zero wait races with a done pull: done wins
+		default:
+			return true, nil
+		}
+	case <-ctx.Done():
+		return true, nil
+	}
+	c.mu.Lock()
+	delete(c.pulls, a.ID)
+	c.mu.Unlock()
+	return false, p.err
 }
 
 func (c *Converger) start(ctx context.Context, in instance.Instance, _ *slog.Logger) {
@@ -178,6 +244,7 @@ func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.
 	delete(c.started, in.ID)
 	delete(c.retryAt, in.ID)
 	delete(c.pullFailed, in.ID)
+	delete(c.pulls, in.ID)
 	c.mu.Unlock()
 	if in.Desired == instance.DesiredStopped && in.State != instance.StateStopped {
 		c.report(ctx, in, instance.StateStopped, "")

@@ -3,7 +3,10 @@
 // configured runtime handler (runc, or Kata for a microVM per instance) and
 // its CPU, memory, environment and network namespace, starts, stops and
 // reports them, streams their exit and OOM events, and keeps their
-// stdout/stderr in size-bounded files.
+// stdout/stderr in size-bounded files (through a log writer the shim runs,
+// logwriter.go). Every instance is hardened the same way (harden.go:
+// seccomp, capabilities, pids limit, user namespace), and images no
+// instance uses are pruned after a grace.
 //
 // It works in one containerd namespace and keeps no state of its own: labels
 // on the containers carry what it needs, so an agent that restarts finds its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -354,5 +355,41 @@ func TestKataHandlerWithoutShim(t *testing.T) {
 	}
 	if err := r.Stop(ctx, s.InstanceID, time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPullFromAStalledRegistryEnds: a registry that accepts the
+// connection and never answers fails the pull with ErrRegistryStalled
+// instead of holding it (and the node's convergence) for ever.
+func TestPullFromAStalledRegistryEnds(t *testing.T) {
+	e := newEnv(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn // accepted, never answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	host := l.Addr().String()
+	r := e.runtime(t, func(c *runtime.Config) {
+		c.PullStallTimeout = 500 * time.Millisecond
+		c.PlainHTTPRegistries = append(c.PlainHTTPRegistries, host)
+	})
+	err = r.Pull(ctxFor(t, time.Minute), host+"/zeitwork-test/stalled:1", nil)
+	if !errors.Is(err, runtime.ErrRegistryStalled) {
+		t.Fatalf("pull from a registry that never answers: %v, want ErrRegistryStalled", err)
 	}
 }

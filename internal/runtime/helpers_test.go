@@ -73,7 +73,16 @@ func buildImage(reg, bkAddr, name string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "build-id"), []byte(randomHex(16)), 0o644); err != nil {
 		return "", err
 	}
-	dockerfile := "FROM scratch\nCOPY server /server\nCOPY build-id /build-id\nENTRYPOINT [\"/server\"]\n"
+	// busybox (the static one, from busybox-static) for the hardening
+	// tests' unshare, mount and fork bomb.
+	busybox, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		return "", fmt.Errorf("busybox for the test image (apt install busybox-static): %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "busybox"), busybox, 0o755); err != nil {
+		return "", err
+	}
+	dockerfile := "FROM scratch\nCOPY server /server\nCOPY build-id /build-id\nCOPY busybox /bin/busybox\nENTRYPOINT [\"/server\"]\n"
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		return "", err
 	}

@@ -85,10 +85,22 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 	if r.cfg.RuntimeConfigPath != "" {
 		runtimeOpts = &runtimeoptions.Options{ConfigPath: r.cfg.RuntimeConfigPath}
 	}
+	h := r.hardening()
+	snapshot := client.WithNewSnapshot(id, img)
+	if h.userNS {
+		// The image's files must belong to the mapped range, or root in
+		// the instance would see them as nobody's. containerd makes a
+		// chowned copy of the image's layers once per image and mapping,
+		// then every instance's writable layer on top of it; two creates
+		// racing to make that copy would collide, so they take turns.
+		snapshot = client.WithUserNSRemappedSnapshot(id, img, h.idMap(), h.idMap())
+		r.remapMu.Lock()
+		defer r.remapMu.Unlock()
+	}
 	_, err = r.client.NewContainer(lctx, id,
 		client.WithImage(img),
 		client.WithSnapshotter(r.cfg.Snapshotter),
-		client.WithNewSnapshot(id, img),
+		snapshot,
 		client.WithRuntime(r.cfg.RuntimeHandler, runtimeOpts),
 		client.WithContainerLabels(map[string]string{
 			labelInstance: id,
@@ -96,7 +108,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 			labelSpecHash: s.Hash(),
 		}),
 		client.WithImageStopSignal(img, "SIGTERM"),
-		client.WithNewSpec(s.specOpts(img)...),
+		client.WithNewSpec(s.specOpts(img, h)...),
 	)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
@@ -106,6 +118,15 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 	}
 	r.log.InfoContext(ctx, "instance created", "instance_id", id, "image", s.Image)
 	return nil
+}
+
+// logIO is where the instance's output goes: through the log writer,
+// which bounds the file as it writes, or straight into the file.
+func (r *Runtime) logIO(id uuid.UUID) cio.Creator {
+	if r.cfg.LogWriter == LogWriterNone {
+		return cio.LogFile(r.logPath(id))
+	}
+	return cio.BinaryIO(r.cfg.LogWriter, map[string]string{logWriterArg: logWriterSpec(r.cfg.LogMaxBytes, r.logPath(id))})
 }
 
 // Start starts a created instance, or restarts one whose process has
@@ -150,7 +171,7 @@ func (r *Runtime) Start(ctx context.Context, id uuid.UUID) error {
 		}
 	}
 	if task == nil {
-		task, err = ctr.NewTask(ctx, cio.LogFile(r.logPath(id)))
+		task, err = ctr.NewTask(ctx, r.logIO(id))
 		if err != nil {
 			return fmt.Errorf("start %s with runtime %s: %w", id, r.cfg.RuntimeHandler, err)
 		}

@@ -16,20 +16,21 @@ import (
 	"github.com/google/uuid"
 )
 
-// Instance logs are plain files written by the shim itself (containerd's
-// file:// log URI; runc's and Kata's shims both open it O_APPEND). That is
-// what makes them survive the agent: no pipe or FIFO leads through the
-// agent's process. The price is that the agent can only bound them from
-// outside, copytruncate-style: when <id>.log is over LogMaxBytes it is
-// copied to <id>.log.1 and truncated in place, and the shim's O_APPEND
-// writes go on at the new end. Output written in the microseconds between
-// the last copy and the truncation is lost; a binary logging shim
-// (cio.BinaryIO) would close that gap, at the price of one more process
-// per instance.
+// Instance logs are plain files written by the log writer, a process of
+// the shim's (logwriter.go), which rotates <id>.log to <id>.log.1 by
+// rename the moment it is full; or, with Config.LogWriter "none", by the
+// shim itself (containerd's file:// log URI). Either way no pipe or FIFO
+// leads through the agent's process, which is what makes them survive it.
+// Without the writer the agent can only bound them from outside,
+// copytruncate-style, every LogCheckInterval: when <id>.log is over
+// LogMaxBytes it is copied to <id>.log.1 and truncated in place, and the
+// shim's O_APPEND writes go on at the new end. That is also the backstop
+// for instances started before the writer existed.
 //
-// Readers live in the same process as the rotation, so they coordinate
-// through a generation counter per log rather than guessing from file
-// sizes: a reader checks the generation under the log's lock before every
+// A reader notices the writer's renames by the file under <id>.log no
+// longer being the one it holds (followRename). The copytruncate rotation
+// lives in the reader's process, so for it readers coordinate through a
+// generation counter per log rather than guessing from file sizes: a reader checks the generation under the log's lock before every
 // read, and when it moved on, it finishes the rotated generation from
 // <id>.log.1 at the offset it had reached, then starts the new one at zero.
 
@@ -196,7 +197,15 @@ func (r *Runtime) Logs(ctx context.Context, id uuid.UUID, follow bool) (io.ReadC
 		},
 	}
 	if old, err := os.Open(path + ".1"); err == nil {
-		lr.prev = append(lr.prev, old)
+		// The writer may have rotated between the two opens: then both
+		// are the same file, to be read once.
+		oi, oerr := old.Stat()
+		ci, cerr := cur.Stat()
+		if oerr == nil && cerr == nil && os.SameFile(oi, ci) {
+			old.Close()
+		} else {
+			lr.prev = append(lr.prev, old)
+		}
 	}
 	return lr, nil
 }
@@ -311,7 +320,39 @@ func (l *logReader) readCurrent(p []byte) (int, error) {
 	}
 	n, err := l.cur.Read(p)
 	l.off += int64(n)
+	if n == 0 && err == io.EOF {
+		l.followRename()
+	}
 	return n, err
+}
+
+// followRename moves on when the log writer has rotated by rename: the
+// file we hold is then <id>.log.1 (or gone, if it rotated twice), and
+// <id>.log a new file. What was written to ours after our last read is
+// still in it, so it is queued to be read to its end, then <id>.log.1 if
+// that is a generation in between, then the new file from its start.
+func (l *logReader) followRename() {
+	fi, err := os.Stat(l.path)
+	if err != nil {
+		return
+	}
+	ci, err := l.cur.Stat()
+	if err != nil || os.SameFile(fi, ci) {
+		return
+	}
+	next, err := os.Open(l.path)
+	if err != nil {
+		return
+	}
+	l.prev = append(l.prev, l.cur)
+	if mid, err := os.Open(l.path + ".1"); err == nil {
+		if mi, err := mid.Stat(); err == nil && !os.SameFile(mi, ci) && !os.SameFile(mi, fi) {
+			l.prev = append(l.prev, mid)
+		} else {
+			mid.Close()
+		}
+	}
+	l.cur, l.off = next, 0
 }
 
 func (l *logReader) Close() error {

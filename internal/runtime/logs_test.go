@@ -184,3 +184,55 @@ func TestLogsFollowEndsOnCloseAndContext(t *testing.T) {
 }
 
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
+
+// TestLogBoundHoldsAgainstAWriterThatNeverStops: an instance printing as
+// fast as it can, with the timed check effectively off (once an hour), never
+// has a log file over the bound: the bound is kept as it writes. The
+// output keeps flowing through the rotations, in order.
+func TestLogBoundHoldsAgainstAWriterThatNeverStops(t *testing.T) {
+	e := newEnv(t)
+	const bound = 64 << 10
+	r := e.runtime(t, func(c *runtime.Config) {
+		c.LogMaxBytes = bound
+		c.LogCheckInterval = time.Hour
+	})
+	s := e.spec(t, nil)
+	pullCreateStart(t, r, s)
+	logPath := filepath.Join(e.logDir, e.ns, s.InstanceID.String()+".log")
+	mustGet(t, url(s, "/flood"))
+
+	var largest int64
+	for range 100 {
+		for _, p := range []string{logPath, logPath + ".1"} {
+			if fi, err := os.Stat(p); err == nil {
+				largest = max(largest, fi.Size())
+				if fi.Size() > bound {
+					t.Fatalf("%s is %d bytes, over the bound of %d", filepath.Base(p), fi.Size(), bound)
+				}
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Still flowing, and far past the bound in all.
+	var last int
+	all := readLogs(t, r, s)
+	prev := 0
+	for _, l := range strings.Split(strings.TrimSpace(all), "\n") {
+		var i int
+		if _, err := fmt.Sscanf(l, "flood %d", &i); err != nil {
+			continue
+		}
+		if prev != 0 && i != prev+1 {
+			t.Fatalf("line %d follows line %d in what Logs returns", i, prev)
+		}
+		prev, last = i, i
+	}
+	written := int64(last) * 110
+	t.Logf("flood wrote at least %d lines (%d KiB) through a %d KiB bound; largest file seen %d bytes", last, written>>10, bound>>10, largest)
+	if written < 10*bound {
+		t.Fatalf("the flood wrote only %d lines: the test proves nothing", last)
+	}
+	if err := r.Stop(ctxFor(t, time.Minute), s.InstanceID, 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/remotes"
@@ -58,9 +61,10 @@ func (r *Runtime) Pull(ctx context.Context, ref string, auth *Auth) error {
 // our registry must never reach another host.
 func (r *Runtime) resolver(host string, auth *Auth) remotes.Resolver {
 	plain := func(h string) (bool, error) { return slices.Contains(r.cfg.PlainHTTPRegistries, h), nil }
-	opts := []docker.RegistryOpt{docker.WithPlainHTTP(plain)}
+	opts := []docker.RegistryOpt{docker.WithPlainHTTP(plain), docker.WithClient(r.http)}
 	if auth != nil {
 		opts = append(opts, docker.WithAuthorizer(docker.NewDockerAuthorizer(
+			docker.WithAuthClient(r.http),
 			docker.WithAuthCreds(func(h string) (string, string, error) {
 				if h != host {
 					return "", "", nil
@@ -78,6 +82,8 @@ func (r *Runtime) resolver(host string, auth *Auth) remotes.Resolver {
 func classifyPullError(err error) error {
 	var status remoteerrors.ErrUnexpectedStatus
 	switch {
+	case errors.Is(err, ErrRegistryStalled):
+		return err
 	case errdefs.IsNotFound(err):
 		return fmt.Errorf("%w: %w", ErrImageNotFound, err)
 	case errors.Is(err, docker.ErrInvalidAuthorization),
@@ -97,4 +103,80 @@ func (r *Runtime) RemoveImage(ctx context.Context, ref string) error {
 		return fmt.Errorf("remove image %s: %w", ref, err)
 	}
 	return nil
+}
+
+// ErrRegistryStalled: the registry stopped answering in the middle of a
+// pull (or never began), for longer than Config.PullStallTimeout.
+var ErrRegistryStalled = errors.New("registry stalled")
+
+// registryClient is the HTTP client of every pull. A registry that accepts
+// a connection and then says nothing would hold a pull (and whoever waits
+// for it) for ever: each request, and each read of a response body, must
+// make progress within stall, or the request is abandoned. A slow but
+// moving download of a large layer is never cut short.
+func registryClient(stall time.Duration) *http.Client {
+	base := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: stall, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   stall,
+		ResponseHeaderTimeout: stall,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   4,
+	}
+	return &http.Client{Transport: stallTransport{base: base, stall: stall}}
+}
+
+type stallTransport struct {
+	base  http.RoundTripper
+	stall time.Duration
+}
+
+func (t stallTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	stalled := fmt.Errorf("%w: nothing from %s for %s", ErrRegistryStalled, req.URL.Host, t.stall)
+	timer := time.AfterFunc(t.stall, func() { cancel(stalled) })
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		timer.Stop()
+		cancel(nil)
+		if errors.Is(context.Cause(ctx), ErrRegistryStalled) {
+			return nil, stalled
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && req.Context().Err() == nil {
+			return nil, fmt.Errorf("%w: %w", ErrRegistryStalled, err)
+		}
+		return nil, err
+	}
+	timer.Reset(t.stall)
+	resp.Body = &stallBody{ReadCloser: resp.Body, ctx: ctx, timer: timer, stall: t.stall, cancel: cancel}
+	return resp, nil
+}
+
+// stallBody pushes the deadline back on every read that brings data.
+type stallBody struct {
+	io.ReadCloser
+	ctx    context.Context
+	timer  *time.Timer
+	stall  time.Duration
+	cancel context.CancelCauseFunc
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.stall)
+	}
+	if err != nil && err != io.EOF {
+		if cause := context.Cause(b.ctx); errors.Is(cause, ErrRegistryStalled) {
+			err = cause
+		}
+	}
+	return n, err
+}
+
+func (b *stallBody) Close() error {
+	b.timer.Stop()
+	b.cancel(nil)
+	return b.ReadCloser.Close()
 }

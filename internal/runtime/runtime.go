@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,11 +80,38 @@ type Config struct {
 	// rotated to <id>.log.1 (one generation kept), so an instance keeps at
 	// most about twice this much. Default 10 MiB.
 	LogMaxBytes int64
-	// LogCheckInterval is how often log sizes are checked. Default 5s.
+	// LogWriter is the executable the shims run to write instances' logs
+	// (see logwriter.go): "" is this process's own executable, which is
+	// what the zeitwork binary wants. LogWriterNone has the shim append to
+	// the file itself, bounded only by the check every LogCheckInterval
+	// (for a shim without binary:// logging).
+	LogWriter string
+	// LogCheckInterval is how often log sizes are checked, and the logs of
+	// removed instances looked for. Default 5s.
 	LogCheckInterval time.Duration
 	// LogRetention is how long the logs of a removed instance are kept.
 	// Default 24h.
 	LogRetention time.Duration
+	// PidsLimit bounds the processes and threads of one instance, so a
+	// fork bomb exhausts its own allowance and not the node's. Default 512.
+	PidsLimit int64
+	// TmpSizeMB bounds the instance's /tmp, a tmpfs charged to its memory.
+	// Default 64.
+	TmpSizeMB int
+	// UserNS chooses user namespaces for instances: UserNSAuto (default)
+	// uses them with runc where the kernel allows, UserNSOn refuses to
+	// start without them, UserNSOff never uses them. Kata never does: the
+	// microVM is the boundary there, and its guest has no use for them.
+	UserNS string
+	// UserNSBase is the host uid and gid an instance's root maps to; the
+	// 65536 ids from it are the instances' (one range per node: every
+	// instance shares it, so that an image is remapped once, not once per
+	// instance). Nothing else on the node may use them. Default 1<<30.
+	UserNSBase uint32
+	// PullStallTimeout is how long a pull may go without a byte from the
+	// registry (connecting, waiting for an answer, mid-download) before it
+	// fails with ErrRegistryStalled. Default 30s.
+	PullStallTimeout time.Duration
 	// PlainHTTPRegistries are registry hosts (host or host:port) spoken to
 	// over plain HTTP. Every other registry is HTTPS only.
 	PlainHTTPRegistries []string
@@ -91,9 +119,42 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// LogWriterNone: Config.LogWriter for shims that write the log file
+// themselves.
+const LogWriterNone = "none"
+
+// User namespace modes, Config.UserNS.
+const (
+	UserNSAuto = "auto"
+	UserNSOn   = "on"
+	UserNSOff  = "off"
+)
+
 func (c *Config) setDefaults() {
 	if c.RuntimeHandler == "" {
 		c.RuntimeHandler = HandlerRunc
+	}
+	if c.PidsLimit == 0 {
+		c.PidsLimit = 512
+	}
+	if c.TmpSizeMB == 0 {
+		c.TmpSizeMB = 64
+	}
+	if c.PullStallTimeout == 0 {
+		c.PullStallTimeout = 30 * time.Second
+	}
+	if c.LogWriter == "" {
+		if exe, err := logWriterPath(); err == nil {
+			c.LogWriter = exe
+		} else {
+			c.LogWriter = LogWriterNone
+		}
+	}
+	if c.UserNS == "" {
+		c.UserNS = UserNSAuto
+	}
+	if c.UserNSBase == 0 {
+		c.UserNSBase = 1 << 30
 	}
 	if c.LogMaxBytes == 0 {
 		c.LogMaxBytes = 10 << 20
@@ -126,8 +187,29 @@ func (c *Config) validate() error {
 	if c.LogMaxBytes < 4096 {
 		errs = append(errs, invalidField("LogMaxBytes", fmt.Sprintf("%d is below 4096", c.LogMaxBytes)))
 	}
+	if c.LogWriter != LogWriterNone && !filepath.IsAbs(c.LogWriter) {
+		errs = append(errs, invalidField("LogWriter", fmt.Sprintf("%q is not an absolute path", c.LogWriter)))
+	}
+	if c.PullStallTimeout < 0 {
+		errs = append(errs, invalidField("PullStallTimeout", "must not be negative"))
+	}
 	if c.LogCheckInterval < 0 || c.LogRetention < 0 {
 		errs = append(errs, invalidField("LogCheckInterval, LogRetention", "must not be negative"))
+	}
+	if c.PidsLimit < 16 {
+		errs = append(errs, invalidField("PidsLimit", fmt.Sprintf("%d is below 16", c.PidsLimit)))
+	}
+	if c.TmpSizeMB < 1 {
+		errs = append(errs, invalidField("TmpSizeMB", fmt.Sprintf("%d is below 1", c.TmpSizeMB)))
+	}
+	if c.UserNS != UserNSAuto && c.UserNS != UserNSOn && c.UserNS != UserNSOff {
+		errs = append(errs, invalidField("UserNS", fmt.Sprintf("%q is not auto, on or off", c.UserNS)))
+	}
+	if c.UserNSBase < userNSSize || c.UserNSBase > 1<<32-1-userNSSize {
+		errs = append(errs, invalidField("UserNSBase", fmt.Sprintf("%d leaves no room for %d ids above the host's own", c.UserNSBase, userNSSize)))
+	}
+	if c.UserNS == UserNSOn && c.RuntimeHandler == HandlerKata {
+		errs = append(errs, invalidField("UserNS", "on is for runc; Kata instances are isolated by their microVM"))
 	}
 	if !strings.HasPrefix(c.RuntimeHandler, "io.containerd.") {
 		errs = append(errs, invalidField("RuntimeHandler", fmt.Sprintf("%q is not a containerd runtime name (io.containerd.<name>.<version>)", c.RuntimeHandler)))
@@ -157,8 +239,15 @@ type Runtime struct {
 	cfg    Config
 	client *client.Client
 	log    *slog.Logger
-	clog   *log.Entry // containerd's own client logs, into log
-	logDir string     // cfg.LogDir/<namespace>
+	clog   *log.Entry   // containerd's own client logs, into log
+	logDir string       // cfg.LogDir/<namespace>
+	userNS bool         // instances get a user namespace
+	http   *http.Client // for registries
+
+	remapMu sync.Mutex // one remapped snapshot of an image at a time
+
+	imagesMu  sync.Mutex
+	imageUsed map[string]time.Time // image name → last seen in use, by PruneImages
 
 	logsMu sync.Mutex
 	logs   map[uuid.UUID]*logState
@@ -183,18 +272,32 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, fmt.Errorf("containerd at %s does not answer: %w", cfg.Address, err)
 	}
 	r := &Runtime{
-		cfg:    cfg,
-		client: c,
-		log:    cfg.Logger.With("namespace", cfg.Namespace, "owner", cfg.Owner, "runtime_handler", cfg.RuntimeHandler),
-		clog:   containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
-		logDir: filepath.Join(cfg.LogDir, cfg.Namespace),
-		logs:   map[uuid.UUID]*logState{},
+		cfg:       cfg,
+		client:    c,
+		log:       cfg.Logger.With("namespace", cfg.Namespace, "owner", cfg.Owner, "runtime_handler", cfg.RuntimeHandler),
+		clog:      containerdLogger(cfg.Logger.With("namespace", cfg.Namespace, "source", "containerd")),
+		logDir:    filepath.Join(cfg.LogDir, cfg.Namespace),
+		logs:      map[uuid.UUID]*logState{},
+		imageUsed: map[string]time.Time{},
+		http:      registryClient(cfg.PullStallTimeout),
 	}
 	if err := os.MkdirAll(r.logDir, 0o750); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("log directory: %w", err)
 	}
 	r.checkShim(ctx)
+	if cfg.UserNS != UserNSOff && cfg.RuntimeHandler != HandlerKata {
+		ok, why := userNSSupported()
+		switch {
+		case ok:
+			r.userNS = true
+		case cfg.UserNS == UserNSOn:
+			c.Close()
+			return nil, fmt.Errorf("runtime config: UserNS is on, but %s", why)
+		default:
+			r.log.WarnContext(ctx, "instances run without a user namespace: root in an instance is root on the node", "reason", why)
+		}
+	}
 
 	bg, stop := context.WithCancel(context.WithoutCancel(r.ns(ctx)))
 	r.stop = stop

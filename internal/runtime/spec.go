@@ -139,19 +139,20 @@ func (s Spec) Hash() string {
 		NetNSPath   string
 		ResolvConf  string
 		HostNetwork bool
-	}{2, s.Image, s.env(), s.CPUMillis, s.CPURequestMillis, s.MemoryMB, s.NetNSPath, s.ResolvConf, s.HostNetwork})
+	}{3, s.Image, s.env(), s.CPUMillis, s.CPURequestMillis, s.MemoryMB, s.NetNSPath, s.ResolvConf, s.HostNetwork})
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
 // specOpts turns s into the OCI spec on top of the image's config. The same
 // spec goes to runc and to Kata: Kata sizes the microVM from the very same
-// CPU quota and memory limit.
-func (s Spec) specOpts(img oci.Image) []oci.SpecOpts {
+// CPU quota and memory limit, and applies the hardening again in the guest.
+func (s Spec) specOpts(img oci.Image, h hardening) []oci.SpecOpts {
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(img),
 		oci.WithEnv(s.env()),
 		oci.WithHostname(hostname(s.InstanceID)),
 	}
+	opts = append(opts, h.specOpts(s.HostNetwork || s.NetNSPath != "")...)
 	if s.CPUMillis > 0 {
 		opts = append(opts, oci.WithCPUCFS(int64(s.CPUMillis)*cfsPeriod/1000, cfsPeriod))
 	}

@@ -6,12 +6,23 @@
 //	GREETING      body of GET /
 //	EXIT_CODE     exit at once with this code, before listening
 //	IGNORE_TERM   ignore SIGTERM (otherwise it logs and exits 0)
+//	FORK_BOMB     become a busybox shell that starts 1000 background
+//	              processes as fast as it can (bounded, so that a missing
+//	              pids limit cannot take the machine down); at the first
+//	              fork refused it prints "can't fork" and exits
 //
 //	GET /env?key=K         the value of $K
 //	GET /log?line=L&n=N    print "L i" N times to stdout (i = 1..N), then reply
 //	GET /exit?code=N       reply, then exit with code N
 //	GET /alloc?mb=N        allocate and touch N MiB, keep it
 //	GET /spin?ms=N         burn CPU for N ms of wall time; reply with the CPU µs used
+//	GET /file?path=P       the contents of P
+//	GET /run?arg=A&arg=B   run A with arguments B…; reply with "exit N" and the output
+//	GET /keyctl            call keyctl(2) directly; reply "ok" or the errno
+//	GET /flood             write numbered lines to stdout without pause, for ever
+//	GET /bomb?n=N          start up to N `/bin/busybox sleep` children without
+//	                       waiting for them; reply how many started and the error
+//	                       that stopped it, if any
 package main
 
 import (
@@ -19,8 +30,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -28,6 +41,14 @@ import (
 var hoard [][]byte
 
 func main() {
+	if os.Getenv("FORK_BOMB") != "" {
+		// A shell needs no threads: unlike a Go process, it does not crash
+		// at the limit but says plainly that a fork was refused.
+		script := `i=0; while [ $i -lt 1000 ]; do /bin/busybox sleep 3600 >/dev/null 2>&1 & i=$((i+1)); done; echo bomb done; exec /bin/busybox sleep 3600`
+		err := syscall.Exec("/bin/busybox", []string{"sh", "-c", script}, os.Environ())
+		fmt.Println(err)
+		os.Exit(1)
+	}
 	if code := os.Getenv("EXIT_CODE"); code != "" {
 		n, _ := strconv.Atoi(code)
 		fmt.Printf("exiting at once with %d\n", n)
@@ -101,6 +122,64 @@ func main() {
 			}
 		}
 		fmt.Fprintf(w, "%d", cpuMicros()-before+int64(x&0))
+	})
+
+	http.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		}
+		w.Write(b)
+	})
+	http.HandleFunc("/run", func(w http.ResponseWriter, r *http.Request) {
+		args := r.URL.Query()["arg"]
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			code = -1
+			out = append(out, err.Error()...)
+		}
+		fmt.Fprintf(w, "exit %d\n%s", code, out)
+	})
+	http.HandleFunc("/keyctl", func(w http.ResponseWriter, r *http.Request) {
+		// KEYCTL_GET_KEYRING_ID of the session keyring, creating it.
+		const keyctl, getKeyringID, sessionKeyring = 250, 0, -3
+		ringID := sessionKeyring
+		_, _, errno := syscall.Syscall(keyctl, getKeyringID, uintptr(ringID), 1)
+		if errno != 0 {
+			fmt.Fprint(w, errno.Error())
+			return
+		}
+		fmt.Fprint(w, "ok")
+	})
+	http.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			pad := strings.Repeat("f", 100)
+			for i := 1; ; i++ {
+				fmt.Printf("flood %d %s\n", i, pad)
+			}
+		}()
+		w.Write([]byte("flooding"))
+	})
+	http.HandleFunc("/bomb", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		started := 0
+		var last error
+		for range n {
+			cmd := exec.Command("/bin/busybox", "sleep", "3600")
+			if last = cmd.Start(); last != nil {
+				break
+			}
+			go cmd.Wait()
+			started++
+		}
+		fmt.Fprintf(w, "started %d", started)
+		if last != nil {
+			fmt.Fprintf(w, "; %v", last)
+		}
 	})
 
 	fmt.Fprintln(os.Stderr, "stderr is captured too")

@@ -1,0 +1,183 @@
+package runtime
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The log writer: the process each instance's shim starts for its output
+// (containerd's binary:// log URI), with the instance's stdout and stderr
+// as pipes on fds 3 and 4 and fd 5 to say it is ready. It appends to the
+// instance's log file and rotates it the moment the next write would pass
+// LogMaxBytes: an instance that writes without pause meets the bound on
+// every write, where a check on a timer would let it fill the disk between
+// two checks. Rotation is by rename (<id>.log → <id>.log.1, a fresh
+// <id>.log), so nothing is lost at the seam, and a reader that holds the
+// old file reads it to its end before it moves on.
+//
+// It is the agent's own executable run again (the reexec pattern): the
+// shim starts `<executable> __zeitwork-instance-log <max>:<path>`, and
+// this package's init runs the writer before any main. So the zeitwork
+// binary, and the test binaries that link this package, are their own
+// log writers. The writer belongs to the shim, not the agent, so the logs
+// survive the agent as the instances do.
+
+const logWriterArg = "__zeitwork-instance-log"
+
+func init() {
+	if len(os.Args) == 3 && os.Args[1] == logWriterArg {
+		if err := runLogWriter(os.Args[2]); err != nil {
+			fmt.Fprintf(os.Stderr, "zeitwork instance log writer: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+// logWriterSpec is the writer's one argument: "<max bytes>:<log path>".
+func logWriterSpec(maxBytes int64, path string) string {
+	return strconv.FormatInt(maxBytes, 10) + ":" + path
+}
+
+func runLogWriter(spec string) error {
+	maxStr, path, ok := strings.Cut(spec, ":")
+	maxBytes, err := strconv.ParseInt(maxStr, 10, 64)
+	if !ok || err != nil || maxBytes < 1 || !filepath.IsAbs(path) {
+		return fmt.Errorf("argument %q is not <max bytes>:<absolute path>", spec)
+	}
+	w, err := openRotating(path, maxBytes)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+
+	stdout, stderr, ready := os.NewFile(3, "stdout"), os.NewFile(4, "stderr"), os.NewFile(5, "ready")
+	if stdout == nil || stderr == nil || ready == nil {
+		return errors.New("not started by a containerd shim: fds 3, 4 and 5 missing")
+	}
+	// The shim stops us with SIGTERM once the task is gone and its pipes
+	// closed; what is still in them is read before we go.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	var wg sync.WaitGroup
+	for _, f := range []*os.File{stdout, stderr} {
+		wg.Go(func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := f.Read(buf)
+				if n > 0 {
+					if werr := w.write(buf[:n]); werr != nil {
+						fmt.Fprintf(os.Stderr, "zeitwork instance log writer: %s: %v\n", path, werr)
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	ready.Close()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-term:
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return nil
+}
+
+// rotatingFile appends to path and keeps it at most max bytes, moving it
+// to path.1 when full.
+type rotatingFile struct {
+	mu   sync.Mutex
+	path string
+	max  int64
+	f    *os.File
+	size int64
+}
+
+func openRotating(path string, maxBytes int64) (*rotatingFile, error) {
+	w := &rotatingFile{path: path, max: maxBytes}
+	if err := w.open(); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *rotatingFile) open() error {
+	f, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	w.f, w.size = f, fi.Size()
+	return nil
+}
+
+func (w *rotatingFile) rotate() error {
+	w.f.Close()
+	if err := os.Rename(w.path, w.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return w.open()
+}
+
+// write appends b, rotating first whenever it would not fit; a piece is
+// cut at its last newline that fits, so lines stay whole across files
+// unless one is longer than the bound.
+func (w *rotatingFile) write(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(b) > 0 {
+		room := w.max - w.size
+		if int64(len(b)) > room {
+			if i := bytes.LastIndexByte(b[:max(room, 0)], '\n'); i >= 0 {
+				room = int64(i + 1)
+			} else if w.size > 0 {
+				room = 0 // start the line in a fresh file
+			}
+		}
+		if room <= 0 {
+			if err := w.rotate(); err != nil {
+				return err
+			}
+			continue
+		}
+		n := min(int64(len(b)), room)
+		m, err := w.f.Write(b[:n])
+		w.size += int64(m)
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+func (w *rotatingFile) close() { w.f.Close() }
+
+// logWriterPath is the executable the shims run as the log writer.
+func logWriterPath() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(exe)
+}
