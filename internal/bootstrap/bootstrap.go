@@ -111,6 +111,7 @@ func (b *Bootstrap) secretRefs() [][2]string {
 		{"secrets.node_proxy_token_env", c.Secrets.NodeProxyTokenEnv},
 		{"secrets.management_token_env", c.Secrets.ManagementTokenEnv},
 		{"secrets.keys_env", c.Secrets.KeysEnv},
+		{"secrets.certificate_keys_env", c.Secrets.CertificateKeysEnv},
 	}
 	if u := c.Postgres.RoleUsers; u != nil {
 		refs = append(refs, [2]string{"postgres.role_users.password_key_env", u.PasswordKeyEnv})
@@ -169,9 +170,11 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 		}
 		val[ref[0]] = v
 	}
-	if v := val["secrets.keys_env"]; v != "" {
-		if _, err := secret.ParseRing(v); err != nil {
-			problems = append(problems, fmt.Sprintf("$%s: %v", b.Cluster.Secrets.KeysEnv, err))
+	for field, name := range map[string]string{"secrets.keys_env": b.Cluster.Secrets.KeysEnv, "secrets.certificate_keys_env": b.Cluster.Secrets.CertificateKeysEnv} {
+		if v := val[field]; v != "" {
+			if _, err := secret.ParseRing(v); err != nil {
+				problems = append(problems, fmt.Sprintf("$%s: %v", name, err))
+			}
 		}
 	}
 	if v := val["postgres.url_env"]; v != "" {
@@ -186,7 +189,7 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 	b.values = Values{
 		DatabaseURL: val["postgres.url_env"], ClusterToken: val["secrets.cluster_token_env"],
 		NodeProxyToken: val["secrets.node_proxy_token_env"], ManagementToken: val["secrets.management_token_env"],
-		SecretsKeys: val["secrets.keys_env"], CloudflareToken: val["cloudflare.api_token_env"],
+		SecretsKeys: val["secrets.keys_env"], CertificateKeys: val["secrets.certificate_keys_env"], CloudflareToken: val["cloudflare.api_token_env"],
 		S3SecretAccessKey: val["s3.existing.secret_access_key_env"],
 	}
 	if u := b.Cluster.Postgres.RoleUsers; u != nil {

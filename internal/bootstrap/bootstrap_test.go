@@ -57,6 +57,7 @@ func testCluster(t *testing.T) (*Cluster, map[string]string) {
 		"MANAGEMENT_TOKEN":           "management-token",
 		"DATABASE_ROLE_PASSWORD_KEY": "role-password-key",
 		"SECRETS_KEYS":               fakeValues.SecretsKeys,
+		"CERTIFICATE_KEYS":           fakeValues.CertificateKeys,
 		"S3_SECRET_ACCESS_KEY":       "s3",
 	}
 	return c, env

@@ -111,7 +111,11 @@ type Secrets struct {
 	ClusterTokenEnv    string `yaml:"cluster_token_env"`    // CLUSTER_TOKEN: the node API's (api, workers)
 	NodeProxyTokenEnv  string `yaml:"node_proxy_token_env"` // NODE_PROXY_TOKEN: the node-proxies' (edges, workers)
 	ManagementTokenEnv string `yaml:"management_token_env"` // MANAGEMENT_TOKEN: the management API's (operators)
-	KeysEnv            string `yaml:"keys_env"`             // SECRETS_KEYS: id:base64,…
+	KeysEnv            string `yaml:"keys_env"`             // SECRETS_KEYS: id:base64,… (api, operators)
+	// CERTIFICATE_KEYS (edges): seals certificates' private keys at rest,
+	// in SECRETS_KEYS' format but its own ring, so that an edge holds no
+	// key to project variables.
+	CertificateKeysEnv string `yaml:"certificate_keys_env"`
 }
 
 // Network is the cluster's addressing.
@@ -350,6 +354,7 @@ func (c *Cluster) validate() Errors {
 		}
 	}
 	env("secrets.keys_env", c.Secrets.KeysEnv, true)
+	env("secrets.certificate_keys_env", c.Secrets.CertificateKeysEnv, true)
 
 	switch {
 	case c.S3.Existing == nil && c.S3.MinIO == nil:

@@ -63,6 +63,7 @@ type Values struct {
 	NodeProxyToken    string
 	ManagementToken   string
 	SecretsKeys       string
+	CertificateKeys   string
 	CloudflareToken   string
 	S3AccessKeyID     string // the MinIO root user when MinIO runs on a node
 	S3SecretAccessKey string
@@ -243,14 +244,18 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 	registry := kv{"REGISTRY_ADDR", c.Registry.Address}
 	switch r {
 	case RoleOperator:
-		e = append(e, kv{"MANAGEMENT_TOKEN", v.ManagementToken}, registry)
+		// The operator decrypts variables for the one node an instance is
+		// placed on (nodes hold no key); its management API listens on the
+		// private address the workers are given in OPERATOR_URL.
+		e = append(e, kv{"MANAGEMENT_TOKEN", v.ManagementToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
+			kv{"OPERATOR_ADDR", net.JoinHostPort(n.InternalAddress, ManagementPort)}, registry)
 		e = append(e, platform...)
 	case RoleAPI:
 		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys})
 		e = append(e, platform...)
 		e = append(e, s3()...)
 	case RoleWorker:
-		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
+		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"OPERATOR_URL", c.operatorURLs()},
 			kv{"NODE_INTERNAL_ADDRESS", n.AgentAddress()}, kv{"NODE_STATE_DIR", NodeStateDir},
 			kv{"CLUSTER_PREFIX", c.Network.Prefix}, kv{"RUNTIME_HANDLER", runtimeHandler[n.Runtime]}, registry)
 		if n.Runtime == RuntimeKata {
@@ -263,11 +268,26 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr}, registry)
 		e = append(e, s3()...)
 	case RoleEdge:
-		e = append(e, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
+		e = append(e, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"CERTIFICATE_KEYS", v.CertificateKeys}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
 			kv{"CLOUDFLARE_API_TOKEN", v.CloudflareToken}, kv{"EDGE_ROUTES_SNAPSHOT", "/var/lib/zeitwork/edge/routes.json"})
 		e = append(e, platform...)
 	}
 	return e
+}
+
+// ManagementPort is where operators serve the management API.
+const ManagementPort = "8081"
+
+// operatorURLs is every operator's management API, the list a worker tries
+// in turn for its instances' variables and its registry credential.
+func (c *Cluster) operatorURLs() string {
+	var urls []string
+	for _, n := range c.Nodes {
+		if slices.Contains(n.Roles, RoleOperator) {
+			urls = append(urls, "http://"+net.JoinHostPort(n.InternalAddress, ManagementPort))
+		}
+	}
+	return strings.Join(urls, ",")
 }
 
 func (c *Cluster) node(name string) Node {

@@ -28,6 +28,7 @@ var fakeValues = Values{
 	NodeProxyToken:    "node-proxy-token-0123456789",
 	ManagementToken:   "management-token-0123456789",
 	SecretsKeys:       "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+	CertificateKeys:   "c1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
 	CloudflareToken:   "cf-token",
 	S3SecretAccessKey: `s3\secret`,
 }
@@ -209,5 +210,45 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	}
 	if len(units) != 6 {
 		t.Errorf("verified %d units, want all 6", len(units))
+	}
+}
+
+// TestOnlyTheControlPlaneHoldsTheVariablesKey: workers and edges get no
+// SECRETS_KEYS (a compromised node must not decrypt every project's
+// variables); workers get every operator to fetch theirs from, and edges a
+// ring of their own for certificate keys.
+func TestOnlyTheControlPlaneHoldsTheVariablesKey(t *testing.T) {
+	c, err := Parse(example(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		files, err := Render(c, n, fakeValues)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if !strings.HasSuffix(f.Path, ".env") {
+				continue
+			}
+			env := string(f.Data)
+			holdsKey := strings.Contains(env, "\nSECRETS_KEYS=")
+			switch filepath.Base(f.Path) {
+			case "api.env", "operator.env":
+				if !holdsKey {
+					t.Errorf("%s %s has no SECRETS_KEYS", n.Name, f.Path)
+				}
+			default:
+				if holdsKey {
+					t.Errorf("%s %s holds SECRETS_KEYS", n.Name, f.Path)
+				}
+			}
+			if filepath.Base(f.Path) == "nodeagent.env" && !strings.Contains(env, "\nOPERATOR_URL=http://10.0.0.11:8081,http://10.0.0.12:8081,http://10.0.0.13:8081\n") {
+				t.Errorf("%s: a worker without every operator's URL:\n%s", n.Name, env)
+			}
+			if filepath.Base(f.Path) == "edge.env" && !strings.Contains(env, "\nCERTIFICATE_KEYS="+fakeValues.CertificateKeys+"\n") {
+				t.Errorf("%s: an edge without its certificate ring", n.Name)
+			}
+		}
 	}
 }

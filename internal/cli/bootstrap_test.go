@@ -94,7 +94,7 @@ func TestBootstrapDryRunOverSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"DATABASE_URL=" + testdb.Empty(t), "CLOUDFLARE_API_TOKEN=cf", "CLUSTER_TOKEN=t", "NODE_PROXY_TOKEN=p", "MANAGEMENT_TOKEN=m", "DATABASE_ROLE_PASSWORD_KEY=k", "S3_SECRET_ACCESS_KEY=s",
-		"SECRETS_KEYS=k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
+		"SECRETS_KEYS=k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "CERTIFICATE_KEYS=c1:ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="}
 	code, out, errOut := run(t, env, "bootstrap", "--dry-run", "-f", p)
 	if code != ExitOK || !strings.Contains(out, "[ok] edge-1: ssh") || !pendingMigrations.MatchString(out) ||
 		!strings.Contains(out, "dry run: ") || errOut != "" {
