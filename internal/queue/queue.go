@@ -92,6 +92,11 @@ func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logge
 		// Roles enqueue tasks that other roles work (a build hands on a
 		// deploy): a task kind this role has no worker for is normal.
 		SkipUnknownJobCheck: true,
+		// River's daily REINDEX needs the tables' owner, and no platform
+		// role is (each connects as its own Postgres group's member, see
+		// internal/dbrole): it would fail with permission denied every day.
+		// Index bloat is autovacuum's, or a DBA's REINDEX CONCURRENTLY.
+		ReindexerIndexNames: []string{},
 	}
 	if workers != nil {
 		rc.Workers = workers.w
