@@ -95,6 +95,25 @@ func TestAPITypesAreCurrent(t *testing.T) {
 	}
 }
 
+// browserDeps returns Node 22's bin directory, the built dashboard and
+// chromium, or skips (fails under CI=true) without one of them.
+func browserDeps(t *testing.T) (bin, bundle, chromium string) {
+	t.Helper()
+	bin = node(t)
+	bundle, err := filepath.Abs(filepath.Join(pkg, ".output/public"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(bundle, "index.html")); err != nil {
+		testenv.Unavailable(t, "the built dashboard (npm run build in packages/web)", err)
+	}
+	chromium, err = exec.LookPath("chromium")
+	if err != nil {
+		testenv.Unavailable(t, "chromium (apt-get install chromium; scripts/deps.sh install)", err)
+	}
+	return bin, bundle, chromium
+}
+
 // maxFirstLoadJS is the budget for the JavaScript a first visit loads
 // (gzip), from the issue: a dashboard that opens fast on a slow link.
 const maxFirstLoadJS = 300 << 10
@@ -108,18 +127,7 @@ const maxFirstLoadJS = 300 << 10
 // packages/web/tests/browser.mjs holds the steps; this test runs the API
 // and the hooks the steps call to change the world between them.
 func TestDashboardInABrowser(t *testing.T) {
-	bin := node(t)
-	bundle, err := filepath.Abs(filepath.Join(pkg, ".output/public"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(bundle, "index.html")); err != nil {
-		testenv.Unavailable(t, "the built dashboard (npm run build in packages/web)", err)
-	}
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		testenv.Unavailable(t, "chromium (apt-get install chromium; scripts/deps.sh install)", err)
-	}
+	bin, bundle, chromium := browserDeps(t)
 
 	pool := testdb.New(t)
 	log := zlog.Discard()
