@@ -152,14 +152,22 @@ try {
   await a.page.getByRole('link', { name: '← Project' }).click()
   await a.page.getByTestId('production-url').filter({ hasText: 'shop.apps.zeitwork.test' }).waitFor()
 
-  // 6. A variable: saved, hidden until revealed, encrypted in the database.
+  // 6. Settings: how it runs, saved; a variable: saved, hidden until revealed, encrypted in the database.
   await a.page.getByRole('link', { name: 'Settings' }).click()
   await a.page.getByTestId('no-variables').waitFor()
   await a.page.getByTestId('no-domains').waitFor()
+  const general = a.page.getByRole('form', { name: 'Build and run settings' })
+  expect(await general.getByLabel('Port').inputValue() === '8080', 'the project\'s port shown')
+  await general.getByLabel('Port').fill('3000')
+  await general.getByRole('button', { name: 'Save' }).click()
+  await a.page.getByText('The next deployment builds and runs with these settings.').waitFor()
+  await a.page.reload()
+  await a.page.getByTestId('no-variables').waitFor()
+  expect(await general.getByLabel('Port').inputValue() === '3000', 'the new port kept')
   const secretValue = 'postgres://shop:s3cret@db/shop'
   await a.page.getByLabel('Name', { exact: true }).fill('DATABASE_URL')
   await a.page.getByLabel('Value', { exact: true }).fill(secretValue)
-  await a.page.getByRole('button', { name: 'Save' }).click()
+  await a.page.getByRole('form', { name: 'Set a variable' }).getByRole('button', { name: 'Save' }).click()
   const value = a.page.getByTestId('value-DATABASE_URL')
   await value.waitFor()
   expect(!(await a.page.content()).includes('s3cret'), 'the value hidden until revealed')
