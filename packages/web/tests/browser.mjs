@@ -58,13 +58,15 @@ try {
   await hook('/approve?login=alice')
   const a = await newPage()
   const scripts = new Map()
-  a.page.on('response', async (res) => {
+  const onScript = (res) => {
     if (res.request().resourceType() === 'script' && res.ok()) scripts.set(res.url(), res.body())
-  })
+  }
+  a.page.on('response', onScript)
   await a.page.goto(base + '/')
   await a.page.waitForURL('**/signin')
   // First-load JavaScript: every script the sign-in page loaded, gzipped (-9) one by one.
   await a.page.waitForLoadState('networkidle')
+  a.page.off('response', onScript) // the first load only
   let gz = 0, raw = 0
   for (const body of await Promise.all(scripts.values())) {
     raw += body.length
@@ -160,7 +162,7 @@ try {
   expect(await general.getByLabel('Port').inputValue() === '8080', 'the project\'s port shown')
   await general.getByLabel('Port').fill('3000')
   await general.getByRole('button', { name: 'Save' }).click()
-  await a.page.getByText('The next deployment builds and runs with these settings.').waitFor()
+  await a.page.getByText('The next deployment builds and runs with these settings.').first().waitFor()
   await a.page.reload()
   await a.page.getByTestId('no-variables').waitFor()
   expect(await general.getByLabel('Port').inputValue() === '3000', 'the new port kept')
