@@ -215,6 +215,7 @@ try {
   await a.page.screenshot({ path: join(shots, 'rollback.png') })
   await a.page.getByTestId('confirm-rollback').click()
   await a.page.getByText('Rolling back').first().waitFor()
+  await a.page.getByRole('dialog').waitFor({ state: 'detached' })
   expect(await hook(`/rollbacks?deployment=${first}`) === 1, 'the rollback asked of the operator')
   await a.page.screenshot({ path: join(shots, 'project.png') })
 
