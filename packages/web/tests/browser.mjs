@@ -235,6 +235,18 @@ try {
   await a.page.getByTestId('confirm-revoke').click()
   await a.page.getByTestId('tokens').getByText('laptop').waitFor({ state: 'detached' })
   expect((await asToken()).status === 401, 'the revoked token refused')
+
+  // Danger zone: web-app is deleted once its name is typed.
+  await a.page.goto(base + `/projects/${seed.project}/settings`)
+  await a.page.getByRole('button', { name: 'Delete project' }).click()
+  const dialog = a.page.getByRole('dialog')
+  const del = dialog.getByRole('button', { name: 'Delete', exact: true })
+  expect(await del.isDisabled(), 'Delete disabled until the name is typed')
+  await dialog.getByLabel('Type web-app to confirm').fill('web-app')
+  await del.click()
+  await a.page.waitForURL(base + '/')
+  await a.page.getByTestId('projects').getByText('shop', { exact: true }).waitFor()
+  expect(await a.page.getByTestId('projects').getByText('web-app', { exact: true }).count() === 0, 'web-app gone from the list')
   expect(a.errors.length === 0, `no page errors, got ${a.errors.join('; ')}`)
 
   // 10. Someone else: waits for admission, and once admitted cannot see alice's project.

@@ -59,7 +59,11 @@ try {
   result.firstLogLineMs = Date.now() - started
   await page.getByTestId('deployment-status').filter({ hasText: 'active' }).waitFor({ timeout: 180_000 })
   result.activeMs = Date.now() - started
-  await page.getByTestId('instances').waitFor()
+  // Its instances, healthy, with their node; and their output in the runtime log.
+  const healthy = page.getByTestId('instances').getByRole('row').filter({ hasText: 'healthy' })
+  await healthy.nth(2).waitFor()
+  await page.getByTestId('runtime-log').getByText('listening on port').first().waitFor({ timeout: 60_000 })
+  result.runtimeLogMs = Date.now() - started
   const url = await page.getByTestId('deployment-url').getAttribute('href')
   await page.screenshot({ path: join(shots, 'deployment-live.png') })
   result.url = url

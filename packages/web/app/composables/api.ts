@@ -89,3 +89,9 @@ export function duration(d: Deployment): string {
 export function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
+
+// shortId names a row in little space: the tail of a UUIDv7, because its head is a timestamp
+// that rows made together share.
+export function shortId(id?: string | null): string {
+  return id ? id.slice(-8) : ''
+}
