@@ -287,8 +287,17 @@ func TestDashboardInABrowser(t *testing.T) {
 	control.HandleFunc("GET /push", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, commits.commit("second page"))
 	})
+	// /dns creates a domain's CNAME record and runs the check the domains
+	// worker would run next, which the open settings page must pick up.
 	control.HandleFunc("GET /dns", func(w http.ResponseWriter, r *http.Request) {
-		dns.SetCNAME(r.URL.Query().Get("name"), edgeHost)
+		name := r.URL.Query().Get("name")
+		dns.SetCNAME(name, edgeHost)
+		var d uuid.UUID
+		if fail(w, pool.QueryRow(t.Context(), `SELECT id FROM domains WHERE name = $1`, name).Scan(&d)) {
+			return
+		}
+		_, err := domainSvc.Check(t.Context(), d)
+		fail(w, err)
 	})
 	// /rollbacks counts the rollback tasks asked for a deployment.
 	control.HandleFunc("GET /rollbacks", func(w http.ResponseWriter, r *http.Request) {

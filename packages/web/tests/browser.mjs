@@ -191,8 +191,8 @@ try {
   await domain.getByRole('button', { name: 'Check shop.example.com now' }).click()
   await domain.getByText(/expected/).waitFor()
   expect((await domain.getByTestId('domain-status').textContent()).trim() === 'pending', 'the domain pending before DNS has its record')
+  // DNS gets the record and the domains worker checks it: the open page shows it verified by itself.
   await hook('/dns?name=shop.example.com')
-  await domain.getByRole('button', { name: 'Check shop.example.com now' }).click()
   await domain.getByTestId('domain-status').filter({ hasText: 'verified' }).waitFor()
 
   // 8. Roll back: a second commit goes live, and the first, now retiring, is one click and a
@@ -205,8 +205,13 @@ try {
   await row.getByTestId('status').filter({ hasText: 'retiring' }).waitFor()
   await a.page.getByTestId(`deployment-${second}`).getByText('live', { exact: true }).waitFor()
   expect(await a.page.getByTestId(`deployment-${second}`).getByRole('button', { name: /Roll back/ }).count() === 0, 'no rollback to the live deployment')
-  await row.getByRole('button', { name: /Roll back to/ }).click()
+  // By keyboard: Enter on the focused button opens the confirmation, Escape closes it.
+  await row.getByRole('button', { name: /Roll back to/ }).focus()
+  await a.page.keyboard.press('Enter')
   await a.page.getByRole('dialog').getByText('first page').waitFor()
+  await a.page.keyboard.press('Escape')
+  await a.page.getByRole('dialog').waitFor({ state: 'detached' })
+  await row.getByRole('button', { name: /Roll back to/ }).click()
   await a.page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click()
   await a.page.getByRole('dialog').waitFor({ state: 'detached' })
   expect(await hook(`/rollbacks?deployment=${first}`) === 0, 'no rollback asked before the confirmation')
