@@ -284,6 +284,14 @@ func TestDashboardInABrowser(t *testing.T) {
 		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"deployment": d.ID})
 	})
+	// /preview records a push of branch feature as the webhook would: a
+	// preview deployment, live at its own host.
+	control.HandleFunc("GET /preview", func(w http.ResponseWriter, r *http.Request) {
+		_, err := pool.Exec(t.Context(), `INSERT INTO deployments (id, project_id, status, source_type, github_commit_sha, github_ref,
+			commit_message, environment, pushed_by, active_at) VALUES ($1, $2, 'active', 'github', $3, 'refs/heads/feature', 'try the feature', 'preview', 'alice', now())`,
+			id.New(), r.URL.Query().Get("project"), commits.first)
+		fail(w, err)
+	})
 	control.HandleFunc("GET /push", func(w http.ResponseWriter, r *http.Request) {
 		fail(w, commits.commit("second page"))
 	})

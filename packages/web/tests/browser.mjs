@@ -222,6 +222,14 @@ try {
   await a.page.getByText('Rolling back').first().waitFor()
   await a.page.getByRole('dialog').waitFor({ state: 'detached' })
   expect(await hook(`/rollbacks?deployment=${first}`) === 1, 'the rollback asked of the operator')
+  // A push to another branch: a preview, grouped under its branch, never rolled back to.
+  await hook(`/preview?project=${shop}`)
+  const group = a.page.getByTestId('preview-group').filter({ hasText: 'feature' })
+  // (no reload: the page polls while a deployment is retiring)
+  await group.getByRole('link', { name: 'try the feature' }).waitFor()
+  await group.getByText('by alice').waitFor()
+  expect(await group.getByRole('button', { name: /Roll back/ }).count() === 0, 'no rollback to a preview')
+  expect(await a.page.getByTestId('deployments').getByText('try the feature').count() === 0, 'the preview not among production deployments')
   await a.page.screenshot({ path: join(shots, 'project.png') })
 
   // 9. Account: a token shown once that works, then revoked and refused.
