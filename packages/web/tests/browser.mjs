@@ -259,6 +259,7 @@ try {
   await del.click()
   await a.page.waitForURL(base + '/')
   await a.page.getByTestId('projects').getByText('shop', { exact: true }).waitFor()
+  await a.page.getByTestId('projects').getByTestId('project-url').filter({ hasText: 'shop.apps.zeitwork.test' }).waitFor()
   expect(await a.page.getByTestId('projects').getByText('web-app', { exact: true }).count() === 0, 'web-app gone from the list')
   expect(a.errors.length === 0, `no page errors, got ${a.errors.join('; ')}`)
 
