@@ -24,7 +24,9 @@ import (
 // in the browser: signs in through the emulator, installs the App,
 // imports a repository, watches its build log stream and the deployment
 // go live without a reload, and opens its URL, which answers with the
-// app. packages/web/tests/live.mjs holds the steps.
+// app; then a push goes live on the open project page, and a rollback
+// from it puts the first commit back on the URL.
+// packages/web/tests/live.mjs holds the steps.
 func TestDashboardGoesLive(t *testing.T) {
 	bin, bundle, chromium := browserDeps(t)
 	if os.Geteuid() != 0 {
@@ -124,7 +126,7 @@ func TestDashboardGoesLive(t *testing.T) {
 		shots = t.TempDir()
 	}
 	cmd := nodeCmd(t, bin, "tests/live.mjs")
-	cmd.Env = append(cmd.Env, "BASE_URL="+api, "REPOSITORY="+githubemu.DevLogin+"/app", "GREETING="+greeting,
+	cmd.Env = append(cmd.Env, "BASE_URL="+api, "REPOSITORY="+githubemu.DevLogin+"/app", "GREETING="+greeting, "WORK="+work,
 		"CHROMIUM="+chromium, "SCREENSHOTS="+shots)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

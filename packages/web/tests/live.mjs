@@ -3,15 +3,17 @@
 // build log stream and the deployment go live without a reload, and open the app's URL.
 //
 //   BASE_URL    the dev API serving the dashboard;  REPOSITORY  owner/name to import
-//   GREETING    what the app answers with;  CHROMIUM  the browser;  SCREENSHOTS  a directory
+//   GREETING    what the app answers with;  WORK  a clone of the repository to push from
+//   CHROMIUM    the browser;  SCREENSHOTS  a directory
 //
 // It prints one JSON line with what it measured; any failed expectation throws (exit 1).
 import { chromium } from 'playwright-core'
-import { mkdirSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 
-const { BASE_URL: base, REPOSITORY: repository, GREETING: greeting, SCREENSHOTS: shots } = process.env
-if (!base || !repository || !greeting || !shots) throw new Error('BASE_URL, REPOSITORY, GREETING and SCREENSHOTS are required')
+const { BASE_URL: base, REPOSITORY: repository, GREETING: greeting, WORK: work, SCREENSHOTS: shots } = process.env
+if (!base || !repository || !greeting || !work || !shots) throw new Error('BASE_URL, REPOSITORY, GREETING, WORK and SCREENSHOTS are required')
 mkdirSync(shots, { recursive: true })
 
 function expect(cond, what) {
@@ -70,16 +72,40 @@ try {
 
   // Its URL answers with the app, in the browser.
   const [app] = await Promise.all([context.waitForEvent('page'), page.getByTestId('deployment-url').click()])
-  let body = ''
-  for (let i = 0; i < 60 && !body.includes(greeting); i++) {
-    await app.waitForLoadState()
-    body = await app.content()
-    if (!body.includes(greeting)) {
-      await new Promise(r => setTimeout(r, 1000))
-      await app.reload()
+  async function answers(text) {
+    let body = ''
+    for (let i = 0; i < 90 && !body.includes(text); i++) {
+      await app.waitForLoadState()
+      body = await app.content()
+      if (!body.includes(text)) {
+        await new Promise(r => setTimeout(r, 1000))
+        await app.reload()
+      }
     }
+    expect(body.includes(text), `${url} to answer with ${text}, got ${body.slice(0, 200)}`)
   }
-  expect(body.includes(greeting), `${url} to answer with ${greeting}, got ${body.slice(0, 200)}`)
+  await answers(greeting)
+
+  // A second push goes live on the open project page; rolling back to the first commit, with one
+  // click and a confirmation, puts it back on the same URL.
+  const again = 'hello again'
+  writeFileSync(join(work, 'Dockerfile'), `FROM scratch\nCOPY app /app\nENV GREETING="${again}"\nENTRYPOINT ["/app"]\n`)
+  const git = (...args) => execFileSync('git', args, { cwd: work, stdio: 'pipe' })
+  git('add', '.')
+  git('-c', 'user.name=Dev', '-c', 'user.email=dev@zeitwork.localhost', 'commit', '-q', '-m', again)
+  await page.getByRole('link', { name: '← Project' }).click()
+  await page.getByTestId('production-url').waitFor()
+  git('push', '-q', 'origin', 'main')
+  const row = text => page.getByTestId('deployments').getByRole('listitem').filter({ hasText: text })
+  await row(again).getByText('live', { exact: true }).waitFor({ timeout: 180_000 })
+  await answers(again)
+  const rolled = Date.now()
+  await row(greeting).getByRole('button', { name: /Roll back to/ }).click()
+  await page.getByTestId('confirm-rollback').click()
+  await row(greeting).getByText('live', { exact: true }).waitFor({ timeout: 120_000 })
+  await answers(greeting)
+  result.rollbackMs = Date.now() - rolled
+  await page.screenshot({ path: join(shots, 'project-rolled-back.png') })
   expect(errors.length === 0, `no page errors, got ${errors.join('; ')}`)
 }
 finally {
