@@ -1,9 +1,10 @@
 // Package web checks the dashboard (packages/web): its API types are
 // generated from the current OpenAPI document, and it works in a real
-// browser against the real API. It needs Node 22 (scripts/node22.sh),
-// `npm ci` and `npm run build` in packages/web, and Debian's chromium;
-// scripts/test prepares them. Without them the tests skip, and fail under
-// CI=true.
+// browser against the real API, and on `zeitwork dev` all the way to a
+// live app. It needs Node 22 (scripts/node22.sh), `npm ci` and `npm run
+// build` in packages/web, and Debian's chromium; scripts/test prepares
+// them (the live test also root, containerd, BuildKit and the registry, as
+// test/e2e). Without them the tests skip, and fail under CI=true.
 package web
 
 import (
@@ -121,9 +122,13 @@ const maxFirstLoadJS = 300 << 10
 // TestDashboardInABrowser signs in through the GitHub emulator in headless
 // chromium and walks the pages: sign-in, projects (empty, then with a
 // deployment's state), a project, a deployment's build log streaming live
-// with ANSI colours and an auto-scroll that stops when the user scrolls up,
-// the waitlist, the admin admitting a waiting user, and a stranger who
-// cannot see another user's project.
+// with ANSI colours and an auto-scroll that stops when the user scrolls up;
+// a new project from a repository after installing the App, its build log
+// and state going live on the open page; build settings, a variable hidden
+// until revealed, a domain verified once DNS has its record; a rollback
+// behind a confirmation, previews grouped by branch; tokens shown once and
+// revoked; deleting a project; the waitlist, the admin admitting a waiting
+// user, a stranger who cannot see another user's project, and sign-out.
 // packages/web/tests/browser.mjs holds the steps; this test runs the API
 // and the hooks the steps call to change the world between them.
 func TestDashboardInABrowser(t *testing.T) {
