@@ -283,7 +283,10 @@ func TestDashboardInABrowser(t *testing.T) {
 			return
 		}
 		var d struct{ ID string }
-		err = post(t, srv.URL, accounts, alice, "/v1/deployments", map[string]string{"project_id": r.URL.Query().Get("project"), "commit_sha": commits.second}, &d)
+		mu.Lock()
+		sha := commits.second
+		mu.Unlock()
+		err = post(t, srv.URL, accounts, alice, "/v1/deployments", map[string]string{"project_id": r.URL.Query().Get("project"), "commit_sha": sha}, &d)
 		if fail(w, err) {
 			return
 		}
@@ -298,6 +301,8 @@ func TestDashboardInABrowser(t *testing.T) {
 		fail(w, err)
 	})
 	control.HandleFunc("GET /push", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
 		fail(w, commits.commit("second page"))
 	})
 	// /dns creates a domain's CNAME record and runs the check the domains
