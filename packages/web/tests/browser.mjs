@@ -113,6 +113,12 @@ try {
   await hook('/more?n=5&prefix=later')
   await log.getByText('later 5').waitFor()
   expect(await log.evaluate(el => el.scrollTop) === 0, 'the log not to scroll while the user reads above')
+  // Cancelling the build: the deployment fails with the reason, the log ends.
+  await a.page.getByRole('button', { name: 'Cancel build' }).click()
+  await a.page.getByTestId('deployment-status').filter({ hasText: 'failed' }).waitFor()
+  await a.page.getByText('cancelled', { exact: true }).waitFor()
+  await a.page.getByTestId('log-state').filter({ hasText: 'build finished' }).waitFor()
+  expect(await a.page.getByRole('button', { name: 'Cancel build' }).count() === 0, 'no Cancel once it failed')
   expect(a.errors.length === 0, `no page errors, got ${a.errors.join('; ')}`)
 
   // 4. A project from a repository. No installation is linked yet, so the page offers to install
