@@ -58,13 +58,15 @@ try {
   await hook('/approve?login=alice')
   const a = await newPage()
   const scripts = new Map()
-  a.page.on('response', async (res) => {
+  const onScript = (res) => {
     if (res.request().resourceType() === 'script' && res.ok()) scripts.set(res.url(), res.body())
-  })
+  }
+  a.page.on('response', onScript)
   await a.page.goto(base + '/')
   await a.page.waitForURL('**/signin')
   // First-load JavaScript: every script the sign-in page loaded, gzipped (-9) one by one.
   await a.page.waitForLoadState('networkidle')
+  a.page.off('response', onScript) // the first load only
   let gz = 0, raw = 0
   for (const body of await Promise.all(scripts.values())) {
     raw += body.length
@@ -102,7 +104,7 @@ try {
   await a.page.getByTestId('log-state').filter({ hasText: 'live' }).waitFor()
   await hook('/more')
   await log.getByText('step 2/2: live line').waitFor()
-  await a.page.screenshot({ path: join(shots, 'deployment.png') })
+  await a.page.screenshot({ path: join(shots, 'build-log.png') })
   // Scrolled up, the log stays where the user put it while lines arrive.
   await hook('/more?n=60')
   await log.getByText('filler 60').waitFor()
@@ -111,9 +113,163 @@ try {
   await hook('/more?n=5&prefix=later')
   await log.getByText('later 5').waitFor()
   expect(await log.evaluate(el => el.scrollTop) === 0, 'the log not to scroll while the user reads above')
+  // Cancelling the build: the deployment fails with the reason, the log ends.
+  await a.page.getByRole('button', { name: 'Cancel build' }).click()
+  await a.page.getByTestId('deployment-status').filter({ hasText: 'failed' }).waitFor()
+  await a.page.getByText('cancelled', { exact: true }).waitFor()
+  await a.page.getByTestId('log-state').filter({ hasText: 'build finished' }).waitFor()
+  expect(await a.page.getByRole('button', { name: 'Cancel build' }).count() === 0, 'no Cancel once it failed')
   expect(a.errors.length === 0, `no page errors, got ${a.errors.join('; ')}`)
 
-  // 4. Someone else: waits for admission, and once admitted cannot see alice's project.
+  // 4. A project from a repository. No installation is linked yet, so the page offers to install
+  // the App; GitHub's install page (the emulator) sends alice back with it linked to her
+  // organisation, and she imports alice/shop: its first build starts at once.
+  await a.page.goto(base + '/')
+  await a.page.getByRole('link', { name: 'New project' }).click()
+  await a.page.getByTestId('no-installation').waitFor()
+  await a.page.getByRole('link', { name: 'Install the GitHub App' }).click()
+  await a.page.waitForURL('**/projects/new')
+  await a.page.getByRole('radio', { name: 'alice/shop' }).check()
+  const branch = a.page.getByLabel('Branch')
+  expect(await branch.inputValue() === 'main', 'the repository\'s default branch to be chosen')
+  expect(await a.page.getByLabel('Project name').inputValue() === 'shop', 'the project named after the repository')
+  await a.page.screenshot({ path: join(shots, 'new-project.png') })
+  await a.page.getByRole('button', { name: 'Create and deploy' }).click()
+  await a.page.waitForURL(/\/projects\/[0-9a-f-]{36}$/)
+  const shop = new URL(a.page.url()).pathname.split('/').pop()
+  await a.page.getByTestId('project-name').filter({ hasText: 'shop' }).waitFor()
+  const firstLink = a.page.getByTestId('deployments').getByRole('link', { name: 'first page' })
+  await firstLink.waitFor()
+  await firstLink.click()
+  await a.page.waitForURL(/\/deployments\/[0-9a-f-]{36}$/)
+  const first = new URL(a.page.url()).pathname.split('/').pop()
+
+  // 5. Its build log streams, and the page follows the deployment's state without a reload
+  // until it is live at the project's host.
+  await a.page.getByTestId('log-state').filter({ hasText: 'live' }).waitFor()
+  await hook(`/state?deployment=${first}&status=building`)
+  await hook(`/more?deployment=${first}&n=3&prefix=shop build`)
+  await a.page.getByTestId('log').getByText('shop build 3').waitFor()
+  await a.page.getByTestId('deployment-status').filter({ hasText: 'building' }).waitFor()
+  await a.page.getByTestId('runtime-log').waitFor()
+  await hook(`/state?deployment=${first}&status=active`)
+  await a.page.getByTestId('deployment-status').filter({ hasText: 'active' }).waitFor()
+  const liveURL = await a.page.getByTestId('deployment-url').textContent()
+  expect(liveURL.includes('shop.apps.zeitwork.test'), `the live deployment at the project's host, got ${liveURL}`)
+  await a.page.screenshot({ path: join(shots, 'deployment.png') })
+  await a.page.getByRole('link', { name: '← Project' }).click()
+  await a.page.getByTestId('production-url').filter({ hasText: 'shop.apps.zeitwork.test' }).waitFor()
+
+  // 6. Settings: how it runs, saved; a variable: saved, hidden until revealed, encrypted in the database.
+  await a.page.getByRole('link', { name: 'Settings' }).click()
+  await a.page.getByTestId('no-variables').waitFor()
+  await a.page.getByTestId('no-domains').waitFor()
+  const general = a.page.getByRole('form', { name: 'Build and run settings' })
+  expect(await general.getByLabel('Port').inputValue() === '8080', 'the project\'s port shown')
+  await general.getByLabel('Port').fill('3000')
+  await general.getByRole('button', { name: 'Save' }).click()
+  await a.page.getByText('The next deployment builds and runs with these settings.').first().waitFor()
+  await a.page.reload()
+  await a.page.getByTestId('no-variables').waitFor()
+  expect(await general.getByLabel('Port').inputValue() === '3000', 'the new port kept')
+  const secretValue = 'postgres://shop:s3cret@db/shop'
+  await a.page.getByLabel('Name', { exact: true }).fill('DATABASE_URL')
+  await a.page.getByLabel('Value', { exact: true }).fill(secretValue)
+  await a.page.getByRole('form', { name: 'Set a variable' }).getByRole('button', { name: 'Save' }).click()
+  const value = a.page.getByTestId('value-DATABASE_URL')
+  await value.waitFor()
+  expect(!(await a.page.content()).includes('s3cret'), 'the value hidden until revealed')
+  await a.page.getByRole('button', { name: 'Reveal DATABASE_URL' }).click()
+  await value.getByText(secretValue).waitFor()
+  expect(await hook(`/plaintext?value=${encodeURIComponent(secretValue)}`) === 0, 'the value not stored in the clear')
+  await a.page.getByRole('button', { name: 'Hide DATABASE_URL' }).click()
+  await value.getByText(secretValue).waitFor({ state: 'detached' })
+
+  // 7. A domain: the exact record to create; pending until DNS has it, then verified.
+  await a.page.getByLabel('Domain', { exact: true }).fill('shop.example.com')
+  await a.page.getByRole('button', { name: 'Add', exact: true }).click()
+  const domain = a.page.getByTestId('domain-shop.example.com')
+  await domain.getByTestId('domain-status').filter({ hasText: 'pending' }).waitFor()
+  const record = domain.getByTestId('dns-records').getByRole('row').filter({ hasText: 'CNAME' })
+  await record.getByText('edge.zeitwork.test', { exact: true }).waitFor()
+  await record.getByText('shop.example.com', { exact: true }).waitFor()
+  await a.page.screenshot({ path: join(shots, 'settings.png'), fullPage: true })
+  await domain.getByRole('button', { name: 'Check shop.example.com now' }).click()
+  await domain.getByText(/expected/).waitFor()
+  expect((await domain.getByTestId('domain-status').textContent()).trim() === 'pending', 'the domain pending before DNS has its record')
+  // DNS gets the record and the domains worker checks it: the open page shows it verified by itself.
+  await hook('/dns?name=shop.example.com')
+  await domain.getByTestId('domain-status').filter({ hasText: 'verified' }).waitFor()
+
+  // 8. Roll back: a second commit goes live, and the first, now retiring, is one click and a
+  // confirmation away; cancelling asks nothing of the operator.
+  await hook('/push')
+  const second = (await hook(`/deploy?project=${shop}`)).deployment
+  await hook(`/state?deployment=${second}&status=active`)
+  await a.page.goto(base + `/projects/${shop}`)
+  const row = a.page.getByTestId(`deployment-${first}`)
+  await row.getByTestId('status').filter({ hasText: 'retiring' }).waitFor()
+  await a.page.getByTestId(`deployment-${second}`).getByText('live', { exact: true }).waitFor()
+  expect(await a.page.getByTestId(`deployment-${second}`).getByRole('button', { name: /Roll back/ }).count() === 0, 'no rollback to the live deployment')
+  // By keyboard: Enter on the focused button opens the confirmation, Escape closes it.
+  await row.getByRole('button', { name: /Roll back to/ }).focus()
+  await a.page.keyboard.press('Enter')
+  await a.page.getByRole('dialog').getByText('first page').waitFor()
+  await a.page.keyboard.press('Escape')
+  await a.page.getByRole('dialog').waitFor({ state: 'detached' })
+  await row.getByRole('button', { name: /Roll back to/ }).click()
+  await a.page.getByRole('dialog').getByRole('button', { name: 'Cancel' }).click()
+  await a.page.getByRole('dialog').waitFor({ state: 'detached' })
+  expect(await hook(`/rollbacks?deployment=${first}`) === 0, 'no rollback asked before the confirmation')
+  await row.getByRole('button', { name: /Roll back to/ }).click()
+  await a.page.getByRole('dialog').getByText('first page').waitFor()
+  await a.page.screenshot({ path: join(shots, 'rollback.png') })
+  await a.page.getByTestId('confirm-rollback').click()
+  await a.page.getByText('Rolling back').first().waitFor()
+  await a.page.getByRole('dialog').waitFor({ state: 'detached' })
+  expect(await hook(`/rollbacks?deployment=${first}`) === 1, 'the rollback asked of the operator')
+  // A push to another branch: a preview, grouped under its branch, never rolled back to.
+  await hook(`/preview?project=${shop}`)
+  const group = a.page.getByTestId('preview-group').filter({ hasText: 'feature' })
+  // (no reload: the page polls while a deployment is retiring)
+  await group.getByRole('link', { name: 'try the feature' }).waitFor()
+  await group.getByText('by alice').waitFor()
+  expect(await group.getByRole('button', { name: /Roll back/ }).count() === 0, 'no rollback to a preview')
+  expect(await a.page.getByTestId('deployments').getByText('try the feature').count() === 0, 'the preview not among production deployments')
+  await a.page.screenshot({ path: join(shots, 'project.png') })
+
+  // 9. Account: a token shown once that works, then revoked and refused.
+  await a.page.getByRole('link', { name: /Account of/ }).click()
+  await a.page.getByLabel('Token name').fill('laptop')
+  await a.page.getByRole('button', { name: 'Create token' }).click()
+  const token = (await a.page.getByTestId('token-secret').textContent()).trim()
+  expect(token.startsWith('zw_'), 'a zw_ token')
+  const asToken = () => fetch(base + '/v1/me', { headers: { Authorization: `Bearer ${token}` } })
+  expect((await asToken()).status === 200, 'the new token to work')
+  await a.page.reload()
+  await a.page.getByTestId('tokens').getByText('laptop').waitFor()
+  expect(!(await a.page.content()).includes(token), 'the token shown once')
+  await a.page.screenshot({ path: join(shots, 'account.png') })
+  await a.page.getByRole('button', { name: 'Revoke laptop' }).click()
+  await a.page.getByTestId('confirm-revoke').click()
+  await a.page.getByTestId('tokens').getByText('laptop').waitFor({ state: 'detached' })
+  expect((await asToken()).status === 401, 'the revoked token refused')
+
+  // Danger zone: web-app is deleted once its name is typed.
+  await a.page.goto(base + `/projects/${seed.project}/settings`)
+  await a.page.getByRole('button', { name: 'Delete project' }).click()
+  const dialog = a.page.getByRole('dialog')
+  const del = dialog.getByRole('button', { name: 'Delete', exact: true })
+  expect(await del.isDisabled(), 'Delete disabled until the name is typed')
+  await dialog.getByLabel('Type web-app to confirm').fill('web-app')
+  await del.click()
+  await a.page.waitForURL(base + '/')
+  await a.page.getByTestId('projects').getByText('shop', { exact: true }).waitFor()
+  await a.page.getByTestId('projects').getByTestId('project-url').filter({ hasText: 'shop.apps.zeitwork.test' }).waitFor()
+  expect(await a.page.getByTestId('projects').getByText('web-app', { exact: true }).count() === 0, 'web-app gone from the list')
+  expect(a.errors.length === 0, `no page errors, got ${a.errors.join('; ')}`)
+
+  // 10. Someone else: waits for admission, and once admitted cannot see alice's project.
   await hook('/approve?login=bob')
   const b = await newPage()
   await b.page.goto(base + '/signin')
@@ -132,8 +288,20 @@ try {
   await err.waitFor()
   expect((await err.textContent()).includes('no such project'), 'the stranger to get "no such project"')
   expect(!(await b.page.content()).includes('web-app'), 'nothing of alice\'s project on the stranger\'s page')
+  for (const path of [`/projects/${shop}`, `/projects/${shop}/settings`, `/deployments/${first}`]) {
+    await b.page.goto(base + path)
+    await b.page.getByTestId('error').first().waitFor()
+    const html = await b.page.content()
+    expect(!html.includes('shop.apps') && !html.includes('DATABASE_URL') && !html.includes('first page'), `nothing of alice's shop on the stranger's ${path}`)
+  }
   await b.page.goto(base + '/')
   await b.page.getByTestId('empty').waitFor()
+
+  // 11. Signing out ends alice's session: the dashboard sends her to sign in again.
+  await a.page.getByRole('button', { name: 'Sign out', exact: true }).click()
+  await a.page.waitForURL('**/signin')
+  await a.page.goto(base + '/projects/' + shop)
+  await a.page.waitForURL('**/signin')
 
   expect(foreign.length === 0, `no requests off the origin, got ${foreign.join(', ')}`)
 }

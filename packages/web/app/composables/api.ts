@@ -7,6 +7,12 @@ export type User = Schemas['User']
 export type Project = Schemas['Project']
 export type Deployment = Schemas['Deployment']
 export type LogLine = Schemas['LogLine']
+export type Instance = Schemas['Instance']
+export type Domain = Schemas['Domain']
+export type EnvVariable = Schemas['EnvVariable']
+export type Token = Schemas['Token']
+export type Installation = Schemas['Installation']
+export type Repository = Schemas['GitHubRepository']
 
 // ApiError is a problem+json answer (or a network failure, status 0).
 export class ApiError extends Error {
@@ -66,4 +72,26 @@ export function ago(iso?: string | null): string {
   if (s < 3600) return `${Math.floor(s / 60)}m ago`
   if (s < 86400) return `${Math.floor(s / 3600)}h ago`
   return `${Math.floor(s / 86400)}d ago`
+}
+
+// duration is how long a deployment took to go live, or has been on its way so far.
+export function duration(d: Deployment): string {
+  const start = new Date(d.created_at).getTime()
+  let end: number
+  if (d.active_at) end = new Date(d.active_at).getTime()
+  else if (isLive(d.status)) end = Date.now()
+  else return ''
+  const s = Math.max(0, Math.round((end - start) / 1000))
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${s % 60}s`
+}
+
+// errorText is what a failed call shows the user.
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
+
+// shortId names a row in little space: the tail of a UUIDv7, because its head is a timestamp
+// that rows made together share.
+export function shortId(id?: string | null): string {
+  return id ? id.slice(-8) : ''
 }
