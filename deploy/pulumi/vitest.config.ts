@@ -1,0 +1,10 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["test/**/*.test.ts"],
+    // Pulumi's mocks are process-wide: one file at a time, in one process.
+    fileParallelism: false,
+    pool: "forks",
+  },
+});
