@@ -46,6 +46,8 @@ export interface Servers {
   serverType?: string;
   location?: string;
   sshPublicKey?: string;
+  // sshSources may reach port 22 (bootstrap's SSH); default anywhere.
+  sshSources?: string[];
 }
 
 export interface NodeSpec {

@@ -24,6 +24,7 @@ export interface Outputs {
     acl: tailscale.Acl;
     keys: Map<string, tailscale.TailnetKey>;
     servers: Map<string, hcloud.Server>;
+    firewalls: hcloud.Firewall[];
     records: cloudflare.DnsRecord[];
   };
 }
@@ -61,8 +62,10 @@ export function define(cfg: InfraConfig): Outputs {
 
   const hosts = new Map<string, Host>();
   const servers = new Map<string, hcloud.Server>();
+  const firewalls: hcloud.Firewall[] = [];
   const s = cfg.servers;
   if (s.create) {
+    firewalls.push(...publicFirewalls(s.sshSources ?? anywhere));
     const sshKey = new hcloud.SshKey("zeitwork", { name: "zeitwork", publicKey: s.sshPublicKey! });
     for (const n of cfg.nodes) {
       const server = new hcloud.Server(n.name, {
@@ -72,7 +75,10 @@ export function define(cfg: InfraConfig): Outputs {
         location: n.location ?? s.location ?? "fsn1",
         sshKeys: [sshKey.id],
         publicNets: [{ ipv4Enabled: true, ipv6Enabled: true }],
-        labels: Object.fromEntries([...(n.roles ?? []), ...(n.services ?? [])].map((r) => [`zeitwork-${r}`, "true"])),
+        labels: {
+          zeitwork: "node",
+          ...Object.fromEntries([...(n.roles ?? []), ...(n.services ?? [])].map((r) => [`zeitwork-${r}`, "true"])),
+        },
         userData: pulumi.secret(keyOf(n).key.apply((k) => userData(n, k))),
       });
       servers.set(n.name, server);
@@ -110,6 +116,32 @@ export function define(cfg: InfraConfig): Outputs {
         cfg.nodes.map((spec, i) => ({ spec, address: addrs[i], os })),
       ),
     ),
-    resources: { acl, keys, servers, records: dns },
+    resources: { acl, keys, servers, firewalls, records: dns },
   };
+}
+
+const anywhere = ["0.0.0.0/0", "::/0"];
+
+// publicFirewalls are what the internet may reach: SSH (bootstrap) and
+// Tailscale's direct connections on every server, HTTP(S) on the edges and
+// the api nodes (kamal-proxy). Everything between nodes (8081, 8082, 8090,
+// 5432) goes over the tailnet, which these do not filter: its ACL does.
+function publicFirewalls(sshSources: string[]): hcloud.Firewall[] {
+  const tcp = (port: string, sourceIps: string[], description: string) => ({ direction: "in", protocol: "tcp", port, sourceIps, description });
+  return [
+    new hcloud.Firewall("zeitwork-nodes", {
+      name: "zeitwork-nodes",
+      applyTos: [{ labelSelector: "zeitwork=node" }],
+      rules: [
+        tcp("22", sshSources, "SSH: zeitwork bootstrap"),
+        { direction: "in", protocol: "udp", port: "41641", sourceIps: anywhere, description: "Tailscale direct connections" },
+        { direction: "in", protocol: "icmp", sourceIps: anywhere, description: "ICMP (path MTU discovery)" },
+      ],
+    }),
+    new hcloud.Firewall("zeitwork-web", {
+      name: "zeitwork-web",
+      applyTos: [{ labelSelector: "zeitwork-edge" }, { labelSelector: "zeitwork-api" }],
+      rules: [tcp("80", anywhere, "HTTP: ACME and redirects"), tcp("443", anywhere, "HTTPS")],
+    }),
+  ];
 }

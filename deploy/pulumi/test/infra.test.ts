@@ -76,7 +76,7 @@ function run(config: Record<string, string>): Outputs {
 // settled waits until every declared resource is registered with the mocks.
 async function settled(out: Outputs) {
   const r = out.resources;
-  await Promise.all([r.acl, ...r.keys.values(), ...r.servers.values(), ...r.records].map((x) => value(x.urn)));
+  await Promise.all([r.acl, ...r.keys.values(), ...r.servers.values(), ...r.firewalls, ...r.records].map((x) => value(x.urn)));
   return created.slice();
 }
 
@@ -97,7 +97,7 @@ describe("with servers created on Hetzner", () => {
     }
     const wk1 = s.find((r) => r.name === "wk-1")!;
     expect(wk1.inputs.serverType).toBe("ccx23");
-    expect(wk1.inputs.labels).toEqual({ "zeitwork-worker": "true" });
+    expect(wk1.inputs.labels).toEqual({ zeitwork: "node", "zeitwork-worker": "true" });
     expect(s.find((r) => r.name === "op-3")!.inputs.serverType).toBe("cx32");
     // cloud-init joins with the worker key, under the node's name, from a 0600 file.
     const ud = await value(out.resources.servers.get("wk-1")!.userData);
@@ -109,6 +109,20 @@ describe("with servers created on Hetzner", () => {
     expect(await pulumi.isSecret(out.resources.servers.get("op-1")!.userData)).toBe(true);
     const ssh = res.filter((r) => r.type === "hcloud:index/sshKey:SshKey");
     expect(ssh.map((r) => r.inputs.publicKey)).toEqual(["ssh-ed25519 AAAAC3Nza test"]);
+  });
+
+  it("opens only SSH and Tailscale to the internet, and HTTP(S) on the edges and api nodes", () => {
+    const fw = Object.fromEntries(res.filter((r) => r.type === "hcloud:index/firewall:Firewall").map((r) => [r.name, r.inputs]));
+    expect(fw["zeitwork-nodes"].applyTos).toEqual([{ labelSelector: "zeitwork=node" }]);
+    expect(fw["zeitwork-web"].applyTos).toEqual([{ labelSelector: "zeitwork-edge" }, { labelSelector: "zeitwork-api" }]);
+    const open = (name: string) => fw[name].rules.map((r: any) => `${r.protocol}/${r.port ?? "-"}`);
+    expect(open("zeitwork-nodes")).toEqual(["tcp/22", "udp/41641", "icmp/-"]);
+    expect(open("zeitwork-web")).toEqual(["tcp/80", "tcp/443"]);
+    // The web firewall reaches exactly the servers labelled edge or api.
+    const servers = res.filter((r) => r.type === "hcloud:index/server:Server");
+    const web = servers.filter((r) => r.inputs.labels["zeitwork-edge"] || r.inputs.labels["zeitwork-api"]).map((r) => r.name);
+    expect(web.sort()).toEqual(["edge-1", "edge-2", "op-1", "op-2"]);
+    for (const r of servers) expect(r.inputs.labels.zeitwork).toBe("node");
   });
 
   it("makes one reusable, preauthorized, tagged auth key per set of roles", async () => {
