@@ -96,8 +96,48 @@ export class ConfigError extends Error {
   }
 }
 
+// fields are the keys each object may have: a misspelt optional key would
+// otherwise be ignored without a word, and its default taken.
+const fields: Record<string, string[]> = {
+  "": ["platform", "cloudflare", "tailscale", "servers", "nodes", "ports"],
+  platform: ["domains", "appsDomain", "edgeHost", "dnsDomain", "webHost"],
+  cloudflare: ["zoneIds", "proxied", "ttl"],
+  tailscale: ["tailnet", "admins", "keyExpiryDays"],
+  servers: ["create", "image", "serverType", "location", "sshPublicKey", "sshSources"],
+  nodes: ["name", "roles", "services", "runtime", "os", "region", "address", "ipv6", "serverType", "location"],
+  ports: Object.keys(defaultPorts),
+};
+
+function unknownKeys(): string[] {
+  const bad: string[] = [];
+  const cfg = pulumi.runtime.allConfig();
+  for (const [key, raw] of Object.entries(cfg)) {
+    if (!key.startsWith("zeitwork:")) continue;
+    const top = key.slice("zeitwork:".length);
+    if (!fields[""].includes(top)) {
+      bad.push(`${key}: unknown key (one of ${fields[""].join(", ")})`);
+      continue;
+    }
+    let v: unknown;
+    try {
+      v = JSON.parse(raw);
+    } catch {
+      continue; // a plain string: requireObject reports it
+    }
+    const objects = Array.isArray(v) ? v.map((o, i) => [`${key}[${i}]`, o] as const) : [[key, v] as const];
+    for (const [at, o] of objects) {
+      if (o && typeof o === "object" && !Array.isArray(o)) {
+        for (const f of Object.keys(o)) if (!fields[top].includes(f)) bad.push(`${at}.${f}: unknown key (one of ${fields[top].join(", ")})`);
+      }
+    }
+  }
+  return bad;
+}
+
 // load reads the stack's "zeitwork:*" keys.
 export function load(): InfraConfig {
+  const unknown = unknownKeys();
+  if (unknown.length) throw new ConfigError(unknown);
   const c = new pulumi.Config("zeitwork");
   return check({
     platform: c.requireObject<Platform>("platform"),

@@ -258,6 +258,19 @@ describe("configuration errors", () => {
       "zeitwork:nodes: at least one edge is needed (the DNS records point at the edges)",
     ]);
   });
+
+  it("refuses unknown keys, which would otherwise be ignored", () => {
+    pulumi.runtime.setAllConfig({
+      ...stack({ servers: { create: true, sshPublicKey: "ssh-ed25519 AAAA", imag: "debian-12" } }),
+      "zeitwork:node": "[]",
+    });
+    expect(() => load()).toThrow(
+      new ConfigError([
+        "zeitwork:servers.imag: unknown key (one of create, image, serverType, location, sshPublicKey, sshSources)",
+        "zeitwork:node: unknown key (one of platform, cloudflare, tailscale, servers, nodes, ports)",
+      ]),
+    );
+  });
 });
 
 describe("the tailnet policy", () => {
