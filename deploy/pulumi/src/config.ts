@@ -174,6 +174,7 @@ export function check(cfg: InfraConfig): InfraConfig {
     if (key === "edgeHost" && !host) bad.push("zeitwork:platform.edgeHost: required");
     if (host && !p.domains.some((d) => under(host, d))) bad.push(`zeitwork:platform.${key}: ${host} is under none of platform.domains`);
   }
+  if (p?.webHost && [p.edgeHost, p.dnsDomain].includes(p.webHost)) bad.push(`zeitwork:platform.webHost: ${p.webHost} already points at the edges`);
   if (!cfg.tailscale?.tailnet || !domainRe.test(cfg.tailscale.tailnet)) bad.push("zeitwork:tailscale.tailnet: required, e.g. example.ts.net");
   if (!cfg.tailscale?.admins?.length) bad.push("zeitwork:tailscale.admins: at least one login (who may SSH to the nodes)");
   if (cfg.servers.create && !cfg.servers.sshPublicKey) bad.push("zeitwork:servers.sshPublicKey: required when servers.create is true");

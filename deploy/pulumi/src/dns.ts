@@ -34,13 +34,15 @@ export function records(cfg: InfraConfig, edges: Host[], apis: Host[]): RecordSp
     return d;
   };
   const out: RecordSpec[] = [];
+  // Pulumi names: "*" reads as a glob in the CLI's --target, so it is spelt out.
+  const key = (name: string, rest: string) => `${name.replace(/^\*\./, "wildcard.")}-${rest}`;
   const addresses = (name: string, hosts: Host[], proxied: boolean) => {
     for (const h of hosts) {
-      out.push({ key: `${name}-A-${h.name}`, zone: zone(name), name, type: "A", content: h.ipv4, proxied });
-      if (h.ipv6) out.push({ key: `${name}-AAAA-${h.name}`, zone: zone(name), name, type: "AAAA", content: h.ipv6, proxied });
+      out.push({ key: key(name, `A-${h.name}`), zone: zone(name), name, type: "A", content: h.ipv4, proxied });
+      if (h.ipv6) out.push({ key: key(name, `AAAA-${h.name}`), zone: zone(name), name, type: "AAAA", content: h.ipv6, proxied });
     }
   };
-  const cname = (name: string) => out.push({ key: `${name}-CNAME`, zone: zone(name), name, type: "CNAME", content: p.edgeHost, proxied });
+  const cname = (name: string) => out.push({ key: key(name, "CNAME"), zone: zone(name), name, type: "CNAME", content: p.edgeHost, proxied });
 
   addresses(p.edgeHost, edges, proxied);
   cname(`*.${p.appsDomain}`);

@@ -170,6 +170,9 @@ describe("with servers created on Hetzner", () => {
     for (const r of res.filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord")) {
       expect(r.inputs).toMatchObject({ proxied: false, ttl: 300 });
     }
+    const names = res.filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord").map((r) => r.name);
+    expect(names).toContain("wildcard.zeitwork.app-CNAME");
+    expect(names.filter((n) => n.includes("*"))).toEqual([]);
   });
 
   it("renders the nodes block of cluster.yaml with tailnet internal addresses", async () => {
@@ -230,7 +233,7 @@ describe("with machines that exist", () => {
 describe("configuration errors", () => {
   it("names every bad key at once", () => {
     const bad = stack({
-      platform: { domains: ["zeitwork.com", "zeitwork.app"], appsDomain: "zeitwork.dev", edgeHost: "edge.example.org" },
+      platform: { domains: ["zeitwork.com", "zeitwork.app"], appsDomain: "zeitwork.dev", edgeHost: "edge.example.org", webHost: "edge.example.org" },
       cloudflare: { zoneIds: { "zeitwork.com": "c" } },
       servers: { create: false },
       nodes: [
@@ -251,11 +254,14 @@ describe("configuration errors", () => {
       "zeitwork:cloudflare.zoneIds: no zone id for zeitwork.app",
       'zeitwork:platform.appsDomain: "zeitwork.dev" is not one of platform.domains',
       "zeitwork:platform.edgeHost: edge.example.org is under none of platform.domains",
+      "zeitwork:platform.webHost: edge.example.org is under none of platform.domains",
+      "zeitwork:platform.webHost: edge.example.org already points at the edges",
       'zeitwork:nodes[0].roles: unknown role "dns" (one of operator, worker, builder, edge, api)',
       "zeitwork:nodes[1].name: op-1 is also an earlier node's name",
       "zeitwork:nodes[1].address: required when servers.create is false",
       "zeitwork:nodes[2].runtime: only workers have a runtime",
       "zeitwork:nodes: at least one edge is needed (the DNS records point at the edges)",
+      "zeitwork:platform.webHost: no node has the api role",
     ]);
   });
 
