@@ -32,7 +32,7 @@ type kamalConfig struct {
 		Cmd   string   `yaml:"cmd"`
 	} `yaml:"servers"`
 	Proxy struct {
-		SSL         bool     `yaml:"ssl"`
+		SSL         any      `yaml:"ssl"` // true, or the certificate's secrets
 		Hosts       []string `yaml:"hosts"`
 		AppPort     int      `yaml:"app_port"`
 		Healthcheck struct {
@@ -120,8 +120,29 @@ func TestKamalDeploysTheAPI(t *testing.T) {
 	if err != nil || port != strconv.Itoa(k.Proxy.AppPort) {
 		t.Errorf("proxy.app_port %d, but the api listens on %q", k.Proxy.AppPort, cfg.Addr)
 	}
-	if !k.Proxy.SSL || len(k.Proxy.Hosts) == 0 {
-		t.Errorf("proxy: want ssl with hosts, got %+v", k.Proxy)
+	// Kamal refuses ssl: true (Let's Encrypt) on more than one host: the
+	// certificate must then be given, by the names of two secrets.
+	var certSecrets []string
+	switch ssl := k.Proxy.SSL.(type) {
+	case bool:
+		for role, srv := range k.Servers {
+			if !ssl || len(srv.Hosts) != 1 {
+				t.Errorf("proxy.ssl %v with servers.%s on %d hosts: Kamal needs ssl with certificate_pem and private_key_pem there", ssl, role, len(srv.Hosts))
+			}
+		}
+	case map[string]any:
+		for _, key := range []string{"certificate_pem", "private_key_pem"} {
+			name, _ := ssl[key].(string)
+			if name == "" {
+				t.Errorf("proxy.ssl.%s: want the name of a secret", key)
+			}
+			certSecrets = append(certSecrets, name)
+		}
+	default:
+		t.Errorf("proxy.ssl: %v (%T), want true or the certificate's secrets", k.Proxy.SSL, k.Proxy.SSL)
+	}
+	if len(k.Proxy.Hosts) == 0 {
+		t.Errorf("proxy.hosts: none; kamal-proxy would send every host to the api")
 	}
 	h := (&api.API{Log: zlog.Discard()}).Handler()
 	rec := httptest.NewRecorder()
@@ -167,7 +188,7 @@ func TestKamalDeploysTheAPI(t *testing.T) {
 	// .kamal/secrets (deploy/kamal/secrets): every secret deploy.yml needs,
 	// each only a reference to the deploying shell's environment.
 	secrets := readSecrets(t, filepath.Join(dir, "secrets"))
-	for _, s := range append(slices.Clone(k.Env.Secret), k.Registry.Password...) {
+	for _, s := range slices.Concat(k.Env.Secret, k.Registry.Password, certSecrets) {
 		name, src, ok := strings.Cut(s, ":")
 		if !ok {
 			src = name
