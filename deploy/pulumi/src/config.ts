@@ -31,6 +31,9 @@ export interface Cloudflare {
   // proxied puts Cloudflare in front of the edges (EDGE_CLOUDFLARE_FRONTED=true
   // on the edges must say the same).
   proxied?: boolean;
+  // webProxied puts Cloudflare in front of webHost (kamal-proxy then serves
+  // a Cloudflare Origin CA certificate).
+  webProxied?: boolean;
   ttl?: number;
 }
 
@@ -101,7 +104,7 @@ export class ConfigError extends Error {
 const fields: Record<string, string[]> = {
   "": ["platform", "cloudflare", "tailscale", "servers", "nodes", "ports"],
   platform: ["domains", "appsDomain", "edgeHost", "dnsDomain", "webHost"],
-  cloudflare: ["zoneIds", "proxied", "ttl"],
+  cloudflare: ["zoneIds", "proxied", "webProxied", "ttl"],
   tailscale: ["tailnet", "admins", "keyExpiryDays"],
   servers: ["create", "image", "serverType", "location", "sshPublicKey", "sshSources"],
   nodes: ["name", "roles", "services", "runtime", "os", "region", "address", "ipv6", "serverType", "location"],

@@ -23,7 +23,7 @@ export interface RecordSpec {
 // AAAA per edge), the apps domain's wildcard and the CNAME target domain's
 // wildcard as CNAMEs to the edge host (so moving the edges changes one
 // name), that domain's apex on the edges (a CNAME cannot sit at an apex),
-// and the web host on the api nodes.
+// and the web host on the api nodes (Kamal's proxy).
 export function records(cfg: InfraConfig, edges: Host[], apis: Host[]): RecordSpec[] {
   const p = cfg.platform;
   const proxied = cfg.cloudflare.proxied ?? false;
@@ -50,6 +50,6 @@ export function records(cfg: InfraConfig, edges: Host[], apis: Host[]): RecordSp
     addresses(p.dnsDomain, edges, proxied);
     cname(`*.${p.dnsDomain}`);
   }
-  if (p.webHost) addresses(p.webHost, apis, false);
+  if (p.webHost) addresses(p.webHost, apis, cfg.cloudflare.webProxied ?? false);
   return out;
 }

@@ -220,13 +220,35 @@ describe("with machines that exist", () => {
       ["A", "203.0.113.41", true, 1],
       ["AAAA", "2001:db8:41::1", true, 1],
     ]);
-    // The dashboard is served by kamal-proxy's own TLS: never proxied.
+    // The web host is proxied only when asked (cloudflare.webProxied).
     const web = res.filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord" && r.inputs.name === "zeitwork.com");
     expect(web.map((r) => [r.inputs.content, r.inputs.proxied])).toEqual([["203.0.113.11", false]]);
     const block = await value(out.clusterNodes);
     expect(block).toContain('{name: "wk-1", address: "203.0.113.21", internal_address: "wk-1.example.ts.net", roles: [worker], os: debian}');
     // No Postgres machine here: no rule and no tag for it.
     expect(out.policy).not.toContain("zw-postgres");
+  });
+});
+
+describe("with Cloudflare in front of the web host only", () => {
+  it("proxies the web host's records and not the edges'", async () => {
+    const nodes = [
+      { name: "op-1", roles: ["operator", "api"], address: "203.0.113.11" },
+      { name: "edge-1", roles: ["edge"], address: "203.0.113.41" },
+    ];
+    const zoneIds = { "zeitwork.com": "c", "zeitwork.app": "a", "zeitwork-dns.com": "d" };
+    const res = await settled(run(stack({ servers: { create: false }, nodes, cloudflare: { zoneIds, webProxied: true } })));
+    const proxied = res
+      .filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord")
+      .map((r) => `${r.inputs.name} ${r.inputs.proxied} ${r.inputs.ttl}`)
+      .sort();
+    expect(proxied).toEqual([
+      "*.zeitwork-dns.com false 300",
+      "*.zeitwork.app false 300",
+      "edge.zeitwork.com false 300",
+      "zeitwork-dns.com false 300",
+      "zeitwork.com true 1",
+    ]);
   });
 });
 
