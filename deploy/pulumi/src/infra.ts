@@ -9,7 +9,7 @@ import * as tailscale from "@pulumi/tailscale";
 import { policy } from "./acl";
 import { userData } from "./cloudinit";
 import { nodesBlock } from "./cluster";
-import { defaultImage, InfraConfig, tagsOf } from "./config";
+import { defaultImage, InfraConfig, NodeSpec, tagsOf } from "./config";
 import { Host, records } from "./dns";
 
 export interface Outputs {
@@ -39,7 +39,7 @@ export function define(cfg: InfraConfig): Outputs {
   const keys = new Map<string, tailscale.TailnetKey>();
   for (const n of cfg.nodes) {
     const tags = tagsOf(n);
-    const id = tags.map((t) => t.replace("tag:zw-", "")).join("-");
+    const id = keyId(n);
     if (keys.has(id)) continue;
     keys.set(
       id,
@@ -58,7 +58,7 @@ export function define(cfg: InfraConfig): Outputs {
       ),
     );
   }
-  const keyOf = (n: (typeof cfg.nodes)[number]) => keys.get(tagsOf(n).map((t) => t.replace("tag:zw-", "")).join("-"))!;
+  const keyOf = (n: NodeSpec) => keys.get(keyId(n))!;
 
   const hosts = new Map<string, Host>();
   const servers = new Map<string, hcloud.Server>();
@@ -80,6 +80,10 @@ export function define(cfg: InfraConfig): Outputs {
           ...Object.fromEntries([...(n.roles ?? []), ...(n.services ?? [])].map((r) => [`zeitwork-${r}`, "true"])),
         },
         userData: pulumi.secret(keyOf(n).key.apply((k) => userData(n, k))),
+      }, {
+        // cloud-init runs at first boot only, and a key renewed when it
+        // expires (recreateIfInvalid) would otherwise replace every server.
+        ignoreChanges: ["userData"],
       });
       servers.set(n.name, server);
       hosts.set(n.name, { name: n.name, ipv4: server.ipv4Address, ipv6: server.ipv6Address });
@@ -144,4 +148,9 @@ function publicFirewalls(sshSources: string[]): hcloud.Firewall[] {
       rules: [tcp("80", anywhere, "HTTP: ACME and redirects"), tcp("443", anywhere, "HTTPS")],
     }),
   ];
+}
+
+// keyId names the auth key of a node's set of roles and services.
+function keyId(n: NodeSpec): string {
+  return tagsOf(n).map((t) => t.replace("tag:zw-", "")).join("-");
 }
