@@ -1,0 +1,95 @@
+package simmachine
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMachinesBootSystemdAndAreApart boots three machines and proves, over
+// SSH only, that each is a machine of its own: systemd is its PID 1 and
+// reaches "running", it has its own hostname and address, a file written on
+// one is on none of the others, and they reach each other over the bridge.
+// Afterwards nothing of them is left on this host.
+func TestMachinesBootSystemdAndAreApart(t *testing.T) {
+	var c *Cluster
+	t.Run("machines", func(t *testing.T) {
+		c = Start(t, 3)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		for _, m := range c.Machines {
+			mem, err := m.Memory()
+			if err != nil {
+				t.Errorf("%s: memory: %v", m.Name, err)
+			}
+			t.Logf("%s at %s: booted to SSH in %v, %d MiB (PSS)", m.Name, m.Addr, m.BootTime.Round(10*time.Millisecond), mem>>20)
+		}
+		run := func(m *Machine, cmd string) string {
+			t.Helper()
+			cl, err := m.Dial(ctx)
+			if err != nil {
+				t.Fatalf("%s: %v", m.Name, err)
+			}
+			defer cl.Close()
+			out, err := cl.Run(ctx, cmd, nil)
+			if err != nil {
+				t.Fatalf("%s: %s: %v (%s)", m.Name, cmd, err, out)
+			}
+			return strings.TrimSpace(string(out))
+		}
+		for i, m := range c.Machines {
+			// "running": every unit started, none failed (degraded would say so).
+			if got := run(m, "systemctl is-system-running --wait || true"); got != "running" {
+				t.Errorf("%s: is-system-running = %q; failed units: %s", m.Name, got, run(m, "systemctl --failed --no-legend --plain"))
+			}
+			if got := run(m, "cat /proc/1/comm"); got != "systemd" {
+				t.Errorf("%s: PID 1 is %q, want systemd", m.Name, got)
+			}
+			if got := run(m, "systemctl is-active ssh.service"); got != "active" {
+				t.Errorf("%s: ssh.service is %q", m.Name, got)
+			}
+			if got := run(m, "hostname"); got != m.Name {
+				t.Errorf("hostname %q, want %q", got, m.Name)
+			}
+			if got := run(m, "ip -4 -o addr show dev host0"); !strings.Contains(got, " "+m.Addr+"/24 ") {
+				t.Errorf("%s: host0 is %q, want %s", m.Name, got, m.Addr)
+			}
+			run(m, "echo "+m.Name+" > /root/mine")
+			for j, o := range c.Machines {
+				if j == i {
+					continue
+				}
+				if got := run(o, "cat /root/mine 2>/dev/null || echo none"); got == m.Name {
+					t.Errorf("%s sees the file %s wrote", o.Name, m.Name)
+				}
+			}
+			next := c.Machines[(i+1)%len(c.Machines)]
+			if got := run(m, "ping -c1 -W5 "+next.Addr+" >/dev/null && echo ok"); got != "ok" {
+				t.Errorf("%s cannot reach %s", m.Name, next.Name)
+			}
+		}
+	})
+	// The subtest's cleanups have run: machines, namespaces, links gone.
+	if c == nil {
+		return
+	}
+	out, _ := exec.Command("ip", "-o", "link").Output()
+	if strings.Contains(string(out), c.Prefix) {
+		t.Errorf("links of %s left:\n%s", c.Prefix, out)
+	}
+	out, _ = exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), c.Prefix) {
+		t.Errorf("network namespaces of %s left:\n%s", c.Prefix, out)
+	}
+	for _, m := range c.Machines {
+		if m.cmd != nil && m.cmd.ProcessState == nil {
+			t.Errorf("%s: systemd-nspawn still running", m.Name)
+		}
+	}
+	mounts, _ := exec.Command("cat", "/proc/self/mountinfo").Output()
+	if strings.Contains(string(mounts), c.Prefix) || strings.Contains(string(mounts), "TestMachinesBootSystemd") {
+		t.Errorf("overlay mounts left")
+	}
+}
