@@ -48,6 +48,7 @@ type Machine struct {
 	SSHAddr string        // Addr:22
 	User    string        // root
 	Signer  ssh.Signer    // the key authorized for User
+	KeyFile string        // that key, OpenSSH-encoded (0600), for code that reads a path
 	HostKey ssh.PublicKey // what its sshd presents
 	// KnownHosts is a known_hosts file (shared by the test's machines) that
 	// sshx pins their keys in; Dial checks the pinned key is HostKey.
@@ -125,8 +126,9 @@ func Start(t testing.TB, n int) *Cluster {
 	if err := c.network(t); err != nil {
 		t.Fatalf("simulated machines: %v", err)
 	}
-	signer := userKey(t)
-	knownHosts := filepath.Join(t.TempDir(), "known_hosts")
+	keyDir := t.TempDir()
+	signer, keyFile := userKey(t, keyDir)
+	knownHosts := filepath.Join(keyDir, "known_hosts")
 	c.Machines = make([]*Machine, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -136,6 +138,7 @@ func Start(t testing.TB, n int) *Cluster {
 			Addr:       hostAddr(c.Subnet, 10+i).String(),
 			User:       "root",
 			Signer:     signer,
+			KeyFile:    keyFile,
 			KnownHosts: knownHosts,
 		}
 		m.SSHAddr = net.JoinHostPort(m.Addr, "22")
@@ -245,7 +248,8 @@ func hostAddr(subnet *net.IPNet, host int) net.IP {
 	return net.IPv4(a[0], a[1], a[2], byte(host)).To4()
 }
 
-func userKey(t testing.TB) ssh.Signer {
+// userKey is the key the test logs in with, and its file in dir.
+func userKey(t testing.TB, dir string) (ssh.Signer, string) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +258,18 @@ func userKey(t testing.TB) ssh.Signer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	block, err := ssh.MarshalPrivateKey(priv, "simmachine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "id_ed25519")
+	if err := os.WriteFile(p, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p+".pub", ssh.MarshalAuthorizedKey(s.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s, p
 }
 
 // boot makes m's file system, network and container, and waits for its sshd.
