@@ -328,8 +328,20 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 		return err
 	}
 	defer logf.Close()
+	// nspawn without systemd on the host (--keep-unit) puts the machine
+	// in payload/ and itself in supervisor/ under its own cgroup: it gets
+	// one of its own, or every machine on this host shares /payload.
+	cgroups, err := makeCgroups(m.Name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.Name, err)
+	}
+	t.Cleanup(func() { removeCgroups(t, cgroups) }) // after stop: cleanups run last first
+	script := ""
+	for _, cg := range cgroups {
+		script += "echo $$ > " + filepath.Join(cg, "cgroup.procs") + " && "
+	}
 	start := time.Now()
-	m.cmd = exec.Command("systemd-nspawn",
+	m.cmd = exec.Command("sh", "-c", script+`exec "$@"`, "sh", "systemd-nspawn",
 		"--quiet", "--boot",
 		"--directory="+m.root,
 		"--machine="+m.Name,
@@ -462,6 +474,50 @@ func (m *Machine) stop(t testing.TB) {
 		t.Logf("%s: no poweroff after 30s, killing it", m.Name)
 		_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
 		<-m.done
+	}
+}
+
+// cgroupRoots are the hierarchies nspawn places a machine by: systemd's
+// named one and the unified one on a cgroup v1 host like this one, the
+// root itself on a cgroup v2 host.
+var cgroupRoots = []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}
+
+// makeCgroups makes zeitwork-sim/<name> in each hierarchy nspawn uses.
+func makeCgroups(name string) ([]string, error) {
+	var dirs []string
+	for _, root := range cgroupRoots {
+		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
+			continue
+		}
+		d := filepath.Join(root, "zeitwork-sim", name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return dirs, fmt.Errorf("cgroup: %w", err)
+		}
+		dirs = append(dirs, d)
+	}
+	if len(dirs) == 0 {
+		return nil, errors.New("cgroup: no systemd or unified hierarchy under /sys/fs/cgroup")
+	}
+	return dirs, nil
+}
+
+// removeCgroups removes the machine's cgroups, deepest first, once its
+// processes are gone; zeitwork-sim itself goes when no machine is left.
+func removeCgroups(t testing.TB, dirs []string) {
+	for _, d := range dirs {
+		var all []string
+		_ = filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				all = append(all, p)
+			}
+			return nil
+		})
+		for i := len(all) - 1; i >= 0; i-- {
+			if err := os.Remove(all[i]); err != nil {
+				t.Errorf("cgroup: %v", err)
+			}
+		}
+		_ = os.Remove(filepath.Dir(d)) // fails while other machines are there
 	}
 }
 

@@ -2,7 +2,10 @@ package simmachine
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,13 +22,6 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 		c = Start(t, 3)
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		for _, m := range c.Machines {
-			mem, err := m.Memory()
-			if err != nil {
-				t.Errorf("%s: memory: %v", m.Name, err)
-			}
-			t.Logf("%s at %s: booted to SSH in %v, %d MiB (PSS)", m.Name, m.Addr, m.BootTime.Round(10*time.Millisecond), mem>>20)
-		}
 		run := func(m *Machine, cmd string) string {
 			t.Helper()
 			cl, err := m.Dial(ctx)
@@ -50,6 +46,15 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 			if got := run(m, "systemctl is-active ssh.service"); got != "active" {
 				t.Errorf("%s: ssh.service is %q", m.Name, got)
 			}
+			// Its own cgroup, not one every machine on the host shares.
+			// (Seen from this host: the machine has a cgroup namespace.)
+			init, err := m.initPID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", init)); !strings.Contains(string(got), "name=systemd:/zeitwork-sim/"+m.Name+"/payload") {
+				t.Errorf("%s: PID 1's cgroups: %s", m.Name, got)
+			}
 			if got := run(m, "hostname"); got != m.Name {
 				t.Errorf("hostname %q, want %q", got, m.Name)
 			}
@@ -65,6 +70,11 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 					t.Errorf("%s sees the file %s wrote", o.Name, m.Name)
 				}
 			}
+			mem, err := m.Memory()
+			if err != nil {
+				t.Errorf("%s: memory: %v", m.Name, err)
+			}
+			t.Logf("%s at %s: booted to SSH in %v; running, %d MiB (PSS of its processes)", m.Name, m.Addr, m.BootTime.Round(10*time.Millisecond), mem>>20)
 			next := c.Machines[(i+1)%len(c.Machines)]
 			if got := run(m, "ping -c1 -W5 "+next.Addr+" >/dev/null && echo ok"); got != "ok" {
 				t.Errorf("%s cannot reach %s", m.Name, next.Name)
@@ -86,6 +96,13 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 	for _, m := range c.Machines {
 		if m.cmd != nil && m.cmd.ProcessState == nil {
 			t.Errorf("%s: systemd-nspawn still running", m.Name)
+		}
+	}
+	for _, root := range cgroupRoots {
+		for _, m := range c.Machines {
+			if _, err := os.Stat(filepath.Join(root, "zeitwork-sim", m.Name)); err == nil {
+				t.Errorf("cgroup %s/zeitwork-sim/%s left", root, m.Name)
+			}
 		}
 	}
 	mounts, _ := exec.Command("cat", "/proc/self/mountinfo").Output()
