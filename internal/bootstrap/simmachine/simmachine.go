@@ -68,6 +68,9 @@ type Cluster struct {
 	Gateway  string     // this host's address on the bridge: the machines reach it there
 	Subnet   *net.IPNet // the bridge's /24
 	Machines []*Machine
+
+	state string // its directory in StateDir
+	mu    sync.Mutex
 }
 
 // Rootfs is the cached root file system, made by scripts/sim-rootfs.sh.
@@ -122,7 +125,11 @@ func repoFile(rel string) (string, error) {
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	rootfs := Rootfs(t)
+	sweep(t)
 	c := &Cluster{Prefix: prefix()}
+	if err := c.own(t); err != nil {
+		t.Fatalf("simulated machines: %v", err)
+	}
 	if err := c.network(t); err != nil {
 		t.Fatalf("simulated machines: %v", err)
 	}
@@ -275,6 +282,9 @@ func userKey(t testing.TB, dir string) (ssh.Signer, string) {
 // boot makes m's file system, network and container, and waits for its sshd.
 func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 	dir := t.TempDir()
+	if err := c.record(m.Name, dir); err != nil {
+		return err
+	}
 	m.root = filepath.Join(dir, "root")
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	for _, d := range []string{m.root, upper, work} {
@@ -354,8 +364,10 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 	)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C of `go test` reaches nspawn only as
-	// the harness's stop.
-	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// the harness's stop (or as the death signal below).
+	// If the test process dies without its cleanups, the machine powers
+	// off (nspawn takes SIGTERM as that) instead of running on.
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := m.cmd.Start(); err != nil {
 		return fmt.Errorf("%s: systemd-nspawn: %w", m.Name, err)
 	}
@@ -505,17 +517,8 @@ func makeCgroups(name string) ([]string, error) {
 // processes are gone; zeitwork-sim itself goes when no machine is left.
 func removeCgroups(t testing.TB, dirs []string) {
 	for _, d := range dirs {
-		var all []string
-		_ = filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				all = append(all, p)
-			}
-			return nil
-		})
-		for i := len(all) - 1; i >= 0; i-- {
-			if err := os.Remove(all[i]); err != nil {
-				t.Errorf("cgroup: %v", err)
-			}
+		if err := rmTree(d); err != nil {
+			t.Errorf("cgroup: %v", err)
 		}
 		_ = os.Remove(filepath.Dir(d)) // fails while other machines are there
 	}
