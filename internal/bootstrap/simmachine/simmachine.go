@@ -69,6 +69,7 @@ type Cluster struct {
 	Subnet   *net.IPNet // the bridge's /24
 	Machines []*Machine
 
+	opts  Options
 	state string // its directory in StateDir
 	mu    sync.Mutex
 }
@@ -120,13 +121,28 @@ func repoFile(rel string) (string, error) {
 	}
 }
 
+// Options change what machines Start boots.
+type Options struct {
+	// Internet lets the machines reach beyond this host (apt, a registry):
+	// their traffic is masqueraded by an nft table of the test's own, and
+	// they resolve names with this host's resolvers. Without it they reach
+	// each other and this host only.
+	Internet bool
+}
+
 // Start boots n machines (in parallel) and returns once each accepts SSH.
 // They are stopped and every trace of them removed when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, n int, opts Options) *Cluster {
+	t.Helper()
 	rootfs := Rootfs(t)
 	sweep(t)
-	c := &Cluster{Prefix: prefix()}
+	c := &Cluster{Prefix: prefix(), opts: opts}
 	if err := c.own(t); err != nil {
 		t.Fatalf("simulated machines: %v", err)
 	}
@@ -186,6 +202,15 @@ func ip(args ...string) error {
 // network makes the test's bridge on a /24 under 10.240.0.0/12 that no
 // address or route of this host overlaps.
 func (c *Cluster) network(t testing.TB) error {
+	// One test at a time between choosing a network and taking it.
+	lock, err := os.OpenFile(filepath.Join(StateDir, ".network.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
 	used, err := usedNets()
 	if err != nil {
 		return err
@@ -211,12 +236,37 @@ func (c *Cluster) network(t testing.TB) error {
 	if err := ip("addr", "add", gw.String()+"/24", "dev", br); err != nil {
 		return err
 	}
-	return ip("link", "set", br, "up")
+	if err := ip("link", "set", br, "up"); err != nil {
+		return err
+	}
+	if !c.opts.Internet {
+		return nil
+	}
+	// A table of its own (named like the bridge), removed with it.
+	rules := fmt.Sprintf(`table ip %[1]s {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr %[2]s ip daddr != %[2]s masquerade
+	}
+}
+`, c.Prefix, c.Subnet)
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %w: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("nft", "delete", "table", "ip", c.Prefix).Run() })
+	return nil
 }
 
-// usedNets is every IPv4 network this host has an address or route in.
+// usedNets is every IPv4 network this host has an address or route in,
+// and its resolvers (reached by the default route, perhaps in 10/8: a
+// bridge on their network would cut this host's DNS off).
 func usedNets() ([]*net.IPNet, error) {
 	var nets []*net.IPNet
+	for _, ns := range nameservers() {
+		nets = append(nets, &net.IPNet{IP: ns, Mask: net.CIDRMask(32, 32)})
+	}
 	for _, args := range [][]string{{"-4", "-o", "addr", "show"}, {"-4", "route", "show", "table", "all"}} {
 		out, err := exec.Command("ip", args...).Output()
 		if err != nil {
@@ -239,6 +289,20 @@ func usedNets() ([]*net.IPNet, error) {
 		}
 	}
 	return nets, nil
+}
+
+// nameservers are this host's IPv4 resolvers.
+func nameservers() []net.IP {
+	raw, _ := os.ReadFile("/etc/resolv.conf")
+	var ips []net.IP
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
+			if ip := net.ParseIP(f[1]).To4(); ip != nil {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return ips
 }
 
 func overlaps(n *net.IPNet, used []*net.IPNet) bool {
@@ -302,7 +366,7 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 			t.Errorf("%s: unmount: %v", m.Name, err)
 		}
 	})
-	hostKey, err := m.personalise()
+	hostKey, err := m.personalise(c.opts.Internet)
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.Name, err)
 	}
@@ -396,7 +460,7 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 
 // personalise writes what makes the image this machine: hostname, machine
 // id, host key, the authorized key. It returns the host's public key.
-func (m *Machine) personalise() (ssh.PublicKey, error) {
+func (m *Machine) personalise(internet bool) (ssh.PublicKey, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -424,6 +488,17 @@ func (m *Machine) personalise() (ssh.PublicKey, error) {
 		// Only the key written here: sshd would otherwise look for the others.
 		{"etc/ssh/sshd_config.d/zeitwork-sim-hostkey.conf", []byte("HostKey /etc/ssh/ssh_host_ed25519_key\n"), 0o644},
 		{"root/.ssh/authorized_keys", ssh.MarshalAuthorizedKey(m.Signer.PublicKey()), 0o600},
+	}
+	if internet {
+		var conf strings.Builder
+		for _, ns := range nameservers() {
+			fmt.Fprintf(&conf, "nameserver %s\n", ns)
+		}
+		files = append(files, struct {
+			path string
+			data []byte
+			mode os.FileMode
+		}{"etc/resolv.conf", []byte(conf.String()), 0o644})
 	}
 	for _, f := range files {
 		p := filepath.Join(m.root, f.path)

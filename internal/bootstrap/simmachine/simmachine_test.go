@@ -110,3 +110,32 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 		t.Errorf("overlay mounts left")
 	}
 }
+
+// TestInternetOnlyWhenAsked: a machine started with Options.Internet
+// fetches from the Debian archive (what bootstrap's apt step needs), and
+// one started without cannot reach beyond this host.
+func TestInternetOnlyWhenAsked(t *testing.T) {
+	const fetch = "curl -sS -o /dev/null -m 20 -w '%{http_code}' http://deb.debian.org/debian/dists/bookworm/Release 2>&1 || true"
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	try := func(opts Options) string {
+		t.Helper()
+		m := StartWith(t, 1, opts).Machines[0]
+		cl, err := m.Dial(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		out, err := cl.Run(ctx, fetch, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", m.Name, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := try(Options{Internet: true}); got != "200" {
+		t.Errorf("with Internet: the Debian archive answered %q, want 200", got)
+	}
+	if got := try(Options{}); got == "200" {
+		t.Errorf("without Internet: the Debian archive answered")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -109,6 +110,7 @@ func removeLeft(prefix, dir string) error {
 		}
 	}
 	_ = ip("link", "delete", prefix)
+	_ = exec.Command("nft", "delete", "table", "ip", prefix).Run()
 	for _, root := range cgroupRoots {
 		_ = os.Remove(filepath.Join(root, "zeitwork-sim")) // fails while other machines are there
 	}
