@@ -97,6 +97,8 @@ func removeLeft(prefix, dir string) error {
 				}
 			}
 			_ = ip("netns", "delete", name)
+			// What nspawn removes when it exits, and a killed one does not.
+			_ = os.RemoveAll(filepath.Join("/run/systemd/nspawn/propagate", name))
 			if err := syscall.Unmount(filepath.Join(mdir, "root"), syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 				errs = append(errs, fmt.Errorf("unmount %s: %w", mdir, err))
 				continue

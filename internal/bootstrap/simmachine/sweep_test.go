@@ -69,6 +69,9 @@ func TestKilledTestsMachinesAreSwept(t *testing.T) {
 			t.Errorf("cgroup %s/zeitwork-sim/%s left", r, name)
 		}
 	}
+	if _, err := os.Stat(filepath.Join("/run/systemd/nspawn/propagate", name)); err == nil {
+		t.Errorf("nspawn's propagation directory of %s left", name)
+	}
 	if _, err := os.Stat(filepath.Join(StateDir, prefix)); err == nil {
 		t.Errorf("state of %s left", prefix)
 	}
