@@ -107,6 +107,11 @@ func TestDryRunOnSimulatedMachines(t *testing.T) {
 			t.Errorf("%s: the dry run wrote files", m.Name)
 		}
 	}
+	for _, m := range sim.Machines {
+		if mem, err := m.Memory(); err == nil {
+			t.Logf("%s: %d MiB (PSS of its processes)", m.Name, mem>>20)
+		}
+	}
 	// A second plan reaches the machines with the pins of the first.
 	if again := dryRun(); !strings.Contains(again, "[ok] op-1: ssh root@"+sim.Machines[0].Addr) {
 		t.Errorf("second dry run:\n%s", again)
