@@ -25,17 +25,23 @@ const StateDir = "/run/zeitwork-sim"
 // own records the cluster in StateDir and holds its lock until the test
 // ends (registered first, so released last).
 func (c *Cluster) own(t testing.TB) error {
+	// Locked before it has its name: a sweep never sees it unlocked.
 	dir := filepath.Join(StateDir, c.Prefix)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	tmp := filepath.Join(StateDir, "."+c.Prefix)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(filepath.Join(tmp, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
-		return fmt.Errorf("lock %s: %w", dir, err)
+		return fmt.Errorf("lock %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		f.Close()
+		return err
 	}
 	t.Cleanup(func() {
 		_ = os.RemoveAll(dir)
@@ -62,6 +68,9 @@ func (c *Cluster) record(name, dir string) error {
 func sweep(t testing.TB) {
 	entries, _ := os.ReadDir(StateDir)
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") || !e.IsDir() {
+			continue // being made, or the network lock
+		}
 		dir := filepath.Join(StateDir, e.Name())
 		f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0)
 		if err != nil {
