@@ -128,6 +128,12 @@ type Options struct {
 	// they resolve names with this host's resolvers. Without it they reach
 	// each other and this host only.
 	Internet bool
+	// Containers makes machines that can run containers themselves, like
+	// a worker with containerd and runc: every capability, no system call
+	// filter, and their cgroups (their own subtree of each hierarchy)
+	// writable. Such a machine's root can do much to this host; only
+	// tests start them.
+	Containers bool
 }
 
 // Start boots n machines (in parallel) and returns once each accepts SSH.
@@ -426,6 +432,10 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 		"--console=passive",
 		"--resolv-conf=off", "--timezone=off", "--link-journal=no",
 	)
+	if c.opts.Containers {
+		m.cmd.Args = append(m.cmd.Args, "--capability=all")
+		m.cmd.Env = append(os.Environ(), "SYSTEMD_SECCOMP=0")
+	}
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
 	// Its own process group: a Ctrl-C of `go test` reaches nspawn only as
 	// the harness's stop (or as the death signal below).
@@ -446,6 +456,9 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 		if err == nil {
 			cl.Close()
 			m.BootTime = time.Since(start)
+			if c.opts.Containers {
+				return m.writableCgroups()
+			}
 			return nil
 		}
 		select {
@@ -564,26 +577,76 @@ func (m *Machine) stop(t testing.TB) {
 	}
 }
 
-// cgroupRoots are the hierarchies nspawn places a machine by: systemd's
-// named one and the unified one on a cgroup v1 host like this one, the
-// root itself on a cgroup v2 host.
-var cgroupRoots = []string{"/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"}
+// writableCgroups remounts the machine's cgroup hierarchies read-write
+// (nspawn mounts the v1 controllers read-only). With its cgroup namespace,
+// each shows the machine only its own subtree, zeitwork-sim/<name>.
+func (m *Machine) writableCgroups() error {
+	init, err := m.initPID()
+	if err != nil {
+		return err
+	}
+	// (On a cgroup v2 host there are none: nspawn mounts the machine's own
+	// cgroup2 read-write.)
+	script := `for d in /sys/fs/cgroup/*/; do
+	  if [ ! -L "${d%/}" ] && mountpoint -q "$d"; then mount -o remount,bind,rw "$d" || exit 1; fi
+	done`
+	out, err := exec.Command("nsenter", "--target", strconv.Itoa(init), "--mount", "sh", "-c", script).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: cgroups read-write: %w: %s", m.Name, err, out)
+	}
+	return nil
+}
 
-// makeCgroups makes zeitwork-sim/<name> in each hierarchy nspawn uses.
+// cgroupRoots are the hierarchies a machine gets a cgroup of its own in:
+// on a cgroup v1 host like this one, every hierarchy mounted under
+// /sys/fs/cgroup (systemd's named one and the unified one, which nspawn
+// places the machine by, and each controller's, so that the machine's
+// processes are not counted with the test's and a worker can limit its
+// containers); on a cgroup v2 host the root.
+func cgroupRoots() []string {
+	const top = "/sys/fs/cgroup"
+	if _, err := os.Stat(filepath.Join(top, "cgroup.procs")); err == nil {
+		return []string{top}
+	}
+	entries, _ := os.ReadDir(top)
+	var roots []string
+	for _, e := range entries {
+		d := filepath.Join(top, e.Name())
+		// Combined controllers (cpu,cpuacct) are also linked as each: the
+		// directory only, not its links.
+		if e.IsDir() && e.Type()&os.ModeSymlink == 0 {
+			if _, err := os.Stat(filepath.Join(d, "cgroup.procs")); err == nil {
+				roots = append(roots, d)
+			}
+		}
+	}
+	return roots
+}
+
+// makeCgroups makes zeitwork-sim/<name> in each hierarchy.
 func makeCgroups(name string) ([]string, error) {
 	var dirs []string
-	for _, root := range cgroupRoots {
-		if _, err := os.Stat(filepath.Join(root, "cgroup.procs")); err != nil {
-			continue
-		}
-		d := filepath.Join(root, "zeitwork-sim", name)
+	for _, root := range cgroupRoots() {
+		parent := filepath.Join(root, "zeitwork-sim")
+		d := filepath.Join(parent, name)
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return dirs, fmt.Errorf("cgroup: %w", err)
 		}
 		dirs = append(dirs, d)
+		// A v1 cpuset cgroup takes no process until it has CPUs and memory
+		// nodes: its parent's.
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if v, err := os.ReadFile(filepath.Join(root, f)); err == nil && filepath.Base(root) == "cpuset" {
+				for _, c := range []string{parent, d} {
+					if err := os.WriteFile(filepath.Join(c, f), v, 0o644); err != nil {
+						return dirs, fmt.Errorf("cgroup: %w", err)
+					}
+				}
+			}
+		}
 	}
 	if len(dirs) == 0 {
-		return nil, errors.New("cgroup: no systemd or unified hierarchy under /sys/fs/cgroup")
+		return nil, errors.New("cgroup: no hierarchy under /sys/fs/cgroup")
 	}
 	return dirs, nil
 }

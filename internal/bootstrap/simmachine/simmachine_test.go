@@ -98,7 +98,7 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 			t.Errorf("%s: systemd-nspawn still running", m.Name)
 		}
 	}
-	for _, root := range cgroupRoots {
+	for _, root := range cgroupRoots() {
 		for _, m := range c.Machines {
 			if _, err := os.Stat(filepath.Join(root, "zeitwork-sim", m.Name)); err == nil {
 				t.Errorf("cgroup %s/zeitwork-sim/%s left", root, m.Name)
@@ -137,5 +137,49 @@ func TestInternetOnlyWhenAsked(t *testing.T) {
 	}
 	if got := try(Options{}); got == "200" {
 		t.Errorf("without Internet: the Debian archive answered")
+	}
+}
+
+// TestContainersRunInAMachine: a machine started with Options.Containers
+// runs a container with runc (this host's, uploaded over SSH, as bootstrap
+// installs a worker's) under a memory limit, which only works if the
+// machine's cgroups are writable; a machine without the option cannot.
+func TestContainersRunInAMachine(t *testing.T) {
+	runc, err := os.ReadFile("/usr/sbin/runc")
+	if err != nil {
+		t.Skipf("no runc on this host to upload: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// A bundle of dash and its libraries; the container prints the memory
+	// limit its cgroup has.
+	const bundle = `set -e; rm -rf /b; mkdir -p /b/rootfs; cd /b
+for f in /bin/dash $(ldd /bin/dash | grep -o '/lib[^ ]*'); do cp --parents -L "$f" rootfs/; done
+runc spec
+sed -i 's|"sh"|"/bin/dash", "-c", "read l < /sys/fs/cgroup/memory/memory.limit_in_bytes; echo limit=$l"|; s|"terminal": true|"terminal": false|; s|"resources": {|"resources": {"memory": {"limit": 67108864},|' config.json
+runc run c1 2>&1 || true`
+	try := func(opts Options) string {
+		t.Helper()
+		m := StartWith(t, 1, opts).Machines[0]
+		cl, err := m.Dial(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		if err := cl.Upload(ctx, "/usr/local/sbin/runc", runc, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, err := cl.Run(ctx, bundle, nil)
+		if err != nil {
+			t.Fatalf("%s: %v: %s", m.Name, err, out)
+		}
+		t.Logf("%s (containers %v): %s", m.Name, opts.Containers, out)
+		return strings.TrimSpace(string(out))
+	}
+	if got := try(Options{Containers: true}); !strings.Contains(got, "limit=67108864") {
+		t.Errorf("with Containers: the container says %q, want limit=67108864", got)
+	}
+	if got := try(Options{}); strings.Contains(got, "limit=67108864") {
+		t.Errorf("without Containers, a container ran with its limit: %q", got)
 	}
 }

@@ -100,7 +100,7 @@ func removeLeft(prefix, dir string) error {
 				continue
 			}
 			// Its processes (nspawn, and all of the machine) are in its cgroup.
-			for _, root := range cgroupRoots {
+			for _, root := range cgroupRoots() {
 				if err := killAll(filepath.Join(root, "zeitwork-sim", name)); err != nil {
 					errs = append(errs, err)
 				}
@@ -113,7 +113,7 @@ func removeLeft(prefix, dir string) error {
 				continue
 			}
 			_ = os.RemoveAll(mdir)
-			for _, root := range cgroupRoots {
+			for _, root := range cgroupRoots() {
 				if err := rmTree(filepath.Join(root, "zeitwork-sim", name)); err != nil {
 					errs = append(errs, err)
 				}
@@ -122,7 +122,7 @@ func removeLeft(prefix, dir string) error {
 	}
 	_ = ip("link", "delete", prefix)
 	_ = exec.Command("nft", "delete", "table", "ip", prefix).Run()
-	for _, root := range cgroupRoots {
+	for _, root := range cgroupRoots() {
 		_ = os.Remove(filepath.Join(root, "zeitwork-sim")) // fails while other machines are there
 	}
 	return errors.Join(errs...)

@@ -64,7 +64,7 @@ func TestKilledTestsMachinesAreSwept(t *testing.T) {
 	if out, _ := exec.Command("ip", "-o", "link").Output(); strings.Contains(string(out), prefix) {
 		t.Errorf("links of %s left", prefix)
 	}
-	for _, r := range cgroupRoots {
+	for _, r := range cgroupRoots() {
 		if _, err := os.Stat(filepath.Join(r, "zeitwork-sim", name)); err == nil {
 			t.Errorf("cgroup %s/zeitwork-sim/%s left", r, name)
 		}
