@@ -55,6 +55,10 @@ func TestMachinesBootSystemdAndAreApart(t *testing.T) {
 			if got, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", init)); !strings.Contains(string(got), "name=systemd:/zeitwork-sim/"+m.Name+"/payload") {
 				t.Errorf("%s: PID 1's cgroups: %s", m.Name, got)
 			}
+			// SSH is all it offers.
+			if got := run(m, "ss -Hltn | awk '{print $4}' | sort -u | tr '\\n' ' '"); strings.TrimSpace(strings.NewReplacer("0.0.0.0:22", "", "[::]:22", "").Replace(got)) != "" {
+				t.Errorf("%s listens on more than port 22: %s", m.Name, got)
+			}
 			if got := run(m, "hostname"); got != m.Name {
 				t.Errorf("hostname %q, want %q", got, m.Name)
 			}
