@@ -56,8 +56,12 @@ type Machine struct {
 	// BootTime is from starting systemd-nspawn to the first SSH login.
 	BootTime time.Duration
 
-	root string // the overlay's merged directory (the harness's own business)
-	cmd  *exec.Cmd
+	c       *Cluster
+	dir     string   // its directory: root (the overlay), upper, work, console.log
+	root    string   // the overlay's merged directory (the harness's own business)
+	rootfs  string   // the overlay's lower directory: the cached image
+	cgroups []string // its own cgroup in each hierarchy
+	cmd     *exec.Cmd
 	done chan struct{}
 	log  string
 }
@@ -163,6 +167,8 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	var wg sync.WaitGroup
 	for i := range n {
 		m := &Machine{
+			c:          c,
+			rootfs:     rootfs,
 			Name:       fmt.Sprintf("%s-%d", c.Prefix, i+1),
 			Addr:       hostAddr(c.Subnet, 10+i).String(),
 			User:       "root",
@@ -175,7 +181,7 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.boot(t, m, rootfs)
+			errs[i] = c.boot(t, m)
 		}()
 	}
 	wg.Wait()
@@ -350,21 +356,17 @@ func userKey(t testing.TB, dir string) (ssh.Signer, string) {
 }
 
 // boot makes m's file system, network and container, and waits for its sshd.
-func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
-	dir := t.TempDir()
-	if err := c.record(m.Name, dir); err != nil {
+func (c *Cluster) boot(t testing.TB, m *Machine) error {
+	m.dir = t.TempDir()
+	if err := c.record(m.Name, m.dir); err != nil {
 		return err
 	}
-	m.root = filepath.Join(dir, "root")
-	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
-	for _, d := range []string{m.root, upper, work} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return err
-		}
+	m.root = filepath.Join(m.dir, "root")
+	if err := os.Mkdir(m.root, 0o755); err != nil {
+		return err
 	}
-	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", rootfs, upper, work)
-	if err := syscall.Mount("overlay", m.root, "overlay", 0, opts); err != nil {
-		return fmt.Errorf("%s: overlay: %w", m.Name, err)
+	if err := m.install(); err != nil {
+		return err
 	}
 	// Registered after TempDir's cleanup, so it runs before it.
 	t.Cleanup(func() {
@@ -372,11 +374,6 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 			t.Errorf("%s: unmount: %v", m.Name, err)
 		}
 	})
-	hostKey, err := m.personalise(c.opts.Internet)
-	if err != nil {
-		return fmt.Errorf("%s: %w", m.Name, err)
-	}
-	m.HostKey = hostKey
 
 	// Its own network namespace, one veth into the bridge; the address is
 	// set from here, so the machine needs no network configuration.
@@ -402,12 +399,6 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 		}
 	}
 
-	m.log = filepath.Join(dir, "console.log")
-	logf, err := os.Create(m.log)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
 	// nspawn without systemd on the host (--keep-unit) puts the machine
 	// in payload/ and itself in supervisor/ under its own cgroup: it gets
 	// one of its own, or every machine on this host shares /payload.
@@ -415,9 +406,46 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", m.Name, err)
 	}
+	m.cgroups = cgroups
 	t.Cleanup(func() { removeCgroups(t, cgroups) }) // after stop: cleanups run last first
+	t.Cleanup(func() { m.stop(t) })
+	return m.run()
+}
+
+// install makes the machine's disk: an empty overlay on the image (what
+// was written before is gone) with this machine's identity written in.
+func (m *Machine) install() error {
+	upper, work := filepath.Join(m.dir, "upper"), filepath.Join(m.dir, "work")
+	for _, d := range []string{upper, work} {
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", m.rootfs, upper, work)
+	if err := syscall.Mount("overlay", m.root, "overlay", 0, opts); err != nil {
+		return fmt.Errorf("%s: overlay: %w", m.Name, err)
+	}
+	hostKey, err := m.personalise(m.c.opts.Internet)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.Name, err)
+	}
+	m.HostKey = hostKey
+	return nil
+}
+
+// run boots the installed machine and waits until SSH lets the test in.
+func (m *Machine) run() error {
+	m.log = filepath.Join(m.dir, "console.log")
+	logf, err := os.Create(m.log)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
 	script := ""
-	for _, cg := range cgroups {
+	for _, cg := range m.cgroups {
 		script += "echo $$ > " + filepath.Join(cg, "cgroup.procs") + " && "
 	}
 	start := time.Now()
@@ -426,13 +454,13 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 		"--directory="+m.root,
 		"--machine="+m.Name,
 		"--hostname="+m.Name,
-		"--network-namespace-path=/run/netns/"+ns,
+		"--network-namespace-path=/run/netns/"+m.Name,
 		// No systemd on this host to register with or to make a scope.
 		"--register=no", "--keep-unit",
 		"--console=passive",
 		"--resolv-conf=off", "--timezone=off", "--link-journal=no",
 	)
-	if c.opts.Containers {
+	if m.c.opts.Containers {
 		m.cmd.Args = append(m.cmd.Args, "--capability=all")
 		m.cmd.Env = append(os.Environ(), "SYSTEMD_SECCOMP=0")
 	}
@@ -445,9 +473,10 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 	if err := m.cmd.Start(); err != nil {
 		return fmt.Errorf("%s: systemd-nspawn: %w", m.Name, err)
 	}
-	m.done = make(chan struct{})
-	go func() { _ = m.cmd.Wait(); close(m.done) }()
-	t.Cleanup(func() { m.stop(t) })
+	done := make(chan struct{})
+	m.done = done
+	cmd := m.cmd
+	go func() { _ = cmd.Wait(); close(done) }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -456,19 +485,61 @@ func (c *Cluster) boot(t testing.TB, m *Machine, rootfs string) error {
 		if err == nil {
 			cl.Close()
 			m.BootTime = time.Since(start)
-			if c.opts.Containers {
+			if m.c.opts.Containers {
 				return m.writableCgroups()
 			}
 			return nil
 		}
 		select {
-		case <-m.done:
-			return fmt.Errorf("%s: systemd-nspawn exited (%v) before sshd answered; console:\n%s", m.Name, m.cmd.ProcessState, tail(m.log))
+		case <-done:
+			return fmt.Errorf("%s: systemd-nspawn exited (%v) before sshd answered; console:\n%s", m.Name, cmd.ProcessState, tail(m.log))
 		case <-ctx.Done():
 			return fmt.Errorf("%s: no SSH after 3m (%v); console:\n%s", m.Name, err, tail(m.log))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// Reinstall wipes the machine as a provider's reinstall does: it is
+// powered off, its disk goes back to the bare image, and it boots again at
+// the same address with a new host key (pinned afresh in KnownHosts; any
+// other known_hosts file still holds the old one and refuses it).
+func (m *Machine) Reinstall(t testing.TB) {
+	t.Helper()
+	m.stop(t)
+	if err := syscall.Unmount(m.root, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("%s: unmount: %v", m.Name, err)
+	}
+	if err := m.install(); err != nil {
+		t.Fatalf("reinstall: %v", err)
+	}
+	if err := m.unpin(); err != nil {
+		t.Fatalf("reinstall: %v", err)
+	}
+	if err := m.run(); err != nil {
+		t.Fatalf("reinstall: %v", err)
+	}
+}
+
+// unpin removes the machine's line from KnownHosts.
+func (m *Machine) unpin() error {
+	m.c.mu.Lock()
+	defer m.c.mu.Unlock()
+	raw, err := os.ReadFile(m.KnownHosts)
+	if err != nil {
+		return err
+	}
+	var keep []string
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		if host, _, _ := strings.Cut(line, " "); host != m.Addr && host != "["+m.Addr+"]:22" && line != "" {
+			keep = append(keep, line)
+		}
+	}
+	out := strings.Join(keep, "\n")
+	if out != "" {
+		out += "\n"
+	}
+	return os.WriteFile(m.KnownHosts, []byte(out), 0o600)
 }
 
 // personalise writes what makes the image this machine: hostname, machine

@@ -1,7 +1,9 @@
 package simmachine
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/zeitwork/zeitwork/internal/sshx"
 )
 
 // TestMachinesBootSystemdAndAreApart boots three machines and proves, over
@@ -185,5 +189,58 @@ runc run c1 2>&1 || true`
 	}
 	if got := try(Options{}); strings.Contains(got, "limit=67108864") {
 		t.Errorf("without Containers, a container ran with its limit: %q", got)
+	}
+}
+
+// TestReinstallWipesTheMachine: after Reinstall the machine answers at
+// the same address with a bare disk, a new machine id and a new host key,
+// which a known_hosts file pinned before (as bootstrap's is) refuses.
+func TestReinstallWipesTheMachine(t *testing.T) {
+	m := Start(t, 1).Machines[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run := func(cmd string) string {
+		t.Helper()
+		cl, err := m.Dial(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		out, err := cl.Run(ctx, cmd, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	theirs := filepath.Join(t.TempDir(), "cluster.known_hosts")
+	dialTheirs := func() error {
+		cl, err := sshx.Dial(ctx, m.SSHAddr, sshx.Config{User: m.User, Signer: m.Signer, KnownHosts: theirs})
+		if err == nil {
+			cl.Close()
+		}
+		return err
+	}
+	if err := dialTheirs(); err != nil {
+		t.Fatal(err)
+	}
+	run("echo data > /root/mine")
+	id, key := run("cat /etc/machine-id"), m.HostKey
+
+	m.Reinstall(t)
+
+	if got := run("cat /root/mine 2>/dev/null || echo gone"); got != "gone" {
+		t.Errorf("a file written before the reinstall is still there: %q", got)
+	}
+	if got := run("cat /etc/machine-id"); got == id {
+		t.Errorf("same machine id after the reinstall")
+	}
+	if bytes.Equal(m.HostKey.Marshal(), key.Marshal()) {
+		t.Errorf("same host key after the reinstall")
+	}
+	if got := run("systemctl is-system-running --wait || true"); got != "running" {
+		t.Errorf("after the reinstall: %q", got)
+	}
+	if err := dialTheirs(); !errors.Is(err, sshx.ErrHostKeyChanged) {
+		t.Errorf("the old pin let the reinstalled machine in: %v", err)
 	}
 }
