@@ -62,8 +62,8 @@ type Machine struct {
 	rootfs  string   // the overlay's lower directory: the cached image
 	cgroups []string // its own cgroup in each hierarchy
 	cmd     *exec.Cmd
-	done chan struct{}
-	log  string
+	done    chan struct{}
+	log     string
 }
 
 // Cluster is the machines of one test and the network between them.
