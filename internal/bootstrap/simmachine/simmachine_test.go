@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,5 +245,31 @@ func TestReinstallWipesTheMachine(t *testing.T) {
 	}
 	if err := dialTheirs(); !errors.Is(err, sshx.ErrHostKeyChanged) {
 		t.Errorf("the old pin let the reinstalled machine in: %v", err)
+	}
+}
+
+// TestExposeReachesLoopbackServices: a server on this host's loopback is
+// out of the machines' reach, and reached through the address Expose gives.
+func TestExposeReachesLoopbackServices(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "from-the-host") }))
+	defer srv.Close()
+	c := Start(t, 1)
+	m := c.Machines[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := m.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	fetch := func(url string) string {
+		out, _ := cl.Run(ctx, "curl -s -m 5 "+url+" || echo unreachable", nil)
+		return strings.TrimSpace(string(out))
+	}
+	if got := fetch(srv.URL); got == "from-the-host" {
+		t.Errorf("the machine reached this host's loopback")
+	}
+	if got := fetch("http://" + c.Expose(t, srv.Listener.Addr().String())); got != "from-the-host" {
+		t.Errorf("through Expose: %q", got)
 	}
 }
