@@ -486,7 +486,10 @@ func (m *Machine) run() error {
 			cl.Close()
 			m.BootTime = time.Since(start)
 			if m.c.opts.Containers {
-				return m.writableCgroups()
+				if err := m.writableCgroups(); err != nil {
+					return err
+				}
+				return m.writableSysctls()
 			}
 			return nil
 		}
@@ -664,6 +667,38 @@ func (m *Machine) writableCgroups() error {
 	out, err := exec.Command("nsenter", "--target", strconv.Itoa(init), "--mount", "sh", "-c", script).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: cgroups read-write: %w: %s", m.Name, err, out)
+	}
+	return nil
+}
+
+// hostSysctls are settings a node makes (bootstrap's sysctl.d file) that
+// are this host's, not the machine's: a machine that wrote them would
+// change the host. Each is a file of the machine's own instead.
+var hostSysctls = []string{"fs/inotify/max_user_instances", "fs/inotify/max_user_watches", "vm/max_map_count"}
+
+// writableSysctls lets a Containers machine set what a worker sets with
+// sysctl (nspawn mounts /proc/sys read-only): /proc/sys/net is its own
+// network namespace's, so it is made writable; hostSysctls are files of
+// its own, starting at the host's values.
+func (m *Machine) writableSysctls() error {
+	init, err := m.initPID()
+	if err != nil {
+		return err
+	}
+	script := `set -e
+mount --bind /proc/sys/net /proc/sys/net
+mount -o remount,bind,rw /proc/sys/net
+mkdir -p /run/zeitwork-sim/sysctl
+for k in "$@"; do
+  [ -e "/proc/sys/$k" ] || continue
+  f=/run/zeitwork-sim/sysctl/$(echo "$k" | tr / .)
+  cat "/proc/sys/$k" > "$f"
+  mount --bind "$f" "/proc/sys/$k"
+done`
+	args := append([]string{"--target", strconv.Itoa(init), "--mount", "sh", "-c", script, "sh"}, hostSysctls...)
+	out, err := exec.Command("nsenter", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: sysctls: %w: %s", m.Name, err, out)
 	}
 	return nil
 }

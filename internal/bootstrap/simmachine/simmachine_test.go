@@ -273,3 +273,41 @@ func TestExposeReachesLoopbackServices(t *testing.T) {
 		t.Errorf("through Expose: %q", got)
 	}
 }
+
+// TestSysctlsOfAContainersMachine: a worker's sysctl settings succeed in a
+// Containers machine; the network ones are its own namespace's and the
+// others never reach this host.
+func TestSysctlsOfAContainersMachine(t *testing.T) {
+	hostInotify, err := os.ReadFile("/proc/sys/fs/inotify/max_user_instances")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostForward, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := StartWith(t, 1, Options{Containers: true}).Machines[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := m.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	want := "1 " + fmt.Sprint(12345)
+	// 12345: a value no host has, so that leaking it would show.
+	out, err := cl.Run(ctx, `sysctl -q -w net.ipv6.conf.all.forwarding=1 fs.inotify.max_user_instances=12345 &&
+	  echo $(sysctl -n net.ipv6.conf.all.forwarding) $(sysctl -n fs.inotify.max_user_instances)`, nil)
+	if err != nil {
+		t.Fatalf("sysctl in the machine: %v: %s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != want {
+		t.Errorf("the machine reads %q, want %q", got, want)
+	}
+	if now, _ := os.ReadFile("/proc/sys/fs/inotify/max_user_instances"); !bytes.Equal(now, hostInotify) {
+		t.Errorf("the host's fs.inotify.max_user_instances changed: %s -> %s", hostInotify, now)
+	}
+	if now, _ := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); !bytes.Equal(now, hostForward) {
+		t.Errorf("the host's net.ipv6.conf.all.forwarding changed: %s -> %s", hostForward, now)
+	}
+}
