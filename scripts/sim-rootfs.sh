@@ -13,7 +13,9 @@
 set -euo pipefail
 
 SUITE=bookworm
-INCLUDE=systemd,systemd-sysv,dbus,openssh-server,iproute2,iputils-ping,ca-certificates,curl,procps,less
+# What a freshly installed server has beyond minbase: systemd as init, sshd, and netbase
+# (/etc/protocols: nft resolves "icmp" there, and the node agent's rules name it).
+INCLUDE=systemd,systemd-sysv,dbus,openssh-server,netbase,iproute2,iputils-ping,ca-certificates,curl,procps,less
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$(realpath -m "${ZEITWORK_CACHE:-${HOME:-/root}/.cache/zeitwork}")"
