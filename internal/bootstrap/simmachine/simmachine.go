@@ -185,6 +185,8 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 		}()
 	}
 	wg.Wait()
+	// Runs before each machine's own cleanups, which then find it stopped.
+	t.Cleanup(func() { c.stopAll(t) })
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("simulated machines: %v", err)
 	}
@@ -644,11 +646,28 @@ func (m *Machine) stop(t testing.TB) {
 	_ = m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-m.done:
-	case <-time.After(30 * time.Second):
-		t.Logf("%s: no poweroff after 30s, killing it", m.Name)
-		_ = syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
+	case <-time.After(20 * time.Second):
+		// A unit's stop can take systemd's 90s. Everything of the machine,
+		// nspawn and the processes in its own PID namespace, is in its
+		// cgroups.
+		t.Logf("%s: no poweroff after 20s, killing it", m.Name)
+		for _, cg := range m.cgroups {
+			if err := killAll(cg); err != nil {
+				t.Errorf("%s: %v", m.Name, err)
+			}
+		}
 		<-m.done
 	}
+}
+
+// stopAll stops the machines at once rather than one after another.
+func (c *Cluster) stopAll(t testing.TB) {
+	var wg sync.WaitGroup
+	for _, m := range c.Machines {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.stop(t) }()
+	}
+	wg.Wait()
 }
 
 // writableCgroups remounts the machine's cgroup hierarchies read-write
