@@ -113,22 +113,27 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		}
 	}
 	pool := testdb.Pool(t, dbURL)
-	rows, err := pool.Query(ctx, "SELECT internal_address, ipv6_prefix::text FROM nodes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var nodes []string
-	for rows.Next() {
-		var addr, prefix string
-		if err := rows.Scan(&addr, &prefix); err != nil {
+	recorded := func() []string {
+		t.Helper()
+		rows, err := pool.Query(ctx, "SELECT internal_address, ipv6_prefix::text, id::text FROM nodes")
+		if err != nil {
 			t.Fatal(err)
 		}
-		nodes = append(nodes, addr+" "+prefix)
+		var nodes []string
+		for rows.Next() {
+			var addr, prefix, id string
+			if err := rows.Scan(&addr, &prefix, &id); err != nil {
+				t.Fatal(err)
+			}
+			nodes = append(nodes, addr+" "+prefix+" "+id)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(nodes)
+		return nodes
 	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	sort.Strings(nodes)
+	nodes := recorded()
 	t.Logf("nodes: %v", nodes)
 	if len(nodes) != 3 {
 		t.Errorf("%d nodes registered, want the 3 workers: %v", len(nodes), nodes)
@@ -152,5 +157,36 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	}
 	if !strings.Contains(again, "[done] wk-3: start containerd.service zeitwork-nodeagent.service") {
 		t.Errorf("second run does not find wk-3 done")
+	}
+
+	// wk-2 is reinstalled: its disk is bare and its host key new. Once its
+	// old pin is deleted (what bootstrap's refusal tells a person to do),
+	// bootstrap installs it again and it comes back as the node it was.
+	wk2 := sim.Machines[4]
+	wk2.Reinstall(t)
+	knownHosts := filepath.Join(dir, "cluster.known_hosts")
+	raw, err := os.ReadFile(knownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, line := range strings.SplitAfter(string(raw), "\n") {
+		if !strings.HasPrefix(line, wk2.Addr+" ") {
+			keep = append(keep, line)
+		}
+	}
+	if err := os.WriteFile(knownHosts, []byte(strings.Join(keep, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recovered := run()
+	for _, want := range []string{"[applied] wk-2: packages: ", "[applied] wk-2: start containerd.service zeitwork-nodeagent.service: running"} {
+		if !strings.Contains(recovered, want) {
+			t.Errorf("recovery run lacks %q", want)
+		}
+	}
+	// The agent came back as the recorded node: same id and prefix,
+	// nothing added.
+	if after := recorded(); strings.Join(after, ",") != strings.Join(nodes, ",") {
+		t.Errorf("nodes after recovering wk-2:\n%v\nwant\n%v", after, nodes)
 	}
 }
