@@ -196,6 +196,8 @@ cmd_install() {
   exec 9>&-
   # The base images' inputs (Debian root file system, Node.js, Caddy, ...); `up` builds and pushes them.
   step "base image inputs" "$REPO_ROOT/scripts/base-images.sh" fetch
+  # The bootstrap tests' simulated machines: Debian + systemd + sshd, booted by systemd-nspawn.
+  step "simulated machines' root file system" bash -c '"$1" >/dev/null' _ "$REPO_ROOT/scripts/sim-rootfs.sh"
   # Node 22 for the dashboard (packages/web): Nuxt 4 needs more than Debian's Node 20.
   step "node 22" bash -c '"$1" >/dev/null' _ "$REPO_ROOT/scripts/node22.sh"
   local IFS=,

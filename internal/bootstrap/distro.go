@@ -10,7 +10,8 @@ type Distro struct {
 	// Base is installed on every node.
 	Base []string
 	// Worker is what a worker needs besides Base: containerd and runc from
-	// the distribution, nftables and iproute2 for instance networking.
+	// the distribution, nftables and iproute2 for instance networking, and
+	// netbase: nft reads /etc/protocols, which minimal images lack.
 	Worker []string
 	// Builder is what a build host needs besides Base: runc for
 	// buildkitd's worker, the CNI plugins and nftables for its RUN steps'
@@ -27,7 +28,7 @@ func DistroOf(os OS) Distro {
 	d := Distro{
 		OS:      os,
 		Base:    []string{"ca-certificates", "curl"},
-		Worker:  []string{"containerd", "runc", "nftables", "iproute2"},
+		Worker:  []string{"containerd", "runc", "nftables", "iproute2", "netbase"},
 		Builder: []string{"runc", "nftables", "containernetworking-plugins"},
 	}
 	if os == OSUbuntu {
