@@ -104,8 +104,9 @@ func (p *proc) start() {
 	cmd := exec.Command(binary.path, p.args...)
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = f, f
-	// Its own process group: a signal to the test's group does not reach it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group: a signal to the test's group does not reach
+	// it. It dies with the test process, should that die before cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		p.t.Fatalf("start %s: %v", p.name, err)
