@@ -28,6 +28,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zeitwork/zeitwork/internal/config"
 )
 
 // Config says where the cluster is and where its backups go.
@@ -41,18 +43,18 @@ type Config struct {
 	SocketDir string `env:"BACKUP_PG_SOCKET_DIR" envDefault:"/var/run/postgresql"`
 	User      string `env:"BACKUP_PG_USER" envDefault:"postgres"`
 	// S3 is the bucket: https://host:port, the bucket, the path in it.
-	Endpoint  string `env:"BACKUP_S3_ENDPOINT,required"`
-	Region    string `env:"BACKUP_S3_REGION" envDefault:"us-east-1"`
-	Bucket    string `env:"BACKUP_S3_BUCKET,required"`
-	Path      string `env:"BACKUP_S3_PATH" envDefault:"/pgbackrest"`
-	AccessKey string `env:"BACKUP_S3_ACCESS_KEY_ID,required"`
-	SecretKey string `env:"BACKUP_S3_SECRET_ACCESS_KEY,required"`
+	Endpoint  string        `env:"BACKUP_S3_ENDPOINT,required"`
+	Region    string        `env:"BACKUP_S3_REGION" envDefault:"us-east-1"`
+	Bucket    string        `env:"BACKUP_S3_BUCKET,required"`
+	Path      string        `env:"BACKUP_S3_PATH" envDefault:"/pgbackrest"`
+	AccessKey string        `env:"BACKUP_S3_ACCESS_KEY_ID,required"`
+	SecretKey config.Secret `env:"BACKUP_S3_SECRET_ACCESS_KEY,required"`
 	// CAFile is the certificate authority the endpoint's certificate is
 	// checked against; empty: the system's.
 	CAFile string `env:"BACKUP_S3_CA_FILE"`
 	// CipherPass, when set, encrypts the repository (AES-256-CBC): the
 	// bucket then holds nothing readable without it.
-	CipherPass string `env:"BACKUP_CIPHER_PASS"`
+	CipherPass config.Secret `env:"BACKUP_CIPHER_PASS"`
 	// RetentionFull is how many full backups the repository keeps (and
 	// the WAL they need).
 	RetentionFull int `env:"BACKUP_RETENTION_FULL" envDefault:"4"`
@@ -91,7 +93,7 @@ func (c Config) render() (string, error) {
 			return "", fmt.Errorf("backup: BACKUP_S3_ENDPOINT %q: port: %w", c.Endpoint, err)
 		}
 	}
-	for _, v := range []string{c.Stanza, c.Bucket, c.Path, c.AccessKey, c.SecretKey, c.CipherPass, c.DataDir, c.SocketDir} {
+	for _, v := range []string{c.Stanza, c.Bucket, c.Path, c.AccessKey, c.SecretKey.Reveal(), c.CipherPass.Reveal(), c.DataDir, c.SocketDir} {
 		if strings.ContainsAny(v, "\n\r") {
 			return "", errors.New("backup: a setting holds a line break")
 		}
@@ -105,15 +107,15 @@ func (c Config) render() (string, error) {
 	line("repo1-s3-bucket", c.Bucket)
 	line("repo1-s3-region", c.Region)
 	line("repo1-s3-key", c.AccessKey)
-	line("repo1-s3-key-secret", c.SecretKey)
+	line("repo1-s3-key-secret", c.SecretKey.Reveal())
 	line("repo1-s3-uri-style", "path")
 	line("repo1-path", c.Path)
 	if c.CAFile != "" {
 		line("repo1-storage-ca-file", c.CAFile)
 	}
-	if c.CipherPass != "" {
+	if c.CipherPass.Reveal() != "" {
 		line("repo1-cipher-type", "aes-256-cbc")
-		line("repo1-cipher-pass", c.CipherPass)
+		line("repo1-cipher-pass", c.CipherPass.Reveal())
 	}
 	line("repo1-retention-full", c.RetentionFull)
 	line("compress-type", "zst")

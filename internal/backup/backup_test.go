@@ -26,6 +26,8 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/zeitwork/zeitwork/internal/backup"
+	"github.com/zeitwork/zeitwork/internal/cli"
+	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/migration"
 	"github.com/zeitwork/zeitwork/internal/secret"
@@ -55,8 +57,8 @@ func TestRestoreToAPointInTime(t *testing.T) {
 	cfg := backup.Config{
 		Stanza: "zeitwork", User: "zeitwork",
 		Endpoint: s3.endpoint, Region: "us-east-1", Bucket: s3.bucket, Path: "/pgbackrest",
-		AccessKey: s3.key, SecretKey: s3.secret, CAFile: s3.caFile,
-		CipherPass: "chaos-cipher-" + id.New().String(), RetentionFull: 2,
+		AccessKey: s3.key, SecretKey: config.Secret(s3.secret), CAFile: s3.caFile,
+		CipherPass: config.Secret("chaos-cipher-" + id.New().String()), RetentionFull: 2,
 		WorkDir: filepath.Join(dir, "backup"), RunAs: "postgres", Binary: "pgbackrest",
 	}
 	pg := newCluster(t, dir, "main")
@@ -79,11 +81,25 @@ func TestRestoreToAPointInTime(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The operator's commands, on the same settings as variables.
+	vars := []string{
+		"BACKUP_STANZA=" + cfg.Stanza, "BACKUP_PG_DATA=" + cfg.DataDir, fmt.Sprintf("BACKUP_PG_PORT=%d", cfg.Port),
+		"BACKUP_PG_SOCKET_DIR=" + cfg.SocketDir, "BACKUP_PG_USER=" + cfg.User, "BACKUP_S3_ENDPOINT=" + cfg.Endpoint,
+		"BACKUP_S3_BUCKET=" + cfg.Bucket, "BACKUP_S3_ACCESS_KEY_ID=" + cfg.AccessKey, "BACKUP_S3_SECRET_ACCESS_KEY=" + cfg.SecretKey.Reveal(),
+		"BACKUP_S3_CA_FILE=" + cfg.CAFile, "BACKUP_CIPHER_PASS=" + cfg.CipherPass.Reveal(), "BACKUP_WORK_DIR=" + cfg.WorkDir,
+	}
+	zeitwork := func(args ...string) {
+		t.Helper()
+		var out, errOut strings.Builder
+		if code := cli.Main(ctx, args, cli.Env{Environ: vars, Stdout: &out, Stderr: &errOut}); code != cli.ExitOK {
+			t.Fatalf("zeitwork %s: exit %d\n%s%s", strings.Join(args, " "), code, out.String(), errOut.String())
+		}
+		t.Logf("zeitwork %s: %s", strings.Join(args, " "), strings.TrimSpace(out.String()))
+	}
+
 	before := writeProject(t, conn, ring, "before")
 	start := time.Now()
-	if err := cfg.Backup(ctx, backup.Full); err != nil {
-		t.Fatal(err)
-	}
+	zeitwork("backup", "--type", "full")
 	t.Logf("full backup into the TLS bucket: %s", time.Since(start).Round(time.Millisecond))
 	if err := cfg.Backup(ctx, "weekly"); err == nil {
 		t.Fatal("a backup of type weekly was taken")
@@ -93,6 +109,9 @@ func TestRestoreToAPointInTime(t *testing.T) {
 		t.Fatalf("backups %+v, %v; want one full", list, err)
 	}
 
+	// pgBackRest keeps a backup's stop time in whole seconds and restores
+	// to a time only from a backup that stopped before it.
+	time.Sleep(1100 * time.Millisecond)
 	during := writeProject(t, conn, ring, "during") // only in the WAL
 	var target time.Time
 	if err := conn.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&target); err != nil {
@@ -109,9 +128,7 @@ func TestRestoreToAPointInTime(t *testing.T) {
 
 	restored := newCluster(t, dir, "restored")
 	start = time.Now()
-	if err := cfg.Restore(ctx, restored.data, target); err != nil {
-		t.Fatal(err)
-	}
+	zeitwork("restore", "--to", restored.data, "--time", target.Format(time.RFC3339Nano))
 	if err := cfg.Restore(ctx, restored.data, target); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("a restore over a restored directory: %v", err)
 	}
