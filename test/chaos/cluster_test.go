@@ -531,6 +531,30 @@ func (c *cluster) converged(dep uuid.UUID) []instance.Instance {
 	return live
 }
 
+// taskPIDs maps each container on node i to its task's process id.
+func (c *cluster) taskPIDs(i int) map[string]uint32 {
+	c.t.Helper()
+	cc, err := client.New(testenv.Containerd(c.t))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := namespaces.WithNamespace(context.Background(), c.nodeNS[i])
+	ctrs, err := cc.Containers(ctx)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out := map[string]uint32{}
+	for _, ctr := range ctrs {
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			continue
+		}
+		out[ctr.ID()] = task.Pid()
+	}
+	return out
+}
+
 // sameIDs compares container ids and namespace suffixes with instance ids
 // (either may carry a prefix of its own kind).
 func sameIDs(got, want []string) bool {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/deployment"
 )
 
 // killMidDeploy starts a deployment, waits until midway says the role is
@@ -63,4 +65,51 @@ func TestKillNodeAgentMidDeploy(t *testing.T) {
 			WHERE i.deployment_id = $1 AND n.internal_address = $2 AND i.state IN ('pulling', 'starting')`, dep, c.nodes[0].addr()).Scan(&n)
 		return n > 0
 	})
+}
+
+// TestNodeAgentRestartKeepsInstances: a node agent stopped (SIGTERM) and
+// then killed (SIGKILL), each time started again, adopts its running
+// instances: the same containers with the same processes, no instance
+// restarted or replaced. (The agent-level proof is internal/nodeagent's
+// TestAgentRunsIsolatedInstancesAndSurvivesRestart and internal/runtime's
+// TestAgentRestartKeepsInstancesAndLogs; this is the whole platform's.)
+func TestNodeAgentRestartKeepsInstances(t *testing.T) {
+	c := startCluster(t, clusterOpts{nodes: 3})
+	dep := c.startDeploy()
+	c.waitActive(dep, 3*time.Minute)
+	c.converged(dep)
+	before := c.taskPIDs(0)
+	if len(before) != 1 {
+		t.Fatalf("node1 runs %d instances, want 1", len(before))
+	}
+	for _, how := range []string{"SIGTERM", "SIGKILL"} {
+		if how == "SIGTERM" {
+			c.nodes[0].stop()
+		} else {
+			c.nodes[0].kill9()
+		}
+		down := time.Now()
+		c.nodes[0].start()
+		// A heartbeat from the new process, then a convergence pass or two.
+		c.wait(30*time.Second, "node1 to heartbeat again", func() bool {
+			var n int
+			c.pool.QueryRow(context.Background(), `SELECT count(*) FROM nodes WHERE internal_address = $1 AND last_heartbeat_at > $2`, c.nodes[0].addr(), down).Scan(&n)
+			return n == 1
+		})
+		time.Sleep(3 * time.Second)
+		after := c.taskPIDs(0)
+		for ctr, pid := range before {
+			if after[ctr] != pid {
+				t.Fatalf("after a %s restart of its agent, instance %s runs as pid %d, was %d", how, ctr, after[ctr], pid)
+			}
+		}
+		if len(after) != len(before) {
+			t.Fatalf("after a %s restart of its agent, node1 runs %v, was %v", how, after, before)
+		}
+		if c.status(dep) != deployment.StatusActive {
+			t.Fatalf("deployment %s after the agent's %s restart", c.status(dep), how)
+		}
+		c.converged(dep)
+		t.Logf("agent %s-restarted: instance %v kept its process", how, before)
+	}
 }
