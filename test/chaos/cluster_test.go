@@ -183,6 +183,8 @@ type cluster struct {
 	nodes    []*proc
 	nodeNS   []string // containerd namespace and netns name of node i
 	nodeDirs []string // state directory of node i (holds its node id)
+	// lost are nodes a test took away: converged does not look at them.
+	lost map[int]bool
 }
 
 type clusterOpts struct {
@@ -203,7 +205,7 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
 	zeitworkBinary(t)
-	c := &cluster{t: t, archive: appArchive(t), dbURL: o.dbURL}
+	c := &cluster{t: t, archive: appArchive(t), dbURL: o.dbURL, lost: map[int]bool{}}
 	if c.dbURL == "" {
 		c.dbURL = testdb.NewURL(t)
 	}
@@ -493,6 +495,9 @@ func (c *cluster) converged(dep uuid.UUID) []instance.Instance {
 	}
 	defer cc.Close()
 	for i, ns := range c.nodeNS {
+		if c.lost[i] {
+			continue
+		}
 		b, _ := os.ReadFile(filepath.Join(c.nodeDirs[i], "node-id"))
 		nid := strings.TrimSpace(string(b))
 		ctrs, err := cc.Containers(namespaces.WithNamespace(ctx, ns))

@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,5 +113,11 @@ func TestNodeAgentRestartKeepsInstances(t *testing.T) {
 		}
 		c.converged(dep)
 		t.Logf("agent %s-restarted: instance %v kept its process", how, before)
+	}
+}
+
+func killPID(pid uint32) {
+	if p, err := os.FindProcess(int(pid)); err == nil {
+		p.Signal(syscall.SIGKILL)
 	}
 }
