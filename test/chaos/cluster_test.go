@@ -33,6 +33,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/devenv"
@@ -185,6 +186,8 @@ type cluster struct {
 	nodeDirs []string // state directory of node i (holds its node id)
 	// lost are nodes a test took away: converged does not look at them.
 	lost map[int]bool
+	// s3 is where uploads go and the builder fetches them.
+	s3 config.S3
 }
 
 type clusterOpts struct {
@@ -194,6 +197,8 @@ type clusterOpts struct {
 	// dbURL, when set, is the database (already migrated) instead of a
 	// testdb one.
 	dbURL string
+	// s3, when set, is the bucket for uploads instead of the shared one.
+	s3 *config.S3
 }
 
 func startCluster(t *testing.T, o clusterOpts) *cluster {
@@ -205,7 +210,10 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
 	zeitworkBinary(t)
-	c := &cluster{t: t, archive: appArchive(t), dbURL: o.dbURL, lost: map[int]bool{}}
+	c := &cluster{t: t, archive: appArchive(t), dbURL: o.dbURL, lost: map[int]bool{}, s3: testenv.S3(t)}
+	if o.s3 != nil {
+		c.s3 = *o.s3
+	}
 	if c.dbURL == "" {
 		c.dbURL = testdb.NewURL(t)
 	}
@@ -228,6 +236,10 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		// rescuer); production's default is 15 minutes.
 		"QUEUE_JOB_TIMEOUT": "20s", "QUEUE_RESCUE_AFTER": "20s",
 		"NODE_HEARTBEAT_DEADLINE": "10s",
+	})
+	maps.Copy(common, map[string]string{
+		"S3_ENDPOINT": c.s3.Endpoint, "S3_BUCKET": c.s3.Bucket, "S3_REGION": c.s3.Region,
+		"S3_ACCESS_KEY_ID": c.s3.AccessKeyID, "S3_SECRET_ACCESS_KEY": c.s3.SecretAccessKey.Reveal(),
 	})
 	maps.Copy(common, o.env)
 	role := func(name string, overrides map[string]string, args ...string) *proc {
@@ -385,9 +397,14 @@ func (c *cluster) wait(within time.Duration, what string, cond func() bool) {
 // startDeploy uploads the app and asks the operator for a build, and
 // returns the deployment's id at once.
 func (c *cluster) startDeploy() uuid.UUID {
+	c.t.Helper()
+	return c.requestDeploy(upload(c.t, c.s3, c.archive))
+}
+
+// requestDeploy asks the operator for a build of an uploaded archive.
+func (c *cluster) requestDeploy(key string) uuid.UUID {
 	t := c.t
 	t.Helper()
-	key := upload(t, c.archive)
 	body := fmt.Sprintf(`{"project_id": %q, "archive_key": %q}`, c.project, key)
 	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/v1/images", c.base-19), strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+c.token)
@@ -601,9 +618,8 @@ func appArchive(t *testing.T) []byte {
 	return buf.Bytes()
 }
 
-func upload(t *testing.T, data []byte) string {
+func upload(t *testing.T, e config.S3, data []byte) string {
 	t.Helper()
-	e := testenv.S3(t)
 	u, _ := url.Parse(e.Endpoint)
 	mc, err := minio.New(u.Host, &minio.Options{Creds: credentials.NewStaticV4(e.AccessKeyID, e.SecretAccessKey.Reveal(), "")})
 	if err != nil {
