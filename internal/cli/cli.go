@@ -50,6 +50,8 @@ func commands() []command {
 		{"secrets", "role", "rotate: re-encrypt variables and certificate keys under the newest key", runSecrets},
 		{"dev", "role", "the whole platform on this machine", runDev},
 		{"bootstrap", "role", "provision or recover a cluster over SSH (-f cluster.yaml, --dry-run)", runBootstrap},
+		{"backup", "role", "back up the database with pgBackRest into S3 (--type, --setup, --list)", runBackup},
+		{"restore", "role", "restore a backup into a new data directory (--to, --time)", runRestore},
 	}, append(userCommands(), command{"version", "client", "print the version", runVersion})...)
 }
 

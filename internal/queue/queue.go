@@ -38,6 +38,7 @@ type Job[T Task] = river.Job[T]
 type Workers struct {
 	w      *river.Workers
 	queues []string
+	kinds  map[string]bool
 }
 
 // NewWorkers returns an empty set working the named queues (the default
@@ -48,12 +49,14 @@ func NewWorkers(queues ...string) *Workers {
 	if len(queues) == 0 {
 		queues = []string{river.QueueDefault}
 	}
-	return &Workers{w: river.NewWorkers(), queues: queues}
+	return &Workers{w: river.NewWorkers(), queues: queues, kinds: map[string]bool{}}
 }
 
 // Register adds the worker for task type T.
 func Register[T Task](ws *Workers, w Worker[T]) {
 	river.AddWorker(ws.w, w)
+	var zero T
+	ws.kinds[zero.Kind()] = true
 }
 
 // Queue enqueues tasks and, when it has workers, works them.
@@ -99,6 +102,7 @@ func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logge
 		ReindexerIndexNames: []string{},
 	}
 	if workers != nil {
+		workers.addStandIns()
 		rc.Workers = workers.w
 		rc.Queues = map[string]river.QueueConfig{}
 		for _, name := range workers.queues {

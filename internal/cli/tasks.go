@@ -1,0 +1,19 @@
+package cli
+
+import (
+	"github.com/zeitwork/zeitwork/internal/build"
+	"github.com/zeitwork/zeitwork/internal/deployment"
+	"github.com/zeitwork/zeitwork/internal/domains"
+	"github.com/zeitwork/zeitwork/internal/operator"
+	"github.com/zeitwork/zeitwork/internal/queue"
+)
+
+// Every task kind of the platform, declared once so that whichever role
+// leads the queue can rescue the tasks of a role that died mid-task (see
+// queue.Rescuable).
+func init() {
+	queue.Rescuable[build.Task]()
+	queue.Rescuable[operator.DeployTask]()
+	queue.Rescuable[deployment.RollbackTask]()
+	queue.Rescuable[domains.VerifyTask]()
+}
