@@ -280,7 +280,10 @@ func (a *agentProc) close(ctrd string) {
 // pulling (the pass that saw it), created, started and healthy, and prints
 // the medians of the gaps.
 func steps(agents []*agentProc) {
-	type times struct{ pulling, created, started, starting, healthy time.Time }
+	type times struct {
+		pulling, created, started, starting, healthy time.Time
+		prepare, network, create                     float64
+	}
 	all := map[string]*times{}
 	for _, a := range agents {
 		f, err := os.Open(a.log)
@@ -295,6 +298,9 @@ func steps(agents []*agentProc) {
 				Msg        string    `json:"msg"`
 				InstanceID string    `json:"instance_id"`
 				State      string    `json:"state"`
+				Prepare    float64   `json:"prepare_ms"`
+				Network    float64   `json:"network_ms"`
+				Create     float64   `json:"create_ms"`
 			}
 			if json.Unmarshal(sc.Bytes(), &l) != nil || l.InstanceID == "" {
 				continue
@@ -307,6 +313,8 @@ func steps(agents []*agentProc) {
 			switch {
 			case l.Msg == "instance state" && l.State == "pulling":
 				t.pulling = l.Time
+			case l.Msg == "instance set up":
+				t.prepare, t.network, t.create = l.Prepare, l.Network, l.Create
 			case l.Msg == "instance created":
 				t.created = l.Time
 			case l.Msg == "instance started":
@@ -319,7 +327,7 @@ func steps(agents []*agentProc) {
 		}
 		f.Close()
 	}
-	var pc, cs, sh []time.Duration
+	var pc, cs, sh, prep, netw, crea []time.Duration
 	for _, t := range all {
 		if t.pulling.IsZero() || t.created.IsZero() || t.started.IsZero() || t.healthy.IsZero() {
 			continue
@@ -327,6 +335,9 @@ func steps(agents []*agentProc) {
 		pc = append(pc, t.created.Sub(t.pulling))
 		cs = append(cs, t.started.Sub(t.created))
 		sh = append(sh, t.healthy.Sub(t.started))
+		prep = append(prep, time.Duration(t.prepare*float64(time.Millisecond)))
+		netw = append(netw, time.Duration(t.network*float64(time.Millisecond)))
+		crea = append(crea, time.Duration(t.create*float64(time.Millisecond)))
 	}
 	med := func(d []time.Duration) string {
 		if len(d) == 0 {
@@ -337,6 +348,9 @@ func steps(agents []*agentProc) {
 	}
 	fmt.Printf("| inside the agents (%d instances, medians) | |\n|---|---|\n", len(pc))
 	fmt.Printf("| pass sees it → container created (image check, network, create) | %s |\n", med(pc))
+	fmt.Printf("| … of which: state report, image check, variables | %s |\n", med(prep))
+	fmt.Printf("| … of which: network (namespace, veth, addresses, nftables) | %s |\n", med(netw))
+	fmt.Printf("| … of which: containerd create | %s |\n", med(crea))
 	fmt.Printf("| created → started | %s |\n", med(cs))
 	fmt.Printf("| started → reported healthy | %s |\n", med(sh))
 }

@@ -114,14 +114,21 @@ func (c *Converger) store() instance.Store { return instance.Store{DB: c.Pool, N
 // back sooner.
 func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	c.init()
-	c.checkFirewall(ctx)
+	// The firewall is checked while the pass reads what is wanted and what
+	// runs, and before anything is created: in sequence the three cost a
+	// pass's latency on every instance start.
+	checked := make(chan struct{})
+	go func() { defer close(checked); c.checkFirewall(ctx) }()
 	want, err := c.store().ListAssigned(ctx)
+	var have []runtime.Status
+	if err == nil {
+		if have, err = c.Runtime.List(ctx); err != nil {
+			err = fmt.Errorf("list containers: %w", err)
+		}
+	}
+	<-checked
 	if err != nil {
 		return 0, err
-	}
-	have, err := c.Runtime.List(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list containers: %w", err)
 	}
 	c.mu.Lock()
 	c.current = make(map[uuid.UUID]instance.Instance, len(want))
