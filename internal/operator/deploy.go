@@ -129,7 +129,8 @@ func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
 }
 
 // Work implements queue.Worker. It steps the deployment until it is done,
-// waiting Poll between steps in the task itself: handing the wait back to
+// waiting between steps in the task itself (up to Poll, less when its
+// instances report; see DeployUntilDone): handing the wait back to
 // the queue (returning Deploy's snooze) would cost the queue's scheduling
 // interval, seconds, on every step, and "healthy → active" must take
 // milliseconds. The task holds one goroutine per deploying deployment,
