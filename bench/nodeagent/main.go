@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -90,7 +91,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	ref := repo + "@" + digest
 
 	// Reference: the runtime alone.
-	refCold, refWarm, err := runtimeAlone(ctx, ctrd, reg, ref, work, tag)
+	refCold, refWarm, refMany, err := runtimeAlone(ctx, ctrd, reg, ref, work, tag, batch)
 	if err != nil {
 		return fmt.Errorf("reference: %w", err)
 	}
@@ -148,7 +149,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	fmt.Printf("| measurement | node agent | runtime alone (reference) |\n|---|---|---|\n")
 	fmt.Printf("| assigned → healthy, image not on the node | %s | %s |\n", ms(cold), ms(refCold))
 	fmt.Printf("| assigned → healthy, image cached | %s | %s |\n", ms(warm), ms(refWarm))
-	fmt.Printf("| %d instances assigned at once → all healthy | %s (%.1f instances/s) | — |\n", batch, ms(many), float64(batch)/many.Seconds())
+	fmt.Printf("| %d instances assigned at once → all healthy | %s (%.1f instances/s) | %s |\n", batch, ms(many), float64(batch)/many.Seconds(), ms(refMany))
 	fmt.Printf("| agent memory (RSS) at rest / with %d instances | %d MiB / %d MiB | — |\n", batch+2, rssRest>>10, rssBusy>>10)
 	return nil
 }
@@ -173,11 +174,11 @@ func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, er
 
 // runtimeAlone is the floor: what containerd + runc take for the same image
 // with nothing of ours around them but the runtime package.
-func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string) (cold, warm time.Duration, err error) {
+func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch int) (cold, warm, many time.Duration, err error) {
 	ns := "zw-bench-ref-" + tag
 	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer rt.Close()
 	once := func(port int) (time.Duration, error) {
@@ -205,13 +206,36 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string) (cold, 
 		return 0, fmt.Errorf("never answered")
 	}
 	if cold, err = once(38081); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	warm, err = once(38082)
-	if err == nil {
-		_ = rt.RemoveImage(ctx, ref)
+	if warm, err = once(38082); err != nil {
+		return 0, 0, 0, err
 	}
-	return cold, warm, err
+	// batch at once, each on its own goroutine as the agent would: the
+	// floor for the agent's batch. Each is timed up to its answer, before
+	// its stop; the batch takes as long as the slowest.
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for i := range batch {
+		wg.Go(func() {
+			d, err := once(38200 + i)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			}
+			many = max(many, d)
+		})
+	}
+	wg.Wait()
+	_ = rt.RemoveImage(ctx, ref)
+	if len(errs) > 0 {
+		return 0, 0, 0, errs[0]
+	}
+	return cold, warm, many, nil
 }
 
 func waitNode(ctx context.Context, pool *pgxpool.Pool) (node.Node, error) {

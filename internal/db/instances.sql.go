@@ -582,6 +582,18 @@ func (q *Queries) InstanceListRoutableByProjects(ctx context.Context, projectIds
 	return items, nil
 }
 
+const instanceNotifyState = `-- name: InstanceNotifyState :exec
+SELECT pg_notify('zeitwork_instance_states', $1::text)
+`
+
+// Wakes whoever waits on a deployment's instances (the operator's deploy
+// step, LISTEN zeitwork_instance_states; payload: the deployment id) after a
+// state was reported.
+func (q *Queries) InstanceNotifyState(ctx context.Context, deploymentID string) error {
+	_, err := q.db.Exec(ctx, instanceNotifyState, deploymentID)
+	return err
+}
+
 const instanceReleaseCapacity = `-- name: InstanceReleaseCapacity :many
 UPDATE instances
 SET capacity_released_at = now(), updated_at = now()

@@ -39,7 +39,28 @@ func (s Store) Report(ctx context.Context, id uuid.UUID, state State, reason str
 	if err != nil {
 		return Instance{}, fmt.Errorf("report instance %s %s: %w", id, state, s.missing(err, id))
 	}
+	if decides(state) {
+		// A hint only: the operator's deploy step polls underneath, so a
+		// lost notification costs time, never correctness.
+		if err := s.q().InstanceNotifyState(ctx, row.DeploymentID.String()); err != nil {
+			return fromRow(row), fmt.Errorf("report instance %s %s: notify: %w", id, state, err)
+		}
+	}
 	return fromRow(row), nil
+}
+
+// StatesChannel is where Report notifies, with the deployment's id, that
+// one of its instances reached a state a deploy step decides on.
+const StatesChannel = "zeitwork_instance_states"
+
+// decides says whether a deploy step waiting on an instance acts on state:
+// activate once all are healthy, replace what failed.
+func decides(state State) bool {
+	switch state {
+	case StateHealthy, StateUnhealthy, StateFailed:
+		return true
+	}
+	return false
 }
 
 // CountRestart records one more crash in a row.

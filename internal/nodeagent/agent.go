@@ -72,6 +72,9 @@ func (a *Agent) Wake() {
 // the next agent adopts them.
 func (a *Agent) Run(ctx context.Context, api, proxy net.Listener) error {
 	a.wake = make(chan struct{}, 1)
+	if a.Converger.Ready == nil {
+		a.Converger.Ready = a.Wake
+	}
 	// Adopt what already runs before serving: a restarted agent's
 	// node-proxy must know its instances from the first request on.
 	if _, err := a.Converger.Pass(ctx); err != nil {

@@ -65,6 +65,11 @@ type Policy struct {
 	// HostNetwork runs instances in the node's network namespace instead
 	// of their own (local tests without root only: no isolation).
 	HostNetwork bool
+	// StartProbe is the first wait before probing a just-started instance
+	// between passes; it doubles up to StartProbeMax. Most apps answer
+	// within milliseconds of starting, long before the next pass would
+	// look; zero probes at passes only.
+	StartProbe, StartProbeMax time.Duration
 }
 
 // DefaultPolicy is what a production node runs with.
@@ -72,6 +77,7 @@ var DefaultPolicy = Policy{
 	HealthDeadline: 60 * time.Second, StopGrace: 10 * time.Second,
 	RestartBackoff: time.Second, MaxBackoff: time.Minute, MaxRestarts: 5, PullAttempts: 3,
 	PullTimeout: 10 * time.Minute, PullWait: 5 * time.Second,
+	StartProbe: 10 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
 }
 
 // Converger makes what runs on this node match the database.
@@ -86,6 +92,10 @@ type Converger struct {
 	Control ControlPlane
 	Policy  Policy
 	Log     *slog.Logger
+	// Ready is called when a just-started instance first answers its
+	// health check between passes (Policy.StartProbe), to have the next
+	// pass report it healthy now; nil: it waits for the next pass.
+	Ready func()
 
 	mu         sync.Mutex
 	current    map[uuid.UUID]instance.Instance // as last read and reported: the node-proxy routes by it
@@ -104,14 +114,21 @@ func (c *Converger) store() instance.Store { return instance.Store{DB: c.Pool, N
 // back sooner.
 func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	c.init()
-	c.checkFirewall(ctx)
+	// The firewall is checked while the pass reads what is wanted and what
+	// runs, and before anything is created: in sequence the three cost a
+	// pass's latency on every instance start.
+	checked := make(chan struct{})
+	go func() { defer close(checked); c.checkFirewall(ctx) }()
 	want, err := c.store().ListAssigned(ctx)
+	var have []runtime.Status
+	if err == nil {
+		if have, err = c.Runtime.List(ctx); err != nil {
+			err = fmt.Errorf("list containers: %w", err)
+		}
+	}
+	<-checked
 	if err != nil {
 		return 0, err
-	}
-	have, err := c.Runtime.List(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("list containers: %w", err)
 	}
 	c.mu.Lock()
 	c.current = make(map[uuid.UUID]instance.Instance, len(want))
@@ -203,12 +220,12 @@ func (c *Converger) converge(ctx context.Context, a instance.Assignment, obs run
 		c.create(ctx, a, log)
 		return true
 	case runtime.StateCreated:
-		c.start(ctx, in, log)
+		c.start(ctx, a, log)
 		return true
 	case runtime.StateRunning:
 		return c.check(ctx, a, obs)
 	case runtime.StateExited:
-		c.crashed(ctx, in, obs, log)
+		c.crashed(ctx, a, obs, log)
 		return true
 	default:
 		log.WarnContext(ctx, "instance in an unexpected state", "state", obs.State, "detail", obs.Detail)

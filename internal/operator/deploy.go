@@ -84,6 +84,9 @@ type Lifecycle struct {
 	// Nodes, when set, is the in-memory view of the nodes placements read
 	// instead of the table (see node.View); its owner refreshes it.
 	Nodes *node.View
+	// Wakeups, when set, wakes a deploy step as soon as its instances
+	// report; its owner runs it.
+	Wakeups *Wakeups
 }
 
 func (l *Lifecycle) deployments() deployment.Store { return deployment.Store{DB: l.Pool} }
@@ -126,22 +129,42 @@ func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
 }
 
 // Work implements queue.Worker. It steps the deployment until it is done,
-// waiting Poll between steps in the task itself: handing the wait back to
+// waiting between steps in the task itself (up to Poll, less when its
+// instances report; see DeployUntilDone): handing the wait back to
 // the queue (returning Deploy's snooze) would cost the queue's scheduling
 // interval, seconds, on every step, and "healthy → active" must take
 // milliseconds. The task holds one goroutine per deploying deployment,
 // for at most Timeout.
 func (w *DeployWorker) Work(ctx context.Context, job *queue.Job[DeployTask]) error {
+	return w.Lifecycle.DeployUntilDone(ctx, job.Args.DeploymentID)
+}
+
+// DeployUntilDone steps depID until it is active, failed or superseded:
+// again after Poll, or as soon as one of its instances reports healthy,
+// unhealthy or failed when Wakeups is set.
+func (l *Lifecycle) DeployUntilDone(ctx context.Context, depID uuid.UUID) error {
+	var woken <-chan struct{} // nil: poll only
+	if l.Wakeups != nil {
+		// Subscribed before the first step, so a report between a step
+		// and its wait is not missed.
+		ch, cancel := l.Wakeups.Subscribe(depID)
+		defer cancel()
+		woken = ch
+	}
 	for {
-		err := w.Lifecycle.Deploy(ctx, job.Args.DeploymentID)
+		err := l.Deploy(ctx, depID)
 		var snooze *river.JobSnoozeError
 		if !errors.As(err, &snooze) {
 			return err
 		}
+		t := time.NewTimer(l.Policy.Poll)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
-		case <-time.After(w.Lifecycle.Policy.Poll):
+		case <-t.C:
+		case <-woken:
+			t.Stop()
 		}
 	}
 }

@@ -50,7 +50,7 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 
 	policy := DefaultPolicy
 	policy.RetireGrace, policy.HealthyDeadline, policy.HeartbeatDeadline = cfg.RetireGrace, cfg.HealthyDeadline, cfg.NodeHeartbeatDeadline
-	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle")}
+	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle"), Wakeups: &Wakeups{}}
 	if cfg.NodeViewRefresh > 0 {
 		lc.Nodes = &node.View{Store: node.Store{DB: pool}, Log: zlog.Component(log, "nodeview")}
 	}
@@ -90,6 +90,9 @@ func (o *Operator) Run(ctx context.Context) error {
 		return o.Queue.Stop(sctx)
 	})
 	g.Go(func() error { return every(ctx, 5*time.Second, func() { o.heartbeat(ctx) }) })
+	if o.Lifecycle.Wakeups != nil {
+		g.Go(func() error { return o.Lifecycle.Wakeups.Run(ctx, o.Pool, zlog.Component(o.Log, "wakeups")) })
+	}
 	if o.Lifecycle.Nodes != nil {
 		g.Go(func() error { o.Lifecycle.Nodes.Run(ctx, o.nodeViewRefresh); return nil })
 	}

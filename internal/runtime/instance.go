@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -92,10 +94,11 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 		// the instance would see them as nobody's. containerd makes a
 		// chowned copy of the image's layers once per image and mapping,
 		// then every instance's writable layer on top of it; two creates
-		// racing to make that copy would collide, so they take turns.
-		snapshot = client.WithUserNSRemappedSnapshot(id, img, h.idMap(), h.idMap())
-		r.remapMu.Lock()
-		defer r.remapMu.Unlock()
+		// racing to make that copy would collide, so they take turns, per
+		// image and for the snapshot step alone: the rest of a create (the
+		// spec, the container record) and other images' creates go on in
+		// parallel, and once the copy exists the step is a cheap Prepare.
+		snapshot = r.remapTurns(img.Target().Digest.String(), client.WithUserNSRemappedSnapshot(id, img, h.idMap(), h.idMap()))
 	}
 	_, err = r.client.NewContainer(lctx, id,
 		client.WithImage(img),
@@ -268,4 +271,23 @@ func (r *Runtime) endTask(ctx context.Context, ctr client.Container, task client
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// remapTurns runs opt (the user-namespace snapshot step) holding the lock
+// of image key, so that only creates of the same image wait for each
+// other, and only while their snapshots are made.
+func (r *Runtime) remapTurns(key string, opt client.NewContainerOpts) client.NewContainerOpts {
+	return func(ctx context.Context, c *client.Client, ctr *containers.Container) error {
+		mu := r.remapLock(key)
+		mu.Lock()
+		defer mu.Unlock()
+		return opt(ctx, c, ctr)
+	}
+}
+
+// remapLock is image key's lock. Locks are kept for the Runtime's life: one
+// small mutex per image the node ever ran.
+func (r *Runtime) remapLock(key string) *sync.Mutex {
+	mu, _ := r.remapMu.LoadOrStore(key, &sync.Mutex{})
+	return mu.(*sync.Mutex)
 }

@@ -37,12 +37,19 @@ func (a Auth) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
 // Pull fetches ref through containerd and unpacks it for the configured
 // snapshotter, so Create can use it. Pulling an image that is already
-// there only checks the registry for the manifest. auth may be nil.
+// there only checks the registry for the manifest, and not even that when
+// ref names it by digest. auth may be nil.
 func (r *Runtime) Pull(ctx context.Context, ref string, auth *Auth) error {
 	ctx = r.ns(ctx)
 	named, err := reference.ParseDockerRef(ref)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w: %w", ref, ErrInvalidSpec, err)
+	}
+	if _, pinned := named.(reference.Digested); pinned && r.unpacked(ctx, ref) {
+		// A digest names its content: what is here is what the registry
+		// would send. Asking it again would only cost a round trip on
+		// every instance's start.
+		return nil
 	}
 	host := reference.Domain(named)
 	_, err = r.client.Pull(ctx, ref,
@@ -54,6 +61,16 @@ func (r *Runtime) Pull(ctx context.Context, ref string, auth *Auth) error {
 		return fmt.Errorf("pull %s: %w", ref, classifyPullError(err))
 	}
 	return nil
+}
+
+// unpacked reports whether image ref is here and ready for Create.
+func (r *Runtime) unpacked(ctx context.Context, ref string) bool {
+	img, err := r.client.GetImage(ctx, ref)
+	if err != nil {
+		return false
+	}
+	ok, err := img.IsUnpacked(ctx, r.cfg.Snapshotter)
+	return err == nil && ok
 }
 
 // resolver speaks HTTPS to every registry but the configured plain-HTTP

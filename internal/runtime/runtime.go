@@ -244,7 +244,7 @@ type Runtime struct {
 	userNS bool         // instances get a user namespace
 	http   *http.Client // for registries
 
-	remapMu sync.Mutex // one remapped snapshot of an image at a time
+	remapMu sync.Map // image digest → *sync.Mutex: one remapped snapshot of an image at a time
 
 	imagesMu  sync.Mutex
 	imageUsed map[string]time.Time // image name → last seen in use, by PruneImages

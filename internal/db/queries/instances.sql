@@ -36,6 +36,12 @@ SET state = @state::text,
 WHERE id = @id
 RETURNING *;
 
+-- name: InstanceNotifyState :exec
+-- Wakes whoever waits on a deployment's instances (the operator's deploy
+-- step, LISTEN zeitwork_instance_states; payload: the deployment id) after a
+-- state was reported.
+SELECT pg_notify('zeitwork_instance_states', sqlc.arg(deployment_id)::text);
+
 -- name: InstanceIncrementRestartCount :one
 UPDATE instances
 SET restart_count = restart_count + 1, updated_at = now()
