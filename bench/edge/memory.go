@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/zeitwork/zeitwork/bench/internal/benchdb"
 	"github.com/zeitwork/zeitwork/internal/edge"
+	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 // memoryRun is one edge process routing the at-scale projects: its
@@ -58,6 +60,10 @@ func runMemory(ctx context.Context, o options) error {
 	fmt.Fprintf(os.Stderr, "bench/edge: %d projects loaded in %s\n", o.hosts, time.Since(start).Round(time.Millisecond))
 
 	rb, err := measureRebuild(ctx, w.pool, work)
+	if err != nil {
+		return err
+	}
+	heap, err := measureHeap(ctx, w)
 	if err != nil {
 		return err
 	}
@@ -108,6 +114,7 @@ func runMemory(ctx context.Context, o options) error {
 	fmt.Printf("| edge RSS after a full rebuild | %s |\n", mmm(func(r memoryRun) int64 { return r.rebuilt }))
 	fmt.Printf("| edge peak RSS (VmHWM) | %s |\n", mmm(func(r memoryRun) int64 { return r.peak }))
 	fmt.Printf("| full rebuild in this process: read + build + swap (median of 3) | %s |\n", ms(rb.sync))
+	fmt.Printf("| in this process: live heap of the table / allocated by one full rebuild | %.1f MiB / %.1f MiB |\n", heap.live, heap.perRebuild)
 	fmt.Printf("| snapshot: size / write / restore (medians of 3) | %.1f MiB / %s / %s |\n", float64(fi.Size())/(1<<20), ms(rb.snapshot), ms(time.Duration(median(restores))))
 	return nil
 }
@@ -209,4 +216,31 @@ func procStatus(pid int, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// heapUse is the route table's heap in this process, from the database.
+type heapUse struct{ live, perRebuild float64 } // MiB
+
+// measureHeap rebuilds from the database with the edge's Syncer: the live
+// heap the table adds, and what one more full rebuild allocates in all.
+func measureHeap(ctx context.Context, w *world) (heapUse, error) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	routes := &edge.Routes{}
+	s := &edge.Syncer{Pool: w.pool, Routes: routes, AppsDomain: appsDomain, Log: zlog.Discard()}
+	if err := s.Sync(ctx); err != nil {
+		return heapUse{}, err
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	h := heapUse{live: (float64(after.HeapAlloc) - float64(before.HeapAlloc)) / (1 << 20)}
+	if err := s.Sync(ctx); err != nil {
+		return heapUse{}, err
+	}
+	var again runtime.MemStats
+	runtime.ReadMemStats(&again)
+	h.perRebuild = float64(again.TotalAlloc-after.TotalAlloc) / (1 << 20)
+	runtime.KeepAlive(routes)
+	return h, nil
 }

@@ -108,27 +108,63 @@ var seed = maphash.MakeSeed()
 // is the edge not trusting that alone, since a wrong route serves one
 // tenant's traffic to another.
 func NewTable(appsDomain string, projects []Project, instances []Instance, domains []Domain) *Table {
-	return buildTable(appsDomain, projects, instances, func(in *Instance) Instance { return *in }, domains)
+	b := newBuilder(appsDomain, len(projects))
+	for i := range instances {
+		in := &instances[i]
+		b.instance(in.ProjectID, in.DeploymentID, in.InstanceID, in.NodeProxy)
+	}
+	return b.finish(projects, domains)
 }
 
-// buildTable is NewTable over instance rows of any type, so the syncer
-// builds from the database's rows without a converted copy of them all
-// (at 100,000 projects, 20 MiB more at the peak of every rebuild).
-func buildTable[I any](appsDomain string, projects []Project, instances []I, instance func(*I) Instance, domains []Domain) *Table {
-	t := &Table{appsDomain: appsDomain}
-	// Routes of the deployments with instances, then their backends laid
-	// out contiguously: count, then fill.
-	byDeployment := make(map[uuid.UUID]uint32, len(projects))
-	for i := range instances {
-		in := instance(&instances[i])
-		r, ok := byDeployment[in.DeploymentID]
-		if !ok {
-			r = uint32(len(t.routes))
-			byDeployment[in.DeploymentID] = r
-			t.routes = append(t.routes, route{project: in.ProjectID, deployment: in.DeploymentID})
-		}
-		t.routes[r].n++
+// builder makes a table from instances as they come (the syncer streams
+// them from the database), then projects and domains.
+type builder struct {
+	t            *Table
+	byDeployment map[uuid.UUID]uint32
+	pending      []pendingBackend
+	nodes        map[string]uint32
+	nodeNames    []string
+}
+
+// pendingBackend is an instance until finish lays out each route's
+// instances side by side.
+type pendingBackend struct {
+	id          uuid.UUID
+	route, node uint32
+}
+
+// newBuilder starts a table of about projects projects.
+func newBuilder(appsDomain string, projects int) *builder {
+	return &builder{
+		t:            &Table{appsDomain: appsDomain, routes: make([]route, 0, projects+projects/8)},
+		byDeployment: make(map[uuid.UUID]uint32, projects),
+		pending:      make([]pendingBackend, 0, 3*projects),
+		nodes:        map[string]uint32{},
 	}
+}
+
+// instance adds one routable instance; nodeProxy need not outlive the call.
+func (b *builder) instance(project, deployment, instance uuid.UUID, nodeProxy string) {
+	t := b.t
+	r, ok := b.byDeployment[deployment]
+	if !ok {
+		r = uint32(len(t.routes))
+		b.byDeployment[deployment] = r
+		t.routes = append(t.routes, route{project: project, deployment: deployment})
+	}
+	t.routes[r].n++
+	node, ok := b.nodes[nodeProxy]
+	if !ok {
+		node = uint32(len(b.nodeNames))
+		b.nodeNames = append(b.nodeNames, strings.Clone(nodeProxy))
+		b.nodes[b.nodeNames[node]] = node
+	}
+	b.pending = append(b.pending, pendingBackend{id: instance, route: r, node: node})
+}
+
+// finish adds the projects' and domains' names and returns the table.
+func (b *builder) finish(projects []Project, domains []Domain) *Table {
+	t, byDeployment := b.t, b.byDeployment
 	withInstances := len(t.routes)
 	var next uint32
 	for i := range t.routes {
@@ -136,22 +172,17 @@ func buildTable[I any](appsDomain string, projects []Project, instances []I, ins
 		next += t.routes[i].n
 		t.routes[i].n = 0
 	}
-	t.backends = make([]Backend, len(instances))
-	nodes := map[string]string{}
-	for i := range instances {
-		in := instance(&instances[i])
-		r := &t.routes[byDeployment[in.DeploymentID]]
-		node, ok := nodes[in.NodeProxy]
-		if !ok {
-			node = strings.Clone(in.NodeProxy)
-			nodes[node] = node
-		}
-		t.backends[r.first+r.n] = Backend{InstanceID: in.InstanceID, NodeProxy: node}
+	t.backends = make([]Backend, len(b.pending))
+	for _, p := range b.pending {
+		r := &t.routes[p.route]
+		t.backends[r.first+r.n] = Backend{InstanceID: p.id, NodeProxy: b.nodeNames[p.node]}
 		r.n++
 	}
+	b.pending = nil
 
-	// Each project's route: its active deployment's, or one without
-	// backends; another project's instances are never borrowed.
+	// Each project's route: its active deployment's (sharing its
+	// instances), or one without backends.
+	appsDomain := t.appsDomain
 	active := make([]uint32, len(projects))
 	for i, p := range projects {
 		r, ok := byDeployment[p.ActiveDeploymentID]
@@ -165,9 +196,13 @@ func buildTable[I any](appsDomain string, projects []Project, instances []I, ins
 		}
 		active[i] = r
 	}
+	b.byDeployment = nil
 
-	size, names := 0, withInstances+2*len(projects)+len(domains)
-	size += (uuidLen + 1 + len(appsDomain)) * (withInstances + len(projects))
+	// Room for every name, sized (not grown) to what it will hold: each
+	// deployment's host once (an active one's is usually its own route's
+	// already), each slug, each domain.
+	size, names := 0, len(t.routes)+len(projects)+len(domains)
+	size += (uuidLen + 1 + len(appsDomain)) * len(t.routes)
 	for _, p := range projects {
 		size += len(p.Slug) + 1 + len(appsDomain)
 	}
