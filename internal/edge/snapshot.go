@@ -94,7 +94,6 @@ func writeSnapshot(w *bufio.Writer, t *Table) {
 		}
 	}
 	uv(uint64(len(t.recs)))
-	var host []byte
 	for i := range t.recs {
 		rec := &t.recs[i]
 		ri := rec.route &^ customBit
@@ -102,16 +101,12 @@ func writeSnapshot(w *bufio.Writer, t *Table) {
 		if rec.route&customBit != 0 {
 			flags |= snapCustom
 		}
-		name := t.name(rec)
-		if t.appsDomain != "" {
-			host = deploymentHost(host[:0], t.routes[ri].deployment, t.appsDomain)
-			if string(host) == name {
-				flags |= snapDeployment
-			}
+		if rec.n&recDeployment != 0 {
+			flags |= snapDeployment
 		}
 		uv(uint64(ri)<<snapFlagBits | flags)
 		if flags&snapDeployment == 0 {
-			str(name)
+			str(t.name(rec))
 		}
 	}
 }
@@ -205,7 +200,7 @@ func readSnapshot(raw []byte) (*Table, error) {
 		}
 	}
 	names := uv(uint64(len(r)))
-	t.reserve(int(names), len(r)+int(names)*(uuidLen+1+len(t.appsDomain)))
+	t.reserve(int(names), len(r)) // deployment hosts take no room
 	var host []byte
 	for range names {
 		v := uv(uint64(len(t.routes)-1)<<snapFlagBits | (1<<snapFlagBits - 1))

@@ -193,3 +193,37 @@ func TestHealthFollowsInstancesAcrossTables(t *testing.T) {
 		t.Fatal("update gave an instance another's health state")
 	}
 }
+
+// A deployment host is kept as a flag, not as bytes; a slug spelled like a
+// preview's id (which the database forbids) must still route as the
+// project's slug, not lose its name to the flag.
+func TestSlugSpelledLikeAPreviewIDKeepsItsName(t *testing.T) {
+	p, active, preview := id.New(), id.New(), id.New()
+	tbl := NewTable("zeitwork.app", []Project{{ID: p, Slug: preview.String(), ActiveDeploymentID: active}}, []Instance{
+		{ProjectID: p, DeploymentID: active, InstanceID: id.New(), NodeProxy: "n1"},
+		{ProjectID: p, DeploymentID: preview, InstanceID: id.New(), NodeProxy: "n2"},
+	}, nil)
+	check := func(tbl *Table) {
+		t.Helper()
+		if r, ok := tbl.Lookup(preview.String() + ".zeitwork.app"); !ok || r.DeploymentID != active {
+			t.Fatalf("slug host: %+v, %v", r, ok)
+		}
+		if r, ok := tbl.Lookup(active.String() + ".zeitwork.app"); !ok || r.DeploymentID != active {
+			t.Fatalf("active host: %+v, %v", r, ok)
+		}
+		if tbl.Hosts() != 2 {
+			t.Fatalf("%d names", tbl.Hosts())
+		}
+	}
+	check(tbl)
+	path := filepath.Join(t.TempDir(), "routes")
+	if err := SaveSnapshot(path, tbl); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadSnapshot(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(back)
+	check(NewTable("zeitwork.app", nil, nil, nil).Update(nil, tbl))
+}
