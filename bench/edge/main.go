@@ -52,6 +52,7 @@ type options struct {
 	profile           string // where perf writes the fast path's profile (empty: none)
 	memory            bool   // only the route table at scale: memory, rebuild, snapshot
 	memoryEnv         string // extra environment of the edge in -memory mode
+	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
 }
 
 // The edge under test, once per data path (EDGE_DATA_PATH).
@@ -76,6 +77,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "directory for a perf profile of the fast path under wrk (empty: none)")
 	flag.BoolVar(&o.memory, "memory", false, "measure only the route table at -hosts projects: edge memory over -rounds runs, rebuild, snapshot")
 	flag.StringVar(&o.memoryEnv, "memory-env", "", "extra environment of the edge in -memory mode, e.g. \"GOGC=100 GOMEMLIMIT=off\"")
+	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
 		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")

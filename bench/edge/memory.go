@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -66,6 +67,23 @@ func runMemory(ctx context.Context, o options) error {
 	heap, err := measureHeap(ctx, w)
 	if err != nil {
 		return err
+	}
+	if o.memProfile != "" {
+		// What one more full rebuild allocates, by where.
+		runtime.MemProfileRate = 64 << 10
+		s := &edge.Syncer{Pool: w.pool, Routes: &edge.Routes{}, AppsDomain: appsDomain, Log: zlog.Discard()}
+		if err := s.Sync(ctx); err != nil {
+			return err
+		}
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return err
+		}
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		f.Close()
+		if err != nil {
+			return err
+		}
 	}
 	var restores []float64
 	snap := filepath.Join(work, "rebuild-routes.json")

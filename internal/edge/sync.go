@@ -169,13 +169,12 @@ func (s *Syncer) load(ctx context.Context, only []uuid.UUID) (*Table, error) {
 	// The partial queries return the full ones' rows, filtered by project.
 	var projects []Project
 	if only == nil {
-		rows, err := q.ProjectListRouted(ctx)
-		if err != nil {
+		// Sized from the table it replaces: no copies as it grows.
+		projects = make([]Project, 0, s.Routes.Load().Hosts()/2+16)
+		if err := q.ProjectListRoutedEach(ctx, func(p *db.ProjectListRoutedRow) {
+			projects = append(projects, Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID})
+		}); err != nil {
 			return nil, fmt.Errorf("routes: projects: %w", err)
-		}
-		projects = make([]Project, len(rows))
-		for i, p := range rows {
-			projects[i] = Project{ID: p.ID, Slug: p.Slug, ActiveDeploymentID: p.ActiveDeploymentID}
 		}
 	} else {
 		rows, err := q.ProjectListRoutedByIDs(ctx, only)
