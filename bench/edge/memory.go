@@ -25,6 +25,10 @@ import (
 // database, and its peak (VmHWM), all in KiB.
 type memoryRun struct {
 	start, rebuilt, peak int64
+	// Then under wrk for -duration (Host: the last project loaded): its
+	// rate, CPU per request and memory at the end.
+	load      wrkRun
+	loadedRSS int64
 }
 
 // runMemory is the -memory mode: the route table at scale, alone. It
@@ -109,7 +113,8 @@ func runMemory(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "bench/edge: run %d: RSS %d MiB serving, %d MiB after a full rebuild, peak %d MiB\n", i+1, r.start>>10, r.rebuilt>>10, r.peak>>10)
+		fmt.Fprintf(os.Stderr, "bench/edge: run %d: RSS %d MiB serving, %d MiB after a full rebuild, peak %d MiB; under wrk %.0f req/s, %s CPU/request, RSS %d MiB\n",
+			i+1, r.start>>10, r.rebuilt>>10, r.peak>>10, r.load.rps, us(r.load.cpuPerReq), r.loadedRSS>>10)
 		runs = append(runs, r)
 	}
 
@@ -131,6 +136,9 @@ func runMemory(ctx context.Context, o options) error {
 	fmt.Printf("| edge RSS serving them (after the first rebuild) | %s |\n", mmm(func(r memoryRun) int64 { return r.start }))
 	fmt.Printf("| edge RSS after a full rebuild | %s |\n", mmm(func(r memoryRun) int64 { return r.rebuilt }))
 	fmt.Printf("| edge peak RSS (VmHWM) | %s |\n", mmm(func(r memoryRun) int64 { return r.peak }))
+	fmt.Printf("| then under wrk for %s: RSS at the end | %s |\n", o.duration, mmm(func(r memoryRun) int64 { return r.loadedRSS }))
+	fmt.Printf("| the same: requests/s | %s |\n", mmmF(runs, func(r memoryRun) float64 { return r.load.rps }, thousands))
+	fmt.Printf("| the same: edge CPU per request | %s |\n", mmmF(runs, func(r memoryRun) float64 { return float64(r.load.cpuPerReq) }, func(v float64) string { return us(time.Duration(v)) }))
 	fmt.Printf("| full rebuild in this process: read + build + swap (median of 3) | %s |\n", ms(rb.sync))
 	fmt.Printf("| in this process: live heap of the table / allocated by one full rebuild | %.1f MiB / %.1f MiB |\n", heap.live, heap.perRebuild)
 	fmt.Printf("| snapshot: size / write / restore (medians of 3) | %.1f MiB / %s / %s |\n", float64(fi.Size())/(1<<20), ms(rb.snapshot), ms(time.Duration(median(restores))))
@@ -183,6 +191,10 @@ func memoryOnce(ctx context.Context, o options, w *world, dbURL, snapshot string
 	time.Sleep(5 * time.Second)
 	r.rebuilt = procStatus(p.pid(), "VmRSS")
 	r.peak = procStatus(p.pid(), "VmHWM")
+	if r.load, err = runWrk(ctx, o, px, w.lastHost, o.duration); err != nil {
+		return memoryRun{}, err
+	}
+	r.loadedRSS = procStatus(p.pid(), "VmRSS")
 	return r, p.alive()
 }
 
@@ -261,4 +273,14 @@ func measureHeap(ctx context.Context, w *world) (heapUse, error) {
 	h.perRebuild = float64(again.TotalAlloc-after.TotalAlloc) / (1 << 20)
 	runtime.KeepAlive(routes)
 	return h, nil
+}
+
+// mmmF is min / median / max of f over runs, each formatted by format.
+func mmmF(runs []memoryRun, f func(memoryRun) float64, format func(float64) string) string {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	return format(v[0]) + " / " + format(v[len(v)/2]) + " / " + format(v[len(v)-1])
 }

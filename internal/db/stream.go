@@ -29,8 +29,9 @@ func (q *Queries) InstanceListRoutableEach(ctx context.Context, fn func(row *Ins
 		project, deployment, instance pgtype.UUID
 		node                          pgtype.DriverBytes
 	)
+	dest := []any{&project, &deployment, &instance, &node} // not one slice per row
 	for rows.Next() {
-		if err := rows.Scan(&project, &deployment, &instance, &node); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
 		i.ProjectID, i.DeploymentID, i.InstanceID = uuid.UUID(project.Bytes), uuid.UUID(deployment.Bytes), uuid.UUID(instance.Bytes)
@@ -52,8 +53,9 @@ func (q *Queries) ProjectListRoutedEach(ctx context.Context, fn func(row *Projec
 		i          ProjectListRoutedRow
 		id, active pgtype.UUID
 	)
+	dest := []any{&id, &i.Slug, &active}
 	for rows.Next() {
-		if err := rows.Scan(&id, &i.Slug, &active); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return err
 		}
 		i.ID, i.ActiveDeploymentID = uuid.UUID(id.Bytes), uuid.UUID(active.Bytes)
