@@ -227,3 +227,33 @@ func TestSlugSpelledLikeAPreviewIDKeepsItsName(t *testing.T) {
 	check(back)
 	check(NewTable("zeitwork.app", nil, nil, nil).Update(nil, tbl))
 }
+
+// BenchmarkSnapshot100kHosts writes and restores the snapshot of 100,000
+// projects (200,000 names, 300,000 instances); MiB is its size.
+func BenchmarkSnapshot100kHosts(b *testing.B) {
+	projects, instances := hundredK()
+	tbl := NewTable("zeitwork.app", projects, instances, nil)
+	path := filepath.Join(b.TempDir(), "routes")
+	if err := SaveSnapshot(path, tbl); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Save", func(b *testing.B) {
+		for b.Loop() {
+			if err := SaveSnapshot(path, tbl); err != nil {
+				b.Fatal(err)
+			}
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(fi.Size())/(1<<20), "MiB")
+	})
+	b.Run("Restore", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := LoadSnapshot(path); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
