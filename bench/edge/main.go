@@ -50,6 +50,9 @@ type options struct {
 	changes           int    // route changes timed
 	hosts             int    // projects loaded for the at-scale measurements (0: skip)
 	profile           string // where perf writes the fast path's profile (empty: none)
+	memory            bool   // only the route table at scale: memory, rebuild, snapshot
+	memoryEnv         string // extra environment of the edge in -memory mode
+	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
 }
 
 // The edge under test, once per data path (EDGE_DATA_PATH).
@@ -72,13 +75,21 @@ func main() {
 	flag.IntVar(&o.changes, "changes", 50, "route changes timed")
 	flag.IntVar(&o.hosts, "hosts", 100_000, "projects in the database for the at-scale rows (0: skip them)")
 	flag.StringVar(&o.profile, "profile", "", "directory for a perf profile of the fast path under wrk (empty: none)")
+	flag.BoolVar(&o.memory, "memory", false, "measure only the route table at -hosts projects: edge memory over -rounds runs, rebuild, snapshot")
+	flag.StringVar(&o.memoryEnv, "memory-env", "", "extra environment of the edge in -memory mode, e.g. \"GOGC=100 GOMEMLIMIT=off\"")
+	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
 		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o)
+	var err error
+	if o.memory {
+		err = runMemory(ctx, o)
+	} else {
+		err = run(ctx, o)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/edge:", err)

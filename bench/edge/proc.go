@@ -129,22 +129,28 @@ func freeAddr() (string, error) {
 // nginx is. Its poll is one minute, so within the benchmark only NOTIFY
 // moves routes.
 func startEdge(bin, dbURL, snapshot, dataPath string) (*proc, string, error) {
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, "", err
+	p, addr, _, err := startEdgeEnv(bin, dbURL, snapshot, dataPath)
+	return p, addr, err
+}
+
+// startEdgeEnv is startEdge with extra environment (GOGC, say), and the
+// address of its metrics too.
+func startEdgeEnv(bin, dbURL, snapshot, dataPath string, env ...string) (p *proc, addr, metrics string, err error) {
+	if addr, err = freeAddr(); err != nil {
+		return nil, "", "", err
 	}
-	metrics, err := freeAddr()
-	if err != nil {
-		return nil, "", err
+	if metrics, err = freeAddr(); err != nil {
+		return nil, "", "", err
 	}
 	cmd := exec.Command(bin, "edge")
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+dbURL, "NODE_PROXY_TOKEN=bench", "EDGE_HTTP_ADDR="+addr, "EDGE_METRICS_ADDR="+metrics,
 		"EDGE_HTTPS_ADDR=off", "EDGE_DATA_PATH="+dataPath,
 		"EDGE_APPS_DOMAIN="+appsDomain, "EDGE_ROUTES_SNAPSHOT="+snapshot, "EDGE_POLL_INTERVAL=1m", "LOG_LEVEL=warn")
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	p, err := start("edge ("+dataPath+")", cmd)
-	return p, addr, err
+	p, err = start("edge ("+dataPath+")", cmd)
+	return p, addr, metrics, err
 }
 
 // nginxConf is the reference: what one would write to put nginx in front of

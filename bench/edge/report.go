@@ -78,7 +78,7 @@ func report(out io.Writer, o options, r results) {
 	if r.large != nil {
 		change(fmt.Sprintf("route change → edge (domain added), %s projects", thousands(float64(o.hosts))), r.large)
 		removal(fmt.Sprintf("route change → edge (domain deleted), %s projects", thousands(float64(o.hosts))), r.large)
-		p("| one route rebuild, %s projects: read + build + swap / snapshot (%d MiB JSON) | %s / %s | — | — |\n",
+		p("| one route rebuild, %s projects: read + build + swap / snapshot (%d MiB) | %s / %s | — | — |\n",
 			thousands(float64(o.hosts)), r.rebuild.snapshotBytes>>20, ms(r.rebuild.sync), ms(r.rebuild.snapshot))
 		p("| requests/s / proxy CPU per request with %s projects routed (one run) | %s / %s | — | — |\n", thousands(float64(o.hosts)), thousands(r.largeLoad.rps), us(r.largeLoad.cpuPerReq))
 		p("| edge memory (RSS), 1 project / %s projects | %d MiB / %d MiB | — | — |\n", thousands(float64(o.hosts)), r.small.rss>>10, r.large.rss>>10)

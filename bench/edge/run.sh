@@ -7,6 +7,11 @@
 # the benchmark (go run ./bench/edge -h lists them).
 #
 #   ROUNDS=3 DURATION=10s CONNECTIONS=64 THREADS=2 COUNT=3 bash bench/edge/run.sh
+#
+# The route table at scale alone (issue #15: the edge's memory with 100,000
+# projects after a full rebuild, under wrk, the snapshot's size and restore):
+#
+#   bash bench/edge/run.sh -memory -rounds 3 -duration 5s -memory-env "GOGC=100 GOMEMLIMIT=off"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null

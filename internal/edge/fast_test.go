@@ -234,7 +234,7 @@ func benchmarkPath(b *testing.B, path string) {
 	for range 3 {
 		backends = append(backends, Backend{InstanceID: id.New(), NodeProxy: rawBackend(b)})
 	}
-	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: uuid.New(), Backends: backends}}})
+	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: uuid.New(), Backends: backends}}))
 	p := NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 10 * time.Second, Log: zlog.Discard()})
 	edge := serveProxy(b, p, path)
 	c, err := net.Dial("tcp", edge.Listener.Addr().String())
@@ -306,7 +306,7 @@ func TestFastPathResponseUntilClose(t *testing.T) {
 		}
 	}()
 	routes := &Routes{}
-	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: []Backend{{InstanceID: id.New(), NodeProxy: l.Addr().String()}}}}})
+	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: []Backend{{InstanceID: id.New(), NodeProxy: l.Addr().String()}}}}))
 	edge := serveProxy(t, NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 5 * time.Second, Log: zlog.Discard()}), DataPathFast)
 	c, err := net.Dial("tcp", edge.Listener.Addr().String())
 	if err != nil {

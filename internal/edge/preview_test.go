@@ -72,7 +72,7 @@ func TestPreviewsNeverTakeTheProjectsHosts(t *testing.T) {
 			t.Errorf("Lookup(%s) = %+v, %v; want %s with 3 backends", host, r, ok, dep)
 		}
 	}
-	for host, r := range tbl.Routes {
+	for host, r := range tbl.All() {
 		if _, ok := want[host]; !ok {
 			t.Errorf("unexpected route %s → %s", host, r.DeploymentID)
 		}

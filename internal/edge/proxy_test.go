@@ -99,10 +99,10 @@ func (s *stage) app(h http.Handler) uuid.UUID {
 // backend adds a backend to shop.zeitwork.app and publishes the table.
 func (s *stage) backend(b Backend) {
 	s.backends = append(s.backends, b)
-	s.routes.Store(&Table{Routes: map[string]Route{
+	s.routes.Store(TableOf(map[string]Route{
 		"shop.zeitwork.app":  {ProjectID: s.project, DeploymentID: id.New(), Backends: append([]Backend(nil), s.backends...)},
 		"empty.zeitwork.app": {ProjectID: id.New(), DeploymentID: id.New()},
-	}})
+	}))
 }
 
 func (s *stage) get(host, path string, header ...string) (*http.Response, string) {
@@ -254,7 +254,9 @@ func TestProxyUnknownHostAndNoHealthyInstance(t *testing.T) {
 func TestPickPrefersFewerInFlightAndSkipsDownInstances(t *testing.T) {
 	var routes Routes
 	bs := []Backend{{InstanceID: id.New()}, {InstanceID: id.New()}, {InstanceID: id.New()}}
-	routes.Store(&Table{Routes: map[string]Route{"a": {Backends: bs}}})
+	routes.Store(TableOf(map[string]Route{"a": {Backends: bs}}))
+	route, _ := routes.Load().Lookup("a")
+	bs = route.Backends
 	bs[0].health.inflight.Store(10)
 	counts := map[int]int{}
 	for range 3000 {
@@ -284,7 +286,9 @@ func TestPickPrefersFewerInFlightAndSkipsDownInstances(t *testing.T) {
 	}
 	// Health carries over to the next table for the same instance.
 	next := []Backend{{InstanceID: bs[1].InstanceID}}
-	routes.Store(&Table{Routes: map[string]Route{"a": {Backends: next}}})
+	routes.Store(TableOf(map[string]Route{"a": {Backends: next}}))
+	route, _ = routes.Load().Lookup("a")
+	next = route.Backends
 	if next[0].health != bs[1].health || next[0].health.isUp(time.Now().UnixNano()) {
 		t.Fatal("health state lost across tables")
 	}
@@ -456,7 +460,7 @@ func FuzzProxyHost(f *testing.F) {
 		f.Add(s)
 	}
 	routes := &Routes{}
-	routes.Store(&Table{Routes: map[string]Route{"shop.zeitwork.app": {ProjectID: id.New()}}})
+	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: id.New()}}))
 	p := NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: time.Second, Log: zlog.Discard()})
 	f.Fuzz(func(t *testing.T, host string) {
 		req := httptest.NewRequest("GET", "/", nil)
