@@ -84,6 +84,9 @@ type user struct {
 	// logOut gets log lines: stdout for logs, stderr while deploy waits
 	// (its stdout is the URL).
 	logOut io.Writer
+	// lineHook, when set, takes the log lines instead of printing them:
+	// deploy's progress display on a terminal.
+	lineHook func(client.LogLine)
 	// owner, set by dev run through sudo, is whose config directory
 	// holds the login (and who owns it); nil: this process's user.
 	owner *devenv.LoginOwner
