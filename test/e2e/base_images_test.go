@@ -24,9 +24,9 @@ import (
 )
 
 // TestBaseImagesBuildDetectedApps builds what the detector generates for a
-// Node server (npm, pnpm and yarn), a Go module and a static site, with the base images that
-// scripts/base-images.sh made on this machine, and runs each result: a probe
-// stage appended to the generated Dockerfile starts from the app's runtime
+// Node server (npm, pnpm and yarn), a Go module and a static site, with the
+// base images that scripts/base-images.sh made on this machine, and runs each
+// result: a probe stage appended to the generated Dockerfile starts from the app's runtime
 // (or build) stage and writes what it saw to /probe.
 func TestBaseImagesBuildDetectedApps(t *testing.T) {
 	reg := testenv.Registry(t)
