@@ -142,9 +142,9 @@ func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d
 			}
 			return d, fmt.Errorf("deployment %s did not go live: %s", d.Id, reason)
 		}
-		// Faster while a display shows the instances coming up.
+		// Faster when a display shows the instances coming up.
 		poll := time.Second
-		if prog != nil && d.Status == client.DeploymentStatusDeploying {
+		if prog != nil {
 			poll = 250 * time.Millisecond
 		}
 		select {
