@@ -65,6 +65,10 @@ func newBench(ctx context.Context, p *platform, work string) (*bench, error) {
 	if err := git("", "clone", "-q", bare, b.repo); err != nil {
 		return nil, err
 	}
+	// An empty clone's branch is git's default name, which may not be main.
+	if err := git(b.repo, "symbolic-ref", "HEAD", "refs/heads/main"); err != nil {
+		return nil, err
+	}
 	for _, dir := range []string{b.repo, b.upload, b.refDir} {
 		if err := b.write(dir, "deps-0", "first"); err != nil {
 			return nil, err
@@ -136,6 +140,9 @@ func (b *bench) close() {
 			_ = b.rt.RemoveImage(context.Background(), ref)
 		}
 		_ = b.rt.Close()
+		if err := removeNamespace(b.p.o.containerd, b.rtNS); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/deploy: containerd namespace %s: %v\n", b.rtNS, err)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -13,11 +14,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -248,6 +254,9 @@ func (p *platform) stop(ctrdAddr string) {
 	for i := 1; i <= p.o.nodes; i++ {
 		_ = exec.Command("ip", "netns", "delete", devenv.NodeName(p.prefix, i)).Run()
 		_ = exec.Command("nft", "delete", "table", "inet", devenv.NodeName(p.prefix, i)).Run()
+		if err := removeNamespace(ctrdAddr, devenv.NodeName(p.prefix, i)); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/deploy: containerd namespace %s: %v\n", devenv.NodeName(p.prefix, i), err)
+		}
 	}
 }
 
@@ -283,4 +292,64 @@ func removeContainers(addr string, nodes []string) {
 			}
 		}
 	}
+}
+
+// removeNamespace empties a containerd namespace of this bench (what is
+// left of its containers, images, leases, snapshots and content) and
+// deletes it, then the cgroups runc made for it.
+func removeNamespace(addr, ns string) error {
+	c, err := client.New(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), time.Minute)
+	defer cancel()
+	all, err := c.NamespaceService().List(ctx)
+	if err != nil || !slices.Contains(all, ns) {
+		return err
+	}
+	var errs []error
+	ctrs, _ := c.Containers(ctx)
+	for _, ctr := range ctrs {
+		if task, err := ctr.Task(ctx, nil); err == nil {
+			_, _ = task.Delete(ctx, client.WithProcessKill)
+		}
+		errs = append(errs, ctr.Delete(ctx, client.WithSnapshotCleanup))
+	}
+	imgs, _ := c.ImageService().List(ctx)
+	for _, img := range imgs {
+		errs = append(errs, c.ImageService().Delete(ctx, img.Name, images.SynchronousDelete()))
+	}
+	ls, _ := c.LeasesService().List(ctx)
+	for _, l := range ls {
+		errs = append(errs, c.LeasesService().Delete(ctx, l, leases.SynchronousDelete))
+	}
+	sn := c.SnapshotService("")
+	for range 20 { // children first: a parent goes once its children have
+		var keys []string
+		parents := map[string]bool{}
+		_ = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			keys = append(keys, info.Name)
+			parents[info.Parent] = true
+			return nil
+		})
+		if len(keys) == 0 {
+			break
+		}
+		for _, k := range keys {
+			if !parents[k] {
+				_ = sn.Remove(ctx, k)
+			}
+		}
+	}
+	_ = c.ContentStore().Walk(ctx, func(info content.Info) error {
+		_ = c.ContentStore().Delete(ctx, info.Digest)
+		return nil
+	})
+	errs = append(errs, c.NamespaceService().Delete(ctx, ns))
+	for _, ctl := range []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "unified", ""} {
+		_ = os.Remove(filepath.Join("/sys/fs/cgroup", ctl, ns))
+	}
+	return errors.Join(errs...)
 }
