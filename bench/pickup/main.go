@@ -3,19 +3,21 @@
 // operator configure it, on its own database of the local Postgres), and
 // prints a Markdown table:
 //
-//   - each run first leaves the worker idle for -idle (5 minutes by
+//   - each run first leaves the workers idle for -idle (5 minutes by
 //     default: a build task once waited 17 s to be picked after the
 //     builder had been quiet), then inserts -tasks tasks one at a time,
-//     each -gap after the previous one was picked. The first task after
-//     the idle is reported on its own, and the -tasks together as
-//     p50/p95/max.
+//     each -gap after the previous one was picked, alternating between the
+//     builders' queue and the operators' (a build task, a deploy task),
+//     each worked by its own client as the builder and operator processes
+//     do. The first task of each queue after the idle is reported on its
+//     own, and each queue's tasks together as p50/p95/max.
 //   - reference, alternating with the tasks in the same run: a bare
 //     LISTEN/NOTIFY round trip on the same Postgres (NOTIFY on one
 //     connection, received on another that has LISTENed since the run
 //     began), which is the floor under any wake-up River can do.
 //
-// The worker and the inserter are separate River clients on separate
-// pools, as the builder process and the API process are. A task's time
+// The workers and the inserter are separate River clients on separate
+// pools, as the builder, operator and API processes are. A task's time
 // runs from just before its inserting transaction commits (the moment it
 // becomes visible) to the first line of the worker's Work; the
 // reference's from just before the NOTIFY to its arrival.
@@ -41,6 +43,7 @@ import (
 	"github.com/zeitwork/zeitwork/bench/internal/benchdb"
 	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
@@ -76,19 +79,29 @@ func main() {
 	}
 }
 
-// task is the timed task: nothing to do, on the builders' queue.
-type task struct {
+// buildTask and deployTask are the timed tasks: nothing to do, on the
+// builders' and the operators' queue.
+type buildTask struct {
 	Seq int `json:"seq"`
 }
 
-func (task) Kind() string { return "bench_pickup" }
+func (buildTask) Kind() string { return "bench_pickup_build" }
 
-func (task) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: build.Queue} }
+func (buildTask) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: build.Queue} }
+
+type deployTask struct {
+	Seq int `json:"seq"`
+}
+
+func (deployTask) Kind() string { return "bench_pickup_deploy" }
+
+func (deployTask) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: operator.Queue} }
 
 // recorder notes when it starts each task.
-type recorder struct {
-	river.WorkerDefaults[task]
+type recorder[T queue.Task] struct {
+	river.WorkerDefaults[T]
 	picks chan<- pick
+	seq   func(T) int
 }
 
 type pick struct {
@@ -96,15 +109,20 @@ type pick struct {
 	at  time.Time
 }
 
-func (r *recorder) Work(_ context.Context, job *queue.Job[task]) error {
-	r.picks <- pick{seq: job.Args.Seq, at: time.Now()}
+func (r *recorder[T]) Work(_ context.Context, job *queue.Job[T]) error {
+	r.picks <- pick{seq: r.seq(job.Args), at: time.Now()}
 	return nil
 }
 
+// queues are the two timed queues, in the order the tasks alternate.
+var queues = []string{"build", "deploy"}
+
 // result is one run.
 type result struct {
-	firstTask, firstRef time.Duration // the first of each after the idle
-	tasks, refs         []time.Duration
+	first    map[string]time.Duration // each queue's first task after the idle
+	firstRef time.Duration
+	tasks    map[string][]time.Duration
+	refs     []time.Duration
 }
 
 func run(ctx context.Context, o options) error {
@@ -113,36 +131,48 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer drop()
-	// Two pools, as two processes would have.
-	workerPool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		return err
-	}
-	defer workerPool.Close()
-	insertPool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		return err
-	}
-	defer insertPool.Close()
 	cfg, err := config.ParseFrom[config.Queue](map[string]string{})
 	if err != nil {
 		return err
 	}
 	picks := make(chan pick, 1)
-	ws := queue.NewWorkers(build.Queue)
-	queue.Register(ws, &recorder{picks: picks})
-	worker, err := queue.New(workerPool, ws, cfg, zlog.Discard())
+	// A worker per queue, each its own client on its own pool: the builder
+	// and the operator processes.
+	for _, w := range []*queue.Workers{
+		func() *queue.Workers {
+			ws := queue.NewWorkers(build.Queue)
+			queue.Register(ws, &recorder[buildTask]{picks: picks, seq: func(t buildTask) int { return t.Seq }})
+			return ws
+		}(),
+		func() *queue.Workers {
+			ws := queue.NewWorkers(operator.Queue)
+			queue.Register(ws, &recorder[deployTask]{picks: picks, seq: func(t deployTask) int { return t.Seq }})
+			return ws
+		}(),
+	} {
+		pool, err := pgxpool.New(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		worker, err := queue.New(pool, w, cfg, zlog.Discard())
+		if err != nil {
+			return err
+		}
+		if err := worker.Start(ctx); err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = worker.Stop(sctx)
+		}()
+	}
+	insertPool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return err
 	}
-	if err := worker.Start(ctx); err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = worker.Stop(sctx)
-	}()
+	defer insertPool.Close()
 	inserter, err := queue.New(insertPool, nil, cfg, zlog.Discard())
 	if err != nil {
 		return err
@@ -161,9 +191,11 @@ func run(ctx context.Context, o options) error {
 	}
 	defer notify.Close(context.Background())
 
-	// Untimed: the first task and notification warm the connections.
-	if _, err := timeTask(ctx, insertPool, inserter, picks, -1); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+	// Untimed: the first tasks and notification warm the connections.
+	for i := range queues {
+		if _, err := timeTask(ctx, insertPool, inserter, picks, i-len(queues)); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
 	}
 	if _, err := timeNotify(ctx, notify, listen); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
@@ -175,14 +207,14 @@ func run(ctx context.Context, o options) error {
 		if err := sleep(ctx, o.idle); err != nil {
 			return err
 		}
-		var res result
+		res := result{first: map[string]time.Duration{}, tasks: map[string][]time.Duration{}}
 		for i := range o.tasks {
 			if i > 0 {
 				if err := sleep(ctx, o.gap); err != nil {
 					return err
 				}
 			}
-			d, err := timeTask(ctx, insertPool, inserter, picks, r*o.tasks+i)
+			d, err := timeTask(ctx, insertPool, inserter, picks, 2*r*o.tasks+i) // even: build, odd: deploy
 			if err != nil {
 				return err
 			}
@@ -190,27 +222,40 @@ func run(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			if i == 0 {
-				res.firstTask, res.firstRef = d, ref
+			q := queues[i%len(queues)]
+			if i < len(queues) {
+				res.first[q] = d
 			}
-			res.tasks, res.refs = append(res.tasks, d), append(res.refs, ref)
+			if i == 0 {
+				res.firstRef = ref
+			}
+			res.tasks[q], res.refs = append(res.tasks[q], d), append(res.refs, ref)
 		}
-		fmt.Fprintf(os.Stderr, "bench/pickup: run %d: first after idle %s (reference %s); p50 %s p95 %s max %s\n",
-			r+1, ms(res.firstTask), ms(res.firstRef), ms(pct(res.tasks, 50)), ms(pct(res.tasks, 95)), ms(slices.Max(res.tasks)))
+		for _, q := range queues {
+			fmt.Fprintf(os.Stderr, "bench/pickup: run %d: %s: first after idle %s; p50 %s p95 %s max %s\n",
+				r+1, q, ms(res.first[q]), ms(pct(res.tasks[q], 50)), ms(pct(res.tasks[q], 95)), ms(slices.Max(res.tasks[q])))
+		}
+		fmt.Fprintf(os.Stderr, "bench/pickup: run %d: reference: first after idle %s; p50 %s p95 %s max %s\n",
+			r+1, ms(res.firstRef), ms(pct(res.refs, 50)), ms(pct(res.refs, 95)), ms(slices.Max(res.refs)))
 		results = append(results, res)
 	}
 	report(o, results)
 	return nil
 }
 
-// timeTask inserts one task and waits for the worker to start it.
+// timeTask inserts one task, on the build queue for an even seq and the
+// deploy queue for an odd one, and waits for its worker to start it.
 func timeTask(ctx context.Context, pool *pgxpool.Pool, q *queue.Queue, picks <-chan pick, seq int) (time.Duration, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck // a no-op after Commit
-	if _, err := q.EnqueueTx(ctx, tx, task{Seq: seq}); err != nil {
+	var t queue.Task = buildTask{Seq: seq}
+	if seq%2 != 0 {
+		t = deployTask{Seq: seq}
+	}
+	if _, err := q.EnqueueTx(ctx, tx, t); err != nil {
 		return 0, err
 	}
 	start := time.Now()
@@ -277,13 +322,27 @@ func report(o options, rs []result) {
 		return fmt.Sprintf("%s / %s / %s", ms(ds[0]), ms(ds[len(ds)/2]), ms(ds[len(ds)-1]))
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nTask pickup: %d runs, each after %s idle, %d tasks %s apart (min / median / max over the runs)\n\n", len(rs), o.idle, o.tasks, o.gap)
-	fmt.Fprintln(&b, "| measure | task inserted → worker started | reference: LISTEN/NOTIFY round trip |")
-	fmt.Fprintln(&b, "|---|---|---|")
-	fmt.Fprintf(&b, "| first after the idle | %s | %s |\n", three(func(r result) time.Duration { return r.firstTask }), three(func(r result) time.Duration { return r.firstRef }))
-	for _, p := range []int{50, 95} {
-		fmt.Fprintf(&b, "| p%d of %d | %s | %s |\n", p, o.tasks, three(func(r result) time.Duration { return pct(r.tasks, p) }), three(func(r result) time.Duration { return pct(r.refs, p) }))
+	fmt.Fprintf(&b, "\nTask pickup: %d runs, each after %s idle, %d tasks %s apart alternating build and deploy (min / median / max over the runs)\n\n", len(rs), o.idle, o.tasks, o.gap)
+	fmt.Fprintln(&b, "| measure | build task inserted → worker started | deploy task inserted → worker started | reference: LISTEN/NOTIFY round trip |")
+	fmt.Fprintln(&b, "|---|---|---|---|")
+	row := func(name string, f func([]time.Duration) time.Duration, first bool) {
+		fmt.Fprintf(&b, "| %s ", name)
+		for _, q := range queues {
+			if first {
+				fmt.Fprintf(&b, "| %s ", three(func(r result) time.Duration { return r.first[q] }))
+			} else {
+				fmt.Fprintf(&b, "| %s ", three(func(r result) time.Duration { return f(r.tasks[q]) }))
+			}
+		}
+		if first {
+			fmt.Fprintf(&b, "| %s |\n", three(func(r result) time.Duration { return r.firstRef }))
+		} else {
+			fmt.Fprintf(&b, "| %s |\n", three(func(r result) time.Duration { return f(r.refs) }))
+		}
 	}
-	fmt.Fprintf(&b, "| max of %d | %s | %s |\n", o.tasks, three(func(r result) time.Duration { return slices.Max(r.tasks) }), three(func(r result) time.Duration { return slices.Max(r.refs) }))
+	row("first after the idle", nil, true)
+	row("p50", func(ds []time.Duration) time.Duration { return pct(ds, 50) }, false)
+	row("p95", func(ds []time.Duration) time.Duration { return pct(ds, 95) }, false)
+	row("max", func(ds []time.Duration) time.Duration { return slices.Max(ds) }, false)
 	fmt.Print(b.String())
 }
