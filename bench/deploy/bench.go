@@ -249,7 +249,7 @@ func (b *bench) push(ctx context.Context, deps, page string) (timing, error) {
 			return true, nil
 		}
 		var failed bool
-		err := b.p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE commit_sha = $1 AND status = 'failed')`, sha).Scan(&failed)
+		err := b.p.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deployments WHERE github_commit_sha = $1 AND status = 'failed')`, sha).Scan(&failed)
 		if err == nil && failed {
 			return false, fmt.Errorf("the deployment of %q failed", page)
 		}
@@ -265,7 +265,7 @@ func (b *bench) push(ctx context.Context, deps, page string) (timing, error) {
 		return t, fmt.Errorf("the delivery of %q: %w", page, err)
 	}
 	t.serving = serving.Sub(received)
-	t.pushedToActive, err = b.pushedToActive(ctx, `d.commit_sha = $1`, sha)
+	t.pushedToActive, err = b.pushedToActive(ctx, `d.github_commit_sha = $1`, sha)
 	return t, err
 }
 
