@@ -230,10 +230,31 @@ func (b *bench) once(ctx context.Context, r int) (sample, error) {
 	return s, nil
 }
 
+// settle waits, unless -settle=false, until no instance is still being
+// stopped: a node agent's pass waits for the stops it makes (up to the stop
+// grace, 10 s, for an app that ignores SIGTERM as Node.js does as PID 1),
+// and an instance assigned meanwhile starts only on the next pass. The
+// reference stops nothing, so the platform is timed on quiet nodes; with
+// -settle=false each deploy follows the last as a user's would.
+func (b *bench) settle(ctx context.Context) error {
+	if !b.p.o.settle {
+		return nil
+	}
+	return b.p.wait(ctx, 2*time.Minute, "the replaced instances to stop", func() (bool, error) {
+		var n int
+		err := b.p.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM instances WHERE desired_state = 'stopped' AND state NOT IN ('stopped', 'failed'))
+			+ (SELECT count(*) FROM deployments WHERE status = 'retiring')`).Scan(&n)
+		return n == 0, err
+	})
+}
+
 // push commits a change and times the webhook's receipt → the edge
 // answering the new page.
 func (b *bench) push(ctx context.Context, deps, page string) (timing, error) {
 	var t timing
+	if err := b.settle(ctx); err != nil {
+		return t, err
+	}
 	if err := b.write(b.repo, deps, page); err != nil {
 		return t, err
 	}
@@ -312,6 +333,9 @@ func (b *bench) cliDeploy(ctx context.Context) (uuid.UUID, time.Duration, error)
 // timedCLIDeploy deploys the unchanged directory and times it to its
 // deployment's own host answering through the edge.
 func (b *bench) timedCLIDeploy(ctx context.Context) (serving, exit, active time.Duration, err error) {
+	if err := b.settle(ctx); err != nil {
+		return 0, 0, 0, err
+	}
 	start := time.Now()
 	dep, exit, err := b.cliDeploy(ctx)
 	if err != nil {

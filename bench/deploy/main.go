@@ -45,6 +45,7 @@ type options struct {
 	adminURL, registry, buildkit string
 	containerd                   string
 	runs, nodes                  int
+	settle                       bool
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.StringVar(&o.containerd, "containerd", "/run/zeitwork-dev/containerd.sock", "containerd socket")
 	flag.IntVar(&o.runs, "runs", 3, "runs of every measurement")
 	flag.IntVar(&o.nodes, "nodes", 3, "simulated nodes (the project runs one instance on each)")
+	flag.BoolVar(&o.settle, "settle", true, "before each timed deploy, wait until the replaced instances have stopped")
 	flag.Parse()
 	if o.zeitwork == "" || o.buildctl == "" {
 		fmt.Fprintln(os.Stderr, "bench/deploy: -zeitwork and -buildctl are required (use bench/deploy/run.sh)")
@@ -158,7 +160,7 @@ func secs(d time.Duration) string {
 
 func report(o options, ss []sample) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nDeploys: %d runs, %d simulated nodes, min / median / max (ratio: median of platform ÷ reference)\n\n", len(ss), o.nodes)
+	fmt.Fprintf(&b, "\nDeploys: %d runs, %d simulated nodes, settle %v, min / median / max (ratio: median of platform ÷ reference)\n\n", len(ss), o.nodes, o.settle)
 	fmt.Fprintln(&b, "| path | platform | reference | reference is | ratio |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|")
 	refCold := func(s sample) time.Duration { return s.refBuildCold + s.refRuntime }
