@@ -108,19 +108,21 @@ func TestDeployDrawsProgressOnATerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	master, tty := openPTY(t)
+	var screen syncBuffer
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(&screen, master) // until the test closes the terminal
+		close(copied)
+	}()
+
 	// The stand-in platform: the build writes BuildKit's lines a few at a
-	// time, then three instances on a node turn healthy one by one.
+	// time, then three instances on a node turn healthy one by one, each
+	// once the display has shown the one before.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	platform := make(chan error, 1)
-	go func() { platform <- standInDeploy(ctx, e, p.Id) }()
-
-	master, tty := openPTY(t)
-	screen := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(master) // until the test closes the terminal
-		screen <- string(b)
-	}()
+	go func() { platform <- standInDeploy(ctx, e, p.Id, &screen) }()
 	var out syncBuffer
 	code := Main(context.Background(), []string{"deploy", "-C", e.dir},
 		Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config, "ZEITWORK_API_URL=" + e.url, "TERM=xterm"}, Stdout: &out, Stderr: tty})
@@ -128,13 +130,13 @@ func TestDeployDrawsProgressOnATerminal(t *testing.T) {
 		t.Fatalf("the stand-in platform: %v", err)
 	}
 	tty.Close()
-	var drawn string
 	select {
-	case drawn = <-screen:
+	case <-copied:
 	case <-time.After(10 * time.Second):
 		master.Close()
-		drawn = <-screen
+		<-copied
 	}
+	drawn := screen.String()
 	if code != ExitOK || out.String() != "https://app."+testAppsDomain+"\n" {
 		t.Fatalf("exit %d, stdout %q\nterminal: %q", code, out.String(), drawn)
 	}
@@ -153,8 +155,9 @@ func TestDeployDrawsProgressOnATerminal(t *testing.T) {
 }
 
 // standInDeploy moves the project's first queued deployment the way the
-// builder and the operator would, slowly enough for each step to be seen.
-func standInDeploy(ctx context.Context, e *userEnv, project uuid.UUID) error {
+// builder and the operator would; an instance turns healthy only once
+// screen shows the last one did, so that no state goes unseen.
+func standInDeploy(ctx context.Context, e *userEnv, project uuid.UUID, screen *syncBuffer) error {
 	var dep, build uuid.UUID
 	for {
 		err := e.pool.QueryRow(ctx, `SELECT d.id, b.id FROM deployments d JOIN builds b ON b.deployment_id = d.id
@@ -210,15 +213,25 @@ func standInDeploy(ctx context.Context, e *userEnv, project uuid.UUID) error {
 		}
 		instances = append(instances, in)
 	}
-	for _, in := range instances {
-		pause()
-		pause()
+	shown := func(what string) error {
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(screen.String(), what); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the display never showed %q: %q", what, screen.String())
+			}
+		}
+		return nil
+	}
+	if err := shown("(0/3"); err != nil {
+		return err
+	}
+	for n, in := range instances {
 		if err := exec(`UPDATE instances SET state = 'healthy' WHERE id = $1`, in); err != nil {
 			return err
 		}
+		if err := shown(fmt.Sprintf("(%d/3", n+1)); err != nil {
+			return err
+		}
 	}
-	pause()
-	pause()
 	if err := exec(`UPDATE deployments SET status = 'active', active_at = now() WHERE id = $1`, dep); err != nil {
 		return err
 	}
