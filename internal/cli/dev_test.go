@@ -322,7 +322,7 @@ func TestDevSignsInTheSudoUser(t *testing.T) {
 	store := account.Store{DB: e.pool}
 	home := t.TempDir() // the sudo user's home, with no ~/.config yet
 	const uid, gid = 65534, 65534
-	// Root's own XDG_CONFIG_HOME must not be where the login goes.
+	// The process's own config directory (root's) is not where the login goes.
 	u := &user{env: Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config}},
 		owner: &devenv.LoginOwner{Name: "someone", UID: uid, GID: gid, ConfigHome: filepath.Join(home, ".config")}}
 	l, err := signInDev(ctx, store, u, "http://127.0.0.1:30080")

@@ -42,9 +42,10 @@ func SudoLoginOwner(vars map[string]string) (*LoginOwner, error) {
 		return nil, fmt.Errorf("SUDO_USER %q: no numeric ids or home directory", name)
 	}
 	o := &LoginOwner{Name: name, UID: uid, GID: gid, ConfigHome: filepath.Join(u.HomeDir, ".config")}
-	// sudo passes XDG_CONFIG_HOME on only when asked to keep the caller's
-	// environment (-E), and then it is the caller's own.
-	if d := vars["XDG_CONFIG_HOME"]; d != "" && filepath.IsAbs(d) && vars["HOME"] == u.HomeDir {
+	// sudo resets the environment, so an XDG_CONFIG_HOME that is there was
+	// passed on on purpose (sudo -E, or set on the command line, as the
+	// tests that start dev do): it wins over the user's ~/.config.
+	if d := vars["XDG_CONFIG_HOME"]; d != "" && filepath.IsAbs(d) {
 		o.ConfigHome = d
 	}
 	return o, nil
