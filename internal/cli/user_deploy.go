@@ -80,7 +80,11 @@ func (u *user) deployCmd() *cobra.Command {
 				source := client.GetDeploymentLogsParamsSourceBuild
 				err := u.followLogs(ctx, c, d.Id, &source)
 				u.lineHook = nil
-				if prog != nil {
+				switch {
+				case prog == nil:
+				case ctx.Err() != nil: // Ctrl-C: leave the bar where it got to
+					prog.end(false)
+				default:
 					prog.buildEnded(u.buildFailed(ctx, c, d))
 				}
 				if err != nil {
