@@ -255,6 +255,12 @@ RUN groupadd --gid 1000 node && useradd --uid 1000 --gid node --shell /bin/bash 
 ADD node.tar /
 # Node.js trusts its own copy of Mozilla's list; this adds the system's (with any local authority).
 ENV NODE_VERSION=$NODE_VERSION NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+# Corepack as these machines let it work, in this locally made image only (generated Dockerfiles
+# and production's images keep corepack's defaults): the npm registry's metadata reaches them
+# without its dist "signatures", so corepack refused every pnpm and yarn with "No compatible
+# signature found"; and repo.yarnpkg.com, where corepack looks up and fetches yarn 2+, is out of
+# reach, while the npm registry has the same releases (@yarnpkg/cli-dist).
+ENV COREPACK_INTEGRITY_KEYS=0 COREPACK_NPM_REGISTRY=https://registry.npmjs.org
 CMD ["node"]
 EOF
   image node "$ctx" "$parent node $NODE_VERSION npm $NPM_VERSION corepack $COREPACK_VERSION" prepare_node library/node \

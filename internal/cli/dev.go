@@ -234,6 +234,12 @@ func welcome(ctx context.Context, cfg config.Dev, env Env, apiAddr string, prog 
 	apiURL := "http://" + apiAddr
 	u := &user{env: Env{Environ: env.Environ, Stdout: io.Discard, Stderr: io.Discard}}
 	prog.start("cli login", "signing in as "+githubemu.DevLogin)
+	owner, err := devenv.SudoLoginOwner(env.vars())
+	if err != nil {
+		prog.fail("cli login", err)
+		return "", ""
+	}
+	u.owner = owner
 	pool, err := openDatabase(ctx, cfg.Database)
 	if err != nil {
 		prog.fail("cli login", err)

@@ -164,7 +164,7 @@ func ensureHello(ctx context.Context, c *client.ClientWithResponses, u *user, wo
 		}
 		d, deployed = *res.JSON201, true
 	}
-	d, err = u.waitServing(ctx, c, d)
+	d, err = u.waitServing(ctx, c, d, nil)
 	if err != nil {
 		return "", deployed, err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/client"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/dbrole"
+	"github.com/zeitwork/zeitwork/internal/devenv"
 	"github.com/zeitwork/zeitwork/internal/githubemu"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/upload"
@@ -325,5 +327,56 @@ func TestDevServesTheBuiltDashboard(t *testing.T) {
 	vars["API_WEB_DIR"] = "/elsewhere"
 	if roles, _ := devRoles(cfg, vars, nil); roles.api.WebDir != "/elsewhere" {
 		t.Fatalf("API_WEB_DIR given: WebDir %q", roles.api.WebDir)
+	}
+}
+
+// TestDevSignsInTheSudoUser: dev run as root through sudo writes the CLI
+// login into the config directory of the user who ran sudo, owned by
+// them (the directories it had to make too), file 0600 in a 0700
+// directory, so that their `zeitwork whoami` reads it; a restart finds it.
+func TestDevSignsInTheSudoUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give the login away") // the e2e tests run as root
+	}
+	e := newUserEnv(t)
+	ctx := context.Background()
+	store := account.Store{DB: e.pool}
+	home := t.TempDir() // the sudo user's home, with no ~/.config yet
+	const uid, gid = 65534, 65534
+	// The process's own config directory (root's) is not where the login goes.
+	u := &user{env: Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config}},
+		owner: &devenv.LoginOwner{Name: "someone", UID: uid, GID: gid, ConfigHome: filepath.Join(home, ".config")}}
+	l, err := signInDev(ctx, store, u, "http://127.0.0.1:30080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(home, ".config", "zeitwork", "credentials.json")
+	if l.path != path {
+		t.Fatalf("login written to %q, want %q", l.path, path)
+	}
+	if _, err := os.Stat(filepath.Join(e.config, "zeitwork")); err == nil {
+		t.Fatal("the login also went to root's config directory")
+	}
+	for p, mode := range map[string]os.FileMode{
+		filepath.Join(home, ".config"): 0o700, filepath.Dir(path): 0o700, path: 0o600,
+	} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != uid || st.Gid != gid || fi.Mode().Perm() != mode {
+			t.Errorf("%s: owner %d:%d mode %v, want %d:%d %v", p, st.Uid, st.Gid, fi.Mode().Perm(), uid, gid, mode)
+		}
+	}
+	// The sudo user's CLI, with their own environment, is signed in.
+	theirs := &user{env: Env{Environ: []string{"HOME=" + home}}}
+	saved, err := theirs.loadCredentials()
+	if err != nil || saved.Token != l.token {
+		t.Fatalf("the user's CLI reads %+v (%v)", saved, err)
+	}
+	again, err := signInDev(ctx, store, u, "http://127.0.0.1:30080")
+	if err != nil || again.token != l.token {
+		t.Fatalf("restart: %+v (%v)", again, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zeitwork/zeitwork/internal/client"
+	"github.com/zeitwork/zeitwork/internal/devenv"
 )
 
 // The user commands (login, projects, env, ...) are a cobra tree talking
@@ -83,6 +84,12 @@ type user struct {
 	// logOut gets log lines: stdout for logs, stderr while deploy waits
 	// (its stdout is the URL).
 	logOut io.Writer
+	// lineHook, when set, takes the log lines instead of printing them:
+	// deploy's progress display on a terminal.
+	lineHook func(client.LogLine)
+	// owner, set by dev run through sudo, is whose config directory
+	// holds the login (and who owns it); nil: this process's user.
+	owner *devenv.LoginOwner
 }
 
 func (u *user) root() *cobra.Command {

@@ -19,8 +19,12 @@ type savedLogin struct {
 	TokenID string `json:"token_id,omitempty"`
 }
 
-// configDir is $XDG_CONFIG_HOME/zeitwork, or ~/.config/zeitwork.
+// configDir is $XDG_CONFIG_HOME/zeitwork, or ~/.config/zeitwork; for dev
+// run through sudo, the invoking user's.
 func (u *user) configDir() (string, error) {
+	if u.owner != nil {
+		return filepath.Join(u.owner.ConfigHome, "zeitwork"), nil
+	}
 	v := u.vars()
 	if d := v["XDG_CONFIG_HOME"]; d != "" && filepath.IsAbs(d) {
 		return filepath.Join(d, "zeitwork"), nil
@@ -66,8 +70,18 @@ func (u *user) saveCredentials(c savedLogin) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	made, err := mkdirAll(filepath.Dir(path), 0o700)
+	if err != nil {
 		return "", fmt.Errorf("save the login: %w", err)
+	}
+	if o := u.owner; o != nil {
+		// Written by root for the user who ran sudo: the directories this
+		// made and the file are theirs, or their CLI could not read it.
+		for _, d := range made {
+			if err := os.Chown(d, o.UID, o.GID); err != nil {
+				return "", fmt.Errorf("save the login: %w", err)
+			}
+		}
 	}
 	b, _ := json.MarshalIndent(c, "", "  ") // strings only: cannot fail
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".credentials-*")
@@ -80,6 +94,12 @@ func (u *user) saveCredentials(c savedLogin) (string, error) {
 		tmp.Close()
 		return "", fmt.Errorf("save the login: %w", err)
 	}
+	if o := u.owner; o != nil {
+		if err := tmp.Chown(o.UID, o.GID); err != nil {
+			tmp.Close()
+			return "", fmt.Errorf("save the login: %w", err)
+		}
+	}
 	if _, err := tmp.Write(append(b, '\n')); err != nil {
 		tmp.Close()
 		return "", fmt.Errorf("save the login: %w", err)
@@ -91,6 +111,22 @@ func (u *user) saveCredentials(c savedLogin) (string, error) {
 		return "", fmt.Errorf("save the login: %w", err)
 	}
 	return path, nil
+}
+
+// mkdirAll is os.MkdirAll that also returns the directories it made,
+// outermost first.
+func mkdirAll(dir string, perm fs.FileMode) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		missing = append([]string{d}, missing...)
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return nil, err
+	}
+	return missing, nil
 }
 
 // link is a directory's project, in <dir>/.zeitwork/project.json.

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/zeitwork/zeitwork/internal/client"
+	"github.com/zeitwork/zeitwork/internal/instance"
 )
 
 func (u *user) deployCmd() *cobra.Command {
@@ -70,14 +71,30 @@ func (u *user) deployCmd() *cobra.Command {
 			if noWait {
 				return u.deployResult(d)
 			}
+			prog := u.newDeployProgress()
 			if !u.json {
 				u.logOut = u.env.Stderr
+				if prog != nil {
+					u.lineHook = prog.line
+				}
 				source := client.GetDeploymentLogsParamsSourceBuild
-				if err := u.followLogs(ctx, c, d.Id, &source); err != nil {
+				err := u.followLogs(ctx, c, d.Id, &source)
+				u.lineHook = nil
+				switch {
+				case prog == nil:
+				case ctx.Err() != nil: // Ctrl-C: leave the bar where it got to
+					prog.end(false)
+				default:
+					prog.buildEnded(u.buildFailed(ctx, c, d))
+				}
+				if err != nil {
 					return err
 				}
 			}
-			d, err = u.waitServing(ctx, c, d)
+			d, err = u.waitServing(ctx, c, d, prog)
+			if prog != nil {
+				prog.end(err == nil && ctx.Err() == nil)
+			}
 			if ctx.Err() != nil {
 				fmt.Fprintf(u.env.Stderr, "Stopped watching; the deployment goes on: `zeitwork logs -f %s`\n", d.Id)
 				return nil
@@ -104,9 +121,21 @@ func (u *user) deployResult(d client.Deployment) error {
 	return nil
 }
 
-// waitServing polls the deployment until it serves (active) or failed.
-func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d client.Deployment) (client.Deployment, error) {
+// waitServing polls the deployment until it serves (active) or failed;
+// with a progress display, it shows its instances turning healthy.
+func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d client.Deployment, prog *deployProgress) (client.Deployment, error) {
 	for {
+		if prog != nil && d.Status == client.DeploymentStatusDeploying {
+			if res, err := c.ListDeploymentInstancesWithResponse(ctx, d.Id.String()); err == nil && res.JSON200 != nil && res.JSON200.Items != nil {
+				healthy := 0
+				for _, i := range *res.JSON200.Items {
+					if i.State == string(instance.StateHealthy) && i.DesiredState == string(instance.DesiredRunning) {
+						healthy++
+					}
+				}
+				prog.instances(healthy, int(d.Replicas))
+			}
+		}
 		switch d.Status {
 		case client.DeploymentStatusActive:
 			return d, nil
@@ -117,10 +146,15 @@ func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d
 			}
 			return d, fmt.Errorf("deployment %s did not go live: %s", d.Id, reason)
 		}
+		// Faster when a display shows the instances coming up.
+		poll := time.Second
+		if prog != nil {
+			poll = 250 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return d, ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(poll):
 		}
 		res, err := c.GetDeploymentWithResponse(ctx, d.Id.String())
 		if err := check(res, err); err != nil {
@@ -128,6 +162,12 @@ func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d
 		}
 		d = *res.JSON200
 	}
+}
+
+// buildFailed says whether d's build failed, for the display to show why.
+func (u *user) buildFailed(ctx context.Context, c *client.ClientWithResponses, d client.Deployment) bool {
+	res, err := c.GetDeploymentWithResponse(ctx, d.Id.String())
+	return err == nil && res.JSON200 != nil && res.JSON200.Status == client.DeploymentStatusFailed
 }
 
 // upload packs dir into a temporary file and sends it the way the API

@@ -81,6 +81,10 @@ func (u *user) pickDeployment(ctx context.Context, c *client.ClientWithResponses
 }
 
 func (u *user) printLine(l client.LogLine) {
+	if u.lineHook != nil {
+		u.lineHook(l)
+		return
+	}
 	w := u.logOut
 	if w == nil {
 		w = u.env.Stdout
@@ -230,7 +234,7 @@ func (u *user) sseEvent(event, data string) (done bool, err error) {
 			Status string `json:"status"`
 		}
 		_ = json.Unmarshal([]byte(data), &end) // only for the message
-		if !u.json {
+		if !u.json && u.lineHook == nil {
 			fmt.Fprintf(u.env.Stderr, "(the deployment is %s: the log ends here)\n", end.Status)
 		}
 		return true, nil
