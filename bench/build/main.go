@@ -19,8 +19,10 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 
 	"flag"
@@ -36,11 +38,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	bk "github.com/moby/buildkit/client"
 
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/detect"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/source"
 )
 
 type options struct {
@@ -52,6 +57,8 @@ type options struct {
 	app       string
 	before    string
 	runs      int
+	reuse     string
+	keep      string
 }
 
 func main() {
@@ -64,6 +71,8 @@ func main() {
 	flag.StringVar(&o.app, "app", "test/e2e/testdata/apps/nextjs", "the app to build (a Dockerfile is generated for it)")
 	flag.StringVar(&o.before, "before", "", "optional Dockerfile to build once for comparison of image size")
 	flag.IntVar(&o.runs, "runs", 3, "runs")
+	flag.StringVar(&o.reuse, "reuse", "", "a repository of an earlier run: time only the no-change build against its registry cache")
+	flag.StringVar(&o.keep, "keep", "", "a directory to keep each no-change build's progress output in")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -184,11 +193,46 @@ func run(o options) error {
 	}
 	registry := builder.Registry{Host: o.registry, Insecure: true}
 
+	// The zeitwork builder's builds go the builder's whole way from the
+	// source on: the archive a CLI uploaded, fetched from the object store and
+	// unpacked, detection, then BuildKit.
+	s3, bucket, err := objectStore()
+	if err != nil {
+		return err
+	}
+	key, err := upload(ctx, s3, bucket, o.app)
+	if err != nil {
+		return fmt.Errorf("upload %s: %w", o.app, err)
+	}
+	defer s3.RemoveObject(ctx, bucket, key, minio.RemoveObjectOptions{}) //nolint:errcheck
+	var sourceTimes []time.Duration
 	ours := func(df []byte) tool {
 		return tool{"zeitwork builder", func(ctx context.Context, addr, repo, tag string, progress io.Writer) (int64, error) {
+			start := time.Now()
+			work, err := os.MkdirTemp("", "zw-bench-src-")
+			if err != nil {
+				return 0, err
+			}
+			defer os.RemoveAll(work)
+			rc, err := source.FromS3(ctx, s3, bucket, key)
+			if err != nil {
+				return 0, err
+			}
+			defer rc.Close()
+			if _, err := source.Unpack(ctx, rc, work, source.Limits{MaxBytes: 1 << 30, MaxFileBytes: 256 << 20, MaxFiles: 100_000}); err != nil {
+				return 0, err
+			}
+			p, err := detect.Detect(os.DirFS(work), detect.Options{BaseImages: detect.WithRegistry(o.registry)})
+			if err != nil {
+				return 0, err
+			}
+			if df == nil {
+				df = p.Dockerfile
+			}
+			sourceTimes = append(sourceTimes, time.Since(start))
 			kit := builder.BuildKit{Addr: addr}
 			img, err := kit.Build(ctx, builder.Request{
-				ContextDir: o.app, Dockerfile: df, DockerIgnore: plan.DockerIgnore,
+				ContextDir: work, Dockerfile: df, DockerIgnore: p.DockerIgnore,
 				Repository: repo, Tag: tag, Registry: registry,
 			}, progress)
 			return img.Size, err
@@ -260,11 +304,15 @@ func run(o options) error {
 		return s, nil
 	}
 
+	if o.reuse != "" {
+		return noChangeOnly(ctx, o, d, ours(nil), ref)
+	}
+
 	var a, b []sample
 	for i := range o.runs {
 		fmt.Fprintf(os.Stderr, "bench: run %d of %d\n", i+1, o.runs)
 		// The two alternate, so that both see the machine's load alike.
-		sa, err := measure(ours(plan.Dockerfile))
+		sa, err := measure(ours(nil))
 		if err != nil {
 			return err
 		}
@@ -285,6 +333,9 @@ func run(o options) error {
 	row("warm (same buildkitd, no change)", func(s sample) time.Duration { return s.warm })
 	row("no change, registry cache only (fresh buildkitd)", func(s sample) time.Duration { return s.nochange })
 	fmt.Printf("\nimage size (compressed, as stored): %s\n", mb(a[0].size))
+	st := slices.Clone(sourceTimes)
+	slices.Sort(st)
+	fmt.Printf("zeitwork builder's source step (fetch from the object store, unpack, detect), every build: %s\n", spread(st))
 	fmt.Printf("\nno-change build, registry cache only, zeitwork builder (last run), BuildKit's steps:\n%s", a[len(a)-1].profile)
 	fmt.Printf("\nthe same, buildctl:\n%s", b[len(b)-1].profile)
 
@@ -377,4 +428,75 @@ func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
 func lastLines(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-5):], "\n")
+}
+
+// objectStore is the object store of scripts/deps.sh (its S3_* variables).
+func objectStore() (*minio.Client, string, error) {
+	endpoint := os.Getenv("S3_ENDPOINT")
+	if endpoint == "" {
+		return nil, "", fmt.Errorf("S3_ENDPOINT is not set (eval \"$(scripts/deps.sh env)\")")
+	}
+	host, secure := strings.TrimPrefix(endpoint, "http://"), false
+	if strings.HasPrefix(endpoint, "https://") {
+		host, secure = strings.TrimPrefix(endpoint, "https://"), true
+	}
+	c, err := minio.New(host, &minio.Options{
+		Creds:  credentials.NewStaticV4(os.Getenv("S3_ACCESS_KEY_ID"), os.Getenv("S3_SECRET_ACCESS_KEY"), ""),
+		Secure: secure, Region: os.Getenv("S3_REGION"),
+	})
+	return c, os.Getenv("S3_BUCKET"), err
+}
+
+// upload stores dir as a gzipped tarball, as `zeitwork deploy` does.
+func upload(ctx context.Context, s3 *minio.Client, bucket, dir string) (string, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	if err := tw.AddFS(os.DirFS(dir)); err != nil {
+		return "", err
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	if err := zw.Close(); err != nil {
+		return "", err
+	}
+	key := "bench/build-" + id.New().String() + ".tar.gz"
+	_, err := s3.PutObject(ctx, bucket, key, &buf, int64(buf.Len()), minio.PutObjectOptions{ContentType: "application/gzip"})
+	return key, err
+}
+
+// noChangeOnly times the no-change build against the registry cache of an
+// earlier run's repository, on a fresh buildkitd each time, alternating the
+// two tools.
+func noChangeOnly(ctx context.Context, o options, d *daemon, tools ...tool) error {
+	times := make([][]time.Duration, len(tools))
+	profiles := make([]string, len(tools))
+	for i := range o.runs {
+		for j, t := range tools {
+			if err := d.restart(ctx); err != nil {
+				return err
+			}
+			var progress bytes.Buffer
+			start := time.Now()
+			if _, err := t.build(ctx, d.addr, o.reuse, fmt.Sprintf("nochange-%d-%d", i, j), &progress); err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			took := time.Since(start)
+			times[j] = append(times[j], took)
+			profiles[j] = steps(progress.String())
+			if o.keep != "" {
+				os.WriteFile(filepath.Join(o.keep, fmt.Sprintf("nochange-%d-%d.txt", i, j)), progress.Bytes(), 0o644) //nolint:errcheck
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s: no change %s\n", t.name, ms(took))
+		}
+	}
+	fmt.Printf("no change, registry cache of %s only (fresh buildkitd), %d runs, min / median / max:\n\n", o.reuse, o.runs)
+	fmt.Printf("| build | zeitwork builder | buildctl (reference) | ratio (median) |\n|---|---|---|---|\n")
+	x, y := slices.Sorted(slices.Values(times[0])), slices.Sorted(slices.Values(times[1]))
+	fmt.Printf("| no change, registry cache only | %s | %s | %.2f |\n", spread(x), spread(y), float64(x[len(x)/2])/float64(y[len(y)/2]))
+	for j, t := range tools {
+		fmt.Printf("\n%s, BuildKit's steps (last run):\n%s", t.name, profiles[j])
+	}
+	return nil
 }
