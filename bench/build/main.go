@@ -205,7 +205,6 @@ func run(o options) error {
 		return fmt.Errorf("upload %s: %w", o.app, err)
 	}
 	defer s3.RemoveObject(ctx, bucket, key, minio.RemoveObjectOptions{}) //nolint:errcheck
-	var sourceTimes []time.Duration
 	ours := func(df []byte) tool {
 		return tool{"zeitwork builder", func(ctx context.Context, addr, repo, tag string, progress io.Writer) (int64, error) {
 			start := time.Now()
@@ -430,6 +429,10 @@ func lastLines(s string) string {
 	return strings.Join(lines[max(0, len(lines)-5):], "\n")
 }
 
+// sourceTimes are how long the zeitwork builder's source step took, each
+// build: fetch, unpack, detect.
+var sourceTimes []time.Duration
+
 // objectStore is the object store of scripts/deps.sh (its S3_* variables).
 func objectStore() (*minio.Client, string, error) {
 	endpoint := os.Getenv("S3_ENDPOINT")
@@ -495,6 +498,8 @@ func noChangeOnly(ctx context.Context, o options, d *daemon, tools ...tool) erro
 	fmt.Printf("| build | zeitwork builder | buildctl (reference) | ratio (median) |\n|---|---|---|---|\n")
 	x, y := slices.Sorted(slices.Values(times[0])), slices.Sorted(slices.Values(times[1]))
 	fmt.Printf("| no change, registry cache only | %s | %s | %.2f |\n", spread(x), spread(y), float64(x[len(x)/2])/float64(y[len(y)/2]))
+	st := slices.Sorted(slices.Values(sourceTimes))
+	fmt.Printf("\nzeitwork builder's source step (fetch from the object store, unpack, detect): %s\n", spread(st))
 	for j, t := range tools {
 		fmt.Printf("\n%s, BuildKit's steps (last run):\n%s", t.name, profiles[j])
 	}
