@@ -36,6 +36,7 @@ w(".next/static/chunk.js", "chunk");
 w(".next/BUILD_ID", "id");
 if (process.env.NEXT_PRIVATE_STANDALONE && !fs.existsSync("export")) {
   w(".next/standalone/server.js", "standalone server");
+  w(".next/standalone/data/content.txt", "read at run time");
   w(".next/standalone/package.json", "{}");
   w(".next/standalone/.next/BUILD_ID", "id");
   w(".next/standalone/node_modules/traced/index.js", "traced");
@@ -59,7 +60,6 @@ func TestNextImageStandaloneOrWholeApp(t *testing.T) {
 		extra   map[string]string
 		want    []string
 		absent  []string
-		cmdWhen string
 	}{
 		{
 			name: "standalone",
@@ -72,7 +72,7 @@ func TestNextImageStandaloneOrWholeApp(t *testing.T) {
 			extra: map[string]string{"export": ""},
 			want: []string{"app/node_modules/devonly/index.js", "app/node_modules/.bin/next", "app/.next/static/chunk.js",
 				"app/data/content.txt", "app/build.js"},
-			absent: []string{"app/server.js", "app/.zeitwork-standalone"},
+			absent: []string{"app/.zeitwork-standalone"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,6 +82,7 @@ func TestNextImageStandaloneOrWholeApp(t *testing.T) {
 				"next.config.js":    "module.exports = {}\n",
 				"build.js":          fakeNextBuild,
 				"data/content.txt":  "read at run time",
+				"server.js":         "the app's own server.js, not started by next start",
 				"public/robots.txt": "User-agent: *",
 			}
 			for k, v := range tc.extra {
@@ -115,6 +116,9 @@ func TestNextImageStandaloneOrWholeApp(t *testing.T) {
 				t.Fatalf("build: %v\n%s\n%s", err, plan.Dockerfile, log.String())
 			}
 			got := imageFiles(t, img.Repository+"@"+img.Digest)
+			if h, ok := got["app/server.js"]; ok && tc.name == "standalone" && h.Size != int64(len("standalone server")) {
+				t.Errorf("app/server.js is not the standalone server (%d bytes)", h.Size)
+			}
 			for _, p := range tc.want {
 				h, ok := got[p]
 				if !ok {
