@@ -56,10 +56,10 @@ func TestNextImageStandaloneOrWholeApp(t *testing.T) {
 	requireImage(t, nodeImage)
 
 	for _, tc := range []struct {
-		name    string
-		extra   map[string]string
-		want    []string
-		absent  []string
+		name   string
+		extra  map[string]string
+		want   []string
+		absent []string
 	}{
 		{
 			name: "standalone",
