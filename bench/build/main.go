@@ -32,6 +32,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +60,7 @@ type options struct {
 	runs      int
 	reuse     string
 	keep      string
+	profile   string
 }
 
 func main() {
@@ -73,8 +75,24 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs")
 	flag.StringVar(&o.reuse, "reuse", "", "a repository of an earlier run: time only the no-change build against its registry cache")
 	flag.StringVar(&o.keep, "keep", "", "a directory to keep each no-change build's progress output in")
+	flag.StringVar(&o.profile, "cpuprofile", "", "write the bench process's CPU profile (the builder's client side: source, context transfer) here")
 	flag.Parse()
-	if err := run(o); err != nil {
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	err := run(o)
+	if o.profile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
