@@ -61,6 +61,7 @@ type options struct {
 	reuse     string
 	keep      string
 	profile   string
+	reverse   bool
 }
 
 func main() {
@@ -75,6 +76,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs")
 	flag.StringVar(&o.reuse, "reuse", "", "a repository of an earlier run: time only the no-change build against its registry cache")
 	flag.StringVar(&o.keep, "keep", "", "a directory to keep each no-change build's progress output in")
+	flag.BoolVar(&o.reverse, "reverse", false, "let buildctl go first in the first run")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write the bench process's CPU profile (the builder's client side: source, context transfer) here")
 	flag.Parse()
 	if o.profile != "" {
@@ -197,6 +199,7 @@ type sample struct {
 	cold, warm, nochange time.Duration
 	size                 int64
 	profile              string // the no-change build's steps
+	coldProfile          string
 }
 
 func run(o options) error {
@@ -303,8 +306,13 @@ func run(o options) error {
 			}
 			return time.Since(start), nil
 		}
-		if s.cold, err = timed("cold", io.Discard); err != nil {
+		var cold bytes.Buffer
+		if s.cold, err = timed("cold", &cold); err != nil {
 			return s, err
+		}
+		s.coldProfile = steps(cold.String())
+		if o.keep != "" {
+			os.WriteFile(filepath.Join(o.keep, "cold-"+strings.ReplaceAll(t.name, " ", "-")+"-"+repo[len(repo)-6:]+".txt"), cold.Bytes(), 0o644) //nolint:errcheck
 		}
 		if s.warm, err = timed("warm", io.Discard); err != nil {
 			return s, err
@@ -328,12 +336,19 @@ func run(o options) error {
 	var a, b []sample
 	for i := range o.runs {
 		fmt.Fprintf(os.Stderr, "bench: run %d of %d\n", i+1, o.runs)
-		// The two alternate, so that both see the machine's load alike.
-		sa, err := measure(ours(nil))
-		if err != nil {
-			return err
+		// The two take turns going first: a second build of the same
+		// lockfile can find the package registry's path warmer.
+		var sa, sb sample
+		var err error
+		if (i%2 == 1) != o.reverse {
+			if sb, err = measure(ref); err == nil {
+				sa, err = measure(ours(nil))
+			}
+		} else {
+			if sa, err = measure(ours(nil)); err == nil {
+				sb, err = measure(ref)
+			}
 		}
-		sb, err := measure(ref)
 		if err != nil {
 			return err
 		}
@@ -355,6 +370,8 @@ func run(o options) error {
 	fmt.Printf("zeitwork builder's source step (fetch from the object store, unpack, detect), every build: %s\n", spread(st))
 	fmt.Printf("\nno-change build, registry cache only, zeitwork builder (last run), BuildKit's steps:\n%s", a[len(a)-1].profile)
 	fmt.Printf("\nthe same, buildctl:\n%s", b[len(b)-1].profile)
+	fmt.Printf("\ncold build, zeitwork builder (last run):\n%s", a[len(a)-1].coldProfile)
+	fmt.Printf("\ncold build, buildctl (last run):\n%s", b[len(b)-1].coldProfile)
 
 	if o.before != "" {
 		df, err := os.ReadFile(o.before)
