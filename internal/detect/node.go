@@ -38,38 +38,40 @@ func detectNext(t *tree, images BaseImages) (Plan, bool, error) {
 	n, nreasons := newNodeBuild(t, pkg, images)
 	reasons = append(reasons, nreasons...)
 
-	d := nextData{Node: n, Port: DefaultPort, Build: "node_modules/.bin/next build", HasPublic: t.isDir("public")}
+	d := nextData{Node: n, Port: DefaultPort, Build: "node_modules/.bin/next build"}
 	if pkg.script("build") != "" {
 		d.Build = n.run("build")
 	}
+	var explicit bool
 	if cfg != "" {
 		b, err := t.read(cfg)
 		if err != nil {
 			return Plan{}, false, err
 		}
-		d.Standalone = nextStandalone.Match(b)
+		explicit = nextStandalone.Match(b)
 	}
 	start := pkg.script("start")
 	switch {
-	case d.Standalone:
+	case explicit:
 		reasons = append(reasons, cfg+" sets output: \"standalone\" → node server.js")
 	case start != "" && !strings.HasPrefix(start, "next start"):
+		// A custom server runs from the whole app: it may require anything.
 		d.Start = n.runtimeScript("start")
 		reasons = append(reasons, fmt.Sprintf("custom start script %q → %s (it must listen on $PORT)", start, strings.Join(d.Start, " ")))
 	default:
-		reasons = append(reasons, "next start -p $PORT")
+		reasons = append(reasons, "standalone output (NEXT_PRIVATE_STANDALONE) → node server.js; next start -p $PORT if the build makes none")
 	}
 	df, err := render("nextjs", d)
 	return Plan{Dockerfile: df, Reasons: reasons}, err == nil, err
 }
 
 type nextData struct {
-	Node       nodeBuild
-	Port       int
-	Build      string
-	Standalone bool
-	HasPublic  bool
-	Start      []string // a custom start command; nil means next start
+	Node  nodeBuild
+	Port  int
+	Build string
+	// Start is a custom server's start command; nil means the standalone
+	// server, or next start when the build makes no standalone output.
+	Start []string
 }
 
 var nuxtConfigs = []string{"nuxt.config.ts", "nuxt.config.js", "nuxt.config.mjs"}
