@@ -58,6 +58,7 @@ type Session struct {
 	UserID    uuid.UUID
 	Token     string
 	ExpiresAt time.Time
+	CreatedAt time.Time
 }
 
 // Token is an API token. Secret is set only in the value CreateToken

@@ -139,7 +139,7 @@ func startSession(ctx context.Context, q *db.Queries, user uuid.UUID, ttl time.D
 	if err != nil {
 		return Session{}, fmt.Errorf("create session: %w", err)
 	}
-	return Session{ID: row.ID, UserID: user, Token: secret, ExpiresAt: row.ExpiresAt}, nil
+	return Session{ID: row.ID, UserID: user, Token: secret, ExpiresAt: row.ExpiresAt, CreatedAt: row.CreatedAt}, nil
 }
 
 // Session returns the principal of a live session cookie's value.
@@ -161,6 +161,35 @@ func (s Store) Session(ctx context.Context, cookie string) (Principal, error) {
 func (s Store) RevokeSession(ctx context.Context, session uuid.UUID) error {
 	if _, err := s.q().SessionRevoke(ctx, session); err != nil {
 		return fmt.Errorf("revoke session %s: %w", session, err)
+	}
+	return nil
+}
+
+// Sessions returns up to limit of user's live sessions (neither revoked nor
+// expired) with ids after after (uuid.Nil: from the first), oldest first,
+// without their cookies.
+func (s Store) Sessions(ctx context.Context, user, after uuid.UUID, limit int32) ([]Session, error) {
+	rows, err := s.q().SessionListLiveByUser(ctx, db.SessionListLiveByUserParams{UserID: user, After: after, Max: limit})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	sessions := make([]Session, len(rows))
+	for i, r := range rows {
+		sessions[i] = Session{ID: r.ID, UserID: r.UserID, ExpiresAt: r.ExpiresAt, CreatedAt: r.CreatedAt}
+	}
+	return sessions, nil
+}
+
+// RevokeOwnSession signs one of user's live sessions out; another user's
+// session, or one already ended, is ErrNotFound, like one that never
+// existed.
+func (s Store) RevokeOwnSession(ctx context.Context, user, session uuid.UUID) error {
+	n, err := s.q().SessionRevokeOwn(ctx, db.SessionRevokeOwnParams{ID: session, UserID: user})
+	if err != nil {
+		return fmt.Errorf("revoke session %s: %w", session, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("session %s: %w", session, ErrNotFound)
 	}
 	return nil
 }

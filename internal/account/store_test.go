@@ -140,6 +140,56 @@ func TestSessionsEndWhenRevokedOrExpired(t *testing.T) {
 	}
 }
 
+func TestSessionsAreListedAndRevokedByTheirOwnerOnly(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	alice, laptop, err := s.SignIn(ctx, profile(1, "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, phone, _ := s.SignIn(ctx, profile(1, "alice"))
+	_, gone, _ := s.SignIn(ctx, profile(1, "alice"))
+	bob, bobs, _ := s.SignIn(ctx, profile(2, "bob"))
+	if err := s.RevokeSession(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	list, err := s.Sessions(ctx, alice.ID, uuid.Nil, 10)
+	if err != nil || len(list) != 2 || list[0].ID != laptop.ID || list[1].ID != phone.ID {
+		t.Fatalf("Sessions = %+v, %v; want laptop and phone, not the revoked one", list, err)
+	}
+	if list[0].Token != "" || list[0].CreatedAt.IsZero() || list[0].ExpiresAt.IsZero() {
+		t.Fatalf("listed session %+v: want no token, created and expiry set", list[0])
+	}
+	if page, _ := s.Sessions(ctx, alice.ID, laptop.ID, 10); len(page) != 1 || page[0].ID != phone.ID {
+		t.Fatalf("page after the first = %+v", page)
+	}
+
+	// Bob can neither revoke nor learn of alice's sessions.
+	if err := s.RevokeOwnSession(ctx, bob.ID, phone.ID); !errors.Is(err, account.ErrNotFound) {
+		t.Fatalf("bob revoking alice's session: %v", err)
+	}
+	if _, err := s.Session(ctx, phone.Token); err != nil {
+		t.Fatalf("alice's phone after bob's attempt: %v", err)
+	}
+	if err := s.RevokeOwnSession(ctx, alice.ID, phone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, phone.Token); !errors.Is(err, account.ErrUnauthenticated) {
+		t.Fatalf("revoked phone session: %v", err)
+	}
+	if err := s.RevokeOwnSession(ctx, alice.ID, phone.ID); !errors.Is(err, account.ErrNotFound) {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	if _, err := s.Session(ctx, laptop.Token); err != nil {
+		t.Fatalf("the other session ended too: %v", err)
+	}
+	if list, _ := s.Sessions(ctx, bob.ID, uuid.Nil, 10); len(list) != 1 || list[0].ID != bobs.ID {
+		t.Fatalf("bob's sessions = %+v", list)
+	}
+}
+
 func TestTokensAreShownOnceAndRevocable(t *testing.T) {
 	ctx := context.Background()
 	pool := testdb.New(t)

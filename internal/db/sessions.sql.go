@@ -64,6 +64,47 @@ func (q *Queries) SessionGetLiveByHash(ctx context.Context, tokenHash []byte) (S
 	return i, err
 }
 
+const sessionListLiveByUser = `-- name: SessionListLiveByUser :many
+SELECT id, user_id, token_hash, expires_at, revoked_at, created_at FROM sessions
+WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() AND id > $2
+ORDER BY id
+LIMIT $3
+`
+
+type SessionListLiveByUserParams struct {
+	UserID uuid.UUID
+	After  uuid.UUID
+	Max    int32
+}
+
+// A page of @user_id's live sessions, oldest first, after the id @after.
+func (q *Queries) SessionListLiveByUser(ctx context.Context, arg SessionListLiveByUserParams) ([]Session, error) {
+	rows, err := q.db.Query(ctx, sessionListLiveByUser, arg.UserID, arg.After, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Session{}
+	for rows.Next() {
+		var i Session
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.TokenHash,
+			&i.ExpiresAt,
+			&i.RevokedAt,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const sessionRevoke = `-- name: SessionRevoke :execrows
 UPDATE sessions SET revoked_at = now()
 WHERE id = $1 AND revoked_at IS NULL
@@ -71,6 +112,26 @@ WHERE id = $1 AND revoked_at IS NULL
 
 func (q *Queries) SessionRevoke(ctx context.Context, id uuid.UUID) (int64, error) {
 	result, err := q.db.Exec(ctx, sessionRevoke, id)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const sessionRevokeOwn = `-- name: SessionRevokeOwn :execrows
+UPDATE sessions SET revoked_at = now()
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+`
+
+type SessionRevokeOwnParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// Only the session's owner revokes it this way: another user's id matches
+// nothing.
+func (q *Queries) SessionRevokeOwn(ctx context.Context, arg SessionRevokeOwnParams) (int64, error) {
+	result, err := q.db.Exec(ctx, sessionRevokeOwn, arg.ID, arg.UserID)
 	if err != nil {
 		return 0, err
 	}

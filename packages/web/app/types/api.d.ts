@@ -609,6 +609,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List your sessions
+         * @description Your live browser sessions, oldest first; `current` marks the one this request carries.
+         */
+        get: operations["list-sessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/current": {
         parameters: {
             query?: never;
@@ -624,6 +644,26 @@ export interface paths {
          * @description Revokes the session the request's cookie carries and deletes the cookie.
          */
         delete: operations["sign-out"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Sign a session out
+         * @description Ends one of your sessions (another browser, say). Another user's session is a 404.
+         */
+        delete: operations["revoke-session"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1067,6 +1107,11 @@ export interface components {
              */
             total_count: number;
         };
+        ListSessionsOutputBody: {
+            items: components["schemas"]["Session"][] | null;
+            /** @description the cursor of the next page; empty on the last */
+            next_cursor: string;
+        };
         ListTokensOutputBody: {
             items: components["schemas"]["Token"][] | null;
             /** @description the cursor of the next page; empty on the last */
@@ -1196,6 +1241,19 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
             value: string;
+        };
+        Session: {
+            /**
+             * Format: date-time
+             * @description when the browser signed in
+             */
+            created_at: string;
+            /** @description true for the session this request carries */
+            current: boolean;
+            /** Format: date-time */
+            expires_at: string;
+            /** Format: uuid */
+            id: string;
         };
         SetDeploymentStatusInputBody: {
             /**
@@ -2834,6 +2892,40 @@ export interface operations {
             };
         };
     };
+    "list-sessions": {
+        parameters: {
+            query?: {
+                /** @description next_cursor of the previous page; empty for the first page */
+                cursor?: string;
+                /** @description at most this many items */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListSessionsOutputBody"];
+                };
+            };
+            /** @description Error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ErrorModel"];
+                };
+            };
+        };
+    };
     "sign-out": {
         parameters: {
             query?: never;
@@ -2847,6 +2939,35 @@ export interface operations {
             204: {
                 headers: {
                     "Set-Cookie"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ErrorModel"];
+                };
+            };
+        };
+    };
+    "revoke-session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
