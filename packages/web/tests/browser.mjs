@@ -254,6 +254,22 @@ try {
   await a.page.getByTestId('confirm-revoke').click()
   await a.page.getByTestId('tokens').getByText('laptop').waitFor({ state: 'detached' })
   expect((await asToken()).status === 401, 'the revoked token refused')
+  // Sessions: alice signs in from a second browser, sees both here, and signs that one out.
+  const a2 = await newPage()
+  await a2.page.goto(base + '/signin')
+  await a2.page.getByRole('link', { name: 'Sign in with GitHub' }).click()
+  await a2.page.getByRole('heading', { name: 'Projects' }).waitFor()
+  await a.page.reload()
+  const sessions = a.page.getByTestId('sessions').getByTestId('session')
+  await sessions.nth(1).waitFor()
+  expect(await sessions.count() === 2, 'alice\'s two sessions listed')
+  expect(await sessions.filter({ hasText: 'this browser' }).count() === 1, 'exactly one session marked as this browser')
+  await sessions.filter({ hasNotText: 'this browser' }).getByRole('button', { name: /Sign out the browser/ }).click()
+  await a.page.getByTestId('confirm-end-session').click()
+  await sessions.nth(1).waitFor({ state: 'detached' })
+  expect((await a2.page.request.get(base + '/v1/me')).status() === 401, 'the other browser signed out')
+  expect((await a.page.request.get(base + '/v1/me')).status() === 200, 'this browser still signed in')
+  await a2.context.close()
 
   // Danger zone: web-app is deleted once its name is typed.
   await a.page.goto(base + `/projects/${seed.project}/settings`)
