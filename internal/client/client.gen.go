@@ -644,6 +644,12 @@ type ErrorModel struct {
 	Type *string `json:"type,omitempty"`
 }
 
+// GitHubBranch defines model for GitHubBranch.
+type GitHubBranch struct {
+	CommitSha string `json:"commit_sha"`
+	Name      string `json:"name"`
+}
+
 // GitHubRepository defines model for GitHubRepository.
 type GitHubRepository struct {
 	DefaultBranch string `json:"default_branch"`
@@ -703,6 +709,14 @@ type Instance struct {
 // JoinWaitlistInputBody defines model for JoinWaitlistInputBody.
 type JoinWaitlistInputBody struct {
 	Email openapi_types.Email `json:"email"`
+}
+
+// ListBranchesOutputBody defines model for ListBranchesOutputBody.
+type ListBranchesOutputBody struct {
+	Items *[]GitHubBranch `json:"items"`
+
+	// NextCursor the cursor of the next page; empty on the last
+	NextCursor string `json:"next_cursor"`
 }
 
 // ListDeploymentsOutputBody defines model for ListDeploymentsOutputBody.
@@ -1195,6 +1209,15 @@ type ListGithubRepositoriesParams struct {
 	Limit *int64 `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
+// ListGithubBranchesParams defines parameters for ListGithubBranches.
+type ListGithubBranchesParams struct {
+	// Cursor next_cursor of the previous page; empty for the first page
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit at most this many items (GitHub's per_page)
+	Limit *int64 `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // GithubSetupParams defines parameters for GithubSetup.
 type GithubSetupParams struct {
 	InstallationId *int64 `form:"installation_id,omitempty" json:"installation_id,omitempty"`
@@ -1571,6 +1594,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /v1/github/installations/{installation_id}/repositories (the `ListGithubRepositories` operationId).
 	ListGithubRepositories(ctx context.Context, installationId int64, params *ListGithubRepositoriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListGithubBranches List a repository's branches
+	//
+	// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+	//
+	// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+	ListGithubBranches(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GithubSetup GitHub's return from an installation
 	//
@@ -2274,6 +2304,23 @@ func (c *Client) ListGithubInstallations(ctx context.Context, params *ListGithub
 // Corresponds with GET /v1/github/installations/{installation_id}/repositories (the `ListGithubRepositories` operationId).
 func (c *Client) ListGithubRepositories(ctx context.Context, installationId int64, params *ListGithubRepositoriesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewListGithubRepositoriesRequest(c.Server, installationId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListGithubBranches List a repository's branches
+//
+// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+//
+// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+func (c *Client) ListGithubBranches(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListGithubBranchesRequest(c.Server, installationId, repositoryId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -3978,6 +4025,86 @@ func NewListGithubRepositoriesRequest(server string, installationId int64, param
 	return req, nil
 }
 
+// NewListGithubBranchesRequest constructs an http.Request for the ListGithubBranches method
+func NewListGithubBranchesRequest(server string, installationId int64, repositoryId int64, params *ListGithubBranchesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "installation_id", installationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repository_id", repositoryId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/github/installations/%s/repositories/%s/branches", pathParam0, pathParam1)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewGithubSetupRequest constructs an http.Request for the GithubSetup method
 func NewGithubSetupRequest(server string, params *GithubSetupParams) (*http.Request, error) {
 	var err error
@@ -5604,6 +5731,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/github/installations/{installation_id}/repositories (the `ListGithubRepositories` operationId).
 	ListGithubRepositoriesWithResponse(ctx context.Context, installationId int64, params *ListGithubRepositoriesParams, reqEditors ...RequestEditorFn) (*ListGithubRepositoriesResponse, error)
 
+	// ListGithubBranchesWithResponse List a repository's branches
+	//
+	// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+	ListGithubBranchesWithResponse(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*ListGithubBranchesResponse, error)
+
 	// GithubSetupWithResponse GitHub's return from an installation
 	//
 	// Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.
@@ -6838,6 +6974,54 @@ func (r ListGithubRepositoriesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListGithubRepositoriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListGithubBranchesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ListBranchesOutputBody
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListGithubBranchesResponse) GetJSON200() *ListBranchesOutputBody {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListGithubBranchesResponse) GetApplicationproblemJSONDefault() *ErrorModel {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListGithubBranchesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListGithubBranchesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListGithubBranchesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListGithubBranchesResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8677,6 +8861,21 @@ func (c *ClientWithResponses) ListGithubRepositoriesWithResponse(ctx context.Con
 	return ParseListGithubRepositoriesResponse(rsp)
 }
 
+// ListGithubBranchesWithResponse List a repository's branches
+//
+// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+func (c *ClientWithResponses) ListGithubBranchesWithResponse(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*ListGithubBranchesResponse, error) {
+	rsp, err := c.ListGithubBranches(ctx, installationId, repositoryId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListGithubBranchesResponse(rsp)
+}
+
 // GithubSetupWithResponse GitHub's return from an installation
 //
 // Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.
@@ -9920,6 +10119,39 @@ func ParseListGithubRepositoriesResponse(rsp *http.Response) (*ListGithubReposit
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest ListRepositoriesOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseListGithubBranchesResponse parses an HTTP response from a ListGithubBranchesWithResponse call
+func ParseListGithubBranchesResponse(rsp *http.Response) (*ListGithubBranchesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListGithubBranchesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ListBranchesOutputBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -326,6 +326,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/github/installations/{installation_id}/repositories/{repository_id}/branches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a repository's branches
+         * @description The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+         */
+        get: operations["list-github-branches"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/github/setup": {
         parameters: {
             query?: never;
@@ -1007,6 +1027,10 @@ export interface components {
              */
             type: string;
         };
+        GitHubBranch: {
+            commit_sha: string;
+            name: string;
+        };
         GitHubRepository: {
             default_branch: string;
             /** @description owner/name */
@@ -1068,6 +1092,11 @@ export interface components {
         JoinWaitlistInputBody: {
             /** Format: email */
             email: string;
+        };
+        ListBranchesOutputBody: {
+            items: components["schemas"]["GitHubBranch"][] | null;
+            /** @description the cursor of the next page; empty on the last */
+            next_cursor: string;
         };
         ListDeploymentsOutputBody: {
             items: components["schemas"]["Deployment"][] | null;
@@ -2100,6 +2129,45 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ListRepositoriesOutputBody"];
+                };
+            };
+            /** @description Error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ErrorModel"];
+                };
+            };
+        };
+    };
+    "list-github-branches": {
+        parameters: {
+            query?: {
+                /** @description next_cursor of the previous page; empty for the first page */
+                cursor?: string;
+                /** @description at most this many items (GitHub's per_page) */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description GitHub's installation id */
+                installation_id: number;
+                /** @description GitHub's repository id */
+                repository_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListBranchesOutputBody"];
                 };
             };
             /** @description Error */
