@@ -363,7 +363,7 @@ func TestGitHubRepositoryBranches(t *testing.T) {
 		who  user
 		path string
 	}{
-		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", e.inst.ID, secret.ID)}, // not her installation's
+		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", e.inst.ID, secret.ID)},  // not her installation's
 		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", bobInst.ID, secret.ID)}, // not her installation
 		{bob, base},
 		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", e.inst.ID, 999999)},
