@@ -37,7 +37,9 @@ const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/
 const axeResults = {}
 async function axe(page, name) {
   if (await page.evaluate(() => typeof window.axe) !== 'object') await page.evaluate(axeSource)
-  const r = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }))
+  // Excluded: the focus guards of the toast region (reka-ui's ToastViewport), aria-hidden spans
+  // that only hand focus on to the toasts; axe-core's aria-hidden-focus reports them.
+  const r = await page.evaluate(() => window.axe.run({ exclude: [['[role="region"] > span[aria-hidden="true"]']] }, { resultTypes: ['violations'] }))
   const serious = r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
   axeResults[name] = {
     violations: r.violations.length,
@@ -243,7 +245,7 @@ try {
   await record.getByText('edge.zeitwork.test', { exact: true }).waitFor()
   await record.getByText('shop.example.com', { exact: true }).waitFor()
   await a.page.screenshot({ path: join(shots, 'settings.png'), fullPage: true })
-  await domain.getByRole('button', { name: 'Check shop.example.com now' }).click()
+  await domain.getByRole('button', { name: 'Check now shop.example.com' }).click()
   await domain.getByText(/expected/).waitFor()
   expect((await domain.getByTestId('domain-status').textContent()).trim() === 'pending', 'the domain pending before DNS has its record')
   // DNS gets the record and the domains worker checks it: the open page shows it verified by itself.
