@@ -376,13 +376,15 @@ func TestDashboardInABrowser(t *testing.T) {
 		// layout shift on first load, asserted by browser.mjs.
 		Axe map[string]json.RawMessage
 		CLS map[string]float64
+		// What shifted on the deployment page, when anything did.
+		CLSDeploymentSources []string
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
 		t.Fatalf("browser.mjs printed %q: %v", stdout.String(), err)
 	}
 	t.Logf("first load: %d scripts, %d bytes of JavaScript, %d gzipped (-9)", got.FirstLoadScripts, got.FirstLoadJSBytes, got.FirstLoadJSGzipBytes)
-	t.Logf("cumulative layout shift on first load: %v", got.CLS)
+	t.Logf("cumulative layout shift on first load: %v (deployment page: %v)", got.CLS, got.CLSDeploymentSources)
 	for page, r := range got.Axe {
 		t.Logf("axe-core on %s: %s", page, r)
 	}

@@ -52,8 +52,16 @@ async function axe(page, name) {
 // recorded by an init script in every page.
 function observeLayoutShift() {
   window.__cls = 0
+  window.__clsSources = []
   new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) if (!e.hadRecentInput) window.__cls += e.value
+    for (const e of list.getEntries()) {
+      if (e.hadRecentInput) continue
+      window.__cls += e.value
+      for (const src of e.sources ?? []) {
+        const n = src.node
+        window.__clsSources.push(`${e.value.toFixed(4)} ${n?.nodeName ?? '?'}${n?.dataset?.testid ? `[${n.dataset.testid}]` : ''}.${String(n?.className ?? '').slice(0, 60)}`)
+      }
+    }
   }).observe({ type: 'layout-shift', buffered: true })
 }
 const cls = {}
@@ -132,6 +140,7 @@ try {
   await a.page.getByTestId('log').getByText('step 1/2: installing').waitFor()
   await a.page.waitForLoadState('networkidle')
   cls.deployment = await a.page.evaluate(() => window.__cls)
+  if (cls.deployment > 0) result.clsDeploymentSources = await a.page.evaluate(() => window.__clsSources)
 
   await a.page.getByTestId('no-instances').waitFor()
   // 3. The build log: the lines so far, ANSI colours rendered, then live ones as they come.
@@ -399,7 +408,7 @@ try {
   expect(foreign.length === 0, `no requests off the origin, got ${foreign.join(', ')}`)
   result.axe = axeResults
   result.cls = cls
-  console.log(JSON.stringify({ axe: axeResults, cls })) // shown by the Go test should a check below fail
+  console.log(JSON.stringify({ axe: axeResults, cls, clsDeploymentSources: result.clsDeploymentSources })) // shown by the Go test should a check below fail
   // Accessibility: no serious or critical axe-core violation on any page checked.
   const serious = Object.entries(axeResults).flatMap(([page, r]) => r.seriousOrCritical.map(v => `${page}: ${v}`))
   expect(serious.length === 0, `no serious or critical axe-core violations, got:\n${serious.join('\n')}`)
