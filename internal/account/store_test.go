@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -159,8 +160,8 @@ func TestSessionsAreListedAndRevokedByTheirOwnerOnly(t *testing.T) {
 	if err != nil || len(list) != 2 || list[0].ID != laptop.ID || list[1].ID != phone.ID {
 		t.Fatalf("Sessions = %+v, %v; want laptop and phone, not the revoked one", list, err)
 	}
-	if list[0].Token != "" || list[0].CreatedAt.IsZero() || list[0].ExpiresAt.IsZero() {
-		t.Fatalf("listed session %+v: want no token, created and expiry set", list[0])
+	if list[0].Token != "" || list[0].CreatedAt.IsZero() || list[0].ExpiresAt.IsZero() || list[0].LastSeenAt == nil {
+		t.Fatalf("listed session %+v: want no token, created, expiry and last seen set", list[0])
 	}
 	if page, _ := s.Sessions(ctx, alice.ID, laptop.ID, 10); len(page) != 1 || page[0].ID != phone.ID {
 		t.Fatalf("page after the first = %+v", page)
@@ -187,6 +188,57 @@ func TestSessionsAreListedAndRevokedByTheirOwnerOnly(t *testing.T) {
 	}
 	if list, _ := s.Sessions(ctx, bob.ID, uuid.Nil, 10); len(list) != 1 || list[0].ID != bobs.ID {
 		t.Fatalf("bob's sessions = %+v", list)
+	}
+}
+
+func TestSessionsKeepTheUserAgentAndWhenLastSeen(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	p := profile(1, "alice")
+	p.UserAgent = "Mozilla/5.0 (X11) Firefox/140.0\x00\n\xff" + strings.Repeat("é", 200)
+	alice, sess, err := s.SignIn(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Sessions(ctx, alice.ID, uuid.Nil, 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("Sessions = %+v, %v", list, err)
+	}
+	ua := list[0].UserAgent
+	if !strings.HasPrefix(ua, "Mozilla/5.0 (X11) Firefox/140.0é") || len(ua) > account.MaxUserAgent || !utf8.ValidString(ua) || strings.ContainsAny(ua, "\x00\n") {
+		t.Fatalf("kept user agent %q (%d bytes): want it printable, valid UTF-8, at most %d bytes", ua, len(ua), account.MaxUserAgent)
+	}
+	// Seen: recorded at most once a minute.
+	lastSeen := func() time.Time {
+		t.Helper()
+		var at time.Time
+		if err := pool.QueryRow(ctx, "SELECT last_seen_at FROM sessions WHERE id = $1", sess.ID).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	first := lastSeen()
+	if _, err := s.Session(ctx, sess.Token); err != nil {
+		t.Fatal(err)
+	}
+	if lastSeen() != first {
+		t.Fatal("last_seen_at written again within the minute")
+	}
+	if _, err := pool.Exec(ctx, "UPDATE sessions SET last_seen_at = now() - interval '2 minutes' WHERE id = $1", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := lastSeen()
+	if _, err := s.Session(ctx, sess.Token); err != nil {
+		t.Fatal(err)
+	}
+	if !lastSeen().After(before) {
+		t.Fatal("last_seen_at not updated after a minute")
+	}
+	// Without a User-Agent: none kept.
+	_, _, _ = s.SignIn(ctx, profile(1, "alice"))
+	if list, _ := s.Sessions(ctx, alice.ID, uuid.Nil, 10); len(list) != 2 || list[1].UserAgent != "" {
+		t.Fatalf("sessions %+v", list)
 	}
 }
 

@@ -45,10 +45,12 @@ func (a *API) registerAccount(api huma.API) {
 
 // Session is a signed-in browser, without its cookie.
 type Session struct {
-	ID        uuid.UUID `json:"id" format:"uuid"`
-	CreatedAt time.Time `json:"created_at" doc:"when the browser signed in"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Current   bool      `json:"current" doc:"true for the session this request carries"`
+	ID         uuid.UUID  `json:"id" format:"uuid"`
+	CreatedAt  time.Time  `json:"created_at" doc:"when the browser signed in"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	UserAgent  string     `json:"user_agent" doc:"the User-Agent of the browser that signed in (at most 300 bytes); empty when it sent none"`
+	LastSeenAt *time.Time `json:"last_seen_at" doc:"its last use, to the minute; null for sessions from before it was recorded"`
+	Current    bool       `json:"current" doc:"true for the session this request carries"`
 }
 
 type listSessionsOutput struct {
@@ -72,7 +74,7 @@ func (a *API) listSessions(ctx context.Context, in *page) (*listSessionsOutput, 
 	out := &listSessionsOutput{}
 	out.Body.Items = make([]Session, len(sessions))
 	for i, s := range sessions {
-		out.Body.Items[i] = Session{ID: s.ID, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, Current: s.ID == p.SessionID}
+		out.Body.Items[i] = Session{ID: s.ID, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, UserAgent: s.UserAgent, LastSeenAt: s.LastSeenAt, Current: s.ID == p.SessionID}
 	}
 	out.Body.NextCursor = next
 	return out, nil

@@ -935,6 +935,12 @@ type Session struct {
 	Current   bool               `json:"current"`
 	ExpiresAt time.Time          `json:"expires_at"`
 	Id        openapi_types.UUID `json:"id"`
+
+	// LastSeenAt its last use, to the minute; null for sessions from before it was recorded
+	LastSeenAt *time.Time `json:"last_seen_at"`
+
+	// UserAgent the User-Agent of the browser that signed in (at most 300 bytes); empty when it sent none
+	UserAgent string `json:"user_agent"`
 }
 
 // SetDeploymentStatusInputBody defines model for SetDeploymentStatusInputBody.
@@ -1136,7 +1142,10 @@ type GithubCallbackParams struct {
 	// InstallationId set when GitHub returns from an installation: forwarded to /v1/github/setup
 	InstallationId *string `form:"installation_id,omitempty" json:"installation_id,omitempty"`
 	SetupAction    *string `form:"setup_action,omitempty" json:"setup_action,omitempty"`
-	ZwOauthState   *string `form:"zw_oauth_state,omitempty" json:"zw_oauth_state,omitempty"`
+
+	// UserAgent kept with the session, to tell it apart among your sessions
+	UserAgent    *string `json:"User-Agent,omitempty"`
+	ZwOauthState *string `form:"zw_oauth_state,omitempty" json:"zw_oauth_state,omitempty"`
 }
 
 // ListDeploymentsParams defines parameters for ListDeployments.
@@ -3418,6 +3427,21 @@ func NewGithubCallbackRequest(server string, params *GithubCallbackParams) (*htt
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+
+		if params.UserAgent != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "User-Agent", *params.UserAgent, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("User-Agent", headerParam0)
+		}
+
 	}
 
 	if params != nil {

@@ -13,9 +13,9 @@ import (
 )
 
 const sessionCreate = `-- name: SessionCreate :one
-INSERT INTO sessions (id, user_id, token_hash, expires_at)
-VALUES ($1, $2, $3, $4)
-RETURNING id, user_id, token_hash, expires_at, revoked_at, created_at
+INSERT INTO sessions (id, user_id, token_hash, expires_at, user_agent, last_seen_at)
+VALUES ($1, $2, $3, $4, $5, now())
+RETURNING id, user_id, token_hash, expires_at, revoked_at, created_at, user_agent, last_seen_at
 `
 
 type SessionCreateParams struct {
@@ -23,6 +23,7 @@ type SessionCreateParams struct {
 	UserID    uuid.UUID
 	TokenHash []byte
 	ExpiresAt time.Time
+	UserAgent *string
 }
 
 func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (Session, error) {
@@ -31,6 +32,7 @@ func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (S
 		arg.UserID,
 		arg.TokenHash,
 		arg.ExpiresAt,
+		arg.UserAgent,
 	)
 	var i Session
 	err := row.Scan(
@@ -40,32 +42,14 @@ func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (S
 		&i.ExpiresAt,
 		&i.RevokedAt,
 		&i.CreatedAt,
-	)
-	return i, err
-}
-
-const sessionGetLiveByHash = `-- name: SessionGetLiveByHash :one
-SELECT id, user_id, token_hash, expires_at, revoked_at, created_at FROM sessions
-WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
-`
-
-// The session a cookie names, while it is neither revoked nor expired.
-func (q *Queries) SessionGetLiveByHash(ctx context.Context, tokenHash []byte) (Session, error) {
-	row := q.db.QueryRow(ctx, sessionGetLiveByHash, tokenHash)
-	var i Session
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.TokenHash,
-		&i.ExpiresAt,
-		&i.RevokedAt,
-		&i.CreatedAt,
+		&i.UserAgent,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
 
 const sessionListLiveByUser = `-- name: SessionListLiveByUser :many
-SELECT id, user_id, token_hash, expires_at, revoked_at, created_at FROM sessions
+SELECT id, user_id, token_hash, expires_at, revoked_at, created_at, user_agent, last_seen_at FROM sessions
 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() AND id > $2
 ORDER BY id
 LIMIT $3
@@ -94,6 +78,8 @@ func (q *Queries) SessionListLiveByUser(ctx context.Context, arg SessionListLive
 			&i.ExpiresAt,
 			&i.RevokedAt,
 			&i.CreatedAt,
+			&i.UserAgent,
+			&i.LastSeenAt,
 		); err != nil {
 			return nil, err
 		}
@@ -136,4 +122,35 @@ func (q *Queries) SessionRevokeOwn(ctx context.Context, arg SessionRevokeOwnPara
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const sessionUseLiveByHash = `-- name: SessionUseLiveByHash :one
+WITH live AS (
+    SELECT id FROM sessions
+    WHERE sessions.token_hash = $1::bytea AND sessions.revoked_at IS NULL AND sessions.expires_at > now()
+), touched AS (
+    UPDATE sessions SET last_seen_at = now()
+    WHERE id IN (SELECT id FROM live)
+      AND (last_seen_at IS NULL OR last_seen_at < now() - interval '1 minute')
+)
+SELECT id, user_id, token_hash, expires_at, revoked_at, created_at, user_agent, last_seen_at FROM sessions WHERE id IN (SELECT id FROM live)
+`
+
+// The session a cookie names, while it is neither revoked nor expired,
+// marked as seen now. The mark is written at most once a minute: a write on
+// every request would queue a browser's requests behind its row lock.
+func (q *Queries) SessionUseLiveByHash(ctx context.Context, tokenHash []byte) (Session, error) {
+	row := q.db.QueryRow(ctx, sessionUseLiveByHash, tokenHash)
+	var i Session
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.TokenHash,
+		&i.ExpiresAt,
+		&i.RevokedAt,
+		&i.CreatedAt,
+		&i.UserAgent,
+		&i.LastSeenAt,
+	)
+	return i, err
 }

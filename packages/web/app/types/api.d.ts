@@ -1283,6 +1283,13 @@ export interface components {
             expires_at: string;
             /** Format: uuid */
             id: string;
+            /**
+             * Format: date-time
+             * @description its last use, to the minute; null for sessions from before it was recorded
+             */
+            last_seen_at: string | null;
+            /** @description the User-Agent of the browser that signed in (at most 300 bytes); empty when it sent none */
+            user_agent: string;
         };
         SetDeploymentStatusInputBody: {
             /**
@@ -1776,7 +1783,10 @@ export interface operations {
                 installation_id?: string;
                 setup_action?: string;
             };
-            header?: never;
+            header?: {
+                /** @description kept with the session, to tell it apart among your sessions */
+                "User-Agent"?: string;
+            };
             path?: never;
             cookie?: {
                 zw_oauth_state?: string;
