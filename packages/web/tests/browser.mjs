@@ -347,7 +347,9 @@ try {
   await sessions.nth(1).waitFor()
   expect(await sessions.count() === 2, 'alice\'s two sessions listed')
   expect(await sessions.filter({ hasText: 'this browser' }).count() === 1, 'exactly one session marked as this browser')
-  await sessions.filter({ hasNotText: 'this browser' }).getByRole('button', { name: /Sign out the browser/ }).click()
+  // Each named after the User-Agent that signed in (headless Chromium's), with when it was last seen.
+  expect(await sessions.filter({ hasText: 'Chrome on Linux' }).filter({ hasText: 'last seen' }).count() === 2, 'both sessions named by their browser, with their last use')
+  await sessions.filter({ hasNotText: 'this browser' }).getByRole('button', { name: /^Sign out Chrome on Linux, signed in/ }).click()
   await a.page.getByTestId('confirm-end-session').click()
   await sessions.nth(1).waitFor({ state: 'detached' })
   expect((await a2.page.request.get(base + '/v1/me')).status() === 401, 'the other browser signed out')
