@@ -332,7 +332,6 @@ try {
   await a.page.reload()
   await a.page.getByTestId('tokens').getByText('laptop').waitFor()
   expect(!(await a.page.content()).includes(token), 'the token shown once')
-  await a.page.screenshot({ path: join(shots, 'account.png') })
   await a.page.getByRole('button', { name: 'Revoke laptop' }).click()
   await a.page.getByTestId('confirm-revoke').click()
   await a.page.getByTestId('tokens').getByText('laptop').waitFor({ state: 'detached' })
@@ -356,6 +355,7 @@ try {
   expect((await a.page.request.get(base + '/v1/me')).status() === 200, 'this browser still signed in')
   await a2.context.close()
   await axe(a.page, 'account')
+  await a.page.screenshot({ path: join(shots, 'account.png'), fullPage: true })
 
   // Danger zone: web-app is deleted once its name is typed.
   await a.page.goto(base + `/projects/${seed.project}/settings`)
