@@ -49,15 +49,21 @@ type Profile struct {
 	Name         string
 	Email        string
 	AvatarURL    string
+	// UserAgent is the browser's that signs in, kept with its session to
+	// tell it apart in the list of sessions; not part of the profile.
+	UserAgent string
 }
 
 // Session is a signed-in browser. Token is the cookie's value: it exists
 // only in the value SignIn returns.
 type Session struct {
-	ID        uuid.UUID
-	UserID    uuid.UUID
-	Token     string
-	ExpiresAt time.Time
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	Token      string
+	ExpiresAt  time.Time
+	CreatedAt  time.Time
+	UserAgent  string     // "" when none was sent
+	LastSeenAt *time.Time // to the minute
 }
 
 // Token is an API token. Secret is set only in the value CreateToken

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -61,7 +62,7 @@ func (s Store) SignIn(ctx context.Context, p Profile) (User, Session, error) {
 			}
 		}
 		user = userFromRow(row)
-		sess, err = startSession(ctx, q, user.ID, s.sessionTTL())
+		sess, err = startSession(ctx, q, user.ID, s.sessionTTL(), p.UserAgent)
 		return err
 	})
 	if err != nil {
@@ -133,21 +134,35 @@ func (s Store) sessionTTL() time.Duration {
 	return DefaultSessionTTL
 }
 
-func startSession(ctx context.Context, q *db.Queries, user uuid.UUID, ttl time.Duration) (Session, error) {
+// MaxUserAgent is as much of a browser's User-Agent as a session keeps.
+const MaxUserAgent = 300
+
+func startSession(ctx context.Context, q *db.Queries, user uuid.UUID, ttl time.Duration, userAgent string) (Session, error) {
+	// Only for showing: printable, and short enough for a list.
+	userAgent = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return -1
+		}
+		return r
+	}, userAgent)
+	if len(userAgent) > MaxUserAgent {
+		userAgent = strings.ToValidUTF8(userAgent[:MaxUserAgent], "")
+	}
 	secret, hash := newSecret()
-	row, err := q.SessionCreate(ctx, db.SessionCreateParams{ID: id.New(), UserID: user, TokenHash: hash, ExpiresAt: time.Now().Add(ttl)})
+	row, err := q.SessionCreate(ctx, db.SessionCreateParams{ID: id.New(), UserID: user, TokenHash: hash, ExpiresAt: time.Now().Add(ttl), UserAgent: ref(strings.TrimSpace(userAgent))})
 	if err != nil {
 		return Session{}, fmt.Errorf("create session: %w", err)
 	}
-	return Session{ID: row.ID, UserID: user, Token: secret, ExpiresAt: row.ExpiresAt}, nil
+	return Session{ID: row.ID, UserID: user, Token: secret, ExpiresAt: row.ExpiresAt, CreatedAt: row.CreatedAt, UserAgent: deref(row.UserAgent), LastSeenAt: row.LastSeenAt}, nil
 }
 
-// Session returns the principal of a live session cookie's value.
+// Session returns the principal of a live session cookie's value, and
+// records that the session was seen.
 func (s Store) Session(ctx context.Context, cookie string) (Principal, error) {
 	if !wellFormed(cookie) {
 		return Principal{}, ErrUnauthenticated
 	}
-	row, err := s.q().SessionGetLiveByHash(ctx, hashOf(cookie))
+	row, err := s.q().SessionUseLiveByHash(ctx, hashOf(cookie))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrUnauthenticated
 	}
@@ -161,6 +176,35 @@ func (s Store) Session(ctx context.Context, cookie string) (Principal, error) {
 func (s Store) RevokeSession(ctx context.Context, session uuid.UUID) error {
 	if _, err := s.q().SessionRevoke(ctx, session); err != nil {
 		return fmt.Errorf("revoke session %s: %w", session, err)
+	}
+	return nil
+}
+
+// Sessions returns up to limit of user's live sessions (neither revoked nor
+// expired) with ids after after (uuid.Nil: from the first), oldest first,
+// without their cookies.
+func (s Store) Sessions(ctx context.Context, user, after uuid.UUID, limit int32) ([]Session, error) {
+	rows, err := s.q().SessionListLiveByUser(ctx, db.SessionListLiveByUserParams{UserID: user, After: after, Max: limit})
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	sessions := make([]Session, len(rows))
+	for i, r := range rows {
+		sessions[i] = Session{ID: r.ID, UserID: r.UserID, ExpiresAt: r.ExpiresAt, CreatedAt: r.CreatedAt, UserAgent: deref(r.UserAgent), LastSeenAt: r.LastSeenAt}
+	}
+	return sessions, nil
+}
+
+// RevokeOwnSession signs one of user's live sessions out; another user's
+// session, or one already ended, is ErrNotFound, like one that never
+// existed.
+func (s Store) RevokeOwnSession(ctx context.Context, user, session uuid.UUID) error {
+	n, err := s.q().SessionRevokeOwn(ctx, db.SessionRevokeOwnParams{ID: session, UserID: user})
+	if err != nil {
+		return fmt.Errorf("revoke session %s: %w", session, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("session %s: %w", session, ErrNotFound)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -137,6 +138,107 @@ func TestSessionsEndWhenRevokedOrExpired(t *testing.T) {
 		if _, err := s.Session(ctx, bad); !errors.Is(err, account.ErrUnauthenticated) {
 			t.Errorf("Session(%q) = %v", bad, err)
 		}
+	}
+}
+
+func TestSessionsAreListedAndRevokedByTheirOwnerOnly(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	alice, laptop, err := s.SignIn(ctx, profile(1, "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, phone, _ := s.SignIn(ctx, profile(1, "alice"))
+	_, gone, _ := s.SignIn(ctx, profile(1, "alice"))
+	bob, bobs, _ := s.SignIn(ctx, profile(2, "bob"))
+	if err := s.RevokeSession(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	list, err := s.Sessions(ctx, alice.ID, uuid.Nil, 10)
+	if err != nil || len(list) != 2 || list[0].ID != laptop.ID || list[1].ID != phone.ID {
+		t.Fatalf("Sessions = %+v, %v; want laptop and phone, not the revoked one", list, err)
+	}
+	if list[0].Token != "" || list[0].CreatedAt.IsZero() || list[0].ExpiresAt.IsZero() || list[0].LastSeenAt == nil {
+		t.Fatalf("listed session %+v: want no token, created, expiry and last seen set", list[0])
+	}
+	if page, _ := s.Sessions(ctx, alice.ID, laptop.ID, 10); len(page) != 1 || page[0].ID != phone.ID {
+		t.Fatalf("page after the first = %+v", page)
+	}
+
+	// Bob can neither revoke nor learn of alice's sessions.
+	if err := s.RevokeOwnSession(ctx, bob.ID, phone.ID); !errors.Is(err, account.ErrNotFound) {
+		t.Fatalf("bob revoking alice's session: %v", err)
+	}
+	if _, err := s.Session(ctx, phone.Token); err != nil {
+		t.Fatalf("alice's phone after bob's attempt: %v", err)
+	}
+	if err := s.RevokeOwnSession(ctx, alice.ID, phone.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, phone.Token); !errors.Is(err, account.ErrUnauthenticated) {
+		t.Fatalf("revoked phone session: %v", err)
+	}
+	if err := s.RevokeOwnSession(ctx, alice.ID, phone.ID); !errors.Is(err, account.ErrNotFound) {
+		t.Fatalf("revoking twice: %v", err)
+	}
+	if _, err := s.Session(ctx, laptop.Token); err != nil {
+		t.Fatalf("the other session ended too: %v", err)
+	}
+	if list, _ := s.Sessions(ctx, bob.ID, uuid.Nil, 10); len(list) != 1 || list[0].ID != bobs.ID {
+		t.Fatalf("bob's sessions = %+v", list)
+	}
+}
+
+func TestSessionsKeepTheUserAgentAndWhenLastSeen(t *testing.T) {
+	ctx := context.Background()
+	pool := testdb.New(t)
+	s := account.Store{DB: pool}
+	p := profile(1, "alice")
+	p.UserAgent = "Mozilla/5.0 (X11) Firefox/140.0\x00\n\xff" + strings.Repeat("é", 200)
+	alice, sess, err := s.SignIn(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Sessions(ctx, alice.ID, uuid.Nil, 10)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("Sessions = %+v, %v", list, err)
+	}
+	ua := list[0].UserAgent
+	if !strings.HasPrefix(ua, "Mozilla/5.0 (X11) Firefox/140.0é") || len(ua) > account.MaxUserAgent || !utf8.ValidString(ua) || strings.ContainsAny(ua, "\x00\n") {
+		t.Fatalf("kept user agent %q (%d bytes): want it printable, valid UTF-8, at most %d bytes", ua, len(ua), account.MaxUserAgent)
+	}
+	// Seen: recorded at most once a minute.
+	lastSeen := func() time.Time {
+		t.Helper()
+		var at time.Time
+		if err := pool.QueryRow(ctx, "SELECT last_seen_at FROM sessions WHERE id = $1", sess.ID).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	first := lastSeen()
+	if _, err := s.Session(ctx, sess.Token); err != nil {
+		t.Fatal(err)
+	}
+	if lastSeen() != first {
+		t.Fatal("last_seen_at written again within the minute")
+	}
+	if _, err := pool.Exec(ctx, "UPDATE sessions SET last_seen_at = now() - interval '2 minutes' WHERE id = $1", sess.ID); err != nil {
+		t.Fatal(err)
+	}
+	before := lastSeen()
+	if _, err := s.Session(ctx, sess.Token); err != nil {
+		t.Fatal(err)
+	}
+	if !lastSeen().After(before) {
+		t.Fatal("last_seen_at not updated after a minute")
+	}
+	// Without a User-Agent: none kept.
+	_, _, _ = s.SignIn(ctx, profile(1, "alice"))
+	if list, _ := s.Sessions(ctx, alice.ID, uuid.Nil, 10); len(list) != 2 || list[1].UserAgent != "" {
+		t.Fatalf("sessions %+v", list)
 	}
 }
 

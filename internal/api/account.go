@@ -33,6 +33,62 @@ func (a *API) registerAccount(api huma.API) {
 		OperationID: "sign-out", Method: http.MethodDelete, Path: "/v1/sessions/current", Tags: []string{"account"}, Security: signedIn,
 		Summary: "Sign out", Description: "Revokes the session the request's cookie carries and deletes the cookie.", DefaultStatus: http.StatusNoContent,
 	}, a.signOut)
+	huma.Register(api, huma.Operation{
+		OperationID: "list-sessions", Method: http.MethodGet, Path: "/v1/sessions", Tags: []string{"account"}, Security: signedIn,
+		Summary: "List your sessions", Description: "Your live browser sessions, oldest first; `current` marks the one this request carries.",
+	}, a.listSessions)
+	huma.Register(api, huma.Operation{
+		OperationID: "revoke-session", Method: http.MethodDelete, Path: "/v1/sessions/{id}", Tags: []string{"account"}, Security: signedIn,
+		Summary: "Sign a session out", Description: "Ends one of your sessions (another browser, say). Another user's session is a 404.", DefaultStatus: http.StatusNoContent,
+	}, a.revokeSession)
+}
+
+// Session is a signed-in browser, without its cookie.
+type Session struct {
+	ID         uuid.UUID  `json:"id" format:"uuid"`
+	CreatedAt  time.Time  `json:"created_at" doc:"when the browser signed in"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	UserAgent  string     `json:"user_agent" doc:"the User-Agent of the browser that signed in (at most 300 bytes); empty when it sent none"`
+	LastSeenAt *time.Time `json:"last_seen_at" doc:"its last use, to the minute; null for sessions from before it was recorded"`
+	Current    bool       `json:"current" doc:"true for the session this request carries"`
+}
+
+type listSessionsOutput struct {
+	Body struct {
+		Items      []Session `json:"items"`
+		NextCursor string    `json:"next_cursor" doc:"the cursor of the next page; empty on the last"`
+	}
+}
+
+func (a *API) listSessions(ctx context.Context, in *page) (*listSessionsOutput, error) {
+	after, err := in.after()
+	if err != nil {
+		return nil, err
+	}
+	p := principal(ctx)
+	sessions, err := a.Accounts.Sessions(ctx, p.UserID, after, in.fetch())
+	if err != nil {
+		return nil, err
+	}
+	sessions, next := cut(*in, sessions, func(s account.Session) uuid.UUID { return s.ID })
+	out := &listSessionsOutput{}
+	out.Body.Items = make([]Session, len(sessions))
+	for i, s := range sessions {
+		out.Body.Items[i] = Session{ID: s.ID, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt, UserAgent: s.UserAgent, LastSeenAt: s.LastSeenAt, Current: s.ID == p.SessionID}
+	}
+	out.Body.NextCursor = next
+	return out, nil
+}
+
+func (a *API) revokeSession(ctx context.Context, in *idInput) (*struct{}, error) {
+	id, err := uuid.Parse(in.ID)
+	if err != nil {
+		return nil, huma.Error404NotFound("not found")
+	}
+	if err := a.Accounts.RevokeOwnSession(ctx, principal(ctx).UserID, id); err != nil {
+		return nil, problem(err)
+	}
+	return nil, nil
 }
 
 // User is a user as the API shows them.

@@ -366,6 +366,66 @@ func TestSessionsAndTokens(t *testing.T) {
 	}
 }
 
+func TestSessionsAreListedAndRevokedByTheirOwner(t *testing.T) {
+	e := newEnv(t)
+	alice := e.signIn(1, "alice")
+	phone := e.signIn(1, "alice") // alice again, in another browser
+	bob := e.signIn(2, "bob")
+
+	type sessionList struct {
+		Items      []Session `json:"items"`
+		NextCursor string    `json:"next_cursor"`
+	}
+	list := func(cred []string) sessionList {
+		t.Helper()
+		res := e.do("GET", "/v1/sessions", "", cred...)
+		if res.Code != http.StatusOK {
+			t.Fatalf("GET /v1/sessions: %d %s", res.Code, res.body)
+		}
+		if strings.Contains(res.body, alice.cookie) || strings.Contains(res.body, phone.cookie) {
+			t.Fatalf("a session's cookie is listed: %s", res.body)
+		}
+		var l sessionList
+		res.decode(t, &l)
+		return l
+	}
+	l := list(session(alice))
+	if len(l.Items) != 2 || !l.Items[0].Current || l.Items[1].Current || l.Items[0].CreatedAt.IsZero() || !l.Items[0].ExpiresAt.After(time.Now()) {
+		t.Fatalf("alice's sessions from her laptop: %+v", l.Items)
+	}
+	laptopID, phoneID := l.Items[0].ID, l.Items[1].ID
+	// Through a token, no session is current.
+	if l := list(bearer(alice)); len(l.Items) != 2 || l.Items[0].Current || l.Items[1].Current {
+		t.Fatalf("alice's sessions through a token: %+v", l.Items)
+	}
+	if l := list(session(bob)); len(l.Items) != 1 || l.Items[0].ID == laptopID || l.Items[0].ID == phoneID {
+		t.Fatalf("bob's sessions: %+v", l.Items)
+	}
+
+	// Bob cannot end alice's session: a 404, like one that never was.
+	e.wantProblem(e.do("DELETE", "/v1/sessions/"+phoneID.String(), "", session(bob)...), http.StatusNotFound)
+	e.wantProblem(e.do("DELETE", "/v1/sessions/not-a-uuid", "", session(alice)...), http.StatusNotFound)
+	if res := e.do("GET", "/v1/me", "", session(phone)...); res.Code != http.StatusOK {
+		t.Fatalf("alice's phone after bob's attempt: %d", res.Code)
+	}
+
+	// Alice signs her phone out from her laptop.
+	if res := e.do("DELETE", "/v1/sessions/"+phoneID.String(), "", session(alice)...); res.Code != http.StatusNoContent {
+		t.Fatalf("DELETE /v1/sessions/{phone}: %d %s", res.Code, res.body)
+	}
+	e.wantProblem(e.do("GET", "/v1/me", "", session(phone)...), http.StatusUnauthorized)
+	e.wantProblem(e.do("DELETE", "/v1/sessions/"+phoneID.String(), "", session(alice)...), http.StatusNotFound)
+	if l := list(session(alice)); len(l.Items) != 1 || l.Items[0].ID != laptopID {
+		t.Fatalf("after revoking the phone: %+v", l.Items)
+	}
+	// DELETE /v1/sessions/current still means the caller's own session.
+	if res := e.do("DELETE", "/v1/sessions/current", "", session(alice)...); res.Code != http.StatusNoContent {
+		t.Fatalf("sign out: %d %s", res.Code, res.body)
+	}
+	e.wantProblem(e.do("GET", "/v1/me", "", session(alice)...), http.StatusUnauthorized)
+	e.wantProblem(e.do("GET", "/v1/sessions", ""), http.StatusUnauthorized)
+}
+
 func TestSessionCookieIsSecureOutsideDev(t *testing.T) {
 	for _, dev := range []bool{false, true} {
 		c := (&API{Dev: dev}).sessionCookie("v", time.Now().Add(time.Hour))

@@ -3,8 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/build"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/deployment"
+	"github.com/zeitwork/zeitwork/internal/githubapp"
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/project"
 	"github.com/zeitwork/zeitwork/internal/queue"
@@ -175,6 +178,11 @@ func (a *API) createDeployment(ctx context.Context, in *createDeploymentInput) (
 			return nil, a.archiveProblem(err)
 		}
 	}
+	if src.CommitSHA != "" {
+		if src.CommitMessage, src.Ref, err = a.describeCommit(ctx, p, src.CommitSHA); err != nil {
+			return nil, err
+		}
+	}
 	req, err := build.Request(ctx, a.Deploys.DB, a.Deploys.Queue, p.ID, src, &user)
 	switch {
 	case errors.Is(err, build.ErrInvalidSource):
@@ -190,6 +198,42 @@ func (a *API) createDeployment(ctx context.Context, in *createDeploymentInput) (
 	}
 	return &deploymentOutput{Body: a.deploymentOut(v)}, nil
 }
+
+// describeCommit reads, through the project's GitHub App installation,
+// the message of a commit to deploy and the branch it heads (the project's
+// own branch when it heads several), so that the deployment shows them as
+// a pushed one does. A commit GitHub does not know in the repository is a
+// 422; when GitHub cannot be asked, the deployment goes ahead with the sha
+// alone: the builder reports a commit it cannot fetch.
+func (a *API) describeCommit(ctx context.Context, p project.Project, sha string) (message, ref string, err error) {
+	if a.App == nil || !commitSHARe.MatchString(sha) || p.Repository == "" {
+		return "", "", nil // nothing to ask, or build.Request refuses it
+	}
+	row, err := build.NewStore(a.Deploys.DB).Project(ctx, p.ID)
+	if err != nil || row.GithubInstallationID == nil {
+		return "", "", nil // deleted or disconnected meanwhile: build.Request says so
+	}
+	inst, err := db.New(a.Deploys.DB).GithubInstallationGetByID(ctx, *row.GithubInstallationID)
+	if err != nil {
+		return "", "", fmt.Errorf("installation of project %s: %w", p.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	info, err := a.App.DescribeCommit(ctx, inst.GithubInstallationID, p.Repository, sha, p.Branch)
+	switch {
+	case errors.Is(err, githubapp.ErrNotFound):
+		return "", "", huma.Error422UnprocessableEntity(fmt.Sprintf("commit_sha is not a commit of %s that the GitHub App can see", p.Repository))
+	case err != nil:
+		a.Log.WarnContext(ctx, "deployment without its commit's message and branch: GitHub did not answer", "project", p.ID, "commit", sha, "err", err)
+		return "", "", nil
+	}
+	if info.Branch != "" {
+		ref = "refs/heads/" + info.Branch
+	}
+	return info.Message, ref, nil
+}
+
+var commitSHARe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 type listDeploymentsInput struct {
 	ProjectID   string `query:"project_id" format:"uuid" doc:"only this project's; every project you can see when absent"`

@@ -127,6 +127,7 @@ type githubCallbackInput struct {
 	Error            string `query:"error" doc:"GitHub's reason when the user did not authorise, e.g. access_denied"`
 	ErrorDescription string `query:"error_description"`
 	Cookie           string `cookie:"zw_oauth_state"`
+	UserAgent        string `header:"User-Agent" doc:"kept with the session, to tell it apart among your sessions"`
 	Client           client
 	// An App that requests user authorization during installation sends
 	// the browser back to its first callback URL, this one, with these.
@@ -167,6 +168,7 @@ func (a *API) githubCallback(ctx context.Context, in *githubCallbackInput) (*red
 	if err != nil {
 		return nil, err
 	}
+	profile.UserAgent = in.UserAgent // shown in the list of sessions
 	_, sess, err := a.Accounts.SignIn(ctx, profile)
 	if err != nil {
 		return nil, problem(err)

@@ -132,6 +132,17 @@ func TestGitHubSignInBrowserFlow(t *testing.T) {
 	if status != http.StatusOK || me.Username != "alice" || me.Name != "Alice" || me.Email != "alice@example.com" || !me.Admin {
 		t.Fatalf("GET /v1/me: %d %+v", status, me)
 	}
+	// The session keeps the browser's User-Agent, and when it was last seen.
+	status, _, body = b.get(t, s.url+"/v1/sessions")
+	var sessions struct {
+		Items []Session `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(body), &sessions); err != nil || status != http.StatusOK || len(sessions.Items) != 1 {
+		t.Fatalf("GET /v1/sessions: %d %s", status, body)
+	}
+	if got := sessions.Items[0]; got.UserAgent != "Go-http-client/1.1" || got.LastSeenAt == nil || !got.Current {
+		t.Fatalf("the session: %+v", got)
+	}
 	// The session cookie is HttpOnly and Lax; the state cookie is gone.
 	u, _ := url.Parse(s.url + "/v1/auth/github/callback")
 	for _, c := range b.Jar.Cookies(u) {

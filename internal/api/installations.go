@@ -57,6 +57,11 @@ func (a *API) registerGitHubApp(api huma.API) {
 		Description: "The repositories the installation can see, as GitHub lists them now (in GitHub's order, with GitHub's paging: next_cursor carries GitHub's next page).",
 	}, a.listInstallationRepositories)
 	huma.Register(api, huma.Operation{
+		OperationID: "list-github-branches", Method: http.MethodGet, Path: "/v1/github/installations/{installation_id}/repositories/{repository_id}/branches", Tags: tags, Security: signedIn,
+		Summary:     "List a repository's branches",
+		Description: "The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).",
+	}, a.listRepositoryBranches)
+	huma.Register(api, huma.Operation{
 		OperationID: "connect-repository", Method: http.MethodPut, Path: "/v1/projects/{id}/repository", Tags: []string{"projects"}, Security: signedIn,
 		Summary:     "Connect a repository",
 		Description: "Connects a repository of one of the organisation's installations to the project, or changes it, its production branch or root directory. Pushes to the branch deploy from then on.",
@@ -267,15 +272,9 @@ func (a *API) listInstallationRepositories(ctx context.Context, in *listReposito
 	if inst.Suspended {
 		return nil, installationProblem(fmt.Errorf("%w: installation %d", project.ErrInstallationSuspended, inst.GitHubID))
 	}
-	pg := 1
-	if in.Cursor != "" {
-		// The cursor is GitHub's page number, opaque to clients.
-		b, err := base64.RawURLEncoding.DecodeString(in.Cursor)
-		n, perr := strconv.Atoi(string(b))
-		if err != nil || perr != nil || n < 2 || n > 100_000 {
-			return nil, huma.Error400BadRequest("cursor is not one this API handed out")
-		}
-		pg = n
+	pg, err := githubPage(in.Cursor)
+	if err != nil {
+		return nil, err
 	}
 	page, err := a.App.Repositories(ctx, inst.GitHubID, pg, in.Limit)
 	if err != nil {
@@ -287,9 +286,89 @@ func (a *API) listInstallationRepositories(ctx context.Context, in *listReposito
 		out.Body.Items[i] = GitHubRepository{ID: r.ID, FullName: r.FullName, Private: r.Private, DefaultBranch: r.DefaultBranch, HTMLURL: r.HTMLURL}
 	}
 	out.Body.TotalCount = page.Total
-	if page.NextPage > 0 {
-		out.Body.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(page.NextPage)))
+	out.Body.NextCursor = githubCursor(page.NextPage)
+	return out, nil
+}
+
+// githubPage is the GitHub page number a cursor carries: GitHub's paging,
+// opaque to clients. The first page has no cursor.
+func githubPage(cursor string) (int, error) {
+	if cursor == "" {
+		return 1, nil
 	}
+	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	n, perr := strconv.Atoi(string(b))
+	if err != nil || perr != nil || n < 2 || n > 100_000 {
+		return 0, huma.Error400BadRequest("cursor is not one this API handed out")
+	}
+	return n, nil
+}
+
+// githubCursor is the cursor of GitHub's next page, "" on the last.
+func githubCursor(next int) string {
+	if next <= 0 {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.Itoa(next)))
+}
+
+// GitHubBranch is a branch of a repository and the commit it points at.
+type GitHubBranch struct {
+	Name      string `json:"name"`
+	CommitSHA string `json:"commit_sha"`
+}
+
+type listBranchesInput struct {
+	InstallationID int64  `path:"installation_id" doc:"GitHub's installation id"`
+	RepositoryID   int64  `path:"repository_id" doc:"GitHub's repository id"`
+	Cursor         string `query:"cursor" doc:"next_cursor of the previous page; empty for the first page"`
+	Limit          int    `query:"limit" minimum:"1" maximum:"100" default:"100" doc:"at most this many items (GitHub's per_page)"`
+}
+
+type listBranchesOutput struct {
+	Body struct {
+		Items      []GitHubBranch `json:"items"`
+		NextCursor string         `json:"next_cursor" doc:"the cursor of the next page; empty on the last"`
+	}
+}
+
+func (a *API) listRepositoryBranches(ctx context.Context, in *listBranchesInput) (*listBranchesOutput, error) {
+	inst, err := a.Projects.Installation(ctx, principal(ctx).UserID, in.InstallationID)
+	if err != nil {
+		if errors.Is(err, project.ErrInstallationNotFound) {
+			return nil, huma.Error404NotFound("no such installation")
+		}
+		return nil, err
+	}
+	if inst.Suspended {
+		return nil, installationProblem(fmt.Errorf("%w: installation %d", project.ErrInstallationSuspended, inst.GitHubID))
+	}
+	pg, err := githubPage(in.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	// By id, as the installation: a repository it cannot see is GitHub's
+	// 404, and its current name is the one to list branches by.
+	repo, err := a.App.Repository(ctx, inst.GitHubID, in.RepositoryID, "")
+	if errors.Is(err, githubapp.ErrNotFound) {
+		return nil, huma.Error404NotFound("the installation can see no such repository")
+	}
+	if err != nil {
+		return nil, githubProblem(err)
+	}
+	page, err := a.App.Branches(ctx, inst.GitHubID, repo.FullName, pg, in.Limit)
+	if errors.Is(err, githubapp.ErrNotFound) {
+		return nil, huma.Error404NotFound("the installation can see no such repository")
+	}
+	if err != nil {
+		return nil, githubProblem(err)
+	}
+	out := &listBranchesOutput{}
+	out.Body.Items = make([]GitHubBranch, len(page.Branches))
+	for i, b := range page.Branches {
+		out.Body.Items[i] = GitHubBranch{Name: b.Name, CommitSHA: b.SHA}
+	}
+	out.Body.NextCursor = githubCursor(page.NextPage)
 	return out, nil
 }
 

@@ -317,6 +317,70 @@ func TestGitHubInstallationRepositories(t *testing.T) {
 	e.wantProblem(e.do("GET", base, "", bearer(e.alice)...), http.StatusConflict)
 }
 
+func TestGitHubRepositoryBranches(t *testing.T) {
+	e := newAppEnv(t)
+	e.install()
+	base := fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", e.inst.ID, e.repo.ID)
+	type branchPage struct {
+		Items      []GitHubBranch `json:"items"`
+		NextCursor string         `json:"next_cursor"`
+	}
+	res := e.do("GET", base, "", session(e.alice)...)
+	if res.Code != http.StatusOK {
+		t.Fatalf("GET branches: %d %s", res.Code, res.body)
+	}
+	var all branchPage
+	res.decode(t, &all)
+	if len(all.Items) != 2 || all.Items[0] != (GitHubBranch{Name: "dev", CommitSHA: e.dev}) || all.Items[1] != (GitHubBranch{Name: "main", CommitSHA: e.main}) || all.NextCursor != "" {
+		t.Fatalf("branches: %+v", all)
+	}
+	// GitHub's paging, behind an opaque cursor.
+	var first, second branchPage
+	e.do("GET", base+"?limit=1", "", bearer(e.alice)...).decode(t, &first)
+	if len(first.Items) != 1 || first.Items[0].Name != "dev" || first.NextCursor == "" {
+		t.Fatalf("first page: %+v", first)
+	}
+	e.do("GET", base+"?limit=1&cursor="+first.NextCursor, "", bearer(e.alice)...).decode(t, &second)
+	if len(second.Items) != 1 || second.Items[0].Name != "main" || second.NextCursor != "" {
+		t.Fatalf("second page: %+v", second)
+	}
+	e.wantProblem(e.do("GET", base+"?cursor=bm9wZQ", "", bearer(e.alice)...), http.StatusBadRequest)
+
+	// Bob's installation and repository: alice sees neither, bob not hers.
+	bobInst, err := e.emu.AddInstallation(githubemu.Installation{Account: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := e.emu.AddRepository(bobInst.ID, githubemu.Repository{Owner: "bob", Name: "secret", Dir: e.repo.Dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := e.signIn(2, "bob")
+	if _, err := e.api.Projects.RecordInstallation(t.Context(), bob.ID, uuid.Nil, project.GitHubInstallation{ID: bobInst.ID, AccountLogin: "bob", AccountType: "User"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		who  user
+		path string
+	}{
+		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", e.inst.ID, secret.ID)},  // not her installation's
+		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", bobInst.ID, secret.ID)}, // not her installation
+		{bob, base},
+		{e.alice, fmt.Sprintf("/v1/github/installations/%d/repositories/%d/branches", e.inst.ID, 999999)},
+	} {
+		res := e.do("GET", tc.path, "", bearer(tc.who)...)
+		e.wantProblem(res, http.StatusNotFound)
+		if strings.Contains(res.body, "dev") || strings.Contains(res.body, e.main) {
+			t.Fatalf("%s leaks a branch: %s", tc.path, res.body)
+		}
+	}
+	e.wantProblem(e.do("GET", fmt.Sprintf("/v1/github/installations/%d/repositories/x/branches", e.inst.ID), "", bearer(e.alice)...), http.StatusUnprocessableEntity)
+
+	// Suspended on GitHub: refused.
+	e.emu.SetSuspended(e.inst.ID, true)
+	e.wantProblem(e.do("GET", base, "", bearer(e.alice)...), http.StatusConflict)
+}
+
 // projectRepo is the repository part of a project, as stored.
 type projectRepo struct {
 	installation *uuid.UUID
@@ -369,6 +433,53 @@ func TestCreateProjectFromRepositoryDeploysTheBranchHead(t *testing.T) {
 	}
 	if n := e.count(`SELECT count(*) FROM deployments WHERE project_id = $1 AND github_commit_sha = $2`, p2.ID, e.dev); n != 1 {
 		t.Fatalf("%d deployments of dev's head", n)
+	}
+}
+
+func TestDeployACommitShowsItsMessageAndBranch(t *testing.T) {
+	e := newAppEnv(t)
+	e.install()
+	p := e.createProject(e.alice, fmt.Sprintf(`{"name":"App","repository":{"installation_id":%d,"full_name":"alice/app"}}`, e.inst.ID))
+	deploy := func(sha string) Deployment {
+		t.Helper()
+		res := e.do("POST", "/v1/deployments", fmt.Sprintf(`{"project_id":"%s","commit_sha":"%s"}`, p.ID, sha), bearer(e.alice)...)
+		if res.Code != http.StatusCreated {
+			t.Fatalf("POST /v1/deployments %s: %d %s", sha[:7], res.Code, res.body)
+		}
+		var d Deployment
+		res.decode(t, &d)
+		return d
+	}
+	if d := deploy(e.dev); d.CommitSHA != e.dev || d.CommitMessage != "on dev" || d.Branch != "dev" {
+		t.Fatalf("dev's head deployed: %+v", d)
+	}
+	// main's head is also where dev started: both branches have it in
+	// their history, but only main has it as its head.
+	if d := deploy(e.main); d.CommitMessage != "first page" || d.Branch != "main" {
+		t.Fatalf("main's head deployed: %+v", d)
+	}
+	// What the list shows, read back from the database.
+	var list struct {
+		Items []Deployment `json:"items"`
+	}
+	e.do("GET", "/v1/deployments?project_id="+p.ID.String(), "", bearer(e.alice)...).decode(t, &list)
+	if len(list.Items) != 3 || list.Items[0].CommitMessage != "first page" || list.Items[1].Branch != "dev" || list.Items[1].CommitMessage != "on dev" {
+		t.Fatalf("listed %+v", list.Items)
+	}
+
+	// A commit the repository does not have: refused before anything is written.
+	before := e.count(`SELECT count(*) FROM deployments`)
+	res := e.do("POST", "/v1/deployments", fmt.Sprintf(`{"project_id":"%s","commit_sha":"%s"}`, p.ID, strings.Repeat("0", 40)), bearer(e.alice)...)
+	e.wantProblem(res, http.StatusUnprocessableEntity)
+	if n := e.count(`SELECT count(*) FROM deployments`); n != before {
+		t.Fatalf("%d deployments after an unknown commit, want %d", n, before)
+	}
+
+	// GitHub unavailable (the installation suspended there): the deployment
+	// goes ahead with the sha alone.
+	e.emu.SetSuspended(e.inst.ID, true)
+	if d := deploy(e.dev); d.CommitSHA != e.dev || d.CommitMessage != "" || d.Branch != "" {
+		t.Fatalf("deployed while GitHub refuses: %+v", d)
 	}
 }
 

@@ -118,8 +118,13 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 		ID uuid.UUID `json:"id"`
 	}
 	e.do("POST", "/v1/tokens", `{"name":"owner-token"}`, session(owner)...).decode(t, &tok)
+	sessions, err := e.api.Accounts.Sessions(t.Context(), owner.ID, uuid.Nil, 10)
+	if err != nil || len(sessions) != 1 {
+		t.Fatalf("owner's sessions: %v, %v", sessions, err)
+	}
+	ownerSession := sessions[0].ID
 	// What must never appear in a stranger's answer.
-	secrets := []string{p.ID.String(), p.Slug, p.Name, p.OrganisationID.String(), tok.ID.String(), "owner-token", owner.ID.String()}
+	secrets := []string{p.ID.String(), p.Slug, p.Name, p.OrganisationID.String(), tok.ID.String(), "owner-token", owner.ID.String(), ownerSession.String()}
 
 	// How a stranger calls each operation, aimed at the owner's resources.
 	calls := map[operation]struct {
@@ -132,6 +137,8 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 		{"POST", "/v1/tokens"}:             {"/v1/tokens", `{"name":"mine"}`, http.StatusCreated},
 		{"DELETE", "/v1/tokens/{id}"}:      {"/v1/tokens/" + tok.ID.String(), "", http.StatusNotFound},
 		{"DELETE", "/v1/sessions/current"}: {"/v1/sessions/current", "", http.StatusNoContent},
+		{"GET", "/v1/sessions"}:            {"/v1/sessions", "", http.StatusOK},
+		{"DELETE", "/v1/sessions/{id}"}:    {"/v1/sessions/" + ownerSession.String(), "", http.StatusNotFound},
 		{"GET", "/v1/projects"}:            {"/v1/projects", "", http.StatusOK},
 		{"POST", "/v1/projects"}:           {"/v1/projects", fmt.Sprintf(`{"name":"x","organisation_id":"%s"}`, p.OrganisationID), http.StatusUnprocessableEntity},
 		{"GET", "/v1/projects/{id}"}:       {"/v1/projects/" + p.ID.String(), "", http.StatusNotFound},
@@ -256,6 +263,7 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 		calls[operation{"GET", "/v1/github/setup"}] = call{"/v1/github/setup?installation_id=987654321&setup_action=install&state=s&code=c", "", http.StatusBadRequest}
 		calls[operation{"GET", "/v1/github/installations"}] = call{"/v1/github/installations", "", http.StatusOK}
 		calls[operation{"GET", "/v1/github/installations/{installation_id}/repositories"}] = call{"/v1/github/installations/987654321/repositories", "", http.StatusNotFound}
+		calls[operation{"GET", "/v1/github/installations/{installation_id}/repositories/{repository_id}/branches"}] = call{"/v1/github/installations/987654321/repositories/7/branches", "", http.StatusNotFound}
 		calls[operation{"PUT", "/v1/projects/{id}/repository"}] = call{repo, `{"installation_id":987654321,"full_name":"owner-gh/app"}`, http.StatusNotFound}
 		calls[operation{"DELETE", "/v1/projects/{id}/repository"}] = call{repo, "", http.StatusNotFound}
 		defer func() {
@@ -339,7 +347,7 @@ func TestStrangersAndAnonymousSeeNothing(t *testing.T) {
 			}
 		})
 	}
-	// The owner's token and project are untouched.
+	// The owner's token, session and project are untouched.
 	if res := e.do("GET", "/v1/projects/"+p.ID.String(), "", session(owner)...); res.Code != http.StatusOK {
 		t.Fatalf("owner's project: %d", res.Code)
 	}

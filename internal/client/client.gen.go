@@ -644,6 +644,12 @@ type ErrorModel struct {
 	Type *string `json:"type,omitempty"`
 }
 
+// GitHubBranch defines model for GitHubBranch.
+type GitHubBranch struct {
+	CommitSha string `json:"commit_sha"`
+	Name      string `json:"name"`
+}
+
 // GitHubRepository defines model for GitHubRepository.
 type GitHubRepository struct {
 	DefaultBranch string `json:"default_branch"`
@@ -705,6 +711,14 @@ type JoinWaitlistInputBody struct {
 	Email openapi_types.Email `json:"email"`
 }
 
+// ListBranchesOutputBody defines model for ListBranchesOutputBody.
+type ListBranchesOutputBody struct {
+	Items *[]GitHubBranch `json:"items"`
+
+	// NextCursor the cursor of the next page; empty on the last
+	NextCursor string `json:"next_cursor"`
+}
+
 // ListDeploymentsOutputBody defines model for ListDeploymentsOutputBody.
 type ListDeploymentsOutputBody struct {
 	Items *[]Deployment `json:"items"`
@@ -759,6 +773,14 @@ type ListRepositoriesOutputBody struct {
 
 	// TotalCount how many repositories the installation can see, as GitHub counts them
 	TotalCount int64 `json:"total_count"`
+}
+
+// ListSessionsOutputBody defines model for ListSessionsOutputBody.
+type ListSessionsOutputBody struct {
+	Items *[]Session `json:"items"`
+
+	// NextCursor the cursor of the next page; empty on the last
+	NextCursor string `json:"next_cursor"`
 }
 
 // ListTokensOutputBody defines model for ListTokensOutputBody.
@@ -903,6 +925,23 @@ type RevealEnvOutputBody struct {
 
 // RevealEnvOutputBodyEnvironments defines model for RevealEnvOutputBody.Environments.
 type RevealEnvOutputBodyEnvironments string
+
+// Session defines model for Session.
+type Session struct {
+	// CreatedAt when the browser signed in
+	CreatedAt time.Time `json:"created_at"`
+
+	// Current true for the session this request carries
+	Current   bool               `json:"current"`
+	ExpiresAt time.Time          `json:"expires_at"`
+	Id        openapi_types.UUID `json:"id"`
+
+	// LastSeenAt its last use, to the minute; null for sessions from before it was recorded
+	LastSeenAt *time.Time `json:"last_seen_at"`
+
+	// UserAgent the User-Agent of the browser that signed in (at most 300 bytes); empty when it sent none
+	UserAgent string `json:"user_agent"`
+}
 
 // SetDeploymentStatusInputBody defines model for SetDeploymentStatusInputBody.
 type SetDeploymentStatusInputBody struct {
@@ -1103,7 +1142,10 @@ type GithubCallbackParams struct {
 	// InstallationId set when GitHub returns from an installation: forwarded to /v1/github/setup
 	InstallationId *string `form:"installation_id,omitempty" json:"installation_id,omitempty"`
 	SetupAction    *string `form:"setup_action,omitempty" json:"setup_action,omitempty"`
-	ZwOauthState   *string `form:"zw_oauth_state,omitempty" json:"zw_oauth_state,omitempty"`
+
+	// UserAgent kept with the session, to tell it apart among your sessions
+	UserAgent    *string `json:"User-Agent,omitempty"`
+	ZwOauthState *string `form:"zw_oauth_state,omitempty" json:"zw_oauth_state,omitempty"`
 }
 
 // ListDeploymentsParams defines parameters for ListDeployments.
@@ -1176,6 +1218,15 @@ type ListGithubRepositoriesParams struct {
 	Limit *int64 `form:"limit,omitempty" json:"limit,omitempty"`
 }
 
+// ListGithubBranchesParams defines parameters for ListGithubBranches.
+type ListGithubBranchesParams struct {
+	// Cursor next_cursor of the previous page; empty for the first page
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit at most this many items (GitHub's per_page)
+	Limit *int64 `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
 // GithubSetupParams defines parameters for GithubSetup.
 type GithubSetupParams struct {
 	InstallationId *int64 `form:"installation_id,omitempty" json:"installation_id,omitempty"`
@@ -1209,6 +1260,15 @@ type ListDomainsParams struct {
 
 // ListEnvParams defines parameters for ListEnv.
 type ListEnvParams struct {
+	// Cursor next_cursor of the previous page; empty for the first page
+	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
+
+	// Limit at most this many items
+	Limit *int32 `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// ListSessionsParams defines parameters for ListSessions.
+type ListSessionsParams struct {
 	// Cursor next_cursor of the previous page; empty for the first page
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 
@@ -1544,6 +1604,13 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/github/installations/{installation_id}/repositories (the `ListGithubRepositories` operationId).
 	ListGithubRepositories(ctx context.Context, installationId int64, params *ListGithubRepositoriesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListGithubBranches List a repository's branches
+	//
+	// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+	//
+	// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+	ListGithubBranches(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// GithubSetup GitHub's return from an installation
 	//
 	// Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.
@@ -1740,12 +1807,26 @@ type ClientInterface interface {
 	// Corresponds with PUT /v1/projects/{id}/uploads/{upload_id} (the `PutUpload` operationId).
 	PutUploadWithBody(ctx context.Context, id string, uploadId openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// ListSessions List your sessions
+	//
+	// Your live browser sessions, oldest first; `current` marks the one this request carries.
+	//
+	// Corresponds with GET /v1/sessions (the `ListSessions` operationId).
+	ListSessions(ctx context.Context, params *ListSessionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SignOut Sign out
 	//
 	// Revokes the session the request's cookie carries and deletes the cookie.
 	//
 	// Corresponds with DELETE /v1/sessions/current (the `SignOut` operationId).
 	SignOut(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RevokeSession Sign a session out
+	//
+	// Ends one of your sessions (another browser, say). Another user's session is a 404.
+	//
+	// Corresponds with DELETE /v1/sessions/{id} (the `RevokeSession` operationId).
+	RevokeSession(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ListTokens List your API tokens
 	//
@@ -2242,6 +2323,23 @@ func (c *Client) ListGithubRepositories(ctx context.Context, installationId int6
 	return c.Client.Do(req)
 }
 
+// ListGithubBranches List a repository's branches
+//
+// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+//
+// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+func (c *Client) ListGithubBranches(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListGithubBranchesRequest(c.Server, installationId, repositoryId, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GithubSetup GitHub's return from an installation
 //
 // Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.
@@ -2698,6 +2796,23 @@ func (c *Client) PutUploadWithBody(ctx context.Context, id string, uploadId open
 	return c.Client.Do(req)
 }
 
+// ListSessions List your sessions
+//
+// Your live browser sessions, oldest first; `current` marks the one this request carries.
+//
+// Corresponds with GET /v1/sessions (the `ListSessions` operationId).
+func (c *Client) ListSessions(ctx context.Context, params *ListSessionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListSessionsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // SignOut Sign out
 //
 // Revokes the session the request's cookie carries and deletes the cookie.
@@ -2705,6 +2820,23 @@ func (c *Client) PutUploadWithBody(ctx context.Context, id string, uploadId open
 // Corresponds with DELETE /v1/sessions/current (the `SignOut` operationId).
 func (c *Client) SignOut(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSignOutRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RevokeSession Sign a session out
+//
+// Ends one of your sessions (another browser, say). Another user's session is a 404.
+//
+// Corresponds with DELETE /v1/sessions/{id} (the `RevokeSession` operationId).
+func (c *Client) RevokeSession(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRevokeSessionRequest(c.Server, id)
 	if err != nil {
 		return nil, err
 	}
@@ -3299,6 +3431,21 @@ func NewGithubCallbackRequest(server string, params *GithubCallbackParams) (*htt
 
 	if params != nil {
 
+		if params.UserAgent != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "User-Agent", *params.UserAgent, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("User-Agent", headerParam0)
+		}
+
+	}
+
+	if params != nil {
+
 		if params.ZwOauthState != nil {
 			var cookieParam0 string
 
@@ -3846,6 +3993,86 @@ func NewListGithubRepositoriesRequest(server string, installationId int64, param
 	}
 
 	operationPath := fmt.Sprintf("/v1/github/installations/%s/repositories", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewListGithubBranchesRequest constructs an http.Request for the ListGithubBranches method
+func NewListGithubBranchesRequest(server string, installationId int64, repositoryId int64, params *ListGithubBranchesParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "installation_id", installationId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	var pathParam1 string
+
+	pathParam1, err = runtime.StyleParamWithOptions("simple", false, "repository_id", repositoryId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "integer", Format: "int64"})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/github/installations/%s/repositories/%s/branches", pathParam0, pathParam1)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -4894,6 +5121,72 @@ func NewPutUploadRequestWithBody(server string, id string, uploadId openapi_type
 	return req, nil
 }
 
+// NewListSessionsRequest constructs an http.Request for the ListSessions method
+func NewListSessionsRequest(server string, params *ListSessionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/sessions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Cursor != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "cursor", *params.Cursor, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int32"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSignOutRequest constructs an http.Request for the SignOut method
 func NewSignOutRequest(server string) (*http.Request, error) {
 	var err error
@@ -4904,6 +5197,40 @@ func NewSignOutRequest(server string) (*http.Request, error) {
 	}
 
 	operationPath := fmt.Sprintf("/v1/sessions/current")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRevokeSessionRequest constructs an http.Request for the RevokeSession method
+func NewRevokeSessionRequest(server string, id string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "id", id, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/sessions/%s", pathParam0)
 	if operationPath[0] == '/' {
 		operationPath = "." + operationPath
 	}
@@ -5428,6 +5755,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/github/installations/{installation_id}/repositories (the `ListGithubRepositories` operationId).
 	ListGithubRepositoriesWithResponse(ctx context.Context, installationId int64, params *ListGithubRepositoriesParams, reqEditors ...RequestEditorFn) (*ListGithubRepositoriesResponse, error)
 
+	// ListGithubBranchesWithResponse List a repository's branches
+	//
+	// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+	ListGithubBranchesWithResponse(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*ListGithubBranchesResponse, error)
+
 	// GithubSetupWithResponse GitHub's return from an installation
 	//
 	// Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.
@@ -5654,6 +5990,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PUT /v1/projects/{id}/uploads/{upload_id} (the `PutUpload` operationId).
 	PutUploadWithBodyWithResponse(ctx context.Context, id string, uploadId openapi_types.UUID, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*PutUploadResponse, error)
 
+	// ListSessionsWithResponse List your sessions
+	//
+	// Your live browser sessions, oldest first; `current` marks the one this request carries.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/sessions (the `ListSessions` operationId).
+	ListSessionsWithResponse(ctx context.Context, params *ListSessionsParams, reqEditors ...RequestEditorFn) (*ListSessionsResponse, error)
+
 	// SignOutWithResponse Sign out
 	//
 	// Revokes the session the request's cookie carries and deletes the cookie.
@@ -5662,6 +6007,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/sessions/current (the `SignOut` operationId).
 	SignOutWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*SignOutResponse, error)
+
+	// RevokeSessionWithResponse Sign a session out
+	//
+	// Ends one of your sessions (another browser, say). Another user's session is a 404.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /v1/sessions/{id} (the `RevokeSession` operationId).
+	RevokeSessionWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeSessionResponse, error)
 
 	// ListTokensWithResponse List your API tokens
 	//
@@ -6644,6 +6998,54 @@ func (r ListGithubRepositoriesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListGithubRepositoriesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type ListGithubBranchesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ListBranchesOutputBody
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListGithubBranchesResponse) GetJSON200() *ListBranchesOutputBody {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListGithubBranchesResponse) GetApplicationproblemJSONDefault() *ErrorModel {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListGithubBranchesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListGithubBranchesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListGithubBranchesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListGithubBranchesResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7701,6 +8103,54 @@ func (r PutUploadResponse) ContentType() string {
 	return ""
 }
 
+type ListSessionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ListSessionsOutputBody
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorModel
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListSessionsResponse) GetJSON200() *ListSessionsOutputBody {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r ListSessionsResponse) GetApplicationproblemJSONDefault() *ErrorModel {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r ListSessionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListSessionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListSessionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListSessionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // SignOutResponse204Headers the declared response headers of an HTTP 204 response for SignOut
 type SignOutResponse204Headers struct {
 	SetCookie *string
@@ -7743,6 +8193,47 @@ func (r SignOutResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r SignOutResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type RevokeSessionResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSONDefault the response for an HTTP default `application/problem+json` response
+	ApplicationproblemJSONDefault *ErrorModel
+}
+
+// GetApplicationproblemJSONDefault returns the response for an HTTP default `application/problem+json` response
+func (r RevokeSessionResponse) GetApplicationproblemJSONDefault() *ErrorModel {
+	return r.ApplicationproblemJSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r RevokeSessionResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RevokeSessionResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RevokeSessionResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RevokeSessionResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -8394,6 +8885,21 @@ func (c *ClientWithResponses) ListGithubRepositoriesWithResponse(ctx context.Con
 	return ParseListGithubRepositoriesResponse(rsp)
 }
 
+// ListGithubBranchesWithResponse List a repository's branches
+//
+// The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/github/installations/{installation_id}/repositories/{repository_id}/branches (the `ListGithubBranches` operationId).
+func (c *ClientWithResponses) ListGithubBranchesWithResponse(ctx context.Context, installationId int64, repositoryId int64, params *ListGithubBranchesParams, reqEditors ...RequestEditorFn) (*ListGithubBranchesResponse, error) {
+	rsp, err := c.ListGithubBranches(ctx, installationId, repositoryId, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListGithubBranchesResponse(rsp)
+}
+
 // GithubSetupWithResponse GitHub's return from an installation
 //
 // Where GitHub sends the browser after an installation (the App requests user authorization during installation, so a `code` comes along). Checks the state against the browser's, proves with the code that your GitHub account may use the installation, records it and redirects to `next`.
@@ -8776,6 +9282,21 @@ func (c *ClientWithResponses) PutUploadWithBodyWithResponse(ctx context.Context,
 	return ParsePutUploadResponse(rsp)
 }
 
+// ListSessionsWithResponse List your sessions
+//
+// Your live browser sessions, oldest first; `current` marks the one this request carries.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/sessions (the `ListSessions` operationId).
+func (c *ClientWithResponses) ListSessionsWithResponse(ctx context.Context, params *ListSessionsParams, reqEditors ...RequestEditorFn) (*ListSessionsResponse, error) {
+	rsp, err := c.ListSessions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListSessionsResponse(rsp)
+}
+
 // SignOutWithResponse Sign out
 //
 // Revokes the session the request's cookie carries and deletes the cookie.
@@ -8789,6 +9310,21 @@ func (c *ClientWithResponses) SignOutWithResponse(ctx context.Context, reqEditor
 		return nil, err
 	}
 	return ParseSignOutResponse(rsp)
+}
+
+// RevokeSessionWithResponse Sign a session out
+//
+// Ends one of your sessions (another browser, say). Another user's session is a 404.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /v1/sessions/{id} (the `RevokeSession` operationId).
+func (c *ClientWithResponses) RevokeSessionWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeSessionResponse, error) {
+	rsp, err := c.RevokeSession(ctx, id, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRevokeSessionResponse(rsp)
 }
 
 // ListTokensWithResponse List your API tokens
@@ -9624,6 +10160,39 @@ func ParseListGithubRepositoriesResponse(rsp *http.Response) (*ListGithubReposit
 	return response, nil
 }
 
+// ParseListGithubBranchesResponse parses an HTTP response from a ListGithubBranchesWithResponse call
+func ParseListGithubBranchesResponse(rsp *http.Response) (*ListGithubBranchesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListGithubBranchesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ListBranchesOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseGithubSetupResponse parses an HTTP response from a GithubSetupWithResponse call
 func ParseGithubSetupResponse(rsp *http.Response) (*GithubSetupResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10384,6 +10953,39 @@ func ParsePutUploadResponse(rsp *http.Response) (*PutUploadResponse, error) {
 	return response, nil
 }
 
+// ParseListSessionsResponse parses an HTTP response from a ListSessionsWithResponse call
+func ParseListSessionsResponse(rsp *http.Response) (*ListSessionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListSessionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ListSessionsOutputBody
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
 // ParseSignOutResponse parses an HTTP response from a SignOutWithResponse call
 func ParseSignOutResponse(rsp *http.Response) (*SignOutResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10421,6 +11023,35 @@ func ParseSignOutResponse(rsp *http.Response) (*SignOutResponse, error) {
 			headers.SetCookie = &value
 		}
 		response.Headers204 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRevokeSessionResponse parses an HTTP response from a RevokeSessionWithResponse call
+func ParseRevokeSessionResponse(rsp *http.Response) (*RevokeSessionResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RevokeSessionResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest ErrorModel
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSONDefault = &dest
+
 	}
 
 	return response, nil

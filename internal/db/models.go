@@ -350,12 +350,14 @@ type RiverQueue struct {
 }
 
 type Session struct {
-	ID        uuid.UUID
-	UserID    uuid.UUID
-	TokenHash []byte
-	ExpiresAt time.Time
-	RevokedAt *time.Time
-	CreatedAt time.Time
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	TokenHash  []byte
+	ExpiresAt  time.Time
+	RevokedAt  *time.Time
+	CreatedAt  time.Time
+	UserAgent  *string
+	LastSeenAt *time.Time
 }
 
 type User struct {

@@ -13,9 +13,9 @@ import (
 )
 
 const sessionCreate = `-- name: SessionCreate :one
-INSERT INTO sessions (id, user_id, token_hash, expires_at)
-VALUES ($1, $2, $3, $4)
-RETURNING id, user_id, token_hash, expires_at, revoked_at, created_at
+INSERT INTO sessions (id, user_id, token_hash, expires_at, user_agent, last_seen_at)
+VALUES ($1, $2, $3, $4, $5, now())
+RETURNING id, user_id, token_hash, expires_at, revoked_at, created_at, user_agent, last_seen_at
 `
 
 type SessionCreateParams struct {
@@ -23,6 +23,7 @@ type SessionCreateParams struct {
 	UserID    uuid.UUID
 	TokenHash []byte
 	ExpiresAt time.Time
+	UserAgent *string
 }
 
 func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (Session, error) {
@@ -31,6 +32,7 @@ func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (S
 		arg.UserID,
 		arg.TokenHash,
 		arg.ExpiresAt,
+		arg.UserAgent,
 	)
 	var i Session
 	err := row.Scan(
@@ -40,28 +42,53 @@ func (q *Queries) SessionCreate(ctx context.Context, arg SessionCreateParams) (S
 		&i.ExpiresAt,
 		&i.RevokedAt,
 		&i.CreatedAt,
+		&i.UserAgent,
+		&i.LastSeenAt,
 	)
 	return i, err
 }
 
-const sessionGetLiveByHash = `-- name: SessionGetLiveByHash :one
-SELECT id, user_id, token_hash, expires_at, revoked_at, created_at FROM sessions
-WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()
+const sessionListLiveByUser = `-- name: SessionListLiveByUser :many
+SELECT id, user_id, token_hash, expires_at, revoked_at, created_at, user_agent, last_seen_at FROM sessions
+WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() AND id > $2
+ORDER BY id
+LIMIT $3
 `
 
-// The session a cookie names, while it is neither revoked nor expired.
-func (q *Queries) SessionGetLiveByHash(ctx context.Context, tokenHash []byte) (Session, error) {
-	row := q.db.QueryRow(ctx, sessionGetLiveByHash, tokenHash)
-	var i Session
-	err := row.Scan(
-		&i.ID,
-		&i.UserID,
-		&i.TokenHash,
-		&i.ExpiresAt,
-		&i.RevokedAt,
-		&i.CreatedAt,
-	)
-	return i, err
+type SessionListLiveByUserParams struct {
+	UserID uuid.UUID
+	After  uuid.UUID
+	Max    int32
+}
+
+// A page of @user_id's live sessions, oldest first, after the id @after.
+func (q *Queries) SessionListLiveByUser(ctx context.Context, arg SessionListLiveByUserParams) ([]Session, error) {
+	rows, err := q.db.Query(ctx, sessionListLiveByUser, arg.UserID, arg.After, arg.Max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []Session{}
+	for rows.Next() {
+		var i Session
+		if err := rows.Scan(
+			&i.ID,
+			&i.UserID,
+			&i.TokenHash,
+			&i.ExpiresAt,
+			&i.RevokedAt,
+			&i.CreatedAt,
+			&i.UserAgent,
+			&i.LastSeenAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const sessionRevoke = `-- name: SessionRevoke :execrows
@@ -75,4 +102,55 @@ func (q *Queries) SessionRevoke(ctx context.Context, id uuid.UUID) (int64, error
 		return 0, err
 	}
 	return result.RowsAffected(), nil
+}
+
+const sessionRevokeOwn = `-- name: SessionRevokeOwn :execrows
+UPDATE sessions SET revoked_at = now()
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+`
+
+type SessionRevokeOwnParams struct {
+	ID     uuid.UUID
+	UserID uuid.UUID
+}
+
+// Only the session's owner revokes it this way: another user's id matches
+// nothing.
+func (q *Queries) SessionRevokeOwn(ctx context.Context, arg SessionRevokeOwnParams) (int64, error) {
+	result, err := q.db.Exec(ctx, sessionRevokeOwn, arg.ID, arg.UserID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const sessionUseLiveByHash = `-- name: SessionUseLiveByHash :one
+WITH live AS (
+    SELECT id FROM sessions
+    WHERE sessions.token_hash = $1::bytea AND sessions.revoked_at IS NULL AND sessions.expires_at > now()
+), touched AS (
+    UPDATE sessions SET last_seen_at = now()
+    WHERE id IN (SELECT id FROM live)
+      AND (last_seen_at IS NULL OR last_seen_at < now() - interval '1 minute')
+)
+SELECT id, user_id, token_hash, expires_at, revoked_at, created_at, user_agent, last_seen_at FROM sessions WHERE id IN (SELECT id FROM live)
+`
+
+// The session a cookie names, while it is neither revoked nor expired,
+// marked as seen now. The mark is written at most once a minute: a write on
+// every request would queue a browser's requests behind its row lock.
+func (q *Queries) SessionUseLiveByHash(ctx context.Context, tokenHash []byte) (Session, error) {
+	row := q.db.QueryRow(ctx, sessionUseLiveByHash, tokenHash)
+	var i Session
+	err := row.Scan(
+		&i.ID,
+		&i.UserID,
+		&i.TokenHash,
+		&i.ExpiresAt,
+		&i.RevokedAt,
+		&i.CreatedAt,
+		&i.UserAgent,
+		&i.LastSeenAt,
+	)
+	return i, err
 }

@@ -251,6 +251,72 @@ func (a *App) BranchHead(ctx context.Context, installationID int64, fullName, br
 	return Commit{SHA: b.GetCommit().GetSHA(), Message: b.GetCommit().GetCommit().GetMessage()}, nil
 }
 
+// Branch is a branch of a repository and the commit it points at.
+type Branch struct {
+	Name string
+	SHA  string
+}
+
+// BranchPage is one page of GitHub's list of branches, with GitHub's paging.
+type BranchPage struct {
+	Branches []Branch
+	NextPage int // 0 on the last page
+}
+
+// Branches lists a page of a repository's branches, in GitHub's order (by
+// name); page counts from 1 and perPage is at most 100, as on GitHub. A
+// repository the installation cannot see is ErrNotFound.
+func (a *App) Branches(ctx context.Context, installationID int64, fullName string, page, perPage int) (BranchPage, error) {
+	owner, name, ok := strings.Cut(fullName, "/")
+	if !ok || owner == "" || name == "" || strings.Contains(name, "/") {
+		return BranchPage{}, fmt.Errorf("repository %q: %w", fullName, ErrNotFound)
+	}
+	list, resp, err := a.installation(installationID).Repositories.ListBranches(ctx, owner, name,
+		&github.BranchListOptions{ListOptions: github.ListOptions{Page: page, PerPage: perPage}})
+	if err != nil {
+		return BranchPage{}, a.installationError(ctx, installationID, fmt.Sprintf("branches of %s", fullName), resp, err)
+	}
+	out := BranchPage{NextPage: resp.NextPage}
+	for _, b := range list {
+		out.Branches = append(out.Branches, Branch{Name: b.GetName(), SHA: b.GetCommit().GetSHA()})
+	}
+	return out, nil
+}
+
+// CommitInfo is what a deployment shows of a commit: its message, and the
+// branch it is the head of (preferring prefer, "" when it heads none).
+type CommitInfo struct {
+	Message string
+	Branch  string
+}
+
+// DescribeCommit reads a commit of a repository and the branches it heads.
+// A commit GitHub does not know (its 422) or in a repository the
+// installation cannot see is ErrNotFound.
+func (a *App) DescribeCommit(ctx context.Context, installationID int64, fullName, sha, prefer string) (CommitInfo, error) {
+	owner, name, _ := strings.Cut(fullName, "/")
+	gh := a.installation(installationID)
+	what := fmt.Sprintf("commit %s of %s", sha, fullName)
+	c, resp, err := gh.Repositories.GetCommit(ctx, owner, name, sha, nil)
+	if err != nil {
+		if resp != nil && resp.StatusCode == http.StatusUnprocessableEntity {
+			return CommitInfo{}, fmt.Errorf("%s: %w", what, ErrNotFound)
+		}
+		return CommitInfo{}, a.installationError(ctx, installationID, what, resp, err)
+	}
+	out := CommitInfo{Message: c.GetCommit().GetMessage()}
+	heads, resp, err := gh.Repositories.ListBranchesHeadCommit(ctx, owner, name, c.GetSHA())
+	if err != nil {
+		return CommitInfo{}, a.installationError(ctx, installationID, "branches headed by "+what, resp, err)
+	}
+	for _, h := range heads {
+		if out.Branch == "" || h.GetName() == prefer {
+			out.Branch = h.GetName()
+		}
+	}
+	return out, nil
+}
+
 // installationError classifies the failure of a call made with an
 // installation's token. GitHub answers 401 to a token it no longer takes:
 // the installation was suspended or deleted since the token was minted.

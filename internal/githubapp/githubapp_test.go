@@ -124,6 +124,44 @@ func TestInstallationTokenIsMintedOncePerInstallation(t *testing.T) {
 	}
 }
 
+func TestBranchesAndCommits(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	git := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("git", append([]string{"-C", e.repo.Dir}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	git("branch", "feature")
+	git("branch", "zz-other")
+
+	page, err := e.app.Branches(ctx, e.inst.ID, "alice/app", 1, 2)
+	if err != nil || len(page.Branches) != 2 || page.Branches[0] != (githubapp.Branch{Name: "feature", SHA: e.head}) || page.Branches[1].Name != "main" || page.NextPage != 2 {
+		t.Fatalf("first page: %+v, %v", page, err)
+	}
+	if page, err = e.app.Branches(ctx, e.inst.ID, "alice/app", 2, 2); err != nil || len(page.Branches) != 1 || page.Branches[0].Name != "zz-other" || page.NextPage != 0 {
+		t.Fatalf("last page: %+v, %v", page, err)
+	}
+	// The head of three branches: the preferred one when it is among them.
+	for prefer, want := range map[string]string{"main": "main", "zz-other": "zz-other", "gone": "feature"} {
+		info, err := e.app.DescribeCommit(ctx, e.inst.ID, "alice/app", e.head, prefer)
+		if err != nil || info.Message != "hello" || info.Branch != want {
+			t.Errorf("DescribeCommit(prefer %s) = %+v, %v; want branch %s", prefer, info, err, want)
+		}
+	}
+	for name, err := range map[string]error{
+		"an unknown commit":               second(e.app.DescribeCommit(ctx, e.inst.ID, "alice/app", strings.Repeat("0", 40), "main")),
+		"another installation's commit":   second(e.app.DescribeCommit(ctx, e.inst.ID, "acme/site", e.head, "main")),
+		"another installation's branches": second(e.app.Branches(ctx, e.inst.ID, "acme/site", 1, 30)),
+		"a malformed name":                second(e.app.Branches(ctx, e.inst.ID, "acme", 1, 30)),
+	} {
+		if !errors.Is(err, githubapp.ErrNotFound) {
+			t.Errorf("%s: %v, want ErrNotFound", name, err)
+		}
+	}
+}
+
 func TestErrorsAreClassified(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()

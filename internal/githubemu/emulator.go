@@ -192,6 +192,9 @@ func New(app App) *Emulator {
 	e.mux.HandleFunc("GET /repos/{owner}/{repo}", e.getRepo)
 	e.mux.HandleFunc("GET /repositories/{id}", e.getRepoByID)
 	e.mux.HandleFunc("GET /repos/{owner}/{repo}/branches/{branch...}", e.getBranch)
+	e.mux.HandleFunc("GET /repos/{owner}/{repo}/branches", e.listBranches)
+	e.mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{ref}", e.getCommit)
+	e.mux.HandleFunc("GET /repos/{owner}/{repo}/commits/{sha}/branches-where-head", e.branchesWhereHead)
 	e.mux.HandleFunc("GET /apps/{slug}/installations/new", e.install)
 	e.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")

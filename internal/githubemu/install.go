@@ -186,13 +186,29 @@ func (e *Emulator) branch(ctx context.Context, repo *Repository, branch string) 
 	if err != nil {
 		return branchJSON{}, err
 	}
-	out, err := git(ctx, repo.Dir, "show", "-s", "--format=%T%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B", sha)
+	c, err := e.restCommit(ctx, repo, sha)
 	if err != nil {
 		return branchJSON{}, err
 	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	api, web := e.apiBase()+"/repos/"+repo.FullName(), e.webBase()+"/"+repo.FullName()
+	return branchJSON{
+		Name: branch, Commit: c,
+		Links:         branchLinksJSON{Self: api + "/branches/" + url.PathEscape(branch), HTML: web + "/tree/" + branch},
+		ProtectionURL: api + "/branches/" + url.PathEscape(branch) + "/protection",
+	}, nil
+}
+
+// restCommit is the commit sha (already resolved) as the REST API shows it.
+func (e *Emulator) restCommit(ctx context.Context, repo *Repository, sha string) (repoCommitJSON, error) {
+	out, err := git(ctx, repo.Dir, "show", "-s", "--format=%T%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B", sha)
+	if err != nil {
+		return repoCommitJSON{}, err
+	}
 	f := strings.SplitN(out, "\x00", 9)
 	if len(f) != 9 {
-		return branchJSON{}, fmt.Errorf("git show %s: unexpected output", sha)
+		return repoCommitJSON{}, fmt.Errorf("git show %s: unexpected output", sha)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -211,9 +227,102 @@ func (e *Emulator) branch(ctx context.Context, repo *Repository, branch string) 
 	for _, p := range strings.Fields(f[1]) {
 		c.Parents = append(c.Parents, commitRefJSON{SHA: p, URL: api + "/commits/" + p})
 	}
-	return branchJSON{
-		Name: branch, Commit: c,
-		Links:         branchLinksJSON{Self: api + "/branches/" + url.PathEscape(branch), HTML: web + "/tree/" + branch},
-		ProtectionURL: api + "/branches/" + url.PathEscape(branch) + "/protection",
-	}, nil
+	return c, nil
+}
+
+// shortBranchJSON is a branch as GitHub's lists show it.
+type shortBranchJSON struct {
+	Name      string        `json:"name"`
+	Commit    commitRefJSON `json:"commit"`
+	Protected bool          `json:"protected"`
+}
+
+// heads is every branch of repo with its head, by name.
+func heads(ctx context.Context, repo *Repository) ([][2]string, error) {
+	out, err := git(ctx, repo.Dir, "for-each-ref", "--sort=refname", "--format=%(refname:strip=2)%00%(objectname)", "refs/heads/")
+	if err != nil {
+		return nil, err
+	}
+	var hs [][2]string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if name, sha, ok := strings.Cut(line, "\x00"); ok {
+			hs = append(hs, [2]string{name, sha})
+		}
+	}
+	return hs, nil
+}
+
+// listBranches answers GET /repos/{owner}/{repo}/branches: the branches by
+// name, paged like GitHub.
+func (e *Emulator) listBranches(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("owner") + "/" + r.PathValue("repo")
+	repo, ok := e.visibleRepo(w, r, func(x *Repository) bool { return strings.EqualFold(x.FullName(), name) })
+	if !ok {
+		return
+	}
+	hs, err := heads(r.Context(), repo)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	api := e.apiBase() + "/repos/" + repo.FullName()
+	lo, hi := e.page(w, r, len(hs))
+	out := make([]shortBranchJSON, 0, hi-lo)
+	for _, h := range hs[lo:hi] {
+		out = append(out, shortBranchJSON{Name: h[0], Commit: commitRefJSON{SHA: h[1], URL: api + "/commits/" + h[1]}})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getCommit answers GET /repos/{owner}/{repo}/commits/{ref}: a commit by
+// sha, branch or tag (without its files: the emulator lists none).
+func (e *Emulator) getCommit(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("owner") + "/" + r.PathValue("repo")
+	repo, ok := e.visibleRepo(w, r, func(x *Repository) bool { return strings.EqualFold(x.FullName(), name) })
+	if !ok {
+		return
+	}
+	ref := r.PathValue("ref")
+	sha, err := "", error(nil)
+	if !strings.HasPrefix(ref, "-") {
+		sha, err = resolve(r.Context(), repo.Dir, ref)
+	}
+	if sha == "" || err != nil {
+		writeError(w, http.StatusUnprocessableEntity, "No commit found for SHA: "+ref)
+		return
+	}
+	c, err := e.restCommit(r.Context(), repo, sha)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+// branchesWhereHead answers GET
+// /repos/{owner}/{repo}/commits/{sha}/branches-where-head: the branches
+// whose head is that commit.
+func (e *Emulator) branchesWhereHead(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("owner") + "/" + r.PathValue("repo")
+	repo, ok := e.visibleRepo(w, r, func(x *Repository) bool { return strings.EqualFold(x.FullName(), name) })
+	if !ok {
+		return
+	}
+	hs, err := heads(r.Context(), repo)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	api := e.apiBase() + "/repos/" + repo.FullName()
+	out := []shortBranchJSON{}
+	for _, h := range hs {
+		if h[1] == r.PathValue("sha") {
+			out = append(out, shortBranchJSON{Name: h[0], Commit: commitRefJSON{SHA: h[1], URL: api + "/commits/" + h[1]}})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/bradleyfalzon/ghinstallation/v2"
@@ -159,6 +162,75 @@ func TestRepositoryAndBranchWithGoGitHub(t *testing.T) {
 		if err := dec.Decode(v); err != nil {
 			t.Errorf("%s: go-github's %T: %v", path, v, err)
 		}
+	}
+}
+
+func TestBranchesAndCommitsWithGoGitHub(t *testing.T) {
+	e := newEnv(t)
+	gh := e.installationClient(t, e.inst.ID)
+	ctx := t.Context()
+	// Two more branches: feature at the first commit, and 25 others to page through.
+	names := []string{"feature"}
+	for i := range 25 {
+		names = append(names, fmt.Sprintf("z%02d", i))
+	}
+	for _, n := range names {
+		if out, err := exec.Command("git", "-C", e.repo.Dir, "branch", n, e.first).CombinedOutput(); err != nil {
+			t.Fatalf("git branch %s: %v %s", n, err, out)
+		}
+	}
+
+	var got []*github.Branch
+	opts := &github.BranchListOptions{ListOptions: github.ListOptions{PerPage: 10}}
+	for pages := 0; pages < 10; pages++ {
+		bs, resp, err := gh.Repositories.ListBranches(ctx, "alice", "app", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, bs...)
+		if resp.NextPage == 0 {
+			break
+		}
+		opts.Page = resp.NextPage
+	}
+	if len(got) != 27 || got[0].GetName() != "feature" || got[1].GetName() != "main" || got[1].GetCommit().GetSHA() != e.head ||
+		got[0].GetCommit().GetSHA() != e.first || got[26].GetName() != "z24" {
+		t.Fatalf("ListBranches: %d branches, first %v", len(got), got[:min(2, len(got))])
+	}
+
+	c, _, err := gh.Repositories.GetCommit(ctx, "alice", "app", e.first, nil)
+	if err != nil || c.GetSHA() != e.first || c.GetCommit().GetMessage() != "first" || c.GetCommit().GetAuthor().GetName() != "Alice" {
+		t.Fatalf("GetCommit(first): %v, %v", c, err)
+	}
+	if c, _, err := gh.Repositories.GetCommit(ctx, "alice", "app", "main", nil); err != nil || c.GetSHA() != e.head {
+		t.Fatalf("GetCommit(main): %v, %v", c, err)
+	}
+	var ge *github.ErrorResponse
+	if _, _, err := gh.Repositories.GetCommit(ctx, "alice", "app", strings.Repeat("0", 40), nil); !errors.As(err, &ge) || ge.Response.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("an unknown commit: %v", err)
+	}
+
+	heads, _, err := gh.Repositories.ListBranchesHeadCommit(ctx, "alice", "app", e.head)
+	if err != nil || len(heads) != 1 || heads[0].GetName() != "main" {
+		t.Fatalf("branches where %s is head: %v, %v", e.head[:7], heads, err)
+	}
+	if heads, _, err := gh.Repositories.ListBranchesHeadCommit(ctx, "alice", "app", e.first); err != nil || len(heads) != 26 {
+		t.Fatalf("branches where the first commit is head: %d, %v", len(heads), err)
+	}
+
+	// Another installation's repository is GitHub's 404.
+	other, err := e.emu.AddInstallation(githubemu.Installation{Account: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.emu.AddRepository(other.ID, githubemu.Repository{Owner: "bob", Name: "secret", Dir: e.repo.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := gh.Repositories.ListBranches(ctx, "bob", "secret", nil); !errors.As(err, &ge) || ge.Response.StatusCode != http.StatusNotFound {
+		t.Fatalf("another installation's branches: %v", err)
+	}
+	if _, _, err := gh.Repositories.GetCommit(ctx, "bob", "secret", e.head, nil); !errors.As(err, &ge) || ge.Response.StatusCode != http.StatusNotFound {
+		t.Fatalf("another installation's commit: %v", err)
 	}
 }
 

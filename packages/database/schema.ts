@@ -84,6 +84,11 @@ export const sessions = pgTable(
     tokenHash: bytea("token_hash").notNull().unique(),
     expiresAt: timestamptz("expires_at").notNull(),
     revokedAt: timestamptz("revoked_at"),
+    // What the account page shows to tell one's browsers apart: the
+    // User-Agent that signed in, and the last use (written at most once a
+    // minute).
+    userAgent: text("user_agent"),
+    lastSeenAt: timestamptz("last_seen_at"),
     createdAt: createdAt(),
   },
   (t) => [

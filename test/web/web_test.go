@@ -165,6 +165,10 @@ func TestDashboardInABrowser(t *testing.T) {
 	// dashboard links the installation to her organisation when she goes
 	// through the install page, then imports the repository.
 	commits := gitRepo(t, filepath.Join(t.TempDir(), "shop"))
+	// A second branch, for the new-project page's branch picker.
+	if _, err := commits.git("branch", "staging"); err != nil {
+		t.Fatal(err)
+	}
 	inst, err := emu.AddInstallation(githubemu.Installation{Account: "alice"})
 	if err != nil {
 		t.Fatal(err)
@@ -317,6 +321,21 @@ func TestDashboardInABrowser(t *testing.T) {
 		_, err := domainSvc.Check(t.Context(), d)
 		fail(w, err)
 	})
+	// /dns-gone deletes a domain's records and runs the recheck the domains
+	// worker would run next; it answers the domain's status.
+	control.HandleFunc("GET /dns-gone", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("name")
+		dns.Delete(name)
+		var d uuid.UUID
+		if fail(w, pool.QueryRow(t.Context(), `SELECT id FROM domains WHERE name = $1`, name).Scan(&d)) {
+			return
+		}
+		out, err := domainSvc.Check(t.Context(), d)
+		if fail(w, err) {
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"status": out.Status, "failed_rechecks": out.FailedRechecks})
+	})
 	// /rollbacks counts the rollback tasks asked for a deployment.
 	control.HandleFunc("GET /rollbacks", func(w http.ResponseWriter, r *http.Request) {
 		var n int
@@ -353,12 +372,25 @@ func TestDashboardInABrowser(t *testing.T) {
 		FirstLoadScripts     int
 		FirstLoadJSBytes     int
 		FirstLoadJSGzipBytes int
+		// Accessibility (axe-core violations by page) and cumulative
+		// layout shift on first load, asserted by browser.mjs.
+		Axe map[string]json.RawMessage
+		CLS map[string]float64
+		// What shifted on the deployment page, when anything did.
+		CLSDeploymentSources []string
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
 		t.Fatalf("browser.mjs printed %q: %v", stdout.String(), err)
 	}
 	t.Logf("first load: %d scripts, %d bytes of JavaScript, %d gzipped (-9)", got.FirstLoadScripts, got.FirstLoadJSBytes, got.FirstLoadJSGzipBytes)
+	t.Logf("cumulative layout shift on first load: %v (deployment page: %v)", got.CLS, got.CLSDeploymentSources)
+	for page, r := range got.Axe {
+		t.Logf("axe-core on %s: %s", page, r)
+	}
+	if len(got.Axe) < 8 || len(got.CLS) != 2 {
+		t.Errorf("browser.mjs checked %d pages with axe-core and measured CLS on %d, want 8+ and 2", len(got.Axe), len(got.CLS))
+	}
 	if got.FirstLoadJSGzipBytes == 0 || got.FirstLoadJSGzipBytes > maxFirstLoadJS {
 		t.Errorf("first-load JavaScript %d bytes gzipped; the budget is %d", got.FirstLoadJSGzipBytes, maxFirstLoadJS)
 	}

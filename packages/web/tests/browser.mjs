@@ -9,7 +9,8 @@
 // It prints one JSON line with what it measured; any failed expectation throws (exit 1).
 import { chromium } from 'playwright-core'
 import { gzipSync } from 'node:zlib'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 
 const base = process.env.BASE_URL
@@ -30,6 +31,41 @@ function expect(cond, what) {
   if (!cond) throw new Error(`expected ${what}`)
 }
 
+// axe-core, evaluated in a page on demand (through the DevTools protocol, so no CSP or page code
+// is involved): every rule that applies, violations counted by impact.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+const axeResults = {}
+async function axe(page, name) {
+  if (await page.evaluate(() => typeof window.axe) !== 'object') await page.evaluate(axeSource)
+  // Excluded: the focus guards of the toast region (reka-ui's ToastViewport), aria-hidden spans
+  // that only hand focus on to the toasts; axe-core's aria-hidden-focus reports them.
+  const r = await page.evaluate(() => window.axe.run({ exclude: [['[role="region"] > span[aria-hidden="true"]']] }, { resultTypes: ['violations'] }))
+  const serious = r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+  axeResults[name] = {
+    violations: r.violations.length,
+    seriousOrCritical: serious.map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(' ')).join('; ')}`),
+    minorOrModerate: r.violations.filter(v => !serious.includes(v)).map(v => `${v.id} (${v.impact})`),
+  }
+}
+
+// Cumulative layout shift since the page's load (the layout-shift entries without recent input),
+// recorded by an init script in every page.
+function observeLayoutShift() {
+  window.__cls = 0
+  window.__clsSources = []
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (e.hadRecentInput) continue
+      window.__cls += e.value
+      for (const src of e.sources ?? []) {
+        const n = src.node
+        window.__clsSources.push(`${e.value.toFixed(4)} ${n?.nodeName ?? '?'}${n?.dataset?.testid ? `[${n.dataset.testid}]` : ''}.${String(n?.className ?? '').slice(0, 60)}`)
+      }
+    }
+  }).observe({ type: 'layout-shift', buffered: true })
+}
+const cls = {}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -44,6 +80,7 @@ try {
   async function newPage() {
     const context = await browser.newContext({ viewport: { width: 1200, height: 800 } })
     context.setDefaultTimeout(timeout)
+    await context.addInitScript(observeLayoutShift)
     const page = await context.newPage()
     page.on('request', (r) => {
       const u = new URL(r.url())
@@ -77,6 +114,7 @@ try {
   result.firstLoadJSGzipBytes = gz
   await a.page.getByRole('heading', { name: 'Sign in to Zeitwork' }).waitFor()
   await a.page.screenshot({ path: join(shots, 'signin.png') })
+  await axe(a.page, 'signin')
   await a.page.getByRole('link', { name: 'Sign in with GitHub' }).click()
   await a.page.getByRole('heading', { name: 'Projects' }).waitFor()
   await a.page.getByTestId('empty').waitFor()
@@ -87,12 +125,22 @@ try {
   await a.page.reload()
   await a.page.getByTestId('projects').getByText('web-app').waitFor()
   await a.page.getByTestId('projects').getByTestId('status').filter({ hasText: 'queued' }).waitFor()
+  await a.page.waitForLoadState('networkidle')
+  cls.projects = await a.page.evaluate(() => window.__cls) // the first load of the projects page
   await a.page.screenshot({ path: join(shots, 'projects.png') })
+  await axe(a.page, 'projects')
   await a.page.getByRole('link', { name: /web-app/ }).click()
   await a.page.waitForURL(`**/projects/${seed.project}`)
   await a.page.getByTestId('project-name').filter({ hasText: 'web-app' }).waitFor()
   await a.page.getByTestId('deployments').getByRole('link').first().click()
   await a.page.waitForURL(`**/deployments/${seed.deployment}`)
+  // The deployment page's first load: its details, log and (no) instances in place.
+  await a.page.reload()
+  await a.page.getByTestId('no-instances').waitFor()
+  await a.page.getByTestId('log').getByText('step 1/2: installing').waitFor()
+  await a.page.waitForLoadState('networkidle')
+  cls.deployment = await a.page.evaluate(() => window.__cls)
+  if (cls.deployment > 0) result.clsDeploymentSources = await a.page.evaluate(() => window.__clsSources)
 
   await a.page.getByTestId('no-instances').waitFor()
   // 3. The build log: the lines so far, ANSI colours rendered, then live ones as they come.
@@ -130,10 +178,21 @@ try {
   await a.page.getByRole('link', { name: 'Install the GitHub App' }).click()
   await a.page.waitForURL('**/projects/new')
   await a.page.getByRole('radio', { name: 'alice/shop' }).check()
-  const branch = a.page.getByLabel('Branch')
-  expect(await branch.inputValue() === 'main', 'the repository\'s default branch to be chosen')
+  // The branch picker lists the repository's branches (read through the installation), the
+  // default one chosen.
+  const picker = a.page.getByTestId('branch-picker')
+  await picker.filter({ hasText: 'main' }).waitFor()
+  await picker.click()
+  const options = a.page.getByRole('option')
+  await options.filter({ hasText: 'staging' }).waitFor()
+  const branchNames = (await options.allTextContents()).map(t => t.trim())
+  expect(branchNames.join(' ') === 'main staging', `the branches main and staging listed, got ${branchNames.join(', ')}`)
+  await a.page.keyboard.press('Escape')
+  await options.first().waitFor({ state: 'detached' })
+  expect((await picker.textContent()).includes('main'), 'the repository\'s default branch to be chosen')
   expect(await a.page.getByLabel('Project name').inputValue() === 'shop', 'the project named after the repository')
   await a.page.screenshot({ path: join(shots, 'new-project.png') })
+  await axe(a.page, 'new-project')
   await a.page.getByRole('button', { name: 'Create and deploy' }).click()
   await a.page.waitForURL(/\/projects\/[0-9a-f-]{36}$/)
   const shop = new URL(a.page.url()).pathname.split('/').pop()
@@ -157,6 +216,7 @@ try {
   const liveURL = await a.page.getByTestId('deployment-url').textContent()
   expect(liveURL.includes('shop.apps.zeitwork.test'), `the live deployment at the project's host, got ${liveURL}`)
   await a.page.screenshot({ path: join(shots, 'deployment.png') })
+  await axe(a.page, 'deployment')
   await a.page.getByRole('link', { name: '← Project' }).click()
   await a.page.getByTestId('production-url').filter({ hasText: 'shop.apps.zeitwork.test' }).waitFor()
 
@@ -194,12 +254,30 @@ try {
   await record.getByText('edge.zeitwork.test', { exact: true }).waitFor()
   await record.getByText('shop.example.com', { exact: true }).waitFor()
   await a.page.screenshot({ path: join(shots, 'settings.png'), fullPage: true })
-  await domain.getByRole('button', { name: 'Check shop.example.com now' }).click()
+  await domain.getByRole('button', { name: 'Check now shop.example.com' }).click()
   await domain.getByText(/expected/).waitFor()
   expect((await domain.getByTestId('domain-status').textContent()).trim() === 'pending', 'the domain pending before DNS has its record')
   // DNS gets the record and the domains worker checks it: the open page shows it verified by itself.
   await hook('/dns?name=shop.example.com')
   await domain.getByTestId('domain-status').filter({ hasText: 'verified' }).waitFor()
+  expect(await domain.getByTestId('domain-rechecks').count() === 0, 'no recheck warning while rechecks pass')
+  // The record goes away: a failed recheck is a warning on a domain still served, and once
+  // rechecking gives up the domain is failed, not served, and says so.
+  let rc = await hook('/dns-gone?name=shop.example.com')
+  expect(rc.status === 'verified' && rc.failed_rechecks === 1, `one failed recheck, got ${JSON.stringify(rc)}`)
+  await a.page.reload()
+  await domain.getByTestId('domain-rechecks').filter({ hasText: 'last recheck failed' }).waitFor()
+  for (let i = 0; i < 10 && rc.status === 'verified'; i++) rc = await hook('/dns-gone?name=shop.example.com')
+  await a.page.reload()
+  await domain.getByTestId('domain-status').filter({ hasText: 'failed' }).waitFor()
+  await domain.getByTestId('domain-failed').filter({ hasText: `after ${rc.failed_rechecks} failed rechecks` }).waitFor()
+  await a.page.screenshot({ path: join(shots, 'domain-failed.png'), fullPage: true })
+  await axe(a.page, 'settings')
+  // The record back and checked again: verified, the warnings gone.
+  await hook('/dns?name=shop.example.com')
+  await a.page.reload()
+  await domain.getByTestId('domain-status').filter({ hasText: 'verified' }).waitFor()
+  expect(await domain.getByTestId('domain-failed').count() === 0 && await domain.getByTestId('domain-rechecks').count() === 0, 'no warning once verified again')
 
   // 8. Roll back: a second commit goes live, and the first, now retiring, is one click and a
   // confirmation away; cancelling asks nothing of the operator.
@@ -210,6 +288,10 @@ try {
   const row = a.page.getByTestId(`deployment-${first}`)
   await row.getByTestId('status').filter({ hasText: 'retiring' }).waitFor()
   await a.page.getByTestId(`deployment-${second}`).getByText('live', { exact: true }).waitFor()
+  // Made through POST /v1/deployments with a commit_sha alone, it shows the commit's message and
+  // branch, read from GitHub through the installation.
+  await a.page.getByTestId(`deployment-${second}`).getByText('second page').waitFor()
+  await a.page.getByTestId(`deployment-${second}`).getByText(/ · main\b/).waitFor()
   expect(await a.page.getByTestId(`deployment-${second}`).getByRole('button', { name: /Roll back/ }).count() === 0, 'no rollback to the live deployment')
   // By keyboard: Enter on the focused button opens the confirmation, Escape closes it.
   await row.getByRole('button', { name: /Roll back to/ }).focus()
@@ -237,6 +319,7 @@ try {
   expect(await group.getByRole('button', { name: /Roll back/ }).count() === 0, 'no rollback to a preview')
   expect(await a.page.getByTestId('deployments').getByText('try the feature').count() === 0, 'the preview not among production deployments')
   await a.page.screenshot({ path: join(shots, 'project.png') })
+  await axe(a.page, 'project')
 
   // 9. Account: a token shown once that works, then revoked and refused.
   await a.page.getByRole('link', { name: /Account of/ }).click()
@@ -249,11 +332,30 @@ try {
   await a.page.reload()
   await a.page.getByTestId('tokens').getByText('laptop').waitFor()
   expect(!(await a.page.content()).includes(token), 'the token shown once')
-  await a.page.screenshot({ path: join(shots, 'account.png') })
   await a.page.getByRole('button', { name: 'Revoke laptop' }).click()
   await a.page.getByTestId('confirm-revoke').click()
   await a.page.getByTestId('tokens').getByText('laptop').waitFor({ state: 'detached' })
   expect((await asToken()).status === 401, 'the revoked token refused')
+  // Sessions: alice signs in from a second browser, sees both here, and signs that one out.
+  const a2 = await newPage()
+  await a2.page.goto(base + '/signin')
+  await a2.page.getByRole('link', { name: 'Sign in with GitHub' }).click()
+  await a2.page.getByRole('heading', { name: 'Projects' }).waitFor()
+  await a.page.reload()
+  const sessions = a.page.getByTestId('sessions').getByTestId('session')
+  await sessions.nth(1).waitFor()
+  expect(await sessions.count() === 2, 'alice\'s two sessions listed')
+  expect(await sessions.filter({ hasText: 'this browser' }).count() === 1, 'exactly one session marked as this browser')
+  // Each named after the User-Agent that signed in (headless Chromium's), with when it was last seen.
+  expect(await sessions.filter({ hasText: 'Chrome on Linux' }).filter({ hasText: 'last seen' }).count() === 2, 'both sessions named by their browser, with their last use')
+  await sessions.filter({ hasNotText: 'this browser' }).getByRole('button', { name: /^Sign out Chrome on Linux, signed in/ }).click()
+  await a.page.getByTestId('confirm-end-session').click()
+  await sessions.nth(1).waitFor({ state: 'detached' })
+  expect((await a2.page.request.get(base + '/v1/me')).status() === 401, 'the other browser signed out')
+  expect((await a.page.request.get(base + '/v1/me')).status() === 200, 'this browser still signed in')
+  await a2.context.close()
+  await axe(a.page, 'account')
+  await a.page.screenshot({ path: join(shots, 'account.png'), fullPage: true })
 
   // Danger zone: web-app is deleted once its name is typed.
   await a.page.goto(base + `/projects/${seed.project}/settings`)
@@ -276,10 +378,12 @@ try {
   await b.page.getByRole('link', { name: 'Sign in with GitHub' }).click()
   await b.page.getByTestId('waitlist').waitFor()
   await b.page.screenshot({ path: join(shots, 'waitlist.png') })
+  await axe(b.page, 'waitlist')
   // alice, the admin, admits bob from her waitlist page; bob's page lets him in by itself.
   await a.page.getByRole('link', { name: 'Waitlist' }).click()
   await a.page.getByTestId('waiting').getByText('bob', { exact: true }).waitFor()
   await a.page.screenshot({ path: join(shots, 'admin-waitlist.png') })
+  await axe(a.page, 'admin-waitlist')
   await a.page.getByRole('button', { name: 'Admit bob' }).click()
   await a.page.getByTestId('empty').waitFor()
   await b.page.getByRole('heading', { name: 'Projects' }).waitFor()
@@ -304,6 +408,15 @@ try {
   await a.page.waitForURL('**/signin')
 
   expect(foreign.length === 0, `no requests off the origin, got ${foreign.join(', ')}`)
+  result.axe = axeResults
+  result.cls = cls
+  console.log(JSON.stringify({ axe: axeResults, cls, clsDeploymentSources: result.clsDeploymentSources })) // shown by the Go test should a check below fail
+  // Accessibility: no serious or critical axe-core violation on any page checked.
+  const serious = Object.entries(axeResults).flatMap(([page, r]) => r.seriousOrCritical.map(v => `${page}: ${v}`))
+  expect(serious.length === 0, `no serious or critical axe-core violations, got:\n${serious.join('\n')}`)
+  // No layout shift on load: cumulative layout shift under 0.1 ("good") on the first load of the
+  // projects page and of a deployment page.
+  for (const [page, v] of Object.entries(cls)) expect(typeof v === 'number' && v < 0.1, `CLS under 0.1 on ${page}, got ${v}`)
 }
 finally {
   await browser.close()

@@ -11,6 +11,7 @@ export type Instance = Schemas['Instance']
 export type Domain = Schemas['Domain']
 export type EnvVariable = Schemas['EnvVariable']
 export type Token = Schemas['Token']
+export type Session = Schemas['Session']
 export type Installation = Schemas['Installation']
 export type Repository = Schemas['GitHubRepository']
 

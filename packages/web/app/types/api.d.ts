@@ -326,6 +326,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/github/installations/{installation_id}/repositories/{repository_id}/branches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a repository's branches
+         * @description The branches of a repository the installation can see, read as the installation now (by name, with GitHub's paging: next_cursor carries GitHub's next page).
+         */
+        get: operations["list-github-branches"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/github/setup": {
         parameters: {
             query?: never;
@@ -609,6 +629,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List your sessions
+         * @description Your live browser sessions, oldest first; `current` marks the one this request carries.
+         */
+        get: operations["list-sessions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/sessions/current": {
         parameters: {
             query?: never;
@@ -624,6 +664,26 @@ export interface paths {
          * @description Revokes the session the request's cookie carries and deletes the cookie.
          */
         delete: operations["sign-out"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Sign a session out
+         * @description Ends one of your sessions (another browser, say). Another user's session is a 404.
+         */
+        delete: operations["revoke-session"];
         options?: never;
         head?: never;
         patch?: never;
@@ -967,6 +1027,10 @@ export interface components {
              */
             type: string;
         };
+        GitHubBranch: {
+            commit_sha: string;
+            name: string;
+        };
         GitHubRepository: {
             default_branch: string;
             /** @description owner/name */
@@ -1029,6 +1093,11 @@ export interface components {
             /** Format: email */
             email: string;
         };
+        ListBranchesOutputBody: {
+            items: components["schemas"]["GitHubBranch"][] | null;
+            /** @description the cursor of the next page; empty on the last */
+            next_cursor: string;
+        };
         ListDeploymentsOutputBody: {
             items: components["schemas"]["Deployment"][] | null;
             /** @description the cursor of the next page; empty on the last */
@@ -1066,6 +1135,11 @@ export interface components {
              * @description how many repositories the installation can see, as GitHub counts them
              */
             total_count: number;
+        };
+        ListSessionsOutputBody: {
+            items: components["schemas"]["Session"][] | null;
+            /** @description the cursor of the next page; empty on the last */
+            next_cursor: string;
         };
         ListTokensOutputBody: {
             items: components["schemas"]["Token"][] | null;
@@ -1196,6 +1270,26 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
             value: string;
+        };
+        Session: {
+            /**
+             * Format: date-time
+             * @description when the browser signed in
+             */
+            created_at: string;
+            /** @description true for the session this request carries */
+            current: boolean;
+            /** Format: date-time */
+            expires_at: string;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: date-time
+             * @description its last use, to the minute; null for sessions from before it was recorded
+             */
+            last_seen_at: string | null;
+            /** @description the User-Agent of the browser that signed in (at most 300 bytes); empty when it sent none */
+            user_agent: string;
         };
         SetDeploymentStatusInputBody: {
             /**
@@ -1689,7 +1783,10 @@ export interface operations {
                 installation_id?: string;
                 setup_action?: string;
             };
-            header?: never;
+            header?: {
+                /** @description kept with the session, to tell it apart among your sessions */
+                "User-Agent"?: string;
+            };
             path?: never;
             cookie?: {
                 zw_oauth_state?: string;
@@ -2042,6 +2139,45 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ListRepositoriesOutputBody"];
+                };
+            };
+            /** @description Error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ErrorModel"];
+                };
+            };
+        };
+    };
+    "list-github-branches": {
+        parameters: {
+            query?: {
+                /** @description next_cursor of the previous page; empty for the first page */
+                cursor?: string;
+                /** @description at most this many items (GitHub's per_page) */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description GitHub's installation id */
+                installation_id: number;
+                /** @description GitHub's repository id */
+                repository_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListBranchesOutputBody"];
                 };
             };
             /** @description Error */
@@ -2834,6 +2970,40 @@ export interface operations {
             };
         };
     };
+    "list-sessions": {
+        parameters: {
+            query?: {
+                /** @description next_cursor of the previous page; empty for the first page */
+                cursor?: string;
+                /** @description at most this many items */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListSessionsOutputBody"];
+                };
+            };
+            /** @description Error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ErrorModel"];
+                };
+            };
+        };
+    };
     "sign-out": {
         parameters: {
             query?: never;
@@ -2847,6 +3017,35 @@ export interface operations {
             204: {
                 headers: {
                     "Set-Cookie"?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Error */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["ErrorModel"];
+                };
+            };
+        };
+    };
+    "revoke-session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content?: never;

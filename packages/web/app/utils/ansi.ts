@@ -4,7 +4,7 @@ export interface Span { text: string, cls: string }
 
 const colours = ['black', 'red', 'green', 'yellow', 'blue', 'magenta', 'cyan', 'white']
 const fg: Record<string, string> = {
-  black: 'text-zinc-500', red: 'text-red-400', green: 'text-green-400', yellow: 'text-yellow-300',
+  black: 'text-zinc-400', red: 'text-red-400', green: 'text-green-400', yellow: 'text-yellow-300',
   blue: 'text-blue-400', magenta: 'text-fuchsia-400', cyan: 'text-cyan-300', white: 'text-zinc-100',
 }
 
