@@ -9,21 +9,22 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 	"github.com/muesli/termenv"
+	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
 
 // progress shows `zeitwork dev` starting, one line per stage: on a
-// terminal a spinner turns while the stage runs and becomes ✓ (or ✗) with
-// what it found; elsewhere (a pipe, a log file, a test) each stage is one
-// plain line when it ends, so that the output reads the same in CI.
+// terminal a spinner (schollz/progressbar, with the time the stage has
+// taken) turns while the stage runs and gives way to ✓ (or ✗) with what it
+// found; elsewhere (a pipe, a log file, a test) each stage is one plain line
+// when it ends, so that the output reads the same in CI.
 type progress struct {
 	w             io.Writer
 	tty           bool
 	ok, bad, head lipgloss.Style
 
-	mu   sync.Mutex
-	stop chan struct{} // closed to stop the running stage's spinner
-	spun chan struct{} // closed when the spinner has stopped
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar // the running stage's spinner
 }
 
 func newProgress(w io.Writer, vars map[string]string) *progress {
@@ -39,8 +40,6 @@ func newProgress(w io.Writer, vars map[string]string) *progress {
 	return p
 }
 
-var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
-
 // start begins a stage; done or fail ends it. One stage runs at a time.
 func (p *progress) start(stage, doing string) {
 	p.mu.Lock()
@@ -48,25 +47,15 @@ func (p *progress) start(stage, doing string) {
 	if !p.tty {
 		return
 	}
-	line := fmt.Sprintf("%-13s %s", stage, doing)
-	p.stop, p.spun = make(chan struct{}), make(chan struct{})
-	stop, spun := p.stop, p.spun
-	fmt.Fprintf(p.w, "  %s %s", spinnerFrames[0], line)
-	go func() {
-		defer close(spun)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-			p.mu.Lock()
-			fmt.Fprintf(p.w, "\r\033[K  %s %s", spinnerFrames[i%len(spinnerFrames)], line)
-			p.mu.Unlock()
-		}
-	}()
+	// A bar of unknown length is a spinner; it turns on its own timer.
+	p.bar = progressbar.NewOptions(-1,
+		progressbar.OptionSetWriter(p.w),
+		progressbar.OptionSetDescription(fmt.Sprintf("%-13s %s", stage, doing)),
+		progressbar.OptionSpinnerType(14),
+		progressbar.OptionSetSpinnerChangeInterval(100*time.Millisecond),
+		progressbar.OptionSetRenderBlankState(true),
+		progressbar.OptionClearOnFinish(),
+	)
 }
 
 // done ends the running stage with what it found.
@@ -81,17 +70,10 @@ func (p *progress) fail(stage string, err error) {
 
 func (p *progress) end(mark, stage, text string) {
 	p.mu.Lock()
-	stop, spun := p.stop, p.spun
-	p.stop, p.spun = nil, nil
-	p.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-spun
-	}
-	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tty {
-		fmt.Fprint(p.w, "\r\033[K")
+	if p.bar != nil {
+		_ = p.bar.Finish() // clears the spinner's line
+		p.bar = nil
 	}
 	fmt.Fprintf(p.w, "  %s %-13s %s\n", mark, stage, text)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -378,5 +379,51 @@ func TestDevSignsInTheSudoUser(t *testing.T) {
 	again, err := signInDev(ctx, store, u, "http://127.0.0.1:30080")
 	if err != nil || again.token != l.token {
 		t.Fatalf("restart: %+v (%v)", again, err)
+	}
+}
+
+// TestDevProgressSpinsOnATerminal: on a terminal a running stage is a
+// spinner with the time it has taken, redrawn in place, and each stage ends
+// as one ✓/✗ line with no spinner drawn after it.
+func TestDevProgressSpinsOnATerminal(t *testing.T) {
+	master, tty := openPTY(t)
+	var screen syncBuffer
+	copied := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(&screen, master)
+		close(copied)
+	}()
+	p := newProgress(tty, map[string]string{"TERM": "xterm-256color", "NO_COLOR": "1"})
+	if !p.tty {
+		t.Fatal("a pseudo-terminal was not taken for a terminal")
+	}
+	p.start("database", "migrating")
+	// Wait until the spinner has turned at least once on its own.
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(screen.String(), "migrating") < 2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the spinner never turned: %q", screen.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.done("database", "migrated")
+	p.start("hello", "deploying")
+	p.fail("hello", errors.New("build failed"))
+	tty.Close()
+	select {
+	case <-copied:
+	case <-time.After(10 * time.Second):
+		master.Close()
+		<-copied
+	}
+	drawn := screen.String()
+	if !strings.Contains(drawn, "\r") || !strings.Contains(drawn, "database      migrating") {
+		t.Errorf("no spinner drawn in place:\n%q", drawn)
+	}
+	i, j := strings.Index(drawn, "✓ database      migrated"), strings.Index(drawn, "✗ hello         build failed")
+	if i < 0 || j < i {
+		t.Fatalf("stages did not end as ✓/✗ lines in order:\n%q", drawn)
+	}
+	if strings.Contains(drawn[i:j], "migrating") || strings.Contains(drawn[j:], "deploying") {
+		t.Errorf("a spinner was drawn after its stage ended:\n%q", drawn)
 	}
 }
