@@ -142,15 +142,19 @@ type NodeAgent struct {
 	LogDir            string `env:"INSTANCE_LOG_DIR" envDefault:"/var/log/zeitwork/instances"`
 	// Instance hardening and node stability (README, "Instance hardening
 	// and node stability"): see internal/runtime.Config for each.
-	InstancePidsLimit  int64         `env:"INSTANCE_PIDS_LIMIT" envDefault:"512"`
-	InstanceTmpSizeMB  int           `env:"INSTANCE_TMP_SIZE_MB" envDefault:"64"`
-	InstanceUserNS     string        `env:"INSTANCE_USERNS" envDefault:"auto"` // auto, on, off
-	InstanceUserNSBase uint32        `env:"INSTANCE_USERNS_BASE" envDefault:"1073741824"`
-	InstanceLogMaxSize int64         `env:"INSTANCE_LOG_MAX_BYTES" envDefault:"10485760"`
-	PullStallTimeout   time.Duration `env:"PULL_STALL_TIMEOUT" envDefault:"30s"`
-	PullTimeout        time.Duration `env:"PULL_TIMEOUT" envDefault:"10m"`
-	ImageGCInterval    time.Duration `env:"IMAGE_GC_INTERVAL" envDefault:"10m"` // 0: never
-	ImageGCGrace       time.Duration `env:"IMAGE_GC_GRACE" envDefault:"1h"`
+	InstancePidsLimit int64 `env:"INSTANCE_PIDS_LIMIT" envDefault:"512"`
+	InstanceTmpSizeMB int   `env:"INSTANCE_TMP_SIZE_MB" envDefault:"64"`
+	// InstanceDiskLimitMB bounds what an instance writes to its own
+	// filesystem; over it the instance is killed and fails, and the
+	// operator replaces it (a new instance, a fresh layer). 0: no bound.
+	InstanceDiskLimitMB int64         `env:"INSTANCE_DISK_LIMIT_MB" envDefault:"1024"`
+	InstanceUserNS      string        `env:"INSTANCE_USERNS" envDefault:"auto"` // auto, on, off
+	InstanceUserNSBase  uint32        `env:"INSTANCE_USERNS_BASE" envDefault:"1073741824"`
+	InstanceLogMaxSize  int64         `env:"INSTANCE_LOG_MAX_BYTES" envDefault:"10485760"`
+	PullStallTimeout    time.Duration `env:"PULL_STALL_TIMEOUT" envDefault:"30s"`
+	PullTimeout         time.Duration `env:"PULL_TIMEOUT" envDefault:"10m"`
+	ImageGCInterval     time.Duration `env:"IMAGE_GC_INTERVAL" envDefault:"10m"` // 0: never
+	ImageGCGrace        time.Duration `env:"IMAGE_GC_GRACE" envDefault:"1h"`
 	// Registry is where instances' images are pulled from.
 	Registry Registry
 	// OperatorURLs are the operators' management APIs (http://host:port
@@ -184,6 +188,9 @@ func (n NodeAgent) validate() []Problem {
 	case "auto", "on", "off":
 	default:
 		return []Problem{{"INSTANCE_USERNS", fmt.Sprintf("%q is not auto, on or off", n.InstanceUserNS)}}
+	}
+	if n.InstanceDiskLimitMB < 0 {
+		return []Problem{{"INSTANCE_DISK_LIMIT_MB", "must be 0 (no bound) or more"}}
 	}
 	if n.InstancePidsLimit < 16 {
 		return []Problem{{"INSTANCE_PIDS_LIMIT", fmt.Sprintf("%d is below 16", n.InstancePidsLimit)}}

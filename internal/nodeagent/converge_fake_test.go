@@ -272,6 +272,23 @@ func TestFakeOOMIsNamedInTheReason(t *testing.T) {
 	}
 }
 
+// An instance killed for filling its writable layer fails rather than
+// restarting on the same full layer; the operator replaces it.
+func TestFakeDiskKillFailsTheInstance(t *testing.T) {
+	h := newHarness(t)
+	in := h.instance(t)
+	h.pass(t)
+	h.rt.set(in.ID, func(s *runtime.Status) { s.State, s.ExitCode, s.DiskKilled = runtime.StateExited, 137, true })
+	h.pass(t)
+	got := h.state(t, in)
+	if got.State != instance.StateFailed || !strings.Contains(got.StateReason, "INSTANCE_DISK_LIMIT_MB") {
+		t.Fatalf("after a disk kill: %s %v", got.State, got.StateReason)
+	}
+	if n := h.rt.starts[in.ID]; n != 1 {
+		t.Fatalf("started %d times, want once: no restart on a full layer", n)
+	}
+}
+
 func TestFakeMissingImageFails(t *testing.T) {
 	h := newHarness(t)
 	h.rt.missing["registry.test/app@"+h.image.Digest] = true

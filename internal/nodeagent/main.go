@@ -83,7 +83,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		Address: cfg.Containerd.Addr, Namespace: cfg.Containerd.Namespace, Owner: self.ID.String(), RuntimeHandler: cfg.RuntimeHandler,
 		RuntimeConfigPath: cfg.RuntimeConfigPath, Snapshotter: cfg.Containerd.Snapshotter, LogDir: cfg.LogDir,
 		PlainHTTPRegistries: cfg.Registry.PlainHTTP(), Logger: zlog.Component(log, "runtime"),
-		PidsLimit: cfg.InstancePidsLimit, TmpSizeMB: cfg.InstanceTmpSizeMB, UserNS: cfg.InstanceUserNS,
+		PidsLimit: cfg.InstancePidsLimit, TmpSizeMB: cfg.InstanceTmpSizeMB, DiskLimitMB: cfg.InstanceDiskLimitMB, UserNS: cfg.InstanceUserNS,
 		UserNSBase: cfg.InstanceUserNSBase, LogMaxBytes: cfg.InstanceLogMaxSize, PullStallTimeout: cfg.PullStallTimeout,
 	})
 	if err != nil {

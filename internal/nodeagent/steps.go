@@ -229,8 +229,14 @@ func (c *Converger) check(ctx context.Context, a instance.Assignment, obs runtim
 func (c *Converger) crashed(ctx context.Context, a instance.Assignment, obs runtime.Status, log *slog.Logger) {
 	in := a.Instance
 	why := fmt.Sprintf("exited with code %d", obs.ExitCode)
-	if obs.OOMKilled {
+	switch {
+	case obs.OOMKilled:
 		why = fmt.Sprintf("killed for using more than its %d MiB of memory", in.MemoryMB)
+	case obs.DiskKilled:
+		// A restart would run on the same full layer: the instance fails,
+		// and the operator replaces it with a new one on a fresh layer.
+		c.report(ctx, in, instance.StateFailed, "killed for writing more than INSTANCE_DISK_LIMIT_MB to its own filesystem (write to object storage or a database instead)")
+		return
 	}
 	c.mu.Lock()
 	retry, waiting := c.retryAt[in.ID]

@@ -142,3 +142,37 @@ func TestForkBombLeavesNeighbourHealthy(t *testing.T) {
 		t.Fatalf("the neighbour cannot start processes of its own: %q", got)
 	}
 }
+
+// TestWritableLayerIsBounded: overlayfs here has no quota, so an instance
+// that fills its own filesystem past DiskLimitMB is killed and marked
+// (DiskKilled), while a neighbour writing within the bound keeps running.
+func TestWritableLayerIsBounded(t *testing.T) {
+	e := newEnv(t)
+	r := e.runtime(t, func(c *runtime.Config) {
+		c.DiskLimitMB = 8
+		c.LogCheckInterval = 200 * time.Millisecond
+	})
+	filler, neighbour := e.spec(t, nil), e.spec(t, map[string]string{"GREETING": "still here"})
+	pullCreateStart(t, r, neighbour)
+	pullCreateStart(t, r, filler)
+	write := func(s runtime.Spec, mb int) string {
+		return mustGet(t, url(s, fmt.Sprintf("/run?arg=/bin/busybox&arg=dd&arg=if=/dev/zero&arg=of=/fill&arg=bs=1048576&arg=count=%d", mb)))
+	}
+	if out := write(neighbour, 2); !strings.Contains(out, "exit 0") {
+		t.Fatalf("writing 2 MiB: %s", out)
+	}
+	write(filler, 32) // the reply may be cut short by the kill
+	st := waitFor(t, r, filler.InstanceID, 30*time.Second, func(st runtime.Status) bool { return st.State == runtime.StateExited })
+	if !st.DiskKilled || st.OOMKilled {
+		t.Fatalf("an instance that wrote 32 MiB past an 8 MiB bound: %+v", st)
+	}
+	// Give the check a few more rounds: the neighbour within its bound is
+	// left alone.
+	time.Sleep(time.Second)
+	if st, err := r.Status(context.Background(), neighbour.InstanceID); err != nil || st.State != runtime.StateRunning || st.DiskKilled {
+		t.Fatalf("the neighbour: %+v, %v", st, err)
+	}
+	if body := mustGet(t, url(neighbour, "/")); body != "still here" {
+		t.Fatalf("neighbour answers %q", body)
+	}
+}

@@ -24,6 +24,7 @@ const (
 	labelSpecHash  = "dev.zeitwork.spec-hash"
 	labelStartedAt = "dev.zeitwork.started-at"
 	labelOOM       = "dev.zeitwork.oom"
+	labelDisk      = "dev.zeitwork.disk"
 )
 
 // killTimeout bounds the wait for a SIGKILLed task to be reaped; past it
@@ -162,12 +163,12 @@ func (r *Runtime) Start(ctx context.Context, id uuid.UUID) error {
 		case client.Running, client.Paused, client.Pausing:
 			return nil
 		case client.Stopped:
-			// A process that ended is replaced by a new one; its OOM mark
-			// belonged to the old one.
+			// A process that ended is replaced by a new one; its OOM and
+			// disk marks belonged to the old one.
 			if _, err := task.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 				return fmt.Errorf("start %s: remove exited task: %w", id, err)
 			}
-			if _, err := ctr.SetLabels(ctx, map[string]string{labelOOM: "", labelStartedAt: ""}); err != nil {
+			if _, err := ctr.SetLabels(ctx, map[string]string{labelOOM: "", labelDisk: "", labelStartedAt: ""}); err != nil {
 				return fmt.Errorf("start %s: %w", id, err)
 			}
 			task = nil

@@ -71,6 +71,9 @@ func (r *Runtime) rotateLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		r.maintainLogs(ctx)
+		if r.cfg.DiskLimitMB > 0 {
+			r.enforceDiskLimit(ctx)
+		}
 		select {
 		case <-t.C:
 		case <-ctx.Done():

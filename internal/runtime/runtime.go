@@ -98,6 +98,13 @@ type Config struct {
 	// TmpSizeMB bounds the instance's /tmp, a tmpfs charged to its memory.
 	// Default 64.
 	TmpSizeMB int
+	// DiskLimitMB bounds what an instance writes to its own filesystem
+	// (the snapshot's writable layer): overlayfs on these disks has no
+	// quota, so every LogCheckInterval the layers' usage is measured and an
+	// instance over the bound is killed and its Status says so
+	// (DiskKilled); the agent fails it rather than restart it on the same
+	// layer. 0: no bound.
+	DiskLimitMB int64
 	// UserNS chooses user namespaces for instances: UserNSAuto (default)
 	// uses them with runc where the kernel allows, UserNSOn refuses to
 	// start without them, UserNSOff never uses them. Kata never does: the

@@ -42,6 +42,7 @@ type Status struct {
 	PID            uint32 // 0 unless running
 	ExitCode       uint32 // when exited; 137 after SIGKILL, OOM kill included
 	OOMKilled      bool   // when exited: the kernel killed it for memory
+	DiskKilled     bool   // when exited: killed for writing more than Config.DiskLimitMB
 	StartedAt      time.Time
 	ExitedAt       time.Time
 	SpecHash       string // Spec.Hash() it was created from
@@ -126,6 +127,7 @@ func baseStatus(info containers.Container) (Status, error) {
 		Image:          info.Image,
 		RuntimeHandler: info.Runtime.Name,
 		OOMKilled:      info.Labels[labelOOM] != "",
+		DiskKilled:     info.Labels[labelDisk] != "",
 	}
 	st.StartedAt, _ = time.Parse(time.RFC3339Nano, info.Labels[labelStartedAt])
 	return st, nil
