@@ -229,8 +229,11 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 
 	common := devenv.Environment(map[string]string{
 		"DATABASE_URL": c.dbURL, "DATABASE_MAX_CONNS": "5",
-		"CLUSTER_TOKEN": c.token, "SECRETS_KEYS": c.keys,
-		"LOG_LEVEL": "info", "LOG_FORMAT": "text",
+		// A token per internal API, as in production: c.token is the
+		// management API's, which the test itself calls.
+		"MANAGEMENT_TOKEN": c.token, "CLUSTER_TOKEN": c.token + "-node-api", "NODE_PROXY_TOKEN": c.token + "-node-proxy",
+		"SECRETS_KEYS": c.keys,
+		"LOG_LEVEL":    "info", "LOG_FORMAT": "text",
 		"EDGE_APPS_DOMAIN": "zeitwork.localhost",
 		// A killed worker's task is presumed dead after this (River's
 		// rescuer); production's default is 15 minutes.
@@ -270,7 +273,9 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		proxy := local(c.base + 100 + i)
 		n := role(fmt.Sprintf("node%d", i), map[string]string{
 			"NODE_INTERNAL_ADDRESS": proxy, "NODEPROXY_ADDR": proxy, "NODEAGENT_ADDR": local(c.base + i),
-			"NODE_REGION": "dev", "NODE_STATE_DIR": dir, "INSTANCE_LOG_DIR": filepath.Join(dir, "logs"),
+			// Variables and the registry credential come from the operator.
+			"OPERATOR_URL": "http://" + local(c.base-19),
+			"NODE_REGION":  "dev", "NODE_STATE_DIR": dir, "INSTANCE_LOG_DIR": filepath.Join(dir, "logs"),
 			"NETWORK_NODE_NETNS": ns, "NODE_EGRESS": "nat", "CONTAINERD_NAMESPACE": name,
 			"NODE_CPU_MILLIS": "2000", "NODE_MEMORY_MB": "4096", "NODE_HEARTBEAT_INTERVAL": "1s",
 		}, "nodeagent")
