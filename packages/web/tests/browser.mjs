@@ -37,6 +37,12 @@ const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/
 const axeResults = {}
 async function axe(page, name) {
   if (await page.evaluate(() => typeof window.axe) !== 'object') await page.evaluate(axeSource)
+  // Scan a settled page: a dialog fading out (its text half transparent) reads to axe-core as too
+  // little contrast. Wait until no dialog is left and every finite animation has ended (spinners
+  // turn for ever and are not waited for).
+  await page.waitForFunction(() => !document.querySelector('[role="dialog"], [role="alertdialog"]') &&
+    document.getAnimations().every(an => an.playState !== 'running' || an.effect?.getTiming().iterations === Infinity),
+  null, { timeout: 10000 })
   // Excluded: the focus guards of the toast region (reka-ui's ToastViewport), aria-hidden spans
   // that only hand focus on to the toasts; axe-core's aria-hidden-focus reports them.
   const r = await page.evaluate(() => window.axe.run({ exclude: [['[role="region"] > span[aria-hidden="true"]']] }, { resultTypes: ['violations'] }))
