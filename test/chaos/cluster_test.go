@@ -1,3 +1,5 @@
+//go:build chaos
+
 // Package chaos holds the chaos suite: the platform's roles run as
 // separate `zeitwork` processes on the real dependencies, and a test
 // kills one of them (SIGKILL, no chance to clean up) or takes a

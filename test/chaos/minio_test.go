@@ -1,3 +1,5 @@
+//go:build chaos
+
 package chaos
 
 import (
@@ -27,6 +29,8 @@ type objectStore struct {
 	dir string
 	cfg config.S3
 	cmd *exec.Cmd
+	// exited is closed once cmd has been waited for.
+	exited chan struct{}
 }
 
 func startMinIO(t *testing.T) *objectStore {
@@ -61,7 +65,9 @@ func (m *objectStore) start() {
 	if err := m.cmd.Start(); err != nil {
 		m.t.Fatal(err)
 	}
-	go func() { m.cmd.Wait(); log.Close() }()
+	exited := make(chan struct{})
+	m.exited = exited
+	go func() { m.cmd.Wait(); log.Close(); close(exited) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err := http.Get(m.cfg.Endpoint + "/minio/health/live")
@@ -82,8 +88,10 @@ func (m *objectStore) start() {
 func (m *objectStore) stop() {
 	if m.cmd != nil && m.cmd.Process != nil {
 		m.cmd.Process.Kill()
-		for i := 0; i < 50 && m.cmd.ProcessState == nil; i++ {
-			time.Sleep(100 * time.Millisecond)
+		// Wait's goroutine owns cmd's state: wait for it to say so.
+		select {
+		case <-m.exited:
+		case <-time.After(5 * time.Second):
 		}
 	}
 }

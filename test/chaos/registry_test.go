@@ -1,3 +1,5 @@
+//go:build chaos
+
 package chaos
 
 import (
@@ -22,7 +24,9 @@ type registry struct {
 	addr string
 	conf string
 	cmd  *exec.Cmd
-	log  string
+	// exited is closed once cmd has been waited for.
+	exited chan struct{}
+	log    string
 }
 
 func startRegistry(t *testing.T) *registry {
@@ -49,7 +53,9 @@ func (r *registry) start() {
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
-	go func() { r.cmd.Wait(); f.Close() }()
+	exited := make(chan struct{})
+	r.exited = exited
+	go func() { r.cmd.Wait(); f.Close(); close(exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + r.addr + "/v2/")
@@ -68,8 +74,10 @@ func (r *registry) start() {
 func (r *registry) stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
 		r.cmd.Process.Kill()
-		for i := 0; i < 50 && r.cmd.ProcessState == nil; i++ {
-			time.Sleep(100 * time.Millisecond)
+		// Wait's goroutine owns cmd's state: wait for it to say so.
+		select {
+		case <-r.exited:
+		case <-time.After(5 * time.Second):
 		}
 	}
 }
