@@ -7,6 +7,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/google/uuid"
@@ -32,6 +33,13 @@ type Task struct {
 
 // Kind implements queue.Task.
 func (Task) Kind() string { return "build" }
+
+// RescueAfter is how long a build's task runs before it may be retried as
+// stuck (its builder may have died): the retry takes the build over only
+// once the holder's lease (BUILD_LEASE) has run out, and waits while a live
+// builder renews it, so a build never runs twice at once and its task may
+// be rescued long before the build could have ended (see queue.Rescuable).
+const RescueAfter = time.Minute
 
 // InsertOpts make a build's task unique, so enqueuing twice (a retried
 // webhook) never runs the build twice at once.

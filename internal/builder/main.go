@@ -93,6 +93,9 @@ func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built fun
 		log.WarnContext(ctx, "BUILD_NETWORK=host: builds may run on a buildkitd whose RUN steps share the host's network (local development only)")
 	}
 	workers := queue.NewWorkers(build.Queue)
+	// Operators lead the queue; a builder leading would judge a dead
+	// builder's build stuck only after the whole build timeout.
+	workers.Follow()
 	queue.Register(workers, &Worker{Service: svc})
 	q, err := queue.New(pool, workers, cfg.Queue, log)
 	if err != nil {

@@ -12,8 +12,10 @@ import (
 // leads the queue can rescue the tasks of a role that died mid-task (see
 // queue.Rescuable).
 func init() {
-	queue.Rescuable[build.Task]()
-	queue.Rescuable[operator.DeployTask]()
-	queue.Rescuable[deployment.RollbackTask]()
-	queue.Rescuable[domains.VerifyTask]()
+	queue.Rescuable[build.Task](build.RescueAfter)
+	// Operators work these and lead the queue: their own workers' timeouts
+	// decide; the stand-ins only serve the builders, which never lead.
+	queue.Rescuable[operator.DeployTask](0)
+	queue.Rescuable[deployment.RollbackTask](0)
+	queue.Rescuable[domains.VerifyTask](0)
 }

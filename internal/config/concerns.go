@@ -129,11 +129,23 @@ func (u Uploads) Direct() bool { return u.S3URL != "off" }
 // Queue tunes the River task queue.
 type Queue struct {
 	Workers int `env:"QUEUE_WORKERS" envDefault:"10"`
-	// JobTimeout bounds a task's run unless its worker sets its own.
-	JobTimeout time.Duration `env:"QUEUE_JOB_TIMEOUT" envDefault:"10m"`
+	// JobTimeout bounds a task's run unless its worker sets its own (builds
+	// and deploy steps do; domain checks and rollbacks take seconds).
+	JobTimeout time.Duration `env:"QUEUE_JOB_TIMEOUT" envDefault:"1m"`
 	// RescueAfter is how long a task may run before it is presumed dead (its
-	// worker crashed) and handed to another worker.
-	RescueAfter time.Duration `env:"QUEUE_RESCUE_AFTER" envDefault:"15m"`
+	// worker crashed) and handed to another worker; a task is also left alone
+	// while it has run for less than its kind allows (a deploy its health
+	// deadline, a build a minute: see queue.Rescuable). Only operators' queues
+	// rescue: builders never lead.
+	RescueAfter time.Duration `env:"QUEUE_RESCUE_AFTER" envDefault:"1m"`
+}
+
+func (q Queue) validate() []Problem {
+	// River refuses to start otherwise; say so before it does.
+	if q.RescueAfter < q.JobTimeout {
+		return []Problem{{"QUEUE_RESCUE_AFTER", "must be at least QUEUE_JOB_TIMEOUT"}}
+	}
+	return nil
 }
 
 // Registry is the image registry: builders push to it, node agents pull

@@ -52,6 +52,19 @@ func TestMalformedVariablesAreNamed(t *testing.T) {
 	}
 }
 
+// A rescue sooner than a task's timeout is refused by name, before River
+// refuses to start with its own message.
+func TestQueueRescueAfterAtLeastJobTimeout(t *testing.T) {
+	_, err := ParseFrom[Operator](map[string]string{
+		"DATABASE_URL": "postgres://zeitwork@127.0.0.1/zeitwork", "MANAGEMENT_TOKEN": "m",
+		"QUEUE_JOB_TIMEOUT": "5m", "QUEUE_RESCUE_AFTER": "1m",
+	})
+	var cerr *Error
+	if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), []string{"QUEUE_RESCUE_AFTER"}) {
+		t.Fatalf("err = %v, want QUEUE_RESCUE_AFTER named", err)
+	}
+}
+
 func TestURLPasswordNeverInErrors(t *testing.T) {
 	_, err := ParseFrom[Migrate](map[string]string{"DATABASE_URL": "postgres://u:hunter2@/db"})
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
@@ -68,7 +81,7 @@ func TestDefaultsAndValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Database.MaxConns != 10 || cfg.Queue.RescueAfter != 15*time.Minute || cfg.Addr != "" {
+	if cfg.Database.MaxConns != 10 || cfg.Queue.RescueAfter != time.Minute || cfg.Queue.JobTimeout != time.Minute || cfg.Addr != "" {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 	if cfg.Log.Format != zlog.FormatText || cfg.Log.Level != slog.LevelInfo {

@@ -68,11 +68,22 @@ type Policy struct {
 	RetireGrace       time.Duration // how long the replaced deployment keeps running (5 min)
 	HeartbeatDeadline time.Duration // nodes silent this long get nothing new
 	Poll              time.Duration // how often a deploying deployment is looked at
+	// Slice is how long one run of a deploy task steps its deployment
+	// before it hands the task back to the queue, available again at once
+	// to this or another operator; 0 runs it until the deployment is done.
+	Slice time.Duration
 }
 
 // DefaultPolicy is the platform's: five minutes of grace for the old
 // deployment.
-var DefaultPolicy = Policy{HealthyDeadline: 2 * time.Minute, RetireGrace: 5 * time.Minute, HeartbeatDeadline: 30 * time.Second, Poll: 250 * time.Millisecond}
+var DefaultPolicy = Policy{HealthyDeadline: 2 * time.Minute, RetireGrace: 5 * time.Minute, HeartbeatDeadline: 30 * time.Second, Poll: 250 * time.Millisecond, Slice: 20 * time.Second}
+
+// sliceMargin is the room a run of a deploy task has past its slice, for
+// the step under way when the slice ends.
+const sliceMargin = 10 * time.Second
+
+// errSliceOver is the cause when a deploy task's run has had its slice.
+var errSliceOver = errors.New("deploy task: slice over")
 
 // Lifecycle moves deployments through deploying → active → retiring →
 // stopped, or failed with a reason.
@@ -123,8 +134,15 @@ type DeployWorker struct {
 	Lifecycle *Lifecycle
 }
 
-// Timeout bounds a deploy task by the health deadline, with room to spare.
+// Timeout bounds one run of a deploy task: its slice, with room to spare.
+// It is also how long the queue's rescuer leaves a running task alone, so
+// it is what a deployment waits when the operator stepping it dies: a
+// slice keeps that to seconds, where a run until done held the task for
+// the whole health deadline.
 func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
+	if s := w.Lifecycle.Policy.Slice; s > 0 {
+		return s + sliceMargin
+	}
 	return w.Lifecycle.Policy.HealthyDeadline + time.Minute
 }
 
@@ -134,9 +152,20 @@ func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
 // the queue (returning Deploy's snooze) would cost the queue's scheduling
 // interval, seconds, on every step, and "healthy → active" must take
 // milliseconds. The task holds one goroutine per deploying deployment,
-// for at most Timeout.
+// for one slice at a time (Policy.Slice); then it is snoozed for no time,
+// which River makes available again at once.
 func (w *DeployWorker) Work(ctx context.Context, job *queue.Job[DeployTask]) error {
-	return w.Lifecycle.DeployUntilDone(ctx, job.Args.DeploymentID)
+	slice := w.Lifecycle.Policy.Slice
+	if slice <= 0 {
+		return w.Lifecycle.DeployUntilDone(ctx, job.Args.DeploymentID)
+	}
+	sctx, cancel := context.WithTimeoutCause(ctx, slice, errSliceOver)
+	defer cancel()
+	err := w.Lifecycle.DeployUntilDone(sctx, job.Args.DeploymentID)
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(sctx), errSliceOver) {
+		return river.JobSnooze(0)
+	}
+	return err
 }
 
 // DeployUntilDone steps depID until it is active, failed or superseded:

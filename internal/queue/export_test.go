@@ -12,3 +12,6 @@ func SetFetchPollInterval(t testing.TB, d time.Duration) {
 	fetchPollInterval = d
 	t.Cleanup(func() { fetchPollInterval = old })
 }
+
+// ClientID is the River client's id, as river_leader records its leader.
+func (q *Queue) ClientID() string { return q.client.ID() }

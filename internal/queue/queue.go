@@ -39,6 +39,7 @@ type Workers struct {
 	w      *river.Workers
 	queues []string
 	kinds  map[string]bool
+	follow bool
 }
 
 // NewWorkers returns an empty set working the named queues (the default
@@ -57,6 +58,16 @@ func Register[T Task](ws *Workers, w Worker[T]) {
 	river.AddWorker(ws.w, w)
 	var zero T
 	ws.kinds[zero.Kind()] = true
+}
+
+// Follow keeps the role out of the queue's leader election: it works its
+// tasks, but never runs the maintenance the leader does (rescuing stuck
+// tasks, moving retries and scheduled tasks to available). Builders
+// follow and operators lead, so a task is rescued by the same rule
+// whichever replicas happen to be up (see Rescuable); with no operator
+// running, nothing is rescued or retried until one starts.
+func (ws *Workers) Follow() {
+	ws.follow = true
 }
 
 // Queue enqueues tasks and, when it has workers, works them.
@@ -104,6 +115,7 @@ func New(pool *pgxpool.Pool, workers *Workers, cfg config.Queue, log *slog.Logge
 	if workers != nil {
 		workers.addStandIns()
 		rc.Workers = workers.w
+		rc.LeaderElectionDisabled = workers.follow
 		rc.Queues = map[string]river.QueueConfig{}
 		for _, name := range workers.queues {
 			rc.Queues[name] = river.QueueConfig{MaxWorkers: max(cfg.Workers, 1)}

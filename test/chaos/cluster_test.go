@@ -1,5 +1,3 @@
-//go:build chaos
-
 // Package chaos holds the chaos suite: the platform's roles run as
 // separate `zeitwork` processes on the real dependencies, and a test
 // kills one of them (SIGKILL, no chance to clean up) or takes a
@@ -238,7 +236,7 @@ func startCluster(t *testing.T, o clusterOpts) *cluster {
 		"LOG_LEVEL":    "info", "LOG_FORMAT": "text",
 		"EDGE_APPS_DOMAIN": "zeitwork.localhost",
 		// A killed worker's task is presumed dead after this (River's
-		// rescuer); production's default is 15 minutes.
+		// rescuer); production's default is a minute.
 		"QUEUE_JOB_TIMEOUT": "20s", "QUEUE_RESCUE_AFTER": "20s",
 		"NODE_HEARTBEAT_DEADLINE": "10s",
 	})
