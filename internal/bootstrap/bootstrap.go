@@ -498,7 +498,8 @@ func (b *Bootstrap) registrationStep() Step {
 		var waiting []string
 		for _, w := range workers {
 			rn, ok := rec.nodeAt(w.AgentAddress())
-			if !ok || rn.Status != node.StatusActive || time.Since(rn.LastHeartbeatAt) > operatorAlive {
+			// Draining counts: a worker someone drained stays so.
+			if !ok || rn.Status == node.StatusDead || time.Since(rn.LastHeartbeatAt) > operatorAlive {
 				waiting = append(waiting, w.Name)
 			}
 		}
