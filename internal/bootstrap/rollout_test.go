@@ -344,4 +344,3 @@ func nodeNamed(t *testing.T, url, name string) node.Node {
 	t.Fatalf("no node %s", name)
 	return node.Node{}
 }
-
