@@ -301,22 +301,28 @@ func (r Rollout) moved(ctx context.Context, nodeID uuid.UUID) (movedState, error
 	return m, nil
 }
 
-// waitFor polls cond until it holds, for at most r.Wait.
+// waitFor polls cond until it holds, for at most r.Wait. cond gets the
+// run's context, not one cut at the deadline: the error then says what
+// was last seen, not that a query was cancelled.
 func (r Rollout) waitFor(ctx context.Context, name, what string, cond func(context.Context) (bool, string, error)) error {
 	wait, poll := cmp.Or(r.Wait, 10*time.Minute), cmp.Or(r.Poll, 2*time.Second)
-	ctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
+	deadline := time.Now().Add(wait)
 	for {
 		ok, detail, err := cond(ctx)
 		if err == nil && ok {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: waiting for %s: %w", name, what, ctx.Err())
+		}
+		if time.Now().After(deadline) {
 			if err == nil {
 				err = errors.New(detail)
 			}
 			return fmt.Errorf("%s: gave up after %v waiting for %s: %w", name, wait, what, err)
+		}
+		select {
+		case <-ctx.Done():
 		case <-time.After(poll):
 		}
 	}
