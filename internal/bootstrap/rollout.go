@@ -141,12 +141,23 @@ func (r Rollout) Worker(ctx context.Context, name, agentAddress string, h Host, 
 // process on the node, one not alive before, heartbeats: the next one is
 // only restarted once this one works its loops again.
 func (r Rollout) Operator(ctx context.Context, name, address string, h Host, units []string, marker []byte) error {
+	return r.restartingOperator(ctx, name, address, func() error {
+		if err := r.restart(ctx, h, units, marker); err != nil {
+			return fmt.Errorf("%s: restart: %w", name, err)
+		}
+		return nil
+	})
+}
+
+// restartingOperator runs restart (which restarts the operator at
+// address, among other things) and waits for the new operator.
+func (r Rollout) restartingOperator(ctx context.Context, name, address string, restart func() error) error {
 	before, err := db.New(r.Pool).OperatorListAlive(ctx, time.Now().Add(-operatorAlive))
 	if err != nil {
 		return fmt.Errorf("%s: read operators: %w", name, err)
 	}
-	if err := r.restart(ctx, h, units, marker); err != nil {
-		return fmt.Errorf("%s: restart: %w", name, err)
+	if err := restart(); err != nil {
+		return err
 	}
 	restarted := time.Now()
 	err = r.waitFor(ctx, name, "its operator to register again", func(ctx context.Context) (bool, string, error) {
@@ -164,7 +175,7 @@ func (r Rollout) Operator(ctx context.Context, name, address string, h Host, uni
 	if err != nil {
 		return err
 	}
-	r.progress(name, "operator alive again (%s)", time.Since(restarted).Round(time.Millisecond))
+	r.progress(name, "operator alive again (%s after the restart)", time.Since(restarted).Round(time.Millisecond))
 	return nil
 }
 
@@ -397,6 +408,19 @@ func (b *Bootstrap) startStep(n Node, h Host, units []string, marker []byte) Ste
 				// Not running (a new or wiped machine): nothing serves
 				// from it that a restart could interrupt.
 				return r.restart(ctx, h, units, marker)
+			case n.Has(RoleWorker) && n.Has(RoleOperator):
+				current, err := runsMarker(ctx, h, units, marker)
+				if err != nil {
+					return err
+				}
+				if current {
+					// Only the undrain was left: the operator already
+					// runs what it must.
+					return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
+				}
+				return r.restartingOperator(ctx, n.Name, net.JoinHostPort(n.InternalAddress, ManagementPort), func() error {
+					return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
+				})
 			case n.Has(RoleWorker):
 				return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
 			case n.Has(RoleOperator):

@@ -344,3 +344,35 @@ func nodeNamed(t *testing.T, url, name string) node.Node {
 	t.Fatalf("no node %s", name)
 	return node.Node{}
 }
+
+// A worker that is also an operator is drained around its restart and
+// then waited on until its operator is back; a rollout of it killed
+// before the undrain is finished without waiting for an operator that has
+// no reason to restart.
+func TestAWorkerThatIsAlsoAnOperator(t *testing.T) {
+	c, env := testCluster(t)
+	for i := range c.Nodes {
+		if c.Nodes[i].Name == "wk-1" {
+			c.Nodes[i].Roles = append(c.Nodes[i].Roles, RoleOperator)
+		}
+	}
+	m := machines{}
+	startFakeCluster(t, c, env, m)
+	newBinary(t, c, "v2")
+	out, err := runWait(t, c, env, m, time.Minute)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, out)
+	}
+	inOrder(t, out, "wk-1: draining node", "wk-1: undrained", "wk-1: operator alive again", "[applied] wk-1: start", "wk-2: draining node")
+
+	newBinary(t, c, "v3")
+	m["wk-1"].onRestart = func(h *fakeHost, _ []string) { h.silent.Store(true) }
+	if out, err := runWait(t, c, env, m, 500*time.Millisecond); err == nil || !strings.Contains(err.Error(), "wk-1: gave up after 500ms waiting for its agent to heartbeat again") {
+		t.Fatalf("silent agent: %v\n%s", err, out)
+	}
+	m["wk-1"].silent.Store(false)
+	out, err = runWait(t, c, env, m, 5*time.Second)
+	if err != nil || !strings.Contains(out, "wk-1: undrained") {
+		t.Fatalf("resumed upgrade: %v\n%s", err, out)
+	}
+}
