@@ -285,8 +285,8 @@ func TestAKilledRolloutIsFinishedByTheNextRun(t *testing.T) {
 	// silent until the wait gives up.
 	newBinary(t, c, "v3")
 	m["wk-1"].onRestart = func(h *fakeHost, _ []string) { h.silent.Store(true) }
-	out, err = runWait(t, c, env, m, 500*time.Millisecond)
-	if err == nil || !strings.Contains(err.Error(), "wk-1: gave up after 500ms waiting for its agent to heartbeat again") {
+	out, err = runWait(t, c, env, m, 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "wk-1: gave up after 2s waiting for its agent to heartbeat again") {
 		t.Fatalf("silent agent: %v\n%s", err, out)
 	}
 	if s := statuses(t, env["DATABASE_URL"]); s != "wk-1 draining, wk-2 active, wk-3 active" {
@@ -367,7 +367,7 @@ func TestAWorkerThatIsAlsoAnOperator(t *testing.T) {
 
 	newBinary(t, c, "v3")
 	m["wk-1"].onRestart = func(h *fakeHost, _ []string) { h.silent.Store(true) }
-	if out, err := runWait(t, c, env, m, 500*time.Millisecond); err == nil || !strings.Contains(err.Error(), "wk-1: gave up after 500ms waiting for its agent to heartbeat again") {
+	if out, err := runWait(t, c, env, m, 2*time.Second); err == nil || !strings.Contains(err.Error(), "wk-1: gave up after 2s waiting for its agent to heartbeat again") {
 		t.Fatalf("silent agent: %v\n%s", err, out)
 	}
 	m["wk-1"].silent.Store(false)
