@@ -443,33 +443,7 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 
 	units := Units(n)
 	marker := appliedMarker(b.binary, files)
-	steps = append(steps, Step{
-		Name: n.Name + ": start " + strings.Join(units, " "),
-		Check: func(ctx context.Context) (Status, error) {
-			stopped, err := h.Stopped(ctx, units)
-			if err != nil {
-				return Status{}, err
-			}
-			if len(stopped) > 0 {
-				return Status{Detail: "not running: " + strings.Join(stopped, " ")}, nil
-			}
-			have, err := h.SHA256s(ctx, []string{AppliedMarker})
-			if err != nil {
-				return Status{}, err
-			}
-			if have[0] != digest(marker) {
-				return Status{Detail: "running, but not with this binary and configuration: to restart"}, nil
-			}
-			return Status{Done: true, Detail: "running"}, nil
-		},
-		Apply: func(ctx context.Context) error {
-			if err := h.Restart(ctx, units); err != nil {
-				return err
-			}
-			_, err := h.Install(ctx, AppliedMarker, marker, 0o644)
-			return err
-		},
-	})
+	steps = append(steps, b.startStep(n, h, units, marker))
 	return steps
 }
 
@@ -524,7 +498,8 @@ func (b *Bootstrap) registrationStep() Step {
 		var waiting []string
 		for _, w := range workers {
 			rn, ok := rec.nodeAt(w.AgentAddress())
-			if !ok || rn.Status != node.StatusActive || time.Since(rn.LastHeartbeatAt) > operatorAlive {
+			// Draining counts: a worker someone drained stays so.
+			if !ok || rn.Status == node.StatusDead || time.Since(rn.LastHeartbeatAt) > operatorAlive {
 				waiting = append(waiting, w.Name)
 			}
 		}

@@ -21,4 +21,17 @@
 // worker that is reinstalled gets its recorded node id written into the
 // agent's state directory before the agent starts: it registers as the
 // node it was, with its /64, and its instances are rescheduled as usual.
+//
+// # Upgrades
+//
+// When a node's units run but not with this binary and configuration,
+// Rollout restarts them without taking traffic down: a worker is drained,
+// waited on until the operators have moved its instances and their
+// replacements are healthy (restarting the agent takes its node-proxy
+// down), restarted, waited on until its new agent heartbeats, and
+// undrained; an operator is waited on until it is alive again. The steps
+// go node by node, so one worker at a time is drained. A marker on the
+// worker (DrainMarker) says the drain is bootstrap's, so a run killed
+// mid-rollout is finished by the next one, and a drain set by a person is
+// left in place.
 package bootstrap

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -35,6 +37,13 @@ type fakeHost struct {
 	writes    int
 	restarts  int
 	failWrite string // the next Install of this path fails
+	// failRestart: the next Restart fails (the connection drops).
+	failRestart bool
+	// onRestart sees each Restart before it happens.
+	onRestart func(h *fakeHost, units []string)
+	// beat stops the running agent's heartbeats; silent pauses them.
+	beat   context.CancelFunc
+	silent atomic.Bool
 }
 
 func newFakeHost(t *testing.T, c *Cluster, n Node, pool *pgxpool.Pool) *fakeHost {
@@ -97,6 +106,13 @@ func (h *fakeHost) Stopped(_ context.Context, units []string) ([]string, error) 
 func (h *fakeHost) Restart(ctx context.Context, units []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.failRestart {
+		h.failRestart = false
+		return fmt.Errorf("%s: connection lost", h.n.Name)
+	}
+	if h.onRestart != nil {
+		h.onRestart(h, units)
+	}
 	h.restarts++
 	for _, u := range units {
 		h.active[u] = true
@@ -135,12 +151,30 @@ func (h *fakeHost) startAgent(ctx context.Context) error {
 	}
 	// The agent is configured by the environment file bootstrap wrote.
 	env := readEnvFile(h.t, h.files["/etc/zeitwork/nodeagent.env"])
-	_, err := nodeagent.Register(ctx, h.pool, netip.MustParsePrefix(env["CLUSTER_PREFIX"]), state, node.Registration{
+	if h.beat != nil {
+		h.beat() // the old agent stops
+	}
+	n, err := nodeagent.Register(ctx, h.pool, netip.MustParsePrefix(env["CLUSTER_PREFIX"]), state, node.Registration{
 		Hostname: h.n.Name, InternalAddress: env["NODE_INTERNAL_ADDRESS"], CPUMillis: 4000, MemoryMB: 8192, AgentVersion: "test", Labels: []byte("{}"),
 	})
 	if err != nil {
 		return err
 	}
+	// It heartbeats as the real agent does, until it is restarted.
+	beat, stop := context.WithCancel(context.Background())
+	h.beat = stop
+	h.t.Cleanup(stop)
+	go func() {
+		for beat.Err() == nil {
+			if !h.silent.Load() {
+				(node.Store{DB: h.pool}).Heartbeat(beat, n.ID, node.Observation{AvailableMemoryMB: -1, LoadMillis: -1}) //nolint:errcheck // as an agent retries
+			}
+			select {
+			case <-beat.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
 	// The agent writes back the id it registered under.
 	raw, err := os.ReadFile(filepath.Join(state, NodeIDFile))
 	if err != nil {

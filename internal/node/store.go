@@ -34,7 +34,8 @@ type Registration struct {
 
 // Register records the node and returns it, with its /64 of cluster. A node
 // that registered before (same internal address) keeps its id, its prefix
-// and what is allocated on it, and becomes active again. Many nodes may
+// and what is allocated on it, and becomes active again (unless it is
+// draining: a drain outlives the agent's restart). Many nodes may
 // register at once: prefixes are unique in the database, so a node that
 // loses a race for one simply tries the next.
 func (s Store) Register(ctx context.Context, cluster netip.Prefix, r Registration) (Node, error) {

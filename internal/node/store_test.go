@@ -77,3 +77,29 @@ func TestRegisterRecordsTheAdvertisedAPI(t *testing.T) {
 		t.Fatalf("re-registered %+v, %v", again, err)
 	}
 }
+
+// A drain outlives the agent's restart: an upgrade restarts the agent of
+// a drained node, and it must take nothing new until it is undrained.
+func TestRegisterKeepsADrainedNodeDraining(t *testing.T) {
+	ctx := context.Background()
+	nodes := node.Store{DB: testdb.New(t)}
+	reg := node.Registration{ID: id.New(), Hostname: "w1", InternalAddress: "100.64.0.1:7000", CPUMillis: 1000, MemoryMB: 1024}
+	n, err := nodes.Register(ctx, ipam.DefaultCluster, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes.SetStatus(ctx, n.ID, node.StatusDraining); err != nil {
+		t.Fatal(err)
+	}
+	again, err := nodes.Register(ctx, ipam.DefaultCluster, reg)
+	if err != nil || again.ID != n.ID || again.Status != node.StatusDraining {
+		t.Fatalf("re-registered a draining node: %s %s, %v", again.ID, again.Status, err)
+	}
+	// A dead node that registers again is back, as before.
+	if dead, err := nodes.MarkDeadIfStale(ctx, n.ID, time.Now().Add(time.Minute)); err != nil || !dead {
+		t.Fatalf("mark dead: %v %v", dead, err)
+	}
+	if back, err := nodes.Register(ctx, ipam.DefaultCluster, reg); err != nil || back.Status != node.StatusActive {
+		t.Fatalf("re-registered a dead node: %s, %v", back.Status, err)
+	}
+}

@@ -2,7 +2,8 @@
 -- A node agent registers on start, keyed by its internal address. A new node
 -- gets @id and @ipv6_prefix (a unique violation on nodes_ipv6_prefix_unique
 -- means: pick another /64); a known node keeps its id, its /64 and what is
--- allocated on it, and becomes active again.
+-- allocated on it, and becomes active again unless it is draining: a drain
+-- outlives the agent's restart (an upgrade restarts a drained node's agent).
 INSERT INTO nodes (
     id, hostname, internal_address, api_address, region, labels,
     cpu_millis, memory_mb, free_cpu_millis, free_memory_mb,
@@ -22,7 +23,7 @@ SET hostname = excluded.hostname,
     free_cpu_millis = greatest(0, excluded.cpu_millis - (nodes.cpu_millis - nodes.free_cpu_millis)),
     free_memory_mb = greatest(0, excluded.memory_mb - (nodes.memory_mb - nodes.free_memory_mb)),
     agent_version = excluded.agent_version,
-    status = 'active',
+    status = CASE WHEN nodes.status = 'draining' THEN 'draining' ELSE 'active' END,
     last_heartbeat_at = now(),
     updated_at = now()
 RETURNING *;
