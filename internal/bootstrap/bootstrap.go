@@ -45,6 +45,7 @@ type Bootstrap struct {
 	values   Values
 	users    []roleUser // postgres.role_users, when set
 	binary   []byte
+	release  map[string][]byte // the other release files, by releaseFile.field
 	signer   ssh.Signer
 	pool     *pgxpool.Pool
 	hosts    map[string]Host
@@ -140,6 +141,7 @@ func (b *Bootstrap) preflight() []Step {
 			b.binary = raw
 			return Status{Done: true, Detail: "sha256 " + digest(raw)[:16]}, nil
 		}},
+		{Name: "release files", Check: b.checkRelease},
 		{Name: "ssh key " + c.Path(c.SSH.PrivateKey), Check: b.checkKey},
 		{Name: "database", Check: b.checkDatabase},
 		{Name: "secrets keys", Check: b.checkSecretKeys},
@@ -157,7 +159,32 @@ func (b *Bootstrap) preflight() []Step {
 			return Status{Done: true, Detail: "reachable, host key pinned in " + c.Path(c.SSH.KnownHosts)}, nil
 		}})
 	}
+	for i, n := range c.Nodes {
+		if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
+			steps = append(steps, b.kvmCheck(i, n))
+		}
+	}
 	return steps
+}
+
+// kvmCheck: Kata runs every instance in a virtual machine, so a kata
+// worker without KVM can run none; better said before anything changes.
+func (b *Bootstrap) kvmCheck(i int, n Node) Step {
+	return Step{Name: n.Name + ": " + KVMDevice + " (runtime kata)", Check: func(ctx context.Context) (Status, error) {
+		h := b.hosts[n.Name]
+		if h == nil {
+			return Status{}, errors.New("not reachable (see above)")
+		}
+		ok, err := h.Exist(ctx, []string{KVMDevice})
+		if err != nil {
+			return Status{}, err
+		}
+		if !ok[0] {
+			return Status{Detail: fmt.Sprintf("%s is missing: Kata Containers runs each instance in a virtual machine and needs KVM; "+
+				"enable hardware virtualization (nested virtualization on a cloud VM) and load kvm_intel or kvm_amd, or set nodes[%d].runtime: runc", KVMDevice, i)}, nil
+		}
+		return Status{Done: true, Detail: "present"}, nil
+	}}
 }
 
 func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
@@ -348,7 +375,15 @@ func (b *Bootstrap) steps() []Step {
 		steps = append(steps, b.roleUsersStep())
 	}
 	nodes := slices.Clone(c.Nodes)
-	slices.SortStableFunc(nodes, func(x, y Node) int { return cmp.Compare(rolePriority(x), rolePriority(y)) })
+	// The nodes holding the bucket and the registry first: the roles
+	// started after them need both.
+	infra := func(n Node) int {
+		if (c.S3.MinIO != nil && c.S3.MinIO.Node == n.Name) || c.Registry.Node == n.Name {
+			return -1
+		}
+		return rolePriority(n)
+	}
+	slices.SortStableFunc(nodes, func(x, y Node) int { return cmp.Compare(infra(x), infra(y)) })
 	for _, n := range nodes {
 		steps = append(steps, b.nodeSteps(n)...)
 	}
@@ -418,18 +453,7 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 		},
 	}}
 	steps = append(steps, fileStep(n.Name+": zeitwork binary "+BinaryPath, h, []File{{Path: BinaryPath, Mode: 0o755, Data: b.binary}}))
-	if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
-		steps = append(steps, notBuiltStep(n.Name+": Kata Containers", h, "/opt/kata/bin/containerd-shim-kata-v2",
-			"installing the Kata Containers release is not built yet: unpack it to /opt/kata and link the shim into /usr/local/bin"))
-	}
-	if n.Has(RoleBuilder) {
-		steps = append(steps, notBuiltStep(n.Name+": buildkitd", h, "/usr/local/bin/buildkitd",
-			"installing buildkitd is not built yet: put BuildKit's release binaries in /usr/local/bin"))
-	}
-	if m := b.Cluster.S3.MinIO; m != nil && m.Node == n.Name {
-		steps = append(steps, notBuiltStep(n.Name+": MinIO", h, "/usr/local/bin/minio",
-			"starting MinIO on a node is not built yet: use s3.existing"))
-	}
+	steps = append(steps, b.installSteps(n, h)...)
 	if rn, ok := b.recorded.nodeAt(n.AgentAddress()); ok && n.Has(RoleWorker) {
 		// Before the agent starts: it registers with the id it finds here.
 		steps = append(steps, fileStep(fmt.Sprintf("%s: node identity %s (recorded, prefix %s)", n.Name, rn.ID, rn.Prefix), h,
@@ -440,6 +464,7 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 		return append(steps, Step{Name: n.Name + ": configuration", Check: func(context.Context) (Status, error) { return Status{}, err }})
 	}
 	steps = append(steps, fileStep(fmt.Sprintf("%s: configuration (%d files)", n.Name, len(files)), h, files))
+	steps = append(steps, b.daemonSteps(n, h, files)...)
 
 	units := Units(n)
 	marker := appliedMarker(b.binary, files)
@@ -473,8 +498,9 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 	return steps
 }
 
-// notBuiltStep checks for what another installer must put in place.
-func notBuiltStep(name string, h Host, p, msg string) Step {
+// missingStep checks for what cluster.yaml does not say how to install:
+// a machine prepared by hand passes.
+func missingStep(name string, h Host, p, msg string) Step {
 	return Step{
 		Name: name,
 		Check: func(ctx context.Context) (Status, error) {
@@ -487,7 +513,7 @@ func notBuiltStep(name string, h Host, p, msg string) Step {
 			}
 			return Status{Done: true, Detail: p + " present"}, nil
 		},
-		Apply: func(context.Context) error { return fmt.Errorf("%w: %s", ErrNotBuilt, msg) },
+		Apply: func(context.Context) error { return fmt.Errorf("%w: %s", ErrMissing, msg) },
 	}
 }
 

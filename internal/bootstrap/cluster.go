@@ -124,14 +124,43 @@ type Network struct {
 	Prefix string `yaml:"prefix"`
 }
 
-// Registry is the OCI registry builds are pushed to and workers pull from.
+// Registry is the OCI registry builds are pushed to and workers pull from:
+// an existing one at Address, or one bootstrap runs on Node.
 type Registry struct {
-	Address string `yaml:"address"` // host:port
+	Address string `yaml:"address"` // host:port; default <node's internal_address>:5000 with node
+	// Node runs the distribution registry (release.registry), storing into
+	// the cluster's S3 bucket under /registry. It speaks plain HTTP on the
+	// node's internal address, so Insecure is implied.
+	Node string `yaml:"node"`
+	// Insecure: the registry speaks plain HTTP (REGISTRY_INSECURE).
+	Insecure bool `yaml:"insecure"`
 }
 
-// Release is the zeitwork binary installed on every node.
+// Release is what bootstrap installs: the zeitwork binary on every node,
+// and the third-party daemons on the nodes that run them. Paths are
+// relative to cluster.yaml. Every file is written to a temporary file,
+// checksum-verified and renamed into place.
 type Release struct {
-	Binary string `yaml:"binary"` // path of the linux binary; relative to cluster.yaml
+	Binary string `yaml:"binary"` // the zeitwork linux binary
+	// Buildkitd and Buildctl are BuildKit's binaries for builder nodes;
+	// unset, buildkitd must already be in /usr/local/bin.
+	Buildkitd string `yaml:"buildkitd"`
+	Buildctl  string `yaml:"buildctl"`
+	// CNIPlugins is a directory holding the bridge, host-local and loopback
+	// CNI plugins of builds' RUN network (containernetworking/plugins
+	// 1.4+, whose bridge knows portIsolation); unset, the distribution's
+	// containernetworking-plugins package is used.
+	CNIPlugins string `yaml:"cni_plugins"`
+	MinIO      string `yaml:"minio"`    // the minio server binary, with s3.minio
+	Registry   string `yaml:"registry"` // the distribution registry binary, with registry.node
+	// Kata is the Kata Containers static release tarball (its paths under
+	// opt/kata), for runtime: kata workers; unset, it must already be in
+	// /opt/kata.
+	Kata string `yaml:"kata"`
+	// Checksums is a SHA256SUMS file (sha256sum's format, as releases
+	// publish it): when set, every file above must be listed in it, by its
+	// base name, with its digest, or nothing is changed.
+	Checksums string `yaml:"checksums"`
 }
 
 // Tailscale joins the nodes to a tailnet (optional).
@@ -277,6 +306,12 @@ func (c *Cluster) defaults() {
 		if n.InternalAddress == "" {
 			n.InternalAddress = hostOf(n.Address)
 		}
+		if n.Name == c.Registry.Node && c.Registry.Node != "" {
+			if c.Registry.Address == "" {
+				c.Registry.Address = net.JoinHostPort(n.InternalAddress, RegistryPort)
+			}
+			c.Registry.Insecure = true
+		}
 		if n.OS == "" {
 			n.OS = OSDebian
 		}
@@ -388,11 +423,25 @@ func (c *Cluster) validate() Errors {
 	if c.SSH.PrivateKey == "" {
 		bad("ssh.private_key", "required: the path of the key (set generate: true to create it)")
 	}
+	if rn := c.Registry.Node; rn != "" {
+		if !slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Name == rn }) {
+			bad("registry.node", "%q is not the name of a node", rn)
+		}
+		if c.Release.Registry == "" {
+			bad("release.registry", "required with registry.node: the path of the distribution registry binary to install")
+		}
+	}
 	if err := checkAddress(c.Registry.Address); c.Registry.Address == "" || err != nil {
-		bad("registry.address", "required: host:port of the registry builds are pushed to")
+		bad("registry.address", "required: host:port of the registry builds are pushed to (or registry.node)")
 	}
 	if c.Release.Binary == "" {
 		bad("release.binary", "required: the path of the zeitwork linux binary to install")
+	}
+	if c.S3.MinIO != nil && c.Release.MinIO == "" {
+		bad("release.minio", "required with s3.minio: the path of the minio server binary to install")
+	}
+	if c.Release.Buildctl != "" && c.Release.Buildkitd == "" {
+		bad("release.buildctl", "set with release.buildkitd only")
 	}
 	if p, err := netip.ParsePrefix(c.Network.Prefix); err != nil || !p.Addr().Is6() || p.Bits() > 56 || p.Masked() != p {
 		bad("network.prefix", "%q is not an IPv6 prefix of /56 or wider, e.g. fd7a:7765:7400::/48", c.Network.Prefix)

@@ -10,6 +10,10 @@ import (
 // ErrNotBuilt is a step bootstrap can check but not yet carry out.
 var ErrNotBuilt = errors.New("not built yet")
 
+// ErrMissing is a file a step needs that is not on the machine, and that
+// cluster.yaml does not say where to install from.
+var ErrMissing = errors.New("missing")
+
 // ErrPreflight: a check that must pass before anything changes did not.
 var ErrPreflight = errors.New("preflight failed: nothing was changed")
 
