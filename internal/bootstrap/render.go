@@ -5,8 +5,8 @@ import (
 	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -62,9 +62,9 @@ const (
 	KataRelease      = KataDir + "/.zeitwork-release" // the tarball's digest, once unpacked
 	ContainerdConfig = "/etc/containerd/config.toml"
 	KVMDevice        = "/dev/kvm"
-	buildBridge     = "zw-build0"
-	buildSubnet     = "10.213.77.0/24"
-	buildTable      = "zeitwork_build"
+	buildBridge      = "zw-build0"
+	buildSubnet      = "10.213.77.0/24"
+	buildTable       = "zeitwork_build"
 	// KataConfig is where the Kata Containers static release puts its
 	// configuration.
 	KataConfig = "/opt/kata/share/defaults/kata-containers/configuration.toml"
