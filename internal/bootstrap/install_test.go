@@ -25,6 +25,33 @@ func infraCluster(t *testing.T) (*Cluster, map[string]string, string) {
 	t.Helper()
 	base, env := testCluster(t)
 	dir := filepath.Dir(base.Path(base.Release.Binary))
+	raw := infraYAML(t)
+	files := map[string]string{"bin/buildkitd": "buildkitd v1", "bin/buildctl": "buildctl v1", "cni/bridge": "bridge", "cni/host-local": "host-local",
+		"cni/loopback": "loopback", "bin/minio": "minio v1", "bin/registry": "registry v1", "kata-static-amd64.tar.zst": fakeKata}
+	for p, data := range files {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(data), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeSums(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(filepath.Join(dir, "cluster.yaml"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, raw)
+	}
+	c.Postgres.RoleUsers.Prefix = base.Postgres.RoleUsers.Prefix
+	env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"] = "minio-root", "minio-pass$word"
+	return c, env, dir
+}
+
+// infraYAML is the example with every installer on.
+func infraYAML(t *testing.T) []byte {
+	t.Helper()
 	raw := string(example(t))
 	raw = regexp.MustCompile(`(?s)\ns3:\n.*?\nssh:`).ReplaceAllString(raw, "\ns3:\n  minio: {node: op-1, bucket: zeitwork, root_user_env: MINIO_ROOT_USER, root_password_env: MINIO_ROOT_PASSWORD}\n\nssh:")
 	raw = regexp.MustCompile(`(?s)\nregistry:\n.*?\nrelease:\n.*?\n\n`).ReplaceAllString(raw, `
@@ -41,27 +68,7 @@ release:
   checksums: SHA256SUMS
 
 `)
-	files := map[string]string{"bin/buildkitd": "buildkitd v1", "bin/buildctl": "buildctl v1", "cni/bridge": "bridge", "cni/host-local": "host-local",
-		"cni/loopback": "loopback", "bin/minio": "minio v1", "bin/registry": "registry v1", "kata-static-amd64.tar.zst": fakeKata}
-	for p, data := range files {
-		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, p), []byte(data), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeSums(t, dir)
-	if err := os.WriteFile(filepath.Join(dir, "cluster.yaml"), []byte(raw), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := Load(filepath.Join(dir, "cluster.yaml"))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, raw)
-	}
-	c.Postgres.RoleUsers.Prefix = base.Postgres.RoleUsers.Prefix
-	env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"] = "minio-root", "minio-pass$word"
-	return c, env, dir
+	return []byte(raw)
 }
 
 // writeSums lists every release file in dir's SHA256SUMS, as a release
