@@ -86,7 +86,7 @@ func TestKataIsUnpackedAndLinkedOverSSH(t *testing.T) {
 	tw := tar.NewWriter(&tb)
 	for p, data := range map[string]string{"opt/kata/bin/containerd-shim-kata-v2": "#!/bin/sh\n", "opt/kata/share/defaults/kata-containers/configuration.toml": "[hypervisor.qemu]\n"} {
 		tw.WriteHeader(&tar.Header{Name: "./" + p, Mode: 0o755, Size: int64(len(data)), Uid: 4242}) //nolint:errcheck // bytes.Buffer
-		tw.Write([]byte(data))                                                                       //nolint:errcheck // bytes.Buffer
+		tw.Write([]byte(data))                                                                      //nolint:errcheck // bytes.Buffer
 	}
 	tw.Close()
 	step := kataStep("kata", h, tb.Bytes())
