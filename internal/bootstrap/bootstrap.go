@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/migration"
 	"github.com/zeitwork/zeitwork/internal/node"
@@ -126,6 +127,10 @@ func (b *Bootstrap) secretRefs() [][2]string {
 	if t := c.Tailscale; t != nil {
 		refs = append(refs, [2]string{"tailscale.auth_key_env", t.AuthKeyEnv})
 	}
+	if c.Secrets.RegistryTokenKeyEnv != "" {
+		refs = append(refs, [2]string{"secrets.registry_token_key_env", c.Secrets.RegistryTokenKeyEnv},
+			[2]string{"secrets.registry_credential_secret_env", c.Secrets.RegistryCredentialSecretEnv})
+	}
 	return refs
 }
 
@@ -204,6 +209,12 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 			}
 		}
 	}
+	if v := val["secrets.registry_token_key_env"]; v != "" {
+		var k config.SigningKey
+		if err := k.UnmarshalText([]byte(v)); err != nil {
+			problems = append(problems, fmt.Sprintf("$%s: %v", b.Cluster.Secrets.RegistryTokenKeyEnv, err))
+		}
+	}
 	if v := val["postgres.url_env"]; v != "" {
 		if _, err := pgxpool.ParseConfig(v); err != nil {
 			// pgx's errors may quote the URL, password and all.
@@ -218,6 +229,7 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 		NodeProxyToken: val["secrets.node_proxy_token_env"], ManagementToken: val["secrets.management_token_env"],
 		SecretsKeys: val["secrets.keys_env"], CertificateKeys: val["secrets.certificate_keys_env"], CloudflareToken: val["cloudflare.api_token_env"],
 		S3SecretAccessKey: val["s3.existing.secret_access_key_env"],
+		RegistryTokenKey:  val["secrets.registry_token_key_env"], RegistryCredentialSecret: val["secrets.registry_credential_secret_env"],
 	}
 	if u := b.Cluster.Postgres.RoleUsers; u != nil {
 		users, err := roleUsers(*u, b.values.DatabaseURL, val["postgres.role_users.password_key_env"])

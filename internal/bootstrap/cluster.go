@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -116,6 +117,14 @@ type Secrets struct {
 	// in SECRETS_KEYS' format but its own ring, so that an edge holds no
 	// key to project variables.
 	CertificateKeysEnv string `yaml:"certificate_keys_env"`
+	// The registry's token service (internal/registryauth), both or
+	// neither: REGISTRY_TOKEN_KEY (operators: a base64 32-byte Ed25519
+	// seed that signs registry tokens) and REGISTRY_CREDENTIAL_SECRET
+	// (operators and builders: signs the per-project and per-node
+	// credentials). With registry.node, the registry then trusts only
+	// tokens signed by that key.
+	RegistryTokenKeyEnv         string `yaml:"registry_token_key_env"`
+	RegistryCredentialSecretEnv string `yaml:"registry_credential_secret_env"`
 }
 
 // Network is the cluster's addressing.
@@ -134,6 +143,10 @@ type Registry struct {
 	Node string `yaml:"node"`
 	// Insecure: the registry speaks plain HTTP (REGISTRY_INSECURE).
 	Insecure bool `yaml:"insecure"`
+	// TokenRealm is where clients of registry.node get tokens (with
+	// secrets.registry_token_key_env); default the first operator's
+	// management API, http://<internal_address>:8081/v1/registry/token.
+	TokenRealm string `yaml:"token_realm"`
 }
 
 // Release is what bootstrap installs: the zeitwork binary on every node,
@@ -390,6 +403,23 @@ func (c *Cluster) validate() Errors {
 	}
 	env("secrets.keys_env", c.Secrets.KeysEnv, true)
 	env("secrets.certificate_keys_env", c.Secrets.CertificateKeysEnv, true)
+	env("secrets.registry_token_key_env", c.Secrets.RegistryTokenKeyEnv, c.Secrets.RegistryCredentialSecretEnv != "")
+	env("secrets.registry_credential_secret_env", c.Secrets.RegistryCredentialSecretEnv, c.Secrets.RegistryTokenKeyEnv != "")
+	if c.Registry.TokenRealm != "" && c.Secrets.RegistryTokenKeyEnv == "" {
+		bad("registry.token_realm", "set with secrets.registry_token_key_env only")
+	}
+	if realm := c.tokenRealm(); c.Registry.Node != "" && c.Secrets.RegistryTokenKeyEnv != "" && realm != "" {
+		u, err := url.Parse(realm)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("registry.token_realm", "%q is not an http:// or https:// URL", realm)
+		case u.Host != c.Registry.Address && isPrivateIP(u.Hostname()):
+			// go-containerregistry (the operators' and builders' client)
+			// refuses a realm at a private IP literal other than the
+			// registry's own host.
+			bad("registry.token_realm", "%q is at a private IP address, which registry clients refuse: give the operators host names (internal_address, e.g. their tailnet names) or set registry.token_realm", realm)
+		}
+	}
 
 	switch {
 	case c.S3.Existing == nil && c.S3.MinIO == nil:
@@ -511,6 +541,24 @@ func (c *Cluster) validate() Errors {
 		}
 	}
 	return errs
+}
+
+// tokenRealm is the registry's auth.token.realm, "" without operators.
+func (c *Cluster) tokenRealm() string {
+	if c.Registry.TokenRealm != "" {
+		return c.Registry.TokenRealm
+	}
+	for _, n := range c.Nodes {
+		if n.Has(RoleOperator) {
+			return "http://" + net.JoinHostPort(n.InternalAddress, ManagementPort) + "/v1/registry/token"
+		}
+	}
+	return ""
+}
+
+func isPrivateIP(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast())
 }
 
 func checkAddress(a string) error {

@@ -103,6 +103,9 @@ func TestInstallerFieldsAreValidated(t *testing.T) {
 		{"  registry: bin/registry\n", "", "release.registry: required with registry.node"},
 		{"  minio: bin/minio\n", "", "release.minio: required with s3.minio"},
 		{"  buildkitd: bin/buildkitd\n", "", "release.buildctl: set with release.buildkitd only"},
+		{"  token_realm: http://operators.zeitwork.internal:8081/v1/registry/token\n", "",
+			"registry.token_realm: \"http://10.0.0.11:8081/v1/registry/token\" is at a private IP address, which registry clients refuse"},
+		{"  registry_credential_secret_env: REGISTRY_CREDENTIAL_SECRET\n", "", "secrets.registry_credential_secret_env: required"},
 	} {
 		raw := string(infraYAML(t))
 		if !strings.Contains(raw, tc.old) {

@@ -226,7 +226,11 @@ func (c *Cluster) daemons(n Node) []daemon {
 		d = append(d, daemon{unit: "minio.service", files: []string{path.Join(UnitDir, "minio.service"), MinIOEnv}, binaries: []string{"release.minio"}})
 	}
 	if c.Registry.Node == n.Name && n.Name != "" {
-		d = append(d, daemon{unit: "registry.service", files: []string{path.Join(UnitDir, "registry.service"), RegistryConfig, RegistryEnv}, binaries: []string{"release.registry"}})
+		reg := daemon{unit: "registry.service", files: []string{path.Join(UnitDir, "registry.service"), RegistryConfig, RegistryEnv}, binaries: []string{"release.registry"}}
+		if c.Secrets.RegistryTokenKeyEnv != "" {
+			reg.files = append(reg.files, RegistryTokenCert)
+		}
+		d = append(d, reg)
 	}
 	if n.Has(RoleBuilder) {
 		bk := daemon{unit: "buildkit.service", files: []string{path.Join(UnitDir, "buildkit.service"), BuildkitConfig, BuildkitNetFile, BuildkitCNIFile}}

@@ -46,6 +46,7 @@ func infraCluster(t *testing.T) (*Cluster, map[string]string, string) {
 	}
 	c.Postgres.RoleUsers.Prefix = base.Postgres.RoleUsers.Prefix
 	env["MINIO_ROOT_USER"], env["MINIO_ROOT_PASSWORD"] = "minio-root", "minio-pass$word"
+	env["REGISTRY_TOKEN_KEY"], env["REGISTRY_CREDENTIAL_SECRET"] = infraValues.RegistryTokenKey, infraValues.RegistryCredentialSecret
 	return c, env, dir
 }
 
@@ -53,10 +54,12 @@ func infraCluster(t *testing.T) (*Cluster, map[string]string, string) {
 func infraYAML(t *testing.T) []byte {
 	t.Helper()
 	raw := string(example(t))
+	raw = strings.Replace(raw, "\nnetwork:", "  registry_token_key_env: REGISTRY_TOKEN_KEY\n  registry_credential_secret_env: REGISTRY_CREDENTIAL_SECRET\n\nnetwork:", 1)
 	raw = regexp.MustCompile(`(?s)\ns3:\n.*?\nssh:`).ReplaceAllString(raw, "\ns3:\n  minio: {node: op-1, bucket: zeitwork, root_user_env: MINIO_ROOT_USER, root_password_env: MINIO_ROOT_PASSWORD}\n\nssh:")
 	raw = regexp.MustCompile(`(?s)\nregistry:\n.*?\nrelease:\n.*?\n\n`).ReplaceAllString(raw, `
 registry:
   node: op-3
+  token_realm: http://operators.zeitwork.internal:8081/v1/registry/token
 release:
   binary: zeitwork-linux-amd64
   buildkitd: bin/buildkitd
@@ -70,6 +73,15 @@ release:
 `)
 	return []byte(raw)
 }
+
+// infraValues are fakeValues with what the installers add.
+var infraValues = func() Values {
+	v := fakeValues
+	v.S3AccessKeyID = "minio-root"
+	v.RegistryTokenKey = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8="
+	v.RegistryCredentialSecret = "registry-credential-secret"
+	return v
+}()
 
 // writeSums lists every release file in dir's SHA256SUMS, as a release
 // publishes it.
@@ -158,8 +170,16 @@ func TestInstallersApplyOnceAndASecondRunChangesNothing(t *testing.T) {
 			t.Errorf("%s's registry: %v", name, e)
 		}
 	}
-	if _, err := config.ParseFrom[config.Builder](builder); err != nil {
-		t.Errorf("builder.env: %v", err)
+	if _, err := config.ParseFrom[config.Builder](builder); err != nil || builder["REGISTRY_CREDENTIAL_SECRET"] != "registry-credential-secret" {
+		t.Errorf("builder.env: %v %v", err, builder)
+	}
+	// Every operator is the registry's token service.
+	operator := readEnvFile(t, m["op-2"].files["/etc/zeitwork/operator.env"])
+	if cfg, err := config.ParseFrom[config.Operator](operator); err != nil || !cfg.RegistryTokenKey.Set() || cfg.RegistryAuth.CredentialSecret.Reveal() != "registry-credential-secret" {
+		t.Errorf("operator.env: %v", err)
+	}
+	if !strings.Contains(string(m["op-3"].files[RegistryConfig]), "rootcertbundle: "+RegistryTokenCert) || m["op-3"].files[RegistryTokenCert] == nil {
+		t.Errorf("the registry does not trust the token key")
 	}
 
 	writes := map[string]int{}

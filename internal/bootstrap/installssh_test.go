@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,14 +16,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/uuid"
 	"github.com/minio/minio-go/v7"
 
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/httpapi"
+	"github.com/zeitwork/zeitwork/internal/registryauth"
 	"github.com/zeitwork/zeitwork/internal/sshx"
 	"github.com/zeitwork/zeitwork/internal/sshx/sshxtest"
 	"github.com/zeitwork/zeitwork/internal/testenv"
+	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 func sshTestHost(t *testing.T) (Host, string) {
@@ -109,18 +118,32 @@ func TestKataIsUnpackedAndLinkedOverSSH(t *testing.T) {
 }
 
 // The registry bootstrap renders runs: the real distribution registry,
-// started with registry.yml and registry.env as systemd would, stores a
-// pushed image in the cluster's bucket.
-func TestTheRenderedRegistryStoresIntoTheBucket(t *testing.T) {
+// started with registry.yml and registry.env as systemd would, stores
+// what is pushed in the cluster's bucket, and trusts only tokens of the
+// operators' token service (the real one, with the key bootstrap gives
+// operators): a build's credential pushes its project, nothing anonymous
+// does.
+func TestTheRenderedRegistryStoresIntoTheBucketBehindTokens(t *testing.T) {
 	mc, cfg := testenv.Bucket(t, "registry")
 	bin := testenv.Binary(t, "registry")
+	var k config.SigningKey
+	if err := k.UnmarshalText([]byte(infraValues.RegistryTokenKey)); err != nil {
+		t.Fatal(err)
+	}
+	// The token service exactly as `zeitwork operator` makes it.
+	svc := &registryauth.Service{Name: RegistryService, Issuer: RegistryIssuer, Key: k.Key(), Secret: []byte(infraValues.RegistryCredentialSecret), TTL: 5 * time.Minute}
+	tokens := httptest.NewServer(svc.Handler(httpapi.Server{Log: zlog.Discard()}))
+	t.Cleanup(tokens.Close)
+	realm := strings.Replace(tokens.URL, "127.0.0.1", "localhost", 1) + "/v1/registry/token"
+
 	raw := regexp.MustCompile(`(?s)\ns3:\n.*?\nssh:`).ReplaceAll(infraYAML(t), fmt.Appendf(nil,
 		"\ns3:\n  existing: {endpoint: %q, bucket: %s, access_key_id: %s, secret_access_key_env: S3_SECRET_ACCESS_KEY}\nssh:", cfg.Endpoint, cfg.Bucket, cfg.AccessKeyID))
+	raw = regexp.MustCompile(`token_realm: \S+`).ReplaceAll(raw, []byte("token_realm: "+realm))
 	c, err := Parse(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	values := fakeValues
+	values := infraValues
 	values.S3SecretAccessKey = cfg.SecretAccessKey.Reveal()
 	files, err := Render(c, c.Nodes[2], values)
 	if err != nil {
@@ -132,8 +155,12 @@ func TestTheRenderedRegistryStoresIntoTheBucket(t *testing.T) {
 	for _, f := range files {
 		switch f.Path {
 		case RegistryConfig:
-			data := strings.ReplaceAll(string(f.Data), c.Registry.Address, addr)
+			data := strings.NewReplacer(c.Registry.Address, addr, RegistryTokenCert, filepath.Join(dir, "token.crt")).Replace(string(f.Data))
 			if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		case RegistryTokenCert:
+			if err := os.WriteFile(filepath.Join(dir, "token.crt"), f.Data, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		case RegistryEnv:
@@ -157,21 +184,30 @@ func TestTheRenderedRegistryStoresIntoTheBucket(t *testing.T) {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err == nil {
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusUnauthorized {
 				break
 			}
 		}
 		if time.Since(start) > 20*time.Second {
-			t.Fatalf("the registry did not come up: %v\n%s", err, log.String())
+			t.Fatalf("the registry did not come up asking for tokens: %v\n%s", err, log.String())
 		}
 	}
-	ref, err := name.ParseReference(addr+"/p/app:v1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
+	project := uuid.New()
+	push := func(auth authn.Authenticator) error {
+		ref, err := name.ParseReference(addr+"/"+project.String()+":v1", name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, _ := random.Image(512, 1)
+		return remote.Write(ref, img, remote.WithContext(t.Context()), remote.WithAuth(auth))
 	}
-	img, _ := random.Image(512, 1)
-	if err := remote.Write(ref, img, remote.WithContext(t.Context())); err != nil {
-		t.Fatalf("push: %v\n%s", err, log.String())
+	var terr *transport.Error
+	if err := push(authn.Anonymous); !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("an anonymous push: %v", err)
+	}
+	principal := registryauth.ProjectPrincipal(project)
+	if err := push(&authn.Basic{Username: principal, Password: svc.Mint(principal, time.Minute)}); err != nil {
+		t.Fatalf("the project's push: %v\n%s", err, log.String())
 	}
 	var n int
 	for o := range mc.ListObjects(t.Context(), cfg.Bucket, minio.ListObjectsOptions{Prefix: "registry/", Recursive: true}) {
@@ -182,5 +218,11 @@ func TestTheRenderedRegistryStoresIntoTheBucket(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatalf("nothing under registry/ in bucket %s", cfg.Bucket)
+	}
+	// The certificate is the same on every render: a second run writes
+	// nothing and restarts nothing.
+	again, _ := Render(c, c.Nodes[2], values)
+	if fmt.Sprint(again) != fmt.Sprint(files) {
+		t.Errorf("a second render differs")
 	}
 }

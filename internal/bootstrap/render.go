@@ -15,8 +15,11 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/zeitwork/zeitwork/deploy/dev"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/registryauth"
 )
 
 // Where things go on a node.
@@ -53,6 +56,9 @@ const (
 	RegistryConfig = EnvDir + "/registry.yml"
 	RegistryEnv    = EnvDir + "/registry.env"
 	RegistryPort   = "5000"
+	// RegistryTokenCert is the certificate of REGISTRY_TOKEN_KEY's public
+	// key: the registry trusts tokens it verifies.
+	RegistryTokenCert = EnvDir + "/registry-token.crt"
 	// Kata Containers (runtime: kata): the static release unpacked under
 	// /opt/kata, its shim linked where containerd looks for it (PATH), and
 	// containerd's configuration naming the runtime.
@@ -95,6 +101,9 @@ type Values struct {
 	CloudflareToken   string
 	S3AccessKeyID     string // the MinIO root user when MinIO runs on a node
 	S3SecretAccessKey string
+	// The registry's token service (secrets.registry_*_env), or "".
+	RegistryTokenKey         string
+	RegistryCredentialSecret string
 }
 
 //go:embed units
@@ -277,10 +286,19 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 			return nil, err
 		}
 		s3 := c.s3Access(v)
-		if err := render(RegistryConfig, 0o644, "registry.yml.tmpl", map[string]any{
+		data := map[string]any{
 			"Addr": net.JoinHostPort(n.InternalAddress, RegistryPort), "Endpoint": s3.Endpoint, "Region": s3.Region, "Bucket": s3.Bucket,
 			"Secure": strings.HasPrefix(s3.Endpoint, "https://"),
-		}); err != nil {
+		}
+		if v.RegistryTokenKey != "" {
+			cert, err := registryTokenCert(v.RegistryTokenKey)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, File{Path: RegistryTokenCert, Mode: 0o644, Data: cert})
+			data["Realm"], data["Service"], data["Issuer"], data["Cert"] = c.tokenRealm(), RegistryService, RegistryIssuer, RegistryTokenCert
+		}
+		if err := render(RegistryConfig, 0o644, "registry.yml.tmpl", data); err != nil {
 			return nil, err
 		}
 		env, err := envFile([]kv{{"REGISTRY_STORAGE_S3_ACCESSKEY", s3.AccessKeyID}, {"REGISTRY_STORAGE_S3_SECRETKEY", s3.SecretAccessKey},
@@ -328,6 +346,10 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		// The operator decrypts variables for the one node an instance is
 		// placed on (nodes hold no key); its management API listens on the
 		// private address the workers are given in OPERATOR_URL.
+		if v.RegistryTokenKey != "" {
+			// This operator is the registry's token service.
+			e = append(e, kv{"REGISTRY_TOKEN_KEY", v.RegistryTokenKey}, kv{"REGISTRY_CREDENTIAL_SECRET", v.RegistryCredentialSecret})
+		}
 		e = append(e, kv{"MANAGEMENT_TOKEN", v.ManagementToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
 			kv{"OPERATOR_ADDR", net.JoinHostPort(n.InternalAddress, ManagementPort)})
 		e = append(e, registry...)
@@ -349,6 +371,10 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		}
 	case RoleBuilder:
 		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr})
+		if v.RegistryCredentialSecret != "" {
+			// Each build gets credentials for its own project's repository.
+			e = append(e, kv{"REGISTRY_CREDENTIAL_SECRET", v.RegistryCredentialSecret})
+		}
 		e = append(e, registry...)
 		e = append(e, s3()...)
 	case RoleEdge:
@@ -373,6 +399,25 @@ func (c *Cluster) s3Access(v Values) S3Access {
 	}
 	m := c.S3.MinIO
 	return S3Access{"http://" + net.JoinHostPort(c.node(m.Node).InternalAddress, MinIOPort), "us-east-1", m.Bucket, v.S3AccessKeyID, v.S3SecretAccessKey}
+}
+
+// The registry's token service as the operator runs it (internal/cli).
+const (
+	RegistryService = "zeitwork-registry"
+	RegistryIssuer  = "zeitwork"
+)
+
+// registryTokenCert is the certificate of the token key for the
+// registry's rootcertbundle. It is the same on every run (fixed validity,
+// Ed25519 signatures are deterministic), so a second run writes nothing.
+func registryTokenCert(seed string) ([]byte, error) {
+	var k config.SigningKey
+	if err := k.UnmarshalText([]byte(seed)); err != nil {
+		return nil, fmt.Errorf("registry token key: %w", err)
+	}
+	epoch := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc := registryauth.Service{Issuer: RegistryIssuer, Key: k.Key(), Now: func() time.Time { return epoch }}
+	return svc.Certificate()
 }
 
 // registryHTTPSecret signs the registry's upload sessions. It is derived

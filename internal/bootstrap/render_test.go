@@ -38,7 +38,7 @@ func TestRenderMatchesTheGoldenFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	matchGolden(t, c, "render")
+	matchGolden(t, c, "render", fakeValues)
 }
 
 // The example with MinIO, the registry, BuildKit's and Kata's releases
@@ -48,13 +48,11 @@ func TestRenderWithTheInstallersMatchesTheGoldenFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	matchGolden(t, c, "render-installers")
+	matchGolden(t, c, "render-installers", infraValues)
 }
 
-func matchGolden(t *testing.T, c *Cluster, golden string) {
+func matchGolden(t *testing.T, c *Cluster, golden string, values Values) {
 	t.Helper()
-	values := fakeValues
-	values.S3AccessKeyID = "minio-root"
 	for _, n := range c.Nodes {
 		files, err := Render(c, n, values)
 		if err != nil {
