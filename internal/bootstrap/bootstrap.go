@@ -164,22 +164,15 @@ func (b *Bootstrap) preflight() []Step {
 			return Status{Done: true, Detail: "reachable, host key pinned in " + c.Path(c.SSH.KnownHosts)}, nil
 		}})
 	}
-	for i, n := range c.Nodes {
-		if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
-			steps = append(steps, b.kvmCheck(i, n))
-		}
-	}
 	return steps
 }
 
 // kvmCheck: Kata runs every instance in a virtual machine, so a kata
-// worker without KVM can run none; better said before anything changes.
-func (b *Bootstrap) kvmCheck(i int, n Node) Step {
+// worker without KVM can run none. It is the node's first step, a check
+// only: the run stops there, before anything on that node changes.
+func (b *Bootstrap) kvmCheck(n Node, h Host) Step {
+	i := slices.IndexFunc(b.Cluster.Nodes, func(m Node) bool { return m.Name == n.Name })
 	return Step{Name: n.Name + ": " + KVMDevice + " (runtime kata)", Check: func(ctx context.Context) (Status, error) {
-		h := b.hosts[n.Name]
-		if h == nil {
-			return Status{}, errors.New("not reachable (see above)")
-		}
 		ok, err := h.Exist(ctx, []string{KVMDevice})
 		if err != nil {
 			return Status{}, err
@@ -444,7 +437,11 @@ func fileStep(name string, h Host, files []File) Step {
 func (b *Bootstrap) nodeSteps(n Node) []Step {
 	h := b.hosts[n.Name]
 	pkgs := DistroOf(n.OS).Packages(n)
-	steps := []Step{{
+	var steps []Step
+	if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
+		steps = append(steps, b.kvmCheck(n, h))
+	}
+	steps = append(steps, Step{
 		Name: n.Name + ": packages",
 		Check: func(ctx context.Context) (Status, error) {
 			missing, err := h.Missing(ctx, pkgs)
@@ -463,7 +460,7 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 			}
 			return h.InstallPackages(ctx, missing)
 		},
-	}}
+	})
 	steps = append(steps, fileStep(n.Name+": zeitwork binary "+BinaryPath, h, []File{{Path: BinaryPath, Mode: 0o755, Data: b.binary}}))
 	steps = append(steps, b.installSteps(n, h)...)
 	if rn, ok := b.recorded.nodeAt(n.AgentAddress()); ok && n.Has(RoleWorker) {
