@@ -204,7 +204,8 @@ func (h *sshHost) Bucket(ctx context.Context, s S3Access, create bool) (bool, er
 	if create {
 		// Waits up to 90s for a MinIO just started; 409 is a bucket that
 		// is already there (BucketAlreadyOwnedByYou).
-		cmd = "i=0; until curl -fsS --max-time 3 -o /dev/null " + live + "; do i=$((i+1)); [ $i -lt 90 ] || { echo 'MinIO does not answer after 90s' >&2; exit 1; }; sleep 1; done; " +
+		// Its journal says why it does not answer.
+		cmd = "i=0; until curl -fsS --max-time 3 -o /dev/null " + live + " 2>/dev/null; do i=$((i+1)); [ $i -lt 90 ] || { echo 'MinIO does not answer after 90s:' >&2; journalctl -u minio.service -n 15 --no-pager -o cat >&2; exit 1; }; sleep 1; done; " +
 			"code=$(curl -sS --max-time 10 -K - --aws-sigv4 " + sigv4 + " -X PUT -o /dev/null -w '%{http_code}' " + bucket + ") && " +
 			`case $code in 200|409) echo created;; *) echo "creating the bucket: HTTP $code" >&2; exit 1;; esac`
 	} else {
