@@ -226,3 +226,77 @@ func TestTheRenderedRegistryStoresIntoTheBucketBehindTokens(t *testing.T) {
 		t.Errorf("a second render differs")
 	}
 }
+
+// MinIO started as minio.service starts it: from the StateDirectory a
+// dynamic user gets (a symbolic link to /var/lib/private/minio), with the
+// unit's HOME and the rendered environment file, it answers.
+func TestTheRenderedMinIOStarts(t *testing.T) {
+	bin := testenv.Binary(t, "minio")
+	c, err := Parse(infraYAML(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := Render(c, c.Nodes[0], infraValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, d := range []string{"private/minio", "lib", "run"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o700) //nolint:errcheck // checked by the start
+	}
+	if err := os.Symlink(filepath.Join(dir, "private/minio"), filepath.Join(dir, "lib/minio")); err != nil {
+		t.Fatal(err)
+	}
+	addr, console := testenv.ReservedAddr(t), testenv.ReservedAddr(t)
+	paths := strings.NewReplacer("/var/lib/minio", filepath.Join(dir, "lib/minio"), "/run/minio", filepath.Join(dir, "run"),
+		"10.0.0.11:"+MinIOPort, addr, "127.0.0.1:9001", console, MinIOPath, bin)
+	var args []string
+	var env []string
+	for _, f := range files {
+		switch f.Path {
+		case MinIOEnv:
+			for k, v := range readEnvFile(t, f.Data) {
+				env = append(env, k+"="+v)
+			}
+		case filepath.Join(UnitDir, "minio.service"):
+			for _, line := range strings.Split(paths.Replace(string(f.Data)), "\n") {
+				if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+					args = strings.Fields(v)
+				}
+				if v, ok := strings.CutPrefix(line, "Environment="); ok {
+					env = append(env, strings.Fields(v)...)
+				}
+			}
+		}
+	}
+	if len(args) == 0 || len(env) < 3 {
+		t.Fatalf("minio.service: %v %v", args, env)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = env
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited }) //nolint:errcheck // best effort
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("minio exited: %v\n%s", err, log.String())
+		default:
+		}
+		if resp, err := http.Get("http://" + addr + "/minio/health/live"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("minio does not answer:\n%s", log.String())
+		}
+	}
+}
