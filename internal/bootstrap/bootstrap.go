@@ -522,7 +522,7 @@ func missingStep(name string, h Host, p, msg string) Step {
 			}
 			return Status{Done: true, Detail: p + " present"}, nil
 		},
-		Apply: func(context.Context) error { return fmt.Errorf("%w: %s", ErrMissing, msg) },
+		Apply: func(context.Context) error { return missingError{msg} },
 	}
 }
 

@@ -373,7 +373,7 @@ func TestARunStopsAtAMissingStepNamingTheField(t *testing.T) {
 	}
 	delete(m["wk-1"].files, "/opt/kata/bin/containerd-shim-kata-v2")
 	_, out, err := run(t, c, env, m, false)
-	if !errors.Is(err, ErrMissing) || !strings.Contains(out, "[failed] wk-1: Kata Containers: missing: release.kata is not set") {
+	if !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotBuilt) || !strings.Contains(out, "[failed] wk-1: Kata Containers: missing: release.kata is not set") {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if !m["op-3"].active["zeitwork-operator.service"] || m["wk-1"].restarts != 0 {
