@@ -257,12 +257,18 @@ func (b *Bootstrap) daemonSteps(n Node, h Host, rendered []File) []Step {
 		for _, f := range d.binaries {
 			fmt.Fprintf(&s, "%s %s\n", digest(b.release[f]), f)
 		}
+		var unrendered error
 		for _, p := range d.files {
 			i := slices.IndexFunc(rendered, func(f File) bool { return f.Path == p })
 			if i < 0 {
-				panic("bootstrap: daemon " + d.unit + " reads " + p + ", which is not rendered")
+				unrendered = fmt.Errorf("%s reads %s, which bootstrap does not render (a bug)", d.unit, p)
+				continue
 			}
 			fmt.Fprintf(&s, "%s %s\n", digest(rendered[i].Data), p)
+		}
+		if unrendered != nil {
+			steps = append(steps, Step{Name: n.Name + ": start " + d.unit, Check: func(context.Context) (Status, error) { return Status{}, unrendered }})
+			continue
 		}
 		marker := []byte(s.String())
 		steps = append(steps, Step{
