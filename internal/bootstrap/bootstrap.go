@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/migration"
 	"github.com/zeitwork/zeitwork/internal/node"
@@ -45,6 +46,7 @@ type Bootstrap struct {
 	values   Values
 	users    []roleUser // postgres.role_users, when set
 	binary   []byte
+	release  map[string][]byte // the other release files, by releaseFile.field
 	signer   ssh.Signer
 	pool     *pgxpool.Pool
 	hosts    map[string]Host
@@ -125,6 +127,10 @@ func (b *Bootstrap) secretRefs() [][2]string {
 	if t := c.Tailscale; t != nil {
 		refs = append(refs, [2]string{"tailscale.auth_key_env", t.AuthKeyEnv})
 	}
+	if c.Secrets.RegistryTokenKeyEnv != "" {
+		refs = append(refs, [2]string{"secrets.registry_token_key_env", c.Secrets.RegistryTokenKeyEnv},
+			[2]string{"secrets.registry_credential_secret_env", c.Secrets.RegistryCredentialSecretEnv})
+	}
 	return refs
 }
 
@@ -140,6 +146,7 @@ func (b *Bootstrap) preflight() []Step {
 			b.binary = raw
 			return Status{Done: true, Detail: "sha256 " + digest(raw)[:16]}, nil
 		}},
+		{Name: "release files", Check: b.checkRelease},
 		{Name: "ssh key " + c.Path(c.SSH.PrivateKey), Check: b.checkKey},
 		{Name: "database", Check: b.checkDatabase},
 		{Name: "secrets keys", Check: b.checkSecretKeys},
@@ -160,6 +167,24 @@ func (b *Bootstrap) preflight() []Step {
 	return steps
 }
 
+// kvmCheck: Kata runs every instance in a virtual machine, so a kata
+// worker without KVM can run none. It is the node's first step, a check
+// only: the run stops there, before anything on that node changes.
+func (b *Bootstrap) kvmCheck(n Node, h Host) Step {
+	i := slices.IndexFunc(b.Cluster.Nodes, func(m Node) bool { return m.Name == n.Name })
+	return Step{Name: n.Name + ": " + KVMDevice + " (runtime kata)", Check: func(ctx context.Context) (Status, error) {
+		ok, err := h.Exist(ctx, []string{KVMDevice})
+		if err != nil {
+			return Status{}, err
+		}
+		if !ok[0] {
+			return Status{Detail: fmt.Sprintf("%s is missing: Kata Containers runs each instance in a virtual machine and needs KVM; "+
+				"enable hardware virtualization (nested virtualization on a cloud VM) and load kvm_intel or kvm_amd, or set nodes[%d].runtime: runc", KVMDevice, i)}, nil
+		}
+		return Status{Done: true, Detail: "present"}, nil
+	}}
+}
+
 func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 	var problems []string
 	val := map[string]string{}
@@ -177,6 +202,12 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 			}
 		}
 	}
+	if v := val["secrets.registry_token_key_env"]; v != "" {
+		var k config.SigningKey
+		if err := k.UnmarshalText([]byte(v)); err != nil {
+			problems = append(problems, fmt.Sprintf("$%s: %v", b.Cluster.Secrets.RegistryTokenKeyEnv, err))
+		}
+	}
 	if v := val["postgres.url_env"]; v != "" {
 		if _, err := pgxpool.ParseConfig(v); err != nil {
 			// pgx's errors may quote the URL, password and all.
@@ -191,6 +222,7 @@ func (b *Bootstrap) checkCredentials(context.Context) (Status, error) {
 		NodeProxyToken: val["secrets.node_proxy_token_env"], ManagementToken: val["secrets.management_token_env"],
 		SecretsKeys: val["secrets.keys_env"], CertificateKeys: val["secrets.certificate_keys_env"], CloudflareToken: val["cloudflare.api_token_env"],
 		S3SecretAccessKey: val["s3.existing.secret_access_key_env"],
+		RegistryTokenKey:  val["secrets.registry_token_key_env"], RegistryCredentialSecret: val["secrets.registry_credential_secret_env"],
 	}
 	if u := b.Cluster.Postgres.RoleUsers; u != nil {
 		users, err := roleUsers(*u, b.values.DatabaseURL, val["postgres.role_users.password_key_env"])
@@ -348,7 +380,15 @@ func (b *Bootstrap) steps() []Step {
 		steps = append(steps, b.roleUsersStep())
 	}
 	nodes := slices.Clone(c.Nodes)
-	slices.SortStableFunc(nodes, func(x, y Node) int { return cmp.Compare(rolePriority(x), rolePriority(y)) })
+	// The nodes holding the bucket and the registry first: the roles
+	// started after them need both.
+	infra := func(n Node) int {
+		if (c.S3.MinIO != nil && c.S3.MinIO.Node == n.Name) || c.Registry.Node == n.Name {
+			return -1
+		}
+		return rolePriority(n)
+	}
+	slices.SortStableFunc(nodes, func(x, y Node) int { return cmp.Compare(infra(x), infra(y)) })
 	for _, n := range nodes {
 		steps = append(steps, b.nodeSteps(n)...)
 	}
@@ -397,7 +437,11 @@ func fileStep(name string, h Host, files []File) Step {
 func (b *Bootstrap) nodeSteps(n Node) []Step {
 	h := b.hosts[n.Name]
 	pkgs := DistroOf(n.OS).Packages(n)
-	steps := []Step{{
+	var steps []Step
+	if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
+		steps = append(steps, b.kvmCheck(n, h))
+	}
+	steps = append(steps, Step{
 		Name: n.Name + ": packages",
 		Check: func(ctx context.Context) (Status, error) {
 			missing, err := h.Missing(ctx, pkgs)
@@ -416,20 +460,9 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 			}
 			return h.InstallPackages(ctx, missing)
 		},
-	}}
+	})
 	steps = append(steps, fileStep(n.Name+": zeitwork binary "+BinaryPath, h, []File{{Path: BinaryPath, Mode: 0o755, Data: b.binary}}))
-	if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
-		steps = append(steps, notBuiltStep(n.Name+": Kata Containers", h, "/opt/kata/bin/containerd-shim-kata-v2",
-			"installing the Kata Containers release is not built yet: unpack it to /opt/kata and link the shim into /usr/local/bin"))
-	}
-	if n.Has(RoleBuilder) {
-		steps = append(steps, notBuiltStep(n.Name+": buildkitd", h, "/usr/local/bin/buildkitd",
-			"installing buildkitd is not built yet: put BuildKit's release binaries in /usr/local/bin"))
-	}
-	if m := b.Cluster.S3.MinIO; m != nil && m.Node == n.Name {
-		steps = append(steps, notBuiltStep(n.Name+": MinIO", h, "/usr/local/bin/minio",
-			"starting MinIO on a node is not built yet: use s3.existing"))
-	}
+	steps = append(steps, b.installSteps(n, h)...)
 	if rn, ok := b.recorded.nodeAt(n.AgentAddress()); ok && n.Has(RoleWorker) {
 		// Before the agent starts: it registers with the id it finds here.
 		steps = append(steps, fileStep(fmt.Sprintf("%s: node identity %s (recorded, prefix %s)", n.Name, rn.ID, rn.Prefix), h,
@@ -440,6 +473,7 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 		return append(steps, Step{Name: n.Name + ": configuration", Check: func(context.Context) (Status, error) { return Status{}, err }})
 	}
 	steps = append(steps, fileStep(fmt.Sprintf("%s: configuration (%d files)", n.Name, len(files)), h, files))
+	steps = append(steps, b.daemonSteps(n, h, files)...)
 
 	units := Units(n)
 	marker := appliedMarker(b.binary, files)
@@ -447,8 +481,9 @@ func (b *Bootstrap) nodeSteps(n Node) []Step {
 	return steps
 }
 
-// notBuiltStep checks for what another installer must put in place.
-func notBuiltStep(name string, h Host, p, msg string) Step {
+// missingStep checks for what cluster.yaml does not say how to install:
+// a machine prepared by hand passes.
+func missingStep(name string, h Host, p, msg string) Step {
 	return Step{
 		Name: name,
 		Check: func(ctx context.Context) (Status, error) {
@@ -461,7 +496,7 @@ func notBuiltStep(name string, h Host, p, msg string) Step {
 			}
 			return Status{Done: true, Detail: p + " present"}, nil
 		},
-		Apply: func(context.Context) error { return fmt.Errorf("%w: %s", ErrNotBuilt, msg) },
+		Apply: func(context.Context) error { return missingError{msg} },
 	}
 }
 

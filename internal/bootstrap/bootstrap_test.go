@@ -364,7 +364,7 @@ func TestRecordedSecretsKeysMustBeInTheRing(t *testing.T) {
 	}
 }
 
-func TestARunStopsAtAStepThatIsNotBuilt(t *testing.T) {
+func TestARunStopsAtAMissingStepNamingTheField(t *testing.T) {
 	c, env := testCluster(t)
 	m := machines{}
 	dial := m.dial(t, c, env["DATABASE_URL"])
@@ -373,7 +373,7 @@ func TestARunStopsAtAStepThatIsNotBuilt(t *testing.T) {
 	}
 	delete(m["wk-1"].files, "/opt/kata/bin/containerd-shim-kata-v2")
 	_, out, err := run(t, c, env, m, false)
-	if !errors.Is(err, ErrNotBuilt) || !strings.Contains(out, "[failed] wk-1: Kata Containers: not built yet: installing the Kata Containers release") {
+	if !errors.Is(err, ErrMissing) || !errors.Is(err, ErrNotBuilt) || !strings.Contains(out, "[failed] wk-1: Kata Containers: missing: release.kata is not set") {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if !m["op-3"].active["zeitwork-operator.service"] || m["wk-1"].restarts != 0 {

@@ -21,23 +21,26 @@ func TestBuildHostsKeepRunStepsOffTheCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var nft, unit string
+		var nft, unit, toml string
 		for _, f := range files {
 			switch f.Path {
 			case BuildkitNetFile:
 				nft = string(f.Data)
 			case filepath.Join(UnitDir, "buildkit.service"):
 				unit = string(f.Data)
+			case BuildkitConfig:
+				toml = string(f.Data)
 			}
 		}
 		if !n.Has(RoleBuilder) {
-			if nft != "" || unit != "" {
+			if nft != "" || unit != "" || toml != "" {
 				t.Errorf("%s runs no builds but gets buildkitd's files", n.Name)
 			}
 			continue
 		}
-		if !strings.Contains(unit, "--oci-worker-net=cni") || !strings.Contains(unit, "ExecStartPre=/usr/sbin/nft -f "+BuildkitNetFile) {
-			t.Errorf("%s: buildkit.service does not start RUN steps in their own network:\n%s", n.Name, unit)
+		if !strings.Contains(unit, "--config "+BuildkitConfig) || !strings.Contains(unit, "ExecStartPre=/usr/sbin/nft -f "+BuildkitNetFile) ||
+			!strings.Contains(toml, `networkMode = "cni"`) || !strings.Contains(toml, `cniConfigPath = "`+BuildkitCNIFile+`"`) {
+			t.Errorf("%s: buildkitd does not start RUN steps in their own network:\n%s\n%s", n.Name, unit, toml)
 		}
 		for _, m := range c.Nodes {
 			for _, a := range []string{hostOf(m.Address), hostOf(m.InternalAddress)} {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -116,6 +117,14 @@ type Secrets struct {
 	// in SECRETS_KEYS' format but its own ring, so that an edge holds no
 	// key to project variables.
 	CertificateKeysEnv string `yaml:"certificate_keys_env"`
+	// The registry's token service (internal/registryauth), both or
+	// neither: REGISTRY_TOKEN_KEY (operators: a base64 32-byte Ed25519
+	// seed that signs registry tokens) and REGISTRY_CREDENTIAL_SECRET
+	// (operators and builders: signs the per-project and per-node
+	// credentials). With registry.node, the registry then trusts only
+	// tokens signed by that key.
+	RegistryTokenKeyEnv         string `yaml:"registry_token_key_env"`
+	RegistryCredentialSecretEnv string `yaml:"registry_credential_secret_env"`
 }
 
 // Network is the cluster's addressing.
@@ -124,14 +133,47 @@ type Network struct {
 	Prefix string `yaml:"prefix"`
 }
 
-// Registry is the OCI registry builds are pushed to and workers pull from.
+// Registry is the OCI registry builds are pushed to and workers pull from:
+// an existing one at Address, or one bootstrap runs on Node.
 type Registry struct {
-	Address string `yaml:"address"` // host:port
+	Address string `yaml:"address"` // host:port; default <node's internal_address>:5000 with node
+	// Node runs the distribution registry (release.registry), storing into
+	// the cluster's S3 bucket under /registry. It speaks plain HTTP on the
+	// node's internal address, so Insecure is implied.
+	Node string `yaml:"node"`
+	// Insecure: the registry speaks plain HTTP (REGISTRY_INSECURE).
+	Insecure bool `yaml:"insecure"`
+	// TokenRealm is where clients of registry.node get tokens (with
+	// secrets.registry_token_key_env); default the first operator's
+	// management API, http://<internal_address>:8081/v1/registry/token.
+	TokenRealm string `yaml:"token_realm"`
 }
 
-// Release is the zeitwork binary installed on every node.
+// Release is what bootstrap installs: the zeitwork binary on every node,
+// and the third-party daemons on the nodes that run them. Paths are
+// relative to cluster.yaml. Every file is written to a temporary file,
+// checksum-verified and renamed into place.
 type Release struct {
-	Binary string `yaml:"binary"` // path of the linux binary; relative to cluster.yaml
+	Binary string `yaml:"binary"` // the zeitwork linux binary
+	// Buildkitd and Buildctl are BuildKit's binaries for builder nodes;
+	// unset, buildkitd must already be in /usr/local/bin.
+	Buildkitd string `yaml:"buildkitd"`
+	Buildctl  string `yaml:"buildctl"`
+	// CNIPlugins is a directory holding the bridge, host-local and loopback
+	// CNI plugins of builds' RUN network (containernetworking/plugins
+	// 1.4+, whose bridge knows portIsolation); unset, the distribution's
+	// containernetworking-plugins package is used.
+	CNIPlugins string `yaml:"cni_plugins"`
+	MinIO      string `yaml:"minio"`    // the minio server binary, with s3.minio
+	Registry   string `yaml:"registry"` // the distribution registry binary, with registry.node
+	// Kata is the Kata Containers static release tarball (its paths under
+	// opt/kata), for runtime: kata workers; unset, it must already be in
+	// /opt/kata.
+	Kata string `yaml:"kata"`
+	// Checksums is a SHA256SUMS file (sha256sum's format, as releases
+	// publish it): when set, every file above must be listed in it, by its
+	// base name, with its digest, or nothing is changed.
+	Checksums string `yaml:"checksums"`
 }
 
 // Tailscale joins the nodes to a tailnet (optional).
@@ -277,6 +319,12 @@ func (c *Cluster) defaults() {
 		if n.InternalAddress == "" {
 			n.InternalAddress = hostOf(n.Address)
 		}
+		if n.Name == c.Registry.Node && c.Registry.Node != "" {
+			if c.Registry.Address == "" {
+				c.Registry.Address = net.JoinHostPort(n.InternalAddress, RegistryPort)
+			}
+			c.Registry.Insecure = true
+		}
 		if n.OS == "" {
 			n.OS = OSDebian
 		}
@@ -355,6 +403,23 @@ func (c *Cluster) validate() Errors {
 	}
 	env("secrets.keys_env", c.Secrets.KeysEnv, true)
 	env("secrets.certificate_keys_env", c.Secrets.CertificateKeysEnv, true)
+	env("secrets.registry_token_key_env", c.Secrets.RegistryTokenKeyEnv, c.Secrets.RegistryCredentialSecretEnv != "")
+	env("secrets.registry_credential_secret_env", c.Secrets.RegistryCredentialSecretEnv, c.Secrets.RegistryTokenKeyEnv != "")
+	if c.Registry.TokenRealm != "" && c.Secrets.RegistryTokenKeyEnv == "" {
+		bad("registry.token_realm", "set with secrets.registry_token_key_env only")
+	}
+	if realm := c.tokenRealm(); c.Registry.Node != "" && c.Secrets.RegistryTokenKeyEnv != "" && realm != "" {
+		u, err := url.Parse(realm)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("registry.token_realm", "%q is not an http:// or https:// URL", realm)
+		case u.Host != c.Registry.Address && isPrivateIP(u.Hostname()):
+			// go-containerregistry (the operators' and builders' client)
+			// refuses a realm at a private IP literal other than the
+			// registry's own host.
+			bad("registry.token_realm", "%q is at a private IP address, which registry clients refuse: give the operators host names (internal_address, e.g. their tailnet names) or set registry.token_realm", realm)
+		}
+	}
 
 	switch {
 	case c.S3.Existing == nil && c.S3.MinIO == nil:
@@ -388,11 +453,25 @@ func (c *Cluster) validate() Errors {
 	if c.SSH.PrivateKey == "" {
 		bad("ssh.private_key", "required: the path of the key (set generate: true to create it)")
 	}
+	if rn := c.Registry.Node; rn != "" {
+		if !slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Name == rn }) {
+			bad("registry.node", "%q is not the name of a node", rn)
+		}
+		if c.Release.Registry == "" {
+			bad("release.registry", "required with registry.node: the path of the distribution registry binary to install")
+		}
+	}
 	if err := checkAddress(c.Registry.Address); c.Registry.Address == "" || err != nil {
-		bad("registry.address", "required: host:port of the registry builds are pushed to")
+		bad("registry.address", "required: host:port of the registry builds are pushed to (or registry.node)")
 	}
 	if c.Release.Binary == "" {
 		bad("release.binary", "required: the path of the zeitwork linux binary to install")
+	}
+	if c.S3.MinIO != nil && c.Release.MinIO == "" {
+		bad("release.minio", "required with s3.minio: the path of the minio server binary to install")
+	}
+	if c.Release.Buildctl != "" && c.Release.Buildkitd == "" {
+		bad("release.buildctl", "set with release.buildkitd only")
 	}
 	if p, err := netip.ParsePrefix(c.Network.Prefix); err != nil || !p.Addr().Is6() || p.Bits() > 56 || p.Masked() != p {
 		bad("network.prefix", "%q is not an IPv6 prefix of /56 or wider, e.g. fd7a:7765:7400::/48", c.Network.Prefix)
@@ -462,6 +541,24 @@ func (c *Cluster) validate() Errors {
 		}
 	}
 	return errs
+}
+
+// tokenRealm is the registry's auth.token.realm, "" without operators.
+func (c *Cluster) tokenRealm() string {
+	if c.Registry.TokenRealm != "" {
+		return c.Registry.TokenRealm
+	}
+	for _, n := range c.Nodes {
+		if n.Has(RoleOperator) {
+			return "http://" + net.JoinHostPort(n.InternalAddress, ManagementPort) + "/v1/registry/token"
+		}
+	}
+	return ""
+}
+
+func isPrivateIP(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && (ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast())
 }
 
 func checkAddress(a string) error {

@@ -87,3 +87,33 @@ func TestAllProblemsAreReportedAtOnce(t *testing.T) {
 		t.Errorf("empty file: %v", err)
 	}
 }
+
+func TestInstallerFieldsAreValidated(t *testing.T) {
+	c, err := Parse(infraYAML(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The registry bootstrap runs is on its node's internal address, and
+	// plain HTTP there.
+	if c.Registry.Address != "10.0.0.13:5000" || !c.Registry.Insecure {
+		t.Errorf("registry %+v", c.Registry)
+	}
+	for _, tc := range []struct{ old, new, want string }{
+		{"node: op-3", "node: op-9", "registry.node: \"op-9\" is not the name of a node"},
+		{"  registry: bin/registry\n", "", "release.registry: required with registry.node"},
+		{"  minio: bin/minio\n", "", "release.minio: required with s3.minio"},
+		{"  buildkitd: bin/buildkitd\n", "", "release.buildctl: set with release.buildkitd only"},
+		{"  token_realm: http://operators.zeitwork.internal:8081/v1/registry/token\n", "",
+			"registry.token_realm: \"http://10.0.0.11:8081/v1/registry/token\" is at a private IP address, which registry clients refuse"},
+		{"  registry_credential_secret_env: REGISTRY_CREDENTIAL_SECRET\n", "", "secrets.registry_credential_secret_env: required"},
+	} {
+		raw := string(infraYAML(t))
+		if !strings.Contains(raw, tc.old) {
+			t.Fatalf("no %q in %s", tc.old, raw)
+		}
+		_, err := Parse([]byte(strings.Replace(raw, tc.old, tc.new, 1)))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q → %q: got %v\nwant it to contain %q", tc.old, tc.new, err, tc.want)
+		}
+	}
+}

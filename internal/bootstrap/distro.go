@@ -31,11 +31,13 @@ func DistroOf(os OS) Distro {
 		Worker:  []string{"containerd", "runc", "nftables", "iproute2", "netbase"},
 		Builder: []string{"runc", "nftables", "containernetworking-plugins"},
 	}
+	// tar needs them to unpack Kata's release (.tar.zst; .tar.xz before 3.3).
+	d.Kata = []string{"zstd", "xz-utils"}
 	if os == OSUbuntu {
 		// Ubuntu's cloud kernels keep vhost_vsock (Kata's guest channel)
 		// and several netfilter modules in linux-modules-extra; Debian's
 		// kernel package ships them.
-		d.Kata = []string{"linux-modules-extra-$(uname -r)"}
+		d.Kata = append(d.Kata, "linux-modules-extra-$(uname -r)")
 	}
 	return d
 }

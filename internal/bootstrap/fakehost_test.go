@@ -2,11 +2,13 @@ package bootstrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -44,10 +46,17 @@ type fakeHost struct {
 	// beat stops the running agent's heartbeats; silent pauses them.
 	beat   context.CancelFunc
 	silent atomic.Bool
+	// noKVM: the machine has no /dev/kvm.
+	noKVM bool
+	// daemonStarts counts RestartDaemons by unit; buckets are MinIO's.
+	daemonStarts map[string]int
+	buckets      map[string]bool
+	unpacks      int
 }
 
 func newFakeHost(t *testing.T, c *Cluster, n Node, pool *pgxpool.Pool) *fakeHost {
-	h := &fakeHost{t: t, n: n, c: c, pool: pool, files: map[string][]byte{}, modes: map[string]os.FileMode{}, pkgs: map[string]bool{}, active: map[string]bool{}}
+	h := &fakeHost{t: t, n: n, c: c, pool: pool, files: map[string][]byte{}, modes: map[string]os.FileMode{}, pkgs: map[string]bool{}, active: map[string]bool{},
+		daemonStarts: map[string]int{}, buckets: map[string]bool{}}
 	// What the real installers (not built yet) would have put there.
 	for _, p := range []string{"/opt/kata/bin/containerd-shim-kata-v2", "/usr/local/bin/buildkitd"} {
 		h.files[p] = []byte("installed by hand")
@@ -182,6 +191,78 @@ func (h *fakeHost) startAgent(ctx context.Context) error {
 	}
 	h.files[filepath.Join(NodeStateDir, NodeIDFile)] = raw
 	return nil
+}
+
+func (h *fakeHost) RestartDaemons(_ context.Context, units []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, u := range units {
+		h.active[u] = true
+		h.daemonStarts[u]++
+	}
+	return nil
+}
+
+func (h *fakeHost) Exist(_ context.Context, paths []string) ([]bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	exist := make([]bool, len(paths))
+	for i, p := range paths {
+		_, exist[i] = h.files[p]
+		if p == KVMDevice {
+			exist[i] = !h.noKVM
+		}
+	}
+	return exist, nil
+}
+
+// Unpack reads the test's fake tarballs: lines of "<path> <content>".
+func (h *fakeHost) Unpack(_ context.Context, p, dir string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	data, ok := h.files[p]
+	if !ok {
+		return fmt.Errorf("tar: %s: Cannot open: No such file or directory", p)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		name, content, _ := strings.Cut(line, " ")
+		h.files[filepath.Join(dir, name)] = []byte(content)
+	}
+	delete(h.files, p)
+	h.unpacks++
+	return nil
+}
+
+func (h *fakeHost) Link(_ context.Context, target, link string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	data, ok := h.files[target]
+	if !ok {
+		return fmt.Errorf("link to missing %s", target)
+	}
+	h.files[link] = data
+	return nil
+}
+
+// Bucket answers as MinIO would: only when it runs, and only to its root
+// user.
+func (h *fakeHost) Bucket(_ context.Context, s S3Access, create bool) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.active["minio.service"] {
+		if create {
+			return false, errors.New("MinIO does not answer after 90s")
+		}
+		return false, nil
+	}
+	env := readEnvFile(h.t, h.files[MinIOEnv])
+	if s.AccessKeyID != env["MINIO_ROOT_USER"] || s.SecretAccessKey != env["MINIO_ROOT_PASSWORD"] {
+		return false, errors.New("looking up the bucket: HTTP 403")
+	}
+	if create {
+		h.buckets[s.Bucket] = true
+	}
+	return h.buckets[s.Bucket], nil
 }
 
 func (h *fakeHost) Close() error { return nil }

@@ -27,6 +27,20 @@ type Host interface {
 	// settings, and enables and starts the units in order, restarting
 	// zeitwork's own.
 	Restart(ctx context.Context, units []string) error
+	// RestartDaemons reloads systemd's view of the unit files, then
+	// enables and (re)starts exactly these units: a daemon whose binary or
+	// configuration changed.
+	RestartDaemons(ctx context.Context, units []string) error
+	// Exist says which paths exist (devices too, which SHA256s must not
+	// read).
+	Exist(ctx context.Context, paths []string) ([]bool, error)
+	// Unpack extracts the tarball at p (on the host) into dir and removes it.
+	Unpack(ctx context.Context, p, dir string) error
+	// Link points link at target (a symbolic link, replaced if there).
+	Link(ctx context.Context, target, link string) error
+	// Bucket says whether the bucket exists at a MinIO the host reaches;
+	// with create it first waits for MinIO to answer, then creates it.
+	Bucket(ctx context.Context, s S3Access, create bool) (bool, error)
 	Close() error
 }
 
@@ -136,6 +150,75 @@ func (h *sshHost) Restart(ctx context.Context, units []string) error {
 	}
 	_, err := h.c.Run(ctx, cmd, nil)
 	return err
+}
+
+func (h *sshHost) RestartDaemons(ctx context.Context, units []string) error {
+	cmd := "systemctl daemon-reload"
+	for _, u := range units {
+		cmd += " && systemctl enable --quiet " + sshx.Quote(u) + " && systemctl restart " + sshx.Quote(u)
+	}
+	_, err := h.c.Run(ctx, cmd, nil)
+	return err
+}
+
+func (h *sshHost) Exist(ctx context.Context, paths []string) ([]bool, error) {
+	q := make([]string, len(paths))
+	for i, p := range paths {
+		q[i] = sshx.Quote(h.at(p))
+	}
+	out, err := h.c.Run(ctx, "for p in "+strings.Join(q, " ")+`; do if [ -e "$p" ]; then echo yes; else echo no; fi; done`, nil)
+	if err != nil {
+		return nil, err
+	}
+	answers := strings.Fields(string(out))
+	if len(answers) != len(paths) {
+		return nil, fmt.Errorf("%s: existence query answered %d lines for %d paths", h.c.Addr(), len(answers), len(paths))
+	}
+	exist := make([]bool, len(paths))
+	for i, a := range answers {
+		exist[i] = a == "yes"
+	}
+	return exist, nil
+}
+
+func (h *sshHost) Unpack(ctx context.Context, p, dir string) error {
+	// tar picks the decompressor (zstd, xz, gzip) from the data itself.
+	_, err := h.c.Run(ctx, "mkdir -p "+sshx.Quote(h.at(dir))+" && tar -xf "+sshx.Quote(h.at(p))+" -C "+sshx.Quote(h.at(dir))+" --no-same-owner && rm -f "+sshx.Quote(h.at(p)), nil)
+	return err
+}
+
+func (h *sshHost) Link(ctx context.Context, target, link string) error {
+	_, err := h.c.Run(ctx, "mkdir -p "+sshx.Quote(path.Dir(h.at(link)))+" && ln -sfn "+sshx.Quote(h.at(target))+" "+sshx.Quote(h.at(link)), nil)
+	return err
+}
+
+// Bucket asks MinIO with curl's SigV4 signing; the credentials go in on
+// stdin (a curl config), never on a command line another user could read.
+func (h *sshHost) Bucket(ctx context.Context, s S3Access, create bool) (bool, error) {
+	quote := strings.NewReplacer(`\`, `\\`, `"`, `\"`)
+	conf := fmt.Sprintf("user = \"%s:%s\"\n", quote.Replace(s.AccessKeyID), quote.Replace(s.SecretAccessKey))
+	sigv4 := sshx.Quote("aws:amz:" + s.Region + ":s3")
+	bucket := sshx.Quote(strings.TrimRight(s.Endpoint, "/") + "/" + s.Bucket)
+	live := sshx.Quote(strings.TrimRight(s.Endpoint, "/") + "/minio/health/live")
+	var cmd string
+	if create {
+		// Waits up to 90s for a MinIO just started; 409 is a bucket that
+		// is already there (BucketAlreadyOwnedByYou).
+		// Its journal says why it does not answer.
+		cmd = "i=0; until curl -fsS --max-time 3 -o /dev/null " + live + " 2>/dev/null; do i=$((i+1)); [ $i -lt 90 ] || { echo 'MinIO does not answer after 90s:' >&2; journalctl -u minio.service -n 15 --no-pager -o cat >&2; exit 1; }; sleep 1; done; " +
+			"code=$(curl -sS --max-time 10 -K - --aws-sigv4 " + sigv4 + " -X PUT -o /dev/null -w '%{http_code}' " + bucket + ") && " +
+			`case $code in 200|409) echo created;; *) echo "creating the bucket: HTTP $code" >&2; exit 1;; esac`
+	} else {
+		cmd = "curl -fsS --max-time 3 -o /dev/null " + live + " 2>/dev/null || { echo down; exit 0; }; " +
+			"code=$(curl -sS --max-time 10 -K - --aws-sigv4 " + sigv4 + " -I -o /dev/null -w '%{http_code}' " + bucket + ") && " +
+			`case $code in 200) echo yes;; 404) echo no;; *) echo "looking up the bucket: HTTP $code" >&2; exit 1;; esac`
+	}
+	out, err := h.c.Run(ctx, cmd, strings.NewReader(conf))
+	if err != nil {
+		return false, err
+	}
+	a := strings.TrimSpace(string(out))
+	return a == "yes" || a == "created", nil
 }
 
 func (h *sshHost) Close() error { return h.c.Close() }

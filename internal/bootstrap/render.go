@@ -3,7 +3,10 @@ package bootstrap
 import (
 	"bytes"
 	"cmp"
+	"crypto/hmac"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,8 +15,11 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/zeitwork/zeitwork/deploy/dev"
+	"github.com/zeitwork/zeitwork/internal/config"
+	"github.com/zeitwork/zeitwork/internal/registryauth"
 )
 
 // Where things go on a node.
@@ -34,9 +40,37 @@ const (
 	BuildkitNetFile = EnvDir + "/buildkit-net.nft"
 	BuildkitCNIFile = EnvDir + "/buildkit-cni.conflist"
 	BuildkitCNIDir  = "/usr/lib/cni" // Debian's and Ubuntu's containernetworking-plugins
-	buildBridge     = "zw-build0"
-	buildSubnet     = "10.213.77.0/24"
-	buildTable      = "zeitwork_build"
+	// ReleaseCNIDir holds release.cni_plugins when cluster.yaml gives them.
+	ReleaseCNIDir  = "/usr/local/lib/zeitwork/cni"
+	BuildkitdPath  = "/usr/local/bin/buildkitd"
+	BuildctlPath   = "/usr/local/bin/buildctl"
+	BuildkitConfig = "/etc/buildkit/buildkitd.toml"
+	BuildkitState  = "/var/lib/buildkit"
+	// MinIO (s3.minio) keeps its data in its StateDirectory, /var/lib/minio.
+	MinIOPath = "/usr/local/bin/minio"
+	MinIOEnv  = EnvDir + "/minio.env"
+	MinIOPort = "9000"
+	// The distribution registry (registry.node); its S3 credentials and
+	// HTTP secret are in RegistryEnv, not in its configuration.
+	RegistryPath   = "/usr/local/bin/registry"
+	RegistryConfig = EnvDir + "/registry.yml"
+	RegistryEnv    = EnvDir + "/registry.env"
+	RegistryPort   = "5000"
+	// RegistryTokenCert is the certificate of REGISTRY_TOKEN_KEY's public
+	// key: the registry trusts tokens it verifies.
+	RegistryTokenCert = EnvDir + "/registry-token.crt"
+	// Kata Containers (runtime: kata): the static release unpacked under
+	// /opt/kata, its shim linked where containerd looks for it (PATH), and
+	// containerd's configuration naming the runtime.
+	KataDir          = "/opt/kata"
+	KataShim         = KataDir + "/bin/containerd-shim-kata-v2"
+	KataShimLink     = "/usr/local/bin/containerd-shim-kata-v2"
+	KataRelease      = KataDir + "/.zeitwork-release" // the tarball's digest, once unpacked
+	ContainerdConfig = "/etc/containerd/config.toml"
+	KVMDevice        = "/dev/kvm"
+	buildBridge      = "zw-build0"
+	buildSubnet      = "10.213.77.0/24"
+	buildTable       = "zeitwork_build"
 	// KataConfig is where the Kata Containers static release puts its
 	// configuration.
 	KataConfig = "/opt/kata/share/defaults/kata-containers/configuration.toml"
@@ -67,6 +101,9 @@ type Values struct {
 	CloudflareToken   string
 	S3AccessKeyID     string // the MinIO root user when MinIO runs on a node
 	S3SecretAccessKey string
+	// The registry's token service (secrets.registry_*_env), or "".
+	RegistryTokenKey         string
+	RegistryCredentialSecret string
 }
 
 //go:embed units
@@ -182,10 +219,30 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 		}
 		files = append(files, File{Path: s.EnvFile, Mode: 0o600, Data: env})
 	}
+	render := func(p string, mode os.FileMode, tmpl string, data any) error {
+		var b bytes.Buffer
+		if err := templates.ExecuteTemplate(&b, tmpl, data); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		files = append(files, File{Path: p, Mode: mode, Data: b.Bytes()})
+		return nil
+	}
 	if n.Has(RoleBuilder) {
-		var unit bytes.Buffer
-		if err := templates.ExecuteTemplate(&unit, "buildkit.service.tmpl", map[string]string{
-			"Addr": BuildkitAddr, "NetFile": BuildkitNetFile, "CNIFile": BuildkitCNIFile, "CNIDir": BuildkitCNIDir,
+		cniDir := BuildkitCNIDir
+		if c.Release.CNIPlugins != "" {
+			cniDir = ReleaseCNIDir
+		}
+		if err := render(path.Join(UnitDir, "buildkit.service"), 0o644, "buildkit.service.tmpl", map[string]string{
+			"Binary": BuildkitdPath, "Config": BuildkitConfig, "NetFile": BuildkitNetFile,
+		}); err != nil {
+			return nil, err
+		}
+		var plainHTTP []string
+		if c.Registry.Insecure {
+			plainHTTP = []string{c.Registry.Address}
+		}
+		if err := render(BuildkitConfig, 0o644, "buildkitd.toml.tmpl", map[string]any{
+			"State": BuildkitState, "Addr": BuildkitAddr, "CNIFile": BuildkitCNIFile, "CNIDir": cniDir, "PlainHTTP": plainHTTP,
 		}); err != nil {
 			return nil, err
 		}
@@ -197,16 +254,59 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 			"@BUILD_RESOLVERS4@", "", "@BUILD_CLUSTER4@", nftElements(cluster4), "@BUILD_CLUSTER6@", nftElements(cluster6),
 			"@STATE@", "/var/lib/buildkit")
 		files = append(files,
-			File{Path: path.Join(UnitDir, "buildkit.service"), Mode: 0o644, Data: unit.Bytes()},
 			File{Path: BuildkitNetFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitNet))},
 			File{Path: BuildkitCNIFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitCNI))})
 	}
 	if n.Has(RoleWorker) {
-		var sysctl bytes.Buffer
-		if err := templates.ExecuteTemplate(&sysctl, "sysctl.conf.tmpl", nil); err != nil {
+		if err := render(SysctlPath, 0o644, "sysctl.conf.tmpl", nil); err != nil {
 			return nil, err
 		}
-		files = append(files, File{Path: SysctlPath, Mode: 0o644, Data: sysctl.Bytes()})
+		if n.Runtime == RuntimeKata {
+			if err := render(ContainerdConfig, 0o644, "containerd-kata.toml.tmpl", map[string]string{"Handler": runtimeHandler[RuntimeKata], "Config": KataConfig}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if m := c.S3.MinIO; m != nil && m.Node == n.Name {
+		if err := render(path.Join(UnitDir, "minio.service"), 0o644, "minio.service.tmpl", map[string]string{
+			"Binary": MinIOPath, "EnvFile": MinIOEnv, "Addr": net.JoinHostPort(n.InternalAddress, MinIOPort),
+		}); err != nil {
+			return nil, err
+		}
+		env, err := envFile([]kv{{"MINIO_ROOT_USER", v.S3AccessKeyID}, {"MINIO_ROOT_PASSWORD", v.S3SecretAccessKey}, {"MINIO_BROWSER", "off"}})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", MinIOEnv, err)
+		}
+		files = append(files, File{Path: MinIOEnv, Mode: 0o600, Data: env})
+	}
+	if c.Registry.Node == n.Name && n.Name != "" {
+		if err := render(path.Join(UnitDir, "registry.service"), 0o644, "registry.service.tmpl", map[string]string{
+			"Binary": RegistryPath, "Config": RegistryConfig, "EnvFile": RegistryEnv,
+		}); err != nil {
+			return nil, err
+		}
+		s3 := c.s3Access(v)
+		data := map[string]any{
+			"Addr": net.JoinHostPort(n.InternalAddress, RegistryPort), "Endpoint": s3.Endpoint, "Region": s3.Region, "Bucket": s3.Bucket,
+			"Secure": strings.HasPrefix(s3.Endpoint, "https://"),
+		}
+		if v.RegistryTokenKey != "" {
+			cert, err := registryTokenCert(v.RegistryTokenKey)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, File{Path: RegistryTokenCert, Mode: 0o644, Data: cert})
+			data["Realm"], data["Service"], data["Issuer"], data["Cert"] = c.tokenRealm(), RegistryService, RegistryIssuer, RegistryTokenCert
+		}
+		if err := render(RegistryConfig, 0o644, "registry.yml.tmpl", data); err != nil {
+			return nil, err
+		}
+		env, err := envFile([]kv{{"REGISTRY_STORAGE_S3_ACCESSKEY", s3.AccessKeyID}, {"REGISTRY_STORAGE_S3_SECRETKEY", s3.SecretAccessKey},
+			{"REGISTRY_HTTP_SECRET", registryHTTPSecret(v)}})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", RegistryEnv, err)
+		}
+		files = append(files, File{Path: RegistryEnv, Mode: 0o600, Data: env})
 	}
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	return files, nil
@@ -233,22 +333,26 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		{"EDGE_HOST", c.Platform.EdgeHost},
 	}
 	s3 := func() []kv {
-		if b := c.S3.Existing; b != nil {
-			return []kv{{"S3_ENDPOINT", b.Endpoint}, {"S3_REGION", cmp.Or(b.Region, "us-east-1")}, {"S3_BUCKET", b.Bucket},
-				{"S3_ACCESS_KEY_ID", b.AccessKeyID}, {"S3_SECRET_ACCESS_KEY", v.S3SecretAccessKey}}
-		}
-		m := c.S3.MinIO
-		return []kv{{"S3_ENDPOINT", "http://" + net.JoinHostPort(c.node(m.Node).InternalAddress, "9000")}, {"S3_REGION", "us-east-1"},
-			{"S3_BUCKET", m.Bucket}, {"S3_ACCESS_KEY_ID", v.S3AccessKeyID}, {"S3_SECRET_ACCESS_KEY", v.S3SecretAccessKey}}
+		a := c.s3Access(v)
+		return []kv{{"S3_ENDPOINT", a.Endpoint}, {"S3_REGION", a.Region}, {"S3_BUCKET", a.Bucket},
+			{"S3_ACCESS_KEY_ID", a.AccessKeyID}, {"S3_SECRET_ACCESS_KEY", a.SecretAccessKey}}
 	}
-	registry := kv{"REGISTRY_ADDR", c.Registry.Address}
+	registry := []kv{{"REGISTRY_ADDR", c.Registry.Address}}
+	if c.Registry.Insecure {
+		registry = append(registry, kv{"REGISTRY_INSECURE", "true"})
+	}
 	switch r {
 	case RoleOperator:
 		// The operator decrypts variables for the one node an instance is
 		// placed on (nodes hold no key); its management API listens on the
 		// private address the workers are given in OPERATOR_URL.
+		if v.RegistryTokenKey != "" {
+			// This operator is the registry's token service.
+			e = append(e, kv{"REGISTRY_TOKEN_KEY", v.RegistryTokenKey}, kv{"REGISTRY_CREDENTIAL_SECRET", v.RegistryCredentialSecret})
+		}
 		e = append(e, kv{"MANAGEMENT_TOKEN", v.ManagementToken}, kv{"SECRETS_KEYS", v.SecretsKeys},
-			kv{"OPERATOR_ADDR", net.JoinHostPort(n.InternalAddress, ManagementPort)}, registry)
+			kv{"OPERATOR_ADDR", net.JoinHostPort(n.InternalAddress, ManagementPort)})
+		e = append(e, registry...)
 		e = append(e, platform...)
 	case RoleAPI:
 		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"SECRETS_KEYS", v.SecretsKeys})
@@ -257,7 +361,8 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 	case RoleWorker:
 		e = append(e, kv{"CLUSTER_TOKEN", v.ClusterToken}, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"OPERATOR_URL", c.operatorURLs()},
 			kv{"NODE_INTERNAL_ADDRESS", n.AgentAddress()}, kv{"NODE_STATE_DIR", NodeStateDir},
-			kv{"CLUSTER_PREFIX", c.Network.Prefix}, kv{"RUNTIME_HANDLER", runtimeHandler[n.Runtime]}, registry)
+			kv{"CLUSTER_PREFIX", c.Network.Prefix}, kv{"RUNTIME_HANDLER", runtimeHandler[n.Runtime]})
+		e = append(e, registry...)
 		if n.Runtime == RuntimeKata {
 			e = append(e, kv{"RUNTIME_CONFIG_PATH", KataConfig})
 		}
@@ -265,7 +370,12 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 			e = append(e, kv{"NODE_REGION", n.Region})
 		}
 	case RoleBuilder:
-		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr}, registry)
+		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr})
+		if v.RegistryCredentialSecret != "" {
+			// Each build gets credentials for its own project's repository.
+			e = append(e, kv{"REGISTRY_CREDENTIAL_SECRET", v.RegistryCredentialSecret})
+		}
+		e = append(e, registry...)
 		e = append(e, s3()...)
 	case RoleEdge:
 		e = append(e, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"CERTIFICATE_KEYS", v.CertificateKeys}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
@@ -273,6 +383,50 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 		e = append(e, platform...)
 	}
 	return e
+}
+
+// S3Access is where the cluster's bucket is and the credentials that
+// open it.
+type S3Access struct {
+	Endpoint, Region, Bucket, AccessKeyID, SecretAccessKey string
+}
+
+// s3Access is the cluster's bucket: the existing one, or MinIO's on its
+// node's internal address.
+func (c *Cluster) s3Access(v Values) S3Access {
+	if b := c.S3.Existing; b != nil {
+		return S3Access{b.Endpoint, cmp.Or(b.Region, "us-east-1"), b.Bucket, b.AccessKeyID, v.S3SecretAccessKey}
+	}
+	m := c.S3.MinIO
+	return S3Access{"http://" + net.JoinHostPort(c.node(m.Node).InternalAddress, MinIOPort), "us-east-1", m.Bucket, v.S3AccessKeyID, v.S3SecretAccessKey}
+}
+
+// The registry's token service as the operator runs it (internal/cli).
+const (
+	RegistryService = "zeitwork-registry"
+	RegistryIssuer  = "zeitwork"
+)
+
+// registryTokenCert is the certificate of the token key for the
+// registry's rootcertbundle. It is the same on every run (fixed validity,
+// Ed25519 signatures are deterministic), so a second run writes nothing.
+func registryTokenCert(seed string) ([]byte, error) {
+	var k config.SigningKey
+	if err := k.UnmarshalText([]byte(seed)); err != nil {
+		return nil, fmt.Errorf("registry token key: %w", err)
+	}
+	epoch := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	svc := registryauth.Service{Issuer: RegistryIssuer, Key: k.Key(), Now: func() time.Time { return epoch }}
+	return svc.Certificate()
+}
+
+// registryHTTPSecret signs the registry's upload sessions. It is derived
+// from the cluster token (one way), so that every run writes the same one
+// and uploads survive a restart, without another secret to keep.
+func registryHTTPSecret(v Values) string {
+	m := hmac.New(sha256.New, []byte(v.ClusterToken))
+	m.Write([]byte("zeitwork registry http secret"))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // ManagementPort is where operators serve the management API.

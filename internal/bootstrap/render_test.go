@@ -38,12 +38,27 @@ func TestRenderMatchesTheGoldenFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	matchGolden(t, c, "render", fakeValues)
+}
+
+// The example with MinIO, the registry, BuildKit's and Kata's releases
+// installed by bootstrap (testdata/render-installers).
+func TestRenderWithTheInstallersMatchesTheGoldenFiles(t *testing.T) {
+	c, err := Parse(infraYAML(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	matchGolden(t, c, "render-installers", infraValues)
+}
+
+func matchGolden(t *testing.T, c *Cluster, golden string, values Values) {
+	t.Helper()
 	for _, n := range c.Nodes {
-		files, err := Render(c, n, fakeValues)
+		files, err := Render(c, n, values)
 		if err != nil {
 			t.Fatalf("%s: %v", n.Name, err)
 		}
-		dir := filepath.Join("testdata", "render", n.Name)
+		dir := filepath.Join("testdata", golden, n.Name)
 		if *update {
 			os.RemoveAll(dir)
 		}
@@ -175,7 +190,8 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	if err != nil {
 		testenv.Unavailable(t, "systemd-analyze (apt package systemd)", err)
 	}
-	c, err := Parse(example(t))
+	// With the installers: MinIO's and the registry's units too.
+	c, err := Parse(infraYAML(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +202,7 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	var units []string
-	for _, n := range []Node{c.Nodes[0], c.Nodes[3], c.Nodes[6], c.Nodes[7]} {
+	for _, n := range []Node{c.Nodes[0], c.Nodes[2], c.Nodes[3], c.Nodes[6], c.Nodes[7]} {
 		files, err := Render(c, n, fakeValues)
 		if err != nil {
 			t.Fatal(err)
@@ -196,7 +212,7 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 				continue
 			}
 			// verify insists that ExecStart exists here and now.
-			data := strings.NewReplacer(BinaryPath, "/bin/true", "/usr/local/bin/buildkitd", "/bin/true").Replace(string(f.Data))
+			data := strings.NewReplacer(BinaryPath, "/bin/true", BuildkitdPath, "/bin/true", MinIOPath, "/bin/true", RegistryPath, "/bin/true").Replace(string(f.Data))
 			p := filepath.Join(dir, filepath.Base(f.Path))
 			if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
 				t.Fatal(err)
@@ -208,8 +224,8 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
-	if len(units) != 6 {
-		t.Errorf("verified %d units, want all 6", len(units))
+	if len(units) != 9 {
+		t.Errorf("verified %d units, want all 9", len(units))
 	}
 }
 

@@ -10,6 +10,18 @@ import (
 // ErrNotBuilt is a step bootstrap can check but not yet carry out.
 var ErrNotBuilt = errors.New("not built yet")
 
+// ErrMissing is a file a step needs that is not on the machine, and that
+// cluster.yaml does not say where to install from. It is also ErrNotBuilt
+// (the command's exit code 3): bootstrap checks it but cannot carry it out.
+var ErrMissing = errors.New("missing")
+
+// missingError is ErrMissing with what to do.
+type missingError struct{ msg string }
+
+func (e missingError) Error() string { return ErrMissing.Error() + ": " + e.msg }
+
+func (e missingError) Is(target error) bool { return target == ErrMissing || target == ErrNotBuilt }
+
 // ErrPreflight: a check that must pass before anything changes did not.
 var ErrPreflight = errors.New("preflight failed: nothing was changed")
 
