@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -186,7 +187,26 @@ func TestTailnetOnSimulatedMachines(t *testing.T) {
 	if out, err := images(sim.Machines[0].Addr); err == nil {
 		t.Errorf("op-1's management API answers on its bridge address too: %s", out)
 	}
-	// How the peers reach each other: directly on their network, or relayed.
 	status, _ := wk.Run(ctx, sshx.Quote(TailscalePath)+" status", nil)
 	t.Logf("wk-1: tailscale status:\n%s", status)
+	if !strings.Contains(string(status), "direct "+sim.Machines[0].Addr+":41641") {
+		t.Errorf("wk-1 does not reach op-1 directly on their network:\n%s", status)
+	}
+
+	// wk-2 cannot reach op-1's network address at all (a blackhole route,
+	// as between two networks without a path): the tailnet relays through
+	// the DERP server, and the management API still answers.
+	wk2 := clients["wk-2"]
+	if _, err := wk2.Run(ctx, "ip route add blackhole "+sim.Machines[0].Addr+"/32", nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := wk2.Run(ctx, "curl -sS --max-time 20 -H 'Authorization: Bearer management-token' http://"+op.InternalAddress+":8081/v1/images", nil)
+	if err != nil {
+		t.Fatalf("wk-2 → op-1 over the relay: %v", err)
+	}
+	status, _ = wk2.Run(ctx, sshx.Quote(TailscalePath)+" status", nil)
+	t.Logf("wk-2 → op-1 (%s) relayed: %s\nwk-2: tailscale status:\n%s", op.InternalAddress, strings.TrimSpace(string(out)), status)
+	if !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(op.InternalAddress)+` .*relay "test"`).Match(status) {
+		t.Errorf("wk-2 does not reach op-1 through the DERP relay:\n%s", status)
+	}
 }

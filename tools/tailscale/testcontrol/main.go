@@ -70,6 +70,9 @@ func main() {
 		RequireAuthKey:   *authKey,
 		MagicDNSDomain:   *magicDNS,
 		AllNodesSameUser: true,
+		// Peers are shown online, as a real control server shows nodes
+		// connected to it.
+		AllOnline: true,
 	}
 	cln, err := net.Listen("tcp", net.JoinHostPort(*listen, "0"))
 	if err != nil {
