@@ -62,8 +62,10 @@ func startTestControl(t *testing.T, listen, authKey string) string {
 // tailscale.com (kernel TUN, as on a server). Then the operator bootstrap
 // renders for op-1, whose management API listens on the internal address
 // bootstrap took from the tailnet, answers wk-1 at op-1's tailnet address,
-// and nothing at op-1's own network address. A second run changes
-// nothing.
+// and nothing at op-1's own network address; directly between the
+// machines, and through the DERP relay once a machine has no path to
+// op-1's network address. A second run changes nothing; a wiped machine
+// joins again.
 func TestTailnetOnSimulatedMachines(t *testing.T) {
 	tailscaled, cli := testenv.Binary(t, "tailscaled"), testenv.Binary(t, "tailscale")
 	names := []string{"op-1", "wk-1", "wk-2"}
@@ -209,4 +211,19 @@ func TestTailnetOnSimulatedMachines(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(op.InternalAddress)+` .*relay "test"`).Match(status) {
 		t.Errorf("wk-2 does not reach op-1 through the DERP relay:\n%s", status)
 	}
+
+	// A wiped machine joins again, the next run doing all four steps on it
+	// and nothing elsewhere; it is a new Tailscale node.
+	was := c.Nodes[2].InternalAddress
+	sim.Machines[2].Reinstall(t)
+	cl, err := sim.Machines[2].Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	clients["wk-2"], hosts["wk-2"] = cl, NewSSHHost(cl, "")
+	if res := join(); res.Applied != 4 || res.Done != 4*(len(names)-1) {
+		t.Fatalf("after wk-2 was wiped: %+v, want its 4 steps applied and nothing else", res)
+	}
+	t.Logf("wk-2 wiped and joined again: tailnet address %s (was %s)", c.Nodes[2].InternalAddress, was)
 }
