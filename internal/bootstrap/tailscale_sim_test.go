@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,13 +57,62 @@ func startTestControl(t *testing.T, listen, authKey string) string {
 	return info.ControlURL
 }
 
+// hostOnTailnet joins this host to the tailnet with tailscaled in
+// userspace mode: no interface, route, firewall or DNS change on the host;
+// a connection to its tailnet address is forwarded to the same port on
+// 127.0.0.1, where the tests' Postgres listens.
+func hostOnTailnet(t *testing.T, ctx context.Context, controlURL, authKey string) netip.Addr {
+	t.Helper()
+	dir := t.TempDir()
+	sock, key := filepath.Join(dir, "tailscaled.sock"), filepath.Join(dir, "auth-key")
+	if err := os.WriteFile(key, []byte(authKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "tailscaled.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	d := exec.Command(testenv.Binary(t, "tailscaled"), "--tun=userspace-networking", "--statedir="+dir, "--socket="+sock, "--port=0", "--no-logs-no-support")
+	d.Stdout, d.Stderr = logf, logf
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Process.Signal(syscall.SIGTERM); _ = d.Wait() })
+	cli := testenv.Binary(t, "tailscale")
+	var out []byte
+	for range 30 {
+		out, err = exec.CommandContext(ctx, cli, "--socket="+sock, "up", "--auth-key=file:"+key, "--hostname=zw-test-host",
+			"--login-server="+controlURL, "--accept-dns=false", "--timeout=30s").CombinedOutput()
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Second) // until tailscaled answers on its socket
+	}
+	if err != nil {
+		log, _ := os.ReadFile(logf.Name())
+		t.Fatalf("this host: tailscale up: %v\n%s\n%s", err, out, log)
+	}
+	out, err = exec.CommandContext(ctx, cli, "--socket="+sock, "ip", "-4").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("this host's tailnet address %q: %v", out, err)
+	}
+	return ip
+}
+
 // TestTailnetOnSimulatedMachines joins three simulated machines (booted
 // Debian, systemd, reached over SSH only) to a tailnet run by Tailscale's
 // own test control server and DERP relay on this host, with bootstrap's
 // tailnet steps and the real tailscaled and tailscale built from
 // tailscale.com (kernel TUN, as on a server). Then the operator bootstrap
 // renders for op-1, whose management API listens on the internal address
-// bootstrap took from the tailnet, answers wk-1 at op-1's tailnet address,
+// bootstrap took from the tailnet and reaches Postgres at this host's
+// tailnet address (this host joins too, as the machine running bootstrap
+// would: a userspace tailscaled), answers wk-1 at op-1's tailnet address,
 // and nothing at op-1's own network address; directly between the
 // machines, and through the DERP relay once a machine has no path to
 // op-1's network address. A second run changes nothing; a wiped machine
@@ -145,7 +196,10 @@ func TestTailnetOnSimulatedMachines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = sim.Expose(t, u.Host)
+	// Postgres over the tailnet: this host joins it too and the operator
+	// connects to its tailnet address.
+	hostIP := hostOnTailnet(t, ctx, controlURL, authKey)
+	u.Host = net.JoinHostPort(hostIP.String(), u.Port())
 	op := c.Nodes[0]
 	files, err := Render(c, op, Values{DatabaseURL: u.String(), ManagementToken: "management-token", SecretsKeys: fakeValues.SecretsKeys})
 	if err != nil {
@@ -188,6 +242,11 @@ func TestTailnetOnSimulatedMachines(t *testing.T) {
 	// nothing on 8081.
 	if out, err := images(sim.Machines[0].Addr); err == nil {
 		t.Errorf("op-1's management API answers on its bridge address too: %s", out)
+	}
+	// The operator's one database URL is this host's tailnet address.
+	opStatus, _ := clients["op-1"].Run(ctx, sshx.Quote(TailscalePath)+" status", nil)
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(hostIP.String()) + ` +zw-test-host .*active`).Match(opStatus) {
+		t.Errorf("op-1 has no active tailnet connection to this host's Postgres:\n%s", opStatus)
 	}
 	status, _ := wk.Run(ctx, sshx.Quote(TailscalePath)+" status", nil)
 	t.Logf("wk-1: tailscale status:\n%s", status)
