@@ -267,7 +267,7 @@ func TestTailnetOnSimulatedMachines(t *testing.T) {
 	}
 	status, _ = wk2.Run(ctx, sshx.Quote(TailscalePath)+" status", nil)
 	t.Logf("wk-2 → op-1 (%s) relayed: %s\nwk-2: tailscale status:\n%s", op.InternalAddress, strings.TrimSpace(string(out)), status)
-	if !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(op.InternalAddress)+` .*relay "test"`).Match(status) {
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(op.InternalAddress) + ` .*relay "test"`).Match(status) {
 		t.Errorf("wk-2 does not reach op-1 through the DERP relay:\n%s", status)
 	}
 
