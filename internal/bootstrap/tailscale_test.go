@@ -123,6 +123,23 @@ func TestNodesJoinTheTailnetAndTheRolesUseItsAddresses(t *testing.T) {
 		}
 		return res, out.String()
 	}
+	// A dry run changes nothing and says the addresses are to come.
+	var dry bytes.Buffer
+	b := &Bootstrap{Cluster: c, Env: env, Out: &dry, Dial: dial, DryRun: true}
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatalf("dry run: %v\n%s", err, dry.String())
+	}
+	for _, want := range []string{"[todo] op-1: tailscale binaries: to write", "op-1: internal address: its tailnet address, once it has joined"} {
+		if !strings.Contains(dry.String(), want) {
+			t.Errorf("dry run lacks %q:\n%s", want, dry.String())
+		}
+	}
+	for name, h := range hosts {
+		if h.writes > 0 || len(h.ups) > 0 {
+			t.Errorf("the dry run changed %s", name)
+		}
+	}
+
 	_, out := runOnce()
 	if !strings.Contains(out, "[applied] op-1: tailnet login as op-1: running, 100.64.0.") {
 		t.Errorf("first run output:\n%s", out)
@@ -203,5 +220,28 @@ func TestTailscaleFieldsAreChecked(t *testing.T) {
 	_, err = Parse(bytes.Replace([]byte(base+"tailscale:\n  auth_key_env: TS_AUTHKEY\n"), []byte("release:\n"), []byte("release:\n  tailscaled: tailscaled\n"), 1))
 	if err == nil || !strings.Contains(err.Error(), "release.tailscale: release.tailscaled and release.tailscale go together") {
 		t.Errorf("release.tailscaled alone: %v", err)
+	}
+}
+
+// TestTailscaledUnit: from apt or from release files, in the kernel or in
+// userspace, where a userspace node keeps its SSH address as its internal
+// one (nothing can bind a userspace tailnet address).
+func TestTailscaledUnit(t *testing.T) {
+	raw := regexp.MustCompile(`internal_address: [0-9.]+, `).ReplaceAll(example(t), nil)
+	c, err := Parse(append(raw, []byte("tailscale:\n  auth_key_env: TS_AUTHKEY\n  userspace: true\n")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Nodes[0].InternalAddress != "203.0.113.11" {
+		t.Errorf("userspace: internal address %q, want the SSH address's host", c.Nodes[0].InternalAddress)
+	}
+	unit := string(c.TailscaledUnit())
+	if !strings.Contains(unit, "ExecStart=/usr/sbin/tailscaled ") || !strings.Contains(unit, " --tun=userspace-networking\n") {
+		t.Errorf("apt, userspace unit:\n%s", unit)
+	}
+	c.Tailscale.Userspace, c.Release.Tailscaled = false, "tailscaled"
+	unit = string(c.TailscaledUnit())
+	if !strings.Contains(unit, "ExecStart="+TailscaledPath+" ") || strings.Contains(unit, "userspace") {
+		t.Errorf("release, kernel unit:\n%s", unit)
 	}
 }
