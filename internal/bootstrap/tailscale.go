@@ -120,12 +120,16 @@ type TailnetNode struct {
 	DNSName string // MagicDNS name, without the trailing dot; "" without MagicDNS
 }
 
-// IPv4 is the node's 100.x address (invalid if it has none).
-func (t TailnetNode) IPv4() netip.Addr {
+// Address is the node's 100.x address, or its IPv6 one in a tailnet
+// that gives no IPv4 (invalid if it has none).
+func (t TailnetNode) Address() netip.Addr {
 	for _, a := range t.IPs {
 		if a.Is4() {
 			return a
 		}
+	}
+	if len(t.IPs) > 0 {
+		return t.IPs[0]
 	}
 	return netip.Addr{}
 }
@@ -282,12 +286,15 @@ func (b *Bootstrap) joinTailnet(ctx context.Context, r Runner) (Result, error) {
 		if !n.addressFromTailnet {
 			continue
 		}
-		if tn, ok := b.ts.nodes[n.Name]; ok && tn.IPv4().IsValid() {
-			n.InternalAddress = tn.IPv4().String()
+		switch tn, ok := b.ts.nodes[n.Name]; {
+		case ok && len(tn.IPs) > 0:
+			n.InternalAddress = tn.Address().String()
 			fmt.Fprintf(b.Out, "  %s: internal address %s (tailnet)\n", n.Name, n.InternalAddress)
-		} else {
-			// A dry run of a node not yet joined: it has no address yet.
+		case r.DryRun:
+			// A node not yet joined has no address yet.
 			fmt.Fprintf(b.Out, "  %s: internal address: its tailnet address, once it has joined\n", n.Name)
+		default:
+			return res, fmt.Errorf("%s: joined the tailnet but has no tailnet address: set nodes[].internal_address", n.Name)
 		}
 	}
 	return res, nil
