@@ -59,7 +59,7 @@ step() {
 
 module_version() { # module_version TOOLDIR MODULE -> version from the tools module's go.mod
   local v
-  v=$(awk -v m="$2" '$1 == m { print $2; exit }' "$REPO_ROOT/tools/$1/go.mod")
+  v=$(awk -v m="$2" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$REPO_ROOT/tools/$1/go.mod")
   [[ -n "$v" ]] || die "cannot find $2 in tools/$1/go.mod"
   echo "$v"
 }
@@ -67,12 +67,18 @@ REGISTRY_VERSION=$(module_version registry github.com/distribution/distribution/
 BUILDKIT_VERSION=$(module_version buildkitd github.com/moby/buildkit)
 PEBBLE_VERSION=$(module_version pebble github.com/letsencrypt/pebble/v2)
 CNI_VERSION=$(module_version cni github.com/containernetworking/plugins)
+TAILSCALE_VERSION=$(module_version tailscale tailscale.com)
 
 MINIO_BIN="$BIN_CACHE/minio-$MINIO_VERSION"
 REGISTRY_BIN="$BIN_CACHE/registry-$REGISTRY_VERSION"
 BUILDKITD_BIN="$BIN_CACHE/buildkitd-$BUILDKIT_VERSION"
 BUILDCTL_BIN="$BIN_CACHE/buildctl-$BUILDKIT_VERSION"
 PEBBLE_BIN="$BIN_CACHE/pebble-$PEBBLE_VERSION" # the ACME server the edge's TLS tests issue from
+# The bootstrap's Tailscale test: tailscaled and its CLI for the simulated machines, and a control
+# server + DERP relay (tools/tailscale/testcontrol, Tailscale's own test control server).
+TAILSCALED_BIN="$BIN_CACHE/tailscaled-$TAILSCALE_VERSION"
+TAILSCALE_BIN="$BIN_CACHE/tailscale-$TAILSCALE_VERSION"
+TAILSCALE_CONTROL_BIN="$BIN_CACHE/tailscale-testcontrol-$TAILSCALE_VERSION"
 CNI_DIR="$BIN_CACHE/cni-$CNI_VERSION"          # bridge, host-local, loopback: buildkitd's RUN network
 
 # buildkitd's RUN steps: "isolated" (a network namespace of their own on BUILD_BRIDGE, internet
@@ -192,6 +198,10 @@ cmd_install() {
   step "buildctl $BUILDKIT_VERSION" go_build_tool "$BUILDCTL_BIN" buildkitd github.com/moby/buildkit/cmd/buildctl
   step "cni $CNI_VERSION" build_cni
   step "pebble $PEBBLE_VERSION" go_build_tool "$PEBBLE_BIN" pebble github.com/letsencrypt/pebble/v2/cmd/pebble
+  # Static: they run on the simulated machines, whatever their libc.
+  CGO_ENABLED=0 step "tailscaled $TAILSCALE_VERSION" go_build_tool "$TAILSCALED_BIN" tailscale tailscale.com/cmd/tailscaled
+  CGO_ENABLED=0 step "tailscale $TAILSCALE_VERSION" go_build_tool "$TAILSCALE_BIN" tailscale tailscale.com/cmd/tailscale
+  step "tailscale testcontrol $TAILSCALE_VERSION" go_build_tool "$TAILSCALE_CONTROL_BIN" tailscale ./testcontrol
   flock -u 9
   exec 9>&-
   # The base images' inputs (Debian root file system, Node.js, Caddy, ...); `up` builds and pushes them.

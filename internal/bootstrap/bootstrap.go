@@ -51,6 +51,7 @@ type Bootstrap struct {
 	pool     *pgxpool.Pool
 	hosts    map[string]Host
 	recorded Recorded
+	ts       tailnetRun
 }
 
 // Run checks everything first, then brings the cluster to cluster.yaml's
@@ -63,6 +64,11 @@ func (b *Bootstrap) Run(ctx context.Context) (Result, error) {
 	if err := r.Preflight(ctx, b.preflight()); err != nil {
 		return Result{}, err
 	}
+	// First: the nodes' internal addresses may be their tailnet ones.
+	tres, err := b.joinTailnet(ctx, r)
+	if err != nil {
+		return tres, err
+	}
 	rec, err := readRecorded(ctx, b.pool)
 	if err != nil {
 		return Result{}, err
@@ -71,6 +77,7 @@ func (b *Bootstrap) Run(ctx context.Context) (Result, error) {
 	b.printRecovery()
 	fmt.Fprintln(b.Out, "steps:")
 	res, err := r.Run(ctx, b.steps())
+	res = res.plus(tres)
 	if err != nil {
 		return res, err
 	}

@@ -174,12 +174,25 @@ type Release struct {
 	// publish it): when set, every file above must be listed in it, by its
 	// base name, with its digest, or nothing is changed.
 	Checksums string `yaml:"checksums"`
+	// Tailscaled and Tailscale are the tailscaled and tailscale linux
+	// binaries, installed like Binary when tailscale is set; without them
+	// the nodes get Tailscale's apt package.
+	Tailscaled string `yaml:"tailscaled"`
+	Tailscale  string `yaml:"tailscale"`
 }
 
 // Tailscale joins the nodes to a tailnet (optional).
 type Tailscale struct {
 	AuthKeyEnv string `yaml:"auth_key_env"`
 	Tailnet    string `yaml:"tailnet"`
+	// LoginServer is the control server (Headscale's URL); default
+	// Tailscale's.
+	LoginServer string `yaml:"login_server"`
+	// Userspace runs tailscaled without a TUN device, for machines that
+	// have none: the node's tailnet address is then tailscaled's own, not
+	// the kernel's, so nothing can bind it and the roles cannot use it as
+	// their internal address.
+	Userspace bool `yaml:"userspace"`
 }
 
 // Node is one machine.
@@ -193,6 +206,11 @@ type Node struct {
 	Runtime         Runtime `yaml:"runtime"` // workers only; default runc
 	OS              OS      `yaml:"os"`      // default debian
 	Region          string  `yaml:"region"`
+
+	// addressFromTailnet: no internal_address was given and the node is
+	// on the tailnet, so its internal address is its tailnet address,
+	// known once it has joined (see tailscale.go).
+	addressFromTailnet bool
 }
 
 // Role is what a node runs.
@@ -316,7 +334,9 @@ func (c *Cluster) defaults() {
 	}
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
-		if n.InternalAddress == "" {
+		if n.InternalAddress == "" && c.Tailscale != nil && !c.Tailscale.Userspace {
+			n.addressFromTailnet = true
+		} else if n.InternalAddress == "" {
 			n.InternalAddress = hostOf(n.Address)
 		}
 		if n.Name == c.Registry.Node && c.Registry.Node != "" {
@@ -479,6 +499,7 @@ func (c *Cluster) validate() Errors {
 	if t := c.Tailscale; t != nil {
 		env("tailscale.auth_key_env", t.AuthKeyEnv, true)
 	}
+	c.validateTailscale(bad)
 
 	count := map[Role]int{}
 	names, addrs, internal := map[string]int{}, map[string]int{}, map[string]int{}
