@@ -15,8 +15,8 @@ import (
 // List returns every instance network this package finds on the node,
 // complete or not, read from the kernel alone.
 func (m *Manager) List() ([]Attachment, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	atts, err := m.list()
 	if err != nil || m.cfg.ResolvConfDir == "" {
 		return atts, err
