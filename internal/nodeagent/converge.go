@@ -65,6 +65,16 @@ type Policy struct {
 	// HostNetwork runs instances in the node's network namespace instead
 	// of their own (local tests without root only: no isolation).
 	HostNetwork bool
+	// StopWait is how long a pass waits for a stop it began (or one under
+	// way) before it moves on; the stop goes on in the background and wakes
+	// the agent when it is done. An app that ignores SIGTERM holds its stop
+	// for the whole StopGrace, and a pass waiting for it would hold up
+	// every other instance's start meanwhile.
+	StopWait time.Duration
+	// Parallel bounds how many instances one pass converges at once (a
+	// create is a pull check, a network, a containerd create and a start):
+	// beyond the machine's cores more only contend. Zero: 16.
+	Parallel int
 	// StartProbe is the first wait before probing a just-started instance
 	// between passes; it doubles up to StartProbeMax. Most apps answer
 	// within milliseconds of starting, long before the next pass would
@@ -76,7 +86,7 @@ type Policy struct {
 var DefaultPolicy = Policy{
 	HealthDeadline: 60 * time.Second, StopGrace: 10 * time.Second,
 	RestartBackoff: time.Second, MaxBackoff: time.Minute, MaxRestarts: 5, PullAttempts: 3,
-	PullTimeout: 10 * time.Minute, PullWait: 5 * time.Second,
+	PullTimeout: 10 * time.Minute, PullWait: 250 * time.Millisecond, StopWait: 100 * time.Millisecond,
 	StartProbe: 10 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
 }
 
@@ -102,7 +112,8 @@ type Converger struct {
 	started    map[uuid.UUID]time.Time         // when the current run of an instance began
 	retryAt    map[uuid.UUID]time.Time         // crashed: not before this
 	pullFailed map[uuid.UUID]int
-	pulls      map[uuid.UUID]*pull // under way, or done and not yet looked at
+	pulls      map[uuid.UUID]*pull         // under way, or done and not yet looked at
+	stops      map[uuid.UUID]chan struct{} // under way; closed when done
 }
 
 // store is this node's view of the instances table.
@@ -147,15 +158,24 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		wanted  = make(map[uuid.UUID]bool, len(want))
 		pendCnt int
 	)
-	// Instances converge in parallel: one slow pull must not hold up a
-	// crashed neighbour's restart.
-	for _, a := range want {
+	// Instances converge in parallel, a bounded number at a time: one slow
+	// pull must not hold up a crashed neighbour's restart, and fifty
+	// creates at once would only fight over the CPUs. Stops go first: they
+	// only begin here (see stop), and they free what the starts need.
+	parallel := c.Policy.Parallel
+	if parallel <= 0 {
+		parallel = 16
+	}
+	sem := make(chan struct{}, parallel)
+	for _, a := range stopsFirst(want) {
 		wanted[a.ID] = true
 		obs, ok := observed[a.ID]
 		if !ok {
 			obs = runtime.Status{InstanceID: a.ID, State: runtime.StateMissing}
 		}
+		sem <- struct{}{}
 		wg.Go(func() {
+			defer func() { <-sem }()
 			if c.converge(ctx, a, obs) {
 				mu.Lock()
 				pendCnt++
@@ -163,7 +183,6 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 			}
 		})
 	}
-	wg.Wait()
 
 	for _, s := range have {
 		if wanted[s.InstanceID] {
@@ -173,18 +192,10 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		// or moved): stop it. This is also how a restarted agent cleans up
 		// after a stop it did not finish.
 		if s.State != runtime.StateMissing {
-			c.Log.InfoContext(ctx, "stopping instance the database does not want here", "instance_id", s.InstanceID)
-			if err := c.Runtime.Stop(ctx, s.InstanceID, c.Policy.StopGrace); err != nil {
-				c.Log.WarnContext(ctx, "stop orphan", "instance_id", s.InstanceID, "err", err)
-				continue
-			}
-			if c.Network != nil {
-				if err := c.Network.Teardown(ctx, s.InstanceID); err != nil {
-					c.Log.WarnContext(ctx, "teardown orphan", "instance_id", s.InstanceID, "err", err)
-				}
-			}
+			wg.Go(func() { c.stopOrphan(ctx, s.InstanceID) })
 		}
 	}
+	wg.Wait()
 	c.sweepNetworks(ctx, want, have)
 	return pendCnt, nil
 }
@@ -195,6 +206,7 @@ func (c *Converger) init() {
 	if c.started == nil {
 		c.started, c.retryAt, c.pullFailed = map[uuid.UUID]time.Time{}, map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
 		c.pulls = map[uuid.UUID]*pull{}
+		c.stops = map[uuid.UUID]chan struct{}{}
 	}
 }
 
@@ -268,4 +280,21 @@ func (c *Converger) addr(in instance.Instance) netip.AddrPort {
 		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(in.Port))
 	}
 	return in.AddrPort()
+}
+
+// stopsFirst orders want so that instances to stop come first: a pass
+// begins their stops before it waits for a place in the pool.
+func stopsFirst(want []instance.Assignment) []instance.Assignment {
+	out := make([]instance.Assignment, 0, len(want))
+	for _, a := range want {
+		if a.Desired == instance.DesiredStopped || a.State == instance.StateFailed {
+			out = append(out, a)
+		}
+	}
+	for _, a := range want {
+		if !(a.Desired == instance.DesiredStopped || a.State == instance.StateFailed) {
+			out = append(out, a)
+		}
+	}
+	return out
 }

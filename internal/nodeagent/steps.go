@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/instance"
@@ -83,6 +86,10 @@ func (c *Converger) attemptFailed(ctx context.Context, in instance.Instance, fin
 type pull struct {
 	done chan struct{}
 	err  error
+	// given up on is set when a pass stopped waiting for the pull: its end
+	// then wakes the agent, so that the instance is created at once rather
+	// than at the next poll.
+	givenUp atomic.Bool
 }
 
 // startPull starts a's pull in the background and records it; c.mu is held.
@@ -93,10 +100,13 @@ func (c *Converger) startPull(ctx context.Context, a instance.Assignment, auth *
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Policy.PullTimeout)
 	go func() {
 		defer cancel()
-		defer close(p.done)
 		p.err = c.Runtime.Pull(pctx, a.Image, auth)
 		if p.err != nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
 			p.err = fmt.Errorf("gave up after %s: %w", c.Policy.PullTimeout, p.err)
+		}
+		close(p.done)
+		if p.givenUp.Load() && c.Ready != nil {
+			c.Ready()
 		}
 	}()
 	return p
@@ -131,6 +141,7 @@ func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bo
 	select {
 	case <-p.done:
 	case <-wait.C:
+		p.givenUp.Store(true)
 		select {
 		case <-p.done: // a zero wait races with a done pull: done wins
 		default:
@@ -265,30 +276,101 @@ func (c *Converger) crashed(ctx context.Context, a instance.Assignment, obs runt
 	c.start(ctx, a, log)
 }
 
+// stop ends the instance and removes its network, then reports it
+// stopped. The stop runs on its own: the pass waits for it up to
+// Policy.StopWait and moves on, and the stop wakes the agent when it is
+// done. A later pass that finds it still under way only waits again.
 func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.Status, log *slog.Logger) {
-	if obs.State != runtime.StateMissing {
-		if in.State != instance.StateStopping {
-			c.report(ctx, in, instance.StateStopping, "")
+	if obs.State != runtime.StateMissing && in.State != instance.StateStopping && !c.stopping(in.ID) {
+		c.report(ctx, in, instance.StateStopping, "")
+	}
+	c.inBackground(ctx, in.ID, func(ctx context.Context) {
+		if obs.State != runtime.StateMissing {
+			if err := c.Runtime.Stop(ctx, in.ID, c.Policy.StopGrace); err != nil {
+				log.WarnContext(ctx, "stop", "err", err)
+				return
+			}
 		}
-		if err := c.Runtime.Stop(ctx, in.ID, c.Policy.StopGrace); err != nil {
-			log.WarnContext(ctx, "stop", "err", err)
+		if c.Network != nil && !c.Policy.HostNetwork {
+			if err := c.Network.Teardown(ctx, in.ID); err != nil {
+				log.WarnContext(ctx, "teardown", "err", err)
+				return
+			}
+		}
+		c.mu.Lock()
+		delete(c.started, in.ID)
+		delete(c.retryAt, in.ID)
+		delete(c.pullFailed, in.ID)
+		delete(c.pulls, in.ID)
+		c.mu.Unlock()
+		if in.Desired == instance.DesiredStopped && in.State != instance.StateStopped {
+			c.report(ctx, in, instance.StateStopped, "")
+		}
+	})
+}
+
+// stopOrphan stops, in the background as stop does, a container that the
+// database does not want here.
+func (c *Converger) stopOrphan(ctx context.Context, iid uuid.UUID) {
+	if !c.stopping(iid) {
+		c.Log.InfoContext(ctx, "stopping instance the database does not want here", "instance_id", iid)
+	}
+	c.inBackground(ctx, iid, func(ctx context.Context) {
+		if err := c.Runtime.Stop(ctx, iid, c.Policy.StopGrace); err != nil {
+			c.Log.WarnContext(ctx, "stop orphan", "instance_id", iid, "err", err)
 			return
 		}
-	}
-	if c.Network != nil && !c.Policy.HostNetwork {
-		if err := c.Network.Teardown(ctx, in.ID); err != nil {
-			log.WarnContext(ctx, "teardown", "err", err)
-			return
+		if c.Network != nil {
+			if err := c.Network.Teardown(ctx, iid); err != nil {
+				c.Log.WarnContext(ctx, "teardown orphan", "instance_id", iid, "err", err)
+			}
 		}
-	}
+	})
+}
+
+func (c *Converger) stopping(iid uuid.UUID) bool {
 	c.mu.Lock()
-	delete(c.started, in.ID)
-	delete(c.retryAt, in.ID)
-	delete(c.pullFailed, in.ID)
-	delete(c.pulls, in.ID)
+	defer c.mu.Unlock()
+	_, ok := c.stops[iid]
+	return ok
+}
+
+// inBackground runs the instance's stop unless one is under way, waits
+// for it up to Policy.StopWait, and leaves it running after that; a stop
+// that ends after the pass stopped waiting wakes the agent (Ready), so
+// that the next pass sees what it left.
+func (c *Converger) inBackground(ctx context.Context, iid uuid.UUID, stop func(context.Context)) {
+	c.mu.Lock()
+	done, ok := c.stops[iid]
+	if !ok {
+		done = make(chan struct{})
+		c.stops[iid] = done
+	}
 	c.mu.Unlock()
-	if in.Desired == instance.DesiredStopped && in.State != instance.StateStopped {
-		c.report(ctx, in, instance.StateStopped, "")
+	var waited atomic.Bool
+	if !ok {
+		go func() {
+			stop(ctx)
+			c.mu.Lock()
+			delete(c.stops, iid)
+			c.mu.Unlock()
+			close(done)
+			if waited.Load() && c.Ready != nil {
+				c.Ready()
+			}
+		}()
+	}
+	t := time.NewTimer(c.Policy.StopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		waited.Store(true)
+		select {
+		case <-done: // a stop that ended meanwhile needs no wake-up
+		default:
+		}
+	case <-ctx.Done():
 	}
 }
 
