@@ -65,15 +65,20 @@ type Policy struct {
 	// HostNetwork runs instances in the node's network namespace instead
 	// of their own (local tests without root only: no isolation).
 	HostNetwork bool
+	// PassWait is how long a pass waits for the steps it began (creates,
+	// starts, health checks) before it returns; a step still going on
+	// carries on, and later passes skip its instance until it is done.
+	// Zero: a pass only begins steps, each of which reports what it did.
+	PassWait time.Duration
 	// StopWait is how long a pass waits for a stop it began (or one under
 	// way) before it moves on; the stop goes on in the background and wakes
 	// the agent when it is done. An app that ignores SIGTERM holds its stop
 	// for the whole StopGrace, and a pass waiting for it would hold up
 	// every other instance's start meanwhile.
 	StopWait time.Duration
-	// Parallel bounds how many instances one pass converges at once (a
-	// create is a pull check, a network, a containerd create and a start):
-	// beyond the machine's cores more only contend. Zero: 16.
+	// Parallel bounds how many creates and starts run at once (a create
+	// is a network and a containerd create, a start a runc process and its
+	// shim): beyond the machine's cores more only contend. Zero: 16.
 	Parallel int
 	// StartProbe is the first wait before probing a just-started instance
 	// between passes; it doubles up to StartProbeMax. Most apps answer
@@ -114,6 +119,8 @@ type Converger struct {
 	pullFailed map[uuid.UUID]int
 	pulls      map[uuid.UUID]*pull         // under way, or done and not yet looked at
 	stops      map[uuid.UUID]chan struct{} // under way; closed when done
+	busy       map[uuid.UUID]bool          // a step under way
+	slots      chan struct{}               // the pool of creates and starts
 }
 
 // store is this node's view of the instances table.
@@ -153,35 +160,40 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	}
 
 	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
 		wanted  = make(map[uuid.UUID]bool, len(want))
+		results = make(chan bool, len(want)+len(have))
+		running int
 		pendCnt int
 	)
-	// Instances converge in parallel, a bounded number at a time: one slow
-	// pull must not hold up a crashed neighbour's restart, and fifty
-	// creates at once would only fight over the CPUs. Stops go first: they
-	// only begin here (see stop), and they free what the starts need.
-	parallel := c.Policy.Parallel
-	if parallel <= 0 {
-		parallel = 16
-	}
-	sem := make(chan struct{}, parallel)
+	// Each instance's step runs on its own, and the pass waits for the
+	// steps up to Policy.PassWait only: a step still going on after that
+	// (a create, a start, a stop's first moments) is left to finish, and
+	// passes meanwhile skip its instance and count it pending. So an
+	// instance assigned while fifty others are being created starts at
+	// once, not after them. Creates and starts take turns for a place in
+	// the pool (Policy.Parallel); checks and stops need none.
 	for _, a := range stopsFirst(want) {
 		wanted[a.ID] = true
 		obs, ok := observed[a.ID]
 		if !ok {
 			obs = runtime.Status{InstanceID: a.ID, State: runtime.StateMissing}
 		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if c.converge(ctx, a, obs) {
-				mu.Lock()
-				pendCnt++
-				mu.Unlock()
-			}
-		})
+		c.mu.Lock()
+		busy := c.busy[a.ID]
+		c.busy[a.ID] = true
+		c.mu.Unlock()
+		if busy {
+			pendCnt++
+			continue
+		}
+		running++
+		go func() {
+			p := c.converge(ctx, a, obs)
+			c.mu.Lock()
+			delete(c.busy, a.ID)
+			c.mu.Unlock()
+			results <- p
+		}()
 	}
 
 	for _, s := range have {
@@ -192,10 +204,26 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		// or moved): stop it. This is also how a restarted agent cleans up
 		// after a stop it did not finish.
 		if s.State != runtime.StateMissing {
-			wg.Go(func() { c.stopOrphan(ctx, s.InstanceID) })
+			running++
+			go func() { c.stopOrphan(ctx, s.InstanceID); results <- false }()
 		}
 	}
-	wg.Wait()
+	patience := time.NewTimer(c.Policy.PassWait)
+	defer patience.Stop()
+wait:
+	for ; running > 0; running-- {
+		select {
+		case p := <-results:
+			if p {
+				pendCnt++
+			}
+		case <-patience.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	pendCnt += running
 	c.sweepNetworks(ctx, want, have)
 	return pendCnt, nil
 }
@@ -207,6 +235,12 @@ func (c *Converger) init() {
 		c.started, c.retryAt, c.pullFailed = map[uuid.UUID]time.Time{}, map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
 		c.pulls = map[uuid.UUID]*pull{}
 		c.stops = map[uuid.UUID]chan struct{}{}
+		c.busy = map[uuid.UUID]bool{}
+		parallel := c.Policy.Parallel
+		if parallel <= 0 {
+			parallel = 16
+		}
+		c.slots = make(chan struct{}, parallel)
 	}
 }
 
@@ -297,4 +331,22 @@ func stopsFirst(want []instance.Assignment) []instance.Assignment {
 		}
 	}
 	return out
+}
+
+// slot waits for a place in the pool of creates and starts and returns its
+// release; false if ctx ended first.
+func (c *Converger) slot(ctx context.Context) (release func(), ok bool) {
+	select {
+	case c.slots <- struct{}{}:
+		return func() { <-c.slots }, true
+	case <-ctx.Done():
+		return nil, false
+	}
+}
+
+// isBusy says whether a step of the instance is under way.
+func (c *Converger) isBusy(iid uuid.UUID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.busy[iid]
 }

@@ -47,17 +47,24 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		// A share of the node's CPUs in proportion to what it reserved.
 		CPURequestMillis: int(node.CPURequest(in.CPUMillis)),
 	}
+	release, ok := c.slot(ctx)
+	if !ok {
+		return
+	}
 	pulled := time.Now()
 	if c.Network != nil && !c.Policy.HostNetwork {
 		att, err := c.Network.Setup(ctx, network.Instance{ID: in.ID, Addr: in.Addr, Port: int(in.Port)})
 		if err != nil {
+			release()
 			c.report(ctx, in, instance.StateFailed, "network: "+err.Error())
 			return
 		}
 		spec.NetNSPath, spec.ResolvConf = att.Netns, att.ResolvConf
 	}
 	networked := time.Now()
-	if err := c.Runtime.Create(ctx, spec); err != nil {
+	err = c.Runtime.Create(ctx, spec)
+	release()
+	if err != nil {
 		c.report(ctx, in, instance.StateFailed, "create: "+err.Error())
 		return
 	}
@@ -158,7 +165,13 @@ func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bo
 
 func (c *Converger) start(ctx context.Context, a instance.Assignment, _ *slog.Logger) {
 	in := a.Instance
-	if err := c.Runtime.Start(ctx, in.ID); err != nil {
+	release, ok := c.slot(ctx)
+	if !ok {
+		return
+	}
+	err := c.Runtime.Start(ctx, in.ID)
+	release()
+	if err != nil {
 		c.report(ctx, in, instance.StateFailed, "start: "+err.Error())
 		return
 	}
