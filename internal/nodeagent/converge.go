@@ -120,6 +120,7 @@ type Converger struct {
 	pulls      map[uuid.UUID]*pull         // under way, or done and not yet looked at
 	stops      map[uuid.UUID]chan struct{} // under way; closed when done
 	busy       map[uuid.UUID]bool          // a step under way
+	ended      map[uuid.UUID]time.Time     // when the last step ended
 	slots      chan struct{}               // the pool of creates and starts
 }
 
@@ -137,6 +138,10 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	// pass's latency on every instance start.
 	checked := make(chan struct{})
 	go func() { defer close(checked); c.checkFirewall(ctx) }()
+	// A step that ends after this may not be in what the pass reads (a
+	// create whose container the list below missed): its instance waits
+	// for the next pass rather than be created twice.
+	readAt := time.Now()
 	want, err := c.store().ListAssigned(ctx)
 	var have []runtime.Status
 	if err == nil {
@@ -178,20 +183,14 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		if !ok {
 			obs = runtime.Status{InstanceID: a.ID, State: runtime.StateMissing}
 		}
-		c.mu.Lock()
-		busy := c.busy[a.ID]
-		c.busy[a.ID] = true
-		c.mu.Unlock()
-		if busy {
+		if !c.claimStep(a.ID, readAt) {
 			pendCnt++
 			continue
 		}
 		running++
 		go func() {
 			p := c.converge(ctx, a, obs)
-			c.mu.Lock()
-			delete(c.busy, a.ID)
-			c.mu.Unlock()
+			c.stepDone(a.ID)
 			results <- p
 		}()
 	}
@@ -224,6 +223,7 @@ wait:
 		}
 	}
 	pendCnt += running
+	c.forgetSteps(readAt)
 	c.sweepNetworks(ctx, want, have)
 	return pendCnt, nil
 }
@@ -235,7 +235,7 @@ func (c *Converger) init() {
 		c.started, c.retryAt, c.pullFailed = map[uuid.UUID]time.Time{}, map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
 		c.pulls = map[uuid.UUID]*pull{}
 		c.stops = map[uuid.UUID]chan struct{}{}
-		c.busy = map[uuid.UUID]bool{}
+		c.busy, c.ended = map[uuid.UUID]bool{}, map[uuid.UUID]time.Time{}
 		parallel := c.Policy.Parallel
 		if parallel <= 0 {
 			parallel = 16
@@ -344,8 +344,38 @@ func (c *Converger) slot(ctx context.Context) (release func(), ok bool) {
 	}
 }
 
-// isBusy says whether a step of the instance is under way.
-func (c *Converger) isBusy(iid uuid.UUID) bool {
+// claimStep marks a step of the instance under way, unless one is, or one
+// ended after readAt (what the pass read may not show what it did).
+func (c *Converger) claimStep(iid uuid.UUID, readAt time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[iid] || c.ended[iid].After(readAt) {
+		return false
+	}
+	c.busy[iid] = true
+	return true
+}
+
+func (c *Converger) stepDone(iid uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.busy, iid)
+	c.ended[iid] = time.Now()
+}
+
+// forgetSteps drops the ends of steps that every later pass reads after.
+func (c *Converger) forgetSteps(readAt time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for iid, t := range c.ended {
+		if !t.After(readAt) {
+			delete(c.ended, iid)
+		}
+	}
+}
+
+// Busy says whether a step of the instance is under way.
+func (c *Converger) Busy(iid uuid.UUID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.busy[iid]

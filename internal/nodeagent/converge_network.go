@@ -64,7 +64,7 @@ func (c *Converger) sweepNetworks(ctx context.Context, want []instance.Assignmen
 	for _, att := range atts {
 		// A create under way may have set up its network and not yet made
 		// its container.
-		if keep[att.ID] || c.isBusy(att.ID) {
+		if keep[att.ID] || c.Busy(att.ID) {
 			continue
 		}
 		c.Log.InfoContext(ctx, "removing the network of an instance that does not run here", "instance_id", att.ID, "netns", att.Netns)

@@ -3,12 +3,14 @@ package nodeagent_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/zeitwork/zeitwork/internal/instance"
+	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
 // slowStopRuntime is the fake runtime whose stops take as long as the
@@ -134,5 +136,76 @@ func TestFakeSlowStopHoldsUpNoPass(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("old instance after its stop: %s", h.state(t, old).State)
 		}
+	}
+}
+
+// staleListRuntime is the fake runtime whose creates wait for the test,
+// and whose List can be held after it has read the containers, so that a
+// pass works from a list older than a create that ended meanwhile.
+type staleListRuntime struct {
+	*fakeRuntime
+	createGo chan struct{}
+	listed   chan struct{} // a held List has read
+	listGo   chan struct{}
+	hold     atomic.Bool
+
+	mu      sync.Mutex
+	creates int
+}
+
+func (s *staleListRuntime) Create(ctx context.Context, spec runtime.Spec) error {
+	s.mu.Lock()
+	s.creates++
+	s.mu.Unlock()
+	<-s.createGo
+	return s.fakeRuntime.Create(ctx, spec)
+}
+
+func (s *staleListRuntime) List(ctx context.Context) ([]runtime.Status, error) {
+	out, err := s.fakeRuntime.List(ctx)
+	if s.hold.Load() {
+		s.listed <- struct{}{}
+		<-s.listGo
+	}
+	return out, err
+}
+
+// TestFakeStepEndingDuringAPassIsNotRepeated: a pass that does not wait
+// for its steps must not act on a list read before a step of the same
+// instance ended: the create that list missed would be made again (and
+// fail the instance with "already exists").
+func TestFakeStepEndingDuringAPassIsNotRepeated(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	rt := &staleListRuntime{fakeRuntime: h.rt, createGo: make(chan struct{}), listed: make(chan struct{}), listGo: make(chan struct{})}
+	h.c.Runtime = rt
+	h.c.Policy.PassWait = 0
+	in := h.instance(t)
+	h.setHealthy(in, true)
+
+	h.pass(t) // begins the create, which waits
+	rt.hold.Store(true)
+	second := make(chan error, 1)
+	go func() { _, err := h.c.Pass(ctx); second <- err }()
+	<-rt.listed           // the second pass has read: no container yet
+	close(rt.createGo)    // the create ends
+	for h.c.Busy(in.ID) { // and its step with it
+		time.Sleep(time.Millisecond)
+	}
+	rt.hold.Store(false)
+	close(rt.listGo)
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	h.c.Policy.PassWait = time.Minute
+	h.pass(t)
+	h.pass(t)
+	if got := h.state(t, in); got.State != instance.StateHealthy {
+		t.Fatalf("instance: %s %q", got.State, got.StateReason)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.creates != 1 {
+		t.Fatalf("%d creates of one instance", rt.creates)
 	}
 }

@@ -366,6 +366,7 @@ func (c *Converger) inBackground(ctx context.Context, iid uuid.UUID, stop func(c
 			stop(ctx)
 			c.mu.Lock()
 			delete(c.stops, iid)
+			c.ended[iid] = time.Now() // as for a step: a pass that read before may not see it
 			c.mu.Unlock()
 			close(done)
 			if waited.Load() && c.Ready != nil {
