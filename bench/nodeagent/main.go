@@ -48,6 +48,7 @@ func main() {
 	bk := flag.String("buildkit", "unix:///run/zeitwork-dev/buildkitd.sock", "buildkitd")
 	ctrd := flag.String("containerd", "/run/zeitwork-dev/containerd.sock", "containerd socket")
 	n := flag.Int("n", 50, "instances in the batch")
+	agentLog = flag.String("agent-log", "warn", "the agent's LOG_LEVEL (info: where each instance's start went, on stderr)")
 	flag.Parse()
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -111,7 +112,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 		"DATABASE_URL="+dbURL, "NODE_INTERNAL_ADDRESS=127.0.0.1:1"+tag[:4], "NODE_STATE_DIR="+filepath.Join(work, "state"),
 		"CLUSTER_TOKEN=bench", "NODE_PROXY_TOKEN=bench-proxy", "NODEAGENT_ADDR=127.0.0.1:0", "NODEPROXY_ADDR=127.0.0.1:0",
 		"CONTAINERD_ADDR="+ctrd, "CONTAINERD_NAMESPACE="+ctrNS, "INSTANCE_LOG_DIR="+filepath.Join(work, "logs"),
-		"REGISTRY_ADDR="+reg, "REGISTRY_INSECURE=true", "NETWORK_NODE_NETNS=/run/netns/"+ns, "LOG_LEVEL=warn", "NODE_CPU_MILLIS=100000", "NODE_MEMORY_MB=100000")
+		"REGISTRY_ADDR="+reg, "REGISTRY_INSECURE=true", "NETWORK_NODE_NETNS=/run/netns/"+ns, "LOG_LEVEL="+*agentLog, "NODE_CPU_MILLIS=100000", "NODE_MEMORY_MB=100000")
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
 	if err := agent.Start(); err != nil {
 		return err
@@ -155,6 +156,8 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	fmt.Printf("| agent memory (RSS) at rest / with %d instances | %d MiB / %d MiB | — |\n", batch+2, rssRest>>10, rssBusy>>10)
 	return nil
 }
+
+var agentLog *string
 
 // freePort is a port the kernel says is free now. The instances of the
 // runtime alone share the host's network, and fixed ports collide with

@@ -183,16 +183,20 @@ func (c *Converger) start(ctx context.Context, a instance.Assignment, _ *slog.Lo
 }
 
 // probeStarting probes a just-started instance on its own, at StartProbe
-// doubling up to StartProbeMax, and calls Ready on its first answer, so
-// the next pass reports it healthy at once. It only hints: the pass's own
-// probe decides, and a pass that is running meanwhile is not held up.
+// (four times, then each wait doubles, up to StartProbeMax), and on its
+// first answer reports it healthy then and there, as a pass would (from
+// the instance's row read afresh, and only if no step of it is under way),
+// and calls Ready. A whole pass between the answer and "healthy" cost a
+// list of the node's instances, one of its containers and a firewall
+// check.
 func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
 	if c.Ready == nil || c.Policy.StartProbe <= 0 {
 		return
 	}
 	addr := c.addr(a.Instance)
 	go func() {
-		for wait := c.Policy.StartProbe; wait <= c.Policy.StartProbeMax; wait *= 2 {
+		wait := c.Policy.StartProbe
+		for n := 1; wait <= c.Policy.StartProbeMax; n++ {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -201,11 +205,30 @@ func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
 			case <-t.C:
 			}
 			if c.Probe(ctx, addr, a.HealthCheckPath) == nil {
+				c.reportStarted(ctx, a)
 				c.Ready()
 				return
 			}
+			if n%4 == 0 {
+				wait *= 2
+			}
 		}
 	}()
+}
+
+// reportStarted runs the health check step of an instance that has just
+// answered its start probe, unless a pass has it.
+func (c *Converger) reportStarted(ctx context.Context, a instance.Assignment) {
+	if !c.claimStep(a.ID, time.Now()) {
+		return
+	}
+	defer c.stepDone(a.ID)
+	in, err := c.store().Get(ctx, a.ID)
+	if err != nil || in.Desired != instance.DesiredRunning || in.State != instance.StateStarting {
+		return
+	}
+	a.Instance = in
+	c.check(ctx, a, runtime.Status{InstanceID: in.ID, State: runtime.StateRunning})
 }
 
 // check health-checks a running instance; true while it has not yet been
