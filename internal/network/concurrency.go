@@ -122,25 +122,18 @@ func (m *Manager) commitElements(ctx context.Context, add, del []Attachment) err
 	return ch.err
 }
 
-// flushElements writes pending batches until there are none.
+// flushElements writes pending batches until there are none, then has
+// the table listed for Check in the background (rememberLoop): the nft
+// list is a second process, and the instances need not wait for it.
 func (m *Manager) flushElements(ctx context.Context) {
-	wrote := false
 	for {
 		m.elMu.Lock()
 		batch := m.pendingEls
 		m.pendingEls = nil
 		if len(batch) == 0 {
-			if !wrote {
-				m.flushing = false
-				m.elMu.Unlock()
-				return
-			}
+			m.flushing = false
 			m.elMu.Unlock()
-			// After the last batch, before anyone may write again: Check
-			// compares against what this lists.
-			m.remember(ctx)
-			wrote = false
-			continue
+			return
 		}
 		m.elMu.Unlock()
 		var add, del []Attachment
@@ -158,6 +151,11 @@ func (m *Manager) flushElements(ctx context.Context) {
 			}
 		}
 		m.elMu.Lock()
+		m.elGen++
+		if !m.remembering {
+			m.remembering, m.remembered = true, make(chan struct{})
+			go m.rememberLoop(ctx)
+		}
 		for _, ch := range batch {
 			if ch.err != nil {
 				continue
@@ -173,7 +171,41 @@ func (m *Manager) flushElements(ctx context.Context) {
 		for _, ch := range batch {
 			close(ch.done)
 		}
-		wrote = true
+	}
+}
+
+// rememberLoop lists the table for Check until it has listed it after the
+// last batch written. Apply, Check and Reset wait for it (waitRemembered)
+// before they look at or change the table.
+func (m *Manager) rememberLoop(ctx context.Context) {
+	for {
+		m.elMu.Lock()
+		gen := m.elGen
+		m.elMu.Unlock()
+		sum, err := m.listTable(ctx)
+		if err != nil {
+			m.log.WarnContext(ctx, "list nftables table", "err", err)
+		}
+		m.elMu.Lock()
+		m.listed = sum
+		if m.elGen == gen {
+			m.remembering = false
+			close(m.remembered)
+			m.elMu.Unlock()
+			return
+		}
+		m.elMu.Unlock()
+	}
+}
+
+// waitRemembered waits until the table's digest is that of the last
+// element batch written; m.mu is held for writing, so no batch comes.
+func (m *Manager) waitRemembered() {
+	m.elMu.Lock()
+	busy, done := m.remembering, m.remembered
+	m.elMu.Unlock()
+	if busy {
+		<-done
 	}
 }
 

@@ -83,6 +83,12 @@ type Manager struct {
 	elMu       sync.Mutex
 	pendingEls []*elementChange
 	flushing   bool
+	// elGen counts element batches written; remembering says that
+	// rememberLoop is listing the table after them, remembered is closed
+	// when it is done.
+	elGen       uint64
+	remembering bool
+	remembered  chan struct{}
 
 	node   *netlink.Handle
 	nodeFd int // the node's namespace when cfg.NodeNetns is set, else -1
@@ -97,8 +103,8 @@ type Manager struct {
 	written map[string]Attachment
 	// listed is a digest of the table as nft listed it after this
 	// manager's last change, "" when unknown; Check compares against it.
-	// Written with mu held for writing, or for reading by the one
-	// flushElements running.
+	// Guarded by elMu: written by rememberLoop, or with mu held for
+	// writing after waitRemembered.
 	listed string
 	// nftRuns counts the nft processes this manager ran, for tests and
 	// benchmarks.
@@ -215,6 +221,7 @@ func handleAt(fd int) (*netlink.Handle, error) {
 func (m *Manager) Apply(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.waitRemembered()
 	return m.apply(ctx)
 }
 
@@ -233,6 +240,7 @@ func (m *Manager) Apply(ctx context.Context) error {
 func (m *Manager) Check(ctx context.Context) (repaired bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.waitRemembered()
 	repaired, err = m.check(ctx)
 	if err != nil && ctx.Err() == nil {
 		if ferr := m.inNode(m.disableForwarding); ferr != nil {
@@ -245,7 +253,10 @@ func (m *Manager) Check(ctx context.Context) (repaired bool, err error) {
 
 func (m *Manager) check(ctx context.Context) (repaired bool, err error) {
 	sum, err := m.listTable(ctx)
-	if err == nil && sum != "" && sum == m.listed {
+	m.elMu.Lock()
+	listed := m.listed
+	m.elMu.Unlock()
+	if err == nil && sum != "" && sum == listed {
 		return false, nil
 	}
 	if err != nil && !errors.Is(err, errNoTable) {
@@ -259,15 +270,17 @@ func (m *Manager) check(ctx context.Context) (repaired bool, err error) {
 }
 
 // remember records the table as it now is, for Check. Called after every
-// change this manager makes, with m.mu held for writing or by the
-// element batch's writer; if listing fails, the next Check
+// change this manager makes with m.mu held for writing (element batches
+// have rememberLoop); if listing fails, the next Check
 // applies the table again, which is harmless.
 func (m *Manager) remember(ctx context.Context) {
 	sum, err := m.listTable(ctx)
 	if err != nil {
 		m.log.WarnContext(ctx, "list nftables table", "err", err)
 	}
+	m.elMu.Lock()
 	m.listed = sum
+	m.elMu.Unlock()
 }
 
 // listTable returns a digest of the table's rules, sets and elements as nft

@@ -49,6 +49,7 @@ func (m *Manager) Setup(ctx context.Context, inst Instance) (Attachment, error) 
 		// all of it, this instance (whose veth now exists) included.
 		m.log.WarnContext(ctx, "nftables table missing; applying it", "instance_id", inst.ID.String())
 		m.mu.Lock()
+		m.waitRemembered()
 		err = m.apply(ctx)
 		m.mu.Unlock()
 	}

@@ -70,12 +70,13 @@ func (m *Manager) Teardown(ctx context.Context, id uuid.UUID) error {
 func (m *Manager) Reset(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.waitRemembered()
 	var errs []error
 	t := m.cfg.Table
 	m.elMu.Lock()
 	clear(m.written)
-	m.elMu.Unlock()
 	m.listed = ""
+	m.elMu.Unlock()
 	if err := m.runNft(ctx, "table inet "+t+" {}\ndelete table inet "+t+"\n"); err != nil {
 		errs = append(errs, err)
 	}
