@@ -61,6 +61,14 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	}
 }
 
+// held says whether someone holds or waits for key's lock.
+func (k *keyedMutex) held(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.locks[key]
+	return ok
+}
+
 // claimAddr runs pick under addrMu, with a fresh view of the node's
 // instance routes and of the addresses other Setups under way have
 // claimed (taken), and claims for id the address pick returns, until

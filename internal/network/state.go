@@ -82,8 +82,10 @@ func (m *Manager) collectLinks(c *collector) error {
 		if !ok {
 			// A Setup that stopped between creating the veth and naming
 			// it; Setup or Teardown of its instance (found by its
-			// namespace) finishes the job.
-			m.log.Warn("veth with Zeitwork's prefix but no instance alias", "host_if", l.Attrs().Name)
+			// namespace) finishes the job. One under way is no news.
+			if !m.instMu.held(l.Attrs().Name) {
+				m.log.Warn("veth with Zeitwork's prefix but no instance alias", "host_if", l.Attrs().Name)
+			}
 			continue
 		}
 		p := c.get(a.ID)
