@@ -55,8 +55,9 @@ type Policy struct {
 	PullAttempts int
 	// PullTimeout bounds one pull from start to end; PullWait is how long
 	// a pass waits for it. A pull still going after PullWait goes on in
-	// the background and a later pass picks up its result, so one slow or
-	// stalled registry never holds up the other instances' convergence.
+	// the background, wakes the agent when it ends, and the next pass
+	// picks up its result, so one slow or stalled registry never holds up
+	// the other instances' convergence.
 	PullTimeout, PullWait time.Duration
 	// RegistryAuth is what the node pulls images with (read-only); nil:
 	// the credential the control plane hands out, scoped to the projects
