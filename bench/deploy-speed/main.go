@@ -25,6 +25,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -156,7 +157,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 			return fmt.Errorf("round %d: %w", r, err)
 		}
 		ours = append(ours, d)
-		d, err = runtimeAlone(ctx, rt, ref, 38100+10*r)
+		d, err = runtimeAlone(ctx, rt, ref)
 		if err != nil {
 			return fmt.Errorf("reference %d: %w", r, err)
 		}
@@ -202,9 +203,9 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 			return err
 		}
 		var creates, starts []time.Duration
-		for j := range 6 {
+		for range 6 {
 			iid := id.New()
-			port := 38300 + 10*i + j
+			port := freePort()
 			t0 := time.Now()
 			if err := rt.Create(ctx, runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 64, CPUMillis: 100}); err != nil {
 				rt.Close()
@@ -238,11 +239,27 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 	return nil
 }
 
+// freePort is a port the kernel says is free now: the runtime alone's
+// containers share the host's network, and fixed ports collide with
+// whatever else runs on the machine.
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 
 // runtimeAlone creates and starts 3 containers at once and waits for each
 // one's first HTTP answer.
-func runtimeAlone(ctx context.Context, rt *runtime.Runtime, ref string, port int) (time.Duration, error) {
+func runtimeAlone(ctx context.Context, rt *runtime.Runtime, ref string) (time.Duration, error) {
+	ports := make([]int, nodes)
+	for i := range ports {
+		ports[i] = freePort()
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, nodes)
@@ -252,7 +269,7 @@ func runtimeAlone(ctx context.Context, rt *runtime.Runtime, ref string, port int
 			iid := id.New()
 			// Stopped after its answer was timed: not part of the time.
 			defer rt.Stop(context.Background(), iid, time.Second) //nolint:errcheck
-			if err := rt.Create(ctx, runtime.Spec{InstanceID: iid, Image: ref, Port: port + i, HostNetwork: true, MemoryMB: 64, CPUMillis: 100}); err != nil {
+			if err := rt.Create(ctx, runtime.Spec{InstanceID: iid, Image: ref, Port: ports[i], HostNetwork: true, MemoryMB: 64, CPUMillis: 100}); err != nil {
 				errs[i] = err
 				return
 			}
@@ -261,7 +278,7 @@ func runtimeAlone(ctx context.Context, rt *runtime.Runtime, ref string, port int
 				return
 			}
 			for time.Since(start) < time.Minute {
-				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port+i))
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", ports[i]))
 				if err == nil {
 					resp.Body.Close()
 					answered[i] = time.Since(start)

@@ -17,11 +17,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +48,7 @@ func main() {
 	bk := flag.String("buildkit", "unix:///run/zeitwork-dev/buildkitd.sock", "buildkitd")
 	ctrd := flag.String("containerd", "/run/zeitwork-dev/containerd.sock", "containerd socket")
 	n := flag.Int("n", 50, "instances in the batch")
+	agentLog = flag.String("agent-log", "warn", "the agent's LOG_LEVEL (info: where each instance's start went, on stderr)")
 	flag.Parse()
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -109,7 +112,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 		"DATABASE_URL="+dbURL, "NODE_INTERNAL_ADDRESS=127.0.0.1:1"+tag[:4], "NODE_STATE_DIR="+filepath.Join(work, "state"),
 		"CLUSTER_TOKEN=bench", "NODE_PROXY_TOKEN=bench-proxy", "NODEAGENT_ADDR=127.0.0.1:0", "NODEPROXY_ADDR=127.0.0.1:0",
 		"CONTAINERD_ADDR="+ctrd, "CONTAINERD_NAMESPACE="+ctrNS, "INSTANCE_LOG_DIR="+filepath.Join(work, "logs"),
-		"REGISTRY_ADDR="+reg, "REGISTRY_INSECURE=true", "NETWORK_NODE_NETNS=/run/netns/"+ns, "LOG_LEVEL=warn", "NODE_CPU_MILLIS=100000", "NODE_MEMORY_MB=100000")
+		"REGISTRY_ADDR="+reg, "REGISTRY_INSECURE=true", "NETWORK_NODE_NETNS=/run/netns/"+ns, "LOG_LEVEL="+*agentLog, "NODE_CPU_MILLIS=100000", "NODE_MEMORY_MB=100000")
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
 	if err := agent.Start(); err != nil {
 		return err
@@ -154,6 +157,34 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	return nil
 }
 
+var agentLog *string
+
+// freePort is a port the kernel says is free now. The instances of the
+// runtime alone share the host's network, and fixed ports collide with
+// another run of this bench on the same machine.
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// phases is where the runtime alone's batch spends its time, per instance.
+var phases struct {
+	sync.Mutex
+	create, start, answer []time.Duration
+}
+
+func medMax(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	slices.Sort(ds)
+	return fmt.Sprintf("%s / %s", ms(ds[len(ds)/2]), ms(ds[len(ds)-1]))
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 
 func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, error) {
@@ -191,11 +222,20 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 		if err := rt.Create(ctx, spec); err != nil {
 			return 0, err
 		}
+		created := time.Now()
 		defer rt.Stop(context.Background(), iid, time.Second) //nolint:errcheck
 		if err := rt.Start(ctx, iid); err != nil {
 			return 0, err
 		}
-		for time.Since(start) < time.Minute {
+		started := time.Now()
+		defer func() {
+			phases.Lock()
+			defer phases.Unlock()
+			phases.create = append(phases.create, created.Sub(start))
+			phases.start = append(phases.start, started.Sub(created))
+			phases.answer = append(phases.answer, time.Since(started))
+		}()
+		for time.Since(start) < 2*time.Minute {
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
 			if err == nil {
 				resp.Body.Close()
@@ -203,14 +243,17 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
-		return 0, fmt.Errorf("never answered")
+		st, _ := rt.Status(ctx, iid)
+		logs, _ := os.ReadFile(filepath.Join(work, "ref-logs", iid.String()+".log"))
+		return 0, fmt.Errorf("port %d never answered: %+v; log: %s", port, st, logs)
 	}
-	if cold, err = once(38081); err != nil {
+	if cold, err = once(freePort()); err != nil {
 		return 0, 0, 0, err
 	}
-	if warm, err = once(38082); err != nil {
+	if warm, err = once(freePort()); err != nil {
 		return 0, 0, 0, err
 	}
+	phases.create, phases.start, phases.answer = nil, nil, nil
 	// batch at once, each on its own goroutine as the agent would: the
 	// floor for the agent's batch. Each is timed up to its answer, before
 	// its stop; the batch takes as long as the slowest.
@@ -219,9 +262,13 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 		mu   sync.Mutex
 		errs []error
 	)
+	ports := make([]int, batch)
+	for i := range ports {
+		ports[i] = freePort()
+	}
 	for i := range batch {
 		wg.Go(func() {
-			d, err := once(38200 + i)
+			d, err := once(ports[i])
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -231,6 +278,10 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 		})
 	}
 	wg.Wait()
+	phases.Lock()
+	fmt.Fprintf(os.Stderr, "runtime alone, %d at once: pull+create %s, start %s, started → answers %s (median / max)\n",
+		batch, medMax(phases.create), medMax(phases.start), medMax(phases.answer))
+	phases.Unlock()
 	_ = rt.RemoveImage(ctx, ref)
 	if len(errs) > 0 {
 		return 0, 0, 0, errs[0]

@@ -14,6 +14,8 @@
 //     veth name and address, the namespace, the veth pair, both sides'
 //     addresses and routes, the set elements.
 //   - teardown.go: Teardown of one instance, Reset of everything.
+//   - concurrency.go: how Setups and Teardowns run side by side (a lock
+//     per veth, address claims, set elements written in batches).
 //   - state.go: reading the attachments back from the kernel (List, the
 //     veth alias, the instance routes).
 //   - link.go: small idempotent netlink steps (up, addresses, routes).

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/google/uuid"
 	"github.com/vishvananda/netlink"
@@ -63,14 +64,32 @@ type Attachment struct {
 func (a Attachment) Complete() bool { return a.Netns != "" && a.HostIf != "" }
 
 // Manager sets up and tears down instances' networks on one node. Its
-// methods are safe for concurrent use; they are serialised, since Apply
-// rewrites the table from what exists and must not race a Setup.
+// methods are safe for concurrent use: Setups and Teardowns of different
+// instances run side by side, while Apply, Check and Reset, which rewrite
+// the table from what exists, run alone (see concurrency.go).
 type Manager struct {
 	cfg     Config
 	log     *slog.Logger
 	nftPath string
 
-	mu     sync.Mutex
+	mu sync.RWMutex // held for writing by Apply, Check and Reset
+	// instMu is a lock per veth name; addrMu guards claimed, the
+	// addresses of Setups under way (concurrency.go).
+	instMu  keyedMutex
+	addrMu  sync.Mutex
+	claimed map[netip.Addr]uuid.UUID
+	// elMu guards written, pendingEls and flushing: the set element
+	// changes waiting for the next nft, and whether one is running.
+	elMu       sync.Mutex
+	pendingEls []*elementChange
+	flushing   bool
+	// elGen counts element batches written; remembering says that
+	// rememberLoop is listing the table after them, remembered is closed
+	// when it is done.
+	elGen       uint64
+	remembering bool
+	remembered  chan struct{}
+
 	node   *netlink.Handle
 	nodeFd int // the node's namespace when cfg.NodeNetns is set, else -1
 	// machine and machineFd are the same for the machine a simulated node
@@ -84,7 +103,12 @@ type Manager struct {
 	written map[string]Attachment
 	// listed is a digest of the table as nft listed it after this
 	// manager's last change, "" when unknown; Check compares against it.
+	// Guarded by elMu: written by rememberLoop, or with mu held for
+	// writing after waitRemembered.
 	listed string
+	// nftRuns counts the nft processes this manager ran, for tests and
+	// benchmarks.
+	nftRuns atomic.Int64
 }
 
 // New checks cfg and opens the node's namespace. It changes nothing on the
@@ -197,6 +221,7 @@ func handleAt(fd int) (*netlink.Handle, error) {
 func (m *Manager) Apply(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.waitRemembered()
 	return m.apply(ctx)
 }
 
@@ -215,6 +240,7 @@ func (m *Manager) Apply(ctx context.Context) error {
 func (m *Manager) Check(ctx context.Context) (repaired bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.waitRemembered()
 	repaired, err = m.check(ctx)
 	if err != nil && ctx.Err() == nil {
 		if ferr := m.inNode(m.disableForwarding); ferr != nil {
@@ -227,7 +253,10 @@ func (m *Manager) Check(ctx context.Context) (repaired bool, err error) {
 
 func (m *Manager) check(ctx context.Context) (repaired bool, err error) {
 	sum, err := m.listTable(ctx)
-	if err == nil && sum != "" && sum == m.listed {
+	m.elMu.Lock()
+	listed := m.listed
+	m.elMu.Unlock()
+	if err == nil && sum != "" && sum == listed {
 		return false, nil
 	}
 	if err != nil && !errors.Is(err, errNoTable) {
@@ -240,15 +269,18 @@ func (m *Manager) check(ctx context.Context) (repaired bool, err error) {
 	return true, nil
 }
 
-// remember records the table as it now is, for Check. Called with m.mu held
-// after every change this manager makes; if listing fails, the next Check
+// remember records the table as it now is, for Check. Called after every
+// change this manager makes with m.mu held for writing (element batches
+// have rememberLoop); if listing fails, the next Check
 // applies the table again, which is harmless.
 func (m *Manager) remember(ctx context.Context) {
 	sum, err := m.listTable(ctx)
 	if err != nil {
 		m.log.WarnContext(ctx, "list nftables table", "err", err)
 	}
+	m.elMu.Lock()
 	m.listed = sum
+	m.elMu.Unlock()
 }
 
 // listTable returns a digest of the table's rules, sets and elements as nft
@@ -257,6 +289,7 @@ func (m *Manager) remember(ctx context.Context) {
 // and go.
 func (m *Manager) listTable(ctx context.Context) (string, error) {
 	var out []byte
+	m.nftRuns.Add(1)
 	err := m.inNode(func() error {
 		cmd := exec.CommandContext(ctx, m.nftPath, "-s", "list", "table", "inet", m.cfg.Table)
 		var stderr bytes.Buffer
@@ -299,15 +332,19 @@ func (m *Manager) apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.elMu.Lock()
 	clear(m.written)
+	m.elMu.Unlock()
 	if err := m.runNft(ctx, renderRules(m.cfg, atts)); err != nil {
 		return fmt.Errorf("network: apply rules: %w", err)
 	}
+	m.elMu.Lock()
 	for _, a := range atts {
 		if a.HostIf != "" {
 			m.written[a.HostIf] = a
 		}
 	}
+	m.elMu.Unlock()
 	m.remember(ctx)
 	return nil
 }

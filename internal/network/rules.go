@@ -217,6 +217,7 @@ func (m *Manager) runNft(ctx context.Context, script string) error {
 
 // runNftIn applies script with `nft -f -` in the namespace in enters.
 func (m *Manager) runNftIn(ctx context.Context, in func(func() error) error, script string) error {
+	m.nftRuns.Add(1)
 	return in(func() error {
 		cmd := exec.CommandContext(ctx, m.nftPath, "-f", "-")
 		cmd.Stdin = strings.NewReader(script)

@@ -41,9 +41,18 @@ func (m *Manager) Setup(ctx context.Context, inst Instance) (Attachment, error) 
 	if err := m.checkInstance(inst); err != nil {
 		return Attachment{}, err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
 	att, err := m.setup(ctx, inst)
+	m.mu.RUnlock()
+	if errors.Is(err, errNoTable) {
+		// Apply was not run yet, or the table was removed under us: write
+		// all of it, this instance (whose veth now exists) included.
+		m.log.WarnContext(ctx, "nftables table missing; applying it", "instance_id", inst.ID.String())
+		m.mu.Lock()
+		m.waitRemembered()
+		err = m.apply(ctx)
+		m.mu.Unlock()
+	}
 	if err != nil {
 		return Attachment{}, fmt.Errorf("network: set up instance %s: %w", inst.ID, err)
 	}
@@ -54,11 +63,13 @@ func (m *Manager) setup(ctx context.Context, inst Instance) (Attachment, error) 
 	hostIf := m.hostIf(inst.ID)
 	nsPath := m.NetnsPath(inst.ID)
 	log := m.log.With(slog.String("instance_id", inst.ID.String()), slog.String("host_if", hostIf))
+	defer m.instMu.lock(hostIf)()
 
-	old, host, routes, err := m.claim(inst, hostIf, nsPath)
+	old, host, release, err := m.claim(inst, hostIf, nsPath)
 	if err != nil {
 		return Attachment{}, err
 	}
+	defer release()
 	// The namespace first: it is what the instance's processes live in,
 	// and creating it is the only step that cannot be redone in place.
 	nsFd, err := openOrCreateNetns(ctx, log, nsPath)
@@ -78,9 +89,11 @@ func (m *Manager) setup(ctx context.Context, inst Instance) (Attachment, error) 
 	}
 	var addr4 netip.Addr
 	if m.cfg.IPv4.IsValid() {
-		if addr4, err = m.pickAddr4(ns, eth0, inst.ID, host.Attrs().Index, routes); err != nil {
+		var release4 func()
+		if addr4, release4, err = m.pickAddr4(ns, eth0, inst.ID, host.Attrs().Index); err != nil {
 			return Attachment{}, err
 		}
+		defer release4()
 	}
 	want := []netip.Prefix{netip.PrefixFrom(inst.Addr, 128)}
 	if addr4.IsValid() {
@@ -94,24 +107,28 @@ func (m *Manager) setup(ctx context.Context, inst Instance) (Attachment, error) 
 	}
 
 	att := Attachment{ID: inst.ID, Netns: nsPath, HostIf: hostIf, Addr: inst.Addr, Addr4: addr4, Port: inst.Port}
-	if err := m.writeElements(ctx, log, old, att); err != nil {
+	resolvConf, err := m.writeResolvConf(inst.ID)
+	if err != nil {
 		return Attachment{}, err
 	}
-	// After the elements: the kernel's state, which List reads back and
-	// writeElements compares, has no resolv.conf.
-	if att.ResolvConf, err = m.writeResolvConf(inst.ID); err != nil {
-		return Attachment{}, err
+	// The elements last: they are what lets traffic reach the instance.
+	// att has no resolv.conf yet: the kernel's state, which List reads back
+	// and writeElements compares, has none.
+	if err := m.writeElements(ctx, old, att); err != nil {
+		att.ResolvConf = resolvConf
+		return att, err
 	}
+	att.ResolvConf = resolvConf
 	return att, nil
 }
 
 // claim reads what the node has of the instance's veth and checks that the
 // instance may have it and its address, before anything is made: the veth
 // must be unowned or the instance's own, and no other link may be routed
-// the address. It returns the veth's attachment as it was (zero if the
-// instance has none yet), the veth (nil if missing) and the node's
-// instance routes.
-func (m *Manager) claim(inst Instance, hostIf, nsPath string) (Attachment, netlink.Link, map[netip.Prefix]int, error) {
+// the address, nor another Setup under way have claimed it. It returns
+// the veth's attachment as it was (zero if the instance has none yet), the
+// veth (nil if missing), and the release of the address's claim.
+func (m *Manager) claim(inst Instance, hostIf, nsPath string) (Attachment, netlink.Link, func(), error) {
 	old, host, err := m.readAttachment(hostIf)
 	if err != nil {
 		return Attachment{}, nil, nil, err
@@ -124,14 +141,19 @@ func (m *Manager) claim(inst Instance, hostIf, nsPath string) (Attachment, netli
 		// Setup that stopped before naming it.
 		old = Attachment{}
 	}
-	routes, err := m.routesByDst()
+	_, release, err := m.claimAddr(inst.ID, func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error) {
+		if idx, ok := routes[netip.PrefixFrom(inst.Addr, 128)]; ok && (host == nil || idx != host.Attrs().Index) {
+			return netip.Addr{}, errAddrInUse(inst.Addr)
+		}
+		if taken(inst.Addr) {
+			return netip.Addr{}, errAddrInUse(inst.Addr)
+		}
+		return inst.Addr, nil
+	})
 	if err != nil {
 		return Attachment{}, nil, nil, err
 	}
-	if idx, ok := routes[netip.PrefixFrom(inst.Addr, 128)]; ok && (host == nil || idx != host.Attrs().Index) {
-		return Attachment{}, nil, nil, fmt.Errorf("%w: %v", ErrAddrInUse, inst.Addr)
-	}
-	return old, host, routes, nil
+	return old, host, release, nil
 }
 
 // openOrCreateNetns opens the instance's namespace, creating it first if
@@ -256,28 +278,17 @@ func (m *Manager) configureNodeSide(host netlink.Link, want []netip.Prefix, ipv4
 }
 
 // writeElements puts att into the nftables sets in place of old, unless
-// this manager wrote exactly att already.
-func (m *Manager) writeElements(ctx context.Context, log *slog.Logger, old, att Attachment) error {
-	if w, ok := m.written[att.HostIf]; ok && w == att && old == att {
+// this manager wrote exactly att already. errNoTable: the table must be
+// applied (which writes att's elements with everything else).
+func (m *Manager) writeElements(ctx context.Context, old, att Attachment) error {
+	if old == att && m.wroteAlready(att) {
 		return nil
 	}
 	var del []Attachment
 	if old.HostIf != "" && old != att {
 		del = append(del, old) // deleted before att's are added: shared elements survive
 	}
-	err := m.runNft(ctx, elementScript(m.cfg.Table, []Attachment{att}, del))
-	if errors.Is(err, errNoTable) {
-		// Apply was not run yet, or the table was removed under us:
-		// write all of it, this instance included.
-		log.WarnContext(ctx, "nftables table missing; applying it")
-		err = m.apply(ctx)
-	}
-	if err != nil {
-		return err
-	}
-	m.written[att.HostIf] = att
-	m.remember(ctx)
-	return nil
+	return m.commitElements(ctx, []Attachment{att}, del)
 }
 
 // resolvConfPath is where the instance's resolv.conf is: beside its
@@ -346,31 +357,37 @@ func prepareInstanceNetns() error {
 	return nil
 }
 
-// pickAddr4 returns the instance's IPv4 address: the one it already has if
-// any (connections and NAT state stay valid across an agent restart), else
-// the one derived from its id, walking on past any the node already routes.
-// The range is node-local, so the node's routes are the whole truth.
-func (m *Manager) pickAddr4(ns *netlink.Handle, eth0 netlink.Link, id uuid.UUID, hostIdx int, routes map[netip.Prefix]int) (netip.Addr, error) {
+// pickAddr4 returns the instance's IPv4 address, claimed until release:
+// the one it already has if any (connections and NAT state stay valid
+// across an agent restart), else the one derived from its id, walking on
+// past any the node already routes or another Setup has claimed. The range
+// is node-local, so the node's routes and this manager's claims are the
+// whole truth.
+func (m *Manager) pickAddr4(ns *netlink.Handle, eth0 netlink.Link, id uuid.UUID, hostIdx int) (netip.Addr, func(), error) {
 	addrs, err := ns.AddrList(eth0, netlink.FAMILY_V4)
 	if err != nil {
-		return netip.Addr{}, err
+		return netip.Addr{}, nil, err
 	}
-	for _, a := range addrs {
-		p := toPrefix(a.IPNet)
-		if p.Bits() == 32 && m.cfg.IPv4.Contains(p.Addr()) {
-			if idx, ok := routes[p]; !ok || idx == hostIdx {
+	return m.claimAddr(id, func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error) {
+		free := func(a netip.Addr) bool {
+			idx, ok := routes[netip.PrefixFrom(a, 32)]
+			return (!ok || idx == hostIdx) && !taken(a)
+		}
+		for _, a := range addrs {
+			p := toPrefix(a.IPNet)
+			if p.Bits() == 32 && m.cfg.IPv4.Contains(p.Addr()) && free(p.Addr()) {
 				return p.Addr(), nil
 			}
 		}
-	}
-	a := ipam.InstanceAddr(m.cfg.IPv4, id)
-	for range 1 << 12 {
-		if idx, ok := routes[netip.PrefixFrom(a, 32)]; !ok || idx == hostIdx {
-			return a, nil
+		a := ipam.InstanceAddr(m.cfg.IPv4, id)
+		for range 1 << 12 {
+			if free(a) {
+				return a, nil
+			}
+			a = ipam.NextInstanceAddr(m.cfg.IPv4, a)
 		}
-		a = ipam.NextInstanceAddr(m.cfg.IPv4, a)
-	}
-	return netip.Addr{}, fmt.Errorf("no free IPv4 address in %v", m.cfg.IPv4)
+		return netip.Addr{}, fmt.Errorf("no free IPv4 address in %v", m.cfg.IPv4)
+	})
 }
 
 // ensureHostRoutes routes exactly want to host, removing routes of ours

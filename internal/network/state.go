@@ -15,8 +15,8 @@ import (
 // List returns every instance network this package finds on the node,
 // complete or not, read from the kernel alone.
 func (m *Manager) List() ([]Attachment, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	atts, err := m.list()
 	if err != nil || m.cfg.ResolvConfDir == "" {
 		return atts, err
@@ -82,8 +82,10 @@ func (m *Manager) collectLinks(c *collector) error {
 		if !ok {
 			// A Setup that stopped between creating the veth and naming
 			// it; Setup or Teardown of its instance (found by its
-			// namespace) finishes the job.
-			m.log.Warn("veth with Zeitwork's prefix but no instance alias", "host_if", l.Attrs().Name)
+			// namespace) finishes the job. One under way is no news.
+			if !m.instMu.held(l.Attrs().Name) {
+				m.log.Warn("veth with Zeitwork's prefix but no instance alias", "host_if", l.Attrs().Name)
+			}
 			continue
 		}
 		p := c.get(a.ID)

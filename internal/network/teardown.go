@@ -17,9 +17,10 @@ import (
 // not an error. The instance's processes must be gone first, or the
 // namespace lives on, unnamed, until they exit.
 func (m *Manager) Teardown(ctx context.Context, id uuid.UUID) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	hostIf := m.hostIf(id)
+	defer m.instMu.lock(hostIf)()
 	var errs []error
 	att, host, err := m.readAttachment(hostIf)
 	switch {
@@ -36,13 +37,16 @@ func (m *Manager) Teardown(ctx context.Context, id uuid.UUID) error {
 	case host != nil:
 		// Elements first: from here on the instance can send nothing and
 		// be reached by nothing, even if deleting the link fails.
-		err := m.runNft(ctx, elementScript(m.cfg.Table, nil, []Attachment{att}))
+		err := m.commitElements(ctx, nil, []Attachment{att})
 		if err != nil && !errors.Is(err, errNoTable) {
 			errs = append(errs, err)
 			break
 		}
-		delete(m.written, hostIf)
-		m.remember(ctx)
+		if err != nil {
+			m.elMu.Lock()
+			delete(m.written, hostIf)
+			m.elMu.Unlock()
+		}
 		if err := m.node.LinkDel(host); err != nil && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", hostIf, err))
 		}
@@ -66,10 +70,13 @@ func (m *Manager) Teardown(ctx context.Context, id uuid.UUID) error {
 func (m *Manager) Reset(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.waitRemembered()
 	var errs []error
 	t := m.cfg.Table
+	m.elMu.Lock()
 	clear(m.written)
 	m.listed = ""
+	m.elMu.Unlock()
 	if err := m.runNft(ctx, "table inet "+t+" {}\ndelete table inet "+t+"\n"); err != nil {
 		errs = append(errs, err)
 	}

@@ -55,8 +55,9 @@ type Policy struct {
 	PullAttempts int
 	// PullTimeout bounds one pull from start to end; PullWait is how long
 	// a pass waits for it. A pull still going after PullWait goes on in
-	// the background and a later pass picks up its result, so one slow or
-	// stalled registry never holds up the other instances' convergence.
+	// the background, wakes the agent when it ends, and the next pass
+	// picks up its result, so one slow or stalled registry never holds up
+	// the other instances' convergence.
 	PullTimeout, PullWait time.Duration
 	// RegistryAuth is what the node pulls images with (read-only); nil:
 	// the credential the control plane hands out, scoped to the projects
@@ -65,6 +66,21 @@ type Policy struct {
 	// HostNetwork runs instances in the node's network namespace instead
 	// of their own (local tests without root only: no isolation).
 	HostNetwork bool
+	// PassWait is how long a pass waits for the steps it began (creates,
+	// starts, health checks) before it returns; a step still going on
+	// carries on, and later passes skip its instance until it is done.
+	// Zero: a pass only begins steps, each of which reports what it did.
+	PassWait time.Duration
+	// StopWait is how long a pass waits for a stop it began (or one under
+	// way) before it moves on; the stop goes on in the background and wakes
+	// the agent when it is done. An app that ignores SIGTERM holds its stop
+	// for the whole StopGrace, and a pass waiting for it would hold up
+	// every other instance's start meanwhile.
+	StopWait time.Duration
+	// Parallel bounds how many creates and starts run at once (a create
+	// is a network and a containerd create, a start a runc process and its
+	// shim): beyond the machine's cores more only contend. Zero: 16.
+	Parallel int
 	// StartProbe is the first wait before probing a just-started instance
 	// between passes; it doubles up to StartProbeMax. Most apps answer
 	// within milliseconds of starting, long before the next pass would
@@ -76,7 +92,7 @@ type Policy struct {
 var DefaultPolicy = Policy{
 	HealthDeadline: 60 * time.Second, StopGrace: 10 * time.Second,
 	RestartBackoff: time.Second, MaxBackoff: time.Minute, MaxRestarts: 5, PullAttempts: 3,
-	PullTimeout: 10 * time.Minute, PullWait: 5 * time.Second,
+	PullTimeout: 10 * time.Minute, PullWait: 250 * time.Millisecond, StopWait: 100 * time.Millisecond,
 	StartProbe: 10 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
 }
 
@@ -102,7 +118,11 @@ type Converger struct {
 	started    map[uuid.UUID]time.Time         // when the current run of an instance began
 	retryAt    map[uuid.UUID]time.Time         // crashed: not before this
 	pullFailed map[uuid.UUID]int
-	pulls      map[uuid.UUID]*pull // under way, or done and not yet looked at
+	pulls      map[uuid.UUID]*pull         // under way, or done and not yet looked at
+	stops      map[uuid.UUID]chan struct{} // under way; closed when done
+	busy       map[uuid.UUID]bool          // a step under way
+	ended      map[uuid.UUID]time.Time     // when the last step ended
+	slots      chan struct{}               // the pool of creates and starts
 }
 
 // store is this node's view of the instances table.
@@ -119,6 +139,10 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	// pass's latency on every instance start.
 	checked := make(chan struct{})
 	go func() { defer close(checked); c.checkFirewall(ctx) }()
+	// A step that ends after this may not be in what the pass reads (a
+	// create whose container the list below missed): its instance waits
+	// for the next pass rather than be created twice.
+	readAt := time.Now()
 	want, err := c.store().ListAssigned(ctx)
 	var have []runtime.Status
 	if err == nil {
@@ -142,28 +166,35 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 	}
 
 	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
 		wanted  = make(map[uuid.UUID]bool, len(want))
+		results = make(chan bool, len(want)+len(have))
+		running int
 		pendCnt int
 	)
-	// Instances converge in parallel: one slow pull must not hold up a
-	// crashed neighbour's restart.
-	for _, a := range want {
+	// Each instance's step runs on its own, and the pass waits for the
+	// steps up to Policy.PassWait only: a step still going on after that
+	// (a create, a start, a stop's first moments) is left to finish, and
+	// passes meanwhile skip its instance and count it pending. So an
+	// instance assigned while fifty others are being created starts at
+	// once, not after them. Creates and starts take turns for a place in
+	// the pool (Policy.Parallel); checks and stops need none.
+	for _, a := range stopsFirst(want) {
 		wanted[a.ID] = true
 		obs, ok := observed[a.ID]
 		if !ok {
 			obs = runtime.Status{InstanceID: a.ID, State: runtime.StateMissing}
 		}
-		wg.Go(func() {
-			if c.converge(ctx, a, obs) {
-				mu.Lock()
-				pendCnt++
-				mu.Unlock()
-			}
-		})
+		if !c.claimStep(a.ID, readAt) {
+			pendCnt++
+			continue
+		}
+		running++
+		go func() {
+			p := c.converge(ctx, a, obs)
+			c.stepDone(a.ID)
+			results <- p
+		}()
 	}
-	wg.Wait()
 
 	for _, s := range have {
 		if wanted[s.InstanceID] {
@@ -173,18 +204,27 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		// or moved): stop it. This is also how a restarted agent cleans up
 		// after a stop it did not finish.
 		if s.State != runtime.StateMissing {
-			c.Log.InfoContext(ctx, "stopping instance the database does not want here", "instance_id", s.InstanceID)
-			if err := c.Runtime.Stop(ctx, s.InstanceID, c.Policy.StopGrace); err != nil {
-				c.Log.WarnContext(ctx, "stop orphan", "instance_id", s.InstanceID, "err", err)
-				continue
-			}
-			if c.Network != nil {
-				if err := c.Network.Teardown(ctx, s.InstanceID); err != nil {
-					c.Log.WarnContext(ctx, "teardown orphan", "instance_id", s.InstanceID, "err", err)
-				}
-			}
+			running++
+			go func() { c.stopOrphan(ctx, s.InstanceID); results <- false }()
 		}
 	}
+	patience := time.NewTimer(c.Policy.PassWait)
+	defer patience.Stop()
+wait:
+	for ; running > 0; running-- {
+		select {
+		case p := <-results:
+			if p {
+				pendCnt++
+			}
+		case <-patience.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	pendCnt += running
+	c.forgetSteps(readAt)
 	c.sweepNetworks(ctx, want, have)
 	return pendCnt, nil
 }
@@ -195,6 +235,13 @@ func (c *Converger) init() {
 	if c.started == nil {
 		c.started, c.retryAt, c.pullFailed = map[uuid.UUID]time.Time{}, map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
 		c.pulls = map[uuid.UUID]*pull{}
+		c.stops = map[uuid.UUID]chan struct{}{}
+		c.busy, c.ended = map[uuid.UUID]bool{}, map[uuid.UUID]time.Time{}
+		parallel := c.Policy.Parallel
+		if parallel <= 0 {
+			parallel = 16
+		}
+		c.slots = make(chan struct{}, parallel)
 	}
 }
 
@@ -268,4 +315,69 @@ func (c *Converger) addr(in instance.Instance) netip.AddrPort {
 		return netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(in.Port))
 	}
 	return in.AddrPort()
+}
+
+// stopsFirst orders want so that instances to stop come first: a pass
+// begins their stops before it waits for a place in the pool.
+func stopsFirst(want []instance.Assignment) []instance.Assignment {
+	out := make([]instance.Assignment, 0, len(want))
+	for _, a := range want {
+		if a.Desired == instance.DesiredStopped || a.State == instance.StateFailed {
+			out = append(out, a)
+		}
+	}
+	for _, a := range want {
+		if !(a.Desired == instance.DesiredStopped || a.State == instance.StateFailed) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// slot waits for a place in the pool of creates and starts and returns its
+// release; false if ctx ended first.
+func (c *Converger) slot(ctx context.Context) (release func(), ok bool) {
+	select {
+	case c.slots <- struct{}{}:
+		return func() { <-c.slots }, true
+	case <-ctx.Done():
+		return nil, false
+	}
+}
+
+// claimStep marks a step of the instance under way, unless one is, or one
+// ended after readAt (what the pass read may not show what it did).
+func (c *Converger) claimStep(iid uuid.UUID, readAt time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.busy[iid] || c.ended[iid].After(readAt) {
+		return false
+	}
+	c.busy[iid] = true
+	return true
+}
+
+func (c *Converger) stepDone(iid uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.busy, iid)
+	c.ended[iid] = time.Now()
+}
+
+// forgetSteps drops the ends of steps that every later pass reads after.
+func (c *Converger) forgetSteps(readAt time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for iid, t := range c.ended {
+		if !t.After(readAt) {
+			delete(c.ended, iid)
+		}
+	}
+}
+
+// Busy says whether a step of the instance is under way.
+func (c *Converger) Busy(iid uuid.UUID) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.busy[iid]
 }

@@ -135,6 +135,8 @@ func newHarness(t *testing.T) *harness {
 	h.image, _ = db.New(pool).ImageGetByID(ctx, img)
 	policy := nodeagent.DefaultPolicy
 	policy.RestartBackoff, policy.MaxBackoff, policy.MaxRestarts, policy.HealthDeadline = time.Millisecond, time.Millisecond, 3, 200*time.Millisecond
+	// One pass, one step of every instance: the tests look after each.
+	policy.PassWait = time.Minute
 	h.c = &nodeagent.Converger{
 		Pool: pool, NodeID: self.ID, Runtime: h.rt, Control: controlPlane(t, pool, self.ID, h.ring), Policy: policy, Log: zlog.Discard(),
 		Probe: func(_ context.Context, addr netip.AddrPort, path string) error {

@@ -36,8 +36,9 @@ func (c *Converger) checkFirewall(ctx context.Context) {
 // They are what a create that failed after Setup leaves (the image would
 // not run, the runtime refused the spec), and what an agent that died
 // between Setup and Create, or during a stop, leaves behind; nothing else
-// ever removes them. Called after the instances converged, so that every
-// network a wanted instance needs has been set up, and none is being.
+// ever removes them. Called at the end of a pass; a network whose
+// instance has a step under way (a create between Setup and the
+// container) is left alone.
 func (c *Converger) sweepNetworks(ctx context.Context, want []instance.Assignment, have []runtime.Status) {
 	if c.Network == nil || c.Policy.HostNetwork {
 		return
@@ -61,7 +62,9 @@ func (c *Converger) sweepNetworks(ctx context.Context, want []instance.Assignmen
 		}
 	}
 	for _, att := range atts {
-		if keep[att.ID] {
+		// A create under way may have set up its network and not yet made
+		// its container.
+		if keep[att.ID] || c.Busy(att.ID) {
 			continue
 		}
 		c.Log.InfoContext(ctx, "removing the network of an instance that does not run here", "instance_id", att.ID, "netns", att.Netns)

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/instance"
@@ -44,17 +47,24 @@ func (c *Converger) create(ctx context.Context, a instance.Assignment, log *slog
 		// A share of the node's CPUs in proportion to what it reserved.
 		CPURequestMillis: int(node.CPURequest(in.CPUMillis)),
 	}
+	release, ok := c.slot(ctx)
+	if !ok {
+		return
+	}
 	pulled := time.Now()
 	if c.Network != nil && !c.Policy.HostNetwork {
 		att, err := c.Network.Setup(ctx, network.Instance{ID: in.ID, Addr: in.Addr, Port: int(in.Port)})
 		if err != nil {
+			release()
 			c.report(ctx, in, instance.StateFailed, "network: "+err.Error())
 			return
 		}
 		spec.NetNSPath, spec.ResolvConf = att.Netns, att.ResolvConf
 	}
 	networked := time.Now()
-	if err := c.Runtime.Create(ctx, spec); err != nil {
+	err = c.Runtime.Create(ctx, spec)
+	release()
+	if err != nil {
 		c.report(ctx, in, instance.StateFailed, "create: "+err.Error())
 		return
 	}
@@ -83,6 +93,10 @@ func (c *Converger) attemptFailed(ctx context.Context, in instance.Instance, fin
 type pull struct {
 	done chan struct{}
 	err  error
+	// given up on is set when a pass stopped waiting for the pull: its end
+	// then wakes the agent, so that the instance is created at once rather
+	// than at the next poll.
+	givenUp atomic.Bool
 }
 
 // startPull starts a's pull in the background and records it; c.mu is held.
@@ -93,10 +107,13 @@ func (c *Converger) startPull(ctx context.Context, a instance.Assignment, auth *
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.Policy.PullTimeout)
 	go func() {
 		defer cancel()
-		defer close(p.done)
 		p.err = c.Runtime.Pull(pctx, a.Image, auth)
 		if p.err != nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
 			p.err = fmt.Errorf("gave up after %s: %w", c.Policy.PullTimeout, p.err)
+		}
+		close(p.done)
+		if p.givenUp.Load() && c.Ready != nil {
+			c.Ready()
 		}
 	}()
 	return p
@@ -131,6 +148,7 @@ func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bo
 	select {
 	case <-p.done:
 	case <-wait.C:
+		p.givenUp.Store(true)
 		select {
 		case <-p.done: // a zero wait races with a done pull: done wins
 		default:
@@ -147,7 +165,13 @@ func (c *Converger) pull(ctx context.Context, a instance.Assignment) (pending bo
 
 func (c *Converger) start(ctx context.Context, a instance.Assignment, _ *slog.Logger) {
 	in := a.Instance
-	if err := c.Runtime.Start(ctx, in.ID); err != nil {
+	release, ok := c.slot(ctx)
+	if !ok {
+		return
+	}
+	err := c.Runtime.Start(ctx, in.ID)
+	release()
+	if err != nil {
 		c.report(ctx, in, instance.StateFailed, "start: "+err.Error())
 		return
 	}
@@ -159,16 +183,20 @@ func (c *Converger) start(ctx context.Context, a instance.Assignment, _ *slog.Lo
 }
 
 // probeStarting probes a just-started instance on its own, at StartProbe
-// doubling up to StartProbeMax, and calls Ready on its first answer, so
-// the next pass reports it healthy at once. It only hints: the pass's own
-// probe decides, and a pass that is running meanwhile is not held up.
+// (four times, then each wait doubles, up to StartProbeMax), and on its
+// first answer reports it healthy then and there, as a pass would (from
+// the instance's row read afresh, and only if no step of it is under way),
+// and calls Ready. A whole pass between the answer and "healthy" cost a
+// list of the node's instances, one of its containers and a firewall
+// check.
 func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
 	if c.Ready == nil || c.Policy.StartProbe <= 0 {
 		return
 	}
 	addr := c.addr(a.Instance)
 	go func() {
-		for wait := c.Policy.StartProbe; wait <= c.Policy.StartProbeMax; wait *= 2 {
+		wait := c.Policy.StartProbe
+		for n := 1; wait <= c.Policy.StartProbeMax; n++ {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -177,11 +205,30 @@ func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
 			case <-t.C:
 			}
 			if c.Probe(ctx, addr, a.HealthCheckPath) == nil {
+				c.reportStarted(ctx, a)
 				c.Ready()
 				return
 			}
+			if n%4 == 0 {
+				wait *= 2
+			}
 		}
 	}()
+}
+
+// reportStarted runs the health check step of an instance that has just
+// answered its start probe, unless a pass has it.
+func (c *Converger) reportStarted(ctx context.Context, a instance.Assignment) {
+	if !c.claimStep(a.ID, time.Now()) {
+		return
+	}
+	defer c.stepDone(a.ID)
+	in, err := c.store().Get(ctx, a.ID)
+	if err != nil || in.Desired != instance.DesiredRunning || in.State != instance.StateStarting {
+		return
+	}
+	a.Instance = in
+	c.check(ctx, a, runtime.Status{InstanceID: in.ID, State: runtime.StateRunning})
 }
 
 // check health-checks a running instance; true while it has not yet been
@@ -265,30 +312,102 @@ func (c *Converger) crashed(ctx context.Context, a instance.Assignment, obs runt
 	c.start(ctx, a, log)
 }
 
+// stop ends the instance and removes its network, then reports it
+// stopped. The stop runs on its own: the pass waits for it up to
+// Policy.StopWait and moves on, and the stop wakes the agent when it is
+// done. A later pass that finds it still under way only waits again.
 func (c *Converger) stop(ctx context.Context, in instance.Instance, obs runtime.Status, log *slog.Logger) {
-	if obs.State != runtime.StateMissing {
-		if in.State != instance.StateStopping {
-			c.report(ctx, in, instance.StateStopping, "")
+	if obs.State != runtime.StateMissing && in.State != instance.StateStopping && !c.stopping(in.ID) {
+		c.report(ctx, in, instance.StateStopping, "")
+	}
+	c.inBackground(ctx, in.ID, func(ctx context.Context) {
+		if obs.State != runtime.StateMissing {
+			if err := c.Runtime.Stop(ctx, in.ID, c.Policy.StopGrace); err != nil {
+				log.WarnContext(ctx, "stop", "err", err)
+				return
+			}
 		}
-		if err := c.Runtime.Stop(ctx, in.ID, c.Policy.StopGrace); err != nil {
-			log.WarnContext(ctx, "stop", "err", err)
+		if c.Network != nil && !c.Policy.HostNetwork {
+			if err := c.Network.Teardown(ctx, in.ID); err != nil {
+				log.WarnContext(ctx, "teardown", "err", err)
+				return
+			}
+		}
+		c.mu.Lock()
+		delete(c.started, in.ID)
+		delete(c.retryAt, in.ID)
+		delete(c.pullFailed, in.ID)
+		delete(c.pulls, in.ID)
+		c.mu.Unlock()
+		if in.Desired == instance.DesiredStopped && in.State != instance.StateStopped {
+			c.report(ctx, in, instance.StateStopped, "")
+		}
+	})
+}
+
+// stopOrphan stops, in the background as stop does, a container that the
+// database does not want here.
+func (c *Converger) stopOrphan(ctx context.Context, iid uuid.UUID) {
+	if !c.stopping(iid) {
+		c.Log.InfoContext(ctx, "stopping instance the database does not want here", "instance_id", iid)
+	}
+	c.inBackground(ctx, iid, func(ctx context.Context) {
+		if err := c.Runtime.Stop(ctx, iid, c.Policy.StopGrace); err != nil {
+			c.Log.WarnContext(ctx, "stop orphan", "instance_id", iid, "err", err)
 			return
 		}
-	}
-	if c.Network != nil && !c.Policy.HostNetwork {
-		if err := c.Network.Teardown(ctx, in.ID); err != nil {
-			log.WarnContext(ctx, "teardown", "err", err)
-			return
+		if c.Network != nil {
+			if err := c.Network.Teardown(ctx, iid); err != nil {
+				c.Log.WarnContext(ctx, "teardown orphan", "instance_id", iid, "err", err)
+			}
 		}
-	}
+	})
+}
+
+func (c *Converger) stopping(iid uuid.UUID) bool {
 	c.mu.Lock()
-	delete(c.started, in.ID)
-	delete(c.retryAt, in.ID)
-	delete(c.pullFailed, in.ID)
-	delete(c.pulls, in.ID)
+	defer c.mu.Unlock()
+	_, ok := c.stops[iid]
+	return ok
+}
+
+// inBackground runs the instance's stop unless one is under way, waits
+// for it up to Policy.StopWait, and leaves it running after that; a stop
+// that ends after the pass stopped waiting wakes the agent (Ready), so
+// that the next pass sees what it left.
+func (c *Converger) inBackground(ctx context.Context, iid uuid.UUID, stop func(context.Context)) {
+	c.mu.Lock()
+	done, ok := c.stops[iid]
+	if !ok {
+		done = make(chan struct{})
+		c.stops[iid] = done
+	}
 	c.mu.Unlock()
-	if in.Desired == instance.DesiredStopped && in.State != instance.StateStopped {
-		c.report(ctx, in, instance.StateStopped, "")
+	var waited atomic.Bool
+	if !ok {
+		go func() {
+			stop(ctx)
+			c.mu.Lock()
+			delete(c.stops, iid)
+			c.ended[iid] = time.Now() // as for a step: a pass that read before may not see it
+			c.mu.Unlock()
+			close(done)
+			if waited.Load() && c.Ready != nil {
+				c.Ready()
+			}
+		}()
+	}
+	t := time.NewTimer(c.Policy.StopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		waited.Store(true)
+		select {
+		case <-done: // a stop that ended meanwhile needs no wake-up
+		default:
+		}
+	case <-ctx.Done():
 	}
 }
 

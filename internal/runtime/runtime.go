@@ -252,6 +252,9 @@ type Runtime struct {
 	http   *http.Client // for registries
 
 	remapMu sync.Map // image digest → *sync.Mutex: one remapped snapshot of an image at a time
+	// remapped holds the image digests whose re-owned copy a create of
+	// this Runtime made (or found): later creates need not take turns.
+	remapped sync.Map
 
 	imagesMu  sync.Mutex
 	imageUsed map[string]time.Time // image name → last seen in use, by PruneImages
