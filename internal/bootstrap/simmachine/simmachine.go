@@ -511,19 +511,40 @@ func (m *Machine) run() error {
 // other known_hosts file still holds the old one and refuses it).
 func (m *Machine) Reinstall(t testing.TB) {
 	t.Helper()
+	if err := m.reinstall(t); err != nil {
+		t.Fatalf("reinstall: %v", err)
+	}
+}
+
+// ReinstallAll reinstalls every machine at once, as Reinstall does one:
+// the cluster's servers all replaced by fresh ones at the same addresses
+// (what restoring a cluster from its database starts from).
+func (c *Cluster) ReinstallAll(t testing.TB) {
+	t.Helper()
+	errs := make([]error, len(c.Machines))
+	var wg sync.WaitGroup
+	for i, m := range c.Machines {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = m.reinstall(t) }()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("reinstall: %v", err)
+	}
+}
+
+func (m *Machine) reinstall(t testing.TB) error {
 	m.stop(t)
 	if err := syscall.Unmount(m.root, syscall.MNT_DETACH); err != nil {
-		t.Fatalf("%s: unmount: %v", m.Name, err)
+		return fmt.Errorf("%s: unmount: %w", m.Name, err)
 	}
 	if err := m.install(); err != nil {
-		t.Fatalf("reinstall: %v", err)
+		return err
 	}
 	if err := m.unpin(); err != nil {
-		t.Fatalf("reinstall: %v", err)
+		return err
 	}
-	if err := m.run(); err != nil {
-		t.Fatalf("reinstall: %v", err)
-	}
+	return m.run()
 }
 
 // unpin removes the machine's line from KnownHosts.
