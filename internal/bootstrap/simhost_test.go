@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +33,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/zeitwork/zeitwork/internal/bootstrap"
 	"github.com/zeitwork/zeitwork/internal/bootstrap/simmachine"
 	"github.com/zeitwork/zeitwork/internal/cloudflare"
 	"github.com/zeitwork/zeitwork/internal/dnstest"
@@ -54,13 +56,43 @@ type simHost struct {
 	LocalRegistry   string // the same registry on loopback, for the test to push to
 	// IssuerRoots verify what the edges serve: Pebble's issuing root.
 	IssuerRoots *x509.CertPool
+	// AptRepo is the packages cache (scripts/sim-rootfs.sh debs) served
+	// as a flat apt repository, http://gateway:port/; "" when the
+	// machines use the Debian archive.
+	AptRepo string
+}
+
+// simDebs is the packages cache of scripts/sim-rootfs.sh, or "" when it is
+// not made: then the machines need the internet for bootstrap's apt
+// packages (under CI=true that is a failure).
+func simDebs(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("../../scripts/sim-rootfs.sh", "debs-path").Output()
+	if err != nil {
+		t.Fatalf("scripts/sim-rootfs.sh debs-path: %v", err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if _, err := os.Stat(filepath.Join(dir, ".done")); err != nil {
+		if testenv.InCI() {
+			testenv.Unavailable(t, "the simulated machines' packages cache", fmt.Errorf("%s: run scripts/sim-rootfs.sh", dir))
+		}
+		t.Logf("no packages cache in %s (scripts/sim-rootfs.sh makes it): the machines use the Debian archive", dir)
+		return ""
+	}
+	return dir
 }
 
 // startSimHost starts those services for the machines of sim, with the
-// platform domains as Cloudflare zones.
-func startSimHost(t *testing.T, sim *simmachine.Cluster, zones []string) *simHost {
+// platform domains as Cloudflare zones, and serves the packages cache debs
+// (if any).
+func startSimHost(t *testing.T, sim *simmachine.Cluster, zones []string, debs string) *simHost {
 	t.Helper()
 	h := &simHost{CloudflareToken: "cf-sim-token"}
+	if debs != "" {
+		repo := httptest.NewServer(http.FileServer(http.Dir(debs)))
+		t.Cleanup(repo.Close)
+		h.AptRepo = "http://" + sim.Expose(t, strings.TrimPrefix(repo.URL, "http://")) + "/"
+	}
 	dns := dnstest.Start(t)
 	cf := cloudflare.NewEmulator(h.CloudflareToken, dns)
 	for _, z := range zones {
@@ -341,4 +373,21 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestSimDebsAreBootstrapsPackages holds scripts/sim-rootfs.sh's packages
+// cache to what bootstrap installs on Debian: a package missing there
+// would send the simulated machines to an archive they cannot reach.
+func TestSimDebsAreBootstrapsPackages(t *testing.T) {
+	out, err := exec.Command("../../scripts/sim-rootfs.sh", "debs-list").Output()
+	if err != nil {
+		t.Fatalf("scripts/sim-rootfs.sh debs-list: %v", err)
+	}
+	cached := strings.Fields(string(out))
+	all := bootstrap.Node{Roles: []bootstrap.Role{bootstrap.RoleOperator, bootstrap.RoleWorker, bootstrap.RoleBuilder, bootstrap.RoleEdge, bootstrap.RoleAPI}}
+	for _, p := range bootstrap.DistroOf(bootstrap.OSDebian).Packages(all) {
+		if !slices.Contains(cached, p) {
+			t.Errorf("bootstrap installs %s on Debian; scripts/sim-rootfs.sh's DEBS lacks it", p)
+		}
+	}
 }

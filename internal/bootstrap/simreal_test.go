@@ -32,7 +32,8 @@ import (
 )
 
 // SimulatedClusterEnv turns on TestRealRunOnSimulatedMachines: it takes
-// minutes and downloads the machines' packages from the Debian archive.
+// minutes (and without scripts/sim-rootfs.sh's packages cache, the Debian
+// archive).
 const SimulatedClusterEnv = "ZEITWORK_TEST_SIMULATED_CLUSTER"
 
 // simDomains are the platform's domains on the simulated cluster: the
@@ -71,12 +72,14 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	t.Cleanup(func() { t.Logf("phases:\n  %s", strings.Join(timings, "\n  ")) })
 
 	start := time.Now()
-	sim := simmachine.StartWith(t, len(names), simmachine.Options{Internet: true, Containers: true})
+	// With the packages cache the machines reach nothing beyond this host.
+	debs := simDebs(t)
+	sim := simmachine.StartWith(t, len(names), simmachine.Options{Internet: debs == "", Containers: true})
 	machine := map[string]*simmachine.Machine{}
 	for i, n := range names {
 		machine[n] = sim.Machines[i]
 	}
-	host := startSimHost(t, sim, simDomains)
+	host := startSimHost(t, sim, simDomains, debs)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "zeitwork-linux-amd64")
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/zeitwork")
@@ -291,7 +294,7 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 }
 
 // prepareSimMachine puts on a bare machine what the test stands in for:
-// the edge is pointed at Pebble, the emulator and the DNS server (a
+// apt reads the packages cache (when there is one), the edge is pointed at Pebble, the emulator and the DNS server (a
 // systemd drop-in: bootstrap's own files stay as it renders them), the
 // workers pull from the test's plain-HTTP registry, and the builder gets
 // BuildKit's binaries from this host's cache, as a machine prepared by
@@ -308,6 +311,11 @@ func prepareSimMachine(ctx context.Context, t *testing.T, m *simmachine.Machine,
 		if err := cl.Upload(ctx, p, data, mode); err != nil {
 			t.Fatalf("%s: %v", role, err)
 		}
+	}
+	if host.AptRepo != "" {
+		// The packages cache instead of the Debian archive: a flat
+		// repository, trusted (it holds what the archive's keys signed).
+		upload("/etc/apt/sources.list.d/debian.sources", []byte("Types: deb\nURIs: "+host.AptRepo+"\nSuites: ./\nTrusted: yes\n"), 0o644)
 	}
 	switch {
 	case role == "edge-1":
