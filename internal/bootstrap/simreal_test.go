@@ -115,6 +115,24 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	defer cancel()
 	phase("machines booted, host services up", start)
 
+	// On failure, what the machines' units said.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, n := range names {
+			cl, err := machine[n].Dial(ctx)
+			if err != nil {
+				t.Logf("%s: %v", n, err)
+				continue
+			}
+			out, _ := cl.Run(ctx, "systemctl --failed --no-legend --no-pager; journalctl --no-pager -n 25 -u 'zeitwork-*' -u buildkit -u containerd", nil)
+			cl.Close()
+			t.Logf("%s:\n%s", n, out)
+		}
+	})
 	prepare := func(names ...string) {
 		t.Helper()
 		for _, n := range names {
@@ -337,8 +355,27 @@ Environment=ACME_DNS_RESOLVERS=%s
 			upload("/usr/local/bin/"+b, raw, 0o755)
 		}
 		upload("/etc/systemd/system/zeitwork-builder.service.d/sim.conf", []byte("[Service]\nEnvironment=REGISTRY_INSECURE=true\n"), 0o644)
+		// buildkitd v0.34.2 ignores --oci-cni-config-path (it reads the
+		// value of a flag that does not exist), so the rendered command
+		// line exits at once; the same settings from a configuration file
+		// start it.
+		upload(simBuildkitConfig, []byte(fmt.Sprintf(`root = "/var/lib/buildkit"
+[grpc]
+  address = [%q]
+[worker.oci]
+  enabled = true
+  networkMode = "cni"
+  cniConfigPath = %q
+  cniBinaryPath = %q
+[worker.containerd]
+  enabled = false
+`, bootstrap.BuildkitAddr, bootstrap.BuildkitCNIFile, bootstrap.BuildkitCNIDir)), 0o644)
+		upload("/etc/systemd/system/buildkit.service.d/sim.conf", []byte("[Service]\nExecStart=\nExecStart=/usr/local/bin/buildkitd --config "+simBuildkitConfig+"\n"), 0o644)
 	}
 }
+
+// simBuildkitConfig is buildkitd's configuration on the simulated builder.
+const simBuildkitConfig = "/etc/zeitwork-sim/buildkitd.toml"
 
 // recordedNodes is the nodes table: address, prefix and id of each.
 func recordedNodes(ctx context.Context, t *testing.T, pool *pgxpool.Pool) []string {
