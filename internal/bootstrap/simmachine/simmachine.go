@@ -125,6 +125,9 @@ func repoFile(rel string) (string, error) {
 	}
 }
 
+// containerdDir is, in a machine's directory, its /var/lib/containerd.
+const containerdDir = "containerd"
+
 // Options change what machines Start boots.
 type Options struct {
 	// Internet lets the machines reach beyond this host (apt, a registry):
@@ -134,8 +137,10 @@ type Options struct {
 	Internet bool
 	// Containers makes machines that can run containers themselves, like
 	// a worker with containerd and runc: every capability, no system call
-	// filter, and their cgroups (their own subtree of each hierarchy)
-	// writable. Such a machine's root can do much to this host; only
+	// filter, their cgroups (their own subtree of each hierarchy)
+	// writable, and /var/lib/containerd a directory of this host's file
+	// system rather than of the overlay (a snapshotter's layers cannot
+	// be on overlayfs). Such a machine's root can do much to this host; only
 	// tests start them.
 	Containers bool
 }
@@ -426,6 +431,18 @@ func (m *Machine) install() error {
 			return err
 		}
 	}
+	if m.c.opts.Containers {
+		// containerd's overlayfs snapshotter cannot put its layers on an
+		// overlay (the machine's root): its state gets a directory of
+		// this host's own file system, as a server's /var/lib is a disk.
+		d := filepath.Join(m.dir, containerdDir)
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+		if err := os.Mkdir(d, 0o711); err != nil {
+			return err
+		}
+	}
 	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", m.rootfs, upper, work)
 	if err := syscall.Mount("overlay", m.root, "overlay", 0, opts); err != nil {
 		return fmt.Errorf("%s: overlay: %w", m.Name, err)
@@ -463,7 +480,7 @@ func (m *Machine) run() error {
 		"--resolv-conf=off", "--timezone=off", "--link-journal=no",
 	)
 	if m.c.opts.Containers {
-		m.cmd.Args = append(m.cmd.Args, "--capability=all")
+		m.cmd.Args = append(m.cmd.Args, "--capability=all", "--bind="+filepath.Join(m.dir, containerdDir)+":/var/lib/containerd")
 		m.cmd.Env = append(os.Environ(), "SYSTEMD_SECCOMP=0")
 	}
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
