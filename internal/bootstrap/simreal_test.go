@@ -192,6 +192,26 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 				t.Errorf("%s: %s are %q", n, units[n], got)
 			}
 		}
+		// The API answers on the nodes that run it.
+		for _, n := range []string{"op-1", "op-2"} {
+			u := "http://" + net.JoinHostPort(machine[n].Addr, "8080") + "/v1/health"
+			var err error
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+				var resp *http.Response
+				if resp, err = http.Get(u); err == nil {
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("HTTP %d", resp.StatusCode)
+					}
+				}
+				if err == nil || time.Now().After(deadline) {
+					break
+				}
+			}
+			if err != nil {
+				t.Errorf("%s: %s: %v", n, u, err)
+			}
+		}
 	}
 	allActive()
 	pool := testdb.Pool(t, dbURL)
