@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,8 +56,8 @@ var simDomains = []string{"zeitwork.com", "zeitwork.app", "zeitwork-dns.com"}
 //  3. bootstrap again: nothing changed;
 //  4. a worker wiped: bootstrap brings it back as the node it was (id and
 //     /64), the deployment is whole again, and the app answers;
-//  5. every machine wiped, the same database: bootstrap restores the
-//     recorded cluster (same nodes, the certificates not issued again,
+//  5. fresh machines at the same addresses, the same database: bootstrap
+//     restores the recorded cluster (same nodes, the certificates not issued again,
 //     nothing duplicated) and the app answers again.
 func TestRealRunOnSimulatedMachines(t *testing.T) {
 	// Five minutes of eight machines: CI runs it (CI=true), a laptop when
@@ -90,10 +91,14 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	file := filepath.Join(dir, "cluster.yaml")
-	yaml := strings.Replace(string(clusterFile(t, sim, names)), "registry.internal:5000", host.Registry, 1)
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
+	writeFile := func() {
+		t.Helper()
+		yaml := strings.Replace(string(clusterFile(t, sim, names)), "registry.internal:5000", host.Registry, 1)
+		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	writeFile()
 	// The machines reach this host's Postgres through the bridge; so does
 	// bootstrap, with the same URL the nodes get.
 	dbURL := testdb.Empty(t)
@@ -117,24 +122,29 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	defer cancel()
 	phase("machines booted, host services up", start)
 
-	// On failure, what the machines' units said.
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for _, n := range names {
-			cl, err := machine[n].Dial(ctx)
-			if err != nil {
-				t.Logf("%s: %v", n, err)
-				continue
+	// On failure, what the machines' units said: registered again after
+	// each cluster starts, so that it runs before that cluster is gone.
+	var diagnosed sync.Once
+	diagnose := func() {
+		diagnosed.Do(func() {
+			if !t.Failed() {
+				return
 			}
-			out, _ := cl.Run(ctx, "systemctl --failed --no-legend --no-pager; journalctl --no-pager -n 25 -u 'zeitwork-*' -u buildkit -u containerd", nil)
-			cl.Close()
-			t.Logf("%s:\n%s", n, out)
-		}
-	})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for _, n := range names {
+				cl, err := machine[n].Dial(ctx)
+				if err != nil {
+					t.Logf("%s: %v", n, err)
+					continue
+				}
+				out, _ := cl.Run(ctx, "systemctl --failed --no-legend --no-pager; journalctl --no-pager -n 25 -u 'zeitwork-*' -u buildkit -u containerd", nil)
+				cl.Close()
+				t.Logf("%s:\n%s", n, out)
+			}
+		})
+	}
+	t.Cleanup(diagnose)
 	prepare := func(names ...string) {
 		t.Helper()
 		for _, n := range names {
@@ -310,10 +320,19 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		t.Errorf("the app never answered while wk-2 was away (%d failed)", failed.Load())
 	}
 
-	// 5. Every machine wiped; the database alone brings the cluster back.
+	// 5. Fresh machines: the cluster is shut down and removed, eight new
+	// machines (a key, host keys and disks of their own) boot at the same
+	// addresses; the database alone brings the cluster back.
 	start = time.Now()
 	before := snapshot(ctx, t, pool)
-	sim.ReinstallAll(t)
+	subnet := sim.Subnet
+	sim.Close(t)
+	sim = simmachine.StartWith(t, len(names), simmachine.Options{Internet: debs == "", Containers: true, Subnet: subnet})
+	t.Cleanup(diagnose)
+	for i, n := range names {
+		machine[n] = sim.Machines[i]
+	}
+	writeFile() // the new machines' key
 	if err := os.Remove(filepath.Join(dir, "cluster.known_hosts")); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +347,7 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	}
 	waitHealthy(ctx, t, pool, dep, false, 5*time.Minute)
 	waitAnswer(ctx, t, get, app, 2*time.Minute)
-	phase("5. restored onto wiped machines", start)
+	phase("5. restored onto fresh machines", start)
 	if after := snapshot(ctx, t, pool); after != before {
 		t.Errorf("the database after the restore:\n%s\nbefore:\n%s", after, before)
 	}
