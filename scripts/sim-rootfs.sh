@@ -3,8 +3,15 @@
 # systemd-nspawn (internal/bootstrap/simmachine): Debian bookworm with systemd as init and
 # OpenSSH's server, debootstrapped from the Debian archive this machine's apt uses.
 #
-#   scripts/sim-rootfs.sh          make it unless cached; print its directory
+#   scripts/sim-rootfs.sh          make it and the packages cache unless cached; print its directory
 #   scripts/sim-rootfs.sh path     print the directory it is (or would be) cached in
+#   scripts/sim-rootfs.sh debs     make the packages cache unless made; print its directory
+#   scripts/sim-rootfs.sh debs-path  print the directory the packages are (or would be) cached in
+#
+# The packages cache is a flat apt repository (Packages, Release) of the .debs bootstrap installs
+# on these machines (DEBS below, internal/bootstrap/distro.go's Debian lists) with their
+# dependencies, downloaded once against the image: the bootstrap tests serve it to the machines,
+# which then need no Debian archive and no internet.
 #
 # Cached outside the clone, in $ZEITWORK_CACHE/simmachine/<recipe hash>, a directory (not a tar)
 # because every machine is an overlay on top of it: booting one copies nothing. Each machine gets
@@ -17,6 +24,10 @@ SUITE=bookworm
 # (/etc/protocols: nft resolves "icmp" there, and the node agent's rules name it).
 INCLUDE=systemd,systemd-sysv,dbus,openssh-server,netbase,iproute2,iputils-ping,ca-certificates,curl,procps,less
 
+# bootstrap's apt packages on Debian, every role (internal/bootstrap/distro.go; a test holds the
+# two together).
+DEBS="ca-certificates curl containerd runc nftables iproute2 netbase containernetworking-plugins"
+
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$(realpath -m "${ZEITWORK_CACHE:-${HOME:-/root}/.cache/zeitwork}")"
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -28,6 +39,7 @@ elapsed() { local d=$(( ${EPOCHREALTIME/[.,]/} - $1 )); printf '%d.%01ds' $((d /
 # The recipe: what goes in and this script's own customise step; a change makes a new directory.
 HASH=$( { echo "$SUITE $INCLUDE"; sed -n '/^customise()/,/^}/p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-12)
 DIR="$CACHE/simmachine/debian-$SUITE-systemd-$HASH"
+DEBS_DIR="$DIR-debs-$(echo "$DEBS" | sha256sum | cut -c1-8)"
 
 debian_mirror() {
   local m
@@ -107,8 +119,44 @@ make_rootfs() {
   log "root file system in $DIR ($(du -sh "$DIR" | cut -f1)) in $(elapsed "$t0")"
 }
 
+# make_debs: apt in a throwaway overlay on the image downloads DEBS and what they need beyond it.
+make_debs() {
+  [[ -f "$DEBS_DIR/.done" ]] && return
+  make_rootfs
+  exec 7>"$CACHE/simmachine/.lock"
+  flock 7
+  [[ -f "$DEBS_DIR/.done" ]] && return
+  local t0 work; t0=${EPOCHREALTIME/[.,]/}
+  work=$(mktemp -d "$CACHE/simmachine/.debs.XXXXXX")
+  mkdir -p "$work/upper" "$work/work" "$work/root"
+  mount -t overlay overlay -o "lowerdir=$DIR,upperdir=$work/upper,workdir=$work/work" "$work/root"
+  # shellcheck disable=SC2064
+  trap "umount -l '$work/root' 2>/dev/null; rm -rf '$work'" EXIT
+  cp /etc/resolv.conf "$work/root/etc/resolv.conf"
+  local mirror; mirror=$(debian_mirror)
+  sed -i "s|^URIs: .*|URIs: $mirror|" "$work/root/etc/apt/sources.list.d/debian.sources"
+  log "apt: downloading $DEBS from $mirror ..."
+  # shellcheck disable=SC2086
+  chroot "$work/root" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --download-only --no-install-recommends $DEBS" \
+    >"$CACHE/simmachine/debs.log" 2>&1 || die "apt failed, see $CACHE/simmachine/debs.log"
+  local tmp="$DEBS_DIR.tmp.$$"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  cp "$work/root"/var/cache/apt/archives/*.deb "$tmp/"
+  (cd "$tmp" && dpkg-scanpackages --multiversion . /dev/null >Packages 2>/dev/null)
+  # A flat repository's Release: apt checks Packages against it (the source is marked trusted).
+  { echo "Date: $(LC_ALL=C date -Ru)"; echo "SHA256:"
+    echo " $(sha256sum <"$tmp/Packages" | cut -d' ' -f1) $(stat -c %s "$tmp/Packages") Packages"; } >"$tmp/Release"
+  touch "$tmp/.done"
+  rm -rf "$DEBS_DIR"; mv "$tmp" "$DEBS_DIR"
+  find "$CACHE/simmachine" -mindepth 1 -maxdepth 1 -type d -name "debian-$SUITE-systemd-*-debs-*" ! -path "$DEBS_DIR" -exec rm -rf {} +
+  log "packages in $DEBS_DIR ($(ls "$DEBS_DIR"/*.deb | wc -l) .debs, $(du -sh "$DEBS_DIR" | cut -f1)) in $(elapsed "$t0")"
+}
+
 case "${1:-make}" in
-  make) make_rootfs; echo "$DIR" ;;
+  make) make_rootfs; make_debs; echo "$DIR" ;;
   path) echo "$DIR" ;;
-  *) echo "usage: $0 [make|path]" >&2; exit 2 ;;
+  debs) make_debs; echo "$DEBS_DIR" ;;
+  debs-path) echo "$DEBS_DIR" ;;
+  debs-list) echo "$DEBS" ;;
+  *) echo "usage: $0 [make|path|debs|debs-path|debs-list]" >&2; exit 2 ;;
 esac

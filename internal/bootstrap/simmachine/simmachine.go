@@ -76,6 +76,33 @@ type Cluster struct {
 	opts  Options
 	state string // its directory in StateDir
 	mu    sync.Mutex
+
+	undo   []func() // what Close does, in reverse
+	undoMu sync.Mutex
+	closed sync.Once
+}
+
+// cleanup adds f to what Close undoes.
+func (c *Cluster) cleanup(f func()) {
+	c.undoMu.Lock()
+	defer c.undoMu.Unlock()
+	c.undo = append(c.undo, f)
+}
+
+// Close stops the machines and removes every trace of them and their
+// network now, rather than when the test ends (which then finds nothing to
+// do): a test can boot a new cluster on the same subnet afterwards
+// (Options.Subnet), and what it exposed on the gateway's address answers
+// again there.
+func (c *Cluster) Close(t testing.TB) {
+	c.closed.Do(func() {
+		c.undoMu.Lock()
+		undo := c.undo
+		c.undoMu.Unlock()
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	})
 }
 
 // Rootfs is the cached root file system, made by scripts/sim-rootfs.sh.
@@ -125,6 +152,9 @@ func repoFile(rel string) (string, error) {
 	}
 }
 
+// containerdDir is, in a machine's directory, its /var/lib/containerd.
+const containerdDir = "containerd"
+
 // Options change what machines Start boots.
 type Options struct {
 	// Internet lets the machines reach beyond this host (apt, a registry):
@@ -134,10 +164,15 @@ type Options struct {
 	Internet bool
 	// Containers makes machines that can run containers themselves, like
 	// a worker with containerd and runc: every capability, no system call
-	// filter, and their cgroups (their own subtree of each hierarchy)
-	// writable. Such a machine's root can do much to this host; only
+	// filter, their cgroups (their own subtree of each hierarchy)
+	// writable, and /var/lib/containerd a directory of this host's file
+	// system rather than of the overlay (a snapshotter's layers cannot
+	// be on overlayfs). Such a machine's root can do much to this host; only
 	// tests start them.
 	Containers bool
+	// Subnet, when set, is the /24 of the bridge instead of a random free
+	// one, e.g. that of a closed cluster: new machines at its addresses.
+	Subnet *net.IPNet
 }
 
 // Start boots n machines (in parallel) and returns once each accepts SSH.
@@ -153,6 +188,7 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	rootfs := Rootfs(t)
 	sweep(t)
 	c := &Cluster{Prefix: prefix(), opts: opts}
+	t.Cleanup(func() { c.Close(t) })
 	if err := c.own(t); err != nil {
 		t.Fatalf("simulated machines: %v", err)
 	}
@@ -186,7 +222,7 @@ func StartWith(t testing.TB, n int, opts Options) *Cluster {
 	}
 	wg.Wait()
 	// Runs before each machine's own cleanups, which then find it stopped.
-	t.Cleanup(func() { c.stopAll(t) })
+	c.cleanup(func() { c.stopAll(t) })
 	if err := errors.Join(errs...); err != nil {
 		t.Fatalf("simulated machines: %v", err)
 	}
@@ -229,7 +265,16 @@ func (c *Cluster) network(t testing.TB) error {
 	if err != nil {
 		return err
 	}
+	if want := c.opts.Subnet; want != nil {
+		if overlaps(want, used) {
+			return fmt.Errorf("subnet %s is in use on this host", want)
+		}
+		c.Subnet = want
+	}
 	for range 100 {
+		if c.Subnet != nil {
+			break
+		}
 		_, subnet, _ := net.ParseCIDR(fmt.Sprintf("10.%d.%d.0/24", 240+mathrand.IntN(16), mathrand.IntN(256)))
 		if overlaps(subnet, used) {
 			continue
@@ -246,7 +291,7 @@ func (c *Cluster) network(t testing.TB) error {
 	if err := ip("link", "add", br, "type", "bridge"); err != nil {
 		return err
 	}
-	t.Cleanup(func() { _ = ip("link", "delete", br) })
+	c.cleanup(func() { _ = ip("link", "delete", br) })
 	if err := ip("addr", "add", gw.String()+"/24", "dev", br); err != nil {
 		return err
 	}
@@ -269,7 +314,7 @@ func (c *Cluster) network(t testing.TB) error {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("nft: %w: %s", err, out)
 	}
-	t.Cleanup(func() { _ = exec.Command("nft", "delete", "table", "ip", c.Prefix).Run() })
+	c.cleanup(func() { _ = exec.Command("nft", "delete", "table", "ip", c.Prefix).Run() })
 	return nil
 }
 
@@ -359,7 +404,17 @@ func userKey(t testing.TB, dir string) (ssh.Signer, string) {
 
 // boot makes m's file system, network and container, and waits for its sshd.
 func (c *Cluster) boot(t testing.TB, m *Machine) error {
-	m.dir = t.TempDir()
+	// Not t.TempDir: removed by Close, after the overlay is unmounted.
+	dir, err := os.MkdirTemp("", "simmachine-"+m.Name+"-")
+	if err != nil {
+		return err
+	}
+	m.dir = dir
+	c.cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Errorf("%s: %v", m.Name, err)
+		}
+	})
 	if err := c.record(m.Name, m.dir); err != nil {
 		return err
 	}
@@ -370,8 +425,7 @@ func (c *Cluster) boot(t testing.TB, m *Machine) error {
 	if err := m.install(); err != nil {
 		return err
 	}
-	// Registered after TempDir's cleanup, so it runs before it.
-	t.Cleanup(func() {
+	c.cleanup(func() {
 		if err := syscall.Unmount(m.root, syscall.MNT_DETACH); err != nil {
 			t.Errorf("%s: unmount: %v", m.Name, err)
 		}
@@ -384,11 +438,11 @@ func (c *Cluster) boot(t testing.TB, m *Machine) error {
 	if err := ip("netns", "add", ns); err != nil {
 		return err
 	}
-	t.Cleanup(func() { _ = ip("netns", "delete", ns) })
+	c.cleanup(func() { _ = ip("netns", "delete", ns) })
 	if err := ip("link", "add", veth, "type", "veth", "peer", "name", "host0", "netns", ns); err != nil {
 		return err
 	}
-	t.Cleanup(func() { _ = ip("link", "delete", veth) }) // gone with the namespace, unless that failed
+	c.cleanup(func() { _ = ip("link", "delete", veth) }) // gone with the namespace, unless that failed
 	for _, args := range [][]string{
 		{"link", "set", veth, "master", c.Prefix, "up"},
 		{"-n", ns, "link", "set", "lo", "up"},
@@ -409,8 +463,8 @@ func (c *Cluster) boot(t testing.TB, m *Machine) error {
 		return fmt.Errorf("%s: %w", m.Name, err)
 	}
 	m.cgroups = cgroups
-	t.Cleanup(func() { removeCgroups(t, cgroups) }) // after stop: cleanups run last first
-	t.Cleanup(func() { m.stop(t) })
+	c.cleanup(func() { removeCgroups(t, cgroups) }) // after stop: cleanups run last first
+	c.cleanup(func() { m.stop(t) })
 	return m.run()
 }
 
@@ -423,6 +477,18 @@ func (m *Machine) install() error {
 			return err
 		}
 		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if m.c.opts.Containers {
+		// containerd's overlayfs snapshotter cannot put its layers on an
+		// overlay (the machine's root): its state gets a directory of
+		// this host's own file system, as a server's /var/lib is a disk.
+		d := filepath.Join(m.dir, containerdDir)
+		if err := os.RemoveAll(d); err != nil {
+			return err
+		}
+		if err := os.Mkdir(d, 0o711); err != nil {
 			return err
 		}
 	}
@@ -463,7 +529,7 @@ func (m *Machine) run() error {
 		"--resolv-conf=off", "--timezone=off", "--link-journal=no",
 	)
 	if m.c.opts.Containers {
-		m.cmd.Args = append(m.cmd.Args, "--capability=all")
+		m.cmd.Args = append(m.cmd.Args, "--capability=all", "--bind="+filepath.Join(m.dir, containerdDir)+":/var/lib/containerd")
 		m.cmd.Env = append(os.Environ(), "SYSTEMD_SECCOMP=0")
 	}
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
@@ -511,19 +577,23 @@ func (m *Machine) run() error {
 // other known_hosts file still holds the old one and refuses it).
 func (m *Machine) Reinstall(t testing.TB) {
 	t.Helper()
+	if err := m.reinstall(t); err != nil {
+		t.Fatalf("reinstall: %v", err)
+	}
+}
+
+func (m *Machine) reinstall(t testing.TB) error {
 	m.stop(t)
 	if err := syscall.Unmount(m.root, syscall.MNT_DETACH); err != nil {
-		t.Fatalf("%s: unmount: %v", m.Name, err)
+		return fmt.Errorf("%s: unmount: %w", m.Name, err)
 	}
 	if err := m.install(); err != nil {
-		t.Fatalf("reinstall: %v", err)
+		return err
 	}
 	if err := m.unpin(); err != nil {
-		t.Fatalf("reinstall: %v", err)
+		return err
 	}
-	if err := m.run(); err != nil {
-		t.Fatalf("reinstall: %v", err)
-	}
+	return m.run()
 }
 
 // unpin removes the machine's line from KnownHosts.

@@ -43,7 +43,7 @@ func (c *Cluster) own(t testing.TB) error {
 		f.Close()
 		return err
 	}
-	t.Cleanup(func() {
+	c.cleanup(func() {
 		_ = os.RemoveAll(dir)
 		f.Close()
 	})
