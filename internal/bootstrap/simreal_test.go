@@ -93,7 +93,13 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	file := filepath.Join(dir, "cluster.yaml")
 	writeFile := func() {
 		t.Helper()
-		yaml := strings.Replace(string(clusterFile(t, sim, names)), "registry.internal:5000", host.Registry, 1)
+		yaml := strings.Replace(string(clusterFile(t, sim, names)), "registry.internal:5000", host.Registry+"\n  insecure: true", 1)
+		// BuildKit and its CNI plugins installed by bootstrap, from the
+		// binaries scripts/deps.sh caches.
+		yaml = strings.Replace(yaml, "  binary: zeitwork-linux-amd64", "  binary: zeitwork-linux-amd64\n"+
+			"  buildkitd: "+testenv.Binary(t, "buildkitd")+"\n"+
+			"  buildctl: "+testenv.Binary(t, "buildctl")+"\n"+
+			"  cni_plugins: "+testenv.Binary(t, "cni"), 1)
 		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -345,10 +351,11 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	if after := recordedNodes(ctx, t, pool); strings.Join(after, ",") != strings.Join(nodes, ",") {
 		t.Errorf("nodes after the restore:\n%v\nwant\n%v", after, nodes)
 	}
-	// While the old machines power off, the operators still running may
-	// replace instances of workers already gone, and have placed one more
-	// than the 3 replicas (an operator's doing, not bootstrap's; logged).
-	waitHealthy(ctx, t, pool, dep, false, false, 5*time.Minute)
+	// While the old machines power off, the operators still running
+	// replace instances of workers already gone on those still up; once
+	// every worker is back, healing spreads them out again, one per worker,
+	// and stops any beyond the 3 replicas.
+	waitHealthy(ctx, t, pool, dep, true, true, 5*time.Minute)
 	waitAnswer(ctx, t, get, app, 2*time.Minute)
 	phase("5. restored onto fresh machines", start)
 	if after := snapshot(ctx, t, pool); after != before {
@@ -363,10 +370,9 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 
 // prepareSimMachine puts on a bare machine what the test stands in for:
 // apt reads the packages cache (when there is one), the edge is pointed at Pebble, the emulator and the DNS server (a
-// systemd drop-in: bootstrap's own files stay as it renders them), the
-// workers pull from the test's plain-HTTP registry, and the builder gets
-// BuildKit's binaries from this host's cache, as a machine prepared by
-// hand would have them.
+// systemd drop-in: bootstrap's own files stay as it renders them; the
+// cluster file has no field for a private ACME CA). Everything else,
+// BuildKit included, bootstrap installs.
 func prepareSimMachine(ctx context.Context, t *testing.T, m *simmachine.Machine, role string, host *simHost) {
 	t.Helper()
 	cl, err := m.Dial(ctx)
@@ -385,8 +391,7 @@ func prepareSimMachine(ctx context.Context, t *testing.T, m *simmachine.Machine,
 		// repository, trusted (it holds what the archive's keys signed).
 		upload("/etc/apt/sources.list.d/debian.sources", []byte("Types: deb\nURIs: "+host.AptRepo+"\nSuites: ./\nTrusted: yes\n"), 0o644)
 	}
-	switch {
-	case role == "edge-1":
+	if role == "edge-1" {
 		upload("/etc/zeitwork-sim/acme-ca.pem", host.ACMECARoots, 0o644)
 		upload("/etc/systemd/system/zeitwork-edge.service.d/sim.conf", []byte(fmt.Sprintf(`[Service]
 Environment=ACME_DIRECTORY=%s
@@ -394,38 +399,8 @@ Environment=ACME_CA_ROOTS=/etc/zeitwork-sim/acme-ca.pem
 Environment=CLOUDFLARE_API_URL=%s
 Environment=ACME_DNS_RESOLVERS=%s
 `, host.ACMEDirectory, host.CloudflareAPI, host.DNSResolver)), 0o644)
-	case strings.HasPrefix(role, "wk-"):
-		upload("/etc/systemd/system/zeitwork-nodeagent.service.d/sim.conf", []byte("[Service]\nEnvironment=REGISTRY_INSECURE=true\n"), 0o644)
-	case role == "build-1":
-		for _, b := range []string{"buildkitd", "buildctl"} {
-			raw, err := os.ReadFile(testenv.Binary(t, b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			upload("/usr/local/bin/"+b, raw, 0o755)
-		}
-		upload("/etc/systemd/system/zeitwork-builder.service.d/sim.conf", []byte("[Service]\nEnvironment=REGISTRY_INSECURE=true\n"), 0o644)
-		// buildkitd v0.34.2 ignores --oci-cni-config-path (it reads the
-		// value of a flag that does not exist), so the rendered command
-		// line exits at once; the same settings from a configuration file
-		// start it.
-		upload(simBuildkitConfig, []byte(fmt.Sprintf(`root = "/var/lib/buildkit"
-[grpc]
-  address = [%q]
-[worker.oci]
-  enabled = true
-  networkMode = "cni"
-  cniConfigPath = %q
-  cniBinaryPath = %q
-[worker.containerd]
-  enabled = false
-`, bootstrap.BuildkitAddr, bootstrap.BuildkitCNIFile, bootstrap.BuildkitCNIDir)), 0o644)
-		upload("/etc/systemd/system/buildkit.service.d/sim.conf", []byte("[Service]\nExecStart=\nExecStart=/usr/local/bin/buildkitd --config "+simBuildkitConfig+"\n"), 0o644)
 	}
 }
-
-// simBuildkitConfig is buildkitd's configuration on the simulated builder.
-const simBuildkitConfig = "/etc/zeitwork-sim/buildkitd.toml"
 
 // recordedNodes is the nodes table: address, prefix and id of each.
 func recordedNodes(ctx context.Context, t *testing.T, pool *pgxpool.Pool) []string {

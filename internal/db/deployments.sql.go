@@ -12,6 +12,44 @@ import (
 	"github.com/google/uuid"
 )
 
+const deploymentAddReplica = `-- name: DeploymentAddReplica :one
+UPDATE deployments SET replicas = replicas + 1, updated_at = now()
+WHERE id = $1
+RETURNING id, project_id, status, failure_reason, source_type, github_commit_sha, github_ref, commit_message, source_archive_key, image_id, replicas, created_by_user_id, building_at, deploying_at, active_at, retiring_at, stop_at, stopped_at, failed_at, created_at, updated_at, environment, pushed_by
+`
+
+// One more instance for good: healing keeps the deployment at the new count.
+func (q *Queries) DeploymentAddReplica(ctx context.Context, id uuid.UUID) (Deployment, error) {
+	row := q.db.QueryRow(ctx, deploymentAddReplica, id)
+	var i Deployment
+	err := row.Scan(
+		&i.ID,
+		&i.ProjectID,
+		&i.Status,
+		&i.FailureReason,
+		&i.SourceType,
+		&i.GithubCommitSha,
+		&i.GithubRef,
+		&i.CommitMessage,
+		&i.SourceArchiveKey,
+		&i.ImageID,
+		&i.Replicas,
+		&i.CreatedByUserID,
+		&i.BuildingAt,
+		&i.DeployingAt,
+		&i.ActiveAt,
+		&i.RetiringAt,
+		&i.StopAt,
+		&i.StoppedAt,
+		&i.FailedAt,
+		&i.CreatedAt,
+		&i.UpdatedAt,
+		&i.Environment,
+		&i.PushedBy,
+	)
+	return i, err
+}
+
 const deploymentCreate = `-- name: DeploymentCreate :one
 INSERT INTO deployments (
     id, project_id, source_type,

@@ -90,6 +90,16 @@ func (s Store) Get(ctx context.Context, id uuid.UUID) (Deployment, error) {
 	return fromRow(row), nil
 }
 
+// AddReplica raises the deployment's count of instances by one: healing
+// keeps it at the new count (and stops any instance beyond it).
+func (s Store) AddReplica(ctx context.Context, id uuid.UUID) (Deployment, error) {
+	row, err := s.q().DeploymentAddReplica(ctx, id)
+	if err != nil {
+		return Deployment{}, missing(err, id)
+	}
+	return fromRow(row), nil
+}
+
 // GetForUpdate returns one deployment, locked until the store's
 // transaction ends.
 func (s Store) GetForUpdate(ctx context.Context, id uuid.UUID) (Deployment, error) {

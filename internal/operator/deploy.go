@@ -481,8 +481,9 @@ func ignoreMoved(err error) error {
 	return err
 }
 
-// AddInstance places one more instance of a deployment: on node when
-// given (it must be active and have room), else wherever the placer puts it.
+// AddInstance places one more instance of a deployment, for good (its
+// count of replicas goes up by one): on node when given (it must be active
+// and have room), else wherever the placer puts it.
 func (l *Lifecycle) AddInstance(ctx context.Context, depID uuid.UUID, nodeID *uuid.UUID) (instance.Instance, error) {
 	dep, err := l.deployments().Get(ctx, depID)
 	if err != nil {
@@ -524,7 +525,17 @@ func (l *Lifecycle) AddInstance(ctx context.Context, depID uuid.UUID, nodeID *uu
 		}
 		target = chosen[0]
 	}
-	return l.instances().Create(ctx, target, newInstance(dep, p))
+	// The count goes up with the instance, in one transaction: healing
+	// would otherwise stop it as one beyond the deployment's count.
+	var in instance.Instance
+	err = pgx.BeginFunc(ctx, l.Pool, func(tx pgx.Tx) error {
+		if _, err := (deployment.Store{DB: tx}).AddReplica(ctx, dep.ID); err != nil {
+			return err
+		}
+		in, err = (instance.Store{DB: tx}).Create(ctx, target, newInstance(dep, p))
+		return err
+	})
+	return in, err
 }
 
 // SetNodeStatus drains or undrains a node; healing moves a draining node's

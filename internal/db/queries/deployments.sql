@@ -148,3 +148,9 @@ SET status = 'retiring', stop_at = @stop_at, retiring_at = now(), updated_at = n
 WHERE project_id = @project_id AND environment = 'preview' AND github_ref = @github_ref
   AND status IN ('deploying', 'active')
 RETURNING *;
+
+-- name: DeploymentAddReplica :one
+-- One more instance for good: healing keeps the deployment at the new count.
+UPDATE deployments SET replicas = replicas + 1, updated_at = now()
+WHERE id = @id
+RETURNING *;
