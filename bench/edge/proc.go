@@ -153,6 +153,27 @@ func startEdgeEnv(bin, dbURL, snapshot, dataPath string, env ...string) (p *proc
 	return p, addr, metrics, err
 }
 
+// startFasthttp runs bench/edge/fasthttpproxy for host in front of the
+// backends, with a pprof endpoint if asked.
+func startFasthttp(bin, host string, backends []string, pprof bool) (proxy, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return proxy{}, err
+	}
+	px := proxy{name: fasthttpPx, addr: addr}
+	args := []string{"-listen", addr, "-host", host, "-backends", strings.Join(backends, ",")}
+	if pprof {
+		if px.pprof, err = freeAddr(); err != nil {
+			return proxy{}, err
+		}
+		args = append(args, "-pprof", px.pprof)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	px.p, err = start(fasthttpPx, cmd)
+	return px, err
+}
+
 // nginxConf is the reference: what one would write to put nginx in front of
 // three app instances, keep-alive on both sides. keepalive_requests is
 // raised from its default of 1000 (after which nginx closes the client's
@@ -232,6 +253,7 @@ func startNginx(dir string, backends []string) (*proc, string, error) {
 type proxy struct {
 	name, addr string
 	p          *proc
+	pprof      string // where it serves /debug/pprof (empty: nowhere)
 }
 
 // get asks addr for / as host.

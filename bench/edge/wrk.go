@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -174,13 +177,94 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 	return run, nil
 }
 
-// profileFast records the fast path's CPU profile with perf while wrk
-// saturates it, and returns perf's report of where the time went.
-func profileFast(ctx context.Context, o options, px proxy, host string) (string, error) {
+// profileAll takes, for each proxy serving pprof, a CPU profile while wrk
+// saturates it (DIR/<name>.pprof, and go tool pprof -top of it), then
+// perf's kernel/user split and symbols for the edge's fast path.
+func profileAll(ctx context.Context, o options, proxies []proxy, host string) (map[string]string, error) {
 	if err := os.MkdirAll(o.profile, 0o755); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, px := range proxies {
+		if px.pprof == "" {
+			continue
+		}
+		top, err := pprofUnderLoad(ctx, o, px, host)
+		if err != nil {
+			return nil, fmt.Errorf("pprof %s: %w", px.name, err)
+		}
+		out["pprof "+px.name] = top
+	}
+	for _, px := range proxies {
+		if px.name == edgeFast {
+			rep, err := perfUnderLoad(ctx, o, px, host)
+			if err != nil {
+				return nil, err
+			}
+			out["perf "+px.name] = rep
+		}
+	}
+	return out, nil
+}
+
+// fileName is a proxy's name as a file name: "edge (fast)" → "edge-fast".
+func fileName(name string) string {
+	return strings.Trim(strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '-'
+	}, strings.ReplaceAll(name, " (", "-")), "-")
+}
+
+func pprofUnderLoad(ctx context.Context, o options, px proxy, host string) (string, error) {
+	path := filepath.Join(o.profile, fileName(px.name)+".pprof")
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", px.pprof, int(o.duration.Seconds()))
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", url, resp.Status)
+			}
+			f, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				f.Close()
+				return err
+			}
+			return f.Close()
+		}()
+	}()
+	if _, err := runWrk(ctx, o, px, host, o.duration); err != nil {
 		return "", err
 	}
-	data := o.profile + "/perf.data"
+	if err := <-done; err != nil {
+		return "", err
+	}
+	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", path).Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof -top %s: %w", path, err)
+	}
+	os.WriteFile(strings.TrimSuffix(path, ".pprof")+"-top.txt", top, 0o644) //nolint:errcheck
+	return string(top), nil
+}
+
+// perfUnderLoad records px's CPU profile with perf while wrk saturates it,
+// and returns perf's report of where the time went: kernel against user
+// space, then by symbol.
+func perfUnderLoad(ctx context.Context, o options, px proxy, host string) (string, error) {
+	data := filepath.Join(o.profile, fileName(px.name)+".perf.data")
 	rec := exec.CommandContext(ctx, "perf", "record", "-F", "499", "-g", "-o", data, "-p", strconv.Itoa(px.p.pid()), "--", "sleep", strconv.Itoa(int(o.duration.Seconds())))
 	rec.Stdout, rec.Stderr = os.Stderr, os.Stderr
 	if err := rec.Start(); err != nil {
@@ -201,6 +285,6 @@ func profileFast(ctx context.Context, o options, px proxy, host string) (string,
 		}
 		report = append(report, out...)
 	}
-	os.WriteFile(o.profile+"/perf-report.txt", report, 0o644) //nolint:errcheck
+	os.WriteFile(filepath.Join(o.profile, fileName(px.name)+"-perf.txt"), report, 0o644) //nolint:errcheck
 	return string(report), nil
 }
