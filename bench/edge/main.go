@@ -30,6 +30,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,6 +54,7 @@ type options struct {
 	profile           string // where perf writes the fast path's profile (empty: none)
 	memory            bool   // only the route table at scale: memory, rebuild, snapshot
 	memoryEnv         string // extra environment of the edge in -memory mode
+	fastEnv           string // extra environment of a further fast-path edge (empty: none)
 	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
 }
 
@@ -81,6 +83,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof and perf profiles of each Go data path under wrk (empty: none; the zeitwork binary must be built with -tags edgepprof)")
 	flag.BoolVar(&o.memory, "memory", false, "measure only the route table at -hosts projects: edge memory over -rounds runs, rebuild, snapshot")
 	flag.StringVar(&o.memoryEnv, "memory-env", "", "extra environment of the edge in -memory mode, e.g. \"GOGC=100 GOMEMLIMIT=off\"")
+	flag.StringVar(&o.fastEnv, "fast-env", "", "also measure a fast-path edge with this extra environment, e.g. \"GOMAXPROCS=1\"")
 	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
@@ -145,8 +148,7 @@ func run(ctx context.Context, o options) error {
 	defer w.close()
 
 	// Both data paths of the edge (EDGE_DATA_PATH), each its own process.
-	startPath := func(name, path, snapshot string) (proxy, error) {
-		var env []string
+	startPath := func(name, path, snapshot string, env ...string) (proxy, error) {
 		pp := ""
 		if o.profile != "" {
 			if pp, err = freeAddr(); err != nil {
@@ -168,6 +170,14 @@ func run(ctx context.Context, o options) error {
 	}
 	defer fastPx.p.stop()
 	proxies := []proxy{stdlibPx, fastPx}
+	if o.fastEnv != "" {
+		px, err := startPath("edge (fast, "+o.fastEnv+")", "fast", "routes-fast-env.json", strings.Fields(o.fastEnv)...)
+		if err != nil {
+			return err
+		}
+		defer px.p.stop()
+		proxies = append(proxies, px)
+	}
 	if o.fasthttp != "" {
 		fh, err := startFasthttp(o.fasthttp, w.host, addrs, o.profile != "")
 		if err != nil {

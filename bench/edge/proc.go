@@ -325,6 +325,44 @@ func (p *proc) cpu() time.Duration {
 	return time.Duration(ticks) * time.Second / clockTicks
 }
 
+// switches is the context switches (voluntary and not) of the threads of
+// p's group that still run: how often the kernel put one of them to sleep
+// or took the CPU from it.
+func (p *proc) switches() int64 {
+	var n int64
+	pids, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range pids {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(p.pid()) {
+			continue
+		}
+		tasks, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "task", "*", "status"))
+		for _, t := range tasks {
+			st, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(st)) {
+				for _, k := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+					if v, ok := strings.CutPrefix(line, k); ok {
+						c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+						n += c
+					}
+				}
+			}
+		}
+	}
+	return n
+}
+
 // clockTicks is USER_HZ, the unit of /proc/*/stat times: 100 on Linux.
 const clockTicks = 100
 

@@ -63,6 +63,7 @@ func report(out io.Writer, o options, r results) {
 	row("latency p50 at saturation", l, p50, fms)
 	row("latency p99 at saturation", l, p99, fms)
 	row("proxy CPU time per request (user + system, all its processes)", l, cpu, fus)
+	row("proxy context switches per request (all its threads)", l, func(w wrkRun) float64 { return w.switchesPerReq }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
 	if len(r.half.rounds) > 0 {
 		h := r.half
 		row(fmt.Sprintf("requests/s offered at half of nginx's saturation (%s/s target, %d connections)", thousands(r.halfRate), h.conns), h, rps, thousands)

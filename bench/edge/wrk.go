@@ -25,6 +25,9 @@ type wrkRun struct {
 	// cpuPerReq is the proxy's CPU time (all its processes, user and
 	// system) over the run, per request wrk counted.
 	cpuPerReq time.Duration
+	// switchesPerReq is the proxy's context switches over the run, all
+	// its threads, per request: how often a thread slept or was preempted.
+	switchesPerReq float64
 }
 
 // load is the throughput comparison: per round, each proxy's run and the
@@ -148,12 +151,13 @@ func wrkArgs(o options, d time.Duration) []string {
 func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration, extra ...string) (wrkRun, error) {
 	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, "http://"+px.addr+"/")
 	var cpu time.Duration
+	var switches int64
 	if px.p != nil {
-		cpu = px.p.cpu()
+		cpu, switches = px.p.cpu(), px.p.switches()
 	}
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
 	if px.p != nil {
-		cpu = px.p.cpu() - cpu
+		cpu, switches = px.p.cpu()-cpu, px.p.switches()-switches
 	}
 	if ctx.Err() != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %w", px.name, ctx.Err())
@@ -173,6 +177,7 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 	}
 	if run.requests > 0 {
 		run.cpuPerReq = cpu / time.Duration(run.requests)
+		run.switchesPerReq = float64(switches) / float64(run.requests)
 	}
 	return run, nil
 }
