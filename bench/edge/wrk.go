@@ -212,14 +212,23 @@ func profileAll(ctx context.Context, o options, proxies []proxy, host string) (m
 	return out, nil
 }
 
-// fileName is a proxy's name as a file name: "edge (fast)" → "edge-fast".
+// fileName is a proxy's name as a file name:
+// "edge (fast, GOMAXPROCS=1)" → "edge-fast-gomaxprocs-1".
 func fileName(name string) string {
-	return strings.Trim(strings.Map(func(r rune) rune {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			return r
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			b.WriteRune(r)
+			dash = false
+		} else {
+			dash = true
 		}
-		return '-'
-	}, strings.ReplaceAll(name, " (", "-")), "-")
+	}
+	return b.String()
 }
 
 func pprofUnderLoad(ctx context.Context, o options, px proxy, host string) (string, error) {
