@@ -2,12 +2,13 @@
 // nginx as the reference, and prints a Markdown table:
 //
 //   - the same backend behind `zeitwork edge` (once per data path,
-//     EDGE_DATA_PATH=stdlib and fast) and behind nginx, the same wrk run
-//     against each, one after the other, rotating the order over several
-//     rounds: requests/s, p50/p99 latency and the proxy's CPU time per
-//     request, and the ratios; then each at half of nginx's saturation
-//     rate, with the backend asked directly as the reference, for the
-//     latency a proxy adds;
+//     EDGE_DATA_PATH=stdlib and fast), behind a bare valyala/fasthttp
+//     proxy (bench/edge/fasthttpproxy, -fasthttp) and behind nginx, the
+//     same wrk run against each, one after the other, rotating the order
+//     over several rounds: requests/s, p50/p99 latency, the proxy's CPU
+//     time and context switches per request, and the ratios; then each at
+//     half of nginx's saturation rate, with the backend asked directly as
+//     the reference, for the latency a proxy adds;
 //   - route lookup time with 100,000 projects (the Go benchmarks of
 //     internal/edge, run by run.sh and parsed here), and the table's build
 //     time and heap, measured here;
