@@ -125,16 +125,10 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startEdge runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as
-// nginx is. Its poll is one minute, so within the benchmark only NOTIFY
-// moves routes.
-func startEdge(bin, dbURL, snapshot, dataPath string) (*proc, string, error) {
-	p, addr, _, err := startEdgeEnv(bin, dbURL, snapshot, dataPath)
-	return p, addr, err
-}
-
-// startEdgeEnv is startEdge with extra environment (GOGC, say), and the
-// address of its metrics too.
+// startEdgeEnv runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as
+// nginx is, with extra environment (GOGC, say), and returns the addresses
+// it serves and its metrics on. Its poll is one minute, so within the
+// benchmark only NOTIFY moves routes.
 func startEdgeEnv(bin, dbURL, snapshot, dataPath string, env ...string) (p *proc, addr, metrics string, err error) {
 	if addr, err = freeAddr(); err != nil {
 		return nil, "", "", err

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Edge proxy benchmark (issues #6, #15): the same backend behind `zeitwork
 # edge` (both data paths), a bare fasthttp proxy and nginx, the same wrk
-# run against each, alternating over ROUNDS rounds; the route table with 100,000 projects (Go benchmarks); and route
-# changes from the database to the edge. Needs root, nginx and wrk
+# run against each, alternating over ROUNDS rounds; the route table with
+# 100,000 projects (Go benchmarks); and route changes from the database to
+# the edge. Needs root, nginx and wrk
 # (scripts/deps.sh install). Prints a Markdown table; extra arguments go to
 # the benchmark (go run ./bench/edge -h lists them).
 #
