@@ -216,7 +216,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if o.profile != "" {
-		if r.profiles, err = profileAll(ctx, o, proxies, w.host); err != nil {
+		if r.profiles, err = profileAll(ctx, o, proxies, w.host, r.half.conns); err != nil {
 			return fmt.Errorf("profile: %w", err)
 		}
 	}

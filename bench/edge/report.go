@@ -145,6 +145,11 @@ func report(out io.Writer, o options, r results) {
 		}
 	}
 	for _, n := range names {
+		if top, ok := r.profiles["pprof-half "+n]; ok {
+			p("\nWhere %s's CPU goes at half load (pprof -top, one run at the half-load rate):\n\n```\n%s```\n", n, top)
+		}
+	}
+	for _, n := range names {
 		if rep, ok := r.profiles["perf "+n]; ok {
 			p("\nWhere %s's CPU goes (perf, kernel included, symbols over 1%%, one saturated run):\n\n```\n%s```\n", n, trimPerf(rep))
 		}

@@ -74,19 +74,21 @@ func rotate(proxies []proxy, r int) []proxy {
 	return append(slices.Clone(proxies[k:]), proxies[:k]...)
 }
 
+// halfDelay is wrk's wait between a connection's requests at a set rate.
+const halfDelay = 10 * time.Millisecond
+
 // compareAtRate runs each proxy (and the backend directly) at about rate
 // requests/s for the same rounds: wrk waits between a connection's
 // requests (its delay() hook), so the load is set by the waits, not by how
 // fast the proxy answers.
 func compareAtRate(ctx context.Context, o options, proxies []proxy, host string, rate float64) (load, error) {
-	const wait = 10 * time.Millisecond
-	conns := max(int(rate*wait.Seconds()+0.5), o.threads)
+	conns := max(int(rate*halfDelay.Seconds()+0.5), o.threads)
 	script, err := os.CreateTemp("", "zw-bench-edge-*.lua")
 	if err != nil {
 		return load{}, err
 	}
 	defer os.Remove(script.Name())
-	fmt.Fprintf(script, "function delay() return %d end\n", wait.Milliseconds())
+	fmt.Fprintf(script, "function delay() return %d end\n", halfDelay.Milliseconds())
 	script.Close()
 	at := o
 	at.conns = conns
@@ -185,7 +187,7 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 // profileAll takes, for each proxy serving pprof, a CPU profile while wrk
 // saturates it (DIR/<name>.pprof, and go tool pprof -top of it), then
 // perf's kernel/user split and symbols for the edge's fast path.
-func profileAll(ctx context.Context, o options, proxies []proxy, host string) (map[string]string, error) {
+func profileAll(ctx context.Context, o options, proxies []proxy, host string, halfConns int) (map[string]string, error) {
 	if err := os.MkdirAll(o.profile, 0o755); err != nil {
 		return nil, err
 	}
@@ -194,11 +196,33 @@ func profileAll(ctx context.Context, o options, proxies []proxy, host string) (m
 		if px.pprof == "" {
 			continue
 		}
-		top, err := pprofUnderLoad(ctx, o, px, host)
+		top, err := pprofUnderLoad(ctx, o, px, host, "")
 		if err != nil {
 			return nil, fmt.Errorf("pprof %s: %w", px.name, err)
 		}
 		out["pprof "+px.name] = top
+	}
+	// And at half load, where the CPU per request is further from nginx's.
+	if halfConns > 0 {
+		script, err := os.CreateTemp("", "zw-bench-edge-*.lua")
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(script.Name())
+		fmt.Fprintf(script, "function delay() return %d end\n", halfDelay.Milliseconds())
+		script.Close()
+		half := o
+		half.conns = halfConns
+		for _, px := range proxies {
+			if px.pprof == "" {
+				continue
+			}
+			top, err := pprofUnderLoad(ctx, half, px, host, "-half", "-s", script.Name())
+			if err != nil {
+				return nil, fmt.Errorf("pprof %s at half load: %w", px.name, err)
+			}
+			out["pprof-half "+px.name] = top
+		}
 	}
 	for _, px := range proxies {
 		if px.name == edgeFast {
@@ -231,8 +255,8 @@ func fileName(name string) string {
 	return b.String()
 }
 
-func pprofUnderLoad(ctx context.Context, o options, px proxy, host string) (string, error) {
-	path := filepath.Join(o.profile, fileName(px.name)+".pprof")
+func pprofUnderLoad(ctx context.Context, o options, px proxy, host, suffix string, wrkArgs ...string) (string, error) {
+	path := filepath.Join(o.profile, fileName(px.name)+suffix+".pprof")
 	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", px.pprof, int(o.duration.Seconds()))
 	done := make(chan error, 1)
 	go func() {
@@ -260,7 +284,7 @@ func pprofUnderLoad(ctx context.Context, o options, px proxy, host string) (stri
 			return f.Close()
 		}()
 	}()
-	if _, err := runWrk(ctx, o, px, host, o.duration); err != nil {
+	if _, err := runWrk(ctx, o, px, host, o.duration, wrkArgs...); err != nil {
 		return "", err
 	}
 	if err := <-done; err != nil {
