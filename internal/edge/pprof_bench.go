@@ -7,6 +7,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // registers /debug/pprof on http.DefaultServeMux
 	"os"
+	"time"
 )
 
 // Only in binaries built with -tags edgepprof (bench/edge/run.sh builds
@@ -22,5 +23,6 @@ func init() {
 	if err != nil {
 		panic("EDGE_PPROF_ADDR: " + err.Error())
 	}
-	go http.Serve(l, nil) //nolint:errcheck
+	srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	go srv.Serve(l) //nolint:errcheck
 }

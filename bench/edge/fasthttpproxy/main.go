@@ -68,7 +68,8 @@ func main() {
 			fmt.Fprintln(os.Stderr, "fasthttpproxy:", err)
 			os.Exit(1)
 		}
-		go http.Serve(l, nil) //nolint:errcheck
+		ps := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+		go ps.Serve(l) //nolint:errcheck
 	}
 	if err := srv.ListenAndServe(*listen); err != nil {
 		fmt.Fprintln(os.Stderr, "fasthttpproxy:", err)
