@@ -2,12 +2,13 @@
 // nginx as the reference, and prints a Markdown table:
 //
 //   - the same backend behind `zeitwork edge` (once per data path,
-//     EDGE_DATA_PATH=stdlib and fast) and behind nginx, the same wrk run
-//     against each, one after the other, rotating the order over several
-//     rounds: requests/s, p50/p99 latency and the proxy's CPU time per
-//     request, and the ratios; then each at half of nginx's saturation
-//     rate, with the backend asked directly as the reference, for the
-//     latency a proxy adds;
+//     EDGE_DATA_PATH=stdlib and fast), behind a bare valyala/fasthttp
+//     proxy (bench/edge/fasthttpproxy, -fasthttp) and behind nginx, the
+//     same wrk run against each, one after the other, rotating the order
+//     over several rounds: requests/s, p50/p99 latency, the proxy's CPU
+//     time and context switches per request, and the ratios; then each at
+//     half of nginx's saturation rate, with the backend asked directly as
+//     the reference, for the latency a proxy adds;
 //   - route lookup time with 100,000 projects (the Go benchmarks of
 //     internal/edge, run by run.sh and parsed here), and the table's build
 //     time and heap, measured here;
@@ -30,6 +31,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +44,7 @@ const tableProjects = 100_000
 // options are the benchmark's parameters, all printed with the results.
 type options struct {
 	zeitwork, backend string // binaries
+	fasthttp          string // the fasthttp proxy's binary (bench/edge/fasthttpproxy; empty: not measured)
 	adminURL          string
 	goBench           string // output of go test -bench for the route table
 	rounds            int
@@ -52,19 +55,23 @@ type options struct {
 	profile           string // where perf writes the fast path's profile (empty: none)
 	memory            bool   // only the route table at scale: memory, rebuild, snapshot
 	memoryEnv         string // extra environment of the edge in -memory mode
+	fastEnv           string // extra environment of a further fast-path edge (empty: none)
 	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
 }
 
-// The edge under test, once per data path (EDGE_DATA_PATH).
+// The edge under test, once per data path (EDGE_DATA_PATH), and the
+// fasthttp proxy (bench/edge/fasthttpproxy), the data path not taken.
 const (
 	edgeStdlib = "edge (stdlib)"
 	edgeFast   = "edge (fast)"
+	fasthttpPx = "fasthttp (bare)"
 )
 
 func main() {
 	var o options
 	flag.StringVar(&o.zeitwork, "zeitwork", "", "path to the zeitwork binary")
 	flag.StringVar(&o.backend, "backend", "", "path to the backend binary (bench/edge/backend)")
+	flag.StringVar(&o.fasthttp, "fasthttp", "", "path to the fasthttp proxy binary (bench/edge/fasthttpproxy; empty: not measured)")
 	flag.StringVar(&o.adminURL, "db", "postgres://zeitwork:zeitwork@127.0.0.1:25432/zeitwork?sslmode=disable", "admin database URL")
 	flag.StringVar(&o.goBench, "gobench", "", "file with the output of go test -bench 100kHosts ./internal/edge/ (empty: no route table rows)")
 	flag.IntVar(&o.rounds, "rounds", 3, "wrk rounds per proxy, alternating which goes first")
@@ -74,9 +81,10 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "wrk warm-up per proxy (whole seconds)")
 	flag.IntVar(&o.changes, "changes", 50, "route changes timed")
 	flag.IntVar(&o.hosts, "hosts", 100_000, "projects in the database for the at-scale rows (0: skip them)")
-	flag.StringVar(&o.profile, "profile", "", "directory for a perf profile of the fast path under wrk (empty: none)")
+	flag.StringVar(&o.profile, "profile", "", "directory for pprof and perf profiles of each Go data path under wrk (empty: none; the zeitwork binary must be built with -tags edgepprof)")
 	flag.BoolVar(&o.memory, "memory", false, "measure only the route table at -hosts projects: edge memory over -rounds runs, rebuild, snapshot")
 	flag.StringVar(&o.memoryEnv, "memory-env", "", "extra environment of the edge in -memory mode, e.g. \"GOGC=100 GOMEMLIMIT=off\"")
+	flag.StringVar(&o.fastEnv, "fast-env", "", "also measure a fast-path edge with this extra environment, e.g. \"GOMAXPROCS=1\"")
 	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
@@ -141,27 +149,60 @@ func run(ctx context.Context, o options) error {
 	defer w.close()
 
 	// Both data paths of the edge (EDGE_DATA_PATH), each its own process.
-	edge, edgeAddr, err := startEdge(o.zeitwork, dbURL, filepath.Join(work, "routes.json"), "stdlib")
+	startPath := func(name, path, snapshot string, env ...string) (proxy, error) {
+		pp := ""
+		if o.profile != "" {
+			if pp, err = freeAddr(); err != nil {
+				return proxy{}, err
+			}
+			env = append(env, "EDGE_PPROF_ADDR="+pp)
+		}
+		p, addr, _, err := startEdgeEnv(o.zeitwork, dbURL, filepath.Join(work, snapshot), path, env...)
+		return proxy{name: name, addr: addr, p: p, pprof: pp}, err
+	}
+	stdlibPx, err := startPath(edgeStdlib, "stdlib", "routes.json")
 	if err != nil {
 		return err
 	}
-	defer edge.stop()
-	fast, fastAddr, err := startEdge(o.zeitwork, dbURL, filepath.Join(work, "routes-fast.json"), "fast")
+	defer stdlibPx.p.stop()
+	fastPx, err := startPath(edgeFast, "fast", "routes-fast.json")
 	if err != nil {
 		return err
 	}
-	defer fast.stop()
+	defer fastPx.p.stop()
+	proxies := []proxy{stdlibPx, fastPx}
+	if o.fastEnv != "" {
+		px, err := startPath("edge (fast, "+o.fastEnv+")", "fast", "routes-fast-env.json", strings.Fields(o.fastEnv)...)
+		if err != nil {
+			return err
+		}
+		defer px.p.stop()
+		proxies = append(proxies, px)
+	}
+	if o.fasthttp != "" {
+		fh, err := startFasthttp(o.fasthttp, w.host, addrs, o.profile != "")
+		if err != nil {
+			return err
+		}
+		defer fh.p.stop()
+		proxies = append(proxies, fh)
+	}
 	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs)
 	if err != nil {
 		return err
 	}
 	defer ngx.stop()
+	proxies = append(proxies, proxy{name: "nginx", addr: ngxAddr, p: ngx})
+	edge, edgeAddr := stdlibPx.p, stdlibPx.addr
 
-	proxies := []proxy{{name: edgeStdlib, addr: edgeAddr, p: edge}, {name: edgeFast, addr: fastAddr, p: fast}, {name: "nginx", addr: ngxAddr, p: ngx}}
 	for _, px := range proxies {
 		if err := waitServes(ctx, px, w.host); err != nil {
 			return err
 		}
+	}
+	r.names = make([]string, len(proxies))
+	for i, px := range proxies {
+		r.names[i] = px.name
 	}
 
 	if r.load, err = compare(ctx, o, proxies, w.host); err != nil {
@@ -175,7 +216,7 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	if o.profile != "" {
-		if r.profile, err = profileFast(ctx, o, proxies[1], w.host); err != nil {
+		if r.profiles, err = profileAll(ctx, o, proxies, w.host, r.half.conns); err != nil {
 			return fmt.Errorf("profile: %w", err)
 		}
 	}

@@ -125,16 +125,10 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startEdge runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as
-// nginx is. Its poll is one minute, so within the benchmark only NOTIFY
-// moves routes.
-func startEdge(bin, dbURL, snapshot, dataPath string) (*proc, string, error) {
-	p, addr, _, err := startEdgeEnv(bin, dbURL, snapshot, dataPath)
-	return p, addr, err
-}
-
-// startEdgeEnv is startEdge with extra environment (GOGC, say), and the
-// address of its metrics too.
+// startEdgeEnv runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as
+// nginx is, with extra environment (GOGC, say), and returns the addresses
+// it serves and its metrics on. Its poll is one minute, so within the
+// benchmark only NOTIFY moves routes.
 func startEdgeEnv(bin, dbURL, snapshot, dataPath string, env ...string) (p *proc, addr, metrics string, err error) {
 	if addr, err = freeAddr(); err != nil {
 		return nil, "", "", err
@@ -151,6 +145,27 @@ func startEdgeEnv(bin, dbURL, snapshot, dataPath string, env ...string) (p *proc
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	p, err = start("edge ("+dataPath+")", cmd)
 	return p, addr, metrics, err
+}
+
+// startFasthttp runs bench/edge/fasthttpproxy for host in front of the
+// backends, with a pprof endpoint if asked.
+func startFasthttp(bin, host string, backends []string, pprof bool) (proxy, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return proxy{}, err
+	}
+	px := proxy{name: fasthttpPx, addr: addr}
+	args := []string{"-listen", addr, "-host", host, "-backends", strings.Join(backends, ",")}
+	if pprof {
+		if px.pprof, err = freeAddr(); err != nil {
+			return proxy{}, err
+		}
+		args = append(args, "-pprof", px.pprof)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	px.p, err = start(fasthttpPx, cmd)
+	return px, err
 }
 
 // nginxConf is the reference: what one would write to put nginx in front of
@@ -232,6 +247,7 @@ func startNginx(dir string, backends []string) (*proc, string, error) {
 type proxy struct {
 	name, addr string
 	p          *proc
+	pprof      string // where it serves /debug/pprof (empty: nowhere)
 }
 
 // get asks addr for / as host.
@@ -301,6 +317,44 @@ func (p *proc) cpu() time.Duration {
 		ticks += utime + stime
 	}
 	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// switches is the context switches (voluntary and not) of the threads of
+// p's group that still run: how often the kernel put one of them to sleep
+// or took the CPU from it.
+func (p *proc) switches() int64 {
+	var n int64
+	pids, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, path := range pids {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(p.pid()) {
+			continue
+		}
+		tasks, _ := filepath.Glob(filepath.Join(filepath.Dir(path), "task", "*", "status"))
+		for _, t := range tasks {
+			st, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			for line := range strings.Lines(string(st)) {
+				for _, k := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+					if v, ok := strings.CutPrefix(line, k); ok {
+						c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+						n += c
+					}
+				}
+			}
+		}
+	}
+	return n
 }
 
 // clockTicks is USER_HZ, the unit of /proc/*/stat times: 100 on Linux.

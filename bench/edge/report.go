@@ -15,12 +15,13 @@ type results struct {
 	load         load
 	table        *tableBench // nil: no go test output given
 	size         tableSize
-	small, large *changes // large is nil when -hosts is 0
-	largeLoad    wrkRun   // the edge under wrk with the large table
-	rebuild      rebuild  // with the large table
-	half         load     // each proxy, and the backend directly, at halfRate
-	halfRate     float64  // half of nginx's median saturation rate
-	profile      string   // perf's report of the fast path (empty: none taken)
+	small, large *changes          // large is nil when -hosts is 0
+	largeLoad    wrkRun            // the edge under wrk with the large table
+	rebuild      rebuild           // with the large table
+	half         load              // each proxy, and the backend directly, at halfRate
+	halfRate     float64           // half of nginx's median saturation rate
+	profiles     map[string]string // "pprof <proxy>" / "perf <proxy>" → its report (empty: none taken)
+	names        []string          // the proxies compared, nginx last
 }
 
 func report(out io.Writer, o options, r results) {
@@ -31,8 +32,18 @@ func report(out io.Writer, o options, r results) {
 	p50 := func(w wrkRun) float64 { return float64(w.p50) }
 	p99 := func(w wrkRun) float64 { return float64(w.p99) }
 	l := r.load
-	names := []string{edgeStdlib, edgeFast, "nginx"}
-	p("| median (min–max) of %d rounds | %s | %s | %s | stdlib/nginx | fast/nginx |\n|---|---:|---:|---:|---:|---:|\n", len(l.rounds), edgeStdlib, edgeFast, "nginx")
+	names := r.names
+	var others []string // every proxy but nginx, each a ratio column
+	for _, n := range names {
+		if n != "nginx" {
+			others = append(others, n)
+		}
+	}
+	p("| median (min–max) of %d rounds | %s |", len(l.rounds), strings.Join(names, " | "))
+	for _, n := range others {
+		p(" %s / nginx |", n)
+	}
+	p("\n|---|%s\n", strings.Repeat("---:|", len(names)+len(others)))
 	row := func(what string, ld load, field func(wrkRun) float64, format func(float64) string) {
 		var cells []string
 		for _, n := range names {
@@ -40,7 +51,10 @@ func report(out io.Writer, o options, r results) {
 			cells = append(cells, fmt.Sprintf("%s (%s–%s)", format(mid), format(lo), format(hi)))
 		}
 		ngx := ld.median("nginx", field)
-		p("| %s | %s | %.2f | %.2f |\n", what, strings.Join(cells, " | "), ld.median(edgeStdlib, field)/ngx, ld.median(edgeFast, field)/ngx)
+		for _, n := range others {
+			cells = append(cells, fmt.Sprintf("%.2f", ld.median(n, field)/ngx))
+		}
+		p("| %s | %s |\n", what, strings.Join(cells, " | "))
 	}
 	cpu := func(w wrkRun) float64 { return float64(w.cpuPerReq) }
 	fms := func(v float64) string { return ms(time.Duration(v)) }
@@ -49,14 +63,19 @@ func report(out io.Writer, o options, r results) {
 	row("latency p50 at saturation", l, p50, fms)
 	row("latency p99 at saturation", l, p99, fms)
 	row("proxy CPU time per request (user + system, all its processes)", l, cpu, fus)
+	row("proxy context switches per request (all its threads)", l, func(w wrkRun) float64 { return w.switchesPerReq }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
 	if len(r.half.rounds) > 0 {
 		h := r.half
 		row(fmt.Sprintf("requests/s offered at half of nginx's saturation (%s/s target, %d connections)", thousands(r.halfRate), h.conns), h, rps, thousands)
 		row("latency p99 at half load", h, p99, fms)
 		row("proxy CPU time per request at half load", h, cpu, fus)
 		d := h.median("direct", p99)
-		p("| added p99 at half load (p99 through the proxy − p99 of the backend asked directly, %s) | %s | %s | %s | — | — |\n",
-			fms(d), fms(h.median(edgeStdlib, p99)-d), fms(h.median(edgeFast, p99)-d), fms(h.median("nginx", p99)-d))
+		var cells []string
+		for _, n := range names {
+			cells = append(cells, fms(h.median(n, p99)-d))
+		}
+		p("| added p99 at half load (p99 through the proxy − p99 of the backend asked directly, %s) | %s |%s\n",
+			fms(d), strings.Join(cells, " | "), strings.Repeat(" — |", len(others)))
 	}
 	p("\n| | edge (stdlib) | — | — |\n|---|---:|---:|---:|\n")
 	if t := r.table; t != nil {
@@ -86,7 +105,11 @@ func report(out io.Writer, o options, r results) {
 		p("| edge memory (RSS), 1 project | %d MiB | — | — |\n", r.small.rss>>10)
 	}
 
-	p("\nRounds at saturation (the order rotates):\n\n| round | order | %s req/s, p99, CPU/req | %s req/s, p99, CPU/req | nginx req/s, p99, CPU/req |\n|---|---|---:|---:|---:|\n", edgeStdlib, edgeFast)
+	p("\nRounds at saturation (the order rotates):\n\n| round | order |")
+	for _, n := range names {
+		p(" %s req/s, p99, CPU/req |", n)
+	}
+	p("\n|---|---|%s\n", strings.Repeat("---:|", len(names)))
 	for i, round := range l.rounds {
 		var cells []string
 		for _, n := range names {
@@ -116,8 +139,20 @@ func report(out io.Writer, o options, r results) {
 			p("- %s\n", pr)
 		}
 	}
-	if r.profile != "" {
-		p("\nWhere the fast path's CPU goes (perf, symbols over 1%%, one saturated run):\n\n```\n%s```\n", trimPerf(r.profile))
+	for _, n := range names {
+		if top, ok := r.profiles["pprof "+n]; ok {
+			p("\nWhere %s's CPU goes (pprof -top, one saturated run; the profile is in %s):\n\n```\n%s```\n", n, o.profile, top)
+		}
+	}
+	for _, n := range names {
+		if top, ok := r.profiles["pprof-half "+n]; ok {
+			p("\nWhere %s's CPU goes at half load (pprof -top, one run at the half-load rate):\n\n```\n%s```\n", n, top)
+		}
+	}
+	for _, n := range names {
+		if rep, ok := r.profiles["perf "+n]; ok {
+			p("\nWhere %s's CPU goes (perf, kernel included, symbols over 1%%, one saturated run):\n\n```\n%s```\n", n, trimPerf(rep))
+		}
 	}
 
 	p("\nParameters:\n")
@@ -125,6 +160,9 @@ func report(out io.Writer, o options, r results) {
 		strings.Join(wrkArgs(o, o.duration), " "), appsDomain, o.warmup, o.rounds)
 	p("- Half load: wrk with a delay() of 10 ms between a connection's requests and %d connections, so the offered rate is about half of nginx's median saturation rate whichever proxy answers; the backend asked directly (no proxy) in the same rounds is the reference for added latency.\n", r.half.conns)
 	p("- Edge data paths: EDGE_DATA_PATH=stdlib (net/http + httputil.ReverseProxy) and EDGE_DATA_PATH=fast (internal/edge's own HTTP/1.1 forwarding loop), two edge processes on the same routes.\n")
+	if o.fasthttp != "" {
+		p("- fasthttp (bare): bench/edge/fasthttpproxy, valyala/fasthttp's Server and an LBClient over the 3 ports, with the same per-request header work as the edge (hop-by-hop and client-address headers dropped, X-Forwarded-*, X-Request-Id) and none of its other guarantees (bodies buffered, no websockets, no passive health): an upper bound for a fasthttp data path.\n")
+	}
 	p("- Backend: one Go process (bench/edge/backend) on 3 loopback ports, answering %q (%d bytes) with keep-alive.\n", backendBody, len(backendBody))
 	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_HTTPS_ADDR=off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
 	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream).\n", nginxVersion())

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Edge proxy benchmark (issue #6): the same backend behind `zeitwork edge`
-# and behind nginx, the same wrk run against each, alternating over ROUNDS
-# rounds; the route table with 100,000 projects (Go benchmarks); and route
-# changes from the database to the edge. Needs root, nginx and wrk
+# Edge proxy benchmark (issues #6, #15): the same backend behind `zeitwork
+# edge` (both data paths), a bare fasthttp proxy and nginx, the same wrk
+# run against each, alternating over ROUNDS rounds; the route table with
+# 100,000 projects (Go benchmarks); and route changes from the database to
+# the edge. Needs root, nginx and wrk
 # (scripts/deps.sh install). Prints a Markdown table; extra arguments go to
 # the benchmark (go run ./bench/edge -h lists them).
 #
@@ -15,8 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null
-go build -o /tmp/zw-edge-bench ./cmd/zeitwork
+# edgepprof: EDGE_PPROF_ADDR serves net/http/pprof (for -profile DIR).
+go build -tags edgepprof -o /tmp/zw-edge-bench ./cmd/zeitwork
 go build -o /tmp/zw-edge-bench-backend ./bench/edge/backend
+go build -o /tmp/zw-edge-bench-fasthttp ./bench/edge/fasthttpproxy
 
 gobench=$(mktemp)
 trap 'rm -f "$gobench"' EXIT
@@ -26,5 +29,5 @@ if ! go test -run '^$' -bench '100kHosts' -benchmem -count "${COUNT:-3}" ./inter
 	exit 1
 fi
 
-go run ./bench/edge -zeitwork /tmp/zw-edge-bench -backend /tmp/zw-edge-bench-backend -gobench "$gobench" \
+go run ./bench/edge -zeitwork /tmp/zw-edge-bench -backend /tmp/zw-edge-bench-backend -fasthttp /tmp/zw-edge-bench-fasthttp -gobench "$gobench" \
 	-rounds "${ROUNDS:-3}" -duration "${DURATION:-10s}" -connections "${CONNECTIONS:-64}" -threads "${THREADS:-2}" "$@"

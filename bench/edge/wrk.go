@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +25,9 @@ type wrkRun struct {
 	// cpuPerReq is the proxy's CPU time (all its processes, user and
 	// system) over the run, per request wrk counted.
 	cpuPerReq time.Duration
+	// switchesPerReq is the proxy's context switches over the run, all
+	// its threads, per request: how often a thread slept or was preempted.
+	switchesPerReq float64
 }
 
 // load is the throughput comparison: per round, each proxy's run and the
@@ -68,19 +74,21 @@ func rotate(proxies []proxy, r int) []proxy {
 	return append(slices.Clone(proxies[k:]), proxies[:k]...)
 }
 
+// halfDelay is wrk's wait between a connection's requests at a set rate.
+const halfDelay = 10 * time.Millisecond
+
 // compareAtRate runs each proxy (and the backend directly) at about rate
 // requests/s for the same rounds: wrk waits between a connection's
 // requests (its delay() hook), so the load is set by the waits, not by how
 // fast the proxy answers.
 func compareAtRate(ctx context.Context, o options, proxies []proxy, host string, rate float64) (load, error) {
-	const wait = 10 * time.Millisecond
-	conns := max(int(rate*wait.Seconds()+0.5), o.threads)
+	conns := max(int(rate*halfDelay.Seconds()+0.5), o.threads)
 	script, err := os.CreateTemp("", "zw-bench-edge-*.lua")
 	if err != nil {
 		return load{}, err
 	}
 	defer os.Remove(script.Name())
-	fmt.Fprintf(script, "function delay() return %d end\n", wait.Milliseconds())
+	fmt.Fprintf(script, "function delay() return %d end\n", halfDelay.Milliseconds())
 	script.Close()
 	at := o
 	at.conns = conns
@@ -145,12 +153,13 @@ func wrkArgs(o options, d time.Duration) []string {
 func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration, extra ...string) (wrkRun, error) {
 	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, "http://"+px.addr+"/")
 	var cpu time.Duration
+	var switches int64
 	if px.p != nil {
-		cpu = px.p.cpu()
+		cpu, switches = px.p.cpu(), px.p.switches()
 	}
 	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
 	if px.p != nil {
-		cpu = px.p.cpu() - cpu
+		cpu, switches = px.p.cpu()-cpu, px.p.switches()-switches
 	}
 	if ctx.Err() != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %w", px.name, ctx.Err())
@@ -170,17 +179,130 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 	}
 	if run.requests > 0 {
 		run.cpuPerReq = cpu / time.Duration(run.requests)
+		run.switchesPerReq = float64(switches) / float64(run.requests)
 	}
 	return run, nil
 }
 
-// profileFast records the fast path's CPU profile with perf while wrk
-// saturates it, and returns perf's report of where the time went.
-func profileFast(ctx context.Context, o options, px proxy, host string) (string, error) {
+// profileAll takes, for each proxy serving pprof, a CPU profile while wrk
+// saturates it (DIR/<name>.pprof, and go tool pprof -top of it), then
+// perf's kernel/user split and symbols for the edge's fast path.
+func profileAll(ctx context.Context, o options, proxies []proxy, host string, halfConns int) (map[string]string, error) {
 	if err := os.MkdirAll(o.profile, 0o755); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, px := range proxies {
+		if px.pprof == "" {
+			continue
+		}
+		top, err := pprofUnderLoad(ctx, o, px, host, "")
+		if err != nil {
+			return nil, fmt.Errorf("pprof %s: %w", px.name, err)
+		}
+		out["pprof "+px.name] = top
+	}
+	// And at half load, where the CPU per request is further from nginx's.
+	if halfConns > 0 {
+		script, err := os.CreateTemp("", "zw-bench-edge-*.lua")
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(script.Name())
+		fmt.Fprintf(script, "function delay() return %d end\n", halfDelay.Milliseconds())
+		script.Close()
+		half := o
+		half.conns = halfConns
+		for _, px := range proxies {
+			if px.pprof == "" {
+				continue
+			}
+			top, err := pprofUnderLoad(ctx, half, px, host, "-half", "-s", script.Name())
+			if err != nil {
+				return nil, fmt.Errorf("pprof %s at half load: %w", px.name, err)
+			}
+			out["pprof-half "+px.name] = top
+		}
+	}
+	for _, px := range proxies {
+		if px.name == edgeFast {
+			rep, err := perfUnderLoad(ctx, o, px, host)
+			if err != nil {
+				return nil, err
+			}
+			out["perf "+px.name] = rep
+		}
+	}
+	return out, nil
+}
+
+// fileName is a proxy's name as a file name:
+// "edge (fast, GOMAXPROCS=1)" → "edge-fast-gomaxprocs-1".
+func fileName(name string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(name) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			if dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			b.WriteRune(r)
+			dash = false
+		} else {
+			dash = true
+		}
+	}
+	return b.String()
+}
+
+func pprofUnderLoad(ctx context.Context, o options, px proxy, host, suffix string, wrkArgs ...string) (string, error) {
+	path := filepath.Join(o.profile, fileName(px.name)+suffix+".pprof")
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", px.pprof, int(o.duration.Seconds()))
+	done := make(chan error, 1)
+	go func() {
+		done <- func() error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			if err != nil {
+				return err
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", url, resp.Status)
+			}
+			f, err := os.Create(path)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, resp.Body); err != nil {
+				f.Close()
+				return err
+			}
+			return f.Close()
+		}()
+	}()
+	if _, err := runWrk(ctx, o, px, host, o.duration, wrkArgs...); err != nil {
 		return "", err
 	}
-	data := o.profile + "/perf.data"
+	if err := <-done; err != nil {
+		return "", err
+	}
+	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", path).Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool pprof -top %s: %w", path, err)
+	}
+	os.WriteFile(strings.TrimSuffix(path, ".pprof")+"-top.txt", top, 0o644) //nolint:errcheck
+	return string(top), nil
+}
+
+// perfUnderLoad records px's CPU profile with perf while wrk saturates it,
+// and returns perf's report of where the time went: kernel against user
+// space, then by symbol.
+func perfUnderLoad(ctx context.Context, o options, px proxy, host string) (string, error) {
+	data := filepath.Join(o.profile, fileName(px.name)+".perf.data")
 	rec := exec.CommandContext(ctx, "perf", "record", "-F", "499", "-g", "-o", data, "-p", strconv.Itoa(px.p.pid()), "--", "sleep", strconv.Itoa(int(o.duration.Seconds())))
 	rec.Stdout, rec.Stderr = os.Stderr, os.Stderr
 	if err := rec.Start(); err != nil {
@@ -201,6 +323,6 @@ func profileFast(ctx context.Context, o options, px proxy, host string) (string,
 		}
 		report = append(report, out...)
 	}
-	os.WriteFile(o.profile+"/perf-report.txt", report, 0o644) //nolint:errcheck
+	os.WriteFile(filepath.Join(o.profile, fileName(px.name)+"-perf.txt"), report, 0o644) //nolint:errcheck
 	return string(report), nil
 }
