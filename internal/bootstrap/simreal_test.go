@@ -23,8 +23,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/internal/account"
 	"github.com/zeitwork/zeitwork/internal/bootstrap"
 	"github.com/zeitwork/zeitwork/internal/bootstrap/simmachine"
+	"github.com/zeitwork/zeitwork/internal/cli"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
@@ -83,6 +85,10 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		machine[n] = sim.Machines[i]
 	}
 	host := startSimHost(t, sim, simDomains, debs)
+	// The object store: a bucket of the test's own on this host's MinIO,
+	// where the CLI uploads and the builder reads the sources.
+	_, s3 := testenv.Bucket(t, "sim")
+	s3Addr := sim.Expose(t, s3.Host())
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "zeitwork-linux-amd64")
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/zeitwork")
@@ -94,6 +100,11 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	writeFile := func() {
 		t.Helper()
 		yaml := strings.Replace(string(clusterFile(t, sim, names)), "registry.internal:5000", host.Registry+"\n  insecure: true", 1)
+		yaml = strings.NewReplacer(
+			"endpoint: https://s3.eu-central-1.amazonaws.com", "endpoint: http://"+s3Addr,
+			"    region: eu-central-1\n    bucket: zeitwork-prod", "    region: "+s3.Region+"\n    bucket: "+s3.Bucket,
+			"access_key_id: AKIAEXAMPLE", "access_key_id: "+s3.AccessKeyID,
+		).Replace(yaml)
 		// BuildKit and its CNI plugins installed by bootstrap, from the
 		// binaries scripts/deps.sh caches.
 		yaml = strings.Replace(yaml, "  binary: zeitwork-linux-amd64", "  binary: zeitwork-linux-amd64\n"+
@@ -122,7 +133,7 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		"DATABASE_ROLE_PASSWORD_KEY=role-password-key",
 		"NODE_PROXY_TOKEN=proxy-token",
 		"MANAGEMENT_TOKEN=management-token",
-		"S3_SECRET_ACCESS_KEY=s3",
+		"S3_SECRET_ACCESS_KEY="+s3.SecretAccessKey.Reveal(),
 	))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Minute)
 	defer cancel()
@@ -265,6 +276,39 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	phase("2. app deployed on 3 workers, answering through the edge", start)
 	placed := placements(ctx, t, pool, dep)
 	t.Logf("instances: %v", placed)
+
+	// 2b. A build on build-1: `zeitwork deploy` uploads a directory with a
+	// Dockerfile through the API on op-1 (straight to the bucket, by the
+	// form the API presigns); the builder builds it with the BuildKit
+	// bootstrap installed, pushes it, and the operators deploy it across
+	// the workers in place of the first.
+	start = time.Now()
+	api := "http://" + net.JoinHostPort(machine["op-1"].Addr, "8080")
+	var cliOut, cliErr bytes.Buffer
+	code := cli.Main(ctx, []string{"deploy", simAppDir(t), "-p", slug, "--api", api}, cli.Env{
+		Environ: []string{"XDG_CONFIG_HOME=" + t.TempDir(), "ZEITWORK_TOKEN=" + simToken(ctx, t, pool, project), "NO_COLOR=1"},
+		Stdout:  &cliOut, Stderr: &cliErr,
+	})
+	if code != cli.ExitOK {
+		t.Fatalf("zeitwork deploy: exit %d\n%s\n%s", code, cliOut.String(), cliErr.String())
+	}
+	var built uuid.UUID
+	var buildStatus, builder string
+	if err := pool.QueryRow(ctx, `SELECT p.active_deployment_id, b.status, coalesce(b.builder_id, '') FROM projects p
+		JOIN builds b ON b.deployment_id = p.active_deployment_id WHERE p.id = $1`, project).Scan(&built, &buildStatus, &builder); err != nil {
+		t.Fatalf("the deployed build: %v", err)
+	}
+	if built == dep || buildStatus != "succeeded" {
+		t.Fatalf("after zeitwork deploy the live deployment is %s (the first was %s), its build %s", built, dep, buildStatus)
+	}
+	if !strings.Contains(cliOut.String(), "https://"+slug+"."+simDomains[1]) {
+		t.Errorf("zeitwork deploy printed %q, not the app's URL", cliOut.String())
+	}
+	dep = built
+	waitHealthy(ctx, t, pool, dep, true, true, 4*time.Minute)
+	waitAnswer(ctx, t, get, app, 2*time.Minute)
+	phase("2b. built on build-1 from an upload, deployed on 3 workers", start)
+	t.Logf("built by %s; instances: %v", builder, placements(ctx, t, pool, dep))
 
 	// 3. Again: nothing to do.
 	start = time.Now()
@@ -484,6 +528,44 @@ func simProject(ctx context.Context, t *testing.T, pool *pgxpool.Pool) (uuid.UUI
 		t.Fatal(err)
 	}
 	return p, slug
+}
+
+// simToken signs in the platform's first user (an admin, admitted), moves
+// project into the user's organisation, and returns an API token of theirs.
+func simToken(ctx context.Context, t *testing.T, pool *pgxpool.Pool, project uuid.UUID) string {
+	t.Helper()
+	accounts := account.Store{DB: pool}
+	user, _, err := accounts.SignIn(ctx, account.Profile{GitHubUserID: 1, Login: "sim", Email: "sim@example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE projects SET organisation_id = (SELECT organisation_id FROM organisation_members WHERE user_id = $2)
+		WHERE id = $1`, project, user.ID); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := accounts.CreateToken(ctx, user.ID, "sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Secret
+}
+
+// simAppDir is a directory `zeitwork deploy` uploads: the test app, built
+// static, and a Dockerfile that needs no base image (nothing is pulled).
+func simAppDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "app"), ".")
+	build.Dir = "../nodeagent/testdata/app"
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=-mod=mod", "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build app: %v\n%s", err, out)
+	}
+	dockerfile := "FROM scratch\nCOPY app /app\nENV PATH=/\nENTRYPOINT [\"/app\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // simDeployment records the pushed image and a deployment of it with 3
