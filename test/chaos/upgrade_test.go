@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"slices"
 	"testing"
@@ -71,6 +72,21 @@ func (h *procHost) Restart(ctx context.Context, _ []string) error {
 }
 
 func (h *procHost) Close() error { return nil }
+
+// The installers' operations: a rollout of a worker needs none of them.
+func (h *procHost) RestartDaemons(context.Context, []string) error { return nil }
+func (h *procHost) Exist(_ context.Context, paths []string) ([]bool, error) {
+	return make([]bool, len(paths)), nil
+}
+func (h *procHost) Unpack(context.Context, string, string) error {
+	return errors.New("procHost: no tarballs on a process host")
+}
+func (h *procHost) Link(context.Context, string, string) error {
+	return errors.New("procHost: no links on a process host")
+}
+func (h *procHost) Bucket(context.Context, bootstrap.S3Access, bool) (bool, error) {
+	return false, errors.New("procHost: no object store on a process host")
+}
 
 // TestUpgradeNodeByNodeFailsNoRequest: bootstrap's rollout restarts the
 // node agent of every worker in turn (drain, let the operator move its
