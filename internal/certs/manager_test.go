@@ -57,6 +57,9 @@ func newEnv(t *testing.T) *edgeEnv {
 // Cloudflare token, so no wildcards.
 func (e *edgeEnv) config() config.ACME {
 	return config.ACME{
+		// Always an address: without one certmagic reuses the placeholder
+		// of an account it stored, "default", which Pebble refuses.
+		Email:     "ops@zeitwork.test",
 		Directory: e.ca.Directory,
 		CARoots:   e.ca.CARoots,
 		Resolvers: []string{e.dns.Addr},

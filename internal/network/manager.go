@@ -170,6 +170,9 @@ func New(cfg Config) (*Manager, error) {
 
 // Close releases the manager's handles. Instances' networks stay.
 func (m *Manager) Close() error {
+	// A listing of the table for Check may still run (rememberLoop), in
+	// the namespace whose handles are closed here.
+	m.waitRemembered()
 	if m.node != nil {
 		m.node.Close()
 	}
