@@ -155,9 +155,19 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		return 0, err
 	}
 	c.mu.Lock()
+	prev := c.current
 	c.current = make(map[uuid.UUID]instance.Instance, len(want))
 	for _, a := range want {
-		c.current[a.ID] = a.Instance
+		in := a.Instance
+		// A step under way, or one that ended after the list was read (the
+		// start probe's report of healthy), may have reported a newer state
+		// than the list holds: keep it. Taking the list's would have the
+		// node-proxy turn away an instance the operator already routes to
+		// as healthy, until the next pass (503s through the edge in CI).
+		if p, ok := prev[a.ID]; ok && (c.busy[a.ID] || c.ended[a.ID].After(readAt)) {
+			in.State, in.StateReason = p.State, p.StateReason
+		}
+		c.current[a.ID] = in
 	}
 	c.mu.Unlock()
 	observed := make(map[uuid.UUID]runtime.Status, len(have))

@@ -206,3 +206,49 @@ func TestFakeStepEndingDuringAPassIsNotRepeated(t *testing.T) {
 		t.Fatalf("%d creates of one instance", rt.creates)
 	}
 }
+
+// TestFakeHealthyReportOutlivesAnOlderList: the start probe reports an
+// instance healthy while a pass is between reading the instances (still
+// starting) and rebuilding what the node-proxy serves from; the pass must
+// keep the newer state, or the node-proxy turns away an instance the
+// operator already routes to (503s through the edge until the next pass,
+// seen in CI's TestUserFlows).
+func TestFakeHealthyReportOutlivesAnOlderList(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	rt := &staleListRuntime{fakeRuntime: h.rt, createGo: make(chan struct{}), listed: make(chan struct{}), listGo: make(chan struct{})}
+	close(rt.createGo)
+	h.c.Runtime = rt
+	// A start probe that keeps trying for seconds: the test answers it when
+	// the second pass has read.
+	h.c.Policy.StartProbe, h.c.Policy.StartProbeMax = 5*time.Millisecond, 2*time.Second
+	h.c.Ready = func() {}
+	in := h.instance(t)
+
+	h.pass(t) // created and started; the app does not answer yet
+	if got := h.state(t, in); got.State != instance.StateStarting {
+		t.Fatalf("after the first pass: %s, want starting", got.State)
+	}
+	h.c.Policy.PassWait = 0
+	rt.hold.Store(true)
+	second := make(chan error, 1)
+	go func() { _, err := h.c.Pass(ctx); second <- err }()
+	<-rt.listed // the second pass read the instance as starting
+	h.setHealthy(in, true)
+	for deadline := time.Now().Add(30 * time.Second); h.state(t, in).State != instance.StateHealthy; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) { // the start probe reports it
+			t.Fatal("the start probe never reported the instance healthy")
+		}
+	}
+	for h.c.Busy(in.ID) {
+		time.Sleep(time.Millisecond)
+	}
+	rt.hold.Store(false)
+	close(rt.listGo)
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if _, healthy, ok := h.c.Target(in.ID); !ok || !healthy {
+		t.Fatalf("after the pass the node-proxy sees the instance as healthy=%v (known %v), want healthy", healthy, ok)
+	}
+}
