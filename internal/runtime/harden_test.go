@@ -7,9 +7,12 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
@@ -174,5 +177,51 @@ func TestWritableLayerIsBounded(t *testing.T) {
 	}
 	if body := mustGet(t, url(neighbour, "/")); body != "still here" {
 		t.Fatalf("neighbour answers %q", body)
+	}
+}
+
+// TestKillBetweenTheReadsOfAStatusIsExplained: the disk bound marks an
+// instance, then kills it. A Status that read the marks just before the
+// mark and the task just after the kill must still say why it exited.
+func TestKillBetweenTheReadsOfAStatusIsExplained(t *testing.T) {
+	e := newEnv(t)
+	r := e.runtime(t)
+	s := e.spec(t, nil)
+	pullCreateStart(t, r, s)
+
+	ctx := namespaces.WithNamespace(context.Background(), e.ns)
+	ctr, err := e.raw.LoadContainer(ctx, s.InstanceID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	runtime.SetAfterMarksRead(func() {
+		once.Do(func() {
+			// What enforceDiskLimit does: the mark, then the kill.
+			if _, err := ctr.SetLabels(ctx, map[string]string{"dev.zeitwork.disk": time.Now().UTC().Format(time.RFC3339Nano)}); err != nil {
+				t.Error(err)
+			}
+			if err := task.Kill(ctx, syscall.SIGKILL); err != nil {
+				t.Error(err)
+			}
+			<-exited
+		})
+	})
+	t.Cleanup(func() { runtime.SetAfterMarksRead(nil) })
+
+	st, err := r.Status(ctx, s.InstanceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != runtime.StateExited || st.ExitCode != 137 || !st.DiskKilled {
+		t.Fatalf("killed for its disk bound between the reads: %+v", st)
 	}
 }

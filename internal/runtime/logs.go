@@ -171,6 +171,10 @@ func (r *Runtime) Logs(ctx context.Context, id uuid.UUID, follow bool) (io.ReadC
 	st := r.logState(id)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	// The previous generation first: the writer renames <id>.log to
+	// <id>.log.1, so what is opened second is never older than what was
+	// opened first.
+	old, oldErr := os.Open(path + ".1")
 	cur, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		status, serr := r.Status(ctx, id)
@@ -184,6 +188,9 @@ func (r *Runtime) Logs(ctx context.Context, id uuid.UUID, follow bool) (io.ReadC
 		cur, err = os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o640)
 	}
 	if err != nil {
+		if oldErr == nil {
+			old.Close()
+		}
 		return nil, fmt.Errorf("logs %s: %w", id, err)
 	}
 	lr := &logReader{
@@ -199,18 +206,40 @@ func (r *Runtime) Logs(ctx context.Context, id uuid.UUID, follow bool) (io.ReadC
 			return errdefs.IsNotFound(err)
 		},
 	}
-	if old, err := os.Open(path + ".1"); err == nil {
-		// The writer may have rotated between the two opens: then both
-		// are the same file, to be read once.
-		oi, oerr := old.Stat()
-		ci, cerr := cur.Stat()
-		if oerr == nil && cerr == nil && os.SameFile(oi, ci) {
-			old.Close()
-		} else {
-			lr.prev = append(lr.prev, old)
-		}
+	if oldErr == nil {
+		lr.prev = rotatedBefore(old, cur, path+".1")
 	}
 	return lr, nil
+}
+
+// rotatedBefore is what to read before cur, given old, the file that was
+// <id>.log.1 just before cur was opened: old, unless the writer rotated
+// in between (old is then one generation further back than the one before
+// cur, which is at <id>.log.1 now, unless cur itself is, having rotated
+// once more). Generations rotated away entirely are lost, as the bound
+// wants.
+func rotatedBefore(old, cur *os.File, prevPath string) []*os.File {
+	oi, oerr := old.Stat()
+	ci, cerr := cur.Stat()
+	if oerr != nil || cerr != nil {
+		old.Close()
+		return nil
+	}
+	mid, err := os.Open(prevPath)
+	if err != nil {
+		return []*os.File{old}
+	}
+	mi, err := mid.Stat()
+	switch {
+	case err != nil || os.SameFile(mi, oi):
+		mid.Close() // no rotation in between
+		return []*os.File{old}
+	case os.SameFile(mi, ci):
+		mid.Close() // cur rotated: old is right before it
+		return []*os.File{old}
+	default:
+		return []*os.File{old, mid}
+	}
 }
 
 type logReader struct {
@@ -334,22 +363,34 @@ func (l *logReader) readCurrent(p []byte) (int, error) {
 // <id>.log a new file. What was written to ours after our last read is
 // still in it, so it is queued to be read to its end, then <id>.log.1 if
 // that is a generation in between, then the new file from its start.
+//
+// The writer goes on rotating meanwhile, so what is compared is what was
+// opened, in the order the writer moves files: <id>.log first, then
+// <id>.log.1, which is then ours, the one in between, or the one just
+// opened (if the writer rotated again in between: nothing lies between).
 func (l *logReader) followRename() {
-	fi, err := os.Stat(l.path)
+	ci, err := l.cur.Stat()
 	if err != nil {
 		return
 	}
-	ci, err := l.cur.Stat()
-	if err != nil || os.SameFile(fi, ci) {
+	if fi, err := os.Stat(l.path); err != nil || os.SameFile(fi, ci) {
 		return
+	}
+	if beforeReopen != nil {
+		beforeReopen()
 	}
 	next, err := os.Open(l.path)
 	if err != nil {
 		return
 	}
+	ni, err := next.Stat()
+	if err != nil || os.SameFile(ni, ci) {
+		next.Close()
+		return
+	}
 	l.prev = append(l.prev, l.cur)
 	if mid, err := os.Open(l.path + ".1"); err == nil {
-		if mi, err := mid.Stat(); err == nil && !os.SameFile(mi, ci) && !os.SameFile(mi, fi) {
+		if mi, err := mid.Stat(); err == nil && !os.SameFile(mi, ci) && !os.SameFile(mi, ni) {
 			l.prev = append(l.prev, mid)
 		} else {
 			mid.Close()
@@ -357,6 +398,11 @@ func (l *logReader) followRename() {
 	}
 	l.cur, l.off = next, 0
 }
+
+// beforeReopen, when set (by tests), runs when a reader has seen the log
+// rotated and before it opens the new one: where the writer can rotate
+// again.
+var beforeReopen func()
 
 func (l *logReader) Close() error {
 	var err error

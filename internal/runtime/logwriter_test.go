@@ -3,6 +3,7 @@ package runtime
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,4 +56,101 @@ func TestRotatingFileKeepsTheBoundAndWholeLines(t *testing.T) {
 	if w2.size != int64(len(cur)) {
 		t.Fatalf("reopened at size %d, file has %d", w2.size, len(cur))
 	}
+}
+
+// lineWriter writes numbered 10-byte lines to a rotating file of 10 lines.
+type lineWriter struct {
+	t    *testing.T
+	w    *rotatingFile
+	next int
+}
+
+func (lw *lineWriter) lines(n int) {
+	for range n {
+		lw.next++
+		if err := lw.w.write(fmt.Appendf(nil, "line %04d\n", lw.next)); err != nil {
+			lw.t.Fatal(err)
+		}
+	}
+}
+
+func newLineWriter(t *testing.T) (*lineWriter, string) {
+	path := filepath.Join(t.TempDir(), "x.log")
+	w, err := openRotating(path, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.close)
+	return &lineWriter{t: t, w: w}, path
+}
+
+// readLines reads r to its end and checks that the lines are first..last.
+func readLines(t *testing.T, r io.Reader, first, last int) {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := first; i <= last; i++ {
+		fmt.Fprintf(&want, "line %04d\n", i)
+	}
+	if string(b) != want.String() {
+		t.Fatalf("read:\n%s\nwant lines %d to %d", b, first, last)
+	}
+}
+
+func openReader(t *testing.T, path string) *logReader {
+	cur, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr := &logReader{path: path, state: &logState{}, cur: cur, ctx: t.Context(), done: make(chan struct{}), gone: func() bool { return false }}
+	t.Cleanup(func() { lr.Close() })
+	return lr
+}
+
+// A reader that has seen its file rotated away, while the writer rotates
+// once more before the reader opens the new file, reads the generation in
+// between too: nothing is skipped.
+func TestReaderKeepsTheGenerationRotatedWhileItMovesOn(t *testing.T) {
+	lw, path := newLineWriter(t)
+	lw.lines(10) // a full first file
+	lr := openReader(t, path)
+	readLines(t, lr, 1, 10)
+
+	lw.lines(1) // rotated: line 11 starts the second file
+	beforeReopen = func() {
+		beforeReopen = nil
+		lw.lines(10) // 12..20 fill the second, 21 starts a third
+	}
+	t.Cleanup(func() { beforeReopen = nil })
+	readLines(t, lr, 11, 21)
+}
+
+// Logs opens the previous generation, then the current one; when the
+// writer rotates in between, the generation in between is read too, in
+// order.
+func TestGenerationsRotatedWhileLogsOpensStayInOrder(t *testing.T) {
+	lw, path := newLineWriter(t)
+	lw.lines(15) // 1..10 in .1, 11..15 in the log
+	old, err := os.Open(path + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lw.lines(6) // 16..20 fill it, 21 starts a new one: 11..20 is now .1
+	lr := openReader(t, path)
+	lr.prev = rotatedBefore(old, lr.cur, path+".1")
+	readLines(t, lr, 1, 21)
+
+	// No rotation in between: just the previous one.
+	lw2, path2 := newLineWriter(t)
+	lw2.lines(15)
+	old2, err := os.Open(path2 + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lr2 := openReader(t, path2)
+	lr2.prev = rotatedBefore(old2, lr2.cur, path2+".1")
+	readLines(t, lr2, 1, 15)
 }

@@ -147,6 +147,9 @@ func (r *Runtime) status(ctx context.Context, info containers.Container) (Status
 		}
 		return Status{}, fmt.Errorf("status %s: %w", id, err)
 	}
+	if afterMarksRead != nil {
+		afterMarksRead()
+	}
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		return st, nil
@@ -166,6 +169,14 @@ func (r *Runtime) status(ctx context.Context, info containers.Container) (Status
 		st.State, st.PID = StateRunning, task.Pid()
 	case client.Stopped:
 		st.State, st.ExitCode, st.ExitedAt = StateExited, ts.ExitStatus, ts.ExitTime
+		// The marks were read before the task was: the disk bound marks
+		// an instance, then kills it, so a kill between the two reads
+		// would pass for an unexplained one. Read them again, now that
+		// the exit is seen.
+		if labels, err := ctr.Labels(ctx); err == nil {
+			st.OOMKilled = st.OOMKilled || labels[labelOOM] != ""
+			st.DiskKilled = st.DiskKilled || labels[labelDisk] != ""
+		}
 		if !st.OOMKilled {
 			st.OOMKilled = oomKilled(ctx, task)
 		}
@@ -174,6 +185,10 @@ func (r *Runtime) status(ctx context.Context, info containers.Container) (Status
 	}
 	return st, nil
 }
+
+// afterMarksRead, when set (by tests), runs between reading an instance's
+// marks and its task: where a kill can come in between.
+var afterMarksRead func()
 
 // oomKilled asks the task's cgroup whether the kernel OOM-killed in it.
 // This is what survives an agent that was down when the OOM event went
