@@ -232,7 +232,7 @@ func (r Rollout) Serving(ctx context.Context, name string, h Host, checks []heal
 		if err != nil {
 			return err
 		}
-		r.progress(name, "%s answers /v1/health, version %s (%s after the restart)", c.role, cmp.Or(version, "unknown"), time.Since(began).Round(time.Millisecond))
+		r.progress(name, "%s answers /v1/health, version %s (waited %s)", c.role, cmp.Or(version, "unknown"), time.Since(began).Round(time.Millisecond))
 	}
 	return nil
 }

@@ -431,16 +431,17 @@ func TestARolloutWaitsForTheAPIAndTheBuilderToAnswer(t *testing.T) {
 	}
 
 	// Nor build-1's builder: the edge after it is not restarted.
+	// (The workers before it must each roll out within the wait.)
 	m["op-2"].unhealthy, m["build-1"].unhealthy = false, true
-	out, err = runWait(t, c, env, m, 2*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "build-1: gave up after 2s waiting for its builder to answer GET http://127.0.0.1:9102/v1/health with 200") {
+	out, err = runWait(t, c, env, m, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "build-1: gave up after 5s waiting for its builder to answer GET http://127.0.0.1:9102/v1/health with 200") {
 		t.Fatalf("a builder that never answers: %v\n%s", err, out)
 	}
 	if m["edge-1"].restarts != edge {
 		t.Error("edge-1 was restarted after build-1's builder did not answer")
 	}
 	m["build-1"].unhealthy = false
-	if out, err := runWait(t, c, env, m, 2*time.Second); err != nil {
+	if out, err := runWait(t, c, env, m, time.Minute); err != nil {
 		t.Fatalf("once build-1 answers: %v\n%s", err, out)
 	}
 
@@ -452,7 +453,7 @@ func TestARolloutWaitsForTheAPIAndTheBuilderToAnswer(t *testing.T) {
 		t.Fatalf("dry run with op-1's api hung: %v\n%s", err, out)
 	}
 	restarts := m["op-1"].restarts
-	out, err = runWait(t, c, env, m, 5*time.Second)
+	out, err = runWait(t, c, env, m, time.Minute)
 	if err != nil || m["op-1"].restarts != restarts+1 || !strings.Contains(out, "op-1: api answers /v1/health") {
 		t.Fatalf("op-1's hung api: %v, %d restarts (was %d)\n%s", err, m["op-1"].restarts, restarts, out)
 	}
