@@ -203,7 +203,7 @@ func healthChecks(n Node) []healthCheck {
 	return hc
 }
 
-// Serving waits, after a node's units were restarted, until each of its
+// Serving waits, after a node's units were (re)started, until each of its
 // health endpoints answers 200, one bounded wait each. Any 200 is the new
 // process's: systemctl restart returns only once the old one has exited
 // (the unit's stop waits for its whole cgroup), so nothing else is left to
