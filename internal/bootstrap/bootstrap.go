@@ -558,6 +558,7 @@ func (b *Bootstrap) registrationStep() Step {
 
 func (b *Bootstrap) certificateStep() Step {
 	domains := b.Cluster.Platform.Domains
+	directory := b.Cluster.Platform.acmeDirectory()
 	check := func(ctx context.Context) (Status, error) {
 		rec, err := readCluster(ctx, b.pool)
 		if errors.Is(err, errNotMigrated) {
@@ -566,11 +567,11 @@ func (b *Bootstrap) certificateStep() Step {
 		if err != nil {
 			return Status{}, err
 		}
-		missing := missingCertificates(domains, rec.Certificates)
+		missing := missingCertificates(directory, domains, rec.Certificates)
 		if len(missing) > 0 {
-			return Status{Detail: "the edges obtain them by DNS-01 through Cloudflare; missing: " + strings.Join(missing, " ")}, nil
+			return Status{Detail: "the edges obtain them from " + directory + " by DNS-01 through Cloudflare; missing: " + strings.Join(missing, " ")}, nil
 		}
-		return Status{Done: true, Detail: fmt.Sprintf("%d names held in the database", 2*len(domains))}, nil
+		return Status{Done: true, Detail: fmt.Sprintf("%d names held in the database, from %s", 2*len(domains), directory)}, nil
 	}
 	return Step{Name: "certificates: " + strings.Join(domains, ", ") + " and their wildcards", Check: check, Apply: b.waitFor(check)}
 }

@@ -339,9 +339,15 @@ func TestRunnerCountsAndConfirms(t *testing.T) {
 }
 
 func TestMissingCertificates(t *testing.T) {
-	keys := []string{"certificates/acme/wildcard_.a.com/wildcard_.a.com.crt", "certificates/acme/a.com/a.com.crt", "certificates/acme/b.com/b.com.key"}
-	if got := strings.Join(missingCertificates([]string{"a.com", "b.com"}, keys), " "); got != "*.b.com b.com" {
-		t.Errorf("missing %q", got)
+	const pebble = "https://10.0.0.1:14000/dir"
+	keys := []string{"certificates/10.0.0.1-14000-dir/wildcard_.a.com/wildcard_.a.com.crt", "certificates/10.0.0.1-14000-dir/a.com/a.com.crt",
+		"certificates/10.0.0.1-14000-dir/b.com/b.com.key", "certificates/acme-v02.api.letsencrypt.org-directory/b.com/b.com.crt"}
+	if got := strings.Join(missingCertificates(pebble, []string{"a.com", "b.com"}, keys), " "); got != "*.b.com b.com" {
+		t.Errorf("from %s: missing %q", pebble, got)
+	}
+	// Another ACME server's certificates are not this one's.
+	if got := strings.Join(missingCertificates("https://acme-v02.api.letsencrypt.org/directory", []string{"a.com", "b.com"}, keys), " "); got != "*.a.com a.com *.b.com" {
+		t.Errorf("from Let's Encrypt: missing %q", got)
 	}
 }
 

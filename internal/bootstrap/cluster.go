@@ -2,6 +2,9 @@ package bootstrap
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddyserver/certmagic"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -46,11 +50,29 @@ type Platform struct {
 	AppsDomain string   `yaml:"apps_domain"` // <project>.<apps_domain>; one of Domains
 	EdgeHost   string   `yaml:"edge_host"`   // what customers CNAME to
 	ACMEEmail  string   `yaml:"acme_email"`
+	// ACMEDirectory is the ACME server the edges order certificates from
+	// (ACME_DIRECTORY); default Let's Encrypt's production directory.
+	ACMEDirectory string `yaml:"acme_directory"`
+	// ACMECA is the root the edges trust for ACMEDirectory when a private
+	// CA runs it (step-ca, Pebble): a PEM file's path, or the PEM itself.
+	// It is read when the cluster file is loaded and written to every edge
+	// (ACME_CA_ROOTS); unset, the system's roots.
+	ACMECA string `yaml:"acme_ca"`
+	// ACMEDNSResolvers (host:port) check that DNS-01 records have
+	// propagated (ACME_DNS_RESOLVERS); default the edge's own resolvers.
+	ACMEDNSResolvers []string `yaml:"acme_dns_resolvers"`
+
+	// acmeCA is ACMECA's PEM, read by validate.
+	acmeCA []byte
 }
 
 // Cloudflare holds the DNS the certificates are proved through.
 type Cloudflare struct {
 	APITokenEnv string `yaml:"api_token_env"`
+	// APIURL is Cloudflare's API base (CLOUDFLARE_API_URL); default
+	// https://api.cloudflare.com/client/v4. Another one is a proxy or an
+	// emulator.
+	APIURL string `yaml:"api_url"`
 }
 
 // Postgres is an existing database (managed or not); bootstrap migrates it.
@@ -292,20 +314,24 @@ func Load(p string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Parse(raw)
+	c, err := parse(raw, filepath.Dir(abs))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	c.dir = filepath.Dir(abs)
 	return c, nil
 }
 
 // Parse decodes and validates a cluster file. Unknown fields are refused:
-// a misspelt key would otherwise silently take its default.
-func Parse(raw []byte) (*Cluster, error) {
+// a misspelt key would otherwise silently take its default. Relative
+// paths in it are relative to the working directory.
+func Parse(raw []byte) (*Cluster, error) { return parse(raw, "") }
+
+// parse is Parse for a file in dir: the files the cluster file names
+// (platform.acme_ca) are read relative to it.
+func parse(raw []byte, dir string) (*Cluster, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
-	var c Cluster
+	c := Cluster{dir: dir}
 	if err := dec.Decode(&c); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: the file is empty", ErrInvalid)
@@ -409,6 +435,31 @@ func (c *Cluster) validate() Errors {
 	}
 	if c.Platform.ACMEEmail == "" || !strings.Contains(c.Platform.ACMEEmail, "@") {
 		bad("platform.acme_email", "required: an email address for the ACME account")
+	}
+	if d := c.Platform.ACMEDirectory; d != "" {
+		// RFC 8555 §6.1: ACME is spoken over HTTPS only.
+		if u, err := url.Parse(d); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("platform.acme_directory", "%q is not an https:// URL (an ACME server's directory, e.g. https://acme-staging-v02.api.letsencrypt.org/directory)", d)
+		}
+	}
+	if c.Platform.ACMECA != "" {
+		if c.Platform.ACMEDirectory == "" {
+			bad("platform.acme_ca", "set with platform.acme_directory only: it is the root the edges trust for that ACME server")
+		} else if pem, err := readCA(c.Platform.ACMECA, c.Path); err != nil {
+			bad("platform.acme_ca", "%v", err)
+		} else {
+			c.Platform.acmeCA = pem
+		}
+	}
+	for i, r := range c.Platform.ACMEDNSResolvers {
+		if _, port, err := net.SplitHostPort(r); err != nil || port == "" || checkAddress(r) != nil {
+			bad(fmt.Sprintf("platform.acme_dns_resolvers[%d]", i), "%q is not host:port of a DNS server, e.g. 1.1.1.1:53", r)
+		}
+	}
+	if a := c.Cloudflare.APIURL; a != "" {
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("cloudflare.api_url", "%q is not an http:// or https:// URL", a)
+		}
 	}
 	env("cloudflare.api_token_env", c.Cloudflare.APITokenEnv, true)
 	env("postgres.url_env", c.Postgres.URLEnv, true)
@@ -575,6 +626,44 @@ func (c *Cluster) tokenRealm() string {
 		}
 	}
 	return ""
+}
+
+// acmeDirectory is the ACME server the edges use: the edge's default
+// (config.ACME) unless acme_directory says otherwise.
+func (p Platform) acmeDirectory() string {
+	return cmp.Or(p.ACMEDirectory, certmagic.LetsEncryptProductionCA)
+}
+
+// readCA is platform.acme_ca's PEM: the value itself when it is PEM, else
+// the file it names. It must hold at least one certificate, and nothing
+// else: a private key pasted by mistake is refused, not sent to the edges.
+func readCA(v string, path func(string) string) ([]byte, error) {
+	raw := []byte(v)
+	if !strings.HasPrefix(strings.TrimSpace(v), "-----BEGIN") {
+		var err error
+		if raw, err = os.ReadFile(path(v)); err != nil {
+			return nil, fmt.Errorf("neither PEM nor a readable file: %w", err)
+		}
+	}
+	n := 0
+	for rest := raw; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("holds a %s block: only the CA's certificates belong here", b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return raw, nil
 }
 
 func isPrivateIP(host string) bool {

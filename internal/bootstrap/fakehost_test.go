@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -48,6 +49,15 @@ type fakeHost struct {
 	silent atomic.Bool
 	// noKVM: the machine has no /dev/kvm.
 	noKVM bool
+	// The api's and builder's health endpoints: after each Restart they
+	// refuse the first refuse asks (the process starting); unhealthy ones
+	// never answer. onHealthy sees a role's first 200 after a restart.
+	refuse    int
+	refusing  int
+	unhealthy bool
+	hung      bool // refuses until the next Restart
+	answered  map[string]bool
+	onHealthy func(h *fakeHost, role string)
 	// daemonStarts counts RestartDaemons by unit; buckets are MinIO's.
 	daemonStarts map[string]int
 	buckets      map[string]bool
@@ -123,6 +133,7 @@ func (h *fakeHost) Restart(ctx context.Context, units []string) error {
 		h.onRestart(h, units)
 	}
 	h.restarts++
+	h.refusing, h.answered, h.hung = h.refuse, map[string]bool{}, false
 	for _, u := range units {
 		h.active[u] = true
 		switch u {
@@ -263,6 +274,36 @@ func (h *fakeHost) Bucket(_ context.Context, s S3Access, create bool) (bool, err
 		h.buckets[s.Bucket] = true
 	}
 	return h.buckets[s.Bucket], nil
+}
+
+// Get answers the api's and the builder's /v1/health as they do: only
+// while their unit runs, with the version of the binary installed.
+func (h *fakeHost) Get(_ context.Context, url string) (int, []byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	unit, role := "", ""
+	switch {
+	case strings.Contains(url, ":"+APIPort+"/v1/health"):
+		unit, role = "zeitwork-api.service", "api"
+	case strings.Contains(url, BuilderHealthAddr+"/v1/health"):
+		unit, role = "zeitwork-builder.service", "builder"
+	default:
+		return 0, nil, fmt.Errorf("%s: nothing serves %s", h.n.Name, url)
+	}
+	if !h.active[unit] || h.unhealthy || h.hung || h.refusing > 0 {
+		if h.refusing > 0 {
+			h.refusing--
+		}
+		return 0, nil, fmt.Errorf("curl: (7) Failed to connect to %s: Connection refused", url)
+	}
+	if !h.answered[role] && h.onHealthy != nil {
+		h.onHealthy(h, role)
+	}
+	if h.answered == nil {
+		h.answered = map[string]bool{}
+	}
+	h.answered[role] = true
+	return http.StatusOK, fmt.Appendf(nil, `{"status":"ok","version":%q}`, strings.TrimPrefix(string(h.files[BinaryPath]), "zeitwork ")), nil
 }
 
 func (h *fakeHost) Close() error { return nil }

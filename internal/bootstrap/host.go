@@ -1,10 +1,12 @@
 package bootstrap
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 
 	"github.com/zeitwork/zeitwork/internal/sshx"
@@ -41,6 +43,10 @@ type Host interface {
 	// Bucket says whether the bucket exists at a MinIO the host reaches;
 	// with create it first waits for MinIO to answer, then creates it.
 	Bucket(ctx context.Context, s S3Access, create bool) (bool, error)
+	// Get fetches url from the machine itself (a role's port on its
+	// loopback or internal address, which bootstrap's own machine may not
+	// reach): the HTTP status and body, or an error when nothing answers.
+	Get(ctx context.Context, url string) (int, []byte, error)
 	Close() error
 }
 
@@ -219,6 +225,22 @@ func (h *sshHost) Bucket(ctx context.Context, s S3Access, create bool) (bool, er
 	}
 	a := strings.TrimSpace(string(out))
 	return a == "yes" || a == "created", nil
+}
+
+func (h *sshHost) Get(ctx context.Context, url string) (int, []byte, error) {
+	// The status on a line of its own after the body; no -f, so that a
+	// 503 is an answer (with its body) and only a connection that fails is
+	// an error.
+	out, err := h.c.Run(ctx, "curl -sS --max-time 5 -w '\n%{http_code}' "+sshx.Quote(url), nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	i := bytes.LastIndexByte(out, '\n')
+	code, err := strconv.Atoi(strings.TrimSpace(string(out[i+1:])))
+	if i < 0 || err != nil {
+		return 0, nil, fmt.Errorf("%s: curl %s answered %q", h.c.Addr(), url, out)
+	}
+	return code, out[:i], nil
 }
 
 func (h *sshHost) Close() error { return h.c.Close() }

@@ -300,3 +300,30 @@ func TestTheRenderedMinIOStarts(t *testing.T) {
 		}
 	}
 }
+
+// Get asks a role's health endpoint from the machine over SSH with curl:
+// a 200 and a 503 are answers with their bodies, a port nobody listens on
+// is an error.
+func TestHealthIsAskedFromTheMachineOverSSH(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/down/v1/health" {
+			http.Error(w, `{"status":"starting"}`, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, `{"status":"ok","version":"v2"}`)
+	}))
+	defer srv.Close()
+	h, _ := sshTestHost(t)
+	ctx := context.Background()
+	code, body, err := h.Get(ctx, srv.URL+"/v1/health")
+	if err != nil || code != http.StatusOK || string(body) != `{"status":"ok","version":"v2"}` {
+		t.Fatalf("Get = %d %q %v", code, body, err)
+	}
+	code, body, err = h.Get(ctx, srv.URL+"/down/v1/health")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(string(body), "starting") {
+		t.Fatalf("Get of a 503 = %d %q %v", code, body, err)
+	}
+	if code, _, err := h.Get(ctx, "http://"+testenv.ReservedAddr(t)+"/v1/health"); err == nil {
+		t.Fatalf("Get of a closed port = %d, no error", code)
+	}
+}

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"slices"
 	"time"
 
+	"github.com/caddyserver/certmagic"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -99,27 +100,27 @@ func (r Recorded) nodeAt(internal string) (node.Node, bool) {
 }
 
 // missingCertificates are the names (d and *.d for each platform domain)
-// with no certificate in storage. certmagic keeps a certificate for name
-// at certificates/<issuer>/<safe name>/<safe name>.crt, a wildcard's safe
-// name being wildcard_.<domain>.
-func missingCertificates(domains, keys []string) []string {
+// with no certificate in storage from the ACME server at directory (the
+// edges store each server's certificates apart, so a certificate of
+// another, e.g. staging before production, does not count).
+func missingCertificates(directory string, domains, keys []string) []string {
 	var missing []string
 	for _, d := range domains {
 		for _, name := range []string{"*." + d, d} {
-			safe := strings.Replace(name, "*", "wildcard_", 1)
-			found := false
-			for _, k := range keys {
-				if strings.HasSuffix(k, "/"+safe+"/"+safe+".crt") {
-					found = true
-					break
-				}
-			}
-			if !found {
+			if !slices.Contains(keys, certificateKey(directory, name)) {
 				missing = append(missing, name)
 			}
 		}
 	}
 	return missing
+}
+
+// certificateKey is where the edges' certmagic (internal/certs) stores
+// name's certificate from the ACME server at directory:
+// certificates/<issuer key>/<safe name>/<safe name>.crt, a wildcard's
+// safe name being wildcard_.<domain>.
+func certificateKey(directory, name string) string {
+	return certmagic.StorageKeys.SiteCert((&certmagic.ACMEIssuer{CA: directory}).IssuerKey(), name)
 }
 
 var discard = slog.New(slog.DiscardHandler)

@@ -74,6 +74,12 @@ const (
 	// KataConfig is where the Kata Containers static release puts its
 	// configuration.
 	KataConfig = "/opt/kata/share/defaults/kata-containers/configuration.toml"
+	// ACMECAFile is platform.acme_ca on an edge: the edge's ACME_CA_ROOTS.
+	// Not a secret (0644): the edge runs as a dynamic user.
+	ACMECAFile = EnvDir + "/acme-ca.pem"
+	// BuilderHealthAddr is where a builder answers GET /v1/health
+	// (BUILDER_HEALTH_ADDR): loopback only, asked over SSH by a rollout.
+	BuilderHealthAddr = "127.0.0.1:9102"
 )
 
 // runtimeHandler maps cluster.yaml's runtime to containerd's handler.
@@ -257,6 +263,9 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 			File{Path: BuildkitNetFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitNet))},
 			File{Path: BuildkitCNIFile, Mode: 0o644, Data: []byte(vars.Replace(dev.BuildkitCNI))})
 	}
+	if n.Has(RoleEdge) && len(c.Platform.acmeCA) > 0 {
+		files = append(files, File{Path: ACMECAFile, Mode: 0o644, Data: c.Platform.acmeCA})
+	}
 	if n.Has(RoleWorker) {
 		if err := render(SysctlPath, 0o644, "sysctl.conf.tmpl", nil); err != nil {
 			return nil, err
@@ -370,7 +379,7 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 			e = append(e, kv{"NODE_REGION", n.Region})
 		}
 	case RoleBuilder:
-		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr})
+		e = append(e, kv{"BUILDER_ID", n.Name}, kv{"BUILDKIT_ADDR", BuildkitAddr}, kv{"BUILDER_HEALTH_ADDR", BuilderHealthAddr})
 		if v.RegistryCredentialSecret != "" {
 			// Each build gets credentials for its own project's repository.
 			e = append(e, kv{"REGISTRY_CREDENTIAL_SECRET", v.RegistryCredentialSecret})
@@ -380,7 +389,28 @@ func environment(c *Cluster, n Node, r Role, v Values) []kv {
 	case RoleEdge:
 		e = append(e, kv{"NODE_PROXY_TOKEN", v.NodeProxyToken}, kv{"CERTIFICATE_KEYS", v.CertificateKeys}, kv{"ACME_EMAIL", c.Platform.ACMEEmail},
 			kv{"CLOUDFLARE_API_TOKEN", v.CloudflareToken}, kv{"EDGE_ROUTES_SNAPSHOT", "/var/lib/zeitwork/edge/routes.json"})
+		e = append(e, acme(c)...)
 		e = append(e, platform...)
+	}
+	return e
+}
+
+// acme is where an edge orders its certificates, when cluster.yaml says
+// otherwise than the edge's defaults (Let's Encrypt, the system's roots,
+// Cloudflare's API, the system's resolvers).
+func acme(c *Cluster) []kv {
+	var e []kv
+	if d := c.Platform.ACMEDirectory; d != "" {
+		e = append(e, kv{"ACME_DIRECTORY", d})
+	}
+	if len(c.Platform.acmeCA) > 0 {
+		e = append(e, kv{"ACME_CA_ROOTS", ACMECAFile})
+	}
+	if r := c.Platform.ACMEDNSResolvers; len(r) > 0 {
+		e = append(e, kv{"ACME_DNS_RESOLVERS", strings.Join(r, ",")})
+	}
+	if u := c.Cloudflare.APIURL; u != "" {
+		e = append(e, kv{"CLOUDFLARE_API_URL", u})
 	}
 	return e
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -177,6 +179,74 @@ func (r Rollout) restartingOperator(ctx context.Context, name, address string, r
 	}
 	r.progress(name, "operator alive again (%s after the restart)", time.Since(restarted).Round(time.Millisecond))
 	return nil
+}
+
+// APIPort is where the api listens: API_ADDR's default, every interface
+// (bootstrap does not set it), so a rollout asks it on the node's loopback.
+const APIPort = "8080"
+
+// healthCheck is a role's health endpoint, asked from its node.
+type healthCheck struct{ role, url string }
+
+// healthChecks are the endpoints a rollout waits on after restarting the
+// node's units: the api's /v1/health, and the builder's (the builder has
+// no row that heartbeats; its endpoint answers once it works its queue).
+// Operators and workers are waited on through the database instead.
+func healthChecks(n Node) []healthCheck {
+	var hc []healthCheck
+	if n.Has(RoleAPI) {
+		hc = append(hc, healthCheck{"api", "http://" + net.JoinHostPort("127.0.0.1", APIPort) + "/v1/health"})
+	}
+	if n.Has(RoleBuilder) {
+		hc = append(hc, healthCheck{"builder", "http://" + BuilderHealthAddr + "/v1/health"})
+	}
+	return hc
+}
+
+// Serving waits, after a node's units were (re)started, until each of its
+// health endpoints answers 200, one bounded wait each. Any 200 is the new
+// process's: systemctl restart returns only once the old one has exited
+// (the unit's stop waits for its whole cgroup), so nothing else is left to
+// answer on the port. The version the body reports is printed, not
+// compared: a rollout of configuration alone keeps the version.
+func (r Rollout) Serving(ctx context.Context, name string, h Host, checks []healthCheck) error {
+	for _, c := range checks {
+		began := time.Now()
+		var version string
+		err := r.waitFor(ctx, name, "its "+c.role+" to answer GET "+c.url+" with 200", func(ctx context.Context) (bool, string, error) {
+			code, body, err := h.Get(ctx, c.url)
+			if err != nil {
+				return false, "", err
+			}
+			if code != http.StatusOK {
+				return false, fmt.Sprintf("HTTP %d: %s", code, bytes.TrimSpace(body)), nil
+			}
+			var b struct {
+				Version string `json:"version"`
+			}
+			if json.Unmarshal(body, &b) == nil {
+				version = b.Version
+			}
+			return true, "", nil
+		})
+		if err != nil {
+			return err
+		}
+		r.progress(name, "%s answers /v1/health, version %s (waited %s)", c.role, cmp.Or(version, "unknown"), time.Since(began).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// answers says whether c's endpoint answers 200 now, and if not, why.
+func answers(ctx context.Context, h Host, c healthCheck) (bool, string) {
+	code, body, err := h.Get(ctx, c.url)
+	switch {
+	case err != nil:
+		return false, err.Error()
+	case code != http.StatusOK:
+		return false, fmt.Sprintf("HTTP %d: %s", code, bytes.TrimSpace(body))
+	}
+	return true, ""
 }
 
 // LeftDraining says whether a worker is still drained by a rollout that
@@ -350,6 +420,33 @@ func (r Rollout) progress(name, format string, args ...any) {
 	fmt.Fprintln(r.Out, strings.TrimRight(line.String(), " "))
 }
 
+// rollOut restarts the units of a node that runs, waiting on what the
+// database shows of its roles: a worker drained around its restart, an
+// operator until it is alive again.
+func (r Rollout) rollOut(ctx context.Context, n Node, h Host, units []string, marker []byte) error {
+	switch {
+	case n.Has(RoleWorker) && n.Has(RoleOperator):
+		current, err := runsMarker(ctx, h, units, marker)
+		if err != nil {
+			return err
+		}
+		if current {
+			// Only the undrain was left: the operator already
+			// runs what it must.
+			return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
+		}
+		return r.restartingOperator(ctx, n.Name, net.JoinHostPort(n.InternalAddress, ManagementPort), func() error {
+			return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
+		})
+	case n.Has(RoleWorker):
+		return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
+	case n.Has(RoleOperator):
+		return r.Operator(ctx, n.Name, net.JoinHostPort(n.InternalAddress, ManagementPort), h, units, marker)
+	default:
+		return r.restart(ctx, h, units, marker)
+	}
+}
+
 // startStep starts a node's units, or, when they already run something
 // else, rolls the new binary and configuration out to it: a worker
 // drained and undrained around its restart, an operator waited on until it
@@ -363,6 +460,14 @@ func (b *Bootstrap) startStep(n Node, h Host, units []string, marker []byte) Ste
 		how = "roll out: drain, let its instances move, restart, undrain"
 	case n.Has(RoleOperator):
 		how = "restart, then wait until its operator is alive"
+	}
+	checks := healthChecks(n)
+	for _, c := range checks {
+		then := ", then until its "
+		if how == "restart" {
+			then = ", then wait until its "
+		}
+		how += then + c.role + " answers /v1/health"
 	}
 	return Step{
 		Name: n.Name + ": start " + strings.Join(units, " "),
@@ -390,6 +495,13 @@ func (b *Bootstrap) startStep(n Node, h Host, units []string, marker []byte) Ste
 					return Status{Detail: "left draining by a rollout that did not finish: to finish it and undrain"}, nil
 				}
 			}
+			// Running is not enough for the roles that say whether they
+			// serve: one that does not is restarted (and waited on).
+			for _, c := range checks {
+				if ok, detail := answers(ctx, h, c); !ok {
+					return Status{Detail: "running, but its " + c.role + " does not answer /v1/health (" + detail + "): to " + how}, nil
+				}
+			}
 			return Status{Done: true, Detail: "running"}, nil
 		},
 		Apply: func(ctx context.Context) error {
@@ -403,31 +515,18 @@ func (b *Bootstrap) startStep(n Node, h Host, units []string, marker []byte) Ste
 					return err
 				}
 			}
-			switch {
-			case len(stopped) > 0 && !left:
+			if len(stopped) > 0 && !left {
 				// Not running (a new or wiped machine): nothing serves
 				// from it that a restart could interrupt.
-				return r.restart(ctx, h, units, marker)
-			case n.Has(RoleWorker) && n.Has(RoleOperator):
-				current, err := runsMarker(ctx, h, units, marker)
-				if err != nil {
-					return err
-				}
-				if current {
-					// Only the undrain was left: the operator already
-					// runs what it must.
-					return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
-				}
-				return r.restartingOperator(ctx, n.Name, net.JoinHostPort(n.InternalAddress, ManagementPort), func() error {
-					return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
-				})
-			case n.Has(RoleWorker):
-				return r.Worker(ctx, n.Name, n.AgentAddress(), h, units, marker)
-			case n.Has(RoleOperator):
-				return r.Operator(ctx, n.Name, net.JoinHostPort(n.InternalAddress, ManagementPort), h, units, marker)
-			default:
-				return r.restart(ctx, h, units, marker)
+				err = r.restart(ctx, h, units, marker)
+			} else {
+				err = r.rollOut(ctx, n, h, units, marker)
 			}
+			if err != nil {
+				return err
+			}
+			// The next node goes only once this one serves (again).
+			return r.Serving(ctx, n.Name, h, checks)
 		},
 	}
 }

@@ -376,3 +376,85 @@ func TestAWorkerThatIsAlsoAnOperator(t *testing.T) {
 		t.Fatalf("resumed upgrade: %v\n%s", err, out)
 	}
 }
+
+// After restarting the api (and the builder) on a node, a rollout waits
+// until it answers /v1/health before it restarts the next node; one that
+// never answers stops the run with an error naming its node, and no node
+// after it is restarted.
+func TestARolloutWaitsForTheAPIAndTheBuilderToAnswer(t *testing.T) {
+	c, env := testCluster(t)
+	m := machines{}
+	startFakeCluster(t, c, env, m)
+	var mu sync.Mutex
+	var events []string
+	event := func(e string) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, e)
+	}
+	for _, name := range []string{"op-1", "op-2", "build-1"} {
+		// Each refuses three asks after its restart, as a process that
+		// has not bound its port yet.
+		m[name].refuse = 3
+		m[name].onRestart = func(h *fakeHost, _ []string) { event("restart " + h.n.Name) }
+		m[name].onHealthy = func(h *fakeHost, role string) { event(role + " on " + h.n.Name + " answers") }
+	}
+	newBinary(t, c, "v2")
+	out, err := runWait(t, c, env, m, time.Minute)
+	if err != nil {
+		t.Fatalf("upgrade: %v\n%s", err, out)
+	}
+	mu.Lock()
+	got := strings.Join(events, ", ")
+	mu.Unlock()
+	if want := "restart op-1, api on op-1 answers, restart op-2, api on op-2 answers, restart build-1, builder on build-1 answers"; got != want {
+		t.Fatalf("events %q, want %q\n%s", got, want, out)
+	}
+	inOrder(t, out,
+		"[apply] op-1: start zeitwork-operator.service zeitwork-api.service: running, but not with this binary and configuration: to restart, then wait until its operator is alive, then until its api answers /v1/health",
+		"op-1: operator alive again", "op-1: api answers /v1/health, version v2", "[applied] op-1: start",
+		"[apply] op-2: start", "op-2: api answers /v1/health, version v2", "[applied] op-2: start",
+		"[apply] build-1: start buildkit.service zeitwork-builder.service: running, but not with this binary and configuration: to restart, then wait until its builder answers /v1/health",
+		"build-1: builder answers /v1/health, version v2", "[applied] build-1: start", "[apply] edge-1: start")
+
+	// op-2's api never answers: the run stops there, naming it.
+	m["op-2"].unhealthy = true
+	op3, edge := m["op-3"].restarts, m["edge-1"].restarts
+	newBinary(t, c, "v3")
+	out, err = runWait(t, c, env, m, 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "op-2: gave up after 2s waiting for its api to answer GET http://127.0.0.1:8080/v1/health with 200: curl: (7) Failed to connect") ||
+		!strings.Contains(out, "[failed] op-2: start") {
+		t.Fatalf("an api that never answers: %v\n%s", err, out)
+	}
+	if m["op-3"].restarts != op3 {
+		t.Error("op-3 was restarted after op-2's api did not answer")
+	}
+
+	// Nor build-1's builder: the edge after it is not restarted.
+	// (The workers before it must each roll out within the wait.)
+	m["op-2"].unhealthy, m["build-1"].unhealthy = false, true
+	out, err = runWait(t, c, env, m, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "build-1: gave up after 5s waiting for its builder to answer GET http://127.0.0.1:9102/v1/health with 200") {
+		t.Fatalf("a builder that never answers: %v\n%s", err, out)
+	}
+	if m["edge-1"].restarts != edge {
+		t.Error("edge-1 was restarted after build-1's builder did not answer")
+	}
+	m["build-1"].unhealthy = false
+	if out, err := runWait(t, c, env, m, time.Minute); err != nil {
+		t.Fatalf("once build-1 answers: %v\n%s", err, out)
+	}
+
+	// An api that stopped answering (until it is restarted) is not
+	// "running": the plan says so, and a run restarts it and waits for it.
+	m["op-1"].hung = true
+	_, out, err = run(t, c, env, m, true)
+	if err != nil || !strings.Contains(out, "[todo] op-1: start zeitwork-operator.service zeitwork-api.service: running, but its api does not answer /v1/health (curl: (7) Failed to connect") {
+		t.Fatalf("dry run with op-1's api hung: %v\n%s", err, out)
+	}
+	restarts := m["op-1"].restarts
+	out, err = runWait(t, c, env, m, time.Minute)
+	if err != nil || m["op-1"].restarts != restarts+1 || !strings.Contains(out, "op-1: api answers /v1/health") {
+		t.Fatalf("op-1's hung api: %v, %d restarts (was %d)\n%s", err, m["op-1"].restarts, restarts, out)
+	}
+}

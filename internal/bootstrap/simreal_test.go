@@ -47,8 +47,8 @@ var simDomains = []string{"zeitwork.com", "zeitwork.app", "zeitwork-dns.com"}
 // simulated machines (three operators, three workers, a builder, an edge),
 // with this tree's zeitwork binary and this host standing in for the
 // internet: Postgres, a registry, Cloudflare (the emulator, publishing into
-// a DNS server) and an ACME CA (Pebble), each exposed on the machines'
-// bridge.
+// a DNS server) and an ACME CA (Pebble, given to the edge by cluster.yaml's
+// platform.acme_* fields), each exposed on the machines' bridge.
 //
 //  1. bootstrap from nothing: every unit active, the workers registered
 //     with a /64 each, the edge serving the platform certificates Pebble
@@ -56,6 +56,11 @@ var simDomains = []string{"zeitwork.com", "zeitwork.app", "zeitwork-dns.com"}
 //  2. an app deployed (three instances, one per worker) answers 200
 //     through the edge over TLS;
 //  3. bootstrap again: nothing changed;
+//     3b. bootstrap with a newer binary (another version): every node
+//     restarted onto it one at a time, the workers drained and undrained
+//     in turn, the api and builder answering before the next node, while
+//     clients loop through the edge and none fails (but during the edge's
+//     own restart);
 //  4. a worker wiped: bootstrap brings it back as the node it was (id and
 //     /64), the deployment is whole again, and the app answers;
 //  5. fresh machines at the same addresses, the same database: bootstrap
@@ -90,16 +95,40 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	_, s3 := testenv.Bucket(t, "sim")
 	s3Addr := sim.Expose(t, s3.Host())
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "zeitwork-linux-amd64")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/zeitwork")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	goBuild := func(bin string, flags ...string) error {
+		build := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, "../../cmd/zeitwork")...)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build %v: %v\n%s", flags, err, out)
+		}
+		return nil
+	}
+	if err := goBuild(filepath.Join(dir, "zeitwork-linux-amd64")); err != nil {
+		t.Fatal(err)
+	}
+	// The release phase 3b upgrades to: the same tree with another
+	// version, linked while the cluster comes up (only the link differs).
+	const newVersion = "sim-v2"
+	builtV2 := make(chan error, 1)
+	go func() {
+		builtV2 <- goBuild(filepath.Join(dir, "zeitwork-linux-amd64-v2"), "-ldflags", "-X github.com/zeitwork/zeitwork/internal/version.Version="+newVersion)
+	}()
+	// The edge orders from Pebble, the test's private ACME CA, through the
+	// Cloudflare emulator and checks DNS-01 against the test's DNS server:
+	// cluster.yaml's fields for them (the root in a file next to it).
+	if err := os.WriteFile(filepath.Join(dir, "pebble-ca.pem"), host.ACMECARoots, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	file := filepath.Join(dir, "cluster.yaml")
+	binary := "zeitwork-linux-amd64"
 	writeFile := func() {
 		t.Helper()
 		yaml := strings.Replace(string(clusterFile(t, sim, names)), "registry.internal:5000", host.Registry+"\n  insecure: true", 1)
+		yaml = strings.Replace(yaml, "  acme_email: ops@zeitwork.com", "  acme_email: ops@zeitwork.com\n"+
+			"  acme_directory: "+host.ACMEDirectory+"\n"+
+			"  acme_ca: pebble-ca.pem\n"+
+			"  acme_dns_resolvers: ['"+host.DNSResolver+"']", 1)
+		yaml = strings.Replace(yaml, "  api_token_env: CLOUDFLARE_API_TOKEN", "  api_token_env: CLOUDFLARE_API_TOKEN\n  api_url: "+host.CloudflareAPI, 1)
 		yaml = strings.NewReplacer(
 			"endpoint: https://s3.eu-central-1.amazonaws.com", "endpoint: http://"+s3Addr,
 			"    region: eu-central-1\n    bucket: zeitwork-prod", "    region: "+s3.Region+"\n    bucket: "+s3.Bucket,
@@ -107,7 +136,7 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		).Replace(yaml)
 		// BuildKit and its CNI plugins installed by bootstrap, from the
 		// binaries scripts/deps.sh caches.
-		yaml = strings.Replace(yaml, "  binary: zeitwork-linux-amd64", "  binary: zeitwork-linux-amd64\n"+
+		yaml = strings.Replace(yaml, "  binary: zeitwork-linux-amd64", "  binary: "+binary+"\n"+
 			"  buildkitd: "+testenv.Binary(t, "buildkitd")+"\n"+
 			"  buildctl: "+testenv.Binary(t, "buildctl")+"\n"+
 			"  cni_plugins: "+testenv.Binary(t, "cni"), 1)
@@ -169,14 +198,16 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		}
 	}
 	prepare(names...)
+	var lastRun *stampedLines
 	run := func() string {
 		t.Helper()
 		c, err := bootstrap.Load(file)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
-		b := &bootstrap.Bootstrap{Cluster: c, Env: env, Out: &out, Wait: 5 * time.Minute}
+		out := &stampedLines{}
+		lastRun = out
+		b := &bootstrap.Bootstrap{Cluster: c, Env: env, Out: out, Wait: 5 * time.Minute}
 		start := time.Now()
 		_, err = b.Run(ctx)
 		t.Logf("bootstrap in %v:\n%s", time.Since(start).Round(time.Second), out.String())
@@ -323,6 +354,33 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 		}
 	}
 
+	// 3b. An upgrade: bootstrap with a newer binary rolls it out node by
+	// node while clients loop through the edge to the app.
+	start = time.Now()
+	if err := <-builtV2; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the new binary was ready %v into the phase", time.Since(start).Round(time.Millisecond))
+	v2, err := os.ReadFile(filepath.Join(dir, "zeitwork-linux-amd64-v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary = "zeitwork-linux-amd64-v2"
+	writeFile()
+	load := loopThroughEdge(ctx, get, app)
+	drains := watchDraining(ctx, t, pool)
+	upgraded := run()
+	drained := drains.stop()
+	edgeBack, _ := lastRun.at("[applied] edge-1: start")
+	load.stopAfterAnswer(edgeBack)
+	phase("3b. upgraded to "+newVersion+" node by node under load", start)
+	t.Logf("the upgrade's steps: %s", strings.Join(lastRun.durations(), ", "))
+	checkUpgrade(ctx, t, upgraded, lastRun, load, drained, v2, newVersion, names, machine, units)
+	waitHealthy(ctx, t, pool, dep, false, true, 4*time.Minute)
+	if t.Failed() {
+		t.FailNow()
+	}
+
 	// 4. wk-2 is wiped: bare disk, new host key. Once its old pin is
 	// deleted (what bootstrap's refusal tells a person to do), bootstrap
 	// installs it again as the node it was; meanwhile the app answers.
@@ -413,36 +471,22 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 }
 
 // prepareSimMachine puts on a bare machine what the test stands in for:
-// apt reads the packages cache (when there is one), the edge is pointed at Pebble, the emulator and the DNS server (a
-// systemd drop-in: bootstrap's own files stay as it renders them; the
-// cluster file has no field for a private ACME CA). Everything else,
-// BuildKit included, bootstrap installs.
+// apt reads the packages cache (when there is one). Everything else,
+// BuildKit and the edge's ACME settings included, bootstrap installs.
 func prepareSimMachine(ctx context.Context, t *testing.T, m *simmachine.Machine, role string, host *simHost) {
 	t.Helper()
+	if host.AptRepo == "" {
+		return
+	}
 	cl, err := m.Dial(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	upload := func(p string, data []byte, mode os.FileMode) {
-		t.Helper()
-		if err := cl.Upload(ctx, p, data, mode); err != nil {
-			t.Fatalf("%s: %v", role, err)
-		}
-	}
-	if host.AptRepo != "" {
-		// The packages cache instead of the Debian archive: a flat
-		// repository, trusted (it holds what the archive's keys signed).
-		upload("/etc/apt/sources.list.d/debian.sources", []byte("Types: deb\nURIs: "+host.AptRepo+"\nSuites: ./\nTrusted: yes\n"), 0o644)
-	}
-	if role == "edge-1" {
-		upload("/etc/zeitwork-sim/acme-ca.pem", host.ACMECARoots, 0o644)
-		upload("/etc/systemd/system/zeitwork-edge.service.d/sim.conf", []byte(fmt.Sprintf(`[Service]
-Environment=ACME_DIRECTORY=%s
-Environment=ACME_CA_ROOTS=/etc/zeitwork-sim/acme-ca.pem
-Environment=CLOUDFLARE_API_URL=%s
-Environment=ACME_DNS_RESOLVERS=%s
-`, host.ACMEDirectory, host.CloudflareAPI, host.DNSResolver)), 0o644)
+	// The packages cache instead of the Debian archive: a flat
+	// repository, trusted (it holds what the archive's keys signed).
+	if err := cl.Upload(ctx, "/etc/apt/sources.list.d/debian.sources", []byte("Types: deb\nURIs: "+host.AptRepo+"\nSuites: ./\nTrusted: yes\n"), 0o644); err != nil {
+		t.Fatalf("%s: %v", role, err)
 	}
 }
 

@@ -101,9 +101,16 @@ func Main(ctx context.Context, cfg config.Builder, pool *pgxpool.Pool, built fun
 	if err != nil {
 		return err
 	}
+	hc := &health{pool: pool, builderID: builderID}
+	if cfg.HealthAddr != "" {
+		if err := serveHealth(ctx, cfg.HealthAddr, hc, log); err != nil {
+			return err
+		}
+	}
 	if err := q.Start(ctx); err != nil {
 		return fmt.Errorf("start queue: %w", err)
 	}
+	hc.working.Store(true)
 	log.InfoContext(ctx, "builder working", "builder_id", builderID, "buildkit", cfg.Buildkit.Addr, "registry", cfg.Registry.Addr, "github", gh != nil)
 	<-ctx.Done()
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.BuildTimeout)

@@ -214,7 +214,11 @@ type Builder struct {
 	Queue     Queue
 	S3        S3
 	BuilderID string `env:"BUILDER_ID"` // default: hostname
-	Buildkit  Buildkit
+	// HealthAddr serves GET /v1/health: 200 once the builder works its
+	// queue and while its database answers, 503 otherwise (what a rollout
+	// waits for after restarting it). Empty: not served.
+	HealthAddr string `env:"BUILDER_HEALTH_ADDR"`
+	Buildkit   Buildkit
 	// Registry receives the images and the build cache.
 	Registry Registry
 	// RegistryAuth, when its secret is set, gives each build credentials

@@ -87,6 +87,9 @@ func (h *procHost) Link(context.Context, string, string) error {
 func (h *procHost) Bucket(context.Context, bootstrap.S3Access, bool) (bool, error) {
 	return false, errors.New("procHost: no object store on a process host")
 }
+func (h *procHost) Get(context.Context, string) (int, []byte, error) {
+	return 0, nil, errors.New("procHost: a worker's rollout asks no health endpoint")
+}
 
 // TestUpgradeNodeByNodeFailsNoRequest: bootstrap's rollout restarts the
 // node agent of every worker in turn (drain, let the operator move its
