@@ -147,10 +147,10 @@ func (h *sshHost) Restart(ctx context.Context, units []string) error {
 			// service stopped (an edge from before sockets holds the
 			// port until then). A socket whose unit changed is stopped
 			// (its service with it) and so started anew.
-			unit, copy := sshx.Quote(h.at(path.Join(UnitDir, u))), sshx.Quote(h.at(socketStarted(u)))
+			unit, last := sshx.Quote(h.at(path.Join(UnitDir, u))), sshx.Quote(h.at(socketStarted(u)))
 			cmd += " && systemctl enable --quiet " + sshx.Quote(u) +
-				" && { cmp -s " + unit + " " + copy + " || ! systemctl is-active --quiet " + sshx.Quote(u) + " || systemctl stop " + sshx.Quote(u) + "; }"
-			started += " && install -D -m 0644 " + unit + " " + copy
+				" && { cmp -s " + unit + " " + last + " || ! systemctl is-active --quiet " + sshx.Quote(u) + " || systemctl stop " + sshx.Quote(u) + "; }"
+			started += " && install -D -m 0644 " + unit + " " + last
 			continue
 		}
 		if strings.HasPrefix(u, "zeitwork-") {
