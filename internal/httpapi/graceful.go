@@ -74,8 +74,8 @@ func (g *Graceful) Serve(srv *http.Server, l net.Listener, serve func(net.Listen
 }
 
 // Shutdown stops accepting, lets the connections accepted read their
-// first request, and shuts the servers down, waiting for the requests in
-// flight until ctx ends.
+// first request (for at most half the time ctx leaves), and shuts the
+// servers down, waiting for the requests in flight until ctx ends.
 func (g *Graceful) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
 	g.stopping = true
@@ -90,7 +90,13 @@ func (g *Graceful) Shutdown(ctx context.Context) error {
 	// A Serve loop returns once it has tracked the last connection it
 	// accepted: after that, fresh holds every one.
 	g.serving.Wait()
-	for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+	// Half the time left at most: the other half is for the requests in
+	// flight.
+	until := time.Now().Add(freshFor)
+	if d, ok := ctx.Deadline(); ok {
+		until = time.Now().Add(time.Until(d) / 2)
+	}
+	for wait := time.Millisecond; time.Now().Before(until); wait = min(2*wait, 100*time.Millisecond) {
 		n := 0
 		g.mu.Lock()
 		for _, at := range g.fresh {
