@@ -217,7 +217,7 @@ func TestAKilledRunResumesAndANewBinaryRestarts(t *testing.T) {
 	if err != nil || res.Applied != 2*len(c.Nodes) {
 		t.Fatalf("upgrade: %v, %d applied (want a binary and a restart per node)\n%s", err, res.Applied, out)
 	}
-	if !strings.Contains(out, "[applied] op-1: start zeitwork-operator.service zeitwork-api.service") {
+	if !strings.Contains(out, "[applied] op-1: start zeitwork-operator.service zeitwork-api.socket zeitwork-api.service") {
 		t.Errorf("upgrade did not restart op-1:\n%s", out)
 	}
 	for name, h := range m {

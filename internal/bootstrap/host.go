@@ -27,7 +27,7 @@ type Host interface {
 	Stopped(ctx context.Context, units []string) ([]string, error)
 	// Restart reloads systemd's view of the unit files, applies kernel
 	// settings, and enables and starts the units in order, restarting
-	// zeitwork's own.
+	// zeitwork's own services (never their sockets, unless changed).
 	Restart(ctx context.Context, units []string) error
 	// RestartDaemons reloads systemd's view of the unit files, then
 	// enables and (re)starts exactly these units: a daemon whose binary or
@@ -144,7 +144,21 @@ func (h *sshHost) Stopped(ctx context.Context, units []string) ([]string, error)
 
 func (h *sshHost) Restart(ctx context.Context, units []string) error {
 	cmd := "systemctl daemon-reload && { [ ! -e " + sshx.Quote(SysctlPath) + " ] || sysctl -q -p " + sshx.Quote(SysctlPath) + "; }"
+	started := ""
 	for _, u := range units {
+		if strings.HasSuffix(u, ".socket") {
+			// A socket is never restarted with its service: it stays open,
+			// and connections wait for the new process. Its service
+			// requires it, so restarting the service starts it, after the
+			// service stopped (an edge from before sockets holds the
+			// port until then). A socket whose unit changed is stopped
+			// (its service with it) and so started anew.
+			unit, last := sshx.Quote(h.at(path.Join(UnitDir, u))), sshx.Quote(h.at(socketStarted(u)))
+			cmd += " && systemctl enable --quiet " + sshx.Quote(u) +
+				" && { cmp -s " + unit + " " + last + " || ! systemctl is-active --quiet " + sshx.Quote(u) + " || systemctl stop " + sshx.Quote(u) + "; }"
+			started += " && install -D -m 0644 " + unit + " " + last
+			continue
+		}
 		if strings.HasPrefix(u, "zeitwork-") {
 			cmd += " && systemctl enable --quiet " + sshx.Quote(u) + " && systemctl restart " + sshx.Quote(u)
 			continue
@@ -154,9 +168,13 @@ func (h *sshHost) Restart(ctx context.Context, units []string) error {
 		// builds run on.
 		cmd += " && systemctl enable --quiet --now " + sshx.Quote(u)
 	}
-	_, err := h.c.Run(ctx, cmd, nil)
+	_, err := h.c.Run(ctx, cmd+started, nil)
 	return err
 }
+
+// socketStarted is where Restart keeps a copy of the socket unit it last
+// started: a socket whose unit differs from it is started anew.
+func socketStarted(unit string) string { return path.Join(path.Dir(AppliedMarker), unit) }
 
 func (h *sshHost) RestartDaemons(ctx context.Context, units []string) error {
 	cmd := "systemctl daemon-reload"

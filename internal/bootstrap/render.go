@@ -127,6 +127,29 @@ type service struct {
 	Extra        []string
 	Binary       string
 	EnvFile      string
+	// Sockets are the listening sockets systemd holds for the role and
+	// passes it (LISTEN_FDS): they stay open while the service restarts,
+	// so connections wait for the new process instead of being refused.
+	Sockets []socket
+}
+
+// socket is a role's listening socket as a systemd socket unit.
+type socket struct {
+	Name   string // FileDescriptorName=, the listener the role takes it for
+	Listen string // ListenStream=
+	Unit   string
+	// Service is the unit the socket is passed to (and starts when a
+	// connection comes while it is stopped).
+	Service string
+}
+
+// socketUnit names a role's socket: its first one shares the service's
+// name, the others add theirs.
+func socketUnit(command string, i int, name string) string {
+	if i == 0 {
+		return "zeitwork-" + command + ".socket"
+	}
+	return "zeitwork-" + command + "-" + name + ".socket"
 }
 
 // services are the node's zeitwork units, in the order they start.
@@ -140,10 +163,20 @@ func services(n Node) []service {
 		if mod != nil {
 			mod(&sv)
 		}
+		for i := range sv.Sockets {
+			so := &sv.Sockets[i]
+			so.Unit, so.Service = socketUnit(cmd, i, so.Name), "zeitwork-"+cmd+".service"
+			// Restarting the service leaves its sockets be; stopping or
+			// restarting a socket takes the service with it.
+			sv.After, sv.Requires = append(sv.After, so.Unit), append(sv.Requires, so.Unit)
+		}
 		s = append(s, sv)
 	}
 	add(RoleOperator, "operator", func(s *service) { s.Unprivileged = true })
-	add(RoleAPI, "api", func(s *service) { s.Unprivileged = true })
+	add(RoleAPI, "api", func(s *service) {
+		s.Unprivileged = true
+		s.Sockets = []socket{{Name: "http", Listen: APIPort}}
+	})
 	add(RoleWorker, "nodeagent", func(s *service) {
 		// The agent owns the machine's instance networking and talks to
 		// containerd's root socket: it runs as root.
@@ -155,7 +188,9 @@ func services(n Node) []service {
 	})
 	add(RoleEdge, "edge", func(s *service) {
 		s.Unprivileged = true
-		s.Extra = []string{"StateDirectory=zeitwork/edge", "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"}
+		// systemd binds ports 80 and 443: the edge needs no capability.
+		s.Sockets = []socket{{Name: "http", Listen: EdgeHTTPPort}, {Name: "https", Listen: EdgeHTTPSPort}}
+		s.Extra = []string{"StateDirectory=zeitwork/edge", "CapabilityBoundingSet="}
 	})
 	return s
 }
@@ -171,10 +206,22 @@ func Units(n Node) []string {
 		u = append(u, "buildkit.service")
 	}
 	for _, s := range services(n) {
+		for _, so := range s.Sockets {
+			u = append(u, so.Unit)
+		}
 		u = append(u, "zeitwork-"+s.Command+".service")
 	}
 	return u
 }
+
+// The roles' ports, on every address (IPv6 and IPv4): systemd's sockets
+// hold them (config's defaults for API_ADDR, EDGE_HTTP_ADDR and
+// EDGE_HTTPS_ADDR, which bootstrap does not set).
+const (
+	APIPort       = "8080"
+	EdgeHTTPPort  = "80"
+	EdgeHTTPSPort = "443"
+)
 
 // clusterAddrs are the IP addresses of the cluster's nodes, SSH (often
 // public) and internal alike, sorted: RUN steps of builds may reach none of
@@ -219,6 +266,13 @@ func Render(c *Cluster, n Node, v Values) ([]File, error) {
 			return nil, err
 		}
 		files = append(files, File{Path: path.Join(UnitDir, "zeitwork-"+s.Command+".service"), Mode: 0o644, Data: unit.Bytes()})
+		for _, so := range s.Sockets {
+			var b bytes.Buffer
+			if err := templates.ExecuteTemplate(&b, "zeitwork.socket.tmpl", so); err != nil {
+				return nil, err
+			}
+			files = append(files, File{Path: path.Join(UnitDir, so.Unit), Mode: 0o644, Data: b.Bytes()})
+		}
 		env, err := envFile(environment(c, n, s.Role, v))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.EnvFile, err)

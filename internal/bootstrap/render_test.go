@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -208,7 +210,7 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, f := range files {
-			if !strings.HasSuffix(f.Path, ".service") {
+			if !strings.HasSuffix(f.Path, ".service") && !strings.HasSuffix(f.Path, ".socket") {
 				continue
 			}
 			// verify insists that ExecStart exists here and now.
@@ -224,8 +226,8 @@ func TestUnitsPassSystemdAnalyzeVerify(t *testing.T) {
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
-	if len(units) != 9 {
-		t.Errorf("verified %d units, want all 9", len(units))
+	if len(units) != 12 { // 3 of them sockets
+		t.Errorf("verified %d units, want all 12", len(units))
 	}
 }
 
@@ -264,6 +266,87 @@ func TestOnlyTheControlPlaneHoldsTheVariablesKey(t *testing.T) {
 			}
 			if filepath.Base(f.Path) == "edge.env" && !strings.Contains(env, "\nCERTIFICATE_KEYS="+fakeValues.CertificateKeys+"\n") {
 				t.Errorf("%s: an edge without its certificate ring", n.Name)
+			}
+		}
+	}
+}
+
+// TestEdgeAndAPIListenOnSocketsSystemdHolds: the edge's and the api's
+// ports are systemd sockets passed to the service by name, on the ports
+// the roles would otherwise listen on themselves; the service requires
+// them (started with it, never restarted with it) and the edge holds no
+// capability to bind low ports.
+func TestEdgeAndAPIListenOnSocketsSystemdHolds(t *testing.T) {
+	c, err := Parse(example(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct{ unit, name, listen string }
+	cases := []struct {
+		node, service string
+		sockets       []want
+		addr          func(env map[string]string) ([]string, error)
+	}{
+		{"edge-1", "zeitwork-edge.service", []want{{"zeitwork-edge.socket", "http", "80"}, {"zeitwork-edge-https.socket", "https", "443"}},
+			func(env map[string]string) ([]string, error) {
+				cfg, err := config.ParseFrom[config.Edge](env)
+				return []string{cfg.HTTPAddr, cfg.HTTPSAddr}, err
+			}},
+		{"op-1", "zeitwork-api.service", []want{{"zeitwork-api.socket", "http", "8080"}},
+			func(env map[string]string) ([]string, error) {
+				cfg, err := config.ParseFrom[config.API](env)
+				return []string{cfg.Addr}, err
+			}},
+	}
+	for _, tc := range cases {
+		n := c.node(tc.node)
+		files, err := Render(c, n, fakeValues)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := func(p string) string {
+			for _, f := range files {
+				if f.Path == p {
+					return string(f.Data)
+				}
+			}
+			t.Fatalf("%s: %s is not rendered", tc.node, p)
+			return ""
+		}
+		units := Units(n)
+		service := file("/etc/systemd/system/" + tc.service)
+		if strings.Contains(service, "CAP_NET_BIND_SERVICE") || !strings.Contains(service, "\nCapabilityBoundingSet=\n") && tc.node == "edge-1" {
+			t.Errorf("%s holds capabilities:\n%s", tc.service, service)
+		}
+		var names []string
+		for _, so := range tc.sockets {
+			names = append(names, so.unit)
+			unit := file("/etc/systemd/system/" + so.unit)
+			for _, line := range []string{"ListenStream=" + so.listen, "FileDescriptorName=" + so.name, "Service=" + tc.service, "WantedBy=sockets.target"} {
+				if !strings.Contains(unit, "\n"+line+"\n") {
+					t.Errorf("%s %s lacks %q:\n%s", tc.node, so.unit, line, unit)
+				}
+			}
+			if !strings.Contains(service, "\nRequires="+so.unit+"\n") || !regexp.MustCompile(`\nAfter=.* `+regexp.QuoteMeta(so.unit)+`[ \n]`).MatchString(service) {
+				t.Errorf("%s %s does not require and follow %s:\n%s", tc.node, tc.service, so.unit, service)
+			}
+			// Bootstrap enables and starts it in the same step as the service.
+			if i, j := slices.Index(units, so.unit), slices.Index(units, tc.service); i < 0 || i > j {
+				t.Errorf("%s units %v: %s not before %s", tc.node, units, so.unit, tc.service)
+			}
+		}
+		if !strings.Contains(service, "\nSockets="+strings.Join(names, " ")+"\n") {
+			t.Errorf("%s %s is not passed %v:\n%s", tc.node, tc.service, names, service)
+		}
+		// The ports are the role's own default addresses, which bootstrap
+		// does not change: without the socket, it would listen there.
+		addrs, err := tc.addr(readEnvFile(t, []byte(file("/etc/zeitwork/"+strings.TrimSuffix(strings.TrimPrefix(tc.service, "zeitwork-"), ".service")+".env"))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, so := range tc.sockets {
+			if addrs[i] != ":"+so.listen {
+				t.Errorf("%s: %s listens on %s, the role's address is %s", tc.node, so.unit, so.listen, addrs[i])
 			}
 		}
 	}

@@ -215,7 +215,7 @@ func TestANewBinaryRollsOutOneDrainedWorkerAtATime(t *testing.T) {
 		t.Fatalf("events %q, want %q\n%s", got, want, out)
 	}
 	inOrder(t, out,
-		"[apply] op-1: start zeitwork-operator.service zeitwork-api.service: running, but not with this binary and configuration: to restart, then wait until its operator is alive",
+		"[apply] op-1: start zeitwork-operator.service zeitwork-api.socket zeitwork-api.service: running, but not with this binary and configuration: to restart, then wait until its operator is alive",
 		"op-1: operator alive again", "[applied] op-1: start",
 		"[apply] wk-1: start containerd.service zeitwork-nodeagent.service: running, but not with this binary and configuration: to roll out",
 		"wk-1: draining node", "wk-1: its instances of active deployments have moved and their replacements are healthy",

@@ -223,11 +223,11 @@ func TestRealRunOnSimulatedMachines(t *testing.T) {
 	phase("1. bootstrap from nothing", start)
 	for _, want := range []string{
 		"[applied] database: migrations: up to date",
-		"[applied] op-1: start zeitwork-operator.service zeitwork-api.service: running",
+		"[applied] op-1: start zeitwork-operator.service zeitwork-api.socket zeitwork-api.service: running",
 		"[applied] wk-1: packages: ",
 		"[applied] wk-3: start containerd.service zeitwork-nodeagent.service: running",
 		"[applied] build-1: start buildkit.service zeitwork-builder.service: running",
-		"[applied] edge-1: start zeitwork-edge.service: running",
+		"[applied] edge-1: start zeitwork-edge.socket zeitwork-edge-https.socket zeitwork-edge.service: running",
 		"[applied] certificates: ",
 	} {
 		if !strings.Contains(out, want) {

@@ -281,35 +281,24 @@ func checkUpgrade(ctx context.Context, t *testing.T, out string, run *stampedLin
 		}
 	}
 
-	// Not one request failed, but those of the edge's own restart: from
-	// when its step began until the first answer after the step ended
-	// (systemctl restart has returned by then, so that answer is the new
-	// edge's). The edge is not drained, and nothing in front of it here
-	// tries another edge, so a connection made while it restarts is
-	// refused.
-	edgeFrom, ok := run.at("[apply] edge-1: start")
-	edgeApplied, ok2 := run.at("[applied] edge-1: start")
-	if !ok || !ok2 {
+	// Not one request failed, the edge's own restart included: systemd
+	// holds its socket (zeitwork-edge.socket), so a connection made
+	// while it restarts waits in the backlog for the new edge.
+	edgeApplied, ok := run.at("[applied] edge-1: start")
+	if !ok {
 		t.Fatal("no edge step in the upgrade's output")
 	}
 	load.mu.Lock()
 	defer load.mu.Unlock()
-	var answered, failed, duringEdge int
-	var edgeBack time.Time
+	var answered, failed, afterEdge int
 	var failures []string
-	for _, r := range load.results {
-		if r.err == nil {
-			answered++
-			if r.at.After(edgeApplied) && edgeBack.IsZero() {
-				edgeBack = r.at
-			}
-		}
-	}
 	for _, r := range load.results {
 		switch {
 		case r.err == nil:
-		case r.at.After(edgeFrom) && (edgeBack.IsZero() || r.at.Before(edgeBack)):
-			duringEdge++
+			answered++
+			if r.at.After(edgeApplied) {
+				afterEdge++
+			}
 		default:
 			failed++
 			if len(failures) < 5 {
@@ -317,12 +306,11 @@ func checkUpgrade(ctx context.Context, t *testing.T, out string, run *stampedLin
 			}
 		}
 	}
-	t.Logf("through the edge during the upgrade: %d answered, %d failed, %d failed while the edge itself restarted (exempt; %v from its step to its first answer)",
-		answered, failed, duringEdge, edgeBack.Sub(edgeFrom).Round(time.Millisecond))
-	if answered == 0 || edgeBack.IsZero() {
-		t.Errorf("the app did not answer through the edge during the upgrade (%d answered) or after the edge's restart", answered)
+	t.Logf("through the edge during the upgrade: %d answered (%d after the edge's restart), %d failed", answered, afterEdge, failed)
+	if answered == 0 || afterEdge == 0 {
+		t.Errorf("the app did not answer through the edge during the upgrade (%d answered) or after the edge's restart (%d)", answered, afterEdge)
 	}
 	if failed > 0 {
-		t.Errorf("%d requests through the edge failed outside the edge's own restart:\n%s", failed, strings.Join(failures, "\n"))
+		t.Errorf("%d requests through the edge failed during the upgrade:\n%s", failed, strings.Join(failures, "\n"))
 	}
 }

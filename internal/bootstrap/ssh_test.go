@@ -90,7 +90,7 @@ func TestDryRunProbesMachinesOverSSH(t *testing.T) {
 		t.Fatalf("operator.env: %v %v", st, err)
 	}
 	out = plan()
-	if !strings.Contains(out, "[done] op-1: zeitwork binary /usr/local/bin/zeitwork: sha256 ") || !strings.Contains(out, "[done] op-1: configuration (4 files)") {
+	if !strings.Contains(out, "[done] op-1: zeitwork binary /usr/local/bin/zeitwork: sha256 ") || !strings.Contains(out, "[done] op-1: configuration (5 files)") {
 		t.Errorf("the plan does not see what was written:\n%s", out)
 	}
 	if !strings.Contains(out, "[todo] op-2: zeitwork binary") {

@@ -63,6 +63,7 @@ type FastListener struct {
 	fallback  chan net.Conn
 	handed    atomic.Int64 // connections given to the stdlib path
 	done      chan struct{}
+	accepting chan struct{} // closed when acceptLoop returns
 	closeOnce sync.Once
 	closing   atomic.Bool
 
@@ -75,7 +76,7 @@ type FastListener struct {
 func (p *Proxy) FastListener(l net.Listener, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
 	fl := &FastListener{
 		inner: l, p: p, readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout,
-		fallback: make(chan net.Conn), done: make(chan struct{}), conns: map[*fastConn]struct{}{},
+		fallback: make(chan net.Conn), done: make(chan struct{}), accepting: make(chan struct{}), conns: map[*fastConn]struct{}{},
 	}
 	go fl.acceptLoop()
 	return fl
@@ -91,6 +92,7 @@ func (fl *FastListener) acceptLoop() {
 				time.Sleep(backoff)
 				continue
 			}
+			close(fl.accepting)
 			fl.Close()
 			return
 		}
@@ -135,13 +137,16 @@ func (fl *FastListener) Addr() net.Addr { return fl.inner.Addr() }
 func (fl *FastListener) Close() error {
 	var err error
 	fl.closeOnce.Do(func() {
+		// Every connection accepted is served: those the loop took
+		// before the listener closed are registered once it returns.
+		err = fl.inner.Close()
+		<-fl.accepting
 		fl.mu.Lock()
 		fl.closing.Store(true)
 		for fc := range fl.conns {
 			fc.wake()
 		}
 		fl.mu.Unlock()
-		err = fl.inner.Close()
 		close(fl.done)
 	})
 	return err
@@ -210,6 +215,11 @@ type fastConn struct {
 	x    *exchangeState // nil while idle
 
 	idle atomic.Bool // waiting for a request: Close may wake it
+	// accepted is when; served says a request was answered. Until then
+	// the client is sending its first request, which a closing listener
+	// still answers if it comes within firstRequestWait.
+	accepted time.Time
+	served   atomic.Bool
 
 	peer     netip.Addr
 	peerText []byte // the client's address as X-Forwarded-For says it
@@ -253,7 +263,7 @@ func (fc *fastConn) release() {
 }
 
 func newFastConn(fl *FastListener, c net.Conn) *fastConn {
-	fc := &fastConn{fl: fl, c: c, buf: make([]byte, clientBuf)}
+	fc := &fastConn{fl: fl, c: c, buf: make([]byte, clientBuf), accepted: time.Now()}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 		fc.peer = ap.Addr().Unmap()
 		fc.peerText = fc.peer.AppendTo(nil)
@@ -264,11 +274,25 @@ func newFastConn(fl *FastListener, c net.Conn) *fastConn {
 	return fc
 }
 
-// wake makes an idle connection's read return, so it sees the listener closing.
+// firstRequestWait is how long a closing listener waits for a new
+// connection's first request (httpapi.Graceful's, net/http's): with the
+// socket kept across a restart, the client connected to this process, and
+// closing the connection unanswered would lose its request.
+const firstRequestWait = 5 * time.Second
+
+// wake makes an idle connection's read return, so it sees the listener
+// closing; one yet to send its first request gets until firstRequestWait.
 func (fc *fastConn) wake() {
 	if fc.idle.Load() {
-		fc.c.SetReadDeadline(time.Unix(1, 0))
+		fc.c.SetReadDeadline(fc.closingDeadline())
 	}
+}
+
+func (fc *fastConn) closingDeadline() time.Time {
+	if fc.served.Load() {
+		return time.Unix(1, 0)
+	}
+	return fc.accepted.Add(firstRequestWait)
 }
 
 func (fc *fastConn) serve() {
@@ -290,7 +314,11 @@ func (fc *fastConn) serve() {
 			handed = fc.fl.handOver(rc)
 			return
 		}
-		if !fc.fl.p.serveFast(fc) || fc.x.req.close || fc.fl.closing.Load() {
+		if !fc.fl.p.serveFast(fc) {
+			return
+		}
+		fc.served.Store(true)
+		if fc.x.req.close || fc.fl.closing.Load() {
 			return
 		}
 	}
@@ -317,9 +345,11 @@ func (fc *fastConn) readRequest() readResult {
 		fc.release()
 		fc.idle.Store(true)
 		if fc.fl.closing.Load() {
-			return readClose
-		}
-		if fc.fl.idleTimeout > 0 {
+			if fc.served.Load() {
+				return readClose
+			}
+			fc.c.SetReadDeadline(fc.closingDeadline())
+		} else if fc.fl.idleTimeout > 0 {
 			fc.c.SetReadDeadline(time.Now().Add(fc.fl.idleTimeout))
 		} else {
 			fc.c.SetReadDeadline(time.Time{})

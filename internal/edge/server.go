@@ -19,6 +19,8 @@ import (
 
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/hostname"
+	"github.com/zeitwork/zeitwork/internal/httpapi"
+	"github.com/zeitwork/zeitwork/internal/sdlisten"
 )
 
 // Certificates is the edge's TLS: certificates for the HTTPS listener and
@@ -39,12 +41,25 @@ type NewCertificates func(ctx context.Context, pool *pgxpool.Pool) (Certificates
 // Main runs `zeitwork edge` until ctx ends: routes synced from the
 // database, the proxy on HTTP (redirecting to HTTPS when the edge
 // terminates TLS) and HTTPS, and metrics. newCerts is nil when the edge
-// serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR=off).
+// serves no TLS (Cloudflare-fronted, or EDGE_HTTPS_ADDR=off). Each
+// listener is the socket systemd passed named http, https or metrics
+// (LISTEN_FDS, internal/sdlisten) when there is one, else opened on its
+// address.
 func Main(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, newCerts NewCertificates, log *slog.Logger) error {
-	var (
-		certs Certificates
-		err   error
-	)
+	// Sockets systemd holds (bootstrap's zeitwork-edge*.socket) outlive
+	// this process: during a restart, connections wait in their backlog
+	// for the next one instead of being refused.
+	inherited, err := sdlisten.Listeners()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for name, l := range inherited {
+			log.WarnContext(ctx, "socket from systemd not served", "name", name, "addr", l.Addr().String())
+			l.Close() // ours only: systemd keeps its own
+		}
+	}()
+	var certs Certificates
 	if newCerts != nil {
 		if certs, err = newCerts(ctx, pool); err != nil {
 			return fmt.Errorf("certificates: %w", err)
@@ -58,7 +73,12 @@ func Main(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, newCerts New
 			}
 		}
 	}()
-	listen := func(name, addr string) (net.Listener, error) {
+	listen := func(name, addr, fdName string) (net.Listener, error) {
+		if l, ok := inherited[fdName]; ok {
+			delete(inherited, fdName)
+			log.InfoContext(ctx, "listening on a socket from systemd", "name", fdName, "addr", l.Addr().String(), "instead_of", name+"="+addr)
+			return l, nil
+		}
 		if config.Off(addr) {
 			return nil, nil
 		}
@@ -68,15 +88,15 @@ func Main(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, newCerts New
 		}
 		return l, nil
 	}
-	if ls.HTTP, err = listen("EDGE_HTTP_ADDR", cfg.HTTPAddr); err != nil {
+	if ls.HTTP, err = listen("EDGE_HTTP_ADDR", cfg.HTTPAddr, "http"); err != nil {
 		return err
 	}
 	if certs != nil {
-		if ls.HTTPS, err = listen("EDGE_HTTPS_ADDR", cfg.HTTPSAddr); err != nil {
+		if ls.HTTPS, err = listen("EDGE_HTTPS_ADDR", cfg.HTTPSAddr, "https"); err != nil {
 			return err
 		}
 	}
-	if ls.Metrics, err = listen("EDGE_METRICS_ADDR", cfg.MetricsAddr); err != nil {
+	if ls.Metrics, err = listen("EDGE_METRICS_ADDR", cfg.MetricsAddr, "metrics"); err != nil {
 		return err
 	}
 	return Serve(ctx, cfg, pool, certs, ls, log)
@@ -123,25 +143,18 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
 	}
-	var servers []*http.Server
+	var graceful httpapi.Graceful
 	g, gctx := errgroup.WithContext(ctx)
 	serve := func(l net.Listener, srv *http.Server, tlsCfg *tls.Config) {
 		if l == nil {
 			return
 		}
-		servers = append(servers, srv)
 		g.Go(func() error {
-			var err error
 			if tlsCfg != nil {
 				srv.TLSConfig = tlsCfg
-				err = srv.ServeTLS(l, "", "")
-			} else {
-				err = srv.Serve(l)
+				return graceful.Serve(srv, l, func(l net.Listener) error { return srv.ServeTLS(l, "", "") })
 			}
-			if errors.Is(err, http.ErrServerClosed) {
-				return nil
-			}
-			return err
+			return graceful.Serve(srv, l, srv.Serve)
 		})
 	}
 	// The fast data path takes the plain listener when it carries the
@@ -161,12 +174,11 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	g.Go(func() error { return ignoreCanceled(syncer.Run(gctx)) })
 	g.Go(func() error {
 		<-gctx.Done()
-		// Finish what is in flight, then go: a rolling edge restart drops nothing.
+		// Answer what clients sent, then go: a rolling edge restart drops
+		// nothing (and refuses nothing when systemd holds the sockets).
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 25*time.Second)
 		defer cancel()
-		for _, s := range servers {
-			_ = s.Shutdown(sctx)
-		}
+		_ = graceful.Shutdown(sctx)
 		if fast != nil {
 			fast.Shutdown(sctx.Done())
 		}
