@@ -181,10 +181,6 @@ func (r Rollout) restartingOperator(ctx context.Context, name, address string, r
 	return nil
 }
 
-// APIPort is where the api listens: API_ADDR's default, every interface
-// (bootstrap does not set it), so a rollout asks it on the node's loopback.
-const APIPort = "8080"
-
 // healthCheck is a role's health endpoint, asked from its node.
 type healthCheck struct{ role, url string }
 
