@@ -411,7 +411,7 @@ func TestARolloutWaitsForTheAPIAndTheBuilderToAnswer(t *testing.T) {
 		t.Fatalf("events %q, want %q\n%s", got, want, out)
 	}
 	inOrder(t, out,
-		"[apply] op-1: start zeitwork-operator.service zeitwork-api.service: running, but not with this binary and configuration: to restart, then wait until its operator is alive, then until its api answers /v1/health",
+		"[apply] op-1: start zeitwork-operator.service zeitwork-api.socket zeitwork-api.service: running, but not with this binary and configuration: to restart, then wait until its operator is alive, then until its api answers /v1/health",
 		"op-1: operator alive again", "op-1: api answers /v1/health, version v2", "[applied] op-1: start",
 		"[apply] op-2: start", "op-2: api answers /v1/health, version v2", "[applied] op-2: start",
 		"[apply] build-1: start buildkit.service zeitwork-builder.service: running, but not with this binary and configuration: to restart, then wait until its builder answers /v1/health",
@@ -449,7 +449,7 @@ func TestARolloutWaitsForTheAPIAndTheBuilderToAnswer(t *testing.T) {
 	// "running": the plan says so, and a run restarts it and waits for it.
 	m["op-1"].hung = true
 	_, out, err = run(t, c, env, m, true)
-	if err != nil || !strings.Contains(out, "[todo] op-1: start zeitwork-operator.service zeitwork-api.service: running, but its api does not answer /v1/health (curl: (7) Failed to connect") {
+	if err != nil || !strings.Contains(out, "[todo] op-1: start zeitwork-operator.service zeitwork-api.socket zeitwork-api.service: running, but its api does not answer /v1/health (curl: (7) Failed to connect") {
 		t.Fatalf("dry run with op-1's api hung: %v\n%s", err, out)
 	}
 	restarts := m["op-1"].restarts

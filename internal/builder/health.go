@@ -60,7 +60,7 @@ func serveHealth(ctx context.Context, addr string, h *health, log *slog.Logger) 
 	if err != nil {
 		return fmt.Errorf("BUILDER_HEALTH_ADDR: %w", err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		<-ctx.Done()
 		srv.Close() //nolint:errcheck // shutting down

@@ -172,6 +172,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	for _, d := range m.platform {
 		names = append(names, "*."+d, d)
 	}
+	m.preload(ctx, names)
 	ctx, cancel := context.WithCancel(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -182,6 +183,25 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.cancel = cancel
 	go m.manageWildcards(ctx, names)
 	return nil
+}
+
+// preloadTimeout bounds Start's load of the stored platform certificates.
+const preloadTimeout = 10 * time.Second
+
+// preload loads the platform certificates Postgres already holds into
+// memory before Start returns. An edge restarted on a socket that systemd
+// holds is handed the connections that waited in its backlog at once; a
+// handshake for a platform name before its certificate is loaded would
+// fail ("tls: internal error"). What is not stored yet, or cannot be
+// loaded in time, is left to manageWildcards.
+func (m *Manager) preload(ctx context.Context, names []string) {
+	ctx, cancel := context.WithTimeout(ctx, preloadTimeout)
+	defer cancel()
+	for _, n := range names {
+		if _, err := m.wildcard.CacheManagedCertificate(ctx, n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			m.log.WarnContext(ctx, "stored wildcard certificate not loaded at start", "name", n, "err", err)
+		}
+	}
 }
 
 // manageWildcards hands names to certmagic once Postgres answers, then

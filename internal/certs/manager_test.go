@@ -265,6 +265,24 @@ func TestPlatformWildcardByDNS01(t *testing.T) {
 	if left := cf.TXT("_acme-challenge.zeitwork.test"); len(left) != 0 {
 		t.Fatalf("challenge records left in the zone: %q", left)
 	}
+
+	// A restarted replica serves the stored certificates from its first
+	// handshake on: systemd hands it the connections that waited while it
+	// restarted as soon as it serves.
+	restarted := e.manager(t, cfg)
+	tlsL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, restarted, nil, tlsL)
+	if err := restarted.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"myapp.zeitwork.test", "zeitwork.test"} {
+		if _, err := handshake(ctx, tlsL.Addr().String(), name, e.ca.Roots); err != nil {
+			t.Fatalf("%s, first handshake with a restarted replica: %v", name, err)
+		}
+	}
 }
 
 // Names in the platform domains are refused on demand whatever Allow says,
