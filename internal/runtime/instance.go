@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
 
 // Container labels: all the state the Runtime keeps, kept in containerd so
@@ -153,7 +155,7 @@ func (r *Runtime) logIO(id uuid.UUID) cio.Creator {
 	if r.cfg.LogWriter == LogWriterNone {
 		return cio.LogFile(r.logPath(id))
 	}
-	return cio.BinaryIO(r.cfg.LogWriter, map[string]string{logWriterArg: logWriterSpec(r.cfg.LogMaxBytes, r.logPath(id))})
+	return cio.BinaryIO(r.cfg.LogWriter, map[string]string{logwriter.Arg: logwriter.Spec(r.cfg.LogMaxBytes, r.logPath(id))})
 }
 
 // Start starts a created instance, or restarts one whose process has

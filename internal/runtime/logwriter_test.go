@@ -1,74 +1,27 @@
 package runtime
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
-
-// The writer never lets a file pass its bound, cuts at line ends when a
-// line fits, and loses nothing at the seam: the rotated file and the
-// current one together end with exactly what was written last.
-func TestRotatingFileKeepsTheBoundAndWholeLines(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "x.log")
-	const bound = 100
-	w, err := openRotating(path, bound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
-	var all bytes.Buffer
-	for i := range 50 {
-		chunk := fmt.Sprintf("line %d %s\n", i, strings.Repeat("y", i%7))
-		if i%10 == 9 {
-			chunk += strings.Repeat("z", 150) + "\n" // longer than the bound
-		}
-		all.WriteString(chunk)
-		if err := w.write([]byte(chunk)); err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range []string{path, path + ".1"} {
-			if fi, err := os.Stat(p); err == nil && fi.Size() > bound {
-				t.Fatalf("after write %d: %s is %d bytes", i, filepath.Base(p), fi.Size())
-			}
-		}
-	}
-	old, _ := os.ReadFile(path + ".1")
-	cur, _ := os.ReadFile(path)
-	if !strings.HasSuffix(all.String(), string(old)+string(cur)) {
-		t.Fatalf("the two files are not the tail of what was written:\n%q\n%q", old, cur)
-	}
-	if len(cur) > 0 && !strings.HasPrefix(string(cur), "line ") && !strings.HasPrefix(string(cur), "z") {
-		t.Fatalf("the current file starts mid-line: %q", cur)
-	}
-
-	// Reopened (the instance restarted), it appends and counts what is there.
-	w.close()
-	w2, err := openRotating(path, bound)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.close()
-	if w2.size != int64(len(cur)) {
-		t.Fatalf("reopened at size %d, file has %d", w2.size, len(cur))
-	}
-}
 
 // lineWriter writes numbered 10-byte lines to a rotating file of 10 lines.
 type lineWriter struct {
 	t    *testing.T
-	w    *rotatingFile
+	w    *logwriter.File
 	next int
 }
 
 func (lw *lineWriter) lines(n int) {
 	for range n {
 		lw.next++
-		if err := lw.w.write(fmt.Appendf(nil, "line %04d\n", lw.next)); err != nil {
+		if err := lw.w.Write(fmt.Appendf(nil, "line %04d\n", lw.next)); err != nil {
 			lw.t.Fatal(err)
 		}
 	}
@@ -76,11 +29,11 @@ func (lw *lineWriter) lines(n int) {
 
 func newLineWriter(t *testing.T) (*lineWriter, string) {
 	path := filepath.Join(t.TempDir(), "x.log")
-	w, err := openRotating(path, 100)
+	w, err := logwriter.Open(path, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.close)
+	t.Cleanup(w.Close)
 	return &lineWriter{t: t, w: w}, path
 }
 

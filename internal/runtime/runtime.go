@@ -21,6 +21,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 	logrusslog "github.com/sirupsen/logrus/hooks/slog"
+
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
 
 // Runtime handlers: runc where there is no KVM, Kata (a microVM per
@@ -81,7 +83,7 @@ type Config struct {
 	// most about twice this much. Default 10 MiB.
 	LogMaxBytes int64
 	// LogWriter is the executable the shims run to write instances' logs
-	// (see logwriter.go): "" is this process's own executable, which is
+	// (package logwriter): "" is this process's own executable, which is
 	// what the zeitwork binary wants. LogWriterNone has the shim append to
 	// the file itself, bounded only by the check every LogCheckInterval
 	// (for a shim without binary:// logging).
@@ -151,7 +153,7 @@ func (c *Config) setDefaults() {
 		c.PullStallTimeout = 30 * time.Second
 	}
 	if c.LogWriter == "" {
-		if exe, err := logWriterPath(); err == nil {
+		if exe, err := logwriter.Executable(); err == nil {
 			c.LogWriter = exe
 		} else {
 			c.LogWriter = LogWriterNone
