@@ -3,6 +3,7 @@ package sdlisten_test
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -46,8 +47,12 @@ func child() {
 		os.Exit(1)
 	}
 	fmt.Println("sockets in a child:", strings.TrimSpace(string(out)))
-	// Still listening: a connection is accepted.
-	for _, l := range ls {
+	// Still listening: a connection is accepted, on each socket in the
+	// order of their names, which is the order the test connects in (in
+	// the map's order, the child could wait on a socket the test has not
+	// yet connected to while the test waits for its answer on the other).
+	for _, name := range slices.Sorted(maps.Keys(ls)) {
+		l := ls[name]
 		c, err := l.Accept()
 		if err != nil {
 			fmt.Println("error:", err)
