@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -39,27 +38,19 @@ func runAPI(ctx context.Context, env Env, _ []string) error {
 	log := zlog.Component(zlog.New(env.Stderr, cfg.Log), "api")
 	// The socket systemd holds (bootstrap's zeitwork-api.socket) outlives
 	// this process: during a restart, requests wait for the next one.
-	inherited, err := sdlisten.Listeners()
+	inherited, err := sdlisten.Inherit(log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for name, l := range inherited {
-			log.WarnContext(ctx, "socket from systemd not served", "name", name, "addr", l.Addr().String())
-			l.Close() // ours only: systemd keeps its own
-		}
-	}()
+	defer inherited.Close(ctx)
 	return withDatabase(ctx, cfg.Database, func(pool *pgxpool.Pool) error {
 		q, err := queue.New(pool, nil, cfg.Queue, log) // enqueues only: builders work the tasks
 		if err != nil {
 			return err
 		}
-		l, ok := inherited["http"]
-		if ok {
-			delete(inherited, "http")
-			log.InfoContext(ctx, "listening on a socket from systemd", "name", "http", "addr", l.Addr().String(), "instead_of", "API_ADDR="+cfg.Addr)
-		} else if l, err = net.Listen("tcp", cfg.Addr); err != nil {
-			return fmt.Errorf("API_ADDR %s: %w", cfg.Addr, err)
+		l, err := inherited.Listen(ctx, "http", "API_ADDR", cfg.Addr)
+		if err != nil {
+			return err
 		}
 		dom, err := domains.New(pool, q, domains.Config{
 			EdgeHost: cfg.Platform.EdgeHost, PlatformDomains: cfg.Platform.Reserved(), Resolver: domains.NewResolver(cfg.CustomDomains.DNSResolver),

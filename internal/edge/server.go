@@ -49,16 +49,11 @@ func Main(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, newCerts New
 	// Sockets systemd holds (bootstrap's zeitwork-edge*.socket) outlive
 	// this process: during a restart, connections wait in their backlog
 	// for the next one instead of being refused.
-	inherited, err := sdlisten.Listeners()
+	inherited, err := sdlisten.Inherit(log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		for name, l := range inherited {
-			log.WarnContext(ctx, "socket from systemd not served", "name", name, "addr", l.Addr().String())
-			l.Close() // ours only: systemd keeps its own
-		}
-	}()
+	defer inherited.Close(ctx)
 	var certs Certificates
 	if newCerts != nil {
 		if certs, err = newCerts(ctx, pool); err != nil {
@@ -73,20 +68,11 @@ func Main(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, newCerts New
 			}
 		}
 	}()
-	listen := func(name, addr, fdName string) (net.Listener, error) {
-		if l, ok := inherited[fdName]; ok {
-			delete(inherited, fdName)
-			log.InfoContext(ctx, "listening on a socket from systemd", "name", fdName, "addr", l.Addr().String(), "instead_of", name+"="+addr)
-			return l, nil
-		}
-		if config.Off(addr) {
+	listen := func(setting, addr, name string) (net.Listener, error) {
+		if config.Off(addr) && !inherited.Has(name) {
 			return nil, nil
 		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", name, addr, err)
-		}
-		return l, nil
+		return inherited.Listen(ctx, name, setting, addr)
 	}
 	if ls.HTTP, err = listen("EDGE_HTTP_ADDR", cfg.HTTPAddr, "http"); err != nil {
 		return err

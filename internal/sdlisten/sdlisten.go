@@ -5,7 +5,9 @@
 package sdlisten
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -67,4 +69,53 @@ func closeAll(ls map[string]net.Listener) {
 	for _, l := range ls {
 		l.Close()
 	}
+}
+
+// Set is the sockets systemd passed a role, each taken by name for the
+// listener it is meant for; what no listener took is closed by Close.
+type Set struct {
+	ls  map[string]net.Listener
+	log *slog.Logger
+}
+
+// Inherit takes the sockets passed to this process (Listeners).
+func Inherit(log *slog.Logger) (*Set, error) {
+	ls, err := Listeners()
+	if err != nil {
+		return nil, err
+	}
+	return &Set{ls: ls, log: log}, nil
+}
+
+// Has reports whether systemd passed a socket named name not yet taken.
+func (s *Set) Has(name string) bool {
+	_, ok := s.ls[name]
+	return ok
+}
+
+// Listen returns the socket named name when systemd passed one (saying so
+// in the log), else a listener of its own on addr. setting names the
+// variable addr came from, for the log and errors.
+func (s *Set) Listen(ctx context.Context, name, setting, addr string) (net.Listener, error) {
+	if l, ok := s.ls[name]; ok {
+		delete(s.ls, name)
+		s.log.InfoContext(ctx, "listening on a socket from systemd", "name", name, "addr", l.Addr().String(), "instead_of", setting+"="+addr)
+		return l, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", setting, addr, err)
+	}
+	return l, nil
+}
+
+// Close closes the sockets no listener took, with a warning each: a
+// socket unit the role does not serve is a mistake in its units. Only our
+// copies are closed; systemd keeps its own.
+func (s *Set) Close(ctx context.Context) {
+	for name, l := range s.ls {
+		s.log.WarnContext(ctx, "socket from systemd not served", "name", name, "addr", l.Addr().String())
+		l.Close()
+	}
+	clear(s.ls)
 }
