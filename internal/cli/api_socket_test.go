@@ -10,14 +10,13 @@ import (
 	"os/exec"
 	"os/signal"
 	"regexp"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/api"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
 // TestMain is also a role as systemd starts it: with CLI_TEST_ROLE set,
@@ -95,55 +94,23 @@ func TestAPIRestartsOnSystemdsSocketRefusingNothing(t *testing.T) {
 		t.Errorf("the api does not say it took the socket:\n%s", p.out)
 	}
 
-	var ok, failed atomic.Int64
-	var firstFailure atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := get(client); err != nil {
-					failed.Add(1)
-					firstFailure.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				ok.Add(1)
-			}
-		})
-	}
+	load := testenv.StartLoad(4, get)
 	// Requests answered after a process exited were the next one's.
-	answeredSince := func(n int64) {
-		for deadline := time.Now().Add(30 * time.Second); ok.Load() < n+10; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no requests answered after a restart: %s", p.out)
-			}
-		}
-	}
-	answeredSince(0)
+	load.AnsweredAfter(t, 0, 30*time.Second)
 	const restarts = 3
 	for range restarts {
 		p.cmd.Process.Signal(syscall.SIGTERM)
 		if err := p.cmd.Wait(); err != nil {
 			t.Fatalf("api exited: %v\n%s", err, p.out)
 		}
-		n := ok.Load()
+		n := load.Answered()
 		p = start()
-		answeredSince(n)
+		load.AnsweredAfter(t, n, 30*time.Second)
 	}
-	close(stop)
-	wg.Wait()
+	answered := load.Stop(t)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("api exited: %v\n%s", err, p.out)
 	}
-	t.Logf("%d requests answered across %d restarts, %d failed", ok.Load(), restarts, failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d of %d requests failed, the first: %v", failed.Load(), ok.Load()+failed.Load(), firstFailure.Load())
-	}
+	t.Logf("%d requests answered across %d restarts", answered, restarts)
 }
