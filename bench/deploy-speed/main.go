@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/bench/internal/benchdb"
@@ -127,6 +128,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 			return 0, err
 		}
 		took := time.Since(start)
+		deploys = append(deploys, deployTimes{start: start, done: start.Add(took), instances: instancesOf(ctx, pool, dep)})
 		d, err := deployment.Store{DB: pool}.Get(ctx, dep)
 		if err != nil {
 			return 0, err
@@ -140,6 +142,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 	if _, err := deploy(); err != nil {
 		return fmt.Errorf("warm-up: %w", err)
 	}
+	deploys = deploys[:0]
 	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
 		return err
@@ -357,8 +360,27 @@ func (a *agentProc) close(ctrd string) {
 }
 
 // steps reads the agents' logs: for every instance, when it was reported
+// deployTimes is one timed deployment: when it was made, when the deploy
+// step saw it active, and its instances (to find them in the agents' logs).
+type deployTimes struct {
+	start, done time.Time
+	instances   []string
+}
+
+var deploys []deployTimes
+
+func instancesOf(ctx context.Context, pool *pgxpool.Pool, dep uuid.UUID) []string {
+	rows, err := pool.Query(ctx, `SELECT id::text FROM instances WHERE deployment_id = $1`, dep)
+	if err != nil {
+		return nil
+	}
+	ids, _ := pgx.CollectRows(rows, pgx.RowTo[string])
+	return ids
+}
+
 // pulling (the pass that saw it), created, started and healthy, and prints
-// the medians of the gaps.
+// the medians of the gaps; and, per deployment, the time before the first
+// agent saw one of its instances and after the last was reported healthy.
 func steps(agents []*agentProc) {
 	type times struct {
 		pulling, created, started, starting, healthy time.Time
@@ -407,7 +429,7 @@ func steps(agents []*agentProc) {
 		}
 		f.Close()
 	}
-	var pc, cs, sh, prep, netw, crea []time.Duration
+	var pc, cs, sh, ss, prep, netw, crea []time.Duration
 	for _, t := range all {
 		if t.pulling.IsZero() || t.created.IsZero() || t.started.IsZero() || t.healthy.IsZero() {
 			continue
@@ -415,6 +437,9 @@ func steps(agents []*agentProc) {
 		pc = append(pc, t.created.Sub(t.pulling))
 		cs = append(cs, t.started.Sub(t.created))
 		sh = append(sh, t.healthy.Sub(t.started))
+		if !t.starting.IsZero() {
+			ss = append(ss, t.starting.Sub(t.started))
+		}
 		if t.create > 0 { // agents that log "instance set up"
 			prep = append(prep, time.Duration(t.prepare*float64(time.Millisecond)))
 			netw = append(netw, time.Duration(t.network*float64(time.Millisecond)))
@@ -435,6 +460,30 @@ func steps(agents []*agentProc) {
 	fmt.Printf("| … of which: containerd create | %s |\n", med(crea))
 	fmt.Printf("| created → started | %s |\n", med(cs))
 	fmt.Printf("| started → reported healthy | %s |\n", med(sh))
+	fmt.Printf("| … of which: started → reported starting | %s |\n", med(ss))
+
+	var seen, activated []time.Duration
+	for _, d := range deploys {
+		var first, last time.Time
+		for _, iid := range d.instances {
+			t := all[iid]
+			if t == nil || t.pulling.IsZero() || t.healthy.IsZero() {
+				continue
+			}
+			if first.IsZero() || t.pulling.Before(first) {
+				first = t.pulling
+			}
+			if t.healthy.After(last) {
+				last = t.healthy
+			}
+		}
+		if !first.IsZero() {
+			seen = append(seen, first.Sub(d.start))
+			activated = append(activated, d.done.Sub(last))
+		}
+	}
+	fmt.Printf("| per deployment (%d, medians): made → an agent's pass sees its first instance (placement, wake-up) | %s |\n", len(seen), med(seen))
+	fmt.Printf("| per deployment: last instance reported healthy → the deploy step sees it active | %s |\n", med(activated))
 }
 
 func waitNodes(ctx context.Context, pool *pgxpool.Pool, n int) error {

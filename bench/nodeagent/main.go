@@ -48,6 +48,7 @@ func main() {
 	bk := flag.String("buildkit", "unix:///run/zeitwork-dev/buildkitd.sock", "buildkitd")
 	ctrd := flag.String("containerd", "/run/zeitwork-dev/containerd.sock", "containerd socket")
 	n := flag.Int("n", 50, "instances in the batch")
+	flag.BoolVar(&referenceOnly, "reference-only", false, "measure the runtime alone and stop")
 	agentLog = flag.String("agent-log", "warn", "the agent's LOG_LEVEL (info: where each instance's start went, on stderr)")
 	flag.Parse()
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *n); err != nil {
@@ -97,6 +98,10 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	refCold, refWarm, refMany, err := runtimeAlone(ctx, ctrd, reg, ref, work, tag, batch)
 	if err != nil {
 		return fmt.Errorf("reference: %w", err)
+	}
+	if referenceOnly {
+		fmt.Printf("runtime alone: cold %s warm %s, %d at once %s\n", refCold, refWarm, batch, refMany)
+		return nil
 	}
 
 	// The node: a network namespace of its own, and the agent as a process.
@@ -157,7 +162,10 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	return nil
 }
 
-var agentLog *string
+var (
+	agentLog      *string
+	referenceOnly bool
+)
 
 // freePort is a port the kernel says is free now. The instances of the
 // runtime alone share the host's network, and fixed ports collide with
