@@ -25,6 +25,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/dnstest"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -43,7 +44,7 @@ func newEnv(t *testing.T) *edgeEnv {
 	e := &edgeEnv{pool: testdb.New(t), dns: dnstest.Start(t)}
 	e.ca = startPebble(t, e.dns.Addr)
 	e.project = testdb.Project(t, e.pool)
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	e.log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -123,7 +123,7 @@ func (p *pebbleCA) launch(t *testing.T, bin, dir, dnsAddr string, trust *x509.Ce
 		t.Fatal(err)
 	}
 
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	cmd := exec.Command(bin, "-config", filepath.Join(dir, "pebble.json"), "-dnsserver", dnsAddr)
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
 	cmd.Stdout, cmd.Stderr = out, out
@@ -276,23 +276,6 @@ func freeAddrs(t *testing.T, n int) []string {
 		addrs = append(addrs, l.Addr().String())
 	}
 	return addrs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // serve runs the edge's two listeners for m the way the edge does: the

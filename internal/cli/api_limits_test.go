@@ -14,6 +14,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/ratelimit"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -65,7 +66,7 @@ func TestPruneSignIns(t *testing.T) {
 func TestAPIRoleAppliesLimitsFromItsEnvironment(t *testing.T) {
 	url := testdb.NewURL(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr testenv.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{

@@ -50,7 +50,7 @@ func TestAPIRestartsOnSystemdsSocketRefusingNothing(t *testing.T) {
 	addr := socket.Addr().String()
 	type proc struct {
 		cmd *exec.Cmd
-		out *syncBuffer
+		out *testenv.Buffer
 	}
 	start := func() proc {
 		// systemd sets LISTEN_PID to the pid it execs; sh execs the
@@ -60,7 +60,7 @@ func TestAPIRestartsOnSystemdsSocketRefusingNothing(t *testing.T) {
 			// Without the socket the api would listen here itself: taken.
 			"API_ADDR="+addr, "LISTEN_FDS=1", "LISTEN_FDNAMES=http")
 		cmd.ExtraFiles = []*os.File{file}
-		p := proc{cmd, &syncBuffer{}}
+		p := proc{cmd, &testenv.Buffer{}}
 		cmd.Stdout, cmd.Stderr = p.out, p.out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

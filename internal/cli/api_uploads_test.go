@@ -128,7 +128,7 @@ func TestAPIRoleServesUploads(t *testing.T) {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr testenv.Buffer
 	exited := make(chan int, 1)
 	go func() {
 		exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{

@@ -13,6 +13,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/queue"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/webhook"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
@@ -82,7 +83,7 @@ func TestAPIRoleMountsTheWebhookWithASecret(t *testing.T) {
 		t.Run("secret="+secret, func(t *testing.T) {
 			url := testdb.NewURL(t)
 			ctx, cancel := context.WithCancel(context.Background())
-			var stderr syncBuffer
+			var stderr testenv.Buffer
 			exited := make(chan int, 1)
 			go func() {
 				exited <- Main(ctx, []string{"api"}, Env{Stdout: io.Discard, Stderr: &stderr, Environ: []string{

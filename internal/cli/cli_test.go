@@ -202,7 +202,7 @@ func TestDevRunsTheBuilderAndSimulatedNodes(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	go func() {
 		done <- Main(ctx, []string{"dev", "--bare"}, Env{Environ: append(os.Environ(),
 			"DATABASE_URL="+url, "DEV_STATE_DIR="+state, "DEV_NODES=2", "DEV_PREFIX="+prefix,

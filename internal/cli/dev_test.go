@@ -387,7 +387,7 @@ func TestDevSignsInTheSudoUser(t *testing.T) {
 // as one ✓/✗ line with no spinner drawn after it.
 func TestDevProgressSpinsOnATerminal(t *testing.T) {
 	master, tty := openPTY(t)
-	var screen syncBuffer
+	var screen testenv.Buffer
 	copied := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(&screen, master)

@@ -22,7 +22,7 @@ func TestEdgeRoleServesUntilStopped(t *testing.T) {
 	snapshot := filepath.Join(t.TempDir(), "routes.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	go func() {
 		done <- Main(ctx, []string{"edge"}, Env{Environ: []string{
 			"DATABASE_URL=" + url, "NODE_PROXY_TOKEN=secret-token", "EDGE_HTTP_ADDR=" + httpAddr, "EDGE_HTTPS_ADDR=off",

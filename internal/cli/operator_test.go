@@ -23,7 +23,7 @@ func TestManagementAPITakesOnlyItsToken(t *testing.T) {
 	addr := testenv.ReservedAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	go func() {
 		done <- Main(ctx, []string{"operator"}, Env{Environ: []string{
 			"DATABASE_URL=" + url, "OPERATOR_ADDR=" + addr, "LOG_LEVEL=warn",

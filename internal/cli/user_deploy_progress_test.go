@@ -109,7 +109,7 @@ func TestDeployDrawsProgressOnATerminal(t *testing.T) {
 	}
 
 	master, tty := openPTY(t)
-	var screen syncBuffer
+	var screen testenv.Buffer
 	copied := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(&screen, master) // until the test closes the terminal
@@ -123,7 +123,7 @@ func TestDeployDrawsProgressOnATerminal(t *testing.T) {
 	defer cancel()
 	platform := make(chan error, 1)
 	go func() { platform <- standInDeploy(ctx, e, p.Id, &screen) }()
-	var out syncBuffer
+	var out testenv.Buffer
 	code := Main(context.Background(), []string{"deploy", "-C", e.dir},
 		Env{Environ: []string{"XDG_CONFIG_HOME=" + e.config, "ZEITWORK_API_URL=" + e.url, "TERM=xterm"}, Stdout: &out, Stderr: tty})
 	if err := <-platform; err != nil {
@@ -157,7 +157,7 @@ func TestDeployDrawsProgressOnATerminal(t *testing.T) {
 // standInDeploy moves the project's first queued deployment the way the
 // builder and the operator would; an instance turns healthy only once
 // screen shows the last one did, so that no state goes unseen.
-func standInDeploy(ctx context.Context, e *userEnv, project uuid.UUID, screen *syncBuffer) error {
+func standInDeploy(ctx context.Context, e *userEnv, project uuid.UUID, screen *testenv.Buffer) error {
 	var dep, build uuid.UUID
 	for {
 		err := e.pool.QueryRow(ctx, `SELECT d.id, b.id FROM deployments d JOIN builds b ON b.deployment_id = d.id

@@ -177,7 +177,7 @@ func TestLoginDeviceFlow(t *testing.T) {
 	e := newUserEnv(t)
 	_, session := e.signUp(1, "alice")
 
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(context.Background(), []string{"login", "--name", "test laptop"},
@@ -688,7 +688,7 @@ func TestDeployDetaches(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"deploy", "-C", e.dir},

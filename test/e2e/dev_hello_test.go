@@ -29,7 +29,7 @@ func TestDevFirstStartServesHello(t *testing.T) {
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
 	requireBaseImages(t, reg, []byte("FROM "+reg+"/library/node:22-bookworm-slim\n"))
-	p := &platform{t: t, dbURL: testdb.Empty(t), state: t.TempDir(), out: &syncBuffer{}, errOut: &syncBuffer{}}
+	p := &platform{t: t, dbURL: testdb.Empty(t), state: t.TempDir(), out: &testenv.Buffer{}, errOut: &testenv.Buffer{}}
 	p.prefix = testenv.DevPrefix(t, "zwhello", 1)
 	p.base = testenv.DevPortBase(t, 210)
 	config := t.TempDir()
@@ -37,7 +37,7 @@ func TestDevFirstStartServesHello(t *testing.T) {
 	// run starts dev as a developer would (no --bare), with its own config
 	// home, and returns how to stop it.
 	run := func() (stop func()) {
-		p.out = &syncBuffer{} // this start's output alone
+		p.out = &testenv.Buffer{} // this start's output alone
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan int, 1)
 		go func() {

@@ -89,8 +89,8 @@ type platform struct {
 	secrets map[string]string // secrets.env: the platform's tokens
 	api     string
 	dbURL   string
-	out     *syncBuffer
-	errOut  *syncBuffer
+	out     *testenv.Buffer
+	errOut  *testenv.Buffer
 	project uuid.UUID
 	archive []byte
 }
@@ -103,7 +103,7 @@ func startPlatform(t *testing.T, nodes int, env ...string) *platform {
 	testenv.Registry(t)
 	testenv.Buildkit(t)
 	testenv.Containerd(t)
-	p := &platform{t: t, archive: appArchive(t), dbURL: testdb.Empty(t), state: t.TempDir(), out: &syncBuffer{}, errOut: &syncBuffer{}}
+	p := &platform{t: t, archive: appArchive(t), dbURL: testdb.Empty(t), state: t.TempDir(), out: &testenv.Buffer{}, errOut: &testenv.Buffer{}}
 	p.prefix = testenv.DevPrefix(t, "zwe2e", 4)
 	p.base = testenv.DevPortBase(t, 210)
 
@@ -367,7 +367,7 @@ func (l *load) stop() map[string]int {
 	return l.byAddr
 }
 
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, out, errOut *syncBuffer) {
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool, out, errOut *testenv.Buffer) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
