@@ -46,6 +46,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/runtime"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -143,6 +144,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	deploys = deploys[:0]
+	defer deleteNamespace(ctrd, "zw-bench-ref-"+tag)
 	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
 		return err
@@ -196,7 +198,9 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 		{"no log writer process", runtime.UserNSAuto, runtime.LogWriterNone},
 		{"neither", runtime.UserNSOff, runtime.LogWriterNone},
 	} {
-		rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: fmt.Sprintf("zw-bench-hard%d-%s", i, tag), Owner: "bench", LogDir: filepath.Join(work, "hard-logs"),
+		hardNS := fmt.Sprintf("zw-bench-hard%d-%s", i, tag)
+		defer deleteNamespace(ctrd, hardNS)
+		rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: hardNS, Owner: "bench", LogDir: filepath.Join(work, "hard-logs"),
 			PlainHTTPRegistries: []string{reg}, UserNS: v.userNS, LogWriter: v.logWr})
 		if err != nil {
 			return err
@@ -356,7 +360,16 @@ func (a *agentProc) close(ctrd string) {
 		}
 		rt.Close()
 	}
+	deleteNamespace(ctrd, a.ctr)
 	exec.Command("ip", "netns", "delete", a.ns).Run() //nolint:errcheck
+}
+
+// deleteNamespace removes a containerd namespace the bench made, with its
+// images and snapshots.
+func deleteNamespace(ctrd, ns string) {
+	if err := testenv.DeleteContainerdNamespace(ctrd, ns); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: remove containerd namespace %s: %v\n", ns, err)
+	}
 }
 
 // steps reads the agents' logs: for every instance, when it was reported

@@ -39,6 +39,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
+	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
 func main() {
@@ -215,6 +216,7 @@ func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, er
 // with nothing of ours around them but the runtime package.
 func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch int) (cold, warm, many time.Duration, err error) {
 	ns := "zw-bench-ref-" + tag
+	defer deleteNamespace(ctrd, ns)
 	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
 		return 0, 0, 0, err
@@ -223,7 +225,7 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 	once := func(port int) (time.Duration, error) {
 		start := time.Now()
 		iid := id.New()
-		spec := runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 128, CPUMillis: 250}
+		spec := runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 64, CPUMillis: 100} // as the agent's instances
 		if err := rt.Pull(ctx, ref, nil); err != nil {
 			return 0, err
 		}
@@ -354,7 +356,7 @@ func timeHealthy(ctx context.Context, pool *pgxpool.Pool, on node.Node, dep uuid
 		if healthy == n {
 			return time.Since(start), nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // as the reference polls
 	}
 	return 0, fmt.Errorf("not all healthy after 5 minutes")
 }
@@ -391,6 +393,16 @@ func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
 	for _, s := range list {
 		rt.Stop(ctx, s.InstanceID, time.Second) //nolint:errcheck
 	}
+	rt.Close()
+	deleteNamespace(ctrd, ctrNS)
 	_ = netip.Addr{}
 	_ = ipam.DefaultCluster
+}
+
+// deleteNamespace removes a containerd namespace the bench made, with its
+// images and snapshots.
+func deleteNamespace(ctrd, ns string) {
+	if err := testenv.DeleteContainerdNamespace(ctrd, ns); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: remove containerd namespace %s: %v\n", ns, err)
+	}
 }

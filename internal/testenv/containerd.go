@@ -41,6 +41,18 @@ func RemoveContainerdNamespace(t testing.TB, ns string) {
 	})
 }
 
+// DeleteContainerdNamespace is RemoveContainerdNamespace's work, at once,
+// for programs without a test (the benchmarks under bench/): ns and all
+// that is in it are removed. Only for a namespace the caller made.
+func DeleteContainerdNamespace(addr, ns string) error {
+	c, err := client.New(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return deleteNamespace(c, ns)
+}
+
 // removeNamespaceIfThere is RemoveContainerdNamespace's work for a name
 // that may never have been made (a test platform's unused node).
 func removeNamespaceIfThere(t testing.TB, addr, ns string) {
