@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +47,7 @@ func TestDashboardGoesLive(t *testing.T) {
 
 	dbURL, state := testdb.Empty(t), t.TempDir()
 	prefix, base := testenv.DevPrefix(t, "zwweb", 1), testenv.DevPortBase(t, 210)
-	var out, errOut lockedBuffer
+	var out, errOut testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() {
@@ -134,25 +133,6 @@ func TestDashboardGoesLive(t *testing.T) {
 		t.Fatalf("live.mjs: %v\n%s\n%s\ndev stderr:\n%s", err, stdout.String(), stderr.String(), lastLines(errOut.String(), 40))
 	}
 	t.Log(strings.TrimSpace(stdout.String()))
-}
-
-// lockedBuffer is an io.Writer dev writes to from its goroutines while
-// the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func lastLines(s string, n int) string {
