@@ -25,7 +25,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -246,16 +245,17 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 	return nil
 }
 
-// freePort is a port the kernel says is free now: the runtime alone's
+// freePort is a port the kernel chose and holds for us: the runtime alone's
 // containers share the host's network, and fixed ports collide with
 // whatever else runs on the machine.
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Held, not just chosen: a port freed again could be taken (an
+	// outgoing connection's source port) before the instance binds it.
+	port, _, err := testenv.ReservePort()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }

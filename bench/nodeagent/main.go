@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -168,16 +167,17 @@ var (
 	referenceOnly bool
 )
 
-// freePort is a port the kernel says is free now. The instances of the
+// freePort is a port the kernel chose and holds for us. The instances of the
 // runtime alone share the host's network, and fixed ports collide with
 // another run of this bench on the same machine.
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Held, not just chosen: a port freed again could be taken (an
+	// outgoing connection's source port) before the instance binds it.
+	port, _, err := testenv.ReservePort()
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // phases is where the runtime alone's batch spends its time, per instance.
@@ -254,7 +254,7 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 			time.Sleep(5 * time.Millisecond)
 		}
 		st, _ := rt.Status(ctx, iid)
-		logs, _ := os.ReadFile(filepath.Join(work, "ref-logs", iid.String()+".log"))
+		logs, _ := os.ReadFile(filepath.Join(work, "ref-logs", ns, iid.String()+".log"))
 		return 0, fmt.Errorf("port %d never answered: %+v; log: %s", port, st, logs)
 	}
 	if cold, err = once(freePort()); err != nil {

@@ -34,6 +34,13 @@ func ReservedPort(t testing.TB) int {
 	return port
 }
 
+// ReservePort is ReservedPort for programs without a test (the benchmarks
+// under bench/): the port is held until release is called or the process
+// ends.
+func ReservePort() (port int, release func(), err error) {
+	return reserve(0)
+}
+
 // RefusedAddr returns a loopback host:port that refuses connections for
 // the rest of the test. Closing a listener to get such an address leaves
 // the port free for anyone to take, and then the "dead" address answers;
