@@ -11,32 +11,50 @@ var nextConfigs = []string{"next.config.js", "next.config.mjs", "next.config.ts"
 
 var nextStandalone = regexp.MustCompile("output\\s*:\\s*['\"`]standalone['\"`]")
 
-func detectNext(t *tree, images BaseImages) (Plan, bool, error) {
-	cfg := t.firstFile(nextConfigs...)
-	pkg, err := t.packageJSON()
-	if err != nil {
-		return Plan{}, false, err
+// nodeFramework is a Node.js framework's app as findFramework found it.
+type nodeFramework struct {
+	cfg     string // its config file, "" if none
+	pkg     *packageJSON
+	node    nodeBuild
+	reasons []string
+}
+
+// findFramework finds an app of the framework whose npm package is dep by
+// one of its config files or by the dependency in package.json; ok is
+// false when neither is there. title names the framework in errors.
+func findFramework(t *tree, images BaseImages, dep, title string, configs []string) (f nodeFramework, ok bool, err error) {
+	f.cfg = t.firstFile(configs...)
+	if f.pkg, err = t.packageJSON(); err != nil {
+		return f, false, err
 	}
 	var where string
-	var dep bool
-	if pkg != nil {
-		where, dep = pkg.dependsOn("next")
+	var found bool
+	if f.pkg != nil {
+		where, found = f.pkg.dependsOn(dep)
 	}
-	if cfg == "" && !dep {
-		return Plan{}, false, nil
+	if f.cfg == "" && !found {
+		return f, false, nil
 	}
-	var reasons []string
-	if cfg != "" {
-		reasons = append(reasons, "found "+cfg)
+	if f.cfg != "" {
+		f.reasons = append(f.reasons, "found "+f.cfg)
 	}
-	if dep {
-		reasons = append(reasons, fmt.Sprintf("package.json: \"next\" in %s", where))
+	if found {
+		f.reasons = append(f.reasons, fmt.Sprintf("package.json: %q in %s", dep, where))
 	}
-	if pkg == nil {
-		return Plan{}, false, fmt.Errorf("found %s but no package.json: a Next.js app needs one to install next", cfg)
+	if f.pkg == nil {
+		return f, false, fmt.Errorf("found %s but no package.json: a %s app needs one to install %s", f.cfg, title, dep)
 	}
-	n, nreasons := newNodeBuild(t, pkg, images)
-	reasons = append(reasons, nreasons...)
+	n, reasons := newNodeBuild(t, f.pkg, images)
+	f.node, f.reasons = n, append(f.reasons, reasons...)
+	return f, true, nil
+}
+
+func detectNext(t *tree, images BaseImages) (Plan, bool, error) {
+	f, ok, err := findFramework(t, images, "next", "Next.js", nextConfigs)
+	if !ok {
+		return Plan{}, false, err
+	}
+	cfg, pkg, n, reasons := f.cfg, f.pkg, f.node, f.reasons
 
 	d := nextData{Node: n, Port: DefaultPort, Build: "node_modules/.bin/next build"}
 	if pkg.script("build") != "" {
@@ -77,31 +95,11 @@ type nextData struct {
 var nuxtConfigs = []string{"nuxt.config.ts", "nuxt.config.js", "nuxt.config.mjs"}
 
 func detectNuxt(t *tree, images BaseImages) (Plan, bool, error) {
-	cfg := t.firstFile(nuxtConfigs...)
-	pkg, err := t.packageJSON()
-	if err != nil {
+	f, ok, err := findFramework(t, images, "nuxt", "Nuxt", nuxtConfigs)
+	if !ok {
 		return Plan{}, false, err
 	}
-	var where string
-	var dep bool
-	if pkg != nil {
-		where, dep = pkg.dependsOn("nuxt")
-	}
-	if cfg == "" && !dep {
-		return Plan{}, false, nil
-	}
-	var reasons []string
-	if cfg != "" {
-		reasons = append(reasons, "found "+cfg)
-	}
-	if dep {
-		reasons = append(reasons, fmt.Sprintf("package.json: \"nuxt\" in %s", where))
-	}
-	if pkg == nil {
-		return Plan{}, false, fmt.Errorf("found %s but no package.json: a Nuxt app needs one to install nuxt", cfg)
-	}
-	n, nreasons := newNodeBuild(t, pkg, images)
-	reasons = append(reasons, nreasons...)
+	pkg, n, reasons := f.pkg, f.node, f.reasons
 
 	d := nuxtData{Node: n, Port: DefaultPort, Build: "node_modules/.bin/nuxt build"}
 	if build := pkg.script("build"); build != "" {
