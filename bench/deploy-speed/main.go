@@ -39,13 +39,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/zeitwork/zeitwork/bench/internal/benchdb"
+	"github.com/zeitwork/zeitwork/bench/internal/benchnode"
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/runtime"
-	"github.com/zeitwork/zeitwork/internal/testenv"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -143,7 +143,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 		return fmt.Errorf("warm-up: %w", err)
 	}
 	deploys = deploys[:0]
-	defer deleteNamespace(ctrd, "zw-bench-ref-"+tag)
+	defer benchnode.DeleteNamespace(ctrd, "zw-bench-ref-"+tag)
 	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
 		return err
@@ -170,8 +170,8 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 	slices.Sort(ours)
 	slices.Sort(refs)
 	fmt.Printf("| %d deployments, 3 instances on 3 nodes, image cached | min | median | max |\n|---|---|---|---|\n", rounds)
-	fmt.Printf("| image pushed → deployment active (wakeups %v) | %s | %s | %s |\n", wake, ms(ours[0]), ms(ours[len(ours)/2]), ms(ours[len(ours)-1]))
-	fmt.Printf("| runtime alone: 3 containers created + started → all answer | %s | %s | %s |\n", ms(refs[0]), ms(refs[len(refs)/2]), ms(refs[len(refs)-1]))
+	fmt.Printf("| image pushed → deployment active (wakeups %v) | %s | %s | %s |\n", wake, benchnode.Ms(ours[0]), benchnode.Ms(ours[len(ours)/2]), benchnode.Ms(ours[len(ours)-1]))
+	fmt.Printf("| runtime alone: 3 containers created + started → all answer | %s | %s | %s |\n", benchnode.Ms(refs[0]), benchnode.Ms(refs[len(refs)/2]), benchnode.Ms(refs[len(refs)-1]))
 	fmt.Printf("| median ratio | | %.2f× | |\n\n", float64(ours[len(ours)/2])/float64(refs[len(refs)/2]))
 	for _, a := range agents {
 		a.stop()
@@ -198,7 +198,7 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 		{"neither", runtime.UserNSOff, runtime.LogWriterNone},
 	} {
 		hardNS := fmt.Sprintf("zw-bench-hard%d-%s", i, tag)
-		defer deleteNamespace(ctrd, hardNS)
+		defer benchnode.DeleteNamespace(ctrd, hardNS)
 		rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: hardNS, Owner: "bench", LogDir: filepath.Join(work, "hard-logs"),
 			PlainHTTPRegistries: []string{reg}, UserNS: v.userNS, LogWriter: v.logWr})
 		if err != nil {
@@ -211,7 +211,7 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 		var creates, starts []time.Duration
 		for range 6 {
 			iid := id.New()
-			port := freePort()
+			port := benchnode.FreePort()
 			t0 := time.Now()
 			if err := rt.Create(ctx, runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 64, CPUMillis: 100}); err != nil {
 				rt.Close()
@@ -238,34 +238,19 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 		creates, starts = creates[1:], starts[1:]
 		slices.Sort(creates)
 		slices.Sort(starts)
-		fmt.Printf("| %s | %s | %s | %s |\n", v.name, ms(first), ms(creates[len(creates)/2]), ms(starts[len(starts)/2]))
+		fmt.Printf("| %s | %s | %s | %s |\n", v.name, benchnode.Ms(first), benchnode.Ms(creates[len(creates)/2]), benchnode.Ms(starts[len(starts)/2]))
 		rt.RemoveImage(ctx, ref) //nolint:errcheck
 		rt.Close()
 	}
 	return nil
 }
 
-// freePort is a port the kernel chose and holds for us: the runtime alone's
-// containers share the host's network, and fixed ports collide with
-// whatever else runs on the machine.
-func freePort() int {
-	// Held, not just chosen: a port freed again could be taken (an
-	// outgoing connection's source port) before the instance binds it.
-	port, _, err := testenv.ReservePort()
-	if err != nil {
-		panic(err)
-	}
-	return port
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
-
 // runtimeAlone creates and starts 3 containers at once and waits for each
 // one's first HTTP answer.
 func runtimeAlone(ctx context.Context, rt *runtime.Runtime, ref string) (time.Duration, error) {
 	ports := make([]int, nodes)
 	for i := range ports {
-		ports[i] = freePort()
+		ports[i] = benchnode.FreePort()
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -360,19 +345,10 @@ func (a *agentProc) close(ctrd string) {
 		}
 		rt.Close()
 	}
-	deleteNamespace(ctrd, a.ctr)
+	benchnode.DeleteNamespace(ctrd, a.ctr)
 	exec.Command("ip", "netns", "delete", a.ns).Run() //nolint:errcheck
 }
 
-// deleteNamespace removes a containerd namespace the bench made, with its
-// images and snapshots.
-func deleteNamespace(ctrd, ns string) {
-	if err := testenv.DeleteContainerdNamespace(ctrd, ns); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: remove containerd namespace %s: %v\n", ns, err)
-	}
-}
-
-// steps reads the agents' logs: for every instance, when it was reported
 // deployTimes is one timed deployment: when it was made, when the deploy
 // step saw it active, and its instances (to find them in the agents' logs).
 type deployTimes struct {
@@ -391,6 +367,7 @@ func instancesOf(ctx context.Context, pool *pgxpool.Pool, dep uuid.UUID) []strin
 	return ids
 }
 
+// steps reads the agents' logs: for every instance, when it was reported
 // pulling (the pass that saw it), created, started and healthy, and prints
 // the medians of the gaps; and, per deployment, the time before the first
 // agent saw one of its instances and after the last was reported healthy.
@@ -464,7 +441,7 @@ func steps(agents []*agentProc) {
 			return "—"
 		}
 		slices.Sort(d)
-		return ms(d[len(d)/2])
+		return benchnode.Ms(d[len(d)/2])
 	}
 	fmt.Printf("| inside the agents (%d instances, medians) | |\n|---|---|\n", len(pc))
 	fmt.Printf("| pass sees it → container created (image check, network, create) | %s |\n", med(pc))

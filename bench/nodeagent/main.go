@@ -32,13 +32,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/zeitwork/zeitwork/bench/internal/benchnode"
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
-	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
 func main() {
@@ -155,9 +155,9 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	rssBusy := rss(agent.Process.Pid)
 
 	fmt.Printf("| measurement | node agent | runtime alone (reference) |\n|---|---|---|\n")
-	fmt.Printf("| assigned → healthy, image not on the node | %s | %s |\n", ms(cold), ms(refCold))
-	fmt.Printf("| assigned → healthy, image cached | %s | %s |\n", ms(warm), ms(refWarm))
-	fmt.Printf("| %d instances assigned at once → all healthy | %s (%.1f instances/s) | %s |\n", batch, ms(many), float64(batch)/many.Seconds(), ms(refMany))
+	fmt.Printf("| assigned → healthy, image not on the node | %s | %s |\n", benchnode.Ms(cold), benchnode.Ms(refCold))
+	fmt.Printf("| assigned → healthy, image cached | %s | %s |\n", benchnode.Ms(warm), benchnode.Ms(refWarm))
+	fmt.Printf("| %d instances assigned at once → all healthy | %s (%.1f instances/s) | %s |\n", batch, benchnode.Ms(many), float64(batch)/many.Seconds(), benchnode.Ms(refMany))
 	fmt.Printf("| agent memory (RSS) at rest / with %d instances | %d MiB / %d MiB | — |\n", batch+2, rssRest>>10, rssBusy>>10)
 	return nil
 }
@@ -166,19 +166,6 @@ var (
 	agentLog      *string
 	referenceOnly bool
 )
-
-// freePort is a port the kernel chose and holds for us. The instances of the
-// runtime alone share the host's network, and fixed ports collide with
-// another run of this bench on the same machine.
-func freePort() int {
-	// Held, not just chosen: a port freed again could be taken (an
-	// outgoing connection's source port) before the instance binds it.
-	port, _, err := testenv.ReservePort()
-	if err != nil {
-		panic(err)
-	}
-	return port
-}
 
 // phases is where the runtime alone's batch spends its time, per instance.
 var phases struct {
@@ -191,10 +178,8 @@ func medMax(ds []time.Duration) string {
 		return "-"
 	}
 	slices.Sort(ds)
-	return fmt.Sprintf("%s / %s", ms(ds[len(ds)/2]), ms(ds[len(ds)-1]))
+	return fmt.Sprintf("%s / %s", benchnode.Ms(ds[len(ds)/2]), benchnode.Ms(ds[len(ds)-1]))
 }
-
-func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
 
 func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, error) {
 	dir := filepath.Join(work, "image")
@@ -216,7 +201,7 @@ func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, er
 // with nothing of ours around them but the runtime package.
 func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch int) (cold, warm, many time.Duration, err error) {
 	ns := "zw-bench-ref-" + tag
-	defer deleteNamespace(ctrd, ns)
+	defer benchnode.DeleteNamespace(ctrd, ns)
 	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
 	if err != nil {
 		return 0, 0, 0, err
@@ -257,10 +242,10 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 		logs, _ := os.ReadFile(filepath.Join(work, "ref-logs", ns, iid.String()+".log"))
 		return 0, fmt.Errorf("port %d never answered: %+v; log: %s", port, st, logs)
 	}
-	if cold, err = once(freePort()); err != nil {
+	if cold, err = once(benchnode.FreePort()); err != nil {
 		return 0, 0, 0, err
 	}
-	if warm, err = once(freePort()); err != nil {
+	if warm, err = once(benchnode.FreePort()); err != nil {
 		return 0, 0, 0, err
 	}
 	phases.create, phases.start, phases.answer = nil, nil, nil
@@ -274,7 +259,7 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 	)
 	ports := make([]int, batch)
 	for i := range ports {
-		ports[i] = freePort()
+		ports[i] = benchnode.FreePort()
 	}
 	for i := range batch {
 		wg.Go(func() {
@@ -394,15 +379,7 @@ func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
 		rt.Stop(ctx, s.InstanceID, time.Second) //nolint:errcheck
 	}
 	rt.Close()
-	deleteNamespace(ctrd, ctrNS)
+	benchnode.DeleteNamespace(ctrd, ctrNS)
 	_ = netip.Addr{}
 	_ = ipam.DefaultCluster
-}
-
-// deleteNamespace removes a containerd namespace the bench made, with its
-// images and snapshots.
-func deleteNamespace(ctrd, ns string) {
-	if err := testenv.DeleteContainerdNamespace(ctrd, ns); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: remove containerd namespace %s: %v\n", ns, err)
-	}
 }

@@ -1,0 +1,34 @@
+// Package benchnode is what the node benchmarks (bench/nodeagent,
+// bench/deploy-speed) share about the machine they run instances on.
+package benchnode
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/zeitwork/zeitwork/internal/testenv"
+)
+
+// FreePort is a port the kernel chose and holds for the process: the
+// runtime alone's instances share the host's network, and a port only
+// chosen, then freed, could be taken (an outgoing connection's source
+// port) before the instance binds it.
+func FreePort() int {
+	port, _, err := testenv.ReservePort()
+	if err != nil {
+		panic(err)
+	}
+	return port
+}
+
+// DeleteNamespace removes a containerd namespace the bench made, with its
+// images and snapshots; a failure is said, not fatal.
+func DeleteNamespace(ctrd, ns string) {
+	if err := testenv.DeleteContainerdNamespace(ctrd, ns); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: remove containerd namespace %s: %v\n", ns, err)
+	}
+}
+
+// Ms is d in whole milliseconds, as the tables print it.
+func Ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
