@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,27 +111,38 @@ func deleteNamespace(c *client.Client, ns string) error {
 	}
 	// Unpacked layers are not referenced by anything once the image is gone,
 	// but GC may not have run for them yet: remove them, children first.
+	// containerd's own GC may be removing some at the same time (an image
+	// deleted without waiting), so a remove that fails is tried again on
+	// the next round; only what is still there at the end is an error.
 	sn := c.SnapshotService("")
-	for range 20 {
+	var left []string
+	for round := range 50 {
+		if round > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
 		var keys []string
 		parents := map[string]bool{}
-		errs = append(errs, sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 			keys = append(keys, info.Name)
 			if info.Parent != "" {
 				parents[info.Parent] = true
 			}
 			return nil
-		}))
-		if len(keys) == 0 {
+		}); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if left = keys; len(keys) == 0 {
 			break
 		}
 		for _, k := range keys {
 			if !parents[k] {
-				if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
-					errs = append(errs, err)
-				}
+				_ = sn.Remove(ctx, k) // still there next round: tried again
 			}
 		}
+	}
+	if len(left) > 0 {
+		errs = append(errs, fmt.Errorf("snapshots left in %s: %v", ns, left))
 	}
 	errs = append(errs, c.ContentStore().Walk(ctx, func(info content.Info) error {
 		if err := c.ContentStore().Delete(ctx, info.Digest); err != nil && !errdefs.IsNotFound(err) {
@@ -138,7 +150,14 @@ func deleteNamespace(c *client.Client, ns string) error {
 		}
 		return nil
 	}))
-	errs = append(errs, c.NamespaceService().Delete(ctx, ns))
+	// A GC that is still finishing leaves the namespace not yet empty.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := c.NamespaceService().Delete(ctx, ns)
+		if err == nil || !errdefs.IsFailedPrecondition(err) || time.Now().After(deadline) {
+			errs = append(errs, err)
+			break
+		}
+	}
 	for _, ctl := range []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "unified", ""} {
 		_ = os.Remove(filepath.Join("/sys/fs/cgroup", ctl, ns))
 	}
