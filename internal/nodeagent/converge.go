@@ -81,10 +81,10 @@ type Policy struct {
 	// is a network and a containerd create, a start a runc process and its
 	// shim): beyond the machine's cores more only contend. Zero: 16.
 	Parallel int
-	// StartProbe is the wait between the probes of a just-started
-	// instance (the first is at once); it doubles up to StartProbeMax. Most
-	// apps answer within milliseconds of starting, long before the next
-	// pass would look; zero probes at passes only.
+	// StartProbe is the first wait before probing a just-started instance
+	// between passes; it doubles up to StartProbeMax. Most apps answer
+	// within milliseconds of starting, long before the next pass would
+	// look; zero probes at passes only.
 	StartProbe, StartProbeMax time.Duration
 }
 
@@ -93,7 +93,7 @@ var DefaultPolicy = Policy{
 	HealthDeadline: 60 * time.Second, StopGrace: 10 * time.Second,
 	RestartBackoff: time.Second, MaxBackoff: time.Minute, MaxRestarts: 5, PullAttempts: 3,
 	PullTimeout: 10 * time.Minute, PullWait: 250 * time.Millisecond, StopWait: 100 * time.Millisecond,
-	StartProbe: 5 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
+	StartProbe: 10 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
 }
 
 // Converger makes what runs on this node match the database.

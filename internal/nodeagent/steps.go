@@ -178,23 +178,18 @@ func (c *Converger) start(ctx context.Context, a instance.Assignment, _ *slog.Lo
 	c.mu.Lock()
 	c.started[in.ID] = time.Now()
 	c.mu.Unlock()
-	// The probe begins while "starting" is being written: most apps
-	// answer within a few milliseconds, about what the write takes.
-	reported := make(chan struct{})
-	c.probeStarting(ctx, a, reported)
 	c.report(ctx, in, instance.StateStarting, "")
-	close(reported)
+	c.probeStarting(ctx, a)
 }
 
-// probeStarting probes a just-started instance on its own, at once and
-// then every StartProbe (four times, then each wait doubles, up to
-// StartProbeMax), and on its first answer, once reported is closed (the
-// "starting" report is written), reports it healthy then and there, as a
-// pass would (from the instance's row read afresh, and only if no step of
-// it is under way), and calls Ready. A whole pass between the answer and
-// "healthy" cost a list of the node's instances, one of its containers
-// and a firewall check.
-func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment, reported <-chan struct{}) {
+// probeStarting probes a just-started instance on its own, at StartProbe
+// (four times, then each wait doubles, up to StartProbeMax), and on its
+// first answer reports it healthy then and there, as a pass would (from
+// the instance's row read afresh, and only if no step of it is under way),
+// and calls Ready. A whole pass between the answer and "healthy" cost a
+// list of the node's instances, one of its containers and a firewall
+// check.
+func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
 	if c.Ready == nil || c.Policy.StartProbe <= 0 {
 		return
 	}
@@ -202,22 +197,17 @@ func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment, re
 	go func() {
 		wait := c.Policy.StartProbe
 		for n := 1; wait <= c.Policy.StartProbeMax; n++ {
-			if c.Probe(ctx, addr, a.HealthCheckPath) == nil {
-				select {
-				case <-reported:
-				case <-ctx.Done():
-					return
-				}
-				c.reportStarted(ctx, a)
-				c.Ready()
-				return
-			}
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return
 			case <-t.C:
+			}
+			if c.Probe(ctx, addr, a.HealthCheckPath) == nil {
+				c.reportStarted(ctx, a)
+				c.Ready()
+				return
 			}
 			if n%4 == 0 {
 				wait *= 2
@@ -226,8 +216,8 @@ func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment, re
 	}()
 }
 
-// reportStarted reports healthy an instance that has just answered its
-// start probe, unless a pass has it.
+// reportStarted runs the health check step of an instance that has just
+// answered its start probe, unless a pass has it.
 func (c *Converger) reportStarted(ctx context.Context, a instance.Assignment) {
 	if !c.claimStep(a.ID, time.Now()) {
 		return
@@ -237,7 +227,8 @@ func (c *Converger) reportStarted(ctx context.Context, a instance.Assignment) {
 	if err != nil || in.Desired != instance.DesiredRunning || in.State != instance.StateStarting {
 		return
 	}
-	c.answered(ctx, in)
+	a.Instance = in
+	c.check(ctx, a, runtime.Status{InstanceID: in.ID, State: runtime.StateRunning})
 }
 
 // check health-checks a running instance; true while it has not yet been
@@ -246,7 +237,18 @@ func (c *Converger) check(ctx context.Context, a instance.Assignment, obs runtim
 	in := a.Instance
 	err := c.Probe(ctx, c.addr(in), a.HealthCheckPath)
 	if err == nil {
-		c.answered(ctx, in)
+		c.mu.Lock()
+		delete(c.pullFailed, in.ID)
+		c.mu.Unlock()
+		if in.State != instance.StateHealthy {
+			if in.RestartCount > 0 && in.State == instance.StateStarting {
+				// Healthy again after a crash: the crash loop is over.
+				if err := c.store().ResetRestarts(ctx, in.ID); err != nil {
+					c.Log.WarnContext(ctx, "reset restart count", "instance_id", in.ID, "err", err)
+				}
+			}
+			c.report(ctx, in, instance.StateHealthy, "")
+		}
 		return false
 	}
 	c.mu.Lock()
@@ -269,23 +271,6 @@ func (c *Converger) check(ctx context.Context, a instance.Assignment, obs runtim
 		c.report(ctx, in, instance.StateUnhealthy, reason)
 	}
 	return false
-}
-
-// answered reports healthy an instance that answered its health check.
-func (c *Converger) answered(ctx context.Context, in instance.Instance) {
-	c.mu.Lock()
-	delete(c.pullFailed, in.ID)
-	c.mu.Unlock()
-	if in.State == instance.StateHealthy {
-		return
-	}
-	if in.RestartCount > 0 && in.State == instance.StateStarting {
-		// Healthy again after a crash: the crash loop is over.
-		if err := c.store().ResetRestarts(ctx, in.ID); err != nil {
-			c.Log.WarnContext(ctx, "reset restart count", "instance_id", in.ID, "err", err)
-		}
-	}
-	c.report(ctx, in, instance.StateHealthy, "")
 }
 
 func (c *Converger) crashed(ctx context.Context, a instance.Assignment, obs runtime.Status, log *slog.Logger) {
