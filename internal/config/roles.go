@@ -296,13 +296,14 @@ type Edge struct {
 	// the proxy itself (EDGE_HTTPS_ADDR=off or Cloudflare in front): "fast"
 	// (the edge's own forwarding loop on pooled connections, handing
 	// anything unusual to net/http) or "stdlib" (net/http's ReverseProxy
-	// for everything). TLS, and so HTTP/2, is always net/http's.
+	// for everything), or "loop" (the fast path on epoll event loops of
+	// its own, one per core). TLS, and so HTTP/2, is always net/http's.
 	DataPath string `env:"EDGE_DATA_PATH" envDefault:"fast"`
 }
 
 func (e Edge) validate() []Problem {
-	if e.DataPath != "stdlib" && e.DataPath != "fast" {
-		return []Problem{{"EDGE_DATA_PATH", fmt.Sprintf("%q is neither stdlib nor fast", e.DataPath)}}
+	if e.DataPath != "stdlib" && e.DataPath != "fast" && e.DataPath != "loop" {
+		return []Problem{{"EDGE_DATA_PATH", fmt.Sprintf("%q is not one of stdlib, fast, loop", e.DataPath)}}
 	}
 	// Zero would mean no limit: slow and idle clients held forever.
 	var ps []Problem

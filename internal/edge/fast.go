@@ -34,10 +34,19 @@ import (
 // The profile of the stdlib path puts the edge's own code at a few percent
 // of its CPU; the rest is net/http's per-request objects (Request, Header
 // maps, contexts, bufio), ReverseProxy's copies and the GC they cause.
+//
+// And the fast path can run on event loops of its own (fast_loop.go):
+//
+//   - loop: the fast path's exchange, driven by epoll instead of a
+//     goroutine per connection.
 const (
 	DataPathStdlib = "stdlib"
 	DataPathFast   = "fast"
+	DataPathLoop   = "loop"
 )
+
+// DataPaths are the data paths the edge can run.
+var DataPaths = []string{DataPathStdlib, DataPathFast, DataPathLoop}
 
 // Buffer sizes of the fast path. A client request whose head does not fit
 // clientBuf goes to the stdlib path (which allows 64 KiB and answers 431
@@ -70,6 +79,10 @@ type FastListener struct {
 	mu    sync.Mutex
 	conns map[*fastConn]struct{}
 	wg    sync.WaitGroup
+
+	// On event loops (LoopListener): the loops and the listener's fd.
+	loops   []*evLoop
+	loopLfd int
 }
 
 // FastListener starts serving l on the fast path.
@@ -139,6 +152,11 @@ func (fl *FastListener) Close() error {
 	fl.closeOnce.Do(func() {
 		// Every connection accepted is served: those the loop took
 		// before the listener closed are registered once it returns.
+		// Event loops let go of the listener before it closes, so that
+		// none accepts on a descriptor number that is no longer its.
+		for _, lp := range fl.loops {
+			lp.doWait(lp.unlisten)
+		}
 		err = fl.inner.Close()
 		<-fl.accepting
 		fl.mu.Lock()
@@ -147,6 +165,9 @@ func (fl *FastListener) Close() error {
 			fc.wake()
 		}
 		fl.mu.Unlock()
+		for _, lp := range fl.loops {
+			lp.do(lp.closing)
+		}
 		close(fl.done)
 	})
 	return err
@@ -166,6 +187,9 @@ func (fl *FastListener) Shutdown(ctxDone <-chan struct{}) {
 			fc.c.Close()
 		}
 		fl.mu.Unlock()
+		for _, lp := range fl.loops {
+			lp.do(lp.closeAll)
+		}
 	}
 }
 
@@ -265,13 +289,18 @@ func (fc *fastConn) release() {
 func newFastConn(fl *FastListener, c net.Conn) *fastConn {
 	fc := &fastConn{fl: fl, c: c, buf: make([]byte, clientBuf), accepted: time.Now()}
 	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		fc.peer = ap.Addr().Unmap()
-		fc.peerText = fc.peer.AppendTo(nil)
-		fc.trusted = fl.p.cfg.TrustForwarded != nil && fl.p.cfg.TrustForwarded(fc.peer)
+		fc.setPeer(ap.Addr())
 	} else {
 		fc.peerText = []byte(c.RemoteAddr().String())
 	}
 	return fc
+}
+
+// setPeer records the client's address and whether it is trusted.
+func (fc *fastConn) setPeer(a netip.Addr) {
+	fc.peer = a.Unmap()
+	fc.peerText = fc.peer.AppendTo(nil)
+	fc.trusted = fc.fl.p.cfg.TrustForwarded != nil && fc.fl.p.cfg.TrustForwarded(fc.peer)
 }
 
 // firstRequestWait is how long a closing listener waits for a new

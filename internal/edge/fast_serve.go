@@ -183,8 +183,38 @@ func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool, now time.T
 // forward writes the response head and streams its body to the client;
 // false closes the client connection.
 func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) bool {
+	kind := fc.x.resp.body(isHead(fc.x.req.method))
+	fc.appendResponseHead(kind, rid, now)
+	resp := &fc.x.resp
+
+	// clientOK is false when the client's response could not be completed
+	// (it must then be closed); upstreamOK when the node-proxy connection
+	// ended its response cleanly and may be used again.
+	clientOK, upstreamOK := true, true
+	switch kind {
+	case bodyNone:
+		clientOK = fc.write(fc.x.out)
+	case bodyLength:
+		clientOK, upstreamOK = fc.copyLength(uc, resp.contentLength)
+	case bodyChunked:
+		clientOK, upstreamOK = fc.copyChunked(uc)
+	case bodyEOF:
+		clientOK = fc.copyEOF(uc)
+		upstreamOK = false
+	}
+	if upstreamOK && !resp.close && uc.r == uc.w {
+		p.pool.put(uc, now)
+	} else {
+		uc.c.Close()
+	}
+	return clientOK
+}
+
+// appendResponseHead writes the client's response head into fc.x.out:
+// the node-proxy's fields less the hop-by-hop ones, the request id, a
+// Date, and chunked framing for a body that ends with the connection.
+func (fc *fastConn) appendResponseHead(kind bodyKind, rid []byte, now time.Time) {
 	resp, q := &fc.x.resp, &fc.x.req
-	kind := resp.body(isHead(q.method))
 	o := append(fc.x.out[:0], "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(resp.status), 10)
 	o = append(o, ' ')
@@ -218,28 +248,6 @@ func (fc *fastConn) forward(p *Proxy, uc *upConn, rid []byte, now time.Time) boo
 	}
 	o = append(o, "\r\n"...)
 	fc.x.out = o
-
-	// clientOK is false when the client's response could not be completed
-	// (it must then be closed); upstreamOK when the node-proxy connection
-	// ended its response cleanly and may be used again.
-	clientOK, upstreamOK := true, true
-	switch kind {
-	case bodyNone:
-		clientOK = fc.write(fc.x.out)
-	case bodyLength:
-		clientOK, upstreamOK = fc.copyLength(uc, resp.contentLength)
-	case bodyChunked:
-		clientOK, upstreamOK = fc.copyChunked(uc)
-	case bodyEOF:
-		clientOK = fc.copyEOF(uc)
-		upstreamOK = false
-	}
-	if upstreamOK && !resp.close && uc.r == uc.w {
-		p.pool.put(uc, now)
-	} else {
-		uc.c.Close()
-	}
-	return clientOK
 }
 
 func (fc *fastConn) write(b []byte) bool {
@@ -374,6 +382,12 @@ func (p *Proxy) discard(uc *upConn, resp *response, kind bodyKind) {
 // errorPage answers a request no instance could take, as errorHandler
 // does on the stdlib path; ok is false when the client is gone.
 func (fc *fastConn) errorPage(err error, rid []byte, now time.Time) (status int, ok bool) {
+	status = fc.appendErrorPage(err, rid, now)
+	return status, fc.write(fc.x.out)
+}
+
+// appendErrorPage writes the error page for err into fc.x.out.
+func (fc *fastConn) appendErrorPage(err error, rid []byte, now time.Time) (status int) {
 	var code, title, msg string
 	retry := false
 	var netErr net.Error
@@ -410,7 +424,7 @@ func (fc *fastConn) errorPage(err error, rid []byte, now time.Time) (status int,
 		o = append(o, body.Bytes()...)
 	}
 	fc.x.out = o
-	return status, fc.write(o)
+	return status
 }
 
 func isHead(method []byte) bool { return string(method) == "HEAD" }

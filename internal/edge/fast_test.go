@@ -95,7 +95,7 @@ func TestFastPathHandsUnusualRequestsToStdlib(t *testing.T) {
 // and edge-owned headers is the same on both paths.
 func TestFastPathHeaderHygiene(t *testing.T) {
 	seen := map[string]string{}
-	for _, path := range []string{DataPathStdlib, DataPathFast} {
+	for _, path := range DataPaths {
 		s := newStage(t, path, 5*time.Second)
 		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			var keys []string
@@ -274,7 +274,7 @@ func benchmarkPath(b *testing.B, path string) {
 // BenchmarkKeepAliveGET is one keep-alive GET through each data path to a
 // backend that allocates nothing: allocs/op are the edge's own.
 func BenchmarkKeepAliveGET(b *testing.B) {
-	for _, path := range []string{DataPathStdlib, DataPathFast} {
+	for _, path := range DataPaths {
 		b.Run(path, func(b *testing.B) { benchmarkPath(b, path) })
 	}
 }

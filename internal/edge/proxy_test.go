@@ -68,7 +68,7 @@ func newStageTrusting(t *testing.T, path string, timeout time.Duration, trust fu
 
 // forEachPath runs a test on each of the edge's data paths.
 func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
-	for _, path := range []string{DataPathStdlib, DataPathFast} {
+	for _, path := range DataPaths {
 		t.Run(path, func(t *testing.T) { test(t, path) })
 	}
 }
@@ -76,8 +76,11 @@ func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
 // serveProxy serves p on a test server through the data path.
 func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
 	srv := httptest.NewUnstartedServer(p)
-	if path == DataPathFast {
+	switch path {
+	case DataPathFast:
 		srv.Listener = p.FastListener(srv.Listener, 5*time.Second, time.Minute)
+	case DataPathLoop:
+		srv.Listener = p.LoopListener(srv.Listener, 5*time.Second, time.Minute)
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)

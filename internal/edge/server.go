@@ -146,9 +146,16 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	// The fast data path takes the plain listener when it carries the
 	// proxy itself (no redirect to HTTPS, no ACME challenges to answer).
 	var fast *FastListener
-	if cfg.DataPath == DataPathFast && ls.HTTP != nil && certs == nil {
-		fast = proxy.FastListener(ls.HTTP, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
-		ls.HTTP = fast
+	if ls.HTTP != nil && certs == nil {
+		switch cfg.DataPath {
+		case DataPathFast:
+			fast = proxy.FastListener(ls.HTTP, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+		case DataPathLoop:
+			fast = proxy.LoopListener(ls.HTTP, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+		}
+		if fast != nil {
+			ls.HTTP = fast
+		}
 	}
 	serve(ls.HTTP, server(plain), nil)
 	if certs != nil {
@@ -182,10 +189,13 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 }
 
 func dataPath(fast *FastListener) string {
-	if fast != nil {
-		return DataPathFast
+	switch {
+	case fast == nil:
+		return DataPathStdlib
+	case fast.loops != nil:
+		return DataPathLoop
 	}
-	return DataPathStdlib
+	return DataPathFast
 }
 
 func ignoreCanceled(err error) error {

@@ -58,7 +58,7 @@ type world struct {
 
 // eachPath runs a test on each of the edge's data paths.
 func eachPath(t *testing.T, test func(t *testing.T, path string)) {
-	for _, path := range []string{edge.DataPathStdlib, edge.DataPathFast} {
+	for _, path := range edge.DataPaths {
 		t.Run(path, func(t *testing.T) { test(t, path) })
 	}
 }
@@ -66,8 +66,11 @@ func eachPath(t *testing.T, test func(t *testing.T, path string)) {
 // serveProxy serves p on a test server through the world's data path.
 func (w *world) serveProxy(p *edge.Proxy) *httptest.Server {
 	srv := httptest.NewUnstartedServer(p)
-	if w.path == edge.DataPathFast {
+	switch w.path {
+	case edge.DataPathFast:
 		srv.Listener = p.FastListener(srv.Listener, 5*time.Second, time.Minute)
+	case edge.DataPathLoop:
+		srv.Listener = p.LoopListener(srv.Listener, 5*time.Second, time.Minute)
 	}
 	srv.Start()
 	w.t.Cleanup(srv.Close)

@@ -1,0 +1,1103 @@
+package edge
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/zeitwork/zeitwork/internal/nodeproxy"
+)
+
+// The fast path on event loops of its own (EDGE_DATA_PATH=loop).
+//
+// The goroutine-per-connection fast path pays Go's netpoller on every
+// request: a read that finds nothing parks the goroutine (a syscall that
+// returns EAGAIN, a park, a wake-up through the runtime's epoll, often a
+// futex), twice per request — once for the client's next request, once
+// for the node-proxy's answer. nginx pays neither: it reads only what
+// epoll said is there. Here each loop owns an epoll set with its clients
+// and its node-proxy connections, registered edge-triggered once, and a
+// request costs four syscalls (read the client, write the node-proxy, read
+// its answer, write the client) plus its share of an epoll_wait.
+//
+// The loop runs exactly the fast path's exchange (serveFast): the same
+// instance choice, retries only when no app saw the request, passive
+// health, headers, error pages and metrics. A request the fast path does
+// not take (see fast.go), or one whose body is still arriving, leaves the
+// loop with its connection: it becomes a fastConn on a goroutine, which
+// hands it on to the stdlib path where it would. Responses stream through
+// the loop, a slow client holding back reads from the node-proxy.
+
+// loopPhase is where a loop client is in its exchange.
+type loopPhase uint8
+
+const (
+	phaseRead    loopPhase = iota // waiting for (the rest of) a request head
+	phaseConnect                  // a node-proxy connection is being opened
+	phaseSend                     // the request is being written to the node-proxy
+	phaseAwait                    // waiting for the response head
+	phaseWrite                    // the response is being written to the client
+)
+
+// evLoop is one event loop: an epoll set and the connections in it. Only
+// its own goroutine touches its connections; other goroutines talk to it
+// through do.
+type evLoop struct {
+	fl    *FastListener
+	epfd  int
+	efd   int // eventfd: do wakes the loop with it
+	lfd   int // the listener's fd; -1 when not accepting
+	fds   []loopHandler
+	born  []uint64 // the batch of events during which fds[i] was set
+	batch uint64
+	idle  map[string][]*loopUp // node-proxy connections at rest, by address
+	tick  time.Duration
+	swept time.Time
+
+	clients     int       // client connections the loop owns
+	acceptPause time.Time // out of file descriptors: accept again after this
+	stopped     bool      // no longer accepting, for good
+
+	mu    sync.Mutex
+	cmds  []func()
+	dead  bool          // the loop's descriptors are closed: do does nothing
+	ended chan struct{} // closed when the loop has ended
+
+	events [128]unix.EpollEvent
+}
+
+type loopHandler interface {
+	event(ev uint32)
+}
+
+// loopClient is a client connection in a loop.
+type loopClient struct {
+	lp       *evLoop
+	fd       int
+	fc       *fastConn
+	phase    loopPhase
+	readable bool  // an EPOLLIN edge not yet read to EAGAIN
+	deadline int64 // UnixNano; 0: none
+	partial  bool  // a request head is arriving: the header timeout runs
+
+	// the exchange
+	start      time.Time
+	rid        []byte
+	prefix     int
+	replayable bool
+	tried      [maxAttempts]int
+	ntried     int
+	h          *health
+	up         *loopUp
+	sent       int // bytes of fc.x.out the node-proxy has
+	failure    error
+	status     int
+	took       time.Duration
+
+	// the response body
+	kind       bodyKind
+	left       int64 // bodyLength: bytes still to come
+	chunks     chunkScanner
+	pending    []byte // still to be written to the client
+	bodyDone   bool
+	upstreamOK bool // the node-proxy connection ended cleanly
+}
+
+// loopUp is a node-proxy connection in a loop.
+type loopUp struct {
+	lp         *evLoop
+	fd         int
+	addr       string
+	buf        []byte
+	r, w       int
+	nread      int
+	client     *loopClient // nil while idle
+	reused     bool
+	connecting bool
+	readable   bool
+	idleSince  time.Time
+}
+
+const (
+	clientEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	acceptBatch  = 64
+)
+
+// LoopListener is FastListener on event loops (one per GOMAXPROCS). It
+// falls back to goroutines when l has no file descriptor to poll, or when
+// the proxy dials node-proxies its own way.
+func (p *Proxy) LoopListener(l net.Listener, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
+	sc, ok := l.(syscall.Conn)
+	if !ok || p.cfg.Dial != nil {
+		return p.FastListener(l, readHeaderTimeout, idleTimeout)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return p.FastListener(l, readHeaderTimeout, idleTimeout)
+	}
+	lfd := -1
+	raw.Control(func(fd uintptr) { lfd = int(fd) })
+	fl := &FastListener{
+		inner: l, p: p, readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout,
+		fallback: make(chan net.Conn), done: make(chan struct{}), accepting: make(chan struct{}), conns: map[*fastConn]struct{}{},
+		loopLfd: lfd,
+	}
+	close(fl.accepting) // no accept loop: the event loops accept
+	tick := loopTick(readHeaderTimeout, idleTimeout, p.cfg.UpstreamTimeout)
+	for range runtime.GOMAXPROCS(0) {
+		lp, err := newEvLoop(fl, lfd, tick)
+		if err != nil {
+			for _, lp := range fl.loops {
+				lp.closeFDs()
+			}
+			p.cfg.Log.Warn("event loops unavailable, serving the fast path on goroutines", "err", err)
+			return p.FastListener(l, readHeaderTimeout, idleTimeout)
+		}
+		fl.loops = append(fl.loops, lp)
+	}
+	for _, lp := range fl.loops {
+		go lp.run()
+	}
+	return fl
+}
+
+// loopTick is how often a loop looks for connections past their deadline:
+// a tenth of the shortest timeout, within 5 ms and 250 ms.
+func loopTick(ds ...time.Duration) time.Duration {
+	tick := 250 * time.Millisecond
+	for _, d := range ds {
+		if d > 0 {
+			tick = min(tick, d/10)
+		}
+	}
+	return max(tick, 5*time.Millisecond)
+}
+
+func newEvLoop(fl *FastListener, lfd int, tick time.Duration) (*evLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("eventfd", err)
+	}
+	lp := &evLoop{fl: fl, epfd: epfd, efd: efd, lfd: -1, idle: map[string][]*loopUp{}, tick: tick, swept: time.Now(), ended: make(chan struct{})}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
+		lp.closeFDs()
+		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	if err := lp.listen(lfd); err != nil {
+		lp.closeFDs()
+		return nil, err
+	}
+	return lp, nil
+}
+
+// listen adds the listener to the set. EPOLLEXCLUSIVE wakes one loop per
+// new connection, not all of them.
+func (lp *evLoop) listen(lfd int) error {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}
+	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, lfd, &ev); err != nil {
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	lp.lfd = lfd
+	return nil
+}
+
+func (lp *evLoop) unlisten() {
+	if lp.lfd >= 0 {
+		unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lp.lfd, nil)
+		lp.lfd = -1
+	}
+}
+
+func (lp *evLoop) closeFDs() {
+	unix.Close(lp.efd)
+	unix.Close(lp.epfd)
+}
+
+// do runs f on the loop's goroutine, unless the loop has ended.
+func (lp *evLoop) do(f func()) {
+	lp.mu.Lock()
+	defer lp.mu.Unlock()
+	if lp.dead {
+		return
+	}
+	lp.cmds = append(lp.cmds, f)
+	one := [8]byte{1}
+	unix.Write(lp.efd, one[:])
+}
+
+// doWait runs f on the loop's goroutine and waits for it, unless the loop
+// ends first.
+func (lp *evLoop) doWait(f func()) {
+	ran := make(chan struct{})
+	lp.do(func() { f(); close(ran) })
+	select {
+	case <-ran:
+	case <-lp.ended:
+	}
+}
+
+func (lp *evLoop) run() {
+	defer lp.end()
+	for {
+		timeout := -1
+		if lp.clients > 0 || !lp.acceptPause.IsZero() || lp.busyIdle() {
+			timeout = int(lp.tick / time.Millisecond)
+		}
+		n, err := unix.EpollWait(lp.epfd, lp.events[:], timeout)
+		if err != nil && err != unix.EINTR {
+			lp.fl.p.cfg.Log.Error("event loop", "err", os.NewSyscallError("epoll_wait", err))
+			return
+		}
+		// A descriptor opened while this batch is handled may reuse the
+		// number of one closed in it: the batch's events are not its own.
+		lp.batch++
+		for i := range n {
+			ev := &lp.events[i]
+			fd := int(ev.Fd)
+			switch {
+			case fd == lp.efd:
+				lp.commands()
+			case fd == lp.lfd && fd >= 0:
+				lp.accept()
+			case fd < len(lp.fds) && lp.fds[fd] != nil && lp.born[fd] != lp.batch:
+				lp.fds[fd].event(ev.Events)
+			}
+		}
+		if now := time.Now(); now.Sub(lp.swept) >= lp.tick {
+			lp.sweep(now)
+		}
+		if lp.stopped && lp.clients == 0 {
+			return
+		}
+	}
+}
+
+// busyIdle says the loop holds node-proxy connections at rest, which the
+// sweep ages out.
+func (lp *evLoop) busyIdle() bool { return len(lp.idle) > 0 }
+
+func (lp *evLoop) end() {
+	lp.closeAll()
+	for _, ups := range lp.idle {
+		for _, u := range ups {
+			lp.closeUp(u)
+		}
+	}
+	lp.idle = nil
+	lp.mu.Lock()
+	lp.dead = true
+	lp.cmds = nil
+	lp.mu.Unlock()
+	lp.closeFDs()
+	close(lp.ended)
+}
+
+func (lp *evLoop) commands() {
+	var b [8]byte
+	unix.Read(lp.efd, b[:])
+	lp.mu.Lock()
+	cmds := lp.cmds
+	lp.cmds = nil
+	lp.mu.Unlock()
+	for _, f := range cmds {
+		f()
+	}
+}
+
+func (lp *evLoop) set(fd int, h loopHandler) {
+	for fd >= len(lp.fds) {
+		n := max(64, len(lp.fds))
+		lp.fds = append(lp.fds, make([]loopHandler, n)...)
+		lp.born = append(lp.born, make([]uint64, n)...)
+	}
+	lp.fds[fd] = h
+	lp.born[fd] = lp.batch
+}
+
+// accept takes the listener's new connections.
+func (lp *evLoop) accept() {
+	for range acceptBatch {
+		nfd, sa, err := unix.Accept4(lp.lfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err != nil {
+			switch err {
+			case unix.EAGAIN, unix.EINTR, unix.ECONNABORTED:
+				return
+			case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+				// Out of descriptors: leave the listener out of the set
+				// for a while rather than spin on it.
+				lp.unlisten()
+				lp.acceptPause = time.Now().Add(100 * time.Millisecond)
+				return
+			}
+			lp.fl.p.cfg.Log.Error("accept", "err", os.NewSyscallError("accept4", err))
+			lp.unlisten()
+			lp.stopped = true
+			go lp.fl.Close()
+			return
+		}
+		unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		fc := &fastConn{fl: lp.fl, buf: make([]byte, clientBuf), accepted: time.Now()}
+		switch a := sa.(type) {
+		case *unix.SockaddrInet4:
+			fc.setPeer(netip.AddrFrom4(a.Addr))
+		case *unix.SockaddrInet6:
+			fc.setPeer(netip.AddrFrom16(a.Addr))
+		default:
+			fc.peerText = []byte("unknown")
+		}
+		c := &loopClient{lp: lp, fd: nfd, fc: fc}
+		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, nfd, &unix.EpollEvent{Events: clientEvents, Fd: int32(nfd)}); err != nil {
+			unix.Close(nfd)
+			continue
+		}
+		lp.set(nfd, c)
+		lp.clients++
+		lp.fl.wg.Add(1)
+		c.waitRequest(time.Now())
+	}
+}
+
+// sweep ends what is past its deadline and ages idle node-proxy
+// connections out.
+func (lp *evLoop) sweep(now time.Time) {
+	lp.swept = now
+	if !lp.acceptPause.IsZero() && now.After(lp.acceptPause) && !lp.stopped {
+		lp.acceptPause = time.Time{}
+		lp.listen(lp.fl.loopLfd)
+	}
+	t := now.UnixNano()
+	for _, h := range lp.fds {
+		c, ok := h.(*loopClient)
+		if !ok || c.deadline == 0 || c.deadline > t {
+			continue
+		}
+		c.deadline = 0
+		switch c.phase {
+		case phaseRead:
+			c.close()
+		case phaseConnect, phaseSend, phaseAwait:
+			c.upFailed(os.ErrDeadlineExceeded)
+		}
+	}
+	for addr, ups := range lp.idle {
+		kept := ups[:0]
+		for _, u := range ups {
+			if now.Sub(u.idleSince) > idleUpstream {
+				lp.closeUp(u)
+			} else {
+				kept = append(kept, u)
+			}
+		}
+		if len(kept) == 0 {
+			delete(lp.idle, addr)
+		} else {
+			lp.idle[addr] = kept
+		}
+	}
+}
+
+// closing stops accepting; idle clients that were answered close now,
+// those yet to send a first request get until firstRequestWait.
+func (lp *evLoop) closing() {
+	lp.unlisten()
+	lp.stopped = true
+	lp.acceptPause = time.Time{}
+	for _, h := range lp.fds {
+		if c, ok := h.(*loopClient); ok && c.phase == phaseRead && c.fc.w == 0 {
+			if c.fc.served.Load() {
+				c.close()
+			} else {
+				c.deadline = c.fc.accepted.Add(firstRequestWait).UnixNano()
+			}
+		}
+	}
+}
+
+// closeAll ends every connection of the loop at once.
+func (lp *evLoop) closeAll() {
+	for _, h := range lp.fds {
+		if c, ok := h.(*loopClient); ok {
+			c.close()
+		}
+	}
+}
+
+// event handles the client's readiness.
+func (c *loopClient) event(ev uint32) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		c.readable = true
+	}
+	switch c.phase {
+	case phaseRead:
+		if c.readable {
+			c.readRequest()
+		}
+	case phaseWrite:
+		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(c.pending) > 0 {
+			c.pump()
+		}
+	}
+}
+
+// waitRequest starts waiting for the connection's next request, which
+// may already be in the buffer.
+func (c *loopClient) waitRequest(now time.Time) {
+	fc := c.fc
+	c.phase, c.partial, c.deadline = phaseRead, false, 0
+	if fc.r == fc.w {
+		fc.r, fc.w = 0, 0
+	} else if fc.r > 0 {
+		fc.w = copy(fc.buf, fc.buf[fc.r:fc.w])
+		fc.r = 0
+	}
+	if fc.w == 0 {
+		fc.release()
+		switch {
+		case c.lp.stopped && fc.served.Load():
+			c.close()
+			return
+		case c.lp.stopped:
+			c.deadline = fc.accepted.Add(firstRequestWait).UnixNano()
+		case fc.fl.idleTimeout > 0:
+			c.deadline = now.Add(fc.fl.idleTimeout).UnixNano()
+		}
+		if !c.readable {
+			return
+		}
+	}
+	c.readRequest()
+}
+
+// readRequest reads and parses the request head (fastConn.readRequest
+// without blocking).
+func (c *loopClient) readRequest() {
+	fc := c.fc
+	for {
+		if fc.w > 0 {
+			fc.acquire()
+			switch fc.x.req.parse(fc.buf[:fc.w]) {
+			case parseOK:
+				route, ok := fc.fl.p.cfg.Routes.Load().lookupBytes(fc.x.req.host)
+				if !ok || len(route.Backends) == 0 {
+					c.handOff()
+					return
+				}
+				q := &fc.x.req
+				end := q.headEnd + int(q.contentLength)
+				if end > fc.w {
+					c.handOff() // the body is still arriving: a goroutine reads it
+					return
+				}
+				fc.x.route = route
+				q.body = fc.buf[q.headEnd:end]
+				fc.r = end
+				c.begin()
+				return
+			case parseFallback:
+				c.handOff()
+				return
+			}
+			if fc.w == len(fc.buf) {
+				c.handOff()
+				return
+			}
+			if !c.partial {
+				c.partial = true
+				c.deadline = 0
+				if fc.fl.readHeaderTimeout > 0 {
+					c.deadline = time.Now().Add(fc.fl.readHeaderTimeout).UnixNano()
+				}
+			}
+		}
+		if !c.readable {
+			return
+		}
+		want := len(fc.buf) - fc.w
+		n, err := unix.Read(c.fd, fc.buf[fc.w:])
+		switch {
+		case n > 0:
+			fc.w += n
+			if n < want {
+				c.readable = false // read to the end: the next edge says when there is more
+			}
+		case err == unix.EAGAIN:
+			c.readable = false
+			return
+		case err == unix.EINTR:
+		default: // the client closed, or the connection failed
+			c.close()
+			return
+		}
+	}
+}
+
+// handOff gives the connection, with what it has read, to a goroutine on
+// the fast path, which forwards the request or hands it to the stdlib
+// path. Nothing of the request has gone to a node-proxy.
+func (c *loopClient) handOff() {
+	lp, fc := c.lp, c.fc
+	lp.fds[c.fd] = nil
+	lp.clients--
+	fc.r = 0
+	unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	f := os.NewFile(uintptr(c.fd), "")
+	conn, err := net.FileConn(f) // a dup, in Go's poller
+	f.Close()
+	if err != nil {
+		fc.release()
+		lp.fl.wg.Done()
+		return
+	}
+	fc.c = conn
+	fl := lp.fl
+	fl.mu.Lock()
+	fl.conns[fc] = struct{}{}
+	fl.wg.Add(1)
+	fl.mu.Unlock()
+	fl.wg.Done()
+	go fc.serve()
+}
+
+// close ends the client connection and what it was waiting on.
+func (c *loopClient) close() {
+	lp := c.lp
+	if lp.fds[c.fd] != c {
+		return
+	}
+	lp.fds[c.fd] = nil
+	unix.Close(c.fd)
+	if c.up != nil {
+		lp.closeUp(c.up)
+		c.up = nil
+	}
+	if c.h != nil {
+		c.h.inflight.Add(-1)
+		c.h = nil
+	}
+	c.fc.release()
+	c.phase, c.deadline = phaseRead, 0
+	lp.clients--
+	lp.fl.wg.Done()
+}
+
+// begin starts the exchange of a request read whole (serveFast).
+func (c *loopClient) begin() {
+	fc := c.fc
+	q := &fc.x.req
+	c.start = time.Now()
+	c.rid = q.rid
+	if !validRequestID(c.rid) {
+		c.rid = fc.newRequestID(c.start)
+	}
+	c.prefix = fc.upstreamHead(c.rid)
+	c.replayable = q.contentLength == 0 && isReplayableMethod(q.method)
+	c.ntried = 0
+	c.failure = errNoInstance
+	c.attempt()
+}
+
+// attempt sends the request to the next instance, or answers with the
+// error page when none is left.
+func (c *loopClient) attempt() {
+	fc := c.fc
+	route := &fc.x.route
+	if c.ntried < maxAttempts {
+		if i, ok := pick(route.Backends, c.tried[:c.ntried]); ok {
+			c.tried[c.ntried] = i
+			c.ntried++
+			b := &route.Backends[i]
+			h := b.health
+			if h == nil {
+				h = &health{}
+			}
+			fc.x.out = fc.x.out[:c.prefix]
+			fc.x.out = append(fc.x.out, "X-Zeitwork-Instance: "...)
+			fc.x.out = appendUUID(fc.x.out, b.InstanceID)
+			fc.x.out = append(fc.x.out, "\r\n\r\n"...)
+			fc.x.out = append(fc.x.out, fc.x.req.body...)
+			h.inflight.Add(1)
+			c.h = h
+			c.connect(b.NodeProxy, false)
+			return
+		}
+	}
+	c.fail()
+}
+
+// connect sends the request on an idle connection to addr, or on a new
+// one (fresh: always a new one).
+func (c *loopClient) connect(addr string, fresh bool) {
+	lp := c.lp
+	c.deadline = 0
+	if d := lp.fl.p.cfg.UpstreamTimeout; d > 0 {
+		c.deadline = c.start.Add(d).UnixNano()
+	}
+	var u *loopUp
+	if !fresh {
+		u = lp.takeIdle(addr, !c.replayable)
+	}
+	if u == nil {
+		var err error
+		if u, err = lp.dial(addr); errors.Is(err, errNotIP) {
+			// A name to resolve: the goroutine path dials it.
+			c.h.inflight.Add(-1)
+			c.h = nil
+			c.handOff()
+			return
+		} else if err != nil {
+			c.upFailed(err)
+			return
+		}
+	}
+	u.client, u.nread, c.up, c.sent = c, 0, u, 0
+	if u.connecting {
+		c.phase = phaseConnect
+		return
+	}
+	c.send()
+}
+
+func (c *loopClient) send() {
+	u, out := c.up, c.fc.x.out
+	c.phase = phaseSend
+	for c.sent < len(out) {
+		n, err := unix.Write(u.fd, out[c.sent:])
+		switch {
+		case n > 0:
+			c.sent += n
+		case err == unix.EAGAIN:
+			return // EPOLLOUT resumes
+		case err == unix.EINTR:
+		default:
+			c.upFailed(os.NewSyscallError("write", err))
+			return
+		}
+	}
+	c.phase = phaseAwait
+	if u.readable {
+		c.readHead()
+	}
+}
+
+// readHead reads the response head (response.readHead).
+func (c *loopClient) readHead() {
+	u, resp := c.up, &c.fc.x.resp
+	for {
+		res, end := resp.parse(u.buf[u.r:u.w])
+		switch res {
+		case parseOK:
+			u.r += end
+			if resp.status >= 100 && resp.status < 200 {
+				continue
+			}
+			c.gotHead()
+			return
+		case parseFallback:
+			c.upFailed(errors.New("malformed response head"))
+			return
+		}
+		if !u.readable {
+			return
+		}
+		if u.r > 0 {
+			u.w = copy(u.buf, u.buf[u.r:u.w])
+			u.r = 0
+		}
+		if u.w == len(u.buf) {
+			c.upFailed(errHeadTooLarge)
+			return
+		}
+		want := len(u.buf) - u.w
+		n, err := unix.Read(u.fd, u.buf[u.w:])
+		switch {
+		case n > 0:
+			u.w += n
+			u.nread += n
+			if n < want {
+				u.readable = false
+			}
+		case err == unix.EAGAIN:
+			u.readable = false
+			return
+		case err == unix.EINTR:
+		case n == 0 && err == nil:
+			c.upFailed(io.ErrUnexpectedEOF)
+			return
+		default:
+			c.upFailed(os.NewSyscallError("read", err))
+			return
+		}
+	}
+}
+
+// upFailed handles an attempt that got no response head (roundTrip's and
+// serveFast's rules): a reused connection the node-proxy had closed is
+// tried again fresh when no app can have seen the request; a refused one
+// moves on to another instance; anything else is the error page.
+func (c *loopClient) upFailed(err error) {
+	lp, u := c.lp, c.up
+	c.up = nil
+	var ne net.Error
+	timeout := errors.As(err, &ne) && ne.Timeout()
+	if u != nil {
+		reused, nread := u.reused, u.nread
+		lp.closeUp(u)
+		if reused && !timeout && (c.sent == 0 || c.replayable && nread == 0) {
+			c.connect(u.addr, true)
+			return
+		}
+	}
+	h := c.h
+	c.h = nil
+	h.inflight.Add(-1)
+	route := &c.fc.x.route
+	reason := reasonOf(err)
+	lp.fl.p.cfg.Metrics.upstreamError(route.ProjectID.String(), reason)
+	if reason == "refused" {
+		h.down(time.Now())
+		c.attempt()
+		return
+	}
+	c.failure = err
+	c.fail()
+}
+
+// fail answers with the error page for c.failure.
+func (c *loopClient) fail() {
+	fc := c.fc
+	c.status = fc.appendErrorPage(c.failure, c.rid, c.start)
+	c.took = time.Since(c.start)
+	fc.fl.p.cfg.Log.Debug("upstream failed", "project_id", fc.x.route.ProjectID, "request_id", string(c.rid), "status", c.status, "err", c.failure)
+	c.phase, c.deadline = phaseWrite, 0
+	c.pending, c.bodyDone, c.upstreamOK = fc.x.out, true, false
+	c.pump()
+}
+
+// gotHead forwards a response head and starts on its body.
+func (c *loopClient) gotHead() {
+	fc, u, h := c.fc, c.up, c.h
+	resp := &fc.x.resp
+	kind := resp.body(isHead(fc.x.req.method))
+	now := time.Now()
+	if code := resp.proxyError; code != nil {
+		if s := string(code); nodeproxy.Retryable(s) {
+			// The node-proxy says the instance is gone or refused it: the
+			// app saw nothing.
+			h.down(now)
+			fc.fl.p.cfg.Metrics.upstreamError(fc.x.route.ProjectID.String(), s)
+			c.up, c.h = nil, nil
+			c.lp.discard(u, resp, kind)
+			h.inflight.Add(-1)
+			c.failure = errNoInstance
+			c.attempt()
+			return
+		}
+	} else {
+		h.up()
+	}
+	c.status, c.took = resp.status, time.Since(c.start)
+	fc.appendResponseHead(kind, c.rid, c.start)
+	c.phase, c.deadline, c.kind, c.upstreamOK, c.bodyDone = phaseWrite, 0, kind, true, false
+	switch kind {
+	case bodyNone:
+		c.bodyDone = true
+	case bodyLength:
+		k := min(int64(u.w-u.r), resp.contentLength)
+		fc.x.out = append(fc.x.out, u.buf[u.r:u.r+int(k)]...)
+		u.r += int(k)
+		c.left = resp.contentLength - k
+		c.bodyDone = c.left == 0
+	case bodyChunked:
+		c.chunks = chunkScanner{}
+		n, err := c.chunks.scan(u.buf[u.r:u.w])
+		if err != nil {
+			c.close()
+			return
+		}
+		fc.x.out = append(fc.x.out, u.buf[u.r:u.r+n]...)
+		u.r += n
+		c.bodyDone = c.chunks.state == chunkDone
+	case bodyEOF:
+		if u.w > u.r {
+			fc.x.out = appendChunk(fc.x.out, u.buf[u.r:u.w])
+		}
+		u.r = u.w
+		c.upstreamOK = false
+	}
+	c.pending = fc.x.out
+	c.pump()
+}
+
+// pump writes what is pending to the client and reads more of the body
+// from the node-proxy, until one of them would block or the body ends.
+func (c *loopClient) pump() {
+	fc := c.fc
+	for {
+		if len(c.pending) > 0 {
+			n, err := unix.Write(c.fd, c.pending)
+			switch {
+			case n > 0:
+				c.pending = c.pending[n:]
+				continue
+			case err == unix.EAGAIN:
+				return // EPOLLOUT resumes
+			case err == unix.EINTR:
+				continue
+			}
+			c.finish(false) // the client is gone
+			return
+		}
+		if c.bodyDone {
+			c.finish(true)
+			return
+		}
+		u := c.up
+		if !u.readable {
+			return // EPOLLIN on the node-proxy resumes
+		}
+		want := len(u.buf)
+		if c.kind == bodyLength {
+			want = int(min(int64(want), c.left))
+		}
+		u.r, u.w = 0, 0
+		n, err := unix.Read(u.fd, u.buf[:want])
+		switch {
+		case n > 0:
+			if n < want {
+				u.readable = false
+			}
+			switch c.kind {
+			case bodyLength:
+				c.left -= int64(n)
+				c.pending = u.buf[:n]
+				c.bodyDone = c.left == 0
+			case bodyChunked:
+				m, err := c.chunks.scan(u.buf[:n])
+				if err != nil {
+					c.finish(false)
+					return
+				}
+				u.r, u.w = m, n
+				c.pending = u.buf[:m]
+				c.bodyDone = c.chunks.state == chunkDone
+			case bodyEOF:
+				fc.x.out = appendChunk(fc.x.out[:0], u.buf[:n])
+				c.pending = fc.x.out
+			}
+		case err == unix.EAGAIN:
+			u.readable = false
+			return
+		case err == unix.EINTR:
+		case n == 0 && err == nil && c.kind == bodyEOF:
+			c.pending = append(fc.x.out[:0], "0\r\n\r\n"...)
+			c.bodyDone = true
+		default:
+			c.finish(false) // the response is cut short: close the client
+			return
+		}
+	}
+}
+
+// finish ends the exchange; clientOK false closes the client.
+func (c *loopClient) finish(clientOK bool) {
+	lp, fc := c.lp, c.fc
+	if u := c.up; u != nil {
+		c.up = nil
+		if clientOK && c.upstreamOK && !fc.x.resp.close && u.r == u.w {
+			lp.putIdle(u)
+		} else {
+			lp.closeUp(u)
+		}
+	}
+	if c.h != nil {
+		c.h.inflight.Add(-1)
+		c.h = nil
+	}
+	c.pending = nil
+	lp.fl.p.cfg.Metrics.requestFast(fc.x.route.ProjectID, c.status, c.took)
+	if !clientOK || fc.x.req.close {
+		c.close()
+		return
+	}
+	fc.served.Store(true)
+	c.waitRequest(time.Now())
+}
+
+// event handles a node-proxy connection's readiness.
+func (u *loopUp) event(ev uint32) {
+	c := u.client
+	if c == nil {
+		u.lp.checkIdle(u)
+		return
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		u.readable = true
+	}
+	switch c.phase {
+	case phaseConnect:
+		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
+			return
+		}
+		soerr, err := unix.GetsockoptInt(u.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+		if err == nil && soerr != 0 {
+			err = syscall.Errno(soerr)
+		}
+		if err != nil {
+			c.upFailed(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)})
+			return
+		}
+		u.connecting = false
+		c.send()
+	case phaseSend:
+		c.send()
+	case phaseAwait:
+		if u.readable {
+			c.readHead()
+		}
+	case phaseWrite:
+		if u.readable && len(c.pending) == 0 {
+			c.pump()
+		}
+	}
+}
+
+// dial opens a connection to a node-proxy at addr (an IP and a port).
+func (lp *evLoop) dial(addr string) (*loopUp, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, errNotIP
+	}
+	var sa unix.Sockaddr
+	family := unix.AF_INET6
+	if a := ap.Addr(); a.Is4() {
+		family = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	} else {
+		sa = &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", err)}
+	}
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	err = unix.Connect(fd, sa)
+	connecting := err == unix.EINPROGRESS
+	if err != nil && !connecting {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", err)}
+	}
+	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: clientEvents, Fd: int32(fd)}); err != nil {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("epoll_ctl", err)}
+	}
+	u := &loopUp{lp: lp, fd: fd, addr: addr, buf: make([]byte, upstreamBuf), connecting: connecting}
+	lp.set(fd, u)
+	return u, nil
+}
+
+var errNotIP = errors.New("not an IP address and port")
+
+// takeIdle takes the most recently used idle connection to addr that is
+// still young; check also asks that it be provably open.
+func (lp *evLoop) takeIdle(addr string, check bool) *loopUp {
+	ups := lp.idle[addr]
+	now := time.Now()
+	for len(ups) > 0 {
+		u := ups[len(ups)-1]
+		ups[len(ups)-1] = nil
+		ups = ups[:len(ups)-1]
+		if len(ups) == 0 {
+			delete(lp.idle, addr)
+		} else {
+			lp.idle[addr] = ups
+		}
+		if now.Sub(u.idleSince) > idleUpstream || check && !u.open() {
+			lp.closeUp(u)
+			continue
+		}
+		u.reused = true
+		return u
+	}
+	return nil
+}
+
+// open peeks without blocking: an open idle connection has nothing to read.
+func (u *loopUp) open() bool {
+	var one [1]byte
+	_, _, err := unix.Recvfrom(u.fd, one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	return err == unix.EAGAIN
+}
+
+// checkIdle looks at an idle connection epoll woke for: the node-proxy
+// closed it (or sent what nobody asked for), or the edge was stale.
+func (lp *evLoop) checkIdle(u *loopUp) {
+	if u.open() {
+		return
+	}
+	ups := lp.idle[u.addr]
+	for i, v := range ups {
+		if v == u {
+			ups = append(ups[:i], ups[i+1:]...)
+			break
+		}
+	}
+	if len(ups) == 0 {
+		delete(lp.idle, u.addr)
+	} else {
+		lp.idle[u.addr] = ups
+	}
+	lp.closeUp(u)
+}
+
+func (lp *evLoop) putIdle(u *loopUp) {
+	ups := lp.idle[u.addr]
+	if len(ups) >= maxIdlePerNode || lp.stopped {
+		lp.closeUp(u)
+		return
+	}
+	u.client, u.r, u.w, u.readable, u.idleSince = nil, 0, 0, false, time.Now()
+	lp.idle[u.addr] = append(ups, u)
+}
+
+func (lp *evLoop) closeUp(u *loopUp) {
+	if u.fd >= 0 {
+		if lp.fds[u.fd] == u {
+			lp.fds[u.fd] = nil
+		}
+		unix.Close(u.fd)
+		u.fd = -1
+	}
+	u.client = nil
+}
+
+// discard drops a refused attempt's response (Proxy.discard): a small
+// body already read keeps the connection, anything else closes it.
+func (lp *evLoop) discard(u *loopUp, resp *response, kind bodyKind) {
+	switch kind {
+	case bodyNone:
+		if u.r == u.w {
+			lp.putIdle(u)
+			return
+		}
+	case bodyLength:
+		if int64(u.w-u.r) == resp.contentLength {
+			u.r = u.w
+			lp.putIdle(u)
+			return
+		}
+	}
+	lp.closeUp(u)
+}
