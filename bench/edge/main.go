@@ -64,6 +64,7 @@ type options struct {
 const (
 	edgeStdlib = "edge (stdlib)"
 	edgeFast   = "edge (fast)"
+	edgeLoop   = "edge (loop)"
 	fasthttpPx = "fasthttp (bare)"
 )
 
@@ -170,7 +171,12 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer fastPx.p.stop()
-	proxies := []proxy{stdlibPx, fastPx}
+	loopPx, err := startPath(edgeLoop, "loop", "routes-loop.json")
+	if err != nil {
+		return err
+	}
+	defer loopPx.p.stop()
+	proxies := []proxy{stdlibPx, fastPx, loopPx}
 	if o.fastEnv != "" {
 		px, err := startPath("edge (fast, "+o.fastEnv+")", "fast", "routes-fast-env.json", strings.Fields(o.fastEnv)...)
 		if err != nil {

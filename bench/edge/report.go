@@ -159,7 +159,7 @@ func report(out io.Writer, o options, r results) {
 	p("- wrk %s -H 'Host: <project>.%s', same for each proxy; a %s warm-up of each first; %d rounds.\n",
 		strings.Join(wrkArgs(o, o.duration), " "), appsDomain, o.warmup, o.rounds)
 	p("- Half load: wrk with a delay() of 10 ms between a connection's requests and %d connections, so the offered rate is about half of nginx's median saturation rate whichever proxy answers; the backend asked directly (no proxy) in the same rounds is the reference for added latency.\n", r.half.conns)
-	p("- Edge data paths: EDGE_DATA_PATH=stdlib (net/http + httputil.ReverseProxy) and EDGE_DATA_PATH=fast (internal/edge's own HTTP/1.1 forwarding loop), two edge processes on the same routes.\n")
+	p("- Edge data paths: EDGE_DATA_PATH=stdlib (net/http + httputil.ReverseProxy), EDGE_DATA_PATH=fast (internal/edge's own HTTP/1.1 forwarding loop, a goroutine per connection) and EDGE_DATA_PATH=loop (the same exchange on epoll event loops, one per core), three edge processes on the same routes.\n")
 	if o.fasthttp != "" {
 		p("- fasthttp (bare): bench/edge/fasthttpproxy, valyala/fasthttp's Server and an LBClient over the 3 ports, with the same per-request header work as the edge (hop-by-hop and client-address headers dropped, X-Forwarded-*, X-Request-Id) and none of its other guarantees (bodies buffered, no websockets, no passive health): an upper bound for a fasthttp data path.\n")
 	}

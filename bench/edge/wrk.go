@@ -225,7 +225,7 @@ func profileAll(ctx context.Context, o options, proxies []proxy, host string, ha
 		}
 	}
 	for _, px := range proxies {
-		if px.name == edgeFast {
+		if px.name == edgeFast || px.name == edgeLoop {
 			rep, err := perfUnderLoad(ctx, o, px, host)
 			if err != nil {
 				return nil, err

@@ -136,7 +136,7 @@ const (
 // the proxy dials node-proxies its own way.
 func (p *Proxy) LoopListener(l net.Listener, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
 	sc, ok := l.(syscall.Conn)
-	if !ok || p.cfg.Dial != nil {
+	if !ok || p.ownDial {
 		return p.FastListener(l, readHeaderTimeout, idleTimeout)
 	}
 	raw, err := sc.SyscallConn()
@@ -641,10 +641,7 @@ func (c *loopClient) attempt() {
 // one (fresh: always a new one).
 func (c *loopClient) connect(addr string, fresh bool) {
 	lp := c.lp
-	c.deadline = 0
-	if d := lp.fl.p.cfg.UpstreamTimeout; d > 0 {
-		c.deadline = c.start.Add(d).UnixNano()
-	}
+	c.upstreamDeadline()
 	var u *loopUp
 	if !fresh {
 		u = lp.takeIdle(addr, !c.replayable)
@@ -665,9 +662,21 @@ func (c *loopClient) connect(addr string, fresh bool) {
 	u.client, u.nread, c.up, c.sent = c, 0, u, 0
 	if u.connecting {
 		c.phase = phaseConnect
+		if d := time.Now().Add(dialTimeout).UnixNano(); c.deadline == 0 || d < c.deadline {
+			c.deadline = d
+		}
 		return
 	}
 	c.send()
+}
+
+// upstreamDeadline bounds the wait for the response head, counted from
+// the request's start.
+func (c *loopClient) upstreamDeadline() {
+	c.deadline = 0
+	if d := c.lp.fl.p.cfg.UpstreamTimeout; d > 0 {
+		c.deadline = c.start.Add(d).UnixNano()
+	}
 }
 
 func (c *loopClient) send() {
@@ -960,6 +969,7 @@ func (u *loopUp) event(ev uint32) {
 			return
 		}
 		u.connecting = false
+		c.upstreamDeadline()
 		c.send()
 	case phaseSend:
 		c.send()

@@ -27,6 +27,9 @@ const HeaderRequestID = "X-Request-Id"
 // maxAttempts bounds how many instances one request may try.
 const maxAttempts = 3
 
+// dialTimeout bounds opening a connection to a node-proxy.
+const dialTimeout = 3 * time.Second
+
 // ProxyConfig configures a Proxy.
 type ProxyConfig struct {
 	Routes *Routes
@@ -51,6 +54,7 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
 	pool      upstreamPool // the fast path's node-proxy connections
+	ownDial   bool         // ProxyConfig.Dial was set: the event loops cannot dial
 }
 
 // NewProxy builds a proxy.
@@ -58,10 +62,11 @@ func NewProxy(cfg ProxyConfig) *Proxy {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	ownDial := cfg.Dial != nil
 	if cfg.Dial == nil {
-		cfg.Dial = (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		cfg.Dial = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
-	p := &Proxy{cfg: cfg}
+	p := &Proxy{cfg: cfg, ownDial: ownDial}
 	p.pool.dial = cfg.Dial
 	// Few node-proxies carry many clients: keep plenty of idle connections
 	// per node so bursts do not pay for new handshakes.

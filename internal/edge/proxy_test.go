@@ -80,7 +80,11 @@ func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
 	case DataPathFast:
 		srv.Listener = p.FastListener(srv.Listener, 5*time.Second, time.Minute)
 	case DataPathLoop:
-		srv.Listener = p.LoopListener(srv.Listener, 5*time.Second, time.Minute)
+		fl := p.LoopListener(srv.Listener, 5*time.Second, time.Minute)
+		if fl.loops == nil {
+			t.Fatal("the loop data path runs on goroutines")
+		}
+		srv.Listener = fl
 	}
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -184,11 +184,13 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		return l.Addr().String()
 	}
 	log.InfoContext(ctx, "edge running", "http", addr(ls.HTTP), "https", addr(ls.HTTPS), "metrics", addr(ls.Metrics),
-		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted, "data_path", dataPath(fast))
+		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted, "data_path", DataPathOf(fast))
 	return ignoreCanceled(g.Wait())
 }
 
-func dataPath(fast *FastListener) string {
+// DataPathOf is the data path a listener from FastListener or
+// LoopListener runs (nil: the stdlib path).
+func DataPathOf(fast *FastListener) string {
 	switch {
 	case fast == nil:
 		return DataPathStdlib

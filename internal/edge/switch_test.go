@@ -70,7 +70,11 @@ func (w *world) serveProxy(p *edge.Proxy) *httptest.Server {
 	case edge.DataPathFast:
 		srv.Listener = p.FastListener(srv.Listener, 5*time.Second, time.Minute)
 	case edge.DataPathLoop:
-		srv.Listener = p.LoopListener(srv.Listener, 5*time.Second, time.Minute)
+		fl := p.LoopListener(srv.Listener, 5*time.Second, time.Minute)
+		if edge.DataPathOf(fl) != edge.DataPathLoop {
+			w.t.Fatal("the loop data path runs on goroutines")
+		}
+		srv.Listener = fl
 	}
 	srv.Start()
 	w.t.Cleanup(srv.Close)
