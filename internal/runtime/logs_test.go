@@ -213,8 +213,12 @@ func TestLogBoundHoldsAgainstAWriterThatNeverStops(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	// Still flowing, and far past the bound in all.
-	var last int
+	// Still flowing, and far past the bound in all. A reader slower than
+	// the writer (this test, on a busy machine) may find whole files
+	// rotated away before it got to them, as the bound wants: what it
+	// returns is in order, and what is missing is whole files, never part
+	// of one.
+	var last, lostFiles int
 	all := readLogs(t, r, s)
 	prev := 0
 	for _, l := range strings.Split(strings.TrimSpace(all), "\n") {
@@ -222,10 +226,20 @@ func TestLogBoundHoldsAgainstAWriterThatNeverStops(t *testing.T) {
 		if _, err := fmt.Sscanf(l, "flood %d", &i); err != nil {
 			continue
 		}
-		if prev != 0 && i != prev+1 {
+		perFile := bound / (len(l) + 1)
+		switch missing := i - prev - 1; {
+		case prev == 0 || missing == 0:
+		case missing < 0:
 			t.Fatalf("line %d follows line %d in what Logs returns", i, prev)
+		case missing < perFile-1:
+			t.Fatalf("line %d follows line %d in what Logs returns: %d lines lost, less than a file of %d", i, prev, missing, perFile)
+		default:
+			lostFiles += missing / perFile
 		}
 		prev, last = i, i
+	}
+	if lostFiles > 0 {
+		t.Logf("the reader fell %d files behind the flood", lostFiles)
 	}
 	written := int64(last) * 110
 	t.Logf("flood wrote at least %d lines (%d KiB) through a %d KiB bound; largest file seen %d bytes", last, written>>10, bound>>10, largest)
