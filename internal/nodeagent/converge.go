@@ -81,8 +81,9 @@ type Policy struct {
 	// is a network and a containerd create, a start a runc process and its
 	// shim): beyond the machine's cores more only contend. Zero: 16.
 	Parallel int
-	// StartProbe is the first wait before probing a just-started instance
-	// between passes; it doubles up to StartProbeMax. Most apps answer
+	// StartProbe is the wait between the probes of a just-started
+	// instance (the first is at once, while "starting" is reported); it
+	// doubles every four probes up to StartProbeMax. Most apps answer
 	// within milliseconds of starting, long before the next pass would
 	// look; zero probes at passes only.
 	StartProbe, StartProbeMax time.Duration
@@ -93,7 +94,7 @@ var DefaultPolicy = Policy{
 	HealthDeadline: 60 * time.Second, StopGrace: 10 * time.Second,
 	RestartBackoff: time.Second, MaxBackoff: time.Minute, MaxRestarts: 5, PullAttempts: 3,
 	PullTimeout: 10 * time.Minute, PullWait: 250 * time.Millisecond, StopWait: 100 * time.Millisecond,
-	StartProbe: 10 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
+	StartProbe: 5 * time.Millisecond, StartProbeMax: 100 * time.Millisecond,
 }
 
 // Converger makes what runs on this node match the database.
@@ -109,8 +110,8 @@ type Converger struct {
 	Policy  Policy
 	Log     *slog.Logger
 	// Ready is called when a just-started instance first answers its
-	// health check between passes (Policy.StartProbe), to have the next
-	// pass report it healthy now; nil: it waits for the next pass.
+	// start probe (Policy.StartProbe), once that answer is reported, to
+	// wake the agent; nil: no start probe, it waits for the next pass.
 	Ready func()
 
 	mu         sync.Mutex
@@ -120,7 +121,7 @@ type Converger struct {
 	pullFailed map[uuid.UUID]int
 	pulls      map[uuid.UUID]*pull         // under way, or done and not yet looked at
 	stops      map[uuid.UUID]chan struct{} // under way; closed when done
-	busy       map[uuid.UUID]bool          // a step under way
+	busy       map[uuid.UUID]chan struct{} // a step under way; closed when it ends
 	ended      map[uuid.UUID]time.Time     // when the last step ended
 	slots      chan struct{}               // the pool of creates and starts
 }
@@ -164,7 +165,8 @@ func (c *Converger) Pass(ctx context.Context) (pending int, err error) {
 		// than the list holds: keep it. Taking the list's would have the
 		// node-proxy turn away an instance the operator already routes to
 		// as healthy, until the next pass (503s through the edge in CI).
-		if p, ok := prev[a.ID]; ok && (c.busy[a.ID] || c.ended[a.ID].After(readAt)) {
+		_, busy := c.busy[a.ID]
+		if p, ok := prev[a.ID]; ok && (busy || c.ended[a.ID].After(readAt)) {
 			in.State, in.StateReason = p.State, p.StateReason
 		}
 		c.current[a.ID] = in
@@ -246,7 +248,7 @@ func (c *Converger) init() {
 		c.started, c.retryAt, c.pullFailed = map[uuid.UUID]time.Time{}, map[uuid.UUID]time.Time{}, map[uuid.UUID]int{}
 		c.pulls = map[uuid.UUID]*pull{}
 		c.stops = map[uuid.UUID]chan struct{}{}
-		c.busy, c.ended = map[uuid.UUID]bool{}, map[uuid.UUID]time.Time{}
+		c.busy, c.ended = map[uuid.UUID]chan struct{}{}, map[uuid.UUID]time.Time{}
 		parallel := c.Policy.Parallel
 		if parallel <= 0 {
 			parallel = 16
@@ -360,17 +362,41 @@ func (c *Converger) slot(ctx context.Context) (release func(), ok bool) {
 func (c *Converger) claimStep(iid uuid.UUID, readAt time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.busy[iid] || c.ended[iid].After(readAt) {
+	if _, busy := c.busy[iid]; busy || c.ended[iid].After(readAt) {
 		return false
 	}
-	c.busy[iid] = true
+	c.busy[iid] = make(chan struct{})
 	return true
+}
+
+// awaitStep marks a step of the instance under way once none is: it waits
+// for the one under way to end (and for any claimed before it could take
+// its turn: each wait is one step's end). False if ctx ended first.
+func (c *Converger) awaitStep(ctx context.Context, iid uuid.UUID) bool {
+	for {
+		c.mu.Lock()
+		done, busy := c.busy[iid]
+		if !busy {
+			c.busy[iid] = make(chan struct{})
+			c.mu.Unlock()
+			return true
+		}
+		c.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 func (c *Converger) stepDone(iid uuid.UUID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.busy, iid)
+	if done, ok := c.busy[iid]; ok {
+		close(done)
+		delete(c.busy, iid)
+	}
 	c.ended[iid] = time.Now()
 }
 
@@ -389,5 +415,6 @@ func (c *Converger) forgetSteps(readAt time.Time) {
 func (c *Converger) Busy(iid uuid.UUID) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.busy[iid]
+	_, busy := c.busy[iid]
+	return busy
 }

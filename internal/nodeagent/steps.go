@@ -178,21 +178,35 @@ func (c *Converger) start(ctx context.Context, a instance.Assignment, _ *slog.Lo
 	c.mu.Lock()
 	c.started[in.ID] = time.Now()
 	c.mu.Unlock()
+	if c.Ready == nil || c.Policy.StartProbe <= 0 {
+		c.report(ctx, in, instance.StateStarting, "")
+		return
+	}
+	// The start probe's first try goes at once, while "starting" is
+	// written: most apps answer within a few milliseconds, about what the
+	// write takes. Its answer is this step's to report, after "starting"
+	// and before the step ends: the pass that started an app that answers
+	// at once has it healthy. The step waits for the try (a refused
+	// connection is immediate; an app that accepted and is slow to answer
+	// holds it up to the probe's timeout, as a pass's check would).
+	first := make(chan error, 1)
+	go func() { first <- c.Probe(ctx, c.addr(in), a.HealthCheckPath) }()
 	c.report(ctx, in, instance.StateStarting, "")
+	if <-first == nil {
+		c.startAnswered(ctx, in.ID)
+		c.Ready()
+		return
+	}
 	c.probeStarting(ctx, a)
 }
 
-// probeStarting probes a just-started instance on its own, at StartProbe
-// (four times, then each wait doubles, up to StartProbeMax), and on its
-// first answer reports it healthy then and there, as a pass would (from
-// the instance's row read afresh, and only if no step of it is under way),
-// and calls Ready. A whole pass between the answer and "healthy" cost a
-// list of the node's instances, one of its containers and a firewall
-// check.
+// probeStarting goes on probing a just-started instance that did not
+// answer the first try, on its own, every StartProbe (four times, then
+// each wait doubles, up to StartProbeMax), and on its first answer
+// reports it healthy then and there, as a pass would (reportStarted), and
+// calls Ready. A whole pass between the answer and "healthy" cost a list
+// of the node's instances, one of its containers and a firewall check.
 func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
-	if c.Ready == nil || c.Policy.StartProbe <= 0 {
-		return
-	}
 	addr := c.addr(a.Instance)
 	go func() {
 		wait := c.Policy.StartProbe
@@ -216,19 +230,28 @@ func (c *Converger) probeStarting(ctx context.Context, a instance.Assignment) {
 	}()
 }
 
-// reportStarted runs the health check step of an instance that has just
-// answered its start probe, unless a pass has it.
+// reportStarted reports healthy an instance that has just answered its
+// start probe, as a step of its own: it waits for the step under way (the
+// start that began the probe may not have ended yet; a pass's health
+// check) to end rather than lose the answer to it.
 func (c *Converger) reportStarted(ctx context.Context, a instance.Assignment) {
-	if !c.claimStep(a.ID, time.Now()) {
+	if !c.awaitStep(ctx, a.ID) {
 		return
 	}
 	defer c.stepDone(a.ID)
-	in, err := c.store().Get(ctx, a.ID)
+	c.startAnswered(ctx, a.ID)
+}
+
+// startAnswered reports healthy, without probing it again, an instance
+// that answered its start probe: from its row read afresh, and only while
+// it is wanted running and still starting (a step in between may have
+// reported it otherwise). The caller holds the instance's step.
+func (c *Converger) startAnswered(ctx context.Context, iid uuid.UUID) {
+	in, err := c.store().Get(ctx, iid)
 	if err != nil || in.Desired != instance.DesiredRunning || in.State != instance.StateStarting {
 		return
 	}
-	a.Instance = in
-	c.check(ctx, a, runtime.Status{InstanceID: in.ID, State: runtime.StateRunning})
+	c.answered(ctx, in)
 }
 
 // check health-checks a running instance; true while it has not yet been
@@ -237,18 +260,7 @@ func (c *Converger) check(ctx context.Context, a instance.Assignment, obs runtim
 	in := a.Instance
 	err := c.Probe(ctx, c.addr(in), a.HealthCheckPath)
 	if err == nil {
-		c.mu.Lock()
-		delete(c.pullFailed, in.ID)
-		c.mu.Unlock()
-		if in.State != instance.StateHealthy {
-			if in.RestartCount > 0 && in.State == instance.StateStarting {
-				// Healthy again after a crash: the crash loop is over.
-				if err := c.store().ResetRestarts(ctx, in.ID); err != nil {
-					c.Log.WarnContext(ctx, "reset restart count", "instance_id", in.ID, "err", err)
-				}
-			}
-			c.report(ctx, in, instance.StateHealthy, "")
-		}
+		c.answered(ctx, in)
 		return false
 	}
 	c.mu.Lock()
@@ -271,6 +283,23 @@ func (c *Converger) check(ctx context.Context, a instance.Assignment, obs runtim
 		c.report(ctx, in, instance.StateUnhealthy, reason)
 	}
 	return false
+}
+
+// answered reports healthy an instance that answered its health check.
+func (c *Converger) answered(ctx context.Context, in instance.Instance) {
+	c.mu.Lock()
+	delete(c.pullFailed, in.ID)
+	c.mu.Unlock()
+	if in.State == instance.StateHealthy {
+		return
+	}
+	if in.RestartCount > 0 && in.State == instance.StateStarting {
+		// Healthy again after a crash: the crash loop is over.
+		if err := c.store().ResetRestarts(ctx, in.ID); err != nil {
+			c.Log.WarnContext(ctx, "reset restart count", "instance_id", in.ID, "err", err)
+		}
+	}
+	c.report(ctx, in, instance.StateHealthy, "")
 }
 
 func (c *Converger) crashed(ctx context.Context, a instance.Assignment, obs runtime.Status, log *slog.Logger) {
