@@ -71,6 +71,7 @@ type FastListener struct {
 
 	fallback  chan net.Conn
 	handed    atomic.Int64 // connections given to the stdlib path
+	offLoop   atomic.Int64 // connections the event loops gave to goroutines
 	done      chan struct{}
 	accepting chan struct{} // closed when acceptLoop returns
 	closeOnce sync.Once

@@ -24,8 +24,25 @@ func (s *stage) handed() int64 {
 	return s.edge.Listener.(*FastListener).handed.Load()
 }
 
+// offLoop is how many connections the event loops gave to goroutines.
+func (s *stage) offLoop() int64 {
+	return s.edge.Listener.(*FastListener).offLoop.Load()
+}
+
+// forEachFastPath runs a test on the edge's own data paths: the goroutine
+// per connection and the event loops.
+func forEachFastPath(t *testing.T, test func(t *testing.T, path string)) {
+	for _, path := range []string{DataPathFast, DataPathLoop} {
+		t.Run(path, func(t *testing.T) { test(t, path) })
+	}
+}
+
 func TestFastPathServesPlainRequestsItself(t *testing.T) {
-	s := newStage(t, DataPathFast, 5*time.Second)
+	forEachFastPath(t, testFastPathServesPlainRequestsItself)
+}
+
+func testFastPathServesPlainRequestsItself(t *testing.T, path string) {
+	s := newStage(t, path, 5*time.Second)
 	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %q", r.Method, r.URL.RequestURI(), b)
@@ -50,11 +67,18 @@ func TestFastPathServesPlainRequestsItself(t *testing.T) {
 	if n := s.handed(); n != 0 {
 		t.Fatalf("%d connections went to the stdlib path", n)
 	}
+	if n := s.offLoop(); n != 0 {
+		t.Fatalf("%d connections left the event loops", n)
+	}
 	s.waitRequests("200", 21)
 }
 
 func TestFastPathHandsUnusualRequestsToStdlib(t *testing.T) {
-	s := newStage(t, DataPathFast, 5*time.Second)
+	forEachFastPath(t, testFastPathHandsUnusualRequestsToStdlib)
+}
+
+func testFastPathHandsUnusualRequestsToStdlib(t *testing.T, path string) {
+	s := newStage(t, path, 5*time.Second)
 	s.app(echo("a"))
 	raw := func(req string) string {
 		c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
@@ -88,6 +112,10 @@ func TestFastPathHandsUnusualRequestsToStdlib(t *testing.T) {
 	}
 	if n := s.handed(); n != 9 {
 		t.Fatalf("%d of 9 connections went to the stdlib path", n)
+	}
+	// The event loops give them to the goroutine path, which gives them on.
+	if n, want := s.offLoop(), map[string]int64{DataPathFast: 0, DataPathLoop: 9}[path]; n != want {
+		t.Fatalf("%d connections left the event loops, want %d", n, want)
 	}
 }
 
@@ -123,8 +151,10 @@ func TestFastPathHeaderHygiene(t *testing.T) {
 		}
 		seen[path] = body + " | " + strings.Join(respKeys, " ")
 	}
-	if seen[DataPathStdlib] != seen[DataPathFast] {
-		t.Fatalf("stdlib:\n%s\nfast:\n%s", seen[DataPathStdlib], seen[DataPathFast])
+	for _, path := range []string{DataPathFast, DataPathLoop} {
+		if seen[DataPathStdlib] != seen[path] {
+			t.Fatalf("stdlib:\n%s\n%s:\n%s", seen[DataPathStdlib], path, seen[path])
+		}
 	}
 	if !strings.Contains(seen[DataPathFast], `X-Zeitwork-Proxy-Token=[]`) || !strings.Contains(seen[DataPathFast], `Te=["trailers"]`) {
 		t.Fatalf("unexpected view: %s", seen[DataPathFast])
@@ -284,6 +314,10 @@ var _ = httptest.NewServer
 // TestFastPathResponseUntilClose: a body that ends when the app closes
 // reaches the client whole and chunked, and the client's connection stays.
 func TestFastPathResponseUntilClose(t *testing.T) {
+	forEachFastPath(t, testFastPathResponseUntilClose)
+}
+
+func testFastPathResponseUntilClose(t *testing.T, path string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +341,7 @@ func TestFastPathResponseUntilClose(t *testing.T) {
 	}()
 	routes := &Routes{}
 	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: []Backend{{InstanceID: id.New(), NodeProxy: l.Addr().String()}}}}))
-	edge := serveProxy(t, NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 5 * time.Second, Log: zlog.Discard()}), DataPathFast)
+	edge := serveProxy(t, NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 5 * time.Second, Log: zlog.Discard()}), path)
 	c, err := net.Dial("tcp", edge.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -326,4 +360,40 @@ func TestFastPathResponseUntilClose(t *testing.T) {
 			t.Fatalf("%q %v %v close=%v", b, err, resp.TransferEncoding, resp.Close)
 		}
 	}
+}
+
+// TestFastPathWaitsForASlowBody: a small body that arrives in pieces is
+// read by the path that read the head (on the loops too: it does not
+// leave them), and the app gets it whole.
+func TestFastPathWaitsForASlowBody(t *testing.T) {
+	forEachFastPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%d %s", len(b), b[len(b)-3:])
+		}))
+		c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		body := strings.Repeat("x", 30000) + "end"
+		io.WriteString(c, fmt.Sprintf("POST / HTTP/1.1\r\nHost: shop.zeitwork.app\r\nContent-Length: %d\r\n\r\n", len(body)))
+		for i := 0; i < len(body); i += 10000 {
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(c, body[i:min(i+10000, len(body))])
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "30003 end" {
+			t.Fatalf("%d %q", resp.StatusCode, b)
+		}
+		if n := s.handed() + s.offLoop(); n != 0 {
+			t.Fatalf("%d connections changed hands", n)
+		}
+	})
 }
