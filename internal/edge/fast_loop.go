@@ -58,12 +58,16 @@ type evLoop struct {
 	pollFile *os.File        // epfd in Go's poller
 	raw      syscall.RawConn // pollFile's
 	due      time.Time       // pollFile's read deadline
-	efd      int             // eventfd: do wakes the loop with it
-	lfd      int             // the listener's fd; -1 when not accepting
+	readyFn  func(uintptr) bool
+	polled   int // pollReady's results
+	pollErr  error
+	efd      int // eventfd: do wakes the loop with it
+	lfd      int // the listener's fd; -1 when not accepting
 	fds      []loopHandler
 	born     []uint64 // the batch of events during which fds[i] was set
 	batch    uint64
-	idle     map[string][]*loopUp // node-proxy connections at rest, by address
+	idle     map[string][]*loopUp // node-proxy connections at rest, by address; emptied slices stay until the sweep, for reuse
+	nidle    int                  // connections in idle
 	tick     time.Duration
 	swept    time.Time
 
@@ -213,6 +217,7 @@ func newEvLoop(fl *FastListener, lfd int, tick time.Duration) (*evLoop, error) {
 		return nil, os.NewSyscallError("eventfd", err)
 	}
 	lp := &evLoop{fl: fl, epfd: epfd, pollFile: pollFile, raw: raw, efd: efd, lfd: -1, idle: map[string][]*loopUp{}, tick: tick, swept: time.Now(), ended: make(chan struct{})}
+	lp.readyFn = lp.pollReady
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
 		lp.closeFDs()
 		return nil, os.NewSyscallError("epoll_ctl", err)
@@ -322,14 +327,22 @@ func (lp *evLoop) wait() (int, error) {
 		lp.due = due
 		lp.pollFile.SetReadDeadline(due)
 	}
-	err = lp.raw.Read(func(uintptr) bool {
-		n, err = lp.poll()
-		return n > 0 || err != nil
-	})
+	lp.polled, lp.pollErr = 0, nil
+	err = lp.raw.Read(lp.readyFn)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, nil
 	}
-	return n, err
+	if err == nil {
+		err = lp.pollErr
+	}
+	return lp.polled, err
+}
+
+// pollReady is lp.raw.Read's callback, made once (readyFn): a closure
+// per wait would be an allocation per wait.
+func (lp *evLoop) pollReady(uintptr) bool {
+	lp.polled, lp.pollErr = lp.poll()
+	return lp.polled > 0 || lp.pollErr != nil
 }
 
 // poll takes the events that are ready, without waiting.
@@ -348,7 +361,7 @@ func (lp *evLoop) poll() (int, error) {
 
 // busyIdle says the loop holds node-proxy connections at rest, which the
 // sweep ages out.
-func (lp *evLoop) busyIdle() bool { return len(lp.idle) > 0 }
+func (lp *evLoop) busyIdle() bool { return lp.nidle > 0 }
 
 func (lp *evLoop) end() {
 	lp.closeAll()
@@ -357,7 +370,7 @@ func (lp *evLoop) end() {
 			lp.closeUp(u)
 		}
 	}
-	lp.idle = nil
+	lp.idle, lp.nidle = nil, 0
 	lp.mu.Lock()
 	lp.dead = true
 	lp.cmds = nil
@@ -458,6 +471,7 @@ func (lp *evLoop) sweep(now time.Time) {
 		for _, u := range ups {
 			if now.Sub(u.idleSince) > idleUpstream {
 				lp.closeUp(u)
+				lp.nidle--
 			} else {
 				kept = append(kept, u)
 			}
@@ -1154,11 +1168,8 @@ func (lp *evLoop) takeIdle(addr string, check bool) *loopUp {
 		u := ups[len(ups)-1]
 		ups[len(ups)-1] = nil
 		ups = ups[:len(ups)-1]
-		if len(ups) == 0 {
-			delete(lp.idle, addr)
-		} else {
-			lp.idle[addr] = ups
-		}
+		lp.idle[addr] = ups
+		lp.nidle--
 		if now.Sub(u.idleSince) > idleUpstream || check && !u.open() {
 			lp.closeUp(u)
 			continue
@@ -1186,13 +1197,11 @@ func (lp *evLoop) checkIdle(u *loopUp) {
 	for i, v := range ups {
 		if v == u {
 			ups = append(ups[:i], ups[i+1:]...)
+			ups[len(ups) : len(ups)+1][0] = nil
+			lp.idle[u.addr] = ups
+			lp.nidle--
 			break
 		}
-	}
-	if len(ups) == 0 {
-		delete(lp.idle, u.addr)
-	} else {
-		lp.idle[u.addr] = ups
 	}
 	lp.closeUp(u)
 }
@@ -1205,6 +1214,7 @@ func (lp *evLoop) putIdle(u *loopUp) {
 	}
 	u.client, u.r, u.w, u.readable, u.idleSince = nil, 0, 0, false, time.Now()
 	lp.idle[u.addr] = append(ups, u)
+	lp.nidle++
 }
 
 func (lp *evLoop) closeUp(u *loopUp) {
