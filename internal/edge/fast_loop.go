@@ -87,14 +87,40 @@ type loopHandler interface {
 	event(ev uint32)
 }
 
+// readiness is what edge-triggered epoll has said of a socket's reading
+// side and what reading it since has used up.
+type readiness struct {
+	readable bool // an EPOLLIN edge not yet read to EAGAIN
+	hup      bool // the peer closed its side: reads end at EOF, and no edge will say so again
+}
+
+// note takes in an event.
+func (r *readiness) note(ev uint32) {
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		r.readable = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		r.hup = true
+	}
+}
+
+// read takes in a read that returned n of the want bytes asked for: a
+// short one read to the end, and the next edge says when there is more —
+// unless the peer's FIN came, which no edge announces again: the next
+// read returns its EOF.
+func (r *readiness) read(n, want int) {
+	if n < want && !r.hup {
+		r.readable = false
+	}
+}
+
 // loopClient is a client connection in a loop.
 type loopClient struct {
-	lp       *evLoop
-	fd       int
-	fc       *fastConn
-	phase    loopPhase
-	readable bool  // an EPOLLIN edge not yet read to EAGAIN
-	hup      bool  // the peer closed its side: reads end at EOF, no edge follows
+	lp    *evLoop
+	fd    int
+	fc    *fastConn
+	phase loopPhase
+	readiness
 	deadline int64 // UnixNano; 0: none
 	partial  bool  // a request head is arriving: the header timeout runs
 
@@ -132,9 +158,8 @@ type loopUp struct {
 	client     *loopClient // nil while idle
 	reused     bool
 	connecting bool
-	readable   bool
-	hup        bool // as loopClient.hup
-	idleSince  time.Time
+	readiness
+	idleSince time.Time
 }
 
 const (
@@ -512,12 +537,7 @@ func (lp *evLoop) closeAll() {
 
 // event handles the client's readiness.
 func (c *loopClient) event(ev uint32) {
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.readable = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		c.hup = true
-	}
+	c.note(ev)
 	switch c.phase {
 	case phaseRead:
 		if c.readable {
@@ -612,12 +632,7 @@ func (c *loopClient) readRequest() {
 		switch {
 		case n > 0:
 			fc.w += n
-			if n < want && !c.hup {
-				// Read to the end: the next edge says when there is more.
-				// Not after the peer's FIN, which no edge will announce
-				// again: the next read returns its EOF.
-				c.readable = false
-			}
+			c.read(n, want)
 		case err == unix.EAGAIN:
 			c.readable = false
 			return
@@ -664,9 +679,7 @@ func (c *loopClient) readBody() {
 		switch {
 		case n > 0:
 			b = b[:len(b)+n]
-			if n < want && !c.hup {
-				c.readable = false // as in readRequest
-			}
+			c.read(n, want)
 		case err == unix.EAGAIN:
 			c.readable = false
 		case err == unix.EINTR:
@@ -871,9 +884,7 @@ func (c *loopClient) readHead() {
 		case n > 0:
 			u.w += n
 			u.nread += n
-			if n < want && !u.hup {
-				u.readable = false // as in readRequest
-			}
+			u.read(n, want)
 		case err == unix.EAGAIN:
 			u.readable = false
 			return
@@ -1021,9 +1032,7 @@ func (c *loopClient) pump() {
 		n, err := unix.Read(u.fd, u.buf[:want])
 		switch {
 		case n > 0:
-			if n < want && !u.hup {
-				u.readable = false // as in readRequest
-			}
+			u.read(n, want)
 			switch c.kind {
 			case bodyLength:
 				c.left -= int64(n)
@@ -1088,12 +1097,7 @@ func (u *loopUp) event(ev uint32) {
 		u.lp.checkIdle(u)
 		return
 	}
-	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.readable = true
-	}
-	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-		u.hup = true
-	}
+	u.note(ev)
 	switch c.phase {
 	case phaseConnect:
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
