@@ -83,7 +83,7 @@ func TestEdgeRoleRefusesBadConfig(t *testing.T) {
 	}
 	// TLS on, with an ACME CA file that does not exist: a clear failure.
 	code, _, errOut = run(t, []string{"DATABASE_URL=postgres://u:p@127.0.0.1:1/d", "NODE_PROXY_TOKEN=x", "EDGE_HTTP_ADDR=" + testenv.ReservedAddr(t),
-		"EDGE_HTTPS_ADDR=" + testenv.ReservedAddr(t), "EDGE_METRICS_ADDR=off", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
+		"EDGE_HTTPS_ADDR=" + testenv.ReservedAddr(t), "EDGE_METRICS_ADDR=off", "ACME_EMAIL=ops@example.com", "ACME_CA_ROOTS=/nonexistent/roots.pem"}, "edge")
 	if code == ExitOK || !strings.Contains(errOut, "certificates") {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}

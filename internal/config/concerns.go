@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -259,7 +261,11 @@ func (c CustomDomains) validate() []Problem {
 type ACME struct {
 	// Directory is the ACME server; Let's Encrypt production by default.
 	Directory string `env:"ACME_DIRECTORY" envDefault:"https://acme-v02.api.letsencrypt.org/directory"`
-	Email     string `env:"ACME_EMAIL"`
+	// Email is the ACME account's contact. Required: without one certmagic
+	// stores the account under the placeholder "default" and, on the next
+	// start, registers a new account with that placeholder as its contact,
+	// which ACME servers refuse; the edge would get no certificate again.
+	Email string `env:"ACME_EMAIL"`
 	// CARoots is a PEM file of roots to trust for the ACME server itself
 	// (a private CA such as Pebble's); empty trusts the system roots.
 	CARoots string `env:"ACME_CA_ROOTS"`
@@ -270,6 +276,18 @@ type ACME struct {
 	CloudflareAPI string `env:"CLOUDFLARE_API_URL" envDefault:"https://api.cloudflare.com/client/v4"`
 	// Resolvers check DNS-01 propagation (host:port); empty uses the system's.
 	Resolvers []string `env:"ACME_DNS_RESOLVERS" envSeparator:","`
+}
+
+// contactProblems checks what an edge serving TLS needs (Edge.validate
+// asks only then: an edge that serves no TLS never speaks ACME).
+func (a ACME) contactProblems() []Problem {
+	if a.Email == "" {
+		return []Problem{{"ACME_EMAIL", "required when the edge serves TLS: the contact of its ACME account"}}
+	}
+	if addr, err := mail.ParseAddress(a.Email); err != nil || addr.Address != a.Email || addr.Name != "" {
+		return []Problem{{"ACME_EMAIL", fmt.Sprintf("%q is not an email address (name@example.com)", a.Email)}}
+	}
+	return nil
 }
 
 // GitHub is how the platform speaks to GitHub: the OAuth App side for

@@ -96,7 +96,7 @@ func TestDefaultsAndValues(t *testing.T) {
 }
 
 func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "ACME_EMAIL": "ops@example.com"}
 	for _, tc := range []struct {
 		vars map[string]string
 		tls  bool
@@ -116,12 +116,46 @@ func TestEdgeTLSIsOnUnlessTurnedOff(t *testing.T) {
 			t.Errorf("%v: TLS() = %v", tc.vars, cfg.TLS())
 		}
 	}
-	cfg, _ := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "EDGE_METRICS_ADDR": "off", "EDGE_TRUSTED_PROXIES": "10.0.0.0/8,fd00::/64"})
+	cfg, _ := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "ACME_EMAIL": "ops@example.com", "EDGE_METRICS_ADDR": "off", "EDGE_TRUSTED_PROXIES": "10.0.0.0/8,fd00::/64"})
 	if !Off(cfg.MetricsAddr) || len(cfg.TrustedProxies) != 2 || !cfg.TrustedProxies[1].Addr().Is6() {
 		t.Fatalf("metrics %q, trusted %v", cfg.MetricsAddr, cfg.TrustedProxies)
 	}
 	if _, err := ParseFrom[Edge](map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "EDGE_TRUSTED_PROXIES": "cloudflare"}); err == nil || !strings.Contains(err.Error(), "EDGE_TRUSTED_PROXIES") {
 		t.Fatalf("bad trusted proxies: %v", err)
+	}
+}
+
+// TestEdgeServingTLSNeedsAnACMEContact: without ACME_EMAIL certmagic
+// registers its placeholder "default" as the account's contact on the
+// second start, which ACME servers refuse, so an edge serving TLS does not
+// start without a real address; an edge serving no TLS never asks for
+// certificates and needs none.
+func TestEdgeServingTLSNeedsAnACMEContact(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "NODE_PROXY_TOKEN": "p"}
+	for _, tc := range []struct {
+		vars map[string]string
+		want string // a problem naming ACME_EMAIL, and this; empty: parses
+	}{
+		{map[string]string{}, "required"},
+		{map[string]string{"ACME_EMAIL": "default"}, "not an email address"},
+		{map[string]string{"ACME_EMAIL": "Ops <ops@example.com>"}, "not an email address"},
+		{map[string]string{"ACME_EMAIL": "ops@example.com "}, "not an email address"},
+		{map[string]string{"ACME_EMAIL": "ops@example.com"}, ""},
+		{map[string]string{"EDGE_HTTPS_ADDR": "off"}, ""},
+		{map[string]string{"EDGE_CLOUDFLARE_FRONTED": "true"}, ""},
+	} {
+		vars := maps.Clone(base)
+		maps.Copy(vars, tc.vars)
+		cfg, err := ParseFrom[Edge](vars)
+		var cerr *Error
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v", tc.vars, err)
+		case tc.want == "" && cfg.ACME.Email != tc.vars["ACME_EMAIL"]:
+			t.Errorf("%v: email %q", tc.vars, cfg.ACME.Email)
+		case tc.want != "" && (!errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), []string{"ACME_EMAIL"}) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: err = %v, want a problem with ACME_EMAIL: %s", tc.vars, err, tc.want)
+		}
 	}
 }
 
@@ -218,7 +252,7 @@ func TestRulesAcrossVariables(t *testing.T) {
 		// A variable that failed to parse is named once, not again by a rule.
 		{"parse error and rule", parse[Builder], map[string]string{"S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b", "REGISTRY_INSECURE": "maybe"}, []string{"REGISTRY_ADDR", "REGISTRY_INSECURE"}},
 	} {
-		vars := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "S3_BUCKET": "b", "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s"}
+		vars := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "S3_BUCKET": "b", "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s", "ACME_EMAIL": "ops@example.com"}
 		maps.Copy(vars, tc.vars)
 		err := tc.parse(vars)
 		var cerr *Error
@@ -251,7 +285,7 @@ func TestEachCredentialBelongsToItsAPI(t *testing.T) {
 		{"nodeagent", parse[NodeAgent], []string{"CLUSTER_TOKEN", "NODE_PROXY_TOKEN"}},
 		{"edge", parse[Edge], []string{"NODE_PROXY_TOKEN"}},
 	} {
-		err := tc.parse(map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "NODE_INTERNAL_ADDRESS": "a:1"})
+		err := tc.parse(map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "NODE_INTERNAL_ADDRESS": "a:1", "ACME_EMAIL": "ops@example.com"})
 		var cerr *Error
 		if !errors.As(err, &cerr) || !slices.Equal(cerr.Vars(), tc.want) {
 			t.Errorf("%s without tokens: %v, want it to ask for %v", tc.role, err, tc.want)
@@ -328,7 +362,7 @@ func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
 }
 
 func TestEdgeDataPathIsFastUnlessSetToStdlib(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m"}
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "ACME_EMAIL": "ops@example.com"}
 	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.DataPath != "fast" {
 		t.Fatalf("default: %q, %v", cfg.DataPath, err)
 	}

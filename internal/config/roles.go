@@ -313,6 +313,9 @@ func (e Edge) validate() []Problem {
 	if e.IdleTimeout <= 0 {
 		ps = append(ps, Problem{"EDGE_IDLE_TIMEOUT", "must be positive"})
 	}
+	if e.TLS() {
+		ps = append(ps, e.ACME.contactProblems()...)
+	}
 	return ps
 }
 
