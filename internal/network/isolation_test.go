@@ -51,6 +51,24 @@ func (l *lab) instance(ctx context.Context, m *Manager) testInstance {
 	return ti
 }
 
+// linkIndex is the index of the interface name in the network namespace
+// fd. A link-local target names its interface by index, not "%eth0": Go
+// caches interface names process-wide (for up to a minute), so a name
+// resolved in an earlier test's namespace would give that one's index.
+func linkIndex(t *testing.T, fd int, name string) int {
+	t.Helper()
+	h, err := handleAt(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return link.Attrs().Index
+}
+
 func hostPort(a netip.Addr, port int) string {
 	return net.JoinHostPort(a.String(), strconv.Itoa(port))
 }
@@ -127,7 +145,7 @@ func TestIsolation(t *testing.T) {
 		{"A to B over IPv4", a, hostPort(b.Addr4, instancePort), b.srv},
 		{"A to node uplink address", a, hostPort(l.node6, nodePort), nodeSrv},
 		{"A to node uplink IPv4", a, hostPort(l.node4, nodePort), nodeSrv},
-		{"A to node gateway", a, net.JoinHostPort(GatewayIPv6.String()+"%eth0", strconv.Itoa(nodePort)), nodeSrv},
+		{"A to node gateway", a, net.JoinHostPort(GatewayIPv6.String()+"%"+strconv.Itoa(linkIndex(t, a.fd, "eth0")), strconv.Itoa(nodePort)), nodeSrv},
 		{"A to node IPv4 gateway", a, hostPort(GatewayIPv4, nodePort), nodeSrv},
 		{"A to node LAN address", a, hostPort(l.nodeLAN4, nodePort), nodeSrv},
 		{"A to private network IPv4", a, hostPort(l.lanIP4, inetPort), lanSrv},
