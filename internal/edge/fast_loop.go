@@ -114,6 +114,28 @@ func (r *readiness) read(n, want int) {
 	}
 }
 
+// fill reads fd into p (never empty) as far as the edges allow: n > 0 is
+// what it read; 0 with a nil error means nothing until the next edge;
+// io.EOF means the peer closed; any other error is the connection's.
+func (r *readiness) fill(fd int, p []byte) (int, error) {
+	for r.readable {
+		n, err := unix.Read(fd, p)
+		switch {
+		case n > 0:
+			r.read(n, len(p))
+			return n, nil
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			r.readable = false
+		case err == nil:
+			return 0, io.EOF
+		default:
+			return 0, os.NewSyscallError("read", err)
+		}
+	}
+	return 0, nil
+}
+
 // loopClient is a client connection in a loop.
 type loopClient struct {
 	lp    *evLoop
@@ -624,23 +646,14 @@ func (c *loopClient) readRequest() {
 				}
 			}
 		}
-		if !c.readable {
+		n, err := c.fill(c.fd, fc.buf[fc.w:])
+		if n == 0 {
+			if err != nil { // the client closed, or the connection failed
+				c.close()
+			}
 			return
 		}
-		want := len(fc.buf) - fc.w
-		n, err := unix.Read(c.fd, fc.buf[fc.w:])
-		switch {
-		case n > 0:
-			fc.w += n
-			c.read(n, want)
-		case err == unix.EAGAIN:
-			c.readable = false
-			return
-		case err == unix.EINTR:
-		default: // the client closed, or the connection failed
-			c.close()
-			return
-		}
+		fc.w += n
 	}
 }
 
@@ -670,23 +683,16 @@ func (c *loopClient) readBody() {
 	q := &fc.x.req
 	b := fc.x.body
 	for len(b) < int(q.contentLength) {
-		if !c.readable {
+		n, err := c.fill(c.fd, b[len(b):q.contentLength])
+		if n == 0 {
+			if err != nil { // the client closed, or the connection failed
+				c.close()
+				return
+			}
 			fc.x.body = b
 			return
 		}
-		want := int(q.contentLength) - len(b)
-		n, err := unix.Read(c.fd, b[len(b):q.contentLength])
-		switch {
-		case n > 0:
-			b = b[:len(b)+n]
-			c.read(n, want)
-		case err == unix.EAGAIN:
-			c.readable = false
-		case err == unix.EINTR:
-		default: // the client closed, or the connection failed
-			c.close()
-			return
-		}
+		b = b[:len(b)+n]
 	}
 	fc.x.body, q.body = b, b
 	c.begin()
@@ -878,24 +884,19 @@ func (c *loopClient) readHead() {
 			c.upFailed(errHeadTooLarge)
 			return
 		}
-		want := len(u.buf) - u.w
-		n, err := unix.Read(u.fd, u.buf[u.w:])
+		n, err := u.fill(u.fd, u.buf[u.w:])
 		switch {
-		case n > 0:
-			u.w += n
-			u.nread += n
-			u.read(n, want)
-		case err == unix.EAGAIN:
-			u.readable = false
-			return
-		case err == unix.EINTR:
-		case n == 0 && err == nil:
+		case err == io.EOF:
 			c.upFailed(io.ErrUnexpectedEOF)
 			return
-		default:
-			c.upFailed(os.NewSyscallError("read", err))
+		case err != nil:
+			c.upFailed(err)
+			return
+		case n == 0:
 			return
 		}
+		u.w += n
+		u.nread += n
 	}
 }
 
@@ -1029,10 +1030,9 @@ func (c *loopClient) pump() {
 			want = int(min(int64(want), c.left))
 		}
 		u.r, u.w = 0, 0
-		n, err := unix.Read(u.fd, u.buf[:want])
+		n, err := u.fill(u.fd, u.buf[:want])
 		switch {
 		case n > 0:
-			u.read(n, want)
 			switch c.kind {
 			case bodyLength:
 				c.left -= int64(n)
@@ -1051,16 +1051,14 @@ func (c *loopClient) pump() {
 				fc.x.out = appendChunk(fc.x.out[:0], u.buf[:n])
 				c.pending = fc.x.out
 			}
-		case err == unix.EAGAIN:
-			u.readable = false
-			return
-		case err == unix.EINTR:
-		case n == 0 && err == nil && c.kind == bodyEOF:
+		case err == io.EOF && c.kind == bodyEOF:
 			c.pending = append(fc.x.out[:0], "0\r\n\r\n"...)
 			c.bodyDone = true
-		default:
+		case err != nil:
 			c.finish(false) // the response is cut short: close the client
 			return
+		default:
+			return // EPOLLIN on the node-proxy resumes
 		}
 	}
 }
