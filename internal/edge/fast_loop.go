@@ -119,7 +119,7 @@ func (r *readiness) read(n, want int) {
 // io.EOF means the peer closed; any other error is the connection's.
 func (r *readiness) fill(fd int, p []byte) (int, error) {
 	for r.readable {
-		n, err := unix.Read(fd, p)
+		n, err := rawRead(fd, p)
 		switch {
 		case n > 0:
 			r.read(n, len(p))
@@ -395,7 +395,7 @@ func (lp *evLoop) pollReady(uintptr) bool {
 // poll takes the events that are ready, without waiting.
 func (lp *evLoop) poll() (int, error) {
 	for {
-		n, err := unix.EpollWait(lp.epfd, lp.events[:], 0)
+		n, err := rawPoll(lp.epfd, lp.events[:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -838,7 +838,7 @@ func (c *loopClient) send() {
 	u, out := c.up, c.fc.x.out
 	c.phase = phaseSend
 	for c.sent < len(out) {
-		n, err := unix.Write(u.fd, out[c.sent:])
+		n, err := rawWrite(u.fd, out[c.sent:])
 		switch {
 		case n > 0:
 			c.sent += n
@@ -1004,7 +1004,7 @@ func (c *loopClient) pump() {
 	fc := c.fc
 	for {
 		if len(c.pending) > 0 {
-			n, err := unix.Write(c.fd, c.pending)
+			n, err := rawWrite(c.fd, c.pending)
 			switch {
 			case n > 0:
 				c.pending = c.pending[n:]
