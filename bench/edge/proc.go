@@ -203,14 +203,29 @@ http {
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $remote_addr;
+{{- range .Headers}}
+            proxy_set_header {{.}};
+{{- end}}
         }
     }
 }
 `))
 
+// edgeHeaders are the request fields the edge sets beside X-Forwarded-For,
+// for an nginx that sends the app what the edge sends: the app's cost of
+// parsing them is then in both. The instance is a fixed UUID of the edge's
+// length (nginx picks the upstream after the fields are made).
+var edgeHeaders = []string{
+	"X-Forwarded-Host $host",
+	"X-Forwarded-Proto $scheme",
+	"X-Request-Id $request_id",
+	"X-Zeitwork-Proxy-Token bench",
+	"X-Zeitwork-Instance 0193a1b2-c3d4-7e5f-8071-8293a4b5c6d7",
+}
+
 // startNginx runs nginx in the foreground with a configuration and state
-// of its own under dir.
-func startNginx(dir string, backends []string) (*proc, string, error) {
+// of its own under dir; headers are further proxy_set_header lines.
+func startNginx(dir string, backends, headers []string) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -226,7 +241,8 @@ func startNginx(dir string, backends []string) (*proc, string, error) {
 	err = nginxConf.Execute(f, struct {
 		Dir, Listen string
 		Backends    []string
-	}{dir, addr, backends})
+		Headers     []string
+	}{dir, addr, backends, headers})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -248,6 +264,9 @@ type proxy struct {
 	name, addr string
 	p          *proc
 	pprof      string // where it serves /debug/pprof (empty: nowhere)
+	// backend is the app behind it, whose CPU a run also counts: what a
+	// proxy's way of talking to it costs the app is part of the proxy's cost.
+	backend *proc
 }
 
 // get asks addr for / as host.
@@ -355,6 +374,30 @@ func (p *proc) switches() int64 {
 		}
 	}
 	return n
+}
+
+// machineCPU is the machine's idle and total CPU time so far, in ticks,
+// from the first line of /proc/stat (idle and iowait count as idle).
+func machineCPU() (idle, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0
+	}
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i < 8 { // user nice system idle iowait irq softirq steal; guest is in user already
+			total += n
+		}
+		if i == 3 || i == 4 {
+			idle += n
+		}
+	}
+	return idle, total
 }
 
 // clockTicks is USER_HZ, the unit of /proc/*/stat times: 100 on Linux.

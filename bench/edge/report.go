@@ -64,6 +64,11 @@ func report(out io.Writer, o options, r results) {
 	row("latency p99 at saturation", l, p99, fms)
 	row("proxy CPU time per request (user + system, all its processes)", l, cpu, fus)
 	row("proxy context switches per request (all its threads)", l, func(w wrkRun) float64 { return w.switchesPerReq }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
+	row("backend CPU time per request", l, func(w wrkRun) float64 { return float64(w.backendCPUPerReq) }, fus)
+	row("backend context switches per request", l, func(w wrkRun) float64 { return w.backendSwitchesPerReq }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
+	row("wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.wrkCPUPerReq) }, fus)
+	row("proxy + backend + wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.cpuPerReq + w.backendCPUPerReq + w.wrkCPUPerReq) }, fus)
+	row("machine CPU idle at saturation", l, func(w wrkRun) float64 { return w.idle }, func(v float64) string { return fmt.Sprintf("%.0f %%", 100*v) })
 	if len(r.half.rounds) > 0 {
 		h := r.half
 		row(fmt.Sprintf("requests/s offered at half of nginx's saturation (%s/s target, %d connections)", thousands(r.halfRate), h.conns), h, rps, thousands)
@@ -165,7 +170,7 @@ func report(out io.Writer, o options, r results) {
 	}
 	p("- Backend: one Go process (bench/edge/backend) on 3 loopback ports, answering %q (%d bytes) with keep-alive.\n", backendBody, len(backendBody))
 	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_HTTPS_ADDR=off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
-	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream).\n", nginxVersion())
+	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream); the ratio columns are against it. %s: the same nginx also setting the request fields the edge sets (X-Forwarded-Host, X-Forwarded-Proto, X-Request-Id, the node-proxy token, an instance id), so that the app parses as much behind both.\n- CPU and context switches are read from /proc for each process group (the proxy's, the backend's) and from wrk's rusage, over each wrk run; machine idle is /proc/stat's idle + iowait share over the run.\n", nginxVersion(), nginxHeaders)
 	if r.table != nil {
 		p("- Route table: go test -bench 100kHosts -benchmem ./internal/edge/ (medians of %d runs; lookups cycle over all 100,000 project hosts; the build is NewTable from rows already in memory, its heap measured with runtime.MemStats).\n", r.table.runs)
 	}

@@ -28,6 +28,15 @@ type wrkRun struct {
 	// switchesPerReq is the proxy's context switches over the run, all
 	// its threads, per request: how often a thread slept or was preempted.
 	switchesPerReq float64
+	// backendCPUPerReq and wrkCPUPerReq are the same for the backend and
+	// for wrk: the two share the machine's cores with the proxy, so a
+	// proxy that makes them work harder per request leaves itself fewer
+	// cycles at saturation even when its own CPU per request is nginx's.
+	backendCPUPerReq, wrkCPUPerReq time.Duration
+	backendSwitchesPerReq          float64
+	// idle is the share of the machine's CPU time nobody used over the
+	// run (from /proc/stat): at saturation, cycles the three left unused.
+	idle float64
 }
 
 // load is the throughput comparison: per round, each proxy's run and the
@@ -152,14 +161,23 @@ func wrkArgs(o options, d time.Duration) []string {
 // runWrk runs wrk against the proxy for d, asking for host.
 func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration, extra ...string) (wrkRun, error) {
 	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, "http://"+px.addr+"/")
-	var cpu time.Duration
-	var switches int64
+	var cpu, backendCPU time.Duration
+	var switches, backendSwitches int64
 	if px.p != nil {
 		cpu, switches = px.p.cpu(), px.p.switches()
 	}
-	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	if px.backend != nil {
+		backendCPU, backendSwitches = px.backend.cpu(), px.backend.switches()
+	}
+	idle0, total0 := machineCPU()
+	cmd := exec.CommandContext(ctx, "wrk", args...)
+	out, err := cmd.CombinedOutput()
+	idle1, total1 := machineCPU()
 	if px.p != nil {
 		cpu, switches = px.p.cpu()-cpu, px.p.switches()-switches
+	}
+	if px.backend != nil {
+		backendCPU, backendSwitches = px.backend.cpu()-backendCPU, px.backend.switches()-backendSwitches
 	}
 	if ctx.Err() != nil {
 		return wrkRun{}, fmt.Errorf("wrk %s: %w", px.name, ctx.Err())
@@ -180,6 +198,14 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 	if run.requests > 0 {
 		run.cpuPerReq = cpu / time.Duration(run.requests)
 		run.switchesPerReq = float64(switches) / float64(run.requests)
+		run.backendCPUPerReq = backendCPU / time.Duration(run.requests)
+		run.backendSwitchesPerReq = float64(backendSwitches) / float64(run.requests)
+		if st := cmd.ProcessState; st != nil {
+			run.wrkCPUPerReq = (st.UserTime() + st.SystemTime()) / time.Duration(run.requests)
+		}
+	}
+	if total1 > total0 {
+		run.idle = float64(idle1-idle0) / float64(total1-total0)
 	}
 	return run, nil
 }
