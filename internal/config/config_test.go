@@ -361,10 +361,13 @@ func TestAPIRateLimitsAndDeviceLogin(t *testing.T) {
 	}
 }
 
-func TestEdgeDataPathIsFastUnlessSetToStdlib(t *testing.T) {
+func TestEdgeDataPathIsTheLoopUnlessSet(t *testing.T) {
 	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "ACME_EMAIL": "ops@example.com"}
-	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.DataPath != "fast" {
+	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.DataPath != "loop" {
 		t.Fatalf("default: %q, %v", cfg.DataPath, err)
+	}
+	if cfg, err := ParseFrom[Edge](with(base, "EDGE_DATA_PATH", "fast")); err != nil || cfg.DataPath != "fast" {
+		t.Fatalf("fast: %q, %v", cfg.DataPath, err)
 	}
 	if cfg, err := ParseFrom[Edge](with(base, "EDGE_DATA_PATH", "stdlib")); err != nil || cfg.DataPath != "stdlib" {
 		t.Fatalf("stdlib: %q, %v", cfg.DataPath, err)
