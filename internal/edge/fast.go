@@ -196,11 +196,14 @@ func (fl *FastListener) Shutdown(ctxDone <-chan struct{}) {
 
 // handOver gives c to the stdlib server; false when it no longer accepts.
 func (fl *FastListener) handOver(c net.Conn) bool {
+	// Counted before the send: once it is received, the stdlib path may
+	// answer the client before this goroutine runs again.
+	fl.handed.Add(1)
 	select {
 	case fl.fallback <- c:
-		fl.handed.Add(1)
 		return true
 	case <-fl.done:
+		fl.handed.Add(-1)
 		return false
 	}
 }
