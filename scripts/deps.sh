@@ -228,6 +228,20 @@ pid_of() { # pid of our daemon NAME if alive, else empty
   return 0
 }
 
+running() { # whether the daemon NAME we just spawned still runs
+  # Not pid_of: while the launcher execs the daemon, /proc/PID/cmdline can
+  # read empty for a moment, and a daemon that was starting fine would be
+  # reported dead. The pid file is ours, written by that launcher.
+  local pid=""
+  [[ $1 == postgres ]] && { [[ -n "$(pid_of postgres)" ]]; return; }
+  read -r pid 2>/dev/null <"$PIDS/$1.pid" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  # A daemon that died is our zombie until this script ends.
+  local _pid _comm state
+  read -r _pid _comm state _ 2>/dev/null <"/proc/$pid/stat" || return 1
+  [[ $state != Z ]]
+}
+
 port_user() { # describe who listens on 127.0.0.1:PORT (empty if nobody)
   ss -Hltnp "sport = :$1" 2>/dev/null | awk '{ print $4, $6 }' | head -n1
 }
@@ -262,7 +276,7 @@ wait_for() {
   local name=$1 timeout=$2 deadline
   deadline=$(( $(date +%s) + timeout ))
   while ! "health_$name"; do
-    if [[ $name != postgres && -z "$(pid_of "$name")" ]]; then
+    if [[ $name != postgres ]] && ! running "$name"; then
       fail_start "$name" "process exited"
     fi
     if (( $(date +%s) >= deadline )); then
@@ -391,7 +405,7 @@ start_minio() {
   # wait for liveness, then create the bucket (200 or BucketAlreadyOwnedByYou both fine)
   local deadline=$(( $(date +%s) + 90 ))
   until curl -fsS --max-time 3 -o /dev/null "$S3_ENDPOINT$MINIO_HEALTH_PATH" 2>/dev/null; do
-    [[ -n "$(pid_of minio)" ]] || fail_start minio "process exited"
+    running minio || fail_start minio "process exited"
     (( $(date +%s) < deadline )) || fail_start minio "not live after 90s"
     sleep 0.2
   done
