@@ -54,7 +54,7 @@ func measureChanges(ctx context.Context, w *world, edgeAddr string, n int) (*cha
 // that took since start.
 func until(ctx context.Context, client *http.Client, addr, host string, want int, start time.Time) (time.Duration, error) {
 	for {
-		code, body, err := get(ctx, client, addr, host)
+		code, body, err := get(ctx, client, "http://"+addr+"/", host)
 		if err != nil {
 			return 0, err
 		}

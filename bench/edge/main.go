@@ -9,6 +9,9 @@
 //     time and context switches per request, and the ratios; then each at
 //     half of nginx's saturation rate, with the backend asked directly as
 //     the reference, for the latency a proxy adds;
+//   - the same over HTTPS: the edge terminating TLS (its loop setting,
+//     whose HTTP/1.1 over TLS runs on the fast path's goroutines, and
+//     stdlib) against nginx with ssl on, one certificate for all (-tls);
 //   - route lookup time with 100,000 projects (the Go benchmarks of
 //     internal/edge, run by run.sh and parsed here), and the table's build
 //     time and heap, measured here;
@@ -57,6 +60,7 @@ type options struct {
 	memoryEnv         string // extra environment of the edge in -memory mode
 	fastEnv           string // extra environment of a further fast-path edge (empty: none)
 	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
+	plain, tls        bool   // run the plain HTTP comparison (and all that follows it), the HTTPS one
 }
 
 // The edge under test, once per data path (EDGE_DATA_PATH), and the
@@ -89,6 +93,8 @@ func main() {
 	flag.StringVar(&o.memoryEnv, "memory-env", "", "extra environment of the edge in -memory mode, e.g. \"GOGC=100 GOMEMLIMIT=off\"")
 	flag.StringVar(&o.fastEnv, "fast-env", "", "also measure a fast-path edge with this extra environment, e.g. \"GOMAXPROCS=1\"")
 	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
+	flag.BoolVar(&o.plain, "plain", true, "compare the proxies over plain HTTP, and measure the route table and changes")
+	flag.BoolVar(&o.tls, "tls", true, "compare the edge and nginx over HTTPS (needs a zeitwork binary built with -tags edgepprof)")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
 		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")
@@ -125,7 +131,9 @@ func run(ctx context.Context, o options) error {
 	}
 	// Before anything else, while this process's heap holds nothing else
 	// and no other process of ours runs.
-	r.size = measureTable(tableProjects, []string{"127.0.0.1:10001", "127.0.0.1:10002", "127.0.0.1:10003"})
+	if o.plain {
+		r.size = measureTable(tableProjects, []string{"127.0.0.1:10001", "127.0.0.1:10002", "127.0.0.1:10003"})
+	}
 
 	work, err := os.MkdirTemp("", "zw-bench-edge-")
 	if err != nil {
@@ -150,6 +158,17 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer w.close()
+
+	// Over TLS first, each proxy stopped before the plain ones start.
+	if o.tls {
+		if r.tlsNames, r.tlsLoad, err = compareTLS(ctx, o, work, dbURL, w.host, addrs, backend); err != nil {
+			return err
+		}
+	}
+	if !o.plain {
+		report(os.Stdout, o, r)
+		return nil
+	}
 
 	// Both data paths of the edge (EDGE_DATA_PATH), each its own process.
 	startPath := func(name, path, snapshot string, env ...string) (proxy, error) {
@@ -197,13 +216,13 @@ func run(ctx context.Context, o options) error {
 	}
 	// nginx sending the app the edge's fields too, so that what the app
 	// spends on them is not counted against the edge's data path alone.
-	ngxH, ngxHAddr, err := startNginx(filepath.Join(work, "nginx-headers"), addrs, edgeHeaders)
+	ngxH, ngxHAddr, err := startNginx(filepath.Join(work, "nginx-headers"), addrs, edgeHeaders, nil)
 	if err != nil {
 		return err
 	}
 	defer ngxH.stop()
 	proxies = append(proxies, proxy{name: nginxHeaders, addr: ngxHAddr, p: ngxH})
-	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs, nil)
+	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs, nil, nil)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -196,7 +197,12 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen {{.Listen}} reuseport;
+        listen {{.Listen}} reuseport{{if .Cert}} ssl{{end}};
+{{- if .Cert}}
+        ssl_certificate {{.Cert.Cert}};
+        ssl_certificate_key {{.Cert.Key}};
+        ssl_protocols TLSv1.2 TLSv1.3;
+{{- end}}
         location / {
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -225,7 +231,7 @@ var edgeHeaders = []string{
 
 // startNginx runs nginx in the foreground with a configuration and state
 // of its own under dir; headers are further proxy_set_header lines.
-func startNginx(dir string, backends, headers []string) (*proc, string, error) {
+func startNginx(dir string, backends, headers []string, cert *certPair) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -238,11 +244,17 @@ func startNginx(dir string, backends, headers []string) (*proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	type pair struct{ Cert, Key string }
+	var tlsFiles *pair
+	if cert != nil {
+		tlsFiles = &pair{cert.cert, cert.key}
+	}
 	err = nginxConf.Execute(f, struct {
 		Dir, Listen string
 		Backends    []string
 		Headers     []string
-	}{dir, addr, backends, headers})
+		Cert        *pair
+	}{dir, addr, backends, headers, tlsFiles})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -262,6 +274,7 @@ func startNginx(dir string, backends, headers []string) (*proc, string, error) {
 // itself, asked directly as the reference for added latency.
 type proxy struct {
 	name, addr string
+	tls        bool // serves HTTPS
 	p          *proc
 	pprof      string // where it serves /debug/pprof (empty: nowhere)
 	// backend is the app behind it, whose CPU a run also counts: what a
@@ -269,9 +282,17 @@ type proxy struct {
 	backend *proc
 }
 
-// get asks addr for / as host.
-func get(ctx context.Context, client *http.Client, addr, host string) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/", nil)
+// url is where wrk asks the proxy.
+func (px proxy) url() string {
+	if px.tls {
+		return "https://" + px.addr + "/"
+	}
+	return "http://" + px.addr + "/"
+}
+
+// get asks the URL for host.
+func get(ctx context.Context, client *http.Client, url, host string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
 	}
@@ -289,10 +310,12 @@ func get(ctx context.Context, client *http.Client, addr, host string) (int, stri
 // and fails with what it answered instead after a minute (or at once if
 // the proxy exited).
 func waitServes(ctx context.Context, px proxy, host string) error {
-	client := &http.Client{Timeout: 5 * time.Second}
+	// The benchmark's certificate is its own: nothing to verify it against.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	defer client.CloseIdleConnections()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		code, body, err := get(ctx, client, px.addr, host)
+		code, body, err := get(ctx, client, px.url(), host)
 		if err == nil && code == http.StatusOK && body == backendBody {
 			return nil
 		}

@@ -22,55 +22,101 @@ type results struct {
 	halfRate     float64           // half of nginx's median saturation rate
 	profiles     map[string]string // "pprof <proxy>" / "perf <proxy>" → its report (empty: none taken)
 	names        []string          // the proxies compared, nginx last
+	tlsLoad      load              // the HTTPS comparison (no rounds: not run)
+	tlsNames     []string          // the proxies compared over TLS, nginx last
+}
+
+// loadTable prints a table of wrk runs: a column per proxy (median, and
+// min–max over the rounds), then each one's ratio to the reference's
+// median.
+type loadTable struct {
+	p      func(string, ...any)
+	names  []string
+	others []string // every proxy but the reference, each a ratio column
+	ref    string
+}
+
+func newLoadTable(p func(string, ...any), names []string, ref string, rounds int) *loadTable {
+	t := &loadTable{p: p, names: names, ref: ref}
+	for _, n := range names {
+		if n != ref {
+			t.others = append(t.others, n)
+		}
+	}
+	p("| median (min–max) of %d rounds | %s |", rounds, strings.Join(names, " | "))
+	for _, n := range t.others {
+		p(" %s / %s |", n, ref)
+	}
+	p("\n|---|%s\n", strings.Repeat("---:|", len(names)+len(t.others)))
+	return t
+}
+
+func (t *loadTable) row(what string, ld load, field func(wrkRun) float64, format func(float64) string) {
+	var cells []string
+	for _, n := range t.names {
+		lo, mid, hi := ld.spread(n, field)
+		cells = append(cells, fmt.Sprintf("%s (%s–%s)", format(mid), format(lo), format(hi)))
+	}
+	ref := ld.median(t.ref, field)
+	for _, n := range t.others {
+		cells = append(cells, fmt.Sprintf("%.2f", ld.median(n, field)/ref))
+	}
+	t.p("| %s | %s |\n", what, strings.Join(cells, " | "))
+}
+
+// saturation prints the rows of a load at saturation.
+func (t *loadTable) saturation(l load) {
+	fms := func(v float64) string { return ms(time.Duration(v)) }
+	fus := func(v float64) string { return us(time.Duration(v)) }
+	count := func(v float64) string { return fmt.Sprintf("%.2f", v) }
+	t.row("requests/s at saturation", l, func(w wrkRun) float64 { return w.rps }, thousands)
+	t.row("latency p50 at saturation", l, func(w wrkRun) float64 { return float64(w.p50) }, fms)
+	t.row("latency p99 at saturation", l, func(w wrkRun) float64 { return float64(w.p99) }, fms)
+	t.row("proxy CPU time per request (user + system, all its processes)", l, func(w wrkRun) float64 { return float64(w.cpuPerReq) }, fus)
+	t.row("proxy context switches per request (all its threads)", l, func(w wrkRun) float64 { return w.switchesPerReq }, count)
+	t.row("backend CPU time per request", l, func(w wrkRun) float64 { return float64(w.backendCPUPerReq) }, fus)
+	t.row("backend context switches per request", l, func(w wrkRun) float64 { return w.backendSwitchesPerReq }, count)
+	t.row("wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.wrkCPUPerReq) }, fus)
+	t.row("proxy + backend + wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.cpuPerReq + w.backendCPUPerReq + w.wrkCPUPerReq) }, fus)
+	t.row("machine CPU idle at saturation", l, func(w wrkRun) float64 { return w.idle }, func(v float64) string { return fmt.Sprintf("%.0f %%", 100*v) })
+}
+
+// rounds prints each round of a load at saturation, in the order run.
+func rounds(p func(string, ...any), l load, names []string) {
+	p("\nRounds at saturation (the order rotates):\n\n| round | order |")
+	for _, n := range names {
+		p(" %s req/s, p99, CPU/req |", n)
+	}
+	p("\n|---|---|%s\n", strings.Repeat("---:|", len(names)))
+	for i, round := range l.rounds {
+		var cells []string
+		for _, n := range names {
+			w := round[n]
+			cells = append(cells, fmt.Sprintf("%s, %s, %s", thousands(w.rps), ms(w.p99), us(w.cpuPerReq)))
+		}
+		p("| %d | %s | %s |\n", i+1, strings.Join(l.order[i], " → "), strings.Join(cells, " | "))
+	}
 }
 
 func report(out io.Writer, o options, r results) {
 	p := func(format string, args ...any) { fmt.Fprintf(out, format, args...) }
 	p("CPU: %s, %d CPUs (wrk, the proxy under test and the backend share them)\n\n", cpuModel(), runtime.NumCPU())
 
-	rps := func(w wrkRun) float64 { return w.rps }
-	p50 := func(w wrkRun) float64 { return float64(w.p50) }
-	p99 := func(w wrkRun) float64 { return float64(w.p99) }
 	l := r.load
 	names := r.names
-	var others []string // every proxy but nginx, each a ratio column
-	for _, n := range names {
-		if n != "nginx" {
-			others = append(others, n)
-		}
+	var t *loadTable
+	if len(l.rounds) > 0 {
+		t = newLoadTable(p, names, "nginx", len(l.rounds))
+		t.saturation(l)
 	}
-	p("| median (min–max) of %d rounds | %s |", len(l.rounds), strings.Join(names, " | "))
-	for _, n := range others {
-		p(" %s / nginx |", n)
-	}
-	p("\n|---|%s\n", strings.Repeat("---:|", len(names)+len(others)))
-	row := func(what string, ld load, field func(wrkRun) float64, format func(float64) string) {
-		var cells []string
-		for _, n := range names {
-			lo, mid, hi := ld.spread(n, field)
-			cells = append(cells, fmt.Sprintf("%s (%s–%s)", format(mid), format(lo), format(hi)))
-		}
-		ngx := ld.median("nginx", field)
-		for _, n := range others {
-			cells = append(cells, fmt.Sprintf("%.2f", ld.median(n, field)/ngx))
-		}
-		p("| %s | %s |\n", what, strings.Join(cells, " | "))
-	}
-	cpu := func(w wrkRun) float64 { return float64(w.cpuPerReq) }
-	fms := func(v float64) string { return ms(time.Duration(v)) }
-	fus := func(v float64) string { return us(time.Duration(v)) }
-	row("requests/s at saturation", l, rps, thousands)
-	row("latency p50 at saturation", l, p50, fms)
-	row("latency p99 at saturation", l, p99, fms)
-	row("proxy CPU time per request (user + system, all its processes)", l, cpu, fus)
-	row("proxy context switches per request (all its threads)", l, func(w wrkRun) float64 { return w.switchesPerReq }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
-	row("backend CPU time per request", l, func(w wrkRun) float64 { return float64(w.backendCPUPerReq) }, fus)
-	row("backend context switches per request", l, func(w wrkRun) float64 { return w.backendSwitchesPerReq }, func(v float64) string { return fmt.Sprintf("%.2f", v) })
-	row("wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.wrkCPUPerReq) }, fus)
-	row("proxy + backend + wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.cpuPerReq + w.backendCPUPerReq + w.wrkCPUPerReq) }, fus)
-	row("machine CPU idle at saturation", l, func(w wrkRun) float64 { return w.idle }, func(v float64) string { return fmt.Sprintf("%.0f %%", 100*v) })
 	if len(r.half.rounds) > 0 {
 		h := r.half
+		row, others := t.row, t.others
+		rps := func(w wrkRun) float64 { return w.rps }
+		p99 := func(w wrkRun) float64 { return float64(w.p99) }
+		cpu := func(w wrkRun) float64 { return float64(w.cpuPerReq) }
+		fms := func(v float64) string { return ms(time.Duration(v)) }
+		fus := func(v float64) string { return us(time.Duration(v)) }
 		row(fmt.Sprintf("requests/s offered at half of nginx's saturation (%s/s target, %d connections)", thousands(r.halfRate), h.conns), h, rps, thousands)
 		row("latency p99 at half load", h, p99, fms)
 		row("proxy CPU time per request at half load", h, cpu, fus)
@@ -81,6 +127,14 @@ func report(out io.Writer, o options, r results) {
 		}
 		p("| added p99 at half load (p99 through the proxy − p99 of the backend asked directly, %s) | %s |%s\n",
 			fms(d), strings.Join(cells, " | "), strings.Repeat(" — |", len(others)))
+	}
+	if len(r.tlsLoad.rounds) > 0 {
+		p("\nOver TLS (HTTPS, HTTP/1.1 with keep-alive; each proxy terminates TLS with the same ECDSA P-256 certificate):\n\n")
+		newLoadTable(p, r.tlsNames, nginxTLS, len(r.tlsLoad.rounds)).saturation(r.tlsLoad)
+		rounds(p, r.tlsLoad, r.tlsNames)
+	}
+	if len(l.rounds) == 0 {
+		return
 	}
 	p("\n| | edge (stdlib) | — | — |\n|---|---:|---:|---:|\n")
 	if t := r.table; t != nil {
@@ -110,21 +164,9 @@ func report(out io.Writer, o options, r results) {
 		p("| edge memory (RSS), 1 project | %d MiB | — | — |\n", r.small.rss>>10)
 	}
 
-	p("\nRounds at saturation (the order rotates):\n\n| round | order |")
-	for _, n := range names {
-		p(" %s req/s, p99, CPU/req |", n)
-	}
-	p("\n|---|---|%s\n", strings.Repeat("---:|", len(names)))
-	for i, round := range l.rounds {
-		var cells []string
-		for _, n := range names {
-			w := round[n]
-			cells = append(cells, fmt.Sprintf("%s, %s, %s", thousands(w.rps), ms(w.p99), us(w.cpuPerReq)))
-		}
-		p("| %d | %s | %s |\n", i+1, strings.Join(l.order[i], " → "), strings.Join(cells, " | "))
-	}
+	rounds(p, l, names)
 	var problems []string
-	for what, ld := range map[string]load{"saturation": l, "half load": r.half} {
+	for what, ld := range map[string]load{"saturation": l, "half load": r.half, "TLS": r.tlsLoad} {
 		for i, round := range ld.rounds {
 			for name, w := range round {
 				for _, pr := range w.problems {

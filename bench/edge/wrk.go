@@ -160,7 +160,7 @@ func wrkArgs(o options, d time.Duration) []string {
 
 // runWrk runs wrk against the proxy for d, asking for host.
 func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration, extra ...string) (wrkRun, error) {
-	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, "http://"+px.addr+"/")
+	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, px.url())
 	var cpu, backendCPU time.Duration
 	var switches, backendSwitches int64
 	if px.p != nil {

@@ -14,6 +14,11 @@ import (
 // edgeCertificates is the edge's ACME-backed TLS: certificates and locks in
 // Postgres, platform wildcards by DNS-01, custom domains on demand once verified.
 func edgeCertificates(cfg config.Edge, log *slog.Logger) edge.NewCertificates {
+	if benchCertificates != nil {
+		if nc := benchCertificates(); nc != nil {
+			return nc
+		}
+	}
 	return func(ctx context.Context, pool *pgxpool.Pool) (edge.Certificates, error) {
 		if cfg.CertificateKeys.Keys == nil {
 			log.WarnContext(ctx, "CERTIFICATE_KEYS is not set: certificates' private keys are stored in the database unencrypted")
@@ -30,3 +35,7 @@ func edgeCertificates(cfg config.Edge, log *slog.Logger) edge.NewCertificates {
 		return m, nil
 	}
 }
+
+// benchCertificates, set only in binaries built for bench/edge
+// (edge_certs_bench.go), may replace the ACME certificates with fixed ones.
+var benchCertificates func() edge.NewCertificates

@@ -292,13 +292,15 @@ type Edge struct {
 	// Cloudflare's published ranges by default.
 	TrustedProxies []netip.Prefix `env:"EDGE_TRUSTED_PROXIES" envSeparator:"," envDefault:"173.245.48.0/20,103.21.244.0/22,103.22.200.0/22,103.31.4.0/22,141.101.64.0/18,108.162.192.0/18,190.93.240.0/20,188.114.96.0/20,197.234.240.0/22,198.41.128.0/17,162.158.0.0/15,104.16.0.0/13,104.24.0.0/14,172.64.0.0/13,131.0.72.0/22,2400:cb00::/32,2606:4700::/32,2803:f800::/32,2405:b500::/32,2405:8100::/32,2a06:98c0::/29,2c0f:f248::/32"`
 	ACME           ACME
-	// DataPath is how the plain listener forwards HTTP/1.1 when it serves
-	// the proxy itself (EDGE_HTTPS_ADDR=off or Cloudflare in front): "loop"
-	// (the edge's own forwarding exchange on pooled connections, driven by
-	// epoll event loops of its own, one per core, handing anything unusual
-	// to net/http), "fast" (the same exchange on a goroutine per
-	// connection) or "stdlib" (net/http's ReverseProxy for everything).
-	// TLS, and so HTTP/2, is always net/http's.
+	// DataPath is how the edge forwards HTTP/1.1: "loop" (the edge's own
+	// forwarding exchange on pooled connections, driven by epoll event
+	// loops of its own, one per core, handing anything unusual to
+	// net/http), "fast" (the same exchange on a goroutine per connection)
+	// or "stdlib" (net/http's ReverseProxy for everything). It applies to
+	// the plain listener when that serves the proxy itself
+	// (EDGE_HTTPS_ADDR=off or Cloudflare in front), and to HTTP/1.1 over
+	// TLS, which runs on the exchange's goroutines for both loop and fast
+	// (the loops do not speak TLS). HTTP/2 is always net/http's.
 	DataPath string `env:"EDGE_DATA_PATH" envDefault:"loop"`
 }
 

@@ -1,10 +1,15 @@
 package edge
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -84,17 +89,75 @@ type FastListener struct {
 	// On event loops (LoopListener): the loops and the listener's fd.
 	loops   []*evLoop
 	loopLfd int
+
+	// On TLS (FastTLSListener): the server's configuration, and the
+	// scheme the app is told the client used.
+	tls   *tls.Config
+	proto string
+}
+
+func newFastListener(p *Proxy, l net.Listener, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
+	return &FastListener{
+		inner: l, p: p, readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout, proto: "http",
+		fallback: make(chan net.Conn), done: make(chan struct{}), accepting: make(chan struct{}), conns: map[*fastConn]struct{}{},
+	}
 }
 
 // FastListener starts serving l on the fast path.
 func (p *Proxy) FastListener(l net.Listener, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
-	fl := &FastListener{
-		inner: l, p: p, readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout,
-		fallback: make(chan net.Conn), done: make(chan struct{}), accepting: make(chan struct{}), conns: map[*fastConn]struct{}{},
+	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
+	go fl.acceptLoop()
+	return fl
+}
+
+// FastTLSListener starts serving l, a listener of plain TCP connections,
+// as TLS with cfg: the fast path takes the connections that negotiate
+// HTTP/1.1 (or nothing), and hands the rest to the stdlib server after
+// the handshake, as *tls.Conn: HTTP/2 (which net/http serves when Accept
+// returns a connection that negotiated h2) and ACME's acme-tls/1
+// validation. Serve the stdlib side with KeepTLSState, so that requests
+// handed over mid-connection are still seen as TLS.
+//
+// The event loops do not speak TLS (crypto/tls needs a blocking
+// net.Conn): HTTPS runs on the fast path's goroutines.
+func (p *Proxy) FastTLSListener(l net.Listener, cfg *tls.Config, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
+	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
+	fl.tls, fl.proto = cfg.Clone(), "https"
+	// What net/http's ServeTLS offers: HTTP/2 first, then HTTP/1.1.
+	for _, proto := range []string{"h2", "http/1.1"} {
+		if !slices.Contains(fl.tls.NextProtos, proto) {
+			fl.tls.NextProtos = append(fl.tls.NextProtos, proto)
+		}
 	}
 	go fl.acceptLoop()
 	return fl
 }
+
+// KeepTLSState makes srv, serving a FastTLSListener, see the requests of a
+// connection the fast path handed over mid-way (a *replayConn, no longer
+// a *tls.Conn) as TLS: r.TLS is the connection's state, as it would have
+// been had net/http served it from the start.
+func KeepTLSState(srv *http.Server) {
+	conn := srv.ConnContext
+	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if conn != nil {
+			ctx = conn(ctx, c)
+		}
+		if rc, ok := c.(*replayConn); ok && rc.tls != nil {
+			ctx = context.WithValue(ctx, tlsStateKey{}, rc.tls)
+		}
+		return ctx
+	}
+	next := srv.Handler
+	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st, ok := r.Context().Value(tlsStateKey{}).(*tls.ConnectionState); ok && r.TLS == nil {
+			r.TLS = st
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type tlsStateKey struct{}
 
 func (fl *FastListener) acceptLoop() {
 	var backoff time.Duration
@@ -111,6 +174,9 @@ func (fl *FastListener) acceptLoop() {
 			return
 		}
 		backoff = 0
+		if fl.tls != nil {
+			c = tls.Server(c, fl.tls) // the handshake runs on the connection's goroutine
+		}
 		fc := newFastConn(fl, c)
 		fl.mu.Lock()
 		if fl.closing.Load() {
@@ -220,6 +286,7 @@ func (fl *FastListener) forget(fc *fastConn) {
 type replayConn struct {
 	net.Conn
 	pending []byte
+	tls     *tls.ConnectionState // Conn is a *tls.Conn (KeepTLSState)
 }
 
 func (c *replayConn) Read(b []byte) (int, error) {
@@ -337,12 +404,24 @@ func (fc *fastConn) serve() {
 		}
 		fc.fl.forget(fc)
 	}()
+	var tlsState *tls.ConnectionState
+	if tc, ok := fc.c.(*tls.Conn); ok {
+		st, ok := fc.handshake(tc)
+		if !ok {
+			return
+		}
+		if st.NegotiatedProtocol != "" && st.NegotiatedProtocol != "http/1.1" {
+			handed = fc.fl.handOver(tc)
+			return
+		}
+		tlsState = &st
+	}
 	for {
 		switch fc.readRequest() {
 		case readClose:
 			return
 		case readFallback:
-			rc := &replayConn{Conn: fc.c, pending: fc.buf[fc.r:fc.w]}
+			rc := &replayConn{Conn: fc.c, pending: fc.buf[fc.r:fc.w], tls: tlsState}
 			fc.c.SetReadDeadline(time.Time{})
 			handed = fc.fl.handOver(rc)
 			return
@@ -355,6 +434,38 @@ func (fc *fastConn) serve() {
 			return
 		}
 	}
+}
+
+// handshake runs the TLS handshake within the time a client has for its
+// request head (net/http's limit for it too).
+func (fc *fastConn) handshake(tc *tls.Conn) (tls.ConnectionState, bool) {
+	ctx := context.Background()
+	if d := fc.fl.readHeaderTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		// What net/http tells a client that spoke plain HTTP to it.
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+			re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		}
+		fc.fl.p.cfg.Log.Debug("TLS handshake failed", "client", fc.c.RemoteAddr().String(), "err", err)
+		return tls.ConnectionState{}, false
+	}
+	return tc.ConnectionState(), true
+}
+
+// looksLikeHTTP says whether the first bytes of what should have been a
+// TLS record are a plain HTTP request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
 }
 
 type readResult int

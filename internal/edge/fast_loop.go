@@ -203,11 +203,8 @@ func (p *Proxy) LoopListener(l net.Listener, readHeaderTimeout, idleTimeout time
 	}
 	lfd := -1
 	raw.Control(func(fd uintptr) { lfd = int(fd) })
-	fl := &FastListener{
-		inner: l, p: p, readHeaderTimeout: readHeaderTimeout, idleTimeout: idleTimeout,
-		fallback: make(chan net.Conn), done: make(chan struct{}), accepting: make(chan struct{}), conns: map[*fastConn]struct{}{},
-		loopLfd: lfd,
-	}
+	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
+	fl.loopLfd = lfd
 	close(fl.accepting) // no accept loop: the event loops accept
 	tick := loopTick(readHeaderTimeout, idleTimeout, p.cfg.UpstreamTimeout)
 	for range runtime.GOMAXPROCS(0) {

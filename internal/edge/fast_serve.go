@@ -123,7 +123,7 @@ func (fc *fastConn) upstreamHead(rid []byte) int {
 	if fc.trusted && (string(q.xfProto) == "https" || string(q.xfProto) == "http") {
 		o = append(o, q.xfProto...)
 	} else {
-		o = append(o, "http"...)
+		o = append(o, fc.fl.proto...)
 	}
 	o = append(o, "\r\nX-Request-Id: "...)
 	o = append(o, rid...)

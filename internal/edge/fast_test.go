@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -30,9 +31,9 @@ func (s *stage) offLoop() int64 {
 }
 
 // forEachFastPath runs a test on the edge's own data paths: the goroutine
-// per connection and the event loops.
+// per connection, the event loops, and the goroutines serving TLS.
 func forEachFastPath(t *testing.T, test func(t *testing.T, path string)) {
-	for _, path := range []string{DataPathFast, DataPathLoop} {
+	for _, path := range []string{DataPathFast, DataPathLoop, pathTLS} {
 		t.Run(path, func(t *testing.T) { test(t, path) })
 	}
 }
@@ -55,7 +56,7 @@ func testFastPathServesPlainRequestsItself(t *testing.T, path string) {
 	}
 	req, _ := http.NewRequest("POST", s.edge.URL+"/post", strings.NewReader(strings.Repeat("x", 20000)))
 	req.Host = "shop.zeitwork.app"
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := clientOf(t, s.edge).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func testFastPathHandsUnusualRequestsToStdlib(t *testing.T, path string) {
 	s := newStage(t, path, 5*time.Second)
 	s.app(echo("a"))
 	raw := func(req string) string {
-		c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+		c, err := dialEdge(t, s.edge)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,16 +121,18 @@ func testFastPathHandsUnusualRequestsToStdlib(t *testing.T, path string) {
 }
 
 // TestFastPathHeaderHygiene: what the app and the client see of hop-by-hop
-// and edge-owned headers is the same on both paths.
+// and edge-owned headers is the same on every path.
 func TestFastPathHeaderHygiene(t *testing.T) {
 	seen := map[string]string{}
-	for _, path := range DataPaths {
+	for _, path := range append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS) {
 		s := newStage(t, path, 5*time.Second)
 		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			var keys []string
-			for _, k := range []string{"Connection", "Keep-Alive", "Proxy-Authorization", "Te", "Trailer", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Zeitwork-Proxy-Token", "X-Zeitwork-Instance", "X-Custom", "User-Agent", "Content-Length"} {
+			for _, k := range []string{"Connection", "Keep-Alive", "Proxy-Authorization", "Te", "Trailer", "Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Zeitwork-Proxy-Token", "X-Zeitwork-Instance", "X-Custom", "User-Agent", "Content-Length"} {
 				keys = append(keys, fmt.Sprintf("%s=%q", k, r.Header.Values(k)))
 			}
+			// Told apart from the body: over TLS it is longer.
+			w.Header().Set("X-Seen-Proto", strings.Join(r.Header.Values("X-Forwarded-Proto"), ","))
 			w.Header().Set("Keep-Alive", "timeout=1")
 			w.Header().Set("X-Request-Id", "from-the-app")
 			w.Header().Set("Proxy-Authenticate", "Basic")
@@ -149,9 +152,12 @@ func TestFastPathHeaderHygiene(t *testing.T) {
 		if len(rid) != 1 || rid[0] == "from-the-app" {
 			t.Fatalf("%s: response request ids %q", path, rid)
 		}
+		if got, want := resp.Header.Get("X-Seen-Proto"), s.scheme(); got != want {
+			t.Fatalf("%s: app saw X-Forwarded-Proto %q, want %q", path, got, want)
+		}
 		seen[path] = body + " | " + strings.Join(respKeys, " ")
 	}
-	for _, path := range []string{DataPathFast, DataPathLoop} {
+	for _, path := range []string{DataPathFast, DataPathLoop, pathTLS} {
 		if seen[DataPathStdlib] != seen[path] {
 			t.Fatalf("stdlib:\n%s\n%s:\n%s", seen[DataPathStdlib], path, seen[path])
 		}
@@ -183,7 +189,7 @@ func TestFastPathStreamsBodies(t *testing.T) {
 				w.WriteHeader(204)
 			}
 		}))
-		client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+		client := newClient(t, s.edge, 1)
 		for range 3 {
 			for _, p := range []string{"/length", "/chunked", "/empty"} {
 				req, _ := http.NewRequest("GET", s.edge.URL+p, nil)
@@ -267,7 +273,7 @@ func benchmarkPath(b *testing.B, path string) {
 	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: uuid.New(), Backends: backends}}))
 	p := NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 10 * time.Second, Log: zlog.Discard()})
 	edge := serveProxy(b, p, path)
-	c, err := net.Dial("tcp", edge.Listener.Addr().String())
+	c, err := dialEdge(b, edge)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -304,7 +310,7 @@ func benchmarkPath(b *testing.B, path string) {
 // BenchmarkKeepAliveGET is one keep-alive GET through each data path to a
 // backend that allocates nothing: allocs/op are the edge's own.
 func BenchmarkKeepAliveGET(b *testing.B) {
-	for _, path := range DataPaths {
+	for _, path := range append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS) {
 		b.Run(path, func(b *testing.B) { benchmarkPath(b, path) })
 	}
 }
@@ -342,7 +348,7 @@ func testFastPathResponseUntilClose(t *testing.T, path string) {
 	routes := &Routes{}
 	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: []Backend{{InstanceID: id.New(), NodeProxy: l.Addr().String()}}}}))
 	edge := serveProxy(t, NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 5 * time.Second, Log: zlog.Discard()}), path)
-	c, err := net.Dial("tcp", edge.Listener.Addr().String())
+	c, err := dialEdge(t, edge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +378,7 @@ func TestFastPathWaitsForASlowBody(t *testing.T) {
 			b, _ := io.ReadAll(r.Body)
 			fmt.Fprintf(w, "%d %s", len(b), b[len(b)-3:])
 		}))
-		c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+		c, err := dialEdge(t, s.edge)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -396,4 +402,95 @@ func TestFastPathWaitsForASlowBody(t *testing.T) {
 			t.Fatalf("%d connections changed hands", n)
 		}
 	})
+}
+
+// TestFastTLSServesHTTP1AndHandsTheRestToStdlib: over TLS, HTTP/1.1 stays
+// on the fast path; a connection that agreed on another protocol (HTTP/2,
+// ACME's acme-tls/1) goes to net/http after the handshake; a request the
+// fast path hands over mid-connection is still seen as TLS; and a client
+// that speaks plain HTTP to the TLS port is told so, as net/http does.
+func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
+	s := newStage(t, pathTLS, 5*time.Second)
+	s.app(echo("a"))
+	for range 3 {
+		resp, body := s.get("shop.zeitwork.app", "/")
+		if resp.StatusCode != 200 || resp.ProtoMajor != 1 || !strings.Contains(body, "xfp=https ") {
+			t.Fatalf("HTTP/1.1: %d %s %s", resp.StatusCode, resp.Proto, body)
+		}
+	}
+	if n := s.handed(); n != 0 {
+		t.Fatalf("%d HTTP/1.1 connections went to the stdlib path", n)
+	}
+
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: testTLS(t).client.Clone(), ForceAttemptHTTP2: true}}
+	defer h2.CloseIdleConnections()
+	for range 2 {
+		req, _ := http.NewRequest("GET", s.edge.URL+"/h2", nil)
+		req.Host = "shop.zeitwork.app"
+		resp, err := h2.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(string(body), "xfp=https ") {
+			t.Fatalf("HTTP/2: %d %s %s", resp.StatusCode, resp.Proto, body)
+		}
+	}
+	if n := s.handed(); n != 1 {
+		t.Fatalf("%d connections handed over after one HTTP/2 connection", n)
+	}
+
+	// HTTP/1.0 is the stdlib path's, mid-connection: the app still hears TLS.
+	c, err := dialEdge(t, s.edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET / HTTP/1.0\r\nHost: shop.zeitwork.app\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "xfp=https ") {
+		t.Fatalf("HTTP/1.0 over TLS: %d %s", resp.StatusCode, body)
+	}
+	if n := s.handed(); n != 2 {
+		t.Fatalf("%d connections handed over, want 2", n)
+	}
+
+	// The CA's TLS-ALPN-01 validation handshakes for acme-tls/1 alone.
+	acme := testTLS(t).client.Clone()
+	acme.NextProtos = []string{"acme-tls/1"}
+	ac, err := tls.Dial("tcp", s.edge.Listener.Addr().String(), acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	if p := ac.ConnectionState().NegotiatedProtocol; p != "acme-tls/1" {
+		t.Fatalf("negotiated %q", p)
+	}
+	// The client's side of the handshake can end before the edge's.
+	for deadline := time.Now().Add(10 * time.Second); s.handed() != 3; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections handed over, want 3", s.handed())
+		}
+	}
+
+	pc, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	io.WriteString(pc, "GET / HTTP/1.1\r\nHost: shop.zeitwork.app\r\n\r\n")
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(pc)
+	if err != nil || !strings.HasPrefix(string(got), "HTTP/1.0 400 Bad Request\r\n") || !strings.Contains(string(got), "HTTPS server") {
+		t.Fatalf("plain HTTP to the TLS port: %q, %v", got, err)
+	}
+	if n := s.handed(); n != 3 {
+		t.Fatalf("%d connections handed over, want 3", n)
+	}
 }

@@ -3,8 +3,15 @@ package edge
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -66,9 +73,14 @@ func newStageTrusting(t *testing.T, path string, timeout time.Duration, trust fu
 	return s
 }
 
-// forEachPath runs a test on each of the edge's data paths.
+// pathTLS is the fast path serving TLS (FastTLSListener), which is how
+// the edge serves HTTPS on either of its own data paths: the tests run it
+// as one more path.
+const pathTLS = "fast+tls"
+
+// forEachPath runs a test on each of the edge's data paths, and on TLS.
 func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
-	for _, path := range DataPaths {
+	for _, path := range append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS) {
 		t.Run(path, func(t *testing.T) { test(t, path) })
 	}
 }
@@ -85,10 +97,98 @@ func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
 			t.Fatal("the loop data path runs on goroutines")
 		}
 		srv.Listener = fl
+	case pathTLS:
+		srv.Listener = p.FastTLSListener(srv.Listener, testTLS(t).server, 5*time.Second, time.Minute)
+		KeepTLSState(srv.Config)
 	}
 	srv.Start()
+	if path == pathTLS {
+		srv.URL = "https://" + srv.Listener.Addr().String()
+	}
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// testCerts is a self-signed certificate for 127.0.0.1, the server's
+// configuration with it (offering what internal/certs offers), and a
+// client configuration that trusts it.
+type testCerts struct {
+	server, client *tls.Config
+}
+
+var testTLSOnce struct {
+	sync.Once
+	c   testCerts
+	err error
+}
+
+func testTLS(t testing.TB) testCerts {
+	testTLSOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			testTLSOnce.err = err
+			return
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edge test"},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			testTLSOnce.err = err
+			return
+		}
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			testTLSOnce.err = err
+			return
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(leaf)
+		testTLSOnce.c = testCerts{
+			server: &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"h2", "http/1.1", "acme-tls/1"}},
+			client: &tls.Config{RootCAs: roots},
+		}
+	})
+	if testTLSOnce.err != nil {
+		t.Fatal(testTLSOnce.err)
+	}
+	return testTLSOnce.c
+}
+
+// clientOf is an HTTP/1.1 client of srv (trusting its certificate when it
+// serves TLS).
+func clientOf(t testing.TB, srv *httptest.Server) *http.Client {
+	return newClient(t, srv, 0)
+}
+
+// newClient is clientOf with its own connections, at most maxConns of them
+// (0: no limit).
+func newClient(t testing.TB, srv *httptest.Server, maxConns int) *http.Client {
+	tr := &http.Transport{MaxConnsPerHost: maxConns}
+	if strings.HasPrefix(srv.URL, "https:") {
+		tr.TLSClientConfig = testTLS(t).client.Clone()
+	} else if maxConns == 0 {
+		return http.DefaultClient
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// dialEdge opens a connection to srv (a TLS one, with no ALPN, when it
+// serves TLS) for raw HTTP/1.x.
+func dialEdge(t testing.TB, srv *httptest.Server) (net.Conn, error) {
+	addr := srv.Listener.Addr().String()
+	if strings.HasPrefix(srv.URL, "https:") {
+		return tls.Dial("tcp", addr, testTLS(t).client)
+	}
+	return net.Dial("tcp", addr)
+}
+
+// scheme is the X-Forwarded-Proto an app behind the stage's edge sees.
+func (s *stage) scheme() string {
+	if strings.HasPrefix(s.edge.URL, "https:") {
+		return "https"
+	}
+	return "http"
 }
 
 // app starts an instance running h behind the node-proxy and routes to it.
@@ -119,7 +219,7 @@ func (s *stage) get(host, path string, header ...string) (*http.Response, string
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := clientOf(s.t, s.edge).Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -168,7 +268,7 @@ func TestProxyForwardsWithHeadersAndRequestID(t *testing.T) {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
 		rid := resp.Header.Get(HeaderRequestID)
-		want := "a host=Shop.Zeitwork.App:443 xff=127.0.0.1 xfh=Shop.Zeitwork.App:443 xfp=http rid=" + rid + ` token="" instance=""`
+		want := "a host=Shop.Zeitwork.App:443 xff=127.0.0.1 xfh=Shop.Zeitwork.App:443 xfp=" + s.scheme() + " rid=" + rid + ` token="" instance=""`
 		if rid == "" || body != want || len(resp.Header.Values(HeaderRequestID)) != 1 {
 			t.Fatalf("app saw\n%s\nwant\n%s (response ids %q)", body, want, resp.Header.Values(HeaderRequestID))
 		}
@@ -217,7 +317,7 @@ func TestProxyStripsClientAddressHeadersFromUntrustedPeers(t *testing.T) {
 					return
 				}
 				// Spelled otherwise, and twice: still stripped.
-				c, err := net.Dial("tcp", s.edge.Listener.Addr().String())
+				c, err := dialEdge(t, s.edge)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -337,7 +437,7 @@ func TestProxyRetriesWhenNothingReachedAnApp(t *testing.T) {
 		for i := range 60 {
 			req, _ := http.NewRequest("POST", s.edge.URL+"/", strings.NewReader(fmt.Sprintf("body-%d", i)))
 			req.Host = "shop.zeitwork.app"
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := clientOf(t, s.edge).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -404,7 +504,7 @@ func TestProxyStreamsResponses(t *testing.T) {
 		}))
 		req, _ := http.NewRequest("GET", s.edge.URL+"/events", nil)
 		req.Host = "shop.zeitwork.app"
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := clientOf(t, s.edge).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -441,7 +541,7 @@ func TestProxyCarriesWebsockets(t *testing.T) {
 		}))
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.edge.URL, "http")+"/ws", &websocket.DialOptions{Host: "shop.zeitwork.app"})
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(s.edge.URL, "http")+"/ws", &websocket.DialOptions{Host: "shop.zeitwork.app", HTTPClient: clientOf(t, s.edge)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -144,8 +144,10 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		})
 	}
 	// The fast data path takes the plain listener when it carries the
-	// proxy itself (no redirect to HTTPS, no ACME challenges to answer).
-	var fast *FastListener
+	// proxy itself (no redirect to HTTPS, no ACME challenges to answer),
+	// and HTTP/1.1 over TLS on its goroutines (the event loops do not
+	// speak TLS).
+	var fast, fastTLS *FastListener
 	if ls.HTTP != nil && certs == nil {
 		switch cfg.DataPath {
 		case DataPathFast:
@@ -158,8 +160,17 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		}
 	}
 	serve(ls.HTTP, server(plain), nil)
-	if certs != nil {
-		serve(ls.HTTPS, server(proxy), certs.TLSConfig())
+	if ls.HTTPS != nil && certs != nil {
+		switch cfg.DataPath {
+		case DataPathFast, DataPathLoop:
+			fastTLS = proxy.FastTLSListener(ls.HTTPS, certs.TLSConfig(), cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+			ls.HTTPS = fastTLS
+			srv := server(proxy)
+			KeepTLSState(srv)
+			serve(fastTLS, srv, nil)
+		default:
+			serve(ls.HTTPS, server(proxy), certs.TLSConfig())
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -172,8 +183,10 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 25*time.Second)
 		defer cancel()
 		_ = graceful.Shutdown(sctx)
-		if fast != nil {
-			fast.Shutdown(sctx.Done())
+		for _, fl := range []*FastListener{fast, fastTLS} {
+			if fl != nil {
+				fl.Shutdown(sctx.Done())
+			}
 		}
 		return nil
 	})
@@ -184,7 +197,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		return l.Addr().String()
 	}
 	log.InfoContext(ctx, "edge running", "http", addr(ls.HTTP), "https", addr(ls.HTTPS), "metrics", addr(ls.Metrics),
-		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted, "data_path", DataPathOf(fast))
+		"apps_domain", cfg.Platform.AppsDomain, "cloudflare_fronted", cfg.CloudflareFronted, "data_path", DataPathOf(fast), "https_data_path", DataPathOf(fastTLS))
 	return ignoreCanceled(g.Wait())
 }
 

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -120,10 +121,14 @@ func until(t *testing.T, f func() bool) {
 }
 
 func TestServerTerminatesTLSRedirectsHTTPAndServesChallenges(t *testing.T) {
+	eachPath(t, testServerTerminatesTLSRedirectsHTTPAndServesChallenges)
+}
+
+func testServerTerminatesTLSRedirectsHTTPAndServesChallenges(t *testing.T, path string) {
 	w := newWorld(t, testdb.NewURL(t))
 	ctx := context.Background()
 	v1 := w.deploy(ctx)
-	s := serve(t, w, config.Edge{}, newFakeCerts(t))
+	s := serve(t, w, config.Edge{DataPath: path}, newFakeCerts(t))
 	host := w.slug + ".zeitwork.test"
 	httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: host}}}
 
@@ -131,11 +136,17 @@ func TestServerTerminatesTLSRedirectsHTTPAndServesChallenges(t *testing.T) {
 		resp, body := do(t, httpsClient, "https://"+s.https+"/", host)
 		return resp.StatusCode == 200 && body == v1.String()
 	})
-	resp, body := do(t, httpsClient, "https://"+s.https+"/", host)
-	if got := resp.Header.Get("X-Seen-Forwarded"); got != "127.0.0.1 https" {
-		t.Fatalf("app saw forwarded %q over TLS", got)
+	resp, _ := do(t, httpsClient, "https://"+s.https+"/", host)
+	if got := resp.Header.Get("X-Seen-Forwarded"); got != "127.0.0.1 https" || resp.ProtoMajor != 1 {
+		t.Fatalf("app saw forwarded %q over TLS (%s)", got, resp.Proto)
 	}
-	_ = body
+	// Browsers speak HTTP/2.
+	h2Client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: host}, ForceAttemptHTTP2: true}}
+	defer h2Client.CloseIdleConnections()
+	resp, body := do(t, h2Client, "https://"+s.https+"/", host)
+	if got := resp.Header.Get("X-Seen-Forwarded"); got != "127.0.0.1 https" || resp.ProtoMajor != 2 || body != v1.String() {
+		t.Fatalf("HTTP/2: app saw forwarded %q (%s): %q", got, resp.Proto, body)
+	}
 
 	resp, _ = do(t, noRedirects, "http://"+s.http+"/path?q=1", strings.ToUpper(host)+":80")
 	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://"+host+"/path?q=1" {
@@ -262,6 +273,75 @@ func TestServerCutsOffSlowAndOversizedClients(t *testing.T) {
 			c.SetReadDeadline(time.Now().Add(20 * time.Second))
 			if _, err := io.ReadAll(c); err != nil {
 				t.Fatalf("slow client not cut off: %v", err)
+			}
+			c.Close()
+		}
+		until(t, func() bool { return runtime.NumGoroutine() <= base+5 })
+	})
+}
+
+// Over TLS too, a client is cut off when it stalls in the handshake or in
+// its request head, or idles on a keep-alive connection: each holds a
+// goroutine and a socket otherwise.
+func TestServerTLSCutsOffSlowAndIdleClients(t *testing.T) {
+	eachPath(t, func(t *testing.T, path string) {
+		w := newWorld(t, testdb.NewURL(t))
+		v1 := w.deploy(context.Background())
+		s := serve(t, w, config.Edge{DataPath: path, ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, newFakeCerts(t))
+		host := w.slug + ".zeitwork.test"
+		tlsCfg := &tls.Config{InsecureSkipVerify: true, ServerName: host}
+		httpsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+		until(t, func() bool {
+			resp, body := do(t, httpsClient, "https://"+s.https+"/", host)
+			return resp.StatusCode == 200 && body == v1.String()
+		})
+		httpsClient.CloseIdleConnections()
+
+		base := runtime.NumGoroutine()
+		var conns []net.Conn
+		for i := range 40 {
+			if i%2 == 0 { // silent after connecting: no handshake
+				c, err := net.Dial("tcp", s.https)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+				continue
+			}
+			c, err := tls.Dial("tcp", s.https, tlsCfg) // a request head never finished
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\nX-Slow: ")
+			conns = append(conns, c)
+		}
+		idle, err := tls.Dial("tcp", s.https, tlsCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(idle)
+		io.WriteString(idle, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("keep-alive request: %d, close=%v", resp.StatusCode, resp.Close)
+		}
+		conns = append(conns, idle)
+		// The deadline only ends a broken test.
+		for i, c := range conns {
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			var r io.Reader = c
+			if c == idle {
+				r = br
+			}
+			_, err := io.ReadAll(r)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("client %d of %d not cut off", i, len(conns))
 			}
 			c.Close()
 		}
