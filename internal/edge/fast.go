@@ -437,15 +437,14 @@ func (fc *fastConn) serve() {
 }
 
 // handshake runs the TLS handshake within the time a client has for its
-// request head (net/http's limit for it too).
+// request head (net/http's limit for it too). A deadline, not a context:
+// HandshakeContext would start a goroutine to watch it.
 func (fc *fastConn) handshake(tc *tls.Conn) (tls.ConnectionState, bool) {
-	ctx := context.Background()
 	if d := fc.fl.readHeaderTimeout; d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
+		tc.SetDeadline(time.Now().Add(d))
+		defer tc.SetDeadline(time.Time{})
 	}
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := tc.Handshake(); err != nil {
 		// What net/http tells a client that spoke plain HTTP to it.
 		var re tls.RecordHeaderError
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
