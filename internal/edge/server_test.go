@@ -3,15 +3,9 @@ package edge_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -31,14 +25,7 @@ import (
 type fakeCerts struct{ cert tls.Certificate }
 
 func newFakeCerts(t *testing.T) *fakeCerts {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "edge test"}, DNSNames: []string{"*.zeitwork.test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &fakeCerts{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+	return &fakeCerts{cert: edge.SelfSignedCertificate(t)}
 }
 
 func (f *fakeCerts) TLSConfig() *tls.Config {
@@ -226,17 +213,7 @@ func TestServerClosesIdleConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		br := bufio.NewReader(c)
-		io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.Close {
-			t.Fatalf("keep-alive request: %d, close=%v", resp.StatusCode, resp.Close)
-		}
+		br := keepAliveRequest(t, c, host)
 		// Nothing more is sent: the edge closes the connection. The
 		// deadline only ends a broken test.
 		c.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -244,6 +221,24 @@ func TestServerClosesIdleConnections(t *testing.T) {
 			t.Fatalf("idle connection: read %d bytes, err %v; want it closed (EOF)", n, err)
 		}
 	})
+}
+
+// keepAliveRequest asks for / on c and reads the answer, which must keep
+// the connection open; the reader holds what the edge sends next.
+func keepAliveRequest(t *testing.T, c net.Conn, host string) *bufio.Reader {
+	t.Helper()
+	br := bufio.NewReader(c)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("keep-alive request: %d, close=%v", resp.StatusCode, resp.Close)
+	}
+	return br
 }
 
 func TestServerCutsOffSlowAndOversizedClients(t *testing.T) {
@@ -319,17 +314,7 @@ func TestServerTLSCutsOffSlowAndIdleClients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		br := bufio.NewReader(idle)
-		io.WriteString(idle, "GET / HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.Close {
-			t.Fatalf("keep-alive request: %d, close=%v", resp.StatusCode, resp.Close)
-		}
+		br := keepAliveRequest(t, idle, host)
 		conns = append(conns, idle)
 		// The deadline only ends a broken test.
 		for i, c := range conns {
