@@ -100,7 +100,8 @@ type MachineUplink struct {
 	// ("zwu*"), so that one node's traffic never enters another node.
 	LinkGlob string
 	// Net is a /30: the machine end has its first address, the node's end
-	// the second. It must be unique on the machine (MachineUplinkNet).
+	// the second (MachineUplinkNet). When another link on the machine
+	// routes it, Apply takes the next free one.
 	Net netip.Prefix
 	// Table is the machine's nftables table for this node.
 	Table string
@@ -114,7 +115,7 @@ var machineUplinkRange = netip.MustParsePrefix("169.254.192.0/18")
 
 // MachineUplinkNet picks a simulated node's uplink /30 from its id. Two
 // nodes on one machine collide with a chance of about n²/8192; Apply then
-// refuses rather than stealing the other node's route.
+// takes the next free /30 rather than stealing the other node's route.
 func MachineUplinkNet(node uuid.UUID) netip.Prefix {
 	n := binary.BigEndian.Uint32(node[12:]) % (1 << (32 - machineUplinkRange.Bits() - 2))
 	base := binary.BigEndian.Uint32(machineUplinkRange.Addr().AsSlice()) + n*4

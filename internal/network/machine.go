@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -63,10 +64,18 @@ func (m *Manager) applyMachine(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mAddr, nAddr := machineAddrs(u)
-	if err := m.checkMachineRoute(u.Net, outer.Attrs().Index); err != nil {
+	net, err := m.uplinkNet(u.Net, outer)
+	if err != nil {
 		return err
 	}
+	if net != u.Net {
+		m.log.InfoContext(ctx, "the node's uplink network is taken on the machine: using the next free one", "taken", u.Net.String(), "net", net.String())
+		u.Net = net
+		c := *m.cfg.Machine
+		c.Net = net
+		m.cfg.Machine = &c
+	}
+	mAddr, nAddr := machineAddrs(u)
 	for _, step := range []func() error{
 		func() error { return ensureAddrs(m.machine, outer, []netip.Prefix{mAddr}, true) },
 		func() error { return ensureUp(m.machine, outer) },
@@ -125,21 +134,60 @@ func (m *Manager) ensureMachineVeth(ctx context.Context, u MachineUplink) (outer
 	return outer, inner, nil
 }
 
-// checkMachineRoute refuses a /30 the machine already routes elsewhere:
-// another simulated node's, whose id hashed to the same one.
-func (m *Manager) checkMachineRoute(net netip.Prefix, ours int) error {
-	rs, err := retryDump(func() ([]netlink.Route, error) { return m.machine.RouteList(nil, netlink.FAMILY_V4) })
+// uplinkProbes is how many /30s uplinkNet tries from the one asked for.
+const uplinkProbes = 256
+
+// uplinkNet is the /30 of the node's uplink: the one the machine's end
+// already has (the node agent restarted), else want if no other link on
+// the machine routes it, else the next free one after it. want comes from
+// the node's id (MachineUplinkNet), and two simulated nodes on a machine
+// (a test's and `zeitwork dev`'s, or one a killed run left behind) can
+// hash to the same /30: refusing would fail the second node for nothing.
+func (m *Manager) uplinkNet(want netip.Prefix, outer netlink.Link) (netip.Prefix, error) {
+	routes, err := retryDump(func() ([]netlink.Route, error) { return m.machine.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
-		return err
+		return netip.Prefix{}, err
 	}
-	for _, r := range rs {
-		// Only as specific or more: a wider route (the default, a
-		// host's 169.254.0.0/16) is what ours is meant to override.
-		if p := toPrefix(r.Dst); r.Dst != nil && p.Bits() >= net.Bits() && net.Contains(p.Addr()) && r.LinkIndex != ours {
-			return fmt.Errorf("machine uplink network %v is already routed on the machine (another simulated node's?)", net)
+	ours := outer.Attrs().Index
+	taken := func(n netip.Prefix) bool {
+		for _, r := range routes {
+			// Only as specific or more: a wider route (the default, a
+			// host's 169.254.0.0/16) is what ours is meant to override.
+			if p := toPrefix(r.Dst); r.Dst != nil && p.Bits() >= n.Bits() && n.Contains(p.Addr()) && r.LinkIndex != ours {
+				return true
+			}
+		}
+		return false
+	}
+	have, err := retryDump(func() ([]netlink.Addr, error) { return m.machine.AddrList(outer, netlink.FAMILY_V4) })
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	for _, a := range have {
+		if p := toPrefix(a.IPNet).Masked(); p.Bits() == 30 && machineUplinkRange.Contains(p.Addr()) && !taken(p) {
+			return p, nil
 		}
 	}
-	return nil
+	n := want
+	for range uplinkProbes {
+		if !taken(n) {
+			return n, nil
+		}
+		n = nextUplinkNet(n)
+	}
+	return netip.Prefix{}, fmt.Errorf("machine uplink networks %v and the %d after it are all routed on the machine", want, uplinkProbes-1)
+}
+
+// nextUplinkNet is the /30 after n in machineUplinkRange, wrapping around.
+func nextUplinkNet(n netip.Prefix) netip.Prefix {
+	a := n.Addr().As4()
+	v := binary.BigEndian.Uint32(a[:]) + 4
+	binary.BigEndian.PutUint32(a[:], v)
+	next := netip.AddrFrom4(a)
+	if !machineUplinkRange.Contains(next) {
+		next = machineUplinkRange.Addr()
+	}
+	return netip.PrefixFrom(next, 30)
 }
 
 // resetMachine removes the uplink and the machine's table.

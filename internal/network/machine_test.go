@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/zeitwork/zeitwork/internal/id"
 )
 
@@ -186,3 +188,60 @@ func TestMachineUplinkNet(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestMachineUplinkSkipsATakenNetwork: when the machine already routes the
+// node's /30 elsewhere (another simulated node whose id hashed to it: one
+// of `zeitwork dev`'s, or one a killed run left), the uplink takes the next
+// free /30, keeps it on the next Apply, and its instances reach the
+// internet through it.
+func TestMachineUplinkSkipsATakenNetwork(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newMachineLab(t, true)
+	want := l.cfg.Machine.Net
+	// wan0 routes want and the /30 after it: the third is the free one.
+	second := nextUplinkNet(want)
+	l.addr(l.machine, "wan0", netip.PrefixFrom(want.Addr().Next(), 30).String(), netip.PrefixFrom(second.Addr().Next(), 30).String())
+	m := l.manager()
+	t.Cleanup(func() {
+		if err := m.Reset(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	third := nextUplinkNet(second)
+	for i := range 2 {
+		if err := m.Apply(ctx); err != nil {
+			t.Fatalf("Apply %d: %v", i+1, err)
+		}
+		link, err := l.machine.h.LinkByName(l.cfg.Machine.Link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := l.machine.h.AddrList(link, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, a := range addrs {
+			got = append(got, toPrefix(a.IPNet).String())
+		}
+		if wantAddr := netip.PrefixFrom(third.Addr().Next(), 30).String(); len(got) != 1 || got[0] != wantAddr {
+			t.Fatalf("Apply %d: the uplink's machine end has %v, want %s (%v and %v are taken)", i+1, got, wantAddr, want, second)
+		}
+	}
+	a := l.instance(ctx, m)
+	serve(t, l.inet.fd, "internet", hostPort(l.inet4, httpsPort))
+	if line, err := dial(a.fd, netip.Addr{}, hostPort(l.inet4, httpsPort), dialTimeout); err != nil || line != "internet "+l.machine4.String() {
+		t.Errorf("to the internet: %q, %v; want it to see the machine's %v", line, err, l.machine4)
+	}
+}
+
+func TestNextUplinkNetWrapsInsideTheRange(t *testing.T) {
+	last := netip.MustParsePrefix("169.254.255.252/30")
+	if got := nextUplinkNet(last); got != netip.MustParsePrefix("169.254.192.0/30") {
+		t.Fatalf("after %v: %v", last, got)
+	}
+	if got := nextUplinkNet(netip.MustParsePrefix("169.254.192.4/30")); got != netip.MustParsePrefix("169.254.192.8/30") {
+		t.Fatalf("after 169.254.192.4/30: %v", got)
+	}
+}
