@@ -12,6 +12,8 @@
 //   - the same over HTTPS: the edge terminating TLS (its loop setting,
 //     whose HTTP/1.1 over TLS runs on the fast path's goroutines, and
 //     stdlib) against nginx with ssl on, one certificate for all (-tls);
+//   - the same over HTTP/2 with h2load (-h2), the edge's HTTP/2 being
+//     net/http's on every data path;
 //   - route lookup time with 100,000 projects (the Go benchmarks of
 //     internal/edge, run by run.sh and parsed here), and the table's build
 //     time and heap, measured here;
@@ -60,7 +62,7 @@ type options struct {
 	memoryEnv         string // extra environment of the edge in -memory mode
 	fastEnv           string // extra environment of a further fast-path edge (empty: none)
 	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
-	plain, tls        bool   // run the plain HTTP comparison (and all that follows it), the HTTPS one
+	plain, tls, h2    bool   // run the plain HTTP comparison (and all that follows it), the HTTPS one, the HTTP/2 one
 }
 
 // The edge under test, once per data path (EDGE_DATA_PATH), and the
@@ -95,6 +97,7 @@ func main() {
 	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
 	flag.BoolVar(&o.plain, "plain", true, "compare the proxies over plain HTTP, and measure the route table and changes")
 	flag.BoolVar(&o.tls, "tls", true, "compare the edge and nginx over HTTPS (needs a zeitwork binary built with -tags edgepprof)")
+	flag.BoolVar(&o.h2, "h2", true, "compare the edge and nginx over HTTP/2 with h2load (needs a zeitwork binary built with -tags edgepprof)")
 	flag.Parse()
 	if o.zeitwork == "" || o.backend == "" {
 		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")
@@ -115,7 +118,11 @@ func main() {
 }
 
 func run(ctx context.Context, o options) error {
-	for _, bin := range []string{"nginx", "wrk"} {
+	bins := []string{"nginx", "wrk"}
+	if o.h2 {
+		bins = append(bins, "h2load")
+	}
+	for _, bin := range bins {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%s not found (scripts/deps.sh install puts it there): %w", bin, err)
 		}
@@ -161,8 +168,13 @@ func run(ctx context.Context, o options) error {
 
 	// Over TLS first, each proxy stopped before the plain ones start.
 	if o.tls {
-		if r.tlsNames, r.tlsLoad, err = compareTLS(ctx, o, work, dbURL, w.host, addrs, backend); err != nil {
+		if r.tls, err = compareTLS(ctx, o, work, dbURL, w.host, addrs, backend, false); err != nil {
 			return err
+		}
+	}
+	if o.h2 {
+		if r.h2, err = compareTLS(ctx, o, work, dbURL, w.host, addrs, backend, true); err != nil {
+			return fmt.Errorf("HTTP/2: %w", err)
 		}
 	}
 	if !o.plain {
@@ -216,13 +228,13 @@ func run(ctx context.Context, o options) error {
 	}
 	// nginx sending the app the edge's fields too, so that what the app
 	// spends on them is not counted against the edge's data path alone.
-	ngxH, ngxHAddr, err := startNginx(filepath.Join(work, "nginx-headers"), addrs, edgeHeaders, nil)
+	ngxH, ngxHAddr, err := startNginx(filepath.Join(work, "nginx-headers"), addrs, edgeHeaders, nil, false)
 	if err != nil {
 		return err
 	}
 	defer ngxH.stop()
 	proxies = append(proxies, proxy{name: nginxHeaders, addr: ngxHAddr, p: ngxH})
-	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs, nil, nil)
+	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs, nil, nil, false)
 	if err != nil {
 		return err
 	}

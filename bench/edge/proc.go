@@ -197,7 +197,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen {{.Listen}} reuseport{{if .Cert}} ssl{{end}};
+        listen {{.Listen}} reuseport{{if .Cert}} ssl{{end}}{{if .HTTP2}} http2{{end}};
 {{- if .Cert}}
         ssl_certificate {{.Cert.Cert}};
         ssl_certificate_key {{.Cert.Key}};
@@ -231,7 +231,7 @@ var edgeHeaders = []string{
 
 // startNginx runs nginx in the foreground with a configuration and state
 // of its own under dir; headers are further proxy_set_header lines.
-func startNginx(dir string, backends, headers []string, cert *certPair) (*proc, string, error) {
+func startNginx(dir string, backends, headers []string, cert *certPair, http2 bool) (*proc, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -254,7 +254,8 @@ func startNginx(dir string, backends, headers []string, cert *certPair) (*proc, 
 		Backends    []string
 		Headers     []string
 		Cert        *pair
-	}{dir, addr, backends, headers, tlsFiles})
+		HTTP2       bool
+	}{dir, addr, backends, headers, tlsFiles, http2})
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -274,7 +275,9 @@ func startNginx(dir string, backends, headers []string, cert *certPair) (*proc, 
 // itself, asked directly as the reference for added latency.
 type proxy struct {
 	name, addr string
-	tls        bool // serves HTTPS
+	tls        bool    // serves HTTPS
+	h2         bool    // measured over HTTP/2, with h2load
+	cipher     *string // the TLS cipher h2load negotiated (nil: not noted)
 	p          *proc
 	pprof      string // where it serves /debug/pprof (empty: nowhere)
 	// backend is the app behind it, whose CPU a run also counts: what a

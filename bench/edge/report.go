@@ -22,8 +22,7 @@ type results struct {
 	halfRate     float64           // half of nginx's median saturation rate
 	profiles     map[string]string // "pprof <proxy>" / "perf <proxy>" → its report (empty: none taken)
 	names        []string          // the proxies compared, nginx last
-	tlsLoad      load              // the HTTPS comparison (no rounds: not run)
-	tlsNames     []string          // the proxies compared over TLS, nginx last
+	tls, h2      tlsComparison     // the HTTPS comparisons, HTTP/1.1 and HTTP/2 (no rounds: not run)
 }
 
 // loadTable prints a table of wrk runs: a column per proxy (median, and
@@ -64,35 +63,44 @@ func (t *loadTable) row(what string, ld load, field func(wrkRun) float64, format
 	t.p("| %s | %s |\n", what, strings.Join(cells, " | "))
 }
 
-// saturation prints the rows of a load at saturation.
-func (t *loadTable) saturation(l load) {
+// saturation prints the rows of a load at saturation, which client (wrk
+// or h2load) made.
+func (t *loadTable) saturation(l load, client string) {
 	fms := func(v float64) string { return ms(time.Duration(v)) }
 	fus := func(v float64) string { return us(time.Duration(v)) }
 	count := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	t.row("requests/s at saturation", l, func(w wrkRun) float64 { return w.rps }, thousands)
-	t.row("latency p50 at saturation", l, func(w wrkRun) float64 { return float64(w.p50) }, fms)
-	t.row("latency p99 at saturation", l, func(w wrkRun) float64 { return float64(w.p99) }, fms)
+	if client == "h2load" { // no percentiles: p50 holds the mean
+		t.row("latency mean at saturation", l, func(w wrkRun) float64 { return float64(w.p50) }, fms)
+	} else {
+		t.row("latency p50 at saturation", l, func(w wrkRun) float64 { return float64(w.p50) }, fms)
+		t.row("latency p99 at saturation", l, func(w wrkRun) float64 { return float64(w.p99) }, fms)
+	}
 	t.row("proxy CPU time per request (user + system, all its processes)", l, func(w wrkRun) float64 { return float64(w.cpuPerReq) }, fus)
 	t.row("proxy context switches per request (all its threads)", l, func(w wrkRun) float64 { return w.switchesPerReq }, count)
 	t.row("backend CPU time per request", l, func(w wrkRun) float64 { return float64(w.backendCPUPerReq) }, fus)
 	t.row("backend context switches per request", l, func(w wrkRun) float64 { return w.backendSwitchesPerReq }, count)
-	t.row("wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.wrkCPUPerReq) }, fus)
-	t.row("proxy + backend + wrk CPU time per request", l, func(w wrkRun) float64 { return float64(w.cpuPerReq + w.backendCPUPerReq + w.wrkCPUPerReq) }, fus)
+	t.row(client+" CPU time per request", l, func(w wrkRun) float64 { return float64(w.wrkCPUPerReq) }, fus)
+	t.row("proxy + backend + "+client+" CPU time per request", l, func(w wrkRun) float64 { return float64(w.cpuPerReq + w.backendCPUPerReq + w.wrkCPUPerReq) }, fus)
 	t.row("machine CPU idle at saturation", l, func(w wrkRun) float64 { return w.idle }, func(v float64) string { return fmt.Sprintf("%.0f %%", 100*v) })
 }
 
 // rounds prints each round of a load at saturation, in the order run.
-func rounds(p func(string, ...any), l load, names []string) {
+func rounds(p func(string, ...any), l load, names []string, client string) {
+	latency, pick := "p99", func(w wrkRun) time.Duration { return w.p99 }
+	if client == "h2load" {
+		latency, pick = "mean", func(w wrkRun) time.Duration { return w.p50 }
+	}
 	p("\nRounds at saturation (the order rotates):\n\n| round | order |")
 	for _, n := range names {
-		p(" %s req/s, p99, CPU/req |", n)
+		p(" %s req/s, %s, CPU/req |", n, latency)
 	}
 	p("\n|---|---|%s\n", strings.Repeat("---:|", len(names)))
 	for i, round := range l.rounds {
 		var cells []string
 		for _, n := range names {
 			w := round[n]
-			cells = append(cells, fmt.Sprintf("%s, %s, %s", thousands(w.rps), ms(w.p99), us(w.cpuPerReq)))
+			cells = append(cells, fmt.Sprintf("%s, %s, %s", thousands(w.rps), ms(pick(w)), us(w.cpuPerReq)))
 		}
 		p("| %d | %s | %s |\n", i+1, strings.Join(l.order[i], " → "), strings.Join(cells, " | "))
 	}
@@ -107,7 +115,7 @@ func report(out io.Writer, o options, r results) {
 	var t *loadTable
 	if len(l.rounds) > 0 {
 		t = newLoadTable(p, names, "nginx", len(l.rounds))
-		t.saturation(l)
+		t.saturation(l, "wrk")
 	}
 	if len(r.half.rounds) > 0 {
 		h := r.half
@@ -128,10 +136,19 @@ func report(out io.Writer, o options, r results) {
 		p("| added p99 at half load (p99 through the proxy − p99 of the backend asked directly, %s) | %s |%s\n",
 			fms(d), strings.Join(cells, " | "), strings.Repeat(" — |", len(others)))
 	}
-	if len(r.tlsLoad.rounds) > 0 {
+	if len(r.tls.load.rounds) > 0 {
 		p("\nOver TLS (HTTPS, HTTP/1.1 with keep-alive; each proxy terminates TLS with the same ECDSA P-256 certificate):\n\n")
-		newLoadTable(p, r.tlsNames, nginxTLS, len(r.tlsLoad.rounds)).saturation(r.tlsLoad)
-		rounds(p, r.tlsLoad, r.tlsNames)
+		newLoadTable(p, r.tls.names, nginxTLS, len(r.tls.load.rounds)).saturation(r.tls.load, "wrk")
+		rounds(p, r.tls.load, r.tls.names, "wrk")
+	}
+	if len(r.h2.load.rounds) > 0 {
+		p("\nOver HTTP/2 (h2load, one stream at a time on each of %d connections; latency is h2load's mean, it gives no percentiles):\n\n", o.conns)
+		newLoadTable(p, r.h2.names, nginxH2, len(r.h2.load.rounds)).saturation(r.h2.load, "h2load")
+		rounds(p, r.h2.load, r.h2.names, "h2load")
+		for _, n := range r.h2.names {
+			p("\n%s negotiated %s.", n, r.h2.ciphers[n])
+		}
+		p("\n")
 	}
 	if len(l.rounds) == 0 {
 		return
@@ -164,9 +181,9 @@ func report(out io.Writer, o options, r results) {
 		p("| edge memory (RSS), 1 project | %d MiB | — | — |\n", r.small.rss>>10)
 	}
 
-	rounds(p, l, names)
+	rounds(p, l, names, "wrk")
 	var problems []string
-	for what, ld := range map[string]load{"saturation": l, "half load": r.half, "TLS": r.tlsLoad} {
+	for what, ld := range map[string]load{"saturation": l, "half load": r.half, "TLS": r.tls.load, "HTTP/2": r.h2.load} {
 		for i, round := range ld.rounds {
 			for name, w := range round {
 				for _, pr := range w.problems {

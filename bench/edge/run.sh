@@ -5,7 +5,8 @@
 # 100,000 projects (Go benchmarks); and route changes from the database to
 # the edge. Needs root, nginx and wrk
 # (scripts/deps.sh install). Prints a Markdown table; extra arguments go to
-# the benchmark (go run ./bench/edge -h lists them).
+# the benchmark (go run ./bench/edge -h lists them). Over TLS it needs h2load
+# too (nghttp2-client, also from scripts/deps.sh install).
 #
 #   ROUNDS=3 DURATION=10s CONNECTIONS=64 THREADS=2 COUNT=3 bash bench/edge/run.sh
 #

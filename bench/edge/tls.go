@@ -20,11 +20,18 @@ import (
 // ssl on, with one certificate for all of them, wrk speaking HTTP/1.1 over
 // TLS with keep-alive. The handshake is paid once per connection; the
 // records of every request are what differs.
+//
+// And over HTTP/2, what browsers speak: h2load, one stream at a time on
+// each of as many connections as wrk opens, against the edge (whose
+// HTTP/2 is net/http's on every data path) and nginx with http2 on.
 const (
 	edgeLoopTLS      = "edge (loop, TLS)"
 	edgeStdlibTLS    = "edge (stdlib, TLS)"
 	nginxTLS         = "nginx (TLS)"
 	nginxHeadersTLS  = "nginx (TLS, edge's fields)"
+	edgeH2           = "edge (HTTP/2)"
+	nginxH2          = "nginx (HTTP/2)"
+	nginxHeadersH2   = "nginx (HTTP/2, edge's fields)"
 	benchACMEContact = "bench@example.com"
 )
 
@@ -71,17 +78,29 @@ func startEdgeTLS(bin, dbURL, snapshot, dataPath string, c certPair) (*proc, str
 	return p, https, err
 }
 
-// compareTLS starts the HTTPS proxies, runs the same rounds as the plain
-// comparison against them, and stops them: the names in report order
-// (nginx last) and the load.
-func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs []string, backend *proc) ([]string, load, error) {
+// tlsComparison is one comparison over TLS: the proxies in report order
+// (the reference last), their rounds, and the cipher each negotiated
+// (HTTP/2 only: h2load says).
+type tlsComparison struct {
+	names   []string
+	load    load
+	ciphers map[string]string
+}
+
+// compareTLS starts the HTTPS proxies (HTTP/1.1, or HTTP/2 if h2), runs the
+// same rounds as the plain comparison against them, and stops them.
+func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs []string, backend *proc, h2 bool) (tlsComparison, error) {
+	var cmp tlsComparison
 	dir := filepath.Join(work, "tls")
+	if h2 {
+		dir = filepath.Join(work, "h2")
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, load{}, err
+		return cmp, err
 	}
 	c, err := writeCert(dir)
 	if err != nil {
-		return nil, load{}, fmt.Errorf("certificate: %w", err)
+		return cmp, fmt.Errorf("certificate: %w", err)
 	}
 	var proxies []proxy
 	defer func() {
@@ -89,39 +108,49 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 			px.p.stop()
 		}
 	}()
-	for _, e := range []struct{ name, path string }{{edgeStdlibTLS, "stdlib"}, {edgeLoopTLS, "loop"}} {
-		p, addr, err := startEdgeTLS(o.zeitwork, dbURL, filepath.Join(dir, "routes-"+e.path+".json"), e.path, c)
-		if err != nil {
-			return nil, load{}, err
-		}
-		proxies = append(proxies, proxy{name: e.name, addr: addr, p: p, tls: true})
-	}
-	for _, n := range []struct {
+	edges := []struct{ name, path string }{{edgeStdlibTLS, "stdlib"}, {edgeLoopTLS, "loop"}}
+	nginxes := []struct {
 		name    string
 		headers []string
-	}{{nginxHeadersTLS, edgeHeaders}, {nginxTLS, nil}} {
-		p, addr, err := startNginx(filepath.Join(dir, "nginx-"+fmt.Sprint(len(n.headers))), addrs, n.headers, &c)
-		if err != nil {
-			return nil, load{}, err
-		}
-		proxies = append(proxies, proxy{name: n.name, addr: addr, p: p, tls: true})
+	}{{nginxHeadersTLS, edgeHeaders}, {nginxTLS, nil}}
+	if h2 {
+		edges = edges[1:] // HTTP/2 is net/http's on every data path
+		edges[0].name = edgeH2
+		nginxes[0].name, nginxes[1].name = nginxHeadersH2, nginxH2
 	}
-	var names []string
+	for _, e := range edges {
+		p, addr, err := startEdgeTLS(o.zeitwork, dbURL, filepath.Join(dir, "routes-"+e.path+".json"), e.path, c)
+		if err != nil {
+			return cmp, err
+		}
+		proxies = append(proxies, proxy{name: e.name, addr: addr, p: p, tls: true, h2: h2})
+	}
+	for _, n := range nginxes {
+		p, addr, err := startNginx(filepath.Join(dir, "nginx-"+fmt.Sprint(len(n.headers))), addrs, n.headers, &c, h2)
+		if err != nil {
+			return cmp, err
+		}
+		proxies = append(proxies, proxy{name: n.name, addr: addr, p: p, tls: true, h2: h2})
+	}
 	for i := range proxies {
 		proxies[i].backend = backend
+		proxies[i].cipher = new(string)
 		if err := waitServes(ctx, proxies[i], host); err != nil {
-			return nil, load{}, err
+			return cmp, err
 		}
-		names = append(names, proxies[i].name)
+		cmp.names = append(cmp.names, proxies[i].name)
 	}
-	l, err := compare(ctx, o, proxies, host)
-	if err != nil {
-		return nil, load{}, fmt.Errorf("over TLS: %w", err)
+	if cmp.load, err = compare(ctx, o, proxies, host); err != nil {
+		return cmp, fmt.Errorf("over TLS: %w", err)
 	}
+	cmp.ciphers = map[string]string{}
 	for _, px := range proxies {
 		if err := px.p.alive(); err != nil {
-			return nil, load{}, err
+			return cmp, err
+		}
+		if *px.cipher != "" {
+			cmp.ciphers[px.name] = *px.cipher
 		}
 	}
-	return names, l, nil
+	return cmp, nil
 }

@@ -158,9 +158,39 @@ func wrkArgs(o options, d time.Duration) []string {
 	return []string{"-t" + strconv.Itoa(o.threads), "-c" + strconv.Itoa(o.conns), "-d" + strconv.Itoa(int(d.Seconds())) + "s", "--latency"}
 }
 
-// runWrk runs wrk against the proxy for d, asking for host.
+// runWrk runs wrk against the proxy for d, asking for host (h2load, when
+// the proxy is measured over HTTP/2).
 func runWrk(ctx context.Context, o options, px proxy, host string, d time.Duration, extra ...string) (wrkRun, error) {
+	if px.h2 {
+		return runH2load(ctx, o, px, host, d)
+	}
 	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, px.url())
+	return measure(ctx, px, exec.CommandContext(ctx, "wrk", args...), func(out string) (wrkRun, error) {
+		rep, err := wrk.Parse(out)
+		return wrkRun{rps: rep.RPS, p50: rep.P50, p99: rep.P99, requests: rep.Requests, problems: rep.Problems}, err
+	})
+}
+
+// runH2load runs h2load against the proxy for d over HTTP/2, one stream
+// at a time per connection (as wrk's HTTP/1.1 keep-alive), asking for
+// host. h2load gives no percentiles: p50 is its mean, p99 left zero.
+func runH2load(ctx context.Context, o options, px proxy, host string, d time.Duration) (wrkRun, error) {
+	args := []string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.conns), "-m", "1", "-D", strconv.Itoa(int(d.Seconds())),
+		"-H", ":authority: " + host, px.url()}
+	return measure(ctx, px, exec.CommandContext(ctx, "h2load", args...), func(out string) (wrkRun, error) {
+		rep, err := parseH2load(out)
+		if err == nil && rep.cipher != "" && px.cipher != nil {
+			*px.cipher = rep.cipher
+		}
+		return wrkRun{rps: rep.rps, p50: rep.mean, requests: rep.requests, problems: rep.problems}, err
+	})
+}
+
+// measure runs the load generator cmd and counts, over its run, the CPU
+// and context switches of the proxy, of its backend and of the generator
+// itself per request, and the machine's idle share; parse reads cmd's
+// report.
+func measure(ctx context.Context, px proxy, cmd *exec.Cmd, parse func(string) (wrkRun, error)) (wrkRun, error) {
 	var cpu, backendCPU time.Duration
 	var switches, backendSwitches int64
 	if px.p != nil {
@@ -170,7 +200,6 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 		backendCPU, backendSwitches = px.backend.cpu(), px.backend.switches()
 	}
 	idle0, total0 := machineCPU()
-	cmd := exec.CommandContext(ctx, "wrk", args...)
 	out, err := cmd.CombinedOutput()
 	idle1, total1 := machineCPU()
 	if px.p != nil {
@@ -179,21 +208,21 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 	if px.backend != nil {
 		backendCPU, backendSwitches = px.backend.cpu()-backendCPU, px.backend.switches()-backendSwitches
 	}
+	tool := filepath.Base(cmd.Path)
 	if ctx.Err() != nil {
-		return wrkRun{}, fmt.Errorf("wrk %s: %w", px.name, ctx.Err())
+		return wrkRun{}, fmt.Errorf("%s %s: %w", tool, px.name, ctx.Err())
 	}
 	if err != nil {
-		return wrkRun{}, fmt.Errorf("wrk %s (%s): %v\n%s", px.name, strings.Join(args, " "), err, out)
+		return wrkRun{}, fmt.Errorf("%s %s (%s): %v\n%s", tool, px.name, strings.Join(cmd.Args[1:], " "), err, out)
 	}
 	if px.p != nil {
 		if err := px.p.alive(); err != nil {
 			return wrkRun{}, err
 		}
 	}
-	rep, err := wrk.Parse(string(out))
-	run := wrkRun{rps: rep.RPS, p50: rep.P50, p99: rep.P99, requests: rep.Requests, problems: rep.Problems}
+	run, err := parse(string(out))
 	if err != nil {
-		return wrkRun{}, fmt.Errorf("wrk %s: %w\n%s", px.name, err, out)
+		return wrkRun{}, fmt.Errorf("%s %s: %w\n%s", tool, px.name, err, out)
 	}
 	if run.requests > 0 {
 		run.cpuPerReq = cpu / time.Duration(run.requests)
