@@ -140,6 +140,7 @@ func report(out io.Writer, o options, r results) {
 		p("\nOver TLS (HTTPS, HTTP/1.1 with keep-alive; each proxy terminates TLS with the same ECDSA P-256 certificate):\n\n")
 		newLoadTable(p, r.tls.names, nginxTLS, len(r.tls.load.rounds)).saturation(r.tls.load, "wrk")
 		rounds(p, r.tls.load, r.tls.names, "wrk")
+		profileTops(p, r.tls, o.profile)
 	}
 	if len(r.h2.load.rounds) > 0 {
 		p("\nOver HTTP/2 (h2load, one stream at a time on each of %d connections; latency is h2load's mean, it gives no percentiles):\n\n", o.conns)
@@ -149,6 +150,7 @@ func report(out io.Writer, o options, r results) {
 			p("\n%s negotiated %s.", n, r.h2.ciphers[n])
 		}
 		p("\n")
+		profileTops(p, r.h2, o.profile)
 	}
 	if len(l.rounds) == 0 {
 		return
@@ -298,4 +300,14 @@ func nginxVersion() string {
 		return "nginx"
 	}
 	return strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version: ")
+}
+
+// profileTops prints where each edge's CPU went in a comparison over TLS
+// (-profile only).
+func profileTops(p func(string, ...any), c tlsComparison, dir string) {
+	for _, n := range c.names {
+		if top, ok := c.profiles["pprof "+n]; ok {
+			p("\nWhere %s's CPU goes (pprof -top, one saturated run; the profile is in %s):\n\n```\n%s```\n", n, dir, top)
+		}
+	}
 }

@@ -68,13 +68,17 @@ func writeCert(dir string) (certPair, error) {
 // startEdgeTLS runs `zeitwork edge` (built with -tags edgepprof, which
 // reads EDGE_BENCH_TLS_CERT/KEY) terminating TLS with the certificate, and
 // returns the address of its HTTPS listener.
-func startEdgeTLS(bin, dbURL, snapshot, dataPath string, c certPair) (*proc, string, error) {
+// A pprof address is passed when pprof is not empty.
+func startEdgeTLS(bin, dbURL, snapshot, dataPath string, c certPair, pprof string) (*proc, string, error) {
 	https, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	p, _, _, err := startEdgeEnv(bin, dbURL, snapshot, dataPath,
-		"EDGE_HTTPS_ADDR="+https, "EDGE_BENCH_TLS_CERT="+c.cert, "EDGE_BENCH_TLS_KEY="+c.key, "ACME_EMAIL="+benchACMEContact)
+	env := []string{"EDGE_HTTPS_ADDR=" + https, "EDGE_BENCH_TLS_CERT=" + c.cert, "EDGE_BENCH_TLS_KEY=" + c.key, "ACME_EMAIL=" + benchACMEContact}
+	if pprof != "" {
+		env = append(env, "EDGE_PPROF_ADDR="+pprof)
+	}
+	p, _, _, err := startEdgeEnv(bin, dbURL, snapshot, dataPath, env...)
 	return p, https, err
 }
 
@@ -82,9 +86,10 @@ func startEdgeTLS(bin, dbURL, snapshot, dataPath string, c certPair) (*proc, str
 // (the reference last), their rounds, and the cipher each negotiated
 // (HTTP/2 only: h2load says).
 type tlsComparison struct {
-	names   []string
-	load    load
-	ciphers map[string]string
+	names    []string
+	load     load
+	ciphers  map[string]string
+	profiles map[string]string // "pprof <proxy>" → pprof -top of the edge under load (-profile only)
 }
 
 // compareTLS starts the HTTPS proxies (HTTP/1.1, or HTTP/2 if h2), runs the
@@ -119,11 +124,17 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 		nginxes[0].name, nginxes[1].name = nginxHeadersH2, nginxH2
 	}
 	for _, e := range edges {
-		p, addr, err := startEdgeTLS(o.zeitwork, dbURL, filepath.Join(dir, "routes-"+e.path+".json"), e.path, c)
+		var pp string
+		if o.profile != "" {
+			if pp, err = freeAddr(); err != nil {
+				return cmp, err
+			}
+		}
+		p, addr, err := startEdgeTLS(o.zeitwork, dbURL, filepath.Join(dir, "routes-"+e.path+".json"), e.path, c, pp)
 		if err != nil {
 			return cmp, err
 		}
-		proxies = append(proxies, proxy{name: e.name, addr: addr, p: p, tls: true, h2: h2})
+		proxies = append(proxies, proxy{name: e.name, addr: addr, p: p, pprof: pp, tls: true, h2: h2})
 	}
 	for _, n := range nginxes {
 		p, addr, err := startNginx(filepath.Join(dir, "nginx-"+fmt.Sprint(len(n.headers))), addrs, n.headers, &c, h2)
@@ -142,6 +153,22 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 	}
 	if cmp.load, err = compare(ctx, o, proxies, host); err != nil {
 		return cmp, fmt.Errorf("over TLS: %w", err)
+	}
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return cmp, err
+		}
+		cmp.profiles = map[string]string{}
+		for _, px := range proxies {
+			if px.pprof == "" {
+				continue
+			}
+			top, err := pprofUnderLoad(ctx, o, px, host, "")
+			if err != nil {
+				return cmp, fmt.Errorf("pprof %s: %w", px.name, err)
+			}
+			cmp.profiles["pprof "+px.name] = top
+		}
 	}
 	cmp.ciphers = map[string]string{}
 	for _, px := range proxies {

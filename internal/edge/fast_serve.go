@@ -51,7 +51,7 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 		fc.x.out = append(fc.x.out, q.body...)
 
 		h.inflight.Add(1)
-		uc, err := p.roundTrip(fc, b.NodeProxy, replayable, start)
+		uc, err := p.roundTrip(fc.x.out, &fc.x.resp, b.NodeProxy, replayable, start)
 		if err != nil {
 			h.inflight.Add(-1)
 			reason := reasonOf(err)
@@ -152,17 +152,17 @@ func (fc *fastConn) appendClient(o []byte) []byte {
 	return append(o, fc.peerText...)
 }
 
-// roundTrip sends fc.x.out to addr and reads the response head into fc.x.resp.
-func (p *Proxy) roundTrip(fc *fastConn, addr string, replayable bool, now time.Time) (*upConn, error) {
+// roundTrip sends out to addr and reads the response head into resp.
+func (p *Proxy) roundTrip(out []byte, resp *response, addr string, replayable bool, now time.Time) (*upConn, error) {
 	for {
 		uc, reused, err := p.pool.get(addr, !replayable, now)
 		if err != nil {
 			return nil, err
 		}
-		n, err := uc.c.Write(fc.x.out)
+		n, err := uc.c.Write(out)
 		if err == nil {
 			uc.setDeadline(now, p.cfg.UpstreamTimeout)
-			err = fc.x.resp.readHead(uc)
+			err = resp.readHead(uc)
 		}
 		if err == nil {
 			return uc, nil
@@ -388,17 +388,7 @@ func (fc *fastConn) errorPage(err error, rid []byte, now time.Time) (status int,
 
 // appendErrorPage writes the error page for err into fc.x.out.
 func (fc *fastConn) appendErrorPage(err error, rid []byte, now time.Time) (status int) {
-	var code, title, msg string
-	retry := false
-	var netErr net.Error
-	switch {
-	case errors.Is(err, errNoInstance):
-		status, code, title, msg, retry = 503, "no_healthy_instance", "App unavailable", "No instance of this app could be reached. Try again in a few seconds.", true
-	case errors.As(err, &netErr) && netErr.Timeout():
-		status, code, title, msg = 504, "upstream_timeout", "App timed out", "The app did not answer in time."
-	default:
-		status, code, title, msg = 502, "upstream_error", "App failed", "The app closed the connection or sent a broken response."
-	}
+	status, code, title, msg, retry := failurePage(err)
 	var body bytes.Buffer
 	writePage(&body, status, code, title, msg)
 	o := append(fc.x.out[:0], "HTTP/1.1 "...)
@@ -425,6 +415,19 @@ func (fc *fastConn) appendErrorPage(err error, rid []byte, now time.Time) (statu
 	}
 	fc.x.out = o
 	return status
+}
+
+// failurePage is the error page for a request no instance answered: the
+// same on every data path.
+func failurePage(err error) (status int, code, title, msg string, retry bool) {
+	var netErr net.Error
+	switch {
+	case errors.Is(err, errNoInstance):
+		return 503, "no_healthy_instance", "App unavailable", "No instance of this app could be reached. Try again in a few seconds.", true
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return 504, "upstream_timeout", "App timed out", "The app did not answer in time.", false
+	}
+	return 502, "upstream_error", "App failed", "The app closed the connection or sent a broken response.", false
 }
 
 func isHead(method []byte) bool { return string(method) == "HEAD" }

@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +56,7 @@ type Proxy struct {
 	transport *http.Transport
 	pool      upstreamPool // the fast path's node-proxy connections
 	ownDial   bool         // ProxyConfig.Dial was set: the event loops cannot dial
+	direct    atomic.Int64 // requests the direct exchange forwarded (tests read it)
 }
 
 // NewProxy builds a proxy.
@@ -209,20 +211,16 @@ var errNoInstance = errors.New("no instance could be reached")
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	x := r.Context().Value(exchangeKey{}).(*exchange)
 	x.took = time.Since(x.start)
-	var netErr net.Error
-	switch {
-	case errors.Is(err, errNoInstance):
-		x.status = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "5")
-		page(w, x.status, "no_healthy_instance", "App unavailable", "No instance of this app could be reached. Try again in a few seconds.")
-	case errors.Is(err, context.Canceled):
+	if errors.Is(err, context.Canceled) {
 		x.status = 499 // the client left; nobody reads a response
-	case errors.As(err, &netErr) && netErr.Timeout():
-		x.status = http.StatusGatewayTimeout
-		page(w, x.status, "upstream_timeout", "App timed out", "The app did not answer in time.")
-	default:
-		x.status = http.StatusBadGateway
-		page(w, x.status, "upstream_error", "App failed", "The app closed the connection or sent a broken response.")
+	} else {
+		var code, title, msg string
+		var retry bool
+		x.status, code, title, msg, retry = failurePage(err)
+		if retry {
+			w.Header().Set("Retry-After", "5")
+		}
+		page(w, x.status, code, title, msg)
 	}
 	p.cfg.Log.DebugContext(r.Context(), "upstream failed", "project_id", x.project, "request_id", x.requestID, "status", x.status, "err", err)
 }

@@ -111,9 +111,16 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	}
 	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.NodeProxy.Token.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
 
+	// What net/http serves: on the fast and loop data paths, HTTP/2 and the
+	// connections they hand over, forwarded by the direct exchange where it
+	// can (direct.go); on the stdlib path, everything, by ReverseProxy.
+	var handler http.Handler = proxy
+	if cfg.DataPath == DataPathFast || cfg.DataPath == DataPathLoop {
+		handler = proxy.Direct()
+	}
 	// Plain HTTP: the proxy itself when nothing terminates TLS here (or
 	// Cloudflare did), else a redirect to HTTPS; ACME challenges first.
-	var plain http.Handler = proxy
+	plain := handler
 	if ls.HTTPS != nil && certs != nil {
 		plain = redirect(routes, proxy)
 	}
@@ -165,7 +172,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 		case DataPathFast, DataPathLoop:
 			fastTLS = proxy.FastTLSListener(ls.HTTPS, certs.TLSConfig(), cfg.ReadHeaderTimeout, cfg.IdleTimeout)
 			ls.HTTPS = fastTLS
-			srv := server(proxy)
+			srv := server(handler)
 			KeepTLSState(srv)
 			serve(fastTLS, srv, nil)
 		default:

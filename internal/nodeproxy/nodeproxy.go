@@ -8,6 +8,7 @@
 package nodeproxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -116,6 +117,9 @@ func New(token string, lookup Lookup, dial Dialer, log *slog.Logger) *Proxy {
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			p.api.Handle(func(w http.ResponseWriter, _ *http.Request) error { return mark(w, upstreamError(err)) }).ServeHTTP(w, r)
 		},
+		// What ReverseProxy logs itself (an app's body breaking off) goes
+		// through our logger, not the standard one.
+		ErrorLog: slog.NewLogLogger(cmp.Or(log, slog.New(slog.DiscardHandler)).Handler(), slog.LevelDebug),
 	}
 	return p
 }

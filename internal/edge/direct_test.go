@@ -1,0 +1,110 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDirectForwardsHTTP2AndHandOvers: the requests net/http parses on the
+// edge's own data paths (HTTP/2, and HTTP/1 connections the fast path
+// handed over) are forwarded by the direct exchange, except those it
+// leaves to ReverseProxy, and the app sees the same either way.
+func TestDirectForwardsHTTP2AndHandOvers(t *testing.T) {
+	s := newStage(t, pathH2, 5*time.Second)
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s len=%d secret=%q xfp=%s rid=%t", r.Method, r.URL.RequestURI(), len(b),
+			r.Header.Get("X-Secret"), r.Header.Get("X-Forwarded-Proto"), r.Header.Get(HeaderRequestID) != "")
+	}))
+	client := clientOf(t, s.edge)
+	do := func(method, path string, body string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.edge.URL+path, strings.NewReader(body))
+		req.Host = "shop.zeitwork.app"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("%s %s: answered over %s", method, path, resp.Proto)
+		}
+		return resp, string(b)
+	}
+	for i, tc := range []struct {
+		method, path, body, want string
+		direct                   bool
+	}{
+		{"GET", "/a?b=c", "", `GET /a?b=c len=0 secret="" xfp=https rid=true`, true},
+		{"POST", "/form", strings.Repeat("x", 1000), `POST /form len=1000 secret="" xfp=https rid=true`, true},
+		// Larger than the edge holds in memory: streamed by ReverseProxy.
+		{"PUT", "/upload", strings.Repeat("y", 100<<10), `PUT /upload len=102400 secret="" xfp=https rid=true`, false},
+		{"HEAD", "/", "", "", true},
+	} {
+		before := s.proxy.direct.Load()
+		resp, body := do(tc.method, tc.path, tc.body)
+		if resp.StatusCode != 200 || body != tc.want || resp.Header.Get(HeaderRequestID) == "" {
+			t.Fatalf("%d: %d %q", i, resp.StatusCode, body)
+		}
+		if got := s.proxy.direct.Load() - before; got != map[bool]int64{true: 1}[tc.direct] {
+			t.Fatalf("%d: %s %s: %d requests went through the direct exchange", i, tc.method, tc.path, got)
+		}
+	}
+
+	// HTTP/1.0 is handed over by the fast path; the fields Connection
+	// names are hop-by-hop and stay at the edge.
+	c, err := dialEdge(t, s.edge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := s.proxy.direct.Load()
+	io.WriteString(c, "GET /old HTTP/1.0\r\nHost: shop.zeitwork.app\r\nConnection: X-Secret\r\nX-Secret: 1\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if want := `GET /old len=0 secret="" xfp=https rid=true`; resp.StatusCode != 200 || string(b) != want {
+		t.Fatalf("HTTP/1.0: %d %q, want %q", resp.StatusCode, b, want)
+	}
+	if s.proxy.direct.Load() != before+1 {
+		t.Fatal("the handed-over HTTP/1.0 request did not go through the direct exchange")
+	}
+}
+
+// TestProxyAbortsResponsesTheAppCutShort: a response whose body breaks off
+// reaches the client as an error, never as a complete response, on every
+// path (over HTTP/2 a reset stream, over HTTP/1 a closed connection).
+func TestProxyAbortsResponsesTheAppCutShort(t *testing.T) {
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 5*time.Second)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/length" {
+				w.Header().Set("Content-Length", "100")
+			}
+			io.WriteString(w, "the first part")
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler) // the app's server drops the connection
+		}))
+		for _, p := range []string{"/length", "/chunked"} {
+			req, _ := http.NewRequest("GET", s.edge.URL+p, nil)
+			req.Host = "shop.zeitwork.app"
+			resp, err := clientOf(t, s.edge).Do(req)
+			if err != nil {
+				continue // cut before the head: also an error
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Fatalf("%s: a cut response read as complete: %d %q", p, resp.StatusCode, b)
+			}
+		}
+	})
+}
