@@ -68,12 +68,14 @@ BUILDKIT_VERSION=$(module_version buildkitd github.com/moby/buildkit)
 PEBBLE_VERSION=$(module_version pebble github.com/letsencrypt/pebble/v2)
 CNI_VERSION=$(module_version cni github.com/containernetworking/plugins)
 TAILSCALE_VERSION=$(module_version tailscale tailscale.com)
+H2SPEC_VERSION=$(module_version h2spec github.com/summerwind/h2spec)
 
 MINIO_BIN="$BIN_CACHE/minio-$MINIO_VERSION"
 REGISTRY_BIN="$BIN_CACHE/registry-$REGISTRY_VERSION"
 BUILDKITD_BIN="$BIN_CACHE/buildkitd-$BUILDKIT_VERSION"
 BUILDCTL_BIN="$BIN_CACHE/buildctl-$BUILDKIT_VERSION"
 PEBBLE_BIN="$BIN_CACHE/pebble-$PEBBLE_VERSION" # the ACME server the edge's TLS tests issue from
+H2SPEC_BIN="$BIN_CACHE/h2spec-$H2SPEC_VERSION" # HTTP/2 conformance of the edge's own server
 # The bootstrap's Tailscale test: tailscaled and its CLI for the simulated machines, and a control
 # server + DERP relay (tools/tailscale/testcontrol, Tailscale's own test control server).
 TAILSCALED_BIN="$BIN_CACHE/tailscaled-$TAILSCALE_VERSION"
@@ -198,6 +200,7 @@ cmd_install() {
   step "buildctl $BUILDKIT_VERSION" go_build_tool "$BUILDCTL_BIN" buildkitd github.com/moby/buildkit/cmd/buildctl
   step "cni $CNI_VERSION" build_cni
   step "pebble $PEBBLE_VERSION" go_build_tool "$PEBBLE_BIN" pebble github.com/letsencrypt/pebble/v2/cmd/pebble
+  step "h2spec $H2SPEC_VERSION" go_build_tool "$H2SPEC_BIN" h2spec github.com/summerwind/h2spec/cmd/h2spec
   # Static: they run on the simulated machines, whatever their libc.
   CGO_ENABLED=0 step "tailscaled $TAILSCALE_VERSION" go_build_tool "$TAILSCALED_BIN" tailscale tailscale.com/cmd/tailscaled
   CGO_ENABLED=0 step "tailscale $TAILSCALE_VERSION" go_build_tool "$TAILSCALE_BIN" tailscale tailscale.com/cmd/tailscale

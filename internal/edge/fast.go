@@ -90,10 +90,12 @@ type FastListener struct {
 	loops   []*evLoop
 	loopLfd int
 
-	// On TLS (FastTLSListener): the server's configuration, and the
-	// scheme the app is told the client used.
+	// On TLS (FastTLSListener): the server's configuration, the scheme
+	// the app is told the client used, and the handler of HTTP/2
+	// requests (nil: net/http serves HTTP/2).
 	tls   *tls.Config
 	proto string
+	h2    http.Handler
 }
 
 func newFastListener(p *Proxy, l net.Listener, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
@@ -112,17 +114,19 @@ func (p *Proxy) FastListener(l net.Listener, readHeaderTimeout, idleTimeout time
 
 // FastTLSListener starts serving l, a listener of plain TCP connections,
 // as TLS with cfg: the fast path takes the connections that negotiate
-// HTTP/1.1 (or nothing), and hands the rest to the stdlib server after
-// the handshake, as *tls.Conn: HTTP/2 (which net/http serves when Accept
-// returns a connection that negotiated h2) and ACME's acme-tls/1
-// validation. Serve the stdlib side with KeepTLSState, so that requests
-// handed over mid-connection are still seen as TLS.
+// HTTP/1.1 (or nothing), and h2 serves those that negotiate HTTP/2 with
+// the edge's own HTTP/2 server (h2.go). The rest are handed to the
+// stdlib server after the handshake, as *tls.Conn: ACME's acme-tls/1
+// validation, and HTTP/2 when h2 is nil (net/http serves it when Accept
+// returns a connection that negotiated h2). Serve the stdlib side with
+// KeepTLSState, so that requests handed over mid-connection are still
+// seen as TLS.
 //
 // The event loops do not speak TLS (crypto/tls needs a blocking
 // net.Conn): HTTPS runs on the fast path's goroutines.
-func (p *Proxy) FastTLSListener(l net.Listener, cfg *tls.Config, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
+func (p *Proxy) FastTLSListener(l net.Listener, cfg *tls.Config, h2 http.Handler, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
 	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
-	fl.tls, fl.proto = cfg.Clone(), "https"
+	fl.tls, fl.proto, fl.h2 = cfg.Clone(), "https", h2
 	// What net/http's ServeTLS offers: HTTP/2 first, then HTTP/1.1.
 	for _, proto := range []string{"h2", "http/1.1"} {
 		if !slices.Contains(fl.tls.NextProtos, proto) {
@@ -310,6 +314,7 @@ type fastConn struct {
 	x    *exchangeState // nil while idle
 
 	idle atomic.Bool // waiting for a request: Close may wake it
+	h2   atomic.Pointer[h2Conn] // set when the connection speaks HTTP/2
 	// accepted is when; served says a request was answered. Until then
 	// the client is sending its first request, which a closing listener
 	// still answers if it comes within firstRequestWait.
@@ -383,6 +388,10 @@ const firstRequestWait = 5 * time.Second
 // wake makes an idle connection's read return, so it sees the listener
 // closing; one yet to send its first request gets until firstRequestWait.
 func (fc *fastConn) wake() {
+	if sc := fc.h2.Load(); sc != nil {
+		go sc.shutdown() // GOAWAY, then close once its streams are answered
+		return
+	}
 	if fc.idle.Load() {
 		fc.c.SetReadDeadline(fc.closingDeadline())
 	}
@@ -408,6 +417,10 @@ func (fc *fastConn) serve() {
 	if tc, ok := fc.c.(*tls.Conn); ok {
 		st, ok := fc.handshake(tc)
 		if !ok {
+			return
+		}
+		if st.NegotiatedProtocol == "h2" && fc.fl.h2 != nil {
+			fc.serveH2(tc, &st)
 			return
 		}
 		if st.NegotiatedProtocol != "" && st.NegotiatedProtocol != "http/1.1" {

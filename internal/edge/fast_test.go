@@ -409,10 +409,11 @@ func TestFastPathWaitsForASlowBody(t *testing.T) {
 }
 
 // TestFastTLSServesHTTP1AndHandsTheRestToStdlib: over TLS, HTTP/1.1 stays
-// on the fast path; a connection that agreed on another protocol (HTTP/2,
-// ACME's acme-tls/1) goes to net/http after the handshake; a request the
-// fast path hands over mid-connection is still seen as TLS; and a client
-// that speaks plain HTTP to the TLS port is told so, as net/http does.
+// on the fast path; HTTP/2 is the edge's own server's (net/http's when it
+// has none); ACME's acme-tls/1 goes to net/http after the handshake; a
+// request the fast path hands over mid-connection is still seen as TLS;
+// and a client that speaks plain HTTP to the TLS port is told so, as
+// net/http does.
 func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	s := newStage(t, pathTLS, 5*time.Second)
 	s.app(echo("a"))
@@ -441,8 +442,12 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 			t.Fatalf("HTTP/2: %d %s %s", resp.StatusCode, resp.Proto, body)
 		}
 	}
-	if n := s.handed(); n != 1 {
+	// The edge's own HTTP/2 server took them, and the direct exchange.
+	if n := s.handed(); n != 0 {
 		t.Fatalf("%d connections handed over after one HTTP/2 connection", n)
+	}
+	if n := s.proxy.direct.Load(); n != 2 {
+		t.Fatalf("%d HTTP/2 requests went through the direct exchange, want 2", n)
 	}
 
 	// HTTP/1.0 is the stdlib path's, mid-connection: the app still hears TLS.
@@ -461,8 +466,8 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "xfp=https ") {
 		t.Fatalf("HTTP/1.0 over TLS: %d %s", resp.StatusCode, body)
 	}
-	if n := s.handed(); n != 2 {
-		t.Fatalf("%d connections handed over, want 2", n)
+	if n := s.handed(); n != 1 {
+		t.Fatalf("%d connections handed over, want 1", n)
 	}
 
 	// The CA's TLS-ALPN-01 validation handshakes for acme-tls/1 alone.
@@ -477,9 +482,9 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 		t.Fatalf("negotiated %q", p)
 	}
 	// The client's side of the handshake can end before the edge's.
-	for deadline := time.Now().Add(10 * time.Second); s.handed() != 3; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); s.handed() != 2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections handed over, want 3", s.handed())
+			t.Fatalf("%d connections handed over, want 2", s.handed())
 		}
 	}
 
@@ -494,7 +499,26 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(got), "HTTP/1.0 400 Bad Request\r\n") || !strings.Contains(string(got), "HTTPS server") {
 		t.Fatalf("plain HTTP to the TLS port: %q, %v", got, err)
 	}
-	if n := s.handed(); n != 3 {
-		t.Fatalf("%d connections handed over, want 3", n)
+	if n := s.handed(); n != 2 {
+		t.Fatalf("%d connections handed over, want 2", n)
+	}
+
+	// Without an HTTP/2 handler, net/http serves HTTP/2.
+	p := s.proxy
+	srv := httptest.NewUnstartedServer(p.Direct())
+	fl := p.FastTLSListener(srv.Listener, testTLS(t).server, nil, 5*time.Second, time.Minute)
+	srv.Listener = fl
+	srv.Start()
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", "https://"+fl.Addr().String()+"/h2", nil)
+	req.Host = "shop.zeitwork.app"
+	resp, err = h2.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || fl.handed.Load() != 1 {
+		t.Fatalf("HTTP/2 handed to net/http: %d %s, %d handed over", resp.StatusCode, resp.Proto, fl.handed.Load())
 	}
 }

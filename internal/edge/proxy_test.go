@@ -113,7 +113,7 @@ func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
 		}
 		srv.Listener = fl
 	case pathTLS, pathH2:
-		srv.Listener = p.FastTLSListener(srv.Listener, testTLS(t).server, 5*time.Second, time.Minute)
+		srv.Listener = p.FastTLSListener(srv.Listener, testTLS(t).server, h, 5*time.Second, time.Minute)
 		KeepTLSState(srv.Config)
 		srv.EnableHTTP2 = path == pathH2 // read by newClient, not by Start
 	}

@@ -170,7 +170,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	if ls.HTTPS != nil && certs != nil {
 		switch cfg.DataPath {
 		case DataPathFast, DataPathLoop:
-			fastTLS = proxy.FastTLSListener(ls.HTTPS, certs.TLSConfig(), cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+			fastTLS = proxy.FastTLSListener(ls.HTTPS, certs.TLSConfig(), handler, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
 			ls.HTTPS = fastTLS
 			srv := server(handler)
 			KeepTLSState(srv)
