@@ -313,7 +313,7 @@ type fastConn struct {
 	r, w int
 	x    *exchangeState // nil while idle
 
-	idle atomic.Bool // waiting for a request: Close may wake it
+	idle atomic.Bool            // waiting for a request: Close may wake it
 	h2   atomic.Pointer[h2Conn] // set when the connection speaks HTTP/2
 	// accepted is when; served says a request was answered. Until then
 	// the client is sending its first request, which a closing listener

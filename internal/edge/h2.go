@@ -39,14 +39,14 @@ import (
 // The handler is the same as net/http's (the direct exchange, which
 // leaves the unusual to ReverseProxy), with a ResponseWriter of ours.
 const (
-	h2MaxStreams    = 250                // SETTINGS_MAX_CONCURRENT_STREAMS, net/http's default
-	h2StreamWindow  = 256 << 10          // how much of one request body a client may send ahead
-	h2ConnWindow    = 1 << 20            // and of all of a connection's: what it may make us hold
-	h2MaxHeaderList = 64 << 10           // as the HTTP/1 server's MaxHeaderBytes
-	h2MaxFrame      = 16384              // the largest frame we read (the protocol's default)
-	h2WriteTimeout  = 30 * time.Second   // a client that reads nothing for this long is gone
-	h2ChunkSize     = 16384              // a response's bytes held before they become a frame
-	h2MaxWindow     = 1<<31 - 1          // the protocol's largest flow-control window
+	h2MaxStreams    = 250              // SETTINGS_MAX_CONCURRENT_STREAMS, net/http's default
+	h2StreamWindow  = 256 << 10        // how much of one request body a client may send ahead
+	h2ConnWindow    = 1 << 20          // and of all of a connection's: what it may make us hold
+	h2MaxHeaderList = 64 << 10         // as the HTTP/1 server's MaxHeaderBytes
+	h2MaxFrame      = 16384            // the largest frame we read (the protocol's default)
+	h2WriteTimeout  = 30 * time.Second // a client that reads nothing for this long is gone
+	h2ChunkSize     = 16384            // a response's bytes held before they become a frame
+	h2MaxWindow     = 1<<31 - 1        // the protocol's largest flow-control window
 	h2Preface       = http2.ClientPreface
 	h2RefusedLimit  = 4 * h2MaxStreams   // streams refused before the client is told to go
 	h2ResetMemory   = 32                 // streams we reset whose late frames we ignore
