@@ -1,0 +1,229 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// TestH2MultiplexesStreamsAndBodies: on one HTTP/2 connection, many
+// requests run at once (a slow one holds up none of the others), and
+// request and response bodies larger than every flow-control window arrive
+// whole, in both directions at once.
+func TestH2MultiplexesStreamsAndBodies(t *testing.T) {
+	s := newStage(t, pathH2, 10*time.Second)
+	release := make(chan struct{})
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			<-release
+			io.WriteString(w, "slow")
+		case "/echo":
+			io.Copy(w, r.Body)
+		default:
+			fmt.Fprintf(w, "fast %s", r.URL.Query().Get("i"))
+		}
+	}))
+	client := newClient(t, s.edge, 1) // one connection: every request a stream on it
+	do := func(method, path string, body io.Reader) (string, error) {
+		req, _ := http.NewRequest(method, s.edge.URL+path, body)
+		req.Host = "shop.zeitwork.app"
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 {
+			return "", fmt.Errorf("answered over %s", resp.Proto)
+		}
+		return string(b), err
+	}
+	slow := make(chan string, 1)
+	go func() {
+		b, err := do("GET", "/slow", nil)
+		if err != nil {
+			b = err.Error()
+		}
+		slow <- b
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			b, err := do("GET", fmt.Sprintf("/fast?i=%d", i), nil)
+			if err == nil && b != fmt.Sprintf("fast %d", i) {
+				err = fmt.Errorf("stream %d: %q", i, b)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	close(release)
+	if b := <-slow; b != "slow" {
+		t.Fatalf("slow stream: %q", b)
+	}
+
+	// 3 MiB up and back: more than the stream's (256 KiB) and the
+	// connection's (1 MiB) windows, so both are given back as it is read.
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16)
+	b, err := do("PUT", "/echo", bytes.NewReader(big))
+	if err != nil || b != string(big) {
+		t.Fatalf("echo of %d bytes: %d bytes back, %v", len(big), len(b), err)
+	}
+}
+
+// h2Raw is a raw HTTP/2 client connection to the edge, for what a real
+// client never does.
+type h2Raw struct {
+	c    *tls.Conn
+	fr   *http2.Framer
+	henc *hpack.Encoder
+	hbuf bytes.Buffer
+}
+
+func dialH2(t *testing.T, addr string) *h2Raw {
+	t.Helper()
+	cfg := testTLS(t).client.Clone()
+	cfg.NextProtos = []string{"h2"}
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if c.ConnectionState().NegotiatedProtocol != "h2" {
+		t.Fatal("h2 not negotiated")
+	}
+	h := &h2Raw{c: c, fr: http2.NewFramer(c, c)}
+	h.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	h.henc = hpack.NewEncoder(&h.hbuf)
+	io.WriteString(c, http2.ClientPreface)
+	h.fr.WriteSettings()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	return h
+}
+
+// get opens stream id with a GET for path on shop.zeitwork.app.
+func (h *h2Raw) get(t *testing.T, id uint32, path string) {
+	t.Helper()
+	h.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "shop.zeitwork.app"}, {":path", path}} {
+		h.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// until reads frames until want says stop; the connection's end is an
+// error.
+func (h *h2Raw) until(t *testing.T, want func(http2.Frame) bool) {
+	t.Helper()
+	for {
+		f, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if want(f) {
+			return
+		}
+	}
+}
+
+// TestH2ShutsDownGracefullyAndClosesIdleConnections: when the listener
+// closes, a connection is told GOAWAY, its streams in flight are still
+// answered, and then it closes; a connection with no stream for the idle
+// timeout is closed with a GOAWAY.
+func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
+	s := newStage(t, pathH2, 10*time.Second)
+	release := make(chan struct{})
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		io.WriteString(w, "done "+r.URL.Path)
+	}))
+	p := s.proxy
+	h2 := p.Direct()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := p.FastTLSListener(l, testTLS(t).server, h2, 5*time.Second, 300*time.Millisecond)
+	defer fl.Close()
+
+	// Idle: a GOAWAY (no error), then the end of the connection.
+	idle := dialH2(t, fl.Addr().String())
+	idle.get(t, 1, "/a")
+	idle.until(t, func(f http2.Frame) bool { return f.Header().Type == http2.FrameData && f.(*http2.DataFrame).StreamEnded() })
+	idle.until(t, func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		return ok && g.ErrCode == http2.ErrCodeNo && g.LastStreamID == 1
+	})
+	if _, err := idle.fr.ReadFrame(); !errors.Is(err, io.EOF) && !isClosedConn(err) {
+		t.Fatalf("after the idle GOAWAY: %v, want the connection closed", err)
+	}
+
+	// Shutdown with a stream in flight.
+	busy := dialH2(t, fl.Addr().String())
+	busy.get(t, 1, "/slow")
+	busy.until(t, func(f http2.Frame) bool { return f.Header().Type == http2.FrameSettings && f.(*http2.SettingsFrame).IsAck() })
+	// The request reaches the app before the listener closes.
+	for deadline := time.Now().Add(5 * time.Second); p.direct.Load() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow request never reached the direct exchange")
+		}
+	}
+	shut := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fl.Shutdown(ctx.Done())
+		close(shut)
+	}()
+	busy.until(t, func(f http2.Frame) bool { g, ok := f.(*http2.GoAwayFrame); return ok && g.LastStreamID == 1 })
+	// A stream opened after the GOAWAY is not served.
+	busy.get(t, 3, "/late")
+	close(release)
+	var body strings.Builder
+	busy.until(t, func(f http2.Frame) bool {
+		if f.Header().StreamID == 3 && f.Header().Type == http2.FrameHeaders {
+			t.Fatal("a stream opened after GOAWAY was answered")
+		}
+		if d, ok := f.(*http2.DataFrame); ok && d.StreamID == 1 {
+			body.Write(d.Data())
+			return d.StreamEnded()
+		}
+		return false
+	})
+	if body.String() != "done /slow" {
+		t.Fatalf("the stream in flight got %q", body.String())
+	}
+	select {
+	case <-shut:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return once the stream was answered")
+	}
+}
+
+func isClosedConn(err error) bool {
+	return err != nil && (errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "connection reset"))
+}
