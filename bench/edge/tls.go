@@ -22,14 +22,16 @@ import (
 // records of every request are what differs.
 //
 // And over HTTP/2, what browsers speak: h2load, one stream at a time on
-// each of as many connections as wrk opens, against the edge (whose
-// HTTP/2 is net/http's on every data path) and nginx with http2 on.
+// each of as many connections as wrk opens, against the edge (its own
+// HTTP/2 server on the loop data path, net/http's on stdlib) and nginx
+// with http2 on.
 const (
 	edgeLoopTLS      = "edge (loop, TLS)"
 	edgeStdlibTLS    = "edge (stdlib, TLS)"
 	nginxTLS         = "nginx (TLS)"
 	nginxHeadersTLS  = "nginx (TLS, edge's fields)"
 	edgeH2           = "edge (HTTP/2)"
+	edgeStdlibH2     = "edge (stdlib, HTTP/2)"
 	nginxH2          = "nginx (HTTP/2)"
 	nginxHeadersH2   = "nginx (HTTP/2, edge's fields)"
 	benchACMEContact = "bench@example.com"
@@ -119,8 +121,7 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 		headers []string
 	}{{nginxHeadersTLS, edgeHeaders}, {nginxTLS, nil}}
 	if h2 {
-		edges = edges[1:] // HTTP/2 is net/http's on every data path
-		edges[0].name = edgeH2
+		edges[0].name, edges[1].name = edgeStdlibH2, edgeH2
 		nginxes[0].name, nginxes[1].name = nginxHeadersH2, nginxH2
 	}
 	for _, e := range edges {

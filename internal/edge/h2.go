@@ -66,7 +66,7 @@ type h2Conn struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	fr      *http2.Framer
-	lastID  uint32 // the highest stream id the client opened (reader only)
+	lastID  uint32 // the highest stream id the client opened (written by the reader under mu)
 	refused int    // streams refused for exceeding the limit (reader only)
 
 	mu   sync.Mutex // the writer: bw, the framer's writes, henc; and all below
@@ -145,7 +145,6 @@ func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.fr.MaxHeaderListSize = h2MaxHeaderList
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
-	fc.h2.Store(sc)
 	defer sc.close()
 
 	if d := fl.readHeaderTimeout; d > 0 {
@@ -168,6 +167,8 @@ func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 	if err != nil {
 		return
 	}
+	// From here a closing listener may send GOAWAY (our SETTINGS are out).
+	fc.h2.Store(sc)
 	// The client's first frame must be its SETTINGS, within the time a
 	// client has for its request head; after that, the idle timer rules.
 	f, err := sc.fr.ReadFrame()
@@ -194,9 +195,7 @@ func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 			var ce http2.ConnectionError
 			switch {
 			case errors.As(err, &se):
-				if se.StreamID > sc.lastID {
-					sc.lastID = se.StreamID // a stream opened, and failed at once
-				}
+				sc.opened(se.StreamID) // a stream opened, and failed at once
 				sc.resetStream(se.StreamID, se.Code)
 				continue
 			case errors.As(err, &ce):
@@ -291,7 +290,7 @@ func (sc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		}
 		return nil
 	}
-	sc.lastID = id
+	sc.opened(id)
 	if f.HasPriority() && f.Priority.StreamDep == id {
 		sc.resetStream(id, http2.ErrCodeProtocol)
 		return nil
@@ -347,6 +346,16 @@ func (sc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	st.isHead = r.Method == http.MethodHead
 	go st.run(r.WithContext(ctx))
 	return nil
+}
+
+// opened records the highest stream id the client opened (GOAWAY names
+// it, from any goroutine).
+func (sc *h2Conn) opened(id uint32) {
+	sc.mu.Lock()
+	if id > sc.lastID {
+		sc.lastID = id
+	}
+	sc.mu.Unlock()
 }
 
 // connectionHeaders are the fields HTTP/2 forbids (RFC 9113 8.2.2).

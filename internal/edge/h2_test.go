@@ -173,7 +173,9 @@ func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
 	// Idle: a GOAWAY (no error), then the end of the connection.
 	idle := dialH2(t, fl.Addr().String())
 	idle.get(t, 1, "/a")
-	idle.until(t, func(f http2.Frame) bool { return f.Header().Type == http2.FrameData && f.(*http2.DataFrame).StreamEnded() })
+	idle.until(t, func(f http2.Frame) bool {
+		return f.Header().Type == http2.FrameData && f.(*http2.DataFrame).StreamEnded()
+	})
 	idle.until(t, func(f http2.Frame) bool {
 		g, ok := f.(*http2.GoAwayFrame)
 		return ok && g.ErrCode == http2.ErrCodeNo && g.LastStreamID == 1
@@ -185,7 +187,9 @@ func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
 	// Shutdown with a stream in flight.
 	busy := dialH2(t, fl.Addr().String())
 	busy.get(t, 1, "/slow")
-	busy.until(t, func(f http2.Frame) bool { return f.Header().Type == http2.FrameSettings && f.(*http2.SettingsFrame).IsAck() })
+	busy.until(t, func(f http2.Frame) bool {
+		return f.Header().Type == http2.FrameSettings && f.(*http2.SettingsFrame).IsAck()
+	})
 	// The request reaches the app before the listener closes.
 	for deadline := time.Now().Add(5 * time.Second); p.direct.Load() < 2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
