@@ -86,6 +86,7 @@ type h2Conn struct {
 	peerMaxFrame  int
 	closed        bool
 	goingAway     bool
+	linger        bool // a connection error was sent: read what the client still sends before closing
 	idle          *time.Timer
 	writeDeadline time.Time
 }
@@ -644,7 +645,7 @@ func (sc *h2Conn) goAway(code http2.ErrCode) bool {
 	defer sc.mu.Unlock()
 	if !sc.closed {
 		sc.fr.WriteGoAway(sc.lastID, code, nil)
-		sc.flushLocked()
+		sc.linger = sc.flushLocked() == nil
 	}
 	return false
 }
@@ -688,8 +689,19 @@ func (sc *h2Conn) close() {
 		sc.idle.Stop()
 	}
 	sc.cond.Broadcast()
+	linger := sc.linger
 	sc.mu.Unlock()
 	sc.cancel()
+	if linger {
+		// Closing with the client's bytes unread would reset the
+		// connection, and a reset can destroy the GOAWAY before the
+		// client reads it: end TLS, and read (for a moment) what it sends.
+		if tc, ok := sc.c.(*tls.Conn); ok {
+			tc.CloseWrite()
+		}
+		sc.c.SetReadDeadline(time.Now().Add(time.Second))
+		io.CopyN(io.Discard, sc.c, 1<<20)
+	}
 	sc.c.Close()
 }
 

@@ -231,3 +231,94 @@ func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
 func isClosedConn(err error) bool {
 	return err != nil && (errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "connection reset"))
 }
+
+// TestH2RefusesWhatItMust: a header list over the limit is answered 431, a
+// tunnel 405; streams over the concurrency limit are refused, and a client
+// that keeps opening them is sent away.
+func TestH2RefusesWhatItMust(t *testing.T) {
+	s := newStage(t, pathH2, 10*time.Second)
+	release := make(chan struct{})
+	var reached sync.WaitGroup
+	reached.Add(h2MaxStreams)
+	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Done()
+		<-release
+	}))
+	defer close(release)
+	h := dialH2(t, s.edge.Listener.Addr().String())
+	status := func(id uint32) string {
+		var got string
+		h.until(t, func(f http2.Frame) bool {
+			if m, ok := f.(*http2.MetaHeadersFrame); ok && m.StreamID == id {
+				got = m.PseudoValue("status")
+				return true
+			}
+			return false
+		})
+		return got
+	}
+
+	// 70 KiB of fields in one small frame: the same 1 KiB field, indexed
+	// by HPACK once and named 69 more times.
+	h.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "shop.zeitwork.app"}, {":path", "/"}} {
+		h.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	for range 70 {
+		h.henc.WriteField(hpack.HeaderField{Name: "x-big", Value: strings.Repeat("a", 1000)})
+	}
+	h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes(), EndStream: true, EndHeaders: true})
+	if got := status(1); got != "431" {
+		t.Fatalf("70 KiB of header fields: status %q, want 431", got)
+	}
+	// Sent as one 70 KiB field over CONTINUATION frames, they end the
+	// connection before they are all read (x/net/http2's framer limits
+	// the string and the list: CVE-2023-45288).
+	flood := dialH2(t, s.edge.Listener.Addr().String())
+	flood.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "shop.zeitwork.app"}, {":path", "/"}, {"x-big", strings.Repeat("a", 70<<10)}} {
+		flood.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := flood.hbuf.Bytes()
+	flood.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:16384], EndStream: true})
+	for block = block[16384:]; len(block) > 0; {
+		n := min(len(block), 16384)
+		flood.fr.WriteContinuation(1, n == len(block), block[:n])
+		block = block[n:]
+	}
+	flood.until(t, func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		return ok && g.ErrCode != http2.ErrCodeNo
+	})
+
+	h.hbuf.Reset()
+	for _, f := range [][2]string{{":method", "CONNECT"}, {":authority", "shop.zeitwork.app:443"}} {
+		h.henc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: h.hbuf.Bytes(), EndHeaders: true})
+	if got := status(3); got != "405" {
+		t.Fatalf("CONNECT: status %q, want 405", got)
+	}
+
+	// Fill the connection's streams with requests the app holds.
+	id := uint32(5)
+	for range h2MaxStreams {
+		h.get(t, id, "/hold")
+		id += 2
+	}
+	reached.Wait()
+	h.get(t, id, "/one-too-many")
+	h.until(t, func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		return ok && r.StreamID == id && r.ErrCode == http2.ErrCodeRefusedStream
+	})
+	// A client that keeps at it (opening and resetting, say) is told to go.
+	for range h2RefusedLimit {
+		id += 2
+		h.get(t, id, "/again")
+	}
+	h.until(t, func(f http2.Frame) bool {
+		g, ok := f.(*http2.GoAwayFrame)
+		return ok && g.ErrCode == http2.ErrCodeEnhanceYourCalm
+	})
+}
