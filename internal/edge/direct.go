@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/zeitwork/zeitwork/internal/nodeproxy"
 )
 
 // The direct exchange forwards requests that net/http parsed (HTTP/2, and
@@ -64,58 +62,12 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	prefix := p.directHead(x, r, rid)
 	replayable := len(x.body) == 0 && (r.Method == "GET" || r.Method == "HEAD" || r.Method == "OPTIONS" || r.Method == "TRACE")
 
-	// The attempts are serveFast's: the same instance choice, a retry only
-	// when no app saw the request, the same passive health.
-	var triedBuf [maxAttempts]int
-	tried := triedBuf[:0]
-	var failure error = errNoInstance
-	for len(tried) < maxAttempts {
-		i, ok := pick(route.Backends, tried)
-		if !ok {
-			break
-		}
-		tried = append(tried, i)
-		b := &route.Backends[i]
-		h := b.health
-		if h == nil {
-			h = &health{}
-		}
-		x.out = x.out[:prefix]
-		x.out = append(x.out, "X-Zeitwork-Instance: "...)
-		x.out = appendUUID(x.out, b.InstanceID)
-		x.out = append(x.out, "\r\n\r\n"...)
-		x.out = append(x.out, x.body...)
-
-		h.inflight.Add(1)
-		uc, err := p.roundTrip(x.out, &x.resp, b.NodeProxy, replayable, start)
-		if err != nil {
-			h.inflight.Add(-1)
-			reason := reasonOf(err)
-			p.cfg.Metrics.upstreamError(route.ProjectID.String(), reason)
-			if reason == "refused" {
-				h.down(time.Now())
-				continue // nothing left the edge: another instance is safe
-			}
-			failure = err
-			break
-		}
-		resp := &x.resp
-		if code := resp.proxyError; code != nil {
-			if c := string(code); nodeproxy.Retryable(c) {
-				h.down(time.Now())
-				p.cfg.Metrics.upstreamError(route.ProjectID.String(), c)
-				p.discard(uc, resp, resp.body(r.Method == "HEAD"))
-				h.inflight.Add(-1)
-				failure = errNoInstance
-				continue
-			}
-		} else {
-			h.up()
-		}
+	uc, h, failure := p.attempt(route, x, prefix, x.body, r.Method == "HEAD", replayable, start)
+	if failure == nil {
 		took := time.Since(start)
-		cut := p.forwardDirect(w, r, uc, resp, start)
+		cut := p.forwardDirect(w, r, uc, &x.resp, start)
 		h.inflight.Add(-1)
-		p.cfg.Metrics.requestFast(route.ProjectID, resp.status, took)
+		p.cfg.Metrics.requestFast(route.ProjectID, x.resp.status, took)
 		if cut {
 			// As ReverseProxy does: a response that ended early must not
 			// look whole (a last chunk, an END_STREAM) to the client.

@@ -30,6 +30,28 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 	// reused one turns out closed (what net/http calls replayable).
 	replayable := q.contentLength == 0 && isReplayableMethod(q.method)
 
+	uc, h, failure := p.attempt(route, fc.x, prefix, q.body, isHead(q.method), replayable, start)
+	if failure == nil {
+		took := time.Since(start)
+		keep := fc.forward(p, uc, rid, start)
+		h.inflight.Add(-1)
+		p.cfg.Metrics.requestFast(route.ProjectID, fc.x.resp.status, took)
+		return keep
+	}
+	status, ok := fc.errorPage(failure, rid, start)
+	p.cfg.Metrics.requestFast(route.ProjectID, status, time.Since(start))
+	p.cfg.Log.Debug("upstream failed", "project_id", route.ProjectID, "request_id", string(rid), "status", status, "err", failure)
+	return ok
+}
+
+// attempt sends the request, whose head up to the instance field is
+// x.out[:prefix], with body, to the route's instances in turn until one
+// answers or none is left that may be tried. The guarantees are the stdlib
+// path's (upstream.RoundTrip): the same instance choice, a retry only when
+// no app saw the request, the same passive health. On success the response
+// head is in x.resp, and the instance's in-flight count stays raised until
+// the caller has forwarded the response.
+func (p *Proxy) attempt(route Route, x *exchangeState, prefix int, body []byte, head, replayable bool, start time.Time) (*upConn, *health, error) {
 	var triedBuf [maxAttempts]int
 	tried := triedBuf[:0]
 	var failure error = errNoInstance
@@ -44,14 +66,14 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 		if h == nil {
 			h = &health{}
 		}
-		fc.x.out = fc.x.out[:prefix]
-		fc.x.out = append(fc.x.out, "X-Zeitwork-Instance: "...)
-		fc.x.out = appendUUID(fc.x.out, b.InstanceID)
-		fc.x.out = append(fc.x.out, "\r\n\r\n"...)
-		fc.x.out = append(fc.x.out, q.body...)
+		x.out = x.out[:prefix]
+		x.out = append(x.out, "X-Zeitwork-Instance: "...)
+		x.out = appendUUID(x.out, b.InstanceID)
+		x.out = append(x.out, "\r\n\r\n"...)
+		x.out = append(x.out, body...)
 
 		h.inflight.Add(1)
-		uc, err := p.roundTrip(fc.x.out, &fc.x.resp, b.NodeProxy, replayable, start)
+		uc, err := p.roundTrip(x.out, &x.resp, b.NodeProxy, replayable, start)
 		if err != nil {
 			h.inflight.Add(-1)
 			reason := reasonOf(err)
@@ -63,14 +85,14 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 			failure = err
 			break
 		}
-		resp := &fc.x.resp
+		resp := &x.resp
 		if code := resp.proxyError; code != nil {
 			if c := string(code); nodeproxy.Retryable(c) {
 				// The node-proxy says the instance is gone or refused it:
 				// the app saw nothing.
 				h.down(time.Now())
 				p.cfg.Metrics.upstreamError(route.ProjectID.String(), c)
-				p.discard(uc, resp, resp.body(isHead(q.method)))
+				p.discard(uc, resp, resp.body(head))
 				h.inflight.Add(-1)
 				failure = errNoInstance
 				continue
@@ -78,16 +100,9 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 		} else {
 			h.up()
 		}
-		took := time.Since(start)
-		keep := fc.forward(p, uc, rid, start)
-		h.inflight.Add(-1)
-		p.cfg.Metrics.requestFast(route.ProjectID, resp.status, took)
-		return keep
+		return uc, h, nil
 	}
-	status, ok := fc.errorPage(failure, rid, start)
-	p.cfg.Metrics.requestFast(route.ProjectID, status, time.Since(start))
-	p.cfg.Log.Debug("upstream failed", "project_id", route.ProjectID, "request_id", string(rid), "status", status, "err", failure)
-	return ok
+	return nil, nil, failure
 }
 
 // upstreamHead writes the request to the node-proxy, up to the instance

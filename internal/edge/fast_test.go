@@ -518,7 +518,7 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || fl.handed.Load() != 1 {
-		t.Fatalf("HTTP/2 handed to net/http: %d %s, %d handed over", resp.StatusCode, resp.Proto, fl.handed.Load())
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(string(body), "xfp=https ") || fl.handed.Load() != 1 {
+		t.Fatalf("HTTP/2 handed to net/http: %d %s %q, %d handed over", resp.StatusCode, resp.Proto, body, fl.handed.Load())
 	}
 }
