@@ -84,9 +84,12 @@ type Operator struct {
 	// Secrets decrypts projects' variables for the node agents, each for
 	// the instances placed on it (GET /v1/node/instances/{id}/environment);
 	// without keys that route is not served.
-	Secrets               Secrets
-	RetireGrace           time.Duration `env:"RETIRE_GRACE" envDefault:"5m"`
-	HealthyDeadline       time.Duration `env:"HEALTHY_DEADLINE" envDefault:"2m"`
+	Secrets         Secrets
+	RetireGrace     time.Duration `env:"RETIRE_GRACE" envDefault:"5m"`
+	HealthyDeadline time.Duration `env:"HEALTHY_DEADLINE" envDefault:"2m"`
+	// PullDeadline is how long an instance's image may take to arrive on
+	// its node; HEALTHY_DEADLINE counts from when it first started.
+	PullDeadline          time.Duration `env:"PULL_DEADLINE" envDefault:"10m"`
 	NodeHeartbeatDeadline time.Duration `env:"NODE_HEARTBEAT_DEADLINE" envDefault:"30s"`
 	// NodeViewRefresh is how often the operator reads the node rows that
 	// changed into the in-memory view placements use (node.View); 0 reads

@@ -20,7 +20,7 @@ INSERT INTO instances (
     $1, $2, $3, $4,
     $5, $6, $7, $8
 )
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 type InstanceCreateParams struct {
@@ -65,6 +65,7 @@ func (q *Queries) InstanceCreate(ctx context.Context, arg InstanceCreateParams) 
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
@@ -87,7 +88,7 @@ const instanceFailOnNode = `-- name: InstanceFailOnNode :many
 UPDATE instances
 SET desired_state = 'stopped', state = 'failed', state_reason = $1::text, stopped_at = now(), updated_at = now()
 WHERE node_id = $2 AND state NOT IN ('stopped', 'failed')
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 type InstanceFailOnNodeParams struct {
@@ -125,6 +126,7 @@ func (q *Queries) InstanceFailOnNode(ctx context.Context, arg InstanceFailOnNode
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -137,7 +139,7 @@ func (q *Queries) InstanceFailOnNode(ctx context.Context, arg InstanceFailOnNode
 }
 
 const instanceGetByID = `-- name: InstanceGetByID :one
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances WHERE id = $1
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at FROM instances WHERE id = $1
 `
 
 func (q *Queries) InstanceGetByID(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -161,12 +163,13 @@ func (q *Queries) InstanceGetByID(ctx context.Context, id uuid.UUID) (Instance, 
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
 
 const instanceGetForUpdate = `-- name: InstanceGetForUpdate :one
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances WHERE id = $1 FOR UPDATE
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at FROM instances WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) InstanceGetForUpdate(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -190,6 +193,7 @@ func (q *Queries) InstanceGetForUpdate(ctx context.Context, id uuid.UUID) (Insta
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
@@ -198,7 +202,7 @@ const instanceIncrementRestartCount = `-- name: InstanceIncrementRestartCount :o
 UPDATE instances
 SET restart_count = restart_count + 1, updated_at = now()
 WHERE id = $1
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 func (q *Queries) InstanceIncrementRestartCount(ctx context.Context, id uuid.UUID) (Instance, error) {
@@ -222,12 +226,13 @@ func (q *Queries) InstanceIncrementRestartCount(ctx context.Context, id uuid.UUI
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
 
 const instanceList = `-- name: InstanceList :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at FROM instances
 WHERE ($1::uuid IS NULL OR deployment_id = $1::uuid)
   AND ($2::uuid IS NULL OR node_id = $2::uuid)
 ORDER BY id DESC
@@ -268,6 +273,7 @@ func (q *Queries) InstanceList(ctx context.Context, arg InstanceListParams) ([]I
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -280,7 +286,7 @@ func (q *Queries) InstanceList(ctx context.Context, arg InstanceListParams) ([]I
 }
 
 const instanceListByDeployment = `-- name: InstanceListByDeployment :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at FROM instances
 WHERE deployment_id = $1
 ORDER BY id
 `
@@ -312,6 +318,7 @@ func (q *Queries) InstanceListByDeployment(ctx context.Context, deploymentID uui
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -324,7 +331,7 @@ func (q *Queries) InstanceListByDeployment(ctx context.Context, deploymentID uui
 }
 
 const instanceListByNode = `-- name: InstanceListByNode :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at FROM instances
 WHERE node_id = $1
   AND (desired_state = 'running' OR state NOT IN ('stopped', 'failed'))
 ORDER BY id
@@ -359,6 +366,7 @@ func (q *Queries) InstanceListByNode(ctx context.Context, nodeID uuid.UUID) ([]I
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -371,7 +379,7 @@ func (q *Queries) InstanceListByNode(ctx context.Context, nodeID uuid.UUID) ([]I
 }
 
 const instanceListForAgent = `-- name: InstanceListForAgent :many
-SELECT instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at, instances.capacity_released_at,
+SELECT instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at, instances.capacity_released_at, instances.first_started_at,
        images.repository AS image_repository,
        images.digest AS image_digest,
        deployments.project_id,
@@ -422,6 +430,7 @@ func (q *Queries) InstanceListForAgent(ctx context.Context, nodeID uuid.UUID) ([
 			&i.Instance.CreatedAt,
 			&i.Instance.UpdatedAt,
 			&i.Instance.CapacityReleasedAt,
+			&i.Instance.FirstStartedAt,
 			&i.ImageRepository,
 			&i.ImageDigest,
 			&i.ProjectID,
@@ -438,7 +447,7 @@ func (q *Queries) InstanceListForAgent(ctx context.Context, nodeID uuid.UUID) ([
 }
 
 const instanceListLiveByDeployment = `-- name: InstanceListLiveByDeployment :many
-SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at FROM instances
+SELECT id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at FROM instances
 WHERE deployment_id = $1 AND desired_state = 'running' AND state <> 'failed'
 ORDER BY id
 `
@@ -472,6 +481,7 @@ func (q *Queries) InstanceListLiveByDeployment(ctx context.Context, deploymentID
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -598,7 +608,7 @@ const instanceReleaseCapacity = `-- name: InstanceReleaseCapacity :many
 UPDATE instances
 SET capacity_released_at = now(), updated_at = now()
 WHERE desired_state = 'stopped' AND state IN ('stopped', 'failed') AND capacity_released_at IS NULL
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 // Instances stopped for good whose reservation is still held: marks them
@@ -631,6 +641,7 @@ func (q *Queries) InstanceReleaseCapacity(ctx context.Context) ([]Instance, erro
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -646,7 +657,7 @@ const instanceResetRestartCount = `-- name: InstanceResetRestartCount :one
 UPDATE instances
 SET restart_count = 0, updated_at = now()
 WHERE id = $1
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 // Healthy again after crashing: the next crash starts the backoff afresh.
@@ -671,6 +682,7 @@ func (q *Queries) InstanceResetRestartCount(ctx context.Context, id uuid.UUID) (
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
@@ -679,7 +691,7 @@ const instanceSetDesiredState = `-- name: InstanceSetDesiredState :one
 UPDATE instances
 SET desired_state = $1, updated_at = now()
 WHERE id = $2
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 type InstanceSetDesiredStateParams struct {
@@ -708,6 +720,7 @@ func (q *Queries) InstanceSetDesiredState(ctx context.Context, arg InstanceSetDe
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
@@ -717,10 +730,11 @@ UPDATE instances
 SET state = $1::text,
     state_reason = $2,
     started_at = CASE WHEN $1::text = 'starting' THEN now() ELSE started_at END,
+    first_started_at = CASE WHEN $1::text = 'starting' THEN coalesce(first_started_at, now()) ELSE first_started_at END,
     stopped_at = CASE WHEN $1::text IN ('stopped', 'failed') THEN now() ELSE stopped_at END,
     updated_at = now()
 WHERE id = $3
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 type InstanceSetStateParams struct {
@@ -751,6 +765,7 @@ func (q *Queries) InstanceSetState(ctx context.Context, arg InstanceSetStatePara
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.CapacityReleasedAt,
+		&i.FirstStartedAt,
 	)
 	return i, err
 }
@@ -759,7 +774,7 @@ const instanceStopByDeployment = `-- name: InstanceStopByDeployment :many
 UPDATE instances
 SET desired_state = 'stopped', updated_at = now()
 WHERE deployment_id = $1 AND desired_state <> 'stopped'
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 // Asks every instance of a deployment to stop; returns the ones changed so
@@ -791,6 +806,7 @@ func (q *Queries) InstanceStopByDeployment(ctx context.Context, deploymentID uui
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}
@@ -806,7 +822,7 @@ const instanceStopFailed = `-- name: InstanceStopFailed :many
 UPDATE instances
 SET desired_state = 'stopped', updated_at = now()
 WHERE desired_state = 'running' AND state = 'failed'
-RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at
+RETURNING id, deployment_id, node_id, image_id, desired_state, state, state_reason, ipv6_address, port, cpu_millis, memory_mb, restart_count, started_at, stopped_at, created_at, updated_at, capacity_released_at, first_started_at
 `
 
 // Failed instances still meant to run: they will be replaced, so they stop.
@@ -837,6 +853,7 @@ func (q *Queries) InstanceStopFailed(ctx context.Context) ([]Instance, error) {
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}

@@ -221,6 +221,7 @@ type Instance struct {
 	CreatedAt          time.Time
 	UpdatedAt          time.Time
 	CapacityReleasedAt *time.Time
+	FirstStartedAt     *time.Time
 }
 
 type Node struct {

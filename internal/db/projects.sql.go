@@ -160,7 +160,7 @@ const projectDeleteInstances = `-- name: ProjectDeleteInstances :many
 DELETE FROM instances
 USING deployments
 WHERE deployments.id = instances.deployment_id AND deployments.project_id = $1
-RETURNING instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at, instances.capacity_released_at
+RETURNING instances.id, instances.deployment_id, instances.node_id, instances.image_id, instances.desired_state, instances.state, instances.state_reason, instances.ipv6_address, instances.port, instances.cpu_millis, instances.memory_mb, instances.restart_count, instances.started_at, instances.stopped_at, instances.created_at, instances.updated_at, instances.capacity_released_at, instances.first_started_at
 `
 
 // Removes every instance of a project's deployments, whatever its state;
@@ -193,6 +193,7 @@ func (q *Queries) ProjectDeleteInstances(ctx context.Context, projectID uuid.UUI
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.CapacityReleasedAt,
+			&i.FirstStartedAt,
 		); err != nil {
 			return nil, err
 		}

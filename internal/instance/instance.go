@@ -43,7 +43,10 @@ type Instance struct {
 	RestartCount int32      `json:"restart_count"` // crashes in a row
 	CreatedAt    time.Time  `json:"created_at"`
 	StartedAt    *time.Time `json:"started_at"`
-	StoppedAt    *time.Time `json:"stopped_at"`
+	// FirstStartedAt is when it first started, its image pulled; a restart
+	// moves StartedAt, not this.
+	FirstStartedAt *time.Time `json:"-"`
+	StoppedAt      *time.Time `json:"stopped_at"`
 	// CapacityReleased is set once the node's reservation for it was given
 	// back (it has stopped for good).
 	CapacityReleased bool `json:"-"`
@@ -70,7 +73,7 @@ func fromRow(r db.Instance) Instance {
 		ID: r.ID, DeploymentID: r.DeploymentID, NodeID: r.NodeID, ImageID: r.ImageID,
 		Desired: Desired(r.DesiredState), State: State(r.State), StateReason: reason,
 		Addr: r.Ipv6Address, Port: r.Port, CPUMillis: r.CpuMillis, MemoryMB: r.MemoryMb,
-		RestartCount: r.RestartCount, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, StoppedAt: r.StoppedAt,
+		RestartCount: r.RestartCount, CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FirstStartedAt: r.FirstStartedAt, StoppedAt: r.StoppedAt,
 		CapacityReleased: r.CapacityReleasedAt != nil,
 	}
 }

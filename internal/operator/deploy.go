@@ -64,7 +64,12 @@ type Placer func(nodes []node.Node, need Need) ([]uuid.UUID, error)
 // Policy tunes the lifecycle. The fewest instances a deployment runs is
 // scheduler.MinReplicas.
 type Policy struct {
-	HealthyDeadline   time.Duration // a deployment not healthy this long after deploying started fails
+	// A deployment fails when one of its instances is not healthy
+	// HealthyDeadline after it first started, or still pulling its image
+	// PullDeadline after deploying started (0: HealthyDeadline, counted
+	// from deploying, pull included).
+	HealthyDeadline   time.Duration
+	PullDeadline      time.Duration
 	RetireGrace       time.Duration // how long the replaced deployment keeps running (5 min)
 	HeartbeatDeadline time.Duration // nodes silent this long get nothing new
 	Poll              time.Duration // how often a deploying deployment is looked at
@@ -76,7 +81,7 @@ type Policy struct {
 
 // DefaultPolicy is the platform's: five minutes of grace for the old
 // deployment.
-var DefaultPolicy = Policy{HealthyDeadline: 2 * time.Minute, RetireGrace: 5 * time.Minute, HeartbeatDeadline: 30 * time.Second, Poll: 250 * time.Millisecond, Slice: 20 * time.Second}
+var DefaultPolicy = Policy{HealthyDeadline: 2 * time.Minute, PullDeadline: 10 * time.Minute, RetireGrace: 5 * time.Minute, HeartbeatDeadline: 30 * time.Second, Poll: 250 * time.Millisecond, Slice: 20 * time.Second}
 
 // sliceMargin is the room a run of a deploy task has past its slice, for
 // the step under way when the slice ends.
@@ -143,7 +148,7 @@ func (w *DeployWorker) Timeout(*queue.Job[DeployTask]) time.Duration {
 	if s := w.Lifecycle.Policy.Slice; s > 0 {
 		return s + sliceMargin
 	}
-	return w.Lifecycle.Policy.HealthyDeadline + time.Minute
+	return w.Lifecycle.Policy.PullDeadline + w.Lifecycle.Policy.HealthyDeadline + time.Minute
 }
 
 // Work implements queue.Worker. It steps the deployment until it is done,
@@ -252,12 +257,57 @@ func (l *Lifecycle) Deploy(ctx context.Context, depID uuid.UUID) error {
 		if dep.DeployingAt != nil {
 			started = *dep.DeployingAt
 		}
-		if time.Since(started) > l.Policy.HealthyDeadline {
-			return l.fail(ctx, dep, fmt.Sprintf("%d of %d instances healthy after %s (%s)", healthy, want, l.Policy.HealthyDeadline, strings.Join(waiting, "; ")))
+		now := time.Now()
+		for _, in := range live {
+			switch l.overdue(in, started, now) {
+			case overduePull:
+				return l.fail(ctx, dep, fmt.Sprintf("%d of %d instances healthy: an image still not pulled after %s (%s)", healthy, want, l.Policy.PullDeadline, strings.Join(waiting, "; ")))
+			case overdueHealth:
+				return l.fail(ctx, dep, fmt.Sprintf("%d of %d instances healthy after %s (%s)", healthy, want, l.Policy.HealthyDeadline, strings.Join(waiting, "; ")))
+			}
 		}
 		return river.JobSnooze(l.Policy.Poll)
 	}
 	return l.Activate(ctx, dep.ID)
+}
+
+type overdueKind int
+
+const (
+	onTime overdueKind = iota
+	overduePull
+	overdueHealth
+)
+
+// overdue says whether an instance of a deployment that started deploying
+// at started has run out of time. Its image has PullDeadline to arrive;
+// then it has HealthyDeadline from its first start, which a crash loop's
+// restarts do not move. A big image on a slow registry is not failed
+// while it is still arriving.
+func (l *Lifecycle) overdue(in instance.Instance, started, now time.Time) overdueKind {
+	if in.State == instance.StateHealthy {
+		return onTime
+	}
+	if l.Policy.PullDeadline <= 0 {
+		if now.Sub(started) > l.Policy.HealthyDeadline {
+			return overdueHealth
+		}
+		return onTime
+	}
+	from := started
+	switch {
+	case in.FirstStartedAt != nil:
+		from = *in.FirstStartedAt
+	case in.State == instance.StatePending || in.State == instance.StatePulling:
+		if now.Sub(started) > l.Policy.PullDeadline {
+			return overduePull
+		}
+		return onTime
+	}
+	if now.Sub(from) > l.Policy.HealthyDeadline {
+		return overdueHealth
+	}
+	return onTime
 }
 
 // choose asks the placer for n nodes for dep's instances, away from the

@@ -219,6 +219,67 @@ func TestUnhealthyOrUnplaceableDeploymentsFailWithReason(t *testing.T) {
 	}
 }
 
+// TestHealthDeadlineCountsFromTheFirstStart: an image that takes longer to
+// pull than the health deadline does not fail its deployment (it has the
+// pull deadline); the health deadline then counts from the instance's
+// first start, which its restarts do not move; and an image that never
+// arrives fails it once the pull deadline is over.
+func TestHealthDeadlineCountsFromTheFirstStart(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t, 3)
+	c.l.Policy.HealthyDeadline, c.l.Policy.PullDeadline = time.Second, time.Minute
+	agents := instance.Store{DB: c.pool}
+	report := func(dep uuid.UUID, state instance.State, reason string) {
+		t.Helper()
+		for _, in := range c.live(t, dep) {
+			if _, err := agents.Report(ctx, in.ID, state, reason); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dep := c.deployment(t)
+	c.step(t, dep)
+	report(dep, instance.StatePulling, "")
+	time.Sleep(1200 * time.Millisecond) // longer than the health deadline
+	if !c.step(t, dep) || c.status(t, dep).Status != deployment.StatusDeploying {
+		t.Fatalf("failed while pulling: %+v", c.status(t, dep))
+	}
+	report(dep, instance.StateStarting, "")
+	if !c.step(t, dep) {
+		t.Fatalf("failed at its first start: %+v", c.status(t, dep))
+	}
+	for _, in := range c.live(t, dep) {
+		if in.FirstStartedAt == nil || in.StartedAt == nil || !in.FirstStartedAt.Equal(*in.StartedAt) {
+			t.Fatalf("first start not recorded: %v, %v", in.FirstStartedAt, in.StartedAt)
+		}
+	}
+	// A crash loop: every restart is a new start, and the deadline stays.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.step(t, dep) {
+		if time.Now().After(deadline) {
+			t.Fatal("a crash-looping deployment never failed")
+		}
+		report(dep, instance.StateUnhealthy, "exited with code 1")
+		report(dep, instance.StateStarting, "")
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := c.status(t, dep); d.Status != deployment.StatusFailed || !strings.Contains(d.FailureReason, "0 of 3 instances healthy after 1s") {
+		t.Fatalf("crash loop: %s %q", d.Status, d.FailureReason)
+	}
+
+	c = newCluster(t, 3)
+	c.l.Policy.PullDeadline = 100 * time.Millisecond
+	agents = instance.Store{DB: c.pool}
+	slow := c.deployment(t)
+	c.step(t, slow)
+	report(slow, instance.StatePulling, "")
+	time.Sleep(150 * time.Millisecond)
+	c.step(t, slow)
+	if d := c.status(t, slow); d.Status != deployment.StatusFailed || !strings.Contains(d.FailureReason, "an image still not pulled after 100ms") {
+		t.Fatalf("pull past its deadline: %s %q", d.Status, d.FailureReason)
+	}
+}
+
 func TestRollback(t *testing.T) {
 	c := newCluster(t, 3)
 	ctx := context.Background()

@@ -50,6 +50,7 @@ func Start(ctx context.Context, cfg config.Operator, pool *pgxpool.Pool, place P
 
 	policy := DefaultPolicy
 	policy.RetireGrace, policy.HealthyDeadline, policy.HeartbeatDeadline = cfg.RetireGrace, cfg.HealthyDeadline, cfg.NodeHeartbeatDeadline
+	policy.PullDeadline = cfg.PullDeadline
 	lc := &Lifecycle{Pool: pool, Place: place, Policy: policy, Log: zlog.Component(log, "lifecycle"), Wakeups: &Wakeups{}}
 	if cfg.NodeViewRefresh > 0 {
 		lc.Nodes = &node.View{Store: node.Store{DB: pool}, Log: zlog.Component(log, "nodeview")}

@@ -584,6 +584,9 @@ export const instances = pgTable(
     // (it stopped for good); null while it holds its reservation.
     capacityReleasedAt: timestamptz("capacity_released_at"),
     startedAt: timestamptz("started_at"),
+    // When it first started, its image pulled: the health deadline counts
+    // from here. Unlike started_at, a restart does not move it.
+    firstStartedAt: timestamptz("first_started_at"),
     stoppedAt: timestamptz("stopped_at"),
     createdAt: createdAt(),
     updatedAt: updatedAt(),

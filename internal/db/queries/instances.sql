@@ -31,6 +31,7 @@ UPDATE instances
 SET state = @state::text,
     state_reason = sqlc.narg(state_reason),
     started_at = CASE WHEN @state::text = 'starting' THEN now() ELSE started_at END,
+    first_started_at = CASE WHEN @state::text = 'starting' THEN coalesce(first_started_at, now()) ELSE first_started_at END,
     stopped_at = CASE WHEN @state::text IN ('stopped', 'failed') THEN now() ELSE stopped_at END,
     updated_at = now()
 WHERE id = @id
