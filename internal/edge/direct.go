@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
@@ -202,7 +203,7 @@ func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, uc *upConn
 		h[k] = append(h[k], string(f.value))
 	}
 	w.WriteHeader(resp.status)
-	s := directStream{w: w, uc: uc, rc: http.NewResponseController(w)}
+	s := directStream{w: w, uc: uc, rc: http.NewResponseController(w), ctx: r.Context()}
 	upstreamOK := false
 	switch kind {
 	case bodyNone:
@@ -213,6 +214,10 @@ func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, uc *upConn
 		upstreamOK = s.copyChunked(h)
 	case bodyEOF:
 		s.copyEOF()
+	}
+	if s.stopWatch != nil && !s.stopWatch() {
+		// The client left mid-body, and the watch closed the connection.
+		s.clientGone, upstreamOK = true, false
 	}
 	if upstreamOK && !resp.close && uc.r == uc.w {
 		p.pool.put(uc, now)
@@ -231,6 +236,12 @@ type directStream struct {
 	pending    bool // written since the last flush
 	cleared    bool // the head's read deadline is off
 	clientGone bool // a write or flush to the client failed
+	// While a body streams, the request's context watches the client: a
+	// client that leaves (an HTTP/2 stream reset, a closed connection)
+	// closes the node-proxy connection, so a quiet stream (server-sent
+	// events) does not hold it, and the app hears the client is gone.
+	ctx       context.Context
+	stopWatch func() bool
 }
 
 // write sends b on; false when the client is gone.
@@ -259,6 +270,8 @@ func (s *directStream) fill() error {
 	if !s.cleared {
 		s.uc.clearDeadline() // a streamed body runs as long as it flows
 		s.cleared = true
+		c := s.uc.c
+		s.stopWatch = context.AfterFunc(s.ctx, func() { c.Close() })
 	}
 	if s.uc.r == s.uc.w {
 		s.uc.r, s.uc.w = 0, 0

@@ -108,3 +108,43 @@ func TestProxyAbortsResponsesTheAppCutShort(t *testing.T) {
 		}
 	})
 }
+
+// TestProxyLetsGoOfAStreamTheClientLeft: a client that stops reading a
+// quiet stream (server-sent events) and goes is noticed: the app's request
+// ends, as it does when the client talks to it directly. (The fast path
+// on HTTP/1.1 does not watch the client while it waits for the app: there
+// it is noticed at the next event.)
+func TestProxyLetsGoOfAStreamTheClientLeft(t *testing.T) {
+	for _, path := range []string{DataPathStdlib, pathH2} {
+		t.Run(path, func(t *testing.T) {
+			s := newStage(t, path, 5*time.Second)
+			left, over := make(chan struct{}), make(chan struct{})
+			s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				io.WriteString(w, "data: hello\n\n")
+				w.(http.Flusher).Flush()
+				select { // nothing more to say until the client goes
+				case <-r.Context().Done():
+					close(left)
+				case <-over:
+				}
+			}))
+			t.Cleanup(func() { close(over) }) // before the app's server closes: a failed test ends
+			req, _ := http.NewRequest("GET", s.edge.URL+"/events", nil)
+			req.Host = "shop.zeitwork.app"
+			resp, err := clientOf(t, s.edge).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil || line != "data: hello\n" {
+				t.Fatalf("first event %q, %v", line, err)
+			}
+			resp.Body.Close() // HTTP/2: RST_STREAM(CANCEL)
+			select {
+			case <-left:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the app's request outlived the client")
+			}
+		})
+	}
+}
