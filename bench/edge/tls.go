@@ -156,19 +156,10 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 		return cmp, fmt.Errorf("over TLS: %w", err)
 	}
 	if o.profile != "" {
-		if err := os.MkdirAll(o.profile, 0o755); err != nil {
-			return cmp, err
-		}
-		cmp.profiles = map[string]string{}
-		for _, px := range proxies {
-			if px.pprof == "" {
-				continue
-			}
-			top, err := pprofUnderLoad(ctx, o, px, host, "")
-			if err != nil {
-				return cmp, fmt.Errorf("pprof %s: %w", px.name, err)
-			}
-			cmp.profiles["pprof "+px.name] = top
+		// At saturation only (no half-load run), and no perf profile: those
+		// are for the plain data paths.
+		if cmp.profiles, err = profileAll(ctx, o, proxies, host, 0); err != nil {
+			return cmp, fmt.Errorf("profile: %w", err)
 		}
 	}
 	cmp.ciphers = map[string]string{}
