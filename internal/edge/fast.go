@@ -44,6 +44,9 @@ import (
 //
 //   - loop: the fast path's exchange, driven by epoll instead of a
 //     goroutine per connection.
+//
+// On fast and loop, the requests net/http serves (hand-overs) and HTTP/2
+// (h2.go) go through the direct exchange (direct.go) where they can.
 const (
 	DataPathStdlib = "stdlib"
 	DataPathFast   = "fast"
