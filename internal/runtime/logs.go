@@ -237,9 +237,21 @@ func rotatedBefore(old, cur *os.File, prevPath string) []*os.File {
 	case os.SameFile(mi, ci):
 		mid.Close() // cur rotated: old is right before it
 		return []*os.File{old}
+	case !stillAt(strings.TrimSuffix(prevPath, ".1"), ci):
+		// cur rotated away after it was opened: mid may be a generation
+		// after it, which must not be read before it. Drop mid whole.
+		mid.Close()
+		return []*os.File{old}
 	default:
 		return []*os.File{old, mid}
 	}
+}
+
+// stillAt reports whether path is still the file fi was taken of: the
+// writer has not rotated it away since.
+func stillAt(path string, fi os.FileInfo) bool {
+	pi, err := os.Stat(path)
+	return err == nil && os.SameFile(pi, fi)
 }
 
 type logReader struct {
@@ -389,8 +401,14 @@ func (l *logReader) followRename() {
 		return
 	}
 	l.prev = append(l.prev, l.cur)
+	if beforeOpenPrev != nil {
+		beforeOpenPrev()
+	}
 	if mid, err := os.Open(l.path + ".1"); err == nil {
-		if mi, err := mid.Stat(); err == nil && !os.SameFile(mi, ci) && !os.SameFile(mi, ni) {
+		// mid lies between ours and next only if next was not rotated
+		// away meanwhile; otherwise it may come after next, and is
+		// dropped whole rather than read out of order.
+		if mi, err := mid.Stat(); err == nil && !os.SameFile(mi, ci) && !os.SameFile(mi, ni) && stillAt(l.path, ni) {
 			l.prev = append(l.prev, mid)
 		} else {
 			mid.Close()
@@ -403,6 +421,11 @@ func (l *logReader) followRename() {
 // rotated and before it opens the new one: where the writer can rotate
 // again.
 var beforeReopen func()
+
+// beforeOpenPrev, when set (by tests), runs when a reader has opened the
+// new log and before it looks at <id>.log.1: where the writer can rotate
+// the new one away.
+var beforeOpenPrev func()
 
 func (l *logReader) Close() error {
 	var err error

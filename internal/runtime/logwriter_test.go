@@ -81,6 +81,24 @@ func TestReaderKeepsTheGenerationRotatedWhileItMovesOn(t *testing.T) {
 	readLines(t, lr, 11, 21)
 }
 
+// A reader that has opened the new file, while the writer rotates it away
+// twice before the reader looks at the previous generation, does not read
+// the generation after the new file before it: everything comes in order.
+func TestReaderNeverReadsALaterGenerationFirst(t *testing.T) {
+	lw, path := newLineWriter(t)
+	lw.lines(10)
+	lr := openReader(t, path)
+	readLines(t, lr, 1, 10)
+
+	lw.lines(1) // rotated: line 11 starts the second file
+	beforeOpenPrev = func() {
+		beforeOpenPrev = nil
+		lw.lines(20) // 12..20 fill the second, 21..30 a third, 31 a fourth
+	}
+	t.Cleanup(func() { beforeOpenPrev = nil })
+	readLines(t, lr, 11, 31)
+}
+
 // Logs opens the previous generation, then the current one; when the
 // writer rotates in between, the generation in between is read too, in
 // order.
@@ -106,4 +124,31 @@ func TestGenerationsRotatedWhileLogsOpensStayInOrder(t *testing.T) {
 	lr2 := openReader(t, path2)
 	lr2.prev = rotatedBefore(old2, lr2.cur, path2+".1")
 	readLines(t, lr2, 1, 15)
+
+	// Two rotations after the current one was opened: <id>.log.1 is then
+	// a later generation than it, not one in between, and is not read
+	// before it. The generation in between is gone whole (11..20).
+	lw3, path3 := newLineWriter(t)
+	lw3.lines(15)
+	old3, err := os.Open(path3 + ".1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lw3.lines(6) // 11..20 now in .1, 21 in the log
+	lr3 := openReader(t, path3)
+	lw3.lines(20) // 21..30 rotated to .1, 31..40 too, 41 in the log
+	lr3.prev = rotatedBefore(old3, lr3.cur, path3+".1")
+	b, err := io.ReadAll(lr3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := 1; i <= 41; i++ {
+		if i <= 10 || i > 20 {
+			fmt.Fprintf(&want, "line %04d\n", i)
+		}
+	}
+	if string(b) != want.String() {
+		t.Fatalf("read:\n%s\nwant lines 1 to 10, then 21 to 41", b)
+	}
 }
