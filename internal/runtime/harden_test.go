@@ -158,13 +158,16 @@ func TestWritableLayerIsBounded(t *testing.T) {
 	filler, neighbour := e.spec(t, nil), e.spec(t, map[string]string{"GREETING": "still here"})
 	pullCreateStart(t, r, neighbour)
 	pullCreateStart(t, r, filler)
-	write := func(s runtime.Spec, mb int) string {
-		return mustGet(t, url(s, fmt.Sprintf("/run?arg=/bin/busybox&arg=dd&arg=if=/dev/zero&arg=of=/fill&arg=bs=1048576&arg=count=%d", mb)))
+	fill := func(s runtime.Spec, mb int) string {
+		return url(s, fmt.Sprintf("/run?arg=/bin/busybox&arg=dd&arg=if=/dev/zero&arg=of=/fill&arg=bs=1048576&arg=count=%d", mb))
 	}
-	if out := write(neighbour, 2); !strings.Contains(out, "exit 0") {
+	if out := mustGet(t, fill(neighbour, 2)); !strings.Contains(out, "exit 0") {
 		t.Fatalf("writing 2 MiB: %s", out)
 	}
-	write(filler, 32) // the reply may be cut short by the kill
+	// Asked once it answers, and only once: the kill may come before the
+	// reply, and a second ask would find nobody there.
+	mustGet(t, url(filler, "/"))
+	_, _ = get(ctxFor(t, 30*time.Second), fill(filler, 32))
 	st := waitFor(t, r, filler.InstanceID, 30*time.Second, func(st runtime.Status) bool { return st.State == runtime.StateExited })
 	if !st.DiskKilled || st.OOMKilled {
 		t.Fatalf("an instance that wrote 32 MiB past an 8 MiB bound: %+v", st)

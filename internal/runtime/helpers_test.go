@@ -252,10 +252,11 @@ func getWithin(ctx context.Context, url string) (string, error) {
 	}
 }
 
-// mustGet is get within a few seconds, failing the test otherwise.
+// mustGet is get within 30 s (a start on a loaded machine can be slow),
+// failing the test otherwise.
 func mustGet(t *testing.T, url string) string {
 	t.Helper()
-	body, err := getWithin(ctxFor(t, 10*time.Second), url)
+	body, err := getWithin(ctxFor(t, 30*time.Second), url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}

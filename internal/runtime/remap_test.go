@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
@@ -48,29 +49,39 @@ func TestConcurrentCreatesOfOneImage(t *testing.T) {
 			}
 		}
 	}
-	stopAll(createAll("first creates"))
-
-	// The re-owned copy goes, as containerd's GC takes it once no
-	// container is left on it.
+	// The re-owned copy is a committed snapshot with a parent and no
+	// labels (an image's layers carry labels). While the first creates'
+	// containers stand on it, nothing can take it.
 	sn := e.raw.SnapshotService("overlayfs")
 	nsCtx := namespaces.WithNamespace(context.Background(), e.ns)
-	var copies []string
-	if err := sn.Walk(nsCtx, func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindCommitted && info.Parent != "" && len(info.Labels) == 0 {
-			copies = append(copies, info.Name)
+	reowned := func() []string {
+		var copies []string
+		if err := sn.Walk(nsCtx, func(_ context.Context, info snapshots.Info) error {
+			if info.Kind == snapshots.KindCommitted && info.Parent != "" && len(info.Labels) == 0 {
+				copies = append(copies, info.Name)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+		return copies
 	}
-	removed := 0
+	first := createAll("first creates")
+	copies := reowned()
+	if len(copies) == 0 {
+		t.Fatal("no re-owned copy of the image after creates with user namespaces")
+	}
+	stopAll(first)
+
+	// The copy goes, as containerd's GC takes it once no container is
+	// left on it; here it is removed at once, unless the GC was first.
 	for _, name := range copies {
-		if err := sn.Remove(nsCtx, name); err == nil {
-			removed++
+		if err := sn.Remove(nsCtx, name); err != nil && !errdefs.IsNotFound(err) {
+			t.Fatalf("remove the re-owned copy %s: %v", name, err)
 		}
 	}
-	if removed == 0 {
-		t.Fatalf("found no re-owned copy to remove among %v", copies)
+	if left := reowned(); len(left) > 0 {
+		t.Fatalf("re-owned copies still there after their removal: %v", left)
 	}
 	specs := createAll("creates after the copy went")
 	for _, s := range specs {

@@ -113,13 +113,11 @@ func deleteNamespace(c *client.Client, ns string) error {
 	// but GC may not have run for them yet: remove them, children first.
 	// containerd's own GC may be removing some at the same time (an image
 	// deleted without waiting), so a remove that fails is tried again on
-	// the next round; only what is still there at the end is an error.
+	// the next round; only what is still there after 30 s is an error.
 	sn := c.SnapshotService("")
 	var left []string
-	for round := range 50 {
-		if round > 0 {
-			time.Sleep(20 * time.Millisecond)
-		}
+	why := map[string]error{} // each leaf's last failed remove, for the error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var keys []string
 		parents := map[string]bool{}
 		if err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
@@ -132,17 +130,20 @@ func deleteNamespace(c *client.Client, ns string) error {
 			errs = append(errs, err)
 			break
 		}
-		if left = keys; len(keys) == 0 {
+		if left = keys; len(keys) == 0 || time.Now().After(deadline) {
 			break
 		}
 		for _, k := range keys {
-			if !parents[k] {
-				_ = sn.Remove(ctx, k) // still there next round: tried again
+			if parents[k] {
+				continue
+			}
+			if err := sn.Remove(ctx, k); err != nil && !errdefs.IsNotFound(err) {
+				why[k] = err // still there next round: tried again
 			}
 		}
 	}
 	if len(left) > 0 {
-		errs = append(errs, fmt.Errorf("snapshots left in %s: %v", ns, left))
+		errs = append(errs, fmt.Errorf("snapshots left in %s: %v (last errors: %v)", ns, left, why))
 	}
 	errs = append(errs, c.ContentStore().Walk(ctx, func(info content.Info) error {
 		if err := c.ContentStore().Delete(ctx, info.Digest); err != nil && !errdefs.IsNotFound(err) {
