@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -84,6 +85,60 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	p.cfg.Metrics.requestFast(route.ProjectID, status, time.Since(start))
 	p.cfg.Log.DebugContext(r.Context(), "upstream failed", "project_id", route.ProjectID, "request_id", rid, "status", status, "err", failure)
 }
+
+// toHeader adds the fields the fast path keeps to h. The values are cut
+// from one string and their slices from one array, and the names most
+// responses have need no string of their own: a response head costs three
+// allocations however many fields it has.
+func (resp *response) toHeader(h http.Header) {
+	size, kept := 0, 0
+	for i := range resp.n {
+		if f := &resp.fields[i]; !f.drop {
+			size += len(f.value)
+			kept++
+		}
+	}
+	var b strings.Builder
+	b.Grow(size)
+	for i := range resp.n {
+		if f := &resp.fields[i]; !f.drop {
+			b.Write(f.value)
+		}
+	}
+	all, vals, at := b.String(), make([]string, kept), 0
+	for i := range resp.n {
+		f := &resp.fields[i]
+		if f.drop {
+			continue
+		}
+		k, ok := canonicalCommon[string(f.name)]
+		if !ok {
+			k = http.CanonicalHeaderKey(string(f.name))
+		}
+		v := all[at : at+len(f.value)]
+		at += len(f.value)
+		if prev := h[k]; len(prev) > 0 {
+			h[k] = append(prev, v)
+			continue
+		}
+		vals[0] = v
+		h[k], vals = vals[:1:1], vals[1:]
+	}
+}
+
+// canonicalCommon maps the names most responses have, as apps spell them,
+// to their canonical form.
+var canonicalCommon = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept-Ranges", "Age", "Cache-Control", "Content-Encoding", "Content-Language", "Content-Length",
+		"Content-Type", "Date", "Etag", "Expires", "Last-Modified", "Location", "Server", "Set-Cookie", "Strict-Transport-Security",
+		"Vary", "X-Content-Type-Options", "X-Frame-Options", "Retry-After", "Access-Control-Allow-Origin", "Connection", "Keep-Alive", "Trailer"} {
+		m[k] = k
+		m[strings.ToLower(k)] = k
+	}
+	m["ETag"] = "Etag"
+	return m
+}()
 
 // directable says whether the direct exchange takes r: what the fast path
 // would have taken had it parsed r itself.
@@ -194,16 +249,9 @@ func hasTrailers(te []string) bool {
 func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, uc *upConn, resp *response, now time.Time) (cut bool) {
 	kind := resp.body(r.Method == "HEAD")
 	h := w.Header()
-	for i := range resp.n {
-		f := &resp.fields[i]
-		if f.drop {
-			continue
-		}
-		k := http.CanonicalHeaderKey(string(f.name))
-		h[k] = append(h[k], string(f.value))
-	}
+	resp.toHeader(h)
 	w.WriteHeader(resp.status)
-	s := directStream{w: w, uc: uc, rc: http.NewResponseController(w), ctx: r.Context()}
+	s := directStream{w: w, uc: uc, ctx: r.Context()}
 	upstreamOK := false
 	switch kind {
 	case bodyNone:
@@ -232,7 +280,6 @@ func (p *Proxy) forwardDirect(w http.ResponseWriter, r *http.Request, uc *upConn
 type directStream struct {
 	w          http.ResponseWriter
 	uc         *upConn
-	rc         *http.ResponseController
 	pending    bool // written since the last flush
 	cleared    bool // the head's read deadline is off
 	clientGone bool // a write or flush to the client failed
@@ -257,11 +304,20 @@ func (s *directStream) write(b []byte) bool {
 	return true
 }
 
+// flush flushes w as http.ResponseController does, without the
+// controller's allocation: every writer the edge serves has FlushError.
+func (s *directStream) flush() error {
+	if f, ok := s.w.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	return http.NewResponseController(s.w).Flush()
+}
+
 // fill flushes what was written (the next read may wait for the app) and
 // reads more of the body.
 func (s *directStream) fill() error {
 	if s.pending {
-		if err := s.rc.Flush(); err != nil {
+		if err := s.flush(); err != nil {
 			s.clientGone = true
 			return err
 		}

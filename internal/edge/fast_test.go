@@ -137,6 +137,9 @@ func TestFastPathHeaderHygiene(t *testing.T) {
 			w.Header().Set("X-Request-Id", "from-the-app")
 			w.Header().Set("Proxy-Authenticate", "Basic")
 			w.Header().Set("X-App", "kept")
+			w.Header().Add("Set-Cookie", "a=1")
+			w.Header().Add("Set-Cookie", "b=2")
+			w.Header()["x-lower"] = []string{"kept as sent, canonical after"}
 			fmt.Fprint(w, strings.Join(keys, " "))
 		}))
 		te := "trailers, deflate"
@@ -149,7 +152,7 @@ func TestFastPathHeaderHygiene(t *testing.T) {
 		iid := s.backends[0].InstanceID.String()
 		body = strings.ReplaceAll(body, iid, "IID")
 		var respKeys []string
-		for _, k := range []string{"Keep-Alive", "Proxy-Authenticate", "X-App", "Content-Length", "Transfer-Encoding"} {
+		for _, k := range []string{"Keep-Alive", "Proxy-Authenticate", "X-App", "Content-Length", "Transfer-Encoding", "Set-Cookie", "X-Lower"} {
 			respKeys = append(respKeys, fmt.Sprintf("%s=%q", k, resp.Header.Values(k)))
 		}
 		rid := resp.Header.Values(HeaderRequestID)
@@ -166,7 +169,8 @@ func TestFastPathHeaderHygiene(t *testing.T) {
 			t.Fatalf("stdlib:\n%s\n%s:\n%s", seen[DataPathStdlib], path, seen[path])
 		}
 	}
-	if !strings.Contains(seen[DataPathFast], `X-Zeitwork-Proxy-Token=[]`) || !strings.Contains(seen[DataPathFast], `Te=["trailers"]`) {
+	if !strings.Contains(seen[DataPathFast], `X-Zeitwork-Proxy-Token=[]`) || !strings.Contains(seen[DataPathFast], `Te=["trailers"]`) ||
+		!strings.Contains(seen[DataPathFast], `Set-Cookie=["a=1" "b=2"]`) || !strings.Contains(seen[DataPathFast], `X-Lower=["kept as sent, canonical after"]`) {
 		t.Fatalf("unexpected view: %s", seen[DataPathFast])
 	}
 }

@@ -526,16 +526,22 @@ var dateCache atomic.Pointer[dateValue]
 type dateValue struct {
 	sec int64
 	b   []byte
+	s   string // b, for HTTP/2's header encoder
 }
 
-func appendDate(b []byte, now time.Time) []byte {
+func currentDate(now time.Time) *dateValue {
 	d := dateCache.Load()
 	if d == nil || d.sec != now.Unix() {
-		d = &dateValue{sec: now.Unix(), b: now.UTC().AppendFormat(nil, "Mon, 02 Jan 2006 15:04:05 GMT")}
+		b := now.UTC().AppendFormat(nil, "Mon, 02 Jan 2006 15:04:05 GMT")
+		d = &dateValue{sec: now.Unix(), b: b, s: string(b)}
 		dateCache.Store(d)
 	}
-	return append(b, d.b...)
+	return d
 }
+
+func appendDate(b []byte, now time.Time) []byte { return append(b, currentDate(now).b...) }
+
+func dateString(now time.Time) string { return currentDate(now).s }
 
 func eqFoldBytes(a, b []byte) bool {
 	if len(a) != len(b) {

@@ -89,6 +89,7 @@ type h2Conn struct {
 	linger        bool // a connection error was sent: read what the client still sends before closing
 	idle          *time.Timer
 	writeDeadline time.Time
+	spare         [][]byte // body buffers of finished streams, for the next ones
 }
 
 // h2Stream is one request: its state (under the connection's lock) and
@@ -782,6 +783,10 @@ func (st *h2Stream) finish() {
 		delete(sc.streams, st.id)
 		sc.flushLocked()
 	}
+	if cap(st.pending) > 0 && cap(st.pending) <= 2*h2ChunkSize && len(sc.spare) < 4 {
+		sc.spare = append(sc.spare, st.pending[:0])
+	}
+	st.pending = nil
 	st.cancel()
 	sc.active--
 	if sc.active == 0 {
@@ -794,6 +799,18 @@ func (st *h2Stream) finish() {
 	}
 	sc.cond.Broadcast()
 	sc.mu.Unlock()
+}
+
+// takeBuffer is a body buffer a finished stream left, if there is one.
+func (sc *h2Conn) takeBuffer() []byte {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if n := len(sc.spare); n > 0 {
+		b := sc.spare[n-1]
+		sc.spare = sc.spare[:n-1]
+		return b
+	}
+	return nil
 }
 
 func bodyAllowed(status int) bool {
@@ -847,6 +864,9 @@ func (st *h2Stream) Write(b []byte) (int, error) {
 	st.written += int64(len(b))
 	if st.declared >= 0 && st.written > st.declared {
 		return 0, http.ErrContentLength
+	}
+	if st.pending == nil {
+		st.pending = st.sc.takeBuffer()
 	}
 	st.pending = append(st.pending, b...)
 	if len(st.pending) >= h2ChunkSize {
@@ -967,7 +987,7 @@ func (st *h2Stream) encodeHeaderLocked(endStream bool) {
 		}
 	}
 	if !hasDate && bodyAllowed(st.status) {
-		sc.henc.WriteField(hpack.HeaderField{Name: "date", Value: string(appendDate(nil, time.Now()))})
+		sc.henc.WriteField(hpack.HeaderField{Name: "date", Value: dateString(time.Now())})
 	}
 	if len(st.trailers) > 0 {
 		sc.henc.WriteField(hpack.HeaderField{Name: "trailer", Value: strings.Join(st.trailers, ", ")})

@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -145,7 +147,18 @@ func requestID(r *http.Request) string {
 			return v
 		}
 	}
-	return id.New().String()
+	var b [36]byte
+	u := id.New()
+	hex.Encode(b[:8], u[:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:]) // as u.String(), which costs a second allocation
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -185,7 +198,11 @@ func (p *Proxy) client(r *http.Request) (ip, proto string, trusted bool) {
 	if err != nil {
 		return r.RemoteAddr, proto, false
 	}
-	ip = peer.Addr().Unmap().String()
+	if a := peer.Addr(); a.Is4() {
+		ip = r.RemoteAddr[:strings.LastIndexByte(r.RemoteAddr, ':')] // as String() would say it, without a copy
+	} else {
+		ip = a.Unmap().String()
+	}
 	if p.cfg.TrustForwarded != nil && p.cfg.TrustForwarded(peer.Addr().Unmap()) {
 		trusted = true
 		if cf, err := netip.ParseAddr(r.Header.Get("CF-Connecting-IP")); err == nil {
