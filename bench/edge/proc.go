@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
 // backendBody is what the backend answers; both proxies must pass it on.
@@ -116,14 +118,18 @@ func startBackend(bin string, n int) (*proc, []string, error) {
 	return p, addrs, nil
 }
 
-// freeAddr is a loopback address with a port nobody listens on right now.
+// freeAddr is a loopback address for a proxy the bench starts next. Its
+// port stays reserved (bound, never listening) until the bench ends: a
+// port merely free when asked can be taken by an outgoing connection
+// before the proxy binds it (it happened, as "address already in use").
+// The proxies bind it beside the reservation with SO_REUSEADDR, as Go's
+// listeners and nginx do.
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, _, err := testenv.ReservePort()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 // startEdgeEnv runs `zeitwork edge` on plain HTTP (EDGE_HTTPS_ADDR=off), as

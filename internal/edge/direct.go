@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -50,7 +51,7 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 		}
 		x.body = x.body[:r.ContentLength]
 		if _, err := io.ReadFull(r.Body, x.body); err != nil {
-			status := 499 // the client left; nobody reads a response
+			status := statusClientClosed
 			if r.Context().Err() == nil {
 				status = http.StatusBadRequest
 				page(w, status, "bad_request", "Bad request", "The request body ended before its Content-Length.")
@@ -64,7 +65,26 @@ func (p *Proxy) serveDirect(w http.ResponseWriter, r *http.Request) {
 	prefix := p.directHead(x, r, rid)
 	replayable := len(x.body) == 0 && (r.Method == "GET" || r.Method == "HEAD" || r.Method == "OPTIONS" || r.Method == "TRACE")
 
-	uc, h, failure := p.attempt(route, x, prefix, x.body, r.Method == "HEAD", replayable, start)
+	// While it waits for the head, a client that leaves ends the wait.
+	gen := x.watch.begin()
+	hs, _ := w.(*h2Stream)
+	stop := func() bool { return false }
+	if hs != nil {
+		hs.watchHead(&x.watch, gen)
+	} else {
+		stop = context.AfterFunc(r.Context(), func() { x.watch.leave(gen) })
+	}
+	uc, h, failure := p.attempt(route, x, prefix, x.body, r.Method == "HEAD", replayable, start, &x.watch)
+	if hs != nil {
+		hs.watchHead(nil, 0)
+	} else {
+		stop()
+	}
+	x.watch.end()
+	if errors.Is(failure, context.Canceled) {
+		p.cfg.Metrics.requestFast(route.ProjectID, statusClientClosed, time.Since(start))
+		return // nobody to answer
+	}
 	if failure == nil {
 		took := time.Since(start)
 		cut := p.forwardDirect(w, r, uc, &x.resp, start)

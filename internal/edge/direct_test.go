@@ -2,10 +2,12 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -144,6 +146,75 @@ func TestProxyLetsGoOfAStreamTheClientLeft(t *testing.T) {
 			case <-left:
 			case <-time.After(10 * time.Second):
 				t.Fatal("the app's request outlived the client")
+			}
+		})
+	}
+}
+
+// TestProxyLetsGoOfARequestTheClientLeft: a client that leaves while the
+// app is still working on its request (no response head yet) has the edge
+// close the node-proxy connection, so the app's request ends then, not at
+// the upstream timeout. On the event loops the edge sees the close as
+// nginx does; over HTTP/2 the client resets the stream, and the direct
+// exchange's watch on the request's context acts; the stdlib path is the
+// reference. (The goroutine paths for HTTP/1.1 do not watch the client
+// while they wait: see "Edge" in the README.)
+func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
+	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, "handed over"} {
+		t.Run(name, func(t *testing.T) {
+			// HTTP/1.0 is handed to net/http by the loop, and its requests
+			// go through the direct exchange, watching the request's context.
+			path, proto := name, "HTTP/1.1"
+			if name == "handed over" {
+				path, proto = DataPathLoop, "HTTP/1.0"
+			}
+			s := newStage(t, path, time.Minute)
+			got, left, over := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			var hits atomic.Int32
+			s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if hits.Add(1) > 1 {
+					return // tried again: counted below
+				}
+				close(got)
+				select { // no answer until the client goes
+				case <-r.Context().Done():
+					close(left)
+				case <-over:
+				}
+			}))
+			t.Cleanup(func() { close(over) })
+			var leave func()
+			if path == pathH2 {
+				ctx, cancel := context.WithCancel(context.Background())
+				req, _ := http.NewRequestWithContext(ctx, "GET", s.edge.URL+"/slow", nil)
+				req.Host = "shop.zeitwork.app"
+				go clientOf(t, s.edge).Do(req)
+				leave = cancel // RST_STREAM(CANCEL)
+			} else {
+				c, err := dialEdge(t, s.edge)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.WriteString(c, "GET /slow "+proto+"\r\nHost: shop.zeitwork.app\r\n\r\n")
+				leave = func() { c.Close() }
+			}
+			select {
+			case <-got:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the request never reached the app")
+			}
+			leave()
+			select {
+			case <-left:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the app's request outlived the client")
+			}
+			time.Sleep(100 * time.Millisecond) // room for a retry that must not come
+			if n := hits.Load(); n != 1 {
+				t.Fatalf("the app got the request %d times: a client that left was tried again", n)
+			}
+			if name == "handed over" && s.proxy.direct.Load() != 1 {
+				t.Fatalf("%d requests went through the direct exchange, want the one handed over", s.proxy.direct.Load())
 			}
 		})
 	}

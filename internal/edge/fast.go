@@ -338,6 +338,7 @@ type exchangeState struct {
 	body  []byte // a request body that did not fit in the read buffer
 	rng   *rand.ChaCha8
 	rid   [36]byte
+	watch headWatch // the direct exchange's
 }
 
 var exchangePool = sync.Pool{New: func() any {

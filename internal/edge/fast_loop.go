@@ -570,7 +570,39 @@ func (c *loopClient) event(ev uint32) {
 		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(c.pending) > 0 {
 			c.pump()
 		}
+	case phaseConnect, phaseSend, phaseAwait:
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && clientLeft(c.fd) {
+			c.abandon()
+		}
 	}
+}
+
+// clientLeft says whether the client closed its connection (or it broke)
+// with nothing unread in it. Bytes still to read (a pipelined request
+// before a half-close) mean it still wants an answer, as nginx sees it.
+func clientLeft(fd int) bool {
+	var b [1]byte
+	for {
+		n, _, err := unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			return true // reset
+		}
+		return n == 0
+	}
+}
+
+// abandon ends an exchange whose client left while the app had its
+// request: the node-proxy connection closes, so the app hears of it
+// (its request's context ends) rather than work for nobody until the
+// upstream timeout; nothing is retried. Counted as nginx's 499.
+func (c *loopClient) abandon() {
+	c.lp.fl.p.cfg.Metrics.requestFast(c.fc.x.route.ProjectID, statusClientClosed, time.Since(c.start))
+	c.close()
 }
 
 // waitRequest starts waiting for the connection's next request, which

@@ -2,12 +2,14 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/zeitwork/zeitwork/internal/nodeproxy"
@@ -30,7 +32,7 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 	// reused one turns out closed (what net/http calls replayable).
 	replayable := q.contentLength == 0 && isReplayableMethod(q.method)
 
-	uc, h, failure := p.attempt(route, fc.x, prefix, q.body, isHead(q.method), replayable, start)
+	uc, h, failure := p.attempt(route, fc.x, prefix, q.body, isHead(q.method), replayable, start, nil)
 	if failure == nil {
 		took := time.Since(start)
 		keep := fc.forward(p, uc, rid, start)
@@ -50,8 +52,9 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 // path's (upstream.RoundTrip): the same instance choice, a retry only when
 // no app saw the request, the same passive health. On success the response
 // head is in x.resp, and the instance's in-flight count stays raised until
-// the caller has forwarded the response.
-func (p *Proxy) attempt(route Route, x *exchangeState, prefix int, body []byte, head, replayable bool, start time.Time) (*upConn, *health, error) {
+// the caller has forwarded the response. With a watch, a client that
+// leaves ends it with context.Canceled.
+func (p *Proxy) attempt(route Route, x *exchangeState, prefix int, body []byte, head, replayable bool, start time.Time, w *headWatch) (*upConn, *health, error) {
 	var triedBuf [maxAttempts]int
 	tried := triedBuf[:0]
 	var failure error = errNoInstance
@@ -73,7 +76,11 @@ func (p *Proxy) attempt(route Route, x *exchangeState, prefix int, body []byte, 
 		x.out = append(x.out, body...)
 
 		h.inflight.Add(1)
-		uc, err := p.roundTrip(x.out, &x.resp, b.NodeProxy, replayable, start)
+		uc, err := p.roundTrip(x.out, &x.resp, b.NodeProxy, replayable, start, w)
+		if errors.Is(err, context.Canceled) {
+			h.inflight.Add(-1)
+			return nil, nil, err // the client left: not the instance's fault
+		}
 		if err != nil {
 			h.inflight.Add(-1)
 			reason := reasonOf(err)
@@ -168,21 +175,29 @@ func (fc *fastConn) appendClient(o []byte) []byte {
 }
 
 // roundTrip sends out to addr and reads the response head into resp.
-func (p *Proxy) roundTrip(out []byte, resp *response, addr string, replayable bool, now time.Time) (*upConn, error) {
+func (p *Proxy) roundTrip(out []byte, resp *response, addr string, replayable bool, now time.Time, w *headWatch) (*upConn, error) {
 	for {
 		uc, reused, err := p.pool.get(addr, !replayable, now)
 		if err != nil {
 			return nil, err
 		}
-		n, err := uc.c.Write(out)
-		if err == nil {
-			uc.setDeadline(now, p.cfg.UpstreamTimeout)
-			err = resp.readHead(uc)
+		n := 0
+		if w.track(uc) {
+			if n, err = uc.c.Write(out); err == nil {
+				uc.setDeadline(now, p.cfg.UpstreamTimeout)
+				err = resp.readHead(uc)
+			}
+		}
+		if w.untrack() {
+			err = context.Canceled // the connection is closed: no retry
 		}
 		if err == nil {
 			return uc, nil
 		}
 		uc.c.Close()
+		if err == context.Canceled {
+			return nil, err
+		}
 		// A reused connection the node-proxy had closed: nothing of the
 		// request was written, or it was replayable and nothing came back.
 		// Either way no app saw it; try a fresh connection.
@@ -193,6 +208,74 @@ func (p *Proxy) roundTrip(out []byte, resp *response, addr string, replayable bo
 		}
 		return nil, err
 	}
+}
+
+// headWatch ends the direct exchange's wait for a response head when its
+// client leaves (the request's context ends: an HTTP/2 stream reset, a
+// closed connection): the node-proxy connection is closed, so the app
+// hears of it rather than work for nobody until the upstream timeout, and
+// nothing is retried. It lives in the pooled exchange state; a
+// generation keeps a late call for an earlier request from touching the
+// next one.
+type headWatch struct {
+	mu   sync.Mutex
+	gen  uint64
+	gone bool    // the client of this generation left
+	uc   *upConn // the connection waited on
+}
+
+// begin starts a request's watch, returning its generation.
+func (w *headWatch) begin() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.gen++
+	w.gone, w.uc = false, nil
+	return w.gen
+}
+
+// end ends the watch of the request begun last.
+func (w *headWatch) end() {
+	w.mu.Lock()
+	w.gen++
+	w.uc = nil
+	w.mu.Unlock()
+}
+
+// leave says the client of generation gen left.
+func (w *headWatch) leave(gen uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.gen != gen {
+		return // that request is over
+	}
+	w.gone = true
+	if w.uc != nil {
+		w.uc.c.Close()
+	}
+}
+
+// track says uc is waited on; false when the client left already. A nil
+// watch (the fast path's) never says so.
+func (w *headWatch) track(uc *upConn) bool {
+	if w == nil {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.uc = uc
+	return !w.gone
+}
+
+// untrack ends the wait on the connection; true when the client left
+// (the connection may then be closed).
+func (w *headWatch) untrack() (gone bool) {
+	if w == nil {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.uc = nil
+	return w.gone
 }
 
 // forward writes the response head and streams its body to the client;

@@ -105,6 +105,8 @@ type h2Stream struct {
 	remoteClosed bool // the client sent END_STREAM
 	gone         bool // reset by either side, or the connection ended
 	body         *h2Body
+	watch        *headWatch // told when the stream goes (the direct exchange's wait)
+	watchGen     uint64
 
 	// The handler's (ResponseWriter).
 	header      http.Header
@@ -629,6 +631,10 @@ func (sc *h2Conn) endStreamLocked(st *h2Stream) {
 	}
 	st.gone = true
 	st.cancel()
+	if st.watch != nil {
+		st.watch.leave(st.watchGen)
+		st.watch = nil
+	}
 	if b := st.body; b != nil {
 		if b.err == nil {
 			b.err = errH2StreamGone
@@ -638,6 +644,20 @@ func (sc *h2Conn) endStreamLocked(st *h2Stream) {
 	}
 	delete(sc.streams, st.id)
 	sc.cond.Broadcast()
+}
+
+// watchHead has w told (leave) if the stream goes before it is called
+// again with nil: what context.AfterFunc on the request's context does,
+// without its allocations.
+func (st *h2Stream) watchHead(w *headWatch, gen uint64) {
+	sc := st.sc
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if w != nil && st.gone {
+		w.leave(gen)
+		return
+	}
+	st.watch, st.watchGen = w, gen
 }
 
 // goAway ends the connection with a connection error; always false.

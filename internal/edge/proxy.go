@@ -222,6 +222,10 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
+// statusClientClosed is what the metrics count for a request whose client
+// left before its answer (nginx's 499): nobody reads a response.
+const statusClientClosed = 499
+
 // errNoInstance: every instance of the route refused or was gone.
 var errNoInstance = errors.New("no instance could be reached")
 
@@ -229,7 +233,7 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 	x := r.Context().Value(exchangeKey{}).(*exchange)
 	x.took = time.Since(x.start)
 	if errors.Is(err, context.Canceled) {
-		x.status = 499 // the client left; nobody reads a response
+		x.status = statusClientClosed
 	} else {
 		var code, title, msg string
 		var retry bool
