@@ -156,11 +156,11 @@ func TestProxyLetsGoOfAStreamTheClientLeft(t *testing.T) {
 // close the node-proxy connection, so the app's request ends then, not at
 // the upstream timeout. On the event loops the edge sees the close as
 // nginx does; over HTTP/2 the client resets the stream, and the direct
-// exchange's watch on the request's context acts; the stdlib path is the
-// reference. (The goroutine paths for HTTP/1.1 do not watch the client
-// while they wait: see "Edge" in the README.)
+// exchange's watch on the request's context acts; the goroutine paths
+// (fast, HTTP/1.1 over TLS) watch the client once the wait has gone on
+// for hangupAfter; the stdlib path is the reference.
 func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
-	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, "handed over"} {
+	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, "handed over", DataPathFast, pathTLS} {
 		t.Run(name, func(t *testing.T) {
 			// HTTP/1.0 is handed to net/http by the loop, and its requests
 			// go through the direct exchange, watching the request's context.
@@ -169,9 +169,15 @@ func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
 				path, proto = DataPathLoop, "HTTP/1.0"
 			}
 			s := newStage(t, path, time.Minute)
+			s.proxy.hangupAfter.Store(int64(50 * time.Millisecond))
 			got, left, over := make(chan struct{}), make(chan struct{}), make(chan struct{})
 			var hits atomic.Int32
 			s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/warm" {
+					time.Sleep(100 * time.Millisecond) // a long wait, watched, answered
+					io.WriteString(w, "warm")
+					return
+				}
 				if hits.Add(1) > 1 {
 					return // tried again: counted below
 				}
@@ -194,6 +200,18 @@ func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
 				c, err := dialEdge(t, s.edge)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if proto == "HTTP/1.1" {
+					// A long wait first, on the same connection: the watch
+					// must let go of it and take it again.
+					io.WriteString(c, "GET /warm HTTP/1.1\r\nHost: shop.zeitwork.app\r\n\r\n")
+					resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if b, _ := io.ReadAll(resp.Body); string(b) != "warm" {
+						t.Fatalf("warm-up: %d %q", resp.StatusCode, b)
+					}
 				}
 				io.WriteString(c, "GET /slow "+proto+"\r\nHost: shop.zeitwork.app\r\n\r\n")
 				leave = func() { c.Close() }
@@ -218,4 +236,25 @@ func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProxyAnswersALongWaitTheClientStayedFor: a response head that takes
+// longer than hangupAfter still reaches a client that stays, and the
+// connection serves a second such request (the watch was let go of
+// cleanly, and armed again), on every path.
+func TestProxyAnswersALongWaitTheClientStayedFor(t *testing.T) {
+	forEachPath(t, func(t *testing.T, path string) {
+		s := newStage(t, path, time.Minute)
+		s.proxy.hangupAfter.Store(int64(20 * time.Millisecond))
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(150 * time.Millisecond)
+			io.WriteString(w, "worth the wait "+r.URL.Path)
+		}))
+		for _, p := range []string{"/one", "/two"} {
+			resp, body := s.get("shop.zeitwork.app", p)
+			if resp.StatusCode != 200 || body != "worth the wait "+p {
+				t.Fatalf("%s: %d %q", p, resp.StatusCode, body)
+			}
+		}
+	})
 }

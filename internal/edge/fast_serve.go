@@ -32,7 +32,17 @@ func (p *Proxy) serveFast(fc *fastConn) bool {
 	// reused one turns out closed (what net/http calls replayable).
 	replayable := q.contentLength == 0 && isReplayableMethod(q.method)
 
-	uc, h, failure := p.attempt(route, fc.x, prefix, q.body, isHead(q.method), replayable, start, nil)
+	// The client is watched if the wait goes long (awaitHead).
+	w := &fc.x.watch
+	w.begin()
+	w.client = fc.c
+	uc, h, failure := p.attempt(route, fc.x, prefix, q.body, isHead(q.method), replayable, start, w)
+	w.end()
+	w.client = nil
+	if errors.Is(failure, context.Canceled) {
+		p.cfg.Metrics.requestFast(route.ProjectID, statusClientClosed, time.Since(start))
+		return false // it left
+	}
 	if failure == nil {
 		took := time.Since(start)
 		keep := fc.forward(p, uc, rid, start)
@@ -184,8 +194,7 @@ func (p *Proxy) roundTrip(out []byte, resp *response, addr string, replayable bo
 		n := 0
 		if w.track(uc) {
 			if n, err = uc.c.Write(out); err == nil {
-				uc.setDeadline(now, p.cfg.UpstreamTimeout)
-				err = resp.readHead(uc)
+				err = p.awaitHead(uc, resp, now, w)
 			}
 		}
 		if w.untrack() {
@@ -222,6 +231,11 @@ type headWatch struct {
 	gen  uint64
 	gone bool    // the client of this generation left
 	uc   *upConn // the connection waited on
+
+	// The goroutine path's client, watched once a wait goes long; nil on
+	// the direct exchange, which watches its own way. Set and read by the
+	// request's goroutine only.
+	client net.Conn
 }
 
 // begin starts a request's watch, returning its generation.

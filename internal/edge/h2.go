@@ -103,6 +103,7 @@ type h2Stream struct {
 	sendWindow   int64
 	recvWindow   int64
 	remoteClosed bool // the client sent END_STREAM
+	localClosed  bool // we sent END_STREAM: with remoteClosed, the stream is closed
 	gone         bool // reset by either side, or the connection ended
 	body         *h2Body
 	watch        *headWatch // told when the stream goes (the direct exchange's wait)
@@ -284,6 +285,11 @@ func (sc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 			sc.resetStream(id, http2.ErrCodeProtocol) // trailers end the stream
 		default:
 			sc.mu.Lock()
+			if st.remoteClosed && st.localClosed {
+				// Closed, though its handler has not let it go yet.
+				sc.mu.Unlock()
+				return connErr(http2.ErrCodeStreamClosed)
+			}
 			if st.remoteClosed {
 				sc.mu.Unlock()
 				sc.resetStream(id, http2.ErrCodeStreamClosed)
@@ -928,6 +934,7 @@ func (st *h2Stream) send(end, flush bool) error {
 		endStream := end && len(st.pending) == 0 && !trailers
 		st.encodeHeaderLocked(endStream)
 		if endStream {
+			st.localClosed = true
 			return sc.flushLocked()
 		}
 	}
@@ -960,6 +967,9 @@ func (st *h2Stream) send(end, flush bool) error {
 		st.encodeTrailersLocked()
 	case end && !endSent:
 		sc.fr.WriteData(st.id, true, nil) // the body went out before
+	}
+	if end {
+		st.localClosed = true
 	}
 	if end || flush {
 		return sc.flushLocked()

@@ -59,6 +59,10 @@ type Proxy struct {
 	pool      upstreamPool // the fast path's node-proxy connections
 	ownDial   bool         // ProxyConfig.Dial was set: the event loops cannot dial
 	direct    atomic.Int64 // requests the direct exchange forwarded (tests read it)
+
+	hangupAfter atomic.Int64 // nanoseconds a wait for a head goes before the client is watched (tests shorten it)
+	hangupOnce  sync.Once
+	hangups     *hangupWatch
 }
 
 // NewProxy builds a proxy.
@@ -71,6 +75,7 @@ func NewProxy(cfg ProxyConfig) *Proxy {
 		cfg.Dial = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	}
 	p := &Proxy{cfg: cfg, ownDial: ownDial}
+	p.hangupAfter.Store(int64(defaultHangupAfter))
 	p.pool.dial = cfg.Dial
 	// Few node-proxies carry many clients: keep plenty of idle connections
 	// per node so bursts do not pay for new handshakes.
