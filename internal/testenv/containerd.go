@@ -110,14 +110,26 @@ func deleteNamespace(c *client.Client, ns string) error {
 		errs = append(errs, c.LeasesService().Delete(ctx, l, leases.SynchronousDelete))
 	}
 	// Unpacked layers are not referenced by anything once the image is gone,
-	// but GC may not have run for them yet: remove them, children first.
-	// containerd's own GC may be removing some at the same time (an image
-	// deleted without waiting), so a remove that fails is tried again on
-	// the next round; only what is still there after 30 s is an error.
+	// but GC may not have run for them yet (it runs after many changes, or
+	// when asked to wait for it): ask for it, then remove what is left,
+	// children first. containerd 1.6's GC can leave a snapshot's parent
+	// naming the child it collected, and an explicit remove of that parent
+	// then fails for good ("cannot remove snapshot with child"), while a
+	// GC takes it: so a round that cannot remove everything asks for GC
+	// again. containerd's own GC may also be removing some at the same
+	// time, so a remove that fails is tried again on the next round; only
+	// what is still there after 30 s is an error.
+	errs = append(errs, collectGarbage(ctx, c))
 	sn := c.SnapshotService("")
 	var left []string
 	why := map[string]error{} // each leaf's last failed remove, for the error
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline, round := time.Now().Add(30*time.Second), 0; ; round++ {
+		if round > 0 {
+			time.Sleep(20 * time.Millisecond)
+			if round%10 == 0 {
+				errs = append(errs, collectGarbage(ctx, c))
+			}
+		}
 		var keys []string
 		parents := map[string]bool{}
 		if err := sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
@@ -163,4 +175,15 @@ func deleteNamespace(c *client.Client, ns string) error {
 		_ = os.Remove(filepath.Join("/sys/fs/cgroup", ctl, ns))
 	}
 	return errors.Join(errs...)
+}
+
+// collectGarbage has containerd collect garbage now, and waits for it:
+// deleting a lease made for this with SynchronousDelete is the client's
+// way to ask.
+func collectGarbage(ctx context.Context, c *client.Client) error {
+	l, err := c.LeasesService().Create(ctx, leases.WithRandomID(), leases.WithExpiration(time.Minute))
+	if err != nil {
+		return fmt.Errorf("lease to collect garbage: %w", err)
+	}
+	return c.LeasesService().Delete(ctx, l, leases.SynchronousDelete)
 }
