@@ -2,7 +2,6 @@ package edge
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -237,23 +236,9 @@ func loopTick(ds ...time.Duration) time.Duration {
 }
 
 func newEvLoop(fl *FastListener, lfd int, tick time.Duration) (*evLoop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, pollFile, raw, err := pollableEpoll("epoll")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	// Non-blocking, so that os.NewFile puts it in Go's poller.
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	pollFile := os.NewFile(uintptr(epfd), "epoll")
-	raw, err := pollFile.SyscallConn()
-	if err == nil {
-		err = pollFile.SetReadDeadline(time.Time{}) // fails unless it is in the poller
-	}
-	if err != nil {
-		pollFile.Close()
-		return nil, fmt.Errorf("epoll set in Go's poller: %w", err)
+		return nil, err
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {

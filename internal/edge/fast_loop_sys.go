@@ -1,6 +1,10 @@
 package edge
 
 import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -53,4 +57,29 @@ func bufPtr(p []byte) unsafe.Pointer {
 		return nil
 	}
 	return unsafe.Pointer(&p[0])
+}
+
+// pollableEpoll makes an epoll set that Go's own poller watches like a
+// socket: a goroutine waits for the set's readiness through the returned
+// RawConn's Read, parked in the runtime, not blocked in a system call.
+func pollableEpoll(name string) (epfd int, file *os.File, raw syscall.RawConn, err error) {
+	epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, nil, nil, os.NewSyscallError("epoll_create1", err)
+	}
+	// Non-blocking, so that os.NewFile puts it in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return -1, nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	file = os.NewFile(uintptr(epfd), name)
+	raw, err = file.SyscallConn()
+	if err == nil {
+		err = file.SetReadDeadline(time.Time{}) // fails unless it is in the poller
+	}
+	if err != nil {
+		file.Close()
+		return -1, nil, nil, fmt.Errorf("epoll set in Go's poller: %w", err)
+	}
+	return epfd, file, raw, nil
 }

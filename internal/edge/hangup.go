@@ -2,7 +2,6 @@ package edge
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -52,22 +51,9 @@ type hangupWait struct {
 }
 
 func newHangupWatch() (*hangupWatch, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	epfd, file, raw, err := pollableEpoll("hangups")
 	if err != nil {
-		return nil, os.NewSyscallError("epoll_create1", err)
-	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		return nil, os.NewSyscallError("fcntl", err)
-	}
-	file := os.NewFile(uintptr(epfd), "hangups")
-	raw, err := file.SyscallConn()
-	if err == nil {
-		err = file.SetReadDeadline(time.Time{}) // fails unless it is in the poller
-	}
-	if err != nil {
-		file.Close()
-		return nil, fmt.Errorf("epoll set in Go's poller: %w", err)
+		return nil, err
 	}
 	hw := &hangupWatch{epfd: epfd, file: file, raw: raw, waiting: map[uint64]hangupWait{}}
 	go hw.raw.Read(hw.ready) // returns only if the set is closed, which it never is
