@@ -160,7 +160,7 @@ func TestProxyLetsGoOfAStreamTheClientLeft(t *testing.T) {
 // (fast, HTTP/1.1 over TLS) watch the client once the wait has gone on
 // for hangupAfter; the stdlib path is the reference.
 func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
-	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, "handed over", DataPathFast, pathTLS} {
+	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, "handed over", DataPathFast, pathTLS, pathLoopTLS} {
 		t.Run(name, func(t *testing.T) {
 			// HTTP/1.0 is handed to net/http by the loop, and its requests
 			// go through the direct exchange, watching the request's context.

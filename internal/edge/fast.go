@@ -80,6 +80,8 @@ type FastListener struct {
 	fallback  chan net.Conn
 	handed    atomic.Int64 // connections given to the stdlib path
 	offLoop   atomic.Int64 // connections the event loops gave to goroutines
+	onLoop    atomic.Int64 // TLS connections the event loops took after the handshake
+	nextLoop  atomic.Uint32
 	done      chan struct{}
 	accepting chan struct{} // closed when acceptLoop returns
 	closeOnce sync.Once
@@ -124,11 +126,35 @@ func (p *Proxy) FastListener(l net.Listener, readHeaderTimeout, idleTimeout time
 // returns a connection that negotiated h2). Serve the stdlib side with
 // KeepTLSState, so that requests handed over mid-connection are still
 // seen as TLS.
-//
-// The event loops do not speak TLS (crypto/tls needs a blocking
-// net.Conn): HTTPS runs on the fast path's goroutines.
 func (p *Proxy) FastTLSListener(l net.Listener, cfg *tls.Config, h2 http.Handler, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
 	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
+	fl.setTLS(cfg, h2)
+	go fl.acceptLoop()
+	return fl
+}
+
+// LoopTLSListener is FastTLSListener with HTTP/1.1 over TLS 1.3 on event
+// loops (one per GOMAXPROCS): crypto/tls makes the handshake on the
+// connection's goroutine, then a loop takes the connection and its keys
+// (tls_tap.go, tls_records.go). HTTP/2, acme-tls/1 and TLS 1.2 stay on
+// goroutines, as on FastTLSListener, which this falls back to when the
+// proxy dials node-proxies its own way or there are no loops to be had.
+func (p *Proxy) LoopTLSListener(l net.Listener, cfg *tls.Config, h2 http.Handler, readHeaderTimeout, idleTimeout time.Duration) *FastListener {
+	if p.ownDial {
+		return p.FastTLSListener(l, cfg, h2, readHeaderTimeout, idleTimeout)
+	}
+	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
+	fl.setTLS(cfg, h2)
+	if err := fl.startLoops(-1); err != nil {
+		p.cfg.Log.Warn("event loops unavailable, serving HTTPS on goroutines", "err", err)
+	} else {
+		fl.tls = tapConfig(fl.tls)
+	}
+	go fl.acceptLoop()
+	return fl
+}
+
+func (fl *FastListener) setTLS(cfg *tls.Config, h2 http.Handler) {
 	fl.tls, fl.proto, fl.h2 = cfg.Clone(), "https", h2
 	// What net/http's ServeTLS offers: HTTP/2 first, then HTTP/1.1.
 	for _, proto := range []string{"h2", "http/1.1"} {
@@ -136,8 +162,6 @@ func (p *Proxy) FastTLSListener(l net.Listener, cfg *tls.Config, h2 http.Handler
 			fl.tls.NextProtos = append(fl.tls.NextProtos, proto)
 		}
 	}
-	go fl.acceptLoop()
-	return fl
 }
 
 // KeepTLSState makes srv, serving a FastTLSListener, see the requests of a
@@ -182,6 +206,9 @@ func (fl *FastListener) acceptLoop() {
 		}
 		backoff = 0
 		if fl.tls != nil {
+			if fl.loops != nil {
+				c = newTLSTap(c)
+			}
 			c = tls.Server(c, fl.tls) // the handshake runs on the connection's goroutine
 		}
 		fc := newFastConn(fl, c)
@@ -327,6 +354,10 @@ type fastConn struct {
 	peer     netip.Addr
 	peerText []byte // the client's address as X-Forwarded-For says it
 	trusted  bool   // the peer is a proxy whose forwarding headers we believe
+
+	// tlsState is the TLS of a connection an event loop served over TLS
+	// (c is then a *tlsConn, not a *tls.Conn).
+	tlsState *tls.ConnectionState
 }
 
 // exchangeState is what a connection needs while it has a request.
@@ -417,21 +448,31 @@ func (fc *fastConn) serve() {
 		}
 		fc.fl.forget(fc)
 	}()
-	var tlsState *tls.ConnectionState
+	tlsState := fc.tlsState
 	if tc, ok := fc.c.(*tls.Conn); ok {
 		st, ok := fc.handshake(tc)
 		if !ok {
 			return
 		}
+		tap, _ := tc.NetConn().(*tlsTap)
 		if st.NegotiatedProtocol == "h2" && fc.fl.h2 != nil {
+			tap.pass()
 			fc.serveH2(tc, &st)
 			return
 		}
 		if st.NegotiatedProtocol != "" && st.NegotiatedProtocol != "http/1.1" {
+			tap.pass()
 			handed = fc.fl.handOver(tc)
 			return
 		}
 		tlsState = &st
+		if tap != nil {
+			if fc.toLoop(tap, tlsState) {
+				handed = true
+				return
+			}
+			tap.pass()
+		}
 	}
 	for {
 		switch fc.readRequest() {

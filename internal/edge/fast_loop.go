@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -140,6 +141,7 @@ type loopClient struct {
 	lp    *evLoop
 	fd    int
 	fc    *fastConn
+	tls   *tlsRecords // nil: plain HTTP
 	phase loopPhase
 	readiness
 	deadline int64 // UnixNano; 0: none
@@ -203,24 +205,35 @@ func (p *Proxy) LoopListener(l net.Listener, readHeaderTimeout, idleTimeout time
 	lfd := -1
 	raw.Control(func(fd uintptr) { lfd = int(fd) })
 	fl := newFastListener(p, l, readHeaderTimeout, idleTimeout)
-	fl.loopLfd = lfd
+	if err := fl.startLoops(lfd); err != nil {
+		p.cfg.Log.Warn("event loops unavailable, serving the fast path on goroutines", "err", err)
+		return p.FastListener(l, readHeaderTimeout, idleTimeout)
+	}
 	close(fl.accepting) // no accept loop: the event loops accept
-	tick := loopTick(readHeaderTimeout, idleTimeout, p.cfg.UpstreamTimeout)
+	return fl
+}
+
+// startLoops starts the listener's event loops, accepting on lfd (-1:
+// they take connections through adopt).
+func (fl *FastListener) startLoops(lfd int) error {
+	fl.loopLfd = lfd
+	tick := loopTick(fl.readHeaderTimeout, fl.idleTimeout, fl.p.cfg.UpstreamTimeout)
+	var loops []*evLoop
 	for range runtime.GOMAXPROCS(0) {
 		lp, err := newEvLoop(fl, lfd, tick)
 		if err != nil {
-			for _, lp := range fl.loops {
+			for _, lp := range loops {
 				lp.closeFDs()
 			}
-			p.cfg.Log.Warn("event loops unavailable, serving the fast path on goroutines", "err", err)
-			return p.FastListener(l, readHeaderTimeout, idleTimeout)
+			return err
 		}
-		fl.loops = append(fl.loops, lp)
+		loops = append(loops, lp)
 	}
-	for _, lp := range fl.loops {
+	fl.loops = loops
+	for _, lp := range loops {
 		go lp.run()
 	}
-	return fl
+	return nil
 }
 
 // loopTick is how often a loop looks for connections past their deadline:
@@ -250,6 +263,9 @@ func newEvLoop(fl *FastListener, lfd int, tick time.Duration) (*evLoop, error) {
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
 		lp.closeFDs()
 		return nil, os.NewSyscallError("epoll_ctl", err)
+	}
+	if lfd < 0 {
+		return lp, nil
 	}
 	if err := lp.listen(lfd); err != nil {
 		lp.closeFDs()
@@ -281,16 +297,18 @@ func (lp *evLoop) closeFDs() {
 	lp.pollFile.Close()
 }
 
-// do runs f on the loop's goroutine, unless the loop has ended.
-func (lp *evLoop) do(f func()) {
+// do runs f on the loop's goroutine, unless the loop has ended (false);
+// a loop that ends with f queued runs it as it ends, with lp.dead set.
+func (lp *evLoop) do(f func()) bool {
 	lp.mu.Lock()
 	defer lp.mu.Unlock()
 	if lp.dead {
-		return
+		return false
 	}
 	lp.cmds = append(lp.cmds, f)
 	one := [8]byte{1}
 	unix.Write(lp.efd, one[:])
+	return true
 }
 
 // doWait runs f on the loop's goroutine and waits for it, unless the loop
@@ -402,8 +420,12 @@ func (lp *evLoop) end() {
 	lp.idle, lp.nidle = nil, 0
 	lp.mu.Lock()
 	lp.dead = true
+	cmds := lp.cmds
 	lp.cmds = nil
 	lp.mu.Unlock()
+	for _, f := range cmds {
+		f() // an adopt lets its connection go
+	}
 	lp.closeFDs()
 	close(lp.ended)
 }
@@ -552,11 +574,11 @@ func (c *loopClient) event(ev uint32) {
 			c.readBody()
 		}
 	case phaseWrite:
-		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(c.pending) > 0 {
+		if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.writing() {
 			c.pump()
 		}
 	case phaseConnect, phaseSend, phaseAwait:
-		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && clientLeft(c.fd) {
+		if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 && c.gone() {
 			c.abandon()
 		}
 	}
@@ -578,6 +600,37 @@ func clientLeft(fd int) bool {
 			return true // reset
 		}
 		return n == 0
+	}
+}
+
+// gone is clientLeft through the record layer: a TLS client that leaves
+// sends close_notify before its FIN, so what it sent is read and opened
+// (and kept, should it be a pipelined request).
+func (c *loopClient) gone() bool {
+	t := c.tls
+	if t == nil {
+		return clientLeft(c.fd)
+	}
+	for {
+		if len(t.plain) > 0 {
+			return false
+		}
+		if t.err != nil {
+			return true
+		}
+		ok, err := t.open()
+		if err != nil {
+			t.err = err
+			return true
+		}
+		if ok {
+			continue
+		}
+		n, err := c.fill(c.fd, t.inSpace())
+		t.filled(n)
+		if n == 0 {
+			return err != nil
+		}
 	}
 }
 
@@ -612,7 +665,7 @@ func (c *loopClient) waitRequest(now time.Time) {
 		case fc.fl.idleTimeout > 0:
 			c.deadline = now.Add(fc.fl.idleTimeout).UnixNano()
 		}
-		if !c.readable {
+		if !c.readable && (c.tls == nil || !c.tls.buffered()) {
 			return
 		}
 	}
@@ -660,7 +713,7 @@ func (c *loopClient) readRequest() {
 				}
 			}
 		}
-		n, err := c.fill(c.fd, fc.buf[fc.w:])
+		n, err := c.read(fc.buf[fc.w:])
 		if n == 0 {
 			if err != nil { // the client closed, or the connection failed
 				c.close()
@@ -697,7 +750,7 @@ func (c *loopClient) readBody() {
 	q := &fc.x.req
 	b := fc.x.body
 	for len(b) < int(q.contentLength) {
-		n, err := c.fill(c.fd, b[len(b):q.contentLength])
+		n, err := c.read(b[len(b):q.contentLength])
 		if n == 0 {
 			if err != nil { // the client closed, or the connection failed
 				c.close()
@@ -731,6 +784,9 @@ func (c *loopClient) handOff() {
 		return
 	}
 	fc.c = conn
+	if c.tls != nil {
+		fc.c, c.tls = &tlsConn{Conn: conn, t: c.tls}, nil
+	}
 	fl := lp.fl
 	fl.mu.Lock()
 	fl.conns[fc] = struct{}{}
@@ -747,6 +803,14 @@ func (c *loopClient) close() {
 		return
 	}
 	lp.fds[c.fd] = nil
+	if t := c.tls; t != nil {
+		t.sealClose() // close_notify, or the alert for what the client did
+		if q := t.queued(); len(q) > 0 {
+			rawWrite(c.fd, q) // as much as the socket takes now
+		}
+		t.release()
+		c.tls = nil
+	}
 	unix.Close(c.fd)
 	if c.up != nil {
 		lp.closeUp(c.up)
@@ -1017,16 +1081,16 @@ func (c *loopClient) gotHead() {
 func (c *loopClient) pump() {
 	fc := c.fc
 	for {
-		if len(c.pending) > 0 {
-			n, err := rawWrite(c.fd, c.pending)
-			switch {
-			case n > 0:
+		if c.writing() {
+			n, err := c.write(c.pending)
+			if n > 0 {
 				c.pending = c.pending[n:]
+			}
+			switch err {
+			case nil, unix.EINTR:
 				continue
-			case err == unix.EAGAIN:
+			case unix.EAGAIN:
 				return // EPOLLOUT resumes
-			case err == unix.EINTR:
-				continue
 			}
 			c.finish(false) // the client is gone
 			return
@@ -1075,6 +1139,94 @@ func (c *loopClient) pump() {
 			return // EPOLLIN on the node-proxy resumes
 		}
 	}
+}
+
+// read reads what the client sent into p (readiness.fill), through the
+// record layer on TLS.
+func (c *loopClient) read(p []byte) (int, error) {
+	t := c.tls
+	if t == nil {
+		return c.fill(c.fd, p)
+	}
+	for {
+		if n, err := t.take(p); n > 0 || err != nil {
+			return n, err
+		}
+		n, err := c.fill(c.fd, t.inSpace())
+		t.filled(n)
+		if n == 0 {
+			return 0, err
+		}
+	}
+}
+
+// writing says there is something to write to the client.
+func (c *loopClient) writing() bool {
+	return len(c.pending) > 0 || c.tls != nil && len(c.tls.queued()) > 0
+}
+
+// write writes p to the client: n is how much of it is gone (or sealed,
+// on TLS); a nil error says all of it, and on TLS all sealed before it,
+// is written.
+func (c *loopClient) write(p []byte) (int, error) {
+	if c.tls != nil {
+		return writeRecords(c.tls, fdWriter(c.fd), p)
+	}
+	return rawWrite(c.fd, p)
+}
+
+// adopt takes a TLS connection whose handshake crypto/tls made on a
+// goroutine (fastConn.toLoop); fc is new, t has what the client sent
+// after the handshake.
+func (lp *evLoop) adopt(fd int, fc *fastConn, t *tlsRecords) {
+	if lp.dead {
+		unix.Close(fd)
+		t.release()
+		lp.fl.wg.Done()
+		return
+	}
+	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: clientEvents, Fd: int32(fd)}); err != nil {
+		unix.Close(fd)
+		t.release()
+		lp.fl.wg.Done()
+		return
+	}
+	lp.fl.onLoop.Add(1)
+	c := &loopClient{lp: lp, fd: fd, fc: fc, tls: t}
+	c.readable = true // the socket may hold more than the handshake: read until EAGAIN says not
+	lp.set(fd, c)
+	lp.clients++
+	c.waitRequest(time.Now())
+}
+
+// toLoop gives a connection that negotiated HTTP/1.1 over TLS 1.3 to an
+// event loop; false: it stays on this goroutine, as it is.
+func (fc *fastConn) toLoop(tap *tlsTap, st *tls.ConnectionState) bool {
+	fl := fc.fl
+	if len(fl.loops) == 0 || fl.closing.Load() {
+		return false
+	}
+	fd, err := socketFD(tap.Conn)
+	if err != nil {
+		return false
+	}
+	rec, err := tap.records(st)
+	if err != nil {
+		fl.p.cfg.Log.Debug("TLS connection stays off the event loops", "err", err)
+		unix.Close(fd)
+		return false
+	}
+	tap.Conn.Close() // the loop's descriptor keeps the socket
+	lfc := &fastConn{fl: fl, buf: fc.buf, accepted: fc.accepted, peer: fc.peer, peerText: fc.peerText, trusted: fc.trusted, tlsState: st}
+	fc.buf = nil
+	lp := fl.loops[int(fl.nextLoop.Add(1))%len(fl.loops)]
+	fl.wg.Add(1)
+	if !lp.do(func() { lp.adopt(fd, lfc, rec) }) {
+		unix.Close(fd) // the loop has ended: the listener is closed
+		rec.release()
+		fl.wg.Done()
+	}
+	return true
 }
 
 // finish ends the exchange; clientOK false closes the client.
@@ -1133,7 +1285,7 @@ func (u *loopUp) event(ev uint32) {
 			c.readHead()
 		}
 	case phaseWrite:
-		if u.readable && len(c.pending) == 0 {
+		if u.readable && !c.writing() {
 			c.pump()
 		}
 	}

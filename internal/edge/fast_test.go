@@ -30,10 +30,16 @@ func (s *stage) offLoop() int64 {
 	return s.edge.Listener.(*FastListener).offLoop.Load()
 }
 
+// onLoop is how many TLS connections the event loops took after their
+// handshake.
+func (s *stage) onLoop() int64 {
+	return s.edge.Listener.(*FastListener).onLoop.Load()
+}
+
 // forEachFastPath runs a test on the edge's own data paths: the goroutine
-// per connection, the event loops, and the goroutines serving TLS.
+// per connection, the event loops, and both serving TLS.
 func forEachFastPath(t *testing.T, test func(t *testing.T, path string)) {
-	for _, path := range []string{DataPathFast, DataPathLoop, pathTLS} {
+	for _, path := range []string{DataPathFast, DataPathLoop, pathTLS, pathLoopTLS} {
 		t.Run(path, func(t *testing.T) { test(t, path) })
 	}
 }
@@ -70,6 +76,9 @@ func testFastPathServesPlainRequestsItself(t *testing.T, path string) {
 	}
 	if n := s.offLoop(); n != 0 {
 		t.Fatalf("%d connections left the event loops", n)
+	}
+	if n := s.onLoop(); path == pathLoopTLS && n == 0 {
+		t.Fatal("no TLS connection went to the event loops")
 	}
 	s.waitRequests("200", 21)
 }
@@ -115,7 +124,7 @@ func testFastPathHandsUnusualRequestsToStdlib(t *testing.T, path string) {
 		t.Fatalf("%d of 9 connections went to the stdlib path", n)
 	}
 	// The event loops give them to the goroutine path, which gives them on.
-	if n, want := s.offLoop(), map[string]int64{DataPathFast: 0, DataPathLoop: 9}[path]; n != want {
+	if n, want := s.offLoop(), map[string]int64{DataPathFast: 0, DataPathLoop: 9, pathLoopTLS: 9}[path]; n != want {
 		t.Fatalf("%d connections left the event loops, want %d", n, want)
 	}
 }
@@ -164,7 +173,7 @@ func TestFastPathHeaderHygiene(t *testing.T) {
 		}
 		seen[path] = body + " | " + strings.Join(respKeys, " ")
 	}
-	for _, path := range []string{DataPathFast, DataPathLoop, pathTLS, pathH2} {
+	for _, path := range []string{DataPathFast, DataPathLoop, pathTLS, pathLoopTLS, pathH2} {
 		if seen[DataPathStdlib] != seen[path] {
 			t.Fatalf("stdlib:\n%s\n%s:\n%s", seen[DataPathStdlib], path, seen[path])
 		}
@@ -318,7 +327,7 @@ func benchmarkPath(b *testing.B, path string) {
 // BenchmarkKeepAliveGET is one keep-alive GET through each data path to a
 // backend that allocates nothing: allocs/op are the edge's own.
 func BenchmarkKeepAliveGET(b *testing.B) {
-	for _, path := range append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS) {
+	for _, path := range append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS, pathLoopTLS) {
 		b.Run(path, func(b *testing.B) { benchmarkPath(b, path) })
 	}
 }
@@ -419,7 +428,13 @@ func TestFastPathWaitsForASlowBody(t *testing.T) {
 // and a client that speaks plain HTTP to the TLS port is told so, as
 // net/http does.
 func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
-	s := newStage(t, pathTLS, 5*time.Second)
+	for _, path := range []string{pathTLS, pathLoopTLS} {
+		t.Run(path, func(t *testing.T) { testFastTLSServesHTTP1AndHandsTheRestToStdlib(t, path) })
+	}
+}
+
+func testFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T, path string) {
+	s := newStage(t, path, 5*time.Second)
 	s.app(echo("a"))
 	for range 3 {
 		resp, body := s.get("shop.zeitwork.app", "/")
@@ -429,6 +444,9 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	}
 	if n := s.handed(); n != 0 {
 		t.Fatalf("%d HTTP/1.1 connections went to the stdlib path", n)
+	}
+	if n, want := s.onLoop(), map[string]int64{pathLoopTLS: 3}[path]; n != want {
+		t.Fatalf("%d HTTP/1.1 connections went to the event loops, want %d", n, want)
 	}
 
 	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: testTLS(t).client.Clone(), ForceAttemptHTTP2: true}}
@@ -473,6 +491,10 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	if n := s.handed(); n != 1 {
 		t.Fatalf("%d connections handed over, want 1", n)
 	}
+	// On the loops, that connection went there first, then back.
+	if n, want := s.offLoop(), map[string]int64{pathLoopTLS: 1}[path]; n != want {
+		t.Fatalf("%d connections left the event loops, want %d", n, want)
+	}
 
 	// The CA's TLS-ALPN-01 validation handshakes for acme-tls/1 alone.
 	acme := testTLS(t).client.Clone()
@@ -510,7 +532,11 @@ func TestFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T) {
 	// Without an HTTP/2 handler, net/http serves HTTP/2.
 	p := s.proxy
 	srv := httptest.NewUnstartedServer(p.Direct())
-	fl := p.FastTLSListener(srv.Listener, testTLS(t).server, nil, 5*time.Second, time.Minute)
+	listen := p.FastTLSListener
+	if path == pathLoopTLS {
+		listen = p.LoopTLSListener
+	}
+	fl := listen(srv.Listener, testTLS(t).server, nil, 5*time.Second, time.Minute)
 	srv.Listener = fl
 	srv.Start()
 	defer srv.Close()

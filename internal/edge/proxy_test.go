@@ -75,16 +75,19 @@ func newStageTrusting(t *testing.T, path string, timeout time.Duration, trust fu
 }
 
 // pathTLS is the fast path serving TLS (FastTLSListener), which is how
-// the edge serves HTTPS on either of its own data paths: the tests run it
-// as one more path. pathH2 is the same server with clients that speak
-// HTTP/2, which net/http serves and the direct exchange forwards.
+// the edge serves HTTPS on its fast path; pathLoopTLS is the loop path's
+// (LoopTLSListener: HTTP/1.1 on the event loops after the handshake): the
+// tests run them as more paths. pathH2 is the fast path's server with
+// clients that speak HTTP/2, which the edge's own server serves and the
+// direct exchange forwards.
 const (
-	pathTLS = "fast+tls"
-	pathH2  = "fast+h2"
+	pathTLS     = "fast+tls"
+	pathLoopTLS = "loop+tls"
+	pathH2      = "fast+h2"
 )
 
 // allPaths are the data paths and the ways of serving TLS.
-var allPaths = append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS, pathH2)
+var allPaths = append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS, pathLoopTLS, pathH2)
 
 // forEachPath runs a test on each of the edge's data paths, on TLS and
 // on HTTP/2.
@@ -116,9 +119,16 @@ func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
 		srv.Listener = p.FastTLSListener(srv.Listener, testTLS(t).server, h, 5*time.Second, time.Minute)
 		KeepTLSState(srv.Config)
 		srv.EnableHTTP2 = path == pathH2 // read by newClient, not by Start
+	case pathLoopTLS:
+		fl := p.LoopTLSListener(srv.Listener, testTLS(t).server, h, 5*time.Second, time.Minute)
+		if fl.loops == nil {
+			t.Fatal("HTTPS on the loop data path runs on goroutines")
+		}
+		srv.Listener = fl
+		KeepTLSState(srv.Config)
 	}
 	srv.Start()
-	if path == pathTLS || path == pathH2 {
+	if path == pathTLS || path == pathLoopTLS || path == pathH2 {
 		srv.URL = "https://" + srv.Listener.Addr().String()
 	}
 	t.Cleanup(srv.Close)

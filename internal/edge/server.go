@@ -152,8 +152,8 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	}
 	// The fast data path takes the plain listener when it carries the
 	// proxy itself (no redirect to HTTPS, no ACME challenges to answer),
-	// and HTTP/1.1 over TLS on its goroutines (the event loops do not
-	// speak TLS).
+	// and HTTP/1.1 over TLS: on the event loops after the handshake on
+	// the loop path, on goroutines on the fast path.
 	var fast, fastTLS *FastListener
 	if ls.HTTP != nil && certs == nil {
 		switch cfg.DataPath {
@@ -170,7 +170,11 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 	if ls.HTTPS != nil && certs != nil {
 		switch cfg.DataPath {
 		case DataPathFast, DataPathLoop:
-			fastTLS = proxy.FastTLSListener(ls.HTTPS, certs.TLSConfig(), handler, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+			if cfg.DataPath == DataPathLoop {
+				fastTLS = proxy.LoopTLSListener(ls.HTTPS, certs.TLSConfig(), handler, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+			} else {
+				fastTLS = proxy.FastTLSListener(ls.HTTPS, certs.TLSConfig(), handler, cfg.ReadHeaderTimeout, cfg.IdleTimeout)
+			}
 			ls.HTTPS = fastTLS
 			srv := server(handler)
 			KeepTLSState(srv)
