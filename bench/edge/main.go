@@ -9,11 +9,12 @@
 //     time and context switches per request, and the ratios; then each at
 //     half of nginx's saturation rate, with the backend asked directly as
 //     the reference, for the latency a proxy adds;
-//   - the same over HTTPS: the edge terminating TLS (its loop setting,
-//     whose HTTP/1.1 over TLS runs on the fast path's goroutines, and
-//     stdlib) against nginx with ssl on, one certificate for all (-tls);
-//   - the same over HTTP/2 with h2load (-h2), the edge's HTTP/2 being
-//     net/http's on every data path;
+//   - the same over HTTPS: the edge terminating TLS (loop, whose
+//     HTTP/1.1 over TLS 1.3 runs on the event loops after the handshake;
+//     fast, on a goroutine per connection; and stdlib) against nginx with
+//     ssl on, one certificate for all (-tls);
+//   - the same over HTTP/2 with h2load (-h2): the edge's own HTTP/2
+//     server (loop) and net/http's (stdlib);
 //   - route lookup time with 100,000 projects (the Go benchmarks of
 //     internal/edge, run by run.sh and parsed here), and the table's build
 //     time and heap, measured here;

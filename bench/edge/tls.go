@@ -16,7 +16,8 @@ import (
 )
 
 // The HTTPS comparison: the same backend behind the edge terminating TLS
-// (its own HTTP/1.1 path over TLS, and net/http's) and behind nginx with
+// (its own HTTP/1.1 path over TLS, on the event loops and on goroutines,
+// and net/http's) and behind nginx with
 // ssl on, with one certificate for all of them, wrk speaking HTTP/1.1 over
 // TLS with keep-alive. The handshake is paid once per connection; the
 // records of every request are what differs.
@@ -27,6 +28,7 @@ import (
 // with http2 on.
 const (
 	edgeLoopTLS      = "edge (loop, TLS)"
+	edgeFastTLS      = "edge (fast, TLS)"
 	edgeStdlibTLS    = "edge (stdlib, TLS)"
 	nginxTLS         = "nginx (TLS)"
 	nginxHeadersTLS  = "nginx (TLS, edge's fields)"
@@ -115,12 +117,16 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 			px.p.stop()
 		}
 	}()
-	edges := []struct{ name, path string }{{edgeStdlibTLS, "stdlib"}, {edgeLoopTLS, "loop"}}
+	// Over HTTP/1.1, fast (the exchange on a goroutine per connection,
+	// crypto/tls's records) beside loop (the event loops, the edge's own
+	// records); over HTTP/2 both run the same server, so only loop.
+	edges := []struct{ name, path string }{{edgeStdlibTLS, "stdlib"}, {edgeFastTLS, "fast"}, {edgeLoopTLS, "loop"}}
 	nginxes := []struct {
 		name    string
 		headers []string
 	}{{nginxHeadersTLS, edgeHeaders}, {nginxTLS, nil}}
 	if h2 {
+		edges = append(edges[:1], edges[2])
 		edges[0].name, edges[1].name = edgeStdlibH2, edgeH2
 		nginxes[0].name, nginxes[1].name = nginxHeadersH2, nginxH2
 	}
