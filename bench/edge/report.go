@@ -153,6 +153,7 @@ func report(out io.Writer, o options, r results) {
 		profileTops(p, r.h2, o.profile)
 	}
 	if len(l.rounds) == 0 {
+		reportProblems(p, r) // over TLS and HTTP/2 alone
 		return
 	}
 	p("\n| | edge (stdlib) | — | — |\n|---|---:|---:|---:|\n")
@@ -184,27 +185,7 @@ func report(out io.Writer, o options, r results) {
 	}
 
 	rounds(p, l, names, "wrk")
-	var problems []string
-	for what, ld := range map[string]load{"saturation": l, "half load": r.half, "TLS": r.tls.load, "HTTP/2": r.h2.load} {
-		for i, round := range ld.rounds {
-			for name, w := range round {
-				for _, pr := range w.problems {
-					problems = append(problems, fmt.Sprintf("%s round %d %s: %s", what, i+1, name, pr))
-				}
-			}
-		}
-	}
-	for _, pr := range r.largeLoad.problems {
-		problems = append(problems, "edge with many projects: "+pr)
-	}
-	if len(problems) == 0 {
-		p("\nwrk errors: none (no socket errors, no non-2xx answers).\n")
-	} else {
-		p("\nwrk errors:\n")
-		for _, pr := range problems {
-			p("- %s\n", pr)
-		}
-	}
+	reportProblems(p, r)
 	for _, n := range names {
 		if top, ok := r.profiles["pprof "+n]; ok {
 			p("\nWhere %s's CPU goes (pprof -top, one saturated run; the profile is in %s):\n\n```\n%s```\n", n, o.profile, top)
@@ -308,6 +289,33 @@ func profileTops(p func(string, ...any), c tlsComparison, dir string) {
 	for _, n := range c.names {
 		if top, ok := c.profiles["pprof "+n]; ok {
 			p("\nWhere %s's CPU goes (pprof -top, one saturated run; the profile is in %s):\n\n```\n%s```\n", n, dir, top)
+		}
+	}
+}
+
+// reportProblems lists what wrk and h2load counted as failed in any run
+// (socket errors, non-2xx answers), or says there was none.
+func reportProblems(p func(string, ...any), r results) {
+	l := r.load
+	var problems []string
+	for what, ld := range map[string]load{"saturation": l, "half load": r.half, "TLS": r.tls.load, "HTTP/2": r.h2.load} {
+		for i, round := range ld.rounds {
+			for name, w := range round {
+				for _, pr := range w.problems {
+					problems = append(problems, fmt.Sprintf("%s round %d %s: %s", what, i+1, name, pr))
+				}
+			}
+		}
+	}
+	for _, pr := range r.largeLoad.problems {
+		problems = append(problems, "edge with many projects: "+pr)
+	}
+	if len(problems) == 0 {
+		p("\nwrk errors: none (no socket errors, no non-2xx answers).\n")
+	} else {
+		p("\nwrk errors:\n")
+		for _, pr := range problems {
+			p("- %s\n", pr)
 		}
 	}
 }
