@@ -717,6 +717,16 @@ func (c *loopClient) readRequest() {
 		if n == 0 {
 			if err != nil { // the client closed, or the connection failed
 				c.close()
+				return
+			}
+			if !c.partial && c.tls != nil && c.tls.buffered() {
+				// Part of a record: a request is arriving, under the
+				// header timeout, not the idle one.
+				c.partial = true
+				c.deadline = 0
+				if fc.fl.readHeaderTimeout > 0 {
+					c.deadline = time.Now().Add(fc.fl.readHeaderTimeout).UnixNano()
+				}
 			}
 			return
 		}

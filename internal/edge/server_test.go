@@ -303,6 +303,19 @@ func TestServerTLSCutsOffSlowAndIdleClients(t *testing.T) {
 				conns = append(conns, c)
 				continue
 			}
+			if i%4 == 3 { // after the handshake, a record never finished
+				raw, err := net.Dial("tcp", s.https)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := tls.Client(raw, tlsCfg)
+				if err := c.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				raw.Write([]byte{23, 3, 3, 0, 100, 1, 2, 3})
+				conns = append(conns, raw)
+				continue
+			}
 			c, err := tls.Dial("tcp", s.https, tlsCfg) // a request head never finished
 			if err != nil {
 				t.Fatal(err)

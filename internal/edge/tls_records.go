@@ -134,7 +134,6 @@ var tlsBufPool = sync.Pool{New: func() any { b := make([]byte, tlsRecordBuf); re
 // the only thing they share is keyUpdateOwed.
 type tlsRecords struct {
 	suite *tlsSuite
-	state *tls.ConnectionState
 
 	// Reading: in opens the client's records.
 	in    trafficKeys
@@ -154,12 +153,12 @@ type tlsRecords struct {
 	closed        bool        // the closing alert is sealed: nothing more
 }
 
-func newTLSRecords(suiteID uint16, clientSecret, serverSecret []byte, state *tls.ConnectionState) (*tlsRecords, error) {
+func newTLSRecords(suiteID uint16, clientSecret, serverSecret []byte) (*tlsRecords, error) {
 	s, ok := tlsSuites[suiteID]
 	if !ok {
 		return nil, fmt.Errorf("cipher suite %#04x", suiteID)
 	}
-	t := &tlsRecords{suite: s, state: state}
+	t := &tlsRecords{suite: s}
 	if err := t.in.set(s, clientSecret); err != nil {
 		return nil, err
 	}

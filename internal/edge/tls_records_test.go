@@ -182,7 +182,7 @@ func TestTLSRecordsSpeakWithCryptoTLS(t *testing.T) {
 // mirror is the client's side of t's keys: what seals for t, and opens
 // what t sealed.
 func mirror(t *testing.T, suite uint16, r *tlsRecords) *tlsRecords {
-	m, err := newTLSRecords(suite, r.out.secret, r.in.secret, nil)
+	m, err := newTLSRecords(suite, r.out.secret, r.in.secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestTLSRecordsEverySuiteAndKeyUpdate(t *testing.T) {
 		cs, ss := make([]byte, tlsSuites[suite].hash().Size()), make([]byte, tlsSuites[suite].hash().Size())
 		rand.Read(cs)
 		rand.Read(ss)
-		edge, err := newTLSRecords(suite, cs, ss, nil)
+		edge, err := newTLSRecords(suite, cs, ss)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,7 +291,7 @@ func TestTLSRecordsRefuseWhatTLS13Forbids(t *testing.T) {
 			return c.queued()
 		}, alertUnexpectedMessage},
 	} {
-		edge, err := newTLSRecords(suite, secret, secret, nil)
+		edge, err := newTLSRecords(suite, secret, secret)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,13 +322,13 @@ func TestTLSRecordsRefuseWhatTLS13Forbids(t *testing.T) {
 func FuzzTLSRecords(f *testing.F) {
 	suite := uint16(tls.TLS_AES_128_GCM_SHA256)
 	secret := bytes.Repeat([]byte{9}, 32)
-	seed, _ := newTLSRecords(suite, secret, secret, nil)
+	seed, _ := newTLSRecords(suite, secret, secret)
 	seed.seal([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add(append([]byte(nil), seed.queued()...))
 	f.Add([]byte{23, 3, 3, 0, 0})
 	f.Add([]byte{23, 3, 3, 0xff, 0xff, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		edge, _ := newTLSRecords(suite, secret, secret, nil)
+		edge, _ := newTLSRecords(suite, secret, secret)
 		var got []byte
 		buf := make([]byte, 512)
 		for len(b) > 0 {

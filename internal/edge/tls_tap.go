@@ -221,7 +221,7 @@ func (t *tlsTap) records(st *tls.ConnectionState) (*tlsRecords, error) {
 	if t.left != 0 {
 		return nil, errors.New("handshake ended within a record")
 	}
-	rec, err := newTLSRecords(st.CipherSuite, cs, ss, st)
+	rec, err := newTLSRecords(st.CipherSuite, cs, ss)
 	if err != nil {
 		return nil, err
 	}
