@@ -16,8 +16,10 @@ import (
 // edge's own data paths (HTTP/2, and HTTP/1 connections the fast path
 // handed over) are forwarded by the direct exchange, except those it
 // leaves to ReverseProxy, and the app sees the same either way.
-func TestDirectForwardsHTTP2AndHandOvers(t *testing.T) {
-	s := newStage(t, pathH2, 5*time.Second)
+func TestDirectForwardsHTTP2AndHandOvers(t *testing.T) { forEachH2Path(t, testDirectForwardsHTTP2AndHandOvers) }
+
+func testDirectForwardsHTTP2AndHandOvers(t *testing.T, path string) {
+	s := newStage(t, path, 5*time.Second)
 	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s len=%d secret=%q xfp=%s rid=%t", r.Method, r.URL.RequestURI(), len(b),
@@ -117,7 +119,7 @@ func TestProxyAbortsResponsesTheAppCutShort(t *testing.T) {
 // on HTTP/1.1 does not watch the client while it waits for the app: there
 // it is noticed at the next event.)
 func TestProxyLetsGoOfAStreamTheClientLeft(t *testing.T) {
-	for _, path := range []string{DataPathStdlib, pathH2} {
+	for _, path := range []string{DataPathStdlib, pathH2, pathLoopH2} {
 		t.Run(path, func(t *testing.T) {
 			s := newStage(t, path, 5*time.Second)
 			left, over := make(chan struct{}), make(chan struct{})
@@ -160,7 +162,7 @@ func TestProxyLetsGoOfAStreamTheClientLeft(t *testing.T) {
 // (fast, HTTP/1.1 over TLS) watch the client once the wait has gone on
 // for hangupAfter; the stdlib path is the reference.
 func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
-	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, "handed over", DataPathFast, pathTLS, pathLoopTLS} {
+	for _, name := range []string{DataPathStdlib, DataPathLoop, pathH2, pathLoopH2, "handed over", DataPathFast, pathTLS, pathLoopTLS} {
 		t.Run(name, func(t *testing.T) {
 			// HTTP/1.0 is handed to net/http by the loop, and its requests
 			// go through the direct exchange, watching the request's context.
@@ -190,7 +192,7 @@ func TestProxyLetsGoOfARequestTheClientLeft(t *testing.T) {
 			}))
 			t.Cleanup(func() { close(over) })
 			var leave func()
-			if path == pathH2 {
+			if isH2(path) {
 				ctx, cancel := context.WithCancel(context.Background())
 				req, _ := http.NewRequestWithContext(ctx, "GET", s.edge.URL+"/slow", nil)
 				req.Host = "shop.zeitwork.app"

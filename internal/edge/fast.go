@@ -456,6 +456,10 @@ func (fc *fastConn) serve() {
 		}
 		tap, _ := tc.NetConn().(*tlsTap)
 		if st.NegotiatedProtocol == "h2" && fc.fl.h2 != nil {
+			if tap != nil && fc.toLoopH2(tap, &st) {
+				handed = true
+				return
+			}
 			tap.pass()
 			fc.serveH2(tc, &st)
 			return

@@ -505,6 +505,10 @@ func (lp *evLoop) sweep(now time.Time) {
 	}
 	t := now.UnixNano()
 	for _, h := range lp.fds {
+		if h2, ok := h.(*loopH2); ok {
+			h2.sweep(t)
+			continue
+		}
 		c, ok := h.(*loopClient)
 		if !ok || c.deadline == 0 || c.deadline > t {
 			continue
@@ -542,6 +546,10 @@ func (lp *evLoop) closing() {
 	lp.stopped = true
 	lp.acceptPause = time.Time{}
 	for _, h := range lp.fds {
+		if h2, ok := h.(*loopH2); ok {
+			h2.closing()
+			continue
+		}
 		if c, ok := h.(*loopClient); ok && c.phase == phaseRead && c.fc.w == 0 {
 			if c.fc.served.Load() {
 				c.close()
@@ -555,7 +563,10 @@ func (lp *evLoop) closing() {
 // closeAll ends every connection of the loop at once.
 func (lp *evLoop) closeAll() {
 	for _, h := range lp.fds {
-		if c, ok := h.(*loopClient); ok {
+		switch c := h.(type) {
+		case *loopClient:
+			c.close()
+		case *loopH2:
 			c.close()
 		}
 	}

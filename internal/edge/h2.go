@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -69,9 +68,11 @@ type h2Conn struct {
 	lastID  uint32 // the highest stream id the client opened (written by the reader under mu)
 	refused int    // streams refused for exceeding the limit (reader only)
 
-	mu   sync.Mutex // the writer: bw, the framer's writes, henc; and all below
-	cond sync.Cond  // windows grew, body bytes came, a stream or the connection ended
-	bw   *bufio.Writer
+	lh   *loopH2 // the event loop that reads the connection (h2_loop.go); nil: this goroutine does
+
+	mu   sync.Mutex // the writer: out, the framer's writes, henc; and all below
+	cond sync.Cond  // windows grew, body bytes came, output drained, a stream or the connection ended
+	out  h2Out      // frames written and not yet flushed
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 
@@ -138,18 +139,9 @@ type h2Body struct {
 // serveH2 serves an h2 connection whose TLS handshake is done.
 func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 	fl := fc.fl
-	ctx, cancel := context.WithCancel(context.Background())
-	sc := &h2Conn{
-		fc: fc, c: tc, handler: fl.h2, state: state, remote: tc.RemoteAddr().String(), ctx: ctx, cancel: cancel,
-		streams: map[uint32]*h2Stream{}, sendWindow: 65535, recvWindow: h2ConnWindow, peerInitial: 65535, peerMaxFrame: 16384,
-	}
-	sc.cond.L = &sc.mu
-	sc.bw = bufio.NewWriterSize(tc, 16<<10)
-	sc.fr = http2.NewFramer(sc.bw, tc)
-	sc.fr.SetMaxReadFrameSize(h2MaxFrame)
-	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	sc.fr.MaxHeaderListSize = h2MaxHeaderList
-	sc.henc = hpack.NewEncoder(&sc.hbuf)
+	sc := newH2Conn(fc, state, tc.RemoteAddr().String())
+	sc.c = tc
+	sc.init(tc)
 	defer sc.close()
 
 	if d := fl.readHeaderTimeout; d > 0 {
@@ -159,6 +151,43 @@ func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 	if _, err := io.ReadFull(tc, preface[:]); err != nil || string(preface[:]) != h2Preface {
 		return
 	}
+	if !sc.greet() {
+		return
+	}
+	// The client's first frame must be its SETTINGS, within the time a
+	// client has for its request head; after that, the idle timer rules.
+	f, err := sc.fr.ReadFrame()
+	if !sc.first(f, err) {
+		return
+	}
+	tc.SetReadDeadline(time.Time{})
+	for {
+		if !sc.handleRead(sc.fr.ReadFrame()) {
+			return
+		}
+	}
+}
+
+func newH2Conn(fc *fastConn, state *tls.ConnectionState, remote string) *h2Conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &h2Conn{
+		fc: fc, handler: fc.fl.h2, state: state, remote: remote, ctx: ctx, cancel: cancel,
+		streams: map[uint32]*h2Stream{}, sendWindow: 65535, recvWindow: h2ConnWindow, peerInitial: 65535, peerMaxFrame: 16384,
+	}
+}
+
+// init sets up the framer (reading from r) and the HPACK encoder.
+func (sc *h2Conn) init(r io.Reader) {
+	sc.cond.L = &sc.mu
+	sc.fr = http2.NewFramer(&sc.out, r)
+	sc.fr.SetMaxReadFrameSize(h2MaxFrame)
+	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	sc.fr.MaxHeaderListSize = h2MaxHeaderList
+	sc.henc = hpack.NewEncoder(&sc.hbuf)
+}
+
+// greet sends the server's SETTINGS once the client's preface came.
+func (sc *h2Conn) greet() bool {
 	sc.mu.Lock()
 	sc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
@@ -170,50 +199,53 @@ func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 	err := sc.flushLocked()
 	sc.mu.Unlock()
 	if err != nil {
-		return
+		return false
 	}
 	// From here a closing listener may send GOAWAY (our SETTINGS are out).
-	fc.h2.Store(sc)
-	// The client's first frame must be its SETTINGS, within the time a
-	// client has for its request head; after that, the idle timer rules.
-	f, err := sc.fr.ReadFrame()
+	sc.fc.h2.Store(sc)
+	return true
+}
+
+// first takes the client's first frame, which must be its SETTINGS; the
+// idle timer starts. false ends the connection.
+func (sc *h2Conn) first(f http2.Frame, err error) bool {
 	if sf, ok := f.(*http2.SettingsFrame); err != nil || !ok || sf.IsAck() {
 		sc.goAway(http2.ErrCodeProtocol)
-		return
+		return false
 	}
-	tc.SetReadDeadline(time.Time{})
+	fl := sc.fc.fl
 	if fl.idleTimeout > 0 {
 		sc.mu.Lock()
 		sc.idle = time.AfterFunc(fl.idleTimeout, sc.onIdle)
 		sc.mu.Unlock()
 	}
 	if !sc.handle(f) {
-		return
+		return false
 	}
 	if fl.closing.Load() {
 		sc.shutdown()
 	}
-	for {
-		f, err := sc.fr.ReadFrame()
-		if err != nil {
-			var se http2.StreamError
-			var ce http2.ConnectionError
-			switch {
-			case errors.As(err, &se):
-				sc.opened(se.StreamID) // a stream opened, and failed at once
-				sc.resetStream(se.StreamID, se.Code)
-				continue
-			case errors.As(err, &ce):
-				sc.goAway(http2.ErrCode(ce))
-			case errors.Is(err, http2.ErrFrameTooLarge):
-				sc.goAway(http2.ErrCodeFrameSize)
-			}
-			return
+	return true
+}
+
+// handleRead acts on what the framer read; false ends the connection.
+func (sc *h2Conn) handleRead(f http2.Frame, err error) bool {
+	if err != nil {
+		var se http2.StreamError
+		var ce http2.ConnectionError
+		switch {
+		case errors.As(err, &se):
+			sc.opened(se.StreamID) // a stream opened, and failed at once
+			sc.resetStream(se.StreamID, se.Code)
+			return true
+		case errors.As(err, &ce):
+			sc.goAway(http2.ErrCode(ce))
+		case errors.Is(err, http2.ErrFrameTooLarge):
+			sc.goAway(http2.ErrCodeFrameSize)
 		}
-		if !sc.handle(f) {
-			return
-		}
+		return false
 	}
+	return sc.handle(f)
 }
 
 // connErr is a connection error: GOAWAY with the code, then close.
@@ -689,7 +721,7 @@ func (sc *h2Conn) shutdown() {
 	sc.fr.WriteGoAway(sc.lastID, http2.ErrCodeNo, nil)
 	sc.flushLocked()
 	if sc.active == 0 {
-		sc.c.Close()
+		sc.closeConnLocked()
 	}
 }
 
@@ -702,11 +734,21 @@ func (sc *h2Conn) onIdle() {
 	}
 	sc.fr.WriteGoAway(sc.lastID, http2.ErrCodeNo, nil)
 	sc.flushLocked()
+	sc.closeConnLocked()
+}
+
+// closeConnLocked closes the connection, which ends its reader (and
+// with it the streams).
+func (sc *h2Conn) closeConnLocked() {
+	if sc.lh != nil {
+		sc.lh.closeSoon()
+		return
+	}
 	sc.c.Close()
 }
 
-// close ends every stream and the connection (the reader returned).
-func (sc *h2Conn) close() {
+// end ends every stream; it returns whether to linger (see close).
+func (sc *h2Conn) end() bool {
 	sc.mu.Lock()
 	sc.closed = true
 	for _, st := range sc.streams {
@@ -717,9 +759,15 @@ func (sc *h2Conn) close() {
 	}
 	sc.cond.Broadcast()
 	linger := sc.linger
+	sc.out.b = nil
 	sc.mu.Unlock()
 	sc.cancel()
-	if linger {
+	return linger
+}
+
+// close ends every stream and the connection (the reader returned).
+func (sc *h2Conn) close() {
+	if sc.end() {
 		// Closing with the client's bytes unread would reset the
 		// connection, and a reset can destroy the GOAWAY before the
 		// client reads it: end TLS, and read (for a moment) what it sends.
@@ -733,14 +781,19 @@ func (sc *h2Conn) close() {
 }
 
 // flushLocked writes what the framer buffered, bounded in time: a client
-// that reads nothing is dropped rather than holding the connection.
+// that reads nothing is dropped rather than holding the connection. On
+// an event loop it writes what the socket takes now, and the loop the
+// rest.
 func (sc *h2Conn) flushLocked() error {
-	if sc.bw.Buffered() == 0 {
+	if len(sc.out.b) == 0 {
 		return nil
 	}
 	if sc.closed {
-		sc.bw.Reset(sc.c) // nobody to write to
+		sc.out.b = sc.out.b[:0] // nobody to write to
 		return net.ErrClosed
+	}
+	if sc.lh != nil {
+		return sc.lh.flushLocked()
 	}
 	// Moving the deadline costs a timer update; do it only when it is
 	// half spent.
@@ -749,11 +802,43 @@ func (sc *h2Conn) flushLocked() error {
 		sc.writeDeadline = now.Add(h2WriteTimeout)
 		sc.c.SetWriteDeadline(sc.writeDeadline)
 	}
-	if err := sc.bw.Flush(); err != nil {
+	_, err := sc.c.Write(sc.out.b)
+	sc.out.written()
+	if err != nil {
 		sc.closed = true
 		sc.c.Close()
 		sc.cond.Broadcast()
 		return err
+	}
+	return nil
+}
+
+// h2Out is where the framer writes: frames wait in it to be flushed.
+type h2Out struct{ b []byte }
+
+func (o *h2Out) Write(p []byte) (int, error) {
+	o.b = append(o.b, p...)
+	return len(p), nil
+}
+
+// written empties the buffer, keeping it unless it grew large.
+func (o *h2Out) written() {
+	if cap(o.b) > 4*h2ChunkSize {
+		o.b = nil
+		return
+	}
+	o.b = o.b[:0]
+}
+
+// roomLocked waits while more than a chunk is waiting for the socket
+// (on an event loop, which writes it when the socket takes more):
+// what a handler writes is held back by the client's reading.
+func (sc *h2Conn) roomLocked() error {
+	for sc.lh != nil && len(sc.out.b) > 4*h2ChunkSize && !sc.closed {
+		sc.cond.Wait()
+	}
+	if sc.closed {
+		return errH2StreamGone
 	}
 	return nil
 }
@@ -818,7 +903,7 @@ func (st *h2Stream) finish() {
 	if sc.active == 0 {
 		switch {
 		case sc.goingAway && !sc.closed:
-			sc.c.Close()
+			sc.closeConnLocked()
 		case sc.idle != nil:
 			sc.idle.Reset(sc.fc.fl.idleTimeout)
 		}
@@ -960,6 +1045,17 @@ func (st *h2Stream) send(end, flush bool) error {
 		st.sendWindow -= n
 		sc.sendWindow -= n
 		data = data[n:]
+		if len(sc.out.b) >= h2ChunkSize {
+			if err := sc.flushLocked(); err != nil {
+				return err
+			}
+			if err := sc.roomLocked(); err != nil {
+				return err
+			}
+			if st.gone {
+				return errH2StreamGone
+			}
+		}
 	}
 	st.pending = st.pending[:0]
 	switch {

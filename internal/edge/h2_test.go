@@ -25,8 +25,10 @@ import (
 // requests run at once (a slow one holds up none of the others), and
 // request and response bodies larger than every flow-control window arrive
 // whole, in both directions at once.
-func TestH2MultiplexesStreamsAndBodies(t *testing.T) {
-	s := newStage(t, pathH2, 10*time.Second)
+func TestH2MultiplexesStreamsAndBodies(t *testing.T) { forEachH2Path(t, testH2MultiplexesStreamsAndBodies) }
+
+func testH2MultiplexesStreamsAndBodies(t *testing.T, path string) {
+	s := newStage(t, path, 10*time.Second)
 	release := make(chan struct{})
 	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -92,6 +94,10 @@ func TestH2MultiplexesStreamsAndBodies(t *testing.T) {
 	if err != nil || b != string(big) {
 		t.Fatalf("echo of %d bytes: %d bytes back, %v", len(big), len(b), err)
 	}
+	// The loop path read all of it on an event loop: its one connection.
+	if n, want := s.onLoop(), map[string]int64{pathLoopH2: 1}[path]; n != want {
+		t.Fatalf("%d connections on the event loops, want %d", n, want)
+	}
 }
 
 // h2Raw is a raw HTTP/2 client connection to the edge, for what a real
@@ -156,6 +162,12 @@ func (h *h2Raw) until(t testing.TB, want func(http2.Frame) bool) {
 // allocates nothing. The client leaves header blocks undecoded and
 // reuses its frames, so allocs/op are the edge's own.
 func BenchmarkH2GET(b *testing.B) {
+	for _, path := range h2Paths {
+		b.Run(path, func(b *testing.B) { benchmarkH2GET(b, path) })
+	}
+}
+
+func benchmarkH2GET(b *testing.B, path string) {
 	routes := &Routes{}
 	var backends []Backend
 	for range 3 {
@@ -163,7 +175,7 @@ func BenchmarkH2GET(b *testing.B) {
 	}
 	routes.Store(TableOf(map[string]Route{"shop.zeitwork.app": {ProjectID: id.New(), Backends: backends}}))
 	p := NewProxy(ProxyConfig{Routes: routes, Token: clusterToken, UpstreamTimeout: 10 * time.Second, Log: zlog.Discard()})
-	h := dialH2(b, strings.TrimPrefix(serveProxy(b, p, pathH2).URL, "https://"))
+	h := dialH2(b, strings.TrimPrefix(serveProxy(b, p, path).URL, "https://"))
 	h.c.SetDeadline(time.Time{})
 	h.fr.ReadMetaHeaders = nil
 	h.fr.SetReuseFrames()
@@ -195,8 +207,10 @@ func BenchmarkH2GET(b *testing.B) {
 // closes, a connection is told GOAWAY, its streams in flight are still
 // answered, and then it closes; a connection with no stream for the idle
 // timeout is closed with a GOAWAY.
-func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
-	s := newStage(t, pathH2, 10*time.Second)
+func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) { forEachH2Path(t, testH2ShutsDownGracefullyAndClosesIdleConnections) }
+
+func testH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T, path string) {
+	s := newStage(t, path, 10*time.Second)
 	release := make(chan struct{})
 	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
@@ -210,7 +224,11 @@ func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fl := p.FastTLSListener(l, testTLS(t).server, h2, 5*time.Second, 300*time.Millisecond)
+	listen := p.FastTLSListener
+	if path == pathLoopH2 {
+		listen = p.LoopTLSListener
+	}
+	fl := listen(l, testTLS(t).server, h2, 5*time.Second, 300*time.Millisecond)
 	defer fl.Close()
 
 	// Idle: a GOAWAY (no error), then the end of the connection.
@@ -278,8 +296,10 @@ func isClosedConn(err error) bool {
 // TestH2RefusesWhatItMust: a header list over the limit is answered 431, a
 // tunnel 405; streams over the concurrency limit are refused, and a client
 // that keeps opening them is sent away.
-func TestH2RefusesWhatItMust(t *testing.T) {
-	s := newStage(t, pathH2, 10*time.Second)
+func TestH2RefusesWhatItMust(t *testing.T) { forEachH2Path(t, testH2RefusesWhatItMust) }
+
+func testH2RefusesWhatItMust(t *testing.T, path string) {
+	s := newStage(t, path, 10*time.Second)
 	release := make(chan struct{})
 	var reached sync.WaitGroup
 	reached.Add(h2MaxStreams)

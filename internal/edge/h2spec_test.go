@@ -23,9 +23,11 @@ import (
 // answers, so a stream stays open until the client ends it: the cases
 // that send frames on an open stream find it open, however fast the
 // answer would otherwise be.
-func TestH2SpecConformance(t *testing.T) {
+func TestH2SpecConformance(t *testing.T) { forEachH2Path(t, testH2SpecConformance) }
+
+func testH2SpecConformance(t *testing.T, path string) {
 	bin := testenv.Binary(t, "h2spec")
-	s := newStage(t, pathH2, 5*time.Second)
+	s := newStage(t, path, 5*time.Second)
 	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "read %d bytes\n", n)

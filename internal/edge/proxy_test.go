@@ -79,20 +79,35 @@ func newStageTrusting(t *testing.T, path string, timeout time.Duration, trust fu
 // (LoopTLSListener: HTTP/1.1 on the event loops after the handshake): the
 // tests run them as more paths. pathH2 is the fast path's server with
 // clients that speak HTTP/2, which the edge's own server serves and the
-// direct exchange forwards.
+// direct exchange forwards; pathLoopH2 is the loop path's, whose loops
+// read the frames (h2_loop.go).
 const (
 	pathTLS     = "fast+tls"
 	pathLoopTLS = "loop+tls"
 	pathH2      = "fast+h2"
+	pathLoopH2  = "loop+h2"
 )
 
 // allPaths are the data paths and the ways of serving TLS.
-var allPaths = append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS, pathLoopTLS, pathH2)
+var allPaths = append(DataPaths[:len(DataPaths):len(DataPaths)], pathTLS, pathLoopTLS, pathH2, pathLoopH2)
+
+// h2Paths are the ways the edge serves HTTP/2.
+var h2Paths = []string{pathH2, pathLoopH2}
+
+// isH2 says the path's clients speak HTTP/2.
+func isH2(path string) bool { return path == pathH2 || path == pathLoopH2 }
 
 // forEachPath runs a test on each of the edge's data paths, on TLS and
 // on HTTP/2.
 func forEachPath(t *testing.T, test func(t *testing.T, path string)) {
 	for _, path := range allPaths {
+		t.Run(path, func(t *testing.T) { test(t, path) })
+	}
+}
+
+// forEachH2Path runs a test on each way the edge serves HTTP/2.
+func forEachH2Path(t *testing.T, test func(t *testing.T, path string)) {
+	for _, path := range h2Paths {
 		t.Run(path, func(t *testing.T) { test(t, path) })
 	}
 }
@@ -119,16 +134,17 @@ func serveProxy(t testing.TB, p *Proxy, path string) *httptest.Server {
 		srv.Listener = p.FastTLSListener(srv.Listener, testTLS(t).server, h, 5*time.Second, time.Minute)
 		KeepTLSState(srv.Config)
 		srv.EnableHTTP2 = path == pathH2 // read by newClient, not by Start
-	case pathLoopTLS:
+	case pathLoopTLS, pathLoopH2:
 		fl := p.LoopTLSListener(srv.Listener, testTLS(t).server, h, 5*time.Second, time.Minute)
 		if fl.loops == nil {
 			t.Fatal("HTTPS on the loop data path runs on goroutines")
 		}
 		srv.Listener = fl
 		KeepTLSState(srv.Config)
+		srv.EnableHTTP2 = path == pathLoopH2
 	}
 	srv.Start()
-	if path == pathTLS || path == pathLoopTLS || path == pathH2 {
+	if path == pathTLS || path == pathLoopTLS || isH2(path) {
 		srv.URL = "https://" + srv.Listener.Addr().String()
 	}
 	t.Cleanup(srv.Close)
@@ -376,7 +392,7 @@ func TestProxyUnknownHostAndNoHealthyInstance(t *testing.T) {
 		}
 		// The page escapes what the client sent (an HTTP/2 client refuses
 		// to send such a name).
-		if path != pathH2 {
+		if !isH2(path) {
 			if _, body := s.get("<b>.example.com", "/"); strings.Contains(body, "<b>") {
 				t.Errorf("unescaped host in page: %s", body)
 			}
