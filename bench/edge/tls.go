@@ -24,7 +24,8 @@ import (
 //
 // And over HTTP/2, what browsers speak: h2load, one stream at a time on
 // each of as many connections as wrk opens, against the edge (its own
-// HTTP/2 server on the loop data path, net/http's on stdlib) and nginx
+// HTTP/2 server: its frames read on the event loops with loop, on a
+// goroutine per connection with fast; net/http's on stdlib) and nginx
 // with http2 on.
 const (
 	edgeLoopTLS      = "edge (loop, TLS)"
@@ -33,6 +34,7 @@ const (
 	nginxTLS         = "nginx (TLS)"
 	nginxHeadersTLS  = "nginx (TLS, edge's fields)"
 	edgeH2           = "edge (HTTP/2)"
+	edgeFastH2       = "edge (fast, HTTP/2)"
 	edgeStdlibH2     = "edge (stdlib, HTTP/2)"
 	nginxH2          = "nginx (HTTP/2)"
 	nginxHeadersH2   = "nginx (HTTP/2, edge's fields)"
@@ -117,17 +119,16 @@ func compareTLS(ctx context.Context, o options, work, dbURL, host string, addrs 
 			px.p.stop()
 		}
 	}()
-	// Over HTTP/1.1, fast (the exchange on a goroutine per connection,
-	// crypto/tls's records) beside loop (the event loops, the edge's own
-	// records); over HTTP/2 both run the same server, so only loop.
+	// fast (a goroutine per connection, crypto/tls's records) beside loop
+	// (the event loops, the edge's own records): over HTTP/1.1 they run
+	// the exchange, over HTTP/2 they read the frames.
 	edges := []struct{ name, path string }{{edgeStdlibTLS, "stdlib"}, {edgeFastTLS, "fast"}, {edgeLoopTLS, "loop"}}
 	nginxes := []struct {
 		name    string
 		headers []string
 	}{{nginxHeadersTLS, edgeHeaders}, {nginxTLS, nil}}
 	if h2 {
-		edges = append(edges[:1], edges[2])
-		edges[0].name, edges[1].name = edgeStdlibH2, edgeH2
+		edges[0].name, edges[1].name, edges[2].name = edgeStdlibH2, edgeFastH2, edgeH2
 		nginxes[0].name, nginxes[1].name = nginxHeadersH2, nginxH2
 	}
 	for _, e := range edges {

@@ -1106,9 +1106,13 @@ func (st *h2Stream) encodeHeaderLocked(endStream bool) {
 		if name == "date" {
 			hasDate = true
 		}
+		// A request ID is new on every response: kept out of the
+		// client's table, it evicts none of the fields that repeat
+		// (and costs the encoder no table insert).
+		unique := name == "x-request-id"
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
-				sc.henc.WriteField(hpack.HeaderField{Name: name, Value: v})
+				sc.henc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: unique})
 			}
 		}
 	}

@@ -100,6 +100,90 @@ func testH2MultiplexesStreamsAndBodies(t *testing.T, path string) {
 	}
 }
 
+// TestH2KeepsRequestIDsOutOfTheHeaderTable: the request ID, new on every
+// response, is sent as a literal never indexed, so it evicts nothing from
+// the client's HPACK table; the fields that repeat are indexed and come
+// back as one byte each.
+func TestH2KeepsRequestIDsOutOfTheHeaderTable(t *testing.T) {
+	forEachH2Path(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 10*time.Second)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=zeitwork")
+			io.WriteString(w, "hi")
+		}))
+		h := dialH2(t, s.edge.Listener.Addr().String())
+		var blocks []int
+		for id := uint32(1); id <= 3; id += 2 {
+			h.get(t, id, "/")
+			h.until(t, func(f http2.Frame) bool {
+				m, ok := f.(*http2.MetaHeadersFrame)
+				if !ok || m.StreamID != id {
+					return false
+				}
+				blocks = append(blocks, int(m.HeadersFrame.Length))
+				var rid *hpack.HeaderField
+				for i := range m.Fields {
+					if m.Fields[i].Name == "x-request-id" {
+						rid = &m.Fields[i]
+					}
+				}
+				if rid == nil || !rid.Sensitive || len(rid.Value) != 36 {
+					t.Fatalf("stream %d: x-request-id %+v, want a never-indexed ID", id, rid)
+				}
+				return true
+			})
+		}
+		// The second response's content-type is an index into the table.
+		if blocks[1] >= blocks[0]-len("text/plain; charset=zeitwork") {
+			t.Fatalf("header blocks of %d then %d bytes: the repeated fields were not indexed", blocks[0], blocks[1])
+		}
+	})
+}
+
+// TestH2ClientThatStopsReadingGetsAllOfItLater: a client that opens its
+// windows wide and then reads nothing for a while leaves the edge's
+// writes waiting for the socket (on the loop path, the loop writes the
+// rest when the socket takes more); once it reads, every byte of a
+// response far larger than the socket's buffers arrives, in order.
+func TestH2ClientThatStopsReadingGetsAllOfItLater(t *testing.T) {
+	const size = 32 << 20
+	forEachH2Path(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 30*time.Second)
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chunk := make([]byte, 64<<10)
+			for off := 0; off < size; off += len(chunk) {
+				for i := range chunk {
+					chunk[i] = byte((off + i) % 251)
+				}
+				w.Write(chunk)
+			}
+		}))
+		h := dialH2(t, s.edge.Listener.Addr().String())
+		h.c.SetDeadline(time.Now().Add(30 * time.Second))
+		h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		h.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		h.get(t, 1, "/big")
+		time.Sleep(500 * time.Millisecond) // the edge writes until the socket is full
+		got := 0
+		h.until(t, func(f http2.Frame) bool {
+			d, ok := f.(*http2.DataFrame)
+			if !ok || d.StreamID != 1 {
+				return false
+			}
+			for i, b := range d.Data() {
+				if b != byte((got+i)%251) {
+					t.Fatalf("byte %d: %d, want %d", got+i, b, (got+i)%251)
+				}
+			}
+			got += len(d.Data())
+			return d.StreamEnded()
+		})
+		if got != size {
+			t.Fatalf("%d bytes, want %d", got, size)
+		}
+	})
+}
+
 // h2Raw is a raw HTTP/2 client connection to the edge, for what a real
 // client never does.
 type h2Raw struct {
