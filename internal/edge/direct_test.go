@@ -16,7 +16,9 @@ import (
 // edge's own data paths (HTTP/2, and HTTP/1 connections the fast path
 // handed over) are forwarded by the direct exchange, except those it
 // leaves to ReverseProxy, and the app sees the same either way.
-func TestDirectForwardsHTTP2AndHandOvers(t *testing.T) { forEachH2Path(t, testDirectForwardsHTTP2AndHandOvers) }
+func TestDirectForwardsHTTP2AndHandOvers(t *testing.T) {
+	forEachH2Path(t, testDirectForwardsHTTP2AndHandOvers)
+}
 
 func testDirectForwardsHTTP2AndHandOvers(t *testing.T, path string) {
 	s := newStage(t, path, 5*time.Second)

@@ -68,7 +68,7 @@ type h2Conn struct {
 	lastID  uint32 // the highest stream id the client opened (written by the reader under mu)
 	refused int    // streams refused for exceeding the limit (reader only)
 
-	lh   *loopH2 // the event loop that reads the connection (h2_loop.go); nil: this goroutine does
+	lh *loopH2 // the event loop that reads the connection (h2_loop.go); nil: this goroutine does
 
 	mu   sync.Mutex // the writer: out, the framer's writes, henc; and all below
 	cond sync.Cond  // windows grew, body bytes came, output drained, a stream or the connection ended

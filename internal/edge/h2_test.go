@@ -25,7 +25,9 @@ import (
 // requests run at once (a slow one holds up none of the others), and
 // request and response bodies larger than every flow-control window arrive
 // whole, in both directions at once.
-func TestH2MultiplexesStreamsAndBodies(t *testing.T) { forEachH2Path(t, testH2MultiplexesStreamsAndBodies) }
+func TestH2MultiplexesStreamsAndBodies(t *testing.T) {
+	forEachH2Path(t, testH2MultiplexesStreamsAndBodies)
+}
 
 func testH2MultiplexesStreamsAndBodies(t *testing.T, path string) {
 	s := newStage(t, path, 10*time.Second)
@@ -291,7 +293,9 @@ func benchmarkH2GET(b *testing.B, path string) {
 // closes, a connection is told GOAWAY, its streams in flight are still
 // answered, and then it closes; a connection with no stream for the idle
 // timeout is closed with a GOAWAY.
-func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) { forEachH2Path(t, testH2ShutsDownGracefullyAndClosesIdleConnections) }
+func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
+	forEachH2Path(t, testH2ShutsDownGracefullyAndClosesIdleConnections)
+}
 
 func testH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T, path string) {
 	s := newStage(t, path, 10*time.Second)
