@@ -81,6 +81,7 @@ type FastListener struct {
 	handed    atomic.Int64 // connections given to the stdlib path
 	offLoop   atomic.Int64 // connections the event loops gave to goroutines
 	onLoop    atomic.Int64 // TLS connections the event loops took after the handshake
+	onLoopH2  atomic.Int64 // HTTP/2 streams the event loops served themselves (h2_native.go)
 	nextLoop  atomic.Uint32
 	done      chan struct{}
 	accepting chan struct{} // closed when acceptLoop returns

@@ -168,6 +168,12 @@ type loopClient struct {
 	pending    []byte // still to be written to the client
 	bodyDone   bool
 	upstreamOK bool // the node-proxy connection ended cleanly
+
+	// An HTTP/2 stream's exchange (h2_native.go): no socket of its own,
+	// its response goes out as the stream's frames.
+	st      *h2Stream
+	lh      *loopH2
+	waiting bool // in lh.waiting: for the stream's window, or the socket
 }
 
 // loopUp is a node-proxy connection in a loop.
@@ -513,13 +519,7 @@ func (lp *evLoop) sweep(now time.Time) {
 		if !ok || c.deadline == 0 || c.deadline > t {
 			continue
 		}
-		c.deadline = 0
-		switch c.phase {
-		case phaseRead, phaseBody:
-			c.close()
-		case phaseConnect, phaseSend, phaseAwait:
-			c.upFailed(os.ErrDeadlineExceeded)
-		}
+		c.expire()
 	}
 	for addr, ups := range lp.idle {
 		kept := ups[:0]
@@ -536,6 +536,17 @@ func (lp *evLoop) sweep(now time.Time) {
 		} else {
 			lp.idle[addr] = kept
 		}
+	}
+}
+
+// expire ends what the client's deadline bounded.
+func (c *loopClient) expire() {
+	c.deadline = 0
+	switch c.phase {
+	case phaseRead, phaseBody:
+		c.close()
+	case phaseConnect, phaseSend, phaseAwait:
+		c.upFailed(os.ErrDeadlineExceeded)
 	}
 }
 
@@ -819,6 +830,10 @@ func (c *loopClient) handOff() {
 
 // close ends the client connection and what it was waiting on.
 func (c *loopClient) close() {
+	if c.st != nil {
+		c.lh.nativeEnd(c, false)
+		return
+	}
 	lp := c.lp
 	if lp.fds[c.fd] != c {
 		return
@@ -902,7 +917,7 @@ func (c *loopClient) connect(addr string, fresh bool) {
 	}
 	if u == nil {
 		var err error
-		if u, err = lp.dial(addr); errors.Is(err, errNotIP) {
+		if u, err = lp.dial(addr); errors.Is(err, errNotIP) && c.st == nil {
 			// A name to resolve: the goroutine path dials it.
 			c.h.inflight.Add(-1)
 			c.h = nil
@@ -1039,6 +1054,10 @@ func (c *loopClient) fail() {
 	fc.fl.p.cfg.Log.Debug("upstream failed", "project_id", fc.x.route.ProjectID, "request_id", string(c.rid), "status", c.status, "err", c.failure)
 	c.phase, c.deadline = phaseWrite, 0
 	c.pending, c.bodyDone, c.upstreamOK = fc.x.out, true, false
+	if c.st != nil {
+		c.failH2()
+		return
+	}
 	c.pump()
 }
 
@@ -1065,6 +1084,10 @@ func (c *loopClient) gotHead() {
 		h.up()
 	}
 	c.status, c.took = resp.status, time.Since(c.start)
+	if c.st != nil {
+		c.gotHeadH2(kind)
+		return
+	}
 	fc.appendResponseHead(kind, c.rid, c.start)
 	c.phase, c.deadline, c.kind, c.upstreamOK, c.bodyDone = phaseWrite, 0, kind, true, false
 	switch kind {
@@ -1111,7 +1134,7 @@ func (c *loopClient) pump() {
 			case nil, unix.EINTR:
 				continue
 			case unix.EAGAIN:
-				return // EPOLLOUT resumes
+				return // EPOLLOUT (the stream's window on HTTP/2) resumes
 			}
 			c.finish(false) // the client is gone
 			return
@@ -1122,6 +1145,7 @@ func (c *loopClient) pump() {
 		}
 		u := c.up
 		if !u.readable {
+			c.flushH2()
 			return // EPOLLIN on the node-proxy resumes
 		}
 		want := len(u.buf)
@@ -1138,25 +1162,42 @@ func (c *loopClient) pump() {
 				c.pending = u.buf[:n]
 				c.bodyDone = c.left == 0
 			case bodyChunked:
-				m, err := c.chunks.scan(u.buf[:n])
-				if err != nil {
-					c.finish(false)
-					return
+				if c.st != nil {
+					m, k, err := c.chunks.strip(u.buf[:n])
+					if err != nil {
+						c.finish(false)
+						return
+					}
+					u.r, u.w = m, n
+					c.pending = u.buf[:k]
+				} else {
+					m, err := c.chunks.scan(u.buf[:n])
+					if err != nil {
+						c.finish(false)
+						return
+					}
+					u.r, u.w = m, n
+					c.pending = u.buf[:m]
 				}
-				u.r, u.w = m, n
-				c.pending = u.buf[:m]
 				c.bodyDone = c.chunks.state == chunkDone
 			case bodyEOF:
-				fc.x.out = appendChunk(fc.x.out[:0], u.buf[:n])
-				c.pending = fc.x.out
+				if c.st != nil {
+					c.pending = u.buf[:n]
+				} else {
+					fc.x.out = appendChunk(fc.x.out[:0], u.buf[:n])
+					c.pending = fc.x.out
+				}
 			}
 		case err == io.EOF && c.kind == bodyEOF:
-			c.pending = append(fc.x.out[:0], "0\r\n\r\n"...)
+			if c.st == nil {
+				c.pending = append(fc.x.out[:0], "0\r\n\r\n"...)
+			}
 			c.bodyDone = true
 		case err != nil:
 			c.finish(false) // the response is cut short: close the client
 			return
 		default:
+			c.flushH2()
 			return // EPOLLIN on the node-proxy resumes
 		}
 	}
@@ -1190,6 +1231,9 @@ func (c *loopClient) writing() bool {
 // on TLS); a nil error says all of it, and on TLS all sealed before it,
 // is written.
 func (c *loopClient) write(p []byte) (int, error) {
+	if c.st != nil {
+		return c.lh.writeData(c, p)
+	}
 	if c.tls != nil {
 		return writeRecords(c.tls, fdWriter(c.fd), p)
 	}
@@ -1267,6 +1311,10 @@ func (c *loopClient) finish(clientOK bool) {
 	}
 	c.pending = nil
 	lp.fl.p.cfg.Metrics.requestFast(fc.x.route.ProjectID, c.status, c.took)
+	if c.st != nil {
+		c.lh.nativeEnd(c, clientOK)
+		return
+	}
 	if !clientOK || fc.x.req.close {
 		c.close()
 		return

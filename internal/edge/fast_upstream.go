@@ -378,10 +378,11 @@ func (resp *response) body(head bool) bodyKind {
 // chunkScanner finds the end of a chunked body while its bytes are passed
 // on unchanged.
 type chunkScanner struct {
-	state  int
-	size   int64
-	digits int
-	left   int64
+	state   int
+	size    int64
+	digits  int
+	left    int64
+	trailer []byte // the trailer section, when strip (h2_native.go) took the framing out
 }
 
 const (

@@ -109,6 +109,7 @@ type h2Stream struct {
 	body         *h2Body
 	watch        *headWatch // told when the stream goes (the direct exchange's wait)
 	watchGen     uint64
+	native       *loopClient // the loop's exchange serving it (h2_native.go); nil: a handler goroutine
 
 	// The handler's (ResponseWriter).
 	header      http.Header
@@ -352,6 +353,22 @@ func (sc *h2Conn) onHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	sc.mu.Unlock()
 
+	if sc.lh != nil && f.StreamEnded() {
+		if c := sc.lh.nativeRequest(f); c != nil {
+			// On the loop, as an HTTP/1.1 request would be (h2_native.go).
+			st := &h2Stream{sc: sc, id: id, cancel: noCancel, recvWindow: h2StreamWindow, remoteClosed: true, native: c}
+			sc.mu.Lock()
+			st.sendWindow = sc.peerInitial
+			sc.streams[id] = st
+			sc.active++
+			if sc.idle != nil {
+				sc.idle.Stop()
+			}
+			sc.mu.Unlock()
+			sc.lh.startNative(c, st)
+			return nil
+		}
+	}
 	r, status := sc.request(f)
 	if r == nil {
 		if status == 0 {
@@ -669,6 +686,9 @@ func (sc *h2Conn) endStreamLocked(st *h2Stream) {
 	}
 	st.gone = true
 	st.cancel()
+	if st.native != nil {
+		sc.lh.aborted = append(sc.lh.aborted, st.native) // the loop lets go of its exchange
+	}
 	if st.watch != nil {
 		st.watch.leave(st.watchGen)
 		st.watch = nil

@@ -62,6 +62,12 @@ type loopH2 struct {
 	deadline int64        // UnixNano: the preface and first SETTINGS, or lingering; 0: none
 	stuck    atomic.Int64 // UnixNano since when output has waited for the socket; 0: it has not
 	closed   bool
+
+	// The streams the loop serves itself (h2_native.go).
+	natives []*loopClient
+	waiting []*loopClient // for their windows or the socket
+	spare   []*loopClient // waiting's other buffer
+	aborted []*loopClient // reset, their exchanges still to end (reap)
 }
 
 // toLoopH2 gives a connection that negotiated HTTP/2 over TLS 1.3 to an
@@ -142,7 +148,9 @@ func (h *loopH2) readFrames() {
 			return
 		}
 		for h.whole() {
-			if !h.frame() {
+			ok := h.frame()
+			h.reap()
+			if !ok {
 				h.stop()
 				return
 			}
@@ -150,6 +158,7 @@ func (h *loopH2) readFrames() {
 				return
 			}
 		}
+		h.resume()
 		if h.backlogged() {
 			return // the loop's next write to the socket reads on
 		}
@@ -342,6 +351,7 @@ func (h *loopH2) drain() {
 		sc.cond.Broadcast()
 	}
 	sc.mu.Unlock()
+	h.resume()
 }
 
 // closeSoon has the loop close the connection (from any goroutine).
@@ -358,7 +368,9 @@ func (h *loopH2) stop() {
 		h.flushLocked()
 	}
 	sc.mu.Unlock()
-	if !sc.end() || h.closed {
+	linger := sc.end()
+	h.reap()
+	if !linger || h.closed {
 		h.close()
 		return
 	}
@@ -409,6 +421,7 @@ func (h *loopH2) close() {
 	}
 	sc.mu.Unlock()
 	sc.end() // no handler writes after this
+	h.reap()
 	h.t.sealClose()
 	h.writeQueued()
 	h.t.release()
@@ -426,6 +439,13 @@ func (h *loopH2) close() {
 // sweep ends the connection past its deadline, or whose client has read
 // nothing for h2WriteTimeout.
 func (h *loopH2) sweep(now int64) {
+	for i := len(h.natives) - 1; i >= 0; i-- {
+		if i < len(h.natives) {
+			if c := h.natives[i]; c.deadline != 0 && c.deadline <= now {
+				c.expire()
+			}
+		}
+	}
 	if h.deadline != 0 && h.deadline <= now {
 		h.close()
 		return

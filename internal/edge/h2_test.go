@@ -299,9 +299,10 @@ func TestH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T) {
 
 func testH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T, path string) {
 	s := newStage(t, path, 10*time.Second)
-	release := make(chan struct{})
+	release, reached := make(chan struct{}), make(chan struct{})
 	s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			close(reached)
 			<-release
 		}
 		io.WriteString(w, "done "+r.URL.Path)
@@ -340,10 +341,10 @@ func testH2ShutsDownGracefullyAndClosesIdleConnections(t *testing.T, path string
 		return f.Header().Type == http2.FrameSettings && f.(*http2.SettingsFrame).IsAck()
 	})
 	// The request reaches the app before the listener closes.
-	for deadline := time.Now().Add(5 * time.Second); p.direct.Load() < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the slow request never reached the direct exchange")
-		}
+	select {
+	case <-reached:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the slow request never reached the app")
 	}
 	shut := make(chan struct{})
 	go func() {
