@@ -106,3 +106,50 @@ func FuzzChunkScanner(f *testing.F) {
 		}
 	})
 }
+
+// FuzzChunkStrip: strip, which takes a chunked body's framing out for
+// HTTP/2 (h2_native.go), ends where scan ends, leaves exactly the data
+// net/http's chunked reader reads, and keeps the trailer section whole.
+func FuzzChunkStrip(f *testing.F) {
+	for _, s := range []string{"0\r\n\r\n", "5\r\nhello\r\n0\r\n\r\n", "3;ext=1\r\nabc\r\n0\r\nX-Sum: 1\r\n\r\n", "a\r\n0123456789\r\n0\r\n\r\nnext"} {
+		f.Add([]byte(s), 3)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, split int) {
+		var scan, strip chunkScanner
+		buf := bytes.Clone(data)
+		var got []byte
+		n := 0
+		for _, end := range []int{split, len(data)} {
+			if end <= n || end > len(data) {
+				continue
+			}
+			m, err := scan.scan(data[n:end])
+			p := buf[n:end]
+			m2, k, err2 := strip.strip(p)
+			if m != m2 || (err == nil) != (err2 == nil) {
+				t.Fatalf("%q: scan took %d (%v), strip %d (%v)", data, m, err, m2, err2)
+			}
+			if err != nil {
+				return
+			}
+			got = append(got, p[:k]...)
+			n += m
+			if scan.state == chunkDone {
+				break
+			}
+		}
+		if scan.state != chunkDone || strip.state != chunkDone {
+			return
+		}
+		want, err := io.ReadAll(httputil.NewChunkedReader(bufio.NewReader(bytes.NewReader(data[:n]))))
+		if err != nil {
+			t.Fatalf("%q: net/http: %v", data, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: stripped %q, net/http read %q", data, got, want)
+		}
+		if !bytes.HasSuffix(data[:n], strip.trailer) || !bytes.HasSuffix(strip.trailer, []byte("\r\n")) {
+			t.Fatalf("%q: trailer section %q", data, strip.trailer)
+		}
+	})
+}

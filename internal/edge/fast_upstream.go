@@ -415,7 +415,7 @@ func (s *chunkScanner) scan(b []byte) (n int, err error) {
 				}
 				s.size = s.size<<4 | int64(unhex(c))
 				s.digits++
-			case c == ';' || c == ' ' || c == '\t':
+			case c == ';': // net/http takes no whitespace before an extension
 				if s.digits == 0 {
 					return n, errBadChunk
 				}
