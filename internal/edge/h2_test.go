@@ -186,6 +186,62 @@ func TestH2ClientThatStopsReadingGetsAllOfItLater(t *testing.T) {
 	})
 }
 
+// TestH2KeepsWithinTheClientsWindows: a client with a small stream
+// window gets no DATA beyond it, and the rest of the response as it gives
+// window back — one stream at a time and several at once, whose bytes
+// share the connection's window.
+func TestH2KeepsWithinTheClientsWindows(t *testing.T) {
+	const size, window = 100 << 10, 1000
+	forEachH2Path(t, func(t *testing.T, path string) {
+		s := newStage(t, path, 10*time.Second)
+		body := bytes.Repeat([]byte("abcdefghijklmnopqrstuvwxyz"), size/26+1)[:size]
+		s.app(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Write(body)
+		}))
+		h := dialH2(t, s.edge.Listener.Addr().String())
+		h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+		streams := []uint32{1, 3, 5}
+		for _, id := range streams {
+			h.get(t, id, "/")
+		}
+		got := map[uint32]*bytes.Buffer{}
+		left := map[uint32]int{} // of the stream's window
+		for _, id := range streams {
+			got[id], left[id] = &bytes.Buffer{}, window
+		}
+		ended := 0
+		h.until(t, func(f http2.Frame) bool {
+			d, ok := f.(*http2.DataFrame)
+			if !ok {
+				return false
+			}
+			n := len(d.Data())
+			if left[d.StreamID] -= n; left[d.StreamID] < 0 {
+				t.Fatalf("stream %d: %d bytes beyond its window", d.StreamID, -left[d.StreamID])
+			}
+			got[d.StreamID].Write(d.Data())
+			if n > 0 {
+				// Give back what was read, as a reading client does.
+				h.fr.WriteWindowUpdate(d.StreamID, uint32(n))
+				h.fr.WriteWindowUpdate(0, uint32(n))
+				left[d.StreamID] += n
+			}
+			if d.StreamEnded() {
+				ended++
+			}
+			return ended == len(streams)
+		})
+		for _, id := range streams {
+			if !bytes.Equal(got[id].Bytes(), body) {
+				t.Fatalf("stream %d: %d bytes, want the %d sent", id, got[id].Len(), size)
+			}
+		}
+		if n := s.onLoopH2(); path == pathLoopH2 && n != int64(len(streams)) {
+			t.Fatalf("%d streams served on the event loops, want %d", n, len(streams))
+		}
+	})
+}
+
 // h2Raw is a raw HTTP/2 client connection to the edge, for what a real
 // client never does.
 type h2Raw struct {
