@@ -146,12 +146,19 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 	cancelLease(nil)
 
 	ctx = context.WithoutCancel(ctx) // the outcome is recorded whatever happens to the task
+	// The log is stored whole before the outcome is recorded: whoever sees
+	// the build end (the API, `zeitwork logs`) reads all of it, the last
+	// lines included, rather than what the last flush had stored.
+	last := func(format string, args ...any) {
+		logs.Line(buildlog.System, format, args...)
+		logs.Close(ctx) //nolint:errcheck // logging is best effort
+	}
 	switch {
 	case buildErr == nil:
-		logs.Line(buildlog.System, "pushed %s (%s, %d bytes)", img.Ref(), img.Digest, img.Size)
+		last("pushed %s (%s, %d bytes)", img.Ref(), img.Digest, img.Size)
 		return store.Succeed(ctx, b, dep.ProjectID, build.Image{Repository: img.Repository, Tag: img.Tag, Digest: img.Digest, Size: img.Size}, s.Config.Built)
 	case errors.Is(buildErr, errCancelled):
-		logs.Line(buildlog.System, "build cancelled")
+		last("build cancelled")
 		return store.Fail(ctx, b, build.StatusCancelled, "build cancelled")
 	case errors.As(buildErr, new(UserError)), errors.Is(buildErr, ErrBuild), errors.Is(buildErr, ErrNoCredentials), lastAttempt:
 		// A failure of the build itself already says so (ErrBuild).
@@ -159,10 +166,10 @@ func (s *Service) Run(ctx context.Context, buildID uuid.UUID, lastAttempt bool) 
 		if !strings.HasPrefix(reason, ErrBuild.Error()+": ") {
 			reason = ErrBuild.Error() + ": " + reason
 		}
-		logs.Line(buildlog.System, "%s", reason)
+		last("%s", reason)
 		return store.Fail(ctx, b, build.StatusFailed, truncate(reason))
 	default:
-		logs.Line(buildlog.System, "build interrupted (%v); it will be retried", buildErr)
+		last("build interrupted (%v); it will be retried", buildErr)
 		if err := store.Requeue(ctx, buildID, s.Config.BuilderID); err != nil {
 			log.ErrorContext(ctx, "requeue build", "err", err)
 		}

@@ -153,6 +153,32 @@ func TestBuildSucceedsAndRecordsTheImage(t *testing.T) {
 	}
 }
 
+// TestBuildLogIsWholeWhenTheBuildEnds: the outcome is recorded only once
+// every line is stored — here with a writer that would otherwise flush
+// once an hour, the Built hook (in the transaction that records success)
+// already finds the log's last line.
+func TestBuildLogIsWholeWhenTheBuildEnds(t *testing.T) {
+	base := shellBase(t)
+	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\nRUN echo compiling the app\n"})
+	h.svc.Config.Logs.FlushInterval, h.svc.Config.Logs.FlushLines = time.Hour, 1<<20
+	r := h.request(t)
+	var seen []string
+	h.svc.Config.Built = func(ctx context.Context, tx pgx.Tx, d db.Deployment, img db.Image) error {
+		lines, err := buildlog.Page(ctx, db.New(h.pool), r.Build.ID, uuid.Nil, 10000)
+		for _, l := range lines {
+			seen = append(seen, l.Text)
+		}
+		return err
+	}
+	if err := h.svc.Run(context.Background(), r.Build.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(seen, "\n")
+	if len(seen) == 0 || !strings.HasPrefix(seen[len(seen)-1], "pushed ") || !strings.Contains(all, "compiling the app") {
+		t.Fatalf("when the build's success was recorded, its log held:\n%s", all)
+	}
+}
+
 func TestFailedBuildFailsTheDeploymentWithTheReason(t *testing.T) {
 	base := shellBase(t)
 	h := newHarness(t, treeFetcher{"Dockerfile": "FROM " + base + "\nRUN echo tests failed >&2 && exit 2\n"})

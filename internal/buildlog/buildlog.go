@@ -58,9 +58,11 @@ type Writer struct {
 	truncated bool
 	err       error // first flush error; later writes keep buffering nothing
 
-	kick chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup
+	kick      chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewWriter starts a writer for buildID that flushes in the background until Close.
@@ -196,8 +198,14 @@ func (w *Writer) flush(ctx context.Context) {
 }
 
 // Close stores what is left, partial lines included, and stops the writer.
-// It returns the first error storing lines met, if any.
+// It returns the first error storing lines met, if any; closing again
+// returns the same.
 func (w *Writer) Close(ctx context.Context) error {
+	w.closeOnce.Do(func() { w.closeErr = w.close(ctx) })
+	return w.closeErr
+}
+
+func (w *Writer) close(ctx context.Context) error {
 	close(w.done)
 	w.wg.Wait()
 	w.mu.Lock()
