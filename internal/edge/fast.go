@@ -457,7 +457,7 @@ func (fc *fastConn) serve() {
 		}
 		tap, _ := tc.NetConn().(*tlsTap)
 		if st.NegotiatedProtocol == "h2" && fc.fl.h2 != nil {
-			if tap != nil && fc.toLoopH2(tap, &st) {
+			if tap != nil && fc.toLoop(tap, &st, true) {
 				handed = true
 				return
 			}
@@ -472,7 +472,7 @@ func (fc *fastConn) serve() {
 		}
 		tlsState = &st
 		if tap != nil {
-			if fc.toLoop(tap, tlsState) {
+			if fc.toLoop(tap, tlsState, false) {
 				handed = true
 				return
 			}

@@ -1264,9 +1264,10 @@ func (lp *evLoop) adopt(fd int, fc *fastConn, t *tlsRecords) {
 	c.waitRequest(time.Now())
 }
 
-// toLoop gives a connection that negotiated HTTP/1.1 over TLS 1.3 to an
-// event loop; false: it stays on this goroutine, as it is.
-func (fc *fastConn) toLoop(tap *tlsTap, st *tls.ConnectionState) bool {
+// toLoop gives a connection that negotiated HTTP/1.1 (or, h2, HTTP/2)
+// over TLS 1.3 to an event loop; false: it stays on this goroutine, as it
+// is.
+func (fc *fastConn) toLoop(tap *tlsTap, st *tls.ConnectionState, h2 bool) bool {
 	fl := fc.fl
 	if len(fl.loops) == 0 || fl.closing.Load() {
 		return false
@@ -1281,12 +1282,17 @@ func (fc *fastConn) toLoop(tap *tlsTap, st *tls.ConnectionState) bool {
 		unix.Close(fd)
 		return false
 	}
+	remote := tap.Conn.RemoteAddr().String()
 	tap.Conn.Close() // the loop's descriptor keeps the socket
-	lfc := &fastConn{fl: fl, buf: fc.buf, accepted: fc.accepted, peer: fc.peer, peerText: fc.peerText, trusted: fc.trusted, tlsState: st}
-	fc.buf = nil
+	lfc := &fastConn{fl: fl, accepted: fc.accepted, peer: fc.peer, peerText: fc.peerText, trusted: fc.trusted, tlsState: st}
+	adopt := func(lp *evLoop) { lp.adoptH2(fd, lfc, rec, remote) }
+	if !h2 {
+		lfc.buf, fc.buf = fc.buf, nil // HTTP/1.1 reads its requests into it
+		adopt = func(lp *evLoop) { lp.adopt(fd, lfc, rec) }
+	}
 	lp := fl.loops[int(fl.nextLoop.Add(1))%len(fl.loops)]
 	fl.wg.Add(1)
-	if !lp.do(func() { lp.adopt(fd, lfc, rec) }) {
+	if !lp.do(func() { adopt(lp) }) {
 		unix.Close(fd) // the loop has ended: the listener is closed
 		rec.release()
 		fl.wg.Done()

@@ -426,20 +426,9 @@ func (sc *h2Conn) request(f *http2.MetaHeadersFrame) (*http.Request, int) {
 	if f.Truncated {
 		return nil, http.StatusRequestHeaderFieldsTooLarge
 	}
-	var method, scheme, authority, path string
-	for _, hf := range f.PseudoFields() {
-		switch hf.Name {
-		case ":method":
-			method = hf.Value
-		case ":scheme":
-			scheme = hf.Value
-		case ":authority":
-			authority = hf.Value
-		case ":path":
-			path = hf.Value
-		default:
-			return nil, 0 // :status or :protocol: not a request we take
-		}
+	method, scheme, authority, path, ok := requestPseudo(f)
+	if !ok {
+		return nil, 0 // :status or :protocol: not a request we take
 	}
 	if method == "" || !httpguts.ValidHostHeader(authority) {
 		return nil, 0
@@ -493,6 +482,26 @@ func (sc *h2Conn) request(f *http2.MetaHeadersFrame) (*http.Request, int) {
 		Method: method, URL: u, Proto: "HTTP/2.0", ProtoMajor: 2, Header: header, Host: authority,
 		RemoteAddr: sc.remote, RequestURI: path, TLS: sc.state, ContentLength: contentLength,
 	}, 0
+}
+
+// requestPseudo is a request's pseudo-header fields; false: one that no
+// request has (:status, or :protocol, which the edge does not offer).
+func requestPseudo(f *http2.MetaHeadersFrame) (method, scheme, authority, path string, ok bool) {
+	for _, hf := range f.PseudoFields() {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":scheme":
+			scheme = hf.Value
+		case ":authority":
+			authority = hf.Value
+		case ":path":
+			path = hf.Value
+		default:
+			return "", "", "", "", false
+		}
+	}
+	return method, scheme, authority, path, true
 }
 
 func slicesDiffer(vs []string) bool {

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"crypto/tls"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -68,36 +67,6 @@ type loopH2 struct {
 	waiting []*loopClient // for their windows or the socket
 	spare   []*loopClient // waiting's other buffer
 	aborted []*loopClient // reset, their exchanges still to end (reap)
-}
-
-// toLoopH2 gives a connection that negotiated HTTP/2 over TLS 1.3 to an
-// event loop; false: it stays on this goroutine, as it is.
-func (fc *fastConn) toLoopH2(tap *tlsTap, st *tls.ConnectionState) bool {
-	fl := fc.fl
-	if len(fl.loops) == 0 || fl.closing.Load() {
-		return false
-	}
-	fd, err := socketFD(tap.Conn)
-	if err != nil {
-		return false
-	}
-	rec, err := tap.records(st)
-	if err != nil {
-		fl.p.cfg.Log.Debug("TLS connection stays off the event loops", "err", err)
-		unix.Close(fd)
-		return false
-	}
-	remote := tap.Conn.RemoteAddr().String()
-	tap.Conn.Close() // the loop's descriptor keeps the socket
-	lfc := &fastConn{fl: fl, accepted: fc.accepted, peer: fc.peer, peerText: fc.peerText, trusted: fc.trusted, tlsState: st}
-	lp := fl.loops[int(fl.nextLoop.Add(1))%len(fl.loops)]
-	fl.wg.Add(1)
-	if !lp.do(func() { lp.adoptH2(fd, lfc, rec, remote) }) {
-		unix.Close(fd) // the loop has ended: the listener is closed
-		rec.release()
-		fl.wg.Done()
-	}
-	return true
 }
 
 // adoptH2 takes an HTTP/2 connection whose handshake crypto/tls made.

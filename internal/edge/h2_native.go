@@ -48,23 +48,8 @@ func (h *loopH2) nativeRequest(f *http2.MetaHeadersFrame) *loopClient {
 	if f.Truncated {
 		return nil
 	}
-	var method, path, authority string
-	scheme := false
-	for _, hf := range f.PseudoFields() {
-		switch hf.Name {
-		case ":method":
-			method = hf.Value
-		case ":path":
-			path = hf.Value
-		case ":authority":
-			authority = hf.Value
-		case ":scheme":
-			scheme = true
-		default:
-			return nil
-		}
-	}
-	if method == "" || method == "CONNECT" || !scheme || authority == "" || !validTarget(path) {
+	method, scheme, authority, path, ok := requestPseudo(f)
+	if !ok || method == "" || method == "CONNECT" || scheme == "" || authority == "" || !validTarget(path) {
 		return nil
 	}
 	c := nativePool.Get().(*loopClient)
