@@ -385,18 +385,24 @@ func (t *tlsRecords) sealRecord(typ byte, p []byte) bool {
 
 // sealClose queues the connection's last record: the alert for the
 // reading side's error, or close_notify. Nothing is sealed after it.
-func (t *tlsRecords) sealClose() {
+func (t *tlsRecords) sealClose() { t.sealLast(true) }
+
+// sealLast is sealClose; without readState (a read may be under way on
+// another goroutine, and the reading side's state is its) it says
+// close_notify.
+func (t *tlsRecords) sealLast(readState bool) {
 	if t.closed {
 		return
 	}
-	alert := t.alert
-	if alert == 0xff {
-		t.closed = true
-		return
-	}
-	level := byte(2) // fatal
-	if t.err == nil || errors.Is(t.err, io.EOF) {
-		level, alert = 1, alertCloseNotify
+	level, alert := byte(1), byte(alertCloseNotify)
+	if readState {
+		if t.alert == 0xff {
+			t.closed = true
+			return
+		}
+		if t.err != nil && !errors.Is(t.err, io.EOF) {
+			level, alert = 2, t.alert // fatal
+		}
 	}
 	if t.wbuf == nil {
 		t.wbuf, t.wr, t.ww = tlsBufPool.Get().(*[]byte), 0, 0

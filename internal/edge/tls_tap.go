@@ -322,7 +322,14 @@ func (c *tlsConn) Write(p []byte) (int, error) {
 func (c *tlsConn) Close() error {
 	c.closed.Do(func() {
 		if c.wmu.TryLock() {
-			c.t.sealClose()
+			// A read under way owns the reading side's state: then the
+			// last record is a close_notify.
+			if c.rmu.TryLock() {
+				c.t.sealClose()
+				c.rmu.Unlock()
+			} else {
+				c.t.sealLast(false)
+			}
 			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
 			writeRecords(c.t, c.Conn, nil)
 			c.wmu.Unlock()
