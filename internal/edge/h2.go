@@ -65,8 +65,9 @@ type h2Conn struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	fr      *http2.Framer
-	lastID  uint32 // the highest stream id the client opened (written by the reader under mu)
-	refused int    // streams refused for exceeding the limit (reader only)
+	hb      headerBlock // decodes HEADERS for the reader (h2_headers.go)
+	lastID  uint32      // the highest stream id the client opened (written by the reader under mu)
+	refused int         // streams refused for exceeding the limit (reader only)
 
 	lh *loopH2 // the event loop that reads the connection (h2_loop.go); nil: this goroutine does
 
@@ -157,13 +158,13 @@ func (fc *fastConn) serveH2(tc *tls.Conn, state *tls.ConnectionState) {
 	}
 	// The client's first frame must be its SETTINGS, within the time a
 	// client has for its request head; after that, the idle timer rules.
-	f, err := sc.fr.ReadFrame()
+	f, err := sc.readFrame()
 	if !sc.first(f, err) {
 		return
 	}
 	tc.SetReadDeadline(time.Time{})
 	for {
-		if !sc.handleRead(sc.fr.ReadFrame()) {
+		if !sc.handleRead(sc.readFrame()) {
 			return
 		}
 	}
@@ -182,8 +183,7 @@ func (sc *h2Conn) init(r io.Reader) {
 	sc.cond.L = &sc.mu
 	sc.fr = http2.NewFramer(&sc.out, r)
 	sc.fr.SetMaxReadFrameSize(h2MaxFrame)
-	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	sc.fr.MaxHeaderListSize = h2MaxHeaderList
+	sc.hb.init()
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
 }
 

@@ -207,14 +207,14 @@ func (h *loopH2) frame() bool {
 		h.stage = h2WantSettings
 		return sc.greet()
 	case h2WantSettings:
-		f, err := sc.fr.ReadFrame()
+		f, err := sc.readFrame()
 		if !sc.first(f, err) {
 			return false
 		}
 		h.stage, h.deadline = h2Open, 0
 		return true
 	}
-	return sc.handleRead(sc.fr.ReadFrame())
+	return sc.handleRead(sc.readFrame())
 }
 
 // fill reads what the socket has into the read buffer: n > 0 bytes of
