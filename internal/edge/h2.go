@@ -292,11 +292,14 @@ func (sc *h2Conn) handle(f http2.Frame) bool {
 	case *http2.PushPromiseFrame:
 		return sc.goAway(http2.ErrCodeProtocol) // clients do not push
 	}
-	var ce connErr
+	if err == nil {
+		return true
+	}
+	var ce connErr // here only: its address escapes, a heap allocation
 	if errors.As(err, &ce) {
 		return sc.goAway(http2.ErrCode(ce))
 	}
-	return err == nil
+	return false
 }
 
 func (e connErr) Error() string { return http2.ErrCode(e).String() }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
@@ -241,7 +242,9 @@ func (h *loopH2) writeHead(c *loopClient, endStream bool) bool {
 		}
 		sc.henc.WriteField(hpack.HeaderField{Name: name, Value: string(f.value)})
 	}
-	sc.henc.WriteField(hpack.HeaderField{Name: "x-request-id", Value: string(c.rid), Sensitive: true})
+	// Never indexed, so the encoder keeps no reference to it: the ID's
+	// bytes serve as the value without a copy.
+	sc.henc.WriteField(hpack.HeaderField{Name: "x-request-id", Value: unsafe.String(unsafe.SliceData(c.rid), len(c.rid)), Sensitive: true})
 	if !resp.hasDate {
 		sc.henc.WriteField(hpack.HeaderField{Name: "date", Value: dateString(time.Now())})
 	}
