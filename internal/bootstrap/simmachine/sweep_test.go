@@ -25,7 +25,9 @@ func TestKilledTestsMachinesAreSwept(t *testing.T) {
 	}
 	Rootfs(t) // skip where machines cannot boot, before the child does
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledTestsMachinesAreSwept$", "-test.v")
-	cmd.Env = append(os.Environ(), "SIMMACHINE_KILLED_CHILD=1")
+	// The child's own temporary directories (its SSH keys) are never
+	// removed by it: they go inside ours, which is.
+	cmd.Env = append(os.Environ(), "SIMMACHINE_KILLED_CHILD=1", "TMPDIR="+t.TempDir())
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
