@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -18,7 +17,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // The edge's own HTTP/2 server, for the connections that negotiate h2 on
@@ -71,11 +69,10 @@ type h2Conn struct {
 
 	lh *loopH2 // the event loop that reads the connection (h2_loop.go); nil: this goroutine does
 
-	mu   sync.Mutex // the writer: out, the framer's writes, henc; and all below
-	cond sync.Cond  // windows grew, body bytes came, output drained, a stream or the connection ended
-	out  h2Out      // frames written and not yet flushed
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	mu   sync.Mutex   // the writer: out, the framer's writes, henc; and all below
+	cond sync.Cond    // windows grew, body bytes came, output drained, a stream or the connection ended
+	out  h2Out        // frames written and not yet flushed
+	henc hpackEncoder // h2_hpack.go
 
 	streams       map[uint32]*h2Stream
 	reset         [h2ResetMemory]uint32 // ids we reset: their late frames are ignored
@@ -184,7 +181,7 @@ func (sc *h2Conn) init(r io.Reader) {
 	sc.fr = http2.NewFramer(&sc.out, r)
 	sc.fr.SetMaxReadFrameSize(h2MaxFrame)
 	sc.hb.init()
-	sc.henc = hpack.NewEncoder(&sc.hbuf)
+	sc.henc.init()
 }
 
 // greet sends the server's SETTINGS once the client's preface came.
@@ -623,7 +620,7 @@ func (sc *h2Conn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingMaxFrameSize:
 			sc.peerMaxFrame = int(s.Val)
 		case http2.SettingHeaderTableSize:
-			sc.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			sc.henc.setLimit(s.Val)
 		}
 		return nil
 	})
@@ -1124,8 +1121,8 @@ func (st *h2Stream) hasTrailers() bool {
 // CONTINUATION) frames.
 func (st *h2Stream) encodeHeaderLocked(endStream bool) {
 	sc := st.sc
-	sc.hbuf.Reset()
-	sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(st.status)})
+	sc.henc.begin()
+	sc.henc.field(":status", statusText(st.status), false)
 	hasDate := false
 	for k, vs := range st.header {
 		if k == "Trailer" || strings.HasPrefix(k, http.TrailerPrefix) || st.isTrailer(k) {
@@ -1144,15 +1141,15 @@ func (st *h2Stream) encodeHeaderLocked(endStream bool) {
 		unique := name == "x-request-id"
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
-				sc.henc.WriteField(hpack.HeaderField{Name: name, Value: v, Sensitive: unique})
+				sc.henc.field(name, v, unique)
 			}
 		}
 	}
 	if !hasDate && bodyAllowed(st.status) {
-		sc.henc.WriteField(hpack.HeaderField{Name: "date", Value: dateString(time.Now())})
+		sc.henc.field("date", dateString(time.Now()), false)
 	}
 	if len(st.trailers) > 0 {
-		sc.henc.WriteField(hpack.HeaderField{Name: "trailer", Value: strings.Join(st.trailers, ", ")})
+		sc.henc.field("trailer", strings.Join(st.trailers, ", "), false)
 	}
 	st.writeBlockLocked(endStream)
 }
@@ -1165,8 +1162,8 @@ func (st *h2Stream) sendInformational(code int) {
 	if st.gone || sc.closed {
 		return
 	}
-	sc.hbuf.Reset()
-	sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(code)})
+	sc.henc.begin()
+	sc.henc.field(":status", strconv.Itoa(code), false)
 	for k, vs := range st.header {
 		name := lowerHeader(k)
 		if connectionHeaders[name] {
@@ -1174,7 +1171,7 @@ func (st *h2Stream) sendInformational(code int) {
 		}
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
-				sc.henc.WriteField(hpack.HeaderField{Name: name, Value: v})
+				sc.henc.field(name, v, false)
 			}
 		}
 	}
@@ -1194,7 +1191,7 @@ func (st *h2Stream) isTrailer(k string) bool {
 // encodeTrailersLocked writes the trailers, ending the stream.
 func (st *h2Stream) encodeTrailersLocked() {
 	sc := st.sc
-	sc.hbuf.Reset()
+	sc.henc.begin()
 	for k, vs := range st.header {
 		name := k
 		if strings.HasPrefix(k, http.TrailerPrefix) {
@@ -1204,18 +1201,18 @@ func (st *h2Stream) encodeTrailersLocked() {
 		}
 		for _, v := range vs {
 			if httpguts.ValidHeaderFieldValue(v) {
-				sc.henc.WriteField(hpack.HeaderField{Name: strings.ToLower(name), Value: v})
+				sc.henc.field(strings.ToLower(name), v, false)
 			}
 		}
 	}
 	st.writeBlockLocked(true)
 }
 
-// writeBlockLocked sends sc.hbuf as HEADERS, split into CONTINUATION
+// writeBlockLocked sends the encoded block as HEADERS, split into CONTINUATION
 // frames if it is larger than a frame.
 func (st *h2Stream) writeBlockLocked(endStream bool) {
 	sc := st.sc
-	block := sc.hbuf.Bytes()
+	block := sc.henc.buf
 	first := true
 	for first || len(block) > 0 {
 		n := min(len(block), sc.peerMaxFrame)

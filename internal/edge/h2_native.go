@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"golang.org/x/sys/unix"
 )
 
@@ -226,27 +225,32 @@ func (h *loopH2) writeHead(c *loopClient, endStream bool) bool {
 	if st.gone || sc.closed {
 		return false
 	}
-	sc.hbuf.Reset()
-	sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(resp.status)})
+	sc.henc.begin()
+	sc.henc.field(":status", statusText(resp.status), false)
 	for i := range resp.n {
 		f := &resp.fields[i]
 		if f.drop {
 			continue
 		}
-		name, ok := commonLower[string(f.name)]
-		if !ok {
-			name = strings.ToLower(string(f.name))
+		// The field as the encoder takes it, name in lower case: no
+		// string is made unless the table gains an entry.
+		k := sc.henc.key[:0]
+		for _, c := range f.name {
+			k = append(k, lowerASCII(c))
 		}
-		if connectionHeaders[name] || name == "te" || name == "content-length" && resp.chunked {
+		n := len(k)
+		name := k[:n]
+		if connectionHeaders[string(name)] || string(name) == "te" || string(name) == "content-length" && resp.chunked {
 			continue
 		}
-		sc.henc.WriteField(hpack.HeaderField{Name: name, Value: string(f.value)})
+		k = append(k, 0)
+		sc.henc.key = append(k, f.value...)
+		sc.henc.encode(n, false)
 	}
-	// Never indexed, so the encoder keeps no reference to it: the ID's
-	// bytes serve as the value without a copy.
-	sc.henc.WriteField(hpack.HeaderField{Name: "x-request-id", Value: unsafe.String(unsafe.SliceData(c.rid), len(c.rid)), Sensitive: true})
+	// Never indexed: the request ID is new on every response.
+	sc.henc.field("x-request-id", unsafe.String(unsafe.SliceData(c.rid), len(c.rid)), true)
 	if !resp.hasDate {
-		sc.henc.WriteField(hpack.HeaderField{Name: "date", Value: dateString(time.Now())})
+		sc.henc.field("date", dateString(time.Now()), false)
 	}
 	st.writeBlockLocked(endStream)
 	if endStream {
@@ -451,7 +455,7 @@ const maxTrailer = 16 << 10
 // last); false: there were none to send.
 func (st *h2Stream) writeTrailersLocked(section []byte) bool {
 	sc := st.sc
-	sc.hbuf.Reset()
+	sc.henc.begin()
 	fields := 0
 	for len(section) > 0 {
 		i := bytes.Index(section, []byte("\r\n"))
@@ -469,7 +473,7 @@ func (st *h2Stream) writeTrailersLocked(section []byte) bool {
 		if connectionHeaders[name] || trailerForbidden[name] || !httpguts.ValidHeaderFieldValue(value) {
 			continue
 		}
-		sc.henc.WriteField(hpack.HeaderField{Name: name, Value: value})
+		sc.henc.field(name, value, false)
 		fields++
 	}
 	if fields == 0 {
