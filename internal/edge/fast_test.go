@@ -247,12 +247,17 @@ func TestFastPathStreamsBodies(t *testing.T) {
 // rawBackend answers every request on a connection with the same small
 // response and allocates nothing, so a benchmark counts the edge alone.
 func rawBackend(tb testing.TB) string {
+	return rawBackendSaying(tb, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 23\r\n\r\nhello from the backend\n")
+}
+
+// rawBackendSaying is a backend that answers every request with resp.
+func rawBackendSaying(tb testing.TB, answer string) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { l.Close() })
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 23\r\n\r\nhello from the backend\n")
+	resp := []byte(answer)
 	go func() {
 		for {
 			c, err := l.Accept()

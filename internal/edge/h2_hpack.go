@@ -22,7 +22,7 @@ import (
 // start of the next block.
 type hpackEncoder struct {
 	buf []byte // the block being encoded
-	key []byte // the field at hand: name, 0, value (a value has no NUL)
+	key []byte // the field at hand: name, 0, value (no value has a NUL: the callers drop control characters)
 
 	ents    []hpackEntry // the dynamic table, oldest first from head
 	head    int

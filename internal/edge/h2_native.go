@@ -240,8 +240,9 @@ func (h *loopH2) writeHead(c *loopClient, endStream bool) bool {
 		}
 		n := len(k)
 		name := k[:n]
-		if connectionHeaders[string(name)] || string(name) == "te" || string(name) == "content-length" && resp.chunked {
-			continue
+		if connectionHeaders[string(name)] || string(name) == "te" || string(name) == "content-length" && resp.chunked ||
+			!httpguts.ValidHeaderFieldValue(unsafe.String(unsafe.SliceData(f.value), len(f.value))) {
+			continue // a control character would make the response malformed (RFC 9113 8.2.1)
 		}
 		k = append(k, 0)
 		sc.henc.key = append(k, f.value...)
