@@ -61,19 +61,36 @@ func (e *hpackEncoder) setLimit(v uint32) {
 
 // field adds name (in lower case) and value to the block.
 func (e *hpackEncoder) field(name, value string, sensitive bool) {
-	k := append(e.key[:0], name...)
-	k = append(k, 0)
-	e.key = append(k, value...)
-	e.encode(len(name), sensitive)
+	e.key = append(e.key[:0], name...)
+	e.encode(len(name), value, sensitive)
 }
 
-// encode adds the field in e.key, whose name is its first n bytes.
-func (e *hpackEncoder) encode(n int, sensitive bool) {
+// lowerName begins a field with name, in lower case, and returns it so
+// (valid until the next field) for the caller's checks; value adds it.
+func (e *hpackEncoder) lowerName(name []byte) []byte {
+	k := e.key[:0]
+	for _, c := range name {
+		k = append(k, lowerASCII(c))
+	}
+	e.key = k
+	return k
+}
+
+// value ends the field lowerName began and adds it to the block.
+func (e *hpackEncoder) value(v []byte, sensitive bool) {
+	e.encode(len(e.key), unsafe.String(unsafe.SliceData(v), len(v)), sensitive)
+}
+
+// encode adds the field whose name is e.key's first n bytes and whose
+// value is v (read here only: copied into the key).
+func (e *hpackEncoder) encode(n int, v string, sensitive bool) {
+	k := append(e.key[:n], 0)
+	e.key = append(k, v...)
 	if e.update {
 		e.buf = appendHpackInt(e.buf, 0x20, 5, uint64(e.max))
 		e.update = false
 	}
-	k := e.key
+	k = e.key
 	if !sensitive {
 		if id, ok := e.byField[string(k)]; ok {
 			e.buf = appendHpackInt(e.buf, 0x80, 7, uint64(len(hpackStatic))+1+e.ins-id)

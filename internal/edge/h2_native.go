@@ -232,21 +232,13 @@ func (h *loopH2) writeHead(c *loopClient, endStream bool) bool {
 		if f.drop {
 			continue
 		}
-		// The field as the encoder takes it, name in lower case: no
-		// string is made unless the table gains an entry.
-		k := sc.henc.key[:0]
-		for _, c := range f.name {
-			k = append(k, lowerASCII(c))
-		}
-		n := len(k)
-		name := k[:n]
+		// No string is made for the field unless the table gains an entry.
+		name := sc.henc.lowerName(f.name)
 		if connectionHeaders[string(name)] || string(name) == "te" || string(name) == "content-length" && resp.chunked ||
 			!httpguts.ValidHeaderFieldValue(unsafe.String(unsafe.SliceData(f.value), len(f.value))) {
 			continue // a control character would make the response malformed (RFC 9113 8.2.1)
 		}
-		k = append(k, 0)
-		sc.henc.key = append(k, f.value...)
-		sc.henc.encode(n, false)
+		sc.henc.value(f.value, false)
 	}
 	// Never indexed: the request ID is new on every response.
 	sc.henc.field("x-request-id", unsafe.String(unsafe.SliceData(c.rid), len(c.rid)), true)
