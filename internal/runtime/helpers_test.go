@@ -88,16 +88,21 @@ func buildImage(reg, bkAddr, name string) (string, error) {
 	}
 
 	ref := reg + "/zeitwork-test/" + name + ":" + id.New().String()
+	return ref, solve(bkAddr, ref, dir)
+}
+
+// solve builds the Dockerfile in dir with buildkitd and pushes it as ref.
+func solve(bkAddr, ref, dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c, err := bk.New(ctx, bkAddr)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer c.Close()
 	fsys, err := fsutil.NewFS(dir)
 	if err != nil {
-		return "", err
+		return err
 	}
 	_, err = c.Solve(ctx, nil, bk.SolveOpt{
 		Frontend:    "dockerfile.v0",
@@ -108,9 +113,9 @@ func buildImage(reg, bkAddr, name string) (string, error) {
 		}},
 	}, nil)
 	if err != nil {
-		return "", fmt.Errorf("buildkit solve: %w", err)
+		return fmt.Errorf("buildkit solve: %w", err)
 	}
-	return ref, nil
+	return nil
 }
 
 // env is one test's containerd namespace and log directory.

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
@@ -67,24 +65,7 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 		}
 	}
 
-	// A bounded number of tries: a copy left half-made by a crash is in
-	// the way for good, and says so.
-	wait := 20 * time.Millisecond
-	for try := 1; ; try++ {
-		err = r.create(ctx, s, img)
-		if !errors.Is(err, errRemapRace) || try == 10 {
-			return err
-		}
-		// Through the lock next time, once the other create is done.
-		r.remapped.Delete(img.Target().Digest.String())
-		r.log.InfoContext(ctx, "image's re-owned copy made by another create meanwhile; trying again", "instance_id", id)
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, time.Second)
-	}
+	return r.create(ctx, s, img)
 }
 
 // create makes the instance's snapshot and container record.
@@ -117,14 +98,8 @@ func (r *Runtime) create(ctx context.Context, s Spec, img client.Image) (err err
 	snapshot := client.WithNewSnapshot(id, img)
 	if h.userNS {
 		// The image's files must belong to the mapped range, or root in
-		// the instance would see them as nobody's. containerd makes a
-		// chowned copy of the image's layers once per image and mapping,
-		// then every instance's writable layer on top of it; two creates
-		// racing to make that copy would collide, so they take turns, per
-		// image and for the snapshot step alone: the rest of a create (the
-		// spec, the container record) and other images' creates go on in
-		// parallel, and once the copy exists the step is a cheap Prepare.
-		snapshot = r.remapTurns(img.Target().Digest.String(), client.WithUserNSRemappedSnapshot(id, img, h.idMap(), h.idMap()))
+		// the instance would see them as nobody's: see remap.go.
+		snapshot = r.withRemappedSnapshot(id, img, h.uidBase)
 	}
 	_, err = r.client.NewContainer(lctx, id,
 		client.WithImage(img),
@@ -140,7 +115,7 @@ func (r *Runtime) create(ctx context.Context, s Spec, img client.Image) (err err
 		client.WithNewSpec(s.specOpts(img, h)...),
 	)
 	if err != nil {
-		if errdefs.IsAlreadyExists(err) && !errors.Is(err, errRemapRace) {
+		if errdefs.IsAlreadyExists(err) {
 			return fmt.Errorf("create %s: %w", id, ErrExists)
 		}
 		return fmt.Errorf("create %s: %w", id, err)
@@ -297,50 +272,4 @@ func (r *Runtime) endTask(ctx context.Context, ctr client.Container, task client
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// remapTurns runs opt (the user-namespace snapshot step) so that only the
-// step that makes an image's re-owned copy takes turns: the first create
-// of an image on this Runtime holds the image's lock, and the creates
-// waiting for it go on side by side once the copy exists, since then the
-// step is a cheap Prepare on top of it. Fifty creates of one image at once
-// used to queue through the lock one Prepare at a time (about 160 ms each
-// on a loaded machine, the runtime's whole create time). If the copy went
-// meanwhile (containerd collects it with the image's last container), two
-// creates may both make it again; the loser's snapshot step fails with
-// errRemapRace, and Create tries again through the lock.
-func (r *Runtime) remapTurns(key string, opt client.NewContainerOpts) client.NewContainerOpts {
-	return func(ctx context.Context, c *client.Client, ctr *containers.Container) error {
-		if _, made := r.remapped.Load(key); !made {
-			mu := r.remapLock(key)
-			mu.Lock()
-			if _, made := r.remapped.Load(key); !made {
-				defer mu.Unlock()
-				if err := opt(ctx, c, ctr); err != nil {
-					return remapRace(err)
-				}
-				r.remapped.Store(key, true)
-				return nil
-			}
-			mu.Unlock()
-		}
-		return remapRace(opt(ctx, c, ctr))
-	}
-}
-
-// errRemapRace: another create was making the image's re-owned copy.
-var errRemapRace = errors.New("the image's re-owned copy was being made by another create")
-
-func remapRace(err error) error {
-	if errdefs.IsAlreadyExists(err) {
-		return fmt.Errorf("%w: %w", errRemapRace, err)
-	}
-	return err
-}
-
-// remapLock is image key's lock. Locks are kept for the Runtime's life: one
-// small mutex per image the node ever ran.
-func (r *Runtime) remapLock(key string) *sync.Mutex {
-	mu, _ := r.remapMu.LoadOrStore(key, &sync.Mutex{})
-	return mu.(*sync.Mutex)
 }

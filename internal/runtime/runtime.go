@@ -253,10 +253,7 @@ type Runtime struct {
 	userNS bool         // instances get a user namespace
 	http   *http.Client // for registries
 
-	remapMu sync.Map // image digest → *sync.Mutex: one remapped snapshot of an image at a time
-	// remapped holds the image digests whose re-owned copy a create of
-	// this Runtime made (or found): later creates need not take turns.
-	remapped sync.Map
+	remapMu sync.Map // re-owned layer snapshot name → *sync.Mutex: one create makes it at a time
 
 	imagesMu  sync.Mutex
 	imageUsed map[string]time.Time // image name → last seen in use, by PruneImages
