@@ -71,25 +71,29 @@ func (u *user) deployCmd() *cobra.Command {
 			if noWait {
 				return u.deployResult(d)
 			}
+			// The build's log stream ends with the build: waiting on it,
+			// even with --json and the lines unshown, costs no polling
+			// while the build runs and learns its end at once.
 			prog := u.newDeployProgress()
-			if !u.json {
-				u.logOut = u.env.Stderr
-				if prog != nil {
-					u.lineHook = prog.line
-				}
-				source := client.GetDeploymentLogsParamsSourceBuild
-				err := u.followLogs(ctx, c, d.Id, &source)
-				u.lineHook = nil
-				switch {
-				case prog == nil:
-				case ctx.Err() != nil: // Ctrl-C: leave the bar where it got to
-					prog.end(false)
-				default:
-					prog.buildEnded(u.buildFailed(ctx, c, d))
-				}
-				if err != nil {
-					return err
-				}
+			u.logOut = u.env.Stderr
+			if u.json {
+				u.logOut = io.Discard
+			}
+			if prog != nil {
+				u.lineHook = prog.line
+			}
+			source := client.GetDeploymentLogsParamsSourceBuild
+			err = u.followLogs(ctx, c, d.Id, &source)
+			u.lineHook = nil
+			switch {
+			case prog == nil:
+			case ctx.Err() != nil: // Ctrl-C: leave the bar where it got to
+				prog.end(false)
+			default:
+				prog.buildEnded(u.buildFailed(ctx, c, d))
+			}
+			if err != nil {
+				return err
 			}
 			d, err = u.waitServing(ctx, c, d, prog)
 			if prog != nil {
@@ -121,6 +125,9 @@ func (u *user) deployResult(d client.Deployment) error {
 	return nil
 }
 
+// servingPoll is how often waitServing asks after the deployment.
+const servingPoll = 200 * time.Millisecond
+
 // waitServing polls the deployment until it serves (active) or failed;
 // with a progress display, it shows its instances turning healthy.
 func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d client.Deployment, prog *deployProgress) (client.Deployment, error) {
@@ -146,15 +153,13 @@ func (u *user) waitServing(ctx context.Context, c *client.ClientWithResponses, d
 			}
 			return d, fmt.Errorf("deployment %s did not go live: %s", d.Id, reason)
 		}
-		// Faster when a display shows the instances coming up.
-		poll := time.Second
-		if prog != nil {
-			poll = 250 * time.Millisecond
-		}
+		// The build is over by now, and starting its instances takes a
+		// second or two: poll often enough that the command returns
+		// within a fraction of that of the deployment going live.
 		select {
 		case <-ctx.Done():
 			return d, ctx.Err()
-		case <-time.After(poll):
+		case <-time.After(servingPoll):
 		}
 		res, err := c.GetDeploymentWithResponse(ctx, d.Id.String())
 		if err := check(res, err); err != nil {

@@ -593,6 +593,7 @@ func TestDeploy(t *testing.T) {
 			w.Line(buildlog.Stdout, "built %s", "it")
 			_ = w.Close(ctx)
 			_, _ = e.pool.Exec(ctx, `UPDATE builds SET status = 'succeeded' WHERE id = $1`, build)
+			_, _ = e.pool.Exec(ctx, `UPDATE deployments SET status = 'stopped' WHERE project_id = $1 AND status = 'active'`, p.Id)
 			_, _ = e.pool.Exec(ctx, `UPDATE deployments SET status = 'active', active_at = now() WHERE id = $1`, dep)
 			_, _ = e.pool.Exec(ctx, `UPDATE projects SET active_deployment_id = $1 WHERE id = $2`, dep, p.Id)
 		}
@@ -640,6 +641,14 @@ func TestDeploy(t *testing.T) {
 	}
 	if got := archived(ds[0]); !slices.Equal(got, wantFiles) {
 		t.Errorf("archived %v, want %v", got, wantFiles)
+	}
+
+	// With --json it waits the same way, through the build's log stream
+	// unshown, and prints the live deployment alone.
+	code, out, errOut = e.run("deploy", "--json")
+	var live client.Deployment
+	if err := json.Unmarshal([]byte(out), &live); code != ExitOK || err != nil || live.Status != client.DeploymentStatusActive || strings.Contains(errOut, "built it") {
+		t.Fatalf("deploy --json: exit %d (%v)\nstdout: %q\nstderr: %s", code, err, out, errOut)
 	}
 
 	// Straight to S3 with a presigned form, from another directory.
