@@ -149,6 +149,11 @@ func finish(ctx context.Context, q *db.Queries, id uuid.UUID, status Status, rea
 	if err != nil {
 		return fmt.Errorf("finish build %s as %s: %w", id, status, err)
 	}
+	// The build's log ends with it: wake its followers (a deploy waiting
+	// on the stream goes on at once) rather than leave them to their
+	// poll. A wake-up that fails costs them that poll, never a line, and
+	// the build has ended all the same.
+	_ = q.BuildLogNotify(ctx, id.String())
 	return nil
 }
 

@@ -6,11 +6,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/zeitwork/zeitwork/internal/build"
+	"github.com/zeitwork/zeitwork/internal/buildlog"
 	"github.com/zeitwork/zeitwork/internal/db"
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
 	"github.com/zeitwork/zeitwork/internal/testdb"
+	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
 func newBuild(t *testing.T) (*build.Store, build.Build) {
@@ -128,5 +132,60 @@ func TestCancelDeploymentOnlyBeforeItIsBuilt(t *testing.T) {
 	}
 	if err := s.CancelDeployment(ctx, b.DeploymentID, "cancelled"); !errors.Is(err, build.ErrDeploymentMoved) {
 		t.Fatalf("second cancel = %v, want ErrDeploymentMoved", err)
+	}
+}
+
+// TestFinishWakesTheLogsFollowers: a build's end wakes whoever follows its
+// log, so that their stream (and a deploy waiting on it) ends with the
+// build; with a one-hour poll under the follower, nothing else would.
+func TestFinishWakesTheLogsFollowers(t *testing.T) {
+	pool := testdb.New(t)
+	s := build.NewStore(pool)
+	key := "uploads/a.tar.gz"
+	_, b, err := s.Create(context.Background(), db.DeploymentCreateParams{ID: id.New(), ProjectID: testdb.Project(t, pool), SourceType: "upload", SourceArchiveKey: &key, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := s.Claim(ctx, b.ID, "a", time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	lim := buildlog.DefaultLimits
+	lim.FlushInterval = 20 * time.Millisecond
+	w := buildlog.NewWriter(pool, b.ID, lim, zlog.Discard())
+	seen := make(chan string, 10)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- buildlog.Follow(ctx, pool, b.ID, uuid.Nil, time.Hour,
+			func(ctx context.Context) (bool, error) {
+				got, err := s.Get(ctx, b.ID)
+				return got.Status == build.StatusCancelled, err
+			},
+			func(l buildlog.Line) error { seen <- l.Text; return nil })
+	}()
+	// Each line seen before the next is written: the second can only come
+	// through a wake-up, so by then the follower listens.
+	for i := range 2 {
+		w.Line(buildlog.Stdout, "line %d", i)
+		select {
+		case <-seen:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the follower did not see line %d", i)
+		}
+	}
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Cancel(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("follow: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the follower did not end with the build")
 	}
 }
