@@ -349,7 +349,37 @@ func (b *bench) timedCLIDeploy(ctx context.Context) (serving, exit, active time.
 	}
 	serving = time.Since(start)
 	active, err = b.pushedToActive(ctx, `d.id = $1`, dep)
+	if err == nil {
+		b.timeline(ctx, start, dep)
+	}
 	return serving, exit, active, err
+}
+
+// timeline prints where a deployment's time went, from start (the
+// command's), to stderr.
+func (b *bench) timeline(ctx context.Context, start time.Time, dep uuid.UUID) {
+	var created, building, buildStarted, buildFinished, pushed, deploying, active *time.Time
+	err := b.p.pool.QueryRow(ctx, `SELECT d.created_at, d.building_at, bu.started_at, bu.finished_at, i.created_at, d.deploying_at, d.active_at
+		FROM deployments d JOIN builds bu ON bu.deployment_id = d.id LEFT JOIN images i ON i.id = d.image_id WHERE d.id = $1`, dep).
+		Scan(&created, &building, &buildStarted, &buildFinished, &pushed, &deploying, &active)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench/deploy: timeline of %s: %v\n", dep, err)
+		return
+	}
+	var parts []string
+	last := start
+	for _, p := range []struct {
+		name string
+		at   *time.Time
+	}{{"created", created}, {"building", building}, {"build started", buildStarted}, {"build finished", buildFinished},
+		{"image pushed", pushed}, {"deploying", deploying}, {"active", active}} {
+		if p.at == nil {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s +%d ms", p.name, p.at.Sub(last).Milliseconds()))
+		last = *p.at
+	}
+	fmt.Fprintf(os.Stderr, "bench/deploy: zeitwork deploy: %s\n", strings.Join(parts, ", "))
 }
 
 // buildctl builds the reference directory alone and pushes it, with the
