@@ -138,15 +138,14 @@ func (r *Runtime) remapLayer(ctx context.Context, cs content.Store, sn snapshots
 	})
 	if err == nil {
 		err = sn.Commit(ctx, l.name, making)
-		if errdefs.IsAlreadyExists(err) {
-			err = nil
-		}
 	}
 	if err != nil {
 		if rerr := sn.Remove(context.WithoutCancel(ctx), making); rerr != nil && !errdefs.IsNotFound(rerr) {
 			r.log.WarnContext(ctx, "remove a half-made re-owned layer", "snapshot", making, "error", rerr)
 		}
-		return err
+		if !errdefs.IsAlreadyExists(err) { // another process committed it first
+			return err
+		}
 	}
 	return remapAnchor(ctx, sn, snName, l)
 }
