@@ -28,7 +28,8 @@ TEMPLATES="$REPO_ROOT/deploy/dev"
 # busybox-static: a static shell for base images that tests build locally (no registry reachable).
 # openssh-server: a real sshd for the bootstrap SSH tests (run in inetd mode, never as a service).
 # chromium: the headless browser the dashboard's browser test (test/web) drives.
-APT_PACKAGES=(postgresql containerd runc nftables iproute2 curl ca-certificates busybox-static nginx-light wrk nghttp2-client openssh-server chromium pgbackrest)
+# isal: igzip, which the node agent's containerd client unpacks image layers with (3.5x Go's gzip).
+APT_PACKAGES=(postgresql containerd runc nftables iproute2 isal curl ca-certificates busybox-static nginx-light wrk nghttp2-client openssh-server chromium pgbackrest)
 
 # ---- fixed local endpoints: one file, read by internal/devenv as well ----
 # shellcheck source=../deploy/dev/deps.env

@@ -26,7 +26,7 @@ INCLUDE=systemd,systemd-sysv,dbus,openssh-server,netbase,iproute2,iputils-ping,c
 
 # bootstrap's apt packages on Debian, every role (internal/bootstrap/distro.go; a test holds the
 # two together).
-DEBS="ca-certificates curl containerd runc nftables iproute2 netbase containernetworking-plugins"
+DEBS="ca-certificates curl containerd runc nftables iproute2 netbase isal containernetworking-plugins"
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="$(realpath -m "${ZEITWORK_CACHE:-${HOME:-/root}/.cache/zeitwork}")"

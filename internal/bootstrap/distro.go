@@ -10,8 +10,11 @@ type Distro struct {
 	// Base is installed on every node.
 	Base []string
 	// Worker is what a worker needs besides Base: containerd and runc from
-	// the distribution, nftables and iproute2 for instance networking, and
-	// netbase: nft reads /etc/protocols, which minimal images lack.
+	// the distribution, nftables and iproute2 for instance networking,
+	// netbase: nft reads /etc/protocols, which minimal images lack, and
+	// isal: its igzip decompresses image layers ~3.5 times as fast as Go's
+	// gzip, and the agent's containerd client uses it when it is on PATH
+	// to unpack every layer it re-owns for user namespaces.
 	Worker []string
 	// Builder is what a build host needs besides Base: runc for
 	// buildkitd's worker, the CNI plugins and nftables for its RUN steps'
@@ -28,7 +31,7 @@ func DistroOf(os OS) Distro {
 	d := Distro{
 		OS:      os,
 		Base:    []string{"ca-certificates", "curl"},
-		Worker:  []string{"containerd", "runc", "nftables", "iproute2", "netbase"},
+		Worker:  []string{"containerd", "runc", "nftables", "iproute2", "netbase", "isal"},
 		Builder: []string{"runc", "nftables", "containernetworking-plugins"},
 	}
 	// tar needs them to unpack Kata's release (.tar.zst; .tar.xz before 3.3).

@@ -58,10 +58,14 @@ func (r *Runtime) Create(ctx context.Context, s Spec) (err error) {
 		return fmt.Errorf("create %s: %w", id, ErrExists)
 	}
 	// Pulled for another snapshotter (the node's configuration changed)?
-	// Unpack here rather than fail: the content is local already.
-	if ok, err := img.IsUnpacked(ctx, r.cfg.Snapshotter); err == nil && !ok {
-		if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
-			return fmt.Errorf("create %s: unpack %s: %w", id, s.Image, err)
+	// Unpack here rather than fail: the content is local already. With
+	// user namespaces nothing is unpacked as the node's root: create
+	// re-owns the layers that are not yet (see remap.go).
+	if !r.userNS {
+		if ok, err := img.IsUnpacked(ctx, r.cfg.Snapshotter); err == nil && !ok {
+			if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
+				return fmt.Errorf("create %s: unpack %s: %w", id, s.Image, err)
+			}
 		}
 	}
 

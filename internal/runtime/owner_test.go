@@ -37,6 +37,10 @@ func TestForeignContainersAreNeverTouched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Unpacked as it is: the Runtime pulled it into re-owned layers only.
+	if err := img.Unpack(ctx, "overlayfs"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.raw.NewContainer(ctx, unlabelled.String(),
 		client.WithNewSnapshot(unlabelled.String(), img),
 		client.WithContainerLabels(map[string]string{"dev.zeitwork.instance": unlabelled.String()}),

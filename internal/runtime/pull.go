@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	remoteerrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 )
@@ -36,9 +37,10 @@ func (a Auth) String() string { return "[redacted]" }
 func (a Auth) LogValue() slog.Value { return slog.StringValue("[redacted]") }
 
 // Pull fetches ref through containerd and unpacks it for the configured
-// snapshotter, so Create can use it. Pulling an image that is already
-// there only checks the registry for the manifest, and not even that when
-// ref names it by digest. auth may be nil.
+// snapshotter, so Create can use it: with user namespaces, into re-owned
+// layers only (see remap.go). Pulling an image that is already there only
+// checks the registry for the manifest, and not even that when ref names
+// it by digest. auth may be nil.
 func (r *Runtime) Pull(ctx context.Context, ref string, auth *Auth) error {
 	ctx = r.ns(ctx)
 	named, err := reference.ParseDockerRef(ref)
@@ -51,14 +53,22 @@ func (r *Runtime) Pull(ctx context.Context, ref string, auth *Auth) error {
 		// every instance's start.
 		return nil
 	}
-	host := reference.Domain(named)
-	_, err = r.client.Pull(ctx, ref,
-		client.WithPullUnpack,
+	opts := []client.RemoteOpt{
 		client.WithPullSnapshotter(r.cfg.Snapshotter),
-		client.WithResolver(r.resolver(host, auth)),
-	)
+		client.WithResolver(r.resolver(reference.Domain(named), auth)),
+	}
+	h := r.hardening()
+	if !h.userNS {
+		opts = append(opts, client.WithPullUnpack)
+	}
+	img, err := r.client.Pull(ctx, ref, opts...)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", ref, classifyPullError(err))
+	}
+	if h.userNS {
+		if _, err := r.remapImage(ctx, img, r.snapshotter(), h.uidBase); err != nil {
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
 	}
 	return nil
 }
@@ -69,8 +79,20 @@ func (r *Runtime) unpacked(ctx context.Context, ref string) bool {
 	if err != nil {
 		return false
 	}
+	if h := r.hardening(); h.userNS {
+		return r.remapped(ctx, img, r.snapshotter(), h.uidBase)
+	}
 	ok, err := img.IsUnpacked(ctx, r.cfg.Snapshotter)
 	return err == nil && ok
+}
+
+// snapshotter is the name of the snapshotter instances' filesystems are
+// made by.
+func (r *Runtime) snapshotter() string {
+	if r.cfg.Snapshotter == "" {
+		return defaults.DefaultSnapshotter
+	}
+	return r.cfg.Snapshotter
 }
 
 // resolver speaks HTTPS to every registry but the configured plain-HTTP

@@ -25,18 +25,30 @@ import (
 // reowned lists the re-owned layer snapshots of the test's namespace.
 func (e *env) reowned(t *testing.T) []string {
 	t.Helper()
-	var names []string
+	reowned, _ := e.committed(t)
+	return reowned
+}
+
+// committed lists the committed snapshots of the test's namespace: the
+// re-owned layers, and the others (the image's layers unpacked as they
+// are).
+func (e *env) committed(t *testing.T) (reowned, others []string) {
+	t.Helper()
 	err := e.raw.SnapshotService("overlayfs").Walk(e.nsCtx(), func(_ context.Context, info snapshots.Info) error {
-		if info.Kind == snapshots.KindCommitted && strings.HasPrefix(info.Name, "zeitwork/userns-") {
-			names = append(names, info.Name)
+		switch {
+		case info.Kind != snapshots.KindCommitted:
+		case strings.HasPrefix(info.Name, "zeitwork/userns-"):
+			reowned = append(reowned, info.Name)
+		default:
+			others = append(others, info.Name)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sort.Strings(names)
-	return names
+	sort.Strings(reowned)
+	return reowned, others
 }
 
 func (e *env) nsCtx() context.Context {
@@ -193,12 +205,22 @@ RUN ["/bin/busybox", "sh", "-c", "rm /gone.txt && rm -rf /dir && mkdir /dir && e
 // its user namespace, are the image's as the image says (owners other
 // than root, deleted files and replaced directories of lower layers, a
 // setuid bit, a hard link), and an image built on another re-owns only
-// the layers it adds: the shared ones are the first image's. Each image
+// the layers it adds: the shared ones are the first image's. The pull
+// re-owns them and writes no other copy of the image's files. Each image
 // keeps its layers until it goes.
 func TestImagesShareTheirReownedLayers(t *testing.T) {
 	e := newEnv(t)
 	r := e.runtime(t, func(c *runtime.Config) { c.UserNS = runtime.UserNSOn })
 	base, next := layeredImages(t, e)
+
+	// The pull re-owns the layers, and unpacks nothing as they are.
+	if err := r.Pull(ctxFor(t, time.Minute), base, nil); err != nil {
+		t.Fatal(err)
+	}
+	baseLayers := e.layers(t, base)
+	if reowned, others := e.committed(t); len(reowned) != baseLayers || len(others) > 0 {
+		t.Fatalf("after a pull of a %d-layer image: re-owned layers %v, others %v; want %d and none", baseLayers, reowned, others, baseLayers)
+	}
 
 	s := e.spec(t, nil)
 	s.Image = base
@@ -217,7 +239,6 @@ func TestImagesShareTheirReownedLayers(t *testing.T) {
 			t.Errorf("%s in the instance: %q, want %q", cmd, got, want)
 		}
 	}
-	baseLayers := e.layers(t, base)
 	if got := e.reowned(t); len(got) != baseLayers {
 		t.Fatalf("%d re-owned layers for a %d-layer image: %v", len(got), baseLayers, got)
 	}
@@ -253,5 +274,33 @@ func TestImagesShareTheirReownedLayers(t *testing.T) {
 	}
 	if got := e.reowned(t); len(got) != 0 {
 		t.Fatalf("re-owned layers after both images went: %v", got)
+	}
+}
+
+// TestUserNSTurnedOffUnpacksAPulledImage: an image pulled with user
+// namespaces has only re-owned layers; a node whose user namespaces are
+// turned off after the pull unpacks it at its create rather than fail.
+func TestUserNSTurnedOffUnpacksAPulledImage(t *testing.T) {
+	e := newEnv(t)
+	on := e.runtime(t, func(c *runtime.Config) { c.UserNS = runtime.UserNSOn })
+	if err := on.Pull(ctxFor(t, time.Minute), e.image, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, others := e.committed(t); len(others) > 0 {
+		t.Fatalf("snapshots other than re-owned layers after a pull with user namespaces: %v", others)
+	}
+
+	off := e.runtime(t, func(c *runtime.Config) { c.UserNS = runtime.UserNSOff })
+	s := e.spec(t, nil)
+	ctx := ctxFor(t, time.Minute)
+	if err := off.Create(ctx, s); err != nil {
+		t.Fatalf("create without user namespaces from an image pulled with them: %v", err)
+	}
+	if err := off.Start(ctx, s.InstanceID); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, url(s, "/"))
+	if _, others := e.committed(t); len(others) != e.layers(t, e.image) {
+		t.Fatalf("the image's own layers after a create without user namespaces: %v", others)
 	}
 }
