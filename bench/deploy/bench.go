@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,8 +46,7 @@ type bench struct {
 	upSlug  string // its project
 	refDir  string // what buildctl builds for the reference
 	refRepo string
-	rt      *runtime.Runtime
-	rtNS    string
+	rts     []*runtime.Runtime // the reference's "nodes": one runtime and containerd namespace each
 	cliEnv  []string
 	pulled  []string // the reference's images, removed at the end
 }
@@ -117,13 +117,15 @@ func newBench(ctx context.Context, p *platform, work string) (*bench, error) {
 	if _, _, err := b.cliDeploy(ctx); err != nil {
 		return nil, fmt.Errorf("first zeitwork deploy: %w", err)
 	}
-	b.rtNS = p.prefix + "-ref"
-	rt, err := runtime.New(ctx, runtime.Config{Address: p.o.containerd, Namespace: b.rtNS, Owner: "bench-deploy", LogDir: filepath.Join(work, "ref-logs"),
-		PlainHTTPRegistries: []string{p.o.registry}})
-	if err != nil {
-		return nil, err
+	for i := range p.o.nodes {
+		rt, err := runtime.New(ctx, runtime.Config{Address: p.o.containerd, Namespace: fmt.Sprintf("%s-ref-%d", p.prefix, i+1), Owner: "bench-deploy",
+			LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{p.o.registry}})
+		if err != nil {
+			b.close()
+			return nil, err
+		}
+		b.rts = append(b.rts, rt)
 	}
-	b.rt = rt
 	// Untimed: the reference's first build and start, as the platform's.
 	if _, err := b.buildctl(ctx, "warm-up"); err != nil {
 		return nil, err
@@ -135,13 +137,14 @@ func newBench(ctx context.Context, p *platform, work string) (*bench, error) {
 }
 
 func (b *bench) close() {
-	if b.rt != nil {
+	for i, rt := range b.rts {
 		for _, ref := range b.pulled {
-			_ = b.rt.RemoveImage(context.Background(), ref)
+			_ = rt.RemoveImage(context.Background(), ref)
 		}
-		_ = b.rt.Close()
-		if err := removeNamespace(b.p.o.containerd, b.rtNS); err != nil {
-			fmt.Fprintf(os.Stderr, "bench/deploy: containerd namespace %s: %v\n", b.rtNS, err)
+		_ = rt.Close()
+		ns := fmt.Sprintf("%s-ref-%d", b.p.prefix, i+1)
+		if err := removeNamespace(b.p.o.containerd, ns); err != nil {
+			fmt.Fprintf(os.Stderr, "bench/deploy: containerd namespace %s: %v\n", ns, err)
 		}
 	}
 }
@@ -404,6 +407,32 @@ func (b *bench) buildctl(ctx context.Context, tag string) (time.Duration, error)
 // runtimeAlone is containerd + runc with nothing of the platform around
 // them: pull, create, start, and the first answer on the host's network.
 func (b *bench) runtimeAlone(ctx context.Context, ref string) (time.Duration, error) {
+	b.pulled = append(b.pulled, ref)
+	start := time.Now()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		took  time.Duration
+		first error
+	)
+	for _, rt := range b.rts {
+		wg.Go(func() {
+			d, err := startOne(ctx, rt, ref, start)
+			mu.Lock()
+			defer mu.Unlock()
+			took = max(took, d)
+			if first == nil {
+				first = err
+			}
+		})
+	}
+	wg.Wait()
+	return took, first
+}
+
+// startOne pulls ref and starts an instance of it on rt as a node's agent
+// would, and returns the time from start to its first answer.
+func startOne(ctx context.Context, rt *runtime.Runtime, ref string, start time.Time) (time.Duration, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -411,16 +440,14 @@ func (b *bench) runtimeAlone(ctx context.Context, ref string) (time.Duration, er
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	iid := id.New()
-	start := time.Now()
-	if err := b.rt.Pull(ctx, ref, nil); err != nil {
+	if err := rt.Pull(ctx, ref, nil); err != nil {
 		return 0, err
 	}
-	b.pulled = append(b.pulled, ref)
-	if err := b.rt.Create(ctx, runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 64, CPUMillis: 100}); err != nil {
+	if err := rt.Create(ctx, runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 64, CPUMillis: 100}); err != nil {
 		return 0, err
 	}
-	defer b.rt.Stop(context.WithoutCancel(ctx), iid, time.Second) //nolint:errcheck
-	if err := b.rt.Start(ctx, iid); err != nil {
+	defer rt.Stop(context.WithoutCancel(ctx), iid, time.Second) //nolint:errcheck
+	if err := rt.Start(ctx, iid); err != nil {
 		return 0, err
 	}
 	c := &http.Client{Timeout: time.Second}

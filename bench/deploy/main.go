@@ -13,15 +13,18 @@
 //     its cache). Warm: only the page changes (the dependency step is
 //     cached). Reference: buildctl building the same directory alone (same
 //     buildkitd, same registry cache options as the builder) plus the
-//     runtime alone (containerd pull + start + first answer, one instance).
+//     runtime alone (containerd pull + start + first answer of an instance
+//     per node, on a containerd namespace each, at once, as the nodes).
 //   - `zeitwork deploy` of an unchanged directory → serving: the CLI
 //     process from start to its exit (it exits once the deployment is
 //     active) and until the edge answers at the deployment's own host.
 //     Reference: the build alone (buildctl on the same unchanged
-//     directory).
+//     directory) plus the runtime alone: the deployment starts new
+//     instances of the same image.
 //   - image pushed → deployment active: from the builder's image row to
 //     the deployment's active_at, three instances on three nodes, for each
-//     deployment above. Reference: the runtime alone with the same image.
+//     deployment above. Reference: the runtime alone with the same image,
+//     an instance per node at once.
 //
 // Task pickup is bench/pickup. Run it with bench/deploy/run.sh (root).
 package main
@@ -168,14 +171,18 @@ func report(o options, ss []sample) {
 	row := func(name string, f, ref func(sample) time.Duration, what string) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", name, three(ss, f), three(ss, ref), what, ratio(ss, f, ref))
 	}
-	row("webhook received → serving, cold build cache", func(s sample) time.Duration { return s.hookCold.serving }, refCold, "buildctl alone + runtime alone (1 instance)")
-	row("webhook received → serving, warm build cache", func(s sample) time.Duration { return s.hookWarm.serving }, refWarm, "buildctl alone + runtime alone (1 instance)")
-	row("`zeitwork deploy` unchanged dir → serving", func(s sample) time.Duration { return s.cliDeploy }, func(s sample) time.Duration { return s.refBuildSame }, "buildctl alone, no change")
-	row("`zeitwork deploy` unchanged dir → CLI exits (active)", func(s sample) time.Duration { return s.cliDeployExit }, func(s sample) time.Duration { return s.refBuildSame }, "buildctl alone, no change")
+	row("webhook received → serving, cold build cache", func(s sample) time.Duration { return s.hookCold.serving }, refCold, fmt.Sprintf("buildctl alone + runtime alone (%d instances, a namespace each, at once)", o.nodes))
+	row("webhook received → serving, warm build cache", func(s sample) time.Duration { return s.hookWarm.serving }, refWarm, fmt.Sprintf("buildctl alone + runtime alone (%d instances, a namespace each, at once)", o.nodes))
+	// A deploy of the same image is still a deployment of its own: new
+	// instances start, as after any other build.
+	refSame := func(s sample) time.Duration { return s.refBuildSame + s.refRuntime }
+	sameIs := fmt.Sprintf("buildctl alone, no change + runtime alone (%d instances at once)", o.nodes)
+	row("`zeitwork deploy` unchanged dir → serving", func(s sample) time.Duration { return s.cliDeploy }, refSame, sameIs)
+	row("`zeitwork deploy` unchanged dir → CLI exits (active)", func(s sample) time.Duration { return s.cliDeployExit }, refSame, sameIs)
 	row(fmt.Sprintf("image pushed → deployment active (%d instances), median of the run's deploys", o.nodes), func(s sample) time.Duration {
 		d := slices.Clone(s.pushedToActive)
 		slices.Sort(d)
 		return d[len(d)/2]
-	}, func(s sample) time.Duration { return s.refRuntime }, "runtime alone: pull + start + first answer")
+	}, func(s sample) time.Duration { return s.refRuntime }, fmt.Sprintf("runtime alone, %d instances at once: pull + start + first answer", o.nodes))
 	fmt.Print(b.String())
 }
