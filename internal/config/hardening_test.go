@@ -17,10 +17,12 @@ func TestNodeAgentHardeningSettings(t *testing.T) {
 	}
 	if cfg.InstancePidsLimit != 512 || cfg.InstanceTmpSizeMB != 64 || cfg.InstanceUserNS != "auto" || cfg.InstanceUserNSBase != 1<<30 ||
 		cfg.InstanceLogMaxSize != 10<<20 || cfg.PullStallTimeout != 30*time.Second || cfg.PullTimeout != 10*time.Minute ||
-		cfg.ImageGCInterval != 10*time.Minute || cfg.ImageGCGrace != time.Hour {
+		cfg.ImageGCInterval != 10*time.Minute || cfg.ImageGCGrace != time.Hour ||
+		cfg.InstanceStartBoost != 10*time.Second || cfg.InstanceStartBoostCPUMillis != 1000 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	for v, bad := range map[string]string{"INSTANCE_USERNS": "maybe", "INSTANCE_PIDS_LIMIT": "3", "PULL_TIMEOUT": "0s", "PULL_STALL_TIMEOUT": "-1s"} {
+	for v, bad := range map[string]string{"INSTANCE_USERNS": "maybe", "INSTANCE_PIDS_LIMIT": "3", "PULL_TIMEOUT": "0s", "PULL_STALL_TIMEOUT": "-1s",
+		"INSTANCE_START_BOOST": "-1s", "INSTANCE_START_BOOST_CPU_MILLIS": "5"} {
 		vars := map[string]string{v: bad}
 		for k, x := range base {
 			vars[k] = x

@@ -150,14 +150,19 @@ type NodeAgent struct {
 	// InstanceDiskLimitMB bounds what an instance writes to its own
 	// filesystem; over it the instance is killed and fails, and the
 	// operator replaces it (a new instance, a fresh layer). 0: no bound.
-	InstanceDiskLimitMB int64         `env:"INSTANCE_DISK_LIMIT_MB" envDefault:"1024"`
-	InstanceUserNS      string        `env:"INSTANCE_USERNS" envDefault:"auto"` // auto, on, off
-	InstanceUserNSBase  uint32        `env:"INSTANCE_USERNS_BASE" envDefault:"1073741824"`
-	InstanceLogMaxSize  int64         `env:"INSTANCE_LOG_MAX_BYTES" envDefault:"10485760"`
-	PullStallTimeout    time.Duration `env:"PULL_STALL_TIMEOUT" envDefault:"30s"`
-	PullTimeout         time.Duration `env:"PULL_TIMEOUT" envDefault:"10m"`
-	ImageGCInterval     time.Duration `env:"IMAGE_GC_INTERVAL" envDefault:"10m"` // 0: never
-	ImageGCGrace        time.Duration `env:"IMAGE_GC_GRACE" envDefault:"1h"`
+	InstanceDiskLimitMB int64  `env:"INSTANCE_DISK_LIMIT_MB" envDefault:"1024"`
+	InstanceUserNS      string `env:"INSTANCE_USERNS" envDefault:"auto"` // auto, on, off
+	InstanceUserNSBase  uint32 `env:"INSTANCE_USERNS_BASE" envDefault:"1073741824"`
+	InstanceLogMaxSize  int64  `env:"INSTANCE_LOG_MAX_BYTES" envDefault:"10485760"`
+	// InstanceStartBoost is how long after each start an instance may use
+	// up to InstanceStartBoostCPUMillis instead of its own CPU limit (its
+	// start is mostly CPU). 0: no boost.
+	InstanceStartBoost          time.Duration `env:"INSTANCE_START_BOOST" envDefault:"10s"`
+	InstanceStartBoostCPUMillis int           `env:"INSTANCE_START_BOOST_CPU_MILLIS" envDefault:"1000"`
+	PullStallTimeout            time.Duration `env:"PULL_STALL_TIMEOUT" envDefault:"30s"`
+	PullTimeout                 time.Duration `env:"PULL_TIMEOUT" envDefault:"10m"`
+	ImageGCInterval             time.Duration `env:"IMAGE_GC_INTERVAL" envDefault:"10m"` // 0: never
+	ImageGCGrace                time.Duration `env:"IMAGE_GC_GRACE" envDefault:"1h"`
 	// Registry is where instances' images are pulled from.
 	Registry Registry
 	// OperatorURLs are the operators' management APIs (http://host:port
@@ -194,6 +199,12 @@ func (n NodeAgent) validate() []Problem {
 	}
 	if n.InstanceDiskLimitMB < 0 {
 		return []Problem{{"INSTANCE_DISK_LIMIT_MB", "must be 0 (no bound) or more"}}
+	}
+	if n.InstanceStartBoost < 0 {
+		return []Problem{{"INSTANCE_START_BOOST", "must be 0 (no boost) or more"}}
+	}
+	if n.InstanceStartBoostCPUMillis < 10 {
+		return []Problem{{"INSTANCE_START_BOOST_CPU_MILLIS", fmt.Sprintf("%d is below 10", n.InstanceStartBoostCPUMillis)}}
 	}
 	if n.InstancePidsLimit < 16 {
 		return []Problem{{"INSTANCE_PIDS_LIMIT", fmt.Sprintf("%d is below 16", n.InstancePidsLimit)}}

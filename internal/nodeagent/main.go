@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/network"
@@ -85,6 +86,7 @@ func Main(ctx context.Context, cfg config.NodeAgent, pool *pgxpool.Pool, version
 		PlainHTTPRegistries: cfg.Registry.PlainHTTP(), Logger: zlog.Component(log, "runtime"),
 		PidsLimit: cfg.InstancePidsLimit, TmpSizeMB: cfg.InstanceTmpSizeMB, DiskLimitMB: cfg.InstanceDiskLimitMB, UserNS: cfg.InstanceUserNS,
 		UserNSBase: cfg.InstanceUserNSBase, LogMaxBytes: cfg.InstanceLogMaxSize, PullStallTimeout: cfg.PullStallTimeout,
+		StartBoost: lo.Ternary(cfg.InstanceStartBoost > 0, cfg.InstanceStartBoost, -1), StartBoostCPUMillis: cfg.InstanceStartBoostCPUMillis,
 	})
 	if err != nil {
 		return err

@@ -40,6 +40,7 @@ type hardening struct {
 	tmpBytes  int64
 	userNS    bool
 	uidBase   uint32 // host uid (and gid) of the instance's root, with userNS
+	boostCPU  int    // CPU millis of the start boost, 0 for none (boost.go)
 }
 
 func (r *Runtime) hardening() hardening {
@@ -48,6 +49,7 @@ func (r *Runtime) hardening() hardening {
 		tmpBytes:  int64(r.cfg.TmpSizeMB) << 20,
 		userNS:    r.userNS,
 		uidBase:   r.cfg.UserNSBase,
+		boostCPU:  r.boostCPU(),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/google/uuid"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
@@ -110,11 +111,11 @@ func (r *Runtime) create(ctx context.Context, s Spec, img client.Image) (err err
 		client.WithSnapshotter(r.cfg.Snapshotter),
 		snapshot,
 		client.WithRuntime(r.cfg.RuntimeHandler, runtimeOpts),
-		client.WithContainerLabels(map[string]string{
+		client.WithContainerLabels(lo.Assign(map[string]string{
 			labelInstance: id,
 			labelOwner:    r.cfg.Owner,
 			labelSpecHash: s.Hash(),
-		}),
+		}, h.boostLabels(s))),
 		client.WithImageStopSignal(img, "SIGTERM"),
 		client.WithNewSpec(s.specOpts(img, h)...),
 	)
@@ -192,7 +193,12 @@ func (r *Runtime) Start(ctx context.Context, id uuid.UUID) error {
 		}
 		return fmt.Errorf("start %s: %w", id, err)
 	}
-	if _, err := ctr.SetLabels(ctx, map[string]string{labelStartedAt: time.Now().UTC().Format(time.RFC3339Nano)}); err != nil {
+	now := time.Now()
+	labels := map[string]string{labelStartedAt: now.UTC().Format(time.RFC3339Nano)}
+	if info, err := ctr.Info(ctx, client.WithoutRefreshedMetadata); err == nil {
+		labels = lo.Assign(labels, r.boostStartLabels(info, now))
+	}
+	if _, err := ctr.SetLabels(ctx, labels); err != nil {
 		r.log.WarnContext(ctx, "record start time", "instance_id", id, "error", err)
 	}
 	r.log.InfoContext(ctx, "instance started", "instance_id", id, "pid", task.Pid())

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -117,6 +118,14 @@ type Config struct {
 	// instance shares it, so that an image is remapped once, not once per
 	// instance). Nothing else on the node may use them. Default 1<<30.
 	UserNSBase uint32
+	// StartBoost is how long after each start an instance may use up to
+	// StartBoostCPUMillis rather than its Spec's CPUMillis (see boost.go):
+	// its start is mostly CPU, and its limit is for serving. Default 10s;
+	// negative: no boost. Never with Kata.
+	StartBoost time.Duration
+	// StartBoostCPUMillis is the CPU limit while the start boost lasts; an
+	// instance allowed more keeps its own. Default 1000 (a core).
+	StartBoostCPUMillis int
 	// PullStallTimeout is how long a pull may go without a byte from the
 	// registry (connecting, waiting for an answer, mid-download) before it
 	// fails with ErrRegistryStalled. Default 30s.
@@ -151,6 +160,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PullStallTimeout == 0 {
 		c.PullStallTimeout = 30 * time.Second
+	}
+	if c.StartBoost == 0 {
+		c.StartBoost = 10 * time.Second
+	}
+	if c.StartBoostCPUMillis == 0 {
+		c.StartBoostCPUMillis = 1000
 	}
 	if c.LogWriter == "" {
 		if exe, err := logwriter.Executable(); err == nil {
@@ -205,6 +220,9 @@ func (c *Config) validate() error {
 	if c.LogCheckInterval < 0 || c.LogRetention < 0 {
 		errs = append(errs, invalidField("LogCheckInterval, LogRetention", "must not be negative"))
 	}
+	if c.StartBoostCPUMillis < 10 {
+		errs = append(errs, invalidField("StartBoostCPUMillis", fmt.Sprintf("%d is below 10", c.StartBoostCPUMillis)))
+	}
 	if c.PidsLimit < 16 {
 		errs = append(errs, invalidField("PidsLimit", fmt.Sprintf("%d is below 16", c.PidsLimit)))
 	}
@@ -254,6 +272,8 @@ type Runtime struct {
 	http   *http.Client // for registries
 
 	remapMu sync.Map // re-owned layer snapshot name → *sync.Mutex: one create makes it at a time
+
+	boosts atomic.Int64 // starts with a boost since a look found none due (boost.go)
 
 	imagesMu  sync.Mutex
 	imageUsed map[string]time.Time // image name → last seen in use, by PruneImages
@@ -310,9 +330,11 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 
 	bg, stop := context.WithCancel(context.WithoutCancel(r.ns(ctx)))
 	r.stop = stop
-	r.done.Add(2)
+	r.boosts.Store(1) // a previous Runtime may have left boosts to lower
+	r.done.Add(3)
 	go func() { defer r.done.Done(); r.rotateLoop(bg) }()
 	go func() { defer r.done.Done(); r.watchOOM(bg) }()
+	go func() { defer r.done.Done(); r.boostLoop(bg) }()
 	return r, nil
 }
 

@@ -200,7 +200,9 @@ func TestDefaultNetworkIsIsolated(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	e := newEnv(t)
-	r := e.runtime(t)
+	// The limits as the Spec sets them from the start: TestStartBoost
+	// has them after a boost.
+	r := e.runtime(t, func(c *runtime.Config) { c.StartBoost = -1 })
 	s := e.spec(t, nil)
 	s.CPUMillis, s.CPURequestMillis, s.MemoryMB = 100, 25, 48
 	s.ResolvConf = filepath.Join(t.TempDir(), "resolv.conf")

@@ -154,7 +154,9 @@ func (s Spec) specOpts(img oci.Image, h hardening) []oci.SpecOpts {
 	}
 	opts = append(opts, h.specOpts(s.HostNetwork || s.NetNSPath != "")...)
 	if s.CPUMillis > 0 {
-		opts = append(opts, oci.WithCPUCFS(int64(s.CPUMillis)*cfsPeriod/1000, cfsPeriod))
+		// Boosted at first, then lowered to CPUMillis: see boost.go.
+		millis := max(s.CPUMillis, h.boostMillis(s))
+		opts = append(opts, oci.WithCPUCFS(int64(millis)*cfsPeriod/1000, cfsPeriod))
 	}
 	if s.CPURequestMillis > 0 {
 		opts = append(opts, oci.WithCPUShares(cpuShares(s.CPURequestMillis)))
