@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/samber/lo"
 
 	"github.com/zeitwork/zeitwork/internal/githubemu"
 	"github.com/zeitwork/zeitwork/internal/id"
@@ -119,7 +120,7 @@ func newBench(ctx context.Context, p *platform, work string) (*bench, error) {
 	}
 	for i := range p.o.nodes {
 		rt, err := runtime.New(ctx, runtime.Config{Address: p.o.containerd, Namespace: fmt.Sprintf("%s-ref-%d", p.prefix, i+1), Owner: "bench-deploy",
-			LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{p.o.registry}})
+			LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{p.o.registry}, StartBoost: lo.Ternary(p.o.boost, 0, -time.Second)})
 		if err != nil {
 			b.close()
 			return nil, err

@@ -49,6 +49,7 @@ type options struct {
 	containerd                   string
 	runs, nodes                  int
 	settle                       bool
+	boost                        bool
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 	flag.IntVar(&o.runs, "runs", 3, "runs of every measurement")
 	flag.IntVar(&o.nodes, "nodes", 3, "simulated nodes (the project runs one instance on each)")
 	flag.BoolVar(&o.settle, "settle", true, "before each timed deploy, wait until the replaced instances have stopped")
+	flag.BoolVar(&o.boost, "start-boost", true, "instances (the platform's and the reference's) start with the runtime's CPU boost (INSTANCE_START_BOOST)")
 	flag.Parse()
 	if o.zeitwork == "" || o.buildctl == "" {
 		fmt.Fprintln(os.Stderr, "bench/deploy: -zeitwork and -buildctl are required (use bench/deploy/run.sh)")
@@ -163,7 +165,7 @@ func secs(d time.Duration) string {
 
 func report(o options, ss []sample) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nDeploys: %d runs, %d simulated nodes, settle %v, min / median / max (ratio: median of platform ÷ reference)\n\n", len(ss), o.nodes, o.settle)
+	fmt.Fprintf(&b, "\nDeploys: %d runs, %d simulated nodes, settle %v, start boost %v, min / median / max (ratio: median of platform ÷ reference)\n\n", len(ss), o.nodes, o.settle, o.boost)
 	fmt.Fprintln(&b, "| path | platform | reference | reference is | ratio |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|")
 	refCold := func(s sample) time.Duration { return s.refBuildCold + s.refRuntime }

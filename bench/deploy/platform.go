@@ -73,6 +73,9 @@ func startPlatform(ctx context.Context, o options, dbURL, work string) (*platfor
 		// The replaced deployments leave the nodes quickly: each run deploys
 		// several times over.
 		"RETIRE_GRACE=1s")
+	if !o.boost {
+		p.dev.Env = append(p.dev.Env, "INSTANCE_START_BOOST=0")
+	}
 	p.dev.Stdout, p.dev.Stderr = log, log
 	if err := p.dev.Start(); err != nil {
 		return nil, err
