@@ -66,6 +66,15 @@ func main() {
 
 const nodes = 3
 
+// refBoost is the reference runtime's StartBoost: the agents' own
+// (INSTANCE_START_BOOST=0 in the environment turns it off for both).
+func refBoost() time.Duration {
+	if os.Getenv("INSTANCE_START_BOOST") == "0" {
+		return -time.Second
+	}
+	return 0
+}
+
 func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -144,7 +153,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 	}
 	deploys = deploys[:0]
 	defer benchnode.DeleteNamespace(ctrd, "zw-bench-ref-"+tag)
-	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}, StartBoost: refBoost()})
 	if err != nil {
 		return err
 	}
@@ -169,7 +178,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 	}
 	slices.Sort(ours)
 	slices.Sort(refs)
-	fmt.Printf("| %d deployments, 3 instances on 3 nodes, image cached | min | median | max |\n|---|---|---|---|\n", rounds)
+	fmt.Printf("| %d deployments, 3 instances on 3 nodes, image cached, start boost %v | min | median | max |\n|---|---|---|---|\n", rounds, refBoost() == 0)
 	fmt.Printf("| image pushed → deployment active (wakeups %v) | %s | %s | %s |\n", wake, benchnode.Ms(ours[0]), benchnode.Ms(ours[len(ours)/2]), benchnode.Ms(ours[len(ours)-1]))
 	fmt.Printf("| runtime alone: 3 containers created + started → all answer | %s | %s | %s |\n", benchnode.Ms(refs[0]), benchnode.Ms(refs[len(refs)/2]), benchnode.Ms(refs[len(refs)-1]))
 	fmt.Printf("| median ratio | | %.2f× | |\n\n", float64(ours[len(ours)/2])/float64(refs[len(refs)/2]))
@@ -200,7 +209,7 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 		hardNS := fmt.Sprintf("zw-bench-hard%d-%s", i, tag)
 		defer benchnode.DeleteNamespace(ctrd, hardNS)
 		rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: hardNS, Owner: "bench", LogDir: filepath.Join(work, "hard-logs"),
-			PlainHTTPRegistries: []string{reg}, UserNS: v.userNS, LogWriter: v.logWr})
+			PlainHTTPRegistries: []string{reg}, UserNS: v.userNS, LogWriter: v.logWr, StartBoost: refBoost()})
 		if err != nil {
 			return err
 		}
