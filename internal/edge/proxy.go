@@ -130,6 +130,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x.route, x.project = route, route.ProjectID.String()
+	// Without it, net/http closes the request body on the response's first
+	// write while the transport may still read it, and the connection to
+	// the app, with the response, is dropped (see nodeproxy's fullDuplex).
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), exchangeKey{}, x)))
 	if x.status == 0 {
 		x.status, x.took = http.StatusBadGateway, time.Since(x.start)

@@ -150,6 +150,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	r.Header.Del(HeaderToken)
 	r.Header.Del(HeaderInstance)
+	fullDuplex(w)
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), targetKey{}, target.Addr)))
 	return nil
 }
@@ -180,4 +181,17 @@ func upstreamError(err error) *httpapi.Error {
 		}
 		return &httpapi.Error{Status: http.StatusBadGateway, Code: "instance_error", Message: msg, Err: err}
 	}
+}
+
+// fullDuplex keeps the request body the proxy's own while the app's
+// response streams back. By default net/http's HTTP/1 server, on the
+// response's first write, reads what is left of the request body and
+// closes it, concurrently with the transport still reading it for the
+// app; the transport then sees its body closed, drops the connection to
+// the app, and the response the client is reading ends mid-way (an app
+// that flushes a first chunk and finishes later, once it has the whole
+// upload: TestStreamsResponsesAndRequestBodies, one run in some hundreds).
+// HTTP/2 is full duplex already and says so with an error, ignored.
+func fullDuplex(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).EnableFullDuplex()
 }
