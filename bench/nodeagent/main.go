@@ -100,7 +100,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 		return fmt.Errorf("reference: %w", err)
 	}
 	if referenceOnly {
-		fmt.Printf("runtime alone: cold %s warm %s, %d at once %s\n", refCold, refWarm, batch, refMany)
+		fmt.Printf("runtime alone: cold %s warm %s, %d at once %s, machine CPU per instance %s\n", refCold, refWarm, batch, refMany, refCPU)
 		return nil
 	}
 
@@ -148,16 +148,19 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 	if err != nil {
 		return fmt.Errorf("warm: %w", err)
 	}
+	cpu := benchnode.CPU()
 	many, err := timeHealthy(ctx, pool, node, dep, batch)
 	if err != nil {
 		return fmt.Errorf("batch: %w", err)
 	}
+	agentCPU := (benchnode.CPU() - cpu) / time.Duration(batch)
 	rssBusy := rss(agent.Process.Pid)
 
 	fmt.Printf("| measurement | node agent | runtime alone (reference) |\n|---|---|---|\n")
 	fmt.Printf("| assigned → healthy, image not on the node | %s | %s |\n", benchnode.Ms(cold), benchnode.Ms(refCold))
 	fmt.Printf("| assigned → healthy, image cached | %s | %s |\n", benchnode.Ms(warm), benchnode.Ms(refWarm))
 	fmt.Printf("| %d instances assigned at once → all healthy | %s (%.1f instances/s) | %s |\n", batch, benchnode.Ms(many), float64(batch)/many.Seconds(), benchnode.Ms(refMany))
+	fmt.Printf("| machine CPU time per instance in that batch (every process: containerd, shims, runc, agent, Postgres, this bench) | %s | %s |\n", benchnode.Ms(agentCPU), benchnode.Ms(refCPU))
 	fmt.Printf("| agent memory (RSS) at rest / with %d instances | %d MiB / %d MiB | — |\n", batch+2, rssRest>>10, rssBusy>>10)
 	return nil
 }
@@ -165,6 +168,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, batch int) error {
 var (
 	agentLog      *string
 	referenceOnly bool
+	refCPU        time.Duration // the runtime alone's batch, per instance
 )
 
 // phases is where the runtime alone's batch spends its time, per instance.
@@ -207,7 +211,12 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 		return 0, 0, 0, err
 	}
 	defer rt.Close()
-	once := func(port int) (time.Duration, error) {
+	// once starts an instance and times it up to its first answer; stop
+	// removes it. The batch stops its instances only after the slowest
+	// answered, as the agent's batch does: stops overlapping the starts
+	// would add their work to the floor.
+	var stops []uuid.UUID
+	once := func(port int, later bool) (time.Duration, error) {
 		start := time.Now()
 		iid := id.New()
 		spec := runtime.Spec{InstanceID: iid, Image: ref, Port: port, HostNetwork: true, MemoryMB: 64, CPUMillis: 100} // as the agent's instances
@@ -218,7 +227,13 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 			return 0, err
 		}
 		created := time.Now()
-		defer rt.Stop(context.Background(), iid, time.Second) //nolint:errcheck
+		if later {
+			phases.Lock()
+			stops = append(stops, iid)
+			phases.Unlock()
+		} else {
+			defer rt.Stop(context.Background(), iid, time.Second) //nolint:errcheck
+		}
 		if err := rt.Start(ctx, iid); err != nil {
 			return 0, err
 		}
@@ -242,10 +257,10 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 		logs, _ := os.ReadFile(filepath.Join(work, "ref-logs", ns, iid.String()+".log"))
 		return 0, fmt.Errorf("port %d never answered: %+v; log: %s", port, st, logs)
 	}
-	if cold, err = once(benchnode.FreePort()); err != nil {
+	if cold, err = once(benchnode.FreePort(), false); err != nil {
 		return 0, 0, 0, err
 	}
-	if warm, err = once(benchnode.FreePort()); err != nil {
+	if warm, err = once(benchnode.FreePort(), false); err != nil {
 		return 0, 0, 0, err
 	}
 	phases.create, phases.start, phases.answer = nil, nil, nil
@@ -261,9 +276,10 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 	for i := range ports {
 		ports[i] = benchnode.FreePort()
 	}
+	cpu := benchnode.CPU()
 	for i := range batch {
 		wg.Go(func() {
-			d, err := once(ports[i])
+			d, err := once(ports[i], true)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -271,6 +287,11 @@ func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch i
 			}
 			many = max(many, d)
 		})
+	}
+	wg.Wait()
+	refCPU = (benchnode.CPU() - cpu) / time.Duration(batch)
+	for _, iid := range stops {
+		wg.Go(func() { rt.Stop(context.Background(), iid, time.Second) }) //nolint:errcheck
 	}
 	wg.Wait()
 	phases.Lock()
@@ -324,15 +345,25 @@ func timeHealthy(ctx context.Context, pool *pgxpool.Pool, on node.Node, dep uuid
 		}
 		ids = append(ids, in.ID)
 	}
+	want := map[uuid.UUID]bool{}
+	for _, iid := range ids {
+		want[iid] = true
+	}
+	// One query a look, for the whole batch: a query per instance every
+	// 5 ms was a tenth of the machine's CPU during the batch, taken from
+	// the agent it measures.
 	for time.Since(start) < 5*time.Minute {
+		all, err := instances.List(ctx, instance.Filter{DeploymentID: &dep, Limit: n + 10})
+		if err != nil {
+			return 0, err
+		}
 		healthy := 0
-		for _, iid := range ids {
-			in, err := instances.Get(ctx, iid)
-			if err != nil {
-				return 0, err
+		for _, in := range all {
+			if !want[in.ID] {
+				continue
 			}
 			if in.State == instance.StateFailed {
-				return 0, fmt.Errorf("instance %s failed: %v", iid, in.StateReason)
+				return 0, fmt.Errorf("instance %s failed: %v", in.ID, in.StateReason)
 			}
 			if in.State == instance.StateHealthy {
 				healthy++

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,7 +37,7 @@ func statusField(status, name string) string {
 
 // TestInstanceIsHardened checks, from inside a running instance, what the
 // OCI spec is meant to have taken away: seccomp filters syscalls
-// (keyctl, unshare), mount is refused, the capabilities are the minimal
+// (keyctl, unshare, any call through the 32-bit ABI), mount is refused, the capabilities are the minimal
 // set, no new privileges, /tmp is a bounded tmpfs, and root in the instance
 // is an unprivileged uid on the node.
 func TestInstanceIsHardened(t *testing.T) {
@@ -74,6 +75,13 @@ func TestInstanceIsHardened(t *testing.T) {
 	}
 	if got := statusField(status, "Seccomp"); got != "2" {
 		t.Errorf("Seccomp = %q, want 2 (filter)", got)
+	}
+	// Only the node's own system call ABI: getpid through the 32-bit one
+	// (int $0x80) kills the calling thread rather than answer.
+	if goruntime.GOARCH == "amd64" {
+		if got := mustGet(t, url(s, "/i386")); !strings.HasPrefix(got, "no answer") {
+			t.Errorf("getpid through the i386 ABI inside the instance: %q, want no answer (the thread killed)", got)
+		}
 	}
 	// The image's user (root here) is kept inside.
 	if got := statusField(status, "Uid"); !strings.HasPrefix(got, "0\t") {

@@ -19,6 +19,8 @@
 //	GET /file?path=P       the contents of P
 //	GET /run?arg=A&arg=B   run A with arguments B…; reply with "exit N" and the output
 //	GET /keyctl            call keyctl(2) directly; reply "ok" or the errno
+//	GET /i386              call getpid through the 32-bit x86 ABI in a child
+//	                       process; reply "pid N", or that no answer came
 //	GET /flood             write numbered lines to stdout without pause, for ever
 //	GET /bomb?n=N          start up to N `/bin/busybox sleep` children without
 //	                       waiting for them; reply how many started and the error
@@ -32,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,6 +44,24 @@ import (
 var hoard [][]byte
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "i386-getpid" {
+		// The kernel answers an i386 binary's calls through this ABI. A
+		// seccomp filter without it kills the calling thread, not the
+		// process: the call is made on a thread of its own, and its
+		// silence is the answer.
+		got := make(chan uintptr, 1)
+		go func() {
+			goruntime.LockOSThread()
+			got <- int80(i386GetPID)
+		}()
+		select {
+		case r := <-got:
+			fmt.Printf("pid %d\n", int32(r))
+		case <-time.After(2 * time.Second):
+			fmt.Println("no answer: the calling thread was killed")
+		}
+		os.Exit(0)
+	}
 	if os.Getenv("FORK_BOMB") != "" {
 		// A shell needs no threads: unlike a Go process, it does not crash
 		// at the limit but says plainly that a fork was refused.
@@ -154,6 +175,18 @@ func main() {
 			return
 		}
 		fmt.Fprint(w, "ok")
+	})
+	http.HandleFunc("/i386", func(w http.ResponseWriter, r *http.Request) {
+		if !haveInt80 {
+			fmt.Fprint(w, "no 32-bit x86 ABI on this architecture")
+			return
+		}
+		out, err := exec.Command("/proc/self/exe", "i386-getpid").CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(w, "%v %s", err, out)
+			return
+		}
+		fmt.Fprintf(w, "%s", out)
 	})
 	http.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
 		go func() {
