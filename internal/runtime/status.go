@@ -3,15 +3,17 @@ package runtime
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	cgroup1 "github.com/containerd/cgroups/v3/cgroup1/stats"
 	cgroup2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	apitask "github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	"github.com/google/uuid"
 )
@@ -62,7 +64,11 @@ func (r *Runtime) Status(ctx context.Context, id uuid.UUID) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("status %s: %w", id, err)
 	}
-	return r.status(ctx, info)
+	st, err := baseStatus(info)
+	if err != nil {
+		return Status{}, err
+	}
+	return r.status(ctx, info.ID, st)
 }
 
 // List reports every instance of this Runtime's owner in the namespace.
@@ -76,41 +82,35 @@ func (r *Runtime) List(ctx context.Context) ([]Status, error) {
 	}
 	// One call for every task's state, instead of three round trips per
 	// instance: the agent lists on every pass, with many instances
-	// starting at once every 100 ms.
+	// starting at once every 100 ms. A task's ID is its container's;
+	// containerd 1.6 leaves ContainerID empty here.
 	procs := map[string]*apitask.Process{}
 	if resp, err := r.client.TaskService().List(ctx, &tasks.ListTasksRequest{}); err == nil {
 		for _, p := range resp.Tasks {
-			procs[p.ContainerID] = p
+			procs[p.ID] = p
 		}
 	}
 	out := make([]Status, 0, len(infos))
 	for _, info := range infos {
-		st, ok := r.runningStatus(info, procs[info.ID])
-		if !ok {
-			// Not plainly running (no task yet or any more, exited: its
-			// OOM mark is read from the task): ask about it alone.
-			var err error
-			if st, err = r.status(ctx, info); err != nil {
-				return nil, err
-			}
+		st, err := baseStatus(info)
+		if err != nil {
+			return nil, err
+		}
+		if p := procs[info.ID]; p != nil && p.Status != apitask.Status_STOPPED {
+			// Running, or created and not yet started (fifty at once spend
+			// whole passes there): the list says all there is.
+			out = append(out, withProcess(st, p))
+			continue
+		}
+		// Exited (its OOM mark is read from the task), or not in the list:
+		// without a task, or with a shim the list skipped because it did
+		// not answer. Ask about it alone.
+		if st, err = r.status(ctx, info.ID, st); err != nil {
+			return nil, err
 		}
 		out = append(out, st)
 	}
 	return out, nil
-}
-
-// runningStatus is info's status from its task as listed, when that task
-// is running; ok is false for anything else.
-func (r *Runtime) runningStatus(info containers.Container, p *apitask.Process) (st Status, ok bool) {
-	if p == nil || p.Status != apitask.Status_RUNNING {
-		return Status{}, false
-	}
-	st, err := baseStatus(info)
-	if err != nil {
-		return Status{}, false
-	}
-	st.State, st.PID = StateRunning, p.Pid
-	return st, true
 }
 
 // baseStatus is what the container's record says, before its task is
@@ -133,24 +133,15 @@ func baseStatus(info containers.Container) (Status, error) {
 	return st, nil
 }
 
-func (r *Runtime) status(ctx context.Context, info containers.Container) (Status, error) {
-	st, err := baseStatus(info)
-	if err != nil {
-		return Status{}, err
-	}
-	id := st.InstanceID
-
-	ctr, err := r.client.LoadContainer(ctx, info.ID)
-	if err != nil {
-		if errdefs.IsNotFound(err) { // removed since it was listed
-			return Status{InstanceID: id, State: StateMissing}, nil
-		}
-		return Status{}, fmt.Errorf("status %s: %w", id, err)
-	}
+// status completes st, an instance's status from its container's
+// record, with its task: one call, where loading the container and its
+// task and asking the task took three.
+func (r *Runtime) status(ctx context.Context, cid string, st Status) (Status, error) {
 	if afterMarksRead != nil {
 		afterMarksRead()
 	}
-	task, err := ctr.Task(ctx, nil)
+	resp, err := r.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: cid})
+	err = errgrpc.ToNative(err)
 	if errdefs.IsNotFound(err) {
 		return st, nil
 	}
@@ -158,32 +149,35 @@ func (r *Runtime) status(ctx context.Context, info containers.Container) (Status
 		st.State, st.Detail = StateUnknown, err.Error()
 		return st, nil
 	}
-	ts, err := task.Status(ctx)
-	if err != nil {
-		st.State, st.Detail = StateUnknown, err.Error()
-		return st, nil
-	}
-	switch ts.Status {
-	case client.Created:
-	case client.Running:
-		st.State, st.PID = StateRunning, task.Pid()
-	case client.Stopped:
-		st.State, st.ExitCode, st.ExitedAt = StateExited, ts.ExitStatus, ts.ExitTime
+	st = withProcess(st, resp.Process)
+	if st.State == StateExited {
 		// The marks were read before the task was: the disk bound marks
 		// an instance, then kills it, so a kill between the two reads
 		// would pass for an unexplained one. Read them again, now that
 		// the exit is seen.
-		if labels, err := ctr.Labels(ctx); err == nil {
-			st.OOMKilled = st.OOMKilled || labels[labelOOM] != ""
-			st.DiskKilled = st.DiskKilled || labels[labelDisk] != ""
+		if info, err := r.client.ContainerService().Get(ctx, cid); err == nil {
+			st.OOMKilled = st.OOMKilled || info.Labels[labelOOM] != ""
+			st.DiskKilled = st.DiskKilled || info.Labels[labelDisk] != ""
 		}
 		if !st.OOMKilled {
-			st.OOMKilled = oomKilled(ctx, task)
+			st.OOMKilled = r.oomKilled(ctx, cid)
 		}
-	default:
-		st.State, st.Detail = StateUnknown, string(ts.Status)
 	}
 	return st, nil
+}
+
+// withProcess is st as its task's process p says.
+func withProcess(st Status, p *apitask.Process) Status {
+	switch p.Status {
+	case apitask.Status_CREATED:
+	case apitask.Status_RUNNING:
+		st.State, st.PID = StateRunning, p.Pid
+	case apitask.Status_STOPPED:
+		st.State, st.ExitCode, st.ExitedAt = StateExited, p.ExitStatus, protobuf.FromTimestamp(p.ExitedAt)
+	default:
+		st.State, st.Detail = StateUnknown, strings.ToLower(p.Status.String())
+	}
+	return st
 }
 
 // afterMarksRead, when set (by tests), runs between reading an instance's
@@ -195,12 +189,12 @@ var afterMarksRead func()
 // by; it works with runc, whose exited task keeps its cgroup until it is
 // deleted. Kata's metrics have no OOM counter: there the OOM event, which
 // watchOOM records as a label, is the only witness.
-func oomKilled(ctx context.Context, task client.Task) bool {
-	m, err := task.Metrics(ctx)
-	if err != nil || m.Data == nil {
+func (r *Runtime) oomKilled(ctx context.Context, cid string) bool {
+	resp, err := r.client.TaskService().Metrics(ctx, &tasks.MetricsRequest{Filters: []string{"id==" + cid}})
+	if err != nil || len(resp.Metrics) == 0 || resp.Metrics[0].Data == nil {
 		return false
 	}
-	v, err := typeurl.UnmarshalAny(m.Data)
+	v, err := typeurl.UnmarshalAny(resp.Metrics[0].Data)
 	if err != nil {
 		return false
 	}
