@@ -355,6 +355,7 @@ func (a *agentProc) close(ctrd string) {
 		rt.Close()
 	}
 	benchnode.DeleteNamespace(ctrd, a.ctr)
+	benchnode.DeleteInstanceNetns(filepath.Join(a.work, "state"))
 	exec.Command("ip", "netns", "delete", a.ns).Run() //nolint:errcheck
 }
 

@@ -413,6 +413,7 @@ func rss(pid int) int64 {
 func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
 	agent.Process.Signal(os.Interrupt) //nolint:errcheck
 	agent.Wait()                       //nolint:errcheck
+	defer benchnode.DeleteInstanceNetns(filepath.Join(work, "state"))
 	ctx := context.Background()
 	// The agent labels its containers with its node id, kept in its state dir.
 	owner, _ := os.ReadFile(filepath.Join(work, "state", "node-id"))

@@ -5,10 +5,15 @@ package benchnode
 import (
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
@@ -29,6 +34,30 @@ func FreePort() int {
 func DeleteNamespace(ctrd, ns string) {
 	if err := testenv.DeleteContainerdNamespace(ctrd, ns); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: remove containerd namespace %s: %v\n", ns, err)
+	}
+}
+
+// DeleteInstanceNetns removes the network namespaces of the instances of
+// the simulated node whose id the agent kept in stateDir, after the bench
+// stopped them behind the agent's back (their containers and the node's
+// namespace go; these would stay). Left behind, every run would add fifty
+// to the machine, and each new namespace's first look into /proc/sys
+// walks past all of them: the agent's batch got slower with every run.
+func DeleteInstanceNetns(stateDir string) {
+	raw, err := os.ReadFile(filepath.Join(stateDir, "node-id"))
+	if err != nil {
+		return
+	}
+	node, err := uuid.Parse(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return
+	}
+	_, _, prefix := nodeagent.SimulatedNames(node)
+	names, _ := filepath.Glob("/run/netns/" + prefix + "*")
+	for _, n := range names {
+		if out, err := exec.Command("ip", "netns", "delete", filepath.Base(n)).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: remove network namespace %s: %v %s\n", filepath.Base(n), err, out)
+		}
 	}
 }
 
