@@ -4,7 +4,4 @@ package main
 // an i386 binary would, and returns what the kernel put in eax.
 func int80(trap uintptr) uintptr
 
-// i386GetPID is getpid's number in the 32-bit x86 table.
-const i386GetPID = 20
-
 const haveInt80 = true

@@ -43,6 +43,9 @@ import (
 
 var hoard [][]byte
 
+// i386GetPID is getpid's number in the 32-bit x86 system call table.
+const i386GetPID = 20
+
 func main() {
 	if len(os.Args) == 2 && os.Args[1] == "i386-getpid" {
 		// The kernel answers an i386 binary's calls through this ABI. A
