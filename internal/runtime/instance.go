@@ -135,7 +135,11 @@ func (r *Runtime) logIO(id uuid.UUID) cio.Creator {
 	if r.cfg.LogWriter == LogWriterNone {
 		return cio.LogFile(r.logPath(id))
 	}
-	return cio.BinaryIO(r.cfg.LogWriter, map[string]string{logwriter.Arg: logwriter.Spec(r.cfg.LogMaxBytes, r.logPath(id))})
+	w := r.cfg.LogWriter
+	if r.cfg.logWriterBeside {
+		w = logwriter.Beside(w)
+	}
+	return cio.BinaryIO(w, map[string]string{logwriter.Arg: logwriter.Spec(r.cfg.LogMaxBytes, r.logPath(id))})
 }
 
 // Start starts a created instance, or restarts one whose process has

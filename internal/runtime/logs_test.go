@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -249,4 +250,66 @@ func TestLogBoundHoldsAgainstAWriterThatNeverStops(t *testing.T) {
 	if err := r.Stop(ctxFor(t, time.Minute), s.InstanceID, 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The writer alone (cmd/zeitwork-logwriter, what bootstrap installs next to
+// the zeitwork binary) is the shims' log writer as the zeitwork binary is:
+// both streams land in the log, and the bound holds at every write.
+func TestTheLogWriterAloneWritesAndBoundsTheLog(t *testing.T) {
+	e := newEnv(t)
+	alone := filepath.Join(t.TempDir(), "zeitwork-logwriter")
+	build := exec.Command("go", "build", "-o", alone, "../../cmd/zeitwork-logwriter")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/zeitwork-logwriter: %v\n%s", err, out)
+	}
+	const bound = 16 << 10
+	r := e.runtime(t, func(c *runtime.Config) {
+		c.LogWriter = alone
+		c.LogMaxBytes = bound
+		c.LogCheckInterval = time.Hour // the writer alone holds the bound
+	})
+	s := e.spec(t, nil)
+	pullCreateStart(t, r, s)
+	logs := waitLogs(t, r, s, "listening on")
+	if !strings.Contains(logs, "stderr is captured too") {
+		t.Fatalf("stderr missing from the log:\n%s", logs)
+	}
+	// Its shim's writer is the one it was given.
+	if !writerRuns(alone, s.InstanceID.String()) {
+		t.Fatalf("no %s process writes %s's log", alone, s.InstanceID)
+	}
+	mustGet(t, url(s, "/flood"))
+	logPath := filepath.Join(e.logDir, e.ns, s.InstanceID.String()+".log")
+	rotated := false
+	for range 100 {
+		for _, p := range []string{logPath, logPath + ".1"} {
+			if fi, err := os.Stat(p); err == nil && fi.Size() > bound {
+				t.Fatalf("%s is %d bytes, over the bound of %d", filepath.Base(p), fi.Size(), bound)
+			}
+		}
+		if _, err := os.Stat(logPath + ".1"); err == nil {
+			rotated = true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !rotated {
+		t.Fatalf("a flood never rotated %s", logPath)
+	}
+}
+
+// writerRuns says whether a process of the executable exe has an argument
+// naming instance iid (the log writer's "<max>:<path>").
+func writerRuns(exe, iid string) bool {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cmdline, err := os.ReadFile(filepath.Join(d, "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(cmdline), "\x00")
+		if args[0] == exe && strings.Contains(string(cmdline), iid) {
+			return true
+		}
+	}
+	return false
 }

@@ -85,10 +85,14 @@ type Config struct {
 	LogMaxBytes int64
 	// LogWriter is the executable the shims run to write instances' logs
 	// (package logwriter): "" is this process's own executable, which is
-	// what the zeitwork binary wants. LogWriterNone has the shim append to
+	// what the zeitwork binary wants, or cmd/zeitwork-logwriter where it
+	// lies next to it. LogWriterNone has the shim append to
 	// the file itself, bounded only by the check every LogCheckInterval
 	// (for a shim without binary:// logging).
 	LogWriter string
+	// logWriterBeside: LogWriter is this process's executable, and the
+	// writer alone next to it is preferred (logwriter.Beside).
+	logWriterBeside bool
 	// LogCheckInterval is how often log sizes are checked, and the logs of
 	// removed instances looked for. Default 5s.
 	LogCheckInterval time.Duration
@@ -169,7 +173,7 @@ func (c *Config) setDefaults() {
 	}
 	if c.LogWriter == "" {
 		if exe, err := logwriter.Executable(); err == nil {
-			c.LogWriter = exe
+			c.LogWriter, c.logWriterBeside = exe, true
 		} else {
 			c.LogWriter = LogWriterNone
 		}
