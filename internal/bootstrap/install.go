@@ -32,7 +32,9 @@ func (c *Cluster) releaseFiles() []releaseFile {
 	}
 	builder := slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Has(RoleBuilder) })
 	kata := slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Has(RoleWorker) && n.Runtime == RuntimeKata })
+	worker := slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Has(RoleWorker) })
 	r := c.Release
+	add("release.logwriter", r.LogWriter, worker)
 	add("release.buildkitd", r.Buildkitd, builder)
 	add("release.buildctl", r.Buildctl, builder)
 	if r.CNIPlugins != "" && builder {
@@ -127,6 +129,10 @@ func readChecksums(p string) (map[string]string, error) {
 func (b *Bootstrap) installSteps(n Node, h Host) []Step {
 	c, r := b.Cluster, b.Cluster.Release
 	var steps []Step
+	if n.Has(RoleWorker) && r.LogWriter != "" {
+		// Looked for at every instance start: no restart needed.
+		steps = append(steps, fileStep(n.Name+": log writer "+LogWriterPath, h, []File{{Path: LogWriterPath, Mode: 0o755, Data: b.release["release.logwriter"]}}))
+	}
 	if n.Has(RoleWorker) && n.Runtime == RuntimeKata {
 		if r.Kata == "" {
 			steps = append(steps, missingStep(n.Name+": Kata Containers", h, KataShim,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,7 +20,7 @@ const fakeKata = "opt/kata/bin/containerd-shim-kata-v2 the kata shim\nopt/kata/s
 
 // infraCluster is the example with every installer on: MinIO on op-1,
 // the registry on op-3, BuildKit (and CNI plugins) on build-1, Kata on
-// wk-1 and wk-2, all from release files next to cluster.yaml, listed in a
+// wk-1 and wk-2, the log writer alone on the workers, all from release files next to cluster.yaml, listed in a
 // SHA256SUMS.
 func infraCluster(t *testing.T) (*Cluster, map[string]string, string) {
 	t.Helper()
@@ -27,7 +28,8 @@ func infraCluster(t *testing.T) (*Cluster, map[string]string, string) {
 	dir := filepath.Dir(base.Path(base.Release.Binary))
 	raw := infraYAML(t)
 	files := map[string]string{"bin/buildkitd": "buildkitd v1", "bin/buildctl": "buildctl v1", "cni/bridge": "bridge", "cni/host-local": "host-local",
-		"cni/loopback": "loopback", "bin/minio": "minio v1", "bin/registry": "registry v1", "kata-static-amd64.tar.zst": fakeKata}
+		"cni/loopback": "loopback", "bin/minio": "minio v1", "bin/registry": "registry v1", "kata-static-amd64.tar.zst": fakeKata,
+		"bin/zeitwork-logwriter": "logwriter v1"}
 	for p, data := range files {
 		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -62,6 +64,7 @@ registry:
   token_realm: http://operators.zeitwork.internal:8081/v1/registry/token
 release:
   binary: zeitwork-linux-amd64
+  logwriter: bin/zeitwork-logwriter
   buildkitd: bin/buildkitd
   buildctl: bin/buildctl
   cni_plugins: cni
@@ -120,7 +123,8 @@ func TestInstallersApplyOnceAndASecondRunChangesNothing(t *testing.T) {
 		t.Fatalf("first run: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"[ok] release files: 8 files, each matching SHA256SUMS",
+		"[ok] release files: 9 files, each matching SHA256SUMS",
+		"[applied] wk-1: log writer /usr/local/bin/zeitwork-logwriter: sha256 ",
 		"[done] wk-1: /dev/kvm (runtime kata): present",
 		"[applied] op-1: MinIO /usr/local/bin/minio: sha256 ",
 		"[applied] op-1: start minio.service: running",
@@ -149,6 +153,14 @@ func TestInstallersApplyOnceAndASecondRunChangesNothing(t *testing.T) {
 	}
 	if string(w1.files[KataShimLink]) != "the kata shim" || w1.unpacks != 1 || !strings.Contains(string(w1.files[ContainerdConfig]), `runtime_type = "io.containerd.kata.v2"`) {
 		t.Errorf("wk-1: shim %q, %d unpacks, containerd config %q", w1.files[KataShimLink], w1.unpacks, w1.files[ContainerdConfig])
+	}
+	// The log writer alone lies next to the zeitwork binary on workers,
+	// where the agent looks for it, and only there.
+	if string(w1.files[LogWriterPath]) != "logwriter v1" || w1.modes[LogWriterPath] != 0o755 || path.Dir(LogWriterPath) != path.Dir(BinaryPath) {
+		t.Errorf("wk-1 %s = %q %v", LogWriterPath, w1.files[LogWriterPath], w1.modes[LogWriterPath])
+	}
+	if _, ok := m["op-1"].files[LogWriterPath]; ok {
+		t.Errorf("op-1, no worker, got the log writer")
 	}
 	if !m["op-1"].buckets["zeitwork"] {
 		t.Errorf("the bucket was not created")

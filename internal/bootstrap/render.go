@@ -20,14 +20,18 @@ import (
 	"github.com/zeitwork/zeitwork/deploy/dev"
 	"github.com/zeitwork/zeitwork/internal/config"
 	"github.com/zeitwork/zeitwork/internal/registryauth"
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
 
 // Where things go on a node.
 const (
 	BinaryPath = "/usr/local/bin/zeitwork"
-	EnvDir     = "/etc/zeitwork"
-	UnitDir    = "/etc/systemd/system"
-	SysctlPath = "/etc/sysctl.d/90-zeitwork.conf"
+	// LogWriterPath is next to BinaryPath, where the node agent looks for
+	// it (logwriter.Beside).
+	LogWriterPath = "/usr/local/bin/" + logwriter.Name
+	EnvDir        = "/etc/zeitwork"
+	UnitDir       = "/etc/systemd/system"
+	SysctlPath    = "/etc/sysctl.d/90-zeitwork.conf"
 	// NodeStateDir is the node agent's NODE_STATE_DIR, and NodeIDFile the
 	// file in it where the agent keeps its node id (internal/nodeagent
 	// reads it on start; TestRecordedIDIsTheOneTheAgentRegistersWith holds
