@@ -49,8 +49,12 @@ import (
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
+// logWriter is the agents' instance log writer, which the runtime alone
+// uses too.
+var logWriter string
+
 func main() {
-	bin := flag.String("zeitwork", "", "path to the zeitwork binary (the agents)")
+	bin := flag.String("zeitwork", "", "path to the zeitwork binary (the agents; zeitwork-logwriter beside it is used)")
 	adminURL := flag.String("db", "postgres://zeitwork:zeitwork@127.0.0.1:25432/zeitwork?sslmode=disable", "admin database URL")
 	reg := flag.String("registry", "127.0.0.1:25000", "registry")
 	bk := flag.String("buildkit", "unix:///run/zeitwork-dev/buildkitd.sock", "buildkitd")
@@ -58,6 +62,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "deployments measured")
 	wake := flag.Bool("wakeups", true, "wake the deploy step on the agents' reports (false: poll only, as before)")
 	flag.Parse()
+	logWriter = benchnode.LogWriter(*bin)
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *rounds, *wake); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -153,7 +158,7 @@ func run(bin, adminURL, reg, bkAddr, ctrd string, rounds int, wake bool) error {
 	}
 	deploys = deploys[:0]
 	defer benchnode.DeleteNamespace(ctrd, "zw-bench-ref-"+tag)
-	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}, StartBoost: refBoost()})
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: "zw-bench-ref-" + tag, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}, StartBoost: refBoost(), LogWriter: logWriter})
 	if err != nil {
 		return err
 	}
@@ -207,9 +212,13 @@ func hardening(ctx context.Context, ctrd, reg, ref, work, tag string) error {
 		{"neither", runtime.UserNSOff, runtime.LogWriterNone},
 	} {
 		hardNS := fmt.Sprintf("zw-bench-hard%d-%s", i, tag)
+		lw := v.logWr
+		if lw == "" {
+			lw = logWriter
+		}
 		defer benchnode.DeleteNamespace(ctrd, hardNS)
 		rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: hardNS, Owner: "bench", LogDir: filepath.Join(work, "hard-logs"),
-			PlainHTTPRegistries: []string{reg}, UserNS: v.userNS, LogWriter: v.logWr, StartBoost: refBoost()})
+			PlainHTTPRegistries: []string{reg}, UserNS: v.userNS, LogWriter: lw, StartBoost: refBoost()})
 		if err != nil {
 			return err
 		}

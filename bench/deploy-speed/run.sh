@@ -4,5 +4,5 @@
 # (scripts/deps.sh up). Prints Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-go build -o /tmp/zeitwork-bench ./cmd/zeitwork
-exec go run ./bench/deploy-speed -zeitwork /tmp/zeitwork-bench "$@"
+go build -o /tmp/zeitwork-bench-bin/ ./cmd/zeitwork ./cmd/zeitwork-logwriter
+exec go run ./bench/deploy-speed -zeitwork /tmp/zeitwork-bench-bin/zeitwork "$@"

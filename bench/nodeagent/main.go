@@ -41,8 +41,12 @@ import (
 	"github.com/zeitwork/zeitwork/internal/runtime"
 )
 
+// logWriter is the agent's instance log writer, which the runtime alone
+// uses too.
+var logWriter string
+
 func main() {
-	bin := flag.String("zeitwork", "", "path to the zeitwork binary")
+	bin := flag.String("zeitwork", "", "path to the zeitwork binary (zeitwork-logwriter beside it is used)")
 	adminURL := flag.String("db", "postgres://zeitwork:zeitwork@127.0.0.1:25432/zeitwork?sslmode=disable", "admin database URL")
 	reg := flag.String("registry", "127.0.0.1:25000", "registry")
 	bk := flag.String("buildkit", "unix:///run/zeitwork-dev/buildkitd.sock", "buildkitd")
@@ -51,6 +55,7 @@ func main() {
 	flag.BoolVar(&referenceOnly, "reference-only", false, "measure the runtime alone and stop")
 	agentLog = flag.String("agent-log", "warn", "the agent's LOG_LEVEL (info: where each instance's start went, on stderr)")
 	flag.Parse()
+	logWriter = benchnode.LogWriter(*bin)
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -206,7 +211,7 @@ func appImage(ctx context.Context, work, reg, bkAddr string) (string, string, er
 func runtimeAlone(ctx context.Context, ctrd, reg, ref, work, tag string, batch int) (cold, warm, many time.Duration, err error) {
 	ns := "zw-bench-ref-" + tag
 	defer benchnode.DeleteNamespace(ctrd, ns)
-	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}})
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ns, Owner: "bench", LogDir: filepath.Join(work, "ref-logs"), PlainHTTPRegistries: []string{reg}, LogWriter: logWriter})
 	if err != nil {
 		return 0, 0, 0, err
 	}

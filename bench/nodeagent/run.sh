@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null
-go build -o /tmp/zeitwork-bench ./cmd/zeitwork
-exec go run ./bench/nodeagent -zeitwork /tmp/zeitwork-bench "$@"
+go build -o /tmp/zeitwork-bench-bin/ ./cmd/zeitwork ./cmd/zeitwork-logwriter
+exec go run ./bench/nodeagent -zeitwork /tmp/zeitwork-bench-bin/zeitwork "$@"

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
@@ -59,6 +60,12 @@ func DeleteInstanceNetns(stateDir string) {
 			fmt.Fprintf(os.Stderr, "bench: remove network namespace %s: %v %s\n", filepath.Base(n), err, out)
 		}
 	}
+}
+
+// LogWriter is the instance log writer an agent started from bin uses
+// (logwriter.Beside), for the runtime alone to use the same.
+func LogWriter(bin string) string {
+	return logwriter.Beside(bin)
 }
 
 // Ms is d in whole milliseconds, as the tables print it.
