@@ -46,6 +46,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/runtime"
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 	"github.com/zeitwork/zeitwork/internal/zlog"
 )
 
@@ -62,7 +63,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "deployments measured")
 	wake := flag.Bool("wakeups", true, "wake the deploy step on the agents' reports (false: poll only, as before)")
 	flag.Parse()
-	logWriter = benchnode.LogWriter(*bin)
+	logWriter = logwriter.Beside(*bin)
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *rounds, *wake); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

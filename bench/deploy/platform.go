@@ -243,15 +243,9 @@ func (p *platform) stop(ctrdAddr string) {
 		}
 	}
 	removeContainers(ctrdAddr, nodes)
-	out, _ := exec.Command("ip", "netns", "list").Output()
-	for _, line := range strings.Split(string(out), "\n") {
-		name, _, _ := strings.Cut(line, " ")
-		for _, n := range nodes {
-			if id, err := uuid.Parse(n); err == nil {
-				if _, _, prefix := nodeagent.SimulatedNames(id); strings.HasPrefix(name, prefix) {
-					_ = exec.Command("ip", "netns", "delete", name).Run()
-				}
-			}
+	for _, n := range nodes {
+		if id, err := uuid.Parse(n); err == nil {
+			_ = nodeagent.RemoveSimulatedNetns(id)
 		}
 	}
 	for i := 1; i <= p.o.nodes; i++ {

@@ -39,6 +39,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/runtime"
+	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
 
 // logWriter is the agent's instance log writer, which the runtime alone
@@ -55,7 +56,7 @@ func main() {
 	flag.BoolVar(&referenceOnly, "reference-only", false, "measure the runtime alone and stop")
 	agentLog = flag.String("agent-log", "warn", "the agent's LOG_LEVEL (info: where each instance's start went, on stderr)")
 	flag.Parse()
-	logWriter = benchnode.LogWriter(*bin)
+	logWriter = logwriter.Beside(*bin)
 	if err := run(*bin, *adminURL, *reg, *bk, *ctrd, *n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

@@ -124,6 +124,26 @@ func removeNetns(path string) error {
 	return nil
 }
 
+// RemoveNetnsWithPrefix unpins every namespace in dir whose name begins
+// with prefix: for whoever stopped a node's instances behind its agent's
+// back (tests, benchmarks) and must not leave their namespaces on the
+// machine, where each one slows every later namespace's first /proc/sys
+// lookups and every new mount namespace's copy of the mounts.
+func RemoveNetnsWithPrefix(dir, prefix string) error {
+	if prefix == "" {
+		return errors.New("remove network namespaces: empty prefix")
+	}
+	names, err := filepath.Glob(filepath.Join(dir, prefix) + "*")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		errs = append(errs, removeNetns(n))
+	}
+	return errors.Join(errs...)
+}
+
 // sysctl sets a /proc/sys value of the calling thread's network namespace
 // (name is a path under /proc/sys, slashes not dots, since interface names
 // may contain dots), writing only if it differs, and returns what it found.

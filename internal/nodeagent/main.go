@@ -197,6 +197,13 @@ func SimulatedNames(node uuid.UUID) (table, linkPrefix, netnsPrefix string) {
 	return "zw" + tag, "z" + tag[:4], "zw-" + tag + "-"
 }
 
+// RemoveSimulatedNetns unpins the instance network namespaces of a
+// simulated node whose instances were stopped behind its agent's back.
+func RemoveSimulatedNetns(node uuid.UUID) error {
+	_, _, prefix := SimulatedNames(node)
+	return network.RemoveNetnsWithPrefix(network.DefaultConfig().NetnsDir, prefix)
+}
+
 // SimulatedUplink names a simulated node's uplink to the machine: the
 // machine's end, and a glob that matches every simulated node's.
 func SimulatedUplink(node uuid.UUID) (link, glob string) {

@@ -49,20 +49,26 @@ func Register(ctx context.Context, pool *pgxpool.Pool, cluster netip.Prefix, sta
 }
 
 func loadOrCreateID(stateDir string) (uuid.UUID, error) {
-	raw, err := os.ReadFile(filepath.Join(stateDir, idFile))
-	switch {
-	case err == nil:
-		u, err := uuid.Parse(strings.TrimSpace(string(raw)))
-		if err != nil {
-			return uuid.Nil, fmt.Errorf("node id file %s is corrupt: %w", filepath.Join(stateDir, idFile), err)
-		}
-		return u, nil
-	case errors.Is(err, os.ErrNotExist):
-		u := id.New()
+	u, err := StoredID(stateDir)
+	if errors.Is(err, os.ErrNotExist) {
+		u = id.New()
 		return u, writeID(stateDir, u)
-	default:
+	}
+	return u, err
+}
+
+// StoredID is the node id an agent keeps in stateDir; an error wrapping
+// os.ErrNotExist if it has none yet.
+func StoredID(stateDir string) (uuid.UUID, error) {
+	raw, err := os.ReadFile(filepath.Join(stateDir, idFile))
+	if err != nil {
 		return uuid.Nil, fmt.Errorf("read node id: %w", err)
 	}
+	u, err := uuid.Parse(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return uuid.Nil, fmt.Errorf("node id file %s is corrupt: %w", filepath.Join(stateDir, idFile), err)
+	}
+	return u, nil
 }
 
 func writeID(stateDir string, u uuid.UUID) error {

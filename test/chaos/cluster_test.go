@@ -346,30 +346,11 @@ func (c *cluster) cleanup() {
 			ctr.Delete(nctx, client.WithSnapshotCleanup)
 		}
 	}
-	for _, prefix := range c.netnsPrefixes() {
-		for _, name := range netnsWithPrefix(c.t, prefix) {
-			exec.Command("ip", "netns", "delete", name).Run()
-		}
-	}
-}
-
-// netnsPrefixes are the name prefixes of the instance namespaces each
-// node's agent makes.
-func (c *cluster) netnsPrefixes() []string {
-	var out []string
 	for _, dir := range c.nodeDirs {
-		b, err := os.ReadFile(filepath.Join(dir, "node-id"))
-		if err != nil {
-			continue
+		if nid, err := nodeagent.StoredID(dir); err == nil {
+			nodeagent.RemoveSimulatedNetns(nid) //nolint:errcheck // best effort at cleanup
 		}
-		nid, err := uuid.Parse(strings.TrimSpace(string(b)))
-		if err != nil {
-			continue
-		}
-		_, _, prefix := nodeagent.SimulatedNames(nid)
-		out = append(out, prefix)
 	}
-	return out
 }
 
 func netnsWithPrefix(t *testing.T, prefix string) []string {

@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -160,19 +158,9 @@ func removeContainersOf(t *testing.T, nodes []db.Node) {
 // carry the node's tag, so nothing of another platform is touched.
 func removeNetnsOf(t *testing.T, nodes []db.Node) {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		t.Errorf("list network namespaces: %v", err)
-		return
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		name, _, _ := strings.Cut(line, " ")
-		for _, n := range nodes {
-			if _, _, prefix := nodeagent.SimulatedNames(n.ID); strings.HasPrefix(name, prefix) {
-				if err := exec.Command("ip", "netns", "delete", name).Run(); err != nil {
-					t.Errorf("delete network namespace %s: %v", name, err)
-				}
-			}
+	for _, n := range nodes {
+		if err := nodeagent.RemoveSimulatedNetns(n.ID); err != nil {
+			t.Errorf("network namespaces of node %s: %v", n.ID, err)
 		}
 	}
 }

@@ -5,16 +5,11 @@ package benchnode
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/zeitwork/zeitwork/internal/nodeagent"
-	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 	"github.com/zeitwork/zeitwork/internal/testenv"
 )
 
@@ -45,27 +40,13 @@ func DeleteNamespace(ctrd, ns string) {
 // to the machine, and each new namespace's first look into /proc/sys
 // walks past all of them: the agent's batch got slower with every run.
 func DeleteInstanceNetns(stateDir string) {
-	raw, err := os.ReadFile(filepath.Join(stateDir, "node-id"))
+	node, err := nodeagent.StoredID(stateDir)
 	if err != nil {
 		return
 	}
-	node, err := uuid.Parse(strings.TrimSpace(string(raw)))
-	if err != nil {
-		return
+	if err := nodeagent.RemoveSimulatedNetns(node); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: remove network namespaces: %v\n", err)
 	}
-	_, _, prefix := nodeagent.SimulatedNames(node)
-	names, _ := filepath.Glob("/run/netns/" + prefix + "*")
-	for _, n := range names {
-		if out, err := exec.Command("ip", "netns", "delete", filepath.Base(n)).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: remove network namespace %s: %v %s\n", filepath.Base(n), err, out)
-		}
-	}
-}
-
-// LogWriter is the instance log writer an agent started from bin uses
-// (logwriter.Beside), for the runtime alone to use the same.
-func LogWriter(bin string) string {
-	return logwriter.Beside(bin)
 }
 
 // Ms is d in whole milliseconds, as the tables print it.
