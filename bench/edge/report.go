@@ -197,6 +197,11 @@ func report(out io.Writer, o options, r results) {
 		}
 	}
 	for _, n := range names {
+		if tab, ok := r.profiles["sched-half "+n]; ok {
+			p("\nHow %s's threads were scheduled at half load (perf sched, every thread on the machine, one run):\n\n%s", n, tab)
+		}
+	}
+	for _, n := range names {
 		if rep, ok := r.profiles["perf "+n]; ok {
 			p("\nWhere %s's CPU goes (perf, kernel included, symbols over 1%%, one saturated run):\n\n```\n%s```\n", n, trimPerf(rep))
 		}

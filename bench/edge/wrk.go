@@ -278,6 +278,17 @@ func profileAll(ctx context.Context, o options, proxies []proxy, host string, ha
 			}
 			out["pprof-half "+px.name] = top
 		}
+		// And how the threads were scheduled: the loop against nginx.
+		for _, px := range proxies {
+			if px.name != edgeLoop && px.name != "nginx" {
+				continue
+			}
+			tab, err := schedUnderLoad(ctx, half, px, host, "-s", script.Name())
+			if err != nil {
+				return nil, fmt.Errorf("scheduling of %s at half load: %w", px.name, err)
+			}
+			out["sched-half "+px.name] = tab
+		}
 	}
 	for _, px := range proxies {
 		if px.name == edgeFast || px.name == edgeLoop {
