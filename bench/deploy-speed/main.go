@@ -388,13 +388,13 @@ func instancesOf(ctx context.Context, pool *pgxpool.Pool, dep uuid.UUID) []strin
 }
 
 // steps reads the agents' logs: for every instance, when it was reported
-// pulling (the pass that saw it), created, started and healthy, and prints
+// seen (the pass that began its create), created, started and healthy, and prints
 // the medians of the gaps; and, per deployment, the time before the first
 // agent saw one of its instances and after the last was reported healthy.
 func steps(agents []*agentProc) {
 	type times struct {
-		pulling, created, started, starting, healthy time.Time
-		prepare, network, create                     float64
+		seen, created, started, starting, healthy time.Time
+		prepare, network, create                  float64
 	}
 	all := map[string]*times{}
 	for _, a := range agents {
@@ -423,10 +423,11 @@ func steps(agents []*agentProc) {
 				all[l.InstanceID] = t
 			}
 			switch {
-			case l.Msg == "instance state" && l.State == "pulling":
-				t.pulling = l.Time
 			case l.Msg == "instance set up":
+				// Logged once the container is created, with how long each
+				// part took since the pass began the instance's create.
 				t.prepare, t.network, t.create = l.Prepare, l.Network, l.Create
+				t.seen = l.Time.Add(-time.Duration((l.Prepare + l.Network + l.Create) * float64(time.Millisecond)))
 			case l.Msg == "instance created":
 				t.created = l.Time
 			case l.Msg == "instance started":
@@ -441,10 +442,10 @@ func steps(agents []*agentProc) {
 	}
 	var pc, cs, sh, ss, prep, netw, crea []time.Duration
 	for _, t := range all {
-		if t.pulling.IsZero() || t.created.IsZero() || t.started.IsZero() || t.healthy.IsZero() {
+		if t.seen.IsZero() || t.created.IsZero() || t.started.IsZero() || t.healthy.IsZero() {
 			continue
 		}
-		pc = append(pc, t.created.Sub(t.pulling))
+		pc = append(pc, t.created.Sub(t.seen))
 		cs = append(cs, t.started.Sub(t.created))
 		sh = append(sh, t.healthy.Sub(t.started))
 		if !t.starting.IsZero() {
@@ -465,7 +466,7 @@ func steps(agents []*agentProc) {
 	}
 	fmt.Printf("| inside the agents (%d instances, medians) | |\n|---|---|\n", len(pc))
 	fmt.Printf("| pass sees it → container created (image check, network, create) | %s |\n", med(pc))
-	fmt.Printf("| … of which: state report, image check, variables | %s |\n", med(prep))
+	fmt.Printf("| … of which: image check, variables | %s |\n", med(prep))
 	fmt.Printf("| … of which: network (namespace, veth, addresses, nftables) | %s |\n", med(netw))
 	fmt.Printf("| … of which: containerd create | %s |\n", med(crea))
 	fmt.Printf("| created → started | %s |\n", med(cs))
@@ -477,11 +478,11 @@ func steps(agents []*agentProc) {
 		var first, last time.Time
 		for _, iid := range d.instances {
 			t := all[iid]
-			if t == nil || t.pulling.IsZero() || t.healthy.IsZero() {
+			if t == nil || t.seen.IsZero() || t.healthy.IsZero() {
 				continue
 			}
-			if first.IsZero() || t.pulling.Before(first) {
-				first = t.pulling
+			if first.IsZero() || t.seen.Before(first) {
+				first = t.seen
 			}
 			if t.healthy.After(last) {
 				last = t.healthy

@@ -2,6 +2,8 @@ package nodeagent_test
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -136,5 +138,79 @@ func TestFakePullTimeoutFailsTheInstance(t *testing.T) {
 	got := h.state(t, in)
 	if got.State != instance.StateFailed || !strings.Contains(got.StateReason, "gave up after 10ms") {
 		t.Fatalf("after pulls that never end: %s %q", got.State, got.StateReason)
+	}
+}
+
+// slowRuntime is the fake runtime whose pulls take a while.
+type slowRuntime struct {
+	*fakeRuntime
+	delay time.Duration
+}
+
+func (s *slowRuntime) Pull(ctx context.Context, ref string, auth *runtime.Auth) error {
+	time.Sleep(s.delay)
+	return s.fakeRuntime.Pull(ctx, ref, auth)
+}
+
+// reportedStates is a log handler that keeps, per instance, the states the
+// agent reported ("instance state").
+type reportedStates struct {
+	mu     sync.Mutex
+	states map[string][]string
+}
+
+func (l *reportedStates) Enabled(context.Context, slog.Level) bool { return true }
+func (l *reportedStates) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *reportedStates) WithGroup(string) slog.Handler            { return l }
+
+func (l *reportedStates) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "instance state" {
+		return nil
+	}
+	var iid, state string
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "instance_id":
+			iid = a.Value.String()
+		case "state":
+			state = a.Value.String()
+		}
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.states == nil {
+		l.states = map[string][]string{}
+	}
+	l.states[iid] = append(l.states[iid], state)
+	return nil
+}
+
+func (l *reportedStates) of(in instance.Instance) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.states[in.ID.String()])
+}
+
+// TestFakePullingIsReportedOnlyWhileAPullTakesTime: an image already on
+// the node (its pull ends at once) goes straight to starting; a pull that
+// takes a while is reported as pulling first.
+func TestFakePullingIsReportedOnlyWhileAPullTakesTime(t *testing.T) {
+	h := newHarness(t)
+	states := &reportedStates{}
+	h.c.Log = slog.New(states)
+	h.c.Policy.PullWait = 10 * time.Second
+
+	cached := h.instance(t)
+	h.pass(t)
+	if got := states.of(cached); !slices.Equal(got, []string{"starting"}) {
+		t.Fatalf("an instance whose image is on the node reported %v, want [starting]", got)
+	}
+
+	h.c.Runtime = &slowRuntime{fakeRuntime: h.rt, delay: 300 * time.Millisecond}
+	pulled := h.instance(t)
+	h.pass(t)
+	if got := states.of(pulled); !slices.Equal(got, []string{"pulling", "starting"}) {
+		t.Fatalf("an instance whose pull took 300 ms reported %v, want [pulling starting]", got)
 	}
 }
