@@ -70,13 +70,14 @@ func (k *keyedMutex) held(key string) bool {
 }
 
 // claimAddr runs pick under addrMu, with a fresh view of the node's
-// instance routes and of the addresses other Setups under way have
-// claimed (taken), and claims for id the address pick returns, until
-// release: once its route exists (or the Setup failed).
-func (m *Manager) claimAddr(id uuid.UUID, pick func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error)) (netip.Addr, func(), error) {
+// instance routes of the address family (netlink.FAMILY_V6 or _V4) and of
+// the addresses other Setups under way have claimed (taken), and claims
+// for id the address pick returns, until release: once its route exists
+// (or the Setup failed).
+func (m *Manager) claimAddr(id uuid.UUID, family int, pick func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error)) (netip.Addr, func(), error) {
 	m.addrMu.Lock()
 	defer m.addrMu.Unlock()
-	routes, err := m.routesByDst()
+	routes, err := m.routesByDst(family)
 	if err != nil {
 		return netip.Addr{}, nil, err
 	}

@@ -141,7 +141,7 @@ func (m *Manager) claim(inst Instance, hostIf, nsPath string) (Attachment, netli
 		// Setup that stopped before naming it.
 		old = Attachment{}
 	}
-	_, release, err := m.claimAddr(inst.ID, func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error) {
+	_, release, err := m.claimAddr(inst.ID, netlink.FAMILY_V6, func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error) {
 		if idx, ok := routes[netip.PrefixFrom(inst.Addr, 128)]; ok && (host == nil || idx != host.Attrs().Index) {
 			return netip.Addr{}, errAddrInUse(inst.Addr)
 		}
@@ -368,7 +368,7 @@ func (m *Manager) pickAddr4(ns *netlink.Handle, eth0 netlink.Link, id uuid.UUID,
 	if err != nil {
 		return netip.Addr{}, nil, err
 	}
-	return m.claimAddr(id, func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error) {
+	return m.claimAddr(id, netlink.FAMILY_V4, func(routes map[netip.Prefix]int, taken func(netip.Addr) bool) (netip.Addr, error) {
 		free := func(a netip.Addr) bool {
 			idx, ok := routes[netip.PrefixFrom(a, 32)]
 			return (!ok || idx == hostIdx) && !taken(a)

@@ -221,10 +221,14 @@ func (m *Manager) ownsRoute(p netip.Prefix) bool {
 }
 
 // routesByDst maps the node's instance routes (/128 in the cluster, /32 in
-// the IPv4 range) to the link each leads to.
-func (m *Manager) routesByDst() (map[netip.Prefix]int, error) {
+// the IPv4 range) of the given families (both if none) to the link each
+// leads to. Each family is a dump of all the node's routes of it.
+func (m *Manager) routesByDst(families ...int) (map[netip.Prefix]int, error) {
+	if len(families) == 0 {
+		families = []int{netlink.FAMILY_V6, netlink.FAMILY_V4}
+	}
 	out := map[netip.Prefix]int{}
-	for _, fam := range []int{netlink.FAMILY_V6, netlink.FAMILY_V4} {
+	for _, fam := range families {
 		rs, err := retryDump(func() ([]netlink.Route, error) { return m.node.RouteListFiltered(fam, &netlink.Route{}, 0) })
 		if err != nil {
 			return nil, err
