@@ -406,6 +406,15 @@ func (f *follower) next(t *testing.T) logs.Event {
 				return e
 			}
 		case err := <-f.errc:
+			// Follow hands over its last events before it returns, and
+			// select picks at random among ready cases: those events
+			// come first, and the end stays for whoever waits for it.
+			for len(f.events) > 0 {
+				if e := <-f.events; e.Line != nil || e.Missing != nil {
+					f.errc <- err
+					return e
+				}
+			}
 			t.Fatalf("Follow returned %v before the next line", err)
 		case <-time.After(30 * time.Second):
 			t.Fatal("no next line")
