@@ -82,7 +82,6 @@ type FastListener struct {
 	offLoop   atomic.Int64 // connections the event loops gave to goroutines
 	onLoop    atomic.Int64 // TLS connections the event loops took after the handshake
 	onLoopH2  atomic.Int64 // HTTP/2 streams the event loops served themselves (h2_native.go)
-	nextLoop  atomic.Uint32
 	done      chan struct{}
 	accepting chan struct{} // closed when acceptLoop returns
 	closeOnce sync.Once

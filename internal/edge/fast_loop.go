@@ -4,11 +4,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,9 +73,9 @@ type evLoop struct {
 	tick     time.Duration
 	swept    time.Time
 
-	clients     int       // client connections the loop owns
-	acceptPause time.Time // out of file descriptors: accept again after this
-	stopped     bool      // no longer accepting, for good
+	clients     atomic.Int32 // client connections the loop owns, and those on their way to it (pickLoop)
+	acceptPause time.Time    // out of file descriptors: accept again after this
+	stopped     bool         // no longer accepting, for good
 
 	mu    sync.Mutex
 	cmds  []func()
@@ -354,7 +356,7 @@ func (lp *evLoop) run() {
 		if now := time.Now(); now.Sub(lp.swept) >= lp.tick {
 			lp.sweep(now)
 		}
-		if lp.stopped && lp.clients == 0 {
+		if lp.stopped && lp.clients.Load() == 0 {
 			return
 		}
 	}
@@ -373,7 +375,7 @@ func (lp *evLoop) wait() (int, error) {
 		return n, err
 	}
 	var due time.Time
-	if lp.clients > 0 || !lp.acceptPause.IsZero() || lp.busyIdle() {
+	if lp.clients.Load() > 0 || !lp.acceptPause.IsZero() || lp.busyIdle() {
 		due = lp.swept.Add(lp.tick)
 	}
 	if !due.Equal(lp.due) {
@@ -489,16 +491,65 @@ func (lp *evLoop) accept() {
 		default:
 			fc.peerText = []byte("unknown")
 		}
-		c := &loopClient{lp: lp, fd: nfd, fc: fc}
-		if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, nfd, &unix.EpollEvent{Events: clientEvents, Fd: int32(nfd)}); err != nil {
-			unix.Close(nfd)
-			continue
-		}
-		lp.set(nfd, c)
-		lp.clients++
 		lp.fl.wg.Add(1)
-		c.waitRequest(time.Now())
+		to := lp.fl.pickLoop(lp)
+		if to == lp {
+			lp.take(nfd, fc)
+		} else if !to.do(func() { to.take(nfd, fc) }) {
+			to.left(nfd) // the loop has ended: the listener is closed
+		}
 	}
+}
+
+// pickLoop chooses the loop a new connection goes to and counts it there:
+// the one with the fewest. A loop that accepted it (from) keeps it unless
+// another has two fewer, since handing it over costs the other loop a
+// wake-up. Without this, whichever loop epoll wakes for a burst of new
+// connections takes them all (seen: 64 of wrk's 64) and one core serves
+// them while the other idles.
+func (fl *FastListener) pickLoop(from *evLoop) *evLoop {
+	to, least := from, int32(math.MaxInt32)
+	if from != nil {
+		least = from.clients.Load() - 1
+	}
+	for _, lp := range fl.loops {
+		if n := lp.clients.Load(); n < least {
+			to, least = lp, n
+		}
+	}
+	to.clients.Add(1)
+	return to
+}
+
+// enter adds a connection picked for this loop (pickLoop) to its epoll
+// set; false: the loop has ended or epoll refused, and the connection is
+// closed.
+func (lp *evLoop) enter(fd int) bool {
+	if !lp.dead {
+		err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: clientEvents, Fd: int32(fd)})
+		if err == nil {
+			return true
+		}
+	}
+	lp.left(fd)
+	return false
+}
+
+// left closes a connection picked for this loop that it did not take.
+func (lp *evLoop) left(fd int) {
+	unix.Close(fd)
+	lp.clients.Add(-1)
+	lp.fl.wg.Done()
+}
+
+// take starts serving a plain connection accepted for this loop.
+func (lp *evLoop) take(fd int, fc *fastConn) {
+	if !lp.enter(fd) {
+		return
+	}
+	c := &loopClient{lp: lp, fd: fd, fc: fc}
+	lp.set(fd, c)
+	c.waitRequest(time.Now())
 }
 
 // sweep ends what is past its deadline and ages idle node-proxy
@@ -804,7 +855,7 @@ func (c *loopClient) handOff() {
 	lp, fc := c.lp, c.fc
 	lp.fl.offLoop.Add(1)
 	lp.fds[c.fd] = nil
-	lp.clients--
+	lp.clients.Add(-1)
 	fc.r = 0
 	unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	f := os.NewFile(uintptr(c.fd), "")
@@ -858,7 +909,7 @@ func (c *loopClient) close() {
 	}
 	c.fc.release()
 	c.phase, c.deadline = phaseRead, 0
-	lp.clients--
+	lp.clients.Add(-1)
 	lp.fl.wg.Done()
 }
 
@@ -1244,23 +1295,14 @@ func (c *loopClient) write(p []byte) (int, error) {
 // goroutine (fastConn.toLoop); fc is new, t has what the client sent
 // after the handshake.
 func (lp *evLoop) adopt(fd int, fc *fastConn, t *tlsRecords) {
-	if lp.dead {
-		unix.Close(fd)
+	if !lp.enter(fd) {
 		t.release()
-		lp.fl.wg.Done()
-		return
-	}
-	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: clientEvents, Fd: int32(fd)}); err != nil {
-		unix.Close(fd)
-		t.release()
-		lp.fl.wg.Done()
 		return
 	}
 	lp.fl.onLoop.Add(1)
 	c := &loopClient{lp: lp, fd: fd, fc: fc, tls: t}
 	c.readable = true // the socket may hold more than the handshake: read until EAGAIN says not
 	lp.set(fd, c)
-	lp.clients++
 	c.waitRequest(time.Now())
 }
 
@@ -1290,12 +1332,11 @@ func (fc *fastConn) toLoop(tap *tlsTap, st *tls.ConnectionState, h2 bool) bool {
 		lfc.buf, fc.buf = fc.buf, nil // HTTP/1.1 reads its requests into it
 		adopt = func(lp *evLoop) { lp.adopt(fd, lfc, rec) }
 	}
-	lp := fl.loops[int(fl.nextLoop.Add(1))%len(fl.loops)]
 	fl.wg.Add(1)
+	lp := fl.pickLoop(nil)
 	if !lp.do(func() { adopt(lp) }) {
-		unix.Close(fd) // the loop has ended: the listener is closed
+		lp.left(fd) // the loop has ended: the listener is closed
 		rec.release()
-		fl.wg.Done()
 	}
 	return true
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -564,5 +566,91 @@ func testFastTLSServesHTTP1AndHandsTheRestToStdlib(t *testing.T, path string) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(string(body), "xfp=https ") || fl.handed.Load() != 1 {
 		t.Fatalf("HTTP/2 handed to net/http: %d %s %q, %d handed over", resp.StatusCode, resp.Proto, body, fl.handed.Load())
+	}
+}
+
+// loopClients is how many client connections each of the stage's event
+// loops holds.
+func (s *stage) loopClients() []int {
+	var counts []int
+	for _, lp := range s.edge.Listener.(*FastListener).loops {
+		counts = append(counts, int(lp.clients.Load()))
+	}
+	return counts
+}
+
+func TestLoopsShareABurstOfConnections(t *testing.T) {
+	for _, path := range []string{DataPathLoop, pathLoopTLS} {
+		t.Run(path, func(t *testing.T) { testLoopsShareABurstOfConnections(t, path) })
+	}
+}
+
+// A burst of new connections, as a load generator or a page's first
+// requests make, is shared by the loops: one epoll wake-up used to give
+// all of them to one loop, leaving the other cores idle.
+func testLoopsShareABurstOfConnections(t *testing.T, path string) {
+	const loops, conns = 4, 64
+	prev := runtime.GOMAXPROCS(loops) // a loop per GOMAXPROCS, counted as they start
+	s := newStage(t, path, 5*time.Second)
+	runtime.GOMAXPROCS(prev)
+	if n := len(s.edge.Listener.(*FastListener).loops); n != loops {
+		t.Fatalf("%d loops, want %d", n, loops)
+	}
+	s.app(echo("a"))
+
+	clients := make([]net.Conn, conns)
+	errs := make(chan error, conns)
+	for i := range clients {
+		go func() {
+			c, err := dialEdge(t, s.edge)
+			clients[i] = c
+			errs <- err
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range clients {
+		defer c.Close()
+	}
+	// Each connection answers a request: it is in a loop, not on its way.
+	for i, c := range clients {
+		fmt.Fprintf(c, "GET /%d HTTP/1.1\r\nHost: shop.zeitwork.app\r\n\r\n", i)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "a host=shop.zeitwork.app") {
+			t.Fatalf("connection %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	counts := s.loopClients()
+	total, least, most := 0, conns, 0
+	for _, n := range counts {
+		total, least, most = total+n, min(least, n), max(most, n)
+	}
+	// A loop keeps a connection it accepted unless another has two fewer;
+	// two loops accepting at once may both add to the same one.
+	if total != conns || most-least > 3 {
+		t.Fatalf("clients per loop %v, want %d shared within 3", counts, conns)
+	}
+	for _, c := range clients {
+		c.Close()
+	}
+	// And the loops count them out as they close.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		counts := s.loopClients()
+		if slices.Equal(counts, make([]int, loops)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("clients per loop %v after every client closed", counts)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

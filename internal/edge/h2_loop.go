@@ -71,16 +71,8 @@ type loopH2 struct {
 
 // adoptH2 takes an HTTP/2 connection whose handshake crypto/tls made.
 func (lp *evLoop) adoptH2(fd int, fc *fastConn, t *tlsRecords, remote string) {
-	if lp.dead {
-		unix.Close(fd)
+	if !lp.enter(fd) {
 		t.release()
-		lp.fl.wg.Done()
-		return
-	}
-	if err := unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: clientEvents, Fd: int32(fd)}); err != nil {
-		unix.Close(fd)
-		t.release()
-		lp.fl.wg.Done()
 		return
 	}
 	lp.fl.onLoop.Add(1)
@@ -93,7 +85,6 @@ func (lp *evLoop) adoptH2(fd int, fc *fastConn, t *tlsRecords, remote string) {
 		h.deadline = time.Now().Add(d).UnixNano()
 	}
 	lp.set(fd, h)
-	lp.clients++
 	h.readFrames()
 }
 
@@ -401,7 +392,7 @@ func (h *loopH2) close() {
 		lp.fds[h.fd] = nil
 	}
 	unix.Close(h.fd)
-	lp.clients--
+	lp.clients.Add(-1)
 	lp.fl.wg.Done()
 }
 
