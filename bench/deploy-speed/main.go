@@ -30,7 +30,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +42,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/builder"
 	"github.com/zeitwork/zeitwork/internal/deployment"
 	"github.com/zeitwork/zeitwork/internal/id"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/node"
 	"github.com/zeitwork/zeitwork/internal/operator"
 	"github.com/zeitwork/zeitwork/internal/runtime"
@@ -356,13 +356,16 @@ func (a *agentProc) stop() {
 func (a *agentProc) close(ctrd string) {
 	a.stop()
 	ctx := context.Background()
-	owner, _ := os.ReadFile(filepath.Join(a.work, "state", "node-id"))
-	if rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: a.ctr, Owner: strings.TrimSpace(string(owner)), LogDir: filepath.Join(a.work, "logs")}); err == nil {
-		list, _ := rt.List(ctx)
-		for _, s := range list {
-			rt.Stop(ctx, s.InstanceID, time.Second) //nolint:errcheck
+	// The agent labels its containers with its node id; without one it
+	// never registered and started nothing.
+	if owner, err := nodeagent.StoredID(filepath.Join(a.work, "state")); err == nil {
+		if rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: a.ctr, Owner: owner.String(), LogDir: filepath.Join(a.work, "logs")}); err == nil {
+			list, _ := rt.List(ctx)
+			for _, s := range list {
+				rt.Stop(ctx, s.InstanceID, time.Second) //nolint:errcheck
+			}
+			rt.Close()
 		}
-		rt.Close()
 	}
 	benchnode.DeleteNamespace(ctrd, a.ctr)
 	benchnode.DeleteInstanceNetns(filepath.Join(a.work, "state"))

@@ -38,6 +38,7 @@ import (
 	"github.com/zeitwork/zeitwork/internal/instance"
 	"github.com/zeitwork/zeitwork/internal/ipam"
 	"github.com/zeitwork/zeitwork/internal/node"
+	"github.com/zeitwork/zeitwork/internal/nodeagent"
 	"github.com/zeitwork/zeitwork/internal/runtime"
 	"github.com/zeitwork/zeitwork/internal/runtime/logwriter"
 )
@@ -422,8 +423,11 @@ func cleanup(ctrd, ctrNS, work string, agent *exec.Cmd) {
 	defer benchnode.DeleteInstanceNetns(filepath.Join(work, "state"))
 	ctx := context.Background()
 	// The agent labels its containers with its node id, kept in its state dir.
-	owner, _ := os.ReadFile(filepath.Join(work, "state", "node-id"))
-	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ctrNS, Owner: strings.TrimSpace(string(owner)), LogDir: filepath.Join(work, "logs")})
+	owner, err := nodeagent.StoredID(filepath.Join(work, "state"))
+	if err != nil {
+		return // it never registered: it started nothing
+	}
+	rt, err := runtime.New(ctx, runtime.Config{Address: ctrd, Namespace: ctrNS, Owner: owner.String(), LogDir: filepath.Join(work, "logs")})
 	if err != nil {
 		return
 	}

@@ -501,8 +501,10 @@ func (c *cluster) converged(dep uuid.UUID) []instance.Instance {
 		if c.lost[i] {
 			continue
 		}
-		b, _ := os.ReadFile(filepath.Join(c.nodeDirs[i], "node-id"))
-		nid := strings.TrimSpace(string(b))
+		nid, err := nodeagent.StoredID(c.nodeDirs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
 		ctrs, err := cc.Containers(namespaces.WithNamespace(ctx, ns))
 		if err != nil {
 			t.Fatal(err)
@@ -512,13 +514,12 @@ func (c *cluster) converged(dep uuid.UUID) []instance.Instance {
 			got = append(got, ctr.ID())
 		}
 		slices.Sort(got)
-		exp := slices.Clone(want[nid])
+		exp := slices.Clone(want[nid.String()])
 		slices.Sort(exp)
 		if !sameIDs(got, exp) {
 			t.Errorf("node %d: containers %v, live instances %v", i+1, got, exp)
 		}
-		nid2, _ := uuid.Parse(nid)
-		_, _, prefix := nodeagent.SimulatedNames(nid2)
+		_, _, prefix := nodeagent.SimulatedNames(nid)
 		var nets []string
 		for _, n := range netnsWithPrefix(t, prefix) {
 			nets = append(nets, strings.TrimPrefix(n, prefix))

@@ -64,8 +64,11 @@ func TestLostNodeIsReplaced(t *testing.T) {
 		defer agentPool.Close() // waits for the agent to hand its connections back
 		// Its instances outlive it, as instances do: stop them here.
 		// The agent labels them with its node id, kept in its state dir.
-		owner, _ := os.ReadFile(filepath.Join(agentState, "node-id"))
-		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.Containerd.Addr, Namespace: ctrNS, Owner: strings.TrimSpace(string(owner)), LogDir: logDir}); err == nil {
+		owner, err := nodeagent.StoredID(agentState)
+		if err != nil {
+			return // it never registered: it started nothing
+		}
+		if rt, err := runtime.New(context.Background(), runtime.Config{Address: cfg.Containerd.Addr, Namespace: ctrNS, Owner: owner.String(), LogDir: logDir}); err == nil {
 			list, _ := rt.List(context.Background())
 			for _, s := range list {
 				rt.Stop(context.Background(), s.InstanceID, time.Second)
