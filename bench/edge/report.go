@@ -200,6 +200,9 @@ func report(out io.Writer, o options, r results) {
 		if tab, ok := r.profiles["sched-half "+n]; ok {
 			p("\nHow %s's threads were scheduled at half load (perf sched, every thread on the machine, one run):\n\n%s", n, tab)
 		}
+		if tab, ok := r.profiles["sched "+n]; ok {
+			p("\nHow %s's threads were scheduled saturated (perf sched, every thread on the machine, one run):\n\n%s", n, tab)
+		}
 	}
 	for _, n := range names {
 		if rep, ok := r.profiles["perf "+n]; ok {

@@ -283,11 +283,16 @@ func profileAll(ctx context.Context, o options, proxies []proxy, host string, ha
 			if px.name != edgeLoop && px.name != "nginx" {
 				continue
 			}
-			tab, err := schedUnderLoad(ctx, half, px, host, "-s", script.Name())
+			tab, err := schedUnderLoad(ctx, half, px, host, "-half", "-s", script.Name())
 			if err != nil {
 				return nil, fmt.Errorf("scheduling of %s at half load: %w", px.name, err)
 			}
 			out["sched-half "+px.name] = tab
+			// And saturated, where idle CPUs are requests not served.
+			if tab, err = schedUnderLoad(ctx, o, px, host, ""); err != nil {
+				return nil, fmt.Errorf("scheduling of %s saturated: %w", px.name, err)
+			}
+			out["sched "+px.name] = tab
 		}
 	}
 	for _, px := range proxies {
