@@ -64,7 +64,17 @@ type options struct {
 	fastEnv           string // extra environment of a further fast-path edge (empty: none)
 	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
 	plain, tls, h2    bool   // run the plain HTTP comparison (and all that follows it), the HTTPS one, the HTTP/2 one
+	app               string // the app behind the proxies: appGo (bench/edge/backend) or appNginx
 }
+
+// The app behind the proxies. Go's is the default: a Go program answering
+// from net/http, as the node-proxy in front of every instance is. nginx
+// answering from its config is an app with no Go runtime of its own, to
+// tell what the proxy costs from how two Go runtimes share two cores.
+const (
+	appGo    = "go"
+	appNginx = "nginx"
+)
 
 // The edge under test, once per data path (EDGE_DATA_PATH), and the
 // fasthttp proxy (bench/edge/fasthttpproxy), the data path not taken.
@@ -99,7 +109,18 @@ func main() {
 	flag.BoolVar(&o.plain, "plain", true, "compare the proxies over plain HTTP, and measure the route table and changes")
 	flag.BoolVar(&o.tls, "tls", true, "compare the edge and nginx over HTTPS (needs a zeitwork binary built with -tags edgepprof)")
 	flag.BoolVar(&o.h2, "h2", true, "compare the edge and nginx over HTTP/2 with h2load (needs a zeitwork binary built with -tags edgepprof)")
+	flag.StringVar(&o.app, "app", appGo, "the app behind the proxies: go (the -backend binary, net/http) or nginx (answering from its config)")
 	flag.Parse()
+	switch {
+	case o.app != appGo && o.app != appNginx:
+		fmt.Fprintf(os.Stderr, "bench/edge: -app is %q; want go or nginx\n", o.app)
+		os.Exit(2)
+	case o.app == appNginx && o.profile != "":
+		// perf sched groups threads by command name: nginx the app and
+		// nginx the proxy would count as one.
+		fmt.Fprintln(os.Stderr, "bench/edge: -profile needs -app go")
+		os.Exit(2)
+	}
 	if o.zeitwork == "" || o.backend == "" {
 		fmt.Fprintln(os.Stderr, "bench/edge: -zeitwork and -backend are required (use bench/edge/run.sh)")
 		os.Exit(2)
@@ -155,7 +176,7 @@ func run(ctx context.Context, o options) error {
 	}
 	defer dropDB()
 
-	backend, addrs, err := startBackend(o.backend, 3)
+	backend, addrs, err := startApp(o, filepath.Join(work, "app"), 3)
 	if err != nil {
 		return err
 	}

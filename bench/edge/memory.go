@@ -48,7 +48,7 @@ func runMemory(ctx context.Context, o options) error {
 		return err
 	}
 	defer dropDB()
-	backend, addrs, err := startBackend(o.backend, 3)
+	backend, addrs, err := startApp(o, filepath.Join(work, "app"), 3)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -90,6 +91,80 @@ func tail(s string, n int) string {
 		return "…" + s[len(s)-n:]
 	}
 	return s
+}
+
+// startApp starts the app o asks for on n ports, dir holding what it
+// writes (nginx's config and logs).
+func startApp(o options, dir string, n int) (*proc, []string, error) {
+	if o.app == appNginx {
+		return startNginxApp(dir, n)
+	}
+	return startBackend(o.backend, n)
+}
+
+// nginxAppConf is nginx as the app: n servers answering what the Go
+// backend answers, from the config alone.
+var nginxAppConf = template.Must(template.New("app.conf").Parse(`user root;
+worker_processes auto;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path {{.Dir}}/client_body;
+    proxy_temp_path {{.Dir}}/proxy;
+    fastcgi_temp_path {{.Dir}}/fastcgi;
+    uwsgi_temp_path {{.Dir}}/uwsgi;
+    scgi_temp_path {{.Dir}}/scgi;
+    keepalive_requests 1000000;
+{{- range .Listen}}
+    server {
+        listen {{.}};
+        location / {
+            default_type "text/plain; charset=utf-8";
+            return 200 {{$.Body}};
+        }
+    }
+{{- end}}
+}
+`))
+
+// startNginxApp runs nginx as the app on n loopback ports.
+func startNginxApp(dir string, n int) (*proc, []string, error) {
+	var addrs []string
+	for range n {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, nil, err
+		}
+		addrs = append(addrs, addr)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	var conf bytes.Buffer
+	err := nginxAppConf.Execute(&conf, struct {
+		Dir    string
+		Listen []string
+		Body   string
+	}{dir, addrs, strconv.Quote(backendBody)})
+	if err != nil {
+		return nil, nil, fmt.Errorf("nginx app config: %w", err)
+	}
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, conf.Bytes(), 0o644); err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command("nginx", "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	p, err := start("app (nginx)", cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.log = filepath.Join(dir, "error.log")
+	return p, addrs, nil
 }
 
 // startBackend runs the backend on n ports and returns their addresses.
