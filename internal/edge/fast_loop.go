@@ -82,6 +82,9 @@ type evLoop struct {
 	dead  bool          // the loop's descriptors are closed: do does nothing
 	ended chan struct{} // closed when the loop has ended
 
+	parkedSince  atomic.Int64 // unix nanoseconds since the loop parked in Go's poller; 0 while it runs
+	stallChecked time.Time    // when kickStalled last looked
+
 	events [128]unix.EpollEvent
 }
 
@@ -239,6 +242,7 @@ func (fl *FastListener) startLoops(lfd int) error {
 	}
 	fl.loops = loops
 	for _, lp := range loops {
+		registerLoop(lp)
 		go lp.run()
 	}
 	return nil
@@ -353,9 +357,11 @@ func (lp *evLoop) run() {
 				lp.fds[fd].event(ev.Events)
 			}
 		}
-		if now := time.Now(); now.Sub(lp.swept) >= lp.tick {
+		now := time.Now()
+		if now.Sub(lp.swept) >= lp.tick {
 			lp.sweep(now)
 		}
+		lp.kickStalled(now, running())
 		if lp.stopped && lp.clients.Load() == 0 {
 			return
 		}
@@ -368,7 +374,8 @@ func (lp *evLoop) run() {
 // per request of the goroutine path, a spinning thread at 20 % of a
 // core). With nothing ready, the loop's goroutine parks in Go's own
 // poller, where the epoll set is registered like a socket, until the set
-// has events or the sweep is due.
+// has events, the sweep is due, or a running loop finds it stalled
+// (kickStalled).
 func (lp *evLoop) wait() (int, error) {
 	n, err := lp.poll()
 	if n > 0 || err != nil {
@@ -383,8 +390,11 @@ func (lp *evLoop) wait() (int, error) {
 		lp.pollFile.SetReadDeadline(due)
 	}
 	lp.polled, lp.pollErr = 0, nil
+	lp.parkedSince.Store(time.Now().UnixNano())
 	err = lp.raw.Read(lp.readyFn)
+	lp.parkedSince.Store(0)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
+		lp.due = kicked // the sweep's deadline or another loop's kick: set it anew
 		return 0, nil
 	}
 	if err == nil {
@@ -419,6 +429,7 @@ func (lp *evLoop) poll() (int, error) {
 func (lp *evLoop) busyIdle() bool { return lp.nidle > 0 }
 
 func (lp *evLoop) end() {
+	unregisterLoop(lp)
 	lp.closeAll()
 	for _, ups := range lp.idle {
 		for _, u := range ups {
