@@ -102,9 +102,10 @@ func startApp(o options, dir string, n int) (*proc, []string, error) {
 	return startBackend(o.backend, n)
 }
 
-// nginxAppConf is nginx as the app: n servers answering what the Go
-// backend answers, from the config alone.
-var nginxAppConf = template.Must(template.New("app.conf").Parse(`user root;
+// nginxHead begins both nginx configurations (the proxy's and the app's):
+// a process of its own in the foreground, its state under .Dir, the http
+// block open, keep-alive never ended by nginx.
+const nginxHead = `user root;
 worker_processes auto;
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/error.log warn;
@@ -119,7 +120,36 @@ http {
     uwsgi_temp_path {{.Dir}}/uwsgi;
     scgi_temp_path {{.Dir}}/scgi;
     keepalive_requests 1000000;
-{{- range .Listen}}
+`
+
+// runNginx writes conf, executed with data, to dir/nginx.conf and runs
+// nginx on it in the foreground, its state and error log under dir.
+func runNginx(name, dir string, conf *template.Template, data any) (*proc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if err := conf.Execute(&b, data); err != nil {
+		return nil, fmt.Errorf("%s config: %w", name, err)
+	}
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	errLog := filepath.Join(dir, "error.log")
+	cmd := exec.Command("nginx", "-c", path, "-p", dir, "-e", errLog, "-g", "daemon off;")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	p, err := start(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	p.log = errLog
+	return p, nil
+}
+
+// nginxAppConf is nginx as the app: n servers answering what the Go
+// backend answers, from the config alone.
+var nginxAppConf = template.Must(template.New("app.conf").Parse(nginxHead + `{{- range .Listen}}
     server {
         listen {{.}};
         location / {
@@ -141,30 +171,12 @@ func startNginxApp(dir string, n int) (*proc, []string, error) {
 		}
 		addrs = append(addrs, addr)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
-	}
-	var conf bytes.Buffer
-	err := nginxAppConf.Execute(&conf, struct {
+	p, err := runNginx("app (nginx)", dir, nginxAppConf, struct {
 		Dir    string
 		Listen []string
 		Body   string
 	}{dir, addrs, strconv.Quote(backendBody)})
-	if err != nil {
-		return nil, nil, fmt.Errorf("nginx app config: %w", err)
-	}
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, conf.Bytes(), 0o644); err != nil {
-		return nil, nil, err
-	}
-	cmd := exec.Command("nginx", "-c", path, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	p, err := start("app (nginx)", cmd)
-	if err != nil {
-		return nil, nil, err
-	}
-	p.log = filepath.Join(dir, "error.log")
-	return p, addrs, nil
+	return p, addrs, err
 }
 
 // startBackend runs the backend on n ports and returns their addresses.
@@ -255,22 +267,7 @@ func startFasthttp(bin, host string, backends []string, pprof bool) (proxy, erro
 // raised from its default of 1000 (after which nginx closes the client's
 // connection) because the edge never closes a busy one: the comparison is
 // of proxying, not of reconnecting.
-var nginxConf = template.Must(template.New("nginx.conf").Parse(`user root;
-worker_processes auto;
-pid {{.Dir}}/nginx.pid;
-error_log {{.Dir}}/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    client_body_temp_path {{.Dir}}/client_body;
-    proxy_temp_path {{.Dir}}/proxy;
-    fastcgi_temp_path {{.Dir}}/fastcgi;
-    uwsgi_temp_path {{.Dir}}/uwsgi;
-    scgi_temp_path {{.Dir}}/scgi;
-    keepalive_requests 1000000;
-    upstream app {
+var nginxConf = template.Must(template.New("nginx.conf").Parse(nginxHead + `    upstream app {
 {{- range .Backends}}
         server {{.}};
 {{- end}}
@@ -322,38 +319,18 @@ func startNginx(dir string, backends, headers []string, cert *certPair, http2 bo
 	if err != nil {
 		return nil, "", err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, "", err
-	}
-	conf := filepath.Join(dir, "nginx.conf")
-	f, err := os.Create(conf)
-	if err != nil {
-		return nil, "", err
-	}
 	type pair struct{ Cert, Key string }
 	var tlsFiles *pair
 	if cert != nil {
 		tlsFiles = &pair{cert.cert, cert.key}
 	}
-	err = nginxConf.Execute(f, struct {
+	p, err := runNginx("nginx", dir, nginxConf, struct {
 		Dir, Listen string
 		Backends    []string
 		Headers     []string
 		Cert        *pair
 		HTTP2       bool
 	}{dir, addr, backends, headers, tlsFiles, http2})
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("nginx config: %w", err)
-	}
-	cmd := exec.Command("nginx", "-c", conf, "-p", dir, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	p, err := start("nginx", cmd)
-	if p != nil {
-		p.log = filepath.Join(dir, "error.log")
-	}
 	return p, addr, err
 }
 
