@@ -81,11 +81,17 @@ func (lp *evLoop) kickStalled(now time.Time, others []*evLoop) {
 		// A deadline already past readies the parked goroutine at once;
 		// its wait then sets its own again (wait, kicked).
 		o.pollFile.SetReadDeadline(kicked) //nolint:errcheck // an ended loop's file is closed: nothing to wake
+		loopWakeups.Add(1)
 	}
 }
 
 // kicked is the read deadline a stalled loop is woken with.
 var kicked = time.Unix(1, 0)
+
+// loopWakeups counts the loops kickStalled woke, for every listener of the
+// process (zeitwork_edge_loop_wakeups_total): how often the runtime left a
+// loop waiting with work, which only a production edge can tell.
+var loopWakeups atomic.Uint64
 
 // hasEvents says, without taking any, whether an epoll set has events.
 func hasEvents(epfd int) bool {

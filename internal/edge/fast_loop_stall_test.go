@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,11 +85,13 @@ func stillParked(t *testing.T, done <-chan waited, after string) {
 // in its set, and leaves alone one with none, one parked for less, and
 // looks at most once per stallAfter. The loop it woke takes its events and
 // parks again as before: the past deadline of the wake-up is not left set.
+// Each wake-up is counted (zeitwork_edge_loop_wakeups_total).
 func TestRunningLoopWakesAStalledLoop(t *testing.T) {
 	b, efd := stalledLoop(t)
 	done := park(t, b)
 	at := time.Unix(0, b.parkedSince.Load())
 	others := []*evLoop{b}
+	wakeups := loopWakeups.Load()
 
 	(&evLoop{}).kickStalled(at.Add(2*stallAfter), others)
 	stillParked(t, done, "kicked with no events in its set")
@@ -101,6 +105,9 @@ func TestRunningLoopWakesAStalledLoop(t *testing.T) {
 	stillParked(t, done, "kicked when parked for half of stallAfter")
 	a.kickStalled(at.Add(stallAfter), others)
 	stillParked(t, done, "kicked half of stallAfter after the last look")
+	if n := loopWakeups.Load() - wakeups; n != 0 {
+		t.Fatalf("%d wake-ups counted before any", n)
+	}
 	a.kickStalled(at.Add(3*stallAfter/2), others)
 	select {
 	case w := <-done:
@@ -112,6 +119,9 @@ func TestRunningLoopWakesAStalledLoop(t *testing.T) {
 	}
 	if b.parkedSince.Load() != 0 {
 		t.Fatal("a woken loop still counts as parked")
+	}
+	if n := loopWakeups.Load() - wakeups; n != 1 {
+		t.Fatalf("%d wake-ups counted; want 1", n)
 	}
 
 	if n, err := b.wait(); n != 1 || err != nil {
@@ -148,5 +158,23 @@ func TestLoopsAreWatchedWhileTheyRun(t *testing.T) {
 		if slices.Contains(running(), lp) {
 			t.Fatal("an ended loop is still watched")
 		}
+	}
+}
+
+// The wake-ups are on /metrics, for every listener of the process.
+func TestLoopWakeupsAreAMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	loopWakeups.Add(3)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(fams, func(f *dto.MetricFamily) bool { return f.GetName() == "zeitwork_edge_loop_wakeups_total" })
+	if i < 0 {
+		t.Fatal("no zeitwork_edge_loop_wakeups_total series")
+	}
+	if got, want := fams[i].GetMetric()[0].GetCounter().GetValue(), float64(loopWakeups.Load()); got != want || got < 3 {
+		t.Fatalf("zeitwork_edge_loop_wakeups_total = %v, want %v", got, want)
 	}
 }
