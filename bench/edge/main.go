@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -110,7 +111,15 @@ func main() {
 	flag.BoolVar(&o.tls, "tls", true, "compare the edge and nginx over HTTPS (needs a zeitwork binary built with -tags edgepprof)")
 	flag.BoolVar(&o.h2, "h2", true, "compare the edge and nginx over HTTP/2 with h2load (needs a zeitwork binary built with -tags edgepprof)")
 	flag.StringVar(&o.app, "app", appGo, "the app behind the proxies: go (the -backend binary, net/http) or nginx (answering from its config)")
+	proxyCPUs := flag.String("proxy-cpus", "", "run each proxy on these CPUs only (taskset -c list; with -load-cpus)")
+	loadCPUs := flag.String("load-cpus", "", "run wrk and the app on these CPUs only (taskset -c list; with -proxy-cpus)")
 	flag.Parse()
+	pl, err := parsePlacement(*proxyCPUs, *loadCPUs, runtime.NumCPU())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/edge:", err)
+		os.Exit(2)
+	}
+	cpus = pl
 	switch {
 	case o.app != appGo && o.app != appNginx:
 		fmt.Fprintf(os.Stderr, "bench/edge: -app is %q; want go or nginx\n", o.app)
@@ -126,7 +135,6 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	var err error
 	if o.memory {
 		err = runMemory(ctx, o)
 	} else {

@@ -106,7 +106,7 @@ func startApp(o options, dir string, n int) (*proc, []string, error) {
 // a process of its own in the foreground, its state under .Dir, the http
 // block open, keep-alive never ended by nginx.
 const nginxHead = `user root;
-worker_processes auto;
+worker_processes {{.Workers}};
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/error.log warn;
 events {
@@ -123,8 +123,9 @@ http {
 `
 
 // runNginx writes conf, executed with data, to dir/nginx.conf and runs
-// nginx on it in the foreground, its state and error log under dir.
-func runNginx(name, dir string, conf *template.Template, data any) (*proc, error) {
+// nginx on it in the foreground on side's CPUs, its state and error log
+// under dir.
+func runNginx(name, dir string, s side, conf *template.Template, data any) (*proc, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -139,6 +140,7 @@ func runNginx(name, dir string, conf *template.Template, data any) (*proc, error
 	errLog := filepath.Join(dir, "error.log")
 	cmd := exec.Command("nginx", "-c", path, "-p", dir, "-e", errLog, "-g", "daemon off;")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cpus.pin(cmd, s)
 	p, err := start(name, cmd)
 	if err != nil {
 		return nil, err
@@ -171,11 +173,11 @@ func startNginxApp(dir string, n int) (*proc, []string, error) {
 		}
 		addrs = append(addrs, addr)
 	}
-	p, err := runNginx("app (nginx)", dir, nginxAppConf, struct {
-		Dir    string
-		Listen []string
-		Body   string
-	}{dir, addrs, strconv.Quote(backendBody)})
+	p, err := runNginx("app (nginx)", dir, loadSide, nginxAppConf, struct {
+		Dir, Workers string
+		Listen       []string
+		Body         string
+	}{dir, cpus.workers(loadSide), addrs, strconv.Quote(backendBody)})
 	return p, addrs, err
 }
 
@@ -188,6 +190,7 @@ func startBackend(bin string, n int) (*proc, []string, error) {
 	defer r.Close()
 	cmd := exec.Command(bin, "-n", strconv.Itoa(n), "-body", backendBody)
 	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	cpus.pin(cmd, loadSide)
 	p, err := start("backend", cmd)
 	w.Close()
 	if err != nil {
@@ -237,6 +240,7 @@ func startEdgeEnv(bin, dbURL, snapshot, dataPath string, env ...string) (p *proc
 		"EDGE_APPS_DOMAIN="+appsDomain, "EDGE_ROUTES_SNAPSHOT="+snapshot, "EDGE_POLL_INTERVAL=1m", "LOG_LEVEL=warn")
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cpus.pin(cmd, proxySide)
 	p, err = start("edge ("+dataPath+")", cmd)
 	return p, addr, metrics, err
 }
@@ -258,6 +262,7 @@ func startFasthttp(bin, host string, backends []string, pprof bool) (proxy, erro
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cpus.pin(cmd, proxySide)
 	px.p, err = start(fasthttpPx, cmd)
 	return px, err
 }
@@ -324,13 +329,13 @@ func startNginx(dir string, backends, headers []string, cert *certPair, http2 bo
 	if cert != nil {
 		tlsFiles = &pair{cert.cert, cert.key}
 	}
-	p, err := runNginx("nginx", dir, nginxConf, struct {
-		Dir, Listen string
-		Backends    []string
-		Headers     []string
-		Cert        *pair
-		HTTP2       bool
-	}{dir, addr, backends, headers, tlsFiles, http2})
+	p, err := runNginx("nginx", dir, proxySide, nginxConf, struct {
+		Dir, Workers, Listen string
+		Backends             []string
+		Headers              []string
+		Cert                 *pair
+		HTTP2                bool
+	}{dir, cpus.workers(proxySide), addr, backends, headers, tlsFiles, http2})
 	return p, addr, err
 }
 

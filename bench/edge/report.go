@@ -219,9 +219,12 @@ func report(out io.Writer, o options, r results) {
 		p("- fasthttp (bare): bench/edge/fasthttpproxy, valyala/fasthttp's Server and an LBClient over the 3 ports, with the same per-request header work as the edge (hop-by-hop and client-address headers dropped, X-Forwarded-*, X-Request-Id) and none of its other guarantees (bodies buffered, no websockets, no passive health): an upper bound for a fasthttp data path.\n")
 	}
 	if o.app == appNginx {
-		p("- Backend (-app nginx): nginx (worker_processes auto) on 3 loopback ports answering %q (%d bytes) from its config (`return 200`), with keep-alive: an app with no Go runtime sharing the cores with a Go proxy.\n", backendBody, len(backendBody))
+		p("- Backend (-app nginx): nginx (worker_processes %s) on 3 loopback ports answering %q (%d bytes) from its config (`return 200`), with keep-alive: an app with no Go runtime sharing the cores with a Go proxy.\n", cpus.workers(loadSide), backendBody, len(backendBody))
 	} else {
 		p("- Backend: one Go process (bench/edge/backend) on 3 loopback ports, answering %q (%d bytes) with keep-alive.\n", backendBody, len(backendBody))
+	}
+	if cpus.pinned() {
+		p("- CPUs: each proxy on CPUs %s only (nginx with worker_processes %s; Go sizes GOMAXPROCS, and so the edge's event loops, by the affinity), wrk and the app on CPUs %s (taskset -c).\n", cpus.proxy, cpus.workers(proxySide), cpus.load)
 	}
 	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_HTTPS_ADDR=off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
 	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream); the ratio columns are against it. %s: the same nginx also setting the request fields the edge sets (X-Forwarded-Host, X-Forwarded-Proto, X-Request-Id, the node-proxy token, an instance id), so that the app parses as much behind both.\n- CPU and context switches are read from /proc for each process group (the proxy's, the backend's) and from wrk's rusage, over each wrk run; machine idle is /proc/stat's idle + iowait share over the run.\n", nginxVersion(), nginxHeaders)

@@ -14,6 +14,11 @@
 # projects after a full rebuild, under wrk, the snapshot's size and restore):
 #
 #   bash bench/edge/run.sh -memory -rounds 3 -duration 5s -memory-env "GOGC=100 GOMEMLIMIT=off"
+#
+# The proxies on CPUs of their own, as in production (wrk and the app on the
+# others; nginx gets a worker per proxy CPU, the edge a loop per CPU):
+#
+#   bash bench/edge/run.sh -hosts 0 -proxy-cpus 1 -load-cpus 0
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null

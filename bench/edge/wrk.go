@@ -165,7 +165,9 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 		return runH2load(ctx, o, px, host, d)
 	}
 	args := append(append(wrkArgs(o, d), extra...), "-H", "Host: "+host, px.url())
-	return measure(ctx, px, exec.CommandContext(ctx, "wrk", args...), func(out string) (wrkRun, error) {
+	cmd := exec.CommandContext(ctx, "wrk", args...)
+	cpus.pin(cmd, loadSide)
+	return measure(ctx, px, cmd, func(out string) (wrkRun, error) {
 		rep, err := wrk.Parse(out)
 		return wrkRun{rps: rep.RPS, p50: rep.P50, p99: rep.P99, requests: rep.Requests, problems: rep.Problems}, err
 	})
@@ -177,7 +179,9 @@ func runWrk(ctx context.Context, o options, px proxy, host string, d time.Durati
 func runH2load(ctx context.Context, o options, px proxy, host string, d time.Duration) (wrkRun, error) {
 	args := []string{"-t", strconv.Itoa(o.threads), "-c", strconv.Itoa(o.conns), "-m", "1", "-D", strconv.Itoa(int(d.Seconds())),
 		"-H", ":authority: " + host, px.url()}
-	return measure(ctx, px, exec.CommandContext(ctx, "h2load", args...), func(out string) (wrkRun, error) {
+	cmd := exec.CommandContext(ctx, "h2load", args...)
+	cpus.pin(cmd, loadSide)
+	return measure(ctx, px, cmd, func(out string) (wrkRun, error) {
 		rep, err := parseH2load(out)
 		if err == nil && rep.cipher != "" && px.cipher != nil {
 			*px.cipher = rep.cipher
