@@ -108,7 +108,11 @@ func rounds(p func(string, ...any), l load, names []string, client string) {
 
 func report(out io.Writer, o options, r results) {
 	p := func(format string, args ...any) { fmt.Fprintf(out, format, args...) }
-	p("CPU: %s, %d CPUs (wrk, the proxy under test and the backend share them)\n\n", cpuModel(), runtime.NumCPU())
+	if cpus.pinned() {
+		p("CPU: %s, %d CPUs (the proxy under test on CPUs %s, wrk and the backend on CPUs %s)\n\n", cpuModel(), runtime.NumCPU(), cpus.proxy, cpus.load)
+	} else {
+		p("CPU: %s, %d CPUs (wrk, the proxy under test and the backend share them)\n\n", cpuModel(), runtime.NumCPU())
+	}
 
 	l := r.load
 	names := r.names
