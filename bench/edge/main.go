@@ -57,15 +57,17 @@ type options struct {
 	rounds            int
 	threads, conns    int
 	duration, warmup  time.Duration
-	changes           int    // route changes timed
-	hosts             int    // projects loaded for the at-scale measurements (0: skip)
-	profile           string // where perf writes the fast path's profile (empty: none)
-	memory            bool   // only the route table at scale: memory, rebuild, snapshot
-	memoryEnv         string // extra environment of the edge in -memory mode
-	fastEnv           string // extra environment of a further fast-path edge (empty: none)
-	memProfile        string // in -memory mode: where to write the allocations of a full rebuild
-	plain, tls, h2    bool   // run the plain HTTP comparison (and all that follows it), the HTTPS one, the HTTP/2 one
-	app               string // the app behind the proxies: appGo (bench/edge/backend) or appNginx
+	changes           int      // route changes timed
+	hosts             int      // projects loaded for the at-scale measurements (0: skip)
+	profile           string   // where perf writes the fast path's profile (empty: none)
+	memory            bool     // only the route table at scale: memory, rebuild, snapshot
+	memoryEnv         string   // extra environment of the edge in -memory mode
+	fastEnv           string   // extra environment of a further fast-path edge (empty: none)
+	memProfile        string   // in -memory mode: where to write the allocations of a full rebuild
+	plain, tls, h2    bool     // run the plain HTTP comparison (and all that follows it), the HTTPS one, the HTTP/2 one
+	app               string   // the app behind the proxies: appGo (bench/edge/backend) or appNginx
+	paths             []string // the edge's data paths compared over plain HTTP, in order
+	fields            bool     // also compare nginx setting the edge's request fields
 }
 
 // The app behind the proxies. Go's is the default: a Go program answering
@@ -87,6 +89,25 @@ const (
 	// nginxHeaders is nginx setting the request fields the edge sets.
 	nginxHeaders = "nginx (edge's fields)"
 )
+
+// edgeNames names each data path's column.
+var edgeNames = map[string]string{"stdlib": edgeStdlib, "fast": edgeFast, "loop": edgeLoop}
+
+// parsePaths reads -paths: data paths the edge has, none twice.
+func parsePaths(s string) ([]string, error) {
+	var paths []string
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		switch {
+		case edgeNames[p] == "":
+			return nil, fmt.Errorf("-paths: %q is not a data path of the edge (stdlib, fast, loop)", p)
+		case slices.Contains(paths, p):
+			return nil, fmt.Errorf("-paths: %s given twice", p)
+		}
+		paths = append(paths, p)
+	}
+	return paths, nil
+}
 
 func main() {
 	var o options
@@ -110,6 +131,8 @@ func main() {
 	flag.BoolVar(&o.plain, "plain", true, "compare the proxies over plain HTTP, and measure the route table and changes")
 	flag.BoolVar(&o.tls, "tls", true, "compare the edge and nginx over HTTPS (needs a zeitwork binary built with -tags edgepprof)")
 	flag.BoolVar(&o.h2, "h2", true, "compare the edge and nginx over HTTP/2 with h2load (needs a zeitwork binary built with -tags edgepprof)")
+	paths := flag.String("paths", "stdlib,fast,loop", "the edge's data paths compared over plain HTTP (a comma-separated subset of stdlib, fast, loop): fewer paths, more rounds in the same time")
+	flag.BoolVar(&o.fields, "fields", true, "over plain HTTP, also compare nginx setting the request fields the edge sets")
 	flag.StringVar(&o.app, "app", appGo, "the app behind the proxies: go (the -backend binary, net/http) or nginx (answering from its config)")
 	proxyCPUs := flag.String("proxy-cpus", "", "run each proxy on these CPUs only (taskset -c list; with -load-cpus)")
 	loadCPUs := flag.String("load-cpus", "", "run wrk and the app on these CPUs only (taskset -c list; with -proxy-cpus)")
@@ -120,6 +143,10 @@ func main() {
 		os.Exit(2)
 	}
 	cpus = pl
+	if o.paths, err = parsePaths(*paths); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/edge:", err)
+		os.Exit(2)
+	}
 	switch {
 	case o.app != appGo && o.app != appNginx:
 		fmt.Fprintf(os.Stderr, "bench/edge: -app is %q; want go or nginx\n", o.app)
@@ -224,22 +251,15 @@ func run(ctx context.Context, o options) error {
 		p, addr, _, err := startEdgeEnv(o.zeitwork, dbURL, filepath.Join(work, snapshot), path, env...)
 		return proxy{name: name, addr: addr, p: p, pprof: pp}, err
 	}
-	stdlibPx, err := startPath(edgeStdlib, "stdlib", "routes.json")
-	if err != nil {
-		return err
+	var proxies []proxy
+	for _, path := range o.paths {
+		px, err := startPath(edgeNames[path], path, "routes-"+path+".json")
+		if err != nil {
+			return err
+		}
+		defer px.p.stop()
+		proxies = append(proxies, px)
 	}
-	defer stdlibPx.p.stop()
-	fastPx, err := startPath(edgeFast, "fast", "routes-fast.json")
-	if err != nil {
-		return err
-	}
-	defer fastPx.p.stop()
-	loopPx, err := startPath(edgeLoop, "loop", "routes-loop.json")
-	if err != nil {
-		return err
-	}
-	defer loopPx.p.stop()
-	proxies := []proxy{stdlibPx, fastPx, loopPx}
 	if o.fastEnv != "" {
 		px, err := startPath("edge (fast, "+o.fastEnv+")", "fast", "routes-fast-env.json", strings.Fields(o.fastEnv)...)
 		if err != nil {
@@ -258,19 +278,22 @@ func run(ctx context.Context, o options) error {
 	}
 	// nginx sending the app the edge's fields too, so that what the app
 	// spends on them is not counted against the edge's data path alone.
-	ngxH, ngxHAddr, err := startNginx(filepath.Join(work, "nginx-headers"), addrs, edgeHeaders, nil, false)
-	if err != nil {
-		return err
+	if o.fields {
+		ngxH, ngxHAddr, err := startNginx(filepath.Join(work, "nginx-headers"), addrs, edgeHeaders, nil, false)
+		if err != nil {
+			return err
+		}
+		defer ngxH.stop()
+		proxies = append(proxies, proxy{name: nginxHeaders, addr: ngxHAddr, p: ngxH})
 	}
-	defer ngxH.stop()
-	proxies = append(proxies, proxy{name: nginxHeaders, addr: ngxHAddr, p: ngxH})
 	ngx, ngxAddr, err := startNginx(filepath.Join(work, "nginx"), addrs, nil, nil, false)
 	if err != nil {
 		return err
 	}
 	defer ngx.stop()
 	proxies = append(proxies, proxy{name: "nginx", addr: ngxAddr, p: ngx})
-	edge, edgeAddr := stdlibPx.p, stdlibPx.addr
+	// Route changes and the table at scale are measured through the first.
+	edge, edgeAddr := proxies[0].p, proxies[0].addr
 
 	for _, px := range proxies {
 		if err := waitServes(ctx, px, w.host); err != nil {

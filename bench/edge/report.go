@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -85,8 +86,10 @@ func (t *loadTable) saturation(l load, client string) {
 	t.row("machine CPU idle at saturation", l, func(w wrkRun) float64 { return w.idle }, func(v float64) string { return fmt.Sprintf("%.0f %%", 100*v) })
 }
 
-// rounds prints each round of a load at saturation, in the order run.
-func rounds(p func(string, ...any), l load, names []string, client string) {
+// rounds prints each round of a load at saturation, in the order run,
+// then each proxy's ratios to ref round by round: the runs of one round
+// are minutes apart at most, so a host's slower hour weighs on both.
+func rounds(p func(string, ...any), l load, names []string, ref, client string) {
 	latency, pick := "p99", func(w wrkRun) time.Duration { return w.p99 }
 	if client == "h2load" {
 		latency, pick = "mean", func(w wrkRun) time.Duration { return w.p50 }
@@ -104,6 +107,39 @@ func rounds(p func(string, ...any), l load, names []string, client string) {
 		}
 		p("| %d | %s | %s |\n", i+1, strings.Join(l.order[i], " → "), strings.Join(cells, " | "))
 	}
+	if len(l.rounds) < 2 {
+		return
+	}
+	p("\nRound by round against %s (min–median–max of the %d rounds' ratios):\n\n", ref, len(l.rounds))
+	for _, n := range names {
+		if n == ref {
+			continue
+		}
+		rate := l.ratios(n, ref, func(w wrkRun) float64 { return w.rps })
+		cpu := l.ratios(n, ref, func(w wrkRun) float64 { return float64(w.cpuPerReq) })
+		ahead := 0
+		for _, r := range rate {
+			if r >= 1 {
+				ahead++
+			}
+		}
+		p("- %s: requests/s %s×, at or above in %d of %d rounds; CPU per request %s×\n", n, spreadOf(rate), ahead, len(rate), spreadOf(cpu))
+	}
+}
+
+// pathWhat says what each of the edge's data paths is.
+var pathWhat = map[string]string{
+	"stdlib": "net/http + httputil.ReverseProxy",
+	"fast":   "internal/edge's own HTTP/1.1 forwarding loop, a goroutine per connection",
+	"loop":   "the same exchange on epoll event loops, one per core",
+}
+
+// spreadOf is "min–median–max" of ratios.
+func spreadOf(v []float64) string {
+	if len(v) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f–%.2f–%.2f", slices.Min(v), median(v), slices.Max(v))
 }
 
 func report(out io.Writer, o options, r results) {
@@ -143,13 +179,13 @@ func report(out io.Writer, o options, r results) {
 	if len(r.tls.load.rounds) > 0 {
 		p("\nOver TLS (HTTPS, HTTP/1.1 with keep-alive; each proxy terminates TLS with the same ECDSA P-256 certificate):\n\n")
 		newLoadTable(p, r.tls.names, nginxTLS, len(r.tls.load.rounds)).saturation(r.tls.load, "wrk")
-		rounds(p, r.tls.load, r.tls.names, "wrk")
+		rounds(p, r.tls.load, r.tls.names, nginxTLS, "wrk")
 		profileTops(p, r.tls, o.profile)
 	}
 	if len(r.h2.load.rounds) > 0 {
 		p("\nOver HTTP/2 (h2load, one stream at a time on each of %d connections; latency is h2load's mean, it gives no percentiles):\n\n", o.conns)
 		newLoadTable(p, r.h2.names, nginxH2, len(r.h2.load.rounds)).saturation(r.h2.load, "h2load")
-		rounds(p, r.h2.load, r.h2.names, "h2load")
+		rounds(p, r.h2.load, r.h2.names, nginxH2, "h2load")
 		for _, n := range r.h2.names {
 			p("\n%s negotiated %s.", n, r.h2.ciphers[n])
 		}
@@ -160,7 +196,7 @@ func report(out io.Writer, o options, r results) {
 		reportProblems(p, r) // over TLS and HTTP/2 alone
 		return
 	}
-	p("\n| | edge (stdlib) | — | — |\n|---|---:|---:|---:|\n")
+	p("\n| | %s | — | — |\n|---|---:|---:|---:|\n", names[0])
 	if t := r.table; t != nil {
 		p("| route lookup, 100,000 projects, host as sent / needing normalisation (BenchmarkLookup100kHosts) | %.0f ns, %.0f allocs / %.0f ns, %.0f allocs | — | — |\n", t.lookupNs, t.lookupAllocs, t.mixedNs, t.mixedAllocs)
 		p("| route table build, 100,000 projects × 3 instances (BenchmarkBuildTable100kHosts) | %s, %.0f MiB | — | — |\n", ms(time.Duration(t.buildNs)), t.tableMiB)
@@ -188,7 +224,7 @@ func report(out io.Writer, o options, r results) {
 		p("| edge memory (RSS), 1 project | %d MiB | — | — |\n", r.small.rss>>10)
 	}
 
-	rounds(p, l, names, "wrk")
+	rounds(p, l, names, "nginx", "wrk")
 	reportProblems(p, r)
 	for _, n := range names {
 		if top, ok := r.profiles["pprof "+n]; ok {
@@ -218,7 +254,15 @@ func report(out io.Writer, o options, r results) {
 	p("- wrk %s -H 'Host: <project>.%s', same for each proxy; a %s warm-up of each first; %d rounds.\n",
 		strings.Join(wrkArgs(o, o.duration), " "), appsDomain, o.warmup, o.rounds)
 	p("- Half load: wrk with a delay() of 10 ms between a connection's requests and %d connections, so the offered rate is about half of nginx's median saturation rate whichever proxy answers; the backend asked directly (no proxy) in the same rounds is the reference for added latency.\n", r.half.conns)
-	p("- Edge data paths: EDGE_DATA_PATH=stdlib (net/http + httputil.ReverseProxy), EDGE_DATA_PATH=fast (internal/edge's own HTTP/1.1 forwarding loop, a goroutine per connection) and EDGE_DATA_PATH=loop (the same exchange on epoll event loops, one per core), three edge processes on the same routes.\n")
+	fieldsNote := ""
+	if o.fields {
+		fieldsNote = " " + nginxHeaders + ": the same nginx also setting the request fields the edge sets (X-Forwarded-Host, X-Forwarded-Proto, X-Request-Id, the node-proxy token, an instance id), so that the app parses as much behind both."
+	}
+	var paths []string
+	for _, path := range o.paths {
+		paths = append(paths, "EDGE_DATA_PATH="+path+" ("+pathWhat[path]+")")
+	}
+	p("- Edge data paths: %s; an edge process for each, on the same routes.\n", strings.Join(paths, ", "))
 	if o.fasthttp != "" {
 		p("- fasthttp (bare): bench/edge/fasthttpproxy, valyala/fasthttp's Server and an LBClient over the 3 ports, with the same per-request header work as the edge (hop-by-hop and client-address headers dropped, X-Forwarded-*, X-Request-Id) and none of its other guarantees (bodies buffered, no websockets, no passive health): an upper bound for a fasthttp data path.\n")
 	}
@@ -231,7 +275,7 @@ func report(out io.Writer, o options, r results) {
 		p("- CPUs: each proxy on CPUs %s only (nginx with worker_processes %s; Go sizes GOMAXPROCS, and so the edge's event loops, by the affinity), wrk and the app on CPUs %s (taskset -c).\n", cpus.proxy, cpus.workers(proxySide), cpus.load)
 	}
 	p("- Edge: `zeitwork edge`, plain HTTP (EDGE_HTTPS_ADDR=off), EDGE_POLL_INTERVAL=1m. The 3 nodes' internal_address is a backend port, so the edge makes one hop, like nginx; in production the second hop is a node-proxy on each node, not measured here.\n")
-	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream); the ratio columns are against it. %s: the same nginx also setting the request fields the edge sets (X-Forwarded-Host, X-Forwarded-Proto, X-Request-Id, the node-proxy token, an instance id), so that the app parses as much behind both.\n- CPU and context switches are read from /proc for each process group (the proxy's, the backend's) and from wrk's rusage, over each wrk run; machine idle is /proc/stat's idle + iowait share over the run.\n", nginxVersion(), nginxHeaders)
+	p("- nginx: %s, worker_processes auto, listen reuseport, access_log off, upstream of the same 3 ports with keepalive 64, proxy_http_version 1.1, keepalive_requests 1000000 (client and upstream); the ratio columns are against it.%s\n- CPU and context switches are read from /proc for each process group (the proxy's, the backend's) and from wrk's rusage, over each wrk run; machine idle is /proc/stat's idle + iowait share over the run.\n", nginxVersion(), fieldsNote)
 	if r.table != nil {
 		p("- Route table: go test -bench 100kHosts -benchmem ./internal/edge/ (medians of %d runs; lookups cycle over all 100,000 project hosts; the build is NewTable from rows already in memory, its heap measured with runtime.MemStats).\n", r.table.runs)
 	}

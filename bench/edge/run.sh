@@ -19,6 +19,12 @@
 # others; nginx gets a worker per proxy CPU, the edge a loop per CPU):
 #
 #   bash bench/edge/run.sh -hosts 0 -proxy-cpus 1 -load-cpus 0
+#
+# The default data path against nginx alone, in more rounds for the time
+# (the report gives each round's ratio too: rounds minutes apart share the
+# host's weather):
+#
+#   ROUNDS=9 bash bench/edge/run.sh -hosts 0 -tls=false -h2=false -paths loop -fields=false -fasthttp ""
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null

@@ -134,6 +134,18 @@ func (l load) spread(name string, field func(wrkRun) float64) (lo, mid, hi float
 	return slices.Min(v), median(v), slices.Max(v)
 }
 
+// ratios is, round by round, name's field over ref's, for the rounds
+// where ref's is not zero.
+func (l load) ratios(name, ref string, field func(wrkRun) float64) []float64 {
+	var v []float64
+	for _, r := range l.rounds {
+		if d := field(r[ref]); d != 0 {
+			v = append(v, field(r[name])/d)
+		}
+	}
+	return v
+}
+
 func (l load) values(name string, field func(wrkRun) float64) []float64 {
 	var v []float64
 	for _, r := range l.rounds {
