@@ -63,6 +63,7 @@ type options struct {
 	memory            bool     // only the route table at scale: memory, rebuild, snapshot
 	memoryEnv         string   // extra environment of the edge in -memory mode
 	fastEnv           string   // extra environment of a further fast-path edge (empty: none)
+	loopEnv           []string // extra environments of further loop edges, one each
 	memProfile        string   // in -memory mode: where to write the allocations of a full rebuild
 	plain, tls, h2    bool     // run the plain HTTP comparison (and all that follows it), the HTTPS one, the HTTP/2 one
 	app               string   // the app behind the proxies: appGo (bench/edge/backend) or appNginx
@@ -126,6 +127,10 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "directory for pprof and perf profiles of each Go data path under wrk (empty: none; the zeitwork binary must be built with -tags edgepprof)")
 	flag.BoolVar(&o.memory, "memory", false, "measure only the route table at -hosts projects: edge memory over -rounds runs, rebuild, snapshot")
 	flag.StringVar(&o.memoryEnv, "memory-env", "", "extra environment of the edge in -memory mode, e.g. \"GOGC=100 GOMEMLIMIT=off\"")
+	flag.Func("loop-env", "also measure a loop edge with this extra environment (repeat for more)", func(v string) error {
+		o.loopEnv = append(o.loopEnv, v)
+		return nil
+	})
 	flag.StringVar(&o.fastEnv, "fast-env", "", "also measure a fast-path edge with this extra environment, e.g. \"GOMAXPROCS=1\"")
 	flag.StringVar(&o.memProfile, "memprofile", "", "in -memory mode, write the allocation profile of a full rebuild in this process here")
 	flag.BoolVar(&o.plain, "plain", true, "compare the proxies over plain HTTP, and measure the route table and changes")
@@ -254,6 +259,14 @@ func run(ctx context.Context, o options) error {
 	var proxies []proxy
 	for _, path := range o.paths {
 		px, err := startPath(edgeNames[path], path, "routes-"+path+".json")
+		if err != nil {
+			return err
+		}
+		defer px.p.stop()
+		proxies = append(proxies, px)
+	}
+	for i, env := range o.loopEnv {
+		px, err := startPath("edge (loop, "+env+")", "loop", fmt.Sprintf("routes-loop-env-%d.json", i), strings.Fields(env)...)
 		if err != nil {
 			return err
 		}

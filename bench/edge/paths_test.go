@@ -46,3 +46,21 @@ func TestRoundsCompareRunsOfTheSameRound(t *testing.T) {
 		t.Fatalf("report:\n%s\nwant the line %q", out.String(), want)
 	}
 }
+
+// Wake-ups are counted from the RES and CAL lines of every CPU, and from
+// nothing else in /proc/interrupts.
+func TestWakeIPIsSumResAndCalOverCPUs(t *testing.T) {
+	const interrupts = `           CPU0       CPU1
+  0:         33          0   IO-APIC   2-edge      timer
+LOC:  103785030  101541529   Local timer interrupts
+RES:         31         24   Rescheduling interrupts
+CAL:          2          3   Function call interrupts
+TLB:        500        600   TLB shootdowns
+`
+	if got := parseWakeIPIs(interrupts); got != 60 {
+		t.Fatalf("wake-up interrupts %d, want 31+24+2+3 = 60", got)
+	}
+	if wakeIPIs() <= 0 {
+		t.Fatal("this machine's /proc/interrupts shows no RES or CAL interrupts")
+	}
+}

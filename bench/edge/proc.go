@@ -494,6 +494,37 @@ func machineCPU() (idle, total int64) {
 	return idle, total
 }
 
+// wakeIPIs is how many interrupts the machine's CPUs have taken, all
+// together, to be told of work another CPU made for them: rescheduling
+// (RES) and function-call (CAL) interrupts in /proc/interrupts, which
+// is how a wake-up reaches a CPU that sleeps. In a virtual machine each
+// is an exit to the hypervisor for the CPU that sends it.
+func wakeIPIs() int64 {
+	b, err := os.ReadFile("/proc/interrupts")
+	if err != nil {
+		return 0
+	}
+	return parseWakeIPIs(string(b))
+}
+
+func parseWakeIPIs(s string) int64 {
+	var n int64
+	for line := range strings.Lines(s) {
+		f := strings.Fields(line)
+		if len(f) == 0 || (f[0] != "RES:" && f[0] != "CAL:") {
+			continue
+		}
+		for _, v := range f[1:] {
+			c, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				break // the description
+			}
+			n += c
+		}
+	}
+	return n
+}
+
 // clockTicks is USER_HZ, the unit of /proc/*/stat times: 100 on Linux.
 const clockTicks = 100
 

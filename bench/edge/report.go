@@ -84,6 +84,7 @@ func (t *loadTable) saturation(l load, client string) {
 	t.row(client+" CPU time per request", l, func(w wrkRun) float64 { return float64(w.wrkCPUPerReq) }, fus)
 	t.row("proxy + backend + "+client+" CPU time per request", l, func(w wrkRun) float64 { return float64(w.cpuPerReq + w.backendCPUPerReq + w.wrkCPUPerReq) }, fus)
 	t.row("machine CPU idle at saturation", l, func(w wrkRun) float64 { return w.idle }, func(v float64) string { return fmt.Sprintf("%.0f %%", 100*v) })
+	t.row("wake-up interrupts per request (RES + CAL, all CPUs)", l, func(w wrkRun) float64 { return w.ipisPerReq }, count)
 }
 
 // rounds prints each round of a load at saturation, in the order run,

@@ -25,6 +25,11 @@
 # host's weather):
 #
 #   ROUNDS=9 bash bench/edge/run.sh -hosts 0 -tls=false -h2=false -paths loop -fields=false -fasthttp ""
+#
+# A loop edge with a setting of its own beside the default (repeatable):
+#
+#   ROUNDS=6 bash bench/edge/run.sh -hosts 0 -tls=false -h2=false -paths loop -fields=false -fasthttp "" \
+#     -proxy-cpus 1 -load-cpus 0 -loop-env EDGE_LOOP_SPIN=10us -loop-env EDGE_LOOP_SPIN=20us
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null

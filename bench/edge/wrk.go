@@ -37,6 +37,9 @@ type wrkRun struct {
 	// idle is the share of the machine's CPU time nobody used over the
 	// run (from /proc/stat): at saturation, cycles the three left unused.
 	idle float64
+	// ipisPerReq is the machine's wake-up interrupts (wakeIPIs) over the
+	// run, per request: how often a program woke one on a sleeping CPU.
+	ipisPerReq float64
 }
 
 // load is the throughput comparison: per round, each proxy's run and the
@@ -216,7 +219,9 @@ func measure(ctx context.Context, px proxy, cmd *exec.Cmd, parse func(string) (w
 		backendCPU, backendSwitches = px.backend.cpu(), px.backend.switches()
 	}
 	idle0, total0 := machineCPU()
+	ipis0 := wakeIPIs()
 	out, err := cmd.CombinedOutput()
+	ipis1 := wakeIPIs()
 	idle1, total1 := machineCPU()
 	if px.p != nil {
 		cpu, switches = px.p.cpu()-cpu, px.p.switches()-switches
@@ -245,6 +250,7 @@ func measure(ctx context.Context, px proxy, cmd *exec.Cmd, parse func(string) (w
 		run.switchesPerReq = float64(switches) / float64(run.requests)
 		run.backendCPUPerReq = backendCPU / time.Duration(run.requests)
 		run.backendSwitchesPerReq = float64(backendSwitches) / float64(run.requests)
+		run.ipisPerReq = float64(ipis1-ipis0) / float64(run.requests)
 		if st := cmd.ProcessState; st != nil {
 			run.wrkCPUPerReq = (st.UserTime() + st.SystemTime()) / time.Duration(run.requests)
 		}
