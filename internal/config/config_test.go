@@ -234,6 +234,8 @@ func TestRulesAcrossVariables(t *testing.T) {
 		{"plain HTTP to which registry", parse[NodeAgent], map[string]string{"NODE_INTERNAL_ADDRESS": "a:1", "REGISTRY_INSECURE": "true"}, []string{"REGISTRY_INSECURE"}},
 		{"domain checks need an interval", parse[Operator], map[string]string{"DOMAIN_CHECK_INTERVAL": "0s"}, []string{"DOMAIN_CHECK_INTERVAL"}},
 		{"domain rechecks need an interval and a limit", parse[Operator], map[string]string{"DOMAIN_RECHECK_INTERVAL": "0s", "DOMAIN_RECHECK_FAILURES": "0"}, []string{"DOMAIN_RECHECK_FAILURES", "DOMAIN_RECHECK_INTERVAL"}},
+		{"an edge loop spins briefly if at all", parse[Edge], map[string]string{"EDGE_LOOP_SPIN": "2ms"}, []string{"EDGE_LOOP_SPIN"}},
+		{"an edge loop cannot spin backwards", parse[Edge], map[string]string{"EDGE_LOOP_SPIN": "-1us"}, []string{"EDGE_LOOP_SPIN"}},
 		{"edge timeouts are never off", parse[Edge], map[string]string{"EDGE_READ_HEADER_TIMEOUT": "0s", "EDGE_IDLE_TIMEOUT": "0s"}, []string{"EDGE_IDLE_TIMEOUT", "EDGE_READ_HEADER_TIMEOUT"}},
 		{"a dev prefix is a name", parse[Dev], map[string]string{"DEV_PREFIX": "Dev_1-", "S3_ENDPOINT": "http://h", "BUILDKIT_ADDR": "b"}, []string{"DEV_PREFIX"}},
 		{"GitHub URLs are URLs", parse[API], map[string]string{"GITHUB_API_URL": "api.github.com", "GITHUB_WEB_URL": "ftp://github.com"}, []string{"GITHUB_API_URL", "GITHUB_WEB_URL"}},
@@ -374,6 +376,16 @@ func TestEdgeDataPathIsTheLoopUnlessSet(t *testing.T) {
 	}
 	if _, err := ParseFrom[Edge](with(base, "EDGE_DATA_PATH", "fasthttp")); err == nil || !strings.Contains(err.Error(), "EDGE_DATA_PATH") {
 		t.Fatalf("unknown path: %v", err)
+	}
+}
+
+func TestEdgeLoopsParkAtOnceUnlessSet(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "ACME_EMAIL": "ops@example.com"}
+	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.LoopSpin != 0 {
+		t.Fatalf("default: %s, %v; want 0", cfg.LoopSpin, err)
+	}
+	if cfg, err := ParseFrom[Edge](with(base, "EDGE_LOOP_SPIN", "20us")); err != nil || cfg.LoopSpin != 20*time.Microsecond {
+		t.Fatalf("20us: %s, %v", cfg.LoopSpin, err)
 	}
 }
 

@@ -71,6 +71,7 @@ type evLoop struct {
 	idle     map[string][]*loopUp // node-proxy connections at rest, by address; emptied slices stay until the sweep, for reuse
 	nidle    int                  // connections in idle
 	tick     time.Duration
+	spin     time.Duration // ProxyConfig.LoopSpin
 	swept    time.Time
 
 	clients     atomic.Int32 // client connections the loop owns, and those on their way to it (pickLoop)
@@ -270,7 +271,7 @@ func newEvLoop(fl *FastListener, lfd int, tick time.Duration) (*evLoop, error) {
 		pollFile.Close()
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	lp := &evLoop{fl: fl, epfd: epfd, pollFile: pollFile, raw: raw, efd: efd, lfd: -1, idle: map[string][]*loopUp{}, tick: tick, swept: time.Now(), ended: make(chan struct{})}
+	lp := &evLoop{fl: fl, epfd: epfd, pollFile: pollFile, raw: raw, efd: efd, lfd: -1, idle: map[string][]*loopUp{}, tick: tick, spin: fl.p.cfg.LoopSpin, swept: time.Now(), ended: make(chan struct{})}
 	lp.readyFn = lp.pollReady
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}); err != nil {
 		lp.closeFDs()
@@ -375,11 +376,21 @@ func (lp *evLoop) run() {
 // core). With nothing ready, the loop's goroutine parks in Go's own
 // poller, where the epoll set is registered like a socket, until the set
 // has events, the sweep is due, or a running loop finds it stalled
-// (kickStalled).
+// (kickStalled). With ProxyConfig.LoopSpin it first polls again for that
+// long: a loop that parks is woken by the program that sends it the next
+// event, and on a machine that sleeps its idle CPUs that wake-up costs
+// the sender more than the spin costs a core with nothing else to do.
 func (lp *evLoop) wait() (int, error) {
 	n, err := lp.poll()
 	if n > 0 || err != nil {
 		return n, err
+	}
+	if lp.spin > 0 {
+		for until := time.Now().Add(lp.spin); time.Now().Before(until); {
+			if n, err := lp.poll(); n > 0 || err != nil {
+				return n, err
+			}
+		}
 	}
 	var due time.Time
 	if lp.clients.Load() > 0 || !lp.acceptPause.IsZero() || lp.busyIdle() {
@@ -390,6 +401,7 @@ func (lp *evLoop) wait() (int, error) {
 		lp.pollFile.SetReadDeadline(due)
 	}
 	lp.polled, lp.pollErr = 0, nil
+	loopParks.Add(1)
 	lp.parkedSince.Store(time.Now().UnixNano())
 	err = lp.raw.Read(lp.readyFn)
 	lp.parkedSince.Store(0)

@@ -93,6 +93,11 @@ var kicked = time.Unix(1, 0)
 // loop waiting with work, which only a production edge can tell.
 var loopWakeups atomic.Uint64
 
+// loopParks counts the times a loop found nothing to do and parked in Go's
+// poller (zeitwork_edge_loop_parks_total): each is a wake-up for the
+// program that next sends it an event, what ProxyConfig.LoopSpin saves.
+var loopParks atomic.Uint64
+
 // hasEvents says, without taking any, whether an epoll set has events.
 func hasEvents(epfd int) bool {
 	fds := [1]unix.PollFd{{Fd: int32(epfd), Events: unix.POLLIN}}

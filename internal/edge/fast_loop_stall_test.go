@@ -178,3 +178,66 @@ func TestLoopWakeupsAreAMetric(t *testing.T) {
 		t.Fatalf("zeitwork_edge_loop_wakeups_total = %v, want %v", got, want)
 	}
 }
+
+// A loop with a spin (EDGE_LOOP_SPIN) takes an event that comes within it
+// without parking: its poller here is one nobody wakes, so only a loop
+// still polling can see the event. With none coming, it parks once the
+// spin is over, and the park is counted (zeitwork_edge_loop_parks_total).
+func TestSpinningLoopTakesAnEventWithoutParking(t *testing.T) {
+	lp, efd := stalledLoop(t)
+	lp.spin = time.Minute
+	spun := make(chan waited, 1)
+	go func() {
+		n, err := lp.wait()
+		spun <- waited{n, err}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if lp.parkedSince.Load() != 0 {
+		t.Fatal("the loop parked within its spin")
+	}
+	if _, err := unix.Write(efd, []byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-spun:
+		if w.n != 1 || w.err != nil {
+			t.Fatalf("wait returned %d, %v; want the eventfd's event", w.n, w.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a spinning loop did not take an event that came within its spin")
+	}
+	var buf [8]byte
+	if _, err := unix.Read(efd, buf[:]); err != nil {
+		t.Fatal(err)
+	}
+
+	lp.spin = 30 * time.Millisecond
+	parks := loopParks.Load()
+	start := time.Now()
+	done := park(t, lp)
+	if took := time.Since(start); took < lp.spin {
+		t.Fatalf("parked %s after it began to wait, within its %s spin", took, lp.spin)
+	}
+	if loopParks.Load() == parks {
+		t.Fatal("the park was not counted")
+	}
+	stillParked(t, done, "parked after its spin")
+}
+
+// Parks are on /metrics, for every listener of the process.
+func TestLoopParksAreAMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg)
+	loopParks.Add(2)
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(fams, func(f *dto.MetricFamily) bool { return f.GetName() == "zeitwork_edge_loop_parks_total" })
+	if i < 0 {
+		t.Fatal("no zeitwork_edge_loop_parks_total series")
+	}
+	if got := fams[i].GetMetric()[0].GetCounter().GetValue(); got < 2 {
+		t.Fatalf("zeitwork_edge_loop_parks_total = %v, want at least the 2 added", got)
+	}
+}

@@ -63,7 +63,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	loopWakeups := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "zeitwork_edge_loop_wakeups_total", Help: "Event loops woken by another after waiting 500 µs with events ready (no thread was watching Go's poller).",
 	}, func() float64 { return float64(loopWakeups.Load()) })
-	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.routeHosts, m.routeUpdates, m.routeAge, loopWakeups)
+	loopParks := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "zeitwork_edge_loop_parks_total", Help: "Times an event loop found nothing ready (after EDGE_LOOP_SPIN) and parked until woken.",
+	}, func() float64 { return float64(loopParks.Load()) })
+	reg.MustRegister(m.requests, m.duration, m.upstreamErrors, m.routeHosts, m.routeUpdates, m.routeAge, loopWakeups, loopParks)
 	return m
 }
 

@@ -48,6 +48,9 @@ type ProxyConfig struct {
 	Log            *slog.Logger
 	// Dial opens connections to node-proxies; nil dials directly.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LoopSpin is how long an event loop polls again before it parks
+	// (EDGE_LOOP_SPIN); 0 parks at once.
+	LoopSpin time.Duration
 }
 
 // Proxy is the edge's request path: Host → route → instance (through the

@@ -109,7 +109,7 @@ func Serve(ctx context.Context, cfg config.Edge, pool *pgxpool.Pool, certs Certi
 			return false
 		}
 	}
-	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.NodeProxy.Token.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log})
+	proxy := NewProxy(ProxyConfig{Routes: routes, Token: cfg.NodeProxy.Token.Reveal(), UpstreamTimeout: cfg.UpstreamTimeout, TrustForwarded: trust, Metrics: metrics, Log: log, LoopSpin: cfg.LoopSpin})
 
 	// What net/http serves: on the fast and loop data paths, HTTP/2 and the
 	// connections they hand over, forwarded by the direct exchange where it
