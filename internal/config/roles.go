@@ -321,8 +321,8 @@ type Edge struct {
 	// looking for work before it parks: on an edge host whose cores are
 	// the edge's alone, a spin of 10-50 µs saves the programs that send it
 	// traffic the wake-ups of a sleeping core, at the price of the core's
-	// idle time. 0 (the default) parks at once, right where the edge
-	// shares its cores.
+	// idle time (between polls it yields the core to any other runnable
+	// thread). 0, the default, parks at once.
 	LoopSpin time.Duration `env:"EDGE_LOOP_SPIN" envDefault:"0s"`
 }
 

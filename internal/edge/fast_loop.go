@@ -387,6 +387,9 @@ func (lp *evLoop) wait() (int, error) {
 	}
 	if lp.spin > 0 {
 		for until := time.Now().Add(lp.spin); time.Now().Before(until); {
+			// A thread of another program runnable on this core goes
+			// first; with none, the yield returns at once.
+			rawYield()
 			if n, err := lp.poll(); n > 0 || err != nil {
 				return n, err
 			}

@@ -52,6 +52,10 @@ func rawPoll(epfd int, events []unix.EpollEvent) (int, error) {
 	return int(n), nil
 }
 
+// rawYield is sched_yield: the calling thread goes behind the others
+// runnable on its CPU, if there are any.
+func rawYield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+
 func bufPtr(p []byte) unsafe.Pointer {
 	if len(p) == 0 {
 		return nil
