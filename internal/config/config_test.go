@@ -379,13 +379,23 @@ func TestEdgeDataPathIsTheLoopUnlessSet(t *testing.T) {
 	}
 }
 
-func TestEdgeLoopsParkAtOnceUnlessSet(t *testing.T) {
+func TestEdgeLoopsSpinBrieflyUnlessSetTo0(t *testing.T) {
 	base := map[string]string{"DATABASE_URL": "postgres://u:p@h/d", "CLUSTER_TOKEN": "t", "NODE_PROXY_TOKEN": "p", "MANAGEMENT_TOKEN": "m", "ACME_EMAIL": "ops@example.com"}
-	if cfg, err := ParseFrom[Edge](base); err != nil || cfg.LoopSpin != 0 {
-		t.Fatalf("default: %s, %v; want 0", cfg.LoopSpin, err)
-	}
-	if cfg, err := ParseFrom[Edge](with(base, "EDGE_LOOP_SPIN", "20us")); err != nil || cfg.LoopSpin != 20*time.Microsecond {
-		t.Fatalf("20us: %s, %v", cfg.LoopSpin, err)
+	for _, c := range []struct {
+		set  string // "": unset
+		want time.Duration
+	}{
+		{"", 10 * time.Microsecond},
+		{"0", 0},
+		{"20us", 20 * time.Microsecond},
+	} {
+		env := base
+		if c.set != "" {
+			env = with(base, "EDGE_LOOP_SPIN", c.set)
+		}
+		if cfg, err := ParseFrom[Edge](env); err != nil || cfg.LoopSpin != c.want {
+			t.Errorf("EDGE_LOOP_SPIN=%q: %s, %v; want %s", c.set, cfg.LoopSpin, err, c.want)
+		}
 	}
 }
 
