@@ -29,7 +29,9 @@
 # A loop edge with a setting of its own beside the default (repeatable):
 #
 #   ROUNDS=6 bash bench/edge/run.sh -hosts 0 -tls=false -h2=false -paths loop -fields=false -fasthttp "" \
-#     -proxy-cpus 1 -load-cpus 0 -loop-env EDGE_LOOP_SPIN=10us -loop-env EDGE_LOOP_SPIN=20us
+#     -proxy-cpus 1 -load-cpus 0 -loop-env EDGE_LOOP_SPIN=0 -loop-env EDGE_LOOP_SPIN=20us
+#
+# (EDGE_LOOP_SPIN=0: the loop parks at once instead of spinning its default 10 µs.)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/deps.sh up >/dev/null
